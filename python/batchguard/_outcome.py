@@ -1,0 +1,309 @@
+"""What both engines report to: the failure log, DLQ sends, progress, the batch log line.
+
+An engine produces events (a batch is final, the breaker moved) and counter snapshots; the
+:class:`RunRecorder` turns them into DLQ entries, ``batch_complete`` log lines, progress
+callbacks and, at the end, the :class:`BatchReport`. Because both engines feed the same
+recorder, they cannot differ in how results are presented, only in the outcomes themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback as tb
+import uuid
+import warnings
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from .dlq.base import Attempt, DeadLetter, DeadLetterQueue
+from .errors import BatchguardWarning
+from .results import BatchProgress, BatchReport, BatchStats, RecordError
+
+__all__ = ["Counters", "Failures", "RunRecorder", "new_run_id"]
+
+logger = logging.getLogger("batchguard")
+
+_ID_NAMESPACE = uuid.UUID("6f1d7c1e-5b7a-4f0e-9a57-1b2c3d4e5f60")
+
+# (index, batch_index, record, error_class, [[attempt, wall_time, exc, delay_s], ...])
+RawFailure = tuple[int, int, Any, str, list[list[Any]]]
+# (succeeded, failed, retrying, in_flight, queued, batches_completed, current_batch,
+#  breaker_state, records_read)
+Counters = tuple[int, int, int, int, int, int, int, str, int]
+
+
+def new_run_id() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"run-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def entry_id(scope: str, stage: str, record_index: int) -> str:
+    """Deterministic per (run or job, stage, record): a resent entry replaces itself."""
+    return uuid.uuid5(_ID_NAMESPACE, f"{scope}\x1f{stage}\x1f{record_index}").hex
+
+
+def default_id_of(record: Any, index: int) -> Any:
+    if isinstance(record, Mapping):
+        for key in ("entity_id", "id"):
+            value = record.get(key)
+            if value is not None:
+                return value
+    return index
+
+
+def message_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the record
+        return f"<unprintable {type(exc).__name__}>"
+
+
+class Failures:
+    """The compact log of dead-lettered records; details are materialized on demand."""
+
+    def __init__(self, *, run_id: str, job_id: str | None, stage: str,
+                 id_of: Callable[[Any], Any] | None, pickle_payloads: bool) -> None:
+        self.run_id = run_id
+        self.job_id = job_id
+        self.stage = stage
+        self._id_of = id_of
+        self._pickle = pickle_payloads
+        self._raw: list[RawFailure] = []
+        self._sorted = True
+        self._warned_repr = False
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def extend(self, raw: list[RawFailure]) -> None:
+        if raw:
+            if self._raw and raw[0][0] < self._raw[-1][0]:
+                self._sorted = False
+            self._raw.extend(raw)
+
+    def _in_order(self) -> list[RawFailure]:
+        if not self._sorted:
+            self._raw.sort(key=lambda r: r[0])
+            self._sorted = True
+        return self._raw
+
+    def records(self) -> list[Any]:
+        return [r[2] for r in self._in_order()]
+
+    def type_names(self) -> list[str]:
+        return [type(r[4][-1][2]).__name__ for r in self._raw]
+
+    def record_id(self, record: Any, index: int) -> Any:
+        if self._id_of is None:
+            return default_id_of(record, index)
+        try:
+            return self._id_of(record)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("id_of raised %s for record %d; using its index", type(exc).__name__, index)
+            return index
+
+    def record_errors(self) -> list[RecordError]:
+        out = []
+        for index, batch_index, record, error_class, history in self._in_order():
+            exc = history[-1][2]
+            out.append(RecordError(index, self.record_id(record, index), type(exc).__name__,
+                                   message_of(exc), error_class, self.stage, len(history),
+                                   batch_index))
+        return out
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return [self.dead_letter(raw) for raw in self._in_order()]
+
+    def payload(self, record: Any) -> tuple[Any, str]:
+        try:
+            json.dumps(record, allow_nan=False)
+        except (TypeError, ValueError):
+            pass
+        else:
+            return record, "json"
+        if self._pickle:
+            import base64
+            import pickle
+
+            try:
+                return base64.b64encode(pickle.dumps(record)).decode("ascii"), "pickle"
+            except Exception:  # noqa: BLE001,S110 - fall back to repr below
+                pass
+        if not self._warned_repr:
+            self._warned_repr = True
+            warnings.warn(
+                f"a {type(record).__name__} record cannot be stored as JSON; the DLQ keeps its repr "
+                "(pass pickle_payloads=True to keep it replayable)", BatchguardWarning, stacklevel=2)
+        return repr(record), "repr"
+
+    def dead_letter(self, raw: RawFailure) -> DeadLetter:
+        index, batch_index, record, error_class, history = raw
+        exc = history[-1][2]
+        trace = "".join(tb.format_exception(exc)) if exc.__traceback__ is not None else None
+        payload, encoding = self.payload(record)
+        attempts = tuple(Attempt(a, iso(at), type(e).__name__, message_of(e), delay)
+                         for a, at, e, delay in history)
+        return DeadLetter(
+            id=entry_id(self.job_id or self.run_id, self.stage, index),
+            run_id=self.run_id,
+            job_id=self.job_id,
+            record_id=self.record_id(record, index),
+            record_index=index,
+            batch_index=batch_index,
+            stage=self.stage,
+            payload=payload,
+            payload_encoding=encoding,
+            error_class=error_class,
+            error_type=type(exc).__name__,
+            error_message=message_of(exc),
+            traceback=trace,
+            attempts=attempts,
+            first_failed_at=attempts[0].at,
+            last_failed_at=attempts[-1].at,
+        )
+
+
+class RunRecorder:
+    """Receives an engine's events, persists dead letters, reports progress, builds the report.
+
+    It is only ever called from the thread that called ``run_batches``.
+    """
+
+    def __init__(self, *, run_id: str, job_id: str | None, stage: str,
+                 dlq: DeadLetterQueue | None, on_progress: Callable[[BatchProgress], Any] | None,
+                 total: int | None, batch_size: int, id_of: Callable[[Any], Any] | None,
+                 pickle_payloads: bool, checkpoint: Any = None) -> None:
+        self.run_id = run_id
+        self.job_id = job_id
+        self.stage = stage
+        self.dlq = dlq
+        self.on_progress = on_progress
+        self.total = total
+        self.batch_size = batch_size
+        self.checkpoint = checkpoint
+        self.failures = Failures(run_id=run_id, job_id=job_id, stage=stage, id_of=id_of,
+                                 pickle_payloads=pickle_payloads)
+        self.batches: list[BatchStats] = []
+        self.breaker_events: list[tuple[float, str, str]] = []
+        self.breaker_state = "closed"
+        self.dlq_count = 0
+        self.started = time.monotonic()
+        self._log_batches = logger.isEnabledFor(logging.INFO)
+
+    @property
+    def batches_total(self) -> int | None:
+        if self.total is None:
+            return None
+        return -(-self.total // self.batch_size)
+
+    # ------------------------------------------------------------------ engine callbacks
+
+    def events(self, events: list[tuple[Any, ...]], counters: Counters) -> None:
+        for event in events:
+            if event[0] == "batch":
+                self._batch(event, counters)
+            else:
+                _, at, old, new = event
+                self.breaker_events.append((at, old, new))
+                self.breaker_state = new
+                logger.warning("circuit breaker %s -> %s", old, new,
+                               extra={"run_id": self.run_id, "breaker_from": old, "breaker_to": new,
+                                      "at_s": at})
+        self.progress(counters)
+
+    def _batch(self, event: tuple[Any, ...], counters: Counters) -> None:
+        _, batch_index, size, succeeded, failed, retries, duration, pending, dead = event
+        self.failures.extend(dead)
+        entries: list[DeadLetter] = []
+        if dead and self.dlq is not None:
+            entries = [self.failures.dead_letter(raw) for raw in dead]
+            if self.checkpoint is None:
+                self.dlq.send(entries)
+            self.dlq_count += len(entries)
+        stats = BatchStats(batch_index, size, succeeded, failed, retries, duration, pending)
+        if self.checkpoint is not None:
+            # The job store commits the entries and the batch together, in a crash-safe order.
+            self.checkpoint.batch_done(stats, entries, self.dlq)
+        self.batches.append(stats)
+        if self._log_batches:
+            logger.info("batch_complete", extra={
+                "run_id": self.run_id, "job_id": self.job_id, "stage": self.stage,
+                "batch_index": batch_index, "batch_size": size, "batch_success": succeeded,
+                "batch_failure": failed, "batch_retries": retries, "batch_pending": pending,
+                "duration_s": round(duration, 6), "total_processed": counters[0] + counters[1],
+                "total_records": self.total,
+            })
+
+    def progress(self, counters: Counters) -> None:
+        if self.on_progress is None:
+            return
+        (succeeded, failed, retrying, in_flight, queued, batches_completed, current_batch,
+         breaker_state, _read) = counters
+        self.on_progress(BatchProgress(
+            batches_completed=batches_completed,
+            batches_total=self.batches_total,
+            current_batch_index=current_batch,
+            records_processed=succeeded + failed,
+            succeeded=succeeded,
+            failed=failed,
+            retrying=retrying,
+            in_flight=in_flight,
+            queued=queued,
+            elapsed_s=time.monotonic() - self.started,
+            total=self.total,
+            breaker_state=breaker_state,
+        ))
+
+    def classifier_error(self, exc: BaseException, error: BaseException) -> None:
+        logger.error("classifier raised %s while classifying %s; the record is PERMANENT",
+                     type(error).__name__, type(exc).__name__, extra={"run_id": self.run_id})
+
+    # ------------------------------------------------------------------ the report
+
+    def report(self, *, succeeded: int, failed: int, read: int, exhausted: bool,
+               retries: int, successful: list[Any], stop_reason: str | None, breaker_trips: int,
+               success_threshold: float | None, skipped_batches: int = 0,
+               total_override: int | None = None) -> BatchReport:
+        if total_override is not None:
+            total = total_override
+        elif exhausted or self.total is None:
+            total = read
+        else:
+            total = max(self.total, read)
+        pending = total - succeeded - failed
+        if stop_reason is not None:
+            status = "aborted"
+        elif succeeded == total:
+            status = "complete"
+        elif success_threshold is None or succeeded / total >= success_threshold:
+            status = "partial_success"
+        else:
+            status = "failed"
+        self.batches.sort(key=lambda b: b.batch_index)
+        return BatchReport(
+            run_id=self.run_id,
+            status=status,
+            total=total,
+            success_count=succeeded,
+            failure_count=failed,
+            pending_count=pending,
+            retry_count=retries,
+            successful=successful,
+            duration_s=time.monotonic() - self.started,
+            batches=self.batches,
+            breaker_trips=breaker_trips,
+            dlq_count=self.dlq_count if self.dlq is not None else failed,
+            stage=self.stage,
+            job_id=self.job_id,
+            stopped_reason=stop_reason,
+            skipped_batches=skipped_batches,
+            breaker_events=self.breaker_events,
+            _failures=self.failures,
+        )

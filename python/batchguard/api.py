@@ -1,0 +1,207 @@
+"""``run_batches``: validate the arguments, build the plan, run an engine, build the report."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Sized
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._outcome import RunRecorder, new_run_id
+from .batching import calculate_batch_size
+from .dlq.base import DeadLetterQueue
+from .errors import ConfigError
+from .policies import CircuitBreaker, Classifier, RetryPolicy
+from .reference import EngineConfig, run_reference
+from .results import BatchProgress, BatchReport
+
+__all__ = ["DEFAULT_BATCH_SIZE", "run_batches"]
+
+DEFAULT_BATCH_SIZE = 1000
+ENGINES = ("native", "python")
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an int >= 1, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ConfigError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _check_fraction(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_max_failures(value: Any) -> int | float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"max_failures must be an int count or a float rate in (0, 1], got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"max_failures as a count must be >= 0, got {value}")
+        return value
+    if isinstance(value, float):
+        if not 0.0 < value <= 1.0:
+            raise ConfigError(f"max_failures as a rate must be in (0, 1], got {value!r}")
+        return value
+    raise ConfigError(f"max_failures must be an int count or a float rate in (0, 1], got {type(value).__name__}")
+
+
+def _check_callable(name: str, value: Any, *, optional: bool = True) -> Any:
+    if value is None and optional:
+        return None
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__} {value!r}"[:200])
+    return value
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated run: everything an engine and the recorder need."""
+
+    records: Iterable[Any]
+    fn: Callable[[Any], Any]
+    total: int | None
+    config: EngineConfig
+    classifier: Classifier
+    dlq: DeadLetterQueue | None
+    id_of: Callable[[Any], Any] | None
+    on_progress: Callable[[BatchProgress], Any] | None
+    success_threshold: float | None
+    stage: str
+    engine: str
+    pickle_payloads: bool
+
+
+def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry: Any,
+              classifier: Any, breaker: Any, dlq: Any, id_of: Any, on_progress: Any,
+              success_threshold: Any, max_failures: Any, stage: Any, engine: Any,
+              pickle_payloads: bool) -> Plan:
+    """Check every argument before any record is read; each error names its argument."""
+    if isinstance(records, (str, bytes, bytearray)):
+        raise TypeError(f"records must be an iterable of records, not {type(records).__name__}")
+    if not isinstance(records, Iterable):
+        raise TypeError(f"records must be iterable (a list, generator, ...), got {type(records).__name__}")
+    _check_callable("fn", fn, optional=False)
+    total = len(records) if isinstance(records, Sized) else None
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH_SIZE
+    elif batch_size == "auto":
+        if total is None:
+            raise ConfigError('batch_size="auto" needs an input with a length (a list, not a generator)')
+        batch_size = calculate_batch_size(total)
+    else:
+        _check_positive_int("batch_size", batch_size)
+    _check_positive_int("concurrency", concurrency)
+    if retry is None:
+        retry = RetryPolicy()
+    elif not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+    if classifier is None:
+        classifier = Classifier.default()
+    elif not isinstance(classifier, Classifier):
+        if callable(classifier):
+            classifier = Classifier.default().with_callable(classifier)
+        else:
+            raise TypeError(f"classifier must be a Classifier or a callable, got {type(classifier).__name__}")
+    if breaker is not None and not isinstance(breaker, CircuitBreaker):
+        raise TypeError(f"breaker must be a CircuitBreaker or None, got {type(breaker).__name__}")
+    _check_callable("id_of", id_of)
+    _check_callable("on_progress", on_progress)
+    if success_threshold is not None:
+        success_threshold = _check_fraction("success_threshold", success_threshold)
+    max_failures = _check_max_failures(max_failures)
+    if not isinstance(stage, str) or not stage:
+        raise ConfigError(f"stage must be a non-empty str, got {stage!r}")
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
+    if dlq is not None:
+        dlq = _open_dlq(dlq)
+    seed = retry.seed if retry.seed is not None else random.getrandbits(63)
+    config = EngineConfig(batch_size=batch_size, concurrency=concurrency, retry=retry,
+                          breaker=breaker, max_failures=max_failures, seed=seed,
+                          traceback_limit=1 << 62 if dlq is not None else 100)
+    return Plan(records, fn, total, config, classifier, dlq, id_of, on_progress,
+                success_threshold, stage, engine, pickle_payloads)
+
+
+def _open_dlq(dlq: Any) -> DeadLetterQueue:
+    if isinstance(dlq, str):
+        from .dlq.urls import open_dlq
+
+        return open_dlq(dlq)
+    if isinstance(dlq, DeadLetterQueue):
+        return dlq
+    raise TypeError(f"dlq must be a DeadLetterQueue or a URL str, got {type(dlq).__name__}")
+
+
+def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
+            checkpoint: Any = None, skipped_batches: int = 0, first_index: int = 0,
+            total_override: int | None = None) -> BatchReport:
+    """Run a validated plan on its engine and assemble the report."""
+    run_id = run_id or new_run_id()
+    recorder = RunRecorder(run_id=run_id, job_id=job_id, stage=plan.stage, dlq=plan.dlq,
+                           on_progress=plan.on_progress, total=plan.total,
+                           batch_size=plan.config.batch_size, id_of=plan.id_of,
+                           pickle_payloads=plan.pickle_payloads, checkpoint=checkpoint)
+    records = iter(plan.records)
+    if plan.engine == "native":
+        from . import _native
+
+        outcome = _native.run(records, plan.fn, plan.config, plan.classifier, recorder)
+        succeeded, failed, read, exhausted, retries, successful, stop_reason, trips = outcome
+    else:
+        scheduler = run_reference(records, plan.fn, plan.config, plan.classifier, recorder)
+        scheduler.results.sort(key=lambda pair: pair[0])
+        succeeded, failed, read = scheduler.succeeded, scheduler.failed, scheduler.next_index
+        exhausted, retries = scheduler.exhausted, scheduler.retries
+        successful = [value for _, value in scheduler.results]
+        stop_reason = scheduler.stop_reason
+        trips = scheduler.breaker.trips if scheduler.breaker is not None else 0
+    return recorder.report(succeeded=succeeded, failed=failed, read=read, exhausted=exhausted,
+                           retries=retries, successful=successful, stop_reason=stop_reason,
+                           breaker_trips=trips, success_threshold=plan.success_threshold,
+                           skipped_batches=skipped_batches, total_override=total_override)
+
+
+def run_batches(
+    records: Iterable[Any],
+    fn: Callable[[Any], Any],
+    *,
+    batch_size: int | Literal["auto"] | None = None,
+    concurrency: int = 1,
+    retry: RetryPolicy | None = None,
+    classifier: Classifier | Callable[[BaseException], Any] | None = None,
+    breaker: CircuitBreaker | None = None,
+    dlq: DeadLetterQueue | str | None = None,
+    id_of: Callable[[Any], Any] | None = None,
+    on_progress: Callable[[BatchProgress], Any] | None = None,
+    success_threshold: float | None = None,
+    max_failures: int | float | None = None,
+    stage: str = "process",
+    engine: Literal["native", "python"] = "native",
+    pickle_payloads: bool = False,
+) -> BatchReport:
+    """Run ``fn`` over every record, isolating, classifying and retrying failures.
+
+    Every record ends succeeded (its value is in ``report.successful``, in input order),
+    dead-lettered (an entry is in ``dlq``, or in ``report.dead_letters`` without one) or
+    pending (the run stopped first). See DESIGN.md for the full contract.
+
+    >>> report = run_batches([1, 2, 0], lambda x: 10 // x, retry=RetryPolicy(max_attempts=1))
+    >>> report.status, report.successful, report.errors_by_type
+    ('partial_success', [10, 5], {'ZeroDivisionError': 1})
+    """
+    plan = make_plan(records, fn, batch_size=batch_size, concurrency=concurrency, retry=retry,
+                     classifier=classifier, breaker=breaker, dlq=dlq, id_of=id_of,
+                     on_progress=on_progress, success_threshold=success_threshold,
+                     max_failures=max_failures, stage=stage, engine=engine,
+                     pickle_payloads=pickle_payloads)
+    return execute(plan)

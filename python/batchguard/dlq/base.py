@@ -1,0 +1,252 @@
+"""The dead-letter entry, the queue protocol every backend implements, and the in-memory queue."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "FILTER_FIELDS",
+    "Attempt",
+    "DeadLetter",
+    "DeadLetterQueue",
+    "MemoryDLQ",
+    "check_filters",
+    "matches",
+]
+
+FILTER_FIELDS = ("run_id", "job_id", "stage", "error_class", "error_type")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One failed try of a record."""
+
+    attempt: int
+    at: str
+    """When the try failed (ISO 8601, UTC)."""
+    error_type: str
+    error_message: str
+    delay_s: float | None
+    """How long the engine waited before the next try (None for the last one)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"attempt": self.attempt, "at": self.at, "error_type": self.error_type,
+                "error_message": self.error_message, "delay_s": self.delay_s}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attempt:
+        return cls(int(data["attempt"]), str(data["at"]), str(data["error_type"]),
+                   str(data["error_message"]),
+                   None if data.get("delay_s") is None else float(data["delay_s"]))
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that failed for good, with everything needed to understand and replay it.
+
+    ``payload`` is the record itself when JSON can hold it (``payload_encoding="json"``),
+    otherwise its ``repr`` (``"repr"``) or, when the user opted in, base64 pickle (``"pickle"``).
+    ``id`` is derived from the run (or job) and the record's position, so sending the same
+    entry twice -- after a crash and resume, say -- replaces it rather than duplicating it.
+    """
+
+    id: str
+    run_id: str
+    job_id: str | None
+    record_id: Any
+    record_index: int
+    batch_index: int
+    stage: str
+    payload: Any
+    payload_encoding: str
+    error_class: str
+    error_type: str
+    error_message: str
+    traceback: str | None
+    attempts: tuple[Attempt, ...] = field(default=())
+    first_failed_at: str = ""
+    last_failed_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the stored form of an entry in every backend)."""
+        return {
+            "id": self.id,
+            "run_id": self.run_id,
+            "job_id": self.job_id,
+            "record_id": self.record_id,
+            "record_index": self.record_index,
+            "batch_index": self.batch_index,
+            "stage": self.stage,
+            "payload": self.payload,
+            "payload_encoding": self.payload_encoding,
+            "error_class": self.error_class,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "traceback": self.traceback,
+            "attempts": [a.to_dict() for a in self.attempts],
+            "first_failed_at": self.first_failed_at,
+            "last_failed_at": self.last_failed_at,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeadLetter:
+        return cls(
+            id=str(data["id"]),
+            run_id=str(data["run_id"]),
+            job_id=data.get("job_id"),
+            record_id=data.get("record_id"),
+            record_index=int(data["record_index"]),
+            batch_index=int(data["batch_index"]),
+            stage=str(data["stage"]),
+            payload=data.get("payload"),
+            payload_encoding=str(data.get("payload_encoding", "json")),
+            error_class=str(data["error_class"]),
+            error_type=str(data["error_type"]),
+            error_message=str(data["error_message"]),
+            traceback=data.get("traceback"),
+            attempts=tuple(Attempt.from_dict(a) for a in data.get("attempts") or ()),
+            first_failed_at=str(data.get("first_failed_at", "")),
+            last_failed_at=str(data.get("last_failed_at", "")),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> DeadLetter:
+        return cls.from_dict(json.loads(text))
+
+    def record(self) -> Any:
+        """The original record, decoded from the payload.
+
+        Raises ValueError for ``repr`` payloads, which cannot be turned back into the record.
+        """
+        if self.payload_encoding == "json":
+            return self.payload
+        if self.payload_encoding == "pickle":
+            import base64
+            import pickle
+
+            return pickle.loads(base64.b64decode(self.payload))  # noqa: S301 - opted in by the user
+        raise ValueError(
+            f"dead letter {self.id}: payload stored as {self.payload_encoding!r} cannot be replayed"
+        )
+
+
+@runtime_checkable
+class DeadLetterQueue(Protocol):
+    """Where failed records go. Every backend passes ``tests/test_dlq_conformance.py``.
+
+    ``send`` is batched and durable when it returns; it upserts by ``DeadLetter.id``.
+    Filters (keyword arguments) are exact matches on ``FILTER_FIELDS``.
+    """
+
+    def send(self, entries: Sequence[DeadLetter]) -> None: ...
+
+    def count(self, **filters: Any) -> int: ...
+
+    def list(self, *, limit: int | None = None, offset: int = 0, **filters: Any) -> list[DeadLetter]: ...
+
+    def get(self, entry_id: str) -> DeadLetter | None: ...
+
+    def remove(self, ids: Iterable[str]) -> int: ...
+
+    def export(self, path: str | Path, **filters: Any) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def check_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    """Validate filter names; drop filters set to None."""
+    unknown = set(filters) - set(FILTER_FIELDS)
+    if unknown:
+        raise TypeError(
+            f"unknown DLQ filter(s) {', '.join(sorted(unknown))}; filters are {', '.join(FILTER_FIELDS)}"
+        )
+    return {k: (str(v) if k == "error_class" else v) for k, v in filters.items() if v is not None}
+
+
+def matches(entry: DeadLetter, filters: dict[str, Any]) -> bool:
+    return all(getattr(entry, name) == value for name, value in filters.items())
+
+
+def check_page(limit: int | None, offset: int) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a non-negative int, got {offset!r}")
+
+
+def write_jsonl(path: str | Path, entries: Iterable[DeadLetter]) -> int:
+    """Write entries to ``path`` as JSON lines (the export format of every backend)."""
+    written = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for entry in entries:
+            out.write(entry.to_json())
+            out.write("\n")
+            written += 1
+    return written
+
+
+class MemoryDLQ:
+    """A thread-safe, in-process dead-letter queue: for tests, notebooks and short runs.
+
+    >>> q = MemoryDLQ(); q.count()
+    0
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, DeadLetter] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryDLQ({len(self._entries)} entries)"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[DeadLetter]:
+        return iter(self.list())
+
+    def send(self, entries: Sequence[DeadLetter]) -> None:
+        with self._lock:
+            for entry in entries:
+                self._entries[entry.id] = entry
+
+    def count(self, **filters: Any) -> int:
+        wanted = check_filters(filters)
+        with self._lock:
+            if not wanted:
+                return len(self._entries)
+            return sum(1 for e in self._entries.values() if matches(e, wanted))
+
+    def list(self, *, limit: int | None = None, offset: int = 0, **filters: Any) -> list[DeadLetter]:
+        wanted = check_filters(filters)
+        check_page(limit, offset)
+        with self._lock:
+            selected = [e for e in self._entries.values() if matches(e, wanted)]
+        end = None if limit is None else offset + limit
+        return selected[offset:end]
+
+    def get(self, entry_id: str) -> DeadLetter | None:
+        with self._lock:
+            return self._entries.get(entry_id)
+
+    def remove(self, ids: Iterable[str]) -> int:
+        removed = 0
+        with self._lock:
+            for entry_id in ids:
+                if self._entries.pop(entry_id, None) is not None:
+                    removed += 1
+        return removed
+
+    def export(self, path: str | Path, **filters: Any) -> int:
+        return write_jsonl(path, self.list(**filters))
+
+    def close(self) -> None:
+        """Nothing to release; present for the protocol."""

@@ -1,0 +1,53 @@
+"""Exception types raised by batchguard itself (never by the user's callback).
+
+Each subclasses the standard exception a caller would already catch for that kind of
+problem, so existing ``except ValueError`` / ``except ConnectionError`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BatchguardError",
+    "BatchguardWarning",
+    "BulkResultError",
+    "ConfigError",
+    "DLQError",
+    "DLQUnavailableError",
+    "JobConflictError",
+    "JobError",
+]
+
+
+class BatchguardError(Exception):
+    """Base class of every error batchguard raises."""
+
+
+class ConfigError(BatchguardError, ValueError):
+    """An argument or policy has a value batchguard cannot run with.
+
+    The message names the argument (or policy field) and says why.
+    """
+
+
+class DLQError(BatchguardError):
+    """A dead-letter queue could not store, read or remove entries."""
+
+
+class DLQUnavailableError(DLQError, ConnectionError):
+    """A dead-letter queue backend could not be reached (checked before any record runs)."""
+
+
+class JobError(BatchguardError):
+    """A resumable job could not be started, resumed or checkpointed."""
+
+
+class JobConflictError(JobError, ValueError):
+    """A job name was reused with different input or configuration."""
+
+
+class BulkResultError(BatchguardError, TypeError):
+    """A bulk callback returned something other than one result per record."""
+
+
+class BatchguardWarning(UserWarning):
+    """Something batchguard handled but the user should know about (e.g. a payload stored as repr)."""

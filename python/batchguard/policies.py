@@ -1,0 +1,372 @@
+"""Policies: how failures are classified, retried and circuit-broken.
+
+Every policy is a frozen dataclass that validates itself when built, so a bad value fails at
+the line that wrote it, not an hour into a run.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+__all__ = [
+    "CircuitBreaker",
+    "Classifier",
+    "ErrorClass",
+    "Jitter",
+    "RetryPolicy",
+    "http_status_of",
+]
+
+
+class ErrorClass(enum.StrEnum):
+    """What a failure means, and so what the engine does with the record."""
+
+    TRANSIENT = "transient"
+    """Retried at once, without delay, until ``max_attempts``."""
+    RECOVERABLE = "recoverable"
+    """Retried after a backoff delay, until ``max_attempts``."""
+    PERMANENT = "permanent"
+    """Not retried: the record is dead-lettered."""
+    FATAL = "fatal"
+    """The record is dead-lettered and the run stops; unstarted records stay pending."""
+
+    @property
+    def retryable(self) -> bool:
+        return self in (ErrorClass.TRANSIENT, ErrorClass.RECOVERABLE)
+
+
+Jitter = Literal["none", "full", "equal", "decorrelated"]
+_JITTERS = ("none", "full", "equal", "decorrelated")
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(state: int) -> tuple[int, int]:
+    """One step of splitmix64: (new state, output). Mirrors ``src/backoff.rs``."""
+    state = (state + 0x9E3779B97F4A7C15) & _MASK64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return state, z ^ (z >> 31)
+
+
+def _jitter_stream_seed(seed: int, record_index: int) -> int:
+    """The jitter stream of one record: independent of which worker runs it, or when."""
+    return (seed ^ (((record_index + 1) * 0xD1B54A32D192ED03) & _MASK64)) & _MASK64
+
+
+def _check_number(owner: str, name: str, value: Any, *, minimum: float = 0.0,
+                  inclusive: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{owner}.{name} must be a number, got {type(value).__name__}")
+    if math.isnan(value) or (math.isinf(value) and value > 0 and name != "max_delay"):
+        raise ConfigError(f"{owner}.{name} must be finite, got {value!r}")
+    if value < minimum or (not inclusive and value == minimum):
+        relation = ">=" if inclusive else ">"
+        raise ConfigError(f"{owner}.{name} must be {relation} {minimum:g}, got {value!r}")
+
+
+def _check_int(owner: str, name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{owner}.{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ConfigError(f"{owner}.{name} must be >= {minimum}, got {value!r}")
+
+
+def _check_rate(owner: str, name: str, value: Any) -> None:
+    _check_number(owner, name, value)
+    if not 0.0 < value <= 1.0:
+        raise ConfigError(f"{owner}.{name} must be in (0, 1], got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How many times a record is tried, and how long it waits between tries.
+
+    ``max_attempts`` counts every try, the first included. The n-th retry of a RECOVERABLE
+    failure waits ``min(max_delay, base_delay * multiplier ** (n - 1))``, jittered; TRANSIENT
+    failures retry at once. An exception's ``retry_after`` (seconds) wins when it is longer.
+
+    >>> RetryPolicy(max_attempts=4, base_delay=0.5, jitter="none").schedule(3)
+    [0.5, 1.0, 2.0]
+    """
+
+    max_attempts: int = 3
+    base_delay: float = 1.0
+    multiplier: float = 2.0
+    max_delay: float = 30.0
+    jitter: Jitter = "full"
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("RetryPolicy", "max_attempts", self.max_attempts, minimum=1)
+        _check_number("RetryPolicy", "base_delay", self.base_delay)
+        _check_number("RetryPolicy", "multiplier", self.multiplier, minimum=1.0)
+        _check_number("RetryPolicy", "max_delay", self.max_delay)
+        if self.max_delay < self.base_delay:
+            raise ConfigError(
+                f"RetryPolicy.max_delay ({self.max_delay!r}) must be >= base_delay ({self.base_delay!r})"
+            )
+        if self.jitter not in _JITTERS:
+            raise ConfigError(
+                f"RetryPolicy.jitter must be one of {', '.join(_JITTERS)}; got {self.jitter!r}"
+            )
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ConfigError(f"RetryPolicy.seed must be an int or None, got {type(self.seed).__name__}")
+
+    def base_delay_for(self, retry: int) -> float:
+        """The un-jittered delay before the ``retry``-th retry (1-based)."""
+        exponent = retry - 1
+        try:
+            raw = self.base_delay * self.multiplier ** exponent
+        except OverflowError:
+            return self.max_delay
+        return min(self.max_delay, raw)
+
+    def schedule(self, n: int, *, record_index: int = 0, seed: int | None = None) -> list[float]:
+        """The first ``n`` delays this policy would wait for one record (before ``retry_after``).
+
+        With a ``seed`` (here or on the policy) the values are exactly those the engines use
+        for the record at ``record_index``.
+        """
+        _check_int("RetryPolicy.schedule", "n", n, minimum=0)
+        jitter = BackoffState(self, record_index, seed)
+        return [jitter.next_delay() for _ in range(n)]
+
+
+class BackoffState:
+    """The per-record retry-delay generator (the reference twin of ``src/backoff.rs``)."""
+
+    __slots__ = ("_policy", "_previous", "_retry", "_state")
+
+    def __init__(self, policy: RetryPolicy, record_index: int, seed: int | None) -> None:
+        if seed is None:
+            seed = policy.seed if policy.seed is not None else 0
+        self._policy = policy
+        self._state = _jitter_stream_seed(seed & _MASK64, record_index)
+        self._retry = 0
+        self._previous = policy.base_delay
+
+    def _uniform(self, low: float, high: float) -> float:
+        self._state, out = _splitmix64(self._state)
+        return low + (high - low) * ((out >> 11) * (1.0 / (1 << 53)))
+
+    def next_delay(self) -> float:
+        policy = self._policy
+        self._retry += 1
+        if policy.jitter == "decorrelated":
+            high = max(policy.base_delay, 3.0 * self._previous)
+            delay = min(policy.max_delay, self._uniform(policy.base_delay, high))
+            self._previous = delay
+            return delay
+        d = policy.base_delay_for(self._retry)
+        if policy.jitter == "none":
+            return d
+        if policy.jitter == "full":
+            return self._uniform(0.0, d)
+        return d / 2.0 + self._uniform(0.0, d / 2.0)  # equal
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    """Pauses the run while a dependency is failing, instead of burning records on it.
+
+    Closed -> open when, over the last ``window`` calls (at least ``minimum_calls``), the share
+    of failures of a class in ``counts`` reaches ``failure_rate_threshold``. While open no call
+    starts; after ``open_duration`` seconds, ``half_open_calls`` probes run: all succeed ->
+    closed, any fails -> open again. Reaching ``abort_failure_rate`` stops the run.
+
+    >>> CircuitBreaker(failure_rate_threshold=0.5, window=20, open_duration=5.0).window
+    20
+    """
+
+    failure_rate_threshold: float = 0.5
+    window: int = 20
+    minimum_calls: int = 10
+    open_duration: float = 30.0
+    half_open_calls: int = 3
+    abort_failure_rate: float | None = None
+    counts: tuple[ErrorClass, ...] = (ErrorClass.TRANSIENT, ErrorClass.RECOVERABLE)
+
+    def __post_init__(self) -> None:
+        _check_rate("CircuitBreaker", "failure_rate_threshold", self.failure_rate_threshold)
+        _check_int("CircuitBreaker", "window", self.window, minimum=1)
+        _check_int("CircuitBreaker", "minimum_calls", self.minimum_calls, minimum=1)
+        if self.minimum_calls > self.window:
+            raise ConfigError(
+                f"CircuitBreaker.minimum_calls ({self.minimum_calls}) must be <= window ({self.window})"
+            )
+        _check_number("CircuitBreaker", "open_duration", self.open_duration)
+        _check_int("CircuitBreaker", "half_open_calls", self.half_open_calls, minimum=1)
+        if self.abort_failure_rate is not None:
+            _check_rate("CircuitBreaker", "abort_failure_rate", self.abort_failure_rate)
+        counts = tuple(self.counts)
+        if not counts:
+            raise ConfigError("CircuitBreaker.counts must name at least one ErrorClass")
+        try:
+            object.__setattr__(self, "counts", tuple(ErrorClass(c) for c in counts))
+        except ValueError as exc:
+            raise ConfigError(f"CircuitBreaker.counts: {exc}") from None
+
+
+def http_status_of(exc: BaseException) -> int | None:
+    """The HTTP status an exception carries (``status_code``, ``status``, ``response.status_code``)."""
+    for holder, name in ((exc, "status_code"), (exc, "status"),
+                         (getattr(exc, "response", None), "status_code")):
+        if holder is None:
+            continue
+        value = getattr(holder, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value
+    return None
+
+
+def class_of_http_status(status: int | None) -> ErrorClass | None:
+    """408, 425, 429 and 5xx are RECOVERABLE; any other 4xx is PERMANENT."""
+    if status is None:
+        return None
+    if status in (408, 425, 429) or 500 <= status <= 599:
+        return ErrorClass.RECOVERABLE
+    if 400 <= status <= 499:
+        return ErrorClass.PERMANENT
+    return None
+
+
+ClassifierFunc = Callable[[BaseException], "ErrorClass | str | None"]
+
+_DEFAULT_TYPE_RULES: tuple[tuple[type[BaseException], ErrorClass], ...] = (
+    (TimeoutError, ErrorClass.RECOVERABLE),
+    (ConnectionError, ErrorClass.RECOVERABLE),
+    (ValueError, ErrorClass.PERMANENT),
+    (TypeError, ErrorClass.PERMANENT),
+    (KeyError, ErrorClass.PERMANENT),
+    (MemoryError, ErrorClass.FATAL),
+)
+# DB-API drivers each define their own IntegrityError with no common base class, so this one
+# rule matches by class name anywhere in the exception's MRO.
+_DEFAULT_NAME_RULES: tuple[tuple[str, ErrorClass], ...] = (("IntegrityError", ErrorClass.PERMANENT),)
+
+
+def _as_error_class(owner: str, value: Any) -> ErrorClass:
+    try:
+        return ErrorClass(value)
+    except ValueError:
+        raise ConfigError(
+            f"{owner}: {value!r} is not an ErrorClass (one of {', '.join(c.value for c in ErrorClass)})"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """Maps an exception to an :class:`ErrorClass`. First match wins:
+
+    1. ``func(exc)``, the user's callable, when it returns a class (None falls through);
+    2. type rules: the most specific class in the exception's MRO that has a rule;
+    3. an HTTP status on the exception (408/425/429/5xx RECOVERABLE, other 4xx PERMANENT);
+    4. message rules (regex search over ``str(exc)``), in the order they were added;
+    5. ``default`` (PERMANENT: isolate the record, never kill the run).
+
+    >>> c = Classifier.default().with_rule(LookupError, ErrorClass.TRANSIENT)
+    >>> c.classify(IndexError("x"))
+    <ErrorClass.TRANSIENT: 'transient'>
+    """
+
+    type_rules: tuple[tuple[type[BaseException], ErrorClass], ...] = ()
+    name_rules: tuple[tuple[str, ErrorClass], ...] = ()
+    message_rules: tuple[tuple[str, ErrorClass], ...] = ()
+    func: ClassifierFunc | None = None
+    default_class: ErrorClass = ErrorClass.PERMANENT
+    http_status: bool = True
+    _compiled: tuple[tuple[re.Pattern[str], ErrorClass], ...] = field(
+        default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rules = []
+        for rule in self.type_rules:
+            exc_type, cls = rule
+            if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+                raise ConfigError(
+                    f"Classifier rule: {exc_type!r} is not an exception type (a rule needs a "
+                    "subclass of BaseException)"
+                )
+            rules.append((exc_type, _as_error_class("Classifier rule", cls)))
+        object.__setattr__(self, "type_rules", tuple(rules))
+        names = tuple((str(n), _as_error_class("Classifier name rule", c)) for n, c in self.name_rules)
+        object.__setattr__(self, "name_rules", names)
+        compiled = []
+        for pattern, cls in self.message_rules:
+            if not isinstance(pattern, str):
+                raise ConfigError(f"Classifier message rule: pattern must be a str, got {pattern!r}")
+            try:
+                compiled.append((re.compile(pattern), _as_error_class("Classifier message rule", cls)))
+            except re.error as exc:
+                raise ConfigError(f"Classifier message rule {pattern!r} is not a valid regex: {exc}") from None
+        object.__setattr__(self, "_compiled", tuple(compiled))
+        object.__setattr__(self, "default_class", _as_error_class("Classifier.default_class", self.default_class))
+        if self.func is not None and not callable(self.func):
+            raise ConfigError(f"Classifier.func must be callable, got {type(self.func).__name__}")
+
+    @classmethod
+    def default(cls) -> Classifier:
+        """The rules of DESIGN §4: timeouts and connection errors retry with backoff, bad
+        data (ValueError, TypeError, KeyError, IntegrityError) is dead-lettered, MemoryError
+        stops the run."""
+        return cls(type_rules=_DEFAULT_TYPE_RULES, name_rules=_DEFAULT_NAME_RULES)
+
+    def with_rule(self, exc_type: type[BaseException], error_class: ErrorClass | str) -> Classifier:
+        """A copy with ``exc_type`` (and its subclasses) mapped to ``error_class``."""
+        kept = tuple(r for r in self.type_rules if r[0] is not exc_type)
+        return replace(self, type_rules=(*kept, (exc_type, error_class)))
+
+    def with_message_rule(self, pattern: str, error_class: ErrorClass | str) -> Classifier:
+        """A copy that maps exceptions whose message matches ``pattern`` (``re.search``)."""
+        return replace(self, message_rules=(*self.message_rules, (pattern, error_class)))
+
+    def with_callable(self, func: ClassifierFunc) -> Classifier:
+        """A copy that asks ``func(exc)`` first; it returns an ErrorClass, or None to fall through."""
+        return replace(self, func=func)
+
+    def with_default(self, error_class: ErrorClass | str) -> Classifier:
+        return replace(self, default_class=error_class)
+
+    def type_class(self, exc_type: type[BaseException]) -> ErrorClass | None:
+        """The class the type rules give ``exc_type`` (cacheable per type), or None."""
+        by_type = dict(self.type_rules)
+        by_name = dict(self.name_rules)
+        for klass in exc_type.__mro__:
+            if klass in by_type:
+                return by_type[klass]
+            if klass.__name__ in by_name:
+                return by_name[klass.__name__]
+        return None
+
+    def classify(self, exc: BaseException) -> ErrorClass:
+        """The class of ``exc`` under these rules (the reference implementation)."""
+        if self.func is not None:
+            verdict = self.func(exc)
+            if verdict is not None:
+                return _as_error_class("Classifier.func result", verdict)
+        by_type = self.type_class(type(exc))
+        if by_type is not None:
+            return by_type
+        if self.http_status:
+            by_status = class_of_http_status(http_status_of(exc))
+            if by_status is not None:
+                return by_status
+        if self._compiled:
+            message = str(exc)
+            for pattern, cls in self._compiled:
+                if pattern.search(message):
+                    return cls
+        return self.default_class
+
+
+def coerce_classes(values: Iterable[Any]) -> tuple[ErrorClass, ...]:
+    return tuple(ErrorClass(v) for v in values)

@@ -1,0 +1,224 @@
+"""Typed results: what a run reports while it runs and when it ends."""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._outcome import Failures
+    from .dlq.base import DeadLetter
+
+__all__ = ["BatchProgress", "BatchReport", "BatchStats", "RecordError", "RunStatus"]
+
+RunStatus = str
+"""One of "complete", "partial_success", "failed", "aborted"."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """One dead-lettered record, as the report lists it."""
+
+    record_index: int
+    record_id: Any
+    error_type: str
+    error_message: str
+    error_class: str
+    stage: str
+    attempts: int
+    """How many tries the record had."""
+    batch_index: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "record_index": self.record_index,
+            "record_id": self.record_id,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "error_class": self.error_class,
+            "stage": self.stage,
+            "attempts": self.attempts,
+            "batch_index": self.batch_index,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    """One batch, once every record in it is final (or the run stopped)."""
+
+    batch_index: int
+    size: int
+    succeeded: int
+    failed: int
+    retries: int
+    duration_s: float
+    pending: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch_index": self.batch_index,
+            "size": self.size,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "retries": self.retries,
+            "duration_s": self.duration_s,
+            "pending": self.pending,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchProgress:
+    """A snapshot of a run in progress, handed to ``on_progress`` (at most every 0.1 s, and at
+    every batch end)."""
+
+    batches_completed: int
+    batches_total: int | None
+    """None when the input has no length (a generator)."""
+    current_batch_index: int
+    records_processed: int
+    succeeded: int
+    failed: int
+    retrying: int
+    in_flight: int
+    queued: int
+    elapsed_s: float
+    total: int | None
+    breaker_state: str = "closed"
+
+    @property
+    def avg_time_per_record(self) -> float:
+        return self.elapsed_s / self.records_processed if self.records_processed else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the average pace so far; None when the total is unknown."""
+        if self.total is None or not self.records_processed:
+            return None
+        return max(0, self.total - self.records_processed) * self.avg_time_per_record
+
+    @property
+    def percent_complete(self) -> float:
+        if self.total:
+            return 100.0 * self.records_processed / self.total
+        if self.batches_total:
+            return 100.0 * self.batches_completed / self.batches_total
+        return 100.0 if self.total == 0 else 0.0
+
+    @property
+    def has_errors(self) -> bool:
+        return self.failed > 0
+
+    @property
+    def rate(self) -> float:
+        """Records finished per second so far."""
+        return self.records_processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """The complete result of a run.
+
+    ``report.total == report.success_count + report.failure_count + report.pending_count``
+    always holds. ``errors``, ``failed``, ``dead_letters`` and the error aggregates are built
+    from the engine's compact failure log the first time they are read, so a failure-heavy run
+    pays for them only if someone looks.
+    """
+
+    run_id: str
+    status: RunStatus
+    total: int
+    success_count: int
+    failure_count: int
+    pending_count: int
+    retry_count: int
+    successful: list[Any]
+    duration_s: float
+    batches: list[BatchStats]
+    breaker_trips: int
+    dlq_count: int
+    stage: str = "process"
+    job_id: str | None = None
+    stopped_reason: str | None = None
+    """Why the run stopped early: "fatal", "max_failures", "breaker_abort", or None."""
+    skipped_batches: int = 0
+    """Batches a resumed job had already finished, and so did not run again."""
+    breaker_events: list[tuple[float, str, str]] = field(default_factory=list)
+    """(seconds since start, old state, new state) for every circuit-breaker transition."""
+    _failures: Failures | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def dead_letters(self) -> list[DeadLetter]:
+        """The DLQ entries of this run's dead-lettered records (in input order)."""
+        return [] if self._failures is None else self._failures.dead_letters()
+
+    @cached_property
+    def errors(self) -> list[RecordError]:
+        return [] if self._failures is None else self._failures.record_errors()
+
+    @cached_property
+    def failed(self) -> list[Any]:
+        """The records that were dead-lettered, in input order."""
+        return [] if self._failures is None else self._failures.records()
+
+    @cached_property
+    def errors_by_type(self) -> dict[str, int]:
+        """Exception type name -> how many records were dead-lettered with it."""
+        if self._failures is None:
+            return {}
+        return dict(collections.Counter(self._failures.type_names()).most_common())
+
+    @property
+    def most_common_error(self) -> str | None:
+        by_type = self.errors_by_type
+        return next(iter(by_type)) if by_type else None
+
+    @property
+    def success_rate(self) -> float:
+        """Succeeded / total (1.0 for an empty input)."""
+        return self.success_count / self.total if self.total else 1.0
+
+    @property
+    def throughput(self) -> float:
+        """Records finished (succeeded or dead-lettered) per second."""
+        finished = self.success_count + self.failure_count
+        return finished / self.duration_s if self.duration_s > 0 else math.inf if finished else 0.0
+
+    def to_dict(self, *, include_values: bool = False) -> dict[str, Any]:
+        """A JSON-ready summary; ``include_values`` adds the successful values too."""
+        data: dict[str, Any] = {
+            "run_id": self.run_id,
+            "job_id": self.job_id,
+            "status": self.status,
+            "stopped_reason": self.stopped_reason,
+            "stage": self.stage,
+            "total": self.total,
+            "success_count": self.success_count,
+            "failure_count": self.failure_count,
+            "pending_count": self.pending_count,
+            "retry_count": self.retry_count,
+            "success_rate": self.success_rate,
+            "duration_s": self.duration_s,
+            "throughput": self.throughput,
+            "errors_by_type": self.errors_by_type,
+            "most_common_error": self.most_common_error,
+            "breaker_trips": self.breaker_trips,
+            "dlq_count": self.dlq_count,
+            "skipped_batches": self.skipped_batches,
+            "batches": [b.to_dict() for b in self.batches],
+            "errors": [e.to_dict() for e in self.errors],
+        }
+        if include_values:
+            data["successful"] = list(self.successful)
+        return data
+
+    def summary(self, *, max_errors: int = 10) -> str:
+        """The final report as a person reads it."""
+        from ._render import render_summary
+
+        return render_summary(self, max_errors=max_errors)
+
+    def __str__(self) -> str:
+        return self.summary()
