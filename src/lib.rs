@@ -1,3 +1,26 @@
+//! batchguard's engine: the hot path of fault-tolerant batch processing.
+//!
+//! The modules are plain Rust with their own tests — [`partition`], [`classify`],
+//! [`backoff`], [`breaker`] and the scheduler in [`engine`]. `bindings` is the only code
+//! that knows about Python; this file only registers it as `batchguard._native`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod backoff;
+pub mod breaker;
+pub mod classify;
+pub mod engine;
+pub mod error;
+pub mod partition;
+
+mod bindings;
+
 use pyo3::prelude::*;
-#[pymodule]
-fn _native(_m: &Bound<'_, PyModule>) -> PyResult<()> { Ok(()) }
+
+/// Sync callbacks get one thread each; past this many, threads cost more than they give.
+pub const MAX_CONCURRENCY: usize = 1024;
+
+#[pymodule(gil_used = true)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    bindings::register(m)
+}

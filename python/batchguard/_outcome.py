@@ -75,30 +75,35 @@ class Failures:
         self.stage = stage
         self._id_of = id_of
         self._pickle = pickle_payloads
-        self._raw: list[RawFailure] = []
-        self._sorted = True
+        self._chunks: list[Any] = []
+        self._count = 0
+        self._flat: list[RawFailure] | None = []
         self._warned_repr = False
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return self._count
 
-    def extend(self, raw: list[RawFailure]) -> None:
-        if raw:
-            if self._raw and raw[0][0] < self._raw[-1][0]:
-                self._sorted = False
-            self._raw.extend(raw)
+    def extend(self, raw: Any) -> None:
+        """Add one batch's raw failures (a list, or the native engine's DeadRecords, which
+        converts each record only when it is read)."""
+        if len(raw):
+            self._chunks.append(raw)
+            self._count += len(raw)
+            self._flat = None
 
     def _in_order(self) -> list[RawFailure]:
-        if not self._sorted:
-            self._raw.sort(key=lambda r: r[0])
-            self._sorted = True
-        return self._raw
+        if self._flat is None:
+            flat = [record for chunk in self._chunks for record in chunk]
+            flat.sort(key=lambda r: r[0])
+            self._chunks = [flat]
+            self._flat = flat
+        return self._flat
 
     def records(self) -> list[Any]:
         return [r[2] for r in self._in_order()]
 
     def type_names(self) -> list[str]:
-        return [type(r[4][-1][2]).__name__ for r in self._raw]
+        return [type(r[4][-1][2]).__name__ for r in self._in_order()]
 
     def record_id(self, record: Any, index: int) -> Any:
         if self._id_of is None:

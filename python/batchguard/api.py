@@ -124,7 +124,7 @@ def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry
         raise ConfigError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
     if dlq is not None:
         dlq = _open_dlq(dlq)
-    seed = retry.seed if retry.seed is not None else random.getrandbits(63)
+    seed = (retry.seed if retry.seed is not None else random.getrandbits(64)) & ((1 << 64) - 1)
     config = EngineConfig(batch_size=batch_size, concurrency=concurrency, retry=retry,
                           breaker=breaker, max_failures=max_failures, seed=seed,
                           traceback_limit=1 << 62 if dlq is not None else 100)

@@ -312,8 +312,8 @@ class Scheduler:
         if self.traceback_budget <= 0:
             exc.__traceback__ = None  # keeps a failure-heavy run's memory bounded
         if error_class is _FATAL:
-            self._dead_letter(work, error_class, now)
             self._stop("fatal")
+            self._dead_letter(work, error_class, now)
             return
         if error_class is _PERMANENT or work.attempt >= self.max_attempts:
             self._dead_letter(work, error_class, now)
@@ -418,8 +418,14 @@ class Scheduler:
 # --------------------------------------------------------------------------- driver
 
 
-def retry_after_of(exc: BaseException) -> float | None:
-    value = getattr(exc, "retry_after", None)
+def retry_after_of(exc: BaseException, error_class: ErrorClass) -> float | None:
+    """An exception's ``retry_after`` in seconds, read only when the record will be retried."""
+    if not error_class.retryable:
+        return None
+    try:
+        value = getattr(exc, "retry_after", None)
+    except Exception:  # noqa: BLE001 - a broken property is no reason to lose the record
+        return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = float(value)
         if value >= 0 and math.isfinite(value):
@@ -483,7 +489,8 @@ def _run_one(scheduler: Scheduler, work: Work, fn: Callable[[Any], Any],
     try:
         value = fn(work.record)
     except Exception as exc:  # noqa: BLE001 - isolating the user's failures is the point
-        scheduler.fail(work, classify(exc), exc, retry_after_of(exc), clock(), time.time())
+        error_class = classify(exc)
+        scheduler.fail(work, error_class, exc, retry_after_of(exc, error_class), clock(), time.time())
     else:
         scheduler.succeed(work, value, clock())
 
@@ -540,7 +547,8 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                         try:
                             value = fn(work.record)
                         except Exception as exc:  # noqa: BLE001
-                            outcome = (False, classify(exc), exc, retry_after_of(exc))
+                            error_class = classify(exc)
+                            outcome = (False, error_class, exc, retry_after_of(exc, error_class))
                         else:
                             outcome = (True, value)
                     except BaseException as exc:

@@ -1,0 +1,867 @@
+//! The Python-facing driver: converts configuration, calls the user's callable, classifies its
+//! exceptions, and reports to the Python recorder. Every decision is the scheduler's
+//! (`engine.rs`); this file only moves values between it and Python.
+//!
+//! Two drivers share one contract:
+//! * concurrency 1 runs inline on the calling thread, holding the GIL, with no locks at all;
+//! * concurrency N runs N worker loops on the Tokio runtime's blocking pool. A worker holds
+//!   the GIL from one call to the next (one GIL hand-off per record, taken inside the callback
+//!   when it blocks), and the calling thread reads input and handles every event, so the
+//!   input iterator, the DLQ and the user's progress callback only ever see one thread.
+//!
+//! Lock discipline (the reason this cannot deadlock): the scheduler's mutex is never held
+//! while running Python code or while waiting for the GIL, and no Python object is dropped
+//! while it is held — the scheduler hands back everything it lets go of.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex};
+use pyo3::exceptions::{PyAttributeError, PyException};
+use pyo3::panic::PanicException;
+use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyInt, PyIterator, PyList, PyString, PyTuple, PyType};
+use pyo3::{intern, IntoPyObjectExt};
+
+use crate::backoff::{Jitter, RetryPolicy};
+use crate::breaker::BreakerPolicy;
+use crate::classify::{ErrorClass, Rules};
+use crate::engine::{Budget, Clock, Config, Counters, Dead, Event, Next, Scheduler, Work};
+
+pyo3::import_exception!(batchguard.errors, ConfigError);
+
+impl From<crate::error::ConfigError> for PyErr {
+    fn from(err: crate::error::ConfigError) -> PyErr {
+        ConfigError::new_err(err.0)
+    }
+}
+
+type Obj = Py<PyAny>;
+type PyWork = Work<Obj, Obj>;
+type PyScheduler = Scheduler<Obj, Obj, MonoClock>;
+
+/// Longest a waiting thread sleeps before it looks again (and checks for Ctrl-C).
+const MAX_WAIT: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Copy)]
+struct MonoClock(Instant);
+
+impl Clock for MonoClock {
+    fn now(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+}
+
+impl MonoClock {
+    fn instant(&self, at: f64) -> Instant {
+        self.0 + Duration::from_secs_f64(at.max(0.0))
+    }
+}
+
+fn wall_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The process-wide runtime whose blocking pool hosts the workers.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(crate::MAX_CONCURRENCY)
+            .thread_name("batchguard")
+            .enable_time()
+            .build()
+            .expect("the batchguard Tokio runtime could not start")
+    })
+}
+
+// ------------------------------------------------------------------------ configuration
+
+fn engine_config(cfg: &Bound<'_, PyAny>) -> PyResult<Config> {
+    let retry = cfg.getattr("retry")?;
+    let jitter: String = retry.getattr("jitter")?.extract()?;
+    let policy = RetryPolicy::new(
+        retry.getattr("max_attempts")?.extract()?,
+        retry.getattr("base_delay")?.extract()?,
+        retry.getattr("multiplier")?.extract()?,
+        retry.getattr("max_delay")?.extract()?,
+        jitter.parse::<Jitter>()?,
+    )?;
+    let breaker = cfg.getattr("breaker")?;
+    let breaker = if breaker.is_none() {
+        None
+    } else {
+        let counts = breaker
+            .getattr("counts")?
+            .try_iter()?
+            .map(|c| Ok(ErrorClass::parse(&c?.str()?.to_cow()?)?))
+            .collect::<PyResult<Vec<_>>>()?;
+        Some(BreakerPolicy::new(
+            breaker.getattr("failure_rate_threshold")?.extract()?,
+            breaker.getattr("window")?.extract()?,
+            breaker.getattr("minimum_calls")?.extract()?,
+            breaker.getattr("open_duration")?.extract()?,
+            breaker.getattr("half_open_calls")?.extract()?,
+            breaker.getattr("abort_failure_rate")?.extract()?,
+            counts,
+        )?)
+    };
+    let budget = cfg.getattr("max_failures")?;
+    let max_failures = if budget.is_none() {
+        None
+    } else if budget.is_instance_of::<PyInt>() {
+        Some(Budget::Count(budget.extract()?))
+    } else {
+        Some(Budget::Rate(budget.extract()?))
+    };
+    let concurrency: usize = cfg.getattr("concurrency")?.extract()?;
+    if concurrency > crate::MAX_CONCURRENCY {
+        return Err(ConfigError::new_err(format!(
+            "concurrency must be <= {} for sync callbacks (one thread each), got {concurrency}",
+            crate::MAX_CONCURRENCY
+        )));
+    }
+    Ok(Config {
+        batch_size: cfg.getattr("batch_size")?.extract()?,
+        concurrency,
+        retry: policy,
+        breaker,
+        max_failures,
+        seed: cfg.getattr("seed")?.extract()?,
+        traceback_limit: cfg.getattr("traceback_limit")?.extract()?,
+        progress_interval: cfg.getattr("progress_interval")?.extract()?,
+    })
+}
+
+// ------------------------------------------------------------------------ classification
+
+/// The user's classifier, with its type rules resolved per exception type once and cached.
+struct NativeClassifier {
+    rules: Rules<usize>,
+    /// Keeps the rule types (whose addresses are the rule keys) alive.
+    _rule_types: Vec<Py<PyType>>,
+    func: Option<Obj>,
+    /// type address -> (the type, kept alive so the address stays its own; its class)
+    cache: Mutex<HashMap<usize, (Py<PyType>, Option<ErrorClass>)>>,
+}
+
+impl NativeClassifier {
+    fn from_py(classifier: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let default = ErrorClass::parse(&classifier.getattr("default_class")?.str()?.to_cow()?)?;
+        let mut rules = Rules::new(default, classifier.getattr("http_status")?.is_truthy()?);
+        let mut rule_types = Vec::new();
+        for rule in classifier.getattr("type_rules")?.try_iter()? {
+            let (ty, class): (Bound<'_, PyType>, Bound<'_, PyAny>) = rule?.extract()?;
+            rules = rules.with_type(ty.as_ptr() as usize, ErrorClass::parse(&class.str()?.to_cow()?)?);
+            rule_types.push(ty.unbind());
+        }
+        for rule in classifier.getattr("name_rules")?.try_iter()? {
+            let (name, class): (String, Bound<'_, PyAny>) = rule?.extract()?;
+            rules = rules.with_name(name, ErrorClass::parse(&class.str()?.to_cow()?)?);
+        }
+        for rule in classifier.getattr("message_rules")?.try_iter()? {
+            let (pattern, class): (String, Bound<'_, PyAny>) = rule?.extract()?;
+            rules = rules.with_message(&pattern, ErrorClass::parse(&class.str()?.to_cow()?)?)?;
+        }
+        let func = classifier.getattr("func")?;
+        Ok(Self {
+            rules,
+            _rule_types: rule_types,
+            func: (!func.is_none()).then(|| func.unbind()),
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// DESIGN §4, first match wins. A classifier that raises makes the record PERMANENT (and
+    /// is reported), exactly as the reference engine does.
+    fn classify(&self, py: Python<'_>, exc: &Bound<'_, PyAny>, sink: &Bound<'_, PyAny>) -> ErrorClass {
+        match self.try_classify(py, exc) {
+            Ok(class) => class,
+            Err(err) => {
+                // Logging the classifier's failure must not fail the run either.
+                let _ = sink.call_method1(intern!(py, "classifier_error"), (exc, err.value(py)));
+                ErrorClass::Permanent
+            }
+        }
+    }
+
+    fn try_classify(&self, py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<ErrorClass> {
+        if let Some(func) = &self.func {
+            let verdict = func.bind(py).call1((exc,))?;
+            if !verdict.is_none() {
+                return Ok(ErrorClass::parse(&verdict.str()?.to_cow()?)?);
+            }
+        }
+        let ty = exc.get_type();
+        let key = ty.as_ptr() as usize;
+        let cached = self.cache.lock().get(&key).map(|entry| entry.1);
+        let by_type = match cached {
+            Some(class) => class,
+            None => {
+                let class = self.resolve_type(&ty)?;
+                self.cache.lock().insert(key, (ty.clone().unbind(), class));
+                class
+            }
+        };
+        if let Some(class) = by_type {
+            return Ok(class);
+        }
+        if self.rules.uses_http_status() {
+            if let Some(class) = self.rules.by_status(http_status_of(py, exc)?) {
+                return Ok(class);
+            }
+        }
+        if self.rules.has_message_rules() {
+            if let Some(class) = self.rules.by_message(&exc.str()?.to_cow()?) {
+                return Ok(class);
+            }
+        }
+        Ok(self.rules.default_class())
+    }
+
+    fn resolve_type(&self, ty: &Bound<'_, PyType>) -> PyResult<Option<ErrorClass>> {
+        let mro = ty.getattr(intern!(ty.py(), "__mro__"))?;
+        let mro = mro.cast::<PyTuple>()?;
+        let mut entries = Vec::with_capacity(mro.len());
+        for klass in mro.iter() {
+            let klass = klass.cast_into::<PyType>()?;
+            entries.push((klass.as_ptr() as usize, klass.name()?.to_string()));
+        }
+        Ok(self.rules.by_mro(entries.iter().map(|(k, n)| (*k, n.as_str()))))
+    }
+}
+
+/// `getattr(obj, name, None)`: only AttributeError means "absent".
+fn optional_attr<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match obj.getattr(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(err) if err.is_instance_of::<PyAttributeError>(obj.py()) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+fn status_value(value: Option<Bound<'_, PyAny>>) -> Option<u16> {
+    let value = value?;
+    if !value.is_exact_instance_of::<PyInt>() && !value.is_instance_of::<PyInt>() || value.is_instance_of::<pyo3::types::PyBool>() {
+        return None;
+    }
+    value.extract::<i64>().ok().filter(|s| (100..=599).contains(s)).map(|s| s as u16)
+}
+
+/// `status_code`, `status` or `response.status_code`, as `batchguard.policies.http_status_of`.
+fn http_status_of(py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<Option<u16>> {
+    let response = optional_attr(exc, intern!(py, "response"))?;
+    if let Some(status) = status_value(optional_attr(exc, intern!(py, "status_code"))?) {
+        return Ok(Some(status));
+    }
+    if let Some(status) = status_value(optional_attr(exc, intern!(py, "status"))?) {
+        return Ok(Some(status));
+    }
+    match response {
+        Some(r) if !r.is_none() => Ok(status_value(optional_attr(&r, intern!(py, "status_code"))?)),
+        _ => Ok(None),
+    }
+}
+
+/// An exception's `retry_after` in seconds; only read for records that will be retried.
+fn retry_after_of(py: Python<'_>, exc: &Bound<'_, PyAny>) -> Option<f64> {
+    let value = exc.getattr(intern!(py, "retry_after")).ok()?;
+    if value.is_instance_of::<pyo3::types::PyBool>() || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>()) {
+        return None;
+    }
+    value.extract::<f64>().ok().filter(|v| *v >= 0.0 && v.is_finite())
+}
+
+fn strip_traceback(exc: &Bound<'_, PyAny>) {
+    // SAFETY: `exc` is a live exception instance (it came out of a PyErr) and None is a valid
+    // traceback value; PyException_SetTraceback takes new references itself.
+    unsafe {
+        pyo3::ffi::PyException_SetTraceback(exc.as_ptr(), pyo3::ffi::Py_None());
+    }
+}
+
+/// What one call of the user's callable came to.
+enum Outcome {
+    Value(Obj),
+    Failure { class: ErrorClass, error: Obj, retry_after: Option<f64> },
+    /// A BaseException that is not an Exception (KeyboardInterrupt, SystemExit): stop and re-raise.
+    Interrupt(PyErr),
+}
+
+fn call_one(
+    py: Python<'_>,
+    func: &Bound<'_, PyAny>,
+    record: &Obj,
+    classifier: &NativeClassifier,
+    sink: &Bound<'_, PyAny>,
+) -> Outcome {
+    match func.call1((record.bind(py),)) {
+        Ok(value) => Outcome::Value(value.unbind()),
+        Err(err) => {
+            if !err.is_instance_of::<PyException>(py) {
+                return Outcome::Interrupt(err);
+            }
+            let error = err.into_value(py).into_any();
+            let bound = error.bind(py);
+            let class = classifier.classify(py, bound, sink);
+            let retry_after = if class.retryable() { retry_after_of(py, bound) } else { None };
+            Outcome::Failure { class, error, retry_after }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------ events for Python
+
+/// The dead-lettered records of one batch, handed to Python without converting each one:
+/// the recorder materializes them only when it persists or shows them.
+#[pyclass(frozen, module = "batchguard._native")]
+struct DeadRecords {
+    items: Vec<Dead<Obj, Obj>>,
+}
+
+fn dead_tuple<'py>(py: Python<'py>, dead: &Dead<Obj, Obj>) -> PyResult<Bound<'py, PyTuple>> {
+    let attempts = PyList::empty(py);
+    for a in &dead.attempts {
+        attempts.append(PyList::new(py, [
+            a.attempt.into_bound_py_any(py)?,
+            a.wall.into_bound_py_any(py)?,
+            a.error.bind(py).clone(),
+            a.delay.into_bound_py_any(py)?,
+        ])?)?;
+    }
+    PyTuple::new(py, [
+        dead.index.into_bound_py_any(py)?,
+        dead.batch.into_bound_py_any(py)?,
+        dead.record.bind(py).clone(),
+        PyString::intern(py, dead.class.as_str()).into_any(),
+        attempts.into_any(),
+    ])
+}
+
+#[pymethods]
+impl DeadRecords {
+    fn __len__(&self) -> usize {
+        self.items.len()
+    }
+
+    /// `(record_index, batch_index, record, error_class, [[attempt, at, exc, delay_s], ...])`
+    fn __getitem__<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyTuple>> {
+        let len = self.items.len() as isize;
+        let i = if index < 0 { index + len } else { index };
+        if i < 0 || i >= len {
+            return Err(pyo3::exceptions::PyIndexError::new_err("DeadRecords index out of range"));
+        }
+        dead_tuple(py, &self.items[i as usize])
+    }
+}
+
+fn counters_tuple<'py>(py: Python<'py>, c: &Counters) -> PyResult<Bound<'py, PyTuple>> {
+    (
+        c.succeeded,
+        c.failed,
+        c.retrying,
+        c.in_flight,
+        c.queued,
+        c.batches_completed,
+        c.current_batch,
+        c.breaker_state.as_str(),
+        c.records_read,
+    )
+        .into_pyobject(py)
+}
+
+fn events_list<'py>(py: Python<'py>, events: Vec<Event<Obj, Obj>>) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for event in events {
+        let item = match event {
+            Event::Batch(b) => (
+                intern!(py, "batch"),
+                b.index,
+                b.size,
+                b.succeeded,
+                b.failed,
+                b.retries,
+                b.duration,
+                b.pending,
+                Bound::new(py, DeadRecords { items: b.dead })?,
+            )
+                .into_bound_py_any(py)?,
+            Event::Breaker { at, from, to } => {
+                (intern!(py, "breaker"), at, from.as_str(), to.as_str()).into_bound_py_any(py)?
+            }
+        };
+        list.append(item)?;
+    }
+    Ok(list)
+}
+
+fn deliver(py: Python<'_>, sink: &Bound<'_, PyAny>, events: Vec<Event<Obj, Obj>>, counters: &Counters) -> PyResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sink.call_method1(intern!(py, "events"), (events_list(py, events)?, counters_tuple(py, counters)?))?;
+    Ok(())
+}
+
+fn progress(py: Python<'_>, sink: &Bound<'_, PyAny>, counters: &Counters) -> PyResult<()> {
+    sink.call_method1(intern!(py, "progress"), (counters_tuple(py, counters)?,))?;
+    Ok(())
+}
+
+fn read_batch(iter: &Bound<'_, PyIterator>, size: usize) -> PyResult<Vec<Obj>> {
+    let mut batch = Vec::with_capacity(size);
+    for item in iter.clone().take(size) {
+        batch.push(item?.unbind());
+    }
+    Ok(batch)
+}
+
+/// Sleep without the GIL until `until` (capped), then let Python handle pending signals.
+fn nap(py: Python<'_>, clock: &MonoClock, until: Option<f64>) -> PyResult<()> {
+    let now = Instant::now();
+    let wake = until.map_or(now + MAX_WAIT, |t| clock.instant(t).min(now + MAX_WAIT));
+    if wake > now {
+        py.detach(|| std::thread::sleep(wake - now));
+    }
+    py.check_signals()
+}
+
+// ------------------------------------------------------------------------ the run
+
+/// What `run` returns to `batchguard.api`.
+struct RunSummary {
+    succeeded: u64,
+    failed: u64,
+    read: u64,
+    exhausted: bool,
+    retries: u64,
+    successful: Obj,
+    stop_reason: Option<&'static str>,
+    trips: u64,
+}
+
+fn summary(py: Python<'_>, sched: &PyScheduler, results: Vec<Option<Obj>>) -> PyResult<RunSummary> {
+    let successful = PyList::new(py, results.into_iter().flatten())?;
+    Ok(RunSummary {
+        succeeded: sched.succeeded(),
+        failed: sched.failed(),
+        read: sched.records_read(),
+        exhausted: sched.exhausted(),
+        retries: sched.retries(),
+        successful: successful.into_any().unbind(),
+        stop_reason: sched.stop_reason().map(|r| r.as_str()),
+        trips: sched.breaker_trips(),
+    })
+}
+
+/// Run `func` over `records`; report to `sink` (a `batchguard._outcome.RunRecorder`).
+///
+/// Returns `(succeeded, failed, records_read, exhausted, retries, successful, stop_reason,
+/// breaker_trips)`.
+#[pyfunction]
+#[pyo3(signature = (records, func, config, classifier, sink))]
+pub fn run<'py>(
+    py: Python<'py>,
+    records: &Bound<'py, PyAny>,
+    func: &Bound<'py, PyAny>,
+    config: &Bound<'py, PyAny>,
+    classifier: &Bound<'py, PyAny>,
+    sink: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let config = engine_config(config)?;
+    let classifier = NativeClassifier::from_py(classifier)?;
+    let iter = records.try_iter()?;
+    let interval = config.progress_interval_s();
+    let run = if config.concurrency == 1 {
+        run_inline(py, &iter, func, config, &classifier, sink, interval)?
+    } else {
+        run_threaded(py, &iter, func, config, classifier, sink, interval)?
+    };
+    (
+        run.succeeded,
+        run.failed,
+        run.read,
+        run.exhausted,
+        run.retries,
+        run.successful,
+        run.stop_reason,
+        run.trips,
+    )
+        .into_pyobject(py)
+}
+
+fn store(results: &mut [Option<Obj>], index: u64, value: Obj) {
+    results[index as usize] = Some(value);
+}
+
+fn add_batch(sched: &mut PyScheduler, results: &mut Vec<Option<Obj>>, batch: Vec<Obj>, batch_size: usize) {
+    let full = batch.len() == batch_size;
+    if !batch.is_empty() {
+        sched.add_batch(batch.into_iter());
+        results.resize_with(sched.records_read() as usize, || None);
+    }
+    if !full {
+        sched.end_of_input();
+    }
+}
+
+fn run_inline(
+    py: Python<'_>,
+    iter: &Bound<'_, PyIterator>,
+    func: &Bound<'_, PyAny>,
+    config: Config,
+    classifier: &NativeClassifier,
+    sink: &Bound<'_, PyAny>,
+    interval: f64,
+) -> PyResult<RunSummary> {
+    let batch_size = config.batch_size;
+    let clock = MonoClock(Instant::now());
+    let mut sched: PyScheduler = Scheduler::new(config, clock);
+    let mut results: Vec<Option<Obj>> = Vec::new();
+    let mut next_progress = interval;
+    let mut tick: u32 = 0;
+    let mut drive = || -> PyResult<()> {
+        loop {
+            match sched.next_work() {
+                Next::Run(work) => match call_one(py, func, &work.record, classifier, sink) {
+                    Outcome::Value(value) => {
+                        store(&mut results, work.index, value);
+                        drop(sched.succeed(work));
+                    }
+                    Outcome::Failure { class, error, retry_after } => {
+                        if !sched.keep_tracebacks() {
+                            strip_traceback(error.bind(py));
+                        }
+                        sched.fail(work, class, error, retry_after, wall_now());
+                    }
+                    Outcome::Interrupt(err) => {
+                        sched.abandon(work);
+                        return Err(err);
+                    }
+                },
+                Next::Feed => {
+                    let batch = read_batch(iter, batch_size)?;
+                    add_batch(&mut sched, &mut results, batch, batch_size);
+                }
+                Next::Wait(until) => nap(py, &clock, until)?,
+                Next::Done => return Ok(()),
+            }
+            if sched.has_events() {
+                let events = sched.take_events();
+                deliver(py, sink, events, &sched.counters())?;
+                next_progress = clock.now() + interval;
+            } else {
+                tick = tick.wrapping_add(1);
+                if tick % 256 == 0 && clock.now() >= next_progress {
+                    progress(py, sink, &sched.counters())?;
+                    next_progress = clock.now() + interval;
+                }
+            }
+            if sched.has_released() {
+                drop(sched.take_released());
+            }
+        }
+    };
+    let outcome = drive();
+    finish(py, &mut sched, sink, outcome)?;
+    summary(py, &sched, results)
+}
+
+/// However the run ended, report the unfinished batches (what was dead-lettered reaches the
+/// DLQ) and release what is left; the first error wins.
+fn finish(py: Python<'_>, sched: &mut PyScheduler, sink: &Bound<'_, PyAny>, outcome: PyResult<()>) -> PyResult<()> {
+    if outcome.is_err() {
+        sched.interrupt();
+    }
+    sched.close();
+    let events = sched.take_events();
+    let flushed = deliver(py, sink, events, &sched.counters());
+    drop(sched.take_released());
+    outcome.and(flushed)
+}
+
+// ------------------------------------------------------------------------ concurrency N
+
+struct State {
+    sched: PyScheduler,
+    results: Vec<Option<Obj>>,
+    live_workers: usize,
+    idle_workers: usize,
+    /// Bumped whenever a waiting thread may have something new to do.
+    version: u64,
+    error: Option<PyErr>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    work_ready: Condvar,
+    coordinator: Condvar,
+}
+
+struct WorkerContext {
+    shared: Arc<Shared>,
+    func: Obj,
+    sink: Obj,
+    classifier: Arc<NativeClassifier>,
+    clock: MonoClock,
+}
+
+fn run_threaded(
+    py: Python<'_>,
+    iter: &Bound<'_, PyIterator>,
+    func: &Bound<'_, PyAny>,
+    config: Config,
+    classifier: NativeClassifier,
+    sink: &Bound<'_, PyAny>,
+    interval: f64,
+) -> PyResult<RunSummary> {
+    let batch_size = config.batch_size;
+    let workers = config.concurrency;
+    let clock = MonoClock(Instant::now());
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            sched: Scheduler::new(config, clock),
+            results: Vec::new(),
+            live_workers: workers,
+            idle_workers: 0,
+            version: 0,
+            error: None,
+        }),
+        work_ready: Condvar::new(),
+        coordinator: Condvar::new(),
+    });
+    let classifier = Arc::new(classifier);
+    for _ in 0..workers {
+        let ctx = WorkerContext {
+            shared: Arc::clone(&shared),
+            func: func.clone().unbind(),
+            sink: sink.clone().unbind(),
+            classifier: Arc::clone(&classifier),
+            clock,
+        };
+        runtime().spawn_blocking(move || worker(ctx));
+    }
+    let outcome = coordinate(py, iter, sink, &shared, clock, batch_size, interval);
+    // The workers are gone (coordinate waits for them); the state is ours alone now.
+    let mut state = shared.state.lock();
+    let error = state.error.take();
+    let results = std::mem::take(&mut state.results);
+    let outcome = match (outcome, error) {
+        (Err(err), _) | (Ok(()), Some(err)) => Err(err),
+        (Ok(()), None) => Ok(()),
+    };
+    finish(py, &mut state.sched, sink, outcome)?;
+    summary(py, &state.sched, results)
+}
+
+/// The calling thread: feeds input, delivers events and progress, waits for the workers.
+fn coordinate(
+    py: Python<'_>,
+    iter: &Bound<'_, PyIterator>,
+    sink: &Bound<'_, PyAny>,
+    shared: &Shared,
+    clock: MonoClock,
+    batch_size: usize,
+    interval: f64,
+) -> PyResult<()> {
+    let mut next_progress = interval;
+    let mut failure: Option<PyErr> = None;
+    loop {
+        let (wants, events, counters, finished, released, seen) = {
+            let mut st = shared.state.lock();
+            let wants = failure.is_none() && st.sched.wants_input();
+            let events = st.sched.take_events();
+            let released = st.sched.take_released();
+            (wants, events, st.sched.counters(), st.live_workers == 0, released, st.version)
+        };
+        drop(released);
+        let step = (|| -> PyResult<()> {
+            if wants {
+                let batch = read_batch(iter, batch_size)?;
+                let mut st = shared.state.lock();
+                let State { sched, results, .. } = &mut *st;
+                add_batch(sched, results, batch, batch_size);
+                st.version += 1;
+                drop(st);
+                shared.work_ready.notify_all();
+            }
+            if !events.is_empty() {
+                deliver(py, sink, events, &counters)?;
+                next_progress = clock.now() + interval;
+            } else if clock.now() >= next_progress {
+                progress(py, sink, &counters)?;
+                next_progress = clock.now() + interval;
+            }
+            Ok(())
+        })();
+        if let Err(err) = step {
+            stop_workers(shared);
+            failure.get_or_insert(err);
+        }
+        if finished {
+            return failure.map_or(Ok(()), Err);
+        }
+        if !wants {
+            py.detach(|| {
+                let mut st = shared.state.lock();
+                if st.version == seen && !st.sched.has_events() && st.live_workers > 0 {
+                    shared.coordinator.wait_for(&mut st, MAX_WAIT);
+                }
+            });
+            if let Err(err) = py.check_signals() {
+                stop_workers(shared);
+                failure.get_or_insert(err);
+            }
+        }
+    }
+}
+
+fn stop_workers(shared: &Shared) {
+    let mut st = shared.state.lock();
+    st.sched.interrupt();
+    st.version += 1;
+    drop(st);
+    shared.work_ready.notify_all();
+}
+
+fn worker(ctx: WorkerContext) {
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| Python::attach(|py| worker_loop(py, &ctx))));
+    let mut st = ctx.shared.state.lock();
+    if let Err(panic) = outcome {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a batchguard worker panicked".to_owned());
+        st.error.get_or_insert_with(|| PanicException::new_err(message));
+        st.sched.interrupt();
+    }
+    st.live_workers -= 1;
+    st.version += 1;
+    drop(st);
+    ctx.shared.work_ready.notify_all();
+    ctx.shared.coordinator.notify_one();
+    // The context's Python references are released by PyO3 once a thread holds the GIL.
+    drop(ctx);
+}
+
+fn worker_loop(py: Python<'_>, ctx: &WorkerContext) {
+    let shared = &*ctx.shared;
+    let func = ctx.func.bind(py);
+    let sink = ctx.sink.bind(py);
+    loop {
+        let mut st = shared.state.lock();
+        let work: PyWork = match st.sched.next_work() {
+            Next::Run(work) => work,
+            Next::Done => return,
+            Next::Feed => {
+                let seen = st.version;
+                park(py, shared, st, seen, None, &ctx.clock);
+                continue;
+            }
+            Next::Wait(until) => {
+                let seen = st.version;
+                park(py, shared, st, seen, until, &ctx.clock);
+                continue;
+            }
+        };
+        drop(st);
+        let outcome = call_one(py, func, &work.record, &ctx.classifier, sink);
+        let mut st = shared.state.lock();
+        let mut done: Option<PyWork> = None;
+        match outcome {
+            Outcome::Value(value) => {
+                store(&mut st.results, work.index, value);
+                done = Some(st.sched.succeed(work));
+            }
+            Outcome::Failure { class, error, retry_after } => {
+                if !st.sched.keep_tracebacks() {
+                    strip_traceback(error.bind(py));
+                }
+                st.sched.fail(work, class, error, retry_after, wall_now());
+            }
+            Outcome::Interrupt(err) => {
+                st.sched.abandon(work);
+                st.sched.interrupt();
+                st.error.get_or_insert(err);
+            }
+        }
+        let wake_coordinator = st.sched.has_events() || st.sched.wants_input() || st.sched.stop_reason().is_some();
+        let wake_workers = st.idle_workers > 0;
+        if wake_workers {
+            st.version += 1;
+        }
+        let released = if st.sched.has_released() { st.sched.take_released() } else { Vec::new() };
+        drop(st);
+        if wake_coordinator {
+            shared.coordinator.notify_one();
+        }
+        if wake_workers {
+            shared.work_ready.notify_all();
+        }
+        drop(released);
+        drop(done);
+    }
+}
+
+/// Wait, without the GIL, until the state changes, `until` passes, or MAX_WAIT elapses.
+fn park(py: Python<'_>, shared: &Shared, st: parking_lot::MutexGuard<'_, State>, seen: u64, until: Option<f64>, clock: &MonoClock) {
+    drop(st);
+    let deadline = until.map_or(Instant::now() + MAX_WAIT, |t| clock.instant(t).min(Instant::now() + MAX_WAIT));
+    py.detach(|| {
+        let mut st = shared.state.lock();
+        if st.version == seen {
+            st.idle_workers += 1;
+            shared.work_ready.wait_until(&mut st, deadline);
+            st.idle_workers -= 1;
+        }
+    });
+}
+
+// ------------------------------------------------------------------------ small helpers
+
+/// The delays `RetryPolicy.schedule` promises, computed by the engine that waits them.
+#[pyfunction]
+#[pyo3(signature = (max_attempts, base_delay, multiplier, max_delay, jitter, seed, record_index, n))]
+#[allow(clippy::too_many_arguments)]
+pub fn backoff_schedule(
+    max_attempts: u32,
+    base_delay: f64,
+    multiplier: f64,
+    max_delay: f64,
+    jitter: &str,
+    seed: u64,
+    record_index: u64,
+    n: usize,
+) -> PyResult<Vec<f64>> {
+    let policy = RetryPolicy::new(max_attempts, base_delay, multiplier, max_delay, jitter.parse()?)?;
+    Ok(policy.schedule(seed, record_index, n))
+}
+
+/// The seed's batch-size heuristic (see `batchguard.calculate_batch_size`).
+#[pyfunction]
+pub fn calculate_batch_size(total_items: u64, max_batch_size: u64) -> PyResult<u64> {
+    if max_batch_size < 1 {
+        return Err(ConfigError::new_err(format!("max_batch_size must be >= 1, got {max_batch_size}")));
+    }
+    Ok(crate::partition::calculate_batch_size(total_items, max_batch_size))
+}
+
+/// Panics inside the extension: proves a Rust panic reaches Python as an exception.
+#[pyfunction]
+pub fn _panic_for_test(message: &str) {
+    panic!("{message}");
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(run, m)?)?;
+    m.add_function(wrap_pyfunction!(backoff_schedule, m)?)?;
+    m.add_function(wrap_pyfunction!(calculate_batch_size, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+    m.add_class::<DeadRecords>()?;
+    m.add("MAX_CONCURRENCY", crate::MAX_CONCURRENCY)?;
+    Ok(())
+}
