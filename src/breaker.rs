@@ -227,6 +227,27 @@ impl Breaker {
         }
     }
 
+    /// Record `n` successes of calls started in `generation` (the fast path's bulk form of
+    /// `n` calls to [`record`](Self::record)). Successes never move a closed breaker.
+    pub fn record_successes(&mut self, generation: u64, n: usize) {
+        if generation != self.generation || self.state != State::Closed || n == 0 {
+            return;
+        }
+        if self.failures == 0 {
+            // Only the window's length matters while it holds no failure.
+            let keep = self.window.len().saturating_add(n).min(self.policy.window);
+            self.window.clear();
+            self.window.resize(keep, false);
+            return;
+        }
+        for _ in 0..n.min(self.policy.window) {
+            if self.window.len() == self.policy.window && self.window.pop_front() == Some(true) {
+                self.failures -= 1;
+            }
+            self.window.push_back(false);
+        }
+    }
+
     fn record_closed(&mut self, failed: bool, now: impl FnOnce() -> f64) -> bool {
         if self.window.len() == self.policy.window && self.window.pop_front() == Some(true) {
             self.failures -= 1;

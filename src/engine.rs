@@ -93,10 +93,36 @@ pub struct Work<T, E> {
     pub index: u64,
     pub batch: u64,
     pub attempt: u32,
-    pub record: T,
     generation: u64,
+    pub record: T,
+    /// Present once the record has failed: its history and its backoff stream.
+    retry: Option<Box<RetryState<E>>>,
+}
+
+#[derive(Debug)]
+struct RetryState<E> {
     history: Vec<Attempt<E>>,
-    backoff: Option<Box<Backoff>>,
+    backoff: Option<Backoff>,
+}
+
+/// Why [`Scheduler::stream`] handed control back.
+#[derive(Debug)]
+pub enum Streamed<T, E> {
+    /// It ran this many records (all succeeded); ask [`Scheduler::next_work`] what comes next.
+    Paused(usize),
+    /// A record failed: report it with [`Scheduler::fail`] (or `abandon`), as for any work.
+    Failed(Work<T, E>, Failure<E>),
+}
+
+/// A failed call, as the driver's callback reports it to [`Scheduler::stream`].
+#[derive(Debug)]
+pub struct Failure<E> {
+    pub class: ErrorClass,
+    pub error: E,
+    pub retry_after: Option<f64>,
+    pub wall: f64,
+    /// The callback did not fail but was interrupted: the record is abandoned, not failed.
+    pub interrupted: bool,
 }
 
 /// A record that failed for good.
@@ -190,7 +216,11 @@ pub struct Scheduler<T, E, C> {
     config: Config,
     clock: C,
     breaker: Option<Breaker>,
-    fresh: VecDeque<Work<T, E>>,
+    /// Records read but never started, in input order; the first has index `fresh_index`.
+    fresh: VecDeque<T>,
+    fresh_index: u64,
+    /// (batch, first index past it) of the open batches that still have fresh records.
+    fresh_batches: VecDeque<(u64, u64)>,
     ready: VecDeque<Work<T, E>>,
     parked: BinaryHeap<Parked<T, E>>,
     seq: u64,
@@ -222,6 +252,8 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             config,
             clock,
             fresh: VecDeque::new(),
+            fresh_index: 0,
+            fresh_batches: VecDeque::new(),
             ready: VecDeque::new(),
             parked: BinaryHeap::new(),
             seq: 0,
@@ -271,21 +303,25 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             started: self.clock.now(),
             dead: Vec::new(),
         }));
-        let mut index = self.next_index;
-        self.fresh.reserve(size);
-        for record in records {
-            self.fresh.push_back(Work {
-                index,
-                batch,
-                attempt: 1,
-                record,
-                generation: 0,
-                history: Vec::new(),
-                backoff: None,
-            });
-            index += 1;
+        if self.fresh.is_empty() {
+            self.fresh_index = self.next_index;
         }
-        self.next_index = index;
+        self.fresh.extend(records);
+        self.next_index += size as u64;
+        self.fresh_batches.push_back((batch, self.next_index));
+    }
+
+    /// Take the next fresh record as work (the caller counts it in flight).
+    #[inline]
+    fn pop_fresh(&mut self) -> Option<Work<T, E>> {
+        let record = self.fresh.pop_front()?;
+        let index = self.fresh_index;
+        self.fresh_index += 1;
+        let &(batch, end) = self.fresh_batches.front().expect("fresh records belong to a batch");
+        if self.fresh_index == end {
+            self.fresh_batches.pop_front();
+        }
+        Some(Work { index, batch, attempt: 1, generation: 0, record, retry: None })
     }
 
     pub fn end_of_input(&mut self) {
@@ -319,7 +355,7 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             self.retries += 1;
             self.batch_mut(work.batch).retries += 1;
             work
-        } else if let Some(work) = self.fresh.pop_front() {
+        } else if let Some(work) = self.pop_fresh() {
             work
         } else if !self.exhausted {
             return Next::Feed;
@@ -336,6 +372,72 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         self.in_flight += 1;
         self.current_batch = work.batch;
         Next::Run(work)
+    }
+
+    /// The fast path: run fresh records through `call` for as long as nothing else has
+    /// priority — the run is not stopping, the breaker is closed, no retry is waiting — up to
+    /// the end of the current batch or `limit` records. Outcomes and accounting are exactly
+    /// those of [`next_work`](Self::next_work) followed by [`succeed`](Self::succeed) for
+    /// each record, done in bulk.
+    ///
+    /// `call(index, record)` returns `Ok(())` once it has taken care of a success (the record
+    /// is then dropped by it), or the record back with its failure.
+    pub fn stream<F>(&mut self, limit: usize, mut call: F) -> Streamed<T, E>
+    where
+        F: FnMut(u64, &T) -> Result<(), Failure<E>>,
+    {
+        if self.stop.is_some()
+            || !self.ready.is_empty()
+            || !self.parked.is_empty()
+            || self.breaker.as_ref().is_some_and(|b| b.state() != BreakerState::Closed)
+        {
+            return Streamed::Paused(0);
+        }
+        let Some(&(batch, end)) = self.fresh_batches.front() else { return Streamed::Paused(0) };
+        let run = (end - self.fresh_index).min(limit as u64) as usize;
+        let generation = self.breaker.as_mut().map_or(0, Breaker::started);
+        self.current_batch = batch;
+        let mut done = 0;
+        let mut failure = None;
+        let first = self.fresh_index;
+        while done < run {
+            let record = self.fresh.pop_front().expect("counted above");
+            match call(first + done as u64, &record) {
+                Ok(()) => done += 1,
+                Err(f) => {
+                    self.fresh.push_front(record);
+                    failure = Some(f);
+                    break;
+                }
+            }
+        }
+        if done > 0 {
+            self.fresh_index += done as u64;
+            if self.fresh_index == end {
+                self.fresh_batches.pop_front();
+            }
+            self.succeeded += done as u64;
+            if let Some(breaker) = self.breaker.as_mut() {
+                breaker.record_successes(generation, done);
+            }
+            let state = self.batch_mut(batch);
+            state.succeeded += done;
+            state.remaining -= done;
+            if state.remaining == 0 {
+                self.close_batch(batch);
+            }
+        }
+        match failure {
+            None => Streamed::Paused(done),
+            Some(failure) => {
+                let mut work = self.pop_fresh().expect("the failed record is still queued");
+                if let Some(breaker) = self.breaker.as_mut() {
+                    work.generation = breaker.started();
+                }
+                self.in_flight += 1;
+                Streamed::Failed(work, failure)
+            }
+        }
     }
 
     // ------------------------------------------------------------------ outcomes
@@ -366,7 +468,8 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             let counted = breaker.counts(class);
             self.record_breaker(work.generation, counted);
         }
-        work.history.push(Attempt { attempt: work.attempt, wall, error, delay: None });
+        let retry = work.retry.get_or_insert_with(|| Box::new(RetryState { history: Vec::new(), backoff: None }));
+        retry.history.push(Attempt { attempt: work.attempt, wall, error, delay: None });
         if class == ErrorClass::Fatal {
             self.halt(StopReason::Fatal);
             self.dead_letter(work, class);
@@ -380,22 +483,20 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             self.released.push(work);
             return;
         }
+        let retry = work.retry.as_mut().expect("recorded above");
         let mut delay = if class == ErrorClass::Transient {
             0.0
         } else {
             let policy = &self.config.retry;
-            let seed = self.config.seed;
-            let index = work.index;
-            work.backoff
-                .get_or_insert_with(|| Box::new(Backoff::new(policy, seed, index)))
-                .next_delay(policy)
+            let (seed, index) = (self.config.seed, work.index);
+            retry.backoff.get_or_insert_with(|| Backoff::new(policy, seed, index)).next_delay(policy)
         };
         if let Some(after) = retry_after {
             if after > delay {
                 delay = after;
             }
         }
-        if let Some(last) = work.history.last_mut() {
+        if let Some(last) = retry.history.last_mut() {
             last.delay = Some(delay);
         }
         work.attempt += 1;
@@ -451,10 +552,11 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             self.traceback_budget -= 1;
         }
         self.failed += 1;
-        let Work { index, batch, record, history, .. } = work;
+        let Work { index, batch, record, retry, .. } = work;
+        let attempts = retry.map_or_else(Vec::new, |r| r.history);
         let state = self.batch_mut(batch);
         state.failed += 1;
-        state.dead.push(Dead { index, batch, record, class, attempts: history });
+        state.dead.push(Dead { index, batch, record, class, attempts });
         self.finish(batch);
         self.check_budget();
     }
@@ -486,9 +588,12 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
     fn finish(&mut self, batch: u64) {
         let state = self.batch_mut(batch);
         state.remaining -= 1;
-        if state.remaining > 0 {
-            return;
+        if state.remaining == 0 {
+            self.close_batch(batch);
         }
+    }
+
+    fn close_batch(&mut self, batch: u64) {
         let slot = (batch - self.first_batch) as usize;
         let state = self.batches[slot].take().expect("open batch");
         while matches!(self.batches.front(), Some(None)) {
@@ -531,7 +636,9 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             }
         }
         self.first_batch = self.next_batch;
-        self.released.extend(self.fresh.drain(..));
+        while let Some(work) = self.pop_fresh() {
+            self.released.push(work);
+        }
         self.released.extend(self.ready.drain(..));
         self.released.extend(std::mem::take(&mut self.parked).into_iter().map(|p| p.work));
         unfinished
@@ -654,11 +761,38 @@ mod tests {
 
     /// Drive a scheduler at concurrency 1 over `n` records; `plan(record, attempt)` decides.
     fn drive(config: Config, n: u32, clock: &Manual, plan: impl Fn(u32, u32) -> Plan) -> Outcome {
+        drive_with(config, n, clock, plan, false)
+    }
+
+    /// As [`drive`], optionally through the [`Scheduler::stream`] fast path.
+    fn drive_with(config: Config, n: u32, clock: &Manual, plan: impl Fn(u32, u32) -> Plan, fast: bool) -> Outcome {
         let batch_size = config.batch_size;
         let mut s: Sched<'_> = Scheduler::new(config, clock);
         let mut input = 0..n;
         let mut out = Outcome { succeeded: vec![], dead: vec![], batches: vec![], stop: None, pending: 0, calls: vec![] };
         loop {
+            if fast {
+                let calls = &mut out.calls;
+                let succeeded = &mut out.succeeded;
+                let streamed = s.stream(3, |_, &record| {
+                    calls.push((record, 1));
+                    match plan(record, 1) {
+                        Plan::Ok => {
+                            succeeded.push(record);
+                            Ok(())
+                        }
+                        Plan::Fail(class) => Err(Failure { class, error: "boom", retry_after: None, wall: 0.0, interrupted: false }),
+                    }
+                });
+                match streamed {
+                    Streamed::Paused(0) => {}
+                    Streamed::Paused(_) => continue,
+                    Streamed::Failed(work, f) => {
+                        s.fail(work, f.class, f.error, f.retry_after, f.wall);
+                        continue;
+                    }
+                }
+            }
             match s.next_work() {
                 Next::Run(work) => {
                     out.calls.push((work.record, work.attempt));
@@ -806,6 +940,31 @@ mod tests {
         // 2 failures in the first 4 calls reach the abort rate: nothing after record 3 starts.
         assert_eq!(out.calls.len(), 4);
         assert_eq!(out.succeeded.len() + out.dead.len(), 4);
+    }
+
+    #[test]
+    fn the_fast_path_reaches_exactly_the_outcomes_of_the_slow_path() {
+        let classes = [ErrorClass::Transient, ErrorClass::Recoverable, ErrorClass::Permanent, ErrorClass::Fatal];
+        for pattern in 0u32..512 {
+            let mut c = config(3, 0.0);
+            c.breaker = Some(BreakerPolicy::new(0.5, 4, 2, 1.0, 1, Some(0.9), vec![ErrorClass::Recoverable]).unwrap());
+            c.max_failures = Some(Budget::Count(3));
+            let plan = |r: u32, a: u32| {
+                if (pattern >> (r % 9)) & 1 == 1 && a < 3 {
+                    Plan::Fail(classes[((pattern >> (r % 5)) & 0b11) as usize])
+                } else {
+                    Plan::Ok
+                }
+            };
+            let (slow_clock, fast_clock) = (Manual::default(), Manual::default());
+            let slow = drive_with(c.clone(), 11, &slow_clock, plan, false);
+            let fast = drive_with(c, 11, &fast_clock, plan, true);
+            assert_eq!(slow.calls, fast.calls, "pattern {pattern}");
+            assert_eq!(slow.succeeded, fast.succeeded, "pattern {pattern}");
+            assert_eq!(slow.dead, fast.dead, "pattern {pattern}");
+            assert_eq!(slow.batches, fast.batches, "pattern {pattern}");
+            assert_eq!((slow.stop, slow.pending), (fast.stop, fast.pending), "pattern {pattern}");
+        }
     }
 
     #[test]

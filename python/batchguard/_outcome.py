@@ -35,6 +35,14 @@ RawFailure = tuple[int, int, Any, str, list[list[Any]]]
 Counters = tuple[int, int, int, int, int, int, int, str, int]
 
 
+_monotonic = time.monotonic
+
+
+def _stats(event: tuple[Any, ...]) -> BatchStats:
+    """A ("batch", ...) event as the report shows it."""
+    return BatchStats(event[1], event[2], event[3], event[4], event[5], event[6], event[7])
+
+
 def new_run_id() -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"run-{stamp}-{uuid.uuid4().hex[:6]}"
@@ -195,25 +203,25 @@ class RunRecorder:
         self.checkpoint = checkpoint
         self.failures = Failures(run_id=run_id, job_id=job_id, stage=stage, id_of=id_of,
                                  pickle_payloads=pickle_payloads)
-        self.batches: list[BatchStats] = []
+        self._stats: list[tuple[Any, ...]] = []
+        self._batches_total = None if total is None else -(-total // batch_size)
         self.breaker_events: list[tuple[float, str, str]] = []
         self.breaker_state = "closed"
         self.dlq_count = 0
         self.started = time.monotonic()
         self._log_batches = logger.isEnabledFor(logging.INFO)
 
-    @property
-    def batches_total(self) -> int | None:
-        if self.total is None:
-            return None
-        return -(-self.total // self.batch_size)
-
     # ------------------------------------------------------------------ engine callbacks
 
     def events(self, events: list[tuple[Any, ...]], counters: Counters) -> None:
+        # Runs at every batch end: kept lean, details are built only when someone reads them.
         for event in events:
             if event[0] == "batch":
-                self._batch(event, counters)
+                if event[8] or self.checkpoint is not None:
+                    self._persist(event)
+                self._stats.append(event)
+                if self._log_batches:
+                    self._log_batch(event, counters)
             else:
                 _, at, old, new = event
                 self.breaker_events.append((at, old, new))
@@ -221,10 +229,11 @@ class RunRecorder:
                 logger.warning("circuit breaker %s -> %s", old, new,
                                extra={"run_id": self.run_id, "breaker_from": old, "breaker_to": new,
                                       "at_s": at})
-        self.progress(counters)
+        if self.on_progress is not None:
+            self.progress(counters)
 
-    def _batch(self, event: tuple[Any, ...], counters: Counters) -> None:
-        _, batch_index, size, succeeded, failed, retries, duration, pending, dead = event
+    def _persist(self, event: tuple[Any, ...]) -> None:
+        dead = event[8] or ()
         self.failures.extend(dead)
         entries: list[DeadLetter] = []
         if dead and self.dlq is not None:
@@ -232,39 +241,31 @@ class RunRecorder:
             if self.checkpoint is None:
                 self.dlq.send(entries)
             self.dlq_count += len(entries)
-        stats = BatchStats(batch_index, size, succeeded, failed, retries, duration, pending)
         if self.checkpoint is not None:
             # The job store commits the entries and the batch together, in a crash-safe order.
-            self.checkpoint.batch_done(stats, entries, self.dlq)
-        self.batches.append(stats)
-        if self._log_batches:
-            logger.info("batch_complete", extra={
-                "run_id": self.run_id, "job_id": self.job_id, "stage": self.stage,
-                "batch_index": batch_index, "batch_size": size, "batch_success": succeeded,
-                "batch_failure": failed, "batch_retries": retries, "batch_pending": pending,
-                "duration_s": round(duration, 6), "total_processed": counters[0] + counters[1],
-                "total_records": self.total,
-            })
+            self.checkpoint.batch_done(_stats(event), entries, self.dlq)
+
+    def _log_batch(self, event: tuple[Any, ...], counters: Counters) -> None:
+        _, batch_index, size, succeeded, failed, retries, duration, pending, _ = event
+        logger.info("batch_complete", extra={
+            "run_id": self.run_id, "job_id": self.job_id, "stage": self.stage,
+            "batch_index": batch_index, "batch_size": size, "batch_success": succeeded,
+            "batch_failure": failed, "batch_retries": retries, "batch_pending": pending,
+            "duration_s": round(duration, 6), "total_processed": counters[0] + counters[1],
+            "total_records": self.total,
+        })
+
+    @property
+    def batches(self) -> list[BatchStats]:
+        return sorted((_stats(e) for e in self._stats), key=lambda b: b.batch_index)
 
     def progress(self, counters: Counters) -> None:
         if self.on_progress is None:
             return
-        (succeeded, failed, retrying, in_flight, queued, batches_completed, current_batch,
-         breaker_state, _read) = counters
-        self.on_progress(BatchProgress(
-            batches_completed=batches_completed,
-            batches_total=self.batches_total,
-            current_batch_index=current_batch,
-            records_processed=succeeded + failed,
-            succeeded=succeeded,
-            failed=failed,
-            retrying=retrying,
-            in_flight=in_flight,
-            queued=queued,
-            elapsed_s=time.monotonic() - self.started,
-            total=self.total,
-            breaker_state=breaker_state,
-        ))
+        succeeded, failed, retrying, in_flight, queued, completed, current, breaker, _ = counters
+        self.on_progress(BatchProgress(completed, self._batches_total, current, succeeded + failed,
+                                       succeeded, failed, retrying, in_flight, queued,
+                                       _monotonic() - self.started, self.total, breaker))
 
     def classifier_error(self, exc: BaseException, error: BaseException) -> None:
         logger.error("classifier raised %s while classifying %s; the record is PERMANENT",
@@ -291,7 +292,6 @@ class RunRecorder:
             status = "partial_success"
         else:
             status = "failed"
-        self.batches.sort(key=lambda b: b.batch_index)
         return BatchReport(
             run_id=self.run_id,
             status=status,

@@ -151,14 +151,13 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
                            on_progress=plan.on_progress, total=plan.total,
                            batch_size=plan.config.batch_size, id_of=plan.id_of,
                            pickle_payloads=plan.pickle_payloads, checkpoint=checkpoint)
-    records = iter(plan.records)
     if plan.engine == "native":
         from . import _native
 
-        outcome = _native.run(records, plan.fn, plan.config, plan.classifier, recorder)
+        outcome = _native.run(plan.records, plan.fn, plan.config, plan.classifier, recorder, plan.total)
         succeeded, failed, read, exhausted, retries, successful, stop_reason, trips = outcome
     else:
-        scheduler = run_reference(records, plan.fn, plan.config, plan.classifier, recorder)
+        scheduler = run_reference(iter(plan.records), plan.fn, plan.config, plan.classifier, recorder)
         scheduler.results.sort(key=lambda pair: pair[0])
         succeeded, failed, read = scheduler.succeeded, scheduler.failed, scheduler.next_index
         exhausted, retries = scheduler.exhausted, scheduler.retries

@@ -1,5 +1,26 @@
-"""Dead-letter queues: where records that failed for good are kept, inspected and replayed."""
+"""Dead-letter queues: where records that failed for good are kept, inspected and replayed.
+
+Backends: :class:`MemoryDLQ`, :class:`SqliteDLQ`, :class:`JsonlDLQ`, :class:`RedisDLQ` (needs the
+``redis`` extra), :class:`PostgresDLQ` (``postgres`` extra). :func:`open_dlq` builds one from a
+URL such as ``sqlite:///dead_letters.db``.
+"""
 
 from .base import FILTER_FIELDS, Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ
+from .jsonl import JsonlDLQ
+from .postgres import PostgresDLQ
+from .redis import RedisDLQ
+from .sqlite import SqliteDLQ
+from .urls import open_dlq
 
-__all__ = ["FILTER_FIELDS", "Attempt", "DeadLetter", "DeadLetterQueue", "MemoryDLQ"]
+__all__ = [
+    "FILTER_FIELDS",
+    "Attempt",
+    "DeadLetter",
+    "DeadLetterQueue",
+    "JsonlDLQ",
+    "MemoryDLQ",
+    "PostgresDLQ",
+    "RedisDLQ",
+    "SqliteDLQ",
+    "open_dlq",
+]

@@ -22,13 +22,17 @@ use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::{PyAttributeError, PyException};
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyInt, PyIterator, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, IntoPyObjectExt};
 
 use crate::backoff::{Jitter, RetryPolicy};
 use crate::breaker::BreakerPolicy;
 use crate::classify::{ErrorClass, Rules};
-use crate::engine::{Budget, Clock, Config, Counters, Dead, Event, Next, Scheduler, Work};
+use crate::engine::{Budget, Clock, Config, Counters, Dead, Event, Failure, Next, Scheduler, Streamed, Work};
+
+mod ffi;
+
+use ffi::{list_of, FastCall, OrderedResults, Source};
 
 pyo3::import_exception!(batchguard.errors, ConfigError);
 
@@ -41,6 +45,9 @@ impl From<crate::error::ConfigError> for PyErr {
 type Obj = Py<PyAny>;
 type PyWork = Work<Obj, Obj>;
 type PyScheduler = Scheduler<Obj, Obj, MonoClock>;
+
+/// Most records the inline driver runs between looks at events, progress and signals.
+const STREAM_LIMIT: usize = 256;
 
 /// Longest a waiting thread sleeps before it looks again (and checks for Ctrl-C).
 const MAX_WAIT: Duration = Duration::from_millis(50);
@@ -286,31 +293,52 @@ fn strip_traceback(exc: &Bound<'_, PyAny>) {
 /// What one call of the user's callable came to.
 enum Outcome {
     Value(Obj),
-    Failure { class: ErrorClass, error: Obj, retry_after: Option<f64> },
-    /// A BaseException that is not an Exception (KeyboardInterrupt, SystemExit): stop and re-raise.
-    Interrupt(PyErr),
+    Failed(Failure<Obj>),
 }
 
-fn call_one(
-    py: Python<'_>,
-    func: &Bound<'_, PyAny>,
+/// Call `func(record)`. A failure is classified here; a BaseException that is not an
+/// Exception (KeyboardInterrupt, SystemExit) comes back as an interrupted failure, so the
+/// run stops and re-raises it.
+#[inline]
+fn call_one<'py>(
+    py: Python<'py>,
+    func: &FastCall<'py>,
     record: &Obj,
     classifier: &NativeClassifier,
-    sink: &Bound<'_, PyAny>,
+    sink: &Bound<'py, PyAny>,
 ) -> Outcome {
-    match func.call1((record.bind(py),)) {
+    match func.call(record.bind(py)) {
         Ok(value) => Outcome::Value(value.unbind()),
-        Err(err) => {
-            if !err.is_instance_of::<PyException>(py) {
-                return Outcome::Interrupt(err);
-            }
-            let error = err.into_value(py).into_any();
-            let bound = error.bind(py);
-            let class = classifier.classify(py, bound, sink);
-            let retry_after = if class.retryable() { retry_after_of(py, bound) } else { None };
-            Outcome::Failure { class, error, retry_after }
-        }
+        Err(err) => Outcome::Failed(failure_of(py, err, classifier, sink)),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn failure_of(py: Python<'_>, err: PyErr, classifier: &NativeClassifier, sink: &Bound<'_, PyAny>) -> Failure<Obj> {
+    let wall = wall_now();
+    if !err.is_instance_of::<PyException>(py) {
+        let error = err.into_value(py).into_any();
+        return Failure { class: ErrorClass::Fatal, error, retry_after: None, wall, interrupted: true };
+    }
+    let error = err.into_value(py).into_any();
+    let bound = error.bind(py);
+    let class = classifier.classify(py, bound, sink);
+    let retry_after = if class.retryable() { retry_after_of(py, bound) } else { None };
+    Failure { class, error, retry_after, wall, interrupted: false }
+}
+
+/// Report a failure to the scheduler, or stop the run if it was an interrupt.
+fn report_failure(py: Python<'_>, sched: &mut PyScheduler, work: PyWork, failure: Failure<Obj>) -> PyResult<()> {
+    if failure.interrupted {
+        sched.abandon(work);
+        return Err(PyErr::from_value(failure.error.into_bound(py)));
+    }
+    if !sched.keep_tracebacks() {
+        strip_traceback(failure.error.bind(py));
+    }
+    sched.fail(work, failure.class, failure.error, failure.retry_after, failure.wall);
+    Ok(())
 }
 
 // ------------------------------------------------------------------------ events for Python
@@ -377,18 +405,12 @@ fn events_list<'py>(py: Python<'py>, events: Vec<Event<Obj, Obj>>) -> PyResult<B
     let list = PyList::empty(py);
     for event in events {
         let item = match event {
-            Event::Batch(b) => (
-                intern!(py, "batch"),
-                b.index,
-                b.size,
-                b.succeeded,
-                b.failed,
-                b.retries,
-                b.duration,
-                b.pending,
-                Bound::new(py, DeadRecords { items: b.dead })?,
-            )
-                .into_bound_py_any(py)?,
+            Event::Batch(b) => {
+                // Most batches have no failures: no object for an empty list of them.
+                let dead = if b.dead.is_empty() { py.None().into_bound(py) } else { Bound::new(py, DeadRecords { items: b.dead })?.into_any() };
+                (intern!(py, "batch"), b.index, b.size, b.succeeded, b.failed, b.retries, b.duration, b.pending, dead)
+                    .into_bound_py_any(py)?
+            }
             Event::Breaker { at, from, to } => {
                 (intern!(py, "breaker"), at, from.as_str(), to.as_str()).into_bound_py_any(py)?
             }
@@ -409,14 +431,6 @@ fn deliver(py: Python<'_>, sink: &Bound<'_, PyAny>, events: Vec<Event<Obj, Obj>>
 fn progress(py: Python<'_>, sink: &Bound<'_, PyAny>, counters: &Counters) -> PyResult<()> {
     sink.call_method1(intern!(py, "progress"), (counters_tuple(py, counters)?,))?;
     Ok(())
-}
-
-fn read_batch(iter: &Bound<'_, PyIterator>, size: usize) -> PyResult<Vec<Obj>> {
-    let mut batch = Vec::with_capacity(size);
-    for item in iter.clone().take(size) {
-        batch.push(item?.unbind());
-    }
-    Ok(batch)
 }
 
 /// Sleep without the GIL until `until` (capped), then let Python handle pending signals.
@@ -443,8 +457,7 @@ struct RunSummary {
     trips: u64,
 }
 
-fn summary(py: Python<'_>, sched: &PyScheduler, results: Vec<Option<Obj>>) -> PyResult<RunSummary> {
-    let successful = PyList::new(py, results.into_iter().flatten())?;
+fn summary(sched: &PyScheduler, successful: Bound<'_, PyList>) -> PyResult<RunSummary> {
     Ok(RunSummary {
         succeeded: sched.succeeded(),
         failed: sched.failed(),
@@ -462,7 +475,7 @@ fn summary(py: Python<'_>, sched: &PyScheduler, results: Vec<Option<Obj>>) -> Py
 /// Returns `(succeeded, failed, records_read, exhausted, retries, successful, stop_reason,
 /// breaker_trips)`.
 #[pyfunction]
-#[pyo3(signature = (records, func, config, classifier, sink))]
+#[pyo3(signature = (records, func, config, classifier, sink, size_hint=None))]
 pub fn run<'py>(
     py: Python<'py>,
     records: &Bound<'py, PyAny>,
@@ -470,15 +483,17 @@ pub fn run<'py>(
     config: &Bound<'py, PyAny>,
     classifier: &Bound<'py, PyAny>,
     sink: &Bound<'py, PyAny>,
+    size_hint: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let config = engine_config(config)?;
+    // Sized inputs get their result slots in one allocation instead of one per doubling.
     let classifier = NativeClassifier::from_py(classifier)?;
-    let iter = records.try_iter()?;
+    let mut source = Source::new(records)?;
     let interval = config.progress_interval_s();
     let run = if config.concurrency == 1 {
-        run_inline(py, &iter, func, config, &classifier, sink, interval)?
+        run_inline(py, &mut source, func, config, &classifier, sink, interval, size_hint)?
     } else {
-        run_threaded(py, &iter, func, config, classifier, sink, interval)?
+        run_threaded(py, &mut source, func, config, classifier, sink, interval, size_hint)?
     };
     (
         run.succeeded,
@@ -497,57 +512,64 @@ fn store(results: &mut [Option<Obj>], index: u64, value: Obj) {
     results[index as usize] = Some(value);
 }
 
-fn add_batch(sched: &mut PyScheduler, results: &mut Vec<Option<Obj>>, batch: Vec<Obj>, batch_size: usize) {
+fn add_batch(sched: &mut PyScheduler, batch: Vec<Obj>, batch_size: usize) {
     let full = batch.len() == batch_size;
     if !batch.is_empty() {
         sched.add_batch(batch.into_iter());
-        results.resize_with(sched.records_read() as usize, || None);
     }
     if !full {
         sched.end_of_input();
     }
 }
 
-fn run_inline(
-    py: Python<'_>,
-    iter: &Bound<'_, PyIterator>,
-    func: &Bound<'_, PyAny>,
+#[allow(clippy::too_many_arguments)]
+fn run_inline<'py>(
+    py: Python<'py>,
+    source: &mut Source<'py>,
+    func: &Bound<'py, PyAny>,
     config: Config,
     classifier: &NativeClassifier,
     sink: &Bound<'_, PyAny>,
     interval: f64,
+    size_hint: Option<usize>,
 ) -> PyResult<RunSummary> {
     let batch_size = config.batch_size;
     let clock = MonoClock(Instant::now());
     let mut sched: PyScheduler = Scheduler::new(config, clock);
-    let mut results: Vec<Option<Obj>> = Vec::new();
+    let func = &FastCall::new(func);
+    let mut results = OrderedResults::with_capacity(size_hint.unwrap_or(0).min(1 << 28));
     let mut next_progress = interval;
     let mut tick: u32 = 0;
     let mut drive = || -> PyResult<()> {
         loop {
-            match sched.next_work() {
-                Next::Run(work) => match call_one(py, func, &work.record, classifier, sink) {
-                    Outcome::Value(value) => {
-                        store(&mut results, work.index, value);
-                        drop(sched.succeed(work));
-                    }
-                    Outcome::Failure { class, error, retry_after } => {
-                        if !sched.keep_tracebacks() {
-                            strip_traceback(error.bind(py));
-                        }
-                        sched.fail(work, class, error, retry_after, wall_now());
-                    }
-                    Outcome::Interrupt(err) => {
-                        sched.abandon(work);
-                        return Err(err);
-                    }
-                },
-                Next::Feed => {
-                    let batch = read_batch(iter, batch_size)?;
-                    add_batch(&mut sched, &mut results, batch, batch_size);
+            let streamed = sched.stream(STREAM_LIMIT, |index, record| match func.call(record.bind(py)) {
+                Ok(value) => {
+                    results.push(index, value.unbind());
+                    Ok(())
                 }
-                Next::Wait(until) => nap(py, &clock, until)?,
-                Next::Done => return Ok(()),
+                Err(err) => Err(failure_of(py, err, classifier, sink)),
+            });
+            match streamed {
+                Streamed::Paused(0) => match sched.next_work() {
+                    Next::Run(work) => match func.call(work.record.bind(py)) {
+                        Ok(value) => {
+                            results.push(work.index, value.unbind());
+                            drop(sched.succeed(work));
+                        }
+                        Err(err) => {
+                            let failure = failure_of(py, err, classifier, sink);
+                            report_failure(py, &mut sched, work, failure)?;
+                        }
+                    },
+                    Next::Feed => {
+                        let batch = source.read(batch_size)?;
+                        add_batch(&mut sched, batch, batch_size);
+                    }
+                    Next::Wait(until) => nap(py, &clock, until)?,
+                    Next::Done => return Ok(()),
+                },
+                Streamed::Paused(_) => {}
+                Streamed::Failed(work, failure) => report_failure(py, &mut sched, work, failure)?,
             }
             if sched.has_events() {
                 let events = sched.take_events();
@@ -555,7 +577,7 @@ fn run_inline(
                 next_progress = clock.now() + interval;
             } else {
                 tick = tick.wrapping_add(1);
-                if tick % 256 == 0 && clock.now() >= next_progress {
+                if tick % 16 == 0 && clock.now() >= next_progress {
                     progress(py, sink, &sched.counters())?;
                     next_progress = clock.now() + interval;
                 }
@@ -567,7 +589,7 @@ fn run_inline(
     };
     let outcome = drive();
     finish(py, &mut sched, sink, outcome)?;
-    summary(py, &sched, results)
+    summary(&sched, results.finish(py)?)
 }
 
 /// However the run ended, report the unfinished batches (what was dead-lettered reaches the
@@ -609,22 +631,26 @@ struct WorkerContext {
     clock: MonoClock,
 }
 
-fn run_threaded(
-    py: Python<'_>,
-    iter: &Bound<'_, PyIterator>,
+#[allow(clippy::too_many_arguments)]
+fn run_threaded<'py>(
+    py: Python<'py>,
+    source: &mut Source<'py>,
     func: &Bound<'_, PyAny>,
     config: Config,
     classifier: NativeClassifier,
     sink: &Bound<'_, PyAny>,
     interval: f64,
+    size_hint: Option<usize>,
 ) -> PyResult<RunSummary> {
     let batch_size = config.batch_size;
     let workers = config.concurrency;
+    // Workers finish out of order: each success goes to its record's slot.
+    let results: Vec<Option<Obj>> = Vec::with_capacity(size_hint.unwrap_or(0).min(1 << 28));
     let clock = MonoClock(Instant::now());
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             sched: Scheduler::new(config, clock),
-            results: Vec::new(),
+            results,
             live_workers: workers,
             idle_workers: 0,
             version: 0,
@@ -644,7 +670,7 @@ fn run_threaded(
         };
         runtime().spawn_blocking(move || worker(ctx));
     }
-    let outcome = coordinate(py, iter, sink, &shared, clock, batch_size, interval);
+    let outcome = coordinate(py, source, sink, &shared, clock, batch_size, interval);
     // The workers are gone (coordinate waits for them); the state is ours alone now.
     let mut state = shared.state.lock();
     let error = state.error.take();
@@ -654,13 +680,14 @@ fn run_threaded(
         (Ok(()), None) => Ok(()),
     };
     finish(py, &mut state.sched, sink, outcome)?;
-    summary(py, &state.sched, results)
+    let count = state.sched.succeeded() as usize;
+    summary(&state.sched, list_of(py, results.into_iter().flatten(), count)?)
 }
 
 /// The calling thread: feeds input, delivers events and progress, waits for the workers.
-fn coordinate(
-    py: Python<'_>,
-    iter: &Bound<'_, PyIterator>,
+fn coordinate<'py>(
+    py: Python<'py>,
+    source: &mut Source<'py>,
     sink: &Bound<'_, PyAny>,
     shared: &Shared,
     clock: MonoClock,
@@ -680,10 +707,11 @@ fn coordinate(
         drop(released);
         let step = (|| -> PyResult<()> {
             if wants {
-                let batch = read_batch(iter, batch_size)?;
+                let batch = source.read(batch_size)?;
                 let mut st = shared.state.lock();
                 let State { sched, results, .. } = &mut *st;
-                add_batch(sched, results, batch, batch_size);
+                add_batch(sched, batch, batch_size);
+                results.resize_with(sched.records_read() as usize, || None);
                 st.version += 1;
                 drop(st);
                 shared.work_ready.notify_all();
@@ -750,7 +778,7 @@ fn worker(ctx: WorkerContext) {
 
 fn worker_loop(py: Python<'_>, ctx: &WorkerContext) {
     let shared = &*ctx.shared;
-    let func = ctx.func.bind(py);
+    let func = &FastCall::new(ctx.func.bind(py));
     let sink = ctx.sink.bind(py);
     loop {
         let mut st = shared.state.lock();
@@ -777,16 +805,14 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) {
                 store(&mut st.results, work.index, value);
                 done = Some(st.sched.succeed(work));
             }
-            Outcome::Failure { class, error, retry_after } => {
-                if !st.sched.keep_tracebacks() {
-                    strip_traceback(error.bind(py));
+            Outcome::Failed(failure) => {
+                let interrupted = failure.interrupted;
+                if let Err(err) = report_failure(py, &mut st.sched, work, failure) {
+                    st.error.get_or_insert(err);
                 }
-                st.sched.fail(work, class, error, retry_after, wall_now());
-            }
-            Outcome::Interrupt(err) => {
-                st.sched.abandon(work);
-                st.sched.interrupt();
-                st.error.get_or_insert(err);
+                if interrupted {
+                    st.sched.interrupt();
+                }
             }
         }
         let wake_coordinator = st.sched.has_events() || st.sched.wants_input() || st.sched.stop_reason().is_some();

@@ -1,0 +1,296 @@
+"""A dead-letter queue in a PostgreSQL table: shared, transactional, queryable with SQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from ..errors import ConfigError, DLQError, DLQUnavailableError
+from .base import FILTER_FIELDS, DeadLetter, check_filters, check_page, write_jsonl
+from .urls import redact, require_module
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+
+__all__ = ["PostgresDLQ"]
+
+_PAGE: Final = 1000
+_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+_encode: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _row(entry: DeadLetter) -> tuple[Any, ...]:
+    return (entry.id, entry.run_id, entry.job_id, entry.stage, str(entry.error_class),
+            entry.error_type, _encode(entry.to_dict()))
+
+
+def _where(sql_mod: Any, wanted: dict[str, Any]) -> sql.Composable:
+    if not wanted:
+        return cast("sql.Composable", sql_mod.SQL("TRUE"))
+    return cast("sql.Composable", sql_mod.SQL(" AND ").join(
+        sql_mod.SQL("{} = %s").format(sql_mod.Identifier(name)) for name in wanted
+    ))
+
+
+class PostgresDLQ:
+    """Dead letters in a PostgreSQL table (psycopg 3); safe to share between threads and processes.
+
+    The table (created if missing) has the entry as ``jsonb``, one indexed column per filter
+    field, and a ``bigserial`` ``seq`` that keeps the order of first sends. Each ``send`` is one
+    transaction (``INSERT ... ON CONFLICT (id) DO UPDATE`` for the whole batch), durable when
+    it returns. A job store on the same database can commit a checkpoint with its batch's
+    dead letters::
+
+        with dlq.transaction() as cur:
+            dlq.write_entries(cur, entries)
+            cur.execute("UPDATE checkpoints SET next_batch = %s WHERE job = %s", (7, "nightly"))
+
+    >>> q = PostgresDLQ("postgresql://app@localhost/jobs")  # doctest: +SKIP
+    >>> q.count(error_type="KeyError")  # doctest: +SKIP
+    0
+    """
+
+    def __init__(self, url: str, table: str = "batchguard_dead_letters", *,
+                 connect_timeout: int = 3) -> None:
+        """Connect to ``url`` and create ``table`` if needed (fails fast: DLQUnavailableError).
+
+        ``table`` may be schema-qualified (``"ops.dead_letters"``). ``connect_timeout`` is in
+        whole seconds (libpq's unit).
+        """
+        self._psycopg = require_module("psycopg", needed_by="PostgresDLQ", extra="postgres")
+        from psycopg import sql as sql_mod
+
+        self._sql = sql_mod
+        parts = table.split(".")
+        if len(parts) > 2 or not all(_NAME.fullmatch(part) for part in parts):
+            raise ConfigError(
+                f"table must be a PostgreSQL name (letters, digits, _; at most 63) optionally "
+                f"prefixed by a schema, got {table!r}"
+            )
+        self.table = table
+        self.url = redact(url)
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self._lock = threading.RLock()
+        self._closed = False
+        self._location = self._describe(url)
+        ident = sql_mod.Identifier(*parts)
+        base = parts[-1]
+        self._q: dict[str, sql.Composed] = {
+            "upsert": sql_mod.SQL(
+                "INSERT INTO {t} (id, run_id, job_id, stage, error_class, error_type, entry) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) "
+                "ON CONFLICT (id) DO UPDATE SET run_id = EXCLUDED.run_id, "
+                "job_id = EXCLUDED.job_id, stage = EXCLUDED.stage, "
+                "error_class = EXCLUDED.error_class, error_type = EXCLUDED.error_type, "
+                "entry = EXCLUDED.entry"
+            ).format(t=ident),
+            "get": sql_mod.SQL("SELECT entry FROM {t} WHERE id = %s").format(t=ident),
+            "remove": sql_mod.SQL("DELETE FROM {t} WHERE id = ANY(%s)").format(t=ident),
+        }
+        self._ident = ident
+        # The advisory lock serializes schema creation: concurrent CREATE ... IF NOT EXISTS
+        # can otherwise fail with a unique violation in the catalog.
+        self._schema = [
+            sql_mod.SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
+                sql_mod.Literal(f"batchguard.dlq.schema:{table}")),
+            sql_mod.SQL(
+                "CREATE TABLE IF NOT EXISTS {t} ("
+                "seq bigserial NOT NULL, id text PRIMARY KEY, run_id text NOT NULL, job_id text, "
+                "stage text NOT NULL, error_class text NOT NULL, error_type text NOT NULL, "
+                "entry jsonb NOT NULL)"
+            ).format(t=ident),
+            sql_mod.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (seq)").format(
+                i=sql_mod.Identifier(f"{base}_seq_idx"[:63]), t=ident),
+            # (field, seq): a filtered list reads the index in list order and stops at the limit.
+            *(sql_mod.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} ({f}, seq)").format(
+                i=sql_mod.Identifier(f"{base}_{name}_idx"[:63]), t=ident,
+                f=sql_mod.Identifier(name)) for name in FILTER_FIELDS),
+        ]
+        self._conn: psycopg.Connection[Any] | None = self._connect()
+        try:
+            with self.transaction() as cur:
+                self.create_schema(cur)
+        except self._psycopg.Error as exc:
+            self.close()
+            raise DLQUnavailableError(
+                f"cannot create the dead-letter table {table} on {self._location}: {exc}"
+            ) from exc
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"PostgresDLQ({self.url!r}, table={self.table!r}, {state})"
+
+    def __enter__(self) -> PostgresDLQ:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __iter__(self) -> Iterator[DeadLetter]:
+        return self._iter({})
+
+    # -- same-transaction use ----------------------------------------------------------------
+
+    @property
+    def connection(self) -> psycopg.Connection[Any]:
+        """The underlying connection (autocommit: transactions are explicit, see :meth:`transaction`)."""
+        with self._lock:
+            return self._connection()
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Cursor[Any]]:
+        """Hold the lock and run one transaction; commit on exit, roll back on error.
+
+        Nested use (``send`` inside a ``transaction`` block, on the same thread) becomes a
+        savepoint of the outer transaction.
+        """
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cur:
+                yield cur
+
+    def create_schema(self, cursor: psycopg.Cursor[Any]) -> None:
+        """Create the table and its indexes if they are missing (idempotent)."""
+        for statement in self._schema:
+            cursor.execute(statement)
+
+    def write_entries(self, cursor: psycopg.Cursor[Any], entries: Iterable[DeadLetter]) -> None:
+        """Upsert ``entries`` with ``cursor`` without committing: the caller owns the transaction."""
+        rows = [_row(entry) for entry in entries]
+        if rows:
+            cursor.executemany(self._q["upsert"], rows)
+
+    # -- the DeadLetterQueue protocol -------------------------------------------------------
+
+    def send(self, entries: Sequence[DeadLetter]) -> None:
+        """Upsert ``entries`` by id in one transaction; durable when it returns."""
+        if not entries:
+            return
+        rows = [_row(entry) for entry in entries]  # encode before taking the lock
+        with self._errors("send"), self.transaction() as cur:
+            cur.executemany(self._q["upsert"], rows)
+
+    def count(self, **filters: Any) -> int:
+        """How many entries match ``filters`` (exact matches on FILTER_FIELDS)."""
+        wanted = check_filters(filters)
+        query = self._sql.SQL("SELECT count(*) FROM {t} WHERE {w}").format(
+            t=self._ident, w=_where(self._sql, wanted))
+        with self._errors("count"), self._lock:
+            row = self._connection().execute(query, tuple(wanted.values())).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def list(self, *, limit: int | None = None, offset: int = 0, **filters: Any) -> list[DeadLetter]:
+        """Matching entries in the order of their first send, paged by ``limit``/``offset``."""
+        wanted = check_filters(filters)
+        check_page(limit, offset)
+        query = self._sql.SQL("SELECT entry FROM {t} WHERE {w} ORDER BY seq LIMIT %s OFFSET %s").format(
+            t=self._ident, w=_where(self._sql, wanted))
+        with self._errors("list"), self._lock:
+            rows = self._connection().execute(query, (*wanted.values(), limit, offset)).fetchall()
+        return [DeadLetter.from_dict(data) for (data,) in rows]
+
+    def get(self, entry_id: str) -> DeadLetter | None:
+        """The entry with this id, or None."""
+        with self._errors("get"), self._lock:
+            row = self._connection().execute(self._q["get"], (entry_id,)).fetchone()
+        return None if row is None else DeadLetter.from_dict(row[0])
+
+    def remove(self, ids: Iterable[str]) -> int:
+        """Delete the entries with these ids; unknown ids are ignored. Returns how many went."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return 0
+        with self._errors("remove"), self.transaction() as cur:
+            cur.execute(self._q["remove"], (wanted,))
+            return max(cur.rowcount, 0)
+
+    def export(self, path: str | Path, **filters: Any) -> int:
+        """Write the matching entries to ``path`` as JSON lines; returns how many."""
+        wanted = check_filters(filters)
+        with self._errors("export"):
+            return write_jsonl(path, self._iter(wanted))
+
+    def close(self) -> None:
+        """Close the connection; further calls raise DLQError. Closing twice is fine."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- internals -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _describe(url: str) -> str:
+        """host:port/dbname for messages: never the password."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            info = conninfo_to_dict(url)
+        except Exception as exc:  # psycopg.ProgrammingError, with the whole conninfo in the message
+            raise ConfigError(f"invalid PostgreSQL URL {redact(url)!r}: {type(exc).__name__}") from None
+        host = info.get("host") or os.environ.get("PGHOST") or "localhost"
+        port = info.get("port") or os.environ.get("PGPORT") or "5432"
+        dbname = info.get("dbname") or os.environ.get("PGDATABASE") or info.get("user") or ""
+        return f"{host}:{port}/{dbname}"
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            conn = self._psycopg.connect(self._url, connect_timeout=self._connect_timeout,
+                                         autocommit=True)
+            return cast("psycopg.Connection[Any]", conn)
+        except self._psycopg.Error as exc:
+            raise DLQUnavailableError(
+                f"cannot reach the PostgreSQL dead-letter queue at {self._location}: {exc}"
+            ) from exc
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._closed:
+            raise DLQError(f"PostgreSQL dead-letter queue {self._location} ({self.table}) is closed")
+        if self._conn is None or self._conn.broken or self._conn.closed:
+            # A restarted server or a dropped connection: reconnect once, outside a transaction.
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            self._conn = self._connect()
+        return self._conn
+
+    def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
+        # Keyset pages: the lock is held per page only, never while the caller consumes entries.
+        query = self._sql.SQL(
+            "SELECT seq, entry FROM {t} WHERE {w} AND seq > %s ORDER BY seq LIMIT {n}"
+        ).format(t=self._ident, w=_where(self._sql, wanted), n=self._sql.Literal(_PAGE))
+        after = 0
+        while True:
+            with self._lock:
+                rows = self._connection().execute(query, (*wanted.values(), after)).fetchall()
+            for _, data in rows:
+                yield DeadLetter.from_dict(data)
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1][0]
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except DLQError:
+            raise
+        except self._psycopg.Error as exc:
+            raise DLQError(
+                f"PostgreSQL dead-letter queue {self._location} ({self.table}): {action} failed: {exc}"
+            ) from exc

@@ -1,0 +1,293 @@
+"""A dead-letter queue in a SQLite file: durable, indexed, no dependency beyond the stdlib."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal
+
+from ..errors import ConfigError, DLQError, DLQUnavailableError
+from .base import DeadLetter, check_filters, check_page, write_jsonl
+
+__all__ = ["SqliteDLQ"]
+
+TABLE: Final = "dead_letters"
+
+Synchronous = Literal["FULL", "EXTRA", "NORMAL"]
+_SYNCHRONOUS: Final = ("FULL", "EXTRA", "NORMAL")
+
+# `seq` aliases the rowid, so it costs no extra index. Without AUTOINCREMENT a new row gets
+# max(seq) + 1, which is still after every row present: list() order stays the insertion order.
+_SCHEMA: Final = (
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        run_id TEXT NOT NULL,
+        job_id TEXT,
+        stage TEXT NOT NULL,
+        error_class TEXT NOT NULL,
+        error_type TEXT NOT NULL,
+        entry TEXT NOT NULL
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_run_id ON {TABLE} (run_id)",
+    # Partial: runs that are not jobs (job_id NULL) pay nothing for it, and SQLite still uses it
+    # for `job_id = ?`, which implies `job_id IS NOT NULL`.
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_job_id ON {TABLE} (job_id) WHERE job_id IS NOT NULL",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_stage ON {TABLE} (stage)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_error_class ON {TABLE} (error_class)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_error_type ON {TABLE} (error_type)",
+)
+
+# Updating every column but `seq` keeps an upserted entry at the place of its first send.
+_UPSERT: Final = f"""
+    INSERT INTO {TABLE} (id, run_id, job_id, stage, error_class, error_type, entry)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (id) DO UPDATE SET
+        run_id = excluded.run_id, job_id = excluded.job_id, stage = excluded.stage,
+        error_class = excluded.error_class, error_type = excluded.error_type, entry = excluded.entry
+"""
+
+_PAGE: Final = 1000
+
+# json.dumps(..., separators=...) builds a new encoder per call; one shared encoder is ~15% faster.
+_encode: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _row(entry: DeadLetter) -> tuple[Any, ...]:
+    return (entry.id, entry.run_id, entry.job_id, entry.stage, str(entry.error_class),
+            entry.error_type, _encode(entry.to_dict()))
+
+
+def _where(wanted: dict[str, Any]) -> str:
+    # Names come from check_filters (FILTER_FIELDS only), so interpolating them is safe.
+    return " AND ".join(f"{name} = ?" for name in wanted) or "1"
+
+
+class SqliteDLQ:
+    """Dead letters in a SQLite database file (table ``dead_letters``), safe to share between threads.
+
+    Each ``send`` is one transaction in WAL mode with ``synchronous=FULL``: when it returns, the
+    entries survive a crash of the process *and* of the machine (``NORMAL`` would only survive
+    the former). Entries are stored as JSON, next to one indexed column per filter field.
+
+    A job store that keeps its checkpoints in the same file can commit them atomically with
+    the batch's dead letters::
+
+        with dlq.transaction() as cur:
+            dlq.write_entries(cur, entries)
+            cur.execute("UPDATE checkpoints SET next_batch = ? WHERE job = ?", (7, "nightly"))
+
+    >>> import tempfile, os
+    >>> q = SqliteDLQ(os.path.join(tempfile.mkdtemp(), "dlq.db"))
+    >>> q.count()
+    0
+    >>> q.close()
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0,
+                 synchronous: Synchronous = "FULL") -> None:
+        """Open (creating if needed) the database at ``path``.
+
+        ``timeout`` is how long a write waits for another process's write lock, in seconds.
+        ``synchronous="NORMAL"`` trades the durability of the last commits on power loss for speed.
+        """
+        if synchronous not in _SYNCHRONOUS:
+            raise ConfigError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}")
+        if sqlite3.sqlite_version_info < (3, 24, 0):
+            raise DLQUnavailableError(
+                f"SqliteDLQ needs SQLite >= 3.24 (upsert); this Python has {sqlite3.sqlite_version}"
+            )
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._savepoints = itertools.count()
+        try:
+            conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise DLQUnavailableError(f"cannot open the SQLite dead-letter queue {self.path}: {exc}") from exc
+        self._conn: sqlite3.Connection | None = conn
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+            with self.transaction() as cur:
+                self.create_schema(cur)
+        except (sqlite3.Error, DLQError) as exc:
+            conn.close()
+            self._conn = None
+            raise DLQUnavailableError(f"cannot open the SQLite dead-letter queue {self.path}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn is None else "open"
+        return f"SqliteDLQ({str(self.path)!r}, {state})"
+
+    def __enter__(self) -> SqliteDLQ:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __iter__(self) -> Iterator[DeadLetter]:
+        return self._iter({})
+
+    # -- same-transaction use ----------------------------------------------------------------
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The underlying connection (autocommit mode: transactions are explicit).
+
+        Use it under :meth:`transaction`, which also holds this queue's lock.
+        """
+        return self._connection()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """Hold the lock and run one write transaction; commit on exit, roll back on error.
+
+        Nested use (``send`` inside a ``transaction`` block, on the same thread) joins the outer
+        transaction through a savepoint, so everything commits or rolls back together.
+
+        >>> import tempfile, os
+        >>> q = SqliteDLQ(os.path.join(tempfile.mkdtemp(), "dlq.db"))
+        >>> with q.transaction() as cur:
+        ...     n = cur.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        >>> n
+        0
+        >>> q.close()
+        """
+        with self._lock:
+            conn = self._connection()
+            cur = conn.cursor()
+            try:
+                if conn.in_transaction:
+                    name = f"batchguard_{next(self._savepoints)}"
+                    cur.execute(f"SAVEPOINT {name}")
+                    try:
+                        yield cur
+                    except BaseException:
+                        cur.execute(f"ROLLBACK TO {name}")
+                        cur.execute(f"RELEASE {name}")
+                        raise
+                    cur.execute(f"RELEASE {name}")
+                else:
+                    # IMMEDIATE takes the write lock up front: two processes that both started
+                    # reading and then try to write would otherwise fail with SQLITE_BUSY.
+                    cur.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield cur
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.rollback()
+                        raise
+                    cur.execute("COMMIT")
+            finally:
+                cur.close()
+
+    @staticmethod
+    def create_schema(cursor: sqlite3.Cursor) -> None:
+        """Create the ``dead_letters`` table and its indexes if they are missing (idempotent)."""
+        for statement in _SCHEMA:
+            cursor.execute(statement)
+
+    @staticmethod
+    def write_entries(cursor: sqlite3.Cursor, entries: Iterable[DeadLetter]) -> None:
+        """Upsert ``entries`` with ``cursor`` without committing: the caller owns the transaction.
+
+        Works on any connection to a database where :meth:`create_schema` has run.
+        """
+        cursor.executemany(_UPSERT, map(_row, entries))
+
+    # -- the DeadLetterQueue protocol -------------------------------------------------------
+
+    def send(self, entries: Sequence[DeadLetter]) -> None:
+        """Upsert ``entries`` by id in one transaction; durable when it returns."""
+        if not entries:
+            return
+        rows = [_row(entry) for entry in entries]  # encode before taking the lock
+        with self._errors("send"), self.transaction() as cur:
+            cur.executemany(_UPSERT, rows)
+
+    def count(self, **filters: Any) -> int:
+        """How many entries match ``filters`` (exact matches on FILTER_FIELDS)."""
+        wanted = check_filters(filters)
+        sql = f"SELECT count(*) FROM {TABLE} WHERE {_where(wanted)}"
+        with self._errors("count"), self._lock:
+            (n,) = self._connection().execute(sql, tuple(wanted.values())).fetchone()
+        return int(n)
+
+    def list(self, *, limit: int | None = None, offset: int = 0, **filters: Any) -> list[DeadLetter]:
+        """Matching entries in the order of their first send, paged by ``limit``/``offset``."""
+        wanted = check_filters(filters)
+        check_page(limit, offset)
+        sql = f"SELECT entry FROM {TABLE} WHERE {_where(wanted)} ORDER BY seq LIMIT ? OFFSET ?"
+        params = (*wanted.values(), -1 if limit is None else limit, offset)
+        with self._errors("list"), self._lock:
+            rows = self._connection().execute(sql, params).fetchall()
+        return [DeadLetter.from_json(text) for (text,) in rows]
+
+    def get(self, entry_id: str) -> DeadLetter | None:
+        """The entry with this id, or None."""
+        with self._errors("get"), self._lock:
+            row = self._connection().execute(
+                f"SELECT entry FROM {TABLE} WHERE id = ?", (entry_id,)
+            ).fetchone()
+        return None if row is None else DeadLetter.from_json(row[0])
+
+    def remove(self, ids: Iterable[str]) -> int:
+        """Delete the entries with these ids; unknown ids are ignored. Returns how many went."""
+        params = [(entry_id,) for entry_id in ids]
+        if not params:
+            return 0
+        with self._errors("remove"), self.transaction() as cur:
+            cur.executemany(f"DELETE FROM {TABLE} WHERE id = ?", params)
+            return max(cur.rowcount, 0)
+
+    def export(self, path: str | Path, **filters: Any) -> int:
+        """Write the matching entries to ``path`` as JSON lines; returns how many."""
+        wanted = check_filters(filters)
+        with self._errors("export"):
+            return write_jsonl(path, self._iter(wanted))
+
+    def close(self) -> None:
+        """Close the connection; further calls raise DLQError. Closing twice is fine."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise DLQError(f"SQLite dead-letter queue {self.path} is closed")
+        return self._conn
+
+    def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
+        # Keyset pages: the lock is held per page only, never while the caller consumes entries.
+        sql = (f"SELECT seq, entry FROM {TABLE} WHERE {_where(wanted)} AND seq > ? "
+               f"ORDER BY seq LIMIT {_PAGE}")
+        after = -1
+        while True:
+            with self._lock:
+                rows = self._connection().execute(sql, (*wanted.values(), after)).fetchall()
+            for _, text in rows:
+                yield DeadLetter.from_json(text)
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1][0]
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise DLQError(f"SQLite dead-letter queue {self.path}: {action} failed: {exc}") from exc

@@ -1,0 +1,25 @@
+"""Shared fixtures. The database servers behind `redis_url` and `postgres_url` live in servers.py."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import servers  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a Redis server (reused on 127.0.0.1:6379, or started for the session)."""
+    yield from servers.redis_server()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a PostgreSQL database (reused on 127.0.0.1:5432, or started for the session)."""
+    yield from servers.postgres_server()
