@@ -231,6 +231,7 @@ pub struct Scheduler<T, E, C> {
     events: Vec<Event<T, E>>,
     next_index: u64,
     next_batch: u64,
+    skipped_records: u64,
     exhausted: bool,
     stop: Option<StopReason>,
     in_flight: usize,
@@ -263,6 +264,7 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             events: Vec::new(),
             next_index: 0,
             next_batch: 0,
+            skipped_records: 0,
             exhausted: false,
             stop: None,
             in_flight: 0,
@@ -294,6 +296,12 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         let batch = self.next_batch;
         self.next_batch += 1;
         let size = records.len();
+        if self.batches.is_empty() {
+            self.first_batch = batch;
+        }
+        while self.first_batch + (self.batches.len() as u64) < batch {
+            self.batches.push_back(None); // a skipped batch's slot
+        }
         self.batches.push_back(Some(BatchState {
             size,
             remaining: size,
@@ -322,6 +330,27 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             self.fresh_batches.pop_front();
         }
         Some(Work { index, batch, attempt: 1, generation: 0, record, retry: None })
+    }
+
+    /// The next batch of input was finished by an earlier run (a resumed job): account for
+    /// its `size` records' indices without running them.
+    pub fn skip_batch(&mut self, size: usize) {
+        self.next_batch += 1;
+        self.next_index += size as u64;
+        self.skipped_records += size as u64;
+        if self.fresh.is_empty() {
+            self.fresh_index = self.next_index;
+        }
+    }
+
+    /// The index the next batch of input will get.
+    pub fn next_batch_index(&self) -> u64 {
+        self.next_batch
+    }
+
+    /// Records that belonged to skipped batches.
+    pub fn skipped_records(&self) -> u64 {
+        self.skipped_records
     }
 
     pub fn end_of_input(&mut self) {

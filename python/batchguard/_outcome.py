@@ -276,13 +276,12 @@ class RunRecorder:
     def report(self, *, succeeded: int, failed: int, read: int, exhausted: bool,
                retries: int, successful: list[Any], stop_reason: str | None, breaker_trips: int,
                success_threshold: float | None, skipped_batches: int = 0,
-               total_override: int | None = None) -> BatchReport:
-        if total_override is not None:
-            total = total_override
-        elif exhausted or self.total is None:
+               skipped_records: int = 0) -> BatchReport:
+        """``read`` counts the records this run took on (skipped batches excluded)."""
+        if exhausted or self.total is None:
             total = read
         else:
-            total = max(self.total, read)
+            total = max(self.total - skipped_records, read)
         pending = total - succeeded - failed
         if stop_reason is not None:
             status = "aborted"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterable, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ._outcome import RunRecorder, new_run_id
@@ -143,9 +143,14 @@ def _open_dlq(dlq: Any) -> DeadLetterQueue:
 
 
 def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
-            checkpoint: Any = None, skipped_batches: int = 0, first_index: int = 0,
-            total_override: int | None = None) -> BatchReport:
-    """Run a validated plan on its engine and assemble the report."""
+            checkpoint: Any = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
+    """Run a validated plan on its engine and assemble the report.
+
+    ``skip_batches`` (a resumed job's finished batches) are read past, not run; the report
+    counts only the records this run took on, and says how many batches it skipped.
+    """
+    if skip_batches:
+        plan = replace(plan, config=replace(plan.config, skip_batches=frozenset(skip_batches)))
     run_id = run_id or new_run_id()
     recorder = RunRecorder(run_id=run_id, job_id=job_id, stage=plan.stage, dlq=plan.dlq,
                            on_progress=plan.on_progress, total=plan.total,
@@ -155,7 +160,8 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
         from . import _native
 
         outcome = _native.run(plan.records, plan.fn, plan.config, plan.classifier, recorder, plan.total)
-        succeeded, failed, read, exhausted, retries, successful, stop_reason, trips = outcome
+        (succeeded, failed, read, exhausted, retries, successful, stop_reason, trips,
+         skipped_records) = outcome
     else:
         scheduler = run_reference(iter(plan.records), plan.fn, plan.config, plan.classifier, recorder)
         scheduler.results.sort(key=lambda pair: pair[0])
@@ -164,10 +170,12 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
         successful = [value for _, value in scheduler.results]
         stop_reason = scheduler.stop_reason
         trips = scheduler.breaker.trips if scheduler.breaker is not None else 0
-    return recorder.report(succeeded=succeeded, failed=failed, read=read, exhausted=exhausted,
+        skipped_records = scheduler.skipped_records
+    return recorder.report(succeeded=succeeded, failed=failed, read=read - skipped_records,
+                           skipped_records=skipped_records, exhausted=exhausted,
                            retries=retries, successful=successful, stop_reason=stop_reason,
                            breaker_trips=trips, success_threshold=plan.success_threshold,
-                           skipped_batches=skipped_batches, total_override=total_override)
+                           skipped_batches=len(skip_batches))
 
 
 def run_batches(
@@ -187,6 +195,9 @@ def run_batches(
     stage: str = "process",
     engine: Literal["native", "python"] = "native",
     pickle_payloads: bool = False,
+    job: str | None = None,
+    store: Any = None,
+    force: bool = False,
 ) -> BatchReport:
     """Run ``fn`` over every record, isolating, classifying and retrying failures.
 
@@ -197,10 +208,23 @@ def run_batches(
     >>> report = run_batches([1, 2, 0], lambda x: 10 // x, retry=RetryPolicy(max_attempts=1))
     >>> report.status, report.successful, report.errors_by_type
     ('partial_success', [10, 5], {'ZeroDivisionError': 1})
+
+    With ``job="name"`` (and a ``store``, a URL such as ``"sqlite:///jobs.db"`` or a
+    ``JobStore``) the run is a resumable job: every finished batch is checkpointed, and calling
+    again with the same name and input resumes where it stopped (``force=True`` reruns a
+    completed job).
     """
+    if job is not None and (not isinstance(job, str) or not job):
+        raise ConfigError(f"job must be a non-empty str, got {job!r}")
+    if job is None and store is not None:
+        raise ConfigError("store is only used with job=...: name the job to make the run resumable")
     plan = make_plan(records, fn, batch_size=batch_size, concurrency=concurrency, retry=retry,
                      classifier=classifier, breaker=breaker, dlq=dlq, id_of=id_of,
                      on_progress=on_progress, success_threshold=success_threshold,
                      max_failures=max_failures, stage=stage, engine=engine,
                      pickle_payloads=pickle_payloads)
+    if job is not None:
+        from .jobs import run_job
+
+        return run_job(plan, job=job, store=store, force=force)
     return execute(plan)

@@ -45,6 +45,8 @@ class EngineConfig:
     seed: int
     progress_interval: float = 0.1
     traceback_limit: int = 100
+    skip_batches: frozenset[int] = frozenset()
+    """Batches a resumed job already finished: read past, not run."""
 
 
 # ---------------------------------------------------------------------------- breaker
@@ -210,6 +212,7 @@ class Scheduler:
         self.results: list[tuple[int, Any]] = []
         self.next_index = 0
         self.next_batch = 0
+        self.skipped_records = 0
         self.exhausted = False
         self.stop_reason: str | None = None
         self.in_flight = 0
@@ -242,6 +245,12 @@ class Scheduler:
             fresh.append(Work(index, batch_index, record, 1))
             index += 1
         self.next_index = index
+
+    def skip_batch(self, size: int) -> None:
+        """The next batch was finished by an earlier run of the job: skip its indices."""
+        self.next_batch += 1
+        self.next_index += size
+        self.skipped_records += size
 
     def end_of_input(self) -> None:
         self.exhausted = True
@@ -478,7 +487,9 @@ def _drain(scheduler: Scheduler, sink: Any) -> None:
 
 def _feed(scheduler: Scheduler, records: Iterator[Any], now: float) -> None:
     batch = list(itertools.islice(records, scheduler.config.batch_size))
-    if batch:
+    if batch and scheduler.next_batch in scheduler.config.skip_batches:
+        scheduler.skip_batch(len(batch))
+    elif batch:
         scheduler.add_batch(batch, now)
     if len(batch) < scheduler.config.batch_size:
         scheduler.end_of_input()

@@ -13,7 +13,7 @@
 //! while running Python code or while waiting for the GIL, and no Python object is dropped
 //! while it is held — the scheduler hands back everything it lets go of.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -455,6 +455,7 @@ struct RunSummary {
     successful: Obj,
     stop_reason: Option<&'static str>,
     trips: u64,
+    skipped: u64,
 }
 
 fn summary(sched: &PyScheduler, successful: Bound<'_, PyList>) -> PyResult<RunSummary> {
@@ -467,13 +468,14 @@ fn summary(sched: &PyScheduler, successful: Bound<'_, PyList>) -> PyResult<RunSu
         successful: successful.into_any().unbind(),
         stop_reason: sched.stop_reason().map(|r| r.as_str()),
         trips: sched.breaker_trips(),
+        skipped: sched.skipped_records(),
     })
 }
 
 /// Run `func` over `records`; report to `sink` (a `batchguard._outcome.RunRecorder`).
 ///
 /// Returns `(succeeded, failed, records_read, exhausted, retries, successful, stop_reason,
-/// breaker_trips)`.
+/// breaker_trips, skipped_records)`.
 #[pyfunction]
 #[pyo3(signature = (records, func, config, classifier, sink, size_hint=None))]
 pub fn run<'py>(
@@ -485,15 +487,15 @@ pub fn run<'py>(
     sink: &Bound<'py, PyAny>,
     size_hint: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
+    let skip: HashSet<u64> = config.getattr("skip_batches")?.extract()?;
     let config = engine_config(config)?;
-    // Sized inputs get their result slots in one allocation instead of one per doubling.
     let classifier = NativeClassifier::from_py(classifier)?;
     let mut source = Source::new(records)?;
     let interval = config.progress_interval_s();
     let run = if config.concurrency == 1 {
-        run_inline(py, &mut source, func, config, &classifier, sink, interval, size_hint)?
+        run_inline(py, &mut source, func, config, &classifier, sink, interval, size_hint, &skip)?
     } else {
-        run_threaded(py, &mut source, func, config, classifier, sink, interval, size_hint)?
+        run_threaded(py, &mut source, func, config, classifier, sink, interval, size_hint, &skip)?
     };
     (
         run.succeeded,
@@ -504,6 +506,7 @@ pub fn run<'py>(
         run.successful,
         run.stop_reason,
         run.trips,
+        run.skipped,
     )
         .into_pyobject(py)
 }
@@ -512,14 +515,21 @@ fn store(results: &mut [Option<Obj>], index: u64, value: Obj) {
     results[index as usize] = Some(value);
 }
 
-fn add_batch(sched: &mut PyScheduler, batch: Vec<Obj>, batch_size: usize) {
+fn add_batch(sched: &mut PyScheduler, batch: Vec<Obj>, batch_size: usize, skip: &HashSet<u64>) -> Vec<Obj> {
     let full = batch.len() == batch_size;
+    let mut skipped = Vec::new();
     if !batch.is_empty() {
-        sched.add_batch(batch.into_iter());
+        if skip.contains(&sched.next_batch_index()) {
+            sched.skip_batch(batch.len());
+            skipped = batch; // released by the caller, outside any lock
+        } else {
+            sched.add_batch(batch.into_iter());
+        }
     }
     if !full {
         sched.end_of_input();
     }
+    skipped
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -532,6 +542,7 @@ fn run_inline<'py>(
     sink: &Bound<'_, PyAny>,
     interval: f64,
     size_hint: Option<usize>,
+    skip: &HashSet<u64>,
 ) -> PyResult<RunSummary> {
     let batch_size = config.batch_size;
     let clock = MonoClock(Instant::now());
@@ -563,7 +574,7 @@ fn run_inline<'py>(
                     },
                     Next::Feed => {
                         let batch = source.read(batch_size)?;
-                        add_batch(&mut sched, batch, batch_size);
+                        drop(add_batch(&mut sched, batch, batch_size, &skip));
                     }
                     Next::Wait(until) => nap(py, &clock, until)?,
                     Next::Done => return Ok(()),
@@ -641,6 +652,7 @@ fn run_threaded<'py>(
     sink: &Bound<'_, PyAny>,
     interval: f64,
     size_hint: Option<usize>,
+    skip: &HashSet<u64>,
 ) -> PyResult<RunSummary> {
     let batch_size = config.batch_size;
     let workers = config.concurrency;
@@ -670,7 +682,7 @@ fn run_threaded<'py>(
         };
         runtime().spawn_blocking(move || worker(ctx));
     }
-    let outcome = coordinate(py, source, sink, &shared, clock, batch_size, interval);
+    let outcome = coordinate(py, source, sink, &shared, clock, batch_size, interval, skip);
     // The workers are gone (coordinate waits for them); the state is ours alone now.
     let mut state = shared.state.lock();
     let error = state.error.take();
@@ -685,6 +697,7 @@ fn run_threaded<'py>(
 }
 
 /// The calling thread: feeds input, delivers events and progress, waits for the workers.
+#[allow(clippy::too_many_arguments)]
 fn coordinate<'py>(
     py: Python<'py>,
     source: &mut Source<'py>,
@@ -693,6 +706,7 @@ fn coordinate<'py>(
     clock: MonoClock,
     batch_size: usize,
     interval: f64,
+    skip: &HashSet<u64>,
 ) -> PyResult<()> {
     let mut next_progress = interval;
     let mut failure: Option<PyErr> = None;
@@ -710,8 +724,11 @@ fn coordinate<'py>(
                 let batch = source.read(batch_size)?;
                 let mut st = shared.state.lock();
                 let State { sched, results, .. } = &mut *st;
-                add_batch(sched, batch, batch_size);
+                let skipped = add_batch(sched, batch, batch_size, &skip);
                 results.resize_with(sched.records_read() as usize, || None);
+                drop(st);
+                drop(skipped);
+                let mut st = shared.state.lock();
                 st.version += 1;
                 drop(st);
                 shared.work_ready.notify_all();
