@@ -6,7 +6,7 @@
 ('complete', [0, 2, 4, 6, 8])
 """
 
-from .api import run_batches
+from .api import arun_batches, run_batches
 from .batching import Batch, calculate_batch_size, create_batches
 from .dlq import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ
 from .errors import (
@@ -46,6 +46,7 @@ __all__ = [
     "MemoryDLQ",
     "RecordError",
     "RetryPolicy",
+    "arun_batches",
     "calculate_batch_size",
     "create_batches",
     "run_batches",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 import random
+import time
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -11,27 +14,32 @@ from typing import Any, Literal
 from ._outcome import RunRecorder, new_run_id
 from .batching import calculate_batch_size
 from .dlq.base import DeadLetterQueue
-from .errors import ConfigError
+from .errors import ConfigError, ConfigTypeError
 from .policies import CircuitBreaker, Classifier, RetryPolicy
-from .reference import EngineConfig, run_reference
+from ._async import ReferenceAsyncRun, drive, loop_factory
+from .reference import EngineConfig, Scheduler, _Classify, run_reference
 from .results import BatchProgress, BatchReport
 
-__all__ = ["DEFAULT_BATCH_SIZE", "run_batches"]
+__all__ = ["DEFAULT_BATCH_SIZE", "arun_batches", "run_batches"]
 
 DEFAULT_BATCH_SIZE = 1000
 ENGINES = ("native", "python")
+# Sync callbacks get one thread each (the native engine's pool is capped at this many).
+MAX_SYNC_CONCURRENCY = 1024
 
 
 def _check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an int >= 1, got {type(value).__name__} {value!r}")
+        raise ConfigTypeError(f"{name} must be an int >= 1, got {type(value).__name__} {value!r}")
     if value < 1:
         raise ConfigError(f"{name} must be >= 1, got {value}")
     return value
 
 
 def _check_fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigTypeError(f"{name} must be a number in [0, 1], got {value!r}")
+    if math.isnan(value):
         raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
@@ -42,7 +50,7 @@ def _check_max_failures(value: Any) -> int | float | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise ConfigError(f"max_failures must be an int count or a float rate in (0, 1], got {value!r}")
+        raise ConfigTypeError(f"max_failures must be an int count or a float rate in (0, 1], got {value!r}")
     if isinstance(value, int):
         if value < 0:
             raise ConfigError(f"max_failures as a count must be >= 0, got {value}")
@@ -51,7 +59,7 @@ def _check_max_failures(value: Any) -> int | float | None:
         if not 0.0 < value <= 1.0:
             raise ConfigError(f"max_failures as a rate must be in (0, 1], got {value!r}")
         return value
-    raise ConfigError(f"max_failures must be an int count or a float rate in (0, 1], got {type(value).__name__}")
+    raise ConfigTypeError(f"max_failures must be an int count or a float rate in (0, 1], got {type(value).__name__}")
 
 
 def _check_callable(name: str, value: Any, *, optional: bool = True) -> Any:
@@ -78,12 +86,31 @@ class Plan:
     stage: str
     engine: str
     pickle_payloads: bool
+    is_async: bool = False
+    timeout: float | None = None
+
+
+def is_coroutine_function(fn: Any) -> bool:
+    """``async def`` functions, and callables whose ``__call__`` is one (partials included)."""
+    while hasattr(fn, "func") and hasattr(fn, "args"):  # functools.partial
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+def _check_timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ConfigError(f"timeout must be a number of seconds > 0, got {value!r}")
+    if value <= 0:
+        raise ConfigError(f"timeout must be > 0 seconds, got {value!r}")
+    return float(value)
 
 
 def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry: Any,
               classifier: Any, breaker: Any, dlq: Any, id_of: Any, on_progress: Any,
               success_threshold: Any, max_failures: Any, stage: Any, engine: Any,
-              pickle_payloads: bool) -> Plan:
+              pickle_payloads: bool, timeout: Any = None) -> Plan:
     """Check every argument before any record is read; each error names its argument."""
     if isinstance(records, (str, bytes, bytearray)):
         raise TypeError(f"records must be an iterable of records, not {type(records).__name__}")
@@ -118,18 +145,26 @@ def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry
     if success_threshold is not None:
         success_threshold = _check_fraction("success_threshold", success_threshold)
     max_failures = _check_max_failures(max_failures)
-    if not isinstance(stage, str) or not stage:
+    if not isinstance(stage, str):
+        raise ConfigTypeError(f"stage must be a non-empty str, got {type(stage).__name__} {stage!r}")
+    if not stage:
         raise ConfigError(f"stage must be a non-empty str, got {stage!r}")
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
+    timeout = _check_timeout(timeout)
+    is_async = is_coroutine_function(fn)
+    if not is_async and concurrency > MAX_SYNC_CONCURRENCY:
+        raise ConfigError(f"concurrency must be <= {MAX_SYNC_CONCURRENCY} for a sync fn (one thread "
+                          f"each), got {concurrency}; an async fn can have more in flight")
     if dlq is not None:
         dlq = _open_dlq(dlq)
     seed = (retry.seed if retry.seed is not None else random.getrandbits(64)) & ((1 << 64) - 1)
     config = EngineConfig(batch_size=batch_size, concurrency=concurrency, retry=retry,
                           breaker=breaker, max_failures=max_failures, seed=seed,
-                          traceback_limit=1 << 62 if dlq is not None else 100)
+                          traceback_limit=1 << 62 if dlq is not None else 100,
+                          timeout=timeout)
     return Plan(records, fn, total, config, classifier, dlq, id_of, on_progress,
-                success_threshold, stage, engine, pickle_payloads)
+                success_threshold, stage, engine, pickle_payloads, is_async, timeout)
 
 
 def _open_dlq(dlq: Any) -> DeadLetterQueue:
@@ -142,6 +177,39 @@ def _open_dlq(dlq: Any) -> DeadLetterQueue:
     raise TypeError(f"dlq must be a DeadLetterQueue or a URL str, got {type(dlq).__name__}")
 
 
+def _recorder(plan: Plan, run_id: str | None, job_id: str | None, checkpoint: Any) -> RunRecorder:
+    return RunRecorder(run_id=run_id or new_run_id(), job_id=job_id, stage=plan.stage,
+                       dlq=plan.dlq, on_progress=plan.on_progress, total=plan.total,
+                       batch_size=plan.config.batch_size, id_of=plan.id_of,
+                       pickle_payloads=plan.pickle_payloads, checkpoint=checkpoint)
+
+
+def _with_skips(plan: Plan, skip_batches: frozenset[int]) -> Plan:
+    if not skip_batches:
+        return plan
+    return replace(plan, config=replace(plan.config, skip_batches=frozenset(skip_batches)))
+
+
+def _from_scheduler(scheduler: Scheduler) -> tuple[Any, ...]:
+    """The reference scheduler's final state in the native engine's result shape."""
+    scheduler.results.sort(key=lambda pair: pair[0])
+    return (scheduler.succeeded, scheduler.failed, scheduler.next_index, scheduler.exhausted,
+            scheduler.retries, [value for _, value in scheduler.results], scheduler.stop_reason,
+            scheduler.breaker.trips if scheduler.breaker is not None else 0,
+            scheduler.skipped_records)
+
+
+def _report(plan: Plan, recorder: RunRecorder, outcome: tuple[Any, ...],
+            skip_batches: frozenset[int]) -> BatchReport:
+    (succeeded, failed, read, exhausted, retries, successful, stop_reason, trips,
+     skipped_records) = outcome
+    return recorder.report(succeeded=succeeded, failed=failed, read=read - skipped_records,
+                           skipped_records=skipped_records, exhausted=exhausted,
+                           retries=retries, successful=successful, stop_reason=stop_reason,
+                           breaker_trips=trips, success_threshold=plan.success_threshold,
+                           skipped_batches=len(skip_batches))
+
+
 def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
             checkpoint: Any = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
     """Run a validated plan on its engine and assemble the report.
@@ -149,33 +217,47 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
     ``skip_batches`` (a resumed job's finished batches) are read past, not run; the report
     counts only the records this run took on, and says how many batches it skipped.
     """
-    if skip_batches:
-        plan = replace(plan, config=replace(plan.config, skip_batches=frozenset(skip_batches)))
-    run_id = run_id or new_run_id()
-    recorder = RunRecorder(run_id=run_id, job_id=job_id, stage=plan.stage, dlq=plan.dlq,
-                           on_progress=plan.on_progress, total=plan.total,
-                           batch_size=plan.config.batch_size, id_of=plan.id_of,
-                           pickle_payloads=plan.pickle_payloads, checkpoint=checkpoint)
+    if plan.is_async:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("run_batches() was called with an async fn from inside a running "
+                               "event loop; use `await batchguard.arun_batches(...)` there")
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(aexecute(plan, run_id=run_id, job_id=job_id, checkpoint=checkpoint,
+                                       skip_batches=skip_batches))
+    plan = _with_skips(plan, skip_batches)
+    recorder = _recorder(plan, run_id, job_id, checkpoint)
     if plan.engine == "native":
         from . import _native
 
-        outcome = _native.run(plan.records, plan.fn, plan.config, plan.classifier, recorder, plan.total)
-        (succeeded, failed, read, exhausted, retries, successful, stop_reason, trips,
-         skipped_records) = outcome
+        outcome = _native.run(plan.records, plan.fn, plan.config, plan.classifier, recorder,
+                              plan.total)
     else:
-        scheduler = run_reference(iter(plan.records), plan.fn, plan.config, plan.classifier, recorder)
-        scheduler.results.sort(key=lambda pair: pair[0])
-        succeeded, failed, read = scheduler.succeeded, scheduler.failed, scheduler.next_index
-        exhausted, retries = scheduler.exhausted, scheduler.retries
-        successful = [value for _, value in scheduler.results]
-        stop_reason = scheduler.stop_reason
-        trips = scheduler.breaker.trips if scheduler.breaker is not None else 0
-        skipped_records = scheduler.skipped_records
-    return recorder.report(succeeded=succeeded, failed=failed, read=read - skipped_records,
-                           skipped_records=skipped_records, exhausted=exhausted,
-                           retries=retries, successful=successful, stop_reason=stop_reason,
-                           breaker_trips=trips, success_threshold=plan.success_threshold,
-                           skipped_batches=len(skip_batches))
+        outcome = _from_scheduler(run_reference(iter(plan.records), plan.fn, plan.config,
+                                                plan.classifier, recorder))
+    return _report(plan, recorder, outcome, skip_batches)
+
+
+async def aexecute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
+                   checkpoint: Any = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
+    """:func:`execute` for an async fn, on the running event loop."""
+    plan = _with_skips(plan, skip_batches)
+    recorder = _recorder(plan, run_id, job_id, checkpoint)
+    if plan.engine == "native":
+        from . import _native
+
+        run: Any = _native.AsyncRun(plan.config, plan.classifier, recorder)
+    else:
+        run = ReferenceAsyncRun(Scheduler(plan.config, time.monotonic()),
+                                _Classify(plan.classifier, recorder.classifier_error), recorder)
+    outcome = await drive(run, iter(plan.records), plan.fn, plan.config.concurrency,
+                          plan.config.batch_size, plan.timeout)
+    if isinstance(outcome, Scheduler):
+        outcome = _from_scheduler(outcome)
+    return _report(plan, recorder, outcome, skip_batches)
 
 
 def run_batches(
@@ -195,6 +277,7 @@ def run_batches(
     stage: str = "process",
     engine: Literal["native", "python"] = "native",
     pickle_payloads: bool = False,
+    timeout: float | None = None,
     job: str | None = None,
     store: Any = None,
     force: bool = False,
@@ -209,12 +292,20 @@ def run_batches(
     >>> report.status, report.successful, report.errors_by_type
     ('partial_success', [10, 5], {'ZeroDivisionError': 1})
 
+    ``fn`` may be an ``async def`` function: run_batches then drives it on an event loop of its
+    own, with up to ``concurrency`` coroutines in flight (use :func:`arun_batches` from inside a
+    running loop). ``timeout`` bounds each attempt: an async attempt is cancelled and counts as a
+    TimeoutError; a sync attempt cannot be interrupted (a thread cannot be killed), so one that
+    returns late has its value discarded and counts as a TimeoutError too.
+
     With ``job="name"`` (and a ``store``, a URL such as ``"sqlite:///jobs.db"`` or a
     ``JobStore``) the run is a resumable job: every finished batch is checkpointed, and calling
     again with the same name and input resumes where it stopped (``force=True`` reruns a
     completed job).
     """
-    if job is not None and (not isinstance(job, str) or not job):
+    if job is not None and not isinstance(job, str):
+        raise ConfigTypeError(f"job must be a non-empty str, got {type(job).__name__} {job!r}")
+    if job is not None and not job:
         raise ConfigError(f"job must be a non-empty str, got {job!r}")
     if job is None and store is not None:
         raise ConfigError("store is only used with job=...: name the job to make the run resumable")
@@ -222,9 +313,50 @@ def run_batches(
                      classifier=classifier, breaker=breaker, dlq=dlq, id_of=id_of,
                      on_progress=on_progress, success_threshold=success_threshold,
                      max_failures=max_failures, stage=stage, engine=engine,
-                     pickle_payloads=pickle_payloads)
+                     pickle_payloads=pickle_payloads, timeout=timeout)
     if job is not None:
         from .jobs import run_job
 
         return run_job(plan, job=job, store=store, force=force)
     return execute(plan)
+
+
+async def arun_batches(
+    records: Iterable[Any],
+    fn: Callable[[Any], Any],
+    *,
+    batch_size: int | Literal["auto"] | None = None,
+    concurrency: int = 1,
+    retry: RetryPolicy | None = None,
+    classifier: Classifier | Callable[[BaseException], Any] | None = None,
+    breaker: CircuitBreaker | None = None,
+    dlq: DeadLetterQueue | str | None = None,
+    id_of: Callable[[Any], Any] | None = None,
+    on_progress: Callable[[BatchProgress], Any] | None = None,
+    success_threshold: float | None = None,
+    max_failures: int | float | None = None,
+    stage: str = "process",
+    engine: Literal["native", "python"] = "native",
+    pickle_payloads: bool = False,
+    timeout: float | None = None,
+) -> BatchReport:
+    """:func:`run_batches` for callers inside an event loop: ``await arun_batches(records, fn)``.
+
+    ``fn`` is normally an ``async def`` function, run on the current loop with up to
+    ``concurrency`` coroutines in flight. A sync ``fn`` runs on the engine's threads, off the
+    loop, so the loop stays responsive.
+
+    >>> import asyncio
+    >>> async def double(x):
+    ...     return 2 * x
+    >>> asyncio.run(arun_batches([1, 2, 3], double)).successful
+    [2, 4, 6]
+    """
+    plan = make_plan(records, fn, batch_size=batch_size, concurrency=concurrency, retry=retry,
+                     classifier=classifier, breaker=breaker, dlq=dlq, id_of=id_of,
+                     on_progress=on_progress, success_threshold=success_threshold,
+                     max_failures=max_failures, stage=stage, engine=engine,
+                     pickle_payloads=pickle_payloads, timeout=timeout)
+    if plan.is_async:
+        return await aexecute(plan)
+    return await asyncio.to_thread(execute, plan)

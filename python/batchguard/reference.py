@@ -47,6 +47,8 @@ class EngineConfig:
     traceback_limit: int = 100
     skip_batches: frozenset[int] = frozenset()
     """Batches a resumed job already finished: read past, not run."""
+    timeout: float | None = None
+    """Seconds per attempt (see ``run_batches``)."""
 
 
 # ---------------------------------------------------------------------------- breaker

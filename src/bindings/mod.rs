@@ -30,6 +30,7 @@ use crate::breaker::BreakerPolicy;
 use crate::classify::{ErrorClass, Rules};
 use crate::engine::{Budget, Clock, Config, Counters, Dead, Event, Failure, Next, Scheduler, Streamed, Work};
 
+mod asyncio;
 mod ffi;
 
 use ffi::{list_of, FastCall, OrderedResults, Source};
@@ -125,12 +126,6 @@ fn engine_config(cfg: &Bound<'_, PyAny>) -> PyResult<Config> {
         Some(Budget::Rate(budget.extract()?))
     };
     let concurrency: usize = cfg.getattr("concurrency")?.extract()?;
-    if concurrency > crate::MAX_CONCURRENCY {
-        return Err(ConfigError::new_err(format!(
-            "concurrency must be <= {} for sync callbacks (one thread each), got {concurrency}",
-            crate::MAX_CONCURRENCY
-        )));
-    }
     Ok(Config {
         batch_size: cfg.getattr("batch_size")?.extract()?,
         concurrency,
@@ -445,6 +440,28 @@ fn nap(py: Python<'_>, clock: &MonoClock, until: Option<f64>) -> PyResult<()> {
 
 // ------------------------------------------------------------------------ the run
 
+impl RunSummary {
+    fn into_tuple(self, py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+        (
+            self.succeeded,
+            self.failed,
+            self.read,
+            self.exhausted,
+            self.retries,
+            self.successful,
+            self.stop_reason,
+            self.trips,
+            self.skipped,
+        )
+            .into_pyobject(py)
+    }
+}
+
+/// The tuple `run` returns, for a finished scheduler and its values.
+fn summary_tuple<'py>(py: Python<'py>, sched: &PyScheduler, values: Bound<'py, PyList>) -> PyResult<Bound<'py, PyTuple>> {
+    summary(sched, values)?.into_tuple(py)
+}
+
 /// What `run` returns to `batchguard.api`.
 struct RunSummary {
     succeeded: u64,
@@ -489,6 +506,13 @@ pub fn run<'py>(
 ) -> PyResult<Bound<'py, PyTuple>> {
     let skip: HashSet<u64> = config.getattr("skip_batches")?.extract()?;
     let config = engine_config(config)?;
+    if config.concurrency > crate::MAX_CONCURRENCY {
+        return Err(ConfigError::new_err(format!(
+            "concurrency must be <= {} for sync callbacks (one thread each), got {}",
+            crate::MAX_CONCURRENCY,
+            config.concurrency
+        )));
+    }
     let classifier = NativeClassifier::from_py(classifier)?;
     let mut source = Source::new(records)?;
     let interval = config.progress_interval_s();
@@ -497,18 +521,7 @@ pub fn run<'py>(
     } else {
         run_threaded(py, &mut source, func, config, classifier, sink, interval, size_hint, &skip)?
     };
-    (
-        run.succeeded,
-        run.failed,
-        run.read,
-        run.exhausted,
-        run.retries,
-        run.successful,
-        run.stop_reason,
-        run.trips,
-        run.skipped,
-    )
-        .into_pyobject(py)
+    run.into_tuple(py)
 }
 
 fn store(results: &mut [Option<Obj>], index: u64, value: Obj) {
@@ -905,6 +918,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(calculate_batch_size, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     m.add_class::<DeadRecords>()?;
+    m.add_class::<asyncio::AsyncRun>()?;
     m.add("MAX_CONCURRENCY", crate::MAX_CONCURRENCY)?;
     Ok(())
 }

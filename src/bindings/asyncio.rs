@@ -1,0 +1,176 @@
+//! The engine as seen by an asyncio event loop (`async def` callbacks).
+//!
+//! The event loop thread owns the run: N worker coroutines (`batchguard._async`) pull work from
+//! [`AsyncRun`] and await the user's coroutine inline — no Task per record — and report the
+//! outcome back. Every decision (order, retries, backoff, breaker, budget, batches) is the same
+//! scheduler's as for sync callbacks; only the waiting happens on the loop.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use pyo3::exceptions::{PyException, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use pyo3::{intern, IntoPyObjectExt};
+
+use super::ffi::list_of;
+use super::{
+    deliver, engine_config, progress, retry_after_of, strip_traceback, summary_tuple, wall_now, MonoClock,
+    NativeClassifier, Obj, PyScheduler, PyWork,
+};
+use crate::engine::{Clock, Next, Scheduler};
+
+/// One run of an async callback, driven from the event loop's thread.
+#[pyclass(unsendable, module = "batchguard._native")]
+pub struct AsyncRun {
+    sched: PyScheduler,
+    classifier: NativeClassifier,
+    sink: Obj,
+    in_flight: HashMap<u64, PyWork>,
+    results: Vec<Option<Obj>>,
+    skip: HashSet<u64>,
+    batch_size: usize,
+    interval: f64,
+    next_progress: f64,
+    tick: u32,
+}
+
+impl AsyncRun {
+    fn take(&mut self, index: u64) -> PyResult<PyWork> {
+        self.in_flight
+            .remove(&index)
+            .ok_or_else(|| PyRuntimeError::new_err(format!("record {index} is not in flight")))
+    }
+
+    /// Deliver batch events (and throttled progress) to the recorder.
+    fn report(&mut self, py: Python<'_>) -> PyResult<()> {
+        let sink = self.sink.bind(py);
+        if self.sched.has_events() {
+            let events = self.sched.take_events();
+            deliver(py, sink, events, &self.sched.counters())?;
+            self.next_progress = self.sched.clock().now() + self.interval;
+        } else {
+            self.tick = self.tick.wrapping_add(1);
+            if self.tick % 64 == 0 && self.sched.clock().now() >= self.next_progress {
+                progress(py, sink, &self.sched.counters())?;
+                self.next_progress = self.sched.clock().now() + self.interval;
+            }
+        }
+        if self.sched.has_released() {
+            drop(self.sched.take_released());
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl AsyncRun {
+    #[new]
+    fn new(config: &Bound<'_, PyAny>, classifier: &Bound<'_, PyAny>, sink: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let skip: HashSet<u64> = config.getattr("skip_batches")?.extract()?;
+        let config = engine_config(config)?;
+        let interval = config.progress_interval;
+        Ok(Self {
+            batch_size: config.batch_size,
+            sched: Scheduler::new(config, MonoClock(Instant::now())),
+            classifier: NativeClassifier::from_py(classifier)?,
+            sink: sink.clone().unbind(),
+            in_flight: HashMap::new(),
+            results: Vec::new(),
+            skip,
+            interval,
+            next_progress: interval,
+            tick: 0,
+        })
+    }
+
+    /// What a worker does next: `(index, record)` to run; `"feed"` to read the next batch
+    /// (pass it to `feed`); a float: nothing can start for that many seconds; `None`: nothing
+    /// can start until an outcome arrives; `"done"`.
+    fn next_work<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.sched.next_work() {
+            Next::Run(work) => {
+                let item = (work.index, work.record.bind(py)).into_bound_py_any(py)?;
+                self.in_flight.insert(work.index, work);
+                Ok(item)
+            }
+            Next::Feed => Ok(intern!(py, "feed").clone().into_any()),
+            Next::Done => Ok(intern!(py, "done").clone().into_any()),
+            Next::Wait(None) => Ok(py.None().into_bound(py)),
+            Next::Wait(Some(until)) => (until - self.sched.clock().now()).max(0.0).into_bound_py_any(py),
+        }
+    }
+
+    /// The next batch of input (fewer than `batch_size` records ends the input).
+    fn feed(&mut self, batch: Vec<Obj>) {
+        let full = batch.len() == self.batch_size;
+        if !batch.is_empty() {
+            if self.skip.contains(&self.sched.next_batch_index()) {
+                self.sched.skip_batch(batch.len());
+            } else {
+                self.sched.add_batch(batch.into_iter());
+                self.results.resize_with(self.sched.records_read() as usize, || None);
+            }
+        }
+        if !full {
+            self.sched.end_of_input();
+        }
+    }
+
+    fn succeed(&mut self, py: Python<'_>, index: u64, value: Obj) -> PyResult<()> {
+        let work = self.take(index)?;
+        self.results[index as usize] = Some(value);
+        drop(self.sched.succeed(work));
+        self.report(py)
+    }
+
+    /// The attempt raised `exc`. Returns True when the run must stop and re-raise it
+    /// (a BaseException that is not an Exception, such as KeyboardInterrupt or CancelledError).
+    fn fail(&mut self, py: Python<'_>, index: u64, exc: Bound<'_, PyAny>) -> PyResult<bool> {
+        let work = self.take(index)?;
+        if !exc.is_instance_of::<PyException>() {
+            self.sched.abandon(work);
+            self.sched.interrupt();
+            self.report(py)?;
+            return Ok(true);
+        }
+        let class = self.classifier.classify(py, &exc, self.sink.bind(py));
+        let retry_after = if class.retryable() { retry_after_of(py, &exc) } else { None };
+        if !self.sched.keep_tracebacks() {
+            strip_traceback(&exc);
+        }
+        self.sched.fail(work, class, exc.unbind(), retry_after, wall_now());
+        self.report(py)?;
+        Ok(false)
+    }
+
+    /// The attempt was abandoned (the run is being torn down): its record is pending.
+    fn abandon(&mut self, index: u64) -> PyResult<()> {
+        let work = self.take(index)?;
+        self.sched.abandon(work);
+        Ok(())
+    }
+
+    fn interrupt(&mut self) {
+        self.sched.interrupt();
+    }
+
+    fn stopping(&self) -> bool {
+        self.sched.stop_reason().is_some()
+    }
+
+    /// Close the run: report unfinished batches, and return what `batchguard._native.run`
+    /// returns.
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        for (_, work) in self.in_flight.drain() {
+            self.sched.abandon(work);
+        }
+        self.sched.close();
+        let events = self.sched.take_events();
+        deliver(py, self.sink.bind(py), events, &self.sched.counters())?;
+        drop(self.sched.take_released());
+        let count = self.sched.succeeded() as usize;
+        let values = list_of(py, std::mem::take(&mut self.results).into_iter().flatten(), count)?;
+        summary_tuple(py, &self.sched, values)
+    }
+}
