@@ -88,6 +88,9 @@ impl RetryPolicy {
 
     /// The un-jittered delay before the `retry`-th retry (1-based).
     pub fn base_delay_for(&self, retry: u32) -> f64 {
+        if self.base_delay == 0.0 {
+            return 0.0; // not 0 * inf: zero means no wait, however many retries
+        }
         let raw = self.base_delay * self.multiplier.powf(f64::from(retry) - 1.0);
         // `min` returns the other operand when one is NaN (0 * inf), as Python's overflow path does.
         self.max_delay.min(raw)
@@ -176,9 +179,10 @@ mod tests {
 
     #[test]
     fn huge_retry_numbers_saturate_instead_of_overflowing() {
-        let p = RetryPolicy::new(10_000, 0.0, 2.0, 5.0, Jitter::None).unwrap();
+        let p = RetryPolicy::new(10_000, 0.5, 2.0, 5.0, Jitter::None).unwrap();
         assert_eq!(p.base_delay_for(5000), 5.0);
-        assert_eq!(p.base_delay_for(3), 0.0);
+        let zero = RetryPolicy::new(10_000, 0.0, 2.0, 5.0, Jitter::None).unwrap();
+        assert_eq!(zero.base_delay_for(5000), 0.0, "zero base delay never waits");
     }
 
     #[test]

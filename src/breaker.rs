@@ -140,6 +140,11 @@ impl Breaker {
         self.trips
     }
 
+    /// Counted failures in the current window.
+    pub fn window_failures(&self) -> usize {
+        self.failures
+    }
+
     /// Does a failure of this class count against the dependency?
     #[inline]
     pub fn counts(&self, class: ErrorClass) -> bool {
@@ -227,25 +232,17 @@ impl Breaker {
         }
     }
 
-    /// Record `n` successes of calls started in `generation` (the fast path's bulk form of
-    /// `n` calls to [`record`](Self::record)). Successes never move a closed breaker.
+    /// Record `n` successes of calls started in `generation` while the window holds no
+    /// failure (the fast path's bulk form of `n` calls to [`record`](Self::record); with no
+    /// failure in the window, no success can move the breaker).
     pub fn record_successes(&mut self, generation: u64, n: usize) {
         if generation != self.generation || self.state != State::Closed || n == 0 {
             return;
         }
-        if self.failures == 0 {
-            // Only the window's length matters while it holds no failure.
-            let keep = self.window.len().saturating_add(n).min(self.policy.window);
-            self.window.clear();
-            self.window.resize(keep, false);
-            return;
-        }
-        for _ in 0..n.min(self.policy.window) {
-            if self.window.len() == self.policy.window && self.window.pop_front() == Some(true) {
-                self.failures -= 1;
-            }
-            self.window.push_back(false);
-        }
+        debug_assert_eq!(self.failures, 0, "the fast path runs only over a failure-free window");
+        let keep = self.window.len().saturating_add(n).min(self.policy.window);
+        self.window.clear();
+        self.window.resize(keep, false);
     }
 
     fn record_closed(&mut self, failed: bool, now: impl FnOnce() -> f64) -> bool {

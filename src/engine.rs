@@ -14,18 +14,35 @@
 //! order; more input is wanted when fewer than `concurrency` new records are queued.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use crate::backoff::{Backoff, RetryPolicy};
 use crate::breaker::{Breaker, BreakerPolicy, State as BreakerState};
 use crate::classify::ErrorClass;
+use crate::ratelimit::{RateLimit, TokenBucket};
 
 /// A rate error budget is judged only once this many records are final.
 pub const MIN_RATE_SAMPLE: u64 = 10;
 
+/// A record's ordering key as the driver computed it (`key_of`).
+#[derive(Debug)]
+pub enum Key<E> {
+    /// No ordering constraint.
+    Free,
+    /// Runs after every earlier record with the same key is final.
+    Is(u64),
+    /// Computing the key raised this: the record is dead-lettered with it, never run.
+    Failed(E),
+}
+
 /// Monotonic seconds. Read only when a decision needs the time.
 pub trait Clock {
     fn now(&self) -> f64;
+
+    /// Wall-clock seconds since the Unix epoch, for the record of when something failed.
+    fn wall(&self) -> f64 {
+        0.0
+    }
 }
 
 /// The error budget (`max_failures`).
@@ -49,6 +66,11 @@ pub struct Config {
     pub traceback_limit: u64,
     /// Seconds between progress reports (besides the one at every batch end).
     pub progress_interval: f64,
+    /// Attempts start at most this fast, shared by all workers.
+    pub rate_limit: Option<RateLimit>,
+    /// The first record of a batch starts at least this long after the previous batch's last
+    /// new record started.
+    pub delay_between_batches: f64,
 }
 
 impl Config {
@@ -95,6 +117,8 @@ pub struct Work<T, E> {
     pub attempt: u32,
     generation: u64,
     pub record: T,
+    /// Records with the same key run one at a time, in input order (`key_of`).
+    key: Option<u64>,
     /// Present once the record has failed: its history and its backoff stream.
     retry: Option<Box<RetryState<E>>>,
 }
@@ -152,6 +176,20 @@ pub struct BatchDone<T, E> {
 pub enum Event<T, E> {
     Batch(BatchDone<T, E>),
     Breaker { at: f64, from: BreakerState, to: BreakerState },
+}
+
+#[derive(Clone, Copy)]
+enum Queue {
+    Ready,
+    Unblocked,
+    Fresh,
+}
+
+/// What [`Scheduler::next_group`] hands out.
+#[derive(Debug)]
+pub enum NextGroup<T, E> {
+    Run(Vec<Work<T, E>>),
+    Other(Next<T, E>),
 }
 
 #[derive(Debug)]
@@ -219,9 +257,20 @@ pub struct Scheduler<T, E, C> {
     /// Records read but never started, in input order; the first has index `fresh_index`.
     fresh: VecDeque<T>,
     fresh_index: u64,
-    /// (batch, first index past it) of the open batches that still have fresh records.
-    fresh_batches: VecDeque<(u64, u64)>,
+    /// (batch, first index, first index past it) of the batches that still have fresh
+    /// records; skipped batches leave gaps between them.
+    fresh_batches: VecDeque<(u64, u64, u64)>,
+    /// Keys of the fresh records, parallel to `fresh` (empty when no record has a key).
+    fresh_keys: VecDeque<Option<u64>>,
     ready: VecDeque<Work<T, E>>,
+    /// Keyed records whose turn came (their key's previous record is final).
+    unblocked: VecDeque<Work<T, E>>,
+    /// key -> records of that key waiting for the one in progress; present while active.
+    active_keys: HashMap<u64, VecDeque<Work<T, E>>>,
+    key_errors: HashMap<u64, E>,
+    rate: Option<TokenBucket>,
+    last_fresh_batch: Option<u64>,
+    last_fresh_at: f64,
     parked: BinaryHeap<Parked<T, E>>,
     seq: u64,
     /// Open batches, indexed by `batch - first_batch`; finished ones become None.
@@ -247,6 +296,7 @@ pub struct Scheduler<T, E, C> {
 impl<T, E, C: Clock> Scheduler<T, E, C> {
     pub fn new(config: Config, clock: C) -> Self {
         let started_at = clock.now();
+        let rate = config.rate_limit.clone().map(|limit| TokenBucket::new(limit, started_at));
         Self {
             breaker: config.breaker.clone().map(Breaker::new),
             traceback_budget: config.traceback_limit,
@@ -255,7 +305,14 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             fresh: VecDeque::new(),
             fresh_index: 0,
             fresh_batches: VecDeque::new(),
+            fresh_keys: VecDeque::new(),
             ready: VecDeque::new(),
+            unblocked: VecDeque::new(),
+            active_keys: HashMap::new(),
+            key_errors: HashMap::new(),
+            rate,
+            last_fresh_batch: None,
+            last_fresh_at: started_at,
             parked: BinaryHeap::new(),
             seq: 0,
             batches: VecDeque::new(),
@@ -315,8 +372,40 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             self.fresh_index = self.next_index;
         }
         self.fresh.extend(records);
+        let start = self.next_index;
         self.next_index += size as u64;
-        self.fresh_batches.push_back((batch, self.next_index));
+        self.fresh_batches.push_back((batch, start, self.next_index));
+    }
+
+    /// Queue one batch whose records carry ordering keys (`key_of`).
+    pub fn add_batch_keyed(&mut self, records: impl ExactSizeIterator<Item = (T, Key<E>)>) {
+        let first = self.next_index;
+        let size = records.len();
+        // Keep `fresh_keys` parallel to `fresh` (earlier unkeyed records get None).
+        let missing = self.fresh.len() - self.fresh_keys.len();
+        self.fresh_keys.extend(std::iter::repeat_n(None, missing));
+        let mut plain = Vec::with_capacity(size);
+        for (offset, (record, key)) in records.enumerate() {
+            let key = match key {
+                Key::Free => None,
+                Key::Is(key) => Some(key),
+                Key::Failed(error) => {
+                    self.key_errors.insert(first + offset as u64, error);
+                    None
+                }
+            };
+            self.fresh_keys.push_back(key);
+            plain.push(record);
+        }
+        self.add_batch(plain.into_iter());
+    }
+
+    /// The front fresh batch is used up: move the cursor to the next one (past any gap).
+    fn next_fresh_batch(&mut self) {
+        self.fresh_batches.pop_front();
+        if let Some(&(_, start, _)) = self.fresh_batches.front() {
+            self.fresh_index = start;
+        }
     }
 
     /// Take the next fresh record as work (the caller counts it in flight).
@@ -325,11 +414,12 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         let record = self.fresh.pop_front()?;
         let index = self.fresh_index;
         self.fresh_index += 1;
-        let &(batch, end) = self.fresh_batches.front().expect("fresh records belong to a batch");
+        let &(batch, _, end) = self.fresh_batches.front().expect("fresh records belong to a batch");
         if self.fresh_index == end {
-            self.fresh_batches.pop_front();
+            self.next_fresh_batch();
         }
-        Some(Work { index, batch, attempt: 1, generation: 0, record, retry: None })
+        let key = if self.fresh_keys.is_empty() { None } else { self.fresh_keys.pop_front().flatten() };
+        Some(Work { index, batch, attempt: 1, generation: 0, record, key, retry: None })
     }
 
     /// The next batch of input was finished by an earlier run (a resumed job): account for
@@ -338,9 +428,6 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         self.next_batch += 1;
         self.next_index += size as u64;
         self.skipped_records += size as u64;
-        if self.fresh.is_empty() {
-            self.fresh_index = self.next_index;
-        }
     }
 
     /// The index the next batch of input will get.
@@ -380,20 +467,72 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
                 }
             }
         }
-        let mut work = if let Some(work) = self.ready.pop_front() {
-            self.retries += 1;
-            self.batch_mut(work.batch).retries += 1;
-            work
-        } else if let Some(work) = self.pop_fresh() {
-            work
-        } else if !self.exhausted {
-            return Next::Feed;
-        } else if let Some(top) = self.parked.peek() {
-            return Next::Wait(Some(top.due));
-        } else if self.in_flight > 0 {
-            return Next::Wait(None);
-        } else {
-            return Next::Done;
+        let source = loop {
+            if !self.ready.is_empty() {
+                break Queue::Ready;
+            }
+            if !self.unblocked.is_empty() {
+                break Queue::Unblocked;
+            }
+            if !self.fresh.is_empty() {
+                let head = self.fresh_index;
+                if !self.key_errors.is_empty() && self.key_errors.contains_key(&head) {
+                    let work = self.pop_fresh().expect("not empty");
+                    self.key_failed(work);
+                    continue;
+                }
+                if let Some(Some(key)) = self.fresh_keys.front() {
+                    if self.active_keys.contains_key(key) {
+                        let work = self.pop_fresh().expect("not empty");
+                        let key = work.key.expect("keyed");
+                        self.active_keys.get_mut(&key).expect("active").push_back(work);
+                        continue;
+                    }
+                }
+                if self.config.delay_between_batches > 0.0 {
+                    if let (Some(last), Some(&(batch, _, _))) = (self.last_fresh_batch, self.fresh_batches.front()) {
+                        let until = self.last_fresh_at + self.config.delay_between_batches;
+                        if batch != last && self.clock.now() < until {
+                            return Next::Wait(Some(until));
+                        }
+                    }
+                }
+                break Queue::Fresh;
+            }
+            return if !self.exhausted {
+                Next::Feed
+            } else if let Some(top) = self.parked.peek() {
+                Next::Wait(Some(top.due))
+            } else if self.in_flight > 0 {
+                Next::Wait(None)
+            } else {
+                Next::Done
+            };
+        };
+        if let Some(rate) = self.rate.as_mut() {
+            if let Some(until) = rate.take(self.clock.now()) {
+                return Next::Wait(Some(until));
+            }
+        }
+        let mut work = match source {
+            Queue::Ready => {
+                let work = self.ready.pop_front().expect("not empty");
+                self.retries += 1;
+                self.batch_mut(work.batch).retries += 1;
+                work
+            }
+            Queue::Unblocked => self.unblocked.pop_front().expect("not empty"),
+            Queue::Fresh => {
+                let work = self.pop_fresh().expect("not empty");
+                if let Some(key) = work.key {
+                    self.active_keys.insert(key, VecDeque::new());
+                }
+                if self.config.delay_between_batches > 0.0 {
+                    self.last_fresh_batch = Some(work.batch);
+                    self.last_fresh_at = self.clock.now();
+                }
+                work
+            }
         };
         if let Some(breaker) = self.breaker.as_mut() {
             work.generation = breaker.started();
@@ -401,6 +540,46 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         self.in_flight += 1;
         self.current_batch = work.batch;
         Next::Run(work)
+    }
+
+    /// Bulk mode: like [`next_work`](Self::next_work), but a new record comes with the rest
+    /// of its batch's new records (up to `limit`), to run in one call. Retries come alone.
+    pub fn next_group(&mut self, limit: usize) -> NextGroup<T, E> {
+        let first = match self.next_work() {
+            Next::Run(work) => work,
+            other => return NextGroup::Other(other),
+        };
+        if first.attempt != 1 {
+            return NextGroup::Run(vec![first]);
+        }
+        let batch = first.batch;
+        let mut group = vec![first];
+        while group.len() < limit && self.fresh_batches.front().is_some_and(|&(b, _, _)| b == batch) {
+            let mut work = self.pop_fresh().expect("a batch with fresh records");
+            if let Some(breaker) = self.breaker.as_mut() {
+                work.generation = breaker.started();
+            }
+            self.in_flight += 1;
+            group.push(work);
+        }
+        NextGroup::Run(group)
+    }
+
+    fn key_failed(&mut self, mut work: Work<T, E>) {
+        let error = self.key_errors.remove(&work.index).expect("a key error");
+        let wall = self.clock.wall();
+        work.retry = Some(Box::new(RetryState { history: vec![Attempt { attempt: 1, wall, error, delay: None }], backoff: None }));
+        self.dead_letter(work, ErrorClass::Permanent);
+    }
+
+    fn release_key(&mut self, key: u64) {
+        let waiting = self.active_keys.get_mut(&key).expect("a final record's key is active");
+        match waiting.pop_front() {
+            Some(next) => self.unblocked.push_back(next),
+            None => {
+                self.active_keys.remove(&key);
+            }
+        }
     }
 
     /// The fast path: run fresh records through `call` for as long as nothing else has
@@ -418,11 +597,17 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         if self.stop.is_some()
             || !self.ready.is_empty()
             || !self.parked.is_empty()
-            || self.breaker.as_ref().is_some_and(|b| b.state() != BreakerState::Closed)
+            || !self.unblocked.is_empty()
+            || !self.fresh_keys.is_empty()
+            || self.rate.is_some()
+            || self.config.delay_between_batches > 0.0
+            // Successes can only move a breaker whose window holds a failure: then one at a
+            // time, through next_work, exactly as the reference engine does.
+            || self.breaker.as_ref().is_some_and(|b| b.state() != BreakerState::Closed || b.window_failures() > 0)
         {
             return Streamed::Paused(0);
         }
-        let Some(&(batch, end)) = self.fresh_batches.front() else { return Streamed::Paused(0) };
+        let Some(&(batch, _, end)) = self.fresh_batches.front() else { return Streamed::Paused(0) };
         let run = (end - self.fresh_index).min(limit as u64) as usize;
         let generation = self.breaker.as_mut().map_or(0, Breaker::started);
         self.current_batch = batch;
@@ -443,7 +628,7 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         if done > 0 {
             self.fresh_index += done as u64;
             if self.fresh_index == end {
-                self.fresh_batches.pop_front();
+                self.next_fresh_batch();
             }
             self.succeeded += done as u64;
             if let Some(breaker) = self.breaker.as_mut() {
@@ -479,6 +664,9 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             self.record_breaker(work.generation, false);
         }
         self.succeeded += 1;
+        if let Some(key) = work.key {
+            self.release_key(key);
+        }
         let batch = work.batch;
         self.batch_mut(batch).succeeded += 1;
         self.finish(batch);
@@ -509,7 +697,7 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             return;
         }
         if self.stop.is_some() {
-            self.released.push(work);
+            self.pending(work);
             return;
         }
         let retry = work.retry.as_mut().expect("recorded above");
@@ -541,6 +729,13 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
     /// The attempt never finished (the run was interrupted): the record is pending.
     pub fn abandon(&mut self, work: Work<T, E>) {
         self.in_flight -= 1;
+        self.pending(work);
+    }
+
+    fn pending(&mut self, work: Work<T, E>) {
+        if let Some(key) = work.key {
+            self.release_key(key);
+        }
         self.released.push(work);
     }
 
@@ -577,6 +772,9 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
     }
 
     fn dead_letter(&mut self, work: Work<T, E>, class: ErrorClass) {
+        if let Some(key) = work.key {
+            self.release_key(key);
+        }
         if self.traceback_budget > 0 {
             self.traceback_budget -= 1;
         }
@@ -669,6 +867,11 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             self.released.push(work);
         }
         self.released.extend(self.ready.drain(..));
+        self.released.extend(self.unblocked.drain(..));
+        for (_, waiting) in std::mem::take(&mut self.active_keys) {
+            self.released.extend(waiting);
+        }
+        self.fresh_keys.clear();
         self.released.extend(std::mem::take(&mut self.parked).into_iter().map(|p| p.work));
         unfinished
     }
@@ -698,7 +901,7 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             failed: self.failed,
             retrying: self.ready.len() + self.parked.len(),
             in_flight: self.in_flight,
-            queued: self.fresh.len(),
+            queued: self.fresh.len() + self.unblocked.len() + self.active_keys.values().map(VecDeque::len).sum::<usize>(),
             batches_completed: self.batches_completed,
             current_batch: self.current_batch,
             breaker_state: self.breaker.as_ref().map_or(BreakerState::Closed, Breaker::state),
@@ -769,6 +972,8 @@ mod tests {
             seed: 7,
             traceback_limit: 100,
             progress_interval: 0.1,
+            rate_limit: None,
+            delay_between_batches: 0.0,
         }
     }
 

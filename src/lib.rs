@@ -12,6 +12,7 @@ pub mod classify;
 pub mod engine;
 pub mod error;
 pub mod partition;
+pub mod ratelimit;
 
 mod bindings;
 

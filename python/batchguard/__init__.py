@@ -6,6 +6,7 @@
 ('complete', [0, 2, 4, 6, 8])
 """
 
+from ._inputs import InputParseError
 from .api import arun_batches, run_batches
 from .batching import Batch, calculate_batch_size, create_batches
 from .dlq import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ
@@ -19,7 +20,19 @@ from .errors import (
     JobConflictError,
     JobError,
 )
+from .jobs import (
+    JobNotFoundError,
+    JobStatus,
+    JobStore,
+    JobStoreUnavailableError,
+    PostgresJobStore,
+    SqliteJobStore,
+    job_status,
+    list_jobs,
+    open_job_store,
+)
 from .policies import CircuitBreaker, Classifier, ErrorClass, RetryPolicy
+from .replay import ReplayReport, replay
 from .results import BatchProgress, BatchReport, BatchStats, RecordError
 
 __version__ = "0.1.0"
@@ -41,13 +54,25 @@ __all__ = [
     "DeadLetter",
     "DeadLetterQueue",
     "ErrorClass",
+    "InputParseError",
     "JobConflictError",
     "JobError",
+    "JobNotFoundError",
+    "JobStatus",
+    "JobStore",
+    "JobStoreUnavailableError",
     "MemoryDLQ",
+    "PostgresJobStore",
     "RecordError",
+    "ReplayReport",
     "RetryPolicy",
+    "SqliteJobStore",
     "arun_batches",
     "calculate_batch_size",
     "create_batches",
+    "job_status",
+    "list_jobs",
+    "open_job_store",
+    "replay",
     "run_batches",
 ]

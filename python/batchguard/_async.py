@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from .reference import DONE, FEED, Scheduler, Wait, Work, _Classify, retry_after_of
+from .reference import DONE, FEED, Scheduler, Wait, Work, _Classify, feed, retry_after_of
 
 __all__ = ["ReferenceAsyncRun", "drive", "loop_factory"]
 
@@ -147,13 +147,8 @@ class ReferenceAsyncRun:
         return None if work.until is None else max(0.0, work.until - time.monotonic())
 
     def feed(self, batch: list[Any]) -> None:
-        scheduler = self._scheduler
-        if batch and scheduler.next_batch in scheduler.config.skip_batches:
-            scheduler.skip_batch(len(batch))
-        elif batch:
-            scheduler.add_batch(batch, time.monotonic())
-        if len(batch) < scheduler.config.batch_size:
-            scheduler.end_of_input()
+        feed(self._scheduler, batch, time.monotonic())
+        self._report()
 
     def succeed(self, index: int, value: Any) -> None:
         self._scheduler.succeed(self._in_flight.pop(index), value, time.monotonic())

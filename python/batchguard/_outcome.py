@@ -301,7 +301,6 @@ class RunRecorder:
             retry_count=retries,
             successful=successful,
             duration_s=time.monotonic() - self.started,
-            batches=self.batches,
             breaker_trips=breaker_trips,
             dlq_count=self.dlq_count if self.dlq is not None else failed,
             stage=self.stage,
@@ -310,4 +309,5 @@ class RunRecorder:
             skipped_batches=skipped_batches,
             breaker_events=self.breaker_events,
             _failures=self.failures,
+            _batch_events=self._stats,
         )

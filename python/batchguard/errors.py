@@ -11,6 +11,7 @@ __all__ = [
     "BatchguardWarning",
     "BulkResultError",
     "ConfigError",
+    "ConfigTypeError",
     "DLQError",
     "DLQUnavailableError",
     "JobConflictError",
@@ -26,6 +27,14 @@ class ConfigError(BatchguardError, ValueError):
     """An argument or policy has a value batchguard cannot run with.
 
     The message names the argument (or policy field) and says why.
+    """
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """An argument or policy field has the wrong type (``batch_size=1.5``, ``stage=5``).
+
+    A TypeError, as Python raises for a wrong type, and still a ConfigError (so a ValueError)
+    for code that catches every configuration problem in one clause.
     """
 
 

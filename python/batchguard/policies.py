@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from .errors import ConfigError
+from .errors import ConfigError, ConfigTypeError
 
 __all__ = [
     "CircuitBreaker",
@@ -65,8 +65,8 @@ def _jitter_stream_seed(seed: int, record_index: int) -> int:
 def _check_number(owner: str, name: str, value: Any, *, minimum: float = 0.0,
                   inclusive: bool = True) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{owner}.{name} must be a number, got {type(value).__name__}")
-    if math.isnan(value) or (math.isinf(value) and value > 0 and name != "max_delay"):
+        raise ConfigTypeError(f"{owner}.{name} must be a number, got {type(value).__name__}")
+    if math.isnan(value) or math.isinf(value):
         raise ConfigError(f"{owner}.{name} must be finite, got {value!r}")
     if value < minimum or (not inclusive and value == minimum):
         relation = ">=" if inclusive else ">"
@@ -75,7 +75,7 @@ def _check_number(owner: str, name: str, value: Any, *, minimum: float = 0.0,
 
 def _check_int(owner: str, name: str, value: Any, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{owner}.{name} must be an int, got {type(value).__name__}")
+        raise ConfigTypeError(f"{owner}.{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise ConfigError(f"{owner}.{name} must be >= {minimum}, got {value!r}")
 
@@ -119,16 +119,18 @@ class RetryPolicy:
                 f"RetryPolicy.jitter must be one of {', '.join(_JITTERS)}; got {self.jitter!r}"
             )
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise ConfigError(f"RetryPolicy.seed must be an int or None, got {type(self.seed).__name__}")
+            raise ConfigTypeError(f"RetryPolicy.seed must be an int or None, got {type(self.seed).__name__}")
 
     def base_delay_for(self, retry: int) -> float:
         """The un-jittered delay before the ``retry``-th retry (1-based)."""
+        if self.base_delay == 0:
+            return 0.0  # zero means no wait, however many retries (not 0 * overflow)
         exponent = retry - 1
         try:
             raw = self.base_delay * self.multiplier ** exponent
         except OverflowError:
-            return self.max_delay
-        return min(self.max_delay, raw)
+            return float(self.max_delay)
+        return float(min(self.max_delay, raw))
 
     def schedule(self, n: int, *, record_index: int = 0, seed: int | None = None) -> list[float]:
         """The first ``n`` delays this policy would wait for one record (before ``retry_after``).
@@ -163,7 +165,7 @@ class BackoffState:
         self._retry += 1
         if policy.jitter == "decorrelated":
             high = max(policy.base_delay, 3.0 * self._previous)
-            delay = min(policy.max_delay, self._uniform(policy.base_delay, high))
+            delay = float(min(policy.max_delay, self._uniform(policy.base_delay, high)))
             self._previous = delay
             return delay
         d = policy.base_delay_for(self._retry)
@@ -292,7 +294,7 @@ class Classifier:
         for rule in self.type_rules:
             exc_type, cls = rule
             if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
-                raise ConfigError(
+                raise ConfigTypeError(
                     f"Classifier rule: {exc_type!r} is not an exception type (a rule needs a "
                     "subclass of BaseException)"
                 )
@@ -303,7 +305,7 @@ class Classifier:
         compiled = []
         for pattern, cls in self.message_rules:
             if not isinstance(pattern, str):
-                raise ConfigError(f"Classifier message rule: pattern must be a str, got {pattern!r}")
+                raise ConfigTypeError(f"Classifier message rule: pattern must be a str, got {pattern!r}")
             try:
                 compiled.append((re.compile(pattern), _as_error_class("Classifier message rule", cls)))
             except re.error as exc:
@@ -311,7 +313,7 @@ class Classifier:
         object.__setattr__(self, "_compiled", tuple(compiled))
         object.__setattr__(self, "default_class", _as_error_class("Classifier.default_class", self.default_class))
         if self.func is not None and not callable(self.func):
-            raise ConfigError(f"Classifier.func must be callable, got {type(self.func).__name__}")
+            raise ConfigTypeError(f"Classifier.func must be callable, got {type(self.func).__name__}")
 
     @classmethod
     def default(cls) -> Classifier:

@@ -49,6 +49,11 @@ class EngineConfig:
     """Batches a resumed job already finished: read past, not run."""
     timeout: float | None = None
     """Seconds per attempt (see ``run_batches``)."""
+    rate_per_second: float | None = None
+    rate_burst: float = 1.0
+    delay_between_batches: float = 0.0
+    key_of: Callable[[Any], Any] | None = None
+    """Records with equal keys run one at a time, in input order."""
 
 
 # ---------------------------------------------------------------------------- breaker
@@ -148,20 +153,57 @@ class Breaker:
         return False
 
 
+# ------------------------------------------------------------------------ rate limit
+
+
+class TokenBucket:
+    """Attempts start at most ``rate`` per second on average, ``burst`` at once (twin of
+    ``src/ratelimit.rs``). Starts full."""
+
+    __slots__ = ("_burst", "_last", "_rate", "_tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._last = now
+
+    def take(self, now: float) -> float | None:
+        """Take a token: None when granted, else the time one will be there."""
+        if now > self._last:
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return None
+        return now + (1.0 - self._tokens) / self._rate
+
+
+class KeyFailed:
+    """``key_of`` raised for a record: it is dead-lettered with that error, never run."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 # -------------------------------------------------------------------------- scheduler
 
 
 class Work:
     """One attempt of one record, handed to a worker."""
 
-    __slots__ = ("attempt", "batch_index", "generation", "index", "record")
+    __slots__ = ("attempt", "batch_index", "generation", "index", "key", "record")
 
-    def __init__(self, index: int, batch_index: int, record: Any, attempt: int) -> None:
+    def __init__(self, index: int, batch_index: int, record: Any, attempt: int,
+                 key: int | None = None) -> None:
         self.index = index
         self.batch_index = batch_index
         self.record = record
         self.attempt = attempt
         self.generation = 0
+        self.key = key
 
 
 class _Batch:
@@ -206,7 +248,16 @@ class Scheduler:
         self._seed = config.seed
         self._fresh: collections.deque[Work] = collections.deque()
         self._ready: collections.deque[Work] = collections.deque()
+        self._unblocked: collections.deque[Work] = collections.deque()
         self._parked: list[tuple[float, int, Work]] = []
+        # key -> records of that key waiting for the one in progress (present while active)
+        self._active_keys: dict[int, collections.deque[Work]] = {}
+        self._key_errors: dict[int, BaseException] = {}
+        self._rate = (TokenBucket(config.rate_per_second, config.rate_burst, now)
+                      if config.rate_per_second is not None else None)
+        self._gap = config.delay_between_batches
+        self._last_fresh_batch = -1
+        self._last_fresh_at = now
         self._seq = itertools.count()
         self._batches: dict[int, _Batch] = {}
         self._attempts: dict[int, list[list[Any]]] = {}
@@ -237,15 +288,25 @@ class Scheduler:
         return (not self.exhausted and self.stop_reason is None
                 and len(self._fresh) < self.config.concurrency)
 
-    def add_batch(self, records: list[Any], now: float) -> None:
+    def add_batch(self, records: list[Any], now: float, keys: list[Any] | None = None) -> None:
+        """Queue a batch. ``keys`` (with ``key_of``): per record an int key, None for no
+        ordering constraint, or a :class:`KeyFailed`."""
         batch_index = self.next_batch
         self.next_batch += 1
         self._batches[batch_index] = _Batch(batch_index, len(records), now)
         index = self.next_index
         fresh = self._fresh
-        for record in records:
-            fresh.append(Work(index, batch_index, record, 1))
-            index += 1
+        if keys is None:
+            for record in records:
+                fresh.append(Work(index, batch_index, record, 1))
+                index += 1
+        else:
+            for record, key in zip(records, keys):
+                if type(key) is KeyFailed:
+                    self._key_errors[index] = key.error
+                    key = None
+                fresh.append(Work(index, batch_index, record, 1, key))
+                index += 1
         self.next_index = index
 
     def skip_batch(self, size: int) -> None:
@@ -272,25 +333,71 @@ class Scheduler:
         parked = self._parked
         while parked and parked[0][0] <= now:
             self._ready.append(heapq.heappop(parked)[2])
-        if self._ready:
-            work = self._ready.popleft()
+        fresh = self._fresh
+        while True:
+            if self._ready:
+                source = self._ready
+            elif self._unblocked:
+                source = self._unblocked
+            elif fresh:
+                head = fresh[0]
+                if head.index in self._key_errors:
+                    self._key_failed(fresh.popleft(), now)
+                    continue
+                if head.key is not None:
+                    waiting = self._active_keys.get(head.key)
+                    if waiting is not None:
+                        waiting.append(fresh.popleft())
+                        continue
+                if (self._gap > 0.0 and self._last_fresh_batch >= 0
+                        and head.batch_index != self._last_fresh_batch
+                        and now < self._last_fresh_at + self._gap):
+                    return Wait(self._last_fresh_at + self._gap)
+                source = fresh
+            elif not self.exhausted:
+                return FEED
+            elif parked:
+                return Wait(parked[0][0])
+            elif self.in_flight:
+                return Wait(None)
+            else:
+                return DONE
+            break
+        if self._rate is not None:
+            until = self._rate.take(now)
+            if until is not None:
+                return Wait(until)
+        work = source.popleft()
+        if source is self._ready:
             self.retries += 1
             self._batches[work.batch_index].retries += 1
-        elif self._fresh:
-            work = self._fresh.popleft()
-        elif not self.exhausted:
-            return FEED
-        elif parked:
-            return Wait(parked[0][0])
-        elif self.in_flight:
-            return Wait(None)
-        else:
-            return DONE
+        elif source is fresh:
+            if work.key is not None:
+                self._active_keys[work.key] = collections.deque()
+            if self._gap > 0.0:
+                self._last_fresh_batch = work.batch_index
+                self._last_fresh_at = now
         if breaker is not None:
             work.generation = breaker.started()
         self.in_flight += 1
         self.current_batch = work.batch_index
         return work
+
+    def next_group(self, now: float, limit: int) -> Work | list[Work] | Wait | str:
+        """Bulk mode: like :meth:`next_work`, but a new record comes with the rest of its
+        batch's new records (up to ``limit``), to be run in one call. Retries come alone."""
+        first = self.next_work(now)
+        if type(first) is not Work or first.attempt != 1:
+            return first
+        group = [first]
+        fresh = self._fresh
+        while fresh and len(group) < limit and fresh[0].batch_index == first.batch_index:
+            work = fresh.popleft()
+            if self.breaker is not None:
+                work.generation = self.breaker.started()
+            self.in_flight += 1
+            group.append(work)
+        return group
 
     def _take_transitions(self) -> None:
         assert self.breaker is not None
@@ -305,6 +412,8 @@ class Scheduler:
         if self.breaker is not None:
             self._record_breaker(work, False, now)
         self.results.append((work.index, value))
+        if work.key is not None:
+            self._release_key(work.key)
         self.succeeded += 1
         batch = self._batches[work.batch_index]
         batch.succeeded += 1
@@ -361,7 +470,25 @@ class Scheduler:
         if self.breaker.transitions:
             self._take_transitions()
 
+    def _key_failed(self, work: Work, now: float) -> None:
+        """``key_of`` raised for this record: dead-letter it, unrun, with that error."""
+        error = self._key_errors.pop(work.index)
+        if self.traceback_budget <= 0:
+            error.__traceback__ = None
+        self._attempts[work.index] = [[1, time.time(), error, None]]
+        self._dead_letter(work, ErrorClass.PERMANENT, now)
+
+    def _release_key(self, key: int) -> None:
+        """A record of ``key`` is final: the next one of that key may run."""
+        waiting = self._active_keys[key]
+        if waiting:
+            self._unblocked.append(waiting.popleft())
+        else:
+            del self._active_keys[key]
+
     def _dead_letter(self, work: Work, error_class: ErrorClass, now: float) -> None:
+        if work.key is not None:
+            self._release_key(work.key)
         self._backoff.pop(work.index, None)
         history = self._attempts.pop(work.index)
         if self.traceback_budget > 0:
@@ -374,6 +501,8 @@ class Scheduler:
         self._check_budget()
 
     def _pending(self, work: Work, now: float) -> None:
+        if work.key is not None:
+            self._release_key(work.key)
         self._attempts.pop(work.index, None)
         self._backoff.pop(work.index, None)
 
@@ -415,14 +544,17 @@ class Scheduler:
         self._batches.clear()
         self._fresh.clear()
         self._ready.clear()
+        self._unblocked.clear()
+        self._active_keys.clear()
         self._parked.clear()
         return unfinished
 
     def counters(self) -> tuple[int, int, int, int, int, int, int, str, int]:
         """(succeeded, failed, retrying, in_flight, queued, batches_completed, current_batch,
         breaker_state, records_read): what progress reports are made of."""
+        blocked = sum(len(q) for q in self._active_keys.values()) if self._active_keys else 0
         return (self.succeeded, self.failed, len(self._ready) + len(self._parked), self.in_flight,
-                len(self._fresh), self.batches_completed, self.current_batch,
+                len(self._fresh) + len(self._unblocked) + blocked, self.batches_completed, self.current_batch,
                 self.breaker.state if self.breaker is not None else "closed", self.next_index)
 
 
@@ -487,14 +619,32 @@ def _drain(scheduler: Scheduler, sink: Any) -> None:
         sink.events(events, scheduler.counters())
 
 
-def _feed(scheduler: Scheduler, records: Iterator[Any], now: float) -> None:
-    batch = list(itertools.islice(records, scheduler.config.batch_size))
-    if batch and scheduler.next_batch in scheduler.config.skip_batches:
+def keys_of(batch: list[Any], key_of: Callable[[Any], Any]) -> list[Any]:
+    """Each record's ordering key as the scheduler takes it: ``hash(key_of(record))``, or a
+    :class:`KeyFailed` when that raises (the record is then dead-lettered, not run)."""
+    keys: list[Any] = []
+    for record in batch:
+        try:
+            keys.append(hash(key_of(record)))
+        except Exception as exc:  # noqa: BLE001 - one record's bad key must not stop the run
+            keys.append(KeyFailed(exc))
+    return keys
+
+
+def feed(scheduler: Scheduler, batch: list[Any], now: float) -> None:
+    """Hand one batch of input (short: the last) to the scheduler."""
+    config = scheduler.config
+    if batch and scheduler.next_batch in config.skip_batches:
         scheduler.skip_batch(len(batch))
     elif batch:
-        scheduler.add_batch(batch, now)
-    if len(batch) < scheduler.config.batch_size:
+        keys = keys_of(batch, config.key_of) if config.key_of is not None else None
+        scheduler.add_batch(batch, now, keys)
+    if len(batch) < config.batch_size:
         scheduler.end_of_input()
+
+
+def _feed(scheduler: Scheduler, records: Iterator[Any], now: float) -> None:
+    feed(scheduler, list(itertools.islice(records, scheduler.config.batch_size)), now)
 
 
 def _run_one(scheduler: Scheduler, work: Work, fn: Callable[[Any], Any],

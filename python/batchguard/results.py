@@ -136,7 +136,6 @@ class BatchReport:
     retry_count: int
     successful: list[Any]
     duration_s: float
-    batches: list[BatchStats]
     breaker_trips: int
     dlq_count: int
     stage: str = "process"
@@ -148,6 +147,13 @@ class BatchReport:
     breaker_events: list[tuple[float, str, str]] = field(default_factory=list)
     """(seconds since start, old state, new state) for every circuit-breaker transition."""
     _failures: Failures | None = field(default=None, repr=False, compare=False)
+    _batch_events: list[tuple[Any, ...]] = field(default_factory=list, repr=False, compare=False)
+
+    @cached_property
+    def batches(self) -> list[BatchStats]:
+        """Per-batch statistics, in batch order (built when first read)."""
+        return sorted((BatchStats(*event[1:8]) for event in self._batch_events),
+                      key=lambda b: b.batch_index)
 
     @cached_property
     def dead_letters(self) -> list[DeadLetter]:

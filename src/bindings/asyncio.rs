@@ -15,7 +15,7 @@ use pyo3::{intern, IntoPyObjectExt};
 
 use super::ffi::list_of;
 use super::{
-    deliver, engine_config, progress, retry_after_of, strip_traceback, summary_tuple, wall_now, MonoClock,
+    deliver, engine_config, keys_of, progress, retry_after_of, strip_traceback, summary_tuple, wall_now, MonoClock,
     NativeClassifier, Obj, PyScheduler, PyWork,
 };
 use crate::engine::{Clock, Next, Scheduler};
@@ -29,6 +29,7 @@ pub struct AsyncRun {
     in_flight: HashMap<u64, PyWork>,
     results: Vec<Option<Obj>>,
     skip: HashSet<u64>,
+    key_of: Option<Obj>,
     batch_size: usize,
     interval: f64,
     next_progress: f64,
@@ -68,6 +69,8 @@ impl AsyncRun {
     #[new]
     fn new(config: &Bound<'_, PyAny>, classifier: &Bound<'_, PyAny>, sink: &Bound<'_, PyAny>) -> PyResult<Self> {
         let skip: HashSet<u64> = config.getattr("skip_batches")?.extract()?;
+        let key_of = config.getattr("key_of")?;
+        let key_of = (!key_of.is_none()).then(|| key_of.unbind());
         let config = engine_config(config)?;
         let interval = config.progress_interval;
         Ok(Self {
@@ -78,6 +81,7 @@ impl AsyncRun {
             in_flight: HashMap::new(),
             results: Vec::new(),
             skip,
+            key_of,
             interval,
             next_progress: interval,
             tick: 0,
@@ -102,19 +106,22 @@ impl AsyncRun {
     }
 
     /// The next batch of input (fewer than `batch_size` records ends the input).
-    fn feed(&mut self, batch: Vec<Obj>) {
+    fn feed(&mut self, py: Python<'_>, batch: Vec<Obj>) -> PyResult<()> {
         let full = batch.len() == self.batch_size;
         if !batch.is_empty() {
             if self.skip.contains(&self.sched.next_batch_index()) {
                 self.sched.skip_batch(batch.len());
+            } else if let Some(key_of) = &self.key_of {
+                self.sched.add_batch_keyed(keys_of(key_of.bind(py), batch)?.into_iter());
             } else {
                 self.sched.add_batch(batch.into_iter());
-                self.results.resize_with(self.sched.records_read() as usize, || None);
             }
+            self.results.resize_with(self.sched.records_read() as usize, || None);
         }
         if !full {
             self.sched.end_of_input();
         }
+        Ok(())
     }
 
     fn succeed(&mut self, py: Python<'_>, index: u64, value: Obj) -> PyResult<()> {
@@ -134,8 +141,20 @@ impl AsyncRun {
             self.report(py)?;
             return Ok(true);
         }
-        let class = self.classifier.classify(py, &exc, self.sink.bind(py));
-        let retry_after = if class.retryable() { retry_after_of(py, &exc) } else { None };
+        let classified = self.classifier.classify(py, &exc, self.sink.bind(py)).and_then(|class| {
+            let retry_after = if class.retryable() { retry_after_of(py, &exc)? } else { None };
+            Ok((class, retry_after))
+        });
+        let (class, retry_after) = match classified {
+            Ok(classified) => classified,
+            Err(stop) => {
+                // Classifying was interrupted (KeyboardInterrupt): stop and re-raise that.
+                self.sched.abandon(work);
+                self.sched.interrupt();
+                self.report(py)?;
+                return Err(stop);
+            }
+        };
         if !self.sched.keep_tracebacks() {
             strip_traceback(&exc);
         }

@@ -68,7 +68,7 @@ impl<'py> Source<'py> {
             Self::List { list, pos } => {
                 // A list can change while the run goes on (the callback may append to it);
                 // like a list iterator, read up to its length as it is now.
-                let end = list.len().min(*pos + size);
+                let end = list.len().min(pos.saturating_add(size));
                 let mut batch = Vec::with_capacity(end.saturating_sub(*pos));
                 for i in *pos..end {
                     // SAFETY: i < len(list) under the GIL, so the slot holds a live object;
@@ -80,13 +80,14 @@ impl<'py> Source<'py> {
                 Ok(batch)
             }
             Self::Tuple { tuple, pos } => {
-                let end = tuple.len().min(*pos + size);
+                let end = tuple.len().min(pos.saturating_add(size));
                 let batch = (*pos..end).map(|i| tuple.get_borrowed_item(i).map(|b| b.to_owned().unbind())).collect();
                 *pos = end;
                 batch
             }
             Self::Iter(iter) => {
-                let mut batch = Vec::with_capacity(size);
+                // The batch size is the user's; memory is reserved for what actually arrives.
+                let mut batch = Vec::with_capacity(size.min(4096));
                 for item in iter.clone().take(size) {
                     batch.push(item?.unbind());
                 }

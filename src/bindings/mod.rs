@@ -28,7 +28,8 @@ use pyo3::{intern, IntoPyObjectExt};
 use crate::backoff::{Jitter, RetryPolicy};
 use crate::breaker::BreakerPolicy;
 use crate::classify::{ErrorClass, Rules};
-use crate::engine::{Budget, Clock, Config, Counters, Dead, Event, Failure, Next, Scheduler, Streamed, Work};
+use crate::ratelimit::RateLimit;
+use crate::engine::{Budget, Clock, Config, Counters, Dead, Event, Failure, Key, Next, Scheduler, Streamed, Work};
 
 mod asyncio;
 mod ffi;
@@ -59,6 +60,10 @@ struct MonoClock(Instant);
 impl Clock for MonoClock {
     fn now(&self) -> f64 {
         self.0.elapsed().as_secs_f64()
+    }
+
+    fn wall(&self) -> f64 {
+        wall_now()
     }
 }
 
@@ -135,6 +140,11 @@ fn engine_config(cfg: &Bound<'_, PyAny>) -> PyResult<Config> {
         seed: cfg.getattr("seed")?.extract()?,
         traceback_limit: cfg.getattr("traceback_limit")?.extract()?,
         progress_interval: cfg.getattr("progress_interval")?.extract()?,
+        rate_limit: match cfg.getattr("rate_per_second")?.extract::<Option<f64>>()? {
+            Some(rate) => Some(RateLimit::new(rate, cfg.getattr("rate_burst")?.extract()?)?),
+            None => None,
+        },
+        delay_between_batches: cfg.getattr("delay_between_batches")?.extract()?,
     })
 }
 
@@ -143,6 +153,9 @@ fn engine_config(cfg: &Bound<'_, PyAny>) -> PyResult<Config> {
 /// The user's classifier, with its type rules resolved per exception type once and cached.
 struct NativeClassifier {
     rules: Rules<usize>,
+    /// Message rules as the Classifier compiled them (Python `re`, so both engines agree on
+    /// every pattern; this is the slow path, taken only when no type or status rule matched).
+    message_rules: Vec<(Obj, ErrorClass)>,
     /// Keeps the rule types (whose addresses are the rule keys) alive.
     _rule_types: Vec<Py<PyType>>,
     func: Option<Obj>,
@@ -164,29 +177,32 @@ impl NativeClassifier {
             let (name, class): (String, Bound<'_, PyAny>) = rule?.extract()?;
             rules = rules.with_name(name, ErrorClass::parse(&class.str()?.to_cow()?)?);
         }
-        for rule in classifier.getattr("message_rules")?.try_iter()? {
-            let (pattern, class): (String, Bound<'_, PyAny>) = rule?.extract()?;
-            rules = rules.with_message(&pattern, ErrorClass::parse(&class.str()?.to_cow()?)?)?;
+        let mut message_rules = Vec::new();
+        for rule in classifier.getattr("_compiled")?.try_iter()? {
+            let (pattern, class): (Bound<'_, PyAny>, Bound<'_, PyAny>) = rule?.extract()?;
+            message_rules.push((pattern.unbind(), ErrorClass::parse(&class.str()?.to_cow()?)?));
         }
         let func = classifier.getattr("func")?;
         Ok(Self {
             rules,
+            message_rules,
             _rule_types: rule_types,
             func: (!func.is_none()).then(|| func.unbind()),
             cache: Mutex::new(HashMap::new()),
         })
     }
 
-    /// DESIGN §4, first match wins. A classifier that raises makes the record PERMANENT (and
-    /// is reported), exactly as the reference engine does.
-    fn classify(&self, py: Python<'_>, exc: &Bound<'_, PyAny>, sink: &Bound<'_, PyAny>) -> ErrorClass {
+    /// DESIGN §4, first match wins. A classifier that raises an Exception makes the record
+    /// PERMANENT (and is reported), exactly as the reference engine does; anything else it
+    /// raises (KeyboardInterrupt, SystemExit) stops the run: it comes back as the Err.
+    fn classify(&self, py: Python<'_>, exc: &Bound<'_, PyAny>, sink: &Bound<'_, PyAny>) -> PyResult<ErrorClass> {
         match self.try_classify(py, exc) {
-            Ok(class) => class,
-            Err(err) => {
-                // Logging the classifier's failure must not fail the run either.
-                let _ = sink.call_method1(intern!(py, "classifier_error"), (exc, err.value(py)));
-                ErrorClass::Permanent
+            Ok(class) => Ok(class),
+            Err(err) if err.is_instance_of::<PyException>(py) => {
+                sink.call_method1(intern!(py, "classifier_error"), (exc, err.value(py)))?;
+                Ok(ErrorClass::Permanent)
             }
+            Err(err) => Err(err),
         }
     }
 
@@ -216,9 +232,12 @@ impl NativeClassifier {
                 return Ok(class);
             }
         }
-        if self.rules.has_message_rules() {
-            if let Some(class) = self.rules.by_message(&exc.str()?.to_cow()?) {
-                return Ok(class);
+        if !self.message_rules.is_empty() {
+            let message = exc.str()?;
+            for (pattern, class) in &self.message_rules {
+                if pattern.bind(py).call_method1(intern!(py, "search"), (&message,))?.is_truthy()? {
+                    return Ok(*class);
+                }
             }
         }
         Ok(self.rules.default_class())
@@ -268,13 +287,18 @@ fn http_status_of(py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<Option<u16
     }
 }
 
-/// An exception's `retry_after` in seconds; only read for records that will be retried.
-fn retry_after_of(py: Python<'_>, exc: &Bound<'_, PyAny>) -> Option<f64> {
-    let value = exc.getattr(intern!(py, "retry_after")).ok()?;
+/// An exception's `retry_after` in seconds; only read for records that will be retried. A
+/// broken attribute (an Exception) is ignored; a KeyboardInterrupt stops the run.
+fn retry_after_of(py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+    let value = match exc.getattr(intern!(py, "retry_after")) {
+        Ok(value) => value,
+        Err(err) if err.is_instance_of::<PyException>(py) => return Ok(None),
+        Err(err) => return Err(err),
+    };
     if value.is_instance_of::<pyo3::types::PyBool>() || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>()) {
-        return None;
+        return Ok(None);
     }
-    value.extract::<f64>().ok().filter(|v| *v >= 0.0 && v.is_finite())
+    Ok(value.extract::<f64>().ok().filter(|v| *v >= 0.0 && v.is_finite()))
 }
 
 fn strip_traceback(exc: &Bound<'_, PyAny>) {
@@ -285,27 +309,10 @@ fn strip_traceback(exc: &Bound<'_, PyAny>) {
     }
 }
 
-/// What one call of the user's callable came to.
+/// What one call of the user's callable came to (threaded workers).
 enum Outcome {
     Value(Obj),
     Failed(Failure<Obj>),
-}
-
-/// Call `func(record)`. A failure is classified here; a BaseException that is not an
-/// Exception (KeyboardInterrupt, SystemExit) comes back as an interrupted failure, so the
-/// run stops and re-raises it.
-#[inline]
-fn call_one<'py>(
-    py: Python<'py>,
-    func: &FastCall<'py>,
-    record: &Obj,
-    classifier: &NativeClassifier,
-    sink: &Bound<'py, PyAny>,
-) -> Outcome {
-    match func.call(record.bind(py)) {
-        Ok(value) => Outcome::Value(value.unbind()),
-        Err(err) => Outcome::Failed(failure_of(py, err, classifier, sink)),
-    }
 }
 
 #[cold]
@@ -318,9 +325,21 @@ fn failure_of(py: Python<'_>, err: PyErr, classifier: &NativeClassifier, sink: &
     }
     let error = err.into_value(py).into_any();
     let bound = error.bind(py);
-    let class = classifier.classify(py, bound, sink);
-    let retry_after = if class.retryable() { retry_after_of(py, bound) } else { None };
-    Failure { class, error, retry_after, wall, interrupted: false }
+    let classified = classifier.classify(py, bound, sink).and_then(|class| {
+        let retry_after = if class.retryable() { retry_after_of(py, bound)? } else { None };
+        Ok((class, retry_after))
+    });
+    match classified {
+        Ok((class, retry_after)) => Failure { class, error, retry_after, wall, interrupted: false },
+        // Classifying raised a KeyboardInterrupt (or the like): that stops the run.
+        Err(stop) => Failure {
+            class: ErrorClass::Fatal,
+            error: stop.into_value(py).into_any(),
+            retry_after: None,
+            wall,
+            interrupted: true,
+        },
+    }
 }
 
 /// Report a failure to the scheduler, or stop the run if it was an interrupt.
@@ -340,7 +359,7 @@ fn report_failure(py: Python<'_>, sched: &mut PyScheduler, work: PyWork, failure
 
 /// The dead-lettered records of one batch, handed to Python without converting each one:
 /// the recorder materializes them only when it persists or shows them.
-#[pyclass(frozen, module = "batchguard._native")]
+#[pyclass(module = "batchguard._native")]
 struct DeadRecords {
     items: Vec<Dead<Obj, Obj>>,
 }
@@ -368,6 +387,22 @@ fn dead_tuple<'py>(py: Python<'py>, dead: &Dead<Obj, Obj>) -> PyResult<Bound<'py
 impl DeadRecords {
     fn __len__(&self) -> usize {
         self.items.len()
+    }
+
+    // The exceptions held here keep their tracebacks, whose frames can lead back to whoever
+    // holds this object: the garbage collector must see these references to break the cycle.
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        for dead in &self.items {
+            visit.call(&dead.record)?;
+            for attempt in &dead.attempts {
+                visit.call(&attempt.error)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.items.clear();
     }
 
     /// `(record_index, batch_index, record, error_class, [[attempt, at, exc, delay_s], ...])`
@@ -504,8 +539,9 @@ pub fn run<'py>(
     sink: &Bound<'py, PyAny>,
     size_hint: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let skip: HashSet<u64> = config.getattr("skip_batches")?.extract()?;
-    let config = engine_config(config)?;
+    let py_config = config;
+    let config = engine_config(py_config)?;
+    let options = RunOptions::from_config(py_config, config.batch_size)?;
     if config.concurrency > crate::MAX_CONCURRENCY {
         return Err(ConfigError::new_err(format!(
             "concurrency must be <= {} for sync callbacks (one thread each), got {}",
@@ -517,9 +553,9 @@ pub fn run<'py>(
     let mut source = Source::new(records)?;
     let interval = config.progress_interval_s();
     let run = if config.concurrency == 1 {
-        run_inline(py, &mut source, func, config, &classifier, sink, interval, size_hint, &skip)?
+        run_inline(py, &mut source, func, config, &classifier, sink, interval, size_hint, &options)?
     } else {
-        run_threaded(py, &mut source, func, config, classifier, sink, interval, size_hint, &skip)?
+        run_threaded(py, &mut source, func, config, classifier, sink, interval, size_hint, &options)?
     };
     run.into_tuple(py)
 }
@@ -528,13 +564,54 @@ fn store(results: &mut [Option<Obj>], index: u64, value: Obj) {
     results[index as usize] = Some(value);
 }
 
-fn add_batch(sched: &mut PyScheduler, batch: Vec<Obj>, batch_size: usize, skip: &HashSet<u64>) -> Vec<Obj> {
-    let full = batch.len() == batch_size;
+/// Per-run options the drivers need besides the scheduler's [`Config`].
+struct RunOptions<'py> {
+    batch_size: usize,
+    skip: HashSet<u64>,
+    key_of: Option<Bound<'py, PyAny>>,
+    timeout: Option<Duration>,
+}
+
+impl<'py> RunOptions<'py> {
+    fn from_config(config: &Bound<'py, PyAny>, batch_size: usize) -> PyResult<Self> {
+        let key_of = config.getattr("key_of")?;
+        let timeout: Option<f64> = config.getattr("timeout")?.extract()?;
+        Ok(Self {
+            batch_size,
+            skip: config.getattr("skip_batches")?.extract()?,
+            key_of: (!key_of.is_none()).then_some(key_of),
+            timeout: timeout.map(Duration::from_secs_f64),
+        })
+    }
+}
+
+/// Each record's ordering key: `hash(key_of(record))`; a key that raises an Exception makes
+/// the record fail (dead-lettered, unrun) rather than the run.
+fn keys_of(key_of: &Bound<'_, PyAny>, batch: Vec<Obj>) -> PyResult<Vec<(Obj, Key<Obj>)>> {
+    let py = key_of.py();
+    let mut keyed = Vec::with_capacity(batch.len());
+    for record in batch {
+        let key = match key_of.call1((record.bind(py),)).and_then(|k| k.hash()) {
+            Ok(hash) => Key::Is(hash as u64),
+            Err(err) if err.is_instance_of::<PyException>(py) => Key::Failed(err.into_value(py).into_any()),
+            Err(err) => return Err(err),
+        };
+        keyed.push((record, key));
+    }
+    Ok(keyed)
+}
+
+/// Hand one batch of input to the scheduler (a short one ends the input). Returns the records
+/// of a skipped batch, for the caller to release outside any lock.
+fn add_batch(sched: &mut PyScheduler, batch: Vec<Obj>, options: &RunOptions<'_>) -> PyResult<Vec<Obj>> {
+    let full = batch.len() == options.batch_size;
     let mut skipped = Vec::new();
     if !batch.is_empty() {
-        if skip.contains(&sched.next_batch_index()) {
+        if options.skip.contains(&sched.next_batch_index()) {
             sched.skip_batch(batch.len());
-            skipped = batch; // released by the caller, outside any lock
+            skipped = batch;
+        } else if let Some(key_of) = &options.key_of {
+            sched.add_batch_keyed(keys_of(key_of, batch)?.into_iter());
         } else {
             sched.add_batch(batch.into_iter());
         }
@@ -542,7 +619,52 @@ fn add_batch(sched: &mut PyScheduler, batch: Vec<Obj>, batch_size: usize, skip: 
     if !full {
         sched.end_of_input();
     }
-    skipped
+    Ok(skipped)
+}
+
+/// A batch read by the coordinator, keyed (or not) before it takes the scheduler's lock.
+enum Prepared {
+    Plain(Vec<Obj>),
+    Keyed(Vec<(Obj, Key<Obj>)>),
+}
+
+impl Prepared {
+    fn add_to(self, sched: &mut PyScheduler, options: &RunOptions<'_>) -> Vec<Obj> {
+        match self {
+            Self::Keyed(keyed) => {
+                let full = keyed.len() == options.batch_size;
+                if !keyed.is_empty() {
+                    sched.add_batch_keyed(keyed.into_iter());
+                }
+                if !full {
+                    sched.end_of_input();
+                }
+                Vec::new()
+            }
+            Self::Plain(batch) => {
+                let plain = RunOptions { batch_size: options.batch_size, skip: options.skip.clone(), key_of: None, timeout: None };
+                add_batch(sched, batch, &plain).expect("no Python runs for an unkeyed batch")
+            }
+        }
+    }
+}
+
+/// Call `func(record)`; with a timeout, an attempt that returns late counts as a TimeoutError
+/// (a sync call cannot be interrupted, so its value is discarded instead).
+#[inline]
+fn call_timed<'py>(func: &FastCall<'py>, record: &Bound<'py, PyAny>, timeout: Option<Duration>) -> PyResult<Bound<'py, PyAny>> {
+    let Some(limit) = timeout else { return func.call(record) };
+    let started = Instant::now();
+    let value = func.call(record)?;
+    let took = started.elapsed();
+    if took > limit {
+        return Err(pyo3::exceptions::PyTimeoutError::new_err(format!(
+            "the attempt took {:.3} s, over the {:.3} s timeout; its result was discarded",
+            took.as_secs_f64(),
+            limit.as_secs_f64()
+        )));
+    }
+    Ok(value)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -555,9 +677,10 @@ fn run_inline<'py>(
     sink: &Bound<'_, PyAny>,
     interval: f64,
     size_hint: Option<usize>,
-    skip: &HashSet<u64>,
+    options: &RunOptions<'py>,
 ) -> PyResult<RunSummary> {
     let batch_size = config.batch_size;
+    let timeout = options.timeout;
     let clock = MonoClock(Instant::now());
     let mut sched: PyScheduler = Scheduler::new(config, clock);
     let func = &FastCall::new(func);
@@ -566,7 +689,7 @@ fn run_inline<'py>(
     let mut tick: u32 = 0;
     let mut drive = || -> PyResult<()> {
         loop {
-            let streamed = sched.stream(STREAM_LIMIT, |index, record| match func.call(record.bind(py)) {
+            let streamed = sched.stream(STREAM_LIMIT, |index, record| match call_timed(func, record.bind(py), timeout) {
                 Ok(value) => {
                     results.push(index, value.unbind());
                     Ok(())
@@ -575,7 +698,7 @@ fn run_inline<'py>(
             });
             match streamed {
                 Streamed::Paused(0) => match sched.next_work() {
-                    Next::Run(work) => match func.call(work.record.bind(py)) {
+                    Next::Run(work) => match call_timed(func, work.record.bind(py), timeout) {
                         Ok(value) => {
                             results.push(work.index, value.unbind());
                             drop(sched.succeed(work));
@@ -587,7 +710,7 @@ fn run_inline<'py>(
                     },
                     Next::Feed => {
                         let batch = source.read(batch_size)?;
-                        drop(add_batch(&mut sched, batch, batch_size, &skip));
+                        drop(add_batch(&mut sched, batch, options)?);
                     }
                     Next::Wait(until) => nap(py, &clock, until)?,
                     Next::Done => return Ok(()),
@@ -653,6 +776,7 @@ struct WorkerContext {
     sink: Obj,
     classifier: Arc<NativeClassifier>,
     clock: MonoClock,
+    timeout: Option<Duration>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -665,9 +789,8 @@ fn run_threaded<'py>(
     sink: &Bound<'_, PyAny>,
     interval: f64,
     size_hint: Option<usize>,
-    skip: &HashSet<u64>,
+    options: &RunOptions<'py>,
 ) -> PyResult<RunSummary> {
-    let batch_size = config.batch_size;
     let workers = config.concurrency;
     // Workers finish out of order: each success goes to its record's slot.
     let results: Vec<Option<Obj>> = Vec::with_capacity(size_hint.unwrap_or(0).min(1 << 28));
@@ -692,10 +815,11 @@ fn run_threaded<'py>(
             sink: sink.clone().unbind(),
             classifier: Arc::clone(&classifier),
             clock,
+            timeout: options.timeout,
         };
         runtime().spawn_blocking(move || worker(ctx));
     }
-    let outcome = coordinate(py, source, sink, &shared, clock, batch_size, interval, skip);
+    let outcome = coordinate(py, source, sink, &shared, clock, interval, options);
     // The workers are gone (coordinate waits for them); the state is ours alone now.
     let mut state = shared.state.lock();
     let error = state.error.take();
@@ -717,9 +841,8 @@ fn coordinate<'py>(
     sink: &Bound<'_, PyAny>,
     shared: &Shared,
     clock: MonoClock,
-    batch_size: usize,
     interval: f64,
-    skip: &HashSet<u64>,
+    options: &RunOptions<'_>,
 ) -> PyResult<()> {
     let mut next_progress = interval;
     let mut failure: Option<PyErr> = None;
@@ -734,10 +857,17 @@ fn coordinate<'py>(
         drop(released);
         let step = (|| -> PyResult<()> {
             if wants {
-                let batch = source.read(batch_size)?;
+                let batch = source.read(options.batch_size)?;
+                // Keys are computed (Python) before the lock is taken.
+                let batch = match &options.key_of {
+                    Some(key_of) if !options.skip.contains(&shared.state.lock().sched.next_batch_index()) => {
+                        Prepared::Keyed(keys_of(key_of, batch)?)
+                    }
+                    _ => Prepared::Plain(batch),
+                };
                 let mut st = shared.state.lock();
                 let State { sched, results, .. } = &mut *st;
-                let skipped = add_batch(sched, batch, batch_size, &skip);
+                let skipped = batch.add_to(sched, options);
                 results.resize_with(sched.records_read() as usize, || None);
                 drop(st);
                 drop(skipped);
@@ -827,7 +957,10 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) {
             }
         };
         drop(st);
-        let outcome = call_one(py, func, &work.record, &ctx.classifier, sink);
+        let outcome = match call_timed(func, work.record.bind(py), ctx.timeout) {
+            Ok(value) => Outcome::Value(value.unbind()),
+            Err(err) => Outcome::Failed(failure_of(py, err, &ctx.classifier, sink)),
+        };
         let mut st = shared.state.lock();
         let mut done: Option<PyWork> = None;
         match outcome {

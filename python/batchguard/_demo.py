@@ -1,0 +1,70 @@
+"""The dataset and callbacks of ``batchguard demo``.
+
+``process`` rejects some records for good (a bad email: ValueError; no amount: KeyError), and
+fails some others once with a ConnectionError, which the retry policy absorbs. ``process_fixed``
+is the "fixed" version an operator would replay the dead letters with.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CORRUPT_EVERY", "FLAKY_EVERY", "process", "process_fixed", "write_dataset"]
+
+BAD_EMAIL_EVERY = 157
+NO_AMOUNT_EVERY = 211
+FLAKY_EVERY = 89
+CORRUPT_EVERY = 6_997
+WORK_S = 0.000_5
+"""Time each record "waits on I/O": the demo shows a live run, so it must not finish instantly."""
+
+_seen_lock = threading.Lock()
+_seen_flaky: set[Any] = set()
+
+
+def write_dataset(path: Path, records: int) -> int:
+    """Write ``records`` JSON lines to ``path``, a few of them corrupt; returns the corrupt count."""
+    corrupt = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for i in range(records):
+            if i and i % CORRUPT_EVERY == 0:
+                out.write('{"id": %d, "email": "user%d@example.com", "amount": \n' % (i, i))
+                corrupt += 1
+                continue
+            record: dict[str, Any] = {"id": i, "email": f"user{i}@example.com", "amount": (i * 37) % 1000}
+            if i % BAD_EMAIL_EVERY == 3:
+                record["email"] = f"user{i} at example.com"
+            if i % NO_AMOUNT_EVERY == 5:
+                del record["amount"]
+            out.write(json.dumps(record))
+            out.write("\n")
+    return corrupt
+
+
+def process(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The demo's callback: validates a record, failing the way real services do."""
+    time.sleep(WORK_S)
+    rid = record["id"]
+    if rid % FLAKY_EVERY == 11:
+        with _seen_lock:
+            first = rid not in _seen_flaky
+            _seen_flaky.add(rid)
+        if first:
+            raise ConnectionError(f"connection reset by peer while saving record {rid} (simulated)")
+    email = record["email"]
+    if "@" not in email:
+        raise ValueError(f"invalid email address {email!r}")
+    return {"id": rid, "email": email.lower(), "amount": record["amount"]}
+
+
+def process_fixed(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``process`` after the fix: repairs " at " emails and defaults a missing amount to 0."""
+    if not isinstance(record, Mapping):
+        raise TypeError(f"expected a JSON object, got {type(record).__name__}: {str(record)[:60]!r}")
+    email = str(record["email"]).replace(" at ", "@")
+    return {"id": record["id"], "email": email.lower(), "amount": record.get("amount", 0)}

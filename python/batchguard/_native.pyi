@@ -1,0 +1,178 @@
+"""The Rust engine (``src/``), built by maturin as ``batchguard._native``.
+
+A private module: ``batchguard.run_batches(..., engine="native")`` is its public face. This stub
+is written by hand from ``src/lib.rs`` and ``src/bindings/mod.rs``, and ``make test`` checks it
+against the built module with ``python -m mypy.stubtest batchguard._native``, so a signature
+changed on one side and not the other fails the build.
+
+The engine reads its arguments by attribute (duck typing); the types below name the objects
+``batchguard.api`` actually passes.
+"""
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, Literal, Self, final
+
+
+from batchguard._outcome import RunRecorder
+from batchguard.policies import Classifier, Jitter
+from batchguard.reference import EngineConfig
+
+# PyO3 sets __all__ to everything the module registers, in the order it registers it.
+__all__ = [
+    "run",
+    "backoff_schedule",
+    "calculate_batch_size",
+    "_panic_for_test",
+    "DeadRecords",
+    "AsyncRun",
+    "MAX_CONCURRENCY",
+]
+
+_ErrorClassName = Literal["transient", "recoverable", "permanent", "fatal"]
+_Attempt = list[Any]
+"""``[attempt, at, exc, delay_s]``: the try's number (1-based), its wall-clock time (seconds
+since the epoch), the exception it raised, and the delay before the next try (seconds)."""
+_DeadRecord = tuple[int, int, Any, _ErrorClassName, list[_Attempt]]
+_RunSummary = tuple[int, int, int, bool, int, list[Any], str | None, int, int]
+
+MAX_CONCURRENCY: Final = 1024
+"""Largest ``concurrency`` the engine accepts: sync callbacks get one thread each, and past
+this many threads cost more than they give. A larger value raises ``ConfigError``."""
+
+def run(
+    records: Iterable[Any],
+    func: Callable[[Any], Any],
+    config: EngineConfig,
+    classifier: Classifier,
+    sink: RunRecorder,
+    size_hint: int | None = None,
+) -> _RunSummary:
+    """Run ``func`` over ``records``; report batch events and progress to ``sink``.
+
+    Records are read ``config.batch_size`` at a time (lists and tuples by position, any other
+    iterable through its iterator); each failure is classified by ``classifier`` and retried,
+    dead-lettered or made to stop the run as ``config`` says. ``size_hint`` (the input's length,
+    when known) only presizes the result list.
+
+    Returns ``(succeeded, failed, records_read, exhausted, retries, successful, stop_reason,
+    breaker_trips, skipped_records)``, where ``successful`` holds the return values of the
+    successful calls in input order, and ``stop_reason`` is None for a run that was not stopped,
+    else ``"fatal"``, ``"max_failures"``, ``"breaker_abort"`` or ``"interrupt"``.
+
+    Raises ``batchguard.errors.ConfigError`` for a configuration the engine rejects, and
+    re-raises a ``KeyboardInterrupt`` or ``SystemExit`` raised by ``func`` (or Ctrl-C) after
+    the unfinished batches have been reported to ``sink``.
+
+    ``run_batches(records, fn, engine="native")`` comes down to:
+
+    >>> outcome = _native.run(records, fn, plan.config, plan.classifier, recorder, len(records))  # doctest: +SKIP
+    """
+
+def backoff_schedule(
+    max_attempts: int,
+    base_delay: float,
+    multiplier: float,
+    max_delay: float,
+    jitter: Jitter,
+    seed: int,
+    record_index: int,
+    n: int,
+) -> list[float]:
+    """The first ``n`` retry delays (seconds) of record ``record_index`` under a retry policy.
+
+    The delays ``RetryPolicy.schedule`` promises, computed by the engine that waits them;
+    the same ``seed`` and ``record_index`` always give the same jitter. Raises
+    ``batchguard.errors.ConfigError`` for an invalid policy (negative delay, ``multiplier``
+    below 1, unknown ``jitter``, ...), and ``OverflowError`` for a negative int.
+
+    >>> backoff_schedule(4, 0.5, 2.0, 30.0, "none", 0, 0, 3)
+    [0.5, 1.0, 2.0]
+    """
+
+def calculate_batch_size(total_items: int, max_batch_size: int) -> int:
+    """The seed's batch-size heuristic (see ``batchguard.calculate_batch_size``).
+
+    0 records give 1; up to 100, all of them (capped at ``max_batch_size``); up to 1000, about
+    ten batches; more, ``max_batch_size``. Raises ``batchguard.errors.ConfigError`` when
+    ``max_batch_size`` is below 1.
+
+    >>> calculate_batch_size(500, 100)
+    50
+    """
+
+def _panic_for_test(message: str) -> None:
+    """Panic inside the extension with ``message``.
+
+    Proves a Rust panic reaches Python as ``pyo3_runtime.PanicException`` (a ``BaseException``,
+    not an ``Exception``) instead of aborting the interpreter. Tests only.
+    """
+
+@final
+class DeadRecords:
+    """The dead-lettered records of one batch, handed to Python without converting each one:
+    the recorder materializes them only when it persists or shows them.
+
+    Made only by the engine (it has no constructor) and read by index; each item is
+    ``(record_index, batch_index, record, error_class, attempts)``, with ``attempts`` a list of
+    ``[attempt, at, exc, delay_s]``, oldest first.
+
+    >>> entries = [dead[i] for i in range(len(dead))]  # doctest: +SKIP
+    """
+
+    def __len__(self) -> int:
+        """How many records of the batch were dead-lettered."""
+
+    def __getitem__(self, index: int, /) -> _DeadRecord:
+        """The ``index``-th dead record (negative counts from the end); IndexError past the end."""
+
+@final
+class AsyncRun:
+    """One run of an ``async def`` callback, driven from the event loop's thread.
+
+    The worker coroutines of ``batchguard._async.drive`` pull work from it, await the user's
+    coroutine themselves and report each outcome back; every decision (order, retries, backoff,
+    breaker, error budget, batches) is the same scheduler's as for ``run``. Unsendable: only
+    the thread that made it may use it (another thread's call raises).
+
+    >>> run = _native.AsyncRun(plan.config, plan.classifier, recorder)  # doctest: +SKIP
+    >>> outcome = await drive(run, iter(records), fn, concurrency, batch_size, timeout)  # doctest: +SKIP
+    """
+
+    def __new__(cls, config: EngineConfig, classifier: Classifier, sink: RunRecorder) -> Self:
+        """Start a run; raises ``batchguard.errors.ConfigError`` for a configuration the engine
+        rejects."""
+
+    def next_work(self) -> tuple[int, Any] | Literal["feed", "done"] | float | None:
+        """What a worker does next.
+
+        ``(index, record)``: run the callback on ``record``, then report with ``succeed`` or
+        ``fail``; ``"feed"``: read the next batch and pass it to ``feed``; a float: nothing can
+        start for that many seconds; ``None``: nothing can start until an outcome arrives;
+        ``"done"``: the run is over.
+        """
+
+    def feed(self, batch: Sequence[Any]) -> None:
+        """The next batch of input; fewer than ``batch_size`` records (or none) ends the input."""
+
+    def succeed(self, index: int, value: Any) -> None:
+        """Record ``index``'s attempt returned ``value``. RuntimeError if it is not in flight."""
+
+    def fail(self, index: int, exc: BaseException) -> bool:
+        """Record ``index``'s attempt raised ``exc``: classify it, then retry or dead-letter it.
+
+        Returns True when the run must stop and re-raise ``exc`` (a ``BaseException`` that is not
+        an ``Exception``, such as ``KeyboardInterrupt`` or ``asyncio.CancelledError``).
+        """
+
+    def abandon(self, index: int) -> None:
+        """Record ``index``'s attempt was abandoned (the run is being torn down): it stays pending."""
+
+    def interrupt(self) -> None:
+        """Stop starting new work: the run ends as interrupted once in-flight attempts report."""
+
+    def stopping(self) -> bool:
+        """True once the run has a stop reason (fatal error, error budget, breaker abort, interrupt)."""
+
+    def finish(self) -> _RunSummary:
+        """Close the run: abandon what is still in flight, report the unfinished batches to the
+        sink, and return what ``run`` returns."""

@@ -1,0 +1,173 @@
+"""``batchguard.replay``: run dead-lettered records again, once their cause is fixed."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, check_filters, matches
+from .errors import BatchguardWarning
+from .policies import Classifier, RetryPolicy
+from .results import BatchProgress, BatchReport, BatchStats
+
+__all__ = ["ReplayReport", "replay"]
+
+REPLAY_STAGE = "replay"
+
+
+@dataclass(frozen=True)
+class ReplayReport(BatchReport):
+    """A :class:`BatchReport` of the replayed records, plus what happened to their entries.
+
+    ``total`` and the counts cover the entries that were replayed; ``not_replayable`` ones
+    (payload stored as ``repr``) were left in the queue untouched.
+    """
+
+    removed: int = 0
+    """Entries whose record succeeded: they left the queue."""
+    kept: int = 0
+    """Entries whose record failed again: they stay, their attempt history extended."""
+    not_replayable: int = 0
+    """Entries that cannot be turned back into their record (``repr`` payloads): left as they are."""
+
+
+def _extended(original: DeadLetter, again: DeadLetter) -> DeadLetter:
+    """``original`` with the replay's failed tries appended to its history (same id)."""
+    base = len(original.attempts)
+    attempts = original.attempts + tuple(
+        Attempt(base + a.attempt, a.at, a.error_type, a.error_message, a.delay_s)
+        for a in again.attempts)
+    return dataclasses.replace(
+        original, error_class=again.error_class, error_type=again.error_type,
+        error_message=again.error_message, traceback=again.traceback, attempts=attempts,
+        last_failed_at=again.last_failed_at or original.last_failed_at)
+
+
+class _Replayer:
+    """Feeds the matching entries' records to the engine and applies each batch's outcome.
+
+    Entries are read a page at a time while the queue changes under the reader: every backend
+    keeps an upserted entry at the place of its first send, so the next unread entry sits at
+    (entries read) - (entries that left the filtered view), and one lock keeps that count and
+    the queue in step.
+    """
+
+    def __init__(self, queue: DeadLetterQueue, wanted: dict[str, Any], page: int) -> None:
+        self.queue = queue
+        self.wanted = wanted
+        self.page = page
+        self.batch_size = page
+        self.lock = threading.Lock()
+        self.read = 0
+        self.left_view = 0
+        self.originals: dict[int, DeadLetter] = {}
+        self.removed = 0
+        self.kept = 0
+        self.not_replayable = 0
+        # Entries sent while we replay (by anyone) go last: stop at what matched at the start.
+        self.budget = queue.count(**wanted)
+
+    def records(self) -> Iterator[Any]:
+        index = 0
+        while self.budget > 0:
+            with self.lock:
+                entries = self.queue.list(limit=min(self.page, self.budget),
+                                          offset=self.read - self.left_view, **self.wanted)
+                self.read += len(entries)
+            if not entries:
+                return
+            self.budget -= len(entries)
+            for entry in entries:
+                try:
+                    record = entry.record()
+                except Exception:  # noqa: BLE001 - repr payloads, or a pickle that no longer loads
+                    self.not_replayable += 1
+                    continue
+                self.originals[index] = entry
+                index += 1
+                yield record
+
+    def batch_done(self, stats: BatchStats, entries: list[DeadLetter], dlq: DeadLetterQueue) -> None:
+        first = stats.batch_index * self.batch_size
+        failed = {entry.record_index: entry for entry in entries}
+        updates: list[DeadLetter] = []
+        removals: list[str] = []
+        for index in range(first, first + stats.size):
+            original = self.originals.pop(index, None)
+            if original is None:
+                continue
+            if index in failed:
+                updates.append(_extended(original, failed[index]))
+            elif stats.pending == 0:
+                removals.append(original.id)
+            # else: the run stopped inside this batch; succeeded or never run, the entry stays.
+        with self.lock:
+            if updates:
+                self.queue.send(updates)
+            if removals:
+                self.queue.remove(removals)
+            self.kept += len(updates)
+            self.removed += len(removals)
+            # An entry whose new error no longer matches the filters left the view as well.
+            self.left_view += len(removals) + sum(1 for u in updates if not matches(u, self.wanted))
+
+
+def replay(
+    dlq: DeadLetterQueue | str,
+    fn: Callable[[Any], Any],
+    *,
+    concurrency: int = 1,
+    retry: RetryPolicy | None = None,
+    classifier: Classifier | Callable[[BaseException], Any] | None = None,
+    engine: Literal["native", "python"] = "native",
+    batch_size: int | None = None,
+    on_progress: Callable[[BatchProgress], Any] | None = None,
+    **filters: Any,
+) -> ReplayReport:
+    """Run the records of the matching DLQ entries through ``fn`` again.
+
+    Entries whose record now succeeds leave the queue; the others stay, with the new tries
+    appended to their attempt history (same id, new error, ``last_failed_at`` updated).
+    Filters are the queue's: ``run_id``, ``job_id``, ``stage``, ``error_class``,
+    ``error_type``. Entries stored as ``repr`` cannot be replayed: they stay, are counted in
+    ``report.not_replayable``, and a BatchguardWarning says so. A crash mid-replay leaves the
+    entries of unfinished batches in the queue (replay them again: at-least-once).
+
+    >>> from batchguard import MemoryDLQ, run_batches, RetryPolicy
+    >>> q = MemoryDLQ()
+    >>> _ = run_batches([1, 0, 2], lambda x: 10 // x, dlq=q, retry=RetryPolicy(max_attempts=1))
+    >>> q.count()
+    1
+    >>> report = replay(q, lambda x: x, retry=RetryPolicy(max_attempts=1))
+    >>> report.removed, report.kept, q.count()
+    (1, 0, 0)
+    """
+    from .api import DEFAULT_BATCH_SIZE, execute, make_plan
+    from .dlq.urls import open_dlq
+
+    wanted = check_filters(filters)
+    queue = open_dlq(dlq)
+    try:
+        size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        replayer = _Replayer(queue, wanted, size)
+        # pickle_payloads: the engine's own entries are never stored, so no repr warning for them.
+        plan = make_plan(replayer.records(), fn, batch_size=size, concurrency=concurrency,
+                         retry=retry, classifier=classifier, breaker=None, dlq=queue, id_of=None,
+                         on_progress=on_progress, success_threshold=None, max_failures=None,
+                         stage=REPLAY_STAGE, engine=engine, pickle_payloads=True)
+        replayer.batch_size = plan.config.batch_size
+        report = execute(plan, checkpoint=replayer)
+    finally:
+        if isinstance(dlq, str):
+            queue.close()
+    if replayer.not_replayable:
+        warnings.warn(f"{replayer.not_replayable} dead letters store their record as repr and cannot "
+                      "be replayed; they stay in the queue (run with pickle_payloads=True to keep "
+                      "records that JSON cannot hold replayable)", BatchguardWarning, stacklevel=2)
+    values = {f.name: getattr(report, f.name) for f in dataclasses.fields(BatchReport)}
+    return ReplayReport(**values, removed=replayer.removed, kept=replayer.kept,
+                        not_replayable=replayer.not_replayable)
