@@ -25,6 +25,8 @@ impl RateLimit {
     }
 }
 
+const TOKEN_EPSILON: f64 = 1e-9;
+
 #[derive(Clone, Debug)]
 pub struct TokenBucket {
     limit: RateLimit,
@@ -44,8 +46,10 @@ impl TokenBucket {
             self.tokens = self.limit.burst.min(self.tokens + (now - self.last) * self.limit.per_second);
             self.last = now;
         }
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        // The epsilon absorbs rounding in the refill: waiting until the promised time must
+        // always be enough, or a caller could spin on a token that never quite arrives.
+        if self.tokens >= 1.0 - TOKEN_EPSILON {
+            self.tokens = (self.tokens - 1.0).max(0.0);
             return None;
         }
         Some(now + (1.0 - self.tokens) / self.limit.per_second)

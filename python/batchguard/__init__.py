@@ -31,7 +31,7 @@ from .jobs import (
     list_jobs,
     open_job_store,
 )
-from .policies import CircuitBreaker, Classifier, ErrorClass, RetryPolicy
+from .policies import CircuitBreaker, Classifier, ErrorClass, RateLimit, RetryPolicy
 from .replay import ReplayReport, replay
 from .results import BatchProgress, BatchReport, BatchStats, RecordError
 
@@ -63,6 +63,7 @@ __all__ = [
     "JobStoreUnavailableError",
     "MemoryDLQ",
     "PostgresJobStore",
+    "RateLimit",
     "RecordError",
     "ReplayReport",
     "RetryPolicy",

@@ -15,7 +15,7 @@ from ._outcome import RunRecorder, new_run_id
 from .batching import calculate_batch_size
 from .dlq.base import DeadLetterQueue
 from .errors import ConfigError, ConfigTypeError
-from .policies import CircuitBreaker, Classifier, RetryPolicy
+from .policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
 from ._async import ReferenceAsyncRun, drive, loop_factory
 from .reference import EngineConfig, Scheduler, _Classify, run_reference
 from .results import BatchProgress, BatchReport
@@ -88,6 +88,7 @@ class Plan:
     pickle_payloads: bool
     is_async: bool = False
     timeout: float | None = None
+    bulk: bool = False
 
 
 def is_coroutine_function(fn: Any) -> bool:
@@ -110,7 +111,8 @@ def _check_timeout(value: Any) -> float | None:
 def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry: Any,
               classifier: Any, breaker: Any, dlq: Any, id_of: Any, on_progress: Any,
               success_threshold: Any, max_failures: Any, stage: Any, engine: Any,
-              pickle_payloads: bool, timeout: Any = None) -> Plan:
+              pickle_payloads: bool, timeout: Any = None, rate_limit: Any = None,
+              delay_between_batches: Any = 0.0, key_of: Any = None, bulk: Any = False) -> Plan:
     """Check every argument before any record is read; each error names its argument."""
     if isinstance(records, (str, bytes, bytearray)):
         raise TypeError(f"records must be an iterable of records, not {type(records).__name__}")
@@ -152,6 +154,19 @@ def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
     timeout = _check_timeout(timeout)
+    if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+        raise ConfigTypeError(f"rate_limit must be a RateLimit(per_second=..., burst=...), got "
+                              f"{type(rate_limit).__name__}")
+    if (isinstance(delay_between_batches, bool) or not isinstance(delay_between_batches, (int, float))
+            or not math.isfinite(delay_between_batches)):
+        raise ConfigTypeError(f"delay_between_batches must be a number of seconds, got {delay_between_batches!r}")
+    if delay_between_batches < 0:
+        raise ConfigError(f"delay_between_batches must be >= 0, got {delay_between_batches!r}")
+    _check_callable("key_of", key_of)
+    if not isinstance(bulk, bool):
+        raise ConfigTypeError(f"bulk must be True or False, got {bulk!r}")
+    if bulk and key_of is not None:
+        raise ConfigError("bulk=True and key_of cannot be combined: a bulk call runs a whole batch at once")
     is_async = is_coroutine_function(fn)
     if not is_async and concurrency > MAX_SYNC_CONCURRENCY:
         raise ConfigError(f"concurrency must be <= {MAX_SYNC_CONCURRENCY} for a sync fn (one thread "
@@ -162,9 +177,12 @@ def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry
     config = EngineConfig(batch_size=batch_size, concurrency=concurrency, retry=retry,
                           breaker=breaker, max_failures=max_failures, seed=seed,
                           traceback_limit=1 << 62 if dlq is not None else 100,
-                          timeout=timeout)
+                          timeout=timeout,
+                          rate_per_second=None if rate_limit is None else float(rate_limit.per_second),
+                          rate_burst=1.0 if rate_limit is None else float(rate_limit.burst),
+                          delay_between_batches=float(delay_between_batches), key_of=key_of)
     return Plan(records, fn, total, config, classifier, dlq, id_of, on_progress,
-                success_threshold, stage, engine, pickle_payloads, is_async, timeout)
+                success_threshold, stage, engine, pickle_payloads, is_async, timeout, bulk)
 
 
 def _open_dlq(dlq: Any) -> DeadLetterQueue:
@@ -210,6 +228,22 @@ def _report(plan: Plan, recorder: RunRecorder, outcome: tuple[Any, ...],
                            skipped_batches=len(skip_batches))
 
 
+def _as_coroutine_fn(plan: Plan) -> Callable[[Any], Any]:
+    """The fn as the async driver awaits it. A sync bulk fn runs inline at concurrency 1 and on
+    worker threads (``asyncio.to_thread``) otherwise; the run itself stays on the loop."""
+    fn = plan.fn
+    if plan.is_async:
+        return fn
+    if plan.config.concurrency == 1:
+        async def inline(arg: Any) -> Any:
+            return fn(arg)
+        return inline
+
+    async def threaded(arg: Any) -> Any:
+        return await asyncio.to_thread(fn, arg)
+    return threaded
+
+
 def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
             checkpoint: Any = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
     """Run a validated plan on its engine and assemble the report.
@@ -217,14 +251,14 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
     ``skip_batches`` (a resumed job's finished batches) are read past, not run; the report
     counts only the records this run took on, and says how many batches it skipped.
     """
-    if plan.is_async:
+    if plan.is_async or plan.bulk:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             pass
         else:
-            raise RuntimeError("run_batches() was called with an async fn from inside a running "
-                               "event loop; use `await batchguard.arun_batches(...)` there")
+            raise RuntimeError("run_batches() was called with an async (or bulk) fn from inside a "
+                               "running event loop; use `await batchguard.arun_batches(...)` there")
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(aexecute(plan, run_id=run_id, job_id=job_id, checkpoint=checkpoint,
                                        skip_batches=skip_batches))
@@ -253,8 +287,8 @@ async def aexecute(plan: Plan, *, run_id: str | None = None, job_id: str | None 
     else:
         run = ReferenceAsyncRun(Scheduler(plan.config, time.monotonic()),
                                 _Classify(plan.classifier, recorder.classifier_error), recorder)
-    outcome = await drive(run, iter(plan.records), plan.fn, plan.config.concurrency,
-                          plan.config.batch_size, plan.timeout)
+    outcome = await drive(run, iter(plan.records), _as_coroutine_fn(plan), plan.config.concurrency,
+                          plan.config.batch_size, plan.timeout, plan.bulk)
     if isinstance(outcome, Scheduler):
         outcome = _from_scheduler(outcome)
     return _report(plan, recorder, outcome, skip_batches)
@@ -278,6 +312,10 @@ def run_batches(
     engine: Literal["native", "python"] = "native",
     pickle_payloads: bool = False,
     timeout: float | None = None,
+    rate_limit: RateLimit | None = None,
+    delay_between_batches: float = 0.0,
+    key_of: Callable[[Any], Any] | None = None,
+    bulk: bool = False,
     job: str | None = None,
     store: Any = None,
     force: bool = False,
@@ -298,6 +336,13 @@ def run_batches(
     TimeoutError; a sync attempt cannot be interrupted (a thread cannot be killed), so one that
     returns late has its value discarded and counts as a TimeoutError too.
 
+    ``rate_limit=RateLimit(per_second, burst)`` caps how fast attempts start, over all workers;
+    ``delay_between_batches`` pauses before the first record of each new batch. With
+    ``key_of``, records with equal keys run one at a time in input order (different keys in
+    parallel); a record whose key cannot be computed is dead-lettered with that error. With
+    ``bulk=True``, ``fn`` takes a list (a batch) and returns a list of results of the same
+    length; when it raises, the batch is bisected until each failing record stands alone.
+
     With ``job="name"`` (and a ``store``, a URL such as ``"sqlite:///jobs.db"`` or a
     ``JobStore``) the run is a resumable job: every finished batch is checkpointed, and calling
     again with the same name and input resumes where it stopped (``force=True`` reruns a
@@ -313,7 +358,8 @@ def run_batches(
                      classifier=classifier, breaker=breaker, dlq=dlq, id_of=id_of,
                      on_progress=on_progress, success_threshold=success_threshold,
                      max_failures=max_failures, stage=stage, engine=engine,
-                     pickle_payloads=pickle_payloads, timeout=timeout)
+                     pickle_payloads=pickle_payloads, timeout=timeout, rate_limit=rate_limit,
+                     delay_between_batches=delay_between_batches, key_of=key_of, bulk=bulk)
     if job is not None:
         from .jobs import run_job
 
@@ -339,6 +385,10 @@ async def arun_batches(
     engine: Literal["native", "python"] = "native",
     pickle_payloads: bool = False,
     timeout: float | None = None,
+    rate_limit: RateLimit | None = None,
+    delay_between_batches: float = 0.0,
+    key_of: Callable[[Any], Any] | None = None,
+    bulk: bool = False,
 ) -> BatchReport:
     """:func:`run_batches` for callers inside an event loop: ``await arun_batches(records, fn)``.
 
@@ -356,7 +406,8 @@ async def arun_batches(
                      classifier=classifier, breaker=breaker, dlq=dlq, id_of=id_of,
                      on_progress=on_progress, success_threshold=success_threshold,
                      max_failures=max_failures, stage=stage, engine=engine,
-                     pickle_payloads=pickle_payloads, timeout=timeout)
-    if plan.is_async:
+                     pickle_payloads=pickle_payloads, timeout=timeout, rate_limit=rate_limit,
+                     delay_between_batches=delay_between_batches, key_of=key_of, bulk=bulk)
+    if plan.is_async or plan.bulk:
         return await aexecute(plan)
     return await asyncio.to_thread(execute, plan)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from .errors import ConfigError, ConfigTypeError
 
 __all__ = [
+    "RateLimit",
     "CircuitBreaker",
     "Classifier",
     "ErrorClass",
@@ -216,6 +217,24 @@ class CircuitBreaker:
             object.__setattr__(self, "counts", tuple(ErrorClass(c) for c in counts))
         except ValueError as exc:
             raise ConfigError(f"CircuitBreaker.counts: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Attempts start at most ``per_second`` per second on average and ``burst`` at once,
+    counted over all workers (a token bucket in the engine). Retries count too; in bulk mode
+    each call counts once.
+
+    >>> RateLimit(per_second=50, burst=10).burst
+    10
+    """
+
+    per_second: float
+    burst: int = 1
+
+    def __post_init__(self) -> None:
+        _check_number("RateLimit", "per_second", self.per_second, minimum=0.0, inclusive=False)
+        _check_int("RateLimit", "burst", self.burst, minimum=1)
 
 
 def http_status_of(exc: BaseException) -> int | None:

@@ -173,8 +173,8 @@ class TokenBucket:
         if now > self._last:
             self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
             self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - 1e-9:  # rounding must not leave a waiter spinning
+            self._tokens = max(0.0, self._tokens - 1.0)
             return None
         return now + (1.0 - self._tokens) / self._rate
 
@@ -647,10 +647,24 @@ def _feed(scheduler: Scheduler, records: Iterator[Any], now: float) -> None:
     feed(scheduler, list(itertools.islice(records, scheduler.config.batch_size)), now)
 
 
+def call_timed(fn: Callable[[Any], Any], record: Any, timeout: float | None) -> Any:
+    """``fn(record)``; with a timeout, a call that returns late counts as a TimeoutError (a sync
+    call cannot be interrupted, so its value is discarded instead)."""
+    if timeout is None:
+        return fn(record)
+    started = time.monotonic()
+    value = fn(record)
+    took = time.monotonic() - started
+    if took > timeout:
+        raise TimeoutError(f"the attempt took {took:.3f} s, over the {timeout:.3f} s timeout; "
+                           "its result was discarded")
+    return value
+
+
 def _run_one(scheduler: Scheduler, work: Work, fn: Callable[[Any], Any],
              classify: _Classify, clock: Callable[[], float]) -> None:
     try:
-        value = fn(work.record)
+        value = call_timed(fn, work.record, scheduler.config.timeout)
     except Exception as exc:  # noqa: BLE001 - isolating the user's failures is the point
         error_class = classify(exc)
         scheduler.fail(work, error_class, exc, retry_after_of(exc, error_class), clock(), time.time())
@@ -708,7 +722,7 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                     lock.release()
                     try:
                         try:
-                            value = fn(work.record)
+                            value = call_timed(fn, work.record, scheduler.config.timeout)
                         except Exception as exc:  # noqa: BLE001
                             error_class = classify(exc)
                             outcome = (False, error_class, exc, retry_after_of(exc, error_class))

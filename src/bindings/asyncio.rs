@@ -18,7 +18,7 @@ use super::{
     deliver, engine_config, keys_of, progress, retry_after_of, strip_traceback, summary_tuple, wall_now, MonoClock,
     NativeClassifier, Obj, PyScheduler, PyWork,
 };
-use crate::engine::{Clock, Next, Scheduler};
+use crate::engine::{Clock, Next, NextGroup, Scheduler};
 
 /// One run of an async callback, driven from the event loop's thread.
 #[pyclass(unsendable, module = "batchguard._native")]
@@ -102,6 +102,26 @@ impl AsyncRun {
             Next::Done => Ok(intern!(py, "done").clone().into_any()),
             Next::Wait(None) => Ok(py.None().into_bound(py)),
             Next::Wait(Some(until)) => (until - self.sched.clock().now()).max(0.0).into_bound_py_any(py),
+        }
+    }
+
+    /// Bulk mode: like `next_work`, but new records come as a list of `(index, record)` with
+    /// the rest of their batch (up to `limit`); a retry comes as a list of one.
+    fn next_group<'py>(&mut self, py: Python<'py>, limit: usize) -> PyResult<Bound<'py, PyAny>> {
+        match self.sched.next_group(limit) {
+            NextGroup::Run(group) => {
+                let items = pyo3::types::PyList::empty(py);
+                for work in group {
+                    items.append((work.index, work.record.bind(py)))?;
+                    self.in_flight.insert(work.index, work);
+                }
+                Ok(items.into_any())
+            }
+            NextGroup::Other(Next::Feed) => Ok(intern!(py, "feed").clone().into_any()),
+            NextGroup::Other(Next::Done) => Ok(intern!(py, "done").clone().into_any()),
+            NextGroup::Other(Next::Wait(None)) => Ok(py.None().into_bound(py)),
+            NextGroup::Other(Next::Wait(Some(until))) => (until - self.sched.clock().now()).max(0.0).into_bound_py_any(py),
+            NextGroup::Other(Next::Run(_)) => unreachable!("next_group hands work out as a group"),
         }
     }
 
