@@ -54,10 +54,6 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "_outcome.Failures keeps every dead-lettered record with its exception and attempt history "
-    "for the report (report.errors / failed / dead_letters), even when a durable DLQ holds them: "
-    "~0.7 KB per dead letter, so RSS grows ~640 MB between 100k and 1M"))
 def test_dead_lettering_a_million_records_keeps_memory_flat(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(RECORDS), str(tmp_path / "dlq.db")],
                             capture_output=True, text=True, timeout=280, check=True)

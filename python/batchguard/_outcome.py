@@ -8,18 +8,20 @@ recorder, they cannot differ in how results are presented, only in the outcomes 
 
 from __future__ import annotations
 
+import collections
+import functools
 import json
 import logging
 import time
 import traceback as tb
 import uuid
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from .dlq.base import Attempt, DeadLetter, DeadLetterQueue
-from .errors import BatchguardWarning
+from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ
+from .errors import BatchguardWarning, DLQError
 from .results import BatchProgress, BatchReport, BatchStats, RecordError
 
 __all__ = ["Counters", "Failures", "RunRecorder", "new_run_id"]
@@ -37,6 +39,9 @@ Counters = tuple[int, int, int, int, int, int, int, str, int]
 
 _monotonic = time.monotonic
 
+# With a durable DLQ a report keeps this many entries in memory; more are read back from it.
+REPORT_SAMPLE = 1000
+
 
 def _stats(event: tuple[Any, ...]) -> BatchStats:
     """A ("batch", ...) event as the report shows it."""
@@ -52,9 +57,15 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
 
 
+@functools.lru_cache(maxsize=64)
+def _scope_key(scope: str, stage: str) -> str:
+    return uuid.uuid5(_ID_NAMESPACE, f"{scope}\x1f{stage}").hex[:12]
+
+
 def entry_id(scope: str, stage: str, record_index: int) -> str:
-    """Deterministic per (run or job, stage, record): a resent entry replaces itself."""
-    return uuid.uuid5(_ID_NAMESPACE, f"{scope}\x1f{stage}\x1f{record_index}").hex
+    """Deterministic per (run or job, stage, record), so a resent entry replaces itself, and
+    increasing with the record index, so a DLQ's id index grows at its end."""
+    return f"{_scope_key(scope, stage)}-{record_index:012d}"
 
 
 def default_id_of(record: Any, index: int) -> Any:
@@ -73,11 +84,21 @@ def message_of(exc: BaseException) -> str:
         return f"<unprintable {type(exc).__name__}>"
 
 
+def _json_safe(record: Any) -> bool:
+    """Can JSON hold this record as it is (round-trip: no NaN, no exotic types)?"""
+    try:
+        json.dumps(record, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 class Failures:
     """The compact log of dead-lettered records; details are materialized on demand."""
 
     def __init__(self, *, run_id: str, job_id: str | None, stage: str,
-                 id_of: Callable[[Any], Any] | None, pickle_payloads: bool) -> None:
+                 id_of: Callable[[Any], Any] | None, pickle_payloads: bool,
+                 durable: DeadLetterQueue | None = None) -> None:
         self.run_id = run_id
         self.job_id = job_id
         self.stage = stage
@@ -87,9 +108,40 @@ class Failures:
         self._count = 0
         self._flat: list[RawFailure] | None = []
         self._warned_repr = False
+        # With a durable DLQ the entries live there: this log keeps counts only, so a run that
+        # dead-letters millions of records keeps its memory flat, and details are read back.
+        self._durable = durable
+        self._type_counts: collections.Counter[str] = collections.Counter()
+        self._sample: list[DeadLetter] = []
+
+    def count_entries(self, entries: Sequence[DeadLetter]) -> None:
+        """Durable mode: note entries that were sent to the DLQ, keeping only the first
+        ``REPORT_SAMPLE`` of them in memory."""
+        self._count += len(entries)
+        self._type_counts.update(entry.error_type for entry in entries)
+        room = REPORT_SAMPLE - len(self._sample)
+        if room > 0:
+            self._sample.extend(entries[:room])
+
+    def _stored(self) -> list[DeadLetter]:
+        assert self._durable is not None
+        if self._count <= len(self._sample):
+            return sorted(self._sample, key=lambda entry: entry.record_index)
+        try:
+            entries = self._durable.list(run_id=self.run_id)
+        except DLQError as exc:
+            raise DLQError(f"this run dead-lettered {self._count} records; past the first "
+                           f"{REPORT_SAMPLE} the report reads them back from the DLQ, which "
+                           f"failed: {exc}") from exc
+        entries.sort(key=lambda entry: entry.record_index)
+        return entries
 
     def __len__(self) -> int:
         return self._count
+
+    @property
+    def durable(self) -> bool:
+        return self._durable is not None
 
     def extend(self, raw: Any) -> None:
         """Add one batch's raw failures (a list, or the native engine's DeadRecords, which
@@ -108,9 +160,14 @@ class Failures:
         return self._flat
 
     def records(self) -> list[Any]:
+        if self._durable is not None:
+            return [entry.record() if entry.payload_encoding != "repr" else entry.payload
+                    for entry in self._stored()]
         return [r[2] for r in self._in_order()]
 
     def type_names(self) -> list[str]:
+        if self._durable is not None:
+            return list(self._type_counts.elements())
         return [type(r[4][-1][2]).__name__ for r in self._in_order()]
 
     def record_id(self, record: Any, index: int) -> Any:
@@ -123,6 +180,10 @@ class Failures:
             return index
 
     def record_errors(self) -> list[RecordError]:
+        if self._durable is not None:
+            return [RecordError(e.record_index, e.record_id, e.error_type, e.error_message,
+                                e.error_class, e.stage, len(e.attempts), e.batch_index)
+                    for e in self._stored()]
         out = []
         for index, batch_index, record, error_class, history in self._in_order():
             exc = history[-1][2]
@@ -132,14 +193,12 @@ class Failures:
         return out
 
     def dead_letters(self) -> list[DeadLetter]:
+        if self._durable is not None:
+            return self._stored()
         return [self.dead_letter(raw) for raw in self._in_order()]
 
     def payload(self, record: Any) -> tuple[Any, str]:
-        try:
-            json.dumps(record, allow_nan=False)
-        except (TypeError, ValueError):
-            pass
-        else:
+        if _json_safe(record):
             return record, "json"
         if self._pickle:
             import base64
@@ -201,8 +260,9 @@ class RunRecorder:
         self.total = total
         self.batch_size = batch_size
         self.checkpoint = checkpoint
+        durable = None if dlq is None or isinstance(dlq, MemoryDLQ) else dlq
         self.failures = Failures(run_id=run_id, job_id=job_id, stage=stage, id_of=id_of,
-                                 pickle_payloads=pickle_payloads)
+                                 pickle_payloads=pickle_payloads, durable=durable)
         self._stats: list[tuple[Any, ...]] = []
         self._batches_total = None if total is None else -(-total // batch_size)
         self.breaker_events: list[tuple[float, str, str]] = []
@@ -219,7 +279,7 @@ class RunRecorder:
             if event[0] == "batch":
                 if event[8] or self.checkpoint is not None:
                     self._persist(event)
-                self._stats.append(event)
+                self._stats.append(event[:8])  # not the dead records: they are persisted
                 if self._log_batches:
                     self._log_batch(event, counters)
             else:
@@ -234,13 +294,16 @@ class RunRecorder:
 
     def _persist(self, event: tuple[Any, ...]) -> None:
         dead = event[8] or ()
-        self.failures.extend(dead)
         entries: list[DeadLetter] = []
         if dead and self.dlq is not None:
             entries = [self.failures.dead_letter(raw) for raw in dead]
             if self.checkpoint is None:
                 self.dlq.send(entries)
             self.dlq_count += len(entries)
+        if self.failures.durable:
+            self.failures.count_entries(entries)
+        else:
+            self.failures.extend(dead)
         if self.checkpoint is not None:
             # The job store commits the entries and the batch together, in a crash-safe order.
             self.checkpoint.batch_done(_stats(event), entries, self.dlq)
@@ -281,7 +344,7 @@ class RunRecorder:
         if exhausted or self.total is None:
             total = read
         else:
-            total = max(self.total - skipped_records, read)
+            total = max(self.total, read)
         pending = total - succeeded - failed
         if stop_reason is not None:
             status = "aborted"

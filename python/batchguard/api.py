@@ -196,8 +196,13 @@ def _open_dlq(dlq: Any) -> DeadLetterQueue:
 
 
 def _recorder(plan: Plan, run_id: str | None, job_id: str | None, checkpoint: Any) -> RunRecorder:
+    total = plan.total
+    if total is not None and plan.config.skip_batches:
+        # Progress covers what this run takes on: a resumed job's finished batches are not in it.
+        size = plan.config.batch_size
+        total -= sum(max(0, min(size, total - b * size)) for b in plan.config.skip_batches)
     return RunRecorder(run_id=run_id or new_run_id(), job_id=job_id, stage=plan.stage,
-                       dlq=plan.dlq, on_progress=plan.on_progress, total=plan.total,
+                       dlq=plan.dlq, on_progress=plan.on_progress, total=total,
                        batch_size=plan.config.batch_size, id_of=plan.id_of,
                        pickle_payloads=plan.pickle_payloads, checkpoint=checkpoint)
 

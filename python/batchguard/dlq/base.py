@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+
+import orjson
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -94,7 +96,9 @@ class DeadLetter:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        """The stored form: compact JSON, the same document as ``to_dict()``."""
+        # orjson serializes the dataclass (and its Attempt tuple) directly, without to_dict().
+        return orjson.dumps(self, option=orjson.OPT_NON_STR_KEYS).decode()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeadLetter:
