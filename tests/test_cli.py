@@ -230,7 +230,7 @@ def test_dlq_list_shows_error_patterns_and_a_table(seeded: Path) -> None:
 
 def test_dlq_show_prints_one_entry_with_its_attempts(seeded: Path) -> None:
     entry = next(e for e in dlq_entries(seeded) if e.error_type == "ValueError")
-    result = invoke("dlq", "show", entry.id[:8])
+    result = invoke("dlq", "show", entry.id)
     assert result.exit_code == 0, result.output
     assert entry.id in result.output and "attempt 1 (" in result.output
     assert "Traceback:" in result.output and "odd id" in result.output
