@@ -59,13 +59,7 @@ fn check_non_negative(name: &str, value: f64) -> Result<()> {
 }
 
 impl RetryPolicy {
-    pub fn new(
-        max_attempts: u32,
-        base_delay: f64,
-        multiplier: f64,
-        max_delay: f64,
-        jitter: Jitter,
-    ) -> Result<Self> {
+    pub fn new(max_attempts: u32, base_delay: f64, multiplier: f64, max_delay: f64, jitter: Jitter) -> Result<Self> {
         if max_attempts < 1 {
             return config_error("RetryPolicy.max_attempts must be >= 1, got 0");
         }
@@ -75,9 +69,7 @@ impl RetryPolicy {
             return config_error(format!("RetryPolicy.multiplier must be >= 1, got {multiplier}"));
         }
         if max_delay < base_delay {
-            return config_error(format!(
-                "RetryPolicy.max_delay ({max_delay}) must be >= base_delay ({base_delay})"
-            ));
+            return config_error(format!("RetryPolicy.max_delay ({max_delay}) must be >= base_delay ({base_delay})"));
         }
         Ok(Self { max_attempts, base_delay, multiplier, max_delay, jitter })
     }

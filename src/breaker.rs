@@ -275,16 +275,9 @@ mod tests {
     use super::*;
 
     fn breaker(abort: Option<f64>) -> Breaker {
-        let policy = BreakerPolicy::new(
-            0.5,
-            4,
-            4,
-            10.0,
-            2,
-            abort,
-            vec![ErrorClass::Transient, ErrorClass::Recoverable],
-        )
-        .unwrap();
+        let policy =
+            BreakerPolicy::new(0.5, 4, 4, 10.0, 2, abort, vec![ErrorClass::Transient, ErrorClass::Recoverable])
+                .unwrap();
         Breaker::new(policy)
     }
 

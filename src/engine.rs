@@ -568,7 +568,10 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
     fn key_failed(&mut self, mut work: Work<T, E>) {
         let error = self.key_errors.remove(&work.index).expect("a key error");
         let wall = self.clock.wall();
-        work.retry = Some(Box::new(RetryState { history: vec![Attempt { attempt: 1, wall, error, delay: None }], backoff: None }));
+        work.retry = Some(Box::new(RetryState {
+            history: vec![Attempt { attempt: 1, wall, error, delay: None }],
+            backoff: None,
+        }));
         self.dead_letter(work, ErrorClass::Permanent);
     }
 
@@ -901,7 +904,9 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             failed: self.failed,
             retrying: self.ready.len() + self.parked.len(),
             in_flight: self.in_flight,
-            queued: self.fresh.len() + self.unblocked.len() + self.active_keys.values().map(VecDeque::len).sum::<usize>(),
+            queued: self.fresh.len()
+                + self.unblocked.len()
+                + self.active_keys.values().map(VecDeque::len).sum::<usize>(),
             batches_completed: self.batches_completed,
             current_batch: self.current_batch,
             breaker_state: self.breaker.as_ref().map_or(BreakerState::Closed, Breaker::state),
@@ -1003,7 +1008,8 @@ mod tests {
         let batch_size = config.batch_size;
         let mut s: Sched<'_> = Scheduler::new(config, clock);
         let mut input = 0..n;
-        let mut out = Outcome { succeeded: vec![], dead: vec![], batches: vec![], stop: None, pending: 0, calls: vec![] };
+        let mut out =
+            Outcome { succeeded: vec![], dead: vec![], batches: vec![], stop: None, pending: 0, calls: vec![] };
         loop {
             if fast {
                 let calls = &mut out.calls;
@@ -1015,7 +1021,9 @@ mod tests {
                             succeeded.push(record);
                             Ok(())
                         }
-                        Plan::Fail(class) => Err(Failure { class, error: "boom", retry_after: None, wall: 0.0, interrupted: false }),
+                        Plan::Fail(class) => {
+                            Err(Failure { class, error: "boom", retry_after: None, wall: 0.0, interrupted: false })
+                        }
                     }
                 });
                 match streamed {
@@ -1073,7 +1081,11 @@ mod tests {
     fn transient_failures_retry_at_once_before_new_records() {
         let clock = Manual::default();
         let out = drive(config(3, 5.0), 3, &clock, |r, a| {
-            if r == 0 && a == 1 { Plan::Fail(ErrorClass::Transient) } else { Plan::Ok }
+            if r == 0 && a == 1 {
+                Plan::Fail(ErrorClass::Transient)
+            } else {
+                Plan::Ok
+            }
         });
         assert_eq!(out.calls, vec![(0, 1), (0, 2), (1, 1), (2, 1)]);
         assert_eq!(clock.0.get(), 0.0, "a transient retry waits for nothing");
@@ -1083,7 +1095,11 @@ mod tests {
     fn recoverable_retries_are_parked_while_other_records_run() {
         let clock = Manual::default();
         let out = drive(config(3, 5.0), 3, &clock, |r, a| {
-            if r == 0 && a == 1 { Plan::Fail(ErrorClass::Recoverable) } else { Plan::Ok }
+            if r == 0 && a == 1 {
+                Plan::Fail(ErrorClass::Recoverable)
+            } else {
+                Plan::Ok
+            }
         });
         assert_eq!(out.calls, vec![(0, 1), (1, 1), (2, 1), (0, 2)]);
         assert_eq!(clock.0.get(), 5.0, "the retry ran once its delay was over");
@@ -1093,9 +1109,18 @@ mod tests {
     #[test]
     fn exhausted_retries_dead_letter_with_the_whole_history() {
         let clock = Manual::default();
-        let out = drive(config(3, 1.0), 2, &clock, |r, _| {
-            if r == 1 { Plan::Fail(ErrorClass::Recoverable) } else { Plan::Ok }
-        });
+        let out = drive(
+            config(3, 1.0),
+            2,
+            &clock,
+            |r, _| {
+                if r == 1 {
+                    Plan::Fail(ErrorClass::Recoverable)
+                } else {
+                    Plan::Ok
+                }
+            },
+        );
         assert_eq!(out.dead, vec![(1, ErrorClass::Recoverable, 3)]);
         assert_eq!(clock.0.get(), 3.0, "waited 1 s then 2 s");
     }
@@ -1103,9 +1128,8 @@ mod tests {
     #[test]
     fn permanent_failures_are_not_retried() {
         let clock = Manual::default();
-        let out = drive(config(5, 0.0), 2, &clock, |r, _| {
-            if r == 0 { Plan::Fail(ErrorClass::Permanent) } else { Plan::Ok }
-        });
+        let out =
+            drive(config(5, 0.0), 2, &clock, |r, _| if r == 0 { Plan::Fail(ErrorClass::Permanent) } else { Plan::Ok });
         assert_eq!(out.calls, vec![(0, 1), (1, 1)]);
         assert_eq!(out.dead, vec![(0, ErrorClass::Permanent, 1)]);
     }
@@ -1113,9 +1137,8 @@ mod tests {
     #[test]
     fn fatal_error_leaves_unstarted_records_pending() {
         let clock = Manual::default();
-        let out = drive(config(3, 0.0), 10, &clock, |r, _| {
-            if r == 5 { Plan::Fail(ErrorClass::Fatal) } else { Plan::Ok }
-        });
+        let out =
+            drive(config(3, 0.0), 10, &clock, |r, _| if r == 5 { Plan::Fail(ErrorClass::Fatal) } else { Plan::Ok });
         assert_eq!(out.stop, Some(StopReason::Fatal));
         assert_eq!(out.succeeded.len(), 5);
         assert_eq!(out.dead, vec![(5, ErrorClass::Fatal, 1)]);
@@ -1128,9 +1151,7 @@ mod tests {
         let clock = Manual::default();
         let mut c = config(1, 0.0);
         c.max_failures = Some(Budget::Count(2));
-        let out = drive(c, 20, &clock, |r, _| {
-            if r % 2 == 0 { Plan::Fail(ErrorClass::Permanent) } else { Plan::Ok }
-        });
+        let out = drive(c, 20, &clock, |r, _| if r % 2 == 0 { Plan::Fail(ErrorClass::Permanent) } else { Plan::Ok });
         assert_eq!(out.stop, Some(StopReason::MaxFailures));
         assert_eq!(out.dead.len(), 3);
     }
@@ -1140,9 +1161,13 @@ mod tests {
         let clock = Manual::default();
         let mut c = config(1, 0.0);
         c.max_failures = Some(Budget::Rate(0.5));
-        let out = drive(c, 30, &clock, |r, _| {
-            if r < 2 || r >= 20 { Plan::Fail(ErrorClass::Permanent) } else { Plan::Ok }
-        });
+        let out =
+            drive(
+                c,
+                30,
+                &clock,
+                |r, _| if !(2..20).contains(&r) { Plan::Fail(ErrorClass::Permanent) } else { Plan::Ok },
+            );
         assert_eq!(out.stop, None, "2 of the first 10 is under 50%, 12 of 30 too");
     }
 
@@ -1155,7 +1180,11 @@ mod tests {
         let calls = Cell::new(0);
         let out = drive(c, 6, &clock, |_, _| {
             calls.set(calls.get() + 1);
-            if calls.get() <= 4 { Plan::Fail(ErrorClass::Recoverable) } else { Plan::Ok }
+            if calls.get() <= 4 {
+                Plan::Fail(ErrorClass::Recoverable)
+            } else {
+                Plan::Ok
+            }
         });
         assert_eq!(out.succeeded.len(), 6);
         assert!(out.dead.is_empty());
@@ -1167,9 +1196,7 @@ mod tests {
         let clock = Manual::default();
         let mut c = config(1, 0.0);
         c.breaker = Some(BreakerPolicy::new(0.9, 4, 4, 30.0, 1, Some(0.5), vec![ErrorClass::Permanent]).unwrap());
-        let out = drive(c, 12, &clock, |r, _| {
-            if r % 2 == 0 { Plan::Fail(ErrorClass::Permanent) } else { Plan::Ok }
-        });
+        let out = drive(c, 12, &clock, |r, _| if r % 2 == 0 { Plan::Fail(ErrorClass::Permanent) } else { Plan::Ok });
         assert_eq!(out.stop, Some(StopReason::BreakerAbort));
         // 2 failures in the first 4 calls reach the abort rate: nothing after record 3 starts.
         assert_eq!(out.calls.len(), 4);
@@ -1210,7 +1237,11 @@ mod tests {
             let n = 9;
             let out = drive(config(3, 0.5), n, &clock, |r, a| {
                 let bits = (pattern >> ((r + a) % 8)) & 0b11;
-                if (pattern >> (r % 8)) & 1 == 1 && a < 3 { Plan::Fail(classes[bits as usize]) } else { Plan::Ok }
+                if (pattern >> (r % 8)) & 1 == 1 && a < 3 {
+                    Plan::Fail(classes[bits as usize])
+                } else {
+                    Plan::Ok
+                }
             });
             let finished = out.succeeded.len() as u64 + out.dead.len() as u64;
             let read = out.batches.iter().map(|b| (b.1 + b.2 + b.3) as u64).sum::<u64>();

@@ -38,9 +38,7 @@ pub struct AsyncRun {
 
 impl AsyncRun {
     fn take(&mut self, index: u64) -> PyResult<PyWork> {
-        self.in_flight
-            .remove(&index)
-            .ok_or_else(|| PyRuntimeError::new_err(format!("record {index} is not in flight")))
+        self.in_flight.remove(&index).ok_or_else(|| PyRuntimeError::new_err(format!("record {index} is not in flight")))
     }
 
     /// Deliver batch events (and throttled progress) to the recorder.
@@ -120,7 +118,9 @@ impl AsyncRun {
             NextGroup::Other(Next::Feed) => Ok(intern!(py, "feed").clone().into_any()),
             NextGroup::Other(Next::Done) => Ok(intern!(py, "done").clone().into_any()),
             NextGroup::Other(Next::Wait(None)) => Ok(py.None().into_bound(py)),
-            NextGroup::Other(Next::Wait(Some(until))) => (until - self.sched.clock().now()).max(0.0).into_bound_py_any(py),
+            NextGroup::Other(Next::Wait(Some(until))) => {
+                (until - self.sched.clock().now()).max(0.0).into_bound_py_any(py)
+            }
             NextGroup::Other(Next::Run(_)) => unreachable!("next_group hands work out as a group"),
         }
     }

@@ -98,7 +98,11 @@ impl<'py> Source<'py> {
 }
 
 /// A list of exactly `len` items, filled in place from `items` (which must yield `len`).
-pub fn list_of<'py>(py: Python<'py>, items: impl Iterator<Item = Py<PyAny>>, len: usize) -> PyResult<Bound<'py, PyList>> {
+pub fn list_of<'py>(
+    py: Python<'py>,
+    items: impl Iterator<Item = Py<PyAny>>,
+    len: usize,
+) -> PyResult<Bound<'py, PyList>> {
     // SAFETY: PyList_New(len) returns a new list whose `len` slots are NULL (or NULL + error).
     let list = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_New(len as ffi::Py_ssize_t))? };
     let mut filled = 0;

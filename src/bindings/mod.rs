@@ -28,8 +28,8 @@ use pyo3::{intern, IntoPyObjectExt};
 use crate::backoff::{Jitter, RetryPolicy};
 use crate::breaker::BreakerPolicy;
 use crate::classify::{ErrorClass, Rules};
-use crate::ratelimit::RateLimit;
 use crate::engine::{Budget, Clock, Config, Counters, Dead, Event, Failure, Key, Next, Scheduler, Streamed, Work};
+use crate::ratelimit::RateLimit;
 
 mod asyncio;
 mod ffi;
@@ -150,6 +150,9 @@ fn engine_config(cfg: &Bound<'_, PyAny>) -> PyResult<Config> {
 
 // ------------------------------------------------------------------------ classification
 
+/// An exception type (kept alive, so its address stays its own) and what its MRO resolves to.
+type CachedType = (Py<PyType>, Option<ErrorClass>);
+
 /// The user's classifier, with its type rules resolved per exception type once and cached.
 struct NativeClassifier {
     rules: Rules<usize>,
@@ -160,7 +163,7 @@ struct NativeClassifier {
     _rule_types: Vec<Py<PyType>>,
     func: Option<Obj>,
     /// type address -> (the type, kept alive so the address stays its own; its class)
-    cache: Mutex<HashMap<usize, (Py<PyType>, Option<ErrorClass>)>>,
+    cache: Mutex<HashMap<usize, CachedType>>,
 }
 
 impl NativeClassifier {
@@ -266,7 +269,9 @@ fn optional_attr<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> P
 
 fn status_value(value: Option<Bound<'_, PyAny>>) -> Option<u16> {
     let value = value?;
-    if !value.is_exact_instance_of::<PyInt>() && !value.is_instance_of::<PyInt>() || value.is_instance_of::<pyo3::types::PyBool>() {
+    if !value.is_exact_instance_of::<PyInt>() && !value.is_instance_of::<PyInt>()
+        || value.is_instance_of::<pyo3::types::PyBool>()
+    {
         return None;
     }
     value.extract::<i64>().ok().filter(|s| (100..=599).contains(s)).map(|s| s as u16)
@@ -295,7 +300,9 @@ fn retry_after_of(py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<Option<f64
         Err(err) if err.is_instance_of::<PyException>(py) => return Ok(None),
         Err(err) => return Err(err),
     };
-    if value.is_instance_of::<pyo3::types::PyBool>() || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>()) {
+    if value.is_instance_of::<pyo3::types::PyBool>()
+        || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>())
+    {
         return Ok(None);
     }
     Ok(value.extract::<f64>().ok().filter(|v| *v >= 0.0 && v.is_finite()))
@@ -367,20 +374,26 @@ struct DeadRecords {
 fn dead_tuple<'py>(py: Python<'py>, dead: &Dead<Obj, Obj>) -> PyResult<Bound<'py, PyTuple>> {
     let attempts = PyList::empty(py);
     for a in &dead.attempts {
-        attempts.append(PyList::new(py, [
-            a.attempt.into_bound_py_any(py)?,
-            a.wall.into_bound_py_any(py)?,
-            a.error.bind(py).clone(),
-            a.delay.into_bound_py_any(py)?,
-        ])?)?;
+        attempts.append(PyList::new(
+            py,
+            [
+                a.attempt.into_bound_py_any(py)?,
+                a.wall.into_bound_py_any(py)?,
+                a.error.bind(py).clone(),
+                a.delay.into_bound_py_any(py)?,
+            ],
+        )?)?;
     }
-    PyTuple::new(py, [
-        dead.index.into_bound_py_any(py)?,
-        dead.batch.into_bound_py_any(py)?,
-        dead.record.bind(py).clone(),
-        PyString::intern(py, dead.class.as_str()).into_any(),
-        attempts.into_any(),
-    ])
+    PyTuple::new(
+        py,
+        [
+            dead.index.into_bound_py_any(py)?,
+            dead.batch.into_bound_py_any(py)?,
+            dead.record.bind(py).clone(),
+            PyString::intern(py, dead.class.as_str()).into_any(),
+            attempts.into_any(),
+        ],
+    )
 }
 
 #[pymethods]
@@ -437,7 +450,11 @@ fn events_list<'py>(py: Python<'py>, events: Vec<Event<Obj, Obj>>) -> PyResult<B
         let item = match event {
             Event::Batch(b) => {
                 // Most batches have no failures: no object for an empty list of them.
-                let dead = if b.dead.is_empty() { py.None().into_bound(py) } else { Bound::new(py, DeadRecords { items: b.dead })?.into_any() };
+                let dead = if b.dead.is_empty() {
+                    py.None().into_bound(py)
+                } else {
+                    Bound::new(py, DeadRecords { items: b.dead })?.into_any()
+                };
                 (intern!(py, "batch"), b.index, b.size, b.succeeded, b.failed, b.retries, b.duration, b.pending, dead)
                     .into_bound_py_any(py)?
             }
@@ -493,7 +510,11 @@ impl RunSummary {
 }
 
 /// The tuple `run` returns, for a finished scheduler and its values.
-fn summary_tuple<'py>(py: Python<'py>, sched: &PyScheduler, values: Bound<'py, PyList>) -> PyResult<Bound<'py, PyTuple>> {
+fn summary_tuple<'py>(
+    py: Python<'py>,
+    sched: &PyScheduler,
+    values: Bound<'py, PyList>,
+) -> PyResult<Bound<'py, PyTuple>> {
     summary(sched, values)?.into_tuple(py)
 }
 
@@ -642,7 +663,12 @@ impl Prepared {
                 Vec::new()
             }
             Self::Plain(batch) => {
-                let plain = RunOptions { batch_size: options.batch_size, skip: options.skip.clone(), key_of: None, timeout: None };
+                let plain = RunOptions {
+                    batch_size: options.batch_size,
+                    skip: options.skip.clone(),
+                    key_of: None,
+                    timeout: None,
+                };
                 add_batch(sched, batch, &plain).expect("no Python runs for an unkeyed batch")
             }
         }
@@ -652,7 +678,11 @@ impl Prepared {
 /// Call `func(record)`; with a timeout, an attempt that returns late counts as a TimeoutError
 /// (a sync call cannot be interrupted, so its value is discarded instead).
 #[inline]
-fn call_timed<'py>(func: &FastCall<'py>, record: &Bound<'py, PyAny>, timeout: Option<Duration>) -> PyResult<Bound<'py, PyAny>> {
+fn call_timed<'py>(
+    func: &FastCall<'py>,
+    record: &Bound<'py, PyAny>,
+    timeout: Option<Duration>,
+) -> PyResult<Bound<'py, PyAny>> {
     let Some(limit) = timeout else { return func.call(record) };
     let started = Instant::now();
     let value = func.call(record)?;
@@ -689,13 +719,14 @@ fn run_inline<'py>(
     let mut tick: u32 = 0;
     let mut drive = || -> PyResult<()> {
         loop {
-            let streamed = sched.stream(STREAM_LIMIT, |index, record| match call_timed(func, record.bind(py), timeout) {
-                Ok(value) => {
-                    results.push(index, value.unbind());
-                    Ok(())
-                }
-                Err(err) => Err(failure_of(py, err, classifier, sink)),
-            });
+            let streamed =
+                sched.stream(STREAM_LIMIT, |index, record| match call_timed(func, record.bind(py), timeout) {
+                    Ok(value) => {
+                        results.push(index, value.unbind());
+                        Ok(())
+                    }
+                    Err(err) => Err(failure_of(py, err, classifier, sink)),
+                });
             match streamed {
                 Streamed::Paused(0) => match sched.next_work() {
                     Next::Run(work) => match call_timed(func, work.record.bind(py), timeout) {
@@ -997,7 +1028,14 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) {
 }
 
 /// Wait, without the GIL, until the state changes, `until` passes, or MAX_WAIT elapses.
-fn park(py: Python<'_>, shared: &Shared, st: parking_lot::MutexGuard<'_, State>, seen: u64, until: Option<f64>, clock: &MonoClock) {
+fn park(
+    py: Python<'_>,
+    shared: &Shared,
+    st: parking_lot::MutexGuard<'_, State>,
+    seen: u64,
+    until: Option<f64>,
+    clock: &MonoClock,
+) {
     drop(st);
     let deadline = until.map_or(Instant::now() + MAX_WAIT, |t| clock.instant(t).min(Instant::now() + MAX_WAIT));
     py.detach(|| {
