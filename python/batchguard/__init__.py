@@ -9,7 +9,7 @@
 from ._inputs import InputParseError
 from .api import arun_batches, run_batches
 from .batching import Batch, calculate_batch_size, create_batches
-from .dlq import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ
+from .dlq import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, open_dlq
 from .errors import (
     BatchguardError,
     BatchguardWarning,
@@ -73,6 +73,7 @@ __all__ = [
     "create_batches",
     "job_status",
     "list_jobs",
+    "open_dlq",
     "open_job_store",
     "replay",
     "run_batches",

@@ -116,6 +116,27 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
     wakeup = _Wakeup(loop)
     stop: list[BaseException] = []
 
+    def halt(exc: BaseException) -> None:
+        run.interrupt()
+        stop.append(exc)
+        wakeup.wake()
+
+    async def between(work: Any) -> bool:
+        """Handle what next_work/next_group said when it is not work; True: this worker ends."""
+        if work == "feed":
+            try:
+                run.feed(list(itertools.islice(records, batch_size)))
+            except BaseException as exc:  # the input itself failed: stop, and re-raise it
+                halt(exc)
+                return True
+            wakeup.wake()
+            return False
+        if work == "done":
+            wakeup.wake()
+            return True
+        await wakeup.wait(_MAX_IDLE if work is None else min(work, _MAX_IDLE))
+        return False
+
     async def bulk_worker() -> None:
         while True:
             work = run.next_group(batch_size)
@@ -123,25 +144,11 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
                 try:
                     await _bisect(run, fn, work, timeout)
                 except BaseException as exc:
-                    run.interrupt()
-                    stop.append(exc)
-                    wakeup.wake()
+                    halt(exc)
                     return
                 wakeup.wake()
-            elif work == "feed":
-                try:
-                    run.feed(list(itertools.islice(records, batch_size)))
-                except BaseException as exc:
-                    run.interrupt()
-                    stop.append(exc)
-                    wakeup.wake()
-                    return
-                wakeup.wake()
-            elif work == "done":
-                wakeup.wake()
+            elif await between(work):
                 return
-            else:
-                await wakeup.wait(_MAX_IDLE if work is None else min(work, _MAX_IDLE))
 
     async def worker() -> None:
         next_work, succeed, fail = run.next_work, run.succeed, run.fail
@@ -163,20 +170,8 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
                 else:
                     succeed(index, value)
                 wakeup.wake()
-            elif work == "feed":
-                try:
-                    run.feed(list(itertools.islice(records, batch_size)))
-                except BaseException as exc:
-                    run.interrupt()
-                    stop.append(exc)
-                    wakeup.wake()
-                    return
-                wakeup.wake()
-            elif work == "done":
-                wakeup.wake()
+            elif await between(work):
                 return
-            else:
-                await wakeup.wait(_MAX_IDLE if work is None else min(work, _MAX_IDLE))
 
     body = bulk_worker if bulk else worker
     workers = [asyncio.ensure_future(body()) for _ in range(concurrency)]
