@@ -151,8 +151,13 @@ class AsyncRun:
         ``"done"``: the run is over.
         """
 
+    def next_group(self, limit: int) -> list[tuple[int, Any]] | Literal["feed", "done"] | float | None:
+        """Bulk mode: like ``next_work``, but new records come as a list of ``(index, record)``
+        with the rest of their batch (at most ``limit``); a retry comes as a list of one."""
+
     def feed(self, batch: Sequence[Any]) -> None:
-        """The next batch of input; fewer than ``batch_size`` records (or none) ends the input."""
+        """The next batch of input; fewer than ``batch_size`` records (or none) ends the input.
+        With ``key_of`` the keys are computed here (a key that raises dead-letters its record)."""
 
     def succeed(self, index: int, value: Any) -> None:
         """Record ``index``'s attempt returned ``value``. RuntimeError if it is not in flight."""
