@@ -452,7 +452,7 @@ class Scheduler:
         if retry_after is not None and retry_after > delay:
             delay = retry_after
         attempt[3] = delay
-        retry = Work(work.index, work.batch_index, work.record, work.attempt + 1)
+        retry = Work(work.index, work.batch_index, work.record, work.attempt + 1, work.key)
         if delay <= 0.0:
             self._ready.append(retry)
         else:
