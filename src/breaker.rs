@@ -258,8 +258,10 @@ impl Breaker {
             return false;
         }
         let rate = self.failures as f64 / calls as f64;
+        // Only a failure can abort the run: a success that completes the sample must not stop a
+        // run that may have nothing left to do.
         if let Some(abort) = self.policy.abort_failure_rate {
-            if rate >= abort {
+            if failed && rate >= abort {
                 return true;
             }
         }
@@ -357,6 +359,15 @@ mod tests {
         }
         call(&mut b, true, 0.0);
         assert_eq!(b.state(), State::Closed, "1 failure in the last 4 calls is 25%");
+    }
+
+    #[test]
+    fn a_success_never_aborts_even_at_the_abort_rate() {
+        let mut b = breaker(Some(0.5));
+        call(&mut b, true, 0.0);
+        call(&mut b, true, 0.0);
+        call(&mut b, false, 0.0);
+        assert!(!call(&mut b, false, 0.0), "the sample is complete at 50%, but on a success");
     }
 
     #[test]

@@ -1198,9 +1198,10 @@ mod tests {
         c.breaker = Some(BreakerPolicy::new(0.9, 4, 4, 30.0, 1, Some(0.5), vec![ErrorClass::Permanent]).unwrap());
         let out = drive(c, 12, &clock, |r, _| if r % 2 == 0 { Plan::Fail(ErrorClass::Permanent) } else { Plan::Ok });
         assert_eq!(out.stop, Some(StopReason::BreakerAbort));
-        // 2 failures in the first 4 calls reach the abort rate: nothing after record 3 starts.
-        assert_eq!(out.calls.len(), 4);
-        assert_eq!(out.succeeded.len() + out.dead.len(), 4);
+        // The 4th call completes the sample at a 50% failure rate, but it is a success and a
+        // success never aborts: the 5th call (a failure) does, and nothing after it starts.
+        assert_eq!(out.calls.len(), 5);
+        assert_eq!(out.succeeded.len() + out.dead.len(), 5);
     }
 
     #[test]

@@ -105,11 +105,32 @@ class _Deadline:
 _MAX_IDLE = 0.05
 
 
+async def _call_with_deadline(fn: Callable[[Any], Awaitable[Any]], arg: Any, timeout: float) -> Any:
+    """``await fn(arg)`` bounded by ``timeout`` seconds: past it the attempt is cancelled and
+    counts as a TimeoutError, and one that ignores its cancellation has its value discarded."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    deadline = _Deadline(loop, task, timeout)
+    try:
+        value = await fn(arg)
+    except asyncio.CancelledError:
+        if deadline.expired():
+            raise TimeoutError(f"the attempt took longer than {timeout} s (the timeout) and "
+                               "was cancelled") from None
+        raise
+    finally:
+        deadline.disarm()
+    if deadline.overran():
+        raise TimeoutError(f"the attempt took longer than {timeout} s (the timeout) and ignored "
+                           "its cancellation; its result was discarded")
+    return value
+
+
 async def _call(fn: Callable[[Any], Awaitable[Any]], arg: Any, timeout: float | None) -> Any:
     if timeout is None:
         return await fn(arg)
-    async with asyncio.timeout(timeout):
-        return await fn(arg)
+    return await _call_with_deadline(fn, arg, timeout)
 
 
 async def _bisect(run: Any, fn: Callable[[Any], Awaitable[Any]], group: list[tuple[int, Any]],
@@ -191,8 +212,6 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
 
     async def worker() -> None:
         next_work, succeed, fail = run.next_work, run.succeed, run.fail
-        task = asyncio.current_task()
-        assert task is not None
         while True:
             work = next_work()
             if type(work) is tuple:
@@ -201,20 +220,7 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
                     if timeout is None:
                         value = await fn(record)
                     else:
-                        deadline = _Deadline(loop, task, timeout)
-                        try:
-                            value = await fn(record)
-                        except asyncio.CancelledError:
-                            if deadline.expired():
-                                raise TimeoutError(f"the attempt took longer than {timeout} s "
-                                                   "(the timeout) and was cancelled") from None
-                            raise
-                        finally:
-                            deadline.disarm()
-                        if deadline.overran():
-                            raise TimeoutError(f"the attempt took longer than {timeout} s (the "
-                                               "timeout) and ignored its cancellation; its result "
-                                               "was discarded")
+                        value = await _call_with_deadline(fn, record, timeout)
                 except BaseException as exc:  # noqa: BLE001 - the run decides what it means
                     if fail(index, exc):
                         stop.append(exc)
@@ -239,7 +245,10 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
         raise
     outcome = run.finish()
     if stop:
-        raise stop[0]
+        # Out of the closure cell the workers share, so the traceback does not keep them alive.
+        error = stop.pop()
+        stop.clear()
+        raise error
     return outcome
 
 

@@ -146,8 +146,8 @@ class Breaker:
         if calls < self._min_calls:
             return False
         rate = self.failures / calls
-        if self._abort_rate is not None and rate >= self._abort_rate:
-            return True
+        if failed and self._abort_rate is not None and rate >= self._abort_rate:
+            return True  # only a failure aborts: a success may have completed the run
         if rate >= self._threshold:
             self._move("open", now)
         return False

@@ -20,8 +20,9 @@ use super::{
 };
 use crate::engine::{Clock, Next, NextGroup, Scheduler};
 
-/// One run of an async callback, driven from the event loop's thread.
-#[pyclass(unsendable, module = "batchguard._native")]
+/// One run of an async callback, driven from the event loop's thread. (It is only used from
+/// that thread, but may be garbage-collected on another: so it is Send, not `unsendable`.)
+#[pyclass(module = "batchguard._native")]
 pub struct AsyncRun {
     sched: PyScheduler,
     classifier: NativeClassifier,
