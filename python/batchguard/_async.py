@@ -10,6 +10,7 @@ scheduler's.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -62,79 +63,97 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class _Deadline:
-    """A per-attempt timeout as one timer handle: when it fires it cancels the worker's task,
-    and the worker turns that cancellation into a TimeoutError. (``asyncio.timeout`` does the
-    same with two coroutine-based context-manager calls per attempt, a third of the cost of a
-    trivial record.)"""
+class _Deadlines:
+    """Per-attempt timeouts for one run. Every attempt has the same timeout, so deadlines
+    expire in the order attempts start: one FIFO and one timer serve them all (a timer per
+    attempt costs a heap push and leaves a cancelled handle behind on asyncio's loop).
 
-    __slots__ = ("_cancelling", "_handle", "_loop", "_seconds", "_started", "_task", "fired")
+    An entry is ``[deadline, task, cancelling_before, state]``; state 0 running, 1 finished,
+    2 expired (the task was cancelled for it).
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], seconds: float) -> None:
+    __slots__ = ("_loop", "_queue", "_timer", "timeout")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self._loop = loop
-        self._task = task
-        self._seconds = seconds
-        self._cancelling = task.cancelling()
-        self._started = loop.time()
-        self.fired = False
-        self._handle = loop.call_later(seconds, self._fire)
+        self.timeout = timeout
+        self._queue: collections.deque[list[Any]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
 
-    def _fire(self) -> None:
-        self.fired = True
-        self._task.cancel()
+    def start(self, task: asyncio.Task[Any]) -> list[Any]:
+        entry = [self._loop.time() + self.timeout, task, task.cancelling(), 0]
+        self._queue.append(entry)
+        if self._timer is None:
+            self._timer = self._loop.call_at(entry[0], self._expire)
+        return entry
 
-    def disarm(self) -> None:
-        self._handle.cancel()
+    def _expire(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        queue = self._queue
+        while queue:
+            entry = queue[0]
+            if entry[3] == 0 and entry[0] > now:
+                self._timer = self._loop.call_at(entry[0], self._expire)
+                return
+            queue.popleft()
+            if entry[3] == 0:
+                entry[3] = 2
+                entry[1].cancel()
 
-    def expired(self) -> bool:
-        """After a CancelledError: was it this deadline (and nothing else) that cancelled?"""
-        return self.fired and self._task.uncancel() <= self._cancelling
+    def late(self, entry: list[Any]) -> bool:
+        return self._loop.time() > entry[0]
 
-    def overran(self) -> bool:
-        """After the attempt returned: did it outlive its deadline anyway (it swallowed the
-        cancellation, or blocked the loop so the timer could not fire)? Then, as for a sync
-        attempt, its value is discarded and it counts as a TimeoutError."""
-        if self.fired:
-            if self._task.cancelling() > self._cancelling:
-                self._task.uncancel()
-            return True
-        return self._loop.time() - self._started > self._seconds
+    def overran(self, entry: list[Any]) -> None:
+        """The attempt returned past its deadline (it ignored its cancellation, or blocked the
+        loop): as for a sync attempt, its value is discarded and it counts as a TimeoutError."""
+        task = entry[1]
+        if entry[3] == 2 and task.cancelling() > entry[2]:
+            task.uncancel()
+        raise TimeoutError(f"the attempt took longer than {self.timeout} s (the timeout) and "
+                           "ignored its cancellation; its result was discarded")
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+async def _call_with_deadline(fn: Callable[[Any], Awaitable[Any]], arg: Any,
+                              deadlines: _Deadlines) -> Any:
+    """``await fn(arg)`` within the run's timeout: past it the attempt is cancelled and counts
+    as a TimeoutError; one that ignores its cancellation (or blocks the loop past its deadline)
+    has its value discarded and counts as a TimeoutError too, as a sync attempt does."""
+    task = asyncio.current_task()
+    assert task is not None
+    entry = deadlines.start(task)
+    try:
+        value = await fn(arg)
+    except asyncio.CancelledError:
+        if entry[3] == 2 and task.uncancel() <= entry[2]:
+            raise TimeoutError(f"the attempt took longer than {deadlines.timeout} s (the timeout) "
+                               "and was cancelled") from None
+        raise
+    finally:
+        if entry[3] == 0:
+            entry[3] = 1
+    if entry[3] == 2 or deadlines.late(entry):
+        deadlines.overran(entry)
+    return value
 
 
 # Idle workers look again at least this often (the scheduler's timers are re-read then).
 _MAX_IDLE = 0.05
 
 
-async def _call_with_deadline(fn: Callable[[Any], Awaitable[Any]], arg: Any, timeout: float) -> Any:
-    """``await fn(arg)`` bounded by ``timeout`` seconds: past it the attempt is cancelled and
-    counts as a TimeoutError, and one that ignores its cancellation has its value discarded."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    deadline = _Deadline(loop, task, timeout)
-    try:
-        value = await fn(arg)
-    except asyncio.CancelledError:
-        if deadline.expired():
-            raise TimeoutError(f"the attempt took longer than {timeout} s (the timeout) and "
-                               "was cancelled") from None
-        raise
-    finally:
-        deadline.disarm()
-    if deadline.overran():
-        raise TimeoutError(f"the attempt took longer than {timeout} s (the timeout) and ignored "
-                           "its cancellation; its result was discarded")
-    return value
-
-
-async def _call(fn: Callable[[Any], Awaitable[Any]], arg: Any, timeout: float | None) -> Any:
-    if timeout is None:
+async def _call(fn: Callable[[Any], Awaitable[Any]], arg: Any, deadlines: _Deadlines | None) -> Any:
+    if deadlines is None:
         return await fn(arg)
-    return await _call_with_deadline(fn, arg, timeout)
+    return await _call_with_deadline(fn, arg, deadlines)
 
 
 async def _bisect(run: Any, fn: Callable[[Any], Awaitable[Any]], group: list[tuple[int, Any]],
-                  timeout: float | None) -> None:
+                  timeout: _Deadlines | None) -> None:
     """Run a group in one bulk call; when it raises, run its halves, and so on, until each
     failing record stands alone and is reported (classified) by itself. For k bad records in
     n this makes about 2·k·log2(n) + 1 calls."""
@@ -175,6 +194,7 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
     loop = asyncio.get_running_loop()
     wakeup = _Wakeup(loop)
     stop: list[BaseException] = []
+    deadlines = None if timeout is None else _Deadlines(loop, timeout)
 
     def halt(exc: BaseException) -> None:
         run.interrupt()
@@ -202,7 +222,7 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
             work = run.next_group(batch_size)
             if type(work) is list:
                 try:
-                    await _bisect(run, fn, work, timeout)
+                    await _bisect(run, fn, work, deadlines)
                 except BaseException as exc:
                     halt(exc)
                     return
@@ -212,15 +232,31 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
 
     async def worker() -> None:
         next_work, succeed, fail = run.next_work, run.succeed, run.fail
+        task = asyncio.current_task()
+        assert task is not None
         while True:
             work = next_work()
             if type(work) is tuple:
                 index, record = work
                 try:
-                    if timeout is None:
+                    if deadlines is None:
                         value = await fn(record)
                     else:
-                        value = await _call_with_deadline(fn, record, timeout)
+                        # _call_with_deadline, inlined: a coroutine frame per record is most of
+                        # what a timeout costs on a fast loop.
+                        entry = deadlines.start(task)
+                        try:
+                            value = await fn(record)
+                        except asyncio.CancelledError:
+                            if entry[3] == 2 and task.uncancel() <= entry[2]:
+                                raise TimeoutError(f"the attempt took longer than {timeout} s (the "
+                                                   "timeout) and was cancelled") from None
+                            raise
+                        finally:
+                            if entry[3] == 0:
+                                entry[3] = 1
+                        if entry[3] == 2 or loop.time() > entry[0]:
+                            deadlines.overran(entry)
                 except BaseException as exc:  # noqa: BLE001 - the run decides what it means
                     if fail(index, exc):
                         stop.append(exc)
@@ -235,7 +271,11 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
     body = bulk_worker if bulk else worker
     workers = [asyncio.ensure_future(body()) for _ in range(concurrency)]
     try:
-        await asyncio.gather(*workers)
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            if deadlines is not None:
+                deadlines.close()
     except BaseException:
         run.interrupt()
         for task in workers:
