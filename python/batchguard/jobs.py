@@ -51,6 +51,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
+from .dlq.sqlite import enable_wal
 from ._outcome import entry_id, new_run_id
 from .dlq.base import DeadLetter, DeadLetterQueue, MemoryDLQ
 from .dlq.urls import redact, require_module
@@ -591,7 +592,7 @@ class SqliteJobStore(_SqlJobStore):
             raise JobStoreUnavailableError(f"cannot open the SQLite job store {self.path}: {exc}") from exc
         self._conn: sqlite3.Connection | None = conn
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            enable_wal(conn, timeout)
             conn.execute("PRAGMA synchronous = FULL")
             with self._transaction() as cur:
                 self.create_schema(cur)

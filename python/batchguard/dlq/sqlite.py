@@ -6,6 +6,7 @@ import itertools
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +61,20 @@ def _row(entry: DeadLetter) -> tuple[Any, ...]:
             entry.error_type, entry.to_json())
 
 
+def enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL. When two processes open a new database at once, the switch can fail with
+    "database is locked" without SQLite's busy handler ever waiting, so retry it ourselves."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _where(wanted: dict[str, Any]) -> str:
     # Names come from check_filters (FILTER_FIELDS only), so interpolating them is safe.
     return " AND ".join(f"{name} = ?" for name in wanted) or "1"
@@ -109,7 +124,7 @@ class SqliteDLQ:
             raise DLQUnavailableError(f"cannot open the SQLite dead-letter queue {self.path}: {exc}") from exc
         self._conn: sqlite3.Connection | None = conn
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            enable_wal(conn, timeout)
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             with self.transaction() as cur:
                 self.create_schema(cur)
