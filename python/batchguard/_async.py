@@ -81,10 +81,11 @@ class _Deadlines:
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self, task: asyncio.Task[Any]) -> list[Any]:
-        entry = [self._loop.time() + self.timeout, task, task.cancelling(), 0]
+        deadline = self._loop.time() + self.timeout
+        entry: list[Any] = [deadline, task, task.cancelling(), 0]
         self._queue.append(entry)
         if self._timer is None:
-            self._timer = self._loop.call_at(entry[0], self._expire)
+            self._timer = self._loop.call_at(deadline, self._expire)
         return entry
 
     def _expire(self) -> None:

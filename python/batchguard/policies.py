@@ -344,18 +344,19 @@ class Classifier:
     def with_rule(self, exc_type: type[BaseException], error_class: ErrorClass | str) -> Classifier:
         """A copy with ``exc_type`` (and its subclasses) mapped to ``error_class``."""
         kept = tuple(r for r in self.type_rules if r[0] is not exc_type)
-        return replace(self, type_rules=(*kept, (exc_type, error_class)))
+        return replace(self, type_rules=(*kept, (exc_type, _as_error_class("Classifier rule", error_class))))
 
     def with_message_rule(self, pattern: str, error_class: ErrorClass | str) -> Classifier:
         """A copy that maps exceptions whose message matches ``pattern`` (``re.search``)."""
-        return replace(self, message_rules=(*self.message_rules, (pattern, error_class)))
+        rule = (pattern, _as_error_class("Classifier message rule", error_class))
+        return replace(self, message_rules=(*self.message_rules, rule))
 
     def with_callable(self, func: ClassifierFunc) -> Classifier:
         """A copy that asks ``func(exc)`` first; it returns an ErrorClass, or None to fall through."""
         return replace(self, func=func)
 
     def with_default(self, error_class: ErrorClass | str) -> Classifier:
-        return replace(self, default_class=error_class)
+        return replace(self, default_class=_as_error_class("Classifier.default_class", error_class))
 
     def type_class(self, exc_type: type[BaseException]) -> ErrorClass | None:
         """The class the type rules give ``exc_type`` (cacheable per type), or None."""

@@ -725,7 +725,8 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                             value = call_timed(fn, work.record, scheduler.config.timeout)
                         except Exception as exc:  # noqa: BLE001
                             error_class = classify(exc)
-                            outcome = (False, error_class, exc, retry_after_of(exc, error_class))
+                            outcome: tuple[Any, ...] = (False, error_class, exc,
+                                                        retry_after_of(exc, error_class))
                         else:
                             outcome = (True, value)
                     except BaseException as exc:
