@@ -165,7 +165,12 @@ async def _bisect(run: Any, fn: Callable[[Any], Awaitable[Any]], group: list[tup
             run.fail(group[0][0], exc)
             return
         middle = len(group) // 2
-        await _bisect(run, fn, group[:middle], timeout)
+        try:
+            await _bisect(run, fn, group[:middle], timeout)
+        except BaseException:
+            for index, _ in group[middle:]:  # never started: they stay pending, not in flight
+                run.abandon(index)
+            raise
         if not run.stopping():
             await _bisect(run, fn, group[middle:], timeout)
         else:

@@ -112,7 +112,12 @@ pub fn list_of<'py>(
         unsafe { ffi::PyList_SET_ITEM(list.as_ptr(), filled as ffi::Py_ssize_t, item.into_ptr()) };
         filled += 1;
     }
-    assert_eq!(filled, len, "list_of: fewer items than promised");
+    if filled != len {
+        // The unfilled slots are NULL, which the list's deallocator tolerates.
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+            "batchguard: {filled} results where {len} were counted; please report this"
+        )));
+    }
     Ok(list.cast_into::<PyList>()?)
 }
 

@@ -926,7 +926,7 @@ fn coordinate<'py>(
         if !wants {
             py.detach(|| {
                 let mut st = shared.state.lock();
-                if st.version == seen && !st.sched.has_events() && st.live_workers > 0 {
+                if st.version == seen && !st.sched.has_events() && !st.sched.wants_input() && st.live_workers > 0 {
                     shared.coordinator.wait_for(&mut st, MAX_WAIT);
                 }
             });
@@ -987,26 +987,40 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) {
                 continue;
             }
         };
+        // Read under the lock now, acted on outside it: stripping a traceback frees frames,
+        // and a frame's objects may run `__del__`, which must never run under the lock.
+        let keep_traceback = st.sched.keep_tracebacks();
         drop(st);
         let outcome = match call_timed(func, work.record.bind(py), ctx.timeout) {
             Ok(value) => Outcome::Value(value.unbind()),
-            Err(err) => Outcome::Failed(failure_of(py, err, &ctx.classifier, sink)),
+            Err(err) => {
+                let failure = failure_of(py, err, &ctx.classifier, sink);
+                if !failure.interrupted && !keep_traceback {
+                    strip_traceback(failure.error.bind(py));
+                }
+                Outcome::Failed(failure)
+            }
         };
         let mut st = shared.state.lock();
         let mut done: Option<PyWork> = None;
+        let mut surplus_error: Option<PyErr> = None;
         match outcome {
             Outcome::Value(value) => {
                 store(&mut st.results, work.index, value);
                 done = Some(st.sched.succeed(work));
             }
+            Outcome::Failed(failure) if failure.interrupted => {
+                st.sched.abandon(work);
+                st.sched.interrupt();
+                let err = PyErr::from_value(failure.error.into_bound(py));
+                if st.error.is_none() {
+                    st.error = Some(err);
+                } else {
+                    surplus_error = Some(err); // dropped after the lock is released
+                }
+            }
             Outcome::Failed(failure) => {
-                let interrupted = failure.interrupted;
-                if let Err(err) = report_failure(py, &mut st.sched, work, failure) {
-                    st.error.get_or_insert(err);
-                }
-                if interrupted {
-                    st.sched.interrupt();
-                }
+                st.sched.fail(work, failure.class, failure.error, failure.retry_after, failure.wall);
             }
         }
         let wake_coordinator = st.sched.has_events() || st.sched.wants_input() || st.sched.stop_reason().is_some();
@@ -1024,27 +1038,30 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) {
         }
         drop(released);
         drop(done);
+        drop(surplus_error);
     }
 }
 
-/// Wait, without the GIL, until the state changes, `until` passes, or MAX_WAIT elapses.
+/// Wait, without the GIL, until the state changes, `until` passes, or MAX_WAIT elapses. The
+/// worker counts itself idle before it lets the lock go, so a completion in between sees it
+/// and bumps `version` (no missed wakeup).
 fn park(
     py: Python<'_>,
     shared: &Shared,
-    st: parking_lot::MutexGuard<'_, State>,
+    mut st: parking_lot::MutexGuard<'_, State>,
     seen: u64,
     until: Option<f64>,
     clock: &MonoClock,
 ) {
+    st.idle_workers += 1;
     drop(st);
     let deadline = until.map_or(Instant::now() + MAX_WAIT, |t| clock.instant(t).min(Instant::now() + MAX_WAIT));
     py.detach(|| {
         let mut st = shared.state.lock();
         if st.version == seen {
-            st.idle_workers += 1;
             shared.work_ready.wait_until(&mut st, deadline);
-            st.idle_workers -= 1;
         }
+        st.idle_workers -= 1;
     });
 }
 
