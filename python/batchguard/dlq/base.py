@@ -9,10 +9,12 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
 
 __all__ = [
     "FILTER_FIELDS",
+    "QueueBase",
     "Attempt",
     "DeadLetter",
     "DeadLetterQueue",
@@ -163,6 +165,26 @@ class DeadLetterQueue(Protocol):
     def export(self, path: str | Path, **filters: Any) -> int: ...
 
     def close(self) -> None: ...
+
+
+class QueueBase:
+    """What every durable backend does alike: ``with queue:`` closes it, ``len(queue)`` counts."""
+
+    def count(self, **filters: Any) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.count()
 
 
 def check_filters(filters: dict[str, Any]) -> dict[str, Any]:

@@ -11,11 +11,10 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 from ..errors import BatchguardWarning, DLQError, DLQUnavailableError
-from .base import DeadLetter, check_filters, check_page, matches, write_jsonl
+from .base import QueueBase, DeadLetter, check_filters, check_page, matches, write_jsonl
 
 try:
     import fcntl
@@ -60,7 +59,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class JsonlDLQ:
+class JsonlDLQ(QueueBase):
     """Dead letters appended to a JSON-lines file, one entry per line; safe to share between threads.
 
     The file is a log: an upsert is a later line with the same id (the last one wins, the entry
@@ -107,16 +106,6 @@ class JsonlDLQ:
     def __repr__(self) -> str:
         state = "closed" if self._fd is None else "open"
         return f"JsonlDLQ({str(self.path)!r}, {state})"
-
-    def __enter__(self) -> JsonlDLQ:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __len__(self) -> int:
-        return self.count()
 
     def __iter__(self) -> Iterator[DeadLetter]:
         return iter(self.list())

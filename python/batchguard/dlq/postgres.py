@@ -9,11 +9,10 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from ..errors import ConfigError, DLQError, DLQUnavailableError
-from .base import FILTER_FIELDS, DeadLetter, check_filters, check_page, write_jsonl
+from .base import QueueBase, FILTER_FIELDS, DeadLetter, check_filters, check_page, write_jsonl
 from .urls import redact, require_module
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ def _where(sql_mod: Any, wanted: dict[str, Any]) -> sql.Composable:
     ))
 
 
-class PostgresDLQ:
+class PostgresDLQ(QueueBase):
     """Dead letters in a PostgreSQL table (psycopg 3); safe to share between threads and processes.
 
     The table (created if missing) has the entry as ``jsonb``, one indexed column per filter
@@ -129,16 +128,6 @@ class PostgresDLQ:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"PostgresDLQ({self.url!r}, table={self.table!r}, {state})"
-
-    def __enter__(self) -> PostgresDLQ:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __len__(self) -> int:
-        return self.count()
 
     def __iter__(self) -> Iterator[DeadLetter]:
         return self._iter({})

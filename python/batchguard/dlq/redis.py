@@ -9,11 +9,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from ..errors import ConfigError, DLQError, DLQUnavailableError
-from .base import FILTER_FIELDS, DeadLetter, check_filters, check_page, write_jsonl
+from .base import QueueBase, FILTER_FIELDS, DeadLetter, check_filters, check_page, write_jsonl
 from .urls import redact, require_module
 
 if TYPE_CHECKING:
@@ -36,7 +35,7 @@ def _fields(data: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(None if data.get(name) is None else str(data[name]) for name in FILTER_FIELDS)
 
 
-class RedisDLQ:
+class RedisDLQ(QueueBase):
     """Dead letters in Redis (>= 6.2) under ``key_prefix``; safe to share between threads and processes.
 
     Keys, for the default prefix ``batchguard:dlq``:
@@ -110,16 +109,6 @@ class RedisDLQ:
     def __repr__(self) -> str:
         state = "closed" if self._client is None else "open"
         return f"RedisDLQ({self.url!r}, key_prefix={self.key_prefix!r}, {state})"
-
-    def __enter__(self) -> RedisDLQ:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __len__(self) -> int:
-        return self.count()
 
     def __iter__(self) -> Iterator[DeadLetter]:
         return self._iter({})

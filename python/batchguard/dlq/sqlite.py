@@ -10,11 +10,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Literal
 
 from ..errors import ConfigError, DLQError, DLQUnavailableError
-from .base import DeadLetter, check_filters, check_page, write_jsonl
+from .base import QueueBase, DeadLetter, check_filters, check_page, write_jsonl
 
 __all__ = ["SqliteDLQ"]
 
@@ -80,7 +79,7 @@ def _where(wanted: dict[str, Any]) -> str:
     return " AND ".join(f"{name} = ?" for name in wanted) or "1"
 
 
-class SqliteDLQ:
+class SqliteDLQ(QueueBase):
     """Dead letters in a SQLite database file (table ``dead_letters``), safe to share between threads.
 
     Each ``send`` is one transaction in WAL mode with ``synchronous=FULL``: when it returns, the
@@ -136,16 +135,6 @@ class SqliteDLQ:
     def __repr__(self) -> str:
         state = "closed" if self._conn is None else "open"
         return f"SqliteDLQ({str(self.path)!r}, {state})"
-
-    def __enter__(self) -> SqliteDLQ:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __len__(self) -> int:
-        return self.count()
 
     def __iter__(self) -> Iterator[DeadLetter]:
         return self._iter({})
