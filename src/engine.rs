@@ -73,12 +73,6 @@ pub struct Config {
     pub delay_between_batches: f64,
 }
 
-impl Config {
-    pub fn progress_interval_s(&self) -> f64 {
-        self.progress_interval
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
     Fatal,

@@ -15,8 +15,8 @@ use pyo3::{intern, IntoPyObjectExt};
 
 use super::ffi::list_of;
 use super::{
-    deliver, engine_config, keys_of, progress, retry_after_of, strip_traceback, summary_tuple, wall_now, MonoClock,
-    NativeClassifier, Obj, PyScheduler, PyWork,
+    deliver, engine_config, progress, retry_after_of, strip_traceback, summary_tuple, wall_now, MonoClock,
+    NativeClassifier, Obj, Prepared, PyScheduler, PyWork,
 };
 use crate::engine::{Clock, Next, NextGroup, Scheduler};
 
@@ -128,20 +128,10 @@ impl AsyncRun {
 
     /// The next batch of input (fewer than `batch_size` records ends the input).
     fn feed(&mut self, py: Python<'_>, batch: Vec<Obj>) -> PyResult<()> {
-        let full = batch.len() == self.batch_size;
-        if !batch.is_empty() {
-            if self.skip.contains(&self.sched.next_batch_index()) {
-                self.sched.skip_batch(batch.len());
-            } else if let Some(key_of) = &self.key_of {
-                self.sched.add_batch_keyed(keys_of(key_of.bind(py), batch)?.into_iter());
-            } else {
-                self.sched.add_batch(batch.into_iter());
-            }
-            self.results.resize_with(self.sched.records_read() as usize, || None);
-        }
-        if !full {
-            self.sched.end_of_input();
-        }
+        let key_of = self.key_of.as_ref().map(|k| k.bind(py));
+        let batch = Prepared::new(batch, self.sched.next_batch_index(), &self.skip, key_of)?;
+        drop(batch.add_to(&mut self.sched, self.batch_size));
+        self.results.resize_with(self.sched.records_read() as usize, || None);
         Ok(())
     }
 

@@ -562,7 +562,7 @@ pub fn run<'py>(
 ) -> PyResult<Bound<'py, PyTuple>> {
     let py_config = config;
     let config = engine_config(py_config)?;
-    let options = RunOptions::from_config(py_config, config.batch_size)?;
+    let options = RunOptions::from_config(py_config, &config, size_hint)?;
     if config.concurrency > crate::MAX_CONCURRENCY {
         return Err(ConfigError::new_err(format!(
             "concurrency must be <= {} for sync callbacks (one thread each), got {}",
@@ -572,11 +572,10 @@ pub fn run<'py>(
     }
     let classifier = NativeClassifier::from_py(classifier)?;
     let mut source = Source::new(records)?;
-    let interval = config.progress_interval_s();
     let run = if config.concurrency == 1 {
-        run_inline(py, &mut source, func, config, &classifier, sink, interval, size_hint, &options)?
+        run_inline(py, &mut source, func, config, &classifier, sink, &options)?
     } else {
-        run_threaded(py, &mut source, func, config, classifier, sink, interval, size_hint, &options)?
+        run_threaded(py, &mut source, func, config, classifier, sink, &options)?
     };
     run.into_tuple(py)
 }
@@ -591,18 +590,30 @@ struct RunOptions<'py> {
     skip: HashSet<u64>,
     key_of: Option<Bound<'py, PyAny>>,
     timeout: Option<Duration>,
+    /// Seconds between throttled progress reports.
+    interval: f64,
+    /// The input's length when known: result storage is sized once.
+    size_hint: Option<usize>,
 }
 
 impl<'py> RunOptions<'py> {
-    fn from_config(config: &Bound<'py, PyAny>, batch_size: usize) -> PyResult<Self> {
+    fn from_config(config: &Bound<'py, PyAny>, engine: &Config, size_hint: Option<usize>) -> PyResult<Self> {
         let key_of = config.getattr("key_of")?;
         let timeout: Option<f64> = config.getattr("timeout")?.extract()?;
         Ok(Self {
-            batch_size,
+            batch_size: engine.batch_size,
             skip: config.getattr("skip_batches")?.extract()?,
             key_of: (!key_of.is_none()).then_some(key_of),
             timeout: timeout.map(Duration::from_secs_f64),
+            interval: engine.progress_interval,
+            size_hint,
         })
+    }
+
+    /// Read the next batch and prepare it for `sched` (key_of runs here, outside any lock).
+    fn read(&self, source: &mut Source<'py>, next_batch_index: u64) -> PyResult<Prepared> {
+        let batch = source.read(self.batch_size)?;
+        Prepared::new(batch, next_batch_index, &self.skip, self.key_of.as_ref())
     }
 }
 
@@ -622,56 +633,55 @@ fn keys_of(key_of: &Bound<'_, PyAny>, batch: Vec<Obj>) -> PyResult<Vec<(Obj, Key
     Ok(keyed)
 }
 
-/// Hand one batch of input to the scheduler (a short one ends the input). Returns the records
-/// of a skipped batch, for the caller to release outside any lock.
-fn add_batch(sched: &mut PyScheduler, batch: Vec<Obj>, options: &RunOptions<'_>) -> PyResult<Vec<Obj>> {
-    let full = batch.len() == options.batch_size;
-    let mut skipped = Vec::new();
-    if !batch.is_empty() {
-        if options.skip.contains(&sched.next_batch_index()) {
-            sched.skip_batch(batch.len());
-            skipped = batch;
-        } else if let Some(key_of) = &options.key_of {
-            sched.add_batch_keyed(keys_of(key_of, batch)?.into_iter());
-        } else {
-            sched.add_batch(batch.into_iter());
-        }
-    }
-    if !full {
-        sched.end_of_input();
-    }
-    Ok(skipped)
-}
-
-/// A batch read by the coordinator, keyed (or not) before it takes the scheduler's lock.
+/// One batch of input, ready for the scheduler: keys computed (that runs Python, so it happens
+/// before any lock is taken), or marked as finished by an earlier run of the job.
 enum Prepared {
+    Skipped(Vec<Obj>),
     Plain(Vec<Obj>),
     Keyed(Vec<(Obj, Key<Obj>)>),
 }
 
 impl Prepared {
-    fn add_to(self, sched: &mut PyScheduler, options: &RunOptions<'_>) -> Vec<Obj> {
+    /// `batch_index` is the index the batch will get: the scheduler's `next_batch_index()`.
+    fn new(
+        batch: Vec<Obj>,
+        batch_index: u64,
+        skip: &HashSet<u64>,
+        key_of: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        Ok(match key_of {
+            _ if skip.contains(&batch_index) => Self::Skipped(batch),
+            Some(key_of) => Self::Keyed(keys_of(key_of, batch)?),
+            None => Self::Plain(batch),
+        })
+    }
+
+    fn len(&self) -> usize {
         match self {
-            Self::Keyed(keyed) => {
-                let full = keyed.len() == options.batch_size;
-                if !keyed.is_empty() {
-                    sched.add_batch_keyed(keyed.into_iter());
+            Self::Skipped(batch) | Self::Plain(batch) => batch.len(),
+            Self::Keyed(keyed) => keyed.len(),
+        }
+    }
+
+    /// Hand the batch to the scheduler (a short one ends the input). Pure Rust: safe under the
+    /// scheduler's lock. Returns a skipped batch's records, to be released outside it.
+    fn add_to(self, sched: &mut PyScheduler, batch_size: usize) -> Vec<Obj> {
+        let len = self.len();
+        let mut skipped = Vec::new();
+        if len > 0 {
+            match self {
+                Self::Skipped(batch) => {
+                    sched.skip_batch(batch.len());
+                    skipped = batch;
                 }
-                if !full {
-                    sched.end_of_input();
-                }
-                Vec::new()
-            }
-            Self::Plain(batch) => {
-                let plain = RunOptions {
-                    batch_size: options.batch_size,
-                    skip: options.skip.clone(),
-                    key_of: None,
-                    timeout: None,
-                };
-                add_batch(sched, batch, &plain).expect("no Python runs for an unkeyed batch")
+                Self::Plain(batch) => sched.add_batch(batch.into_iter()),
+                Self::Keyed(keyed) => sched.add_batch_keyed(keyed.into_iter()),
             }
         }
+        if len < batch_size {
+            sched.end_of_input();
+        }
+        skipped
     }
 }
 
@@ -697,7 +707,6 @@ fn call_timed<'py>(
     Ok(value)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_inline<'py>(
     py: Python<'py>,
     source: &mut Source<'py>,
@@ -705,16 +714,13 @@ fn run_inline<'py>(
     config: Config,
     classifier: &NativeClassifier,
     sink: &Bound<'_, PyAny>,
-    interval: f64,
-    size_hint: Option<usize>,
     options: &RunOptions<'py>,
 ) -> PyResult<RunSummary> {
-    let batch_size = config.batch_size;
-    let timeout = options.timeout;
+    let (timeout, interval) = (options.timeout, options.interval);
     let clock = MonoClock(Instant::now());
     let mut sched: PyScheduler = Scheduler::new(config, clock);
     let func = &FastCall::new(func);
-    let mut results = OrderedResults::with_capacity(size_hint.unwrap_or(0).min(1 << 28));
+    let mut results = OrderedResults::with_capacity(options.size_hint.unwrap_or(0).min(1 << 28));
     let mut next_progress = interval;
     let mut tick: u32 = 0;
     let mut drive = || -> PyResult<()> {
@@ -740,8 +746,8 @@ fn run_inline<'py>(
                         }
                     },
                     Next::Feed => {
-                        let batch = source.read(batch_size)?;
-                        drop(add_batch(&mut sched, batch, options)?);
+                        let batch = options.read(source, sched.next_batch_index())?;
+                        drop(batch.add_to(&mut sched, options.batch_size));
                     }
                     Next::Wait(until) => nap(py, &clock, until)?,
                     Next::Done => return Ok(()),
@@ -810,7 +816,6 @@ struct WorkerContext {
     timeout: Option<Duration>,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_threaded<'py>(
     py: Python<'py>,
     source: &mut Source<'py>,
@@ -818,13 +823,11 @@ fn run_threaded<'py>(
     config: Config,
     classifier: NativeClassifier,
     sink: &Bound<'_, PyAny>,
-    interval: f64,
-    size_hint: Option<usize>,
     options: &RunOptions<'py>,
 ) -> PyResult<RunSummary> {
     let workers = config.concurrency;
     // Workers finish out of order: each success goes to its record's slot.
-    let results: Vec<Option<Obj>> = Vec::with_capacity(size_hint.unwrap_or(0).min(1 << 28));
+    let results: Vec<Option<Obj>> = Vec::with_capacity(options.size_hint.unwrap_or(0).min(1 << 28));
     let clock = MonoClock(Instant::now());
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
@@ -850,7 +853,7 @@ fn run_threaded<'py>(
         };
         runtime().spawn_blocking(move || worker(ctx));
     }
-    let outcome = coordinate(py, source, sink, &shared, clock, interval, options);
+    let outcome = coordinate(py, source, sink, &shared, clock, options);
     // The workers are gone (coordinate waits for them); the state is ours alone now.
     let mut state = shared.state.lock();
     let error = state.error.take();
@@ -865,16 +868,15 @@ fn run_threaded<'py>(
 }
 
 /// The calling thread: feeds input, delivers events and progress, waits for the workers.
-#[allow(clippy::too_many_arguments)]
 fn coordinate<'py>(
     py: Python<'py>,
     source: &mut Source<'py>,
     sink: &Bound<'_, PyAny>,
     shared: &Shared,
     clock: MonoClock,
-    interval: f64,
-    options: &RunOptions<'_>,
+    options: &RunOptions<'py>,
 ) -> PyResult<()> {
+    let interval = options.interval;
     let mut next_progress = interval;
     let mut failure: Option<PyErr> = None;
     loop {
@@ -888,17 +890,12 @@ fn coordinate<'py>(
         drop(released);
         let step = (|| -> PyResult<()> {
             if wants {
-                let batch = source.read(options.batch_size)?;
-                // Keys are computed (Python) before the lock is taken.
-                let batch = match &options.key_of {
-                    Some(key_of) if !options.skip.contains(&shared.state.lock().sched.next_batch_index()) => {
-                        Prepared::Keyed(keys_of(key_of, batch)?)
-                    }
-                    _ => Prepared::Plain(batch),
-                };
+                // Only this thread feeds, so the next batch index cannot change in between.
+                let next_batch = shared.state.lock().sched.next_batch_index();
+                let batch = options.read(source, next_batch)?;
                 let mut st = shared.state.lock();
                 let State { sched, results, .. } = &mut *st;
-                let skipped = batch.add_to(sched, options);
+                let skipped = batch.add_to(sched, options.batch_size);
                 results.resize_with(sched.records_read() as usize, || None);
                 drop(st);
                 drop(skipped);
