@@ -51,7 +51,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
-from .dlq.sqlite import enable_wal
+from .dlq.sqlite import enable_wal, write_transaction
 from ._outcome import entry_id, new_run_id
 from .dlq.base import DeadLetter, DeadLetterQueue, MemoryDLQ
 from .dlq.urls import redact, require_module
@@ -639,14 +639,8 @@ class SqliteJobStore(_SqlJobStore):
             conn = self._connection()
             cur = conn.cursor()
             try:
-                cur.execute("BEGIN IMMEDIATE")
-                try:
+                with write_transaction(conn, cur):
                     yield cur
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.rollback()
-                    raise
-                cur.execute("COMMIT")
             finally:
                 cur.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sqlite3
@@ -58,6 +59,21 @@ _PAGE: Final = 1000
 def _row(entry: DeadLetter) -> tuple[Any, ...]:
     return (entry.id, entry.run_id, entry.job_id, entry.stage, str(entry.error_class),
             entry.error_type, entry.to_json())
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection, cur: sqlite3.Cursor) -> Iterator[None]:
+    """One write transaction on an autocommit connection: commit on exit, roll back on error.
+    IMMEDIATE takes the write lock up front: two processes that both started reading and then
+    try to write would otherwise fail with SQLITE_BUSY. (Shared with the SQLite job store.)"""
+    cur.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    cur.execute("COMMIT")
 
 
 def enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
@@ -179,16 +195,8 @@ class SqliteDLQ(QueueBase):
                         raise
                     cur.execute(f"RELEASE {name}")
                 else:
-                    # IMMEDIATE takes the write lock up front: two processes that both started
-                    # reading and then try to write would otherwise fail with SQLITE_BUSY.
-                    cur.execute("BEGIN IMMEDIATE")
-                    try:
+                    with write_transaction(conn, cur):
                         yield cur
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.rollback()
-                        raise
-                    cur.execute("COMMIT")
             finally:
                 cur.close()
 
