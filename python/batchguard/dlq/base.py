@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-
-import orjson
+import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import IO, Any, Protocol, Self, runtime_checkable
+
+import orjson
+
+from .._files import atomic_writer, same_file
+from ..errors import DLQError
 
 __all__ = [
     "FILTER_FIELDS",
@@ -162,7 +166,11 @@ class DeadLetterQueue(Protocol):
 
     def remove(self, ids: Iterable[str]) -> int: ...
 
-    def export(self, path: str | Path, **filters: Any) -> int: ...
+    def export(self, path: str | os.PathLike[str] | IO[str], *, overwrite: bool = False,
+               **filters: Any) -> int:
+        """Write the matching entries as JSON lines to a new file (atomically, 0600; an existing
+        file only with ``overwrite=True``; never the queue's own file) or a text stream."""
+        ...
 
     def close(self) -> None: ...
 
@@ -208,14 +216,47 @@ def check_page(limit: int | None, offset: int) -> None:
         raise ValueError(f"offset must be a non-negative int, got {offset!r}")
 
 
-def write_jsonl(path: str | Path, entries: Iterable[DeadLetter]) -> int:
-    """Write entries to ``path`` as JSON lines (the export format of every backend)."""
+def write_jsonl(target: str | os.PathLike[str] | IO[str], entries: Iterable[DeadLetter], *,
+                overwrite: bool = False, sources: Sequence[str | os.PathLike[str]] = ()) -> int:
+    """Write entries as JSON lines (the export format of every backend); returns how many.
+
+    ``target`` is a path or a writable text stream (``sys.stdout``; left open). A path is
+    written atomically (a 0600 temp file in the same directory, fsync, rename), so a failed
+    export never leaves a truncated file. It must not be one of ``sources`` (the queue's own
+    files, through symlinks and hard links): exporting a queue onto itself would destroy it.
+    An existing file is replaced only with ``overwrite=True``.
+    """
+    if not isinstance(target, (str, os.PathLike)):
+        if not callable(getattr(target, "write", None)):
+            raise TypeError(f"export target must be a path or a writable text stream, "
+                            f"got {type(target).__name__}")
+        return _write_lines(target, entries)
+    path = Path(target)
+    for source in sources:
+        if same_file(path, source):
+            raise DLQError(f"refusing to export to {path}: it is the dead-letter queue's own file "
+                           f"{source}, which the export would destroy; choose another path")
+    if path.is_dir():
+        raise DLQError(f"cannot export to {path}: it is a directory")
+
+    def exists(where: Path) -> DLQError:
+        return DLQError(f"refusing to export to {where}: the file exists "
+                        f"(pass overwrite=True, or --force on the command line, to replace it)")
+
+    try:
+        with atomic_writer(path, overwrite=overwrite, exists_error=exists) as out:
+            return _write_lines(out, entries)
+    except OSError as exc:
+        raise DLQError(f"cannot export to {path}: {exc.strerror or exc}") from exc
+
+
+def _write_lines(out: IO[str], entries: Iterable[DeadLetter]) -> int:
     written = 0
-    with open(path, "w", encoding="utf-8") as out:
-        for entry in entries:
-            out.write(entry.to_json())
-            out.write("\n")
-            written += 1
+    for entry in entries:
+        out.write(entry.to_json())
+        out.write("\n")
+        written += 1
+    out.flush()
     return written
 
 
@@ -271,8 +312,10 @@ class MemoryDLQ:
                     removed += 1
         return removed
 
-    def export(self, path: str | Path, **filters: Any) -> int:
-        return write_jsonl(path, self.list(**filters))
+    def export(self, path: str | os.PathLike[str] | IO[str], *, overwrite: bool = False,
+               **filters: Any) -> int:
+        """Write the matching entries to ``path`` (or a text stream) as JSON lines; see :func:`write_jsonl`."""
+        return write_jsonl(path, self.list(**filters), overwrite=overwrite)
 
     def close(self) -> None:
         """Nothing to release; present for the protocol."""

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 from ..errors import BatchguardWarning, DLQError, DLQUnavailableError
 from .base import QueueBase, DeadLetter, check_filters, check_page, matches, write_jsonl
@@ -159,9 +159,12 @@ class JsonlDLQ(QueueBase):
                 del self._entries[entry_id]
         return len(present)
 
-    def export(self, path: str | Path, **filters: Any) -> int:
-        """Write the matching live entries to ``path`` as JSON lines (no tombstones); returns how many."""
-        return write_jsonl(path, self.list(**filters))
+    def export(self, path: str | os.PathLike[str] | IO[str], *, overwrite: bool = False,
+               **filters: Any) -> int:
+        """Write the matching live entries (no tombstones) as JSON lines to a new file, or a text
+        stream; returns how many. Refuses this queue's own file, and an existing file unless
+        ``overwrite=True``; see :func:`~batchguard.dlq.base.write_jsonl`."""
+        return write_jsonl(path, self.list(**filters), overwrite=overwrite, sources=(self.path,))
 
     def close(self) -> None:
         """Close the file; further calls raise DLQError. Closing twice is fine."""

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from ..errors import ConfigError, DLQError, DLQUnavailableError
 from .base import QueueBase, FILTER_FIELDS, DeadLetter, check_filters, check_page, write_jsonl
@@ -207,11 +207,14 @@ class PostgresDLQ(QueueBase):
             cur.execute(self._q["remove"], (wanted,))
             return max(cur.rowcount, 0)
 
-    def export(self, path: str | Path, **filters: Any) -> int:
-        """Write the matching entries to ``path`` as JSON lines; returns how many."""
+    def export(self, path: str | os.PathLike[str] | IO[str], *, overwrite: bool = False,
+               **filters: Any) -> int:
+        """Write the matching entries as JSON lines to a new file, or a text stream; returns how
+        many. Refuses an existing file unless ``overwrite=True``; see
+        :func:`~batchguard.dlq.base.write_jsonl`."""
         wanted = check_filters(filters)
         with self._errors("export"):
-            return write_jsonl(path, self._iter(wanted))
+            return write_jsonl(path, self._iter(wanted), overwrite=overwrite)
 
     def close(self) -> None:
         """Close the connection; further calls raise DLQError. Closing twice is fine."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import IO, Any, Final, Literal
 
 from ..errors import ConfigError, DLQError, DLQUnavailableError
 from .base import QueueBase, DeadLetter, check_filters, check_page, write_jsonl
@@ -259,11 +260,14 @@ class SqliteDLQ(QueueBase):
             cur.executemany(f"DELETE FROM {TABLE} WHERE id = ?", params)
             return max(cur.rowcount, 0)
 
-    def export(self, path: str | Path, **filters: Any) -> int:
-        """Write the matching entries to ``path`` as JSON lines; returns how many."""
+    def export(self, path: str | os.PathLike[str] | IO[str], *, overwrite: bool = False,
+               **filters: Any) -> int:
+        """Write the matching entries as JSON lines to a new file, or a text stream; returns how
+        many. Refuses this queue's own files, and an existing file unless ``overwrite=True``; see
+        :func:`~batchguard.dlq.base.write_jsonl`."""
         wanted = check_filters(filters)
         with self._errors("export"):
-            return write_jsonl(path, self._iter(wanted))
+            return write_jsonl(path, self._iter(wanted), overwrite=overwrite, sources=self._files())
 
     def close(self) -> None:
         """Close the connection; further calls raise DLQError. Closing twice is fine."""
@@ -273,6 +277,10 @@ class SqliteDLQ(QueueBase):
                 self._conn = None
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _files(self) -> tuple[Path, ...]:
+        """The database and the side files SQLite keeps next to it: an export must not overwrite any."""
+        return (self.path, *(Path(f"{self.path}{suffix}") for suffix in ("-wal", "-shm", "-journal")))
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
