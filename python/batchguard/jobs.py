@@ -51,6 +51,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
+from ._files import create_private
 from .dlq.sqlite import enable_wal, write_transaction
 from ._outcome import entry_id, new_run_id
 from .dlq.base import DeadLetter, DeadLetterQueue, MemoryDLQ
@@ -97,7 +98,9 @@ class JobNotFoundError(JobError, LookupError):
 
 
 class JobStoreUnavailableError(JobError, ConnectionError):
-    """The job store could not be opened or reached (checked before any record runs)."""
+    """The job store could not be opened, reached or written: a damaged, empty, read-only or
+    unreachable store is refused before any record runs; a store that fails later (a full
+    disk) stops the run with this error. The message names the store and the cause."""
 
 
 def _now() -> str:
@@ -372,6 +375,12 @@ class _LockFile:
             _LockFile._files[self.path] = (fd, users + 1)
         self._fd = fd
         self._closed = False
+        try:
+            import fcntl  # noqa: F401 - POSIX only; elsewhere only in-process claims apply
+        except ImportError:
+            self.posix = False
+        else:
+            self.posix = True
 
     def try_lock(self, job: str) -> bool:
         import fcntl
@@ -383,9 +392,22 @@ class _LockFile:
         return True
 
     def unlock(self, job: str) -> None:
+        self.unlock_byte(_lock_offset(job))
+
+    def lock_byte(self, offset: int) -> None:
+        """Wait for, then hold, the lock on the byte at ``offset``."""
+        if not self.posix:
+            return
         import fcntl
 
-        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, _lock_offset(job))
+        fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, offset)
+
+    def unlock_byte(self, offset: int) -> None:
+        if not self.posix:
+            return
+        import fcntl
+
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset)
 
     def close(self) -> None:
         with _LockFile._lock:
@@ -398,6 +420,70 @@ class _LockFile:
                 os.close(fd)
             else:
                 _LockFile._files[self.path] = (fd, users - 1)
+
+
+# Past every job's byte (those are below 2**48): held while a new store file gets its header.
+_INIT_BYTE: Final = 1 << 56
+_initialising_here = threading.Lock()
+
+
+@contextlib.contextmanager
+def _initialising(locks: _LockFile) -> Iterator[None]:
+    """Hold the store's creation lock: between the creation of the (empty) file and its SQLite
+    header, every other batchguard process and thread that finds the file empty waits here,
+    so an empty file seen under this lock is one batchguard did not create."""
+    with _initialising_here:
+        locks.lock_byte(_INIT_BYTE)
+        try:
+            yield
+        finally:
+            locks.unlock_byte(_INIT_BYTE)
+
+
+def _maybe_new(path: str) -> bool:
+    """Missing or empty: a store that has never had a SQLite header."""
+    try:
+        return os.stat(path).st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+def _not_writable(path: str) -> str | None:
+    """Why the existing file or directory ``path`` cannot be written, or None if it can.
+
+    Asked with access() and statvfs(), never by opening the file: closing any descriptor of a
+    file drops every POSIX lock the process holds on it, SQLite's own included.
+    """
+    if os.access(path, os.W_OK):
+        return None
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "on a read-only file system"
+    except OSError:
+        pass
+    return "not writable (an immutable file or its permissions)"
+
+
+def _check_writable(path: str, shown: Path) -> None:
+    """Refuse an existing store file that cannot be written (read-only file system, an immutable
+    file, its mode): SQLite would open it and fail at the first checkpoint, mid-run."""
+    if not os.path.exists(path):
+        return
+    reason = _not_writable(path)
+    if reason is not None:
+        raise JobStoreUnavailableError(f"cannot open the SQLite job store {shown}: the file is {reason}; "
+                                       "a job store must be writable")
+
+
+def _cause(exc: BaseException, path: str) -> str:
+    """``exc``'s message, with the operating system's reason when SQLite's message hides it."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.Error) and ("unable to open" in text or "readonly" in text):
+        for target in (path, os.path.dirname(path) or "."):
+            reason = _not_writable(target) if os.path.exists(target) else None
+            if reason is not None:
+                return f"{text} ({target} is {reason})"
+    return text
 
 
 def _claim_attempts(try_claim: Callable[[], bool], seconds: float = 0.3) -> bool:
@@ -441,6 +527,11 @@ class _SqlJobStore:
 
     def _active(self, job: str) -> bool:
         raise NotImplementedError
+
+    def _failures(self, action: str) -> contextlib.AbstractContextManager[None]:
+        """Turns the driver's errors during ``action`` into JobStoreUnavailableError (the SQLite
+        store does; psycopg's messages already name the server)."""
+        return contextlib.nullcontext()
 
     def _config_param(self, config: Mapping[str, Any]) -> Any:
         return json.dumps(config, sort_keys=True, default=str)
@@ -519,7 +610,7 @@ class _SqlJobStore:
         """
         if self._shares_transaction(dlq):
             # One transaction: entries, stale removals and the checkpoint commit or vanish together.
-            with dlq.transaction() as cur:  # type: ignore[attr-defined]
+            with self._failures("checkpoint"), dlq.transaction() as cur:  # type: ignore[attr-defined]
                 if entries:
                     dlq.write_entries(cur, entries)  # type: ignore[attr-defined]
                 if stale:
@@ -579,28 +670,76 @@ class SqliteJobStore(_SqlJobStore):
     _placeholder = "?"
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
-        """Open (creating if needed) the store at ``path``; JobStoreUnavailableError if it cannot."""
+        """Open (creating if needed) the store at ``path``; JobStoreUnavailableError if it cannot.
+
+        An existing file must be a SQLite database batchguard can write: a damaged file, a
+        read-only file or file system, a full disk are refused with the cause. So is an *empty*
+        (0-byte) file that this call did not create: SQLite would take it for a new database
+        and every job in it would silently start over, while batchguard never leaves a store
+        file empty (a new file gets its header under the store's creation lock, before any other
+        batchguard process may look). Delete such a file to start a new store.
+        """
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self._jobs, self._batches = "jobs", "job_batches"
         self._lock = threading.RLock()
         self._timeout = timeout
-        try:
-            conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
-                                   check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise JobStoreUnavailableError(f"cannot open the SQLite job store {self.path}: {exc}") from exc
-        self._conn: sqlite3.Connection | None = conn
-        try:
-            enable_wal(conn, timeout)
-            conn.execute("PRAGMA synchronous = FULL")
-            with self._transaction() as cur:
-                self.create_schema(cur)
-        except sqlite3.Error as exc:
-            self.close()
-            raise JobStoreUnavailableError(f"cannot open the SQLite job store {self.path}: {exc}") from exc
-        self._scope = f"sqlite:{os.path.realpath(self.path)}"
+        self._conn: sqlite3.Connection | None = None
         self._locks: _LockFile | None = None
+        # Locks and in-process claims follow the file, not the name: a symlink reaches the same job.
+        real = os.path.realpath(self.path)
+        self._scope = f"sqlite:{real}"
+        try:
+            lock_path = f"{real}-joblock"
+            try:
+                self._locks = _LockFile(Path(lock_path))
+            except OSError as exc:
+                raise JobStoreUnavailableError(
+                    f"cannot open the SQLite job store {self.path}: cannot open its lock file "
+                    f"{lock_path} ({exc.strerror})") from exc
+            _check_writable(real, self.path)
+            if _maybe_new(real):
+                with _initialising(self._locks):
+                    created = create_private(real)
+                    if not created and _maybe_new(real):
+                        raise JobStoreUnavailableError(
+                            f"cannot open the SQLite job store {self.path}: the file is empty (0 bytes) "
+                            "and batchguard did not create it (a store file truncated or replaced "
+                            "outside batchguard?); its jobs cannot be resumed from it. Restore it from "
+                            "a backup, or delete it to start a new store")
+                    try:
+                        self._connect()
+                    except BaseException:
+                        if created:  # ours and never initialised: leave no empty file behind
+                            if self._conn is not None:
+                                self._conn.close()
+                                self._conn = None
+                            for suffix in ("", "-wal", "-shm"):
+                                with contextlib.suppress(OSError):
+                                    os.unlink(real + suffix)
+                        raise
+            else:
+                self._connect()
+        except JobStoreUnavailableError:
+            self.close()
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise JobStoreUnavailableError(
+                f"cannot open the SQLite job store {self.path}: {_cause(exc, real)}") from exc
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
+                               check_same_thread=False)
+        self._conn = conn
+        enable_wal(conn, self._timeout)
+        conn.execute("PRAGMA synchronous = FULL")
+        cur = conn.cursor()
+        try:
+            with write_transaction(conn, cur):
+                self.create_schema(cur)
+        finally:
+            cur.close()
 
     def __repr__(self) -> str:
         return f"SqliteJobStore({str(self.path)!r})"
@@ -635,7 +774,7 @@ class SqliteJobStore(_SqlJobStore):
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
+        with self._failures("write"), self._lock:
             conn = self._connection()
             cur = conn.cursor()
             try:
@@ -645,8 +784,17 @@ class SqliteJobStore(_SqlJobStore):
                 cur.close()
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._failures("read"), self._lock:
             return self._connection().execute(sql, tuple(params)).fetchall()
+
+    @contextlib.contextmanager
+    def _failures(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise JobStoreUnavailableError(
+                f"SQLite job store {self.path}: {action} failed: "
+                f"{_cause(exc, os.path.realpath(self.path))}") from exc
 
     def _shares_transaction(self, dlq: DeadLetterQueue) -> bool:
         from .dlq.sqlite import SqliteDLQ
@@ -659,13 +807,9 @@ class SqliteJobStore(_SqlJobStore):
             return False
 
     def _lock_file(self) -> _LockFile | None:
-        try:
-            import fcntl  # noqa: F401 - POSIX only; elsewhere only in-process claims apply
-        except ImportError:
-            return None
         if self._locks is None:
-            self._locks = _LockFile(Path(f"{self.path}-joblock"))
-        return self._locks
+            raise JobError(f"SQLite job store {self.path} is closed")
+        return self._locks if self._locks.posix else None
 
     @contextlib.contextmanager
     def claim(self, job: str) -> Iterator[None]:
