@@ -31,7 +31,7 @@ from .jobs import (
     list_jobs,
     open_job_store,
 )
-from .policies import CircuitBreaker, Classifier, ErrorClass, RateLimit, RetryPolicy
+from .policies import MAX_DURATION_S, CircuitBreaker, Classifier, ErrorClass, RateLimit, RetryPolicy
 from .replay import ReplayReport, replay
 from .results import BatchProgress, BatchReport, BatchStats, RecordError
 
@@ -61,6 +61,7 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "JobStoreUnavailableError",
+    "MAX_DURATION_S",
     "MemoryDLQ",
     "PostgresJobStore",
     "RateLimit",

@@ -15,7 +15,8 @@ from ._outcome import RunRecorder, new_run_id
 from .batching import calculate_batch_size
 from .dlq.base import DeadLetterQueue
 from .errors import ConfigError, ConfigTypeError
-from .policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
+from .policies import (CircuitBreaker, Classifier, RateLimit, RetryPolicy, check_count, check_duration,
+                       is_finite_number, shown)
 from ._async import ReferenceAsyncRun, drive, loop_factory
 from .reference import EngineConfig, Scheduler, _Classify, run_reference
 from .results import BatchProgress, BatchReport
@@ -24,49 +25,61 @@ __all__ = ["DEFAULT_BATCH_SIZE", "arun_batches", "run_batches"]
 
 DEFAULT_BATCH_SIZE = 1000
 ENGINES = ("native", "python")
-# Sync callbacks get one thread each (the native engine's pool is capped at this many).
+
+# Upper bounds, each what the native engine takes on every platform and what a run can sanely use.
+MAX_BATCH_SIZE = 2**32 - 1
+"""A batch is read into memory whole; 2**32 records is past any machine's memory for one batch,
+and fits the native engine's sizes on every platform (usize is 32 bits on 32-bit targets)."""
 MAX_SYNC_CONCURRENCY = 1024
+"""A sync fn gets one thread per unit of concurrency; the native engine's pool is capped at this
+many (``_native.MAX_CONCURRENCY``): past it threads cost more memory and switching than they
+add in throughput, and an I/O-bound fn that needs more in flight belongs in an ``async def``."""
+MAX_ASYNC_CONCURRENCY = 65_536
+"""An async fn gets one worker coroutine per unit of concurrency, all created when the run
+starts (a few KB each): past this many the workers' memory and the event loop's scheduling
+dominate, and no single service takes that many requests in flight."""
+MAX_FAILURES_COUNT = 2**63 - 1
+"""An error budget count is a u64 in the native engine and an SQLite INTEGER in a job store."""
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigTypeError(f"{name} must be an int >= 1, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ConfigError(f"{name} must be >= 1, got {value}")
+def _check_positive_int(name: str, value: Any, *, maximum: int, why: str) -> int:
+    return check_count(name, value, minimum=1, maximum=maximum, why=why)
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    """``bool`` means bool: ``"no"``, ``1`` or ``None`` would be read as a truth value silently."""
+    if not isinstance(value, bool):
+        raise ConfigTypeError(f"{name} must be True or False, got {type(value).__name__} {shown(value)}")
     return value
 
 
 def _check_fraction(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigTypeError(f"{name} must be a number in [0, 1], got {value!r}")
-    if math.isnan(value):
-        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+        raise ConfigTypeError(f"{name} must be a number in [0, 1], got {type(value).__name__} {shown(value)}")
+    if not (is_finite_number(value) and 0.0 <= value <= 1.0):
+        raise ConfigError(f"{name} must be in [0, 1], got {shown(value)}")
     return float(value)
 
 
 def _check_max_failures(value: Any) -> int | float | None:
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise ConfigTypeError(f"max_failures must be an int count or a float rate in (0, 1], got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigTypeError(f"max_failures must be an int count or a float rate in (0, 1], got "
+                              f"{type(value).__name__} {shown(value)}")
     if isinstance(value, int):
-        if value < 0:
-            raise ConfigError(f"max_failures as a count must be >= 0, got {value}")
-        return value
-    if isinstance(value, float):
-        if not 0.0 < value <= 1.0:
-            raise ConfigError(f"max_failures as a rate must be in (0, 1], got {value!r}")
-        return value
-    raise ConfigTypeError(f"max_failures must be an int count or a float rate in (0, 1], got {type(value).__name__}")
+        return check_count("max_failures (a count)", value, minimum=0, maximum=MAX_FAILURES_COUNT,
+                           why="a 64-bit count")
+    if not 0.0 < value <= 1.0:  # nan and inf fail this too
+        raise ConfigError(f"max_failures as a rate must be in (0, 1], got {value!r} (an int is a count)")
+    return value
 
 
 def _check_callable(name: str, value: Any, *, optional: bool = True) -> Any:
     if value is None and optional:
         return None
     if not callable(value):
-        raise TypeError(f"{name} must be callable, got {type(value).__name__} {value!r}"[:200])
+        raise ConfigTypeError(f"{name} must be callable, got {type(value).__name__} {shown(value)}")
     return value
 
 
@@ -99,13 +112,11 @@ def is_coroutine_function(fn: Any) -> bool:
 
 
 def _check_timeout(value: Any) -> float | None:
-    if value is None:
+    """Seconds in (0, MAX_DURATION_S]; None or ``float("inf")`` (the usual Python spelling of
+    "no limit") mean no timeout, and are both stored as None."""
+    if value is None or (isinstance(value, float) and value == math.inf):
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ConfigError(f"timeout must be a number of seconds > 0, got {value!r}")
-    if value <= 0:
-        raise ConfigError(f"timeout must be > 0 seconds, got {value!r}")
-    return float(value)
+    return check_duration("timeout", value, positive=True)
 
 
 def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry: Any,
@@ -115,33 +126,42 @@ def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry
               delay_between_batches: Any = 0.0, key_of: Any = None, bulk: Any = False) -> Plan:
     """Check every argument before any record is read; each error names its argument."""
     if isinstance(records, (str, bytes, bytearray)):
-        raise TypeError(f"records must be an iterable of records, not {type(records).__name__}")
+        raise ConfigTypeError(f"records must be an iterable of records, not {type(records).__name__}")
     if not isinstance(records, Iterable):
-        raise TypeError(f"records must be iterable (a list, generator, ...), got {type(records).__name__}")
+        raise ConfigTypeError(f"records must be iterable (a list, generator, ...), got {type(records).__name__}")
     _check_callable("fn", fn, optional=False)
     total = len(records) if isinstance(records, Sized) else None
     if batch_size is None:
         batch_size = DEFAULT_BATCH_SIZE
-    elif batch_size == "auto":
+    elif isinstance(batch_size, str):
+        if batch_size != "auto":
+            raise ConfigTypeError(f'batch_size must be an int >= 1, "auto" or None, got str {shown(batch_size)}')
         if total is None:
             raise ConfigError('batch_size="auto" needs an input with a length (a list, not a generator)')
         batch_size = calculate_batch_size(total)
     else:
-        _check_positive_int("batch_size", batch_size)
-    _check_positive_int("concurrency", concurrency)
+        _check_positive_int("batch_size", batch_size, maximum=MAX_BATCH_SIZE,
+                            why="a batch is held in memory whole")
+    is_async = is_coroutine_function(fn)
+    if is_async:
+        check_count("concurrency", concurrency, minimum=1, maximum=MAX_ASYNC_CONCURRENCY,
+                    why="one worker coroutine each, all created up front")
+    else:
+        check_count("concurrency", concurrency, minimum=1, maximum=MAX_SYNC_CONCURRENCY,
+                    why="a sync fn gets one thread each; an async def fn can have more in flight")
     if retry is None:
         retry = RetryPolicy()
     elif not isinstance(retry, RetryPolicy):
-        raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        raise ConfigTypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
     if classifier is None:
         classifier = Classifier.default()
     elif not isinstance(classifier, Classifier):
         if callable(classifier):
             classifier = Classifier.default().with_callable(classifier)
         else:
-            raise TypeError(f"classifier must be a Classifier or a callable, got {type(classifier).__name__}")
+            raise ConfigTypeError(f"classifier must be a Classifier or a callable, got {type(classifier).__name__}")
     if breaker is not None and not isinstance(breaker, CircuitBreaker):
-        raise TypeError(f"breaker must be a CircuitBreaker or None, got {type(breaker).__name__}")
+        raise ConfigTypeError(f"breaker must be a CircuitBreaker or None, got {type(breaker).__name__}")
     _check_callable("id_of", id_of)
     _check_callable("on_progress", on_progress)
     if success_threshold is not None:
@@ -151,26 +171,21 @@ def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry
         raise ConfigTypeError(f"stage must be a non-empty str, got {type(stage).__name__} {stage!r}")
     if not stage:
         raise ConfigError(f"stage must be a non-empty str, got {stage!r}")
+    if not isinstance(engine, str):
+        raise ConfigTypeError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got "
+                              f"{type(engine).__name__} {shown(engine)}")
     if engine not in ENGINES:
-        raise ConfigError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
+        raise ConfigError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {shown(engine)}")
     timeout = _check_timeout(timeout)
     if rate_limit is not None and not isinstance(rate_limit, RateLimit):
         raise ConfigTypeError(f"rate_limit must be a RateLimit(per_second=..., burst=...), got "
                               f"{type(rate_limit).__name__}")
-    if (isinstance(delay_between_batches, bool) or not isinstance(delay_between_batches, (int, float))
-            or not math.isfinite(delay_between_batches)):
-        raise ConfigTypeError(f"delay_between_batches must be a number of seconds, got {delay_between_batches!r}")
-    if delay_between_batches < 0:
-        raise ConfigError(f"delay_between_batches must be >= 0, got {delay_between_batches!r}")
+    delay_between_batches = check_duration("delay_between_batches", delay_between_batches)
     _check_callable("key_of", key_of)
-    if not isinstance(bulk, bool):
-        raise ConfigTypeError(f"bulk must be True or False, got {bulk!r}")
+    _check_flag("bulk", bulk)
     if bulk and key_of is not None:
         raise ConfigError("bulk=True and key_of cannot be combined: a bulk call runs a whole batch at once")
-    is_async = is_coroutine_function(fn)
-    if not is_async and concurrency > MAX_SYNC_CONCURRENCY:
-        raise ConfigError(f"concurrency must be <= {MAX_SYNC_CONCURRENCY} for a sync fn (one thread "
-                          f"each), got {concurrency}; an async fn can have more in flight")
+    _check_flag("pickle_payloads", pickle_payloads)
     if dlq is not None:
         dlq = _open_dlq(dlq)
     seed = (retry.seed if retry.seed is not None else random.getrandbits(64)) & ((1 << 64) - 1)
@@ -359,6 +374,9 @@ def run_batches(
         raise ConfigError(f"job must be a non-empty str, got {job!r}")
     if job is None and store is not None:
         raise ConfigError("store is only used with job=...: name the job to make the run resumable")
+    _check_flag("force", force)
+    if job is None and force:
+        raise ConfigError("force=True is only used with job=...: it reruns a completed job")
     plan = make_plan(records, fn, batch_size=batch_size, concurrency=concurrency, retry=retry,
                      classifier=classifier, breaker=breaker, dlq=dlq, id_of=id_of,
                      on_progress=on_progress, success_threshold=success_threshold,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -16,6 +17,8 @@ from typing import Any, Literal
 from .errors import ConfigError, ConfigTypeError
 
 __all__ = [
+    "MAX_DURATION_S",
+    "MIN_RATE_PER_SECOND",
     "RateLimit",
     "CircuitBreaker",
     "Classifier",
@@ -63,22 +66,78 @@ def _jitter_stream_seed(seed: int, record_index: int) -> int:
     return (seed ^ (((record_index + 1) * 0xD1B54A32D192ED03) & _MASK64)) & _MASK64
 
 
+MAX_DURATION_S = 365 * 24 * 60 * 60
+"""The longest duration batchguard accepts, in seconds (one year): every timeout, delay,
+``open_duration`` and retry-after cap is checked against it when it is given. Longer is almost
+surely a unit mistake (milliseconds passed as seconds), and it keeps every deadline the engines
+compute (now + duration) far inside what their timers and clocks can hold."""
+
+MIN_RATE_PER_SECOND = 1.0 / MAX_DURATION_S
+"""The slowest :class:`RateLimit` accepted: one attempt per :data:`MAX_DURATION_S`, so that the
+interval between two attempts is itself a duration batchguard accepts."""
+
+MAX_COUNT = 2**32 - 1
+"""The largest per-record or per-breaker count (``max_attempts``, ``half_open_calls``, ``burst``):
+the native engine holds these in 32 bits."""
+
+MAX_BREAKER_WINDOW = 1_000_000
+"""The largest ``CircuitBreaker.window``: the breaker keeps its last ``window`` outcomes in
+memory, allocated when the run starts."""
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, shortened when huge (``10**400`` has 401 digits)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
+
+
+def is_finite_number(value: int | float) -> bool:
+    """Not nan or inf, nor an int too large for a float (which ``math.isfinite`` overflows on)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return -sys.float_info.max <= value <= sys.float_info.max
+
+
+def check_duration(name: str, value: Any, *, positive: bool = False) -> float:
+    """A number of seconds in ``[0, MAX_DURATION_S]`` (``(0, ...]`` when ``positive``), as a
+    float. ``name`` is what the messages call it (``"timeout"``, ``"RetryPolicy.max_delay"``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigTypeError(f"{name} must be a number of seconds, got {type(value).__name__} {shown(value)}")
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{name} must be a number of seconds, got nan")
+    if value < 0 or (positive and value == 0):
+        raise ConfigError(f"{name} must be {'>' if positive else '>='} 0 seconds, got {shown(value)}")
+    if value > MAX_DURATION_S:
+        raise ConfigError(f"{name} must be at most {MAX_DURATION_S} s (one year, batchguard.MAX_DURATION_S), "
+                          f"got {shown(value)}; a longer wait is almost surely a unit mistake")
+    return float(value)
+
+
+def check_count(name: str, value: Any, *, minimum: int, maximum: int, why: str = "") -> int:
+    """An int in ``[minimum, maximum]`` (a bool is not an int here); ``why`` explains the maximum."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigTypeError(f"{name} must be an int, got {type(value).__name__} {shown(value)}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {shown(value)}")
+    if value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}{f' ({why})' if why else ''}, got {shown(value)}")
+    return value
+
+
 def _check_number(owner: str, name: str, value: Any, *, minimum: float = 0.0,
                   inclusive: bool = True) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigTypeError(f"{owner}.{name} must be a number, got {type(value).__name__}")
-    if math.isnan(value) or math.isinf(value):
-        raise ConfigError(f"{owner}.{name} must be finite, got {value!r}")
+        raise ConfigTypeError(f"{owner}.{name} must be a number, got {type(value).__name__} {shown(value)}")
+    if not is_finite_number(value):
+        raise ConfigError(f"{owner}.{name} must be finite, got {shown(value)}")
     if value < minimum or (not inclusive and value == minimum):
         relation = ">=" if inclusive else ">"
-        raise ConfigError(f"{owner}.{name} must be {relation} {minimum:g}, got {value!r}")
+        raise ConfigError(f"{owner}.{name} must be {relation} {minimum:g}, got {shown(value)}")
 
 
-def _check_int(owner: str, name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigTypeError(f"{owner}.{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ConfigError(f"{owner}.{name} must be >= {minimum}, got {value!r}")
+def _check_int(owner: str, name: str, value: Any, *, minimum: int, maximum: int = MAX_COUNT,
+               why: str = "the native engine holds it in 32 bits") -> None:
+    check_count(f"{owner}.{name}", value, minimum=minimum, maximum=maximum, why=why)
 
 
 def _check_rate(owner: str, name: str, value: Any) -> None:
@@ -108,13 +167,16 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         _check_int("RetryPolicy", "max_attempts", self.max_attempts, minimum=1)
-        _check_number("RetryPolicy", "base_delay", self.base_delay)
+        check_duration("RetryPolicy.base_delay", self.base_delay)
         _check_number("RetryPolicy", "multiplier", self.multiplier, minimum=1.0)
-        _check_number("RetryPolicy", "max_delay", self.max_delay)
+        check_duration("RetryPolicy.max_delay", self.max_delay)
         if self.max_delay < self.base_delay:
             raise ConfigError(
                 f"RetryPolicy.max_delay ({self.max_delay!r}) must be >= base_delay ({self.base_delay!r})"
             )
+        if not isinstance(self.jitter, str):
+            raise ConfigTypeError(f"RetryPolicy.jitter must be one of {', '.join(_JITTERS)} (a str); got "
+                                  f"{type(self.jitter).__name__} {self.jitter!r}")
         if self.jitter not in _JITTERS:
             raise ConfigError(
                 f"RetryPolicy.jitter must be one of {', '.join(_JITTERS)}; got {self.jitter!r}"
@@ -139,7 +201,7 @@ class RetryPolicy:
         With a ``seed`` (here or on the policy) the values are exactly those the engines use
         for the record at ``record_index``.
         """
-        _check_int("RetryPolicy.schedule", "n", n, minimum=0)
+        _check_int("RetryPolicy.schedule", "n", n, minimum=0, why="one delay per retry")
         jitter = BackoffState(self, record_index, seed)
         return [jitter.next_delay() for _ in range(n)]
 
@@ -200,16 +262,20 @@ class CircuitBreaker:
 
     def __post_init__(self) -> None:
         _check_rate("CircuitBreaker", "failure_rate_threshold", self.failure_rate_threshold)
-        _check_int("CircuitBreaker", "window", self.window, minimum=1)
+        _check_int("CircuitBreaker", "window", self.window, minimum=1, maximum=MAX_BREAKER_WINDOW,
+                   why="the breaker keeps that many outcomes in memory, allocated up front")
         _check_int("CircuitBreaker", "minimum_calls", self.minimum_calls, minimum=1)
         if self.minimum_calls > self.window:
             raise ConfigError(
                 f"CircuitBreaker.minimum_calls ({self.minimum_calls}) must be <= window ({self.window})"
             )
-        _check_number("CircuitBreaker", "open_duration", self.open_duration)
+        check_duration("CircuitBreaker.open_duration", self.open_duration)
         _check_int("CircuitBreaker", "half_open_calls", self.half_open_calls, minimum=1)
         if self.abort_failure_rate is not None:
             _check_rate("CircuitBreaker", "abort_failure_rate", self.abort_failure_rate)
+        if isinstance(self.counts, (str, ErrorClass)) or not isinstance(self.counts, Iterable):
+            raise ConfigTypeError(f"CircuitBreaker.counts must be a tuple of ErrorClass values, got "
+                                  f"{type(self.counts).__name__} {self.counts!r}")
         counts = tuple(self.counts)
         if not counts:
             raise ConfigError("CircuitBreaker.counts must name at least one ErrorClass")
@@ -234,6 +300,11 @@ class RateLimit:
 
     def __post_init__(self) -> None:
         _check_number("RateLimit", "per_second", self.per_second, minimum=0.0, inclusive=False)
+        if self.per_second < MIN_RATE_PER_SECOND:
+            raise ConfigError(
+                f"RateLimit.per_second must be >= {MIN_RATE_PER_SECOND:.3g} (one attempt per "
+                f"{MAX_DURATION_S} s, batchguard.MAX_DURATION_S: the interval between two attempts "
+                f"must be a duration batchguard accepts), got {self.per_second!r}")
         _check_int("RateLimit", "burst", self.burst, minimum=1)
 
 
