@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import collections
 import functools
-import json
 import logging
 import time
 import traceback as tb
 import uuid
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ
-from .errors import BatchguardWarning, DLQError
+from .dlq.codec import Fallbacks, clean_text, encode_payload, encode_record_id, type_name
+from .errors import DLQError
 from .results import BatchProgress, BatchReport, BatchStats, RecordError
 
 __all__ = ["Counters", "Failures", "RunRecorder", "new_run_id"]
@@ -69,6 +68,7 @@ def entry_id(scope: str, stage: str, record_index: int) -> str:
 
 
 def default_id_of(record: Any, index: int) -> Any:
+    """The record's ``entity_id`` or ``id`` when it is a mapping that has one, else its index."""
     if isinstance(record, Mapping):
         for key in ("entity_id", "id"):
             value = record.get(key)
@@ -78,19 +78,21 @@ def default_id_of(record: Any, index: int) -> Any:
 
 
 def message_of(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when its ``__str__`` raises; may hold unstorable characters."""
     try:
-        return str(exc)
+        text = str(exc)
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the record
-        return f"<unprintable {type(exc).__name__}>"
+        return f"<unprintable {type_name(exc)}>"
+    return text if isinstance(text, str) else f"<unprintable {type_name(exc)}>"
 
 
-def _json_safe(record: Any) -> bool:
-    """Can JSON hold this record as it is (round-trip: no NaN, no exotic types)?"""
+def _traceback_of(exc: BaseException) -> str | None:
+    if exc.__traceback__ is None:
+        return None
     try:
-        json.dumps(record, allow_nan=False)
-    except (TypeError, ValueError):
-        return False
-    return True
+        return "".join(tb.format_exception(exc))
+    except Exception:  # noqa: BLE001 - a traceback that cannot be formatted must not lose the record
+        return f"<traceback of {type_name(exc)} could not be formatted>"
 
 
 class Failures:
@@ -107,7 +109,7 @@ class Failures:
         self._chunks: list[Any] = []
         self._count = 0
         self._flat: list[RawFailure] | None = []
-        self._warned_repr = False
+        self._fallbacks = Fallbacks()  # which storage fallbacks this run used (one warning each)
         # With a durable DLQ the entries live there: this log keeps counts only, so a run that
         # dead-letters millions of records keeps its memory flat, and details are read back.
         self._durable = durable
@@ -171,13 +173,13 @@ class Failures:
         return [type(r[4][-1][2]).__name__ for r in self._in_order()]
 
     def record_id(self, record: Any, index: int) -> Any:
-        if self._id_of is None:
-            return default_id_of(record, index)
+        """The record's id as every backend stores it (dlq.codec.encode_record_id's rule)."""
         try:
-            return self._id_of(record)
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("id_of raised %s for record %d; using its index", type(exc).__name__, index)
+            value = default_id_of(record, index) if self._id_of is None else self._id_of(record)
+        except Exception as exc:  # noqa: BLE001 - id_of (or a mapping's get) raised
+            logger.warning("id_of raised %s for record %d; using its index", type_name(exc), index)
             return index
+        return encode_record_id(value, self._fallbacks)
 
     def record_errors(self) -> list[RecordError]:
         if self._durable is not None:
@@ -198,29 +200,17 @@ class Failures:
         return [self.dead_letter(raw) for raw in self._in_order()]
 
     def payload(self, record: Any) -> tuple[Any, str]:
-        if _json_safe(record):
-            return record, "json"
-        if self._pickle:
-            import base64
-            import pickle
-
-            try:
-                return base64.b64encode(pickle.dumps(record)).decode("ascii"), "pickle"
-            except Exception:  # noqa: BLE001,S110 - fall back to repr below
-                pass
-        if not self._warned_repr:
-            self._warned_repr = True
-            warnings.warn(
-                f"a {type(record).__name__} record cannot be stored as JSON; the DLQ keeps its repr "
-                "(pass pickle_payloads=True to keep it replayable)", BatchguardWarning, stacklevel=2)
-        return repr(record), "repr"
+        """The stored payload and its encoding (dlq.codec: JSON, pickle if opted in, repr, placeholder)."""
+        return encode_payload(record, pickle_payloads=self._pickle, fallbacks=self._fallbacks)
 
     def dead_letter(self, raw: RawFailure) -> DeadLetter:
+        """The DLQ entry of one failed record: always storable, whatever the record holds."""
         index, batch_index, record, error_class, history = raw
         exc = history[-1][2]
-        trace = "".join(tb.format_exception(exc)) if exc.__traceback__ is not None else None
+        fallbacks = self._fallbacks
+        trace = _traceback_of(exc)
         payload, encoding = self.payload(record)
-        attempts = tuple(Attempt(a, iso(at), type(e).__name__, message_of(e), delay)
+        attempts = tuple(Attempt(a, iso(at), type_name(e), clean_text(message_of(e), fallbacks), delay)
                          for a, at, e, delay in history)
         return DeadLetter(
             id=entry_id(self.job_id or self.run_id, self.stage, index),
@@ -233,9 +223,9 @@ class Failures:
             payload=payload,
             payload_encoding=encoding,
             error_class=error_class,
-            error_type=type(exc).__name__,
-            error_message=message_of(exc),
-            traceback=trace,
+            error_type=attempts[-1].error_type,
+            error_message=attempts[-1].error_message,
+            traceback=None if trace is None else clean_text(trace, fallbacks),
             attempts=attempts,
             first_failed_at=attempts[0].at,
             last_failed_at=attempts[-1].at,

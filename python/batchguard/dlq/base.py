@@ -11,8 +11,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol, Self, runtime_checkable
 
-import orjson
-
 from .._files import atomic_writer, same_file
 from ..errors import DLQError
 
@@ -102,9 +100,11 @@ class DeadLetter:
         }
 
     def to_json(self) -> str:
-        """The stored form: compact JSON, the same document as ``to_dict()``."""
-        # orjson serializes the dataclass (and its Attempt tuple) directly, without to_dict().
-        return orjson.dumps(self, option=orjson.OPT_NON_STR_KEYS).decode()
+        """The stored form: compact JSON, the same document as ``to_dict()`` with every field made
+        storable (see :mod:`batchguard.dlq.codec`, the one encoder of every backend)."""
+        from .codec import dumps
+
+        return dumps(self).decode()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeadLetter:
@@ -281,8 +281,12 @@ class MemoryDLQ:
         return iter(self.list())
 
     def send(self, entries: Sequence[DeadLetter]) -> None:
+        from .codec import encode
+
+        # Kept as a durable backend would store it (odd ids as strings, and so on).
+        stored = [encode(entry)[1] for entry in entries]
         with self._lock:
-            for entry in entries:
+            for entry in stored:
                 self._entries[entry.id] = entry
 
     def count(self, **filters: Any) -> int:

@@ -15,6 +15,7 @@ from typing import IO, Any, Final
 
 from ..errors import BatchguardWarning, DLQError, DLQUnavailableError
 from .base import QueueBase, DeadLetter, check_filters, check_page, matches, write_jsonl
+from .codec import dumps, encode
 
 try:
     import fcntl
@@ -116,12 +117,13 @@ class JsonlDLQ(QueueBase):
         """Append one line per entry, then flush and fsync: durable when it returns."""
         if not entries:
             return
-        data = "".join([_encode(entry.to_dict()) + "\n" for entry in entries]).encode()
+        encoded = [encode(entry) for entry in entries]
+        data = b"".join([line + b"\n" for line, _ in encoded])
         with self._lock, self._locked(exclusive=True) as fd:
             self._replay(fd)
             self._append(fd, data, len(entries))
-            for entry in entries:
-                self._entries[entry.id] = entry
+            for _, stored in encoded:  # as a reader of the file sees it
+                self._entries[stored.id] = stored
 
     def count(self, **filters: Any) -> int:
         """How many entries match ``filters`` (exact matches on FILTER_FIELDS)."""
@@ -189,7 +191,7 @@ class JsonlDLQ(QueueBase):
             try:
                 with os.fdopen(tmp_fd, "wb") as out:
                     for entry in self._entries.values():
-                        written += out.write((_encode(entry.to_dict()) + "\n").encode())
+                        written += out.write(dumps(entry) + b"\n")
                     out.flush()
                     os.fsync(out.fileno())
                 os.replace(tmp_name, self.path)

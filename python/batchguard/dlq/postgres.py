@@ -13,6 +13,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from ..errors import ConfigError, DLQError, DLQUnavailableError
 from .base import QueueBase, FILTER_FIELDS, DeadLetter, check_filters, check_page, write_jsonl
+from .codec import dumps
 from .urls import redact, require_module
 
 if TYPE_CHECKING:
@@ -24,12 +25,9 @@ __all__ = ["PostgresDLQ"]
 _PAGE: Final = 1000
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
-_encode: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
 def _row(entry: DeadLetter) -> tuple[Any, ...]:
     return (entry.id, entry.run_id, entry.job_id, entry.stage, str(entry.error_class),
-            entry.error_type, _encode(entry.to_dict()))
+            entry.error_type, dumps(entry).decode())
 
 
 def _where(sql_mod: Any, wanted: dict[str, Any]) -> sql.Composable:

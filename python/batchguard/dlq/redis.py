@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from ..errors import ConfigError, DLQError, DLQUnavailableError
 from .base import QueueBase, FILTER_FIELDS, DeadLetter, check_filters, check_page, write_jsonl
+from .codec import dumps
 from .urls import redact, require_module
 
 if TYPE_CHECKING:
@@ -24,9 +25,6 @@ __all__ = ["RedisDLQ"]
 _PAGE: Final = 1000
 _WATCH_TRIES: Final = 50
 _MIN_VERSION: Final = (6, 2)  # ZINTER, which orders filtered ids by their sequence number
-
-_encode: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
 
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
@@ -128,7 +126,7 @@ class RedisDLQ(QueueBase):
         fields: dict[str, tuple[Any, ...]] = {}
         for entry_id, entry in latest.items():
             data = entry.to_dict()
-            encoded[entry_id] = _encode(data)
+            encoded[entry_id] = dumps(entry).decode()
             fields[entry_id] = _fields(data)
 
         def write(pipe: redis.client.Pipeline, old: builtins.list[str | None]) -> None:

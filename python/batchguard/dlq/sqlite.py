@@ -16,6 +16,7 @@ from typing import IO, Any, Final, Literal
 
 from ..errors import ConfigError, DLQError, DLQUnavailableError
 from .base import QueueBase, DeadLetter, check_filters, check_page, write_jsonl
+from .codec import dumps
 
 __all__ = ["SqliteDLQ"]
 
@@ -59,7 +60,7 @@ _PAGE: Final = 1000
 
 def _row(entry: DeadLetter) -> tuple[Any, ...]:
     return (entry.id, entry.run_id, entry.job_id, entry.stage, str(entry.error_class),
-            entry.error_type, entry.to_json())
+            entry.error_type, dumps(entry).decode())
 
 
 @contextlib.contextmanager

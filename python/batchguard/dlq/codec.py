@@ -1,0 +1,367 @@
+"""The one encoder of dead-letter entries: every backend and every export stores what it makes.
+
+An entry must always be storable, whatever the failed record holds, or one odd record would
+stop a run (and a resumed job at the same record, every time). So each part of an entry falls
+back step by step instead of raising:
+
+* **payload**: JSON when the record is plain JSON data that every backend stores and reads back
+  as it was (``payload_encoding="json"``); else, if the user opted in, base64 pickle
+  (``"pickle"``); else a safe ``repr`` (``"repr"``); and when even ``repr`` raises, a
+  placeholder naming the type, ``"<unrepresentable Foo>"`` (still ``"repr"``).
+* **record id**: see :func:`encode_record_id` (the rule is documented on :class:`DeadLetter`).
+* **text** (error messages, tracebacks, type names): lone surrogates and NUL characters, which
+  no backend can store as UTF-8 text (PostgreSQL rejects NUL even escaped), become U+FFFD.
+
+Plain JSON data here means: ``None``, ``bool``, ``int``, finite ``float``, ``str`` without lone
+surrogates or NUL, lists and tuples of those, and dicts with such ``str`` keys, nested at most
+:data:`MAX_DEPTH` deep (deeper documents exceed what JSON parsers such as orjson and PostgreSQL's
+accept). Anything else (UUID, datetime, Decimal, bytes, NaN, objects) is not, so its ``repr``
+is kept rather than silently turning it into a string that replay would pass to ``fn``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import json
+import logging
+import math
+import operator
+import re
+import uuid
+import warnings
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from ..errors import BatchguardWarning
+
+if TYPE_CHECKING:
+    from .base import DeadLetter
+
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAX_DEPTH",
+    "MAX_REPR",
+    "Fallbacks",
+    "clean_text",
+    "dumps",
+    "encode",
+    "encode_payload",
+    "encode_record_id",
+    "normalize",
+]
+
+logger = logging.getLogger("batchguard")
+
+MAX_DEPTH: Final = 128
+"""Deepest nesting of lists and dicts a JSON payload may have; deeper records are kept as repr."""
+
+MAX_REPR: Final = 65_536
+"""Longest repr kept as a payload (characters); a longer one is cut and says how long it was."""
+
+MAX_ID_TEXT: Final = 1_024
+"""Longest string form of a record id that is not a str itself (an object's ``str``)."""
+
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+_REPLACEMENT: Final = "\ufffd"
+
+# Types that orjson would silently turn into something else (UUID -> str, Enum -> its value,
+# NaN -> null) are caught by comparing the decoded document with the record.
+_FAST: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+class Fallbacks:
+    """Which fallbacks one run used: each kind is reported once (a BatchguardWarning), never raised.
+
+    A warnings filter set to "error" must not turn a stored entry into a dead run, so such a
+    warning is logged instead of raised.
+    """
+
+    MESSAGES: Final = {
+        "repr": "a {type} record cannot be stored as JSON; the DLQ keeps its repr (pass "
+                "pickle_payloads=True to keep such records replayable)",
+        "placeholder": "a {type} record has no usable repr either (it raised); the DLQ keeps the "
+                       "placeholder '<unrepresentable {type}>'",
+        "record_id": "id_of returned a {type}, which is not a JSON scalar; the DLQ keeps its "
+                     "string form as record_id",
+        "text": "an error message or traceback held lone surrogates or NUL characters, which no "
+                "backend stores; they are replaced by U+FFFD",
+    }
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def note(self, kind: str, type_name: str = "") -> None:
+        if kind in self.used:
+            return
+        self.used.add(kind)
+        message = self.MESSAGES[kind].format(type=type_name)
+        try:
+            warnings.warn(message, BatchguardWarning, stacklevel=4)
+        except Exception:  # noqa: BLE001 - warnings turned into errors: the run goes on
+            logger.warning(message)
+
+
+_SILENT: Final = None
+
+
+def _note(fallbacks: Fallbacks | None, kind: str, type_name: str = "") -> None:
+    if fallbacks is not None:
+        fallbacks.note(kind, type_name)
+
+
+def clean_text(text: str, fallbacks: Fallbacks | None = _SILENT) -> str:
+    """``text`` with lone surrogates and NUL replaced by U+FFFD (the same object when it has none)."""
+    if _UNSTORABLE.search(text) is None:
+        return text
+    _note(fallbacks, "text")
+    return _UNSTORABLE.sub(_REPLACEMENT, text)
+
+
+def type_name(value: Any) -> str:
+    """``type(value).__name__``, safe to store (a class name can hold any character)."""
+    return _UNSTORABLE.sub(_REPLACEMENT, type(value).__name__)
+
+
+def _is_plain(value: Any) -> bool:
+    """Is ``value`` plain JSON data (see the module docstring)? Iterative: no depth limit of its own."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if item is None or item is True or item is False:
+            continue
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item) is not None:
+                return False
+        elif isinstance(item, int):
+            continue
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, (list, tuple)):
+            if depth >= MAX_DEPTH:
+                return False
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, dict):
+            if depth >= MAX_DEPTH:
+                return False
+            for key, child in item.items():
+                if not isinstance(key, str) or _UNSTORABLE.search(key) is not None:
+                    return False
+                stack.append((child, depth + 1))
+        else:
+            return False
+    return True
+
+
+def _json_payload(record: Any) -> bool:
+    """Can the record be stored as JSON and come back equal (lists for tuples)?"""
+    try:
+        encoded = orjson.dumps(record, option=_FAST)
+    except (TypeError, ValueError, RecursionError):
+        return _is_plain(record)
+    if b"\\u0000" in encoded:  # NUL (or a literal backslash-u0000): PostgreSQL refuses NUL
+        return _is_plain(record)
+    if encoded.count(b"[") + encoded.count(b"{") >= MAX_DEPTH:  # maybe too deep: the walk measures
+        return _is_plain(record)
+    try:
+        same = bool(orjson.loads(encoded) == record)
+    except Exception:  # noqa: BLE001 - a user type's __eq__ may raise
+        same = False
+    # Not equal: a type orjson converts (UUID, Enum, NaN) or merely a tuple; the walk decides.
+    return same or _is_plain(record)
+
+
+def _lists(value: Any) -> Any:
+    """``value`` with its tuples as lists, as every backend gives them back (plain data only)."""
+    if isinstance(value, (list, tuple)):
+        return [_lists(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _lists(item) for key, item in value.items()}
+    return value
+
+
+def _has_tuple(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, tuple):
+            return True
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return False
+
+
+def safe_repr(value: Any) -> str | None:
+    """``repr(value)``, bounded and storable, or None when repr raises (or recurses too deep)."""
+    try:
+        text = repr(value)
+        if not isinstance(text, str):
+            return None
+    except Exception:  # noqa: BLE001 - a broken __repr__, a RecursionError on deep nesting
+        return None
+    if len(text) > MAX_REPR:
+        text = f"{text[:MAX_REPR]}... (repr cut at {MAX_REPR:,} of {len(text):,} characters)"
+    return _UNSTORABLE.sub(_REPLACEMENT, text)
+
+
+def encode_payload(record: Any, *, pickle_payloads: bool,
+                   fallbacks: Fallbacks | None = _SILENT) -> tuple[Any, str]:
+    """The stored payload and its ``payload_encoding``; never raises."""
+    if _json_payload(record):
+        return (_lists(record) if _has_tuple(record) else record), "json"
+    if pickle_payloads:
+        import base64
+        import pickle
+
+        try:
+            return base64.b64encode(pickle.dumps(record)).decode("ascii"), "pickle"
+        except Exception:  # noqa: BLE001,S110 - not picklable: the repr below
+            pass
+    text = safe_repr(record)
+    if text is not None:
+        _note(fallbacks, "repr", type_name(record))
+        return text, "repr"
+    name = type_name(record)
+    _note(fallbacks, "placeholder", name)
+    return f"<unrepresentable {name}>", "repr"
+
+
+def _text_form(value: Any) -> str:
+    """``str(value)``, else its repr, else a placeholder; bounded and storable."""
+    try:
+        text = str(value)
+        if not isinstance(text, str):
+            raise TypeError
+    except Exception:  # noqa: BLE001 - a broken __str__: try repr
+        text = safe_repr(value) or f"<unrepresentable {type_name(value)}>"
+    if len(text) > MAX_ID_TEXT:
+        text = text[:MAX_ID_TEXT] + "..."
+    return _UNSTORABLE.sub(_REPLACEMENT, text)
+
+
+def encode_record_id(value: Any, fallbacks: Fallbacks | None = _SILENT) -> Any:
+    """A record id as every backend stores it; the same rule everywhere, never raises.
+
+    ``None``, ``bool``, ``str``, finite ``float`` and ``int`` within signed 64 bits stay as
+    they are (a str loses lone surrogates and NUL to U+FFFD). Everything else becomes a string:
+    a larger int its decimal digits, a non-finite float ``"nan"``/``"inf"``/``"-inf"``,
+    a UUID its canonical form, a Decimal ``str()``, a date/time/datetime ``isoformat()``,
+    bytes their hex digits, and any other object its ``str()`` (a BatchguardWarning says so
+    once per run).
+
+    >>> import uuid, decimal
+    >>> encode_record_id(uuid.UUID(int=1)), encode_record_id(2**70), encode_record_id(b"\\x01\\xff")
+    ('00000000-0000-0000-0000-000000000001', '1180591620717411303424', '01ff')
+    >>> encode_record_id(decimal.Decimal("1.50")), encode_record_id(7)
+    ('1.50', 7)
+    """
+    if value is None or value is True or value is False:
+        return value
+    kind = type(value)
+    if kind is str:
+        return clean_text(value)
+    if kind is int:
+        return value if INT64_MIN <= value <= INT64_MAX else str(value)
+    if kind is float:
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    # Subclasses (IntEnum, StrEnum, numpy scalars) as the plain scalar they stand for.
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return clean_text(str.__str__(value))
+    if isinstance(value, int):
+        return encode_record_id(int.__index__(value))
+    if isinstance(value, float):
+        return encode_record_id(float(value))
+    if hasattr(type(value), "__index__") and not isinstance(value, (list, tuple, dict)):
+        try:
+            return encode_record_id(operator.index(value))
+        except Exception:  # noqa: BLE001,S110 - not an integer after all
+            pass
+    _note(fallbacks, "record_id", type_name(value))
+    return _text_form(value)
+
+
+def normalize(entry: DeadLetter) -> DeadLetter:
+    """``entry`` with every field storable (the same object when it already is).
+
+    Entries built by a run are storable already; this catches entries a user built by hand.
+    """
+    from .base import Attempt
+
+    payload, encoding = entry.payload, entry.payload_encoding
+    if encoding == "json" and not _json_payload(payload):
+        payload, encoding = encode_payload(payload, pickle_payloads=False)
+    elif encoding != "json" and not isinstance(payload, str):
+        payload = _text_form(payload)
+    elif isinstance(payload, str):
+        payload = clean_text(payload)
+    record_id = encode_record_id(entry.record_id)
+    traceback = None if entry.traceback is None else clean_text(str(entry.traceback))
+    attempts = tuple(
+        Attempt(a.attempt, a.at, clean_text(str(a.error_type)), clean_text(str(a.error_message)),
+                a.delay_s if a.delay_s is None or math.isfinite(a.delay_s) else None)
+        for a in entry.attempts)
+    return dataclasses.replace(
+        entry, payload=payload, payload_encoding=encoding, record_id=record_id,
+        error_type=clean_text(str(entry.error_type)), error_message=clean_text(str(entry.error_message)),
+        traceback=traceback, attempts=attempts, stage=clean_text(str(entry.stage)))
+
+
+def dumps(entry: DeadLetter) -> bytes:
+    """The stored form of ``entry``: compact UTF-8 JSON, the document ``to_dict()`` describes.
+
+    orjson serializes the dataclass directly; what it cannot (or what PostgreSQL would refuse:
+    NUL; or nested deeper than MAX_DEPTH) is normalized first, so this never raises for any
+    entry. A run's entries come from :func:`encode_payload`; an entry built by hand with a
+    "json" payload that JSON holds only by converting it (a UUID, NaN) is stored as orjson
+    converts it.
+    """
+    return encode(entry)[0]
+
+
+def encode(entry: DeadLetter) -> tuple[bytes, DeadLetter]:
+    """:func:`dumps`, and the entry those bytes hold (``entry`` itself unless it was normalized):
+    a backend that keeps entries in memory keeps that one, as a reader of the stored form sees it."""
+    try:
+        encoded = orjson.dumps(entry)
+    except (TypeError, ValueError, RecursionError):
+        return _encode_normalized(entry)
+    if (b"\\u0000" in encoded or not _record_id_kept(entry.record_id)
+            or encoded.count(b"[") + encoded.count(b"{") >= MAX_DEPTH):
+        return _encode_normalized(entry)
+    return encoded, entry
+
+
+def _record_id_kept(value: Any) -> bool:
+    # The common ids need no normalization; anything else goes through encode_record_id.
+    kind = type(value)
+    return value is None or kind is str or kind is bool or (
+        kind is int and INT64_MIN <= value <= INT64_MAX) or (kind is float and math.isfinite(value))
+
+
+def _encode_normalized(entry: DeadLetter) -> tuple[bytes, DeadLetter]:
+    clean = normalize(entry)
+    try:
+        return orjson.dumps(clean), clean
+    except (TypeError, ValueError, RecursionError):
+        # Plain data orjson cannot encode: ints beyond 64 bits in a JSON payload.
+        return json.dumps(clean.to_dict(), ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False).encode(), clean
