@@ -684,11 +684,15 @@ def dlq_remove(ids: tuple[str, ...], dlq_url: str, remove_all: bool, yes: bool, 
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--base-delay", type=click.FloatRange(min=0.0), default=1.0, show_default=True, metavar="S")
+@click.option("--store", "store_url", metavar="URL", default=None,
+              help="Job store whose jobs' totals follow the replay [default: the DLQ's own "
+                   "database, when it holds the job store]")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def dlq_retry(fn_spec: str, dlq_url: str, concurrency: int, max_attempts: int, base_delay: float,
-              quiet: bool, **given: Any) -> None:
+              store_url: str | None, quiet: bool, **given: Any) -> None:
     """Replay the matching dead letters through --fn: successes leave the queue, failures stay
-    with their attempt history extended."""
+    with their attempt history extended. Entries of a job move from its failed total to its
+    succeeded total as they leave (give --store when the job's store is not the DLQ's database)."""
     from .replay import replay
 
     fn = load_callable(fn_spec)
@@ -699,16 +703,32 @@ def dlq_retry(fn_spec: str, dlq_url: str, concurrency: int, max_attempts: int, b
         try:
             with view.running():
                 report = replay(queue, fn, concurrency=concurrency, retry=retry,
-                                on_progress=None if quiet else view, **_filters(**given))
+                                on_progress=None if quiet else view, store=store_url,
+                                **_filters(**given))
         except KeyboardInterrupt:
             click.echo("\ninterrupted: entries of finished batches are updated", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except (ConfigError, JobStoreUnavailableError) as exc:
+            _cannot_start(exc)
     print_report(report, dlq_url=dlq_url)
     click.echo(f"{report.removed:,} dead letters succeeded and left the queue; {report.kept:,} failed "
                f"again and stay (attempt history extended)"
                + (f"; {report.not_replayable:,} are stored as repr and cannot be replayed"
                   if report.not_replayable else ""))
+    _show_replayed_jobs(report.jobs_updated, store_url or dlq_url)
     sys.exit(EXIT_OK if report.status == "complete" and not report.not_replayable else EXIT_INCOMPLETE)
+
+
+def _show_replayed_jobs(names: tuple[str, ...], store_url: str) -> None:
+    from .jobs import job_status
+
+    for name in names:
+        try:
+            state = job_status(name, store=store_url)
+        except JobNotFoundError:
+            continue
+        click.echo(f"Job {name!r}: {state.succeeded:,} succeeded, {state.failed:,} dead-lettered "
+                   "(totals updated by this replay).")
 
 
 # -- jobs ------------------------------------------------------------------------------------

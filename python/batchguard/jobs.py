@@ -134,7 +134,9 @@ class JobStatus:
     """Records in the input; None while unknown (a generator that has not been read to the end)."""
     succeeded: int
     failed: int
-    """Records dead-lettered (their entries are in the DLQ unless replayed or removed since)."""
+    """Records dead-lettered. A replay that tells the store (``replay(..., store=)``, or the
+    job's default DLQ in the store's own database) moves the records it fixed to ``succeeded``;
+    entries removed by hand are still counted here."""
     batches_done: int
     batch_size: int
     stage: str
@@ -316,6 +318,15 @@ class JobStore(Protocol):
 
     def finish(self, job: str, status: JobState, *, total: int | None = None,
                error: str | None = None) -> None: ...
+
+    def commit_replayed(self, removed: Sequence[DeadLetter], dlq: DeadLetterQueue) -> None:
+        """Remove ``removed`` from ``dlq`` (their records succeeded on replay) and move the ones
+        the store counted (entries of its jobs' finished batches) from failed to succeeded.
+
+        Like ``commit_batch``: atomically with the removal when the store shares the DLQ's
+        database, else the removal first.
+        """
+        ...
 
     def open_default_dlq(self) -> DeadLetterQueue:
         """The DLQ a job uses when none is given: durable, next to the store."""
@@ -641,6 +652,42 @@ class _SqlJobStore:
                 "UPDATE {jobs} SET succeeded = succeeded + ?, failed = failed + ?, "
                 "batches_done = batches_done + 1, updated_at = ? WHERE name = ?"),
                 (stats.succeeded, stats.failed, now, job))
+
+    def commit_replayed(self, removed: Sequence[DeadLetter], dlq: DeadLetterQueue) -> None:
+        """Remove the replayed entries from ``dlq`` and move those of finished batches of this
+        store's jobs from failed to succeeded (in one transaction when the DLQ shares the database)."""
+        ids = [entry.id for entry in removed]
+        moved: dict[tuple[str, int], int] = {}
+        for entry in removed:
+            if entry.job_id is not None:
+                key = (entry.job_id, entry.batch_index)
+                moved[key] = moved.get(key, 0) + 1
+        if not moved:
+            dlq.remove(ids)
+            return
+        if self._shares_transaction(dlq):
+            with self._failures("replay"), dlq.transaction() as cur:  # type: ignore[attr-defined]
+                dlq.remove(ids)  # joins the transaction (a savepoint)
+                self._move_replayed(cur, moved)
+            return
+        # Removal first: a crash before the totals move leaves ``failed`` above the DLQ's count,
+        # which a resume reports; the other order would count a record's success twice when the
+        # still-present entry is replayed again.
+        dlq.remove(ids)
+        with self._transaction() as cur:
+            self._move_replayed(cur, moved)
+
+    def _move_replayed(self, cur: Any, moved: Mapping[tuple[str, int], int]) -> None:
+        now = _now()
+        for (job, batch_index), n in moved.items():
+            # A batch that is not done was never counted: it reruns, and counts, on resume.
+            cur.execute(self._sql(
+                "UPDATE {batches} SET succeeded = succeeded + ?, failed = failed - ? "
+                "WHERE job = ? AND batch_index = ? AND failed >= ?"), (n, n, job, batch_index, n))
+            if cur.rowcount == 1:
+                cur.execute(self._sql(
+                    "UPDATE {jobs} SET succeeded = succeeded + ?, failed = failed - ?, updated_at = ? "
+                    "WHERE name = ?"), (n, n, now, job))
 
     def finish(self, job: str, status: JobState, *, total: int | None = None,
                error: str | None = None) -> None:
@@ -1118,6 +1165,28 @@ def list_jobs(store: JobStore | str | None = None) -> list[JobStatus]:
         return opened.list()
 
 
+def replay_store(dlq: DeadLetterQueue, store: JobStore | str | None) -> tuple[JobStore | None, bool]:
+    """The job store a replay of ``dlq`` keeps up to date, and whether the caller must close it.
+
+    ``store`` given: that store. None: the DLQ's own database when it holds the job store (a
+    job given no ``dlq`` keeps its dead letters there): a SQLite file with a ``jobs`` table, a
+    PostgreSQL database with ``batchguard_jobs``. Otherwise None: no job's totals change.
+    """
+    if store is not None:
+        return open_job_store(store), not isinstance(store, JobStore)
+    from .dlq.postgres import PostgresDLQ
+    from .dlq.sqlite import SqliteDLQ
+
+    if isinstance(dlq, SqliteDLQ):
+        row = dlq.connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
+        return (SqliteJobStore(dlq.path), True) if row else (None, False)
+    if isinstance(dlq, PostgresDLQ):
+        row = dlq.connection.execute("SELECT to_regclass('batchguard_jobs') IS NOT NULL").fetchone()
+        return (PostgresJobStore(dlq._url), True) if row and row[0] else (None, False)
+    return None, False
+
+
 # ---------------------------------------------------------------------------- running a job
 
 
@@ -1238,7 +1307,9 @@ def run_job(plan: Plan, *, job: str, store: JobStore | str | None = None, force:
         own_dlq = plan.dlq is None
         dlq = opened.open_default_dlq() if plan.dlq is None else plan.dlq
         try:
-            plan = replace(plan, dlq=dlq, config=replace(plan.config, traceback_limit=_UNBOUNDED_TRACEBACKS))
+            plan = replace(plan, dlq=dlq, config=replace(plan.config, traceback_limit=_UNBOUNDED_TRACEBACKS),
+                           # closed below when the run ends: the report reopens it to read entries
+                           reopen_dlq=opened.open_default_dlq if own_dlq else plan.reopen_dlq)
             run_id = new_run_id()
             done = opened.begin(job, run_id=run_id, fingerprint=fingerprint, total=plan.total,
                                 batch_size=batch_size, stage=plan.stage,

@@ -7,12 +7,15 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, check_filters, matches
 from .errors import BatchguardWarning
 from .policies import Classifier, RetryPolicy
 from .results import BatchProgress, BatchReport, BatchStats
+
+if TYPE_CHECKING:
+    from .jobs import JobStore
 
 __all__ = ["ReplayReport", "replay"]
 
@@ -33,6 +36,8 @@ class ReplayReport(BatchReport):
     """Entries whose record failed again: they stay, their attempt history extended."""
     not_replayable: int = 0
     """Entries that cannot be turned back into their record (``repr`` payloads): left as they are."""
+    jobs_updated: tuple[str, ...] = ()
+    """Jobs whose removed entries moved from failed to succeeded in the job store (sorted)."""
 
 
 def _extended(original: DeadLetter, again: DeadLetter) -> DeadLetter:
@@ -56,8 +61,11 @@ class _Replayer:
     the queue in step.
     """
 
-    def __init__(self, queue: DeadLetterQueue, wanted: dict[str, Any], page: int) -> None:
+    def __init__(self, queue: DeadLetterQueue, wanted: dict[str, Any], page: int,
+                 jobs: JobStore | None = None) -> None:
         self.queue = queue
+        self.jobs = jobs
+        self.jobs_updated: set[str] = set()
         self.wanted = wanted
         self.page = page
         self.batch_size = page
@@ -95,7 +103,7 @@ class _Replayer:
         first = stats.batch_index * self.batch_size
         failed = {entry.record_index: entry for entry in entries}
         updates: list[DeadLetter] = []
-        removals: list[str] = []
+        removals: list[DeadLetter] = []
         for index in range(first, first + stats.size):
             original = self.originals.pop(index, None)
             if original is None:
@@ -103,13 +111,17 @@ class _Replayer:
             if index in failed:
                 updates.append(_extended(original, failed[index]))
             elif stats.pending == 0:
-                removals.append(original.id)
+                removals.append(original)
             # else: the run stopped inside this batch; succeeded or never run, the entry stays.
         with self.lock:
             if updates:
                 self.queue.send(updates)
-            if removals:
-                self.queue.remove(removals)
+            if removals and self.jobs is not None:
+                # The job store takes the removal too: its totals move with it, atomically if it can.
+                self.jobs.commit_replayed(removals, self.queue)
+                self.jobs_updated.update(e.job_id for e in removals if e.job_id is not None)
+            elif removals:
+                self.queue.remove([e.id for e in removals])
             self.kept += len(updates)
             self.removed += len(removals)
             # An entry whose new error no longer matches the filters left the view as well.
@@ -126,6 +138,7 @@ def replay(
     engine: Literal["native", "python"] = "native",
     batch_size: int | None = None,
     on_progress: Callable[[BatchProgress], Any] | None = None,
+    store: JobStore | str | None = None,
     **filters: Any,
 ) -> ReplayReport:
     """Run the records of the matching DLQ entries through ``fn`` again.
@@ -136,6 +149,13 @@ def replay(
     ``error_type``. Entries stored as ``repr`` cannot be replayed: they stay, are counted in
     ``report.not_replayable``, and a BatchguardWarning says so. A crash mid-replay leaves the
     entries of unfinished batches in the queue (replay them again: at-least-once).
+
+    Entries of a resumable job keep the job's totals right: each one that leaves the queue
+    moves from the job's ``failed`` to its ``succeeded`` (``job_status``), in the job store
+    ``store`` (a URL or a JobStore), by default the DLQ's own database when it holds the job
+    store, which is where a job given no ``dlq`` keeps its dead letters. Pass ``store`` when
+    the job's DLQ is elsewhere (``dlq retry --store``); a replay that cannot find the store
+    leaves the totals as they were, and resuming the job then reports the missing entries.
 
     >>> from batchguard import MemoryDLQ, run_batches, RetryPolicy
     >>> q = MemoryDLQ()
@@ -149,11 +169,16 @@ def replay(
     from .api import DEFAULT_BATCH_SIZE, execute, make_plan
     from .dlq.urls import open_dlq
 
+    from .jobs import replay_store
+
     wanted = check_filters(filters)
     queue = open_dlq(dlq)
+    jobs: JobStore | None = None
+    own_jobs = False
     try:
+        jobs, own_jobs = replay_store(queue, store)
         size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-        replayer = _Replayer(queue, wanted, size)
+        replayer = _Replayer(queue, wanted, size, jobs)
         # pickle_payloads: the engine's own entries are never stored, so no repr warning for them.
         plan = make_plan(replayer.records(), fn, batch_size=size, concurrency=concurrency,
                          retry=retry, classifier=classifier, breaker=None, dlq=queue, id_of=None,
@@ -162,6 +187,8 @@ def replay(
         replayer.batch_size = plan.config.batch_size
         report = execute(plan, checkpoint=replayer)
     finally:
+        if own_jobs and jobs is not None:
+            jobs.close()
         if isinstance(dlq, str):
             queue.close()
     if replayer.not_replayable:
@@ -170,4 +197,5 @@ def replay(
                       "records that JSON cannot hold replayable)", BatchguardWarning, stacklevel=2)
     values = {f.name: getattr(report, f.name) for f in dataclasses.fields(BatchReport)}
     return ReplayReport(**values, removed=replayer.removed, kept=replayer.kept,
-                        not_replayable=replayer.not_replayable)
+                        not_replayable=replayer.not_replayable,
+                        jobs_updated=tuple(sorted(replayer.jobs_updated)))
