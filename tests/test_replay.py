@@ -163,7 +163,7 @@ def test_pickled_payloads_are_replayed(tmp_path: Path) -> None:
     run_batches([Point(1, 2), Point(3, 4)], fail_every(1, TypeError), dlq=dlq, retry=ONCE,
                 pickle_payloads=True)
     received: list[Point] = []
-    report = replay(dlq, received.append, retry=ONCE)
+    report = replay(dlq, received.append, retry=ONCE, allow_pickle=True)
     assert report.removed == 2 and received == [Point(1, 2), Point(3, 4)] and dlq.count() == 0
     dlq.close()
 

@@ -19,6 +19,7 @@ from .errors import (
     DLQUnavailableError,
     JobConflictError,
     JobError,
+    PickleNotAllowedError,
 )
 from .jobs import (
     JobNotFoundError,
@@ -51,6 +52,7 @@ __all__ = [
     "ConfigError",
     "DLQError",
     "DLQUnavailableError",
+    "PickleNotAllowedError",
     "DeadLetter",
     "DeadLetterQueue",
     "ErrorClass",

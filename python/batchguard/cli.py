@@ -27,7 +27,7 @@ from . import __version__
 from ._inputs import FORMATS, InputError, RecordSource, StreamSource, guard_parse_errors, open_input
 from .dlq.base import FILTER_FIELDS, DeadLetter, DeadLetterQueue
 from .dlq.urls import redact
-from .errors import BatchguardError, ConfigError, DLQUnavailableError, JobError
+from .errors import BatchguardError, ConfigError, DLQUnavailableError, JobError, PickleNotAllowedError
 from .jobs import DEFAULT_STORE_URL, JobNotFoundError, JobStatus, JobStoreUnavailableError
 from .policies import ErrorClass, RetryPolicy
 from .results import BatchProgress, BatchReport
@@ -687,9 +687,12 @@ def dlq_remove(ids: tuple[str, ...], dlq_url: str, remove_all: bool, yes: bool, 
 @click.option("--store", "store_url", metavar="URL", default=None,
               help="Job store whose jobs' totals follow the replay [default: the DLQ's own "
                    "database, when it holds the job store]")
+@click.option("--allow-pickle", is_flag=True,
+              help="Load entries stored as pickle (runs with pickle_payloads=True). Loading a "
+                   "pickle runs code: only for a queue whose every writer you trust.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def dlq_retry(fn_spec: str, dlq_url: str, concurrency: int, max_attempts: int, base_delay: float,
-              store_url: str | None, quiet: bool, **given: Any) -> None:
+              store_url: str | None, allow_pickle: bool, quiet: bool, **given: Any) -> None:
     """Replay the matching dead letters through --fn: successes leave the queue, failures stay
     with their attempt history extended. Entries of a job move from its failed total to its
     succeeded total as they leave (give --store when the job's store is not the DLQ's database)."""
@@ -698,13 +701,17 @@ def dlq_retry(fn_spec: str, dlq_url: str, concurrency: int, max_attempts: int, b
     fn = load_callable(fn_spec)
     retry = _retry(max_attempts, base_delay)
     view = ProgressView(title="replay", quiet=quiet)
+    refused: PickleNotAllowedError | None = None
     with _queue(dlq_url) as queue, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the not-replayable count is printed below instead
         try:
             with view.running():
                 report = replay(queue, fn, concurrency=concurrency, retry=retry,
                                 on_progress=None if quiet else view, store=store_url,
-                                **_filters(**given))
+                                allow_pickle=allow_pickle, **_filters(**given))
+        except PickleNotAllowedError as exc:
+            refused = exc  # the others were replayed: their report first, then why these were not
+            report = exc.report
         except KeyboardInterrupt:
             click.echo("\ninterrupted: entries of finished batches are updated", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -716,7 +723,13 @@ def dlq_retry(fn_spec: str, dlq_url: str, concurrency: int, max_attempts: int, b
                + (f"; {report.not_replayable:,} are stored as repr and cannot be replayed"
                   if report.not_replayable else ""))
     _show_replayed_jobs(report.jobs_updated, store_url or dlq_url)
-    sys.exit(EXIT_OK if report.status == "complete" and not report.not_replayable else EXIT_INCOMPLETE)
+    if refused is not None:
+        click.echo(f"error: {report.pickle_refused:,} dead letters store their record as pickle and "
+                   "were not loaded or run; they stay in the queue. Loading a pickle runs code, and "
+                   "anyone who can write to this queue could have put it there: if you trust every "
+                   "writer of it, run again with --allow-pickle.", err=True)
+    sys.exit(EXIT_OK if report.status == "complete" and not report.not_replayable and refused is None
+             else EXIT_INCOMPLETE)
 
 
 def _show_replayed_jobs(names: tuple[str, ...], store_url: str) -> None:

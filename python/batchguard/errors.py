@@ -6,6 +6,8 @@ problem, so existing ``except ValueError`` / ``except ConnectionError`` clauses 
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BatchguardError",
     "BatchguardWarning",
@@ -16,6 +18,7 @@ __all__ = [
     "DLQUnavailableError",
     "JobConflictError",
     "JobError",
+    "PickleNotAllowedError",
 ]
 
 
@@ -44,6 +47,19 @@ class DLQError(BatchguardError):
 
 class DLQUnavailableError(DLQError, ConnectionError):
     """A dead-letter queue backend could not be reached (checked before any record runs)."""
+
+
+class PickleNotAllowedError(DLQError, ValueError):
+    """A dead letter stores its record as pickle, and the reader did not opt in to unpickling.
+
+    Anyone who can write to a DLQ (a shared Redis, PostgreSQL table or file) can craft a pickle
+    that runs code when it is loaded, so turning such an entry back into its record needs
+    ``allow_pickle=True`` (``--allow-pickle`` on the command line), given only for a queue whose
+    writers you trust. A ValueError, as for entries that cannot be replayed at all.
+    """
+
+    report: Any = None
+    """Raised by ``replay`` after it replayed the other entries: its ReplayReport."""
 
 
 class JobError(BatchguardError):

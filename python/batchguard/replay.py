@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, check_filters, matches
-from .errors import BatchguardWarning
+from .errors import BatchguardWarning, ConfigTypeError, PickleNotAllowedError
 from .policies import Classifier, RetryPolicy
 from .results import BatchProgress, BatchReport, BatchStats
 
@@ -36,6 +36,8 @@ class ReplayReport(BatchReport):
     """Entries whose record failed again: they stay, their attempt history extended."""
     not_replayable: int = 0
     """Entries that cannot be turned back into their record (``repr`` payloads): left as they are."""
+    pickle_refused: int = 0
+    """Entries stored as pickle that were not loaded (no ``allow_pickle=True``): left as they are."""
     jobs_updated: tuple[str, ...] = ()
     """Jobs whose removed entries moved from failed to succeeded in the job store (sorted)."""
 
@@ -62,8 +64,10 @@ class _Replayer:
     """
 
     def __init__(self, queue: DeadLetterQueue, wanted: dict[str, Any], page: int,
-                 jobs: JobStore | None = None) -> None:
+                 jobs: JobStore | None = None, *, allow_pickle: bool = False) -> None:
         self.queue = queue
+        self.allow_pickle = allow_pickle
+        self.pickle_refused = 0
         self.jobs = jobs
         self.jobs_updated: set[str] = set()
         self.wanted = wanted
@@ -91,7 +95,10 @@ class _Replayer:
             self.budget -= len(entries)
             for entry in entries:
                 try:
-                    record = entry.record()
+                    record = entry.record(allow_pickle=self.allow_pickle)
+                except PickleNotAllowedError:  # never loaded, never run: the entry stays
+                    self.pickle_refused += 1
+                    continue
                 except Exception:  # noqa: BLE001 - repr payloads, or a pickle that no longer loads
                     self.not_replayable += 1
                     continue
@@ -139,6 +146,7 @@ def replay(
     batch_size: int | None = None,
     on_progress: Callable[[BatchProgress], Any] | None = None,
     store: JobStore | str | None = None,
+    allow_pickle: bool = False,
     **filters: Any,
 ) -> ReplayReport:
     """Run the records of the matching DLQ entries through ``fn`` again.
@@ -149,6 +157,13 @@ def replay(
     ``error_type``. Entries stored as ``repr`` cannot be replayed: they stay, are counted in
     ``report.not_replayable``, and a BatchguardWarning says so. A crash mid-replay leaves the
     entries of unfinished batches in the queue (replay them again: at-least-once).
+
+    Entries stored as ``pickle`` (runs with ``pickle_payloads=True``) are loaded only with
+    ``allow_pickle=True``: loading a pickle runs whatever code it names, and anyone who can
+    write to the queue (a shared Redis, PostgreSQL table or file) can put one there. Without
+    it they are not loaded, not run and stay in the queue; the other entries are replayed,
+    then :class:`~batchguard.errors.PickleNotAllowedError` says how many were left and why,
+    with the :class:`ReplayReport` as its ``report`` attribute.
 
     Entries of a resumable job keep the job's totals right: each one that leaves the queue
     moves from the job's ``failed`` to its ``succeeded`` (``job_status``), in the job store
@@ -172,13 +187,16 @@ def replay(
     from .jobs import replay_store
 
     wanted = check_filters(filters)
+    if not isinstance(allow_pickle, bool):
+        raise ConfigTypeError(f"allow_pickle must be a bool (True to load pickled records), "
+                              f"got {type(allow_pickle).__name__} {allow_pickle!r}")
     queue = open_dlq(dlq)
     jobs: JobStore | None = None
     own_jobs = False
     try:
         jobs, own_jobs = replay_store(queue, store)
         size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-        replayer = _Replayer(queue, wanted, size, jobs)
+        replayer = _Replayer(queue, wanted, size, jobs, allow_pickle=allow_pickle)
         # pickle_payloads: the engine's own entries are never stored, so no repr warning for them.
         plan = make_plan(replayer.records(), fn, batch_size=size, concurrency=concurrency,
                          retry=retry, classifier=classifier, breaker=None, dlq=queue, id_of=None,
@@ -196,6 +214,18 @@ def replay(
                       "be replayed; they stay in the queue (run with pickle_payloads=True to keep "
                       "records that JSON cannot hold replayable)", BatchguardWarning, stacklevel=2)
     values = {f.name: getattr(report, f.name) for f in dataclasses.fields(BatchReport)}
-    return ReplayReport(**values, removed=replayer.removed, kept=replayer.kept,
-                        not_replayable=replayer.not_replayable,
-                        jobs_updated=tuple(sorted(replayer.jobs_updated)))
+    result = ReplayReport(**values, removed=replayer.removed, kept=replayer.kept,
+                          not_replayable=replayer.not_replayable,
+                          pickle_refused=replayer.pickle_refused,
+                          jobs_updated=tuple(sorted(replayer.jobs_updated)))
+    if replayer.pickle_refused:
+        refused = PickleNotAllowedError(
+            f"{replayer.pickle_refused} dead letters store their record as pickle and were not "
+            "replayed: they stay in the queue. Loading a pickle runs code, and anyone who can write "
+            "to the queue (a shared Redis, PostgreSQL table or file) could have put it there. If "
+            "you trust every writer of this queue, replay them with allow_pickle=True (`batchguard "
+            f"dlq retry --allow-pickle`). The other entries were replayed: {result.removed} left "
+            f"the queue, {result.kept} failed again (this error's .report has the details)")
+        refused.report = result
+        raise refused
+    return result

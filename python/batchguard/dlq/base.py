@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import IO, Any, Protocol, Self, runtime_checkable
 
 from .._files import atomic_writer, same_file
-from ..errors import DLQError
+from ..errors import DLQError, PickleNotAllowedError
 
 __all__ = [
     "FILTER_FIELDS",
@@ -55,10 +55,20 @@ class Attempt:
 class DeadLetter:
     """A record that failed for good, with everything needed to understand and replay it.
 
-    ``payload`` is the record itself when JSON can hold it (``payload_encoding="json"``),
-    otherwise its ``repr`` (``"repr"``) or, when the user opted in, base64 pickle (``"pickle"``).
+    ``payload`` is the record itself when it is plain JSON data (``payload_encoding="json"``;
+    tuples come back as lists), otherwise, when the run opted in with ``pickle_payloads=True``,
+    base64 pickle (``"pickle"``, turned back into the record only with ``record(allow_pickle=True)``),
+    otherwise its ``repr`` (``"repr"``; ``"<unrepresentable Foo>"`` when even ``repr`` raises).
     ``id`` is derived from the run (or job) and the record's position, so sending the same
     entry twice -- after a crash and resume, say -- replaces it rather than duplicating it.
+
+    ``record_id`` is stored the same way by every backend: ``None``, ``bool``, ``str``, a finite
+    ``float`` and an ``int`` within signed 64 bits stay as they are; everything else becomes a
+    string -- a larger int its decimal digits, NaN and infinities ``"nan"``/``"inf"``/``"-inf"``,
+    a UUID its canonical form, a Decimal ``str()``, a date, time or datetime ``isoformat()``,
+    bytes their hex digits, any other object its ``str()``. Lone surrogates and NUL characters,
+    which no backend stores as text, become U+FFFD in ids, error messages and tracebacks.
+    See :mod:`batchguard.dlq.codec`.
     """
 
     id: str
@@ -131,18 +141,28 @@ class DeadLetter:
     def from_json(cls, text: str | bytes) -> DeadLetter:
         return cls.from_dict(json.loads(text))
 
-    def record(self) -> Any:
+    def record(self, *, allow_pickle: bool = False) -> Any:
         """The original record, decoded from the payload.
 
-        Raises ValueError for ``repr`` payloads, which cannot be turned back into the record.
+        A ``pickle`` payload is loaded only with ``allow_pickle=True``: loading a pickle runs
+        whatever code it names, and anyone who can write to the queue can put one there.
+        Without it, :class:`~batchguard.errors.PickleNotAllowedError` says so. Raises
+        ValueError for ``repr`` payloads, which cannot be turned back into the record.
         """
         if self.payload_encoding == "json":
             return self.payload
         if self.payload_encoding == "pickle":
+            if allow_pickle is not True:
+                raise PickleNotAllowedError(
+                    f"dead letter {self.id} stores its record as pickle, which is not loaded without "
+                    "an explicit opt-in: loading a pickle runs code, and anyone who can write to "
+                    "this queue (a shared Redis, PostgreSQL table or file) could have put it there. "
+                    "If you trust every writer of the queue, pass allow_pickle=True "
+                    "(replay(..., allow_pickle=True), or `batchguard dlq retry --allow-pickle`)")
             import base64
             import pickle
 
-            return pickle.loads(base64.b64decode(self.payload))  # noqa: S301 - opted in by the user
+            return pickle.loads(base64.b64decode(self.payload))  # noqa: S301 - the reader opted in
         raise ValueError(
             f"dead letter {self.id}: payload stored as {self.payload_encoding!r} cannot be replayed"
         )
