@@ -1234,6 +1234,34 @@ def _check_same_input(job: str, existing: JobStatus, *, fingerprint: str, total:
                                f"!= {fingerprint.rpartition(':')[2][:12]}); {advice}")
 
 
+def _check_dlq_holds_the_failures(job: str, existing: JobStatus, dlq: DeadLetterQueue,
+                                  store: JobStore) -> None:
+    """Refuse to resume when the DLQ holds fewer of the job's entries than the store counted.
+
+    ``existing.failed`` counts the dead-lettered records of finished batches, each with exactly
+    one entry (replays that tell the store move theirs out of the count). The DLQ may hold more
+    (entries of a batch that was still running when the job stopped), never fewer: fewer means
+    the DLQ was emptied or replaced, entries were removed by hand, or this is not the job's DLQ,
+    and resuming would finish the job with failures that are nowhere to be found.
+    """
+    if existing.failed == 0:
+        return
+    found = dlq.count(job_id=job)
+    if found >= existing.failed:
+        return
+    started_with = existing.config.get("dlq")
+    now = _describe_dlq(dlq)
+    where = (f"the DLQ {now}" if started_with in (None, now)
+             else f"the DLQ {now} (the job was started with {started_with})")
+    raise JobConflictError(
+        f"job {job!r} cannot resume: its store {store.url} counts {existing.failed} dead-lettered "
+        f"records in finished batches, but {where} holds {found} entries of the job. The DLQ was "
+        f"emptied or replaced since the job stopped, or entries were removed (by hand, or by a "
+        f"replay not given the job store: replay(..., store=), dlq retry --store). Point dlq= "
+        f"(--dlq) at the DLQ that holds the job's entries, or restart the job from scratch with "
+        f"force=True (--force).")
+
+
 class _Checkpoint:
     """The RunRecorder's checkpoint: hands every batch event to the store's ``commit_batch``."""
 
@@ -1307,6 +1335,8 @@ def run_job(plan: Plan, *, job: str, store: JobStore | str | None = None, force:
         own_dlq = plan.dlq is None
         dlq = opened.open_default_dlq() if plan.dlq is None else plan.dlq
         try:
+            if existing is not None and not force:
+                _check_dlq_holds_the_failures(job, existing, dlq, opened)
             plan = replace(plan, dlq=dlq, config=replace(plan.config, traceback_limit=_UNBOUNDED_TRACEBACKS),
                            # closed below when the run ends: the report reopens it to read entries
                            reopen_dlq=opened.open_default_dlq if own_dlq else plan.reopen_dlq)
