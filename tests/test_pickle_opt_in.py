@@ -118,3 +118,10 @@ def test_cli_dlq_retry_needs_allow_pickle(tmp_path: Path, monkeypatch: pytest.Mo
     allowed = CliRunner().invoke(main, ["dlq", "retry", "--fn", "cli_fns:echo", "--dlq", url, "-q",
                                         "--allow-pickle"], catch_exceptions=False)
     assert marker.exists() and allowed.exit_code == 0, allowed.output
+
+
+def test_a_pickle_run_reads_its_own_failed_records_back_from_a_durable_dlq(tmp_path: Path) -> None:
+    # pickle_payloads=True is the writer's opt-in: the run's own report may load what it wrote.
+    with SqliteDLQ(tmp_path / "dlq.db") as dlq:
+        report = run_batches([Point(1), Point(2)], fail_all, dlq=dlq, retry=ONCE, pickle_payloads=True)
+        assert list(report.failed) == [Point(1), Point(2)]

@@ -163,7 +163,9 @@ class Failures:
 
     def records(self) -> list[Any]:
         if self._durable is not None:
-            return [entry.record() if entry.payload_encoding != "repr" else entry.payload
+            # A pickle entry was written by this run (its own run_id) because the caller passed
+            # pickle_payloads=True: that is the opt-in to load it back.
+            return [entry.record(allow_pickle=True) if entry.payload_encoding != "repr" else entry.payload
                     for entry in self._stored()]
         return [r[2] for r in self._in_order()]
 
