@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import functools
+import heapq
+import itertools
 import logging
 import time
 import traceback as tb
@@ -18,9 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from ._stored import REPORT_SAMPLE, SentBatch, StoredDeadLetters, StoredSequence
 from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ
 from .dlq.codec import Fallbacks, clean_text, encode_payload, encode_record_id, type_name
-from .errors import DLQError
 from .results import BatchProgress, BatchReport, BatchStats, RecordError
 
 __all__ = ["Counters", "Failures", "RunRecorder", "new_run_id"]
@@ -37,9 +39,6 @@ Counters = tuple[int, int, int, int, int, int, int, str, int]
 
 
 _monotonic = time.monotonic
-
-# With a durable DLQ a report keeps this many entries in memory; more are read back from it.
-REPORT_SAMPLE = 1000
 
 
 def _stats(event: tuple[Any, ...]) -> BatchStats:
@@ -95,12 +94,27 @@ def _traceback_of(exc: BaseException) -> str | None:
         return f"<traceback of {type_name(exc)} could not be formatted>"
 
 
+def _record_error(entry: DeadLetter) -> RecordError:
+    return RecordError(entry.record_index, entry.record_id, entry.error_type, entry.error_message,
+                       entry.error_class, entry.stage, len(entry.attempts), entry.batch_index)
+
+
+def _stored_record(entry: DeadLetter) -> Any:
+    # A repr payload cannot become the record again: the report shows the repr itself.
+    return entry.payload if entry.payload_encoding == "repr" else entry.record()
+
+
+def _same_entry(entry: DeadLetter) -> DeadLetter:
+    return entry
+
+
 class Failures:
     """The compact log of dead-lettered records; details are materialized on demand."""
 
     def __init__(self, *, run_id: str, job_id: str | None, stage: str,
                  id_of: Callable[[Any], Any] | None, pickle_payloads: bool,
-                 durable: DeadLetterQueue | None = None) -> None:
+                 durable: DeadLetterQueue | None = None,
+                 reopen: Callable[[], DeadLetterQueue] | None = None) -> None:
         self.run_id = run_id
         self.job_id = job_id
         self.stage = stage
@@ -110,33 +124,49 @@ class Failures:
         self._count = 0
         self._flat: list[RawFailure] | None = []
         self._fallbacks = Fallbacks()  # which storage fallbacks this run used (one warning each)
-        # With a durable DLQ the entries live there: this log keeps counts only, so a run that
-        # dead-letters millions of records keeps its memory flat, and details are read back.
+        # With a durable DLQ the entries live there: this log keeps counts, where each batch's
+        # entries went and the first REPORT_SAMPLE entries (in record order), so a run that
+        # dead-letters millions of records keeps its memory flat; the rest is read back.
         self._durable = durable
+        self._reopen = reopen
         self._type_counts: collections.Counter[str] = collections.Counter()
-        self._sample: list[DeadLetter] = []
+        # A max-heap on the record index (negated), with a tie-breaker so entries never compare.
+        self._sample: list[tuple[int, int, DeadLetter]] = []
+        self._sample_order = itertools.count()
+        self._sent: list[SentBatch] = []
+        self._sent_count = 0
+        self._reader: StoredDeadLetters | None = None
 
     def count_entries(self, entries: Sequence[DeadLetter]) -> None:
-        """Durable mode: note entries that were sent to the DLQ, keeping only the first
-        ``REPORT_SAMPLE`` of them in memory."""
+        """Durable mode: note one batch's entries, sent to the DLQ; only the first
+        ``REPORT_SAMPLE`` of the run (in record order) stay in memory."""
+        if not entries:
+            return
+        indexes = [entry.record_index for entry in entries]
+        first, last = min(indexes), max(indexes)
+        self._sent.append(SentBatch(entries[0].batch_index, first, last, len(entries), self._sent_count))
+        self._sent_count += len(entries)
         self._count += len(entries)
         self._type_counts.update(entry.error_type for entry in entries)
-        room = REPORT_SAMPLE - len(self._sample)
-        if room > 0:
-            self._sample.extend(entries[:room])
+        sample = self._sample
+        if len(sample) >= REPORT_SAMPLE and first > -sample[0][0]:
+            return  # the usual case once the sample is full: the whole batch comes later
+        for entry in entries:
+            item = (-entry.record_index, next(self._sample_order), entry)
+            if len(sample) < REPORT_SAMPLE:
+                heapq.heappush(sample, item)
+            elif entry.record_index < -sample[0][0]:
+                heapq.heapreplace(sample, item)
 
-    def _stored(self) -> list[DeadLetter]:
+    def _stored(self) -> StoredDeadLetters:
         assert self._durable is not None
-        if self._count <= len(self._sample):
-            return sorted(self._sample, key=lambda entry: entry.record_index)
-        try:
-            entries = self._durable.list(run_id=self.run_id)
-        except DLQError as exc:
-            raise DLQError(f"this run dead-lettered {self._count} records; past the first "
-                           f"{REPORT_SAMPLE} the report reads them back from the DLQ, which "
-                           f"failed: {exc}") from exc
-        entries.sort(key=lambda entry: entry.record_index)
-        return entries
+        if self._reader is None:
+            sample = sorted((item[2] for item in self._sample), key=lambda entry: entry.record_index)
+            self._reader = StoredDeadLetters(
+                run_id=self.run_id, count=self._count, sample=sample, sent=self._sent,
+                dlq=self._durable, reopen=self._reopen,
+                entry_id=functools.partial(entry_id, self.job_id or self.run_id, self.stage))
+        return self._reader
 
     def __len__(self) -> int:
         return self._count
@@ -161,18 +191,17 @@ class Failures:
             self._flat = flat
         return self._flat
 
-    def records(self) -> list[Any]:
+    def records(self) -> Sequence[Any]:
+        """The failed records in input order (lazy past the sample with a durable DLQ)."""
         if self._durable is not None:
-            # A pickle entry was written by this run (its own run_id) because the caller passed
-            # pickle_payloads=True: that is the opt-in to load it back.
-            return [entry.record(allow_pickle=True) if entry.payload_encoding != "repr" else entry.payload
-                    for entry in self._stored()]
+            return StoredSequence(self._stored(), _stored_record, "failed records")
         return [r[2] for r in self._in_order()]
 
-    def type_names(self) -> list[str]:
+    def type_counts(self) -> collections.Counter[str]:
+        """Exception type name -> how many records were dead-lettered with it."""
         if self._durable is not None:
-            return list(self._type_counts.elements())
-        return [type(r[4][-1][2]).__name__ for r in self._in_order()]
+            return collections.Counter(self._type_counts)
+        return collections.Counter(type(r[4][-1][2]).__name__ for r in self._in_order())
 
     def record_id(self, record: Any, index: int) -> Any:
         """The record's id as every backend stores it (dlq.codec.encode_record_id's rule)."""
@@ -183,11 +212,11 @@ class Failures:
             return index
         return encode_record_id(value, self._fallbacks)
 
-    def record_errors(self) -> list[RecordError]:
+    def record_errors(self) -> Sequence[RecordError]:
+        """One RecordError per failed record, in input order (lazy past the sample with a
+        durable DLQ)."""
         if self._durable is not None:
-            return [RecordError(e.record_index, e.record_id, e.error_type, e.error_message,
-                                e.error_class, e.stage, len(e.attempts), e.batch_index)
-                    for e in self._stored()]
+            return StoredSequence(self._stored(), _record_error, "errors")
         out = []
         for index, batch_index, record, error_class, history in self._in_order():
             exc = history[-1][2]
@@ -196,9 +225,10 @@ class Failures:
                                    batch_index))
         return out
 
-    def dead_letters(self) -> list[DeadLetter]:
+    def dead_letters(self) -> Sequence[DeadLetter]:
+        """The run's DLQ entries, in input order (lazy past the sample with a durable DLQ)."""
         if self._durable is not None:
-            return self._stored()
+            return StoredSequence(self._stored(), _same_entry, "dead letters")
         return [self.dead_letter(raw) for raw in self._in_order()]
 
     def payload(self, record: Any) -> tuple[Any, str]:
@@ -243,7 +273,10 @@ class RunRecorder:
     def __init__(self, *, run_id: str, job_id: str | None, stage: str,
                  dlq: DeadLetterQueue | None, on_progress: Callable[[BatchProgress], Any] | None,
                  total: int | None, batch_size: int, id_of: Callable[[Any], Any] | None,
-                 pickle_payloads: bool, checkpoint: Any = None) -> None:
+                 pickle_payloads: bool, checkpoint: Any = None,
+                 reopen_dlq: Callable[[], DeadLetterQueue] | None = None) -> None:
+        """``reopen_dlq`` opens ``dlq`` again after the run closed it (see ``Plan.reopen_dlq``):
+        the report reads entries past its in-memory sample through it."""
         self.run_id = run_id
         self.job_id = job_id
         self.stage = stage
@@ -254,7 +287,8 @@ class RunRecorder:
         self.checkpoint = checkpoint
         durable = None if dlq is None or isinstance(dlq, MemoryDLQ) else dlq
         self.failures = Failures(run_id=run_id, job_id=job_id, stage=stage, id_of=id_of,
-                                 pickle_payloads=pickle_payloads, durable=durable)
+                                 pickle_payloads=pickle_payloads, durable=durable,
+                                 reopen=reopen_dlq)
         self._stats: list[tuple[Any, ...]] = []
         self._batches_total = None if total is None else -(-total // batch_size)
         self.breaker_events: list[tuple[float, str, str]] = []

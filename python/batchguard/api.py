@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import math
 import random
@@ -102,6 +103,10 @@ class Plan:
     is_async: bool = False
     timeout: float | None = None
     bulk: bool = False
+    reopen_dlq: Callable[[], DeadLetterQueue] | None = None
+    """Set when ``dlq`` was opened for this run (from a URL, or as a job store's default queue):
+    whoever opened it closes it when the run ends (:func:`close_opened_dlq`), and the report
+    reopens it with this to read entries past its in-memory sample."""
 
 
 def is_coroutine_function(fn: Any) -> bool:
@@ -186,8 +191,8 @@ def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry
     if bulk and key_of is not None:
         raise ConfigError("bulk=True and key_of cannot be combined: a bulk call runs a whole batch at once")
     _check_flag("pickle_payloads", pickle_payloads)
-    if dlq is not None:
-        dlq = _open_dlq(dlq)
+    if dlq is not None and not isinstance(dlq, (str, DeadLetterQueue)):
+        raise TypeError(f"dlq must be a DeadLetterQueue or a URL str, got {type(dlq).__name__}")
     seed = (retry.seed if retry.seed is not None else random.getrandbits(64)) & ((1 << 64) - 1)
     config = EngineConfig(batch_size=batch_size, concurrency=concurrency, retry=retry,
                           breaker=breaker, max_failures=max_failures, seed=seed,
@@ -196,18 +201,31 @@ def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry
                           rate_per_second=None if rate_limit is None else float(rate_limit.per_second),
                           rate_burst=1.0 if rate_limit is None else float(rate_limit.burst),
                           delay_between_batches=float(delay_between_batches), key_of=key_of)
-    return Plan(records, fn, total, config, classifier, dlq, id_of, on_progress,
-                success_threshold, stage, engine, pickle_payloads, is_async, timeout, bulk)
+    # Opened last, once every argument is known good: a rejected call leaves no queue open.
+    queue, reopen_dlq = _open_dlq(dlq)
+    return Plan(records, fn, total, config, classifier, queue, id_of, on_progress,
+                success_threshold, stage, engine, pickle_payloads, is_async, timeout, bulk,
+                reopen_dlq=reopen_dlq)
 
 
-def _open_dlq(dlq: Any) -> DeadLetterQueue:
-    if isinstance(dlq, str):
-        from .dlq.urls import open_dlq
+def _open_dlq(dlq: DeadLetterQueue | str | None) -> tuple[DeadLetterQueue | None,
+                                                           Callable[[], DeadLetterQueue] | None]:
+    """The queue to run with, and how to open it again when it was opened here from a URL
+    (None for the caller's own queue, which the caller keeps open and closes)."""
+    if not isinstance(dlq, str):
+        return dlq, None
+    from .dlq.urls import open_dlq
 
-        return open_dlq(dlq)
-    if isinstance(dlq, DeadLetterQueue):
-        return dlq
-    raise TypeError(f"dlq must be a DeadLetterQueue or a URL str, got {type(dlq).__name__}")
+    return open_dlq(dlq), functools.partial(open_dlq, dlq)
+
+
+def close_opened_dlq(plan: Plan) -> None:
+    """Close the queue ``make_plan`` opened from a URL; a caller's own queue stays open.
+
+    Every entry point calls it when the run ends, however it ends: one descriptor (or
+    connection) per call would otherwise pile up until the process runs out."""
+    if plan.reopen_dlq is not None and plan.dlq is not None:
+        plan.dlq.close()
 
 
 def _recorder(plan: Plan, run_id: str | None, job_id: str | None, checkpoint: Any) -> RunRecorder:
@@ -219,7 +237,8 @@ def _recorder(plan: Plan, run_id: str | None, job_id: str | None, checkpoint: An
     return RunRecorder(run_id=run_id or new_run_id(), job_id=job_id, stage=plan.stage,
                        dlq=plan.dlq, on_progress=plan.on_progress, total=total,
                        batch_size=plan.config.batch_size, id_of=plan.id_of,
-                       pickle_payloads=plan.pickle_payloads, checkpoint=checkpoint)
+                       pickle_payloads=plan.pickle_payloads, checkpoint=checkpoint,
+                       reopen_dlq=plan.reopen_dlq)
 
 
 def _with_skips(plan: Plan, skip_batches: frozenset[int]) -> Plan:
@@ -383,11 +402,14 @@ def run_batches(
                      max_failures=max_failures, stage=stage, engine=engine,
                      pickle_payloads=pickle_payloads, timeout=timeout, rate_limit=rate_limit,
                      delay_between_batches=delay_between_batches, key_of=key_of, bulk=bulk)
-    if job is not None:
-        from .jobs import run_job
+    try:
+        if job is not None:
+            from .jobs import run_job
 
-        return run_job(plan, job=job, store=store, force=force)
-    return execute(plan)
+            return run_job(plan, job=job, store=store, force=force)
+        return execute(plan)
+    finally:
+        close_opened_dlq(plan)
 
 
 async def arun_batches(
@@ -431,6 +453,9 @@ async def arun_batches(
                      max_failures=max_failures, stage=stage, engine=engine,
                      pickle_payloads=pickle_payloads, timeout=timeout, rate_limit=rate_limit,
                      delay_between_batches=delay_between_batches, key_of=key_of, bulk=bulk)
-    if plan.is_async or plan.bulk:
-        return await aexecute(plan)
-    return await asyncio.to_thread(execute, plan)
+    try:
+        if plan.is_async or plan.bulk:
+            return await aexecute(plan)
+        return await asyncio.to_thread(execute, plan)
+    finally:
+        close_opened_dlq(plan)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import collections
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -125,6 +125,15 @@ class BatchReport:
     always holds. ``errors``, ``failed``, ``dead_letters`` and the error aggregates are built
     from the engine's compact failure log the first time they are read, so a failure-heavy run
     pays for them only if someone looks.
+
+    With a durable DLQ (anything but the in-memory default and :class:`MemoryDLQ`), the report
+    keeps the counts and the first 1000 dead letters in record order, never all of them:
+    ``summary()``, ``to_dict()``, ``errors_by_type`` and ``errors[:1000]`` never touch the DLQ.
+    ``errors``, ``failed`` and ``dead_letters`` are then read-only sequences whose ``len()`` is
+    the failure count and whose items past the first 1000 are read back from the DLQ one batch
+    at a time, in record order, when reached (a queue the run opened from a URL is closed when
+    the run ends, and opened again for such a read). Entries removed from the DLQ since the run
+    (replayed, say) cannot be read back: reaching them raises :class:`DLQError`.
     """
 
     run_id: str
@@ -156,25 +165,33 @@ class BatchReport:
                       key=lambda b: b.batch_index)
 
     @cached_property
-    def dead_letters(self) -> list[DeadLetter]:
-        """The DLQ entries of this run's dead-lettered records (in input order)."""
+    def dead_letters(self) -> Sequence[DeadLetter]:
+        """The DLQ entries of this run's dead-lettered records (in input order).
+
+        A list; with a durable DLQ, a lazy read-only sequence (see the class docstring)."""
         return [] if self._failures is None else self._failures.dead_letters()
 
     @cached_property
-    def errors(self) -> list[RecordError]:
+    def errors(self) -> Sequence[RecordError]:
+        """One :class:`RecordError` per dead-lettered record, in input order.
+
+        A list; with a durable DLQ, a lazy read-only sequence (see the class docstring)."""
         return [] if self._failures is None else self._failures.record_errors()
 
     @cached_property
-    def failed(self) -> list[Any]:
-        """The records that were dead-lettered, in input order."""
+    def failed(self) -> Sequence[Any]:
+        """The records that were dead-lettered, in input order (a ``repr`` payload stands for
+        a record JSON could not hold).
+
+        A list; with a durable DLQ, a lazy read-only sequence (see the class docstring)."""
         return [] if self._failures is None else self._failures.records()
 
     @cached_property
     def errors_by_type(self) -> dict[str, int]:
-        """Exception type name -> how many records were dead-lettered with it."""
+        """Exception type name -> how many records were dead-lettered with it (most first)."""
         if self._failures is None:
             return {}
-        return dict(collections.Counter(self._failures.type_names()).most_common())
+        return dict(self._failures.type_counts().most_common())
 
     @property
     def most_common_error(self) -> str | None:
@@ -192,8 +209,18 @@ class BatchReport:
         finished = self.success_count + self.failure_count
         return finished / self.duration_s if self.duration_s > 0 else math.inf if finished else 0.0
 
-    def to_dict(self, *, include_values: bool = False) -> dict[str, Any]:
-        """A JSON-ready summary; ``include_values`` adds the successful values too."""
+    def to_dict(self, *, include_values: bool = False, max_errors: int | None = 1000) -> dict[str, Any]:
+        """A JSON-ready summary; ``include_values`` adds the successful values too.
+
+        ``errors`` lists the first ``max_errors`` errors in input order (``None``: all of them,
+        which reads every entry back from a durable DLQ) and ``errors_omitted`` how many more
+        there are: the DLQ holds every one. The default stays within the report's in-memory
+        sample, so a run with millions of failures gives a small dict, fast.
+        """
+        if max_errors is not None and (isinstance(max_errors, bool) or not isinstance(max_errors, int)
+                                       or max_errors < 0):
+            raise ValueError(f"max_errors must be an int >= 0 or None, got {max_errors!r}")
+        shown = self.errors if max_errors is None else self.errors[:max_errors]
         data: dict[str, Any] = {
             "run_id": self.run_id,
             "job_id": self.job_id,
@@ -214,7 +241,8 @@ class BatchReport:
             "dlq_count": self.dlq_count,
             "skipped_batches": self.skipped_batches,
             "batches": [b.to_dict() for b in self.batches],
-            "errors": [e.to_dict() for e in self.errors],
+            "errors": [e.to_dict() for e in shown],
+            "errors_omitted": len(self.errors) - len(shown),
         }
         if include_values:
             data["successful"] = list(self.successful)
