@@ -24,6 +24,7 @@ from typing import IO, Any, Final, NoReturn, TypeVar
 import click
 
 from . import __version__
+from ._files import private_dir
 from ._inputs import FORMATS, InputError, RecordSource, StreamSource, guard_parse_errors, open_input
 from .dlq.base import FILTER_FIELDS, DeadLetter, DeadLetterQueue
 from .dlq.urls import redact
@@ -893,7 +894,7 @@ def demo(records: int, directory: str | None, quiet: bool) -> None:
     from . import _demo
 
     where = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="batchguard-demo-"))
-    where.mkdir(parents=True, exist_ok=True)
+    private_dir(where)  # it will hold records: 0700 when batchguard creates it
     data = where / "demo.jsonl"
     database = where / "demo.db"
     for leftover in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):

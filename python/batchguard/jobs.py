@@ -382,7 +382,7 @@ class _LockFile:
         with _LockFile._lock:
             fd, users = _LockFile._files.get(self.path, (-1, 0))
             if fd < 0:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # like the store it guards
             _LockFile._files[self.path] = (fd, users + 1)
         self._fd = fd
         self._closed = False

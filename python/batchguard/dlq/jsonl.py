@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Final
 
+from .._files import FILE_MODE
 from ..errors import BatchguardWarning, DLQError, DLQUnavailableError
 from .base import QueueBase, DeadLetter, check_filters, check_page, matches, write_jsonl
 from .codec import dumps, encode
@@ -217,7 +218,8 @@ class JsonlDLQ(QueueBase):
 
     def _open(self) -> None:
         """(Re)open the file the path names now, and forget what was replayed from another one."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        # Entries hold records (often personal data): a new file is 0600 (less if the umask says so).
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
         if self._fd is not None:
             os.close(self._fd)
         self._fd = fd

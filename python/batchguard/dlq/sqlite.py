@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
+from .._files import create_private
 from ..errors import ConfigError, DLQError, DLQUnavailableError
 from .base import QueueBase, DeadLetter, check_filters, check_page, write_jsonl
 from .codec import dumps
@@ -135,9 +136,13 @@ class SqliteDLQ(QueueBase):
         self._lock = threading.RLock()
         self._savepoints = itertools.count()
         try:
+            if str(self.path) != ":memory:":
+                # Entries hold records (often personal data): 0600, and SQLite gives its -wal
+                # and -shm files the database file's mode. An existing file keeps its mode.
+                create_private(self.path)
             conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
                                    check_same_thread=False)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise DLQUnavailableError(f"cannot open the SQLite dead-letter queue {self.path}: {exc}") from exc
         self._conn: sqlite3.Connection | None = conn
         try:
