@@ -315,3 +315,21 @@ def test_two_processes_through_a_symlink_never_both_run_the_job(tmp_path: Path, 
         outcomes.append(out.split()[:2])
     ran = sorted(outcomes)
     assert ran == [["ran", "2000"], ["refused", "0"]], outcomes
+
+
+def test_a_store_with_a_second_hard_link_refuses_to_run_a_job(tmp_path: Path, name: str) -> None:
+    # A hard link is a second name for the file that no lock file next to either name covers
+    # (and SQLite itself warns that it can corrupt a database): a run through either is refused.
+    real = tmp_path / "jobs.db"
+    stopped_job(real, name)
+    link = tmp_path / "other-name.db"
+    os.link(real, link)
+    for path in (real, link):
+        calls = Calls()
+        with pytest.raises(JobError, match="2 hard links") as caught:
+            run_batches(range(100), calls, batch_size=10, job=name, store=url_of(path), retry=ONCE)
+        assert calls.seen == [] and str(path) in str(caught.value)
+    assert job_status(name, store=url_of(link)).batches_done == 5  # reading it is fine
+    link.unlink()
+    run_batches(range(100), Calls(), batch_size=10, job=name, store=url_of(real), retry=ONCE)
+    assert job_status(name, store=url_of(real)).status == "completed"

@@ -734,7 +734,7 @@ class SqliteJobStore(_SqlJobStore):
         self._conn: sqlite3.Connection | None = None
         self._locks: _LockFile | None = None
         # Locks and in-process claims follow the file, not the name: a symlink reaches the same job.
-        real = os.path.realpath(self.path)
+        real = self._real = os.path.realpath(self.path)
         self._scope = f"sqlite:{real}"
         try:
             lock_path = f"{real}-joblock"
@@ -862,6 +862,7 @@ class SqliteJobStore(_SqlJobStore):
     def claim(self, job: str) -> Iterator[None]:
         """Hold ``job``'s lock for a run: JobError if another run (any process) holds it."""
         with _in_process_claim(self._scope, job, str(self.path)):
+            self._check_single_name()
             locks = self._lock_file()
             if locks is None:
                 yield
@@ -872,6 +873,19 @@ class SqliteJobStore(_SqlJobStore):
                 yield
             finally:
                 locks.unlock(job)
+
+    def _check_single_name(self) -> None:
+        """The lock file sits next to the store's resolved path, which a symlink shares but a
+        hard link does not: a run through another hard link would take another lock. SQLite
+        also names its -wal file after the name used, so two names can corrupt the database."""
+        try:
+            links = os.stat(self._real).st_nlink
+        except OSError:
+            return
+        if links > 1:
+            raise JobError(f"job store {self.path} has {links} hard links: a job's lock cannot follow "
+                           "them, and SQLite may corrupt a database reached by two names; keep one "
+                           "name (remove the other links, or use a symlink)")
 
     def _active(self, job: str) -> bool:
         if _held_here(self._scope, job):
