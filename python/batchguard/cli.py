@@ -28,7 +28,8 @@ from ._files import private_dir
 from ._inputs import FORMATS, InputError, RecordSource, StreamSource, guard_parse_errors, open_input
 from .dlq.base import FILTER_FIELDS, DeadLetter, DeadLetterQueue
 from .dlq.urls import redact
-from .errors import BatchguardError, ConfigError, DLQUnavailableError, JobError, PickleNotAllowedError
+from .errors import (BatchguardError, ConfigError, DLQError, DLQUnavailableError, JobError,
+                     PickleNotAllowedError)
 from .jobs import DEFAULT_STORE_URL, JobNotFoundError, JobStatus, JobStoreUnavailableError
 from .policies import ErrorClass, RetryPolicy
 from .results import BatchProgress, BatchReport
@@ -513,10 +514,6 @@ def _queue(url: str) -> Iterator[DeadLetterQueue]:
         queue.close()
 
 
-def _short(entry_id: str) -> str:
-    return entry_id[:12]
-
-
 def _one_line(text: str, width: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -539,7 +536,8 @@ def _table(title: str, headers: list[str], rows: list[list[str]]) -> None:
 
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, title_style="bold")
     for header in headers:
-        table.add_column(header, overflow="fold" if header in ("message", "error") else "ellipsis")
+        # An id is never cut short: it is what `dlq show` and `dlq remove` take.
+        table.add_column(header, overflow="fold" if header in ("message", "error", "id") else "ellipsis")
     for row in rows:
         table.add_row(*row)
     _console().print(table)
@@ -565,14 +563,22 @@ def dlq_list(dlq_url: str, limit: int, offset: int, **given: Any) -> None:
     basis = "" if scanned == total else f" (in the first {scanned:,})"
     _table(f"Error patterns{basis}:", ["error type", "entries", "share"],
            [[name, f"{n:,}", _pct(n, scanned)] for name, n in patterns.most_common()])
-    rows = [[_short(e.id), _one_line(str(e.record_id), 16), e.stage, e.error_class, e.error_type,
+    rows = [[e.id, _one_line(str(e.record_id), 16), e.stage, e.error_class, e.error_type,
              _one_line(e.error_message, 60), str(len(e.attempts)), e.last_failed_at[:19]]
             for e in entries]
     shown = f"{offset + 1}-{offset + len(entries)}" if entries else "none"
     _table(f"Entries {shown} of {total:,}:",
            ["id", "record", "stage", "class", "error", "message", "tries", "last failed (UTC)"], rows)
-    if offset + len(entries) < total:
-        click.echo(f"more: --offset {offset + len(entries)}   details: batchguard dlq show ID")
+    more = f"more: --offset {offset + len(entries)}   " if offset + len(entries) < total else ""
+    if entries:
+        click.echo(f"{more}details: batchguard dlq show {entries[0].id}{_dlq_flag(dlq_url)}")
+    elif more:
+        click.echo(more.rstrip())
+
+
+def _dlq_flag(dlq_url: str) -> str:
+    """``--dlq URL`` for a command to print, unless the URL is the default."""
+    return "" if dlq_url == DEFAULT_URL else f" --dlq {redact(dlq_url)}"
 
 
 def _find(queue: DeadLetterQueue, wanted: str) -> DeadLetter:
@@ -638,17 +644,26 @@ def dlq_count(dlq_url: str, **given: Any) -> None:
 
 
 @dlq.command("export")
-@click.argument("path", type=click.Path(dir_okay=False, writable=True))
+@click.argument("path", type=click.Path(dir_okay=False, writable=True, allow_dash=True))
 @_dlq_option()
 @_filter_options
-def dlq_export(path: str, dlq_url: str, **given: Any) -> None:
-    """Write the matching dead letters to PATH as JSON lines."""
+@click.option("--force", is_flag=True, help="Replace PATH if it exists (never the queue's own file).")
+def dlq_export(path: str, dlq_url: str, force: bool, **given: Any) -> None:
+    """Write the matching dead letters to PATH as JSON lines (- for stdout).
+
+    An existing PATH is replaced only with --force, and never when it is the queue's own file
+    (through a symlink or a hard link too): exporting a queue onto itself would destroy it.
+    """
+    to_stdout = path == "-"
     with _queue(dlq_url) as queue:
         try:
-            written = queue.export(path, **_filters(**given))
+            written = queue.export(sys.stdout if to_stdout else path, overwrite=force, **_filters(**given))
+        except DLQError as exc:
+            raise CannotStart(str(exc)) from None
         except OSError as exc:
             raise CannotStart(f"cannot write {path}: {exc.strerror or exc}") from None
-    click.echo(f"exported {written:,} dead letters to {path}")
+    # With -, stdout holds the entries only: the tally goes to stderr.
+    click.echo(f"exported {written:,} dead letters to {'stdout' if to_stdout else path}", err=to_stdout)
 
 
 @dlq.command("remove", short_help="Remove dead letters by ID or filter.")
@@ -911,9 +926,11 @@ def demo(records: int, directory: str | None, quiet: bool) -> None:
                        quiet=quiet, title="demo")
     if code == EXIT_INTERRUPTED:
         sys.exit(code)
+    with _queue(url) as queue:
+        first = queue.list(limit=1)
     click.echo("\nExplore what happened:\n"
                f"  batchguard dlq list --dlq {url}\n"
-               f"  batchguard dlq show ID --dlq {url}\n"
+               f"  batchguard dlq show {first[0].id if first else 'ID'} --dlq {url}\n"
                f"  batchguard jobs status demo --store {url}\n"
                f"  batchguard dlq retry --fn batchguard._demo:process_fixed --dlq {url}")
     sys.exit(EXIT_OK)
