@@ -333,3 +333,9 @@ def test_a_store_with_a_second_hard_link_refuses_to_run_a_job(tmp_path: Path, na
     link.unlink()
     run_batches(range(100), Calls(), batch_size=10, job=name, store=url_of(real), retry=ONCE)
     assert job_status(name, store=url_of(real)).status == "completed"
+
+
+def test_a_directory_named_as_the_store_is_unavailable(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "jobs.db"
+    path.mkdir()
+    refused(path, name, "it is a directory")

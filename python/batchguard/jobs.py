@@ -480,6 +480,9 @@ def _check_writable(path: str, shown: Path) -> None:
     file, its mode): SQLite would open it and fail at the first checkpoint, mid-run."""
     if not os.path.exists(path):
         return
+    if os.path.isdir(path):
+        raise JobStoreUnavailableError(f"cannot open the SQLite job store {shown}: it is a directory; "
+                                       "a job store is a file (sqlite:///path/to/jobs.db)")
     reason = _not_writable(path)
     if reason is not None:
         raise JobStoreUnavailableError(f"cannot open the SQLite job store {shown}: the file is {reason}; "
