@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Final
@@ -17,17 +18,40 @@ __all__ = ["SCHEMES", "open_dlq", "redact", "require_module"]
 SCHEMES: Final = ("memory", "sqlite", "jsonl", "redis", "rediss", "postgresql", "postgres")
 """The URL schemes :func:`open_dlq` accepts."""
 
-_SECRET_PARAMS: Final = frozenset({"password", "passwd", "pwd", "secret", "token"})
+# A parameter whose name contains one of these is a secret: password, sslpassword, passwd, pwd,
+# secret, client_secret, token, access_token...
+_SECRET_MARKS: Final = ("pass", "pwd", "secret", "token")
+
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# One key=value of a libpq connection string: the value is single-quoted (backslash escapes) or
+# runs to the next whitespace; libpq allows spaces around "=".
+_CONNINFO_PAIR: Final = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_]*)(?P<eq>\s*=\s*)"
+                                   r"(?P<value>'(?:[^'\\]|\\.)*'?|\S*)")
+
+
+def _is_secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(mark in lowered for mark in _SECRET_MARKS)
 
 
 def redact(url: str) -> str:
-    """``url`` with its password (and any password-like query parameter) replaced by ``***``.
+    """``url`` with every secret in it replaced by ``***``: the password of the userinfo, and any
+    password-like parameter (``password``, ``sslpassword``, ``token``, ``secret``...) of the
+    query or, for a libpq ``key=value`` connection string, of the string itself.
 
     >>> redact("postgresql://app:s3cret@db.internal:5432/jobs")
     'postgresql://app:***@db.internal:5432/jobs'
     >>> redact("redis://:s3cret@cache:6379/0?password=x")
     'redis://:***@cache:6379/0?password=***'
+    >>> redact("host=db.internal password='s3 cret' dbname=jobs sslpassword=k3y")
+    'host=db.internal password=*** dbname=jobs sslpassword=***'
     """
+    if not isinstance(url, str):
+        url = str(url)
+    if _SCHEME.match(url) is None:
+        if "=" in url:
+            return _redact_conninfo(url)
+        return url
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -40,15 +64,23 @@ def redact(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        if any(key.lower() in _SECRET_PARAMS for key, _ in pairs):
-            query = urlencode([(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs],
-                              safe="*")
+        if any(_is_secret(key) for key, _ in pairs):
+            query = urlencode([(k, "***" if _is_secret(k) else v) for k, v in pairs], safe="*")
     if netloc == parts.netloc and query == parts.query:
         return url
     # Rebuilt by hand: urlunsplit would turn "sqlite:///x" into "sqlite:/x".
     slashes = "//" if url[len(parts.scheme) + 1:].startswith("//") else ""
     return (f"{parts.scheme}:{slashes}{netloc}{parts.path}" + (f"?{query}" if query else "")
             + (f"#{parts.fragment}" if parts.fragment else ""))
+
+
+def _redact_conninfo(conninfo: str) -> str:
+    def hide(match: re.Match[str]) -> str:
+        if not _is_secret(match["key"]):
+            return match[0]
+        return f"{match['key']}{match['eq']}***"
+
+    return _CONNINFO_PAIR.sub(hide, conninfo)
 
 
 def require_module(module: str, *, needed_by: str, extra: str) -> ModuleType:
