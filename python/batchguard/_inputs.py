@@ -41,6 +41,7 @@ _SNIFF_BYTES: Final = 64 * 1024
 # DictReader puts a row's extra fields under restkey and fills missing ones with restval.
 _EXTRA: Final = "\0extra"
 _MISSING: Final = "\0missing"
+_TOO_DEEP: Final = f"nested too deeply (more than about {sys.getrecursionlimit()} levels)"
 
 
 class InputParseError(BatchguardError, ValueError):
@@ -202,6 +203,10 @@ def _read_jsonl(stream: IO[bytes]) -> Iterator[Any]:
             yield UnparsedLine(_printable(raw), line=number, error=f"not UTF-8: {exc.reason}")
         except ValueError as exc:
             yield UnparsedLine(_printable(raw), line=number, error=f"invalid JSON: {exc}")
+        except RecursionError:
+            # The decoder recurses once per level: a line nested past the interpreter's limit
+            # is a bad line like any other, not a reason to stop the run.
+            yield UnparsedLine(_printable(raw), line=number, error=f"invalid JSON: {_TOO_DEEP}")
 
 
 class _LineTap:
@@ -301,6 +306,9 @@ def _load_json_array(data: bytes, where: str) -> list[Any]:
         raise InputError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column "
                          f"{exc.colno} (a JSON array is read whole; use JSON lines to keep going "
                          "past bad records)") from None
+    except RecursionError:
+        raise InputError(f"{where} cannot be read: it is {_TOO_DEEP} (a JSON array is read whole; "
+                         "use JSON lines to keep going past bad records)") from None
     if not isinstance(value, list):
         raise InputError(f"{where} holds a JSON {type(value).__name__}, not an array of records")
     return value
