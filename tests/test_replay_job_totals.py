@@ -188,3 +188,20 @@ def test_replaying_a_postgres_jobs_dlq_moves_its_entries(postgres_url: str, name
         assert dlq.count(job_id=name) == 0
     assert report.removed == 4
     assert totals(name, postgres_url) == ("completed", 40, 0, 4)
+
+
+def test_a_dlq_file_without_a_job_store_is_left_without_one(tmp_path: Path) -> None:
+    # A table of the user's that happens to be called "jobs" is not a job store.
+    import sqlite3
+
+    path = tmp_path / "dead.db"
+    run_batches(range(20), fails_on_3, dlq=f"sqlite:///{path}", retry=ONCE)
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, title TEXT)")
+    db.close()
+    report = replay(f"sqlite:///{path}", fixed, retry=ONCE)
+    assert (report.removed, report.jobs_updated) == (2, ())
+    with sqlite3.connect(path) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert "job_batches" not in tables

@@ -1195,11 +1195,13 @@ def replay_store(dlq: DeadLetterQueue, store: JobStore | str | None) -> tuple[Jo
     from .dlq.sqlite import SqliteDLQ
 
     if isinstance(dlq, SqliteDLQ):
-        row = dlq.connection.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
-        return (SqliteJobStore(dlq.path), True) if row else (None, False)
+        (tables,) = dlq.connection.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('jobs', 'job_batches')"
+        ).fetchone()
+        return (SqliteJobStore(dlq.path), True) if tables == 2 else (None, False)
     if isinstance(dlq, PostgresDLQ):
-        row = dlq.connection.execute("SELECT to_regclass('batchguard_jobs') IS NOT NULL").fetchone()
+        row = dlq.connection.execute("SELECT to_regclass('batchguard_jobs') IS NOT NULL "
+                                     "AND to_regclass('batchguard_job_batches') IS NOT NULL").fetchone()
         return (PostgresJobStore(dlq._url), True) if row and row[0] else (None, False)
     return None, False
 
