@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from .errors import BulkResultError
-from .reference import DONE, FEED, Scheduler, Wait, Work, _Classify, feed, retry_after_of
+from .reference import DONE, FEED, Scheduler, Wait, Work, _Classify, call_timed, feed, retry_after_of
 
-__all__ = ["ReferenceAsyncRun", "drive", "loop_factory"]
+__all__ = ["ReferenceAsyncRun", "SyncCalls", "drive", "loop_factory"]
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -30,6 +31,44 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+class SyncCalls:
+    """A sync fn as the async driver awaits it: every call runs on a thread of a pool of the
+    run's own, sized to its concurrency, so the caller's loop stays free and ``concurrency``
+    calls really run at once (asyncio's default pool stops at min(32, cpus + 4)).
+
+    A thread cannot be cancelled, so a call that is in flight when the run is cancelled runs
+    to its end and its outcome is recorded (drive stops the run before it cancels a worker, so
+    nothing new starts meanwhile). A call past ``timeout`` is timed on its thread as the
+    threaded drivers time it: its value is discarded and it counts as a TimeoutError.
+    """
+
+    __slots__ = ("_fn", "_pool", "_timeout")
+
+    def __init__(self, fn: Callable[[Any], Any], concurrency: int, timeout: float | None) -> None:
+        self._fn = fn
+        self._timeout = timeout
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency,
+                                                           thread_name_prefix="batchguard-sync")
+
+    async def __call__(self, arg: Any) -> Any:
+        future = asyncio.get_running_loop().run_in_executor(self._pool, call_timed, self._fn, arg,
+                                                            self._timeout)
+        while True:
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if future.cancelled():
+                    raise
+                # The run is stopping and this call cannot be: wait for it (see the class doc).
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+
+    def close(self) -> None:
+        """Let the pool's threads exit once idle (never blocks: every call has returned by then)."""
+        self._pool.shutdown(wait=False)
 
 
 class _Wakeup:
@@ -164,6 +203,10 @@ async def _bisect(run: Any, fn: Callable[[Any], Awaitable[Any]], group: list[tup
         if len(group) == 1:
             run.fail(group[0][0], exc)
             return
+        if run.stopping():  # no new call once the run stops: the group stays pending
+            for index, _ in group:
+                run.abandon(index)
+            return
         middle = len(group) // 2
         try:
             await _bisect(run, fn, group[:middle], timeout)
@@ -278,7 +321,9 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
     workers = [asyncio.ensure_future(body()) for _ in range(concurrency)]
     try:
         try:
-            await asyncio.gather(*workers)
+            # Shielded: cancelling the run must stop it (below) before its workers are cancelled,
+            # or a worker that has to wait for its sync call would take new work meanwhile.
+            await asyncio.shield(asyncio.gather(*workers))
         finally:
             if deadlines is not None:
                 deadlines.close()

@@ -7,6 +7,7 @@ import functools
 import inspect
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, replace
@@ -18,7 +19,7 @@ from .dlq.base import DeadLetterQueue
 from .errors import ConfigError, ConfigTypeError
 from .policies import (CircuitBreaker, Classifier, RateLimit, RetryPolicy, check_count, check_duration,
                        is_finite_number, shown)
-from ._async import ReferenceAsyncRun, drive, loop_factory
+from ._async import ReferenceAsyncRun, SyncCalls, drive, loop_factory
 from .reference import EngineConfig, Scheduler, _Classify, run_reference
 from .results import BatchProgress, BatchReport
 
@@ -28,9 +29,10 @@ DEFAULT_BATCH_SIZE = 1000
 ENGINES = ("native", "python")
 
 # Upper bounds, each what the native engine takes on every platform and what a run can sanely use.
-MAX_BATCH_SIZE = 2**32 - 1
-"""A batch is read into memory whole; 2**32 records is past any machine's memory for one batch,
-and fits the native engine's sizes on every platform (usize is 32 bits on 32-bit targets)."""
+MAX_BATCH_SIZE = sys.maxsize
+"""What both engines can index a batch with (Python's ``islice`` and Rust's ``isize``): 2**63 - 1
+on a 64-bit platform. Any larger input is read lazily, so a batch size past the input's length
+is simply the whole input (never an allocation of ``batch_size`` slots)."""
 MAX_SYNC_CONCURRENCY = 1024
 """A sync fn gets one thread per unit of concurrency; the native engine's pool is capped at this
 many (``_native.MAX_CONCURRENCY``): past it threads cost more memory and switching than they
@@ -146,7 +148,7 @@ def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry
         batch_size = calculate_batch_size(total)
     else:
         _check_positive_int("batch_size", batch_size, maximum=MAX_BATCH_SIZE,
-                            why="a batch is held in memory whole")
+                            why="the largest size either engine can index a batch with")
     is_async = is_coroutine_function(fn)
     if is_async:
         check_count("concurrency", concurrency, minimum=1, maximum=MAX_ASYNC_CONCURRENCY,
@@ -267,22 +269,6 @@ def _report(plan: Plan, recorder: RunRecorder, outcome: tuple[Any, ...],
                            skipped_batches=len(skip_batches))
 
 
-def _as_coroutine_fn(plan: Plan) -> Callable[[Any], Any]:
-    """The fn as the async driver awaits it. A sync bulk fn runs inline at concurrency 1 and on
-    worker threads (``asyncio.to_thread``) otherwise; the run itself stays on the loop."""
-    fn = plan.fn
-    if plan.is_async:
-        return fn
-    if plan.config.concurrency == 1:
-        async def inline(arg: Any) -> Any:
-            return fn(arg)
-        return inline
-
-    async def threaded(arg: Any) -> Any:
-        return await asyncio.to_thread(fn, arg)
-    return threaded
-
-
 def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
             checkpoint: Any = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
     """Run a validated plan on its engine and assemble the report.
@@ -316,7 +302,8 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
 
 async def aexecute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
                    checkpoint: Any = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
-    """:func:`execute` for an async fn, on the running event loop."""
+    """:func:`execute` on the running event loop: for an async fn, a bulk fn, or any fn
+    that :func:`arun_batches` runs."""
     plan = _with_skips(plan, skip_batches)
     recorder = _recorder(plan, run_id, job_id, checkpoint)
     if plan.engine == "native":
@@ -326,8 +313,18 @@ async def aexecute(plan: Plan, *, run_id: str | None = None, job_id: str | None 
     else:
         run = ReferenceAsyncRun(Scheduler(plan.config, time.monotonic()),
                                 _Classify(plan.classifier, recorder.classifier_error), recorder)
-    outcome = await drive(run, iter(plan.records), _as_coroutine_fn(plan), plan.config.concurrency,
-                          plan.config.batch_size, plan.timeout, plan.bulk)
+    if plan.is_async:
+        outcome = await drive(run, iter(plan.records), plan.fn, plan.config.concurrency,
+                              plan.config.batch_size, plan.timeout, plan.bulk)
+    else:
+        # A sync fn never runs on the loop: it gets `concurrency` threads of its own, and each
+        # call is timed on its thread (it cannot be cancelled) rather than by the driver.
+        calls = SyncCalls(plan.fn, plan.config.concurrency, plan.timeout)
+        try:
+            outcome = await drive(run, iter(plan.records), calls, plan.config.concurrency,
+                                  plan.config.batch_size, None, plan.bulk)
+        finally:
+            calls.close()
     if isinstance(outcome, Scheduler):
         outcome = _from_scheduler(outcome)
     return _report(plan, recorder, outcome, skip_batches)
@@ -438,8 +435,16 @@ async def arun_batches(
     """:func:`run_batches` for callers inside an event loop: ``await arun_batches(records, fn)``.
 
     ``fn`` is normally an ``async def`` function, run on the current loop with up to
-    ``concurrency`` coroutines in flight. A sync ``fn`` runs on the engine's threads, off the
-    loop, so the loop stays responsive.
+    ``concurrency`` coroutines in flight. A sync ``fn`` never runs on the loop: it gets
+    ``concurrency`` threads of its own, so the loop stays responsive.
+
+    Cancelling the task that awaits ``arun_batches`` stops the run as an interrupt does: no new
+    record starts, the dead letters so far reach the DLQ, and CancelledError propagates. An
+    ``async def`` call in flight is cancelled (its record stays pending); a sync call cannot be,
+    so it runs to its end and its outcome is recorded before CancelledError propagates. Each
+    sync call crosses from the loop to a thread and back (tens of microseconds): for a very
+    fast sync fn that need not be cancellable, ``await asyncio.to_thread(run_batches, ...)``
+    runs it on the native engine's threads instead, many times faster.
 
     >>> import asyncio
     >>> async def double(x):
@@ -454,8 +459,6 @@ async def arun_batches(
                      pickle_payloads=pickle_payloads, timeout=timeout, rate_limit=rate_limit,
                      delay_between_batches=delay_between_batches, key_of=key_of, bulk=bulk)
     try:
-        if plan.is_async or plan.bulk:
-            return await aexecute(plan)
-        return await asyncio.to_thread(execute, plan)
+        return await aexecute(plan)
     finally:
         close_opened_dlq(plan)

@@ -1,0 +1,187 @@
+"""Issue 7, defect 16: a sync fn given to ``arun_batches`` (or a sync bulk fn anywhere) never
+runs on the caller's event loop, gets ``concurrency`` threads of its own (not asyncio's default
+pool of min(32, cpus + 4)), and cancelling the ``arun_batches`` task stops the run: no new call
+starts, the calls in flight finish and are recorded, what was dead-lettered is in the DLQ, and
+CancelledError reaches the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import batchguard
+from batchguard import MemoryDLQ, RetryPolicy
+from helpers_contract import ENGINES
+
+
+class Gauge:
+    """Counts calls, and how many run at once (the peak), from any thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.running = 0
+        self.peak = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            self.calls += 1
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.running -= 1
+
+
+async def _count_ticks(ticks: list[float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        ticks.append(time.monotonic())
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "per-record"])
+def test_a_sync_fn_at_concurrency_1_leaves_the_callers_loop_free(engine: str, bulk: bool) -> None:
+    windows: list[tuple[float, float]] = []
+
+    def slow(arg: Any) -> Any:
+        started = time.monotonic()
+        time.sleep(0.3)
+        windows.append((started, time.monotonic()))
+        return arg
+
+    async def main() -> Any:
+        ticks: list[float] = []
+        stop = asyncio.Event()
+        ticker = asyncio.create_task(_count_ticks(ticks, stop))
+        await asyncio.sleep(0)
+        try:
+            report = await batchguard.arun_batches([1] if not bulk else [1, 2], slow, bulk=bulk,
+                                                   batch_size=2, concurrency=1, engine=engine)
+        finally:
+            stop.set()
+            await ticker
+        return report, ticks
+
+    report, ticks = asyncio.run(main())
+    assert report.status == "complete"
+    ((started, ended),) = windows
+    during = [t for t in ticks if started < t < ended]
+    # The loop ticks every 5 ms when it is free: ~60 in 0.3 s; 0 when fn blocks it.
+    assert len(during) > 10, f"the loop ticked {len(during)} times during a 0.3 s sync call"
+
+
+def _sleepy(gauge: Gauge, seconds: float) -> Any:
+    def fn(arg: Any) -> Any:
+        gauge.enter()
+        try:
+            time.sleep(seconds)
+            return arg
+        finally:
+            gauge.leave()
+    return fn
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "per-record"])
+def test_arun_batches_with_a_sync_fn_reaches_its_concurrency(engine: str, bulk: bool) -> None:
+    gauge = Gauge()
+
+    async def main() -> Any:
+        return await batchguard.arun_batches(range(32), _sleepy(gauge, 0.2), bulk=bulk, batch_size=1,
+                                             concurrency=16, engine=engine)
+
+    report = asyncio.run(main())
+    assert report.successful == list(range(32))
+    assert gauge.peak == 16
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_run_batches_with_a_sync_bulk_fn_reaches_its_concurrency(engine: str) -> None:
+    gauge = Gauge()
+    report = batchguard.run_batches(range(32), _sleepy(gauge, 0.2), bulk=True, batch_size=1,
+                                    concurrency=16, engine=engine)
+    assert report.status == "complete"
+    assert gauge.peak == 16
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("concurrency", [1, 4])
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "per-record"])
+def test_cancelling_arun_batches_with_a_sync_fn_stops_the_run(engine: str, concurrency: int, bulk: bool) -> None:
+    gauge = Gauge()
+    dead: list[int] = []
+    dead_lock = threading.Lock()
+
+    def one(record: int) -> int:
+        if record % 7 == 3:
+            with dead_lock:
+                dead.append(record)
+            raise ValueError(f"bad record {record}")
+        return record
+
+    def fn(arg: Any) -> Any:
+        gauge.enter()
+        try:
+            time.sleep(0.01)
+            if not bulk:
+                return one(arg)
+            if len(arg) == 1:
+                return [one(arg[0])]
+            if any(r % 7 == 3 for r in arg):
+                raise ValueError("a bad record in this group")  # bisected
+            return list(arg)
+        finally:
+            gauge.leave()
+
+    dlq = MemoryDLQ()
+    total = 2000
+
+    async def main() -> tuple[int, int]:
+        task = asyncio.create_task(batchguard.arun_batches(
+            range(total), fn, bulk=bulk, batch_size=4, concurrency=concurrency, engine=engine,
+            dlq=dlq, retry=RetryPolicy(max_attempts=1)))
+        while gauge.calls < 20:
+            await asyncio.sleep(0.002)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        running_at_return = gauge.running
+        calls_at_return = gauge.calls
+        await asyncio.sleep(0.3)
+        assert gauge.calls == calls_at_return, "calls kept starting after the cancelled run returned"
+        return running_at_return, calls_at_return
+
+    running, calls = asyncio.run(main())
+    assert running == 0, "arun_batches returned while a call of the run was still in flight"
+    assert calls < 20 + 4 * concurrency + 8, f"{calls} calls: the run did not stop when cancelled"
+    # Every record whose call failed (the calls in flight included) reached the DLQ, once.
+    assert sorted(e.record_index for e in dlq.list()) == sorted(dead)
+    assert all(e.error_type == "ValueError" for e in dlq.list())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sync_fn_in_arun_batches_keeps_the_timeout_contract(engine: str) -> None:
+    # A thread cannot be killed: a late call runs to its end and counts as a TimeoutError.
+    def fn(record: int) -> int:
+        if record == 1:
+            time.sleep(0.1)
+        return record
+
+    dlq = MemoryDLQ()
+
+    async def main() -> Any:
+        return await batchguard.arun_batches(range(3), fn, timeout=0.05, concurrency=2, engine=engine,
+                                             dlq=dlq, retry=RetryPolicy(max_attempts=1))
+
+    report = asyncio.run(main())
+    assert report.successful == [0, 2]
+    (entry,) = dlq.list()
+    assert (entry.record_index, entry.error_type) == (1, "TimeoutError")
+    assert "discarded" in entry.error_message
