@@ -10,10 +10,11 @@ totals, so only those move; an unfinished batch reruns on resume and is counted 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 from click.testing import CliRunner
@@ -21,7 +22,7 @@ from click.testing import CliRunner
 from batchguard import RetryPolicy, job_status, replay, run_batches
 from batchguard.cli import main
 from batchguard.dlq import JsonlDLQ, PostgresDLQ, SqliteDLQ
-from batchguard.jobs import SqliteJobStore, _SqlJobStore
+from batchguard.jobs import JobStoreUnavailableError, SqliteJobStore
 
 ONCE = RetryPolicy(max_attempts=1)
 Engine = Literal["native", "python"]
@@ -126,22 +127,25 @@ def test_entries_of_an_unfinished_batch_do_not_move_and_the_resume_counts_right(
     assert state.succeeded + state.failed == state.total
 
 
-def test_a_store_update_that_fails_leaves_the_entries_in_the_dlq(
-        tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Same database: the removals and the totals commit in one transaction or not at all.
-    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+def test_a_store_update_that_fails_leaves_the_entries_in_the_dlq(tmp_path: Path, name: str) -> None:
+    # Same database: the removals and the totals commit in one transaction or not at all. The
+    # store's update is made to fail for real, by a trigger in the database.
+    import sqlite3
+
+    path = tmp_path / "jobs.db"
+    store = f"sqlite:///{path}"
     run_batches(range(30), fails_on_3, batch_size=10, job=name, store=store, retry=ONCE)
-
-    def broken(*args: Any, **kwargs: Any) -> None:
-        raise OSError("disk gone (simulated)")
-
-    monkeypatch.setattr(_SqlJobStore, "_move_replayed", broken)
-    with pytest.raises(OSError, match="simulated"):
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE UPDATE ON job_batches "
+                   "BEGIN SELECT RAISE(ABORT, 'store update refused (test trigger)'); END")
+    with pytest.raises(JobStoreUnavailableError, match="test trigger"):
         replay(store, fixed, retry=ONCE)
-    with SqliteDLQ(tmp_path / "jobs.db") as dlq:
-        assert dlq.count(job_id=name) == 3
+    with SqliteDLQ(path) as dlq:
+        assert dlq.count(job_id=name) == 3  # the removal rolled back with the totals
     assert totals(name, store) == ("completed", 27, 3, 3)
-    monkeypatch.undo()
+
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("DROP TRIGGER refuse")
     replay(store, fixed, retry=ONCE)
     assert totals(name, store) == ("completed", 30, 0, 3)
 
