@@ -175,3 +175,41 @@ def job_failed(path: Path, job: str) -> int:
     except sqlite3.OperationalError:
         return 0
     return 0 if row is None else int(row[0])
+
+
+FNS = '''
+import os
+
+def odd_fails(record):
+    if str(record["id"]) == os.environ.get("BG_FATAL_AT"):
+        raise MemoryError("simulated out of memory")
+    if int(record["id"]) % 2:
+        raise ValueError(f"odd id {record['id']}")
+    return record
+'''
+
+
+def test_cli_jobs_resume_refuses_an_emptied_dlq_with_exit_code_2(
+        tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from batchguard.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "resume_fns.py").write_text(FNS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in range(40)))
+    runner = CliRunner()
+    runner.invoke(main, ["run", "in.jsonl", "--fn", "resume_fns:odd_fails", "--job", name,
+                         "--dlq", "jsonl:///dead.jsonl", "--batch-size", "10", "--max-attempts", "1",
+                         "-q"], env={"BG_FATAL_AT": "25"}, catch_exceptions=False)
+    assert job_status(name, store="sqlite:///batchguard.db").failed == 10
+    empty_jsonl_dlq(tmp_path / "dead.jsonl")
+
+    resumed = runner.invoke(main, ["jobs", "resume", name, "--dlq", "jsonl:///dead.jsonl", "-q"],
+                            catch_exceptions=False)
+    assert resumed.exit_code == 2, resumed.output
+    assert "10 dead-lettered" in resumed.output and "holds 0" in resumed.output
+    assert job_status(name, store="sqlite:///batchguard.db").status == "aborted"
