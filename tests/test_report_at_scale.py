@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from batchguard import RetryPolicy, run_batches
+from batchguard import RetryPolicy, replay, run_batches
 from batchguard.dlq import SqliteDLQ
 from batchguard.errors import DLQError
 from helpers_contract import CONCURRENCIES, ENGINES
@@ -149,6 +149,19 @@ def test_entries_gone_from_the_dlq_raise_a_clear_error(tmp_path: Path) -> None:
         report = run_batches(range(1500), reject, dlq=dlq, batch_size=100, retry=ONCE)
         dlq.remove([e.id for e in dlq.list(run_id=report.run_id, offset=1200, limit=2)])
         assert report.errors[1100].record_index == 1100  # another batch: still there
-        with pytest.raises(DLQError, match="no longer holds 2 of the 100 entries of batch 12"):
+        with pytest.raises(DLQError, match="no longer holds 2 of the 100 entries of batch 12") as caught:
             report.errors[1250]  # noqa: B018
+        assert str(caught.value).count("dead-lettered") == 1, caught.value  # said once, not nested
         assert "FAILED RECORDS (1500)" in report.summary()
+
+
+def test_a_replay_report_says_where_its_failures_went(tmp_path: Path) -> None:
+    with SqliteDLQ(tmp_path / "f.db") as dlq:
+        run_batches(range(1500), reject, dlq=dlq, batch_size=100, retry=ONCE)
+        report = replay(dlq, reject, retry=ONCE)
+        assert report.kept == report.failure_count == len(report.errors) == 1500
+        assert [e.error_type for e in report.errors[:1000]] == ["ValueError"] * 1000
+        assert "FAILED RECORDS (1500)" in report.summary()
+        with pytest.raises(DLQError, match="a replay writes each failure back into the entry"):
+            report.errors[1200]  # noqa: B018
+        assert dlq.count() == 1500

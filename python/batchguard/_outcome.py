@@ -114,7 +114,8 @@ class Failures:
     def __init__(self, *, run_id: str, job_id: str | None, stage: str,
                  id_of: Callable[[Any], Any] | None, pickle_payloads: bool,
                  durable: DeadLetterQueue | None = None,
-                 reopen: Callable[[], DeadLetterQueue] | None = None) -> None:
+                 reopen: Callable[[], DeadLetterQueue] | None = None,
+                 elsewhere: str | None = None) -> None:
         self.run_id = run_id
         self.job_id = job_id
         self.stage = stage
@@ -129,6 +130,7 @@ class Failures:
         # dead-letters millions of records keeps its memory flat; the rest is read back.
         self._durable = durable
         self._reopen = reopen
+        self._elsewhere = elsewhere
         self._type_counts: collections.Counter[str] = collections.Counter()
         # A max-heap on the record index (negated), with a tie-breaker so entries never compare.
         self._sample: list[tuple[int, int, DeadLetter]] = []
@@ -165,7 +167,8 @@ class Failures:
             self._reader = StoredDeadLetters(
                 run_id=self.run_id, count=self._count, sample=sample, sent=self._sent,
                 dlq=self._durable, reopen=self._reopen,
-                entry_id=functools.partial(entry_id, self.job_id or self.run_id, self.stage))
+                entry_id=functools.partial(entry_id, self.job_id or self.run_id, self.stage),
+                elsewhere=self._elsewhere)
         return self._reader
 
     def __len__(self) -> int:
@@ -288,7 +291,9 @@ class RunRecorder:
         durable = None if dlq is None or isinstance(dlq, MemoryDLQ) else dlq
         self.failures = Failures(run_id=run_id, job_id=job_id, stage=stage, id_of=id_of,
                                  pickle_payloads=pickle_payloads, durable=durable,
-                                 reopen=reopen_dlq)
+                                 reopen=reopen_dlq,
+                                 # a checkpoint that rewrites the entries it is given says so
+                                 elsewhere=getattr(checkpoint, "entries_stored_elsewhere", None))
         self._stats: list[tuple[Any, ...]] = []
         self._batches_total = None if total is None else -(-total // batch_size)
         self.breaker_events: list[tuple[float, str, str]] = []

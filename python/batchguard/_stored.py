@@ -53,12 +53,14 @@ class StoredDeadLetters:
 
     ``reopen``, when given, opens the queue again for each read: the run closed the queue it
     opened from a URL (or a job store's default queue) when it ended. Without it the report
-    reads through ``dlq``, the queue the caller passed and still owns.
+    reads through ``dlq``, the queue the caller passed and still owns. ``elsewhere`` says why
+    the entries cannot be read back at all (a replay writes its failures into the entries it
+    replayed), for the error raised past the sample.
     """
 
     def __init__(self, *, run_id: str, count: int, sample: list[DeadLetter], sent: list[SentBatch],
                  dlq: DeadLetterQueue, reopen: Callable[[], DeadLetterQueue] | None,
-                 entry_id: Callable[[int], str]) -> None:
+                 entry_id: Callable[[int], str], elsewhere: str | None = None) -> None:
         self.run_id = run_id
         self.count = count
         self.sample = sample
@@ -66,6 +68,7 @@ class StoredDeadLetters:
         self._dlq = dlq
         self._reopen = reopen
         self._entry_id = entry_id
+        self._elsewhere = elsewhere
         self._by_batch: list[SentBatch] | None = None
         self._starts: list[int] = []
         self._cached: tuple[int, list[DeadLetter]] | None = None
@@ -82,6 +85,9 @@ class StoredDeadLetters:
             start = sampled
         if start >= stop:
             return
+        if self._elsewhere is not None:
+            raise DLQError(f"run {self.run_id} dead-lettered {self.count} records; the report keeps the "
+                           f"first {sampled} in memory, and cannot read the others back: {self._elsewhere}")
         batches, starts = self._layout()
         at = bisect.bisect_right(starts, start) - 1
         queue: DeadLetterQueue | None = None
@@ -133,6 +139,9 @@ class StoredDeadLetters:
                 entries = self._by_id(queue, sent)
         except DLQError as exc:
             raise self._failed("failed", exc) from exc
+        if len(entries) != sent.size:
+            raise self._failed(f"no longer holds {sent.size - len(entries)} of the {sent.size} entries "
+                               f"of batch {sent.batch_index} (removed or replayed since the run?)")
         entries.sort(key=lambda entry: entry.record_index)
         return entries
 
@@ -143,14 +152,13 @@ class StoredDeadLetters:
             for entry in entries)
 
     def _by_id(self, queue: DeadLetterQueue, sent: SentBatch) -> list[DeadLetter]:
+        # Entry ids follow from the record index (see _outcome.entry_id), so the batch's entries
+        # can be found wherever the DLQ's order put them.
         found = []
         for index in range(sent.first, sent.last + 1):
             entry = queue.get(self._entry_id(index))
             if entry is not None and entry.run_id == self.run_id:
                 found.append(entry)
-        if len(found) != sent.size:
-            raise self._failed(f"no longer holds {sent.size - len(found)} of the {sent.size} entries "
-                               f"of batch {sent.batch_index} (removed or replayed since the run?)")
         return found
 
 

@@ -63,6 +63,11 @@ class _Replayer:
     the queue in step.
     """
 
+    # Read by the run's report, which cannot find this run's failures under its own run id.
+    entries_stored_elsewhere = ("a replay writes each failure back into the entry it replayed (same "
+                                "id and run_id, attempt history extended): list them from the DLQ "
+                                "with the filters given to replay()")
+
     def __init__(self, queue: DeadLetterQueue, wanted: dict[str, Any], page: int,
                  jobs: JobStore | None = None, *, allow_pickle: bool = False) -> None:
         self.queue = queue
