@@ -32,7 +32,7 @@ from .jobs import (
     list_jobs,
     open_job_store,
 )
-from .policies import MAX_DURATION_S, CircuitBreaker, Classifier, ErrorClass, RateLimit, RetryPolicy
+from .policies import MAX_DURATION_S, CircuitBreaker, Classifier, ErrorClass, Explanation, RateLimit, RetryPolicy
 from .replay import ReplayReport, replay
 from .results import BatchProgress, BatchReport, BatchStats, RecordError
 
@@ -56,6 +56,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterQueue",
     "ErrorClass",
+    "Explanation",
     "InputParseError",
     "JobConflictError",
     "JobError",

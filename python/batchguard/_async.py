@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from .errors import BulkResultError
-from .reference import DONE, FEED, Scheduler, Wait, Work, _Classify, call_timed, feed, retry_after_of
+from .reference import DONE, FEED, Scheduler, Wait, Work, _Classify, call_timed, feed
 
 __all__ = ["ReferenceAsyncRun", "SyncCalls", "drive", "loop_factory"]
 
@@ -397,7 +397,7 @@ class ReferenceAsyncRun:
             self._report()
             return True
         error_class = self._classify(exc)
-        self._scheduler.fail(work, error_class, exc, retry_after_of(exc, error_class),
+        self._scheduler.fail(work, error_class, exc, self._classify.retry_after(exc, error_class),
                              time.monotonic(), time.time())
         self._report()
         return False

@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .errors import ConfigError, ConfigTypeError
 
@@ -23,6 +23,7 @@ __all__ = [
     "CircuitBreaker",
     "Classifier",
     "ErrorClass",
+    "Explanation",
     "Jitter",
     "RetryPolicy",
     "http_status_of",
@@ -152,7 +153,8 @@ class RetryPolicy:
 
     ``max_attempts`` counts every try, the first included. The n-th retry of a RECOVERABLE
     failure waits ``min(max_delay, base_delay * multiplier ** (n - 1))``, jittered; TRANSIENT
-    failures retry at once. An exception's ``retry_after`` (seconds) wins when it is longer.
+    failures retry at once. An exception's ``retry_after`` (seconds), or the ``Retry-After``
+    header of the response it carries, wins when it is longer, up to ``max_retry_after``.
 
     >>> RetryPolicy(max_attempts=4, base_delay=0.5, jitter="none").schedule(3)
     [0.5, 1.0, 2.0]
@@ -164,6 +166,9 @@ class RetryPolicy:
     max_delay: float = 30.0
     jitter: Jitter = "full"
     seed: int | None = None
+    max_retry_after: float | None = None
+    """The longest wait an exception can ask for (its ``retry_after``, or a ``Retry-After``
+    header); None: ``max_delay``. A server asking for more is waited on for this long."""
 
     def __post_init__(self) -> None:
         _check_int("RetryPolicy", "max_attempts", self.max_attempts, minimum=1)
@@ -183,6 +188,14 @@ class RetryPolicy:
             )
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ConfigTypeError(f"RetryPolicy.seed must be an int or None, got {type(self.seed).__name__}")
+        if self.max_retry_after is not None:
+            check_duration("RetryPolicy.max_retry_after", self.max_retry_after)
+
+    @property
+    def retry_after_cap(self) -> float:
+        """The longest wait a failure's ``retry_after`` or ``Retry-After`` header is honoured
+        for: ``max_retry_after``, else ``max_delay``."""
+        return float(self.max_delay if self.max_retry_after is None else self.max_retry_after)
 
     def base_delay_for(self, retry: int) -> float:
         """The un-jittered delay before the ``retry``-th retry (1-based)."""
@@ -355,15 +368,63 @@ def _as_error_class(owner: str, value: Any) -> ErrorClass:
         ) from None
 
 
+def _qualified_name(klass: type) -> str | None:
+    """``"module.qualname"`` of a class (what qualified name rules match), or None."""
+    module = getattr(klass, "__module__", None)
+    qualname = getattr(klass, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str):
+        return f"{module}.{qualname}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a classifier gave an exception its class; ``str()`` reads as a sentence.
+
+    >>> str(Classifier.default().explain(TimeoutError("slow")))
+    'type rule TimeoutError via builtins.TimeoutError -> recoverable'
+    """
+
+    error_class: ErrorClass
+    rule: str
+    """Which step decided: "callable", "type rule", "name rule", "inspector", "HTTP status",
+    "message rule" or "default"."""
+    reason: str
+    """The rule and what it matched, e.g. "HTTP status 503"."""
+
+    def __str__(self) -> str:
+        return f"{self.reason} -> {self.error_class.value}"
+
+
+class _TypeVerdict(NamedTuple):
+    """What an exception type resolves to, once per type: the inspectors to ask an instance
+    (usually none), then the class the type and name rules give (None: no rule matched)."""
+
+    inspectors: tuple[str, ...]
+    error_class: ErrorClass | None
+    rule: str
+    reason: str
+
+
+_Decision = tuple[ErrorClass, str, str]
+
+
 @dataclass(frozen=True)
 class Classifier:
     """Maps an exception to an :class:`ErrorClass`. First match wins:
 
     1. ``func(exc)``, the user's callable, when it returns a class (None falls through);
-    2. type rules: the most specific class in the exception's MRO that has a rule;
+    2. rules on the exception's type, the most specific class in its MRO first: a type rule
+       (that class or a subclass), a name rule (the class's ``"module.qualname"`` or its bare
+       ``__name__``), and, for types whose meaning is in the instance (an AWS error code, a
+       gRPC status), an inspector that reads it, asked before the rules of the same class;
     3. an HTTP status on the exception (408/425/429/5xx RECOVERABLE, other 4xx PERMANENT);
     4. message rules (regex search over ``str(exc)``), in the order they were added;
     5. ``default`` (PERMANENT: isolate the record, never kill the run).
+
+    :meth:`default` knows the errors of the common client libraries (requests, urllib3, httpx,
+    aiohttp, botocore, grpc, psycopg, psycopg2, SQLAlchemy, redis-py, ssl, socket) without
+    importing them; :meth:`explain` says which rule decided.
 
     >>> c = Classifier.default().with_rule(LookupError, ErrorClass.TRANSIENT)
     >>> c.classify(IndexError("x"))
@@ -376,10 +437,21 @@ class Classifier:
     func: ClassifierFunc | None = None
     default_class: ErrorClass = ErrorClass.PERMANENT
     http_status: bool = True
+    inspect_rules: tuple[tuple[str, str], ...] = ()
+    """("module.qualname", inspector name) pairs; the inspectors are batchguard's own (see
+    ``batchguard._clients``): aws_error_code, grpc_status, wrapped_dbapi_error, tls_verification."""
     _compiled: tuple[tuple[re.Pattern[str], ErrorClass], ...] = field(
         default=(), init=False, repr=False, compare=False)
+    _by_type: dict[type[BaseException], ErrorClass] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    _by_name: dict[str, ErrorClass] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _inspect: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # exception type -> its _TypeVerdict; the native engine keeps the same cache
+    _type_cache: dict[type, _TypeVerdict] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        from ._clients import INSPECTOR_NAMES  # _clients imports this module
+
         rules = []
         for rule in self.type_rules:
             exc_type, cls = rule
@@ -390,8 +462,19 @@ class Classifier:
                 )
             rules.append((exc_type, _as_error_class("Classifier rule", cls)))
         object.__setattr__(self, "type_rules", tuple(rules))
+        object.__setattr__(self, "_by_type", dict(rules))
         names = tuple((str(n), _as_error_class("Classifier name rule", c)) for n, c in self.name_rules)
         object.__setattr__(self, "name_rules", names)
+        object.__setattr__(self, "_by_name", dict(names))
+        inspect: dict[str, tuple[str, ...]] = {}
+        for qualname, inspector in self.inspect_rules:
+            if inspector not in INSPECTOR_NAMES:
+                raise ConfigError(f"Classifier inspect rule for {qualname!r}: {inspector!r} is not an "
+                                  f"inspector (one of {', '.join(INSPECTOR_NAMES)})")
+            if inspector not in inspect.get(str(qualname), ()):
+                inspect[str(qualname)] = (*inspect.get(str(qualname), ()), inspector)
+        object.__setattr__(self, "inspect_rules", tuple((str(q), i) for q, i in self.inspect_rules))
+        object.__setattr__(self, "_inspect", inspect)
         compiled = []
         for pattern, cls in self.message_rules:
             if not isinstance(pattern, str):
@@ -407,15 +490,28 @@ class Classifier:
 
     @classmethod
     def default(cls) -> Classifier:
-        """The rules of DESIGN §4: timeouts and connection errors retry with backoff, bad
-        data (ValueError, TypeError, KeyError, IntegrityError) is dead-lettered, MemoryError
-        stops the run."""
-        return cls(type_rules=_DEFAULT_TYPE_RULES, name_rules=_DEFAULT_NAME_RULES)
+        """The rules of DESIGN §4 (timeouts and connection errors retry with backoff, bad data
+        — ValueError, TypeError, KeyError, IntegrityError — is dead-lettered, MemoryError stops
+        the run), and what batchguard knows of the common client libraries' errors (README,
+        "What the default classifier recognises")."""
+        from ._clients import CLIENT_INSPECT_RULES, CLIENT_NAME_RULES  # _clients imports this module
+
+        return cls(type_rules=_DEFAULT_TYPE_RULES, name_rules=(*_DEFAULT_NAME_RULES, *CLIENT_NAME_RULES),
+                   inspect_rules=CLIENT_INSPECT_RULES)
 
     def with_rule(self, exc_type: type[BaseException], error_class: ErrorClass | str) -> Classifier:
         """A copy with ``exc_type`` (and its subclasses) mapped to ``error_class``."""
         kept = tuple(r for r in self.type_rules if r[0] is not exc_type)
         return replace(self, type_rules=(*kept, (exc_type, _as_error_class("Classifier rule", error_class))))
+
+    def with_name_rule(self, name: str, error_class: ErrorClass | str) -> Classifier:
+        """A copy that maps exceptions with a class named ``name`` in their MRO: a qualified
+        ``"module.qualname"`` (``"requests.exceptions.Timeout"``), or a bare ``__name__``. No
+        import needed."""
+        if not isinstance(name, str) or not name:
+            raise ConfigTypeError(f"Classifier name rule: the name must be a non-empty str, got {name!r}")
+        rule = (name, _as_error_class("Classifier name rule", error_class))
+        return replace(self, name_rules=(*(r for r in self.name_rules if r[0] != name), rule))
 
     def with_message_rule(self, pattern: str, error_class: ErrorClass | str) -> Classifier:
         """A copy that maps exceptions whose message matches ``pattern`` (``re.search``)."""
@@ -430,35 +526,95 @@ class Classifier:
         return replace(self, default_class=_as_error_class("Classifier.default_class", error_class))
 
     def type_class(self, exc_type: type[BaseException]) -> ErrorClass | None:
-        """The class the type rules give ``exc_type`` (cacheable per type), or None."""
-        by_type = dict(self.type_rules)
-        by_name = dict(self.name_rules)
-        for klass in exc_type.__mro__:
-            if klass in by_type:
-                return by_type[klass]
-            if klass.__name__ in by_name:
-                return by_name[klass.__name__]
-        return None
+        """The class the type and name rules give ``exc_type`` (cacheable per type), or None.
+        An instance of a type with an inspector may still be decided by it (see classify)."""
+        return self._type_verdict(exc_type).error_class
 
     def classify(self, exc: BaseException) -> ErrorClass:
         """The class of ``exc`` under these rules (the reference implementation)."""
+        return self._decide(exc)[0]
+
+    def explain(self, exc: BaseException) -> Explanation:
+        """Which rule decides ``exc``, and so its class: what a person reads to see why a
+        record was, or was not, retried.
+
+        >>> str(Classifier.default().explain(ConnectionRefusedError()))
+        'type rule ConnectionError via builtins.ConnectionRefusedError -> recoverable'
+        """
+        return Explanation(*self._decide(exc))
+
+    def _decide(self, exc: BaseException) -> _Decision:
         if self.func is not None:
             verdict = self.func(exc)
             if verdict is not None:
-                return _as_error_class("Classifier.func result", verdict)
-        by_type = self.type_class(type(exc))
+                name = getattr(self.func, "__qualname__", None) or type(self.func).__qualname__
+                return _as_error_class("Classifier.func result", verdict), "callable", f"classifier callable {name}"
+        by_type = self._by_type_and_inspectors(exc, 0)
         if by_type is not None:
             return by_type
         if self.http_status:
-            by_status = class_of_http_status(http_status_of(exc))
+            status = http_status_of(exc)
+            by_status = class_of_http_status(status)
             if by_status is not None:
-                return by_status
+                return by_status, "HTTP status", f"HTTP status {status}"
         if self._compiled:
             message = str(exc)
             for pattern, cls in self._compiled:
                 if pattern.search(message):
-                    return cls
-        return self.default_class
+                    return cls, "message rule", f"message rule {pattern.pattern!r}"
+        return self.default_class, "default", "default"
+
+    def _by_type_and_inspectors(self, exc: BaseException, depth: int) -> _Decision | None:
+        """Steps 2 of the resolution: the type's inspectors (each may decide this instance),
+        then its type and name rules. ``depth`` counts wrapped errors followed so far."""
+        verdict = self._type_verdict(type(exc))
+        for inspector in verdict.inspectors:
+            found = self._inspect_instance(inspector, exc, depth)
+            if found is not None:
+                cls, why = found
+                raised = _qualified_name(type(exc)) or type(exc).__name__
+                return cls, "inspector", f"{why} (inspector {inspector} via {raised})"
+        if verdict.error_class is None:
+            return None
+        return verdict.error_class, verdict.rule, verdict.reason
+
+    def _inspect_instance(self, inspector: str, exc: BaseException, depth: int) -> tuple[ErrorClass, str] | None:
+        from . import _clients  # _clients imports this module
+
+        def resolve(inner: BaseException, inner_depth: int) -> tuple[ErrorClass, str] | None:
+            found = self._by_type_and_inspectors(inner, inner_depth)
+            return None if found is None else (found[0], found[2])
+
+        try:
+            if inspector == _clients.WRAPPED:
+                return _clients.wrapped_dbapi_error(exc, resolve, depth)
+            return _clients.INSPECTORS[inspector](exc)
+        except Exception:  # noqa: BLE001 - an instance that breaks an inspector is simply not recognised
+            return None
+
+    def _type_verdict(self, exc_type: type) -> _TypeVerdict:
+        verdict = self._type_cache.get(exc_type)
+        if verdict is None:
+            verdict = self._type_cache[exc_type] = self._resolve_type(exc_type)
+        return verdict
+
+    def _resolve_type(self, exc_type: type) -> _TypeVerdict:
+        # Walk the MRO, most specific first: at each class its inspectors are noted, then its
+        # type rule, qualified name rule and bare name rule are tried; the first rule decides.
+        raised = _qualified_name(exc_type) or exc_type.__name__
+        inspectors: list[str] = []
+        for klass in exc_type.__mro__:
+            qualified = _qualified_name(klass)
+            if qualified is not None:
+                inspectors.extend(i for i in self._inspect.get(qualified, ()) if i not in inspectors)
+            found = self._by_type.get(klass)
+            if found is not None:
+                return _TypeVerdict(tuple(inspectors), found, "type rule", f"type rule {klass.__qualname__} via {raised}")
+            for name in (qualified, klass.__name__):
+                if name is not None and name in self._by_name:
+                    return _TypeVerdict(tuple(inspectors), self._by_name[name], "name rule",
+                                        f"name rule {name} via {raised}")
+        return _TypeVerdict(tuple(inspectors), None, "", "")
 
 
 def coerce_classes(values: Iterable[Any]) -> tuple[ErrorClass, ...]:

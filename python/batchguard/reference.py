@@ -15,13 +15,13 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ._clients import retry_after_of
 from .policies import BackoffState, CircuitBreaker, Classifier, ErrorClass, RetryPolicy
 
 __all__ = ["Breaker", "EngineConfig", "Scheduler", "run_reference"]
@@ -561,23 +561,9 @@ class Scheduler:
 # --------------------------------------------------------------------------- driver
 
 
-def retry_after_of(exc: BaseException, error_class: ErrorClass) -> float | None:
-    """An exception's ``retry_after`` in seconds, read only when the record will be retried."""
-    if not error_class.retryable:
-        return None
-    try:
-        value = getattr(exc, "retry_after", None)
-    except Exception:  # noqa: BLE001 - a broken property is no reason to lose the record
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = float(value)
-        if value >= 0 and math.isfinite(value):
-            return value
-    return None
-
-
 class _Classify:
-    """Classification with the per-type cache the native engine also has."""
+    """Classification (with the classifier's per-type cache, as the native engine has), and
+    the wait a retryable failure asks for (the scheduler caps it)."""
 
     def __init__(self, classifier: Classifier, on_error: Callable[[BaseException, BaseException], None]):
         self._classifier = classifier
@@ -589,6 +575,13 @@ class _Classify:
         except Exception as classifier_error:  # noqa: BLE001 - a classifier bug must not kill the run
             self._on_error(exc, classifier_error)
             return ErrorClass.PERMANENT
+
+    def retry_after(self, exc: BaseException, error_class: ErrorClass) -> float | None:
+        """The wait ``exc`` asks for (``retry_after``, or a ``Retry-After`` header), read only
+        when the record will be retried."""
+        if not error_class.retryable:
+            return None
+        return retry_after_of(exc, time.time())
 
 
 def run_reference(records: Iterator[Any], fn: Callable[[Any], Any], config: EngineConfig,
@@ -667,7 +660,7 @@ def _run_one(scheduler: Scheduler, work: Work, fn: Callable[[Any], Any],
         value = call_timed(fn, work.record, scheduler.config.timeout)
     except Exception as exc:  # noqa: BLE001 - isolating the user's failures is the point
         error_class = classify(exc)
-        scheduler.fail(work, error_class, exc, retry_after_of(exc, error_class), clock(), time.time())
+        scheduler.fail(work, error_class, exc, classify.retry_after(exc, error_class), clock(), time.time())
     else:
         scheduler.succeed(work, value, clock())
 
@@ -726,7 +719,7 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                         except Exception as exc:  # noqa: BLE001
                             error_class = classify(exc)
                             outcome: tuple[Any, ...] = (False, error_class, exc,
-                                                        retry_after_of(exc, error_class))
+                                                        classify.retry_after(exc, error_class))
                         else:
                             outcome = (True, value)
                     except BaseException as exc:

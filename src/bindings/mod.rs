@@ -22,12 +22,12 @@ use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::{PyAttributeError, PyException};
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, IntoPyObjectExt};
 
 use crate::backoff::{Jitter, RetryPolicy};
 use crate::breaker::BreakerPolicy;
-use crate::classify::{ErrorClass, Rules};
+use crate::classify::{delta_seconds, ClientTables, ErrorClass, Inspector, MroClass, Rules, TypeVerdict};
 use crate::engine::{Budget, Clock, Config, Counters, Dead, Event, Failure, Key, Next, Scheduler, Streamed, Work};
 use crate::ratelimit::RateLimit;
 
@@ -151,23 +151,27 @@ fn engine_config(cfg: &Bound<'_, PyAny>) -> PyResult<Config> {
 // ------------------------------------------------------------------------ classification
 
 /// An exception type (kept alive, so its address stays its own) and what its MRO resolves to.
-type CachedType = (Py<PyType>, Option<ErrorClass>);
+type CachedType = (Py<PyType>, TypeVerdict);
 
 /// The user's classifier, with its type rules resolved per exception type once and cached.
+/// Only the few types with an inspector (`batchguard._clients`) look at the instance again.
 struct NativeClassifier {
     rules: Rules<usize>,
+    /// The client knowledge the inspectors use (read only when the classifier has inspectors).
+    tables: ClientTables,
     /// Message rules as the Classifier compiled them (Python `re`, so both engines agree on
     /// every pattern; this is the slow path, taken only when no type or status rule matched).
     message_rules: Vec<(Obj, ErrorClass)>,
     /// Keeps the rule types (whose addresses are the rule keys) alive.
     _rule_types: Vec<Py<PyType>>,
     func: Option<Obj>,
-    /// type address -> (the type, kept alive so the address stays its own; its class)
+    /// type address -> (the type, kept alive so the address stays its own; its verdict)
     cache: Mutex<HashMap<usize, CachedType>>,
 }
 
 impl NativeClassifier {
     fn from_py(classifier: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = classifier.py();
         let default = ErrorClass::parse(&classifier.getattr("default_class")?.str()?.to_cow()?)?;
         let mut rules = Rules::new(default, classifier.getattr("http_status")?.is_truthy()?);
         let mut rule_types = Vec::new();
@@ -180,6 +184,13 @@ impl NativeClassifier {
             let (name, class): (String, Bound<'_, PyAny>) = rule?.extract()?;
             rules = rules.with_name(name, ErrorClass::parse(&class.str()?.to_cow()?)?);
         }
+        let mut has_inspectors = false;
+        for rule in classifier.getattr("inspect_rules")?.try_iter()? {
+            let (qualified, inspector): (String, String) = rule?.extract()?;
+            rules = rules.with_inspector(qualified, Inspector::parse(&inspector)?);
+            has_inspectors = true;
+        }
+        let tables = if has_inspectors { client_tables(py)? } else { ClientTables::default() };
         let mut message_rules = Vec::new();
         for rule in classifier.getattr("_compiled")?.try_iter()? {
             let (pattern, class): (Bound<'_, PyAny>, Bound<'_, PyAny>) = rule?.extract()?;
@@ -188,6 +199,7 @@ impl NativeClassifier {
         let func = classifier.getattr("func")?;
         Ok(Self {
             rules,
+            tables,
             message_rules,
             _rule_types: rule_types,
             func: (!func.is_none()).then(|| func.unbind()),
@@ -216,18 +228,7 @@ impl NativeClassifier {
                 return Ok(ErrorClass::parse(&verdict.str()?.to_cow()?)?);
             }
         }
-        let ty = exc.get_type();
-        let key = ty.as_ptr() as usize;
-        let cached = self.cache.lock().get(&key).map(|entry| entry.1);
-        let by_type = match cached {
-            Some(class) => class,
-            None => {
-                let class = self.resolve_type(&ty)?;
-                self.cache.lock().insert(key, (ty.clone().unbind(), class));
-                class
-            }
-        };
-        if let Some(class) = by_type {
+        if let Some(class) = self.by_type_and_inspectors(py, exc, 0)? {
             return Ok(class);
         }
         if self.rules.uses_http_status() {
@@ -246,15 +247,145 @@ impl NativeClassifier {
         Ok(self.rules.default_class())
     }
 
-    fn resolve_type(&self, ty: &Bound<'_, PyType>) -> PyResult<Option<ErrorClass>> {
+    /// The type's inspectors (each may decide this instance; one that raises an Exception does
+    /// not), then its type and name rules. `depth` counts wrapped errors followed so far.
+    fn by_type_and_inspectors(&self, py: Python<'_>, exc: &Bound<'_, PyAny>, depth: usize) -> PyResult<Option<ErrorClass>> {
+        let verdict = self.type_verdict(&exc.get_type())?;
+        for inspector in &verdict.inspectors {
+            match self.inspect(py, *inspector, exc, depth) {
+                Ok(Some(class)) => return Ok(Some(class)),
+                Ok(None) => {}
+                Err(err) if err.is_instance_of::<PyException>(py) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(verdict.class)
+    }
+
+    fn type_verdict(&self, ty: &Bound<'_, PyType>) -> PyResult<TypeVerdict> {
+        let key = ty.as_ptr() as usize;
+        // Cloning a verdict without inspectors (nearly every type's) allocates nothing.
+        if let Some(entry) = self.cache.lock().get(&key) {
+            return Ok(entry.1.clone());
+        }
+        let verdict = self.resolve_type(ty)?;
+        self.cache.lock().insert(key, (ty.clone().unbind(), verdict.clone()));
+        Ok(verdict)
+    }
+
+    fn resolve_type(&self, ty: &Bound<'_, PyType>) -> PyResult<TypeVerdict> {
         let mro = ty.getattr(intern!(ty.py(), "__mro__"))?;
         let mro = mro.cast::<PyTuple>()?;
         let mut entries = Vec::with_capacity(mro.len());
         for klass in mro.iter() {
             let klass = klass.cast_into::<PyType>()?;
-            entries.push((klass.as_ptr() as usize, klass.name()?.to_string()));
+            entries.push((klass.as_ptr() as usize, klass.name()?.to_string(), qualified_name(&klass)?));
         }
-        Ok(self.rules.by_mro(entries.iter().map(|(k, n)| (*k, n.as_str()))))
+        Ok(self.rules.by_mro(entries.iter().map(|(key, name, qualified)| MroClass {
+            key: *key,
+            name,
+            qualified: qualified.as_deref(),
+        })))
+    }
+
+    /// One inspector on one instance, as `batchguard._clients` defines it.
+    fn inspect(&self, py: Python<'_>, inspector: Inspector, exc: &Bound<'_, PyAny>, depth: usize) -> PyResult<Option<ErrorClass>> {
+        match inspector {
+            Inspector::AwsErrorCode => {
+                let Some(response) = optional_attr(exc, intern!(py, "response"))? else { return Ok(None) };
+                let Ok(response) = response.cast::<PyDict>() else { return Ok(None) };
+                let code = dict_item(response, intern!(py, "Error"))?
+                    .map(|error| dict_item(&error, intern!(py, "Code")))
+                    .transpose()?
+                    .flatten();
+                let code = match code.as_ref().map(|c| c.cast::<PyString>()) {
+                    Some(Ok(code)) => Some(code.to_cow()?.into_owned()),
+                    _ => None,
+                };
+                let status = match dict_item(response, intern!(py, "ResponseMetadata"))? {
+                    Some(metadata) => status_value(dict_item(&metadata, intern!(py, "HTTPStatusCode"))?),
+                    None => None,
+                };
+                Ok(self.tables.aws_error(code.as_deref(), status))
+            }
+            Inspector::GrpcStatus => {
+                let Some(code) = optional_attr(exc, intern!(py, "code"))? else { return Ok(None) };
+                if !code.is_callable() {
+                    return Ok(None);
+                }
+                let Some(name) = optional_attr(&code.call0()?, intern!(py, "name"))? else { return Ok(None) };
+                match name.cast::<PyString>() {
+                    Ok(name) => Ok(self.tables.grpc_status(&name.to_cow()?)),
+                    Err(_) => Ok(None),
+                }
+            }
+            Inspector::TlsVerification => Ok(self.tables.tls_verification(&exc.str()?.to_cow()?)),
+            Inspector::WrappedDbapiError => {
+                if let Some(orig) = optional_attr(exc, intern!(py, "orig"))? {
+                    if orig.is_instance_of::<pyo3::exceptions::PyBaseException>() && !orig.is(exc) && depth < self.tables.max_wrapped_depth {
+                        if let Some(class) = self.by_type_and_inspectors(py, &orig, depth + 1)? {
+                            return Ok(Some(class));
+                        }
+                    }
+                }
+                match optional_attr(exc, intern!(py, "connection_invalidated"))? {
+                    Some(flag) if flag.is(PyBool::new(py, true).as_any()) => Ok(Some(ErrorClass::Recoverable)),
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+}
+
+/// The wait a retryable failure asks for, in seconds: its numeric `retry_after`, else a
+/// `Retry-After` header it carries (as `batchguard._clients.retry_after_of`; the scheduler
+/// caps it at the policy's `max_retry_after`). Reading either never fails the record; a
+/// KeyboardInterrupt on the way stops the run.
+fn retry_after_of(py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+    match numeric_retry_after(py, exc)? {
+        Some(seconds) => Ok(Some(seconds)),
+        None => match header_retry_after(py, exc) {
+            Ok(seconds) => Ok(seconds),
+            Err(err) if err.is_instance_of::<PyException>(py) => Ok(None),
+            Err(err) => Err(err),
+        },
+    }
+}
+
+/// `batchguard._clients`' tables, for the inspectors.
+fn client_tables(py: Python<'_>) -> PyResult<ClientTables> {
+    let clients = py.import(intern!(py, "batchguard._clients"))?;
+    let classes = |name: &str| -> PyResult<HashMap<String, ErrorClass>> {
+        let mut table = HashMap::new();
+        for (key, class) in clients.getattr(name)?.cast_into::<PyDict>()?.iter() {
+            table.insert(key.extract::<String>()?, ErrorClass::parse(&class.str()?.to_cow()?)?);
+        }
+        Ok(table)
+    };
+    Ok(ClientTables {
+        aws_error_codes: classes("AWS_ERROR_CODES")?,
+        grpc_status_codes: classes("GRPC_STATUS_CODES")?,
+        tls_verification_marker: clients.getattr("TLS_VERIFICATION_MARKER")?.extract()?,
+        max_wrapped_depth: clients.getattr("MAX_WRAPPED_DEPTH")?.extract()?,
+    })
+}
+
+/// `"module.qualname"` of a class, or None when either is not a str (as the Classifier).
+fn qualified_name(klass: &Bound<'_, PyType>) -> PyResult<Option<String>> {
+    let py = klass.py();
+    let module = optional_attr(klass.as_any(), intern!(py, "__module__"))?;
+    let qualname = optional_attr(klass.as_any(), intern!(py, "__qualname__"))?;
+    match (module.as_ref().map(|m| m.cast::<PyString>()), qualname.as_ref().map(|q| q.cast::<PyString>())) {
+        (Some(Ok(module)), Some(Ok(qualname))) => Ok(Some(format!("{}.{}", module.to_cow()?, qualname.to_cow()?))),
+        _ => Ok(None),
+    }
+}
+
+/// `d.get(key)` on a dict.
+fn dict_item<'py>(d: &Bound<'py, PyAny>, key: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match d.cast::<PyDict>() {
+        Ok(d) => d.get_item(key),
+        Err(_) => Ok(None),
     }
 }
 
@@ -292,20 +423,59 @@ fn http_status_of(py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<Option<u16
     }
 }
 
-/// An exception's `retry_after` in seconds; only read for records that will be retried. A
-/// broken attribute (an Exception) is ignored; a KeyboardInterrupt stops the run.
-fn retry_after_of(py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+/// An exception's numeric `retry_after` in seconds. A broken attribute (an Exception), a
+/// bool, a negative or NaN value is ignored; an int too large for a float is infinite (and
+/// then capped, like any long wait).
+fn numeric_retry_after(py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
     let value = match exc.getattr(intern!(py, "retry_after")) {
         Ok(value) => value,
         Err(err) if err.is_instance_of::<PyException>(py) => return Ok(None),
         Err(err) => return Err(err),
     };
-    if value.is_instance_of::<pyo3::types::PyBool>()
-        || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>())
-    {
+    if value.is_instance_of::<PyBool>() || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>()) {
         return Ok(None);
     }
-    Ok(value.extract::<f64>().ok().filter(|v| *v >= 0.0 && v.is_finite()))
+    match value.extract::<f64>() {
+        Ok(seconds) if seconds.is_nan() || seconds < 0.0 => Ok(None),
+        Ok(seconds) => Ok(Some(seconds)),
+        Err(_) => Ok(value.gt(0)?.then_some(f64::INFINITY)),
+    }
+}
+
+/// The `Retry-After` header a failure carries, in seconds: in `exc.headers` (aiohttp), else
+/// in the response's headers (requests, httpx; botocore's response metadata).
+fn header_retry_after(py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+    let mut holders = vec![optional_attr(exc, intern!(py, "headers"))?];
+    if let Some(response) = optional_attr(exc, intern!(py, "response"))? {
+        if response.is_instance_of::<PyDict>() {
+            holders.push(match dict_item(&response, intern!(py, "ResponseMetadata"))? {
+                Some(metadata) => dict_item(&metadata, intern!(py, "HTTPHeaders"))?,
+                None => None,
+            });
+        } else if !response.is_none() {
+            holders.push(optional_attr(&response, intern!(py, "headers"))?);
+        }
+    }
+    for headers in holders.into_iter().flatten() {
+        if headers.is_none() {
+            continue;
+        }
+        let mut value = headers.call_method1(intern!(py, "get"), (intern!(py, "Retry-After"),))?;
+        if value.is_none() {
+            // a plain dict (botocore lowercases its header names)
+            value = headers.call_method1(intern!(py, "get"), (intern!(py, "retry-after"),))?;
+        }
+        if let Ok(text) = value.cast::<PyString>() {
+            let text = text.to_cow()?;
+            if let Some(seconds) = delta_seconds(&text) {
+                return Ok(Some(seconds));
+            }
+            // An HTTP-date: Python's email.utils reads it, as in the reference engine.
+            let parse = py.import(intern!(py, "batchguard._clients"))?.getattr(intern!(py, "http_date_delay"))?;
+            return parse.call1((text.trim_matches([' ', '\t']), wall_now()))?.extract();
+        }
+    }
+    Ok(None)
 }
 
 fn strip_traceback(exc: &Bound<'_, PyAny>) {
