@@ -629,8 +629,9 @@ def dlq_show(entry_id: str, dlq_url: str) -> None:
     if entry.traceback:
         lines += ["Traceback:", *("  " + line for line in entry.traceback.rstrip().splitlines())]
     lines += ["Actions:",
-              f"  replay:  batchguard dlq retry --fn MODULE:CALLABLE --error-type {entry.error_type}",
-              f"  remove:  batchguard dlq remove {entry.id}"]
+              f"  replay:  batchguard dlq retry --fn MODULE:CALLABLE --error-type {entry.error_type}"
+              f"{_dlq_flag(dlq_url)}",
+              f"  remove:  batchguard dlq remove {entry.id}{_dlq_flag(dlq_url)}"]
     click.echo("\n".join(lines))
 
 
