@@ -169,22 +169,23 @@ impl<K: PartialEq> Rules<K> {
         !self.message_rules.is_empty()
     }
 
-    /// Walks the MRO, most specific first: at each class its inspectors are noted, then its
-    /// type rule, its qualified name rule and its bare name rule are tried; the first rule
-    /// decides (as `Classifier._resolve_type`).
+    /// Walks the MRO, most specific first. At each class: its type rule (the user's: it beats
+    /// what batchguard knows of the class), then its inspectors are noted, then its qualified
+    /// and bare name rules (an inspector's fallback); the first rule decides (as
+    /// `Classifier._resolve_type`).
     pub fn by_mro<'a>(&self, mro: impl IntoIterator<Item = MroClass<'a, K>>) -> TypeVerdict {
         let mut verdict = TypeVerdict::default();
         for class in mro {
+            if let Some((_, c)) = self.type_rules.iter().find(|(k, _)| *k == class.key) {
+                verdict.class = Some(*c);
+                return verdict;
+            }
             if let Some(found) = class.qualified.and_then(|q| self.inspect_rules.get(q)) {
                 for inspector in found {
                     if !verdict.inspectors.contains(inspector) {
                         verdict.inspectors.push(*inspector);
                     }
                 }
-            }
-            if let Some((_, c)) = self.type_rules.iter().find(|(k, _)| *k == class.key) {
-                verdict.class = Some(*c);
-                return verdict;
             }
             let by_name = class.qualified.and_then(|q| self.name_rules.get(q)).or_else(|| self.name_rules.get(class.name));
             if let Some(c) = by_name {
@@ -323,6 +324,15 @@ mod tests {
         let verdict = r.by_mro(mro(&interface));
         assert_eq!(verdict.inspectors, vec![Inspector::WrappedDbapiError, Inspector::TlsVerification]);
         assert_eq!(verdict.class, None);
+    }
+
+    #[test]
+    fn a_type_rule_beats_the_inspector_of_its_class() {
+        let r = rules()
+            .with_inspector("botocore.exceptions.ClientError", Inspector::AwsErrorCode)
+            .with_type("botocore.exceptions.ClientError", ErrorClass::Fatal);
+        let verdict = r.by_mro(mro(&[("botocore.exceptions.ClientError", "ClientError")]));
+        assert_eq!(verdict, TypeVerdict { inspectors: vec![], class: Some(ErrorClass::Fatal) });
     }
 
     #[test]

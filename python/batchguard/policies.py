@@ -415,9 +415,9 @@ class Classifier:
 
     1. ``func(exc)``, the user's callable, when it returns a class (None falls through);
     2. rules on the exception's type, the most specific class in its MRO first: a type rule
-       (that class or a subclass), a name rule (the class's ``"module.qualname"`` or its bare
-       ``__name__``), and, for types whose meaning is in the instance (an AWS error code, a
-       gRPC status), an inspector that reads it, asked before the rules of the same class;
+       (that class or a subclass), then, for types whose meaning is in the instance (an AWS
+       error code, a gRPC status), an inspector that reads it, then a name rule (the class's
+       ``"module.qualname"`` or its bare ``__name__``: the inspector's fallback);
     3. an HTTP status on the exception (408/425/429/5xx RECOVERABLE, other 4xx PERMANENT);
     4. message rules (regex search over ``str(exc)``), in the order they were added;
     5. ``default`` (PERMANENT: isolate the record, never kill the run).
@@ -599,17 +599,18 @@ class Classifier:
         return verdict
 
     def _resolve_type(self, exc_type: type) -> _TypeVerdict:
-        # Walk the MRO, most specific first: at each class its inspectors are noted, then its
-        # type rule, qualified name rule and bare name rule are tried; the first rule decides.
+        # Walk the MRO, most specific first. At each class: its type rule (yours: it beats what
+        # batchguard knows of the class), then its inspectors are noted (asked per instance),
+        # then its qualified and bare name rules (an inspector's fallback); the first rule decides.
         raised = _qualified_name(exc_type) or exc_type.__name__
         inspectors: list[str] = []
         for klass in exc_type.__mro__:
-            qualified = _qualified_name(klass)
-            if qualified is not None:
-                inspectors.extend(i for i in self._inspect.get(qualified, ()) if i not in inspectors)
             found = self._by_type.get(klass)
             if found is not None:
                 return _TypeVerdict(tuple(inspectors), found, "type rule", f"type rule {klass.__qualname__} via {raised}")
+            qualified = _qualified_name(klass)
+            if qualified is not None:
+                inspectors.extend(i for i in self._inspect.get(qualified, ()) if i not in inspectors)
             for name in (qualified, klass.__name__):
                 if name is not None and name in self._by_name:
                     return _TypeVerdict(tuple(inspectors), self._by_name[name], "name rule",
