@@ -64,7 +64,8 @@ pub enum Inspector {
 }
 
 impl Inspector {
-    pub const ALL: [Inspector; 4] = [Self::AwsErrorCode, Self::GrpcStatus, Self::WrappedDbapiError, Self::TlsVerification];
+    pub const ALL: [Inspector; 4] =
+        [Self::AwsErrorCode, Self::GrpcStatus, Self::WrappedDbapiError, Self::TlsVerification];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -187,7 +188,8 @@ impl<K: PartialEq> Rules<K> {
                     }
                 }
             }
-            let by_name = class.qualified.and_then(|q| self.name_rules.get(q)).or_else(|| self.name_rules.get(class.name));
+            let by_name =
+                class.qualified.and_then(|q| self.name_rules.get(q)).or_else(|| self.name_rules.get(class.name));
             if let Some(c) = by_name {
                 verdict.class = Some(*c);
                 return verdict;
@@ -319,8 +321,11 @@ mod tests {
         let verdict = r.by_mro(mro(&operational));
         assert_eq!(verdict.inspectors, vec![Inspector::WrappedDbapiError]);
         assert_eq!(verdict.class, Some(ErrorClass::Recoverable));
-        let interface = [("sqlalchemy.exc.InterfaceError", "InterfaceError"), ("sqlalchemy.exc.DBAPIError", "DBAPIError"),
-            ("sqlalchemy.exc.SQLAlchemyError", "SQLAlchemyError")];
+        let interface = [
+            ("sqlalchemy.exc.InterfaceError", "InterfaceError"),
+            ("sqlalchemy.exc.DBAPIError", "DBAPIError"),
+            ("sqlalchemy.exc.SQLAlchemyError", "SQLAlchemyError"),
+        ];
         let verdict = r.by_mro(mro(&interface));
         assert_eq!(verdict.inspectors, vec![Inspector::WrappedDbapiError, Inspector::TlsVerification]);
         assert_eq!(verdict.class, None);

@@ -249,7 +249,12 @@ impl NativeClassifier {
 
     /// The type's inspectors (each may decide this instance; one that raises an Exception does
     /// not), then its type and name rules. `depth` counts wrapped errors followed so far.
-    fn by_type_and_inspectors(&self, py: Python<'_>, exc: &Bound<'_, PyAny>, depth: usize) -> PyResult<Option<ErrorClass>> {
+    fn by_type_and_inspectors(
+        &self,
+        py: Python<'_>,
+        exc: &Bound<'_, PyAny>,
+        depth: usize,
+    ) -> PyResult<Option<ErrorClass>> {
         let verdict = self.type_verdict(&exc.get_type())?;
         for inspector in &verdict.inspectors {
             match self.inspect(py, *inspector, exc, depth) {
@@ -289,7 +294,13 @@ impl NativeClassifier {
     }
 
     /// One inspector on one instance, as `batchguard._clients` defines it.
-    fn inspect(&self, py: Python<'_>, inspector: Inspector, exc: &Bound<'_, PyAny>, depth: usize) -> PyResult<Option<ErrorClass>> {
+    fn inspect(
+        &self,
+        py: Python<'_>,
+        inspector: Inspector,
+        exc: &Bound<'_, PyAny>,
+        depth: usize,
+    ) -> PyResult<Option<ErrorClass>> {
         match inspector {
             Inspector::AwsErrorCode => {
                 let Some(response) = optional_attr(exc, intern!(py, "response"))? else { return Ok(None) };
@@ -322,7 +333,10 @@ impl NativeClassifier {
             Inspector::TlsVerification => Ok(self.tables.tls_verification(&exc.str()?.to_cow()?)),
             Inspector::WrappedDbapiError => {
                 if let Some(orig) = optional_attr(exc, intern!(py, "orig"))? {
-                    if orig.is_instance_of::<pyo3::exceptions::PyBaseException>() && !orig.is(exc) && depth < self.tables.max_wrapped_depth {
+                    if orig.is_instance_of::<pyo3::exceptions::PyBaseException>()
+                        && !orig.is(exc)
+                        && depth < self.tables.max_wrapped_depth
+                    {
                         if let Some(class) = self.by_type_and_inspectors(py, &orig, depth + 1)? {
                             return Ok(Some(class));
                         }
