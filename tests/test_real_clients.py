@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 import batchguard
-from batchguard import Classifier, ErrorClass, MemoryDLQ
+from batchguard import Classifier, ErrorClass, MemoryDLQ, RetryPolicy
 from helpers_client_server import ScriptedServer, dead_port, silent_port
-from helpers_contract import ENGINES, no_wait
+from helpers_contract import ENGINES
 
 R, T, P = ErrorClass.RECOVERABLE, ErrorClass.TRANSIENT, ErrorClass.PERMANENT
 
@@ -358,10 +358,14 @@ def raising(exc: BaseException) -> Callable[[Any], Any]:
     return fn
 
 
+# Two tries, no wait between them, whatever Retry-After a real error carries.
+NO_WAIT = RetryPolicy(max_attempts=2, base_delay=0.0, jitter="none", max_retry_after=0)
+
+
 def assert_both_engines_agree(exc: BaseException, expected: ErrorClass) -> None:
     for engine in ENGINES:
         dlq = MemoryDLQ()
-        report = batchguard.run_batches([{"id": "r"}], raising(exc), engine=engine, retry=no_wait(2), dlq=dlq)
+        report = batchguard.run_batches([{"id": "r"}], raising(exc), engine=engine, retry=NO_WAIT, dlq=dlq)
         [error] = report.errors
         tries = 2 if expected.retryable else 1
         assert (error.error_class, error.attempts) == (expected.value, tries), engine
