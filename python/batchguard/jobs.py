@@ -371,7 +371,10 @@ class _LockFile:
 
     The kernel drops them when the process dies, SIGKILL included, so a crashed run never
     leaves a stale lock. POSIX locks belong to the process and vanish when *any* descriptor of
-    the file closes, so one descriptor per file is shared by every store of the process.
+    the file closes, so one descriptor per file is shared by every store of the process. (For
+    the same reason the locks are not taken on the database file itself: SQLite's connections
+    open and close it, which would drop them, and the locks SQLite holds there too.) The file is
+    named after the store's resolved path, so every path to the store meets the same locks.
     """
 
     _lock = threading.Lock()
@@ -843,8 +846,7 @@ class SqliteJobStore(_SqlJobStore):
             yield
         except sqlite3.Error as exc:
             raise JobStoreUnavailableError(
-                f"SQLite job store {self.path}: {action} failed: "
-                f"{_cause(exc, os.path.realpath(self.path))}") from exc
+                f"SQLite job store {self.path}: {action} failed: {_cause(exc, self._real)}") from exc
 
     def _shares_transaction(self, dlq: DeadLetterQueue) -> bool:
         from .dlq.sqlite import SqliteDLQ
