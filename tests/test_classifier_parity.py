@@ -196,3 +196,58 @@ def test_retry_after_headers_are_read_alike(value: str) -> None:
         assert time.monotonic() - started < 2
         delays[engine] = dlq.list()[0].attempts[0].delay_s
     assert delays["native"] == delays["python"], value
+
+
+def test_knowing_the_clients_imports_none_of_them() -> None:
+    # The default classifier matches names; a run that never used a client library must not
+    # pay for importing one (nor fail where it is not installed).
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, batchguard\n"
+        "c = batchguard.Classifier.default()\n"
+        "for exc in (ConnectionError(), ValueError(), OSError(), Exception()):\n"
+        "    c.explain(exc)\n"
+        "def fn(r):\n"
+        "    raise ConnectionResetError(r)\n"
+        "for engine in ('python', 'native'):\n"
+        "    batchguard.run_batches([1, 2], fn, engine=engine,\n"
+        "                           retry=batchguard.RetryPolicy(max_attempts=2, base_delay=0))\n"
+        "libs = ('requests', 'urllib3', 'httpx', 'aiohttp', 'botocore', 'grpc', 'psycopg', 'psycopg2',\n"
+        "        'sqlalchemy', 'redis')\n"
+        "print(sorted(m for m in libs if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+RETRY_AFTER_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.sampled_from([1e12, 10**30, 10**400, -0.0, 0, True, False, None, "5", b"5"]),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=st.lists(RETRY_AFTER_VALUES, min_size=1, max_size=4))
+def test_huge_and_odd_retry_after_values_wait_alike_and_never_past_the_cap(values: list[Any]) -> None:
+    class Throttled(ConnectionError):
+        def __init__(self, retry_after: Any) -> None:
+            super().__init__("slow down")
+            self.retry_after = retry_after
+
+    retry = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=1.0, jitter="none", max_retry_after=0.02)
+    delays = {}
+    for engine in ENGINES:
+        dlq = MemoryDLQ()
+
+        def fn(i: int) -> Any:
+            raise Throttled(values[i])
+
+        started = time.monotonic()
+        batchguard.run_batches(list(range(len(values))), fn, retry=retry, engine=engine, dlq=dlq, concurrency=4)
+        assert time.monotonic() - started < 2
+        delays[engine] = [e.attempts[0].delay_s for e in sorted(dlq.list(), key=lambda e: e.record_index)]
+    assert delays["native"] == delays["python"], values
+    assert all(0.001 <= d <= 0.02 for d in delays["python"])
