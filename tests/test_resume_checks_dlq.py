@@ -213,3 +213,17 @@ def test_cli_jobs_resume_refuses_an_emptied_dlq_with_exit_code_2(
     assert resumed.exit_code == 2, resumed.output
     assert "10 dead-lettered" in resumed.output and "holds 0" in resumed.output
     assert job_status(name, store="sqlite:///batchguard.db").status == "aborted"
+
+
+@pytest.mark.postgres
+def test_a_postgres_job_whose_dead_letters_were_deleted_is_refused_on_resume(postgres_url: str, name: str) -> None:
+    from batchguard.dlq import PostgresDLQ
+
+    run_batches(range(100), Work(fatal_at=55), batch_size=10, job=name, store=postgres_url, retry=ONCE)
+    assert job_status(name, store=postgres_url).failed == 5
+    with PostgresDLQ(postgres_url) as dlq, dlq.transaction() as cur:
+        cur.execute(f"DELETE FROM {dlq.table} WHERE job_id = %s", (name,))
+    work = Work()
+    with pytest.raises(JobConflictError, match="holds 0") as caught:
+        run_batches(range(100), work, batch_size=10, job=name, store=postgres_url, retry=ONCE)
+    assert work.calls == [] and "5 dead-lettered" in str(caught.value)
