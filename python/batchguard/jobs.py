@@ -471,7 +471,7 @@ def _not_writable(path: str) -> str | None:
     if os.access(path, os.W_OK):
         return None
     try:
-        if os.statvfs(path).f_flag & os.ST_RDONLY:
+        if hasattr(os, "statvfs") and os.statvfs(path).f_flag & os.ST_RDONLY:  # POSIX only
             return "on a read-only file system"
     except OSError:
         pass
