@@ -200,7 +200,7 @@ def test_a_job_with_poison_records_completes_and_resumes(engine: str, tmp_path: 
 # -- the encoder itself: every backend stores what it makes, and reads the same entry back
 
 ODD_IDS = [uuid.UUID(int=5), decimal.Decimal("2.50"), WHEN, WHEN.date(), b"\x00\xff", bytearray(b"ab"),
-           2**70, -(2**63) - 1, 2**63 - 1, float("nan"), float("inf"), OddId(), BadRepr(1),
+           2**70, -(2**63) - 1, 2**63 - 1, float("nan"), float("inf"), -8.9e22, OddId(), BadRepr(1),
            "caf\ud800", "nul\x00", True, None, 1.5, "plain"]
 
 
@@ -231,7 +231,7 @@ def test_every_backend_reads_back_the_same_entry_for_odd_ids_and_payloads(
     stored = {e.id: DeadLetter.from_json(dumps(e)) for e in entries}
     assert [stored[f"odd-{i:04d}"].record_id for i in range(len(ODD_IDS))] == [
         "00000000-0000-0000-0000-000000000005", "2.50", WHEN.isoformat(), "2024-06-01", "00ff", "6162",
-        str(2**70), str(-(2**63) - 1), 2**63 - 1, "nan", "inf", "odd-id", "<unrepresentable BadRepr>",
+        str(2**70), str(-(2**63) - 1), 2**63 - 1, "nan", "inf", "-8.9e+22", "odd-id", "<unrepresentable BadRepr>",
         "caf\ufffd", "nul\ufffd", True, None, 1.5, "plain"]
     encodings = [stored[f"odd-{100 + i:04d}"].payload_encoding for i in range(len(ODD_PAYLOADS))]
     assert encodings == ["repr", "repr", "repr", "json", "json", "repr", "repr", "json"]
@@ -239,6 +239,7 @@ def test_every_backend_reads_back_the_same_entry_for_odd_ids_and_payloads(
 
 
 @pytest.mark.parametrize("payload", [*ODD_PAYLOADS, {"nan": float("nan")}, [uuid.UUID(int=1)], ("a", (1,)),
+                                     {"huge": 1e22}, {"small": [1e-7, 9e15, "1e+22"]},
                                      {"when": WHEN}, {"d": decimal.Decimal(1)}, nested(1000, "dict")],
                          ids=lambda payload: type(payload).__name__)
 def test_a_run_keeps_as_json_only_what_comes_back_equal(payload: Any) -> None:

@@ -63,8 +63,9 @@ class DeadLetter:
     entry twice -- after a crash and resume, say -- replaces it rather than duplicating it.
 
     ``record_id`` is stored the same way by every backend: ``None``, ``bool``, ``str``, a finite
-    ``float`` and an ``int`` within signed 64 bits stay as they are; everything else becomes a
-    string -- a larger int its decimal digits, NaN and infinities ``"nan"``/``"inf"``/``"-inf"``,
+    ``float`` below 1e16 in magnitude and an ``int`` within signed 64 bits stay as they are;
+    everything else becomes a string -- a larger int its decimal digits, another float its
+    ``repr`` (``"nan"``, ``"inf"``, ``"1e+22"``: PostgreSQL would return it as an integer),
     a UUID its canonical form, a Decimal ``str()``, a date, time or datetime ``isoformat()``,
     bytes their hex digits, any other object its ``str()``. Lone surrogates and NUL characters,
     which no backend stores as text, become U+FFFD in ids, error messages and tracebacks.

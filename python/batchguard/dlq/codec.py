@@ -12,7 +12,8 @@ back step by step instead of raising:
 * **text** (error messages, tracebacks, type names): lone surrogates and NUL characters, which
   no backend can store as UTF-8 text (PostgreSQL rejects NUL even escaped), become U+FFFD.
 
-Plain JSON data here means: ``None``, ``bool``, ``int``, finite ``float``, ``str`` without lone
+Plain JSON data here means: ``None``, ``bool``, ``int``, a finite ``float`` below 1e16 in magnitude
+(PostgreSQL's jsonb gives larger ones back as integers), ``str`` without lone
 surrogates or NUL, lists and tuples of those, and dicts with such ``str`` keys, nested at most
 :data:`MAX_DEPTH` deep (deeper documents exceed what JSON parsers such as orjson and PostgreSQL's
 accept). Anything else (UUID, datetime, Decimal, bytes, NaN, objects) is not, so its ``repr``
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INT64_MAX",
+    "FLOAT_LIMIT",
     "INT64_MIN",
     "MAX_DEPTH",
     "MAX_REPR",
@@ -68,7 +70,12 @@ MAX_ID_TEXT: Final = 1_024
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 
+FLOAT_LIMIT: Final = 1e16
+"""Floats at least this large are written with an exponent (``1e+16``); PostgreSQL's jsonb keeps
+them as exact numbers and gives them back as integers, so they are not plain JSON here."""
+
 _UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+_EXPONENT: Final = re.compile(rb"\de[+-]?\d")  # a float orjson wrote as 1e+16 (or a string holding "1e1")
 _REPLACEMENT: Final = "\ufffd"
 
 # Types that orjson would silently turn into something else (UUID -> str, Enum -> its value,
@@ -129,6 +136,10 @@ def type_name(value: Any) -> str:
     return _UNSTORABLE.sub(_REPLACEMENT, type(value).__name__)
 
 
+def _plain_float(value: float) -> bool:
+    return math.isfinite(value) and -FLOAT_LIMIT < value < FLOAT_LIMIT
+
+
 def _is_plain(value: Any) -> bool:
     """Is ``value`` plain JSON data (see the module docstring)? Iterative: no depth limit of its own."""
     stack: list[tuple[Any, int]] = [(value, 0)]
@@ -142,7 +153,7 @@ def _is_plain(value: Any) -> bool:
         elif isinstance(item, int):
             continue
         elif isinstance(item, float):
-            if not math.isfinite(item):
+            if not _plain_float(item):
                 return False
         elif isinstance(item, (list, tuple)):
             if depth >= MAX_DEPTH:
@@ -169,6 +180,8 @@ def _json_payload(record: Any) -> bool:
     if b"\\u0000" in encoded:  # NUL (or a literal backslash-u0000): PostgreSQL refuses NUL
         return _is_plain(record)
     if encoded.count(b"[") + encoded.count(b"{") >= MAX_DEPTH:  # maybe too deep: the walk measures
+        return _is_plain(record)
+    if _EXPONENT.search(encoded) is not None:  # maybe a float beyond FLOAT_LIMIT
         return _is_plain(record)
     try:
         same = bool(orjson.loads(encoded) == record)
@@ -251,9 +264,10 @@ def _text_form(value: Any) -> str:
 def encode_record_id(value: Any, fallbacks: Fallbacks | None = _SILENT) -> Any:
     """A record id as every backend stores it; the same rule everywhere, never raises.
 
-    ``None``, ``bool``, ``str``, finite ``float`` and ``int`` within signed 64 bits stay as
-    they are (a str loses lone surrogates and NUL to U+FFFD). Everything else becomes a string:
-    a larger int its decimal digits, a non-finite float ``"nan"``/``"inf"``/``"-inf"``,
+    ``None``, ``bool``, ``str``, a finite ``float`` below 1e16 in magnitude and an ``int`` within
+    signed 64 bits stay as they are (a str loses lone surrogates and NUL to U+FFFD). Everything
+    else becomes a string: a larger int its decimal digits, another float its ``repr``
+    (``"nan"``, ``"inf"``, ``"1e+22"``),
     a UUID its canonical form, a Decimal ``str()``, a date/time/datetime ``isoformat()``,
     bytes their hex digits, and any other object its ``str()`` (a BatchguardWarning says so
     once per run).
@@ -272,7 +286,7 @@ def encode_record_id(value: Any, fallbacks: Fallbacks | None = _SILENT) -> Any:
     if kind is int:
         return value if INT64_MIN <= value <= INT64_MAX else str(value)
     if kind is float:
-        return value if math.isfinite(value) else repr(value)
+        return value if _plain_float(value) else repr(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, decimal.Decimal):
@@ -354,7 +368,7 @@ def _record_id_kept(value: Any) -> bool:
     # The common ids need no normalization; anything else goes through encode_record_id.
     kind = type(value)
     return value is None or kind is str or kind is bool or (
-        kind is int and INT64_MIN <= value <= INT64_MAX) or (kind is float and math.isfinite(value))
+        kind is int and INT64_MIN <= value <= INT64_MAX) or (kind is float and _plain_float(value))
 
 
 def _encode_normalized(entry: DeadLetter) -> tuple[bytes, DeadLetter]:
