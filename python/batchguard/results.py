@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from ._stored import REPORT_SAMPLE
+
 if TYPE_CHECKING:
     from ._outcome import Failures
     from .dlq.base import DeadLetter
@@ -209,7 +211,8 @@ class BatchReport:
         finished = self.success_count + self.failure_count
         return finished / self.duration_s if self.duration_s > 0 else math.inf if finished else 0.0
 
-    def to_dict(self, *, include_values: bool = False, max_errors: int | None = 1000) -> dict[str, Any]:
+    def to_dict(self, *, include_values: bool = False,
+                max_errors: int | None = REPORT_SAMPLE) -> dict[str, Any]:
         """A JSON-ready summary; ``include_values`` adds the successful values too.
 
         ``errors`` lists the first ``max_errors`` errors in input order (``None``: all of them,
