@@ -42,9 +42,10 @@ CLOCK_SLACK_S = 0.001
 
 OUTAGE_BOUND = outage_request_bound(BREAKER, CONCURRENCY, OUTAGE_S)
 # Each request fails at most once with 429, or with 503 during the outage: this many failures
-# per record can never exhaust the attempts, so every record must end succeeded.
+# per record can never exhaust the attempts, so every record must end succeeded. The 429's
+# Retry-After (1 s) is longer than max_delay, the default cap on it: max_retry_after lets it be.
 RETRY = RetryPolicy(max_attempts=2 + OUTAGE_BOUND, base_delay=0.02, max_delay=0.1, jitter="full",
-                    seed=4)
+                    seed=4, max_retry_after=2.0)
 
 
 def _run(service: FlakyService, engine: str, kind: str, breaker: CircuitBreaker | None = BREAKER,

@@ -248,8 +248,9 @@ def retry_after_of(exc: BaseException, now: float) -> float | None:
 
     A numeric ``retry_after`` attribute comes first; else a ``Retry-After`` header, in
     ``exc.headers`` (aiohttp) or the response's headers (requests, httpx; botocore's response
-    metadata). A value too large for a float is infinite (and so capped like any long wait); a
-    negative, NaN or unreadable one is ignored. ``now`` (``time.time()``) dates an HTTP-date.
+    metadata). Only a finite, non-negative number of seconds counts: an infinite, NaN, negative
+    or unreadable value (or an int beyond a float's range) is ignored. ``now``
+    (``time.time()``) dates an HTTP-date.
     """
     value = _numeric_retry_after(exc)
     if value is None:
@@ -269,10 +270,8 @@ def _numeric_retry_after(exc: BaseException) -> float | None:
     try:
         seconds = float(value)
     except OverflowError:  # an int beyond a float's range
-        return math.inf if value > 0 else None
-    if math.isnan(seconds) or seconds < 0:
         return None
-    return seconds
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _retry_after_header(exc: BaseException) -> str | None:
@@ -309,7 +308,8 @@ def parse_retry_after(value: str, now: float) -> float | None:
     ``now``; a date in the past is 0). Anything else is None."""
     text = value.strip(" \t")
     if _DELTA_SECONDS.fullmatch(text):
-        return float(text)  # inf for an absurdly long number: capped by the engines
+        seconds = float(text)
+        return seconds if math.isfinite(seconds) else None  # 400 digits are no number of seconds
     return http_date_delay(text, now)
 
 

@@ -438,8 +438,8 @@ fn http_status_of(py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<Option<u16
 }
 
 /// An exception's numeric `retry_after` in seconds. A broken attribute (an Exception), a
-/// bool, a negative or NaN value is ignored; an int too large for a float is infinite (and
-/// then capped, like any long wait).
+/// bool, or anything but a finite, non-negative number (an int beyond a float's range too) is
+/// ignored.
 fn numeric_retry_after(py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
     let value = match exc.getattr(intern!(py, "retry_after")) {
         Ok(value) => value,
@@ -449,11 +449,7 @@ fn numeric_retry_after(py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<Optio
     if value.is_instance_of::<PyBool>() || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>()) {
         return Ok(None);
     }
-    match value.extract::<f64>() {
-        Ok(seconds) if seconds.is_nan() || seconds < 0.0 => Ok(None),
-        Ok(seconds) => Ok(Some(seconds)),
-        Err(_) => Ok(value.gt(0)?.then_some(f64::INFINITY)),
-    }
+    Ok(value.extract::<f64>().ok().filter(|seconds| seconds.is_finite() && *seconds >= 0.0))
 }
 
 /// The `Retry-After` header a failure carries, in seconds: in `exc.headers` (aiohttp), else
