@@ -173,22 +173,35 @@ def _is_plain(value: Any) -> bool:
 
 def _json_payload(record: Any) -> bool:
     """Can the record be stored as JSON and come back equal (lists for tuples)?"""
+    return _json_check(record) is not None
+
+
+def _json_check(record: Any) -> bool | None:
+    """None: not plain JSON data. True: it is, as it is. False: it is, once its tuples are lists."""
     try:
         encoded = orjson.dumps(record, option=_FAST)
     except (TypeError, ValueError, RecursionError):
-        return _is_plain(record)
+        return _walk(record)
     if b"\\u0000" in encoded:  # NUL (or a literal backslash-u0000): PostgreSQL refuses NUL
-        return _is_plain(record)
+        return _walk(record)
     if encoded.count(b"[") + encoded.count(b"{") >= MAX_DEPTH:  # maybe too deep: the walk measures
-        return _is_plain(record)
+        return _walk(record)
     if _EXPONENT.search(encoded) is not None:  # maybe a float beyond FLOAT_LIMIT
-        return _is_plain(record)
+        return _walk(record)
     try:
-        same = bool(orjson.loads(encoded) == record)
-    except Exception:  # noqa: BLE001 - a user type's __eq__ may raise
-        same = False
+        # Equal means exactly as decoded: a tuple never equals the list it comes back as.
+        if orjson.loads(encoded) == record:
+            return True
+    except Exception:  # noqa: BLE001,S110 - a user type's __eq__ may raise: the walk decides
+        pass
     # Not equal: a type orjson converts (UUID, Enum, NaN) or merely a tuple; the walk decides.
-    return same or _is_plain(record)
+    return _walk(record)
+
+
+def _walk(record: Any) -> bool | None:
+    if not _is_plain(record):
+        return None
+    return not _has_tuple(record)
 
 
 def _lists(value: Any) -> Any:
@@ -229,8 +242,9 @@ def safe_repr(value: Any) -> str | None:
 def encode_payload(record: Any, *, pickle_payloads: bool,
                    fallbacks: Fallbacks | None = _SILENT) -> tuple[Any, str]:
     """The stored payload and its ``payload_encoding``; never raises."""
-    if _json_payload(record):
-        return (_lists(record) if _has_tuple(record) else record), "json"
+    as_is = _json_check(record)
+    if as_is is not None:
+        return (record if as_is else _lists(record)), "json"
     if pickle_payloads:
         import base64
         import pickle
