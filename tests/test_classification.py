@@ -362,3 +362,14 @@ def test_retry_policy_in_helpers_waits_nothing() -> None:
     # no_wait() is what lets these tests retry without sleeping.
     assert set(no_wait(5).schedule(4)) == {0.0}
     assert isinstance(no_wait(), RetryPolicy)
+
+
+def test_default_classifiers_are_equal_and_each_keeps_its_own_type_cache() -> None:
+    # default() reuses its validated rules (every run without a classifier asks for one), but
+    # each copy classifies with a cache of its own.
+    a, b = Classifier.default(), Classifier.default()
+    assert a == b and a is not b
+    a.classify(TimeoutError())
+    assert TimeoutError in a._type_cache and TimeoutError not in b._type_cache
+    assert a.with_rule(TimeoutError, P).classify(TimeoutError()) is P
+    assert Classifier.default().classify(TimeoutError()) is R

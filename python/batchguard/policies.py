@@ -6,6 +6,7 @@ the line that wrote it, not an hour into a run.
 
 from __future__ import annotations
 
+import copy
 import enum
 import math
 import re
@@ -494,10 +495,12 @@ class Classifier:
         — ValueError, TypeError, KeyError, IntegrityError — is dead-lettered, MemoryError stops
         the run), and what batchguard knows of the common client libraries' errors (README,
         "What the default classifier recognises")."""
-        from ._clients import CLIENT_INSPECT_RULES, CLIENT_NAME_RULES  # _clients imports this module
-
-        return cls(type_rules=_DEFAULT_TYPE_RULES, name_rules=(*_DEFAULT_NAME_RULES, *CLIENT_NAME_RULES),
-                   inspect_rules=CLIENT_INSPECT_RULES)
+        # Every run without a classifier asks for one: validating some fifty rules each time
+        # would cost a tiny run more than its engine does, so the validated rules are reused and
+        # each copy gets a cache of its own.
+        fresh = copy.copy(_validated_default(cls))
+        object.__setattr__(fresh, "_type_cache", {})
+        return fresh
 
     def with_rule(self, exc_type: type[BaseException], error_class: ErrorClass | str) -> Classifier:
         """A copy with ``exc_type`` (and its subclasses) mapped to ``error_class``."""
@@ -616,6 +619,20 @@ class Classifier:
                     return _TypeVerdict(tuple(inspectors), self._by_name[name], "name rule",
                                         f"name rule {name} via {raised}")
         return _TypeVerdict(tuple(inspectors), None, "", "")
+
+
+_VALIDATED_DEFAULTS: dict[type[Classifier], Classifier] = {}
+
+
+def _validated_default(cls: type[Classifier]) -> Classifier:
+    validated = _VALIDATED_DEFAULTS.get(cls)
+    if validated is None:
+        from ._clients import CLIENT_INSPECT_RULES, CLIENT_NAME_RULES  # _clients imports this module
+
+        validated = _VALIDATED_DEFAULTS[cls] = cls(
+            type_rules=_DEFAULT_TYPE_RULES, name_rules=(*_DEFAULT_NAME_RULES, *CLIENT_NAME_RULES),
+            inspect_rules=CLIENT_INSPECT_RULES)
+    return validated
 
 
 def coerce_classes(values: Iterable[Any]) -> tuple[ErrorClass, ...]:
