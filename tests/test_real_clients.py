@@ -251,23 +251,38 @@ def grpc_errors(target: str) -> dict[str, BaseException]:
         errors["grpc-DEADLINE_EXCEEDED"] = caught(lambda: call(b"SLEEP", timeout=0.2))
     with grpc.insecure_channel(f"127.0.0.1:{dead_port()}") as channel:
         errors["grpc-UNAVAILABLE"] = caught(lambda: channel.unary_unary("/test.Scripted/Call")(b"x", timeout=5))
+
+    async def aio_call() -> BaseException:
+        async with grpc.aio.insecure_channel(target) as channel:
+            try:
+                await channel.unary_unary("/test.Scripted/Call")(b"INVALID_ARGUMENT", timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                return exc
+        raise AssertionError("no error")
+
+    errors["grpc-aio-INVALID_ARGUMENT"] = asyncio.run(aio_call())
     return errors
 
 
 def sqlalchemy_sqlite_errors() -> dict[str, BaseException]:
     sqlalchemy = pytest.importorskip("sqlalchemy")
-    engine = sqlalchemy.create_engine("sqlite://")
+    import sqlalchemy.pool
+
+    engine = sqlalchemy.create_engine("sqlite://", poolclass=sqlalchemy.pool.QueuePool, pool_size=1,
+                                      max_overflow=0, pool_timeout=0.1)
     try:
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
             conn.execute(sqlalchemy.text("INSERT INTO t VALUES (1)"))
             integrity = caught(lambda: conn.execute(sqlalchemy.text("INSERT INTO t VALUES (1)")))
             operational = caught(lambda: conn.execute(sqlalchemy.text("SELECT * FROM missing")))
+            pool_timeout = caught(engine.connect)  # the pool's one connection is in use
     finally:
         engine.dispose()
     return {
         "sqlalchemy-integrity": integrity,
         "sqlalchemy-operational-sqlite": operational,
+        "sqlalchemy-pool-timeout": pool_timeout,
         "sqlalchemy-disconnection": sqlalchemy.exc.DisconnectionError("connection invalidated"),
     }
 
@@ -333,8 +348,9 @@ EXPECTED: dict[str, ErrorClass] = {
     "botocore-unknown-404": P, "botocore-endpoint-connection": R, "botocore-read-timeout": R,
     "botocore-connection-closed": R,
     "grpc-UNAVAILABLE": R, "grpc-DEADLINE_EXCEEDED": R, "grpc-RESOURCE_EXHAUSTED": R, "grpc-ABORTED": T,
-    "grpc-INVALID_ARGUMENT": P, "grpc-NOT_FOUND": P, "grpc-PERMISSION_DENIED": P,
+    "grpc-INVALID_ARGUMENT": P, "grpc-NOT_FOUND": P, "grpc-PERMISSION_DENIED": P, "grpc-aio-INVALID_ARGUMENT": P,
     "sqlalchemy-integrity": P, "sqlalchemy-operational-sqlite": R, "sqlalchemy-disconnection": R,
+    "sqlalchemy-pool-timeout": R,
     "redis-refused": R, "redis-timeout": R, "redis-busy-loading": R, "redis-auth": P,
     "ssl-certificate": P, "ssl-plain-http-port": R, "socket-timeout": R, "socket-gaierror": R,
 }
