@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchguard import RetryPolicy, run_batches
+from batchguard import MemoryDLQ, RetryPolicy, run_batches
 
-from helpers_contract import ENGINES
+from helpers_contract import ENGINES, VOLATILE_DLQ_FIELDS
 from test_dlq_conformance import BACKENDS, Opener
 
 UNSTORABLE = ["\ud800", "\udfff", "\udcff", "\x00"]
@@ -131,3 +131,37 @@ def test_any_failing_records_complete_the_run_with_one_entry_each(
                 isinstance(rid, float) and math.isfinite(rid))
     finally:
         opener.close()
+
+
+def _comparable(entry: Any) -> dict[str, Any]:
+    data = entry.to_dict()
+    for name in VOLATILE_DLQ_FIELDS:
+        data.pop(name)
+    data["attempts"] = [{k: v for k, v in a.items() if k != "at"} for a in data["attempts"]]
+    return data
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.data_too_large])
+@given(cases=cases, batch_size=st.sampled_from([1, 4, 10]))
+def test_both_engines_store_the_same_entries_for_odd_records(cases: list[tuple[Any, Any, bool]],
+                                                             batch_size: int) -> None:
+    records: list[Any] = [payload if isinstance(payload, BadRepr) else {"payload": payload, "i": i}
+                          for i, (payload, _, _) in enumerate(cases)]
+    failing = {id(records[i]) for i, (_, _, fails) in enumerate(cases) if fails}
+    id_for = {id(records[i]): record_id for i, (_, record_id, _) in enumerate(cases)}
+
+    def fn(record: Any) -> Any:
+        if id(record) in failing:
+            raise ValueError("bad \udcff")
+        return None
+
+    stored = {}
+    for engine in ENGINES:
+        queue = MemoryDLQ()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run_batches(records, fn, dlq=queue, id_of=lambda r: id_for[id(r)], engine=engine,  # type: ignore[arg-type]
+                        batch_size=batch_size, retry=RetryPolicy(max_attempts=1))
+        stored[engine] = sorted((_comparable(e) for e in queue.list()), key=lambda d: d["record_index"])
+    assert stored["python"] == stored["native"]
