@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .policies import ErrorClass, class_of_http_status
+from .policies import ErrorClass, class_of_http_status, qualified_name
 
 __all__ = [
     "AWS_ERROR_CODES",
@@ -33,7 +33,10 @@ __all__ = [
     "CLIENT_NAME_RULES",
     "GRPC_STATUS_CODES",
     "INSPECTORS",
+    "INSPECTOR_NAMES",
+    "MAX_WRAPPED_DEPTH",
     "TLS_VERIFICATION_MARKER",
+    "WRAPPED",
     "http_date_delay",
     "parse_retry_after",
     "retry_after_of",
@@ -220,15 +223,6 @@ INSPECTORS: dict[str, Callable[[BaseException], tuple[ErrorClass, str] | None]] 
 }
 WRAPPED = "wrapped_dbapi_error"
 INSPECTOR_NAMES = (*INSPECTORS, WRAPPED)
-
-
-def qualified_name(klass: type) -> str | None:
-    """``"module.qualname"`` of a class, or None when either is not a str."""
-    module = getattr(klass, "__module__", None)
-    qualname = getattr(klass, "__qualname__", None)
-    if isinstance(module, str) and isinstance(qualname, str):
-        return f"{module}.{qualname}"
-    return None
 
 
 def _status(value: Any) -> int | None:

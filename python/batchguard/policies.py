@@ -369,7 +369,7 @@ def _as_error_class(owner: str, value: Any) -> ErrorClass:
         ) from None
 
 
-def _qualified_name(klass: type) -> str | None:
+def qualified_name(klass: type) -> str | None:
     """``"module.qualname"`` of a class (what qualified name rules match), or None."""
     module = getattr(klass, "__module__", None)
     qualname = getattr(klass, "__qualname__", None)
@@ -575,7 +575,7 @@ class Classifier:
             found = self._inspect_instance(inspector, exc, depth)
             if found is not None:
                 cls, why = found
-                raised = _qualified_name(type(exc)) or type(exc).__name__
+                raised = qualified_name(type(exc)) or type(exc).__name__
                 return cls, "inspector", f"{why} (inspector {inspector} via {raised})"
         if verdict.error_class is None:
             return None
@@ -605,13 +605,13 @@ class Classifier:
         # Walk the MRO, most specific first. At each class: its type rule (yours: it beats what
         # batchguard knows of the class), then its inspectors are noted (asked per instance),
         # then its qualified and bare name rules (an inspector's fallback); the first rule decides.
-        raised = _qualified_name(exc_type) or exc_type.__name__
+        raised = qualified_name(exc_type) or exc_type.__name__
         inspectors: list[str] = []
         for klass in exc_type.__mro__:
             found = self._by_type.get(klass)
             if found is not None:
                 return _TypeVerdict(tuple(inspectors), found, "type rule", f"type rule {klass.__qualname__} via {raised}")
-            qualified = _qualified_name(klass)
+            qualified = qualified_name(klass)
             if qualified is not None:
                 inspectors.extend(i for i in self._inspect.get(qualified, ()) if i not in inspectors)
             for name in (qualified, klass.__name__):
