@@ -166,7 +166,7 @@ def test_poison_records_are_dead_lettered_and_the_run_completes(
     check_entries(queue.list(run_id=report.run_id))
     # Each fallback is reported once per run, however many records used it.
     messages = [str(w.message) for w in caught if issubclass(w.category, BatchguardWarning)]
-    kinds = ["cannot be stored as JSON", "has no usable repr", "not a JSON scalar", "surrogates or NUL"]
+    kinds = ["cannot be stored as JSON", "has no usable repr", "the id rule names", "surrogates or NUL"]
     assert [sum(kind in m for m in messages) for kind in kinds] == [1, 1, 1, 1], messages
 
 
@@ -204,6 +204,13 @@ ODD_IDS = [uuid.UUID(int=5), decimal.Decimal("2.50"), WHEN, WHEN.date(), b"\x00\
            "caf\ud800", "nul\x00", True, None, 1.5, "plain"]
 
 
+def cyclic() -> list[Any]:
+    """A record that holds itself, twice."""
+    value: list[Any] = []
+    value += [value, value]
+    return value
+
+
 def odd_entry(i: int, record_id: Any, payload: Any, encoding: str = "json", message: str = "m") -> DeadLetter:
     return DeadLetter(
         id=f"odd-{i:04d}", run_id="odd", job_id=None, record_id=record_id, record_index=i,
@@ -238,17 +245,40 @@ def test_every_backend_reads_back_the_same_entry_for_odd_ids_and_payloads(
     assert stored["odd-0200"].error_message == "bad \ufffd and \ufffd here"
 
 
-@pytest.mark.parametrize("payload", [*ODD_PAYLOADS, {"nan": float("nan")}, [uuid.UUID(int=1)], ("a", (1,)),
-                                     {"huge": 1e22}, {"small": [1e-7, 9e15, "1e+22"]},
-                                     {"when": WHEN}, {"d": decimal.Decimal(1)}, nested(1000, "dict")],
-                         ids=lambda payload: type(payload).__name__)
-def test_a_run_keeps_as_json_only_what_comes_back_equal(payload: Any) -> None:
+REPR = object()  # expected: kept as repr
+
+RUN_PAYLOADS = [
+    ({"ok": [1, 2.5, None, True]}, {"ok": [1, 2.5, None, True]}),
+    (("a", (1,)), ["a", [1]]),
+    ({"shared": ((), ())}, {"shared": [[], []]}),
+    ({"big": 2**80}, {"big": 2**80}),
+    ({"small": [1e-7, 9e15, "1e+22"]}, {"small": [1e-7, 9e15, "1e+22"]}),
+    (nested(MAX_DEPTH - 1, "dict"), nested(MAX_DEPTH - 1, "dict")),
+    (nested(MAX_DEPTH + 1, "list"), REPR),
+    (nested(1000, "dict"), REPR),
+    ({"text": "a\ud800"}, REPR),
+    ({"nul": "a\x00b"}, REPR),
+    ({"nan": float("nan")}, REPR),
+    ({"huge": 1e22}, REPR),
+    ({1: "int key"}, REPR),
+    ([uuid.UUID(int=1)], REPR),
+    ({"when": WHEN}, REPR),
+    ({"d": decimal.Decimal(1)}, REPR),
+    (cyclic(), REPR),
+    (BadRepr(2), REPR),
+]
+
+
+@pytest.mark.parametrize(("payload", "expected"), RUN_PAYLOADS,
+                         ids=lambda value: type(value).__name__)
+def test_a_run_keeps_as_json_only_what_comes_back_equal(payload: Any, expected: Any) -> None:
     stored, encoding = encode_payload(payload, pickle_payloads=False)
-    if encoding == "json":
-        decoded = DeadLetter.from_json(dumps(odd_entry(0, 0, stored))).payload
-        assert decoded == stored == (["a", [1]] if isinstance(payload, tuple) else payload)
+    if expected is REPR:
+        assert encoding == "repr" and isinstance(stored, str)
+        assert "\ud800" not in stored and "\x00" not in stored
     else:
-        assert isinstance(stored, str) and "\ud800" not in stored and "\x00" not in stored
+        decoded = DeadLetter.from_json(dumps(odd_entry(0, 0, stored))).payload
+        assert (encoding, stored, decoded) == ("json", expected, expected)
 
 
 def test_encode_record_id_rule_matches_the_docstring_examples() -> None:

@@ -42,10 +42,11 @@ if TYPE_CHECKING:
     from .base import DeadLetter
 
 __all__ = [
-    "INT64_MAX",
     "FLOAT_LIMIT",
+    "INT64_MAX",
     "INT64_MIN",
     "MAX_DEPTH",
+    "MAX_ID_TEXT",
     "MAX_REPR",
     "Fallbacks",
     "clean_text",
@@ -54,6 +55,8 @@ __all__ = [
     "encode_payload",
     "encode_record_id",
     "normalize",
+    "safe_repr",
+    "type_name",
 ]
 
 logger = logging.getLogger("batchguard")
@@ -95,8 +98,8 @@ class Fallbacks:
                 "pickle_payloads=True to keep such records replayable)",
         "placeholder": "a {type} record has no usable repr either (it raised); the DLQ keeps the "
                        "placeholder '<unrepresentable {type}>'",
-        "record_id": "id_of returned a {type}, which is not a JSON scalar; the DLQ keeps its "
-                     "string form as record_id",
+        "record_id": "a record id of type {type} is none of the types the id rule names; the "
+                     "DLQ keeps its str() as record_id",
         "text": "an error message or traceback held lone surrogates or NUL characters, which no "
                 "backend stores; they are replaced by U+FFFD",
     }
@@ -115,15 +118,12 @@ class Fallbacks:
             logger.warning(message)
 
 
-_SILENT: Final = None
-
-
 def _note(fallbacks: Fallbacks | None, kind: str, type_name: str = "") -> None:
     if fallbacks is not None:
         fallbacks.note(kind, type_name)
 
 
-def clean_text(text: str, fallbacks: Fallbacks | None = _SILENT) -> str:
+def clean_text(text: str, fallbacks: Fallbacks | None = None) -> str:
     """``text`` with lone surrogates and NUL replaced by U+FFFD (the same object when it has none)."""
     if _UNSTORABLE.search(text) is None:
         return text
@@ -141,10 +141,18 @@ def _plain_float(value: float) -> bool:
 
 
 def _is_plain(value: Any) -> bool:
-    """Is ``value`` plain JSON data (see the module docstring)? Iterative: no depth limit of its own."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    """Is ``value`` plain JSON data (see the module docstring)? Iterative: no depth limit of its own.
+
+    A record that holds itself is not plain (its repr shows the cycle as ``[...]``); parts it
+    merely shares, such as the empty tuple, are fine.
+    """
+    stack: list[tuple[Any, int, bool]] = [(value, 0, False)]
+    path: set[int] = set()  # the containers between the root and the item: a cycle comes back to one
     while stack:
-        item, depth = stack.pop()
+        item, depth, leaving = stack.pop()
+        if leaving:
+            path.discard(id(item))
+            continue
         if item is None or item is True or item is False:
             continue
         if isinstance(item, str):
@@ -155,17 +163,18 @@ def _is_plain(value: Any) -> bool:
         elif isinstance(item, float):
             if not _plain_float(item):
                 return False
-        elif isinstance(item, (list, tuple)):
-            if depth >= MAX_DEPTH:
+        elif isinstance(item, (list, tuple, dict)):
+            if depth >= MAX_DEPTH or id(item) in path:
                 return False
-            stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, dict):
-            if depth >= MAX_DEPTH:
-                return False
+            path.add(id(item))
+            stack.append((item, depth, True))
+            if not isinstance(item, dict):
+                stack.extend((child, depth + 1, False) for child in item)
+                continue
             for key, child in item.items():
                 if not isinstance(key, str) or _UNSTORABLE.search(key) is not None:
                     return False
-                stack.append((child, depth + 1))
+                stack.append((child, depth + 1, False))
         else:
             return False
     return True
@@ -240,7 +249,7 @@ def safe_repr(value: Any) -> str | None:
 
 
 def encode_payload(record: Any, *, pickle_payloads: bool,
-                   fallbacks: Fallbacks | None = _SILENT) -> tuple[Any, str]:
+                   fallbacks: Fallbacks | None = None) -> tuple[Any, str]:
     """The stored payload and its ``payload_encoding``; never raises."""
     as_is = _json_check(record)
     if as_is is not None:
@@ -275,7 +284,7 @@ def _text_form(value: Any) -> str:
     return _UNSTORABLE.sub(_REPLACEMENT, text)
 
 
-def encode_record_id(value: Any, fallbacks: Fallbacks | None = _SILENT) -> Any:
+def encode_record_id(value: Any, fallbacks: Fallbacks | None = None) -> Any:
     """A record id as every backend stores it; the same rule everywhere, never raises.
 
     ``None``, ``bool``, ``str``, a finite ``float`` below 1e16 in magnitude and an ``int`` within
