@@ -57,6 +57,13 @@ def test_export_to_a_text_stream_leaves_it_open(dlq: DeadLetterQueue) -> None:
         entry(i).id for i in range(5)]
 
 
+def test_export_to_a_binary_stream_is_refused_before_writing(dlq: DeadLetterQueue) -> None:
+    out = io.BytesIO()
+    with pytest.raises(TypeError, match="binary stream"):
+        dlq.export(out)
+    assert out.getvalue() == b""
+
+
 def test_a_failed_export_leaves_the_existing_file_whole(dlq: DeadLetterQueue, tmp_path: Path) -> None:
     out = tmp_path / "old.jsonl"
     out.write_text("old content\n")

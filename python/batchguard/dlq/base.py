@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -251,6 +252,9 @@ def write_jsonl(target: str | os.PathLike[str] | IO[str], entries: Iterable[Dead
         if not callable(getattr(target, "write", None)):
             raise TypeError(f"export target must be a path or a writable text stream, "
                             f"got {type(target).__name__}")
+        if isinstance(target, (io.RawIOBase, io.BufferedIOBase)):
+            raise TypeError(f"export writes text, and {type(target).__name__} is a binary stream: "
+                            "pass a text stream (sys.stdout, not sys.stdout.buffer)")
         return _write_lines(target, entries)
     path = Path(target)
     for source in sources:
