@@ -13,9 +13,10 @@ import asyncio
 import collections
 import concurrent.futures
 import itertools
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import BulkResultError
 from .reference import DONE, FEED, Scheduler, Wait, Work, _Classify, call_timed, feed
@@ -69,6 +70,102 @@ class SyncCalls:
     def close(self) -> None:
         """Let the pool's threads exit once idle (never blocks: every call has returned by then)."""
         self._pool.shutdown(wait=False)
+
+
+class RunCancelled(BaseException):
+    """Raised inside a sync run whose ``arun_batches`` task was cancelled. A BaseException, so
+    the engines treat it as an interrupt: no new record starts, the calls in flight finish, the
+    dead letters are flushed, and it is re-raised."""
+
+
+class StopSignal:
+    """Stops a sync run that another thread drives, from the event loop's thread.
+
+    Once set, the run's next fn call raises :class:`RunCancelled` instead of starting, and so
+    does its next progress report: the engines report progress while they wait (a retry's
+    backoff, an open breaker, the rate limit), when no call would start to notice.
+    """
+
+    __slots__ = ("_event", "_reported")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._reported = False
+
+    def set(self) -> None:
+        self._event.set()
+
+    def guard(self, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        is_set = self._event.is_set
+
+        def guarded(record: Any) -> Any:
+            if is_set():
+                raise RunCancelled("the arun_batches task was cancelled: the run stops")
+            return fn(record)
+        return guarded
+
+    def guard_progress(self, on_progress: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+        def report(progress: Any) -> None:
+            # Raised once: the report that comes with the final flush goes through.
+            if self._event.is_set() and not self._reported:
+                self._reported = True
+                raise RunCancelled("the arun_batches task was cancelled: the run stops")
+            if on_progress is not None:
+                on_progress(progress)
+        return report
+
+
+async def in_thread_until_cancelled(body: Callable[[StopSignal], T]) -> T:
+    """``body(stop)`` on a thread of its own, awaited without blocking the loop. When the
+    awaiting task is cancelled, ``stop`` is set and the run is waited for (further cancels
+    too: the calls in flight cannot be stopped, and what they leave must reach the DLQ); then
+    the CancelledError propagates, unless stopping raised an error of its own (a DLQ that
+    could not store), which wins."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+    stop = StopSignal()
+
+    def target() -> None:
+        try:
+            result = body(stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(_settle, done, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, done, result, None)
+
+    threading.Thread(target=target, name="batchguard-arun", daemon=True).start()
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        if done.done():  # finished as it was cancelled: nothing left to stop
+            _retrieve(done)
+            raise
+        stop.set()
+        while not done.done():
+            try:
+                await asyncio.wait((done,))
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+        error = _retrieve(done)
+        if error is not None and not isinstance(error, RunCancelled):
+            raise error from None
+        raise
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> BaseException | None:
+    """The future's exception, if any (so asyncio does not log it as never retrieved)."""
+    return None if future.cancelled() else future.exception()
 
 
 class _Wakeup:
@@ -414,8 +511,7 @@ class ReferenceAsyncRun:
     def _report(self) -> None:
         scheduler = self._scheduler
         if scheduler.events:
-            events, scheduler.events = scheduler.events, []
-            self._sink.events(events, scheduler.counters())
+            deliver(self._sink, scheduler.events, scheduler.counters())
             self._next_progress = time.monotonic() + self._interval
         elif time.monotonic() >= self._next_progress:
             self._sink.progress(scheduler.counters())

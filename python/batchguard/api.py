@@ -19,7 +19,7 @@ from .dlq.base import DeadLetterQueue
 from .errors import ConfigError, ConfigTypeError
 from .policies import (CircuitBreaker, Classifier, RateLimit, RetryPolicy, check_count, check_duration,
                        is_finite_number, shown)
-from ._async import ReferenceAsyncRun, SyncCalls, drive, loop_factory
+from ._async import ReferenceAsyncRun, StopSignal, SyncCalls, drive, in_thread_until_cancelled, loop_factory
 from .reference import EngineConfig, Scheduler, _Classify, run_reference
 from .results import BatchProgress, BatchReport
 
@@ -330,6 +330,12 @@ async def aexecute(plan: Plan, *, run_id: str | None = None, job_id: str | None 
     return _report(plan, recorder, outcome, skip_batches)
 
 
+def _execute_until_stopped(plan: Plan, stop: StopSignal) -> BatchReport:
+    """A per-record sync fn, as arun_batches runs it: on the threaded drivers (per record, a
+    thread hop through the event loop would cost far more than the engine), until ``stop``."""
+    return execute(replace(plan, fn=stop.guard(plan.fn), on_progress=stop.guard_progress(plan.on_progress)))
+
+
 def run_batches(
     records: Iterable[Any],
     fn: Callable[[Any], Any],
@@ -435,16 +441,15 @@ async def arun_batches(
     """:func:`run_batches` for callers inside an event loop: ``await arun_batches(records, fn)``.
 
     ``fn`` is normally an ``async def`` function, run on the current loop with up to
-    ``concurrency`` coroutines in flight. A sync ``fn`` never runs on the loop: it gets
-    ``concurrency`` threads of its own, so the loop stays responsive.
+    ``concurrency`` coroutines in flight. A sync ``fn`` never runs on the loop: it runs on
+    ``concurrency`` threads of its own (the same threaded engine as :func:`run_batches`; a
+    sync bulk fn on a pool of that size), so the loop stays responsive.
 
     Cancelling the task that awaits ``arun_batches`` stops the run as an interrupt does: no new
     record starts, the dead letters so far reach the DLQ, and CancelledError propagates. An
     ``async def`` call in flight is cancelled (its record stays pending); a sync call cannot be,
-    so it runs to its end and its outcome is recorded before CancelledError propagates. Each
-    sync call crosses from the loop to a thread and back (tens of microseconds): for a very
-    fast sync fn that need not be cancellable, ``await asyncio.to_thread(run_batches, ...)``
-    runs it on the native engine's threads instead, many times faster.
+    so it runs to its end and its outcome is recorded before CancelledError propagates. A run
+    waiting on timers (a retry's backoff, an open breaker) notices within a second.
 
     >>> import asyncio
     >>> async def double(x):
@@ -459,6 +464,8 @@ async def arun_batches(
                      pickle_payloads=pickle_payloads, timeout=timeout, rate_limit=rate_limit,
                      delay_between_batches=delay_between_batches, key_of=key_of, bulk=bulk)
     try:
-        return await aexecute(plan)
+        if plan.is_async or plan.bulk:
+            return await aexecute(plan)
+        return await in_thread_until_cancelled(functools.partial(_execute_until_stopped, plan))
     finally:
         close_opened_dlq(plan)
