@@ -184,6 +184,10 @@ REPLAY_PROBLEMS: list[Any] = [
     pytest.param({"engine": None}, ConfigTypeError, "engine", id="engine-none"),
     pytest.param({"on_progress": "print"}, ConfigTypeError, "on_progress", id="on_progress-str"),
     pytest.param({"retry": RetryPolicy}, ConfigTypeError, "retry", id="retry-class"),
+    pytest.param({"run_id": 5}, ConfigTypeError, "run_id", id="filter-run_id-int"),
+    pytest.param({"stage": b"process"}, ConfigTypeError, "stage", id="filter-stage-bytes"),
+    pytest.param({"error_class": "bogus"}, ConfigError, "error_class", id="filter-error_class-unknown"),
+    pytest.param({"error_class": "Permanent"}, ConfigError, "error_class", id="filter-error_class-wrong-case"),
 ]
 
 

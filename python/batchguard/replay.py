@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, check_filters, matches
-from .errors import BatchguardWarning, ConfigTypeError, PickleNotAllowedError
-from .policies import Classifier, RetryPolicy
+from .errors import BatchguardWarning, ConfigError, ConfigTypeError, PickleNotAllowedError
+from .policies import Classifier, ErrorClass, RetryPolicy
 from .results import BatchProgress, BatchReport, BatchStats
 
 if TYPE_CHECKING:
@@ -192,6 +192,10 @@ def replay(
     from .jobs import replay_store
 
     wanted = check_filters(filters)
+    if wanted.get("error_class") not in (None, *(c.value for c in ErrorClass)):
+        # A queue may be asked for any value; replaying nothing for a typo is a surprise.
+        raise ConfigError(f"error_class must be one of {', '.join(c.value for c in ErrorClass)}; "
+                          f"got {wanted['error_class']!r}")
     if not isinstance(allow_pickle, bool):
         raise ConfigTypeError(f"allow_pickle must be a bool (True to load pickled records), "
                               f"got {type(allow_pickle).__name__} {allow_pickle!r}")

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import IO, Any, Protocol, Self, runtime_checkable
 
 from .._files import atomic_writer, same_file
-from ..errors import DLQError, PickleNotAllowedError
+from ..errors import ConfigTypeError, DLQError, PickleNotAllowedError
 
 __all__ = [
     "FILTER_FIELDS",
@@ -218,13 +218,20 @@ class QueueBase:
 
 
 def check_filters(filters: dict[str, Any]) -> dict[str, Any]:
-    """Validate filter names; drop filters set to None."""
+    """Validate filter names and value types; drop filters set to None. A value of the wrong
+    type (``run_id=5``) would otherwise match nothing, silently (or fail in the database)."""
     unknown = set(filters) - set(FILTER_FIELDS)
     if unknown:
         raise TypeError(
             f"unknown DLQ filter(s) {', '.join(sorted(unknown))}; filters are {', '.join(FILTER_FIELDS)}"
         )
-    return {k: (str(v) if k == "error_class" else v) for k, v in filters.items() if v is not None}
+    wanted = {k: v for k, v in filters.items() if v is not None}
+    for name, value in wanted.items():
+        if not isinstance(value, str):
+            raise ConfigTypeError(f"DLQ filter {name} must be a str, got {type(value).__name__} {value!r:.60}")
+    if "error_class" in wanted:
+        wanted["error_class"] = str(wanted["error_class"])  # an ErrorClass is stored as its value
+    return wanted
 
 
 def matches(entry: DeadLetter, filters: dict[str, Any]) -> bool:
