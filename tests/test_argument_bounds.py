@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import batchguard
-from batchguard import CircuitBreaker, MemoryDLQ, RateLimit, RetryPolicy
+from batchguard import CircuitBreaker, Classifier, MemoryDLQ, RateLimit, RetryPolicy
 from batchguard.errors import ConfigError, ConfigTypeError
 from batchguard.policies import MAX_DURATION_S, MIN_RATE_PER_SECOND
 from helpers_contract import ENGINES
@@ -292,6 +292,10 @@ POLICY_PROBLEMS: list[Any] = [
                  "CircuitBreaker.abort_failure_rate", (), id="abort-rate-huge-int"),
     pytest.param(lambda: CircuitBreaker(counts="transient"), ConfigTypeError, "CircuitBreaker.counts", (),
                  id="counts-a-str"),
+    pytest.param(lambda: Classifier(http_status="no"), ConfigTypeError, "Classifier.http_status", ("'no'",),
+                 id="http_status-str-no"),
+    pytest.param(lambda: Classifier(http_status=0), ConfigTypeError, "Classifier.http_status", (),
+                 id="http_status-int-0"),
 ]
 
 

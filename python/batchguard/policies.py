@@ -488,6 +488,9 @@ class Classifier:
         object.__setattr__(self, "default_class", _as_error_class("Classifier.default_class", self.default_class))
         if self.func is not None and not callable(self.func):
             raise ConfigTypeError(f"Classifier.func must be callable, got {type(self.func).__name__}")
+        if not isinstance(self.http_status, bool):  # "no" would be truthy: status rules on, silently
+            raise ConfigTypeError(f"Classifier.http_status must be True or False, got "
+                                  f"{type(self.http_status).__name__} {shown(self.http_status)}")
 
     @classmethod
     def default(cls) -> Classifier:
