@@ -182,6 +182,28 @@ def silent_port() -> Iterator[int]:
         yield int(s.getsockname()[1])
 
 
+@contextmanager
+def backlogged_port() -> Iterator[int]:
+    """A port whose listen queue is full: the kernel drops new connection attempts, so a
+    client's connect times out (a real connect timeout, on loopback)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = int(listener.getsockname()[1])
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            time.sleep(0.05)  # the handshakes complete and fill the queue
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
 def gap_after_first(arrivals: list[Arrival]) -> float:
     """Seconds between the first and the second request to one path, on the server's clock."""
     assert len(arrivals) >= 2, f"expected a retry, the server saw {len(arrivals)} request(s)"

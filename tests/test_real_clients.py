@@ -25,7 +25,7 @@ import pytest
 
 import batchguard
 from batchguard import Classifier, ErrorClass, MemoryDLQ, RetryPolicy
-from helpers_client_server import ScriptedServer, dead_port, silent_port
+from helpers_client_server import ScriptedServer, backlogged_port, dead_port, silent_port
 from helpers_contract import ENGINES
 
 R, T, P = ErrorClass.RECOVERABLE, ErrorClass.TRANSIENT, ErrorClass.PERMANENT
@@ -113,7 +113,7 @@ def grpc_target() -> Iterator[str]:
 # --------------------------------------------------------------------------- the real errors
 
 
-def requests_errors(http: ScriptedServer, tls_port: int) -> dict[str, BaseException]:
+def requests_errors(http: ScriptedServer, tls_port: int, full: int) -> dict[str, BaseException]:
     requests = pytest.importorskip("requests")
     import urllib3
 
@@ -136,8 +136,9 @@ def requests_errors(http: ScriptedServer, tls_port: int) -> dict[str, BaseExcept
         "requests-404": caught(lambda: get(f"{http.url}/status/404/rq", timeout=2)),
         "requests-certificate": caught(lambda: get(f"https://127.0.0.1:{tls_port}/", timeout=2)),
         "requests-tls-to-plain-http": caught(lambda: get(f"https://{http.url[7:]}/ok/rq", timeout=2)),
+        "requests-connect-timeout": caught(lambda: get(f"http://127.0.0.1:{full}/", timeout=(0.2, 2))),
         # as requests.adapters.HTTPAdapter.send raises them
-        "requests-connect-timeout": requests.exceptions.ConnectTimeout(
+        "requests-connect-timeout-constructed": requests.exceptions.ConnectTimeout(
             urllib3.exceptions.MaxRetryError(pool, "/", reason=reason)),
         "requests-chunked": requests.exceptions.ChunkedEncodingError(
             urllib3.exceptions.ProtocolError("Response ended prematurely")),
@@ -161,7 +162,7 @@ def urllib3_errors(http: ScriptedServer) -> dict[str, BaseException]:
     }
 
 
-def httpx_errors(http: ScriptedServer, tls_port: int) -> dict[str, BaseException]:
+def httpx_errors(http: ScriptedServer, tls_port: int, full: int) -> dict[str, BaseException]:
     httpx = pytest.importorskip("httpx")
 
     def get(url: str, timeout: float = 2.0) -> None:
@@ -176,14 +177,14 @@ def httpx_errors(http: ScriptedServer, tls_port: int) -> dict[str, BaseException
         "httpx-429": caught(lambda: get(f"{http.url}/status/429/hx")),
         "httpx-404": caught(lambda: get(f"{http.url}/status/404/hx")),
         "httpx-certificate": caught(lambda: get(f"https://127.0.0.1:{tls_port}/")),
-        "httpx-connect-timeout": httpx.ConnectTimeout("timed out"),
+        "httpx-connect-timeout": caught(lambda: get(f"http://127.0.0.1:{full}/", timeout=0.2)),
         "httpx-pool-timeout": httpx.PoolTimeout("no connection available"),
         "httpx-local-protocol": httpx.LocalProtocolError("Illegal header value b' x'"),
         "httpx-unsupported-protocol": caught(lambda: get("ftp://127.0.0.1/")),
     }
 
 
-def aiohttp_errors(http: ScriptedServer, tls_port: int) -> dict[str, BaseException]:
+def aiohttp_errors(http: ScriptedServer, tls_port: int, full: int) -> dict[str, BaseException]:
     aiohttp = pytest.importorskip("aiohttp")
 
     async def get(url: str, **timeouts: float) -> None:
@@ -201,6 +202,7 @@ def aiohttp_errors(http: ScriptedServer, tls_port: int) -> dict[str, BaseExcepti
             "aiohttp-429": get(f"{http.url}/status/429/ah"),
             "aiohttp-404": get(f"{http.url}/status/404/ah"),
             "aiohttp-certificate": get(f"https://127.0.0.1:{tls_port}/"),
+            "aiohttp-connect-timeout": get(f"http://127.0.0.1:{full}/", sock_connect=0.2),
         }
         out = {}
         for name, call in calls.items():
@@ -208,11 +210,10 @@ def aiohttp_errors(http: ScriptedServer, tls_port: int) -> dict[str, BaseExcepti
                 await call
             except Exception as exc:  # noqa: BLE001
                 out[name] = exc
+        assert len(out) == len(calls), f"these did not raise: {sorted(set(calls) - set(out))}"
         return out
 
-    errors = asyncio.run(collect())
-    assert len(errors) == 8, sorted(errors)
-    return errors
+    return asyncio.run(collect())
 
 
 def botocore_errors(http: ScriptedServer) -> dict[str, BaseException]:
@@ -337,13 +338,13 @@ def stdlib_errors(http: ScriptedServer, tls_port: int) -> dict[str, BaseExceptio
 EXPECTED: dict[str, ErrorClass] = {
     "requests-refused": R, "requests-read-timeout": R, "requests-dropped": R, "requests-503": R,
     "requests-429": R, "requests-404": P, "requests-certificate": P, "requests-tls-to-plain-http": R,
-    "requests-connect-timeout": R, "requests-chunked": R, "requests-certificate-constructed": P,
+    "requests-connect-timeout": R, "requests-connect-timeout-constructed": R, "requests-chunked": R, "requests-certificate-constructed": P,
     "urllib3-new-connection": R, "urllib3-max-retry": R, "urllib3-read-timeout": R, "urllib3-protocol": R,
     "httpx-connect-error": R, "httpx-read-timeout": R, "httpx-remote-protocol": R, "httpx-503": R,
     "httpx-429": R, "httpx-404": P, "httpx-certificate": P, "httpx-connect-timeout": R,
     "httpx-pool-timeout": R, "httpx-local-protocol": P, "httpx-unsupported-protocol": P,
     "aiohttp-refused": R, "aiohttp-read-timeout": R, "aiohttp-total-timeout": R, "aiohttp-disconnected": R,
-    "aiohttp-503": R, "aiohttp-429": R, "aiohttp-404": P, "aiohttp-certificate": P,
+    "aiohttp-503": R, "aiohttp-429": R, "aiohttp-404": P, "aiohttp-certificate": P, "aiohttp-connect-timeout": R,
     "botocore-throttling": R, "botocore-slowdown": R, "botocore-denied": P, "botocore-unknown-500": R,
     "botocore-unknown-404": P, "botocore-endpoint-connection": R, "botocore-read-timeout": R,
     "botocore-connection-closed": R,
@@ -358,11 +359,13 @@ EXPECTED: dict[str, ErrorClass] = {
 
 @pytest.fixture(scope="module")
 def real_errors(http: ScriptedServer, tls_port: int, grpc_target: str) -> dict[str, BaseException]:
-    errors = {
-        **requests_errors(http, tls_port), **urllib3_errors(http), **httpx_errors(http, tls_port),
-        **aiohttp_errors(http, tls_port), **botocore_errors(http), **grpc_errors(grpc_target),
-        **sqlalchemy_sqlite_errors(), **redis_errors(), **stdlib_errors(http, tls_port),
-    }
+    with backlogged_port() as full:
+        errors = {
+            **requests_errors(http, tls_port, full), **urllib3_errors(http),
+            **httpx_errors(http, tls_port, full), **aiohttp_errors(http, tls_port, full),
+            **botocore_errors(http), **grpc_errors(grpc_target), **sqlalchemy_sqlite_errors(),
+            **redis_errors(), **stdlib_errors(http, tls_port),
+        }
     assert set(errors) == set(EXPECTED)
     return errors
 

@@ -3,7 +3,8 @@
 An fn calls requests, httpx or aiohttp (an ``async def``) with a timeout and raises for the
 status; the server answers 429 and 503 with ``Retry-After`` (delta-seconds and HTTP-date, and
 one absurdly long), sleeps past the client's timeout once, hangs up once, sits behind a port
-with nothing listening once, and answers 404 for good. With the default classifier every
+with nothing listening once and behind one whose connect times out once, and answers 404 for
+good. With the default classifier every
 retryable record succeeds within ``max_attempts``, the ``Retry-After`` wait is honoured as the
 server measures it (capped at ``RetryPolicy.max_retry_after``, by default ``max_delay``), and
 the 404 is tried once. Both engines.
@@ -20,7 +21,7 @@ import pytest
 
 import batchguard
 from batchguard import RetryPolicy
-from helpers_client_server import ScriptedServer, dead_port, gap_after_first, header_date_wait
+from helpers_client_server import ScriptedServer, backlogged_port, dead_port, gap_after_first, header_date_wait
 from helpers_contract import ENGINES
 
 CLIENT_TIMEOUT = 0.4
@@ -46,24 +47,27 @@ def scenario_paths(tag: str, drops: int) -> dict[str, str]:
         "slow": f"/slow/{tag}-slow?sleep={SERVER_SLEEP}",
         "dropped": f"/drop/{tag}-drop?times={drops}",
         "refused": f"/ok/{tag}-refused",
+        "connect-timeout": f"/ok/{tag}-connect-timeout",
         "missing": f"/status/404/{tag}-missing",
     }
 
 
 class Attempts:
-    """Counts each record's attempts; a record's first attempt at "refused" goes to a port
-    with nothing listening (the service is down, then back)."""
+    """Counts each record's attempts. The first attempt of "refused" goes to a port with
+    nothing listening, that of "connect-timeout" to one whose connect times out (the service
+    is down, then back)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, backlogged: int) -> None:
         self.base_url = base_url
-        self.dead = f"http://127.0.0.1:{dead_port()}"
+        self.first = {"refused": f"http://127.0.0.1:{dead_port()}",
+                      "connect-timeout": f"http://127.0.0.1:{backlogged}"}
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def url(self, record: dict[str, str]) -> str:
         with self._lock:
             n = self.counts[record["id"]] = self.counts.get(record["id"], 0) + 1
-        base = self.dead if record["id"] == "refused" and n == 1 else self.base_url
+        base = self.first.get(record["id"], self.base_url) if n == 1 else self.base_url
         return base + record["path"]
 
 
@@ -116,17 +120,17 @@ def test_retryable_failures_of_real_clients_succeed_and_retry_after_is_honoured(
         server: ScriptedServer, client: str, engine: str) -> None:
     make_fn, drops = CLIENTS[client]
     paths = scenario_paths(f"{client}-{engine}-{next(_tags)}", drops)
-    attempts = Attempts(server.url)
     records = [{"id": record_id, "path": path} for record_id, path in paths.items()]
-
-    report = batchguard.run_batches(records, make_fn(attempts), concurrency=8, retry=POLICY, engine=engine)
+    with backlogged_port() as backlogged:
+        attempts = Attempts(server.url, backlogged)
+        report = batchguard.run_batches(records, make_fn(attempts), concurrency=8, retry=POLICY, engine=engine)
 
     # Every retryable record succeeded within max_attempts; the 404 was tried once.
-    assert (report.success_count, report.failure_count, report.status) == (6, 1, "partial_success")
+    assert (report.success_count, report.failure_count, report.status) == (7, 1, "partial_success")
     [error] = report.errors
     assert (error.record_id, error.error_class, error.attempts) == ("missing", "permanent", 1)
     assert max(attempts.counts.values()) <= POLICY.max_attempts
-    assert attempts.counts["refused"] == 2
+    assert attempts.counts["refused"] == attempts.counts["connect-timeout"] == 2
     assert len(server.seen(paths["missing"].split("?")[0])) == 1
 
     def seen(record_id: str) -> list[Any]:
