@@ -21,7 +21,7 @@ import pytest
 from batchguard import RetryPolicy, job_status, run_batches
 from batchguard.dlq import DeadLetter, DeadLetterQueue, SqliteDLQ
 from batchguard.dlq.codec import MAX_DEPTH, dumps, encode_payload, encode_record_id
-from batchguard.errors import BatchguardWarning
+from batchguard.errors import BatchguardWarning, ConfigError
 
 from helpers_contract import CONCURRENCIES, ENGINES
 from test_dlq_conformance import BACKENDS, Opener
@@ -284,3 +284,25 @@ def test_a_run_keeps_as_json_only_what_comes_back_equal(payload: Any, expected: 
 def test_encode_record_id_rule_matches_the_docstring_examples() -> None:
     assert encode_record_id(uuid.UUID(int=1)) == "00000000-0000-0000-0000-000000000001"
     assert encode_record_id(7) == 7 and encode_record_id(2**63) == str(2**63)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("argument", "value"), [("stage", "load\ud800"), ("stage", "a\x00b"),
+                                                 ("job", "nightly\udcff")])
+def test_a_stage_or_job_no_backend_can_store_is_refused_before_any_record_runs(
+        argument: str, value: str, engine: str, tmp_path: Path) -> None:
+    # A stage or job name is in every entry's id and filter columns: it cannot be replaced the
+    # way a record's text is, so it is refused up front instead of killing the run at its first
+    # dead letter.
+    calls: list[Any] = []
+
+    def fail(record: Any) -> None:
+        calls.append(record)
+        raise ValueError("bad")
+
+    where = {"store": f"sqlite:///{tmp_path / 'jobs.db'}"} if argument == "job" else {
+        "dlq": f"sqlite:///{tmp_path / 'dlq.db'}"}
+    with pytest.raises(ConfigError, match=rf"{argument} .* lone surrogate or NUL"):
+        run_batches([1, 2, 3], fail, engine=engine, retry=RetryPolicy(max_attempts=1),  # type: ignore[arg-type]
+                    **{argument: value}, **where)
+    assert calls == []

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from ._outcome import RunRecorder, new_run_id
 from .batching import calculate_batch_size
 from .dlq.base import DeadLetterQueue
+from .dlq.codec import check_storable
 from .errors import ConfigError, ConfigTypeError
 from .policies import (CircuitBreaker, Classifier, RateLimit, RetryPolicy, check_count, check_duration,
                        is_finite_number, shown)
@@ -178,6 +179,7 @@ def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry
         raise ConfigTypeError(f"stage must be a non-empty str, got {type(stage).__name__} {stage!r}")
     if not stage:
         raise ConfigError(f"stage must be a non-empty str, got {stage!r}")
+    check_storable("stage", stage)
     if not isinstance(engine, str):
         raise ConfigTypeError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got "
                               f"{type(engine).__name__} {shown(engine)}")

@@ -55,6 +55,7 @@ from ._files import create_private
 from .dlq.sqlite import enable_wal, write_transaction
 from ._outcome import entry_id, new_run_id
 from .dlq.base import DeadLetter, DeadLetterQueue, MemoryDLQ
+from .dlq.codec import check_storable
 from .dlq.urls import redact, require_module
 from .errors import ConfigError, JobConflictError, JobError
 from .results import BatchReport, BatchStats
@@ -1338,6 +1339,7 @@ def run_job(plan: Plan, *, job: str, store: JobStore | str | None = None, force:
     """
     if not isinstance(job, str) or not job:
         raise ConfigError(f"job must be a non-empty str, got {job!r}")
+    check_storable("job", job)
     if isinstance(plan.dlq, MemoryDLQ):
         raise ConfigError("a job's dead letters must outlive the process: MemoryDLQ would lose them; "
                           "pass a durable dlq (sqlite:///..., a URL) or none to use the job store's database")

@@ -49,6 +49,7 @@ __all__ = [
     "MAX_ID_TEXT",
     "MAX_REPR",
     "Fallbacks",
+    "check_storable",
     "clean_text",
     "dumps",
     "encode",
@@ -129,6 +130,18 @@ def clean_text(text: str, fallbacks: Fallbacks | None = None) -> str:
         return text
     _note(fallbacks, "text")
     return _UNSTORABLE.sub(_REPLACEMENT, text)
+
+
+def check_storable(name: str, text: str) -> None:
+    """Refuse a name the user gives (a stage, a job) that no backend can store: it is part of every
+    entry's filter columns and id, so it cannot be replaced the way a record's text is."""
+    found = _UNSTORABLE.search(text)
+    if found is not None:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{name} {text!r} holds {found[0]!r} at position {found.start()}: a lone "
+                          "surrogate or NUL character, which no DLQ or job store can store; use "
+                          "valid text")
 
 
 def type_name(value: Any) -> str:
