@@ -100,8 +100,10 @@ def _record_error(entry: DeadLetter) -> RecordError:
 
 
 def _stored_record(entry: DeadLetter) -> Any:
-    # A repr payload cannot become the record again: the report shows the repr itself.
-    return entry.payload if entry.payload_encoding == "repr" else entry.record()
+    # A repr payload cannot become the record again: the report shows the repr itself. A pickle
+    # one was written by this run (the report reads its own run_id) because its caller passed
+    # pickle_payloads=True: that is the opt-in to load it back.
+    return entry.payload if entry.payload_encoding == "repr" else entry.record(allow_pickle=True)
 
 
 def _same_entry(entry: DeadLetter) -> DeadLetter:
