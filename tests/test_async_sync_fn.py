@@ -231,3 +231,42 @@ def test_a_sync_fn_is_not_slowed_by_the_event_loop(engine: str) -> None:
     report = asyncio.run(main())
     assert report.success_count == 20_000
     assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "per-record"])
+def test_a_second_cancel_while_the_run_stops_still_flushes_the_dead_letters(engine: str, bulk: bool) -> None:
+    # The first cancel stops the run; the calls in flight take a while to finish. Cancelling
+    # again meanwhile (an outer timeout, an impatient caller) must not skip the final flush of
+    # the unfinished batch's dead letters.
+    gauge = Gauge()
+
+    def fn(arg: Any) -> Any:
+        gauge.enter()
+        try:
+            time.sleep(0.1)
+            raise ValueError(f"bad {arg}")
+        finally:
+            gauge.leave()
+
+    dlq = MemoryDLQ()
+    # Per record: 2 calls in flight in a batch of 10. Bulk: [0..3] fails, [0, 1] fails, [0] is
+    # dead-lettered, and [1] is in flight; [2, 3] never start.
+    in_flight_at_cancel = 4 if bulk else 2
+
+    async def main() -> None:
+        task = asyncio.create_task(batchguard.arun_batches(
+            range(100), fn, bulk=bulk, batch_size=4 if bulk else 10, concurrency=1 if bulk else 2,
+            engine=engine, dlq=dlq, retry=RetryPolicy(max_attempts=1)))
+        while gauge.calls < in_flight_at_cancel and not task.done():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        await asyncio.sleep(0.03)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert gauge.running == 0
+    assert gauge.calls == in_flight_at_cancel
+    assert sorted(e.record_index for e in dlq.list()) == [0, 1]

@@ -21,7 +21,10 @@ from typing import Any, TypeVar
 from .errors import BulkResultError
 from .reference import DONE, FEED, Scheduler, Wait, Work, _Classify, call_timed, feed
 
-__all__ = ["ReferenceAsyncRun", "SyncCalls", "drive", "loop_factory"]
+__all__ = ["ReferenceAsyncRun", "RunCancelled", "StopSignal", "SyncCalls", "drive", "in_thread_until_cancelled",
+           "loop_factory"]
+
+T = TypeVar("T")
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -428,7 +431,7 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
         run.interrupt()
         for task in workers:
             task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await _wait_for_workers(workers)
         run.finish()
         raise
     outcome = run.finish()
@@ -438,6 +441,26 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
         stop.clear()
         raise error
     return outcome
+
+
+async def _wait_for_workers(workers: list[asyncio.Task[None]]) -> None:
+    """Wait until every (cancelled) worker has ended, however often the waiting task is itself
+    cancelled meanwhile: a sync call in flight cannot be stopped, and the run must be finished
+    after it so that what was dead-lettered reaches the DLQ. A further cancel is passed on to
+    the workers still running (an async call that ignored the first gets another)."""
+    pending = {worker for worker in workers if not worker.done()}
+    while pending:
+        try:
+            _, pending = await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            for worker in pending:
+                worker.cancel()
+    for worker in workers:  # retrieved, so that asyncio does not log them as never retrieved
+        if not worker.cancelled():
+            worker.exception()
 
 
 class ReferenceAsyncRun:
@@ -511,7 +534,8 @@ class ReferenceAsyncRun:
     def _report(self) -> None:
         scheduler = self._scheduler
         if scheduler.events:
-            deliver(self._sink, scheduler.events, scheduler.counters())
+            events, scheduler.events = scheduler.events, []
+            self._sink.events(events, scheduler.counters())
             self._next_progress = time.monotonic() + self._interval
         elif time.monotonic() >= self._next_progress:
             self._sink.progress(scheduler.counters())
