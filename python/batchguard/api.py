@@ -378,7 +378,13 @@ def run_batches(
     own, with up to ``concurrency`` coroutines in flight (use :func:`arun_batches` from inside a
     running loop). ``timeout`` bounds each attempt: an async attempt is cancelled and counts as a
     TimeoutError; a sync attempt cannot be interrupted (a thread cannot be killed), so one that
-    returns late has its value discarded and counts as a TimeoutError too.
+    returns late has its value discarded and counts as a TimeoutError too. ``timeout=None`` (the
+    default) or ``float("inf")`` means no timeout.
+
+    Every argument is checked before any record is read: a wrong type raises ConfigTypeError,
+    a value out of range ConfigError, naming the argument, the bound and the value. Durations
+    are at most :data:`~batchguard.MAX_DURATION_S` (one year); ``concurrency`` is at most
+    1024 for a sync fn (a thread each) and 65536 for an async one (a worker coroutine each).
 
     ``rate_limit=RateLimit(per_second, burst)`` caps how fast attempts start, over all workers;
     ``delay_between_batches`` pauses before the first record of each new batch. With
