@@ -49,6 +49,8 @@ pub struct RetryPolicy {
     multiplier: f64,
     max_delay: f64,
     jitter: Jitter,
+    /// The longest wait an exception's `retry_after` can ask for (`max_retry_after`).
+    max_retry_after: f64,
 }
 
 fn check_non_negative(name: &str, value: f64) -> Result<()> {
@@ -71,11 +73,25 @@ impl RetryPolicy {
         if max_delay < base_delay {
             return config_error(format!("RetryPolicy.max_delay ({max_delay}) must be >= base_delay ({base_delay})"));
         }
-        Ok(Self { max_attempts, base_delay, multiplier, max_delay, jitter })
+        Ok(Self { max_attempts, base_delay, multiplier, max_delay, jitter, max_retry_after: max_delay })
+    }
+
+    /// Caps what an exception's `retry_after` can ask for (the default cap is `max_delay`):
+    /// a server's `Retry-After: 1e12` must not park a record for 30,000 years.
+    pub fn with_max_retry_after(mut self, cap: f64) -> Result<Self> {
+        check_non_negative("max_retry_after", cap)?;
+        self.max_retry_after = cap;
+        Ok(self)
     }
 
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
+    }
+
+    /// The wait a failure asks for (`retry_after`, seconds), within `max_retry_after`.
+    pub fn capped_retry_after(&self, retry_after: f64) -> f64 {
+        // `min` also turns a NaN into the cap rather than letting it through.
+        self.max_retry_after.min(retry_after)
     }
 
     /// The un-jittered delay before the `retry`-th retry (1-based).
@@ -215,6 +231,17 @@ mod tests {
         let mut rng = SplitMix64::new(0);
         assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
+    fn retry_after_is_capped_at_max_delay_by_default_and_at_max_retry_after_when_set() {
+        let p = RetryPolicy::new(3, 1.0, 2.0, 30.0, Jitter::None).unwrap();
+        assert_eq!(p.capped_retry_after(1e12), 30.0);
+        assert_eq!(p.capped_retry_after(1e30), 30.0);
+        assert_eq!(p.capped_retry_after(2.5), 2.5);
+        let p = p.with_max_retry_after(120.0).unwrap();
+        assert_eq!(p.capped_retry_after(1e12), 120.0);
+        assert!(RetryPolicy::new(3, 1.0, 2.0, 30.0, Jitter::None).unwrap().with_max_retry_after(-1.0).is_err());
     }
 
     #[test]

@@ -118,7 +118,8 @@ impl Breaker {
             counted[*class as usize] = true;
         }
         Self {
-            window: VecDeque::with_capacity(policy.window),
+            // The window grows as outcomes arrive: a huge `window` must not be allocated up front.
+            window: VecDeque::with_capacity(policy.window.min(1024)),
             policy,
             counted,
             failures: 0,

@@ -117,6 +117,21 @@ pub struct Work<T, E> {
     retry: Option<Box<RetryState<E>>>,
 }
 
+impl<T, E> Work<T, E> {
+    /// Calls `record` on the record and `error` on each error of its history.
+    pub fn visit<X>(
+        &self,
+        mut record: impl FnMut(&T) -> Result<(), X>,
+        mut error: impl FnMut(&E) -> Result<(), X>,
+    ) -> Result<(), X> {
+        record(&self.record)?;
+        if let Some(retry) = &self.retry {
+            retry.history.iter().try_for_each(|a| error(&a.error))?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 struct RetryState<E> {
     history: Vec<Attempt<E>>,
@@ -585,11 +600,12 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
     /// those of [`next_work`](Self::next_work) followed by [`succeed`](Self::succeed) for
     /// each record, done in bulk.
     ///
-    /// `call(index, record)` returns `Ok(())` once it has taken care of a success (the record
-    /// is then dropped by it), or the record back with its failure.
+    /// `call(index, record)` returns `Ok(more)` once it has taken care of a success (the record
+    /// is then dropped by it; `more == false` pauses the stream after it, so a driver can
+    /// report progress on time), or the record back with its failure.
     pub fn stream<F>(&mut self, limit: usize, mut call: F) -> Streamed<T, E>
     where
-        F: FnMut(u64, &T) -> Result<(), Failure<E>>,
+        F: FnMut(u64, &T) -> Result<bool, Failure<E>>,
     {
         if self.stop.is_some()
             || !self.ready.is_empty()
@@ -614,7 +630,11 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         while done < run {
             let record = self.fresh.pop_front().expect("counted above");
             match call(first + done as u64, &record) {
-                Ok(()) => done += 1,
+                Ok(true) => done += 1,
+                Ok(false) => {
+                    done += 1;
+                    break;
+                }
                 Err(f) => {
                     self.fresh.push_front(record);
                     failure = Some(f);
@@ -706,6 +726,7 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             retry.backoff.get_or_insert_with(|| Backoff::new(policy, seed, index)).next_delay(policy)
         };
         if let Some(after) = retry_after {
+            let after = self.config.retry.capped_retry_after(after);
             if after > delay {
                 delay = after;
             }
@@ -721,6 +742,13 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             self.seq += 1;
             self.parked.push(Parked { due, seq: self.seq, work });
         }
+    }
+
+    /// An attempt in flight was lost with its work (the worker running it died): the run
+    /// stops, and its record stays unfinished in its batch, so `close` counts it pending.
+    pub fn lose_in_flight(&mut self) {
+        self.in_flight -= 1;
+        self.halt(StopReason::Interrupt);
     }
 
     /// The attempt never finished (the run was interrupted): the record is pending.
@@ -873,6 +901,38 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         unfinished
     }
 
+    /// Calls `record` and `error` on every record and error the scheduler holds (queued,
+    /// parked, dead-lettered in open batches, released, in undelivered events): what a
+    /// garbage collector must see of a driver that keeps a scheduler.
+    pub fn visit<X>(
+        &self,
+        mut record: impl FnMut(&T) -> Result<(), X>,
+        mut error: impl FnMut(&E) -> Result<(), X>,
+    ) -> Result<(), X> {
+        self.fresh.iter().try_for_each(&mut record)?;
+        let works = self
+            .ready
+            .iter()
+            .chain(&self.unblocked)
+            .chain(self.active_keys.values().flatten())
+            .chain(self.parked.iter().map(|p| &p.work))
+            .chain(&self.released);
+        for work in works {
+            work.visit(&mut record, &mut error)?;
+        }
+        self.key_errors.values().try_for_each(&mut error)?;
+        let dead_in_batches = self.batches.iter().flatten().flat_map(|b| &b.dead);
+        let dead_in_events = self.events.iter().flat_map(|event| match event {
+            Event::Batch(b) => b.dead.as_slice(),
+            Event::Breaker { .. } => &[],
+        });
+        for dead in dead_in_batches.chain(dead_in_events) {
+            record(&dead.record)?;
+            dead.attempts.iter().try_for_each(|a| error(&a.error))?;
+        }
+        Ok(())
+    }
+
     // ------------------------------------------------------------------ reading state
 
     pub fn has_events(&self) -> bool {
@@ -1013,7 +1073,7 @@ mod tests {
                     match plan(record, 1) {
                         Plan::Ok => {
                             succeeded.push(record);
-                            Ok(())
+                            Ok(true)
                         }
                         Plan::Fail(class) => {
                             Err(Failure { class, error: "boom", retry_after: None, wall: 0.0, interrupted: false })
@@ -1221,6 +1281,73 @@ mod tests {
             assert_eq!(slow.batches, fast.batches, "pattern {pattern}");
             assert_eq!((slow.stop, slow.pending), (fast.stop, fast.pending), "pattern {pattern}");
         }
+    }
+
+    #[test]
+    fn the_stream_pauses_after_a_success_when_the_driver_asks() {
+        let clock = Manual::default();
+        let mut s: Sched<'_> = Scheduler::new(config(1, 0.0), &clock);
+        s.add_batch(0..4u32);
+        s.end_of_input();
+        let mut ran = Vec::new();
+        assert!(matches!(
+            s.stream(100, |_, &r| {
+                ran.push(r);
+                Ok(r != 1)
+            }),
+            Streamed::Paused(2)
+        ));
+        assert_eq!(s.counters().succeeded, 2, "both records are accounted when the stream pauses");
+        assert!(matches!(
+            s.stream(100, |_, &r| {
+                ran.push(r);
+                Ok(true)
+            }),
+            Streamed::Paused(2)
+        ));
+        assert_eq!(ran, vec![0, 1, 2, 3]);
+        assert!(matches!(s.next_work(), Next::Done));
+    }
+
+    #[test]
+    fn an_attempt_lost_with_its_worker_stops_the_run_and_stays_pending() {
+        let clock = Manual::default();
+        let mut s: Sched<'_> = Scheduler::new(config(1, 0.0), &clock);
+        s.add_batch(0..4u32);
+        s.end_of_input();
+        let Next::Run(work) = s.next_work() else { panic!("a record is ready") };
+        drop(work); // its worker died with it
+        s.lose_in_flight();
+        assert_eq!(s.stop_reason(), Some(StopReason::Interrupt));
+        assert!(matches!(s.next_work(), Next::Done), "nothing waits for the lost attempt");
+        assert_eq!(s.close(), 4, "the lost record and the unstarted ones are pending");
+    }
+
+    #[test]
+    fn visit_sees_every_record_and_error_the_scheduler_holds() {
+        let clock = Manual::default();
+        let mut s: Sched<'_> = Scheduler::new(config(3, 5.0), &clock);
+        s.add_batch(0..4u32);
+        let Next::Run(parked) = s.next_work() else { panic!("a record is ready") };
+        s.fail(parked, ErrorClass::Recoverable, "parked", None, 0.0);
+        let Next::Run(dead) = s.next_work() else { panic!("a record is ready") };
+        s.fail(dead, ErrorClass::Permanent, "dead", None, 0.0);
+        let (mut records, mut errors) = (Vec::new(), Vec::new());
+        s.visit(
+            |r| {
+                records.push(*r);
+                Ok::<(), ()>(())
+            },
+            |e| {
+                errors.push(*e);
+                Ok(())
+            },
+        )
+        .unwrap();
+        records.sort_unstable();
+        errors.sort_unstable();
+        assert_eq!(records, vec![0, 1, 2, 3], "queued, parked and dead-lettered records");
+        assert_eq!(errors, vec!["dead", "parked"]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+from ._outcome import deliver
 from .errors import BulkResultError
 from .reference import DONE, FEED, Scheduler, Wait, Work, _Classify, call_timed, feed
 
@@ -534,8 +535,7 @@ class ReferenceAsyncRun:
     def _report(self) -> None:
         scheduler = self._scheduler
         if scheduler.events:
-            events, scheduler.events = scheduler.events, []
-            self._sink.events(events, scheduler.counters())
+            deliver(self._sink, scheduler.events, scheduler.counters())
             self._next_progress = time.monotonic() + self._interval
         elif time.monotonic() >= self._next_progress:
             self._sink.progress(scheduler.counters())
@@ -548,6 +548,5 @@ class ReferenceAsyncRun:
         self._in_flight.clear()
         scheduler.close(time.monotonic())
         if scheduler.events:
-            events, scheduler.events = scheduler.events, []
-            self._sink.events(events, scheduler.counters())
+            deliver(self._sink, scheduler.events, scheduler.counters())
         return scheduler

@@ -23,6 +23,7 @@ __all__ = [
     "backoff_schedule",
     "calculate_batch_size",
     "_panic_for_test",
+    "_panic_in_worker_for_test",
     "DeadRecords",
     "AsyncRun",
     "MAX_CONCURRENCY",
@@ -105,6 +106,14 @@ def _panic_for_test(message: str) -> None:
 
     Proves a Rust panic reaches Python as ``pyo3_runtime.PanicException`` (a ``BaseException``,
     not an ``Exception``) instead of aborting the interpreter. Tests only.
+    """
+
+def _panic_in_worker_for_test(record_index: int) -> None:
+    """Make the threaded worker that runs ``record_index`` panic once its call has returned,
+    while the record is still in flight (once; ``2**64 - 1`` disarms it).
+
+    Proves a dead worker cannot hang a run: the run fails with a RuntimeError that says a
+    worker panicked, the DLQ holds what was dead-lettered, and the record is pending. Tests only.
     """
 
 @final

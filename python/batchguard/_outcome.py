@@ -25,7 +25,7 @@ from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ
 from .dlq.codec import Fallbacks, clean_text, encode_payload, encode_record_id, type_name
 from .results import BatchProgress, BatchReport, BatchStats, RecordError
 
-__all__ = ["Counters", "Failures", "RunRecorder", "new_run_id"]
+__all__ = ["Counters", "Failures", "RunRecorder", "deliver", "new_run_id"]
 
 logger = logging.getLogger("batchguard")
 
@@ -39,6 +39,11 @@ Counters = tuple[int, int, int, int, int, int, int, str, int]
 
 
 _monotonic = time.monotonic
+
+# Interrupts in a row that may cut a delivery of events short before it is given up: the
+# first Ctrl-C still flushes what was dead-lettered; a user who keeps pressing it (a DLQ
+# that hangs) gets out. The native engine has the same bound (DELIVERY_ATTEMPTS).
+DELIVERY_ATTEMPTS = 4
 
 
 def _stats(event: tuple[Any, ...]) -> BatchStats:
@@ -92,6 +97,36 @@ def _traceback_of(exc: BaseException) -> str | None:
         return "".join(tb.format_exception(exc))
     except Exception:  # noqa: BLE001 - a traceback that cannot be formatted must not lose the record
         return f"<traceback of {type_name(exc)} could not be formatted>"
+
+
+def deliver(sink: Any, events: list[tuple[Any, ...]], counters: Counters) -> None:
+    """``sink.events(events, counters)``, where the sink removes each event it has handled.
+
+    DESIGN §4: an interrupt flushes what was dead-lettered. A KeyboardInterrupt (any
+    BaseException that is not an Exception) raised while the sink persists a batch leaves that
+    batch and the later ones in ``events``: they are handed over again, then the interrupt is
+    re-raised. An Exception (a broken DLQ) propagates at once, and the events it left are
+    dropped, as the native engine drops them: an entry counts as stored only once ``send``
+    returned, and the run fails with that error.
+    """
+    interrupted: BaseException | None = None
+    for _ in range(DELIVERY_ATTEMPTS):
+        try:
+            sink.events(events, counters)
+        except Exception:
+            events.clear()
+            if interrupted is not None:
+                raise interrupted from None
+            raise
+        except BaseException as exc:
+            if not events:
+                raise
+            if interrupted is None:
+                interrupted = exc
+            continue
+        break
+    if interrupted is not None:
+        raise interrupted
 
 
 def _record_error(entry: DeadLetter) -> RecordError:
@@ -307,8 +342,12 @@ class RunRecorder:
     # ------------------------------------------------------------------ engine callbacks
 
     def events(self, events: list[tuple[Any, ...]], counters: Counters) -> None:
+        """Handle an engine's events, removing each from ``events`` once it is handled: when
+        an interrupt cuts this short, what is left is still in the list, and the engine hands
+        it back (:func:`deliver`)."""
         # Runs at every batch end: kept lean, details are built only when someone reads them.
-        for event in events:
+        while events:
+            event = events[0]
             if event[0] == "batch":
                 if event[8] or self.checkpoint is not None:
                     self._persist(event)
@@ -322,6 +361,7 @@ class RunRecorder:
                 logger.warning("circuit breaker %s -> %s", old, new,
                                extra={"run_id": self.run_id, "breaker_from": old, "breaker_to": new,
                                       "at_s": at})
+            del events[0]
         if self.on_progress is not None:
             self.progress(counters)
 

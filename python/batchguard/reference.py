@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ._outcome import deliver
 from ._clients import retry_after_of
 from .policies import BackoffState, CircuitBreaker, Classifier, ErrorClass, RetryPolicy
 
@@ -244,6 +245,11 @@ class Scheduler:
     def __init__(self, config: EngineConfig, now: float) -> None:
         self.config = config
         self.max_attempts = config.retry.max_attempts
+        # The longest wait an exception's retry_after may ask for (RetryPolicy.max_retry_after,
+        # else max_delay): as in src/backoff.rs, a Retry-After of 1e12 must not park a record
+        # for 30,000 years.
+        cap = getattr(config.retry, "max_retry_after", None)
+        self._retry_after_cap = float(config.retry.max_delay if cap is None else cap)
         self.breaker = Breaker(config.breaker) if config.breaker is not None else None
         self._seed = config.seed
         self._fresh: collections.deque[Work] = collections.deque()
@@ -449,8 +455,10 @@ class Scheduler:
                 backoff = self._backoff[work.index] = BackoffState(
                     self.config.retry, work.index, self._seed)
             delay = backoff.next_delay()
-        if retry_after is not None and retry_after > delay:
-            delay = retry_after
+        if retry_after is not None:
+            retry_after = min(retry_after, self._retry_after_cap)
+            if retry_after > delay:
+                delay = retry_after
         attempt[3] = delay
         retry = Work(work.index, work.batch_index, work.record, work.attempt + 1, work.key)
         if delay <= 0.0:
@@ -607,9 +615,10 @@ def run_reference(records: Iterator[Any], fn: Callable[[Any], Any], config: Engi
 
 
 def _drain(scheduler: Scheduler, sink: Any) -> None:
+    # The sink consumes the scheduler's own list, so what an interrupt leaves in it is still
+    # there for the next drain (the one in run_reference's finally at the latest).
     if scheduler.events:
-        events, scheduler.events = scheduler.events, []
-        sink.events(events, scheduler.counters())
+        deliver(sink, scheduler.events, scheduler.counters())
 
 
 def keys_of(batch: list[Any], key_of: Callable[[Any], Any]) -> list[Any]:
@@ -754,15 +763,15 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                 if scheduler.wants_input():
                     _feed(scheduler, records, clock())
                     changed.notify_all()
-                events, scheduler.events = scheduler.events, []
                 finished = not any(t.is_alive() for t in threads)
-                if not events and not finished and not scheduler.wants_input():
+                if not scheduler.events and not finished and not scheduler.wants_input():
                     changed.wait(interval)
-                    events, scheduler.events = scheduler.events, []
-            if events:
-                with lock:
-                    counters = scheduler.counters()
-                sink.events(events, counters)
+                counters = scheduler.counters() if scheduler.events else None
+            if counters is not None:
+                # Out of the lock, the sink consumes the scheduler's list while workers append
+                # to it (each list operation is atomic): an event is only ever removed once it
+                # is handled, so an interrupt here loses none (they are drained at the end).
+                deliver(sink, scheduler.events, counters)
                 next_progress = clock() + interval
             elif clock() >= next_progress:
                 with lock:

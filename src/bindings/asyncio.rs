@@ -12,11 +12,12 @@ use pyo3::exceptions::{PyException, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::{intern, IntoPyObjectExt};
+use pyo3::{PyTraverseError, PyVisit};
 
 use super::ffi::list_of;
 use super::{
-    deliver, engine_config, progress, retry_after_of, strip_traceback, summary_tuple, wall_now, MonoClock,
-    NativeClassifier, Obj, Prepared, PyScheduler, PyWork,
+    deliver, engine_config, progress, retry_after_of, strip_traceback, summary_tuple, wall_now, wants_progress,
+    MonoClock, NativeClassifier, Obj, Prepared, PyScheduler, PyWork,
 };
 use crate::engine::{Clock, Next, NextGroup, Scheduler};
 
@@ -34,7 +35,8 @@ pub struct AsyncRun {
     batch_size: usize,
     interval: f64,
     next_progress: f64,
-    tick: u32,
+    /// The recorder has an `on_progress` callback: only then is the clock read per outcome.
+    wants_progress: bool,
 }
 
 impl AsyncRun {
@@ -49,12 +51,9 @@ impl AsyncRun {
             let events = self.sched.take_events();
             deliver(py, sink, events, &self.sched.counters())?;
             self.next_progress = self.sched.clock().now() + self.interval;
-        } else {
-            self.tick = self.tick.wrapping_add(1);
-            if self.tick % 64 == 0 && self.sched.clock().now() >= self.next_progress {
-                progress(py, sink, &self.sched.counters())?;
-                self.next_progress = self.sched.clock().now() + self.interval;
-            }
+        } else if self.wants_progress && self.sched.clock().now() >= self.next_progress {
+            progress(py, sink, &self.sched.counters())?;
+            self.next_progress = self.sched.clock().now() + self.interval;
         }
         if self.sched.has_released() {
             drop(self.sched.take_released());
@@ -65,6 +64,35 @@ impl AsyncRun {
 
 #[pymethods]
 impl AsyncRun {
+    // A failed record's exception holds a traceback whose frames hold the worker coroutines,
+    // which hold this run: without these two methods such a cycle is never collected, and
+    // every async run with failures would leak its recorder and records.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.sink)?;
+        if let Some(key_of) = &self.key_of {
+            visit.call(key_of)?;
+        }
+        self.classifier.traverse(&visit)?;
+        self.sched.visit(|record| visit.call(record), |error| visit.call(error))?;
+        for work in self.in_flight.values() {
+            work.visit(|record| visit.call(record), |error| visit.call(error))?;
+        }
+        self.results.iter().flatten().try_for_each(|value| visit.call(value))
+    }
+
+    fn __clear__(&mut self) {
+        // A fresh scheduler with the same configuration holds nothing; the old one's records
+        // and errors are released with it.
+        let config = self.sched.config().clone();
+        let clock = *self.sched.clock();
+        self.sched = Scheduler::new(config, clock);
+        self.in_flight.clear();
+        self.results.clear();
+        self.key_of = None;
+        self.classifier.clear();
+        Python::attach(|py| self.sink = py.None());
+    }
+
     #[new]
     fn new(config: &Bound<'_, PyAny>, classifier: &Bound<'_, PyAny>, sink: &Bound<'_, PyAny>) -> PyResult<Self> {
         let skip: HashSet<u64> = config.getattr("skip_batches")?.extract()?;
@@ -83,7 +111,7 @@ impl AsyncRun {
             key_of,
             interval,
             next_progress: interval,
-            tick: 0,
+            wants_progress: wants_progress(sink)?,
         })
     }
 
@@ -202,5 +230,24 @@ impl AsyncRun {
         let count = self.sched.succeeded() as usize;
         let values = list_of(py, std::mem::take(&mut self.results).into_iter().flatten(), count)?;
         summary_tuple(py, &self.sched, values)
+    }
+}
+
+impl NativeClassifier {
+    /// The Python objects the classifier holds, for [`AsyncRun`]'s `__traverse__`.
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(func) = &self.func {
+            visit.call(func)?;
+        }
+        for (pattern, _) in &self.message_rules {
+            visit.call(pattern)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the user's callable and patterns (`__clear__`); the run cannot classify again.
+    fn clear(&mut self) {
+        self.func = None;
+        self.message_rules.clear();
     }
 }

@@ -13,14 +13,15 @@
 //! while running Python code or while waiting for the GIL, and no Python object is dropped
 //! while it is held — the scheduler hands back everything it lets go of.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
-use pyo3::exceptions::{PyAttributeError, PyException};
-use pyo3::panic::PanicException;
+use pyo3::exceptions::{PyAttributeError, PyException, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, IntoPyObjectExt};
@@ -54,6 +55,31 @@ const STREAM_LIMIT: usize = 256;
 /// Longest a waiting thread sleeps before it looks again (and checks for Ctrl-C).
 const MAX_WAIT: Duration = Duration::from_millis(50);
 
+/// Times an interrupt may cut one delivery of events short before it is given up (as
+/// `batchguard._outcome.DELIVERY_ATTEMPTS`): the first Ctrl-C still flushes what was
+/// dead-lettered, a user who keeps pressing it (a DLQ that hangs) gets out.
+const DELIVERY_ATTEMPTS: usize = 4;
+
+/// `seconds` as a Duration, saturating: a negative or NaN value is zero, an overflowing or
+/// infinite one is `Duration::MAX` ("never"). `Duration::from_secs_f64` panics on those, and a
+/// user's value (a timeout, a delay, a `retry_after`) must never become a PanicException.
+fn saturating_secs(seconds: f64) -> Duration {
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) => duration,
+        Err(_) if seconds > 0.0 => Duration::MAX,
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// How long to sleep now to wake at `until` (monotonic seconds of `clock`, None: no timer),
+/// never more than MAX_WAIT: computed in seconds, so no far-future Instant is ever built.
+fn wait_for(clock: &MonoClock, until: Option<f64>) -> Duration {
+    match until {
+        Some(at) => saturating_secs(at - clock.now()).min(MAX_WAIT),
+        None => MAX_WAIT,
+    }
+}
+
 #[derive(Clone, Copy)]
 struct MonoClock(Instant);
 
@@ -67,28 +93,37 @@ impl Clock for MonoClock {
     }
 }
 
-impl MonoClock {
-    fn instant(&self, at: f64) -> Instant {
-        self.0 + Duration::from_secs_f64(at.max(0.0))
-    }
-}
-
 fn wall_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The process-wide runtime whose blocking pool hosts the workers.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(crate::MAX_CONCURRENCY)
-            .thread_name("batchguard")
-            .enable_time()
-            .build()
-            .expect("the batchguard Tokio runtime could not start")
-    })
+/// The process-wide runtime whose blocking pool hosts the workers, built on first use.
+///
+/// Fork safety (what tokenizers' at-fork hook is for): a forked child inherits the runtime's
+/// memory but none of its threads, so its blocking pool would queue work for threads that do
+/// not exist, and a threaded run would hang. The runtime is therefore the *process's*: keyed
+/// by pid, a forked child builds its own on first use. The parent's copy is leaked in the
+/// child, never dropped (dropping it would wait for those threads). The lock cannot be held
+/// across a fork: it is only taken with the GIL held, and `os.fork` holds the GIL.
+fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    static RUNTIME: Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut slot = RUNTIME.lock();
+    if let Some((owner, runtime)) = *slot {
+        if owner == pid {
+            return Ok(runtime);
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(crate::MAX_CONCURRENCY)
+        .thread_name("batchguard")
+        .enable_time()
+        .build()
+        .map_err(|err| PyRuntimeError::new_err(format!("batchguard could not start its worker threads: {err}")))?;
+    let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
+    *slot = Some((pid, runtime));
+    Ok(runtime)
 }
 
 // ------------------------------------------------------------------------ configuration
@@ -103,6 +138,12 @@ fn engine_config(cfg: &Bound<'_, PyAny>) -> PyResult<Config> {
         retry.getattr("max_delay")?.extract()?,
         jitter.parse::<Jitter>()?,
     )?;
+    // `RetryPolicy.max_retry_after` caps an exception's `retry_after`; without it (or None)
+    // the cap is `max_delay`.
+    let policy = match optional_attr(&retry, intern!(cfg.py(), "max_retry_after"))? {
+        Some(cap) if !cap.is_none() => policy.with_max_retry_after(cap.extract()?)?,
+        _ => policy,
+    };
     let breaker = cfg.getattr("breaker")?;
     let breaker = if breaker.is_none() {
         None
@@ -647,12 +688,35 @@ fn events_list<'py>(py: Python<'py>, events: Vec<Event<Obj, Obj>>) -> PyResult<B
     Ok(list)
 }
 
+/// Hand events to the recorder, which removes each one from the list once it is handled.
+///
+/// DESIGN §4: an interrupt flushes what was dead-lettered. A KeyboardInterrupt (any
+/// BaseException that is not an Exception) raised while the recorder persists a batch leaves
+/// that batch and the later ones in the list: they are handed over again, then the interrupt
+/// is returned. An Exception (a broken DLQ) is returned at once.
 fn deliver(py: Python<'_>, sink: &Bound<'_, PyAny>, events: Vec<Event<Obj, Obj>>, counters: &Counters) -> PyResult<()> {
     if events.is_empty() {
         return Ok(());
     }
-    sink.call_method1(intern!(py, "events"), (events_list(py, events)?, counters_tuple(py, counters)?))?;
-    Ok(())
+    let events = events_list(py, events)?;
+    let counters = counters_tuple(py, counters)?;
+    let mut interrupted: Option<PyErr> = None;
+    for _ in 0..DELIVERY_ATTEMPTS {
+        match sink.call_method1(intern!(py, "events"), (&events, &counters)) {
+            Ok(_) => break,
+            Err(err) if !err.is_instance_of::<PyException>(py) && !events.is_empty() => {
+                interrupted.get_or_insert(err);
+            }
+            Err(err) => return Err(interrupted.unwrap_or(err)),
+        }
+    }
+    interrupted.map_or(Ok(()), Err)
+}
+
+/// Does the recorder pass progress on to anyone (`on_progress`)? A sink without that
+/// attribute gets every report.
+fn wants_progress(sink: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(optional_attr(sink, intern!(sink.py(), "on_progress"))?.is_none_or(|callback| !callback.is_none()))
 }
 
 fn progress(py: Python<'_>, sink: &Bound<'_, PyAny>, counters: &Counters) -> PyResult<()> {
@@ -662,10 +726,9 @@ fn progress(py: Python<'_>, sink: &Bound<'_, PyAny>, counters: &Counters) -> PyR
 
 /// Sleep without the GIL until `until` (capped), then let Python handle pending signals.
 fn nap(py: Python<'_>, clock: &MonoClock, until: Option<f64>) -> PyResult<()> {
-    let now = Instant::now();
-    let wake = until.map_or(now + MAX_WAIT, |t| clock.instant(t).min(now + MAX_WAIT));
-    if wake > now {
-        py.detach(|| std::thread::sleep(wake - now));
+    let wait = wait_for(clock, until);
+    if !wait.is_zero() {
+        py.detach(|| std::thread::sleep(wait));
     }
     py.check_signals()
 }
@@ -742,7 +805,7 @@ pub fn run<'py>(
 ) -> PyResult<Bound<'py, PyTuple>> {
     let py_config = config;
     let config = engine_config(py_config)?;
-    let options = RunOptions::from_config(py_config, &config, size_hint)?;
+    let options = RunOptions::from_config(py_config, &config, sink, size_hint)?;
     if config.concurrency > crate::MAX_CONCURRENCY {
         return Err(ConfigError::new_err(format!(
             "concurrency must be <= {} for sync callbacks (one thread each), got {}",
@@ -772,20 +835,29 @@ struct RunOptions<'py> {
     timeout: Option<Duration>,
     /// Seconds between throttled progress reports.
     interval: f64,
+    /// Someone listens to progress (the recorder has an `on_progress` callback): only then
+    /// is the clock read between records to report it on time.
+    wants_progress: bool,
     /// The input's length when known: result storage is sized once.
     size_hint: Option<usize>,
 }
 
 impl<'py> RunOptions<'py> {
-    fn from_config(config: &Bound<'py, PyAny>, engine: &Config, size_hint: Option<usize>) -> PyResult<Self> {
+    fn from_config(
+        config: &Bound<'py, PyAny>,
+        engine: &Config,
+        sink: &Bound<'py, PyAny>,
+        size_hint: Option<usize>,
+    ) -> PyResult<Self> {
         let key_of = config.getattr("key_of")?;
         let timeout: Option<f64> = config.getattr("timeout")?.extract()?;
         Ok(Self {
             batch_size: engine.batch_size,
             skip: config.getattr("skip_batches")?.extract()?,
             key_of: (!key_of.is_none()).then_some(key_of),
-            timeout: timeout.map(Duration::from_secs_f64),
+            timeout: timeout.map(saturating_secs),
             interval: engine.progress_interval,
+            wants_progress: wants_progress(sink)?,
             size_hint,
         })
     }
@@ -901,15 +973,18 @@ fn run_inline<'py>(
     let mut sched: PyScheduler = Scheduler::new(config, clock);
     let func = &FastCall::new(func);
     let mut results = OrderedResults::with_capacity(options.size_hint.unwrap_or(0).min(1 << 28));
+    let wants_progress = options.wants_progress;
     let mut next_progress = interval;
-    let mut tick: u32 = 0;
     let mut drive = || -> PyResult<()> {
         loop {
+            // With an on_progress callback, the stream pauses once a report is due (one clock
+            // read per record, ~20 ns); without one, it never looks at the clock.
+            let due = next_progress;
             let streamed =
                 sched.stream(STREAM_LIMIT, |index, record| match call_timed(func, record.bind(py), timeout) {
                     Ok(value) => {
                         results.push(index, value.unbind());
-                        Ok(())
+                        Ok(!wants_progress || clock.now() < due)
                     }
                     Err(err) => Err(failure_of(py, err, classifier, sink)),
                 });
@@ -939,12 +1014,9 @@ fn run_inline<'py>(
                 let events = sched.take_events();
                 deliver(py, sink, events, &sched.counters())?;
                 next_progress = clock.now() + interval;
-            } else {
-                tick = tick.wrapping_add(1);
-                if tick % 16 == 0 && clock.now() >= next_progress {
-                    progress(py, sink, &sched.counters())?;
-                    next_progress = clock.now() + interval;
-                }
+            } else if wants_progress && clock.now() >= next_progress {
+                progress(py, sink, &sched.counters())?;
+                next_progress = clock.now() + interval;
             }
             if sched.has_released() {
                 drop(sched.take_released());
@@ -952,19 +1024,26 @@ fn run_inline<'py>(
         }
     };
     let outcome = drive();
-    finish(py, &mut sched, sink, outcome)?;
+    finish(py, &mut sched, sink, outcome, Vec::new())?;
     summary(&sched, results.finish(py)?)
 }
 
 /// However the run ended, report the unfinished batches (what was dead-lettered reaches the
-/// DLQ) and release what is left; the first error wins.
-fn finish(py: Python<'_>, sched: &mut PyScheduler, sink: &Bound<'_, PyAny>, outcome: PyResult<()>) -> PyResult<()> {
+/// DLQ) and release what is left; the first error wins. `undelivered`: events the driver took
+/// from the scheduler but could not hand over before the run stopped.
+fn finish(
+    py: Python<'_>,
+    sched: &mut PyScheduler,
+    sink: &Bound<'_, PyAny>,
+    outcome: PyResult<()>,
+    mut undelivered: Vec<Event<Obj, Obj>>,
+) -> PyResult<()> {
     if outcome.is_err() {
         sched.interrupt();
     }
     sched.close();
-    let events = sched.take_events();
-    let flushed = deliver(py, sink, events, &sched.counters());
+    undelivered.extend(sched.take_events());
+    let flushed = deliver(py, sink, undelivered, &sched.counters());
     drop(sched.take_released());
     outcome.and(flushed)
 }
@@ -994,7 +1073,15 @@ struct WorkerContext {
     classifier: Arc<NativeClassifier>,
     clock: MonoClock,
     timeout: Option<Duration>,
+    /// The worker took an attempt from the scheduler and has not handed it back yet: if it
+    /// dies now, the scheduler must stop counting that attempt in flight, or the run would
+    /// wait for it forever.
+    holding: Cell<bool>,
 }
+
+/// Record index at which the next threaded worker panics after its call (`u64::MAX`: never).
+/// Only `_panic_in_worker_for_test` arms it: it proves a dead worker cannot hang a run.
+static PANIC_AFTER_RECORD: AtomicU64 = AtomicU64::new(u64::MAX);
 
 fn run_threaded<'py>(
     py: Python<'py>,
@@ -1022,6 +1109,7 @@ fn run_threaded<'py>(
         coordinator: Condvar::new(),
     });
     let classifier = Arc::new(classifier);
+    let runtime = runtime()?;
     for _ in 0..workers {
         let ctx = WorkerContext {
             shared: Arc::clone(&shared),
@@ -1030,10 +1118,12 @@ fn run_threaded<'py>(
             classifier: Arc::clone(&classifier),
             clock,
             timeout: options.timeout,
+            holding: Cell::new(false),
         };
-        runtime().spawn_blocking(move || worker(ctx));
+        runtime.spawn_blocking(move || worker(ctx));
     }
-    let outcome = coordinate(py, source, sink, &shared, clock, options);
+    let mut undelivered = Vec::new();
+    let outcome = coordinate(py, source, sink, &shared, clock, options, &mut undelivered);
     // The workers are gone (coordinate waits for them); the state is ours alone now.
     let mut state = shared.state.lock();
     let error = state.error.take();
@@ -1042,12 +1132,15 @@ fn run_threaded<'py>(
         (Err(err), _) | (Ok(()), Some(err)) => Err(err),
         (Ok(()), None) => Ok(()),
     };
-    finish(py, &mut state.sched, sink, outcome)?;
+    finish(py, &mut state.sched, sink, outcome, undelivered)?;
     let count = state.sched.succeeded() as usize;
     summary(&state.sched, list_of(py, results.into_iter().flatten(), count)?)
 }
 
 /// The calling thread: feeds input, delivers events and progress, waits for the workers.
+///
+/// Events taken from the scheduler stay in `undelivered` until the recorder has them: when
+/// reading the input fails first, they go out on the next turn (or in `finish`).
 fn coordinate<'py>(
     py: Python<'py>,
     source: &mut Source<'py>,
@@ -1055,17 +1148,20 @@ fn coordinate<'py>(
     shared: &Shared,
     clock: MonoClock,
     options: &RunOptions<'py>,
+    undelivered: &mut Vec<Event<Obj, Obj>>,
 ) -> PyResult<()> {
     let interval = options.interval;
     let mut next_progress = interval;
     let mut failure: Option<PyErr> = None;
     loop {
-        let (wants, events, counters, finished, released, seen) = {
+        let (wants, counters, finished, released, seen) = {
             let mut st = shared.state.lock();
             let wants = failure.is_none() && st.sched.wants_input();
-            let events = st.sched.take_events();
+            if st.sched.has_events() {
+                undelivered.append(&mut st.sched.take_events());
+            }
             let released = st.sched.take_released();
-            (wants, events, st.sched.counters(), st.live_workers == 0, released, st.version)
+            (wants, st.sched.counters(), st.live_workers == 0, released, st.version)
         };
         drop(released);
         let step = (|| -> PyResult<()> {
@@ -1084,8 +1180,8 @@ fn coordinate<'py>(
                 drop(st);
                 shared.work_ready.notify_all();
             }
-            if !events.is_empty() {
-                deliver(py, sink, events, &counters)?;
+            if !undelivered.is_empty() {
+                deliver(py, sink, std::mem::take(undelivered), &counters)?;
                 next_progress = clock.now() + interval;
             } else if clock.now() >= next_progress {
                 progress(py, sink, &counters)?;
@@ -1131,8 +1227,18 @@ fn worker(ctx: WorkerContext) {
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
             .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a batchguard worker panicked".to_owned());
-        st.error.get_or_insert_with(|| PanicException::new_err(message));
+            .unwrap_or_else(|| "no message".to_owned());
+        if ctx.holding.replace(false) {
+            // Its record died with it: unfinished, so the run reports it pending.
+            st.sched.lose_in_flight();
+        }
+        st.error.get_or_insert_with(|| {
+            PyRuntimeError::new_err(format!(
+                "batchguard: a worker thread panicked ({message}); the run stopped, what was \
+                 dead-lettered is in the DLQ and unfinished records are pending. This is a \
+                 batchguard bug: please report it"
+            ))
+        });
         st.sched.interrupt();
     }
     st.live_workers -= 1;
@@ -1151,7 +1257,10 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) {
     loop {
         let mut st = shared.state.lock();
         let work: PyWork = match st.sched.next_work() {
-            Next::Run(work) => work,
+            Next::Run(work) => {
+                ctx.holding.set(true);
+                work
+            }
             Next::Done => return,
             Next::Feed => {
                 let seen = st.version;
@@ -1178,7 +1287,12 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) {
                 Outcome::Failed(failure)
             }
         };
+        if work.index == PANIC_AFTER_RECORD.load(Ordering::Relaxed) {
+            PANIC_AFTER_RECORD.store(u64::MAX, Ordering::Relaxed);
+            panic!("_panic_in_worker_for_test: record {}", work.index);
+        }
         let mut st = shared.state.lock();
+        ctx.holding.set(false);
         let mut done: Option<PyWork> = None;
         let mut surplus_error: Option<PyErr> = None;
         match outcome {
@@ -1232,11 +1346,11 @@ fn park(
 ) {
     st.idle_workers += 1;
     drop(st);
-    let deadline = until.map_or(Instant::now() + MAX_WAIT, |t| clock.instant(t).min(Instant::now() + MAX_WAIT));
+    let wait = wait_for(clock, until);
     py.detach(|| {
         let mut st = shared.state.lock();
         if st.version == seen {
-            shared.work_ready.wait_until(&mut st, deadline);
+            shared.work_ready.wait_for(&mut st, wait);
         }
         st.idle_workers -= 1;
     });
@@ -1277,11 +1391,19 @@ pub fn _panic_for_test(message: &str) {
     panic!("{message}");
 }
 
+/// Makes the threaded worker that runs `record_index` panic once its call has returned, while
+/// the record is still in flight: proves a dead worker cannot hang a run.
+#[pyfunction]
+pub fn _panic_in_worker_for_test(record_index: u64) {
+    PANIC_AFTER_RECORD.store(record_index, Ordering::Relaxed);
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(backoff_schedule, m)?)?;
     m.add_function(wrap_pyfunction!(calculate_batch_size, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_in_worker_for_test, m)?)?;
     m.add_class::<DeadRecords>()?;
     m.add_class::<asyncio::AsyncRun>()?;
     m.add("MAX_CONCURRENCY", crate::MAX_CONCURRENCY)?;
