@@ -1,0 +1,136 @@
+"""Ctrl-C stress: a real SIGINT at random points of plain runs loses no record (issue 7).
+
+Plain runs (not jobs) at concurrency 16 and 64, with failures going to a durable SQLite DLQ,
+each interrupted by a real SIGINT sent to the main thread at a random moment. After every
+interrupt:
+
+* every record whose fn raised (a PERMANENT failure, so it is final at once) has its DLQ
+  entry, and the DLQ holds nothing else;
+* no record both succeeded and was dead-lettered, none ran twice;
+* the DLQ entries + the successes fn recorded + the pending records == the input.
+
+Nothing is mocked: the SIGINT goes through Python's real handler (it may land in the engine's
+wait, in the input, or while the DLQ is being written). The seed is printed; set
+``BATCHGUARD_STRESS_SEED`` to replay a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import batchguard
+from batchguard import RetryPolicy
+from batchguard.dlq.sqlite import SqliteDLQ
+from helpers_contract import CLASSIFIER, ENGINES, PermanentErr
+
+RECORDS = 600
+BATCH_SIZE = 25
+INTERRUPTS = 50  # per engine and concurrency
+
+
+class Recorded:
+    """fn: ~1 ms of work (the GIL released, as I/O would); every 4th record fails PERMANENT.
+    Remembers every call, what returned and what raised."""
+
+    def __init__(self, seed: int) -> None:
+        self.pause = random.Random(seed).uniform(0.0003, 0.0015)
+        self.calls: list[int] = []
+        self.returned: set[int] = set()
+        self.raised: set[int] = set()
+
+    def __call__(self, record: int) -> int:
+        self.calls.append(record)  # list.append and set.add are atomic under the GIL
+        time.sleep(self.pause)
+        if record % 4 == 0:
+            self.raised.add(record)
+            raise PermanentErr(f"bad {record}")
+        self.returned.add(record)
+        return record
+
+
+def _run(fn: Recorded, dlq: SqliteDLQ, engine: str, concurrency: int) -> Any:
+    return batchguard.run_batches(range(RECORDS), fn, engine=engine, concurrency=concurrency,
+                                  batch_size=BATCH_SIZE, dlq=dlq, classifier=CLASSIFIER,
+                                  retry=RetryPolicy(max_attempts=1))
+
+
+def _interrupted_run(fn: Recorded, dlq: SqliteDLQ, engine: str, concurrency: int,
+                     delay: float) -> bool:
+    """Run, with a real SIGINT to the main thread after ``delay`` seconds. True when the
+    interrupt stopped the run; False when the run had finished first."""
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def fire() -> None:
+        time.sleep(delay)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    sender = threading.Thread(target=fire)
+    finished = False
+    try:
+        sender.start()
+        try:
+            _run(fn, dlq, engine, concurrency)
+            finished = True
+        finally:
+            sender.join()
+            # The signal is sent: make sure its KeyboardInterrupt is raised here, inside this
+            # try, whether the run took it or had already returned.
+            time.sleep(0.01)
+            for _ in range(100):
+                pass
+    except KeyboardInterrupt:
+        pass
+    return not finished
+
+
+def _check(fn: Recorded, dlq: SqliteDLQ, trial: str) -> None:
+    stored = [entry.record_index for entry in dlq.list()]
+    assert len(stored) == len(set(stored)), f"{trial}: a record has two DLQ entries"
+    stored_set = set(stored)
+    lost = fn.raised - stored_set
+    assert not lost, f"{trial}: {len(lost)} dead-lettered records have no DLQ entry: {sorted(lost)[:10]}"
+    assert stored_set <= fn.raised, f"{trial}: DLQ entries for records that never failed"
+    assert not stored_set & fn.returned, f"{trial}: records both succeeded and dead-lettered"
+    assert len(fn.calls) == len(set(fn.calls)), f"{trial}: a record ran twice"
+    pending = RECORDS - len(stored_set) - len(fn.returned)
+    assert pending >= 0 and len(stored_set) + len(fn.returned) + pending == RECORDS, trial
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("concurrency", [16, 64])
+def test_sigint_at_random_points_loses_no_dead_letter(engine: str, concurrency: int, tmp_path: Path) -> None:
+    seed = int(os.environ.get("BATCHGUARD_STRESS_SEED", random.randrange(2**32)))
+    print(f"BATCHGUARD_STRESS_SEED={seed}")
+    rng = random.Random(seed)
+
+    # How long an uninterrupted run takes here, so the interrupts land inside runs.
+    with SqliteDLQ(tmp_path / "calibrate.db") as dlq:
+        fn = Recorded(0)
+        started = time.monotonic()
+        report = _run(fn, dlq, engine, concurrency)
+        took = time.monotonic() - started
+        assert report.failure_count == RECORDS // 4 and dlq.count() == RECORDS // 4
+        _check(fn, dlq, "uninterrupted")
+
+    interrupted = 0
+    for trial in range(INTERRUPTS):
+        fn = Recorded(rng.randrange(2**32))
+        delay = rng.uniform(0.0, took)
+        with SqliteDLQ(tmp_path / f"trial-{trial}.db") as dlq:
+            interrupted += _interrupted_run(fn, dlq, engine, concurrency, delay)
+            _check(fn, dlq, f"seed {seed}, trial {trial}, SIGINT after {delay * 1000:.1f} ms")
+        (tmp_path / f"trial-{trial}.db").unlink()
+    # The interrupts must actually have cut runs short (a run can beat a late one).
+    assert interrupted >= INTERRUPTS * 0.6, f"only {interrupted} of {INTERRUPTS} SIGINTs landed inside a run"
+    print(f"{interrupted} of {INTERRUPTS} runs interrupted; every record accounted for")
