@@ -94,7 +94,7 @@ def test_arun_batches_with_a_sync_fn_reaches_its_concurrency(engine: str, bulk: 
     gauge = Gauge()
 
     async def main() -> Any:
-        return await batchguard.arun_batches(range(32), _sleepy(gauge, 0.2), bulk=bulk, batch_size=1,
+        return await batchguard.arun_batches(range(32), _sleepy(gauge, 0.3), bulk=bulk, batch_size=1,
                                              concurrency=16, engine=engine)
 
     report = asyncio.run(main())
@@ -105,7 +105,7 @@ def test_arun_batches_with_a_sync_fn_reaches_its_concurrency(engine: str, bulk: 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_run_batches_with_a_sync_bulk_fn_reaches_its_concurrency(engine: str) -> None:
     gauge = Gauge()
-    report = batchguard.run_batches(range(32), _sleepy(gauge, 0.2), bulk=True, batch_size=1,
+    report = batchguard.run_batches(range(32), _sleepy(gauge, 0.3), bulk=True, batch_size=1,
                                     concurrency=16, engine=engine)
     assert report.status == "complete"
     assert gauge.peak == 16
