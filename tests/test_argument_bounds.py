@@ -326,3 +326,40 @@ def test_the_largest_batch_size_is_accepted_and_reads_lazily(engine: str) -> Non
                            env={**os.environ, "RUST_BACKTRACE": "0"})
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.strip() == "complete [0, 1, 2, 3, 4]"
+
+
+# --------------------------------------------------------------------------- stores
+
+
+STORE_PROBLEMS: list[Any] = [
+    pytest.param(lambda d: batchguard.dlq.SqliteDLQ(d / "q.db", timeout=1e300), ConfigError,
+                 "SqliteDLQ timeout", id="sqlite-dlq-timeout-1e300"),
+    pytest.param(lambda d: batchguard.dlq.SqliteDLQ(d / "q.db", timeout=-1), ConfigError,
+                 "SqliteDLQ timeout", id="sqlite-dlq-timeout-negative"),
+    pytest.param(lambda d: batchguard.dlq.SqliteDLQ(d / "q.db", timeout="30"), ConfigTypeError,
+                 "SqliteDLQ timeout", id="sqlite-dlq-timeout-str"),
+    pytest.param(lambda d: batchguard.SqliteJobStore(d / "jobs.db", timeout=math.inf), ConfigError,
+                 "SqliteJobStore timeout", id="sqlite-store-timeout-inf"),
+    # Checked before connecting: nothing listens on port 1.
+    pytest.param(lambda d: batchguard.dlq.RedisDLQ("redis://127.0.0.1:1/0", timeout=1e12), ConfigError,
+                 "RedisDLQ timeout", id="redis-timeout-1e12"),
+    pytest.param(lambda d: batchguard.dlq.RedisDLQ("redis://127.0.0.1:1/0", connect_timeout=0), ConfigError,
+                 "RedisDLQ connect_timeout", id="redis-connect-timeout-0"),
+    pytest.param(lambda d: batchguard.dlq.PostgresDLQ("postgresql://127.0.0.1:1/x", connect_timeout=10**12),
+                 ConfigError, "PostgresDLQ connect_timeout", id="postgres-connect-timeout-huge"),
+    pytest.param(lambda d: batchguard.dlq.PostgresDLQ("postgresql://127.0.0.1:1/x", connect_timeout=2.5),
+                 ConfigTypeError, "PostgresDLQ connect_timeout", id="postgres-connect-timeout-float"),
+    pytest.param(lambda d: batchguard.PostgresJobStore("postgresql://127.0.0.1:1/x", connect_timeout=0),
+                 ConfigError, "PostgresJobStore connect_timeout", id="postgres-store-connect-timeout-0"),
+]
+
+
+@pytest.mark.parametrize(("build", "error", "argument"), STORE_PROBLEMS)
+def test_a_store_refuses_a_bad_timeout_before_it_opens_anything(build: Callable[[Any], Any],
+                                                                 error: type[ConfigError], argument: str,
+                                                                 tmp_path: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path)
+    assert isinstance(info.value, error), f"{type(info.value).__name__} is not a {error.__name__}: {info.value}"
+    _check_message(info.value, argument, ())
+    assert list(tmp_path.iterdir()) == [], "a file was created before the bad argument was reported"

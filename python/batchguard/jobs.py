@@ -58,6 +58,7 @@ from .dlq.base import DeadLetter, DeadLetterQueue, MemoryDLQ
 from .dlq.codec import check_storable
 from .dlq.urls import redact, require_module
 from .errors import ConfigError, JobConflictError, JobError
+from .policies import MAX_DURATION_S, check_count, check_duration
 from .results import BatchReport, BatchStats
 
 if TYPE_CHECKING:
@@ -733,6 +734,7 @@ class SqliteJobStore(_SqlJobStore):
         file empty (a new file gets its header under the store's creation lock, before any other
         batchguard process may look). Delete such a file to start a new store.
         """
+        check_duration("SqliteJobStore timeout", timeout)
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self._jobs, self._batches = "jobs", "job_batches"
@@ -958,6 +960,8 @@ class PostgresJobStore(_SqlJobStore):
 
     def __init__(self, url: str, *, table_prefix: str = "batchguard_", connect_timeout: int = 3) -> None:
         """Connect and create the tables if missing; JobStoreUnavailableError if unreachable."""
+        check_count("PostgresJobStore connect_timeout", connect_timeout, minimum=1, maximum=MAX_DURATION_S,
+                    why="one year, batchguard.MAX_DURATION_S")
         self._psycopg = require_module("psycopg", needed_by="PostgresJobStore", extra="postgres")
         if table_prefix and not _PG_NAME.fullmatch(table_prefix):
             raise ConfigError(f"table_prefix must be letters, digits and _ (at most 41), got {table_prefix!r}")

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from ..errors import ConfigError, DLQError, DLQUnavailableError
+from ..policies import MAX_DURATION_S, check_count
 from .base import QueueBase, FILTER_FIELDS, DeadLetter, check_filters, check_page, write_jsonl
 from .codec import dumps
 from .urls import redact, require_module
@@ -61,6 +62,9 @@ class PostgresDLQ(QueueBase):
         ``table`` may be schema-qualified (``"ops.dead_letters"``). ``connect_timeout`` is in
         whole seconds (libpq's unit).
         """
+        # libpq takes whole seconds; 0 would mean wait forever.
+        check_count("PostgresDLQ connect_timeout", connect_timeout, minimum=1, maximum=MAX_DURATION_S,
+                    why="one year, batchguard.MAX_DURATION_S")
         self._psycopg = require_module("psycopg", needed_by="PostgresDLQ", extra="postgres")
         from psycopg import sql as sql_mod
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from ..errors import ConfigError, DLQError, DLQUnavailableError
+from ..policies import check_duration
 from .base import QueueBase, FILTER_FIELDS, DeadLetter, check_filters, check_page, write_jsonl
 from .codec import dumps
 from .urls import redact, require_module
@@ -66,6 +67,8 @@ class RedisDLQ(QueueBase):
         from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
         from redis.retry import Retry
 
+        check_duration("RedisDLQ connect_timeout", connect_timeout, positive=True)
+        check_duration("RedisDLQ timeout", timeout, positive=True)
         if not key_prefix:
             raise ConfigError("key_prefix must be a non-empty string")
         self.url = redact(url)

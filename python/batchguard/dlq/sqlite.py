@@ -15,6 +15,7 @@ from typing import IO, Any, Final, Literal
 
 from .._files import create_private
 from ..errors import ConfigError, DLQError, DLQUnavailableError
+from ..policies import check_duration
 from .base import QueueBase, DeadLetter, check_filters, check_page, write_jsonl
 from .codec import dumps
 
@@ -125,6 +126,7 @@ class SqliteDLQ(QueueBase):
         ``timeout`` is how long a write waits for another process's write lock, in seconds.
         ``synchronous="NORMAL"`` trades the durability of the last commits on power loss for speed.
         """
+        check_duration("SqliteDLQ timeout", timeout)
         if synchronous not in _SYNCHRONOUS:
             raise ConfigError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}")
         if sqlite3.sqlite_version_info < (3, 24, 0):
