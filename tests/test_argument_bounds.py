@@ -363,3 +363,9 @@ def test_a_store_refuses_a_bad_timeout_before_it_opens_anything(build: Callable[
     assert isinstance(info.value, error), f"{type(info.value).__name__} is not a {error.__name__}: {info.value}"
     _check_message(info.value, argument, ())
     assert list(tmp_path.iterdir()) == [], "a file was created before the bad argument was reported"
+
+
+def test_the_sync_concurrency_cap_is_the_native_pools() -> None:
+    from batchguard import _native, api
+
+    assert api.MAX_SYNC_CONCURRENCY == _native.MAX_CONCURRENCY

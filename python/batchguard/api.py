@@ -46,10 +46,6 @@ MAX_FAILURES_COUNT = 2**63 - 1
 """An error budget count is a u64 in the native engine and an SQLite INTEGER in a job store."""
 
 
-def _check_positive_int(name: str, value: Any, *, maximum: int, why: str) -> int:
-    return check_count(name, value, minimum=1, maximum=maximum, why=why)
-
-
 def _check_flag(name: str, value: Any) -> bool:
     """``bool`` means bool: ``"no"``, ``1`` or ``None`` would be read as a truth value silently."""
     if not isinstance(value, bool):
@@ -148,8 +144,8 @@ def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry
             raise ConfigError('batch_size="auto" needs an input with a length (a list, not a generator)')
         batch_size = calculate_batch_size(total)
     else:
-        _check_positive_int("batch_size", batch_size, maximum=MAX_BATCH_SIZE,
-                            why="the largest size either engine can index a batch with")
+        check_count("batch_size", batch_size, minimum=1, maximum=MAX_BATCH_SIZE,
+                    why="the largest size either engine can index a batch with")
     is_async = is_coroutine_function(fn)
     if is_async:
         check_count("concurrency", concurrency, minimum=1, maximum=MAX_ASYNC_CONCURRENCY,
