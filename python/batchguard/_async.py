@@ -131,11 +131,13 @@ async def in_thread_until_cancelled(body: Callable[[StopSignal], T]) -> T:
 
     def target() -> None:
         try:
-            result = body(stop)
+            outcome: tuple[Any, BaseException | None] = (body(stop), None)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(_settle, done, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, done, result, None)
+            outcome = (None, exc)
+        try:
+            loop.call_soon_threadsafe(_settle, done, *outcome)
+        except RuntimeError:  # the loop was closed under the run (a second Ctrl-C): nobody waits
+            pass
 
     threading.Thread(target=target, name="batchguard-arun", daemon=True).start()
     try:
