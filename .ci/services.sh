@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the database servers the DLQ tests run against (Redis, PostgreSQL), if missing.
+# Install the database servers the DLQ tests run against (Redis, PostgreSQL), and the openssl
+# command (the real-client tests make a self-signed certificate with it), if missing.
 # It only installs: the test fixtures (tests/conftest.py) start and stop the servers themselves.
 set -euo pipefail
 
@@ -11,9 +12,10 @@ have_postgres() {
 packages=()
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 have_postgres || packages+=(postgresql)
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 
 if ((${#packages[@]} == 0)); then
-    echo "services: redis-server and postgresql already installed"
+    echo "services: redis-server, postgresql and openssl already installed"
     exit 0
 fi
 
