@@ -270,3 +270,29 @@ def test_a_second_cancel_while_the_run_stops_still_flushes_the_dead_letters(engi
     assert gauge.running == 0
     assert gauge.calls == in_flight_at_cancel
     assert sorted(e.record_index for e in dlq.list()) == [0, 1]
+
+
+def test_a_sync_run_outliving_its_closed_loop_ends_quietly() -> None:
+    # A second Ctrl-C closes the loop under a run still on its thread: when the run ends there
+    # is nobody to tell, and that must not be an exception in the thread.
+    finished = threading.Event()
+    errors: list[Any] = []
+    previous_hook = threading.excepthook
+    threading.excepthook = errors.append
+
+    def fn(record: int) -> int:
+        time.sleep(0.1)
+        finished.set()
+        return record
+
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(batchguard.arun_batches([1], fn, engine="python"))
+        loop.run_until_complete(asyncio.sleep(0.02))
+        loop.close()
+        assert finished.wait(2)
+        time.sleep(0.1)
+    finally:
+        threading.excepthook = previous_hook
+    assert errors == []
+    del task
