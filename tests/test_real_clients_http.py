@@ -147,5 +147,7 @@ def test_retryable_failures_of_real_clients_succeed_and_retry_after_is_honoured(
     capped = gap_after_first(seen("unavailable-capped"))
     assert MAX_DELAY <= capped < MAX_DELAY + 0.9, capped
     # The read timeout and the hang-up were retried after the backoff, not the server's pace.
-    assert CLIENT_TIMEOUT <= gap_after_first(seen("slow")) < SERVER_SLEEP
+    # (No lower bound: the client starts its read timer when its request is sent, which can be
+    # before the server's thread notes the arrival, so the gap may be below CLIENT_TIMEOUT.)
+    assert gap_after_first(seen("slow")) < SERVER_SLEEP
     assert len(seen("dropped")) == drops + 1
