@@ -357,12 +357,10 @@ def _batches_done(db: Path, job: str) -> int:
     return int(row[0]) if row else 0
 
 
-def test_demo_runs_in_seconds_and_shows_the_report(tmp_path: Path) -> None:
-    started = time.monotonic()
+def test_demo_runs_and_shows_the_report(tmp_path: Path) -> None:
+    # No timing threshold: these machines are noisy; benches/ measures speed.
     result = command("demo", "--dir", str(tmp_path / "demo"), cwd=tmp_path)
-    elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
-    assert elapsed < 15
     assert "BATCH COMPLETE (Partial Success)" in result.stdout
     assert "InputParseError" in result.stdout and "Retries:" in result.stdout
     assert "batchguard dlq list --dlq sqlite:///" in result.stdout

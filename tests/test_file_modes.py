@@ -93,9 +93,11 @@ def test_an_existing_file_keeps_the_mode_its_owner_chose(tmp_path: Path) -> None
     assert mode(path) == 0o640
 
 
-def test_the_demo_creates_its_directory_0700(tmp_path: Path) -> None:
+def test_the_demo_creates_its_directory_0700_and_its_files_0600(tmp_path: Path) -> None:
     where = tmp_path / "a" / "demo"
     done = subprocess.run([sys.executable, "-m", "batchguard", "demo", "--records", "200", "--dir",
                            str(where), "-q"], capture_output=True, text=True, timeout=120)
     assert done.returncode in (0, 1), done.stderr
     assert (mode(tmp_path / "a"), mode(where), mode(where / "demo.db")) == (0o700, 0o700, 0o600)
+    data = [f for f in where.iterdir() if f.suffix == ".jsonl"]
+    assert data and [mode(f) for f in data] == [0o600] * len(data)

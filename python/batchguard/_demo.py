@@ -8,11 +8,14 @@ is the "fixed" version an operator would replay the dead letters with.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from ._files import FILE_MODE
 
 __all__ = ["CORRUPT_EVERY", "FLAKY_EVERY", "process", "process_fixed", "write_dataset"]
 
@@ -30,7 +33,10 @@ _seen_flaky: set[Any] = set()
 def write_dataset(path: Path, records: int) -> int:
     """Write ``records`` JSON lines to ``path``, a few of them corrupt; returns the corrupt count."""
     corrupt = 0
-    with open(path, "w", encoding="utf-8") as out:
+    # The records are personal-looking data (emails, amounts): private, like every file that
+    # holds records.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with open(fd, "w", encoding="utf-8") as out:
         for i in range(records):
             if i and i % CORRUPT_EVERY == 0:
                 out.write('{"id": %d, "email": "user%d@example.com", "amount": \n' % (i, i))
