@@ -8,6 +8,7 @@ creation, which applies the umask: a stricter umask (0o077, 0o277) still wins.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -83,10 +84,24 @@ def atomic_writer(path: str | os.PathLike[str], *, overwrite: bool,
     failure (an exception, a full disk, a kill) never leaves a truncated ``path`` behind and
     readers see the old file or the whole new one. Without ``overwrite`` an existing ``path``
     is never replaced, even one created while the block ran: ``exists_error(path)`` is raised.
+
+    A symlink is followed: the file it names is replaced, the link stays. A path that names
+    no regular file (a device such as ``/dev/stdout`` or ``/dev/null``, a FIFO, a socket) is
+    a stream, not a file to replace: it is opened and written into (renaming over it would put
+    a regular file in place of the device, which root is allowed to do).
     """
-    target = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        with open(path, "w", encoding="utf-8", newline="\n") as stream:
+            yield stream
+            stream.flush()
+        return
+    target = Path(os.path.realpath(path))
     if not overwrite and os.path.lexists(target):
-        raise exists_error(target)
+        raise exists_error(Path(path))
     directory = target.parent
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     tmp = Path(tmp_name)
@@ -98,7 +113,7 @@ def atomic_writer(path: str | os.PathLike[str], *, overwrite: bool,
         if overwrite:
             os.replace(tmp, target)
         else:
-            _link_new(tmp, target, exists_error)
+            _link_new(tmp, target, lambda _: exists_error(Path(path)))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
