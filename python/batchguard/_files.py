@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Final
 
-__all__ = ["DIR_MODE", "FILE_MODE", "atomic_writer", "create_private", "private_dir", "same_file"]
+__all__ = ["DIR_MODE", "FILE_MODE", "atomic_writer", "create_private", "fsync_dir", "private_dir", "same_file"]
 
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
@@ -61,8 +61,9 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _fsync_dir(path: Path) -> None:
-    # Makes the new name itself durable; directories cannot be opened on Windows.
+def fsync_dir(path: Path) -> None:
+    """Make a file's creation, rename or removal in ``path`` durable (a no-op where directories
+    cannot be opened, as on Windows)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -117,7 +118,7 @@ def atomic_writer(path: str | os.PathLike[str], *, overwrite: bool,
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def _link_new(tmp: Path, target: Path, exists_error: Callable[[Path], Exception]) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import operator
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import Any, Generic, NamedTuple, TypeVar, overload
+from typing import Generic, NamedTuple, TypeVar, overload
 
 from .dlq.base import DeadLetter, DeadLetterQueue
 from .errors import DLQError

@@ -192,7 +192,7 @@ def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry
         raise ConfigError("bulk=True and key_of cannot be combined: a bulk call runs a whole batch at once")
     _check_flag("pickle_payloads", pickle_payloads)
     if dlq is not None and not isinstance(dlq, (str, DeadLetterQueue)):
-        raise TypeError(f"dlq must be a DeadLetterQueue or a URL str, got {type(dlq).__name__}")
+        raise ConfigTypeError(f"dlq must be a DeadLetterQueue or a URL str, got {type(dlq).__name__}")
     seed = (retry.seed if retry.seed is not None else random.getrandbits(64)) & ((1 << 64) - 1)
     config = EngineConfig(batch_size=batch_size, concurrency=concurrency, retry=retry,
                           breaker=breaker, max_failures=max_failures, seed=seed,

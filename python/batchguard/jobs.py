@@ -44,14 +44,14 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
-from ._files import create_private
+from ._files import FILE_MODE, create_private
 from .dlq.sqlite import enable_wal, write_transaction
 from ._outcome import entry_id, new_run_id
 from .dlq.base import DeadLetter, DeadLetterQueue, MemoryDLQ
@@ -387,7 +387,7 @@ class _LockFile:
         with _LockFile._lock:
             fd, users = _LockFile._files.get(self.path, (-1, 0))
             if fd < 0:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # like the store it guards
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)  # private, like the store it guards
             _LockFile._files[self.path] = (fd, users + 1)
         self._fd = fd
         self._closed = False

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ._stored import REPORT_SAMPLE
+from .policies import check_count
 
 if TYPE_CHECKING:
     from ._outcome import Failures
@@ -220,9 +222,8 @@ class BatchReport:
         there are: the DLQ holds every one. The default stays within the report's in-memory
         sample, so a run with millions of failures gives a small dict, fast.
         """
-        if max_errors is not None and (isinstance(max_errors, bool) or not isinstance(max_errors, int)
-                                       or max_errors < 0):
-            raise ValueError(f"max_errors must be an int >= 0 or None, got {max_errors!r}")
+        if max_errors is not None:
+            check_count("max_errors", max_errors, minimum=0, maximum=sys.maxsize)
         shown = self.errors if max_errors is None else self.errors[:max_errors]
         data: dict[str, Any] = {
             "run_id": self.run_id,

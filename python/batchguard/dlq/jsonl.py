@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Final
 
-from .._files import FILE_MODE
+from .._files import FILE_MODE, fsync_dir
 from ..errors import BatchguardWarning, DLQError, DLQUnavailableError
 from .base import QueueBase, DeadLetter, check_filters, check_page, matches, write_jsonl
 from .codec import dumps, encode
@@ -45,20 +45,6 @@ def _stacklevel() -> int:
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     return level
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes a file's creation or replacement itself durable; directories cannot be opened on Windows.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class JsonlDLQ(QueueBase):
@@ -101,7 +87,7 @@ class JsonlDLQ(QueueBase):
         except OSError as exc:
             raise DLQUnavailableError(f"cannot open the JSONL dead-letter queue {self.path}: {exc}") from exc
         if not existed:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         with self._lock, self._locked(exclusive=False) as fd:
             self._replay(fd)
 
@@ -199,7 +185,7 @@ class JsonlDLQ(QueueBase):
             except BaseException:
                 Path(tmp_name).unlink(missing_ok=True)
                 raise
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             # Closing the old file releases our lock on it: writers waiting there see the new
             # inode and lock that. Whatever they append after `written` is replayed next time.
             kept = self._entries
