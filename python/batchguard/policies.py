@@ -83,8 +83,8 @@ MAX_COUNT = 2**32 - 1
 the native engine holds these in 32 bits."""
 
 MAX_BREAKER_WINDOW = 1_000_000
-"""The largest ``CircuitBreaker.window``: the breaker keeps its last ``window`` outcomes in
-memory, allocated when the run starts."""
+"""The largest ``CircuitBreaker.window``: the breaker keeps up to its last ``window`` outcomes in
+memory (the window grows as outcomes arrive; a larger one is a mistake that would cost memory)."""
 
 
 def shown(value: Any) -> str:
@@ -277,7 +277,7 @@ class CircuitBreaker:
     def __post_init__(self) -> None:
         _check_rate("CircuitBreaker", "failure_rate_threshold", self.failure_rate_threshold)
         _check_int("CircuitBreaker", "window", self.window, minimum=1, maximum=MAX_BREAKER_WINDOW,
-                   why="the breaker keeps that many outcomes in memory, allocated up front")
+                   why="the breaker keeps up to that many outcomes in memory")
         _check_int("CircuitBreaker", "minimum_calls", self.minimum_calls, minimum=1)
         if self.minimum_calls > self.window:
             raise ConfigError(
