@@ -29,24 +29,9 @@ import pytest
 
 from batchguard import JobError, RetryPolicy, job_status, run_batches
 from batchguard.jobs import JobStoreUnavailableError, SqliteJobStore
+from helpers_jobs import Work
 
 ONCE = RetryPolicy(max_attempts=1)
-
-
-class Calls:
-    """A callback that fails for records 3, 13, 23... and remembers what it was given."""
-
-    def __init__(self, *, fatal_at: int | None = None) -> None:
-        self.fatal_at = fatal_at
-        self.seen: list[int] = []
-
-    def __call__(self, x: int) -> int:
-        self.seen.append(x)
-        if x == self.fatal_at:
-            raise MemoryError(f"fatal at {x}")
-        if x % 10 == 3:
-            raise ValueError(f"bad record {x}")
-        return x
 
 
 @pytest.fixture
@@ -60,17 +45,17 @@ def url_of(path: Path) -> str:
 
 def stopped_job(path: Path, job: str) -> None:
     """A job stopped halfway (5 of 10 batches done), its store closed and checkpointed."""
-    run_batches(range(100), Calls(fatal_at=55), batch_size=10, job=job, store=url_of(path), retry=ONCE)
+    run_batches(range(100), Work(fatal_at=55), batch_size=10, job=job, store=url_of(path), retry=ONCE)
     assert job_status(job, store=url_of(path)).batches_done == 5
     assert not Path(f"{path}-wal").exists()  # everything is in the main file now
 
 
 def refused(path: Path, job: str, cause: str) -> JobStoreUnavailableError:
     """Resuming ``job`` on the store at ``path`` raises JobStoreUnavailableError before any record runs."""
-    calls = Calls()
+    calls = Work()
     with pytest.raises(JobStoreUnavailableError) as caught:
         run_batches(range(100), calls, batch_size=10, job=job, store=url_of(path), retry=ONCE)
-    assert calls.seen == []
+    assert calls.calls == []
     message = str(caught.value)
     assert str(path) in message, message
     assert cause.lower() in message.lower(), message
@@ -117,7 +102,7 @@ def test_an_empty_file_batchguard_did_not_create_is_refused_even_for_a_new_job(t
 
 def test_a_new_store_file_is_created_and_reopened(tmp_path: Path, name: str) -> None:
     path = tmp_path / "new.db"
-    run_batches(range(20), Calls(), batch_size=10, job=name, store=url_of(path), retry=ONCE)
+    run_batches(range(20), Work(), batch_size=10, job=name, store=url_of(path), retry=ONCE)
     with SqliteJobStore(path) as store:
         state = store.get(name)
     assert state is not None and (state.succeeded, state.failed) == (18, 2)
@@ -201,10 +186,10 @@ def test_a_new_store_on_a_full_disk_is_unavailable(tmp_path: Path, name: str) ->
                 out.write(b"\0" * 4096)
                 out.flush()
         path = mnt / "jobs.db"
-        calls = Calls()
+        calls = Work()
         with pytest.raises(JobStoreUnavailableError) as caught:
             run_batches(range(20), calls, batch_size=10, job=name, store=url_of(path), retry=ONCE)
-        assert calls.seen == []
+        assert calls.calls == []
         message = str(caught.value)
         assert str(path) in message and ("full" in message or "No space left" in message), message
         assert not path.exists()  # no empty file left behind to be refused later
@@ -270,10 +255,10 @@ def test_a_job_held_through_a_symlink_is_refused_through_the_real_path(
     holder, runner = (link, real) if holder_through_link else (real, link)
     with held_elsewhere(url_of(holder), name):
         assert job_status(name, store=url_of(runner)).active
-        calls = Calls()
+        calls = Work()
         with pytest.raises(JobError, match="already running in another process"):
             run_batches(range(100), calls, batch_size=10, job=name, store=url_of(runner), retry=ONCE)
-        assert calls.seen == []
+        assert calls.calls == []
     assert not job_status(name, store=url_of(runner)).active
 
 
@@ -325,13 +310,13 @@ def test_a_store_with_a_second_hard_link_refuses_to_run_a_job(tmp_path: Path, na
     link = tmp_path / "other-name.db"
     os.link(real, link)
     for path in (real, link):
-        calls = Calls()
+        calls = Work()
         with pytest.raises(JobError, match="2 hard links") as caught:
             run_batches(range(100), calls, batch_size=10, job=name, store=url_of(path), retry=ONCE)
-        assert calls.seen == [] and str(path) in str(caught.value)
+        assert calls.calls == [] and str(path) in str(caught.value)
     assert job_status(name, store=url_of(link)).batches_done == 5  # reading it is fine
     link.unlink()
-    run_batches(range(100), Calls(), batch_size=10, job=name, store=url_of(real), retry=ONCE)
+    run_batches(range(100), Work(), batch_size=10, job=name, store=url_of(real), retry=ONCE)
     assert job_status(name, store=url_of(real)).status == "completed"
 
 

@@ -23,10 +23,10 @@ from batchguard import RetryPolicy, job_status, replay, run_batches
 from batchguard.cli import main
 from batchguard.dlq import JsonlDLQ, PostgresDLQ, SqliteDLQ
 from batchguard.jobs import JobStoreUnavailableError, SqliteJobStore
+from helpers_contract import ENGINES
 
 ONCE = RetryPolicy(max_attempts=1)
 Engine = Literal["native", "python"]
-ENGINES = ["native", "python"]
 
 
 def fails_on_3(x: int) -> int:

@@ -24,27 +24,12 @@ import pytest
 
 from batchguard import JobConflictError, RetryPolicy, job_status, replay, run_batches
 from batchguard.dlq import JsonlDLQ, SqliteDLQ
+from helpers_contract import ENGINES
+from helpers_jobs import Work
 
 ONCE = RetryPolicy(max_attempts=1)
 Engine = Literal["native", "python"]
-ENGINES = ["native", "python"]
 CHILD = Path(__file__).with_name("kill_resume_child.py")
-
-
-class Work:
-    """Fails for x % 10 == 3; fatal (MemoryError) at ``fatal_at``; remembers its calls."""
-
-    def __init__(self, fatal_at: int | None = None) -> None:
-        self.fatal_at = fatal_at
-        self.calls: list[int] = []
-
-    def __call__(self, x: int) -> int:
-        self.calls.append(x)
-        if x == self.fatal_at:
-            raise MemoryError(f"fatal at {x}")
-        if x % 10 == 3:
-            raise ValueError(f"bad record {x}")
-        return x
 
 
 @pytest.fixture
