@@ -24,6 +24,23 @@ CONCURRENCIES = (1, 4)
 VOLATILE_DLQ_FIELDS = ("id", "run_id", "traceback", "first_failed_at", "last_failed_at")
 
 
+class Spy:
+    """A callback that must never be called, and an input that must never be read."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.pulled = 0
+
+    def __call__(self, record: Any) -> Any:
+        self.calls += 1
+        return record
+
+    def records(self) -> Iterator[int]:
+        for i in range(10):
+            self.pulled += 1
+            yield i
+
+
 class TransientErr(Exception):
     """Mapped to TRANSIENT by CLASSIFIER."""
 

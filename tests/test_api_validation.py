@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pathlib
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,27 +16,10 @@ import batchguard
 from batchguard import CircuitBreaker, Classifier, ErrorClass, MemoryDLQ, RetryPolicy
 from batchguard.dlq import urls
 from batchguard.errors import ConfigError
-from helpers_contract import ENGINES
+from helpers_contract import ENGINES, Spy
 
 
 _UNSET = object()
-
-
-class Spy:
-    """A callback that must never be called, and an input that must never be read."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.pulled = 0
-
-    def __call__(self, record: Any) -> Any:
-        self.calls += 1
-        return record
-
-    def records(self) -> Iterator[int]:
-        for i in range(10):
-            self.pulled += 1
-            yield i
 
 
 def _raises(exc_type: type[BaseException], argument: str, engine: str,

@@ -15,7 +15,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,26 +24,9 @@ import batchguard
 from batchguard import CircuitBreaker, Classifier, MemoryDLQ, RateLimit, RetryPolicy
 from batchguard.errors import ConfigError, ConfigTypeError
 from batchguard.policies import MAX_DURATION_S, MIN_RATE_PER_SECOND
-from helpers_contract import ENGINES
+from helpers_contract import ENGINES, Spy
 
 ONE_YEAR = 365 * 24 * 3600
-
-
-class Spy:
-    """A callback that must never be called, and an input that must never be read."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.pulled = 0
-
-    def __call__(self, record: Any) -> Any:
-        self.calls += 1
-        return record
-
-    def records(self) -> Iterator[int]:
-        for i in range(10):
-            self.pulled += 1
-            yield i
 
 
 async def _async_identity(record: Any) -> Any:
