@@ -29,7 +29,7 @@ import pytest
 
 from batchguard import JobError, RetryPolicy, job_status, run_batches
 from batchguard.jobs import JobStoreUnavailableError, SqliteJobStore
-from helpers_jobs import Work
+from helpers_jobs import Work, held_elsewhere
 
 ONCE = RetryPolicy(max_attempts=1)
 
@@ -218,29 +218,6 @@ def test_a_store_whose_disk_fills_up_during_a_run_fails_with_the_cause(tmp_path:
 
 
 # ---------------------------------------------------------------------------- the lock and symlinks
-
-
-HOLDER = textwrap.dedent("""
-    import sys
-    from batchguard.jobs import open_job_store
-    store = open_job_store(sys.argv[1])
-    with store.claim(sys.argv[2]):
-        print("held", flush=True)
-        sys.stdin.read()
-""")
-
-
-@contextlib.contextmanager
-def held_elsewhere(store_url: str, job: str) -> Iterator[None]:
-    with subprocess.Popen([sys.executable, "-c", HOLDER, store_url, job], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True) as proc:
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-            yield
-        finally:
-            assert proc.stdin is not None
-            proc.stdin.close()
-            proc.wait(10)
 
 
 @pytest.mark.parametrize("holder_through_link", [True, False], ids=["holder-via-link", "runner-via-link"])

@@ -5,7 +5,6 @@ SQLite and PostgreSQL stores, both engines where the engine matters. Real server
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
@@ -15,7 +14,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +44,7 @@ from batchguard.jobs import (
     fingerprint_records,
     open_job_store,
 )
+from helpers_jobs import held_elsewhere
 
 ONCE = RetryPolicy(max_attempts=1)
 Engine = Literal["native", "python"]
@@ -398,30 +398,6 @@ def test_a_job_cannot_run_twice_at_once_in_one_process(store_url: str, name: str
 
     run_batches(range(3), nested, job=name, store=store_url)
     assert len(errors) == 1 and "already running" in str(errors[0])
-
-
-HOLDER = textwrap.dedent("""
-    import sys
-    from batchguard.jobs import open_job_store
-    store = open_job_store(sys.argv[1])
-    with store.claim(sys.argv[2]):
-        print("held", flush=True)
-        sys.stdin.read()
-""")
-
-
-@contextlib.contextmanager
-def held_elsewhere(store_url: str, job: str) -> Iterator[subprocess.Popen[str]]:
-    """Another process holding the job's lock until the block ends."""
-    with subprocess.Popen([sys.executable, "-c", HOLDER, store_url, job], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True) as proc:
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-            yield proc
-        finally:
-            assert proc.stdin is not None
-            proc.stdin.close()
-            proc.wait(10)
 
 
 def check_one_process_at_a_time(store_url: str, job: str) -> None:
