@@ -247,3 +247,30 @@ def test_async_classification_does_not_change_with_a_huge_retry_after() -> None:
     for engine in ENGINES:
         report = asyncio.run(batchguard.arun_batches(range(3), fn, engine=engine, classifier=classifier))
         assert report.failure_count == 3 and report.retry_count == 0
+
+
+@both
+@each_mode
+@pytest.mark.timeout(10)
+def test_the_engines_refuse_a_zero_concurrency_they_are_given(engine: str, mode: str) -> None:
+    """api rejects it; an engine handed it anyway must say so, not report a run in which no
+    worker ever ran."""
+    plan = _plan(range(5), _identity, mode, engine)
+    plan = dataclasses.replace(plan, config=_force(plan.config, concurrency=0))
+    with pytest.raises(batchguard.ConfigError, match="concurrency must be >= 1"):
+        execute(plan)
+
+
+@pytest.mark.timeout(10)
+def test_the_native_engine_refuses_a_zero_batch_size_it_is_given() -> None:
+    """A batch of 0 records never ends the input: the engine would read empty batches forever."""
+    from batchguard import _native
+    from batchguard.api import _recorder
+
+    plan = _plan(range(5), _identity, "inline", "native")
+    recorder = _recorder(plan, None, None, None)
+    config = _force(plan.config, batch_size=0)
+    with pytest.raises(batchguard.ConfigError, match="batch_size must be >= 1"):
+        _native.run(iter(range(5)), _identity, config, plan.classifier, recorder, None)
+    with pytest.raises(batchguard.ConfigError, match="batch_size must be >= 1"):
+        _native.AsyncRun(config, plan.classifier, recorder)

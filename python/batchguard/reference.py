@@ -23,6 +23,7 @@ from typing import Any
 
 from ._outcome import deliver
 from ._clients import retry_after_of
+from .errors import ConfigError
 from .policies import BackoffState, CircuitBreaker, Classifier, ErrorClass, RetryPolicy
 
 __all__ = ["Breaker", "EngineConfig", "Scheduler", "run_reference"]
@@ -243,13 +244,15 @@ class Scheduler:
     """
 
     def __init__(self, config: EngineConfig, now: float) -> None:
+        # api checks both; a scheduler handed 0 anyway would read empty batches forever, or
+        # report a run in which no worker ever ran (the native engine refuses them alike).
+        for name in ("batch_size", "concurrency"):
+            if getattr(config, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
         self.config = config
         self.max_attempts = config.retry.max_attempts
-        # The longest wait an exception's retry_after may ask for (RetryPolicy.max_retry_after,
-        # else max_delay): as in src/backoff.rs, a Retry-After of 1e12 must not park a record
-        # for 30,000 years.
-        cap = getattr(config.retry, "max_retry_after", None)
-        self._retry_after_cap = float(config.retry.max_delay if cap is None else cap)
+        # As in src/backoff.rs: a Retry-After of 1e12 must not park a record for 30,000 years.
+        self._retry_after_cap = config.retry.retry_after_cap
         self.breaker = Breaker(config.breaker) if config.breaker is not None else None
         self._seed = config.seed
         self._fresh: collections.deque[Work] = collections.deque()

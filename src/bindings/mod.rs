@@ -172,8 +172,15 @@ fn engine_config(cfg: &Bound<'_, PyAny>) -> PyResult<Config> {
         Some(Budget::Rate(budget.extract()?))
     };
     let concurrency: usize = cfg.getattr("concurrency")?.extract()?;
+    let batch_size: usize = cfg.getattr("batch_size")?.extract()?;
+    // `api` checks both; the engine must not loop on empty batches or run with no worker
+    // whatever it is given.
+    if batch_size == 0 || concurrency == 0 {
+        let (name, value) = if batch_size == 0 { ("batch_size", batch_size) } else { ("concurrency", concurrency) };
+        return Err(ConfigError::new_err(format!("{name} must be >= 1, got {value}")));
+    }
     Ok(Config {
-        batch_size: cfg.getattr("batch_size")?.extract()?,
+        batch_size,
         concurrency,
         retry: policy,
         breaker,
