@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -37,7 +38,7 @@ def _wait(pid: int, timeout: float) -> int | None:
     return None
 
 
-def _in_child(body: object) -> int:
+def _in_child(body: Callable[[], bool]) -> int:
     """Fork; the child runs ``body()`` and exits 0 when it returns True, 1 otherwise."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -45,7 +46,7 @@ def _in_child(body: object) -> int:
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:
-            code = 0 if body() else 1  # type: ignore[operator]
+            code = 0 if body() else 1
         except BaseException:  # noqa: BLE001 - report through the exit code
             code = 2
         finally:
