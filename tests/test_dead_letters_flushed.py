@@ -112,3 +112,28 @@ def test_an_interrupt_in_on_progress_loses_no_entry(engine: str, concurrency: in
     stored = {entry.record_index for entry in dlq.list()}
     assert fn.raised
     assert stored == fn.raised
+
+
+async def _async_fails_every_third(fn: FailsEveryThird, record: int) -> int:
+    return fn(record)
+
+
+@both
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_async_runs_flush_dead_letters_when_the_input_raises_or_the_dlq_write_is_interrupted(
+        engine: str, concurrency: int) -> None:
+    import functools
+
+    fn = FailsEveryThird()
+    dlq = MemoryDLQ()
+    with pytest.raises(InputBroke):
+        run(breaks_after(900), functools.partial(_async_fails_every_third, fn), engine=engine,
+            concurrency=concurrency, batch_size=100, dlq=dlq, retry=RetryPolicy(max_attempts=1))
+    assert {entry.record_index for entry in dlq.list()} == fn.raised and len(fn.raised) == 300
+
+    fn = FailsEveryThird()
+    interrupted = InterruptedOnce(3)
+    with pytest.raises(KeyboardInterrupt):
+        run(range(900), functools.partial(_async_fails_every_third, fn), engine=engine,
+            concurrency=concurrency, batch_size=50, dlq=interrupted, retry=RetryPolicy(max_attempts=1))
+    assert fn.raised and {entry.record_index for entry in interrupted.list()} == fn.raised
