@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .policies import ErrorClass, class_of_http_status, qualified_name
+from .policies import ErrorClass, class_of_http_status, qualified_name, status_value
 
 __all__ = [
     "AWS_ERROR_CODES",
@@ -172,7 +172,7 @@ def aws_error_code(exc: BaseException) -> tuple[ErrorClass, str] | None:
     if isinstance(code, str) and code in AWS_ERROR_CODES:
         return AWS_ERROR_CODES[code], f"AWS error code {code}"
     metadata = response.get("ResponseMetadata")
-    status = _status(metadata.get("HTTPStatusCode") if isinstance(metadata, dict) else None)
+    status = status_value(metadata.get("HTTPStatusCode") if isinstance(metadata, dict) else None)
     verdict = class_of_http_status(status)
     if verdict is None:
         return None
@@ -223,12 +223,6 @@ INSPECTORS: dict[str, Callable[[BaseException], tuple[ErrorClass, str] | None]] 
 }
 WRAPPED = "wrapped_dbapi_error"
 INSPECTOR_NAMES = (*INSPECTORS, WRAPPED)
-
-
-def _status(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
-        return value
-    return None
 
 
 # ------------------------------------------------------------------------------- Retry-After

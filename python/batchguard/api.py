@@ -19,7 +19,7 @@ from .dlq.base import DeadLetterQueue
 from .dlq.codec import check_storable
 from .errors import ConfigError, ConfigTypeError
 from .policies import (CircuitBreaker, Classifier, RateLimit, RetryPolicy, check_count, check_duration,
-                       is_finite_number, shown)
+                       check_flag, is_finite_number, shown)
 from ._async import ReferenceAsyncRun, StopSignal, SyncCalls, drive, in_thread_until_cancelled, loop_factory
 from .reference import EngineConfig, Scheduler, _Classify, run_reference
 from .results import BatchProgress, BatchReport
@@ -44,13 +44,6 @@ starts (a few KB each): past this many the workers' memory and the event loop's 
 dominate, and no single service takes that many requests in flight."""
 MAX_FAILURES_COUNT = 2**63 - 1
 """An error budget count is a u64 in the native engine and an SQLite INTEGER in a job store."""
-
-
-def _check_flag(name: str, value: Any) -> bool:
-    """``bool`` means bool: ``"no"``, ``1`` or ``None`` would be read as a truth value silently."""
-    if not isinstance(value, bool):
-        raise ConfigTypeError(f"{name} must be True or False, got {type(value).__name__} {shown(value)}")
-    return value
 
 
 def _check_fraction(name: str, value: Any) -> float:
@@ -187,10 +180,10 @@ def make_plan(records: Any, fn: Any, *, batch_size: Any, concurrency: Any, retry
                               f"{type(rate_limit).__name__}")
     delay_between_batches = check_duration("delay_between_batches", delay_between_batches)
     _check_callable("key_of", key_of)
-    _check_flag("bulk", bulk)
+    check_flag("bulk", bulk)
     if bulk and key_of is not None:
         raise ConfigError("bulk=True and key_of cannot be combined: a bulk call runs a whole batch at once")
-    _check_flag("pickle_payloads", pickle_payloads)
+    check_flag("pickle_payloads", pickle_payloads)
     if dlq is not None and not isinstance(dlq, (str, DeadLetterQueue)):
         raise ConfigTypeError(f"dlq must be a DeadLetterQueue or a URL str, got {type(dlq).__name__}")
     seed = (retry.seed if retry.seed is not None else random.getrandbits(64)) & ((1 << 64) - 1)
@@ -400,7 +393,7 @@ def run_batches(
         raise ConfigError(f"job must be a non-empty str, got {job!r}")
     if job is None and store is not None:
         raise ConfigError("store is only used with job=...: name the job to make the run resumable")
-    _check_flag("force", force)
+    check_flag("force", force)
     if job is None and force:
         raise ConfigError("force=True is only used with job=...: it reruns a completed job")
     plan = make_plan(records, fn, batch_size=batch_size, concurrency=concurrency, retry=retry,

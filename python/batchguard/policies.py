@@ -28,6 +28,7 @@ __all__ = [
     "Jitter",
     "RetryPolicy",
     "http_status_of",
+    "status_value",
 ]
 
 
@@ -123,6 +124,13 @@ def check_count(name: str, value: Any, *, minimum: int, maximum: int, why: str =
         raise ConfigError(f"{name} must be >= {minimum}, got {shown(value)}")
     if value > maximum:
         raise ConfigError(f"{name} must be <= {maximum}{f' ({why})' if why else ''}, got {shown(value)}")
+    return value
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``bool`` means bool: ``"no"``, ``1`` or ``None`` would be read as a truth value silently."""
+    if not isinstance(value, bool):
+        raise ConfigTypeError(f"{name} must be True or False, got {type(value).__name__} {shown(value)}")
     return value
 
 
@@ -328,9 +336,16 @@ def http_status_of(exc: BaseException) -> int | None:
                          (getattr(exc, "response", None), "status_code")):
         if holder is None:
             continue
-        value = getattr(holder, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
-            return value
+        status = status_value(getattr(holder, name, None))
+        if status is not None:
+            return status
+    return None
+
+
+def status_value(value: Any) -> int | None:
+    """``value`` if it is an HTTP status (an int from 100 to 599, not a bool), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+        return value
     return None
 
 
@@ -488,9 +503,7 @@ class Classifier:
         object.__setattr__(self, "default_class", _as_error_class("Classifier.default_class", self.default_class))
         if self.func is not None and not callable(self.func):
             raise ConfigTypeError(f"Classifier.func must be callable, got {type(self.func).__name__}")
-        if not isinstance(self.http_status, bool):  # "no" would be truthy: status rules on, silently
-            raise ConfigTypeError(f"Classifier.http_status must be True or False, got "
-                                  f"{type(self.http_status).__name__} {shown(self.http_status)}")
+        check_flag("Classifier.http_status", self.http_status)
 
     @classmethod
     def default(cls) -> Classifier:

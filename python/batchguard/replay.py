@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, check_filters, matches
-from .errors import BatchguardWarning, ConfigError, ConfigTypeError, PickleNotAllowedError
-from .policies import Classifier, ErrorClass, RetryPolicy
+from .errors import BatchguardWarning, ConfigError, PickleNotAllowedError
+from .policies import Classifier, ErrorClass, RetryPolicy, check_flag
 from .results import BatchProgress, BatchReport, BatchStats
 
 if TYPE_CHECKING:
@@ -196,9 +196,7 @@ def replay(
         # A queue may be asked for any value; replaying nothing for a typo is a surprise.
         raise ConfigError(f"error_class must be one of {', '.join(c.value for c in ErrorClass)}; "
                           f"got {wanted['error_class']!r}")
-    if not isinstance(allow_pickle, bool):
-        raise ConfigTypeError(f"allow_pickle must be a bool (True to load pickled records), "
-                              f"got {type(allow_pickle).__name__} {allow_pickle!r}")
+    check_flag("allow_pickle", allow_pickle)
     queue = open_dlq(dlq)
     jobs: JobStore | None = None
     own_jobs = False
