@@ -193,7 +193,7 @@ def test_retry_after_headers_are_read_alike(value: str) -> None:
 
         started = time.monotonic()
         batchguard.run_batches([1], fn, retry=retry, engine=engine, dlq=dlq)
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 10  # a hang guard: an uncapped wait would be hours
         delays[engine] = dlq.list()[0].attempts[0].delay_s
     assert delays["native"] == delays["python"], value
 
@@ -247,7 +247,7 @@ def test_huge_and_odd_retry_after_values_wait_alike_and_never_past_the_cap(value
 
         started = time.monotonic()
         batchguard.run_batches(list(range(len(values))), fn, retry=retry, engine=engine, dlq=dlq, concurrency=4)
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 10  # a hang guard: an uncapped wait would be hours
         delays[engine] = [e.attempts[0].delay_s for e in sorted(dlq.list(), key=lambda e: e.record_index)]
     assert delays["native"] == delays["python"], values
     assert all(0.001 <= d <= 0.02 for d in delays["python"])
