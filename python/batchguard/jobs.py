@@ -1135,7 +1135,10 @@ def open_job_store(target: JobStore | str | os.PathLike[str] | None = None) -> J
     if scheme in ("postgresql", "postgres"):
         from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # "Invalid IPv6 URL": an unbalanced [ or ]
+            raise ConfigError(f"job store URL {redact(url)!r} is not a valid URL: {exc}") from None
         ours = dict(kv for kv in parse_qsl(parts.query, keep_blank_values=True) if kv[0] == "table_prefix")
         theirs = urlencode([kv for kv in parse_qsl(parts.query, keep_blank_values=True)
                             if kv[0] != "table_prefix"])

@@ -170,7 +170,10 @@ def open_dlq(target: DeadLetterQueue | str) -> DeadLetterQueue:
         )
     if scheme not in SCHEMES:
         raise ConfigError(f"dlq URL {redact(url)!r} has scheme {scheme!r}; accepted schemes: {accepted}")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unbalanced [ or ]
+        raise ConfigError(f"dlq URL {redact(url)!r} is not a valid URL: {exc}") from None
 
     if scheme == "memory":
         if parts.netloc or parts.path or parts.query:
