@@ -8,26 +8,36 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 
 
 class Work:
-    """Fails (ValueError, PERMANENT) for records 3, 13, 23...; fatal (MemoryError) at
-    ``fatal_at``; remembers every record it was given, from any thread."""
+    """Fails (ValueError, PERMANENT) for records 3, 13, 23... and those in ``also_fail``; fatal
+    (MemoryError) at ``fatal_at``; a KeyboardInterrupt at ``interrupt_at``; sleeps ``slow``
+    seconds a call. Returns ``x * 2`` and remembers every record it was given, from any thread."""
 
-    def __init__(self, *, fatal_at: int | None = None) -> None:
+    def __init__(self, *, fatal_at: int | None = None, also_fail: frozenset[int] = frozenset(),
+                 interrupt_at: int | None = None, slow: float = 0.0) -> None:
         self.fatal_at = fatal_at
+        self.slow = slow
+        self.also_fail = also_fail
+        self.interrupt_at = interrupt_at
         self.calls: list[int] = []
         self._lock = threading.Lock()
 
     def __call__(self, x: int) -> int:
         with self._lock:
             self.calls.append(x)
+        if self.slow:
+            time.sleep(self.slow)
         if x == self.fatal_at:
             raise MemoryError(f"fatal at {x}")
-        if x % 10 == 3:
+        if x == self.interrupt_at:
+            raise KeyboardInterrupt
+        if x % 10 == 3 or x in self.also_fail:
             raise ValueError(f"bad record {x}")
-        return x
+        return x * 2
 
 
 HOLDER = textwrap.dedent("""

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -44,38 +43,11 @@ from batchguard.jobs import (
     fingerprint_records,
     open_job_store,
 )
-from helpers_jobs import held_elsewhere
+from helpers_jobs import Work, held_elsewhere
 
 ONCE = RetryPolicy(max_attempts=1)
 Engine = Literal["native", "python"]
 ENGINES = ["native", "python"]
-
-
-class Work:
-    """A callback that fails permanently for x % 10 == 3, optionally fatally at one record,
-    and counts its calls (thread-safe)."""
-
-    def __init__(self, *, fatal_at: int | None = None, also_fail: frozenset[int] = frozenset(),
-                 interrupt_at: int | None = None, slow: float = 0.0) -> None:
-        self.fatal_at = fatal_at
-        self.slow = slow
-        self.also_fail = also_fail
-        self.interrupt_at = interrupt_at
-        self.calls: list[int] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, x: int) -> int:
-        with self._lock:
-            self.calls.append(x)
-        if self.slow:
-            time.sleep(self.slow)
-        if x == self.fatal_at:
-            raise MemoryError(f"fatal at {x}")
-        if x == self.interrupt_at:
-            raise KeyboardInterrupt
-        if x % 10 == 3 or x in self.also_fail:
-            raise ValueError(f"bad record {x}")
-        return x * 2
 
 
 def failing(n: int) -> set[int]:
