@@ -24,24 +24,9 @@ from batchguard import MemoryDLQ, RetryPolicy, run_batches
 
 from helpers_contract import ENGINES, VOLATILE_DLQ_FIELDS
 from test_dlq_conformance import BACKENDS, Opener
+from test_poison_records import BadRepr
 
 UNSTORABLE = ["\ud800", "\udfff", "\udcff", "\x00"]
-
-
-class BadRepr:
-    """A record (or a part of one, or an id) whose __repr__ and __str__ raise."""
-
-    def __init__(self, tag: int) -> None:
-        self.tag = tag
-
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr")
-
-    __str__ = __repr__
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        # Only for hypothesis's report of a failing example: batchguard sees the raising repr.
-        printer.text(f"BadRepr({self.tag})")
 
 
 class Odd:
