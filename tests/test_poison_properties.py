@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from batchguard import MemoryDLQ, RetryPolicy, run_batches
 
-from helpers_contract import ENGINES, VOLATILE_DLQ_FIELDS
+from helpers_contract import ENGINES, dlq_view
 from test_dlq_conformance import BACKENDS, Opener
 from test_poison_records import BadRepr
 
@@ -118,14 +118,6 @@ def test_any_failing_records_complete_the_run_with_one_entry_each(
         opener.close()
 
 
-def _comparable(entry: Any) -> dict[str, Any]:
-    data = entry.to_dict()
-    for name in VOLATILE_DLQ_FIELDS:
-        data.pop(name)
-    data["attempts"] = [{k: v for k, v in a.items() if k != "at"} for a in data["attempts"]]
-    return data
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.data_too_large])
 @given(cases=cases, batch_size=st.sampled_from([1, 4, 10]))
@@ -148,5 +140,5 @@ def test_both_engines_store_the_same_entries_for_odd_records(cases: list[tuple[A
             warnings.simplefilter("ignore")
             run_batches(records, fn, dlq=queue, id_of=lambda r: id_for[id(r)], engine=engine,  # type: ignore[arg-type]
                         batch_size=batch_size, retry=RetryPolicy(max_attempts=1))
-        stored[engine] = sorted((_comparable(e) for e in queue.list()), key=lambda d: d["record_index"])
+        stored[engine] = sorted((dlq_view(e) for e in queue.list()), key=lambda d: d["record_index"])
     assert stored["python"] == stored["native"]
