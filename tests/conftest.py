@@ -23,3 +23,12 @@ def redis_url() -> Iterator[str]:
 def postgres_url() -> Iterator[str]:
     """URL of a PostgreSQL database (reused on 127.0.0.1:5432, or started for the session)."""
     yield from servers.postgres_server()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh working directory (where the CLI's batchguard.db goes) with tests/ importable
+    (the CLI tests' ``--fn cli_fns:...``)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    yield tmp_path

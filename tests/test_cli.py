@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -28,14 +27,6 @@ from batchguard.dlq import SqliteDLQ
 
 TESTS = Path(__file__).parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh working directory (where batchguard.db goes) with tests/ importable."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(TESTS))
-    yield tmp_path
 
 
 def invoke(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> Result:

@@ -19,25 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from batchguard import RetryPolicy, run_batches
-from batchguard.cli import main
 from batchguard.dlq import JsonlDLQ, SqliteDLQ
+from test_cli import invoke
 
 TESTS = Path(__file__).parent
 ENTRY_ID = re.compile(r"^([0-9a-f]{12}-\d{12})\s", re.MULTILINE)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(TESTS))
-    yield tmp_path
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def write_jsonl(path: Path, n: int) -> Path:

@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from batchguard._inputs import UnparsedLine, open_input
 from batchguard.cli import main
 from batchguard.dlq import SqliteDLQ
 
-TESTS = Path(__file__).parent
 DEEP_ARRAY = "[" * 5000 + "]" * 5000
 DEEP_OBJECT = '{"a":' * 5000 + "1" + "}" * 5000
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(TESTS))
-    yield tmp_path
 
 
 def _lines() -> list[str]:
