@@ -67,13 +67,19 @@ class SyncCalls:
                 if future.cancelled():
                     raise
                 # The run is stopping and this call cannot be: wait for it (see the class doc).
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
+                _absorb_cancel()
 
     def close(self) -> None:
         """Let the pool's threads exit once idle (never blocks: every call has returned by then)."""
         self._pool.shutdown(wait=False)
+
+
+def _absorb_cancel() -> None:
+    """Take back a cancel request of the current task that it must outlive (it waits for work
+    that cannot be stopped): its later awaits then run instead of being cancelled again."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 class RunCancelled(BaseException):
@@ -151,9 +157,7 @@ async def in_thread_until_cancelled(body: Callable[[StopSignal], T]) -> T:
             try:
                 await asyncio.wait((done,))
             except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
+                _absorb_cancel()
         error = _retrieve(done)
         if error is not None and not isinstance(error, RunCancelled):
             raise error from None
@@ -456,9 +460,7 @@ async def _wait_for_workers(workers: list[asyncio.Task[None]]) -> None:
         try:
             _, pending = await asyncio.wait(pending)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+            _absorb_cancel()
             for worker in pending:
                 worker.cancel()
     for worker in workers:  # retrieved, so that asyncio does not log them as never retrieved
