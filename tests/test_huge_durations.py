@@ -274,3 +274,10 @@ def test_the_native_engine_refuses_a_zero_batch_size_it_is_given() -> None:
         _native.run(iter(range(5)), _identity, config, plan.classifier, recorder, None)
     with pytest.raises(batchguard.ConfigError, match="batch_size must be >= 1"):
         _native.AsyncRun(config, plan.classifier, recorder)
+
+
+def test_a_huge_schedule_length_is_an_error_not_a_panic() -> None:
+    from batchguard import _native
+
+    with pytest.raises(batchguard.ConfigError, match="n must be <="):
+        _native.backoff_schedule(3, 1.0, 2.0, 30.0, "none", 0, 0, 2**62)

@@ -1379,6 +1379,11 @@ pub fn backoff_schedule(
     record_index: u64,
     n: usize,
 ) -> PyResult<Vec<f64>> {
+    // The list is built whole: a huge n must be an error, not an allocation that panics or aborts.
+    const MAX_SCHEDULE: usize = 1 << 20;
+    if n > MAX_SCHEDULE {
+        return Err(ConfigError::new_err(format!("n must be <= {MAX_SCHEDULE} delays, got {n}")));
+    }
     let policy = RetryPolicy::new(max_attempts, base_delay, multiplier, max_delay, jitter.parse()?)?;
     Ok(policy.schedule(seed, record_index, n))
 }
