@@ -34,7 +34,11 @@ _encode: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, separators=
 
 
 class _Corrupt(Exception):
-    """A line that is not a valid entry or tombstone."""
+    """A line that is not a valid entry or tombstone; ``parsed``: it is valid JSON all the same."""
+
+    def __init__(self, why: str, *, parsed: bool) -> None:
+        super().__init__(why)
+        self.parsed = parsed
 
 
 def _stacklevel() -> int:
@@ -321,6 +325,12 @@ class JsonlDLQ(QueueBase):
         try:
             self._apply(line)
         except _Corrupt as exc:
+            if terminated and (exc.parsed or line_no == 1):
+                # Not what a crash leaves (a fragment without its newline, or garbage after the
+                # entries): somebody's data, perhaps a file that is no DLQ. Never truncated.
+                raise DLQError(f"{self.path}: line {line_no} is not a valid dead-letter entry "
+                               f"({exc}); is this file a batchguard JSONL dead-letter queue?"
+                               ) from None
             return (line_no, self._offset, str(exc))
         self._lines = line_no
         self._offset += len(line) + terminated
@@ -330,10 +340,12 @@ class JsonlDLQ(QueueBase):
     def _apply(self, line: bytes) -> None:
         if not line.strip():
             return
+        parsed = False
         try:
             data = json.loads(line)
+            parsed = True
             if not isinstance(data, dict):
-                raise _Corrupt(f"a JSON {type(data).__name__}, not an object")
+                raise _Corrupt(f"a JSON {type(data).__name__}, not an object", parsed=True)
             removed = data.get(REMOVE_KEY)
             if removed is not None:
                 for entry_id in removed:
@@ -343,5 +355,5 @@ class JsonlDLQ(QueueBase):
         except _Corrupt:
             raise
         except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError/UnicodeDecodeError are ValueErrors
-            raise _Corrupt(f"{type(exc).__name__}: {exc}") from exc
+            raise _Corrupt(f"{type(exc).__name__}: {exc}", parsed=parsed) from exc
         self._entries[entry.id] = entry
