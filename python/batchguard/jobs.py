@@ -1131,6 +1131,9 @@ def open_job_store(target: JobStore | str | os.PathLike[str] | None = None) -> J
         if not relative or relative == ":memory:":
             raise ConfigError(f"job store URL {redact(url)!r} names no file: a job store must "
                               "outlive the process (sqlite:///jobs.db)")
+        if "\x00" in relative:
+            raise ConfigError(f"job store URL {redact(url)!r} names a path holding a NUL character "
+                              "(%00), which no file name can hold")
         return SqliteJobStore(relative)
     if scheme in ("postgresql", "postgres"):
         from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit

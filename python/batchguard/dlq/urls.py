@@ -112,6 +112,9 @@ def _file_path(url: str, scheme: str, netloc: str, path: str) -> Path:
             f"dlq URL {redact(url)!r} names no file; use {scheme}:///relative/path or "
             f"{scheme}:////absolute/path (memory:// keeps entries in memory)"
         )
+    if "\x00" in relative:
+        raise ConfigError(f"dlq URL {redact(url)!r} names a path holding a NUL character (%00), "
+                          "which no file name can hold")
     return Path(relative)
 
 
