@@ -346,22 +346,27 @@ class RunRecorder:
         an interrupt cuts this short, what is left is still in the list, and the engine hands
         it back (:func:`deliver`)."""
         # Runs at every batch end: kept lean, details are built only when someone reads them.
-        while events:
-            event = events[0]
-            if event[0] == "batch":
-                if event[8] or self.checkpoint is not None:
-                    self._persist(event)
-                self._stats.append(event[:8])  # not the dead records: they are persisted
-                if self._log_batches:
-                    self._log_batch(event, counters)
-            else:
-                _, at, old, new = event
-                self.breaker_events.append((at, old, new))
-                self.breaker_state = new
-                logger.warning("circuit breaker %s -> %s", old, new,
-                               extra={"run_id": self.run_id, "breaker_from": old, "breaker_to": new,
-                                      "at_s": at})
-            del events[0]
+        # The handled events are removed at the end (however it ends) in one slice: removing
+        # them one by one from the front would cost quadratic time when many have piled up.
+        handled = 0
+        try:
+            for event in events:
+                if event[0] == "batch":
+                    if event[8] or self.checkpoint is not None:
+                        self._persist(event)
+                    self._stats.append(event[:8])  # not the dead records: they are persisted
+                    if self._log_batches:
+                        self._log_batch(event, counters)
+                else:
+                    _, at, old, new = event
+                    self.breaker_events.append((at, old, new))
+                    self.breaker_state = new
+                    logger.warning("circuit breaker %s -> %s", old, new,
+                                   extra={"run_id": self.run_id, "breaker_from": old, "breaker_to": new,
+                                          "at_s": at})
+                handled += 1
+        finally:
+            del events[:handled]
         if self.on_progress is not None:
             self.progress(counters)
 
