@@ -58,20 +58,38 @@ class SyncCalls:
                                                            thread_name_prefix="batchguard-sync")
 
     async def __call__(self, arg: Any) -> Any:
-        future = asyncio.get_running_loop().run_in_executor(self._pool, call_timed, self._fn, arg,
-                                                            self._timeout)
+        future = asyncio.get_running_loop().run_in_executor(self._pool, _call_on_thread, self._fn,
+                                                            arg, self._timeout)
         while True:
             try:
-                return await asyncio.shield(future)
+                value, error = await asyncio.shield(future)
+                break
             except asyncio.CancelledError:
                 if future.cancelled():
                     raise
                 # The run is stopping and this call cannot be: wait for it (see the class doc).
                 _absorb_cancel()
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None  # no reference cycle through this frame
+        return value
 
     def close(self) -> None:
         """Let the pool's threads exit once idle (never blocks: every call has returned by then)."""
         self._pool.shutdown(wait=False)
+
+
+def _call_on_thread(fn: Callable[[Any], Any], arg: Any, timeout: float | None) -> tuple[Any, Exception | None]:
+    """``call_timed`` on a pool thread, its exception returned, not raised: run_in_executor
+    replaces an exception whose type is exactly ``TimeoutError`` (``socket.timeout``, and
+    concurrent.futures.TimeoutError is the same class) with a new one, which would drop its
+    attributes (``retry_after``, ``response``) and the traceback of the user's code."""
+    try:
+        return call_timed(fn, arg, timeout), None
+    except Exception as exc:  # noqa: BLE001 - raised again, on the loop, by SyncCalls.__call__
+        return None, exc
 
 
 def _absorb_cancel() -> None:
