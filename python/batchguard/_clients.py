@@ -257,7 +257,7 @@ def _numeric_retry_after(exc: BaseException) -> float | None:
         return None
     try:
         seconds = float(value)
-    except OverflowError:  # an int beyond a float's range
+    except Exception:  # noqa: BLE001 - an int beyond a float's range, a subclass whose __float__ raises
         return None
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
