@@ -990,10 +990,11 @@ class PostgresJobStore(_SqlJobStore):
                     "batch_index bigint NOT NULL, size bigint NOT NULL, succeeded bigint NOT NULL, "
                     "failed bigint NOT NULL, retries bigint NOT NULL, duration_s double precision NOT NULL, "
                     "run_id text NOT NULL, done_at text NOT NULL, PRIMARY KEY (job, batch_index))")
-        except self._psycopg.Error as exc:
+        except JobStoreUnavailableError as exc:
             self.close()
+            cause = exc.__cause__ or exc
             raise JobStoreUnavailableError(
-                f"cannot create the job tables on PostgreSQL {self._location}: {exc}") from exc
+                f"cannot create the job tables on PostgreSQL {self._location}: {cause}") from cause
 
     def __repr__(self) -> str:
         return f"PostgresJobStore({self.url!r})"
@@ -1029,14 +1030,24 @@ class PostgresJobStore(_SqlJobStore):
         return Jsonb(json.loads(json.dumps(config, default=str)))
 
     @contextlib.contextmanager
+    def _failures(self, action: str) -> Iterator[None]:
+        # A connection the server dropped mid-run ("terminating connection due to administrator
+        # command") names no server: say which store, as the SQLite store does.
+        try:
+            yield
+        except self._psycopg.Error as exc:
+            raise JobStoreUnavailableError(
+                f"PostgreSQL job store {self._location}: {action} failed: {exc}") from exc
+
+    @contextlib.contextmanager
     def _transaction(self) -> Iterator[psycopg.Cursor[Any]]:
-        with self._lock:
+        with self._failures("write"), self._lock:
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
                 yield cur
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._failures("read"), self._lock:
             return self._connection().execute(sql, tuple(params)).fetchall()
 
     def _shares_transaction(self, dlq: DeadLetterQueue) -> bool:
