@@ -444,11 +444,15 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
 
     body = bulk_worker if bulk else worker
     workers = [asyncio.ensure_future(body()) for _ in range(concurrency)]
+    gathered = asyncio.gather(*workers)
+    # Once the shield below is cancelled it no longer looks at the gather, which then ends with
+    # the cancelled workers' CancelledError: retrieved here, or asyncio logs it as never retrieved.
+    gathered.add_done_callback(_retrieve)
     try:
         try:
             # Shielded: cancelling the run must stop it (below) before its workers are cancelled,
             # or a worker that has to wait for its sync call would take new work meanwhile.
-            await asyncio.shield(asyncio.gather(*workers))
+            await asyncio.shield(gathered)
         finally:
             if deadlines is not None:
                 deadlines.close()
@@ -466,6 +470,11 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
         stop.clear()
         raise error
     return outcome
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def _wait_for_workers(workers: list[asyncio.Task[None]]) -> None:
