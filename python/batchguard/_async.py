@@ -472,11 +472,6 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
     return outcome
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
 async def _wait_for_workers(workers: list[asyncio.Task[None]]) -> None:
     """Wait until every (cancelled) worker has ended, however often the waiting task is itself
     cancelled meanwhile: a sync call in flight cannot be stopped, and the run must be finished
