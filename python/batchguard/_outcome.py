@@ -162,6 +162,7 @@ class Failures:
         self._count = 0
         self._flat: list[RawFailure] | None = []
         self._fallbacks = Fallbacks()  # which storage fallbacks this run used (one warning each)
+        self._id_of_raised: set[str] = set()  # exception types id_of raised (logged once each)
         # With a durable DLQ the entries live there: this log keeps counts, where each batch's
         # entries went and the first REPORT_SAMPLE entries (in record order), so a run that
         # dead-letters millions of records keeps its memory flat; the rest is read back.
@@ -248,7 +249,11 @@ class Failures:
         try:
             value = default_id_of(record, index) if self._id_of is None else self._id_of(record)
         except Exception as exc:  # noqa: BLE001 - id_of (or a mapping's get) raised
-            logger.warning("id_of raised %s for record %d; using its index", type_name(exc), index)
+            name = type_name(exc)
+            if name not in self._id_of_raised:  # once per type and run, not once per record
+                self._id_of_raised.add(name)
+                logger.warning("id_of raised %s for record %d; using its index (for every record "
+                               "whose id_of raises %s in this run)", name, index, name)
             return index
         return encode_record_id(value, self._fallbacks)
 
