@@ -340,6 +340,7 @@ class RunRecorder:
         self._batches_total = None if total is None else -(-total // batch_size)
         self.breaker_events: list[tuple[float, str, str]] = []
         self.breaker_state = "closed"
+        self._classifier_raised: set[tuple[str, str]] = set()  # (its error, what it classified)
         self.dlq_count = 0
         self.started = time.monotonic()
         self._log_batches = logger.isEnabledFor(logging.INFO)
@@ -414,8 +415,13 @@ class RunRecorder:
                                        _monotonic() - self.started, self.total, breaker))
 
     def classifier_error(self, exc: BaseException, error: BaseException) -> None:
-        logger.error("classifier raised %s while classifying %s; the record is PERMANENT",
-                     type(error).__name__, type(exc).__name__, extra={"run_id": self.run_id})
+        kind = (type(error).__name__, type(exc).__name__)
+        if kind in self._classifier_raised:  # once per kind and run, not once per failure
+            return
+        self._classifier_raised.add(kind)
+        logger.error("classifier raised %s while classifying %s; the record is PERMANENT (and "
+                     "so is every %s it raises %s for in this run)", *kind, kind[1], kind[0],
+                     extra={"run_id": self.run_id})
 
     # ------------------------------------------------------------------ the report
 
