@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from batchguard import MemoryDLQ, RetryPolicy
+from batchguard import DLQError, MemoryDLQ, RetryPolicy
 from batchguard.dlq.base import DeadLetter
 from helpers_contract import ENGINES, PermanentErr, run
 
@@ -137,3 +137,25 @@ def test_async_runs_flush_dead_letters_when_the_input_raises_or_the_dlq_write_is
         run(range(900), functools.partial(_async_fails_every_third, fn), engine=engine,
             concurrency=concurrency, batch_size=50, dlq=interrupted, retry=RetryPolicy(max_attempts=1))
     assert fn.raised and {entry.record_index for entry in interrupted.list()} == fn.raised
+
+
+class StoresNothing(MemoryDLQ):
+    def send(self, entries: Sequence[DeadLetter]) -> None:
+        raise DLQError("the DLQ backend is down")
+
+
+@both
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_failed_flush_after_an_interrupt_is_raised_not_hidden_by_it(engine: str, concurrency: int) -> None:
+    """Ctrl-C, then the flush cannot store the dead letters: the DLQ's error is raised (the
+    interrupt is its context), on both engines, as a Python ``finally`` would."""
+
+    def fn(record: int) -> int:
+        if record == 40:
+            raise KeyboardInterrupt
+        raise PermanentErr(f"bad {record}")
+
+    with pytest.raises(DLQError, match="backend is down") as info:
+        run(range(1000), fn, engine=engine, concurrency=concurrency, batch_size=500,
+            dlq=StoresNothing(), retry=RetryPolicy(max_attempts=1))
+    assert isinstance(info.value.__context__, KeyboardInterrupt)

@@ -107,6 +107,9 @@ def _check(fn: Recorded, dlq: SqliteDLQ, trial: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
+# A SIGINT that lands while the main thread runs a weakref callback (threading's bookkeeping)
+# is "ignored" by CPython, as unraisable: that run then simply finishes (and is checked).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("concurrency", [16, 64])
 def test_sigint_at_random_points_loses_no_dead_letter(engine: str, concurrency: int, tmp_path: Path) -> None:
@@ -126,9 +129,9 @@ def test_sigint_at_random_points_loses_no_dead_letter(engine: str, concurrency: 
     # Until INTERRUPTS runs were cut short by their SIGINT (a run can beat a late one: it is
     # checked all the same).
     interrupted = trials = 0
-    while interrupted < INTERRUPTS and trials < 2 * INTERRUPTS:
+    while interrupted < INTERRUPTS and trials < 3 * INTERRUPTS:
         fn = Recorded(rng.randrange(2**32))
-        delay = rng.uniform(0.0, took)
+        delay = rng.uniform(0.0, 0.8 * took)
         with SqliteDLQ(tmp_path / f"trial-{trials}.db") as dlq:
             interrupted += _interrupted_run(fn, dlq, engine, concurrency, delay)
             _check(fn, dlq, f"seed {seed}, trial {trials}, SIGINT after {delay * 1000:.1f} ms")

@@ -1036,8 +1036,9 @@ fn run_inline<'py>(
 }
 
 /// However the run ended, report the unfinished batches (what was dead-lettered reaches the
-/// DLQ) and release what is left; the first error wins. `undelivered`: events the driver took
-/// from the scheduler but could not hand over before the run stopped.
+/// DLQ) and release what is left. An error stops the run and is returned, unless the flush
+/// fails too (see below). `undelivered`: events the driver took from the scheduler but could
+/// not hand over before the run stopped.
 fn finish(
     py: Python<'_>,
     sched: &mut PyScheduler,
@@ -1052,7 +1053,17 @@ fn finish(
     undelivered.extend(sched.take_events());
     let flushed = deliver(py, sink, undelivered, &sched.counters());
     drop(sched.take_released());
-    outcome.and(flushed)
+    match (outcome, flushed) {
+        // The flush failed too (the DLQ could not store what was dead-lettered): that error
+        // is raised, with the one that stopped the run as its context, as a Python `finally`
+        // would (and as the reference engine does) — losing dead letters must not be silent.
+        (Err(stopped), Err(flush)) => {
+            let context = stopped.into_value(py);
+            flush.value(py).setattr(intern!(py, "__context__"), context)?;
+            Err(flush)
+        }
+        (outcome, flushed) => outcome.and(flushed),
+    }
 }
 
 // ------------------------------------------------------------------------ concurrency N
