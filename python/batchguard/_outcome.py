@@ -341,6 +341,7 @@ class RunRecorder:
         self.breaker_events: list[tuple[float, str, str]] = []
         self.breaker_state = "closed"
         self._classifier_raised: set[tuple[str, str]] = set()  # (its error, what it classified)
+        self._persist_failed: Exception | None = None  # what the DLQ or job store raised, if it did
         self.dlq_count = 0
         self.started = time.monotonic()
         self._log_batches = logger.isEnabledFor(logging.INFO)
@@ -377,6 +378,18 @@ class RunRecorder:
             self.progress(counters)
 
     def _persist(self, event: tuple[Any, ...]) -> None:
+        if self._persist_failed is not None:
+            # The DLQ (or job store) failed once: the run is failing with that error. Trying it
+            # again for every batch a worker still finishes would only add its timeout each
+            # time (40 s for a Redis server that hangs, times the workers of an async run).
+            raise self._persist_failed
+        try:
+            self._persist_batch(event)
+        except Exception as exc:
+            self._persist_failed = exc
+            raise
+
+    def _persist_batch(self, event: tuple[Any, ...]) -> None:
         dead = event[8] or ()
         entries: list[DeadLetter] = []
         if dead and self.dlq is not None:
