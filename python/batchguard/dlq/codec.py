@@ -221,9 +221,12 @@ def _json_check(record: Any) -> bool | None:
 
 
 def _walk(record: Any) -> bool | None:
-    if not _is_plain(record):
-        return None
-    return not _has_tuple(record)
+    try:
+        if not _is_plain(record):
+            return None
+        return not _has_tuple(record)
+    except Exception:  # noqa: BLE001 - a dict or list subclass whose items()/__iter__ raises:
+        return None    # not plain JSON data, and its repr (the next fallback) is stored instead
 
 
 def _lists(value: Any) -> Any:
