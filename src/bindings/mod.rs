@@ -75,8 +75,9 @@ fn saturating_secs(seconds: f64) -> Duration {
 /// never more than MAX_WAIT: computed in seconds, so no far-future Instant is ever built.
 fn wait_for(clock: &MonoClock, until: Option<f64>) -> Duration {
     match until {
-        Some(at) => saturating_secs(at - clock.now()).min(MAX_WAIT),
-        None => MAX_WAIT,
+        // A NaN deadline is no deadline: napping 0 s would spin on it.
+        Some(at) if !at.is_nan() => saturating_secs(at - clock.now()).min(MAX_WAIT),
+        _ => MAX_WAIT,
     }
 }
 
@@ -1431,4 +1432,29 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<asyncio::AsyncRun>()?;
     m.add("MAX_CONCURRENCY", crate::MAX_CONCURRENCY)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_float_becomes_a_duration_without_panicking() {
+        assert_eq!(saturating_secs(1.5), Duration::from_millis(1500));
+        for huge in [1e20, 1e300, f64::MAX, f64::INFINITY] {
+            assert_eq!(saturating_secs(huge), Duration::MAX, "{huge}");
+        }
+        for nothing in [0.0, -0.0, -1.0, f64::NEG_INFINITY, f64::NAN] {
+            assert_eq!(saturating_secs(nothing), Duration::ZERO, "{nothing}");
+        }
+    }
+
+    #[test]
+    fn a_far_or_odd_deadline_is_a_short_nap() {
+        let clock = MonoClock(Instant::now());
+        for until in [Some(1e300), Some(f64::INFINITY), Some(f64::NAN), None] {
+            assert_eq!(wait_for(&clock, until), MAX_WAIT, "{until:?}");
+        }
+        assert_eq!(wait_for(&clock, Some(-5.0)), Duration::ZERO, "a deadline in the past");
+    }
 }
