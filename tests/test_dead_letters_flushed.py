@@ -8,6 +8,7 @@ them is final, so every one must have its DLQ entry once the error has propagate
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -159,3 +160,33 @@ def test_a_failed_flush_after_an_interrupt_is_raised_not_hidden_by_it(engine: st
         run(range(1000), fn, engine=engine, concurrency=concurrency, batch_size=500,
             dlq=StoresNothing(), retry=RetryPolicy(max_attempts=1))
     assert isinstance(info.value.__context__, KeyboardInterrupt)
+
+
+class FailsSecondSend(MemoryDLQ):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sends = 0
+
+    def send(self, entries: Sequence[DeadLetter]) -> None:
+        self.sends += 1
+        if self.sends >= 2:
+            raise DLQError("the DLQ backend is down")
+        super().send(entries)
+
+
+def _slow_half_fail(record: int) -> int:
+    time.sleep(0.001)  # records of the next batches are in flight when the DLQ fails
+    if record % 2 == 0:
+        raise PermanentErr(f"bad {record}")
+    return record
+
+
+@both
+@pytest.mark.parametrize("concurrency", [1, 16])
+def test_a_dlq_error_is_not_its_own_context(engine: str, concurrency: int) -> None:
+    """The DLQ fails mid-run; the flush at the end meets the same failure: one error, raised
+    once, not chained to itself."""
+    with pytest.raises(DLQError) as info:
+        run(range(1000), _slow_half_fail, engine=engine, concurrency=concurrency, batch_size=30,
+            dlq=FailsSecondSend(), retry=RetryPolicy(max_attempts=1))
+    assert info.value.__context__ is not info.value

@@ -1059,8 +1059,11 @@ fn finish(
         // is raised, with the one that stopped the run as its context, as a Python `finally`
         // would (and as the reference engine does) — losing dead letters must not be silent.
         (Err(stopped), Err(flush)) => {
-            let context = stopped.into_value(py);
-            flush.value(py).setattr(intern!(py, "__context__"), context)?;
+            // The recorder raises its first DLQ error again for every later batch: that one
+            // is no new error, and must not become its own context.
+            if !flush.value(py).is(stopped.value(py)) {
+                flush.value(py).setattr(intern!(py, "__context__"), stopped.into_value(py))?;
+            }
             Err(flush)
         }
         (outcome, flushed) => outcome.and(flushed),
