@@ -81,14 +81,18 @@ class SyncCalls:
         self._pool.shutdown(wait=False)
 
 
-def _call_on_thread(fn: Callable[[Any], Any], arg: Any, timeout: float | None) -> tuple[Any, Exception | None]:
+def _call_on_thread(fn: Callable[[Any], Any], arg: Any,
+                    timeout: float | None) -> tuple[Any, BaseException | None]:
     """``call_timed`` on a pool thread, its exception returned, not raised: run_in_executor
     replaces an exception whose type is exactly ``TimeoutError`` (``socket.timeout``, and
     concurrent.futures.TimeoutError is the same class) with a new one, which would drop its
-    attributes (``retry_after``, ``response``) and the traceback of the user's code."""
+    attributes (``retry_after``, ``response``) and the traceback of the user's code; it turns
+    ``concurrent.futures.CancelledError`` into ``asyncio.CancelledError``; and a CancelledError
+    the fn raised would read as the awaiting task's own cancellation (absorbed, then awaited
+    again: a hang)."""
     try:
         return call_timed(fn, arg, timeout), None
-    except Exception as exc:  # noqa: BLE001 - raised again, on the loop, by SyncCalls.__call__
+    except BaseException as exc:  # noqa: BLE001 - raised again, on the loop, by SyncCalls.__call__
         return None, exc
 
 
