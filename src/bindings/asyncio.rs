@@ -16,8 +16,8 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use super::ffi::list_of;
 use super::{
-    deliver, engine_config, progress, retry_after_of, strip_traceback, summary_tuple, wall_now, wants_progress,
-    MonoClock, NativeClassifier, Obj, Prepared, PyScheduler, PyWork,
+    deliver, engine_config, progress, strip_traceback, summary_tuple, wall_now, wants_progress, MonoClock,
+    NativeClassifier, Obj, Prepared, PyScheduler, PyWork,
 };
 use crate::engine::{Clock, Next, NextGroup, Scheduler};
 
@@ -181,7 +181,7 @@ impl AsyncRun {
             return Ok(true);
         }
         let classified = self.classifier.classify(py, &exc, self.sink.bind(py)).and_then(|class| {
-            let retry_after = if class.retryable() { retry_after_of(py, &exc)? } else { None };
+            let retry_after = if class.retryable() { self.classifier.retry_after(py, &exc)? } else { None };
             Ok((class, retry_after))
         });
         let (class, retry_after) = match classified {
