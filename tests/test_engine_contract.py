@@ -358,9 +358,13 @@ def test_fatal_error_leaves_unstarted_records_pending(engine: str, concurrency: 
         assert (report.success_count, report.pending_count) == (15, 984)
         assert report.successful == [r * 10 for r in range(15)]
         assert max(r for r, _ in plan.calls) == 15
-    # The stopped batch is reported with its pending records.
+    # The stopped batch is reported with its pending records. (With several workers, the
+    # records left of the open batch may all have started before the fatal error was seen:
+    # then every opened batch is whole, and the pending records are in batches never opened.)
     stopped = [b for b in report.batches if b.pending]
-    assert stopped and sum(b.pending for b in report.batches) <= report.pending_count
+    assert sum(b.pending for b in report.batches) <= report.pending_count
+    if concurrency == 1:
+        assert [(b.batch_index, b.pending) for b in stopped] == [(1, 4)]
 
 
 @both
