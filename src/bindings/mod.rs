@@ -139,12 +139,9 @@ fn engine_config(cfg: &Bound<'_, PyAny>) -> PyResult<Config> {
         retry.getattr("max_delay")?.extract()?,
         jitter.parse::<Jitter>()?,
     )?;
-    // `RetryPolicy.max_retry_after` caps an exception's `retry_after`; without it (or None)
-    // the cap is `max_delay`.
-    let policy = match optional_attr(&retry, intern!(cfg.py(), "max_retry_after"))? {
-        Some(cap) if !cap.is_none() => policy.with_max_retry_after(cap.extract()?)?,
-        _ => policy,
-    };
+    // The cap on an exception's `retry_after` is the policy's own `retry_after_cap`
+    // (`max_retry_after`, else `max_delay`): one rule, in Python, for both engines.
+    let policy = policy.with_max_retry_after(retry.getattr(intern!(cfg.py(), "retry_after_cap"))?.extract()?)?;
     let breaker = cfg.getattr("breaker")?;
     let breaker = if breaker.is_none() {
         None
