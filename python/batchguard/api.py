@@ -21,7 +21,8 @@ from .errors import ConfigError, ConfigTypeError
 from .policies import (CircuitBreaker, Classifier, RateLimit, RetryPolicy, check_count, check_duration,
                        check_flag, is_finite_number, shown)
 from ._async import ReferenceAsyncRun, StopSignal, SyncCalls, drive, in_thread_until_cancelled, loop_factory
-from .reference import EngineConfig, Scheduler, _Classify, run_reference
+from ._run.config import EngineConfig
+from .reference import Scheduler, _Classify, run_reference
 from .results import BatchProgress, BatchReport
 
 __all__ = ["DEFAULT_BATCH_SIZE", "arun_batches", "run_batches"]

@@ -18,13 +18,13 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from ._outcome import deliver
+from ._run.config import EngineConfig
 from ._clients import retry_after_of
 from .errors import ConfigError
-from .policies import BackoffState, CircuitBreaker, Classifier, ErrorClass, RetryPolicy
+from .policies import BackoffState, CircuitBreaker, Classifier, ErrorClass
 
 __all__ = ["Breaker", "EngineConfig", "Scheduler", "run_reference"]
 
@@ -33,29 +33,6 @@ __all__ = ["Breaker", "EngineConfig", "Scheduler", "run_reference"]
 MIN_RATE_SAMPLE = 10
 _TRANSIENT, _RECOVERABLE, _PERMANENT, _FATAL = (
     ErrorClass.TRANSIENT, ErrorClass.RECOVERABLE, ErrorClass.PERMANENT, ErrorClass.FATAL)
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """What an engine needs to know about a run (built and validated by ``api``)."""
-
-    batch_size: int
-    concurrency: int
-    retry: RetryPolicy
-    breaker: CircuitBreaker | None
-    max_failures: int | float | None
-    seed: int
-    progress_interval: float = 0.1
-    traceback_limit: int = 100
-    skip_batches: frozenset[int] = frozenset()
-    """Batches a resumed job already finished: read past, not run."""
-    timeout: float | None = None
-    """Seconds per attempt (see ``run_batches``)."""
-    rate_per_second: float | None = None
-    rate_burst: float = 1.0
-    delay_between_batches: float = 0.0
-    key_of: Callable[[Any], Any] | None = None
-    """Records with equal keys run one at a time, in input order."""
 
 
 # ---------------------------------------------------------------------------- breaker

@@ -1,0 +1,38 @@
+"""What an engine needs to know about a run: one frozen object both engines read.
+
+The Rust engine reads it by attribute name (``src/bindings``), the reference engine by field;
+``batchguard.api`` builds and validates it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..policies import CircuitBreaker, RetryPolicy
+
+__all__ = ["EngineConfig"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What an engine needs to know about a run (built and validated by ``api``)."""
+
+    batch_size: int
+    concurrency: int
+    retry: RetryPolicy
+    breaker: CircuitBreaker | None
+    max_failures: int | float | None
+    seed: int
+    progress_interval: float = 0.1
+    traceback_limit: int = 100
+    skip_batches: frozenset[int] = frozenset()
+    """Batches a resumed job already finished: read past, not run."""
+    timeout: float | None = None
+    """Seconds per attempt (see ``run_batches``)."""
+    rate_per_second: float | None = None
+    rate_burst: float = 1.0
+    delay_between_batches: float = 0.0
+    key_of: Callable[[Any], Any] | None = None
+    """Records with equal keys run one at a time, in input order."""
