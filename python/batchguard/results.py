@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from ._report.model import build
+from ._report.text import render_text
 from ._stored import REPORT_SAMPLE
 from .policies import check_count
 
@@ -165,7 +167,7 @@ class BatchReport:
     @cached_property
     def batches(self) -> list[BatchStats]:
         """Per-batch statistics, in batch order (built when first read)."""
-        return sorted((BatchStats(*event[1:8]) for event in self._batch_events),
+        return sorted((BatchStats(*event) for event in self._batch_events),
                       key=lambda b: b.batch_index)
 
     @cached_property
@@ -253,10 +255,20 @@ class BatchReport:
         return data
 
     def summary(self, *, max_errors: int = 10) -> str:
-        """The final report as a person reads it."""
-        from ._render import render_summary
+        """The final report as a person reads it, listing the first ``max_errors`` failures.
 
-        return render_summary(self, max_errors=max_errors)
+        The ``batchguard`` command prints the same report (with where its dead letters are)."""
+        return render_text(build(self, max_samples=max_errors))
+
+    def to_json(self, *, max_errors: int = 10) -> dict[str, Any]:
+        """The final report as JSON-safe data: what ``summary()`` says, as fields.
+
+        Status and headline, counts and rates, the error patterns by type, the first
+        ``max_errors`` failed records and the next steps. ``to_dict()`` is the complete record
+        of the run (every batch, up to 1000 errors); this is its report.
+        """
+        check_count("max_errors", max_errors, minimum=0, maximum=sys.maxsize)
+        return build(self, max_samples=max_errors).to_json()
 
     def __str__(self) -> str:
         return self.summary()

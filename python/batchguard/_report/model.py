@@ -1,0 +1,223 @@
+"""The report model: everything the final report of a run says, before it is rendered.
+
+>>> from batchguard import RetryPolicy, run_batches
+>>> report = run_batches([1, 0, 2], lambda x: 10 // x, retry=RetryPolicy(max_attempts=1))
+>>> model = build(report)
+>>> model.headline, model.succeeded, model.failed
+('BATCH COMPLETE (Partial Success)', 2, 1)
+>>> [(p.error_type, p.count) for p in model.patterns]
+[('ZeroDivisionError', 1)]
+>>> model.next_steps[0].command
+'batchguard dlq list'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from ..results import BatchReport
+
+__all__ = ["CliContext", "ErrorPattern", "FailedSample", "NextStep", "ReportModel", "build"]
+
+HEADLINES: Final = {
+    "complete": "BATCH COMPLETE",
+    "partial_success": "BATCH COMPLETE (Partial Success)",
+    "failed": "BATCH FAILED",
+    "aborted": "BATCH ABORTED",
+}
+"""The headline of each run status (a status not listed here is shown upper-cased)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorPattern:
+    """How many dead-lettered records failed with one exception type."""
+
+    error_type: str
+    count: int
+    share: float
+    """Of the dead-lettered records, 0..1."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailedSample:
+    """One dead-lettered record, as the report shows it."""
+
+    record_id: Any
+    record_index: int
+    batch_index: int
+    error_class: str
+    error_type: str
+    error_message: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class NextStep:
+    """Something to do about the run, and the command that does it (if there is one)."""
+
+    action: str
+    command: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CliContext:
+    """Where the ``batchguard`` command that made a report keeps its dead letters and job.
+
+    With a context the next steps name a non-default DLQ (``--dlq``) and job store
+    (``--store``), and finish a job with ``batchguard jobs resume``. The URLs are shown as
+    given: pass them redacted.
+    """
+
+    dlq_url: str | None
+    """The DLQ the run's dead letters went to."""
+    store_url: str | None
+    """The job store of the run's job."""
+    default_url: str
+    """What the command uses when no ``--dlq`` / ``--store`` is given: left out of commands."""
+
+    def flag(self, name: str, url: str | None) -> str:
+        """`` --name URL`` for a command to print, or nothing for no URL or the default one."""
+        return "" if url is None or url == self.default_url else f" {name} {url}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportModel:
+    """The final report of a run: counts, rates, failure patterns, failed samples, next steps."""
+
+    status: str
+    headline: str
+    run_id: str
+    job_id: str | None
+    stopped_reason: str | None
+    """Why the run stopped early ("fatal", "max_failures", "breaker_abort"), or None."""
+    total: int
+    succeeded: int
+    failed: int
+    """Dead-lettered records."""
+    pending: int
+    retries: int
+    success_rate: float | None
+    """Succeeded / total; None for an empty input (no share to show)."""
+    failure_rate: float | None
+    """Dead-lettered / total; None for an empty input."""
+    duration_s: float
+    throughput: float
+    """Records finished per second (``inf`` when the run took no measurable time)."""
+    batches: int
+    skipped_batches: int
+    """Batches a resumed job had already finished."""
+    breaker_trips: int
+    dlq_url: str | None
+    """Where the dead letters are, when the report knows (the command line does)."""
+    patterns: tuple[ErrorPattern, ...]
+    """By exception type, most frequent first."""
+    samples: tuple[FailedSample, ...]
+    """The first dead-lettered records, in input order."""
+    next_steps: tuple[NextStep, ...]
+    """Empty when every record succeeded."""
+
+    @property
+    def more_failures(self) -> int:
+        """Dead-lettered records beyond the samples."""
+        return self.failed - len(self.samples)
+
+    def to_json(self) -> dict[str, Any]:
+        """The model as JSON-safe data (``json.dumps`` takes it as is).
+
+        A record id JSON cannot hold is given as its ``repr``; an infinite throughput as None.
+        """
+        return {
+            "status": self.status,
+            "headline": self.headline,
+            "run_id": self.run_id,
+            "job_id": self.job_id,
+            "stopped_reason": self.stopped_reason,
+            "total": self.total,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "pending": self.pending,
+            "retries": self.retries,
+            "success_rate": self.success_rate,
+            "failure_rate": self.failure_rate,
+            "duration_s": self.duration_s,
+            "throughput": self.throughput if math.isfinite(self.throughput) else None,
+            "batches": self.batches,
+            "skipped_batches": self.skipped_batches,
+            "breaker_trips": self.breaker_trips,
+            "dlq_url": self.dlq_url,
+            "patterns": [{"error_type": p.error_type, "count": p.count, "share": p.share}
+                         for p in self.patterns],
+            "samples": [{"record_id": _json_safe(s.record_id), "record_index": s.record_index,
+                         "batch_index": s.batch_index, "error_class": s.error_class,
+                         "error_type": s.error_type, "error_message": s.error_message,
+                         "attempts": s.attempts} for s in self.samples],
+            "more_failures": self.more_failures,
+            "next_steps": [{"action": n.action, "command": n.command} for n in self.next_steps],
+        }
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return repr(value)
+
+
+def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None = None) -> ReportModel:
+    """The model of ``report``, with its first ``max_samples`` dead-lettered records.
+
+    ``cli``: the command line's context, when the ``batchguard`` command made the report.
+    Reads only what the report keeps in memory (for ``max_samples`` up to its sample of 1000).
+    """
+    failed = report.failure_count
+    total = report.total
+    return ReportModel(
+        status=report.status,
+        headline=HEADLINES.get(report.status, report.status.upper()),
+        run_id=report.run_id,
+        job_id=report.job_id,
+        stopped_reason=report.stopped_reason,
+        total=total,
+        succeeded=report.success_count,
+        failed=failed,
+        pending=report.pending_count,
+        retries=report.retry_count,
+        success_rate=report.success_count / total if total else None,
+        failure_rate=failed / total if total else None,
+        duration_s=report.duration_s,
+        throughput=report.throughput,
+        batches=len(report.batches),
+        skipped_batches=report.skipped_batches,
+        breaker_trips=report.breaker_trips,
+        dlq_url=None if cli is None else cli.dlq_url,
+        patterns=tuple(ErrorPattern(name, count, count / failed if failed else 0.0)
+                       for name, count in report.errors_by_type.items()),
+        samples=tuple(FailedSample(e.record_id, e.record_index, e.batch_index, e.error_class,
+                                   e.error_type, e.error_message, e.attempts)
+                      for e in report.errors[:max_samples]),
+        next_steps=_next_steps(report, cli),
+    )
+
+
+def _next_steps(report: BatchReport, cli: CliContext | None) -> tuple[NextStep, ...]:
+    steps: list[NextStep] = []
+    dlq = "" if cli is None else cli.flag("--dlq", cli.dlq_url)
+    if report.failure_count:
+        steps.append(NextStep(f"review the {report.failure_count} dead-lettered records",
+                              f"batchguard dlq list{dlq}"))
+        steps.append(NextStep("replay them once fixed", f"batchguard dlq retry --fn MODULE:CALLABLE{dlq}"))
+    pending = report.pending_count
+    if pending and report.job_id is not None and cli is not None:
+        steps.append(NextStep(f"finish the {pending} records not processed",
+                              f"batchguard jobs resume {report.job_id}"
+                              f"{cli.flag('--store', cli.store_url)}"))
+    elif pending and report.job_id is not None:
+        steps.append(NextStep(f"resume the job to finish the {pending} records not processed "
+                              f"(run it again with job={report.job_id!r})"))
+    elif pending:
+        steps.append(NextStep(f"run the {pending} records not processed again (the run stopped early)"))
+    return tuple(steps)
