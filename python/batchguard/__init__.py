@@ -6,6 +6,8 @@
 ('complete', [0, 2, 4, 6, 8])
 """
 
+import importlib.metadata
+
 from ._inputs import InputParseError
 from .api import arun_batches, run_batches
 from .batching import Batch, calculate_batch_size, create_batches
@@ -37,7 +39,7 @@ from .policies import MAX_DURATION_S, CircuitBreaker, Classifier, ErrorClass, Ex
 from .replay import ReplayReport, replay
 from .results import BatchProgress, BatchReport, BatchStats, RecordError
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("batchguard")  # Cargo.toml's, through the wheel
 
 __all__ = [
     "Attempt",
