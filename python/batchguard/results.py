@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from ._report.model import build
 from ._report.text import render_text
@@ -15,8 +15,18 @@ from ._stored import REPORT_SAMPLE
 from .policies import check_count
 
 if TYPE_CHECKING:
+    # A default for the checker only (typing.TypeVar takes one from Python 3.13): a bare
+    # `BatchReport` annotation means BatchReport[Any], as it did before the class was generic.
+    from typing_extensions import TypeVar
+
     from ._outcome import Failures
     from .dlq.base import DeadLetter
+
+    R = TypeVar("R", default=Any)
+else:
+    from typing import TypeVar
+
+    R = TypeVar("R")
 
 __all__ = ["BatchProgress", "BatchReport", "BatchStats", "RecordError", "RunStatus"]
 
@@ -124,7 +134,7 @@ class BatchProgress:
 
 
 @dataclass(frozen=True)
-class BatchReport:
+class BatchReport(Generic[R]):
     """The complete result of a run.
 
     ``report.total == report.success_count + report.failure_count + report.pending_count``
@@ -149,7 +159,8 @@ class BatchReport:
     failure_count: int
     pending_count: int
     retry_count: int
-    successful: list[Any]
+    successful: list[R]
+    """What ``fn`` returned for each record that succeeded, in input order."""
     duration_s: float
     breaker_trips: int
     dlq_count: int
