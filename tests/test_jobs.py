@@ -39,10 +39,10 @@ from batchguard.jobs import (
     JobStoreUnavailableError,
     PostgresJobStore,
     SqliteJobStore,
-    _SqlJobStore,
     fingerprint_records,
     open_job_store,
 )
+from batchguard.jobs.sql import SqlJobStore
 from helpers_jobs import Work, held_elsewhere
 
 ONCE = RetryPolicy(max_attempts=1)
@@ -254,14 +254,14 @@ def fail_checkpoint_of_batch(monkeypatch: pytest.MonkeyPatch) -> Callable[[int],
     """Make the checkpoint commit of one batch raise, as a crash between two writes would."""
 
     def arm(batch_index: int) -> None:
-        original = _SqlJobStore._mark_done
+        original = SqlJobStore._mark_done
 
-        def mark_done(self: _SqlJobStore, cur: Any, job: str, run_id: str, stats: Any) -> None:
+        def mark_done(self: SqlJobStore, cur: Any, job: str, run_id: str, stats: Any) -> None:
             if stats.batch_index == batch_index:
                 raise OSError("disk gone (simulated)")
             original(self, cur, job, run_id, stats)
 
-        monkeypatch.setattr(_SqlJobStore, "_mark_done", mark_done)
+        monkeypatch.setattr(SqlJobStore, "_mark_done", mark_done)
 
     return arm
 

@@ -18,6 +18,8 @@ __all__ = [
     "DLQUnavailableError",
     "JobConflictError",
     "JobError",
+    "JobNotFoundError",
+    "JobStoreUnavailableError",
     "PickleNotAllowedError",
 ]
 
@@ -68,6 +70,16 @@ class JobError(BatchguardError):
 
 class JobConflictError(JobError, ValueError):
     """A job name was reused with different input or configuration."""
+
+
+class JobNotFoundError(JobError, LookupError):
+    """No job of that name is in the store."""
+
+
+class JobStoreUnavailableError(JobError, ConnectionError):
+    """The job store could not be opened, reached or written: a damaged, empty, read-only or
+    unreachable store is refused before any record runs; a store that fails later (a full
+    disk) stops the run with this error. The message names the store and the cause."""
 
 
 class BulkResultError(BatchguardError, TypeError):

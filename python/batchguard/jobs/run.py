@@ -1,0 +1,221 @@
+"""Running a job: check the input against the store, skip finished batches, checkpoint the rest."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Final
+
+from .._outcome import entry_id, new_run_id
+from ..dlq.base import DeadLetter, DeadLetterQueue, MemoryDLQ
+from ..dlq.codec import check_storable
+from ..dlq.urls import redact
+from ..errors import ConfigError, JobConflictError
+from ..results import BatchReport, BatchStats
+from .fingerprint import fingerprint_records, first_batch
+from .status import FINISHED, JobState, JobStatus
+from .store import JobStore, opened_store
+
+if TYPE_CHECKING:
+    from ..api import Plan
+
+__all__ = ["run_job"]
+
+logger = logging.getLogger("batchguard")
+
+# A DLQ that keeps entries only in memory would lose a job's failures with the process.
+_UNBOUNDED_TRACEBACKS: Final = 1 << 62
+
+
+def _describe_dlq(dlq: DeadLetterQueue) -> str:
+    for attr in ("url", "path"):
+        value = getattr(dlq, attr, None)
+        if value is not None:
+            return f"{type(dlq).__name__}({redact(str(value))})"
+    return type(dlq).__name__
+
+
+def _plan_config(plan: Plan, dlq: DeadLetterQueue, meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    cfg = plan.config
+    retry = dataclasses.asdict(cfg.retry)
+    breaker = None if cfg.breaker is None else {
+        k: (list(map(str, v)) if k == "counts" else v) for k, v in dataclasses.asdict(cfg.breaker).items()}
+    config: dict[str, Any] = {
+        "batch_size": cfg.batch_size, "concurrency": cfg.concurrency, "retry": retry,
+        "breaker": breaker, "max_failures": cfg.max_failures, "stage": plan.stage,
+        "engine": plan.engine, "success_threshold": plan.success_threshold,
+        "dlq": _describe_dlq(dlq),
+    }
+    if meta:
+        config["meta"] = dict(meta)
+    return config
+
+
+def _check_same_input(job: str, existing: JobStatus, *, fingerprint: str, total: int | None,
+                      batch_size: int, stage: str) -> None:
+    advice = "use another job name, or force=True (--force) to restart this job from scratch"
+    if existing.batch_size != batch_size:
+        raise JobConflictError(
+            f"job {job!r} was started with batch_size={existing.batch_size}; this run has "
+            f"batch_size={batch_size}, so its finished batches would not line up: keep "
+            f"batch_size={existing.batch_size}, or {advice}")
+    if existing.stage != stage:
+        raise JobConflictError(f"job {job!r} was started with stage={existing.stage!r}, this run "
+                               f"has stage={stage!r}; {advice}")
+    if existing.total is not None and total is not None and existing.total != total:
+        raise JobConflictError(f"job {job!r} was started on {existing.total} records, this input "
+                               f"has {total}: different input under the same job name; {advice}")
+    if existing.fingerprint != fingerprint:
+        raise JobConflictError(f"job {job!r} was started on different input (its first batch of "
+                               f"records differs; fingerprint {existing.fingerprint.rpartition(':')[2][:12]} "
+                               f"!= {fingerprint.rpartition(':')[2][:12]}); {advice}")
+
+
+def _check_dlq_holds_the_failures(job: str, existing: JobStatus, dlq: DeadLetterQueue,
+                                  store: JobStore) -> None:
+    """Refuse to resume when the DLQ holds fewer of the job's entries than the store counted.
+
+    ``existing.failed`` counts the dead-lettered records of finished batches, each with exactly
+    one entry (replays that tell the store move theirs out of the count). The DLQ may hold more
+    (entries of a batch that was still running when the job stopped), never fewer: fewer means
+    the DLQ was emptied or replaced, entries were removed by hand, or this is not the job's DLQ,
+    and resuming would finish the job with failures that are nowhere to be found.
+    """
+    if existing.failed == 0:
+        return
+    found = dlq.count(job_id=job)
+    if found >= existing.failed:
+        return
+    started_with = existing.config.get("dlq")
+    now = _describe_dlq(dlq)
+    where = (f"the DLQ {now}" if started_with in (None, now)
+             else f"the DLQ {now} (the job was started with {started_with})")
+    raise JobConflictError(
+        f"job {job!r} cannot resume: its store {store.url} counts {existing.failed} dead-lettered "
+        f"records in finished batches, but {where} holds {found} entries of the job. The DLQ was "
+        f"emptied or replaced since the job stopped, or entries were removed (by hand, or by a "
+        f"replay not given the job store: replay(..., store=), dlq retry --store). Point dlq= "
+        f"(--dlq) at the DLQ that holds the job's entries, or restart the job from scratch with "
+        f"force=True (--force).")
+
+
+class _Checkpoint:
+    """The RunRecorder's checkpoint: hands every batch event to the store's ``commit_batch``."""
+
+    def __init__(self, store: JobStore, job: str, run_id: str, stage: str, batch_size: int,
+                 rerun: bool) -> None:
+        self.store = store
+        self.job = job
+        self.run_id = run_id
+        self.stage = stage
+        self.batch_size = batch_size
+        self.rerun = rerun
+
+    def batch_done(self, stats: BatchStats, entries: list[DeadLetter], dlq: DeadLetterQueue) -> None:
+        stale: list[str] = []
+        if self.rerun and stats.pending == 0:
+            # An earlier run may have dead-lettered records of this batch that succeed now.
+            first = stats.batch_index * self.batch_size
+            failed = {entry.record_index for entry in entries}
+            stale = [entry_id(self.job, self.stage, index)
+                     for index in range(first, first + stats.size) if index not in failed]
+        self.store.commit_batch(self.job, self.run_id, stats, entries, dlq, stale)
+
+
+def _nothing_to_do(plan: Plan, job: str, existing: JobStatus) -> BatchReport:
+    logger.info("job %r already %s; nothing to do (force=True runs it again)", job, existing.status,
+                extra={"job_id": job, "job_status": existing.status})
+    from .._outcome import RunRecorder
+
+    # The report of a run that took on no record: built by the recorder, like every report.
+    recorder = RunRecorder(run_id=new_run_id(), job_id=job, stage=plan.stage, dlq=None,
+                           on_progress=None, total=0, batch_size=plan.config.batch_size,
+                           id_of=None, pickle_payloads=False)
+    return recorder.report(succeeded=0, failed=0, read=0, exhausted=True, retries=0, successful=[],
+                           stop_reason=None, breaker_trips=0, success_threshold=None,
+                           skipped_batches=existing.batches_done)
+
+
+def run_job(plan: Plan, *, job: str, store: JobStore | str | None = None, force: bool = False,
+            meta: Mapping[str, Any] | None = None) -> BatchReport:
+    """Run ``plan`` as the resumable job ``job`` (``run_batches(..., job=, store=)`` calls this).
+
+    * New job: every batch is checkpointed as it finishes.
+    * Existing job, same input: finished batches are skipped (``report.skipped_batches``); the
+      report counts only the records this run took on.
+    * Completed (or failed) job: nothing runs; the report is empty with every batch skipped,
+      unless ``force=True``, which restarts the job from scratch (with this input).
+    * Different input, ``batch_size`` or ``stage`` under the same name: JobConflictError.
+    * The job is already running elsewhere: JobError.
+
+    Without a ``dlq`` the job uses the store's database (see ``JobStore.open_default_dlq``):
+    a job never keeps its failures only in memory. ``meta`` is saved in the job's config
+    (the CLI keeps the input path and ``--fn`` there, for ``batchguard jobs resume``).
+    """
+    if not isinstance(job, str) or not job:
+        raise ConfigError(f"job must be a non-empty str, got {job!r}")
+    check_storable("job", job)
+    if isinstance(plan.dlq, MemoryDLQ):
+        raise ConfigError("a job's dead letters must outlive the process: MemoryDLQ would lose them; "
+                          "pass a durable dlq (sqlite:///..., a URL) or none to use the job store's database")
+    batch_size = plan.config.batch_size
+    records, first = first_batch(plan.records, batch_size)
+    fingerprint = fingerprint_records(first)
+    del first
+    plan = replace(plan, records=records)
+    with opened_store(store) as opened, opened.claim(job):
+        existing = opened.get(job)
+        if existing is not None and not force:
+            _check_same_input(job, existing, fingerprint=fingerprint, total=plan.total,
+                              batch_size=batch_size, stage=plan.stage)
+            if existing.status in FINISHED:
+                return _nothing_to_do(plan, job, existing)
+        own_dlq = plan.dlq is None
+        dlq = opened.open_default_dlq() if plan.dlq is None else plan.dlq
+        try:
+            if existing is not None and not force:
+                _check_dlq_holds_the_failures(job, existing, dlq, opened)
+            plan = replace(plan, dlq=dlq, config=replace(plan.config, traceback_limit=_UNBOUNDED_TRACEBACKS),
+                           # closed below when the run ends: the report reopens it to read entries
+                           reopen_dlq=opened.open_default_dlq if own_dlq else plan.reopen_dlq)
+            run_id = new_run_id()
+            done = opened.begin(job, run_id=run_id, fingerprint=fingerprint, total=plan.total,
+                                batch_size=batch_size, stage=plan.stage,
+                                config=_plan_config(plan, dlq, meta), reset=force)
+            checkpoint = _Checkpoint(opened, job, run_id, plan.stage, batch_size,
+                                     rerun=existing is not None)
+            from ..api import execute
+
+            try:
+                report = execute(plan, run_id=run_id, job_id=job, checkpoint=checkpoint,
+                                 skip_batches=done)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    opened.finish(job, "aborted", error=f"{type(exc).__name__}: {exc}"[:1000])
+                raise
+            status, total, error = _outcome(opened, job, plan, report)
+            opened.finish(job, status, total=total, error=error)
+            return report
+        finally:
+            if own_dlq:
+                dlq.close()
+
+
+def _outcome(store: JobStore, job: str, plan: Plan,
+             report: BatchReport) -> tuple[JobState, int | None, str | None]:
+    """The job's status after a run, its total once known, and why it stopped early."""
+    if report.stopped_reason is not None or report.pending_count:
+        reason = report.stopped_reason or "stopped with records pending"
+        return "aborted", None, f"stopped early: {reason} ({report.pending_count} records pending)"
+    state = store.get(job)
+    if state is None:  # removed under our feet: report the run as it ended
+        return "completed", None, None
+    total = state.total if state.total is not None else state.processed
+    threshold = plan.success_threshold
+    if threshold is not None and total and state.succeeded / total < threshold:
+        return "failed", total, (f"success rate {state.succeeded / total:.1%} is below the "
+                                 f"threshold {threshold:.1%}")
+    return "completed", total, None

@@ -1,0 +1,203 @@
+"""What the SQLite and PostgreSQL job stores share: the SQL and the checkpoint logic."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from ..dlq.base import DeadLetter, DeadLetterQueue
+from ..results import BatchStats
+from .status import FINISHED, JobState, JobStatus, timestamp
+
+__all__ = ["SqlJobStore"]
+
+_COLUMNS: Final = ("name, status, total, succeeded, failed, batches_done, batch_size, stage, "
+                   "fingerprint, config, runs, last_run_id, error, created_at, updated_at, "
+                   "finished_at")
+
+
+class SqlJobStore:
+    """What the SQLite and PostgreSQL stores share: the SQL (``?`` placeholders, table names as
+    ``{jobs}`` and ``{batches}``) and the checkpoint logic."""
+
+    url: str
+    _jobs: str
+    _batches: str
+    _placeholder: str
+
+    # -- dialect hooks ---------------------------------------------------------------------
+
+    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _shares_transaction(self, dlq: DeadLetterQueue) -> bool:
+        raise NotImplementedError
+
+    def _active(self, job: str) -> bool:
+        raise NotImplementedError
+
+    def _failures(self, action: str) -> contextlib.AbstractContextManager[None]:
+        """Turns the driver's errors during ``action`` into JobStoreUnavailableError (the SQLite
+        store does; psycopg's messages already name the server)."""
+        return contextlib.nullcontext()
+
+    def _config_param(self, config: Mapping[str, Any]) -> Any:
+        return json.dumps(config, sort_keys=True, default=str)
+
+    # -- SQL helpers -------------------------------------------------------------------------
+
+    def _sql(self, text: str) -> str:
+        text = text.format(jobs=self._jobs, batches=self._batches)
+        return text.replace("?", self._placeholder) if self._placeholder != "?" else text
+
+    def _status(self, row: Sequence[Any], active: bool) -> JobStatus:
+        (name, status, total, succeeded, failed, batches_done, batch_size, stage, fingerprint,
+         config, runs, last_run_id, error, created_at, updated_at, finished_at) = row
+        if isinstance(config, (str, bytes)):
+            config = json.loads(config)
+        return JobStatus(name=name, status=status, total=total, succeeded=int(succeeded),
+                         failed=int(failed), batches_done=int(batches_done),
+                         batch_size=int(batch_size), stage=stage, fingerprint=fingerprint,
+                         config=config, runs=int(runs), last_run_id=last_run_id, error=error,
+                         created_at=str(created_at), updated_at=str(updated_at),
+                         finished_at=None if finished_at is None else str(finished_at),
+                         active=active)
+
+    # -- the JobStore protocol ---------------------------------------------------------------
+
+    def get(self, job: str) -> JobStatus | None:
+        """The job's status, or None if the store has no job of that name."""
+        rows = self._query(self._sql(f"SELECT {_COLUMNS} FROM {{jobs}} WHERE name = ?"), (job,))
+        return self._status(rows[0], self._active(job)) if rows else None
+
+    def list(self) -> list[JobStatus]:
+        """Every job, most recently updated first."""
+        rows = self._query(self._sql(f"SELECT {_COLUMNS} FROM {{jobs}} ORDER BY updated_at DESC, name"))
+        return [self._status(row, self._active(row[0])) for row in rows]
+
+    def begin(self, job: str, *, run_id: str, fingerprint: str, total: int | None,
+              batch_size: int, stage: str, config: Mapping[str, Any], reset: bool) -> frozenset[int]:
+        """Create the job or start its next run; returns the batches already done.
+
+        ``reset`` (a forced rerun) forgets every checkpoint and takes the new fingerprint.
+        """
+        now = timestamp()
+        config_param = self._config_param(config)
+        with self._transaction() as cur:
+            cur.execute(self._sql("SELECT runs FROM {jobs} WHERE name = ?"), (job,))
+            if cur.fetchone() is None:
+                cur.execute(self._sql(
+                    "INSERT INTO {jobs} (name, status, total, succeeded, failed, batches_done, "
+                    "batch_size, stage, fingerprint, config, runs, last_run_id, error, created_at, "
+                    "updated_at, finished_at) VALUES (?, 'running', ?, 0, 0, 0, ?, ?, ?, ?, 1, ?, "
+                    "NULL, ?, ?, NULL)"),
+                    (job, total, batch_size, stage, fingerprint, config_param, run_id, now, now))
+                return frozenset()
+            if reset:
+                cur.execute(self._sql("DELETE FROM {batches} WHERE job = ?"), (job,))
+                cur.execute(self._sql(
+                    "UPDATE {jobs} SET status = 'running', total = ?, succeeded = 0, failed = 0, "
+                    "batches_done = 0, batch_size = ?, stage = ?, fingerprint = ?, config = ?, "
+                    "runs = runs + 1, last_run_id = ?, error = NULL, updated_at = ?, "
+                    "finished_at = NULL WHERE name = ?"),
+                    (total, batch_size, stage, fingerprint, config_param, run_id, now, job))
+                return frozenset()
+            cur.execute(self._sql(
+                "UPDATE {jobs} SET status = 'running', total = COALESCE(?, total), config = ?, "
+                "runs = runs + 1, last_run_id = ?, error = NULL, updated_at = ?, finished_at = NULL "
+                "WHERE name = ?"), (total, config_param, run_id, now, job))
+            cur.execute(self._sql("SELECT batch_index FROM {batches} WHERE job = ?"), (job,))
+            return frozenset(int(index) for (index,) in cur.fetchall())
+
+    def commit_batch(self, job: str, run_id: str, stats: BatchStats, entries: Sequence[DeadLetter],
+                     dlq: DeadLetterQueue, stale: Sequence[str]) -> None:
+        """Make the batch's dead letters durable, then (or atomically) mark it done.
+
+        A batch whose records are not all final (``stats.pending > 0``: the run stopped early)
+        keeps its entries but is not marked done: it runs again on resume.
+        """
+        if self._shares_transaction(dlq):
+            # One transaction: entries, stale removals and the checkpoint commit or vanish together.
+            with self._failures("checkpoint"), dlq.transaction() as cur:  # type: ignore[attr-defined]
+                if entries:
+                    dlq.write_entries(cur, entries)  # type: ignore[attr-defined]
+                if stale:
+                    dlq.remove(stale)  # joins the transaction (a savepoint)
+                if stats.pending == 0:
+                    self._mark_done(cur, job, run_id, stats)
+            return
+        # Crash-safe order: entries first; a crash before the checkpoint reruns the batch and
+        # its entries are replaced (same ids), never duplicated.
+        if entries:
+            dlq.send(entries)
+        if stale:
+            dlq.remove(stale)
+        if stats.pending == 0:
+            with self._transaction() as cur:
+                self._mark_done(cur, job, run_id, stats)
+
+    def _mark_done(self, cur: Any, job: str, run_id: str, stats: BatchStats) -> None:
+        now = timestamp()
+        cur.execute(self._sql(
+            "INSERT INTO {batches} (job, batch_index, size, succeeded, failed, retries, duration_s, "
+            "run_id, done_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (job, batch_index) DO NOTHING"),
+            (job, stats.batch_index, stats.size, stats.succeeded, stats.failed, stats.retries,
+             float(stats.duration_s), run_id, now))
+        if cur.rowcount == 1:
+            cur.execute(self._sql(
+                "UPDATE {jobs} SET succeeded = succeeded + ?, failed = failed + ?, "
+                "batches_done = batches_done + 1, updated_at = ? WHERE name = ?"),
+                (stats.succeeded, stats.failed, now, job))
+
+    def commit_replayed(self, removed: Sequence[DeadLetter], dlq: DeadLetterQueue) -> None:
+        """Remove the replayed entries from ``dlq`` and move those of finished batches of this
+        store's jobs from failed to succeeded (in one transaction when the DLQ shares the database)."""
+        ids = [entry.id for entry in removed]
+        moved: dict[tuple[str, int], int] = {}
+        for entry in removed:
+            if entry.job_id is not None:
+                key = (entry.job_id, entry.batch_index)
+                moved[key] = moved.get(key, 0) + 1
+        if not moved:
+            dlq.remove(ids)
+            return
+        if self._shares_transaction(dlq):
+            with self._failures("replay"), dlq.transaction() as cur:  # type: ignore[attr-defined]
+                dlq.remove(ids)  # joins the transaction (a savepoint)
+                self._move_replayed(cur, moved)
+            return
+        # Removal first: a crash before the totals move leaves ``failed`` above the DLQ's count,
+        # which a resume reports; the other order would count a record's success twice when the
+        # still-present entry is replayed again.
+        dlq.remove(ids)
+        with self._transaction() as cur:
+            self._move_replayed(cur, moved)
+
+    def _move_replayed(self, cur: Any, moved: Mapping[tuple[str, int], int]) -> None:
+        now = timestamp()
+        for (job, batch_index), n in moved.items():
+            # A batch that is not done was never counted: it reruns, and counts, on resume.
+            cur.execute(self._sql(
+                "UPDATE {batches} SET succeeded = succeeded + ?, failed = failed - ? "
+                "WHERE job = ? AND batch_index = ? AND failed >= ?"), (n, n, job, batch_index, n))
+            if cur.rowcount == 1:
+                cur.execute(self._sql(
+                    "UPDATE {jobs} SET succeeded = succeeded + ?, failed = failed - ?, updated_at = ? "
+                    "WHERE name = ?"), (n, n, now, job))
+
+    def finish(self, job: str, status: JobState, *, total: int | None = None,
+               error: str | None = None) -> None:
+        """Record how the run ended (and the total, once a generator has been read through)."""
+        now = timestamp()
+        finished = now if status in FINISHED else None
+        with self._transaction() as cur:
+            cur.execute(self._sql(
+                "UPDATE {jobs} SET status = ?, total = COALESCE(?, total), error = ?, "
+                "updated_at = ?, finished_at = ? WHERE name = ?"),
+                (status, total, error, now, finished, job))

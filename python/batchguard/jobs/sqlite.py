@@ -1,0 +1,281 @@
+"""Jobs in a SQLite file: :class:`SqliteJobStore`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .._files import create_private
+from ..dlq.base import DeadLetterQueue
+from ..dlq.sqlite import SqliteDLQ, enable_wal, write_transaction
+from ..errors import JobError, JobStoreUnavailableError
+from ..policies import check_duration
+from .locks import LockFile, claim_attempts, held_here, in_process_claim, initialising
+from .sql import SqlJobStore
+
+__all__ = ["SqliteJobStore"]
+
+
+def _maybe_new(path: str) -> bool:
+    """Missing or empty: a store that has never had a SQLite header."""
+    try:
+        return os.stat(path).st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+def _not_writable(path: str) -> str | None:
+    """Why the existing file or directory ``path`` cannot be written, or None if it can.
+
+    Asked with access() and statvfs(), never by opening the file: closing any descriptor of a
+    file drops every POSIX lock the process holds on it, SQLite's own included.
+    """
+    if os.access(path, os.W_OK):
+        return None
+    try:
+        if hasattr(os, "statvfs") and os.statvfs(path).f_flag & os.ST_RDONLY:  # POSIX only
+            return "on a read-only file system"
+    except OSError:
+        pass
+    return "not writable (an immutable file or its permissions)"
+
+
+def _check_writable(path: str, shown: Path) -> None:
+    """Refuse an existing store file that cannot be written (read-only file system, an immutable
+    file, its mode): SQLite would open it and fail at the first checkpoint, mid-run."""
+    if not os.path.exists(path):
+        return
+    if os.path.isdir(path):
+        raise JobStoreUnavailableError(f"cannot open the SQLite job store {shown}: it is a directory; "
+                                       "a job store is a file (sqlite:///path/to/jobs.db)")
+    reason = _not_writable(path)
+    if reason is not None:
+        raise JobStoreUnavailableError(f"cannot open the SQLite job store {shown}: the file is {reason}; "
+                                       "a job store must be writable")
+
+
+def _cause(exc: BaseException, path: str) -> str:
+    """``exc``'s message, with the operating system's reason when SQLite's message hides it."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.Error) and ("unable to open" in text or "readonly" in text):
+        for target in (path, os.path.dirname(path) or "."):
+            reason = _not_writable(target) if os.path.exists(target) else None
+            if reason is not None:
+                return f"{text} ({target} is {reason})"
+    return text
+
+
+class SqliteJobStore(SqlJobStore):
+    """Jobs in a SQLite file (tables ``jobs`` and ``job_batches``; WAL, ``synchronous=FULL``).
+
+    Put the DLQ in the same file (the default when a job is given no ``dlq``) and every batch
+    commits its dead letters and its checkpoint in one transaction.
+
+    >>> import os, tempfile
+    >>> store = SqliteJobStore(os.path.join(tempfile.mkdtemp(), "jobs.db"))
+    >>> store.list()
+    []
+    >>> store.close()
+    """
+
+    _placeholder = "?"
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+        """Open (creating if needed) the store at ``path``; JobStoreUnavailableError if it cannot.
+
+        An existing file must be a SQLite database batchguard can write: a damaged file, a
+        read-only file or file system, a full disk are refused with the cause. So is an *empty*
+        (0-byte) file that this call did not create: SQLite would take it for a new database
+        and every job in it would silently start over, while batchguard never leaves a store
+        file empty (a new file gets its header under the store's creation lock, before any other
+        batchguard process may look). Delete such a file to start a new store.
+        """
+        check_duration("SqliteJobStore timeout", timeout)
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self._jobs, self._batches = "jobs", "job_batches"
+        self._lock = threading.RLock()
+        self._timeout = timeout
+        self._conn: sqlite3.Connection | None = None
+        self._locks: LockFile | None = None
+        # Locks and in-process claims follow the file, not the name: a symlink reaches the same job.
+        real = self._real = os.path.realpath(self.path)
+        self._scope = f"sqlite:{real}"
+        try:
+            lock_path = f"{real}-joblock"
+            try:
+                self._locks = LockFile(Path(lock_path))
+            except OSError as exc:
+                raise JobStoreUnavailableError(
+                    f"cannot open the SQLite job store {self.path}: cannot open its lock file "
+                    f"{lock_path} ({exc.strerror})") from exc
+            _check_writable(real, self.path)
+            if _maybe_new(real):
+                with initialising(self._locks):
+                    created = create_private(real)
+                    if not created and _maybe_new(real):
+                        raise JobStoreUnavailableError(
+                            f"cannot open the SQLite job store {self.path}: the file is empty (0 bytes) "
+                            "and batchguard did not create it (a store file truncated or replaced "
+                            "outside batchguard?); its jobs cannot be resumed from it. Restore it from "
+                            "a backup, or delete it to start a new store")
+                    try:
+                        self._connect()
+                    except BaseException:
+                        if created:  # ours and never initialised: leave no empty file behind
+                            if self._conn is not None:
+                                self._conn.close()
+                                self._conn = None
+                            for suffix in ("", "-wal", "-shm"):
+                                with contextlib.suppress(OSError):
+                                    os.unlink(real + suffix)
+                        raise
+            else:
+                self._connect()
+        except JobStoreUnavailableError:
+            self.close()
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise JobStoreUnavailableError(
+                f"cannot open the SQLite job store {self.path}: {_cause(exc, real)}") from exc
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
+                               check_same_thread=False)
+        self._conn = conn
+        enable_wal(conn, self._timeout)
+        conn.execute("PRAGMA synchronous = FULL")
+        cur = conn.cursor()
+        try:
+            with write_transaction(conn, cur):
+                self.create_schema(cur)
+        finally:
+            cur.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteJobStore({str(self.path)!r})"
+
+    def __enter__(self) -> SqliteJobStore:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @staticmethod
+    def create_schema(cursor: sqlite3.Cursor) -> None:
+        """Create the ``jobs`` and ``job_batches`` tables if missing (idempotent)."""
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS jobs (name TEXT PRIMARY KEY, status TEXT NOT NULL, "
+            "total INTEGER, succeeded INTEGER NOT NULL, failed INTEGER NOT NULL, "
+            "batches_done INTEGER NOT NULL, batch_size INTEGER NOT NULL, stage TEXT NOT NULL, "
+            "fingerprint TEXT NOT NULL, config TEXT NOT NULL, runs INTEGER NOT NULL, "
+            "last_run_id TEXT, error TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, "
+            "finished_at TEXT)")
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS job_batches (job TEXT NOT NULL, batch_index INTEGER NOT NULL, "
+            "size INTEGER NOT NULL, succeeded INTEGER NOT NULL, failed INTEGER NOT NULL, "
+            "retries INTEGER NOT NULL, duration_s REAL NOT NULL, run_id TEXT NOT NULL, "
+            "done_at TEXT NOT NULL, PRIMARY KEY (job, batch_index)) WITHOUT ROWID")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise JobError(f"SQLite job store {self.path} is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        with self._failures("write"), self._lock:
+            conn = self._connection()
+            cur = conn.cursor()
+            try:
+                with write_transaction(conn, cur):
+                    yield cur
+            finally:
+                cur.close()
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._failures("read"), self._lock:
+            return self._connection().execute(sql, tuple(params)).fetchall()
+
+    @contextlib.contextmanager
+    def _failures(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise JobStoreUnavailableError(
+                f"SQLite job store {self.path}: {action} failed: {_cause(exc, self._real)}") from exc
+
+    def _shares_transaction(self, dlq: DeadLetterQueue) -> bool:
+        if not isinstance(dlq, SqliteDLQ):
+            return False
+        try:
+            return os.path.samefile(dlq.path, self.path)
+        except OSError:
+            return False
+
+    def _lock_file(self) -> LockFile | None:
+        if self._locks is None:
+            raise JobError(f"SQLite job store {self.path} is closed")
+        return self._locks if self._locks.posix else None
+
+    @contextlib.contextmanager
+    def claim(self, job: str) -> Iterator[None]:
+        """Hold ``job``'s lock for a run: JobError if another run (any process) holds it."""
+        with in_process_claim(self._scope, job, str(self.path)):
+            self._check_single_name()
+            locks = self._lock_file()
+            if locks is None:
+                yield
+                return
+            if not claim_attempts(lambda: locks.try_lock(job)):
+                raise JobError(f"job {job!r} is already running in another process (store {self.path})")
+            try:
+                yield
+            finally:
+                locks.unlock(job)
+
+    def _check_single_name(self) -> None:
+        """The lock file sits next to the store's resolved path, which a symlink shares but a
+        hard link does not: a run through another hard link would take another lock. SQLite
+        also names its -wal file after the name used, so two names can corrupt the database."""
+        try:
+            links = os.stat(self._real).st_nlink
+        except OSError:
+            return
+        if links > 1:
+            raise JobError(f"job store {self.path} has {links} hard links: a job's lock cannot follow "
+                           "them, and SQLite may corrupt a database reached by two names; keep one "
+                           "name (remove the other links, or use a symlink)")
+
+    def _active(self, job: str) -> bool:
+        if held_here(self._scope, job):
+            return True
+        locks = self._lock_file()
+        if locks is None:
+            return False
+        if locks.try_lock(job):
+            locks.unlock(job)
+            return False
+        return True
+
+    def open_default_dlq(self) -> DeadLetterQueue:
+        """A :class:`~batchguard.dlq.SqliteDLQ` in this store's file (same-transaction commits)."""
+        return SqliteDLQ(self.path, timeout=self._timeout)
+
+    def close(self) -> None:
+        """Close the connection (and release this store's hold on the lock file)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._locks is not None:
+                self._locks.close()
+                self._locks = None

@@ -1,0 +1,196 @@
+"""Where jobs live: the :class:`JobStore` protocol, :func:`open_job_store`, and the queries
+users run on a store (:func:`job_status`, :func:`list_jobs`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final, Protocol, runtime_checkable
+
+from ..dlq.base import DeadLetter, DeadLetterQueue
+from ..dlq.postgres import PostgresDLQ
+from ..dlq.sqlite import SqliteDLQ
+from ..dlq.urls import redact
+from ..errors import ConfigError, JobNotFoundError
+from ..results import BatchStats
+from .postgres import PostgresJobStore
+from .sqlite import SqliteJobStore
+from .status import JobState, JobStatus
+
+__all__ = ["DEFAULT_STORE_URL", "JobStore", "job_status", "list_jobs", "open_job_store",
+           "opened_store", "replay_store"]
+
+DEFAULT_STORE_URL: Final = "sqlite:///batchguard.db"
+"""Where jobs are kept when no store is given (a file in the working directory)."""
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Where jobs and their batch checkpoints live: :class:`SqliteJobStore`,
+    :class:`PostgresJobStore`, or your own. :func:`open_job_store` builds one from a URL.
+
+    ``commit_batch`` is the crash-safety point: it must make ``entries`` durable in ``dlq`` and
+    remove ``stale`` ids from it *before or atomically with* marking the batch done.
+    """
+
+    url: str
+    """Where the store is, for messages (passwords hidden)."""
+
+    def claim(self, job: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the right to run ``job`` (raise JobError if another run holds it)."""
+        ...
+
+    def get(self, job: str) -> JobStatus | None: ...
+
+    def list(self) -> list[JobStatus]: ...
+
+    def begin(self, job: str, *, run_id: str, fingerprint: str, total: int | None,
+              batch_size: int, stage: str, config: Mapping[str, Any], reset: bool) -> frozenset[int]:
+        """Create the job, or start its next run (``reset``: from scratch); return its done batches."""
+        ...
+
+    def commit_batch(self, job: str, run_id: str, stats: BatchStats, entries: Sequence[DeadLetter],
+                     dlq: DeadLetterQueue, stale: Sequence[str]) -> None: ...
+
+    def finish(self, job: str, status: JobState, *, total: int | None = None,
+               error: str | None = None) -> None: ...
+
+    def commit_replayed(self, removed: Sequence[DeadLetter], dlq: DeadLetterQueue) -> None:
+        """Remove ``removed`` from ``dlq`` (their records succeeded on replay) and move the ones
+        the store counted (entries of its jobs' finished batches) from failed to succeeded.
+
+        Like ``commit_batch``: atomically with the removal when the store shares the DLQ's
+        database, else the removal first.
+        """
+        ...
+
+    def open_default_dlq(self) -> DeadLetterQueue:
+        """The DLQ a job uses when none is given: durable, next to the store."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_job_store(target: JobStore | str | os.PathLike[str] | None = None) -> JobStore:
+    """A job store from a URL (SQLAlchemy's convention), or ``target`` itself if it is one.
+
+    ``sqlite:///relative.db``, ``sqlite:////absolute/path.db``, ``postgresql://...``
+    (``?table_prefix=`` renames the tables). None means :data:`DEFAULT_STORE_URL`.
+
+    >>> open_job_store("ftp://x")
+    Traceback (most recent call last):
+    ...
+    batchguard.errors.ConfigError: job store URL 'ftp://x' has scheme 'ftp'; accepted: sqlite:///path.db, postgresql://...
+    """
+    if target is None:
+        target = DEFAULT_STORE_URL
+    if not isinstance(target, str):
+        if isinstance(target, JobStore):
+            return target
+        hint = " (a path? write it as a URL: sqlite:///jobs.db)" if isinstance(target, os.PathLike) else ""
+        raise TypeError(f"store must be a JobStore or a URL string, got {type(target).__name__}{hint}")
+    url = target
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ConfigError(f"job store URL {redact(url)!r} has no scheme; use sqlite:///path.db "
+                          "or postgresql://...")
+    if scheme == "sqlite":
+        path, _, query = rest.partition("?")
+        if query:
+            raise ConfigError(f"job store URL {redact(url)!r}: a sqlite URL takes no query parameters")
+        if not path.startswith("/"):
+            raise ConfigError(f"job store URL {redact(url)!r} has a host; use sqlite:///relative.db "
+                              "or sqlite:////absolute/path.db")
+        from urllib.parse import unquote
+
+        relative = unquote(path[1:])
+        if not relative or relative == ":memory:":
+            raise ConfigError(f"job store URL {redact(url)!r} names no file: a job store must "
+                              "outlive the process (sqlite:///jobs.db)")
+        if "\x00" in relative:
+            raise ConfigError(f"job store URL {redact(url)!r} names a path holding a NUL character "
+                              "(%00), which no file name can hold")
+        return SqliteJobStore(relative)
+    if scheme in ("postgresql", "postgres"):
+        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # "Invalid IPv6 URL": an unbalanced [ or ]
+            raise ConfigError(f"job store URL {redact(url)!r} is not a valid URL: {exc}") from None
+        ours = dict(kv for kv in parse_qsl(parts.query, keep_blank_values=True) if kv[0] == "table_prefix")
+        theirs = urlencode([kv for kv in parse_qsl(parts.query, keep_blank_values=True)
+                            if kv[0] != "table_prefix"])
+        driver_url = urlunsplit(parts._replace(scheme="postgresql", query=theirs))
+        if "table_prefix" in ours:
+            return PostgresJobStore(driver_url, table_prefix=ours["table_prefix"])
+        return PostgresJobStore(driver_url)
+    raise ConfigError(f"job store URL {redact(url)!r} has scheme {scheme!r}; "
+                      "accepted: sqlite:///path.db, postgresql://...")
+
+
+@contextlib.contextmanager
+def opened_store(store: JobStore | str | os.PathLike[str] | None) -> Iterator[JobStore]:
+    """``store`` opened as a JobStore for the block; closed after it unless the caller passed one."""
+    owned = not isinstance(store, JobStore)
+    opened = open_job_store(store)
+    try:
+        yield opened
+    finally:
+        if owned:
+            opened.close()
+
+
+# ---------------------------------------------------------------------------- public queries
+
+
+def job_status(job: str, *, store: JobStore | str | None = None) -> JobStatus:
+    """The status, totals and progress of ``job`` (JobNotFoundError if the store has none).
+
+    >>> import os, tempfile
+    >>> url = "sqlite:///" + os.path.join(tempfile.mkdtemp(), "jobs.db")
+    >>> job_status("nope", store=url)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    batchguard.errors.JobNotFoundError: no job named 'nope' in sqlite:///...jobs.db
+    """
+    with opened_store(store) as opened:
+        status = opened.get(job)
+        if status is None:
+            raise JobNotFoundError(f"no job named {job!r} in {opened.url}")
+        return status
+
+
+def list_jobs(store: JobStore | str | None = None) -> list[JobStatus]:
+    """Every job in ``store``, most recently updated first.
+
+    >>> import os, tempfile
+    >>> list_jobs("sqlite:///" + os.path.join(tempfile.mkdtemp(), "jobs.db"))
+    []
+    """
+    with opened_store(store) as opened:
+        return opened.list()
+
+
+def replay_store(dlq: DeadLetterQueue, store: JobStore | str | None) -> tuple[JobStore | None, bool]:
+    """The job store a replay of ``dlq`` keeps up to date, and whether the caller must close it.
+
+    ``store`` given: that store. None: the DLQ's own database when it holds the job store (a
+    job given no ``dlq`` keeps its dead letters there): a SQLite file with a ``jobs`` table, a
+    PostgreSQL database with ``batchguard_jobs``. Otherwise None: no job's totals change.
+    """
+    if store is not None:
+        return open_job_store(store), not isinstance(store, JobStore)
+
+    if isinstance(dlq, SqliteDLQ):
+        (tables,) = dlq.connection.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('jobs', 'job_batches')"
+        ).fetchone()
+        return (SqliteJobStore(dlq.path), True) if tables == 2 else (None, False)
+    if isinstance(dlq, PostgresDLQ):
+        row = dlq.connection.execute("SELECT to_regclass('batchguard_jobs') IS NOT NULL "
+                                     "AND to_regclass('batchguard_job_batches') IS NOT NULL").fetchone()
+        return (PostgresJobStore(dlq._url), True) if row and row[0] else (None, False)
+    return None, False
