@@ -1,0 +1,266 @@
+"""``batchguard dlq``: list, show, count, export, remove and replay dead letters."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, Final
+
+import click
+
+from .._report.text import percent
+from ..dlq.base import DeadLetter, DeadLetterQueue
+from ..dlq.urls import open_dlq, redact
+from ..errors import ConfigError, DLQError, DLQUnavailableError, PickleNotAllowedError
+from ..jobs import JobNotFoundError, JobStoreUnavailableError, job_status
+from ..replay import replay
+from .callables import load_callable
+from .console import is_tty, one_line, table
+from .options import (EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, CannotStart, cannot_start,
+                      dlq_option, file_of, filter_options, filters, retry_policy, url_flag)
+from .progress import ProgressView
+from .report import print_report
+
+__all__ = ["dlq", "open_queue"]
+
+_PATTERN_SCAN: Final = 10_000
+"""``dlq list`` counts the error patterns of at most this many entries."""
+
+
+@click.group()
+def dlq() -> None:
+    """Inspect, export, remove and replay dead letters."""
+
+
+def _open(url: str) -> DeadLetterQueue:
+    path = file_of(url)
+    if path is not None and not path.exists():
+        raise CannotStart(f"no dead-letter queue at {path} (from {redact(url)}): the file does not exist")
+    try:
+        return open_dlq(url)
+    except (ConfigError, DLQUnavailableError, TypeError, ModuleNotFoundError) as exc:
+        cannot_start(exc)
+
+
+@contextlib.contextmanager
+def open_queue(url: str) -> Iterator[DeadLetterQueue]:
+    """The existing DLQ at ``url`` (exit 2 when there is none), closed on leaving."""
+    queue = _open(url)
+    try:
+        yield queue
+    finally:
+        queue.close()
+
+
+@dlq.command("list")
+@dlq_option()
+@filter_options
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+def dlq_list(dlq_url: str, limit: int, offset: int, **given: Any) -> None:
+    """Review dead letters: error patterns, then one row per entry."""
+    selected = filters(**given)
+    with open_queue(dlq_url) as queue:
+        total = queue.count(**selected)
+        entries = queue.list(limit=limit, offset=offset, **selected)
+        patterns = Counter(e.error_type for e in queue.list(limit=_PATTERN_SCAN, **selected)) if total else Counter()
+    where = redact(dlq_url) + (" where " + ", ".join(f"{k}={v}" for k, v in selected.items()) if selected else "")
+    click.echo(f"DEAD LETTER QUEUE: {total:,} entries ({where})")
+    if not total:
+        return
+    scanned = min(total, _PATTERN_SCAN)
+    basis = "" if scanned == total else f" (in the first {scanned:,})"
+    table(f"Error patterns{basis}:", ["error type", "entries", "share"],
+          [[name, f"{n:,}", percent(n / scanned)] for name, n in patterns.most_common()])
+    rows = [[e.id, one_line(str(e.record_id), 16), e.stage, e.error_class, e.error_type,
+             one_line(e.error_message, 60), str(len(e.attempts)), e.last_failed_at[:19]]
+            for e in entries]
+    shown = f"{offset + 1}-{offset + len(entries)}" if entries else "none"
+    table(f"Entries {shown} of {total:,}:",
+          ["id", "record", "stage", "class", "error", "message", "tries", "last failed (UTC)"], rows)
+    more = f"more: --offset {offset + len(entries)}   " if offset + len(entries) < total else ""
+    if entries:
+        click.echo(f"{more}details: batchguard dlq show {entries[0].id}{url_flag('--dlq', dlq_url)}")
+    elif more:
+        click.echo(more.rstrip())
+
+
+def _find(queue: DeadLetterQueue, wanted: str) -> DeadLetter:
+    """The entry with id ``wanted``, or the only one whose id starts with it (4+ characters)."""
+    entry = queue.get(wanted)
+    if entry is not None:
+        return entry
+    if len(wanted) < 4:
+        raise CannotStart(f"no dead letter with id {wanted!r} (give at least 4 characters of an id)")
+    found: list[DeadLetter] = []
+    offset = 0
+    while len(found) < 2:
+        page = queue.list(limit=1000, offset=offset)
+        if not page:
+            break
+        found += [e for e in page if e.id.startswith(wanted)]
+        offset += len(page)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise CannotStart(f"id prefix {wanted!r} matches several dead letters; give more characters")
+    raise CannotStart(f"no dead letter with id {wanted!r}")
+
+
+@dlq.command("show", short_help="One dead letter in full, with its attempts.")
+@click.argument("entry_id", metavar="ID")
+@dlq_option()
+def dlq_show(entry_id: str, dlq_url: str) -> None:
+    """One dead letter in full: error, attempt history, payload, traceback (ID or a unique prefix)."""
+    with open_queue(dlq_url) as queue:
+        entry = _find(queue, entry_id)
+    lines = [
+        f"ID:            {entry.id}",
+        f"Record:        {entry.record_id!r} (index {entry.record_index}, batch {entry.batch_index})",
+        f"Run:           {entry.run_id}" + (f"   Job: {entry.job_id}" if entry.job_id else ""),
+        f"Stage:         {entry.stage}",
+        f"Error class:   {entry.error_class}",
+        f"Error:         {entry.error_type}: {entry.error_message}",
+        f"First failed:  {entry.first_failed_at}",
+        f"Last failed:   {entry.last_failed_at}",
+        f"Attempts:      {len(entry.attempts)}",
+    ]
+    for a in entry.attempts:
+        delay = "" if a.delay_s is None else f", then waited {a.delay_s:.3f} s"
+        lines.append(f"  - attempt {a.attempt} ({a.at}): {a.error_type}: {one_line(a.error_message, 100)}{delay}")
+    payload = (json.dumps(entry.payload, indent=2, ensure_ascii=False, default=str)
+               if entry.payload_encoding == "json" else str(entry.payload))
+    lines += [f"Payload ({entry.payload_encoding}):", *("  " + line for line in payload.splitlines())]
+    if entry.traceback:
+        lines += ["Traceback:", *("  " + line for line in entry.traceback.rstrip().splitlines())]
+    lines += ["Actions:",
+              f"  replay:  batchguard dlq retry --fn MODULE:CALLABLE --error-type {entry.error_type}"
+              f"{url_flag('--dlq', dlq_url)}",
+              f"  remove:  batchguard dlq remove {entry.id}{url_flag('--dlq', dlq_url)}"]
+    click.echo("\n".join(lines))
+
+
+@dlq.command("count")
+@dlq_option()
+@filter_options
+def dlq_count(dlq_url: str, **given: Any) -> None:
+    """How many dead letters match the filters."""
+    with open_queue(dlq_url) as queue:
+        click.echo(str(queue.count(**filters(**given))))
+
+
+@dlq.command("export")
+@click.argument("path", type=click.Path(dir_okay=False, writable=True, allow_dash=True))
+@dlq_option()
+@filter_options
+@click.option("--force", is_flag=True, help="Replace PATH if it exists (never the queue's own file).")
+def dlq_export(path: str, dlq_url: str, force: bool, **given: Any) -> None:
+    """Write the matching dead letters to PATH as JSON lines (- for stdout).
+
+    An existing PATH is replaced only with --force, and never when it is the queue's own file
+    (through a symlink or a hard link too): exporting a queue onto itself would destroy it.
+    """
+    to_stdout = path == "-"
+    with open_queue(dlq_url) as queue:
+        try:
+            written = queue.export(sys.stdout if to_stdout else path, overwrite=force, **filters(**given))
+        except DLQError as exc:
+            raise CannotStart(str(exc)) from None
+        except OSError as exc:
+            raise CannotStart(f"cannot write {path}: {exc.strerror or exc}") from None
+    # With -, stdout holds the entries only: the tally goes to stderr.
+    click.echo(f"exported {written:,} dead letters to {'stdout' if to_stdout else path}", err=to_stdout)
+
+
+@dlq.command("remove", short_help="Remove dead letters by ID or filter.")
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@dlq_option()
+@filter_options
+@click.option("--all", "remove_all", is_flag=True, help="Remove every entry (when no ID or filter is given).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def dlq_remove(ids: tuple[str, ...], dlq_url: str, remove_all: bool, yes: bool, **given: Any) -> None:
+    """Remove dead letters: the given IDs, or every entry matching the filters."""
+    selected = filters(**given)
+    if not ids and not selected and not remove_all:
+        raise click.UsageError("give IDs or filters, or --all to remove every dead letter")
+    with open_queue(dlq_url) as queue:
+        if ids:
+            targets = [_find(queue, i).id for i in ids]
+        else:
+            targets = [e.id for e in queue.list(**selected)]
+        if not targets:
+            click.echo("nothing to remove")
+            return
+        if not yes:
+            if not is_tty(sys.stdin):
+                raise click.UsageError(f"this removes {len(targets):,} dead letters: pass --yes to confirm")
+            click.confirm(f"Remove {len(targets):,} dead letters from {redact(dlq_url)}?", abort=True)
+        removed = queue.remove(targets)
+    click.echo(f"removed {removed:,} dead letters")
+
+
+@dlq.command("retry", short_help="Replay dead letters through a fixed --fn.")
+@click.option("--fn", "fn_spec", required=True, metavar="MODULE:CALLABLE", help="The (fixed) callback.")
+@dlq_option()
+@filter_options
+@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--base-delay", type=click.FloatRange(min=0.0), default=1.0, show_default=True, metavar="S")
+@click.option("--store", "store_url", metavar="URL", default=None,
+              help="Job store whose jobs' totals follow the replay [default: the DLQ's own "
+                   "database, when it holds the job store]")
+@click.option("--allow-pickle", is_flag=True,
+              help="Load entries stored as pickle (runs with pickle_payloads=True). Loading a "
+                   "pickle runs code: only for a queue whose every writer you trust.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+def dlq_retry(fn_spec: str, dlq_url: str, concurrency: int, max_attempts: int, base_delay: float,
+              store_url: str | None, allow_pickle: bool, quiet: bool, **given: Any) -> None:
+    """Replay the matching dead letters through --fn: successes leave the queue, failures stay
+    with their attempt history extended. Entries of a job move from its failed total to its
+    succeeded total as they leave (give --store when the job's store is not the DLQ's database)."""
+    fn = load_callable(fn_spec)
+    retry = retry_policy(max_attempts, base_delay)
+    view = ProgressView(title="replay", quiet=quiet)
+    refused: PickleNotAllowedError | None = None
+    with open_queue(dlq_url) as queue, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the not-replayable count is printed below instead
+        try:
+            with view.running():
+                report = replay(queue, fn, concurrency=concurrency, retry=retry,
+                                on_progress=None if quiet else view, store=store_url,
+                                allow_pickle=allow_pickle, **filters(**given))
+        except PickleNotAllowedError as exc:
+            refused = exc  # the others were replayed: their report first, then why these were not
+            report = exc.report
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: entries of finished batches are updated", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (ConfigError, JobStoreUnavailableError) as exc:
+            cannot_start(exc)
+    print_report(report, dlq_url=dlq_url)
+    click.echo(f"{report.removed:,} dead letters succeeded and left the queue; {report.kept:,} failed "
+               f"again and stay (attempt history extended)"
+               + (f"; {report.not_replayable:,} are stored as repr and cannot be replayed"
+                  if report.not_replayable else ""))
+    _show_replayed_jobs(report.jobs_updated, store_url or dlq_url)
+    if refused is not None:
+        click.echo(f"error: {report.pickle_refused:,} dead letters store their record as pickle and "
+                   "were not loaded or run; they stay in the queue. Loading a pickle runs code, and "
+                   "anyone who can write to this queue could have put it there: if you trust every "
+                   "writer of it, run again with --allow-pickle.", err=True)
+    sys.exit(EXIT_OK if report.status == "complete" and not report.not_replayable and refused is None
+             else EXIT_INCOMPLETE)
+
+
+def _show_replayed_jobs(names: tuple[str, ...], store_url: str) -> None:
+    for name in names:
+        try:
+            state = job_status(name, store=store_url)
+        except JobNotFoundError:
+            continue
+        click.echo(f"Job {name!r}: {state.succeeded:,} succeeded, {state.failed:,} dead-lettered "
+                   "(totals updated by this replay).")

@@ -1,0 +1,128 @@
+"""``batchguard run``: a callback over the records of a file, as a plain run or a resumable job."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .._inputs import FORMATS, InputError, RecordSource, StreamSource, guard_parse_errors, open_input
+from ..api import execute, make_plan
+from ..dlq.urls import redact
+from ..errors import BatchguardError, ConfigError, DLQUnavailableError, JobError
+from ..jobs import JobStoreUnavailableError, job_status, run_job
+from .callables import load_callable, portable_spec
+from .options import (DEFAULT_URL, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, absolute_url, cannot_start,
+                      dlq_option, retry_policy)
+from .progress import ProgressView
+from .report import print_report
+
+__all__ = ["execute_run", "open_source", "run"]
+
+
+def open_source(path: str, fmt: str | None) -> RecordSource | StreamSource:
+    """The records of INPUT, or a usage error (exit 2) naming why it cannot be read."""
+    try:
+        return open_input(path, fmt)  # type: ignore[arg-type]
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="'INPUT'") from None
+
+
+def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any], fn_spec: str,
+                dlq_url: str | None, job: str | None, store_url: str | None, batch_size: int,
+                concurrency: int, max_attempts: int, base_delay: float, force: bool,
+                quiet: bool, title: str = "batchguard") -> int:
+    """Run ``fn`` over ``source`` (as a job when ``job`` is given); print the report; exit code."""
+    view = ProgressView(title=title, quiet=quiet)
+    effective_dlq = dlq_url if dlq_url is not None else (None if job else DEFAULT_URL)
+    try:
+        plan = make_plan(source, guard_parse_errors(fn), batch_size=batch_size,
+                         concurrency=concurrency, retry=retry_policy(max_attempts, base_delay),
+                         classifier=None, breaker=None, dlq=effective_dlq, id_of=None,
+                         on_progress=None if quiet else view, success_threshold=None,
+                         max_failures=None, stage="process", engine="native", pickle_payloads=False)
+    except (ConfigError, DLQUnavailableError, TypeError, ModuleNotFoundError) as exc:
+        cannot_start(exc)
+    try:
+        with view.running():
+            if job is None:
+                report = execute(plan)
+            else:
+                saved_dlq = None if dlq_url is None else absolute_url(dlq_url)
+                meta = {"cli": {
+                    "input": source.path if source.path == "-" else os.path.abspath(source.path),
+                    "format": source.format, "fn": portable_spec(fn_spec), "cwd": os.getcwd(),
+                    "dlq": None if saved_dlq is None else redact(saved_dlq),
+                    "batch_size": batch_size, "concurrency": concurrency,
+                    "max_attempts": max_attempts, "base_delay": base_delay,
+                }}
+                report = run_job(plan, job=job, store=store_url, force=force, meta=meta)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: finished batches are saved" + (
+            f"; resume with: batchguard jobs resume {job}" if job else ""), err=True)
+        return EXIT_INTERRUPTED
+    except (ConfigError, JobError, JobStoreUnavailableError, DLQUnavailableError) as exc:
+        cannot_start(exc)
+    except BatchguardError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return EXIT_INCOMPLETE
+    finally:
+        if plan.dlq is not None and effective_dlq is not None:
+            plan.dlq.close()
+    shown_dlq = effective_dlq if effective_dlq is not None else (store_url or DEFAULT_URL)
+    if job is not None and report.total == 0 and report.skipped_batches:
+        state = job_status(job, store=store_url)
+        click.echo(f"Job {job!r} is already {state.status} ({state.batches_done} batches, "
+                   f"{state.succeeded:,} succeeded, {state.failed:,} dead-lettered, finished "
+                   f"{state.finished_at}): nothing to do; --force runs it again from scratch.")
+        return EXIT_OK
+    print_report(report, dlq_url=shown_dlq, job_store=store_url)
+    if job is not None:
+        state = job_status(job, store=store_url)
+        click.echo(f"Job {job!r}: {state.status}, {state.batches_done}"
+                   f"{'/' + str(state.batches_total) if state.batches_total else ''} batches done, "
+                   f"{state.succeeded:,} succeeded, {state.failed:,} dead-lettered in all runs.")
+    return EXIT_OK if report.status == "complete" else EXIT_INCOMPLETE
+
+
+@click.command(short_help="Run --fn over the records of INPUT.")
+@click.argument("input_path", metavar="INPUT")
+@click.option("--fn", "fn_spec", required=True, metavar="MODULE:CALLABLE",
+              help="The callback run on each record (the working directory is importable).")
+@dlq_option(None, "Dead-letter queue URL [default: sqlite:///batchguard.db; with --job, the job "
+                  "store's database]")
+@click.option("--job", metavar="NAME", help="Run as a resumable job: rerunning it resumes it.")
+@click.option("--store", "store_url", metavar="URL", default=None,
+              help="Job store URL (with --job) [default: sqlite:///batchguard.db]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Records in flight at once.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Tries per record, the first included.")
+@click.option("--base-delay", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+              metavar="S", help="First retry delay in seconds (doubles each retry, with jitter).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Input format [default: from the extension, else the content].")
+@click.option("--force", is_flag=True, help="With --job: run a completed job again from scratch.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+def run(input_path: str, fn_spec: str, dlq_url: str | None, job: str | None, store_url: str | None,
+        batch_size: int, concurrency: int, max_attempts: int, base_delay: float, fmt: str | None,
+        force: bool, quiet: bool) -> None:
+    """Run --fn over every record of INPUT (JSON lines, CSV, a JSON array; - for stdin).
+
+    A line that does not parse is dead-lettered with a parse error and the run goes on.
+    """
+    if store_url is not None and job is None:
+        raise click.UsageError("--store is only used with --job NAME")
+    if force and job is None:
+        raise click.UsageError("--force is only used with --job NAME")
+    source = open_source(input_path, fmt)
+    fn = load_callable(fn_spec)
+    code = execute_run(source=source, fn=fn, fn_spec=fn_spec, dlq_url=dlq_url, job=job,
+                       store_url=(store_url or DEFAULT_URL) if job else None, batch_size=batch_size,
+                       concurrency=concurrency, max_attempts=max_attempts, base_delay=base_delay,
+                       force=force, quiet=quiet)
+    sys.exit(code)
