@@ -8,7 +8,6 @@
 
 import importlib.metadata
 
-from ._inputs import InputParseError
 from .api import arun_batches, run_batches
 from .batching import Batch, calculate_batch_size, create_batches
 from .dlq import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, open_dlq
@@ -20,6 +19,7 @@ from .errors import (
     ConfigTypeError,
     DLQError,
     DLQUnavailableError,
+    InputParseError,
     JobConflictError,
     JobError,
     PickleNotAllowedError,

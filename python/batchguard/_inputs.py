@@ -19,12 +19,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Final, Literal, cast
 
-from .errors import BatchguardError, ConfigError
+from .errors import InputError, InputParseError
 
 __all__ = [
     "FORMATS",
-    "InputError",
-    "InputParseError",
     "RecordSource",
     "StreamSource",
     "UnparsedLine",
@@ -42,18 +40,6 @@ _SNIFF_BYTES: Final = 64 * 1024
 _EXTRA: Final = "\0extra"
 _MISSING: Final = "\0missing"
 _TOO_DEEP: Final = f"nested too deeply (more than about {sys.getrecursionlimit()} levels)"
-
-
-class InputParseError(BatchguardError, ValueError):
-    """A line of the input could not be parsed; its record is dead-lettered with this error.
-
-    >>> issubclass(InputParseError, ValueError)
-    True
-    """
-
-
-class InputError(ConfigError):
-    """The input cannot be read at all (missing, unreadable, not valid JSON): nothing runs."""
 
 
 class UnparsedLine(str):
@@ -97,7 +83,7 @@ def guard_parse_errors(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     >>> guarded(UnparsedLine("{oops", line=2, error="bad JSON"))
     Traceback (most recent call last):
     ...
-    batchguard._inputs.InputParseError: line 2: bad JSON
+    batchguard.errors.InputParseError: line 2: bad JSON
     """
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
@@ -127,9 +113,9 @@ class RecordSource:
 
     ``len()`` counts the records in one fast pass, so runs can show an ETA.
 
-    >>> import tempfile, os
+    >>> import tempfile, os, pathlib
     >>> path = os.path.join(tempfile.mkdtemp(), "in.jsonl")
-    >>> _ = open(path, "w").write('{"id": 1}\\n{oops\\n\\n{"id": 3}\\n')
+    >>> _ = pathlib.Path(path).write_text('{"id": 1}\\n{oops\\n\\n{"id": 3}\\n')
     >>> src = open_input(path)
     >>> len(src), [r if isinstance(r, dict) else ("bad", r.line) for r in src]
     (3, [{'id': 1}, ('bad', 2), {'id': 3}])

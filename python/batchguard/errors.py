@@ -16,6 +16,8 @@ __all__ = [
     "ConfigTypeError",
     "DLQError",
     "DLQUnavailableError",
+    "InputError",
+    "InputParseError",
     "JobConflictError",
     "JobError",
     "JobNotFoundError",
@@ -88,3 +90,17 @@ class BulkResultError(BatchguardError, TypeError):
 
 class BatchguardWarning(UserWarning):
     """Something batchguard handled but the user should know about (e.g. a payload stored as repr)."""
+
+
+class InputError(ConfigError):
+    """The command line's input cannot be read at all (missing, unreadable, not valid JSON):
+    nothing runs."""
+
+
+class InputParseError(BatchguardError, ValueError):
+    """A line of the command line's input could not be parsed; its record is dead-lettered with
+    this error (PERMANENT: a ValueError), and the run goes on.
+
+    >>> issubclass(InputParseError, ValueError)
+    True
+    """
