@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+from ._native import RunSummary
 from ._outcome import deliver
 from .errors import BulkResultError
 from .reference import DONE, FEED, Scheduler, Wait, Work, _Classify, call_timed, feed
@@ -366,7 +367,7 @@ async def _bisect(run: Any, fn: Callable[[Any], Awaitable[Any]], group: list[tup
 
 async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[Any]],
                 concurrency: int, batch_size: int, timeout: float | None,
-                bulk: bool = False) -> tuple[Any, ...]:
+                bulk: bool = False) -> RunSummary | Scheduler:
     """Run every record through ``fn`` with up to ``concurrency`` coroutines in flight (with
     ``bulk``, up to ``concurrency`` bulk calls, each on a batch or a bisected part of one)."""
     loop = asyncio.get_running_loop()
@@ -467,7 +468,7 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
         await _wait_for_workers(workers)
         run.finish()
         raise
-    outcome = run.finish()
+    outcome: RunSummary | Scheduler = run.finish()
     if stop:
         # Out of the closure cell the workers share, so the traceback does not keep them alive.
         error = stop.pop()

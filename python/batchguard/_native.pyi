@@ -9,7 +9,7 @@ The engine reads its arguments by attribute (duck typing); the types below name 
 ``batchguard.api`` actually passes.
 """
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, Literal, Self, final
 
 
@@ -24,17 +24,17 @@ __all__ = [
     "calculate_batch_size",
     "_panic_for_test",
     "_panic_in_worker_for_test",
+    "RunSummary",
+    "Counters",
+    "BatchEvent",
+    "BreakerEvent",
+    "DeadRecord",
+    "FailedAttempt",
     "DeadRecords",
     "AsyncRun",
     "MAX_CONCURRENCY",
 ]
 
-_ErrorClassName = Literal["transient", "recoverable", "permanent", "fatal"]
-_Attempt = list[Any]
-"""``[attempt, at, exc, delay_s]``: the try's number (1-based), its wall-clock time (seconds
-since the epoch), the exception it raised, and the delay before the next try (seconds)."""
-_DeadRecord = tuple[int, int, Any, _ErrorClassName, list[_Attempt]]
-_RunSummary = tuple[int, int, int, bool, int, list[Any], str | None, int, int]
 
 MAX_CONCURRENCY: Final = 1024
 """Largest ``concurrency`` the engine accepts: sync callbacks get one thread each, and past
@@ -47,7 +47,7 @@ def run(
     classifier: Classifier,
     sink: RunRecorder,
     size_hint: int | None = None,
-) -> _RunSummary:
+) -> RunSummary:
     """Run ``func`` over ``records``; report batch events and progress to ``sink``.
 
     Records are read ``config.batch_size`` at a time (lists and tuples by position, any other
@@ -55,10 +55,7 @@ def run(
     dead-lettered or made to stop the run as ``config`` says. ``size_hint`` (the input's length,
     when known) only presizes the result list.
 
-    Returns ``(succeeded, failed, records_read, exhausted, retries, successful, stop_reason,
-    breaker_trips, skipped_records)``, where ``successful`` holds the return values of the
-    successful calls in input order, and ``stop_reason`` is None for a run that was not stopped,
-    else ``"fatal"``, ``"max_failures"``, ``"breaker_abort"`` or ``"interrupt"``.
+    Returns the run's :class:`RunSummary`.
 
     Raises ``batchguard.errors.ConfigError`` for a configuration the engine rejects, and
     re-raises a ``KeyboardInterrupt`` or ``SystemExit`` raised by ``func`` (or Ctrl-C) after
@@ -116,14 +113,202 @@ def _panic_in_worker_for_test(record_index: int) -> None:
     worker panicked, the DLQ holds what was dead-lettered, and the record is pending. Tests only.
     """
 
+_ErrorClassName = Literal["transient", "recoverable", "permanent", "fatal"]
+_BreakerState = Literal["closed", "open", "half_open"]
+
+@final
+class RunSummary:
+    """What a run returns (``run``, ``AsyncRun.finish``; the reference engine builds the same).
+
+    Built once per run; every field is read-only.
+
+    >>> summary.succeeded + summary.failed <= summary.records_read  # doctest: +SKIP
+    True
+    """
+
+    @property
+    def succeeded(self) -> int:
+        """Records whose call returned."""
+    @property
+    def failed(self) -> int:
+        """Records dead-lettered."""
+    @property
+    def records_read(self) -> int:
+        """Records taken from the input (skipped batches included)."""
+    @property
+    def exhausted(self) -> bool:
+        """True once the input iterator was read to its end."""
+    @property
+    def retries(self) -> int:
+        """Attempts after a record's first."""
+    @property
+    def successful(self) -> list[Any]:
+        """The return values of the successful calls, in input order."""
+    @property
+    def stop_reason(self) -> str | None:
+        """None for a run that was not stopped, else ``"fatal"``, ``"max_failures"``,
+        ``"breaker_abort"`` or ``"interrupt"``."""
+    @property
+    def breaker_trips(self) -> int:
+        """How often the circuit breaker opened."""
+    @property
+    def skipped_records(self) -> int:
+        """Records of skipped batches (a resumed job's finished ones): read past, not run."""
+    def __new__(
+        cls,
+        *,
+        succeeded: int,
+        failed: int,
+        records_read: int,
+        exhausted: bool,
+        retries: int,
+        successful: list[Any],
+        stop_reason: str | None,
+        breaker_trips: int,
+        skipped_records: int,
+    ) -> Self: ...
+
+@final
+class Counters:
+    """A snapshot of a run's counters, handed with each delivery of events and progress report.
+
+    >>> counters.succeeded + counters.failed  # records final so far  # doctest: +SKIP
+    """
+
+    @property
+    def succeeded(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def retrying(self) -> int:
+        """Records waiting for their next try."""
+    @property
+    def in_flight(self) -> int:
+        """Attempts running now."""
+    @property
+    def queued(self) -> int:
+        """Records read and not yet started (including those waiting for their key)."""
+    @property
+    def batches_completed(self) -> int: ...
+    @property
+    def current_batch(self) -> int:
+        """The newest batch taken from the input."""
+    @property
+    def breaker_state(self) -> _BreakerState: ...
+    @property
+    def records_read(self) -> int: ...
+    def __new__(
+        cls,
+        *,
+        succeeded: int,
+        failed: int,
+        retrying: int,
+        in_flight: int,
+        queued: int,
+        batches_completed: int,
+        current_batch: int,
+        breaker_state: str,
+        records_read: int,
+    ) -> Self: ...
+
+@final
+class BatchEvent:
+    """One batch, once every record in it is final (or the run stopped: then ``pending`` of
+    its records are not)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def succeeded(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def duration(self) -> float:
+        """Seconds from the batch's first start to its last record's end."""
+    @property
+    def pending(self) -> int: ...
+    @property
+    def dead(self) -> DeadRecords | list[DeadRecord] | None:
+        """The batch's dead-lettered records (None or empty when there are none)."""
+    def __new__(
+        cls,
+        *,
+        index: int,
+        size: int,
+        succeeded: int,
+        failed: int,
+        retries: int,
+        duration: float,
+        pending: int,
+        dead: DeadRecords | list[DeadRecord] | None,
+    ) -> Self: ...
+
+@final
+class BreakerEvent:
+    """The circuit breaker moved from ``from_state`` to ``to_state``, ``at`` seconds after the
+    run started."""
+
+    @property
+    def at(self) -> float: ...
+    @property
+    def from_state(self) -> _BreakerState: ...
+    @property
+    def to_state(self) -> _BreakerState: ...
+    def __new__(cls, *, at: float, from_state: str, to_state: str) -> Self: ...
+
+@final
+class DeadRecord:
+    """A dead-lettered record: where it was, what it was, and how it failed."""
+
+    @property
+    def record_index(self) -> int: ...
+    @property
+    def batch_index(self) -> int: ...
+    @property
+    def record(self) -> Any: ...
+    @property
+    def error_class(self) -> _ErrorClassName: ...
+    @property
+    def attempts(self) -> list[FailedAttempt]:
+        """Its tries, oldest first (never empty)."""
+    def __new__(
+        cls,
+        *,
+        record_index: int,
+        batch_index: int,
+        record: Any,
+        error_class: str,
+        attempts: list[FailedAttempt],
+    ) -> Self: ...
+
+@final
+class FailedAttempt:
+    """One failed try of a record."""
+
+    @property
+    def attempt(self) -> int:
+        """The try's number (1-based)."""
+    @property
+    def at(self) -> float:
+        """Its wall-clock time (seconds since the epoch)."""
+    @property
+    def error(self) -> BaseException:
+        """The exception it raised."""
+    @property
+    def delay(self) -> float | None:
+        """The wait before the next try (seconds); None when there was none."""
+    def __new__(cls, *, attempt: int, at: float, error: BaseException, delay: float | None) -> Self: ...
+
 @final
 class DeadRecords:
     """The dead-lettered records of one batch, handed to Python without converting each one:
     the recorder materializes them only when it persists or shows them.
 
-    Made only by the engine (it has no constructor) and read by index; each item is
-    ``(record_index, batch_index, record, error_class, attempts)``, with ``attempts`` a list of
-    ``[attempt, at, exc, delay_s]``, oldest first.
+    Made only by the engine (it has no constructor) and read by index.
 
     >>> entries = [dead[i] for i in range(len(dead))]  # doctest: +SKIP
     """
@@ -131,8 +316,11 @@ class DeadRecords:
     def __len__(self) -> int:
         """How many records of the batch were dead-lettered."""
 
-    def __getitem__(self, index: int, /) -> _DeadRecord:
+    def __getitem__(self, index: int, /) -> DeadRecord:
         """The ``index``-th dead record (negative counts from the end); IndexError past the end."""
+
+    def __iter__(self) -> Iterator[DeadRecord]:
+        """Every dead record, in the order the batch finished them."""
 
 @final
 class AsyncRun:
@@ -187,6 +375,6 @@ class AsyncRun:
     def stopping(self) -> bool:
         """True once the run has a stop reason (fatal error, error budget, breaker abort, interrupt)."""
 
-    def finish(self) -> _RunSummary:
+    def finish(self) -> RunSummary:
         """Close the run: abandon what is still in flight, report the unfinished batches to the
         sink, and return what ``run`` returns."""

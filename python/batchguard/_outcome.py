@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from ._native import BatchEvent, BreakerEvent, Counters, DeadRecord
 from ._stored import REPORT_SAMPLE, SentBatch, StoredDeadLetters, StoredSequence
 from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ
 from .dlq.codec import Fallbacks, clean_text, encode_payload, encode_record_id, type_name
@@ -31,11 +32,9 @@ logger = logging.getLogger("batchguard")
 
 _ID_NAMESPACE = uuid.UUID("6f1d7c1e-5b7a-4f0e-9a57-1b2c3d4e5f60")
 
-# (index, batch_index, record, error_class, [[attempt, wall_time, exc, delay_s], ...])
-RawFailure = tuple[int, int, Any, str, list[list[Any]]]
-# (succeeded, failed, retrying, in_flight, queued, batches_completed, current_batch,
-#  breaker_state, records_read)
-Counters = tuple[int, int, int, int, int, int, int, str, int]
+# A batch as the report keeps it: (index, size, succeeded, failed, retries, duration_s, pending)
+# — BatchStats' fields, built only when the report's ``batches`` is read.
+_BatchTally = tuple[int, int, int, int, int, float, int]
 
 
 _monotonic = time.monotonic
@@ -46,9 +45,10 @@ _monotonic = time.monotonic
 DELIVERY_ATTEMPTS = 4
 
 
-def _stats(event: tuple[Any, ...]) -> BatchStats:
-    """A ("batch", ...) event as the report shows it."""
-    return BatchStats(event[1], event[2], event[3], event[4], event[5], event[6], event[7])
+def _stats(event: BatchEvent) -> BatchStats:
+    """A batch event as the report shows it."""
+    return BatchStats(event.index, event.size, event.succeeded, event.failed, event.retries,
+                      event.duration, event.pending)
 
 
 def new_run_id() -> str:
@@ -99,7 +99,7 @@ def _traceback_of(exc: BaseException) -> str | None:
         return f"<traceback of {type_name(exc)} could not be formatted>"
 
 
-def deliver(sink: Any, events: list[tuple[Any, ...]], counters: Counters) -> None:
+def deliver(sink: Any, events: list[BatchEvent | BreakerEvent], counters: Counters) -> None:
     """``sink.events(events, counters)``, where the sink removes each event it has handled.
 
     DESIGN §4: an interrupt flushes what was dead-lettered. A KeyboardInterrupt (any
@@ -160,7 +160,7 @@ class Failures:
         self._pickle = pickle_payloads
         self._chunks: list[Any] = []
         self._count = 0
-        self._flat: list[RawFailure] | None = []
+        self._flat: list[DeadRecord] | None = []
         self._fallbacks = Fallbacks()  # which storage fallbacks this run used (one warning each)
         self._id_of_raised: set[str] = set()  # exception types id_of raised (logged once each)
         # With a durable DLQ the entries live there: this log keeps counts, where each batch's
@@ -224,10 +224,10 @@ class Failures:
             self._count += len(raw)
             self._flat = None
 
-    def _in_order(self) -> list[RawFailure]:
+    def _in_order(self) -> list[DeadRecord]:
         if self._flat is None:
             flat = [record for chunk in self._chunks for record in chunk]
-            flat.sort(key=lambda r: r[0])
+            flat.sort(key=lambda r: r.record_index)
             self._chunks = [flat]
             self._flat = flat
         return self._flat
@@ -236,13 +236,13 @@ class Failures:
         """The failed records in input order (lazy past the sample with a durable DLQ)."""
         if self._durable is not None:
             return StoredSequence(self._stored(), _stored_record, "failed records")
-        return [r[2] for r in self._in_order()]
+        return [r.record for r in self._in_order()]
 
     def type_counts(self) -> collections.Counter[str]:
         """Exception type name -> how many records were dead-lettered with it."""
         if self._durable is not None:
             return collections.Counter(self._type_counts)
-        return collections.Counter(type(r[4][-1][2]).__name__ for r in self._in_order())
+        return collections.Counter(type(r.attempts[-1].error).__name__ for r in self._in_order())
 
     def record_id(self, record: Any, index: int) -> Any:
         """The record's id as every backend stores it (dlq.codec.encode_record_id's rule)."""
@@ -263,11 +263,11 @@ class Failures:
         if self._durable is not None:
             return StoredSequence(self._stored(), _record_error, "errors")
         out = []
-        for index, batch_index, record, error_class, history in self._in_order():
-            exc = history[-1][2]
-            out.append(RecordError(index, self.record_id(record, index), type(exc).__name__,
-                                   message_of(exc), error_class, self.stage, len(history),
-                                   batch_index))
+        for dead in self._in_order():
+            exc = dead.attempts[-1].error
+            out.append(RecordError(dead.record_index, self.record_id(dead.record, dead.record_index),
+                                   type(exc).__name__, message_of(exc), dead.error_class, self.stage,
+                                   len(dead.attempts), dead.batch_index))
         return out
 
     def dead_letters(self) -> Sequence[DeadLetter]:
@@ -280,26 +280,27 @@ class Failures:
         """The stored payload and its encoding (dlq.codec: JSON, pickle if opted in, repr, placeholder)."""
         return encode_payload(record, pickle_payloads=self._pickle, fallbacks=self._fallbacks)
 
-    def dead_letter(self, raw: RawFailure) -> DeadLetter:
+    def dead_letter(self, dead: DeadRecord) -> DeadLetter:
         """The DLQ entry of one failed record: always storable, whatever the record holds."""
-        index, batch_index, record, error_class, history = raw
-        exc = history[-1][2]
+        index, record = dead.record_index, dead.record
+        exc = dead.attempts[-1].error
         fallbacks = self._fallbacks
         trace = _traceback_of(exc)
         payload, encoding = self.payload(record)
-        attempts = tuple(Attempt(a, iso(at), type_name(e), clean_text(message_of(e), fallbacks), delay)
-                         for a, at, e, delay in history)
+        attempts = tuple(Attempt(a.attempt, iso(a.at), type_name(a.error),
+                                 clean_text(message_of(a.error), fallbacks), a.delay)
+                         for a in dead.attempts)
         return DeadLetter(
             id=entry_id(self.job_id or self.run_id, self.stage, index),
             run_id=self.run_id,
             job_id=self.job_id,
             record_id=self.record_id(record, index),
             record_index=index,
-            batch_index=batch_index,
+            batch_index=dead.batch_index,
             stage=self.stage,
             payload=payload,
             payload_encoding=encoding,
-            error_class=error_class,
+            error_class=dead.error_class,
             error_type=attempts[-1].error_type,
             error_message=attempts[-1].error_message,
             traceback=None if trace is None else clean_text(trace, fallbacks),
@@ -336,7 +337,7 @@ class RunRecorder:
                                  reopen=reopen_dlq,
                                  # a checkpoint that rewrites the entries it is given says so
                                  elsewhere=getattr(checkpoint, "entries_stored_elsewhere", None))
-        self._stats: list[tuple[Any, ...]] = []
+        self._stats: list[_BatchTally] = []
         self._batches_total = None if total is None else -(-total // batch_size)
         self.breaker_events: list[tuple[float, str, str]] = []
         self.breaker_state = "closed"
@@ -348,7 +349,7 @@ class RunRecorder:
 
     # ------------------------------------------------------------------ engine callbacks
 
-    def events(self, events: list[tuple[Any, ...]], counters: Counters) -> None:
+    def events(self, events: list[BatchEvent | BreakerEvent], counters: Counters) -> None:
         """Handle an engine's events, removing each from ``events`` once it is handled: when
         an interrupt cuts this short, what is left is still in the list, and the engine hands
         it back (:func:`deliver`)."""
@@ -358,14 +359,16 @@ class RunRecorder:
         handled = 0
         try:
             for event in events:
-                if event[0] == "batch":
-                    if event[8] or self.checkpoint is not None:
+                if isinstance(event, BatchEvent):
+                    if event.dead or self.checkpoint is not None:
                         self._persist(event)
-                    self._stats.append(event[:8])  # not the dead records: they are persisted
+                    # not the dead records: they are persisted
+                    self._stats.append((event.index, event.size, event.succeeded, event.failed,
+                                        event.retries, event.duration, event.pending))
                     if self._log_batches:
                         self._log_batch(event, counters)
                 else:
-                    _, at, old, new = event
+                    at, old, new = event.at, event.from_state, event.to_state
                     self.breaker_events.append((at, old, new))
                     self.breaker_state = new
                     logger.warning("circuit breaker %s -> %s", old, new,
@@ -377,7 +380,7 @@ class RunRecorder:
         if self.on_progress is not None:
             self.progress(counters)
 
-    def _persist(self, event: tuple[Any, ...]) -> None:
+    def _persist(self, event: BatchEvent) -> None:
         if self._persist_failed is not None:
             # The DLQ (or job store) failed once: the run is failing with that error. Trying it
             # again for every batch a worker still finishes would only add its timeout each
@@ -389,8 +392,8 @@ class RunRecorder:
             self._persist_failed = exc
             raise
 
-    def _persist_batch(self, event: tuple[Any, ...]) -> None:
-        dead = event[8] or ()
+    def _persist_batch(self, event: BatchEvent) -> None:
+        dead = event.dead or ()
         entries: list[DeadLetter] = []
         if dead and self.dlq is not None:
             entries = [self.failures.dead_letter(raw) for raw in dead]
@@ -405,27 +408,28 @@ class RunRecorder:
             # The job store commits the entries and the batch together, in a crash-safe order.
             self.checkpoint.batch_done(_stats(event), entries, self.dlq)
 
-    def _log_batch(self, event: tuple[Any, ...], counters: Counters) -> None:
-        _, batch_index, size, succeeded, failed, retries, duration, pending, _ = event
+    def _log_batch(self, event: BatchEvent, counters: Counters) -> None:
         logger.info("batch_complete", extra={
             "run_id": self.run_id, "job_id": self.job_id, "stage": self.stage,
-            "batch_index": batch_index, "batch_size": size, "batch_success": succeeded,
-            "batch_failure": failed, "batch_retries": retries, "batch_pending": pending,
-            "duration_s": round(duration, 6), "total_processed": counters[0] + counters[1],
+            "batch_index": event.index, "batch_size": event.size, "batch_success": event.succeeded,
+            "batch_failure": event.failed, "batch_retries": event.retries,
+            "batch_pending": event.pending, "duration_s": round(event.duration, 6),
+            "total_processed": counters.succeeded + counters.failed,
             "total_records": self.total,
         })
 
     @property
     def batches(self) -> list[BatchStats]:
-        return sorted((_stats(e) for e in self._stats), key=lambda b: b.batch_index)
+        return sorted((BatchStats(*tally) for tally in self._stats), key=lambda b: b.batch_index)
 
     def progress(self, counters: Counters) -> None:
         if self.on_progress is None:
             return
-        succeeded, failed, retrying, in_flight, queued, completed, current, breaker, _ = counters
-        self.on_progress(BatchProgress(completed, self._batches_total, current, succeeded + failed,
-                                       succeeded, failed, retrying, in_flight, queued,
-                                       _monotonic() - self.started, self.total, breaker))
+        c = counters
+        self.on_progress(BatchProgress(c.batches_completed, self._batches_total, c.current_batch,
+                                       c.succeeded + c.failed, c.succeeded, c.failed, c.retrying,
+                                       c.in_flight, c.queued, _monotonic() - self.started,
+                                       self.total, c.breaker_state))
 
     def classifier_error(self, exc: BaseException, error: BaseException) -> None:
         kind = (type(error).__name__, type(exc).__name__)

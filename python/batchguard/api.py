@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from ._native import RunSummary
 from ._outcome import RunRecorder, new_run_id
 from .batching import calculate_batch_size
 from .dlq.base import DeadLetterQueue
@@ -241,23 +242,25 @@ def _with_skips(plan: Plan, skip_batches: frozenset[int]) -> Plan:
     return replace(plan, config=replace(plan.config, skip_batches=frozenset(skip_batches)))
 
 
-def _from_scheduler(scheduler: Scheduler) -> tuple[Any, ...]:
-    """The reference scheduler's final state in the native engine's result shape."""
+def _from_scheduler(scheduler: Scheduler) -> RunSummary:
+    """The reference scheduler's final state as the native engine returns it."""
     scheduler.results.sort(key=lambda pair: pair[0])
-    return (scheduler.succeeded, scheduler.failed, scheduler.next_index, scheduler.exhausted,
-            scheduler.retries, [value for _, value in scheduler.results], scheduler.stop_reason,
-            scheduler.breaker.trips if scheduler.breaker is not None else 0,
-            scheduler.skipped_records)
+    return RunSummary(
+        succeeded=scheduler.succeeded, failed=scheduler.failed, records_read=scheduler.next_index,
+        exhausted=scheduler.exhausted, retries=scheduler.retries,
+        successful=[value for _, value in scheduler.results], stop_reason=scheduler.stop_reason,
+        breaker_trips=scheduler.breaker.trips if scheduler.breaker is not None else 0,
+        skipped_records=scheduler.skipped_records)
 
 
-def _report(plan: Plan, recorder: RunRecorder, outcome: tuple[Any, ...],
+def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
             skip_batches: frozenset[int]) -> BatchReport:
-    (succeeded, failed, read, exhausted, retries, successful, stop_reason, trips,
-     skipped_records) = outcome
-    return recorder.report(succeeded=succeeded, failed=failed, read=read - skipped_records,
-                           skipped_records=skipped_records, exhausted=exhausted,
-                           retries=retries, successful=successful, stop_reason=stop_reason,
-                           breaker_trips=trips, success_threshold=plan.success_threshold,
+    return recorder.report(succeeded=outcome.succeeded, failed=outcome.failed,
+                           read=outcome.records_read - outcome.skipped_records,
+                           skipped_records=outcome.skipped_records, exhausted=outcome.exhausted,
+                           retries=outcome.retries, successful=outcome.successful,
+                           stop_reason=outcome.stop_reason, breaker_trips=outcome.breaker_trips,
+                           success_threshold=plan.success_threshold,
                            skipped_batches=len(skip_batches))
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ._native import BatchEvent, BreakerEvent, Counters, DeadRecord, FailedAttempt
 from ._outcome import deliver
 from ._run.config import EngineConfig
 from ._clients import retry_after_of
@@ -196,7 +197,7 @@ class _Batch:
         self.failed = 0
         self.retries = 0
         self.started = started
-        self.dead: list[tuple[Any, ...]] = []
+        self.dead: list[DeadRecord] = []
 
 
 FEED = "feed"
@@ -261,7 +262,7 @@ class Scheduler:
         self.batches_completed = 0
         self.current_batch = 0
         self.traceback_budget = config.traceback_limit
-        self.events: list[tuple[Any, ...]] = []
+        self.events: list[BatchEvent | BreakerEvent] = []
         self.started_at = now
 
     # ---------------------------------------------------------------- input
@@ -388,7 +389,7 @@ class Scheduler:
     def _take_transitions(self) -> None:
         assert self.breaker is not None
         for at, old, new in self.breaker.transitions:
-            self.events.append(("breaker", at - self.started_at, old, new))
+            self.events.append(BreakerEvent(at=at - self.started_at, from_state=old, to_state=new))
         self.breaker.transitions.clear()
 
     # ---------------------------------------------------------------- outcomes
@@ -484,7 +485,11 @@ class Scheduler:
         self.failed += 1
         batch = self._batches[work.batch_index]
         batch.failed += 1
-        batch.dead.append((work.index, work.batch_index, work.record, error_class.value, history))
+        attempts = [FailedAttempt(attempt=attempt, at=at, error=error, delay=delay)
+                    for attempt, at, error, delay in history]
+        batch.dead.append(DeadRecord(record_index=work.index, batch_index=work.batch_index,
+                                     record=work.record, error_class=error_class.value,
+                                     attempts=attempts))
         self._finish(batch, now)
         self._check_budget()
 
@@ -518,8 +523,10 @@ class Scheduler:
         if batch.remaining == 0:
             del self._batches[batch.index]
             self.batches_completed += 1
-            self.events.append(("batch", batch.index, batch.size, batch.succeeded, batch.failed,
-                                batch.retries, now - batch.started, 0, batch.dead))
+            self.events.append(BatchEvent(index=batch.index, size=batch.size,
+                                          succeeded=batch.succeeded, failed=batch.failed,
+                                          retries=batch.retries, duration=now - batch.started,
+                                          pending=0, dead=batch.dead))
 
     def close(self, now: float) -> int:
         """End of run: report every unfinished batch (with its pending count) and return how
@@ -527,8 +534,10 @@ class Scheduler:
         unfinished = 0
         for batch in sorted(self._batches.values(), key=lambda b: b.index):
             unfinished += batch.remaining
-            self.events.append(("batch", batch.index, batch.size, batch.succeeded, batch.failed,
-                                batch.retries, now - batch.started, batch.remaining, batch.dead))
+            self.events.append(BatchEvent(index=batch.index, size=batch.size,
+                                          succeeded=batch.succeeded, failed=batch.failed,
+                                          retries=batch.retries, duration=now - batch.started,
+                                          pending=batch.remaining, dead=batch.dead))
         self._batches.clear()
         self._fresh.clear()
         self._ready.clear()
@@ -537,13 +546,16 @@ class Scheduler:
         self._parked.clear()
         return unfinished
 
-    def counters(self) -> tuple[int, int, int, int, int, int, int, str, int]:
-        """(succeeded, failed, retrying, in_flight, queued, batches_completed, current_batch,
-        breaker_state, records_read): what progress reports are made of."""
+    def counters(self) -> Counters:
+        """What progress reports are made of."""
         blocked = sum(len(q) for q in self._active_keys.values()) if self._active_keys else 0
-        return (self.succeeded, self.failed, len(self._ready) + len(self._parked), self.in_flight,
-                len(self._fresh) + len(self._unblocked) + blocked, self.batches_completed, self.current_batch,
-                self.breaker.state if self.breaker is not None else "closed", self.next_index)
+        return Counters(
+            succeeded=self.succeeded, failed=self.failed,
+            retrying=len(self._ready) + len(self._parked), in_flight=self.in_flight,
+            queued=len(self._fresh) + len(self._unblocked) + blocked,
+            batches_completed=self.batches_completed, current_batch=self.current_batch,
+            breaker_state=self.breaker.state if self.breaker is not None else "closed",
+            records_read=self.next_index)
 
 
 # --------------------------------------------------------------------------- driver
@@ -576,8 +588,9 @@ def run_reference(records: Iterator[Any], fn: Callable[[Any], Any], config: Engi
                   classifier: Classifier, sink: Any) -> Scheduler:
     """Run ``fn`` over ``records`` and feed outcomes to ``sink``; returns the final scheduler.
 
-    ``sink`` receives ``batch(...)`` and ``breaker(...)`` events, ``progress(scheduler)``
-    snapshots, and ``classifier_error(exc, error)``; it decides what to persist and show.
+    ``sink`` receives ``events(events, counters)`` (``BatchEvent`` and ``BreakerEvent``),
+    ``progress(counters)`` snapshots, and ``classifier_error(exc, error)``; it decides what to
+    persist and show.
     """
     classify = _Classify(classifier, sink.classifier_error)
     clock = time.monotonic

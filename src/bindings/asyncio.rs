@@ -10,14 +10,13 @@ use std::time::Instant;
 
 use pyo3::exceptions::{PyException, PyRuntimeError};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
 use pyo3::{intern, IntoPyObjectExt};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::ffi::list_of;
 use super::{
-    deliver, engine_config, progress, strip_traceback, summary_tuple, wall_now, wants_progress, MonoClock,
-    NativeClassifier, Obj, Prepared, PyScheduler, PyWork,
+    deliver, engine_config, progress, strip_traceback, summary, wall_now, wants_progress, MonoClock, NativeClassifier,
+    Obj, Prepared, PyScheduler, PyWork, RunSummary,
 };
 use crate::engine::{Clock, Next, NextGroup, Scheduler};
 
@@ -219,7 +218,7 @@ impl AsyncRun {
 
     /// Close the run: report unfinished batches, and return what `batchguard._native.run`
     /// returns.
-    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, RunSummary>> {
         for (_, work) in self.in_flight.drain() {
             self.sched.abandon(work);
         }
@@ -229,7 +228,7 @@ impl AsyncRun {
         drop(self.sched.take_released());
         let count = self.sched.succeeded() as usize;
         let values = list_of(py, std::mem::take(&mut self.results).into_iter().flatten(), count)?;
-        summary_tuple(py, &self.sched, values)
+        summary(py, &self.sched, values)
     }
 }
 

@@ -22,19 +22,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::{PyAttributeError, PyException, PyRuntimeError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
-use pyo3::{intern, IntoPyObjectExt};
 
 use crate::backoff::{Jitter, RetryPolicy};
 use crate::breaker::BreakerPolicy;
 use crate::classify::{delta_seconds, ClientTables, ErrorClass, Inspector, MroClass, Rules, TypeVerdict};
-use crate::engine::{Budget, Clock, Config, Counters, Dead, Event, Failure, Key, Next, Scheduler, Streamed, Work};
+use crate::engine::{Budget, Clock, Config, Counters, Event, Failure, Key, Next, Scheduler, Streamed, Work};
 use crate::ratelimit::RateLimit;
 
 mod asyncio;
+mod events;
 mod ffi;
 
+use events::RunSummary;
 use ffi::{list_of, FastCall, OrderedResults, Source};
 
 pyo3::import_exception!(batchguard.errors, ConfigError);
@@ -629,109 +631,6 @@ fn report_failure(py: Python<'_>, sched: &mut PyScheduler, work: PyWork, failure
 
 // ------------------------------------------------------------------------ events for Python
 
-/// The dead-lettered records of one batch, handed to Python without converting each one:
-/// the recorder materializes them only when it persists or shows them.
-#[pyclass(module = "batchguard._native")]
-struct DeadRecords {
-    items: Vec<Dead<Obj, Obj>>,
-}
-
-fn dead_tuple<'py>(py: Python<'py>, dead: &Dead<Obj, Obj>) -> PyResult<Bound<'py, PyTuple>> {
-    let attempts = PyList::empty(py);
-    for a in &dead.attempts {
-        attempts.append(PyList::new(
-            py,
-            [
-                a.attempt.into_bound_py_any(py)?,
-                a.wall.into_bound_py_any(py)?,
-                a.error.bind(py).clone(),
-                a.delay.into_bound_py_any(py)?,
-            ],
-        )?)?;
-    }
-    PyTuple::new(
-        py,
-        [
-            dead.index.into_bound_py_any(py)?,
-            dead.batch.into_bound_py_any(py)?,
-            dead.record.bind(py).clone(),
-            PyString::intern(py, dead.class.as_str()).into_any(),
-            attempts.into_any(),
-        ],
-    )
-}
-
-#[pymethods]
-impl DeadRecords {
-    fn __len__(&self) -> usize {
-        self.items.len()
-    }
-
-    // The exceptions held here keep their tracebacks, whose frames can lead back to whoever
-    // holds this object: the garbage collector must see these references to break the cycle.
-    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        for dead in &self.items {
-            visit.call(&dead.record)?;
-            for attempt in &dead.attempts {
-                visit.call(&attempt.error)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn __clear__(&mut self) {
-        self.items.clear();
-    }
-
-    /// `(record_index, batch_index, record, error_class, [[attempt, at, exc, delay_s], ...])`
-    fn __getitem__<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyTuple>> {
-        let len = self.items.len() as isize;
-        let i = if index < 0 { index + len } else { index };
-        if i < 0 || i >= len {
-            return Err(pyo3::exceptions::PyIndexError::new_err("DeadRecords index out of range"));
-        }
-        dead_tuple(py, &self.items[i as usize])
-    }
-}
-
-fn counters_tuple<'py>(py: Python<'py>, c: &Counters) -> PyResult<Bound<'py, PyTuple>> {
-    (
-        c.succeeded,
-        c.failed,
-        c.retrying,
-        c.in_flight,
-        c.queued,
-        c.batches_completed,
-        c.current_batch,
-        c.breaker_state.as_str(),
-        c.records_read,
-    )
-        .into_pyobject(py)
-}
-
-fn events_list<'py>(py: Python<'py>, events: Vec<Event<Obj, Obj>>) -> PyResult<Bound<'py, PyList>> {
-    let list = PyList::empty(py);
-    for event in events {
-        let item = match event {
-            Event::Batch(b) => {
-                // Most batches have no failures: no object for an empty list of them.
-                let dead = if b.dead.is_empty() {
-                    py.None().into_bound(py)
-                } else {
-                    Bound::new(py, DeadRecords { items: b.dead })?.into_any()
-                };
-                (intern!(py, "batch"), b.index, b.size, b.succeeded, b.failed, b.retries, b.duration, b.pending, dead)
-                    .into_bound_py_any(py)?
-            }
-            Event::Breaker { at, from, to } => {
-                (intern!(py, "breaker"), at, from.as_str(), to.as_str()).into_bound_py_any(py)?
-            }
-        };
-        list.append(item)?;
-    }
-    Ok(list)
-}
-
 /// Hand events to the recorder, which removes each one from the list once it is handled.
 ///
 /// DESIGN §4: an interrupt flushes what was dead-lettered. A KeyboardInterrupt (any
@@ -742,8 +641,8 @@ fn deliver(py: Python<'_>, sink: &Bound<'_, PyAny>, events: Vec<Event<Obj, Obj>>
     if events.is_empty() {
         return Ok(());
     }
-    let events = events_list(py, events)?;
-    let counters = counters_tuple(py, counters)?;
+    let events = events::events_list(py, events)?;
+    let counters = events::counters(py, counters)?;
     let mut interrupted: Option<PyErr> = None;
     for _ in 0..DELIVERY_ATTEMPTS {
         match sink.call_method1(intern!(py, "events"), (&events, &counters)) {
@@ -764,7 +663,7 @@ fn wants_progress(sink: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 fn progress(py: Python<'_>, sink: &Bound<'_, PyAny>, counters: &Counters) -> PyResult<()> {
-    sink.call_method1(intern!(py, "progress"), (counters_tuple(py, counters)?,))?;
+    sink.call_method1(intern!(py, "progress"), (events::counters(py, counters)?,))?;
     Ok(())
 }
 
@@ -779,63 +678,29 @@ fn nap(py: Python<'_>, clock: &MonoClock, until: Option<f64>) -> PyResult<()> {
 
 // ------------------------------------------------------------------------ the run
 
-impl RunSummary {
-    fn into_tuple(self, py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
-        (
-            self.succeeded,
-            self.failed,
-            self.read,
-            self.exhausted,
-            self.retries,
-            self.successful,
-            self.stop_reason,
-            self.trips,
-            self.skipped,
-        )
-            .into_pyobject(py)
-    }
-}
-
-/// The tuple `run` returns, for a finished scheduler and its values.
-fn summary_tuple<'py>(
+/// What `run` returns to `batchguard.api`, for a finished scheduler and its values.
+fn summary<'py>(
     py: Python<'py>,
     sched: &PyScheduler,
-    values: Bound<'py, PyList>,
-) -> PyResult<Bound<'py, PyTuple>> {
-    summary(sched, values)?.into_tuple(py)
-}
-
-/// What `run` returns to `batchguard.api`.
-struct RunSummary {
-    succeeded: u64,
-    failed: u64,
-    read: u64,
-    exhausted: bool,
-    retries: u64,
-    successful: Obj,
-    stop_reason: Option<&'static str>,
-    trips: u64,
-    skipped: u64,
-}
-
-fn summary(sched: &PyScheduler, successful: Bound<'_, PyList>) -> PyResult<RunSummary> {
-    Ok(RunSummary {
-        succeeded: sched.succeeded(),
-        failed: sched.failed(),
-        read: sched.records_read(),
-        exhausted: sched.exhausted(),
-        retries: sched.retries(),
-        successful: successful.into_any().unbind(),
-        stop_reason: sched.stop_reason().map(|r| r.as_str()),
-        trips: sched.breaker_trips(),
-        skipped: sched.skipped_records(),
-    })
+    successful: Bound<'py, PyList>,
+) -> PyResult<Bound<'py, RunSummary>> {
+    let summary = RunSummary::new(
+        sched.succeeded(),
+        sched.failed(),
+        sched.records_read(),
+        sched.exhausted(),
+        sched.retries(),
+        successful.unbind(),
+        sched.stop_reason().map(|r| PyString::intern(py, r.as_str()).unbind()),
+        sched.breaker_trips(),
+        sched.skipped_records(),
+    );
+    Bound::new(py, summary)
 }
 
 /// Run `func` over `records`; report to `sink` (a `batchguard._outcome.RunRecorder`).
 ///
-/// Returns `(succeeded, failed, records_read, exhausted, retries, successful, stop_reason,
-/// breaker_trips, skipped_records)`.
+/// Returns a `RunSummary`.
 #[pyfunction]
 #[pyo3(signature = (records, func, config, classifier, sink, size_hint=None))]
 pub fn run<'py>(
@@ -846,7 +711,7 @@ pub fn run<'py>(
     classifier: &Bound<'py, PyAny>,
     sink: &Bound<'py, PyAny>,
     size_hint: Option<usize>,
-) -> PyResult<Bound<'py, PyTuple>> {
+) -> PyResult<Bound<'py, RunSummary>> {
     let py_config = config;
     let config = engine_config(py_config)?;
     let options = RunOptions::from_config(py_config, &config, sink, size_hint)?;
@@ -864,7 +729,7 @@ pub fn run<'py>(
     } else {
         run_threaded(py, &mut source, func, config, classifier, sink, &options)?
     };
-    run.into_tuple(py)
+    Ok(run)
 }
 
 fn store(results: &mut [Option<Obj>], index: u64, value: Obj) {
@@ -1046,7 +911,7 @@ fn run_inline<'py>(
     classifier: &NativeClassifier,
     sink: &Bound<'_, PyAny>,
     options: &RunOptions<'py>,
-) -> PyResult<RunSummary> {
+) -> PyResult<Bound<'py, RunSummary>> {
     let (timeout, interval) = (options.timeout, options.interval);
     let clock = MonoClock(Instant::now());
     let mut sched: PyScheduler = Scheduler::new(config, clock);
@@ -1105,7 +970,7 @@ fn run_inline<'py>(
     };
     let outcome = drive();
     finish(py, &mut sched, sink, outcome, Vec::new())?;
-    summary(&sched, results.finish(py)?)
+    summary(py, &sched, results.finish(py)?)
 }
 
 /// However the run ended, report the unfinished batches (what was dead-lettered reaches the
@@ -1185,7 +1050,7 @@ fn run_threaded<'py>(
     classifier: NativeClassifier,
     sink: &Bound<'_, PyAny>,
     options: &RunOptions<'py>,
-) -> PyResult<RunSummary> {
+) -> PyResult<Bound<'py, RunSummary>> {
     let workers = config.concurrency;
     // Workers finish out of order: each success goes to its record's slot.
     let results: Vec<Option<Obj>> = Vec::with_capacity(options.size_hint.unwrap_or(0).min(1 << 28));
@@ -1228,7 +1093,7 @@ fn run_threaded<'py>(
     };
     finish(py, &mut state.sched, sink, outcome, undelivered)?;
     let count = state.sched.succeeded() as usize;
-    summary(&state.sched, list_of(py, results.into_iter().flatten(), count)?)
+    summary(py, &state.sched, list_of(py, results.into_iter().flatten(), count)?)
 }
 
 /// The calling thread: feeds input, delivers events and progress, waits for the workers.
@@ -1503,7 +1368,13 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(calculate_batch_size, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_in_worker_for_test, m)?)?;
-    m.add_class::<DeadRecords>()?;
+    m.add_class::<events::RunSummary>()?;
+    m.add_class::<events::Counters>()?;
+    m.add_class::<events::BatchEvent>()?;
+    m.add_class::<events::BreakerEvent>()?;
+    m.add_class::<events::DeadRecord>()?;
+    m.add_class::<events::FailedAttempt>()?;
+    m.add_class::<events::DeadRecords>()?;
     m.add_class::<asyncio::AsyncRun>()?;
     m.add("MAX_CONCURRENCY", crate::MAX_CONCURRENCY)?;
     Ok(())

@@ -1,0 +1,337 @@
+//! What crosses to Python: typed, frozen records instead of positional tuples, so the stub
+//! (`_native.pyi`, checked by stubtest) names every field. The reference engine builds the same
+//! classes through their keyword constructors, so the recorder reads one shape.
+//!
+//! Each is built once per batch, per progress report or per run — never per successful record.
+//! A dead record and its attempts are built only when the recorder reads them (`DeadRecords`).
+
+use pyo3::prelude::*;
+use pyo3::types::{PyIterator, PyList, PyString};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::breaker::State as BreakerState;
+use crate::engine::{Attempt, Counters as EngineCounters, Dead, Event};
+
+use super::Obj;
+
+/// What a run returns: its counts, the successful values in input order, and why it stopped.
+#[pyclass(frozen, get_all, module = "batchguard._native")]
+pub struct RunSummary {
+    succeeded: u64,
+    failed: u64,
+    records_read: u64,
+    exhausted: bool,
+    retries: u64,
+    successful: Py<PyList>,
+    stop_reason: Option<Py<PyString>>,
+    breaker_trips: u64,
+    skipped_records: u64,
+}
+
+#[pymethods]
+impl RunSummary {
+    #[new]
+    #[pyo3(signature = (*, succeeded, failed, records_read, exhausted, retries, successful, stop_reason,
+                        breaker_trips, skipped_records))]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        succeeded: u64,
+        failed: u64,
+        records_read: u64,
+        exhausted: bool,
+        retries: u64,
+        successful: Py<PyList>,
+        stop_reason: Option<Py<PyString>>,
+        breaker_trips: u64,
+        skipped_records: u64,
+    ) -> Self {
+        Self {
+            succeeded,
+            failed,
+            records_read,
+            exhausted,
+            retries,
+            successful,
+            stop_reason,
+            breaker_trips,
+            skipped_records,
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.successful)
+    }
+}
+
+/// A snapshot of the run's counters, handed with every delivery of events and progress report.
+#[pyclass(frozen, get_all, module = "batchguard._native")]
+pub struct Counters {
+    succeeded: u64,
+    failed: u64,
+    retrying: usize,
+    in_flight: usize,
+    queued: usize,
+    batches_completed: u64,
+    current_batch: u64,
+    breaker_state: Py<PyString>,
+    records_read: u64,
+}
+
+#[pymethods]
+impl Counters {
+    #[new]
+    #[pyo3(signature = (*, succeeded, failed, retrying, in_flight, queued, batches_completed, current_batch,
+                        breaker_state, records_read))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        succeeded: u64,
+        failed: u64,
+        retrying: usize,
+        in_flight: usize,
+        queued: usize,
+        batches_completed: u64,
+        current_batch: u64,
+        breaker_state: Py<PyString>,
+        records_read: u64,
+    ) -> Self {
+        Self {
+            succeeded,
+            failed,
+            retrying,
+            in_flight,
+            queued,
+            batches_completed,
+            current_batch,
+            breaker_state,
+            records_read,
+        }
+    }
+}
+
+/// The Python string of a breaker state, interned: one object per state for the whole process.
+fn state_str(py: Python<'_>, state: BreakerState) -> Py<PyString> {
+    PyString::intern(py, state.as_str()).unbind()
+}
+
+pub(super) fn counters<'py>(py: Python<'py>, c: &EngineCounters) -> PyResult<Bound<'py, Counters>> {
+    Bound::new(
+        py,
+        Counters {
+            succeeded: c.succeeded,
+            failed: c.failed,
+            retrying: c.retrying,
+            in_flight: c.in_flight,
+            queued: c.queued,
+            batches_completed: c.batches_completed,
+            current_batch: c.current_batch,
+            breaker_state: state_str(py, c.breaker_state),
+            records_read: c.records_read,
+        },
+    )
+}
+
+/// One batch, once every record in it is final (or the run stopped: `pending` are not).
+#[pyclass(frozen, get_all, module = "batchguard._native")]
+pub struct BatchEvent {
+    index: u64,
+    size: usize,
+    succeeded: usize,
+    failed: usize,
+    retries: usize,
+    duration: f64,
+    pending: usize,
+    /// The batch's dead-lettered records (`DeadRecords`, or a list from the reference
+    /// engine); None when there are none, the usual case, so that costs no object.
+    dead: Option<Obj>,
+}
+
+#[pymethods]
+impl BatchEvent {
+    #[new]
+    #[pyo3(signature = (*, index, size, succeeded, failed, retries, duration, pending, dead))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        index: u64,
+        size: usize,
+        succeeded: usize,
+        failed: usize,
+        retries: usize,
+        duration: f64,
+        pending: usize,
+        dead: Option<Obj>,
+    ) -> Self {
+        Self { index, size, succeeded, failed, retries, duration, pending, dead }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.dead)
+    }
+}
+
+/// The circuit breaker moved from one state to another, `at` seconds after the run started.
+#[pyclass(frozen, get_all, module = "batchguard._native")]
+pub struct BreakerEvent {
+    at: f64,
+    from_state: Py<PyString>,
+    to_state: Py<PyString>,
+}
+
+#[pymethods]
+impl BreakerEvent {
+    #[new]
+    #[pyo3(signature = (*, at, from_state, to_state))]
+    fn new(at: f64, from_state: Py<PyString>, to_state: Py<PyString>) -> Self {
+        Self { at, from_state, to_state }
+    }
+}
+
+/// One failed try of a record: its number (1-based), its wall-clock time (seconds since the
+/// epoch), the exception it raised, and the wait before the next try (None: there was none).
+#[pyclass(frozen, get_all, module = "batchguard._native")]
+pub struct FailedAttempt {
+    attempt: u32,
+    at: f64,
+    error: Obj,
+    delay: Option<f64>,
+}
+
+#[pymethods]
+impl FailedAttempt {
+    #[new]
+    #[pyo3(signature = (*, attempt, at, error, delay))]
+    fn new(attempt: u32, at: f64, error: Obj, delay: Option<f64>) -> Self {
+        Self { attempt, at, error, delay }
+    }
+
+    // An exception keeps its traceback, whose frames can lead back to whoever holds this.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.error)
+    }
+}
+
+/// A dead-lettered record: where it was, what it was, how it failed (its tries, oldest first).
+#[pyclass(frozen, get_all, module = "batchguard._native")]
+pub struct DeadRecord {
+    record_index: u64,
+    batch_index: u64,
+    record: Obj,
+    error_class: Py<PyString>,
+    attempts: Py<PyList>,
+}
+
+#[pymethods]
+impl DeadRecord {
+    #[new]
+    #[pyo3(signature = (*, record_index, batch_index, record, error_class, attempts))]
+    fn new(record_index: u64, batch_index: u64, record: Obj, error_class: Py<PyString>, attempts: Py<PyList>) -> Self {
+        Self { record_index, batch_index, record, error_class, attempts }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.record)?;
+        visit.call(&self.attempts)
+    }
+}
+
+fn attempt<'py>(py: Python<'py>, a: &Attempt<Obj>) -> PyResult<Bound<'py, FailedAttempt>> {
+    Bound::new(py, FailedAttempt { attempt: a.attempt, at: a.wall, error: a.error.clone_ref(py), delay: a.delay })
+}
+
+fn dead_record<'py>(py: Python<'py>, dead: &Dead<Obj, Obj>) -> PyResult<Bound<'py, DeadRecord>> {
+    let attempts = PyList::empty(py);
+    for a in &dead.attempts {
+        attempts.append(attempt(py, a)?)?;
+    }
+    Bound::new(
+        py,
+        DeadRecord {
+            record_index: dead.index,
+            batch_index: dead.batch,
+            record: dead.record.clone_ref(py),
+            error_class: PyString::intern(py, dead.class.as_str()).unbind(),
+            attempts: attempts.unbind(),
+        },
+    )
+}
+
+/// The dead-lettered records of one batch, handed to Python without converting each one:
+/// the recorder materializes them only when it persists or shows them.
+#[pyclass(module = "batchguard._native")]
+pub struct DeadRecords {
+    items: Vec<Dead<Obj, Obj>>,
+}
+
+#[pymethods]
+impl DeadRecords {
+    fn __len__(&self) -> usize {
+        self.items.len()
+    }
+
+    // The exceptions held here keep their tracebacks, whose frames can lead back to whoever
+    // holds this object: the garbage collector must see these references to break the cycle.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for dead in &self.items {
+            visit.call(&dead.record)?;
+            for attempt in &dead.attempts {
+                visit.call(&attempt.error)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.items.clear();
+    }
+
+    /// The `index`-th dead record (negative counts from the end).
+    fn __getitem__<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, DeadRecord>> {
+        let len = self.items.len() as isize;
+        let i = if index < 0 { index + len } else { index };
+        if i < 0 || i >= len {
+            return Err(pyo3::exceptions::PyIndexError::new_err("DeadRecords index out of range"));
+        }
+        dead_record(py, &self.items[i as usize])
+    }
+
+    /// Every dead record, built when the iteration starts.
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
+        let list = PyList::empty(py);
+        for dead in &self.items {
+            list.append(dead_record(py, dead)?)?;
+        }
+        list.as_any().try_iter()
+    }
+}
+
+/// The engine's events as the list the recorder takes (and empties as it handles them).
+pub(super) fn events_list<'py>(py: Python<'py>, events: Vec<Event<Obj, Obj>>) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for event in events {
+        match event {
+            Event::Batch(b) => {
+                // Most batches have no failures: no object for an empty list of them.
+                let dead = if b.dead.is_empty() {
+                    None
+                } else {
+                    Some(Bound::new(py, DeadRecords { items: b.dead })?.into_any().unbind())
+                };
+                let event = BatchEvent {
+                    index: b.index,
+                    size: b.size,
+                    succeeded: b.succeeded,
+                    failed: b.failed,
+                    retries: b.retries,
+                    duration: b.duration,
+                    pending: b.pending,
+                    dead,
+                };
+                list.append(Bound::new(py, event)?)?;
+            }
+            Event::Breaker { at, from, to } => {
+                let event = BreakerEvent { at, from_state: state_str(py, from), to_state: state_str(py, to) };
+                list.append(Bound::new(py, event)?)?;
+            }
+        }
+    }
+    Ok(list)
+}
