@@ -1,0 +1,153 @@
+//! The open batches: their accounting until every record of one is final, then its event.
+
+use std::collections::VecDeque;
+
+use super::Attempt;
+use crate::classify::ErrorClass;
+
+/// A record that failed for good.
+#[derive(Debug)]
+pub struct Dead<T, E> {
+    pub index: u64,
+    pub batch: u64,
+    pub record: T,
+    pub class: ErrorClass,
+    pub attempts: Vec<Attempt<E>>,
+}
+
+/// A batch's end: all its records are final, or the run stopped (`pending` are not).
+#[derive(Debug)]
+pub struct BatchDone<T, E> {
+    pub index: u64,
+    pub size: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub retries: usize,
+    pub duration: f64,
+    /// Records of this batch left unfinished because the run stopped.
+    pub pending: usize,
+    pub dead: Vec<Dead<T, E>>,
+}
+
+/// The batches read whose records are not all final yet, in batch order.
+pub(super) struct Batches<T, E> {
+    /// Open batches, indexed by `batch - first`; finished and skipped ones are None.
+    open: VecDeque<Option<Open<T, E>>>,
+    first: u64,
+    completed: u64,
+}
+
+struct Open<T, E> {
+    size: usize,
+    remaining: usize,
+    succeeded: usize,
+    failed: usize,
+    retries: usize,
+    started: f64,
+    dead: Vec<Dead<T, E>>,
+}
+
+impl<T, E> Open<T, E> {
+    fn into_done(self, index: u64, duration: f64, pending: usize) -> BatchDone<T, E> {
+        BatchDone {
+            index,
+            size: self.size,
+            succeeded: self.succeeded,
+            failed: self.failed,
+            retries: self.retries,
+            duration,
+            pending,
+            dead: self.dead,
+        }
+    }
+}
+
+impl<T, E> Batches<T, E> {
+    pub(super) fn new() -> Self {
+        Self { open: VecDeque::new(), first: 0, completed: 0 }
+    }
+
+    /// Batch `batch` of `size` records was read at `now` (batches skipped before it stay
+    /// closed).
+    pub(super) fn open(&mut self, batch: u64, size: usize, now: f64) {
+        if self.open.is_empty() {
+            self.first = batch;
+        }
+        while self.first + (self.open.len() as u64) < batch {
+            self.open.push_back(None); // a skipped batch's slot
+        }
+        self.open.push_back(Some(Open {
+            size,
+            remaining: size,
+            succeeded: 0,
+            failed: 0,
+            retries: 0,
+            started: now,
+            dead: Vec::new(),
+        }));
+    }
+
+    /// A retry of a record of `batch` starts.
+    pub(super) fn retried(&mut self, batch: u64) {
+        self.get_mut(batch).retries += 1;
+    }
+
+    /// `n` records of `batch` succeeded. True when that made the batch complete: then
+    /// [`close`](Self::close) it.
+    #[inline]
+    pub(super) fn succeeded(&mut self, batch: u64, n: usize) -> bool {
+        let state = self.get_mut(batch);
+        state.succeeded += n;
+        state.remaining -= n;
+        state.remaining == 0
+    }
+
+    /// A record was dead-lettered. True when that made its batch complete: then
+    /// [`close`](Self::close) it.
+    pub(super) fn dead_lettered(&mut self, dead: Dead<T, E>) -> bool {
+        let state = self.get_mut(dead.batch);
+        state.failed += 1;
+        state.dead.push(dead);
+        state.remaining -= 1;
+        state.remaining == 0
+    }
+
+    /// The complete batch `batch`'s event.
+    pub(super) fn close(&mut self, batch: u64, now: f64) -> BatchDone<T, E> {
+        let slot = (batch - self.first) as usize;
+        let state = self.open[slot].take().expect("open batch");
+        while matches!(self.open.front(), Some(None)) {
+            self.open.pop_front();
+            self.first += 1;
+        }
+        self.completed += 1;
+        let duration = now - state.started;
+        state.into_done(batch, duration, 0)
+    }
+
+    /// End of run: the event of every batch still open, with its unfinished records pending.
+    pub(super) fn close_all(&mut self, now: f64) -> impl Iterator<Item = BatchDone<T, E>> {
+        let first = self.first;
+        std::mem::take(&mut self.open).into_iter().enumerate().filter_map(move |(offset, slot)| {
+            slot.map(|state| {
+                let (duration, pending) = (now - state.started, state.remaining);
+                state.into_done(first + offset as u64, duration, pending)
+            })
+        })
+    }
+
+    pub(super) fn completed(&self) -> u64 {
+        self.completed
+    }
+
+    /// The records dead-lettered in open batches.
+    pub(super) fn dead(&self) -> impl Iterator<Item = &Dead<T, E>> {
+        self.open.iter().flatten().flat_map(|b| &b.dead)
+    }
+
+    #[inline]
+    fn get_mut(&mut self, batch: u64) -> &mut Open<T, E> {
+        let slot = (batch - self.first) as usize;
+        self.open[slot].as_mut().expect("a record's batch stays open until the record is final")
+    }
+}

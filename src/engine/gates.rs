@@ -1,0 +1,147 @@
+//! The gates an attempt passes before it starts (circuit breaker, rate limit, delay between
+//! batches), and the error budget that stops the run.
+
+use super::{Budget, Clock, Config, Event};
+use crate::breaker::{Breaker, State as BreakerState};
+use crate::classify::ErrorClass;
+use crate::ratelimit::TokenBucket;
+
+/// A rate error budget is judged only once this many records are final.
+pub const MIN_RATE_SAMPLE: u64 = 10;
+
+/// What may hold an attempt back, or stop the run, besides the records themselves.
+pub(super) struct Gates {
+    breaker: Option<Breaker>,
+    rate: Option<TokenBucket>,
+    /// Seconds from the previous batch's last new record starting to the next batch's first.
+    delay_between_batches: f64,
+    last_fresh_batch: Option<u64>,
+    last_fresh_at: f64,
+    budget: Option<Budget>,
+}
+
+impl Gates {
+    pub(super) fn new(config: &Config, now: f64) -> Self {
+        Self {
+            breaker: config.breaker.clone().map(Breaker::new),
+            rate: config.rate_limit.clone().map(|limit| TokenBucket::new(limit, now)),
+            delay_between_batches: config.delay_between_batches,
+            last_fresh_batch: None,
+            last_fresh_at: now,
+            budget: config.max_failures,
+        }
+    }
+
+    // ------------------------------------------------------------------ breaker
+
+    pub(super) fn has_breaker(&self) -> bool {
+        self.breaker.is_some()
+    }
+
+    /// May an attempt start? `Err(until)`: not before `until`, or (None) an outcome arrives.
+    /// Passing may move an open breaker to half-open: take its transitions afterwards.
+    pub(super) fn breaker(&mut self, clock: &impl Clock) -> Result<(), Option<f64>> {
+        match self.breaker.as_mut() {
+            Some(breaker) => breaker.gate(|| clock.now()),
+            None => Ok(()),
+        }
+    }
+
+    /// An attempt starts: the breaker generation its outcome belongs to (None: no breaker).
+    #[inline]
+    pub(super) fn started(&mut self) -> Option<u64> {
+        self.breaker.as_mut().map(Breaker::started)
+    }
+
+    /// Whether a failure of `class` counts against the breaker (None: no breaker).
+    pub(super) fn breaker_counts(&self, class: ErrorClass) -> Option<bool> {
+        self.breaker.as_ref().map(|b| b.counts(class))
+    }
+
+    /// One attempt of `generation` ended. True when the breaker's abort rate is reached.
+    pub(super) fn record(&mut self, generation: u64, failed: bool, clock: &impl Clock) -> bool {
+        self.breaker.as_mut().is_some_and(|breaker| breaker.record(generation, failed, || clock.now()))
+    }
+
+    /// `n` attempts of `generation` succeeded, on the fast path (the breaker is closed and its
+    /// window holds no failure, so they cannot move it).
+    pub(super) fn record_successes(&mut self, generation: u64, n: usize) {
+        if let Some(breaker) = self.breaker.as_mut() {
+            breaker.record_successes(generation, n);
+        }
+    }
+
+    /// The breaker's state changes since the last call, as events (times from `started_at`).
+    pub(super) fn take_transitions<T, E>(&mut self, started_at: f64, events: &mut Vec<Event<T, E>>) {
+        if let Some(breaker) = self.breaker.as_mut() {
+            if breaker.has_transitions() {
+                for t in breaker.take_transitions() {
+                    events.push(Event::Breaker { at: t.at - started_at, from: t.from, to: t.to });
+                }
+            }
+        }
+    }
+
+    pub(super) fn breaker_state(&self) -> BreakerState {
+        self.breaker.as_ref().map_or(BreakerState::Closed, Breaker::state)
+    }
+
+    pub(super) fn breaker_trips(&self) -> u64 {
+        self.breaker.as_ref().map_or(0, Breaker::trips)
+    }
+
+    // ------------------------------------------------------------------ rate and delay
+
+    /// Take a start from the rate limit: None when granted, else when one will be there.
+    pub(super) fn rate(&mut self, clock: &impl Clock) -> Option<f64> {
+        self.rate.as_mut()?.take(clock.now())
+    }
+
+    /// When the next new record, of `batch`, may start, if not now: a new batch waits
+    /// `delay_between_batches` after the previous batch's last new record started.
+    pub(super) fn batch_delay(&self, batch: Option<u64>, clock: &impl Clock) -> Option<f64> {
+        if !self.delays_batches() {
+            return None;
+        }
+        let (last, batch) = (self.last_fresh_batch?, batch?);
+        let until = self.last_fresh_at + self.delay_between_batches;
+        (batch != last && clock.now() < until).then_some(until)
+    }
+
+    fn delays_batches(&self) -> bool {
+        self.delay_between_batches > 0.0
+    }
+
+    /// A new record of `batch` starts.
+    pub(super) fn fresh_started(&mut self, batch: u64, clock: &impl Clock) {
+        if self.delays_batches() {
+            self.last_fresh_batch = Some(batch);
+            self.last_fresh_at = clock.now();
+        }
+    }
+
+    /// May new records run through [`Scheduler::stream`](super::Scheduler::stream), which
+    /// passes no gate? Only when no gate could hold one back: no rate limit, no delay between
+    /// batches, and a breaker that successes cannot move — closed, with no failure in its
+    /// window (otherwise successes go one at a time through `next_work`, exactly as the
+    /// reference engine takes them).
+    pub(super) fn open_for_streams(&self) -> bool {
+        self.rate.is_none()
+            && !self.delays_batches()
+            && self.breaker.as_ref().is_none_or(|b| b.state() == BreakerState::Closed && b.window_failures() == 0)
+    }
+
+    // ------------------------------------------------------------------ error budget
+
+    /// Are more records dead-lettered than `max_failures` allows?
+    pub(super) fn over_budget(&self, succeeded: u64, failed: u64) -> bool {
+        match self.budget {
+            None => false,
+            Some(Budget::Count(limit)) => failed > limit,
+            Some(Budget::Rate(rate)) => {
+                let finished = succeeded + failed;
+                finished >= MIN_RATE_SAMPLE && failed as f64 / finished as f64 > rate
+            }
+        }
+    }
+}
