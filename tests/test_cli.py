@@ -29,8 +29,8 @@ TESTS = Path(__file__).parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def invoke(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(main, list(args), input=input, env=env, catch_exceptions=False)
+def invoke(*args: str, stdin: str | bytes | None = None, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=stdin, env=env, catch_exceptions=False)
 
 
 def write_jsonl(path: Path, n: int, *, corrupt: dict[int, str] | None = None) -> Path:
@@ -102,7 +102,7 @@ def test_csv_json_arrays_and_sniffed_json_lines_are_read(workdir: Path, name: st
 
 
 def test_stdin_is_read_with_a_dash(workdir: Path) -> None:
-    result = invoke("run", "-", "--fn", "cli_fns:echo", input='{"id": 1}\nnot json\n{"id": 3}\n')
+    result = invoke("run", "-", "--fn", "cli_fns:echo", stdin='{"id": 1}\nnot json\n{"id": 3}\n')
     assert result.exit_code == 1 and "Total records: 3" in result.output
     assert dlq_entries(workdir / "batchguard.db")[0].payload == "not json"
 
@@ -183,7 +183,7 @@ def test_a_job_name_reused_with_different_input_exits_2(workdir: Path) -> None:
 
 
 def test_jobs_resume_explains_what_it_cannot_resume(workdir: Path) -> None:
-    invoke("run", "-", "--fn", "cli_fns:fatal_when_asked", "--job", "piped", input='{"id": 1}\n',
+    invoke("run", "-", "--fn", "cli_fns:fatal_when_asked", "--job", "piped", stdin='{"id": 1}\n',
            env={"BG_FATAL_AT": "1"})
     result = invoke("jobs", "resume", "piped")
     assert result.exit_code == 2 and "read its input from stdin" in result.output

@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,12 +110,12 @@ def test_the_demo_hint_shows_an_entry_that_exists(workdir: Path) -> None:
 
 
 @pytest.fixture
-def five_thousand(workdir: Path) -> Iterator[dict[str, Path]]:
+def five_thousand(workdir: Path) -> dict[str, Path]:
     """A SQLite and a JSONL queue with 5000 entries each."""
     files = {"sqlite": workdir / "dead.db", "jsonl": workdir / "dead.jsonl"}
     for scheme, path in files.items():
         run_batches(range(5000), always_fails, dlq=f"{scheme}:///{path}", retry=RetryPolicy(max_attempts=1))
-    yield files
+    return files
 
 
 def _count(path: Path) -> int:

@@ -17,7 +17,7 @@ def duration(seconds: float) -> str:
     """``seconds`` as a person reads it: "1.25 s", "3 min 5 s", "2 h 0 min 1 s"."""
     if seconds < 60:
         return f"{seconds:.2f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min {secs} s" if hours else f"{minutes} min {secs} s"
 

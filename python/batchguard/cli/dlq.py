@@ -20,8 +20,19 @@ from ..jobs import JobNotFoundError, JobStoreUnavailableError, job_status
 from ..replay import replay
 from .callables import load_callable
 from .console import is_tty, one_line, table
-from .options import (EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, CannotStart, cannot_start,
-                      dlq_option, file_of, filter_options, filters, retry_policy, url_flag)
+from .options import (
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CannotStart,
+    cannot_start,
+    dlq_option,
+    file_of,
+    filter_options,
+    filters,
+    retry_policy,
+    url_flag,
+)
 from .progress import ProgressView
 from .report import print_report
 

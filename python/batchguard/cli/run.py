@@ -10,13 +10,22 @@ from typing import Any
 import click
 
 from .._inputs import FORMATS, RecordSource, StreamSource, guard_parse_errors, open_input
-from ..api import execute, make_plan
+from .._run.execute import execute
+from .._run.plan import make_plan
 from ..dlq.urls import redact
 from ..errors import BatchguardError, ConfigError, DLQUnavailableError, InputError, JobError
 from ..jobs import JobStoreUnavailableError, job_status, run_job
 from .callables import load_callable, portable_spec
-from .options import (DEFAULT_URL, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, absolute_url, cannot_start,
-                      dlq_option, retry_policy)
+from .options import (
+    DEFAULT_URL,
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    absolute_url,
+    cannot_start,
+    dlq_option,
+    retry_policy,
+)
 from .progress import ProgressView
 from .report import print_report
 
