@@ -349,6 +349,10 @@ def test_a_store_refuses_a_bad_timeout_before_it_opens_anything(build: Callable[
 
 
 def test_the_sync_concurrency_cap_is_the_native_pools() -> None:
-    from batchguard import _native, api
+    from batchguard import _native
+    from batchguard._run.plan import MAX_SYNC_CONCURRENCY, make_plan
 
-    assert api.MAX_SYNC_CONCURRENCY == _native.MAX_CONCURRENCY
+    assert MAX_SYNC_CONCURRENCY == _native.MAX_CONCURRENCY
+    assert make_plan([1], abs, concurrency=_native.MAX_CONCURRENCY).config.concurrency == _native.MAX_CONCURRENCY
+    with pytest.raises(ConfigError, match=f"concurrency must be <= {_native.MAX_CONCURRENCY}"):
+        make_plan([1], abs, concurrency=_native.MAX_CONCURRENCY + 1)

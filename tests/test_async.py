@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import batchguard
 from batchguard import CircuitBreaker, ConfigError, MemoryDLQ, RetryPolicy
-from batchguard.api import is_coroutine_function
+from batchguard._run.plan import is_coroutine_function
 from helpers_contract import (
     CONCURRENCIES,
     ENGINES,

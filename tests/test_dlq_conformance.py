@@ -34,7 +34,7 @@ from batchguard.dlq import (
     SqliteDLQ,
     open_dlq,
 )
-from batchguard._urls import redact, require_module
+from batchguard.dlq.urls import redact, require_module
 from batchguard.errors import BatchguardWarning, ConfigError, DLQError, DLQUnavailableError
 
 BACKENDS = [

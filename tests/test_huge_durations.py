@@ -22,7 +22,8 @@ import pytest
 
 import batchguard
 from batchguard import CircuitBreaker, ErrorClass, RateLimit, RetryPolicy
-from batchguard.api import execute, make_plan
+from batchguard._run.execute import execute
+from batchguard._run.plan import make_plan
 from helpers_contract import CLASSIFIER, ENGINES, RecoverableErr, RetryAfterErr
 
 pytestmark = pytest.mark.timeout(30)
@@ -265,10 +266,10 @@ def test_the_engines_refuse_a_zero_concurrency_they_are_given(engine: str, mode:
 def test_the_native_engine_refuses_a_zero_batch_size_it_is_given() -> None:
     """A batch of 0 records never ends the input: the engine would read empty batches forever."""
     from batchguard import _native
-    from batchguard.api import _recorder
+    from batchguard._run.execute import recorder_for
 
     plan = _plan(range(5), _identity, "inline", "native")
-    recorder = _recorder(plan, None, None, None)
+    recorder = recorder_for(plan, None, None, None)
     config = _force(plan.config, batch_size=0)
     with pytest.raises(batchguard.ConfigError, match="batch_size must be >= 1"):
         _native.run(iter(range(5)), _identity, config, plan.classifier, recorder, None)

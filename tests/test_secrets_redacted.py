@@ -20,7 +20,7 @@ import pytest
 
 from batchguard import PostgresJobStore, RetryPolicy, job_status, run_batches
 from batchguard.dlq import PostgresDLQ, open_dlq
-from batchguard._urls import redact
+from batchguard.dlq.urls import redact
 from batchguard.errors import BatchguardError
 
 SECRET = "Zq8sEcReT"

@@ -8,7 +8,7 @@
 
 import importlib.metadata
 
-from .api import arun_batches, run_batches
+from .api import RunOptions, arun_batches, run_batches
 from .batching import Batch, calculate_batch_size, create_batches
 from .dlq import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, open_dlq
 from .errors import (
@@ -75,6 +75,7 @@ __all__ = [
     "RecordError",
     "ReplayReport",
     "RetryPolicy",
+    "RunOptions",
     "SqliteJobStore",
     "arun_batches",
     "calculate_batch_size",

@@ -272,7 +272,8 @@ class _Deadlines:
                 entry[1].cancel()
 
     def late(self, entry: list[Any]) -> bool:
-        return self._loop.time() > entry[0]
+        deadline: float = entry[0]
+        return self._loop.time() > deadline
 
     def overran(self, entry: list[Any]) -> None:
         """The attempt returned past its deadline (it ignored its cancellation, or blocked the

@@ -7,15 +7,16 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from ._run.execute import execute
+from ._run.plan import DEFAULT_BATCH_SIZE, make_plan
 from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, check_filters, matches
+from .dlq.urls import open_dlq
 from .errors import BatchguardWarning, ConfigError, PickleNotAllowedError
+from .jobs.store import JobStore, replay_store
 from .policies import Classifier, ErrorClass, RetryPolicy, check_flag
 from .results import BatchProgress, BatchReport, BatchStats
-
-if TYPE_CHECKING:
-    from .jobs import JobStore
 
 __all__ = ["ReplayReport", "replay"]
 
@@ -186,11 +187,6 @@ def replay(
     >>> report.removed, report.kept, q.count()
     (1, 0, 0)
     """
-    from .api import DEFAULT_BATCH_SIZE, execute, make_plan
-    from .dlq.urls import open_dlq
-
-    from .jobs import replay_store
-
     wanted = check_filters(filters)
     if wanted.get("error_class") not in (None, *(c.value for c in ErrorClass)):
         # A queue may be asked for any value; replaying nothing for a typo is a surprise.

@@ -15,7 +15,7 @@ from ..errors import ConfigError, DLQError, DLQUnavailableError
 from ..policies import check_duration
 from .base import QueueBase, FILTER_FIELDS, DeadLetter, check_filters, check_page, write_jsonl
 from .codec import dumps
-from .._urls import redact, require_module
+from .urls import redact, require_module
 
 if TYPE_CHECKING:
     import redis

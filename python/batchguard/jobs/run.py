@@ -5,24 +5,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Mapping
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
-from .._outcome import entry_id, new_run_id
+from .._outcome import RunRecorder, entry_id, new_run_id
+from .._run.execute import arun, execute
+from .._run.plan import Plan
+from ..dlq.urls import redact
 from ..dlq.base import DeadLetter, DeadLetterQueue, MemoryDLQ
 from ..dlq.codec import check_storable
-from ..dlq.urls import redact
 from ..errors import ConfigError, JobConflictError
 from ..results import BatchReport, BatchStats
 from .fingerprint import fingerprint_records, first_batch
 from .status import FINISHED, JobState, JobStatus
 from .store import JobStore, opened_store
 
-if TYPE_CHECKING:
-    from ..api import Plan
-
-__all__ = ["run_job"]
+__all__ = ["arun_job", "run_job"]
 
 logger = logging.getLogger("batchguard")
 
@@ -128,8 +127,6 @@ class _Checkpoint:
 def _nothing_to_do(plan: Plan, job: str, existing: JobStatus) -> BatchReport:
     logger.info("job %r already %s; nothing to do (force=True runs it again)", job, existing.status,
                 extra={"job_id": job, "job_status": existing.status})
-    from .._outcome import RunRecorder
-
     # The report of a run that took on no record: built by the recorder, like every report.
     recorder = RunRecorder(run_id=new_run_id(), job_id=job, stage=plan.stage, dlq=None,
                            on_progress=None, total=0, batch_size=plan.config.batch_size,
@@ -137,6 +134,73 @@ def _nothing_to_do(plan: Plan, job: str, existing: JobStatus) -> BatchReport:
     return recorder.report(succeeded=0, failed=0, read=0, exhausted=True, retries=0, successful=[],
                            stop_reason=None, breaker_trips=0, success_threshold=None,
                            skipped_batches=existing.batches_done)
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A job run that passed its checks and began in the store: run ``plan`` with these, then
+    :meth:`finish` with the report."""
+
+    store: JobStore
+    job: str
+    plan: Plan
+    run_id: str
+    checkpoint: _Checkpoint
+    skip_batches: frozenset[int]
+
+    def finish(self, report: BatchReport) -> BatchReport:
+        status, total, error = _outcome(self.store, self.job, self.plan, report)
+        self.store.finish(self.job, status, total=total, error=error)
+        return report
+
+
+@contextlib.contextmanager
+def _job_run(plan: Plan, job: str, store: JobStore | str | None, force: bool,
+             meta: Mapping[str, Any] | None) -> Iterator[_Started | BatchReport]:
+    """Claim the job, check the input against it and begin it: yields the run to make, or the
+    report of a job that has nothing left to do. A run that raises marks the job aborted."""
+    if not isinstance(job, str) or not job:
+        raise ConfigError(f"job must be a non-empty str, got {job!r}")
+    check_storable("job", job)
+    if isinstance(plan.dlq, MemoryDLQ):
+        raise ConfigError("a job's dead letters must outlive the process: MemoryDLQ would lose them; "
+                          "pass a durable dlq (sqlite:///..., a URL) or none to use the job store's database")
+    batch_size = plan.config.batch_size
+    records, first = first_batch(plan.records, batch_size)
+    fingerprint = fingerprint_records(first)
+    del first
+    plan = replace(plan, records=records)
+    with opened_store(store) as opened, opened.claim(job):
+        existing = opened.get(job)
+        if existing is not None and not force:
+            _check_same_input(job, existing, fingerprint=fingerprint, total=plan.total,
+                              batch_size=batch_size, stage=plan.stage)
+            if existing.status in FINISHED:
+                yield _nothing_to_do(plan, job, existing)
+                return
+        own_dlq = plan.dlq is None
+        dlq = opened.open_default_dlq() if plan.dlq is None else plan.dlq
+        try:
+            if existing is not None and not force:
+                _check_dlq_holds_the_failures(job, existing, dlq, opened)
+            plan = replace(plan, dlq=dlq, config=replace(plan.config, traceback_limit=_UNBOUNDED_TRACEBACKS),
+                           # closed below when the run ends: the report reopens it to read entries
+                           reopen_dlq=opened.open_default_dlq if own_dlq else plan.reopen_dlq)
+            run_id = new_run_id()
+            done = opened.begin(job, run_id=run_id, fingerprint=fingerprint, total=plan.total,
+                                batch_size=batch_size, stage=plan.stage,
+                                config=_plan_config(plan, dlq, meta), reset=force)
+            checkpoint = _Checkpoint(opened, job, run_id, plan.stage, batch_size,
+                                     rerun=existing is not None)
+            try:
+                yield _Started(opened, job, plan, run_id, checkpoint, frozenset(done))
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    opened.finish(job, "aborted", error=f"{type(exc).__name__}: {exc}"[:1000])
+                raise
+        finally:
+            if own_dlq:
+                dlq.close()
 
 
 def run_job(plan: Plan, *, job: str, store: JobStore | str | None = None, force: bool = False,
@@ -155,53 +219,25 @@ def run_job(plan: Plan, *, job: str, store: JobStore | str | None = None, force:
     a job never keeps its failures only in memory. ``meta`` is saved in the job's config
     (the CLI keeps the input path and ``--fn`` there, for ``batchguard jobs resume``).
     """
-    if not isinstance(job, str) or not job:
-        raise ConfigError(f"job must be a non-empty str, got {job!r}")
-    check_storable("job", job)
-    if isinstance(plan.dlq, MemoryDLQ):
-        raise ConfigError("a job's dead letters must outlive the process: MemoryDLQ would lose them; "
-                          "pass a durable dlq (sqlite:///..., a URL) or none to use the job store's database")
-    batch_size = plan.config.batch_size
-    records, first = first_batch(plan.records, batch_size)
-    fingerprint = fingerprint_records(first)
-    del first
-    plan = replace(plan, records=records)
-    with opened_store(store) as opened, opened.claim(job):
-        existing = opened.get(job)
-        if existing is not None and not force:
-            _check_same_input(job, existing, fingerprint=fingerprint, total=plan.total,
-                              batch_size=batch_size, stage=plan.stage)
-            if existing.status in FINISHED:
-                return _nothing_to_do(plan, job, existing)
-        own_dlq = plan.dlq is None
-        dlq = opened.open_default_dlq() if plan.dlq is None else plan.dlq
-        try:
-            if existing is not None and not force:
-                _check_dlq_holds_the_failures(job, existing, dlq, opened)
-            plan = replace(plan, dlq=dlq, config=replace(plan.config, traceback_limit=_UNBOUNDED_TRACEBACKS),
-                           # closed below when the run ends: the report reopens it to read entries
-                           reopen_dlq=opened.open_default_dlq if own_dlq else plan.reopen_dlq)
-            run_id = new_run_id()
-            done = opened.begin(job, run_id=run_id, fingerprint=fingerprint, total=plan.total,
-                                batch_size=batch_size, stage=plan.stage,
-                                config=_plan_config(plan, dlq, meta), reset=force)
-            checkpoint = _Checkpoint(opened, job, run_id, plan.stage, batch_size,
-                                     rerun=existing is not None)
-            from ..api import execute
+    with _job_run(plan, job, store, force, meta) as run:
+        if isinstance(run, BatchReport):
+            return run
+        return run.finish(execute(run.plan, run_id=run.run_id, job_id=job, checkpoint=run.checkpoint,
+                                  skip_batches=run.skip_batches))
 
-            try:
-                report = execute(plan, run_id=run_id, job_id=job, checkpoint=checkpoint,
-                                 skip_batches=done)
-            except BaseException as exc:
-                with contextlib.suppress(Exception):
-                    opened.finish(job, "aborted", error=f"{type(exc).__name__}: {exc}"[:1000])
-                raise
-            status, total, error = _outcome(opened, job, plan, report)
-            opened.finish(job, status, total=total, error=error)
-            return report
-        finally:
-            if own_dlq:
-                dlq.close()
+
+async def arun_job(plan: Plan, *, job: str, store: JobStore | str | None = None, force: bool = False,
+                   meta: Mapping[str, Any] | None = None) -> BatchReport:
+    """:func:`run_job` for a caller inside an event loop (``arun_batches(..., job=)`` awaits
+    it): the same checks, checkpoints and resume, with the plan run as :func:`arun_batches`
+    runs it."""
+    # The store's own reads and writes (the claim, a checkpoint per batch) are short blocking
+    # calls made on the loop, as a DLQ's sends are.
+    with _job_run(plan, job, store, force, meta) as run:
+        if isinstance(run, BatchReport):
+            return run
+        return run.finish(await arun(run.plan, run_id=run.run_id, job_id=job, checkpoint=run.checkpoint,
+                                     skip_batches=run.skip_batches))
 
 
 def _outcome(store: JobStore, job: str, plan: Plan,

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from .._db.postgres import PostgresDatabase
-from .._db.sqlite import SqliteDatabase
-from ..dlq.base import DeadLetter, DeadLetterQueue, TransactionalDLQ
+from ..dlq.base import DeadLetter, DeadLetterQueue
 from ..results import BatchStats
 from .status import FINISHED, JobState, JobStatus, timestamp
 
@@ -25,36 +23,31 @@ class SqlJobStore:
     ``{jobs}`` and ``{batches}``) and the checkpoint logic."""
 
     url: str
-    _db: SqliteDatabase | PostgresDatabase
     _jobs: str
     _batches: str
     _placeholder: str
 
     # -- dialect hooks ---------------------------------------------------------------------
 
-    def _active(self, job: str) -> bool:
-        """A process holds ``job``'s lock right now."""
+    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
         raise NotImplementedError
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _shares_transaction(self, dlq: DeadLetterQueue) -> bool:
+        raise NotImplementedError
+
+    def _active(self, job: str) -> bool:
+        raise NotImplementedError
+
+    def _failures(self, action: str) -> contextlib.AbstractContextManager[None]:
+        """Turns the driver's errors during ``action`` into JobStoreUnavailableError (the SQLite
+        store does; psycopg's messages already name the server)."""
+        return contextlib.nullcontext()
 
     def _config_param(self, config: Mapping[str, Any]) -> Any:
         return json.dumps(config, sort_keys=True, default=str)
-
-    # -- the database ------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        with self._db.errors("write"), self._db.transaction() as cur:
-            yield cur
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._db.errors("read"):
-            return self._db.query(sql, params)
-
-    def _joined(self, dlq: DeadLetterQueue) -> TransactionalDLQ | None:
-        """``dlq`` if it lives in this store's database (its writes can join our transactions)."""
-        if isinstance(dlq, TransactionalDLQ) and self._db.same_database(dlq.database):
-            return dlq
-        return None
 
     # -- SQL helpers -------------------------------------------------------------------------
 
@@ -128,14 +121,13 @@ class SqlJobStore:
         A batch whose records are not all final (``stats.pending > 0``: the run stopped early)
         keeps its entries but is not marked done: it runs again on resume.
         """
-        joined = self._joined(dlq)
-        if joined is not None:
+        if self._shares_transaction(dlq):
             # One transaction: entries, stale removals and the checkpoint commit or vanish together.
-            with self._db.errors("checkpoint"), joined.transaction() as cur:
+            with self._failures("checkpoint"), dlq.transaction() as cur:  # type: ignore[attr-defined]
                 if entries:
-                    joined.write_entries(cur, entries)
+                    dlq.write_entries(cur, entries)  # type: ignore[attr-defined]
                 if stale:
-                    joined.remove(stale)  # joins the transaction (a savepoint)
+                    dlq.remove(stale)  # joins the transaction (a savepoint)
                 if stats.pending == 0:
                     self._mark_done(cur, job, run_id, stats)
             return
@@ -175,10 +167,9 @@ class SqlJobStore:
         if not moved:
             dlq.remove(ids)
             return
-        joined = self._joined(dlq)
-        if joined is not None:
-            with self._db.errors("replay"), joined.transaction() as cur:
-                joined.remove(ids)  # joins the transaction (a savepoint)
+        if self._shares_transaction(dlq):
+            with self._failures("replay"), dlq.transaction() as cur:  # type: ignore[attr-defined]
+                dlq.remove(ids)  # joins the transaction (a savepoint)
                 self._move_replayed(cur, moved)
             return
         # Removal first: a crash before the totals move leaves ``failed`` above the DLQ's count,

@@ -1,0 +1,142 @@
+"""Running a plan: pick the engine and the driver, feed the recorder, assemble the report.
+
+:func:`execute` is what ``run_batches`` runs, :func:`arun` what ``arun_batches`` awaits; a job
+(``jobs.run``), a replay and the CLI call them too, with a checkpoint (an :class:`OutcomeSink`)
+and the batches to skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from dataclasses import replace
+from typing import Any
+
+from .. import _native
+from .._async import ReferenceAsyncRun, StopSignal, SyncCalls, drive, in_thread_until_cancelled, loop_factory
+from .._native import RunSummary
+from .._outcome import RunRecorder, new_run_id
+from ..reference import Scheduler, _Classify, run_reference
+from ..results import BatchReport
+from .plan import Plan
+
+__all__ = ["aexecute", "arun", "execute"]
+
+
+def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, checkpoint: Any) -> RunRecorder:
+    """The recorder a run of ``plan`` reports to."""
+    total = plan.total
+    if total is not None and plan.config.skip_batches:
+        # Progress covers what this run takes on: a resumed job's finished batches are not in it.
+        size = plan.config.batch_size
+        total -= sum(max(0, min(size, total - b * size)) for b in plan.config.skip_batches)
+    return RunRecorder(run_id=run_id or new_run_id(), job_id=job_id, stage=plan.stage,
+                       dlq=plan.dlq, on_progress=plan.on_progress, total=total,
+                       batch_size=plan.config.batch_size, id_of=plan.id_of,
+                       pickle_payloads=plan.pickle_payloads, checkpoint=checkpoint,
+                       reopen_dlq=plan.reopen_dlq)
+
+
+def _with_skips(plan: Plan, skip_batches: frozenset[int]) -> Plan:
+    if not skip_batches:
+        return plan
+    return replace(plan, config=replace(plan.config, skip_batches=frozenset(skip_batches)))
+
+
+def _from_scheduler(scheduler: Scheduler) -> RunSummary:
+    """The reference scheduler's final state as the native engine returns it."""
+    scheduler.results.sort(key=lambda pair: pair[0])
+    return RunSummary(
+        succeeded=scheduler.succeeded, failed=scheduler.failed, records_read=scheduler.next_index,
+        exhausted=scheduler.exhausted, retries=scheduler.retries,
+        successful=[value for _, value in scheduler.results], stop_reason=scheduler.stop_reason,
+        breaker_trips=scheduler.breaker.trips if scheduler.breaker is not None else 0,
+        skipped_records=scheduler.skipped_records)
+
+
+def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
+            skip_batches: frozenset[int]) -> BatchReport:
+    return recorder.report(succeeded=outcome.succeeded, failed=outcome.failed,
+                           read=outcome.records_read - outcome.skipped_records,
+                           skipped_records=outcome.skipped_records, exhausted=outcome.exhausted,
+                           retries=outcome.retries, successful=outcome.successful,
+                           stop_reason=outcome.stop_reason, breaker_trips=outcome.breaker_trips,
+                           success_threshold=plan.success_threshold,
+                           skipped_batches=len(skip_batches))
+
+
+def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
+            checkpoint: Any = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
+    """Run a validated plan on its engine and assemble the report.
+
+    ``skip_batches`` (a resumed job's finished batches) are read past, not run; the report
+    counts only the records this run took on, and says how many batches it skipped.
+    """
+    if plan.is_async or plan.bulk:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("run_batches() was called with an async (or bulk) fn from inside a "
+                               "running event loop; use `await batchguard.arun_batches(...)` there")
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(aexecute(plan, run_id=run_id, job_id=job_id, checkpoint=checkpoint,
+                                       skip_batches=skip_batches))
+    plan = _with_skips(plan, skip_batches)
+    recorder = recorder_for(plan, run_id, job_id, checkpoint)
+    if plan.engine == "native":
+        outcome = _native.run(plan.records, plan.fn, plan.config, plan.classifier, recorder,
+                              plan.total)
+    else:
+        outcome = _from_scheduler(run_reference(iter(plan.records), plan.fn, plan.config,
+                                                plan.classifier, recorder))
+    return _report(plan, recorder, outcome, skip_batches)
+
+
+async def aexecute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
+                   checkpoint: Any = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
+    """:func:`execute` on the running event loop: for an async fn, a bulk fn, or any fn
+    that :func:`arun_batches` runs."""
+    plan = _with_skips(plan, skip_batches)
+    recorder = recorder_for(plan, run_id, job_id, checkpoint)
+    if plan.engine == "native":
+        run: Any = _native.AsyncRun(plan.config, plan.classifier, recorder)
+    else:
+        run = ReferenceAsyncRun(Scheduler(plan.config, time.monotonic()),
+                                _Classify(plan.classifier, recorder.classifier_error), recorder)
+    if plan.is_async:
+        outcome = await drive(run, iter(plan.records), plan.fn, plan.config.concurrency,
+                              plan.config.batch_size, plan.timeout, plan.bulk)
+    else:
+        # A sync fn never runs on the loop: it gets `concurrency` threads of its own, and each
+        # call is timed on its thread (it cannot be cancelled) rather than by the driver.
+        calls = SyncCalls(plan.fn, plan.config.concurrency, plan.timeout)
+        try:
+            outcome = await drive(run, iter(plan.records), calls, plan.config.concurrency,
+                                  plan.config.batch_size, None, plan.bulk)
+        finally:
+            calls.close()
+    if isinstance(outcome, Scheduler):
+        outcome = _from_scheduler(outcome)
+    return _report(plan, recorder, outcome, skip_batches)
+
+
+def _execute_until_stopped(plan: Plan, stop: StopSignal, **how: Any) -> BatchReport:
+    """A per-record sync fn, as arun_batches runs it: on the threaded drivers (per record, a
+    thread hop through the event loop would cost far more than the engine), until ``stop``."""
+    guarded = replace(plan, fn=stop.guard(plan.fn), on_progress=stop.guard_progress(plan.on_progress))
+    return execute(guarded, **how)
+
+
+async def arun(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
+               checkpoint: Any = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
+    """:func:`execute` for a caller inside an event loop (what ``arun_batches`` awaits): an
+    async or bulk fn on this loop, a per-record sync fn on the threaded drivers, off the loop."""
+    if plan.is_async or plan.bulk:
+        return await aexecute(plan, run_id=run_id, job_id=job_id, checkpoint=checkpoint,
+                              skip_batches=skip_batches)
+    return await in_thread_until_cancelled(functools.partial(
+        _execute_until_stopped, plan, run_id=run_id, job_id=job_id, checkpoint=checkpoint,
+        skip_batches=skip_batches))

@@ -1,0 +1,95 @@
+"""The keyword arguments of a run, declared once for ``run_batches`` and ``arun_batches``.
+
+Both take ``**options: Unpack[RunOptions]`` (PEP 692), so a checker sees every keyword with its
+type; :data:`DEFAULTS` holds their defaults (typed as a RunOptions, so the checker holds the two
+together), and :func:`spelled_out` writes the keywords into the function's signature for
+``help()`` and ``inspect.signature``, which do not expand ``Unpack``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, ForwardRef, Generic, Literal, TypedDict, TypeVar
+
+if TYPE_CHECKING:
+    from ..dlq.base import DeadLetterQueue
+    from ..jobs.store import JobStore
+    from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
+    from ..results import BatchProgress
+
+__all__ = ["DEFAULTS", "RunOptions", "spelled_out"]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RunOptions(TypedDict, Generic[T], total=False):
+    """The keywords ``run_batches`` and ``arun_batches`` share (``T``: the record type).
+
+    Each is documented in :func:`batchguard.run_batches`; every one is optional.
+    """
+
+    batch_size: int | Literal["auto"] | None
+    concurrency: int
+    retry: RetryPolicy | None
+    classifier: Classifier | Callable[[BaseException], Any] | None
+    breaker: CircuitBreaker | None
+    dlq: DeadLetterQueue | str | None
+    id_of: Callable[[T], Any] | None
+    on_progress: Callable[[BatchProgress], Any] | None
+    success_threshold: float | None
+    max_failures: int | float | None
+    stage: str
+    engine: Literal["native", "python"]
+    pickle_payloads: bool
+    timeout: float | None
+    rate_limit: RateLimit | None
+    delay_between_batches: float
+    key_of: Callable[[T], Any] | None
+    job: str | None
+    store: JobStore | str | None
+    force: bool
+
+
+DEFAULTS: Final[RunOptions[Any]] = {
+    "batch_size": None,
+    "concurrency": 1,
+    "retry": None,
+    "classifier": None,
+    "breaker": None,
+    "dlq": None,
+    "id_of": None,
+    "on_progress": None,
+    "success_threshold": None,
+    "max_failures": None,
+    "stage": "process",
+    "engine": "native",
+    "pickle_payloads": False,
+    "timeout": None,
+    "rate_limit": None,
+    "delay_between_batches": 0.0,
+    "key_of": None,
+    "job": None,
+    "store": None,
+    "force": False,
+}
+"""Each keyword's value when it is not given."""
+
+
+def _annotation(hint: Any) -> Any:
+    # TypedDict keeps a postponed annotation as a ForwardRef: show the text it was written as.
+    return hint.__forward_arg__ if isinstance(hint, ForwardRef) else hint
+
+
+def spelled_out(func: F) -> F:
+    """``func`` with its ``**options`` replaced, in its signature, by each RunOptions keyword
+    and its default: what ``help(run_batches)`` and IDEs that read the signature show."""
+    signature = inspect.signature(func)
+    kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    defaults: Mapping[str, object] = DEFAULTS
+    options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name],
+                                 annotation=_annotation(hint))
+               for name, hint in RunOptions.__annotations__.items()]
+    func.__dict__["__signature__"] = signature.replace(parameters=[*kept, *options])
+    return func
