@@ -13,8 +13,9 @@ from typing import Any, Final
 import click
 
 from .._report.text import percent
+from .._urls import redact
 from ..dlq.base import DeadLetter, DeadLetterQueue
-from ..dlq.urls import open_dlq, redact
+from ..dlq.urls import open_dlq
 from ..errors import ConfigError, DLQError, DLQUnavailableError, PickleNotAllowedError
 from ..jobs import JobNotFoundError, JobStoreUnavailableError, job_status
 from ..replay import replay

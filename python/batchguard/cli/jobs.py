@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..dlq.urls import redact
+from .._urls import redact
 from ..errors import ConfigError
 from ..jobs import JobNotFoundError, JobStatus, JobStoreUnavailableError, job_status, list_jobs
 from .callables import load_callable

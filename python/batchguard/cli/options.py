@@ -8,8 +8,8 @@ from typing import Any, Final, NoReturn, TypeVar
 
 import click
 
+from .._urls import redact
 from ..dlq.base import FILTER_FIELDS
-from ..dlq.urls import redact
 from ..errors import ConfigError
 from ..jobs import DEFAULT_STORE_URL
 from ..policies import ErrorClass, RetryPolicy

@@ -10,7 +10,7 @@ import click
 from .._report.model import CliContext, build
 from .._report.panel import render_panel
 from .._report.text import render_text
-from ..dlq.urls import redact
+from .._urls import redact
 from ..results import BatchReport
 from .console import console, is_tty
 from .options import DEFAULT_URL

@@ -12,7 +12,7 @@ import click
 from .._inputs import FORMATS, RecordSource, StreamSource, guard_parse_errors, open_input
 from .._run.execute import execute
 from .._run.plan import make_plan
-from ..dlq.urls import redact
+from .._urls import redact
 from ..errors import BatchguardError, ConfigError, DLQUnavailableError, InputError, JobError
 from ..jobs import JobStoreUnavailableError, job_status, run_job
 from .callables import load_callable, portable_spec
