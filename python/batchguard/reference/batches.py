@@ -1,0 +1,74 @@
+"""The open batches: their accounting until every record of one is final, then its event
+(twin of ``src/engine/batches.rs``)."""
+
+from __future__ import annotations
+
+from .._native import BatchEvent, DeadRecord
+
+
+class Open:
+    """One batch whose records are not all final yet."""
+
+    __slots__ = ("dead", "failed", "remaining", "retries", "size", "started", "succeeded")
+
+    def __init__(self, size: int, started: float) -> None:
+        self.size = size
+        self.remaining = size
+        self.succeeded = 0
+        self.failed = 0
+        self.retries = 0
+        self.started = started
+        self.dead: list[DeadRecord] = []
+
+    def event(self, index: int, duration: float, pending: int) -> BatchEvent:
+        return BatchEvent(index=index, size=self.size, succeeded=self.succeeded, failed=self.failed,
+                          retries=self.retries, duration=duration, pending=pending, dead=self.dead)
+
+
+class Batches:
+    """The batches read whose records are not all final yet."""
+
+    __slots__ = ("_open", "completed")
+
+    def __init__(self) -> None:
+        self._open: dict[int, Open] = {}
+        self.completed = 0
+
+    def open(self, batch: int, size: int, now: float) -> None:
+        """Batch ``batch`` of ``size`` records was read at ``now``."""
+        self._open[batch] = Open(size, now)
+
+    def retried(self, batch: int) -> None:
+        """A retry of a record of ``batch`` starts."""
+        self._open[batch].retries += 1
+
+    def succeeded(self, batch: int) -> bool:
+        """A record of ``batch`` succeeded. True when that made the batch complete: then
+        :meth:`close` it."""
+        state = self._open[batch]
+        state.succeeded += 1
+        state.remaining -= 1
+        return state.remaining == 0
+
+    def dead_lettered(self, dead: DeadRecord) -> bool:
+        """A record was dead-lettered. True when that made its batch complete: then
+        :meth:`close` it."""
+        state = self._open[dead.batch_index]
+        state.failed += 1
+        state.dead.append(dead)
+        state.remaining -= 1
+        return state.remaining == 0
+
+    def close(self, batch: int, now: float) -> BatchEvent:
+        """The complete batch ``batch``'s event."""
+        state = self._open.pop(batch)
+        self.completed += 1
+        return state.event(batch, now - state.started, 0)
+
+    def close_all(self, now: float) -> list[BatchEvent]:
+        """End of run: the event of every batch still open, with its unfinished records
+        pending."""
+        events = [state.event(batch, now - state.started, state.remaining)
+                  for batch, state in sorted(self._open.items())]
+        self._open.clear()
+        return events

@@ -1,0 +1,248 @@
+"""The reference engine's drivers: they read the input, run the callback (inline, or on
+worker threads), classify failures, and hand outcomes to the scheduler and events to the sink
+(the native twins are in ``src/bindings/``). ``batchguard._async`` drives the same scheduler
+from an event loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .._clients import retry_after_of
+from .._outcome import deliver
+from .._run.config import EngineConfig
+from ..policies import Classifier, ErrorClass
+from .keys import KeyFailed
+from .scheduler import Scheduler
+from .work import DONE, FEED, Wait, Work
+
+
+class _Classify:
+    """How the drivers classify a failure: the classifier's class for it (``Classifier.classify``
+    resolves its type rules once per exception type, as the native engine does), PERMANENT
+    when the classifier itself raises (that error goes to ``on_error``), and the wait a
+    retryable failure asks for (the scheduler caps it)."""
+
+    def __init__(self, classifier: Classifier, on_error: Callable[[BaseException, BaseException], None]):
+        self._classifier = classifier
+        self._on_error = on_error
+
+    def __call__(self, exc: BaseException) -> ErrorClass:
+        try:
+            return self._classifier.classify(exc)
+        except Exception as classifier_error:  # noqa: BLE001 - a classifier bug must not kill the run
+            self._on_error(exc, classifier_error)
+            return ErrorClass.PERMANENT
+
+    def retry_after(self, exc: BaseException, error_class: ErrorClass) -> float | None:
+        """The wait ``exc`` asks for (``retry_after``, or a ``Retry-After`` header), read only
+        when the record will be retried."""
+        if not error_class.retryable:
+            return None
+        return retry_after_of(exc, time.time())
+
+
+def run_reference(records: Iterator[Any], fn: Callable[[Any], Any], config: EngineConfig,
+                  classifier: Classifier, sink: Any) -> Scheduler:
+    """Run ``fn`` over ``records`` and feed outcomes to ``sink``; returns the final scheduler.
+
+    ``sink`` receives ``events(events, counters)`` (``BatchEvent`` and ``BreakerEvent``),
+    ``progress(counters)`` snapshots, and ``classifier_error(exc, error)``; it decides what to
+    persist and show.
+    """
+    classify = _Classify(classifier, sink.classifier_error)
+    clock = time.monotonic
+    scheduler = Scheduler(config, clock())
+    try:
+        if config.concurrency == 1:
+            _drive_inline(scheduler, records, fn, classify, sink, clock)
+        else:
+            _drive_threads(scheduler, records, fn, classify, sink, clock)
+    finally:
+        # Whatever stopped the run, what was dead-lettered reaches the sink (and the DLQ).
+        scheduler.close(clock())
+        _drain(scheduler, sink)
+    return scheduler
+
+
+def _drain(scheduler: Scheduler, sink: Any) -> None:
+    # The sink consumes the scheduler's own list, so what an interrupt leaves in it is still
+    # there for the next drain (the one in run_reference's finally at the latest).
+    if scheduler.events:
+        deliver(sink, scheduler.events, scheduler.counters())
+
+
+def keys_of(batch: list[Any], key_of: Callable[[Any], Any]) -> list[Any]:
+    """Each record's ordering key as the scheduler takes it: ``hash(key_of(record))``, or a
+    :class:`KeyFailed` when that raises (the record is then dead-lettered, not run)."""
+    keys: list[Any] = []
+    for record in batch:
+        try:
+            keys.append(hash(key_of(record)))
+        except Exception as exc:  # noqa: BLE001 - one record's bad key must not stop the run
+            keys.append(KeyFailed(exc))
+    return keys
+
+
+def feed(scheduler: Scheduler, batch: list[Any], now: float) -> None:
+    """Hand one batch of input (short: the last) to the scheduler."""
+    config = scheduler.config
+    if batch and scheduler.next_batch in config.skip_batches:
+        scheduler.skip_batch(len(batch))
+    elif batch:
+        keys = keys_of(batch, config.key_of) if config.key_of is not None else None
+        scheduler.add_batch(batch, now, keys)
+    if len(batch) < config.batch_size:
+        scheduler.end_of_input()
+
+
+def _feed(scheduler: Scheduler, records: Iterator[Any], now: float) -> None:
+    feed(scheduler, list(itertools.islice(records, scheduler.config.batch_size)), now)
+
+
+def call_timed(fn: Callable[[Any], Any], record: Any, timeout: float | None) -> Any:
+    """``fn(record)``; with a timeout, a call that returns late counts as a TimeoutError (a sync
+    call cannot be interrupted, so its value is discarded instead)."""
+    if timeout is None:
+        return fn(record)
+    started = time.monotonic()
+    value = fn(record)
+    took = time.monotonic() - started
+    if took > timeout:
+        raise TimeoutError(f"the attempt took {took:.3f} s, over the {timeout:.3f} s timeout; "
+                           "its result was discarded")
+    return value
+
+
+def _run_one(scheduler: Scheduler, work: Work, fn: Callable[[Any], Any],
+             classify: _Classify, clock: Callable[[], float]) -> None:
+    try:
+        value = call_timed(fn, work.record, scheduler.config.timeout)
+    except Exception as exc:  # noqa: BLE001 - isolating the user's failures is the point
+        error_class = classify(exc)
+        scheduler.fail(work, error_class, exc, classify.retry_after(exc, error_class), clock(), time.time())
+    else:
+        scheduler.succeed(work, value, clock())
+
+
+def _drive_inline(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[Any], Any],
+                  classify: _Classify, sink: Any, clock: Callable[[], float]) -> None:
+    interval = scheduler.config.progress_interval
+    next_progress = clock() + interval
+    try:
+        while True:
+            now = clock()
+            work = scheduler.next_work(now)
+            if type(work) is Work:
+                try:
+                    _run_one(scheduler, work, fn, classify, clock)
+                except BaseException:
+                    scheduler.abandon(work, clock())
+                    raise
+            elif work is FEED:
+                _feed(scheduler, records, now)
+            elif work is DONE:
+                break
+            else:
+                assert isinstance(work, Wait)
+                until = work.until if work.until is not None else now + interval
+                time.sleep(max(0.0, min(until - now, interval)))
+            if scheduler.events:
+                _drain(scheduler, sink)
+                next_progress = clock() + interval
+            elif clock() >= next_progress:
+                sink.progress(scheduler.counters())
+                next_progress = clock() + interval
+    except BaseException:
+        scheduler.interrupt()
+        raise
+
+
+def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[Any], Any],
+                   classify: _Classify, sink: Any, clock: Callable[[], float]) -> None:
+    """Workers run the callback; the calling thread reads input and handles every event, so
+    the sink, the DLQ and the input iterator are only ever touched from one thread."""
+    lock = threading.Lock()
+    changed = threading.Condition(lock)
+    interval = scheduler.config.progress_interval
+    crashed: list[BaseException] = []
+
+    def worker() -> None:
+        with lock:
+            while True:
+                work = scheduler.next_work(clock())
+                if type(work) is Work:
+                    lock.release()
+                    try:
+                        try:
+                            value = call_timed(fn, work.record, scheduler.config.timeout)
+                        except Exception as exc:  # noqa: BLE001
+                            error_class = classify(exc)
+                            outcome: tuple[Any, ...] = (False, error_class, exc,
+                                                        classify.retry_after(exc, error_class))
+                        else:
+                            outcome = (True, value)
+                    except BaseException as exc:  # noqa: BLE001 - the coordinator re-raises it
+                        lock.acquire()
+                        scheduler.abandon(work, clock())
+                        scheduler.interrupt()
+                        crashed.append(exc)
+                        changed.notify_all()
+                        return
+                    lock.acquire()
+                    if outcome[0]:
+                        scheduler.succeed(work, outcome[1], clock())
+                    else:
+                        scheduler.fail(work, outcome[1], outcome[2], outcome[3], clock(), time.time())
+                    changed.notify_all()
+                elif work is DONE:
+                    changed.notify_all()
+                    return
+                else:  # FEED is the coordinator's job; wait for it or for a timer
+                    until = work.until if isinstance(work, Wait) else None
+                    timeout = interval if until is None else max(0.0, min(until - clock(), interval))
+                    changed.wait(timeout)
+
+    threads = [threading.Thread(target=worker, name=f"batchguard-ref-{i}", daemon=True)
+               for i in range(scheduler.config.concurrency)]
+    for thread in threads:
+        thread.start()
+    next_progress = clock() + interval
+    try:
+        while True:
+            with lock:
+                if scheduler.wants_input():
+                    _feed(scheduler, records, clock())
+                    changed.notify_all()
+                finished = not any(t.is_alive() for t in threads)
+                if not scheduler.events and not finished and not scheduler.wants_input():
+                    changed.wait(interval)
+                counters = scheduler.counters() if scheduler.events else None
+            if counters is not None:
+                # Out of the lock, the sink consumes the scheduler's list while workers append
+                # to it (each list operation is atomic): an event is only ever removed once it
+                # is handled, so an interrupt here loses none (they are drained at the end).
+                deliver(sink, scheduler.events, counters)
+                next_progress = clock() + interval
+            elif clock() >= next_progress:
+                with lock:
+                    counters = scheduler.counters()
+                sink.progress(counters)
+                next_progress = clock() + interval
+            if finished:
+                break
+    except BaseException:
+        with lock:
+            scheduler.interrupt()
+            changed.notify_all()
+        for thread in threads:
+            thread.join()
+        raise
+    for thread in threads:
+        thread.join()
+    if crashed:
+        raise crashed[0]

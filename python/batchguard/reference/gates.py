@@ -1,0 +1,96 @@
+"""The gates an attempt passes before it starts (circuit breaker, rate limit, delay between
+batches), and the error budget that stops the run (twin of ``src/engine/gates.rs``)."""
+
+from __future__ import annotations
+
+from .._native import BatchEvent, BreakerEvent
+from .._run.config import EngineConfig
+from ..policies import ErrorClass
+from .breaker import Breaker
+from .ratelimit import TokenBucket
+
+# A rate error budget is judged only once this many records are final: 1 failure out of the
+# first 1 record is not a 100% failure rate worth stopping for.
+MIN_RATE_SAMPLE = 10
+
+
+class Gates:
+    """What may hold an attempt back, or stop the run, besides the records themselves."""
+
+    __slots__ = ("_budget", "_delay_between_batches", "_last_fresh_at", "_last_fresh_batch", "_rate",
+                 "breaker")
+
+    def __init__(self, config: EngineConfig, now: float) -> None:
+        self.breaker = Breaker(config.breaker) if config.breaker is not None else None
+        self._rate = (TokenBucket(config.rate_per_second, config.rate_burst, now)
+                      if config.rate_per_second is not None else None)
+        # Seconds from the previous batch's last new record starting to the next batch's first.
+        self._delay_between_batches = config.delay_between_batches
+        self._last_fresh_batch = -1
+        self._last_fresh_at = now
+        self._budget = config.max_failures
+
+    # ---------------------------------------------------------------- breaker
+
+    def pass_breaker(self, now: float) -> tuple[bool, float | None]:
+        """May an attempt start? (allowed, wait_until): not before wait_until, or (None) until
+        an outcome arrives. Passing may move an open breaker to half-open: take its
+        transitions afterwards."""
+        if self.breaker is None:
+            return True, None
+        return self.breaker.gate(now)
+
+    def started(self) -> int | None:
+        """An attempt starts: the breaker generation its outcome belongs to (None: no breaker)."""
+        return self.breaker.started() if self.breaker is not None else None
+
+    def breaker_counts(self, error_class: ErrorClass) -> bool | None:
+        """Whether a failure of ``error_class`` counts against the breaker (None: no breaker)."""
+        return self.breaker.counts(error_class) if self.breaker is not None else None
+
+    def record(self, generation: int, failed: bool, now: float) -> bool:
+        """One attempt of ``generation`` ended. True when the breaker's abort rate is reached."""
+        return self.breaker is not None and self.breaker.record(generation, failed, now)
+
+    def take_transitions(self, started_at: float, events: list[BatchEvent | BreakerEvent]) -> None:
+        """The breaker's state changes since the last call, as events (times from ``started_at``)."""
+        breaker = self.breaker
+        if breaker is not None and breaker.transitions:
+            for at, old, new in breaker.transitions:
+                events.append(BreakerEvent(at=at - started_at, from_state=old, to_state=new))
+            breaker.transitions.clear()
+
+    def breaker_state(self) -> str:
+        return self.breaker.state if self.breaker is not None else "closed"
+
+    # ---------------------------------------------------------------- rate and delay
+
+    def pass_rate(self, now: float) -> float | None:
+        """Take a start from the rate limit: None when granted, else when one will be there."""
+        return self._rate.take(now) if self._rate is not None else None
+
+    def batch_delay(self, batch: int, now: float) -> float | None:
+        """When the next new record, of ``batch``, may start, if not now: a new batch waits
+        ``delay_between_batches`` after the previous batch's last new record started."""
+        if not self._delay_between_batches > 0.0 or self._last_fresh_batch < 0:
+            return None
+        until = self._last_fresh_at + self._delay_between_batches
+        return until if batch != self._last_fresh_batch and now < until else None
+
+    def fresh_started(self, batch: int, now: float) -> None:
+        """A new record of ``batch`` starts."""
+        if self._delay_between_batches > 0.0:
+            self._last_fresh_batch = batch
+            self._last_fresh_at = now
+
+    # ---------------------------------------------------------------- error budget
+
+    def over_budget(self, succeeded: int, failed: int) -> bool:
+        """Are more records dead-lettered than ``max_failures`` allows?"""
+        budget = self._budget
+        if budget is None:
+            return False
+        if isinstance(budget, int):
+            return failed > budget
+        finished = succeeded + failed
+        return finished >= MIN_RATE_SAMPLE and failed / finished > budget
