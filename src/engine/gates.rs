@@ -40,7 +40,7 @@ impl Gates {
 
     /// May an attempt start? `Err(until)`: not before `until`, or (None) an outcome arrives.
     /// Passing may move an open breaker to half-open: take its transitions afterwards.
-    pub(super) fn breaker(&mut self, clock: &impl Clock) -> Result<(), Option<f64>> {
+    pub(super) fn pass_breaker(&mut self, clock: &impl Clock) -> Result<(), Option<f64>> {
         match self.breaker.as_mut() {
             Some(breaker) => breaker.gate(|| clock.now()),
             None => Ok(()),
@@ -93,7 +93,7 @@ impl Gates {
     // ------------------------------------------------------------------ rate and delay
 
     /// Take a start from the rate limit: None when granted, else when one will be there.
-    pub(super) fn rate(&mut self, clock: &impl Clock) -> Option<f64> {
+    pub(super) fn pass_rate(&mut self, clock: &impl Clock) -> Option<f64> {
         self.rate.as_mut()?.take(clock.now())
     }
 

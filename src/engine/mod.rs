@@ -6,7 +6,8 @@
 //! [`Scheduler::take_released`]), so a driver can decide where Python objects die — never
 //! while it holds a lock another thread may wait for with the GIL.
 //!
-//! It mirrors `batchguard.reference.Scheduler` decision for decision, part for part; the
+//! It mirrors `batchguard.reference.Scheduler` decision for decision, part for part (each part
+//! below has a Python twin of the same name in `python/batchguard/reference/`); the
 //! differential tests hold the two engines to the same outcomes. Each part owns its state and
 //! lives in its own module, so a feature changes the part it is about:
 //!
@@ -322,7 +323,7 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             return if self.in_flight == 0 { Next::Done } else { Next::Wait(None) };
         }
         if self.gates.has_breaker() {
-            let gate = self.gates.breaker(&self.clock);
+            let gate = self.gates.pass_breaker(&self.clock);
             self.take_breaker_transitions();
             if let Err(until) = gate {
                 return Next::Wait(until);
@@ -355,7 +356,7 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             }
             break Queue::Fresh;
         };
-        if let Some(until) = self.gates.rate(&self.clock) {
+        if let Some(until) = self.gates.pass_rate(&self.clock) {
             return Next::Wait(Some(until));
         }
         let mut work = match source {
