@@ -129,7 +129,7 @@ class StoredDeadLetters:
             return self._dlq
         try:
             return self._reopen()
-        except Exception as exc:  # noqa: BLE001 - whatever the backend raises, say where
+        except Exception as exc:  # whatever the backend raises, say where
             raise self._failed("cannot be opened again", exc) from exc
 
     def _load(self, queue: DeadLetterQueue, sent: SentBatch) -> list[DeadLetter]:

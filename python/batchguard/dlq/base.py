@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -12,16 +13,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol, Self, runtime_checkable
 
+from .._db.role import Database
 from .._files import atomic_writer, same_file
 from ..errors import ConfigTypeError, DLQError, PickleNotAllowedError
+from .codec import dumps, encode
 
 __all__ = [
     "FILTER_FIELDS",
-    "QueueBase",
     "Attempt",
     "DeadLetter",
     "DeadLetterQueue",
     "MemoryDLQ",
+    "QueueBase",
+    "TransactionalDLQ",
     "check_filters",
     "matches",
 ]
@@ -114,8 +118,6 @@ class DeadLetter:
     def to_json(self) -> str:
         """The stored form: compact JSON, the same document as ``to_dict()`` with every field made
         storable (see :mod:`batchguard.dlq.codec`, the one encoder of every backend)."""
-        from .codec import dumps
-
         return dumps(self).decode()
 
     @classmethod
@@ -195,6 +197,35 @@ class DeadLetterQueue(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class TransactionalDLQ(DeadLetterQueue, Protocol):
+    """A queue whose writes can join a transaction of the database it lives in
+    (:class:`~batchguard.dlq.SqliteDLQ`, :class:`~batchguard.dlq.PostgresDLQ`).
+
+    A job store in the same database (``store.database.same_database(dlq.database)``) commits a
+    batch's entries, the removal of its stale ones and its checkpoint in one transaction::
+
+        with dlq.transaction() as cur:
+            dlq.write_entries(cur, entries)
+            dlq.remove(stale)  # joins the transaction
+            cur.execute("INSERT INTO job_batches ...")
+    """
+
+    @property
+    def database(self) -> Database:
+        """The database the entries are written to."""
+        ...
+
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """Hold the queue's lock and run one transaction, yielding its cursor; commit on exit,
+        roll back on error. ``send`` and ``remove`` called inside it join it."""
+        ...
+
+    def write_entries(self, cursor: Any, entries: Iterable[DeadLetter]) -> None:
+        """Upsert ``entries`` with ``cursor`` without committing: the caller owns the transaction."""
+        ...
 
 
 class QueueBase:
@@ -313,8 +344,6 @@ class MemoryDLQ:
         return iter(self.list())
 
     def send(self, entries: Sequence[DeadLetter]) -> None:
-        from .codec import encode
-
         # Kept as a durable backend would store it (odd ids as strings, and so on).
         stored = [encode(entry)[1] for entry in entries]
         with self._lock:

@@ -357,8 +357,6 @@ def normalize(entry: DeadLetter) -> DeadLetter:
 
     Entries built by a run are storable already; this catches entries a user built by hand.
     """
-    from .base import Attempt
-
     payload, encoding = entry.payload, entry.payload_encoding
     if encoding == "json" and not _json_payload(payload):
         payload, encoding = encode_payload(payload, pickle_payloads=False)
@@ -369,8 +367,9 @@ def normalize(entry: DeadLetter) -> DeadLetter:
     record_id = encode_record_id(entry.record_id)
     traceback = None if entry.traceback is None else clean_text(str(entry.traceback))
     attempts = tuple(
-        Attempt(a.attempt, a.at, clean_text(str(a.error_type)), clean_text(str(a.error_message)),
-                a.delay_s if a.delay_s is None or math.isfinite(a.delay_s) else None)
+        dataclasses.replace(a, error_type=clean_text(str(a.error_type)),
+                            error_message=clean_text(str(a.error_message)),
+                            delay_s=a.delay_s if a.delay_s is None or math.isfinite(a.delay_s) else None)
         for a in entry.attempts)
     return dataclasses.replace(
         entry, payload=payload, payload_encoding=encoding, record_id=record_id,

@@ -15,7 +15,7 @@ from typing import IO, Any, Final
 
 from .._files import FILE_MODE, fsync_dir
 from ..errors import BatchguardWarning, DLQError, DLQUnavailableError
-from .base import QueueBase, DeadLetter, check_filters, check_page, matches, write_jsonl
+from .base import DeadLetter, QueueBase, check_filters, check_page, matches, write_jsonl
 from .codec import dumps, encode
 
 try:

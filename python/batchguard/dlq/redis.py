@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any, Final, cast
 
+from .._urls import redact, require_module
 from ..errors import ConfigError, DLQError, DLQUnavailableError
 from ..policies import check_duration
-from .base import QueueBase, FILTER_FIELDS, DeadLetter, check_filters, check_page, write_jsonl
+from .base import FILTER_FIELDS, DeadLetter, QueueBase, check_filters, check_page, write_jsonl
 from .codec import dumps
-from .urls import redact, require_module
 
 if TYPE_CHECKING:
     import redis
@@ -132,13 +132,13 @@ class RedisDLQ(QueueBase):
             fields[entry_id] = _fields(data)
 
         def write(pipe: redis.client.Pipeline, old: builtins.list[str | None]) -> None:
-            new_ids = [entry_id for entry_id, before in zip(ids, old) if before is None]
+            new_ids = [entry_id for entry_id, before in zip(ids, old, strict=True) if before is None]
             first = int(pipe.incrby(self._seq_key, len(new_ids))) - len(new_ids) + 1 if new_ids else 0
             adds: defaultdict[str, list[str]] = defaultdict(list)
             drops: defaultdict[str, list[str]] = defaultdict(list)
-            for entry_id, before in zip(ids, old):
+            for entry_id, before in zip(ids, old, strict=True):
                 previous = _fields(json.loads(before)) if before is not None else (None,) * len(FILTER_FIELDS)
-                for name, was, now in zip(FILTER_FIELDS, previous, fields[entry_id]):
+                for name, was, now in zip(FILTER_FIELDS, previous, fields[entry_id], strict=True):
                     if was == now:
                         continue
                     if was is not None:
@@ -202,11 +202,11 @@ class RedisDLQ(QueueBase):
 
         def write(pipe: redis.client.Pipeline, old: builtins.list[str | None]) -> None:
             nonlocal removed
-            present = [(entry_id, before) for entry_id, before in zip(wanted, old) if before is not None]
+            present = [(entry_id, before) for entry_id, before in zip(wanted, old, strict=True) if before is not None]
             removed = len(present)
             drops: defaultdict[str, list[str]] = defaultdict(list)
             for entry_id, before in present:
-                for name, value in zip(FILTER_FIELDS, _fields(json.loads(before))):
+                for name, value in zip(FILTER_FIELDS, _fields(json.loads(before)), strict=True):
                     if value is not None:
                         drops[self._index_key(name, value)].append(entry_id)
             pipe.multi()
