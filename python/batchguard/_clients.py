@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .policies import ErrorClass, class_of_http_status, qualified_name, status_value
+from ._error_class import ErrorClass, class_of_http_status, qualified_name, status_value
 
 __all__ = [
     "AWS_ERROR_CODES",
