@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from batchguard._urls import redact, require_module
 from batchguard.dlq import (
     FILTER_FIELDS,
     Attempt,
@@ -34,7 +35,6 @@ from batchguard.dlq import (
     SqliteDLQ,
     open_dlq,
 )
-from batchguard.dlq.urls import redact, require_module
 from batchguard.errors import BatchguardWarning, ConfigError, DLQError, DLQUnavailableError
 
 BACKENDS = [
@@ -286,7 +286,7 @@ def test_list_pages_with_limit_and_offset(dlq: DeadLetterQueue) -> None:
 
 @pytest.mark.parametrize("page", [{"limit": -1}, {"offset": -1}, {"limit": 1.5}, {"offset": None}])
 def test_invalid_page_raises_value_error(dlq: DeadLetterQueue, page: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"{next(iter(page))} must be a non-negative int"):
         dlq.list(**page)
 
 
@@ -373,7 +373,7 @@ def test_concurrent_sends_from_four_threads_lose_nothing(dlq: DeadLetterQueue) -
                 dlq.send(mine[b * size:(b + 1) * size])
             dlq.send(mine[:size])  # an upsert racing the other threads' inserts
             dlq.remove([mine[-1].id])
-        except BaseException as exc:  # surfaced below: a thread's exception is otherwise lost
+        except BaseException as exc:  # noqa: BLE001 - surfaced below: a thread's exception is otherwise lost
             errors.append(exc)
 
     workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
@@ -624,7 +624,7 @@ def test_sqlite_upsert_keeps_the_sequence_number(tmp_path: Path) -> None:
 def test_sqlite_write_entries_commits_or_rolls_back_with_the_callers_transaction(tmp_path: Path) -> None:
     with SqliteDLQ(tmp_path / "dlq.db") as queue:
         queue.connection.execute("CREATE TABLE checkpoints (job TEXT PRIMARY KEY, next_batch INT)")
-        with pytest.raises(RuntimeError), queue.transaction() as cur:
+        with pytest.raises(RuntimeError), queue.transaction() as cur:  # noqa: PT012 - the raise in it is the case
             queue.write_entries(cur, [entry(0), entry(1)])
             cur.execute("INSERT INTO checkpoints VALUES ('nightly', 1)")
             raise RuntimeError("crash before commit")
@@ -640,7 +640,7 @@ def test_sqlite_write_entries_commits_or_rolls_back_with_the_callers_transaction
 
 def test_sqlite_send_inside_a_transaction_joins_it(tmp_path: Path) -> None:
     with SqliteDLQ(tmp_path / "dlq.db") as queue:
-        with pytest.raises(RuntimeError), queue.transaction():
+        with pytest.raises(RuntimeError), queue.transaction():  # noqa: PT012 - the raise in it is the case
             queue.send([entry(0)])
             raise RuntimeError("roll everything back")
         assert queue.count() == 0
@@ -710,7 +710,7 @@ def test_postgres_write_entries_commits_or_rolls_back_with_the_callers_transacti
     table = f"bg_test_{uuid.uuid4().hex[:12]}"
     with PostgresDLQ(postgres_url, table=table) as queue:
         try:
-            with pytest.raises(RuntimeError), queue.transaction() as cur:
+            with pytest.raises(RuntimeError), queue.transaction() as cur:  # noqa: PT012 - the raise in it is the case
                 queue.write_entries(cur, [entry(0), entry(1)])
                 raise RuntimeError("crash before commit")
             assert queue.count() == 0

@@ -13,7 +13,6 @@ import pytest
 
 from batchguard.dlq import DeadLetter, DeadLetterQueue, JsonlDLQ, SqliteDLQ
 from batchguard.errors import DLQError
-
 from test_dlq_conformance import BACKENDS, Opener, entry
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from batchguard.dlq import DeadLetter, MemoryDLQ
-
 from test_dlq_conformance import entry
 
 

@@ -18,7 +18,6 @@ import pytest
 import batchguard
 from batchguard.dlq import JsonlDLQ
 from batchguard.errors import DLQError
-
 from test_dlq_conformance import entry
 
 

@@ -22,12 +22,11 @@ from batchguard import RetryPolicy, job_status, run_batches
 from batchguard.dlq import DeadLetter, DeadLetterQueue, SqliteDLQ
 from batchguard.dlq.codec import MAX_DEPTH, dumps, encode_payload, encode_record_id
 from batchguard.errors import BatchguardWarning, ConfigError
-
 from helpers_contract import CONCURRENCIES, ENGINES
 from test_dlq_conformance import BACKENDS, Opener
 
 N = 300
-WHEN = datetime.datetime(2024, 6, 1, 12, 30, tzinfo=datetime.timezone.utc)
+WHEN = datetime.datetime(2024, 6, 1, 12, 30, tzinfo=datetime.UTC)
 
 
 class BadRepr:

@@ -86,7 +86,7 @@ def test_a_resume_pointed_at_another_dlq_says_which_one_the_job_used(tmp_path: P
     store = f"sqlite:///{tmp_path / 'jobs.db'}"
     run_batches(range(100), Work(fatal_at=55), batch_size=10, job=name, store=store,
                 dlq=f"sqlite:///{tmp_path / 'first.db'}", retry=ONCE)
-    with pytest.raises(JobConflictError, match="first.db") as caught:
+    with pytest.raises(JobConflictError, match=r"first\.db") as caught:
         run_batches(range(100), Work(), batch_size=10, job=name, store=store,
                     dlq=f"sqlite:///{tmp_path / 'second.db'}", retry=ONCE)
     assert "second.db" in str(caught.value)

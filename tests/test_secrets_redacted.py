@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from batchguard import PostgresJobStore, RetryPolicy, job_status, run_batches
+from batchguard._urls import redact
 from batchguard.dlq import PostgresDLQ, open_dlq
-from batchguard.dlq.urls import redact
 from batchguard.errors import BatchguardError
 
 SECRET = "Zq8sEcReT"
