@@ -4,6 +4,9 @@
 //! [`backoff`], [`breaker`] and the scheduler in [`engine`]. `bindings` is the only code
 //! that knows about Python; this file only registers it as `batchguard._native`.
 
+// `unsafe` lives in `bindings/ffi.rs` only (which allows it, with a reason); everything
+// else is checked by the compiler.
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod backoff;
@@ -17,9 +20,6 @@ pub mod ratelimit;
 mod bindings;
 
 use pyo3::prelude::*;
-
-/// Sync callbacks get one thread each; past this many, threads cost more than they give.
-pub const MAX_CONCURRENCY: usize = 1024;
 
 #[pymodule(gil_used = true)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,7 +1,7 @@
 """The Rust engine (``src/``), built by maturin as ``batchguard._native``.
 
 A private module: ``batchguard.run_batches(..., engine="native")`` is its public face. This stub
-is written by hand from ``src/lib.rs`` and ``src/bindings/mod.rs``, and ``make test`` checks it
+is written by hand from ``src/bindings/``, and ``make test`` checks it
 against the built module with ``python -m mypy.stubtest batchguard._native``, so a signature
 changed on one side and not the other fails the build.
 
@@ -22,8 +22,6 @@ __all__ = [
     "run",
     "backoff_schedule",
     "calculate_batch_size",
-    "_panic_for_test",
-    "_panic_in_worker_for_test",
     "RunSummary",
     "Counters",
     "BatchEvent",
@@ -33,12 +31,20 @@ __all__ = [
     "DeadRecords",
     "AsyncRun",
     "MAX_CONCURRENCY",
+    "DELIVERY_ATTEMPTS",
+    "_panic_for_test",
+    "_panic_in_worker_for_test",
 ]
 
 
 MAX_CONCURRENCY: Final = 1024
 """Largest ``concurrency`` the engine accepts: sync callbacks get one thread each, and past
 this many threads cost more than they give. A larger value raises ``ConfigError``."""
+
+DELIVERY_ATTEMPTS: Final = 4
+"""Interrupts in a row that may cut one delivery of events to the recorder short before it is
+given up (both engines): the first Ctrl-C still flushes what was dead-lettered; a user who keeps
+pressing it (a DLQ that hangs) gets out."""
 
 def run(
     records: Iterable[Any],
@@ -76,10 +82,12 @@ def backoff_schedule(
     record_index: int,
     n: int,
 ) -> list[float]:
-    """The first ``n`` retry delays (seconds) of record ``record_index`` under a retry policy.
+    """The first ``n`` retry delays (seconds) the native engine waits for record
+    ``record_index`` under a retry policy (before any ``retry_after``).
 
-    The delays ``RetryPolicy.schedule`` promises, computed by the engine that waits them;
-    the same ``seed`` and ``record_index`` always give the same jitter. Raises
+    ``RetryPolicy.schedule`` computes the same numbers in Python (``BackoffState``, the
+    reference engine's); the tests hold the two equal. The same ``seed`` and ``record_index``
+    always give the same jitter. ``n`` is at most ``2**20``. Raises
     ``batchguard.errors.ConfigError`` for an invalid policy (negative delay, ``multiplier``
     below 1, unknown ``jitter``, ...), and ``OverflowError`` for a negative int.
 
@@ -102,7 +110,7 @@ def _panic_for_test(message: str) -> None:
     """Panic inside the extension with ``message``.
 
     Proves a Rust panic reaches Python as ``pyo3_runtime.PanicException`` (a ``BaseException``,
-    not an ``Exception``) instead of aborting the interpreter. Tests only.
+    not an ``Exception``) instead of aborting the interpreter. A test hook (``src/bindings/testing.rs``).
     """
 
 def _panic_in_worker_for_test(record_index: int) -> None:
@@ -110,7 +118,7 @@ def _panic_in_worker_for_test(record_index: int) -> None:
     while the record is still in flight (once; ``2**64 - 1`` disarms it).
 
     Proves a dead worker cannot hang a run: the run fails with a RuntimeError that says a
-    worker panicked, the DLQ holds what was dead-lettered, and the record is pending. Tests only.
+    worker panicked, the DLQ holds what was dead-lettered, and the record is pending. A test hook.
     """
 
 _ErrorClassName = Literal["transient", "recoverable", "permanent", "fatal"]
@@ -328,8 +336,10 @@ class AsyncRun:
 
     The worker coroutines of ``batchguard._async.drive`` pull work from it, await the user's
     coroutine themselves and report each outcome back; every decision (order, retries, backoff,
-    breaker, error budget, batches) is the same scheduler's as for ``run``. Unsendable: only
-    the thread that made it may use it (another thread's call raises).
+    breaker, error budget, batches) is the same scheduler's as for ``run``. Only the event
+    loop's thread uses it, but it is not tied to that thread (the garbage collector may free
+    it on another); a concurrent call from a second thread raises ``RuntimeError`` (already
+    borrowed) instead of corrupting it.
 
     >>> run = _native.AsyncRun(plan.config, plan.classifier, recorder)  # doctest: +SKIP
     >>> outcome = await drive(run, iter(records), fn, concurrency, batch_size, timeout)  # doctest: +SKIP

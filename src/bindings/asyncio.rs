@@ -13,11 +13,13 @@ use pyo3::prelude::*;
 use pyo3::{intern, IntoPyObjectExt};
 use pyo3::{PyTraverseError, PyVisit};
 
-use super::ffi::list_of;
-use super::{
-    deliver, engine_config, progress, strip_traceback, summary, wall_now, wants_progress, MonoClock, NativeClassifier,
-    Obj, Prepared, PyScheduler, PyWork, RunSummary,
-};
+use super::classify::NativeClassifier;
+use super::config::Settings;
+use super::events::{deliver, progress, summary, wants_progress, RunSummary};
+use super::ffi::{list_of, strip_traceback};
+use super::run::Prepared;
+use super::wait::{wall_now, MonoClock};
+use super::{Obj, PyScheduler, PyWork};
 use crate::engine::{Clock, Next, NextGroup, Scheduler};
 
 /// One run of an async callback, driven from the event loop's thread. (It is only used from
@@ -94,10 +96,9 @@ impl AsyncRun {
 
     #[new]
     fn new(config: &Bound<'_, PyAny>, classifier: &Bound<'_, PyAny>, sink: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let skip: HashSet<u64> = config.getattr("skip_batches")?.extract()?;
-        let key_of = config.getattr("key_of")?;
-        let key_of = (!key_of.is_none()).then(|| key_of.unbind());
-        let config = engine_config(config)?;
+        // The timeout is `batchguard._async`'s to enforce: it cancels the coroutine.
+        let Settings { config, skip, key_of, timeout: _ } = Settings::from_py(config)?;
+        let key_of = key_of.map(Bound::unbind);
         let interval = config.progress_interval;
         Ok(Self {
             batch_size: config.batch_size,
@@ -229,24 +230,5 @@ impl AsyncRun {
         let count = self.sched.succeeded() as usize;
         let values = list_of(py, std::mem::take(&mut self.results).into_iter().flatten(), count)?;
         summary(py, &self.sched, values)
-    }
-}
-
-impl NativeClassifier {
-    /// The Python objects the classifier holds, for [`AsyncRun`]'s `__traverse__`.
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(func) = &self.func {
-            visit.call(func)?;
-        }
-        for (pattern, _) in &self.message_rules {
-            visit.call(pattern)?;
-        }
-        Ok(())
-    }
-
-    /// Drops the user's callable and patterns (`__clear__`); the run cannot classify again.
-    fn clear(&mut self) {
-        self.func = None;
-        self.message_rules.clear();
     }
 }

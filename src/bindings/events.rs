@@ -5,14 +5,20 @@
 //! Each is built once per batch, per progress report or per run — never per successful record.
 //! A dead record and its attempts are built only when the recorder reads them (`DeadRecords`).
 
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyIterator, PyList, PyString};
-use pyo3::{PyTraverseError, PyVisit};
+use pyo3::{intern, PyTraverseError, PyVisit};
 
+use super::classify::optional_attr;
+use super::{Obj, PyScheduler};
 use crate::breaker::State as BreakerState;
 use crate::engine::{Attempt, Counters as EngineCounters, Dead, Event};
 
-use super::Obj;
+/// Times an interrupt may cut one delivery of events short before it is given up: the first
+/// Ctrl-C still flushes what was dead-lettered, a user who keeps pressing it (a DLQ that
+/// hangs) gets out. Exported as `_native.DELIVERY_ATTEMPTS`, the reference engine's bound too.
+pub(super) const DELIVERY_ATTEMPTS: usize = 4;
 
 /// What a run returns: its counts, the successful values in input order, and why it stopped.
 #[pyclass(frozen, get_all, module = "batchguard._native")]
@@ -34,7 +40,7 @@ impl RunSummary {
     #[pyo3(signature = (*, succeeded, failed, records_read, exhausted, retries, successful, stop_reason,
                         breaker_trips, skipped_records))]
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
+    fn new(
         succeeded: u64,
         failed: u64,
         records_read: u64,
@@ -113,7 +119,7 @@ fn state_str(py: Python<'_>, state: BreakerState) -> Py<PyString> {
     PyString::intern(py, state.as_str()).unbind()
 }
 
-pub(super) fn counters<'py>(py: Python<'py>, c: &EngineCounters) -> PyResult<Bound<'py, Counters>> {
+fn py_counters<'py>(py: Python<'py>, c: &EngineCounters) -> PyResult<Bound<'py, Counters>> {
     Bound::new(
         py,
         Counters {
@@ -304,7 +310,7 @@ impl DeadRecords {
 }
 
 /// The engine's events as the list the recorder takes (and empties as it handles them).
-pub(super) fn events_list<'py>(py: Python<'py>, events: Vec<Event<Obj, Obj>>) -> PyResult<Bound<'py, PyList>> {
+fn events_list<'py>(py: Python<'py>, events: Vec<Event<Obj, Obj>>) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
     for event in events {
         match event {
@@ -334,4 +340,68 @@ pub(super) fn events_list<'py>(py: Python<'py>, events: Vec<Event<Obj, Obj>>) ->
         }
     }
     Ok(list)
+}
+
+// ------------------------------------------------------------------------ to the recorder
+
+/// Hand events to the recorder, which removes each one from the list once it is handled.
+///
+/// DESIGN §4: an interrupt flushes what was dead-lettered. A KeyboardInterrupt (any
+/// BaseException that is not an Exception) raised while the recorder persists a batch leaves
+/// that batch and the later ones in the list: they are handed over again, then the interrupt
+/// is returned. An Exception (a broken DLQ) is returned at once.
+pub(super) fn deliver(
+    py: Python<'_>,
+    sink: &Bound<'_, PyAny>,
+    events: Vec<Event<Obj, Obj>>,
+    counters: &EngineCounters,
+) -> PyResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let events = events_list(py, events)?;
+    let counters = py_counters(py, counters)?;
+    let mut interrupted: Option<PyErr> = None;
+    for _ in 0..DELIVERY_ATTEMPTS {
+        match sink.call_method1(intern!(py, "events"), (&events, &counters)) {
+            Ok(_) => break,
+            Err(err) if !err.is_instance_of::<PyException>(py) && !events.is_empty() => {
+                interrupted.get_or_insert(err);
+            }
+            Err(err) => return Err(interrupted.unwrap_or(err)),
+        }
+    }
+    interrupted.map_or(Ok(()), Err)
+}
+
+/// Does the recorder pass progress on to anyone (`on_progress`)? A sink without that
+/// attribute gets every report.
+pub(super) fn wants_progress(sink: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(optional_attr(sink, intern!(sink.py(), "on_progress"))?.is_none_or(|callback| !callback.is_none()))
+}
+
+/// A throttled progress report (the recorder passes it to `on_progress`).
+pub(super) fn progress(py: Python<'_>, sink: &Bound<'_, PyAny>, counters: &EngineCounters) -> PyResult<()> {
+    sink.call_method1(intern!(py, "progress"), (py_counters(py, counters)?,))?;
+    Ok(())
+}
+
+/// What `run` returns to `batchguard.api`, for a finished scheduler and its values.
+pub(super) fn summary<'py>(
+    py: Python<'py>,
+    sched: &PyScheduler,
+    successful: Bound<'py, PyList>,
+) -> PyResult<Bound<'py, RunSummary>> {
+    let summary = RunSummary::new(
+        sched.succeeded(),
+        sched.failed(),
+        sched.records_read(),
+        sched.exhausted(),
+        sched.retries(),
+        successful.unbind(),
+        sched.stop_reason().map(|r| PyString::intern(py, r.as_str()).unbind()),
+        sched.breaker_trips(),
+        sched.skipped_records(),
+    );
+    Bound::new(py, summary)
 }

@@ -1,6 +1,11 @@
-//! The three places where the engine talks to CPython directly instead of through PyO3's
-//! generic paths, because they run once per record: calling the user's callable, reading the
-//! input, and building the list of results. Each `unsafe` block states its invariant.
+//! The places where the engine talks to CPython directly instead of through PyO3's generic
+//! paths: three because they run once per record (calling the user's callable, reading the
+//! input, building the list of results) and one PyO3 has no safe call for (dropping a
+//! traceback). Each `unsafe` block states its invariant.
+
+// The crate denies `unsafe` (lib.rs); this module is the one place it is allowed, so every
+// raw CPython call can be reviewed in one file.
+#![allow(unsafe_code)]
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -173,5 +178,15 @@ impl OrderedResults {
         all.sort_unstable_by_key(|(index, _)| *index);
         let len = all.len();
         list_of(py, all.into_iter().map(|(_, value)| value), len)
+    }
+}
+
+/// Drop an exception's traceback (and the frames it keeps alive): a failure-heavy run keeps
+/// only the first `traceback_limit` dead records' tracebacks.
+pub fn strip_traceback(exc: &Bound<'_, PyAny>) {
+    // SAFETY: `exc` is a live exception instance (it came out of a PyErr) and None is a valid
+    // traceback value; PyException_SetTraceback takes new references itself.
+    unsafe {
+        pyo3::ffi::PyException_SetTraceback(exc.as_ptr(), pyo3::ffi::Py_None());
     }
 }
