@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
-from ..dlq.base import DeadLetter, DeadLetterQueue
+from .._db.postgres import PostgresDatabase
+from .._db.sqlite import SqliteDatabase
+from ..dlq.base import DeadLetter, DeadLetterQueue, TransactionalDLQ
 from ..results import BatchStats
 from .status import FINISHED, JobState, JobStatus, timestamp
 
@@ -18,36 +21,41 @@ _COLUMNS: Final = ("name, status, total, succeeded, failed, batches_done, batch_
                    "finished_at")
 
 
-class SqlJobStore:
+class SqlJobStore(abc.ABC):
     """What the SQLite and PostgreSQL stores share: the SQL (``?`` placeholders, table names as
     ``{jobs}`` and ``{batches}``) and the checkpoint logic."""
 
     url: str
+    _db: SqliteDatabase | PostgresDatabase
     _jobs: str
     _batches: str
     _placeholder: str
 
     # -- dialect hooks ---------------------------------------------------------------------
 
-    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
-        raise NotImplementedError
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    def _shares_transaction(self, dlq: DeadLetterQueue) -> bool:
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def _active(self, job: str) -> bool:
-        raise NotImplementedError
-
-    def _failures(self, action: str) -> contextlib.AbstractContextManager[None]:
-        """Turns the driver's errors during ``action`` into JobStoreUnavailableError (the SQLite
-        store does; psycopg's messages already name the server)."""
-        return contextlib.nullcontext()
+        """A process holds ``job``'s lock right now."""
 
     def _config_param(self, config: Mapping[str, Any]) -> Any:
         return json.dumps(config, sort_keys=True, default=str)
+
+    # -- the database ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        with self._db.errors("write"), self._db.transaction() as cur:
+            yield cur
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._db.errors("read"):
+            return self._db.query(sql, params)
+
+    def _joined(self, dlq: DeadLetterQueue) -> TransactionalDLQ | None:
+        """``dlq`` if it lives in this store's database (its writes can join our transactions)."""
+        if isinstance(dlq, TransactionalDLQ) and self._db.same_database(dlq.database):
+            return dlq
+        return None
 
     # -- SQL helpers -------------------------------------------------------------------------
 
@@ -121,13 +129,14 @@ class SqlJobStore:
         A batch whose records are not all final (``stats.pending > 0``: the run stopped early)
         keeps its entries but is not marked done: it runs again on resume.
         """
-        if self._shares_transaction(dlq):
+        joined = self._joined(dlq)
+        if joined is not None:
             # One transaction: entries, stale removals and the checkpoint commit or vanish together.
-            with self._failures("checkpoint"), dlq.transaction() as cur:  # type: ignore[attr-defined]
+            with self._db.errors("checkpoint"), joined.transaction() as cur:
                 if entries:
-                    dlq.write_entries(cur, entries)  # type: ignore[attr-defined]
+                    joined.write_entries(cur, entries)
                 if stale:
-                    dlq.remove(stale)  # joins the transaction (a savepoint)
+                    joined.remove(stale)  # joins the transaction (a savepoint)
                 if stats.pending == 0:
                     self._mark_done(cur, job, run_id, stats)
             return
@@ -167,9 +176,10 @@ class SqlJobStore:
         if not moved:
             dlq.remove(ids)
             return
-        if self._shares_transaction(dlq):
-            with self._failures("replay"), dlq.transaction() as cur:  # type: ignore[attr-defined]
-                dlq.remove(ids)  # joins the transaction (a savepoint)
+        joined = self._joined(dlq)
+        if joined is not None:
+            with self._db.errors("replay"), joined.transaction() as cur:
+                joined.remove(ids)  # joins the transaction (a savepoint)
                 self._move_replayed(cur, moved)
             return
         # Removal first: a crash before the totals move leaves ``failed`` above the DLQ's count,

@@ -8,21 +8,25 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol, runtime_checkable
 
+from .._urls import parse_url
 from ..dlq.base import DeadLetter, DeadLetterQueue
 from ..dlq.postgres import PostgresDLQ
 from ..dlq.sqlite import SqliteDLQ
-from ..dlq.urls import redact
-from ..errors import ConfigError, JobNotFoundError
+from ..errors import JobNotFoundError
 from ..results import BatchStats
 from .postgres import PostgresJobStore
 from .sqlite import SqliteJobStore
 from .status import JobState, JobStatus
 
-__all__ = ["DEFAULT_STORE_URL", "JobStore", "job_status", "list_jobs", "open_job_store",
+__all__ = ["DEFAULT_STORE_URL", "SCHEMES", "JobStore", "job_status", "list_jobs", "open_job_store",
            "opened_store", "replay_store"]
 
 DEFAULT_STORE_URL: Final = "sqlite:///batchguard.db"
 """Where jobs are kept when no store is given (a file in the working directory)."""
+
+SCHEMES: Final = ("sqlite", "postgresql", "postgres")
+"""The URL schemes :func:`open_job_store` accepts."""
+_HINT: Final = "use sqlite:///path.db or postgresql://..."
 
 
 @runtime_checkable
@@ -81,7 +85,7 @@ def open_job_store(target: JobStore | str | os.PathLike[str] | None = None) -> J
     >>> open_job_store("ftp://x")
     Traceback (most recent call last):
     ...
-    batchguard.errors.ConfigError: job store URL 'ftp://x' has scheme 'ftp'; accepted: sqlite:///path.db, postgresql://...
+    batchguard.errors.ConfigError: job store URL 'ftp://x' has scheme 'ftp'; use sqlite:///path.db or postgresql://...
     """
     if target is None:
         target = DEFAULT_STORE_URL
@@ -90,45 +94,16 @@ def open_job_store(target: JobStore | str | os.PathLike[str] | None = None) -> J
             return target
         hint = " (a path? write it as a URL: sqlite:///jobs.db)" if isinstance(target, os.PathLike) else ""
         raise TypeError(f"store must be a JobStore or a URL string, got {type(target).__name__}{hint}")
-    url = target
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if not sep:
-        raise ConfigError(f"job store URL {redact(url)!r} has no scheme; use sqlite:///path.db "
-                          "or postgresql://...")
-    if scheme == "sqlite":
-        path, _, query = rest.partition("?")
-        if query:
-            raise ConfigError(f"job store URL {redact(url)!r}: a sqlite URL takes no query parameters")
-        if not path.startswith("/"):
-            raise ConfigError(f"job store URL {redact(url)!r} has a host; use sqlite:///relative.db "
-                              "or sqlite:////absolute/path.db")
-        from urllib.parse import unquote
-
-        relative = unquote(path[1:])
-        if not relative or relative == ":memory:":
-            raise ConfigError(f"job store URL {redact(url)!r} names no file: a job store must "
-                              "outlive the process (sqlite:///jobs.db)")
-        if "\x00" in relative:
-            raise ConfigError(f"job store URL {redact(url)!r} names a path holding a NUL character "
-                              "(%00), which no file name can hold")
-        return SqliteJobStore(relative)
-    if scheme in ("postgresql", "postgres"):
-        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-        try:
-            parts = urlsplit(url)
-        except ValueError as exc:  # "Invalid IPv6 URL": an unbalanced [ or ]
-            raise ConfigError(f"job store URL {redact(url)!r} is not a valid URL: {exc}") from None
-        ours = dict(kv for kv in parse_qsl(parts.query, keep_blank_values=True) if kv[0] == "table_prefix")
-        theirs = urlencode([kv for kv in parse_qsl(parts.query, keep_blank_values=True)
-                            if kv[0] != "table_prefix"])
-        driver_url = urlunsplit(parts._replace(scheme="postgresql", query=theirs))
-        if "table_prefix" in ours:
-            return PostgresJobStore(driver_url, table_prefix=ours["table_prefix"])
-        return PostgresJobStore(driver_url)
-    raise ConfigError(f"job store URL {redact(url)!r} has scheme {scheme!r}; "
-                      "accepted: sqlite:///path.db, postgresql://...")
+    url = parse_url(target, label="job store URL", schemes=SCHEMES, hint=_HINT)
+    if url.scheme == "sqlite":
+        path = url.file_path()
+        if path == ":memory:":
+            raise url.error(" names no file: a job store must outlive the process (sqlite:///jobs.db)")
+        return SqliteJobStore(path)
+    options, driver_url = url.options(("table_prefix",), scheme="postgresql")
+    if "table_prefix" in options:
+        return PostgresJobStore(driver_url, table_prefix=options["table_prefix"])
+    return PostgresJobStore(driver_url)
 
 
 @contextlib.contextmanager
@@ -185,12 +160,11 @@ def replay_store(dlq: DeadLetterQueue, store: JobStore | str | None) -> tuple[Jo
         return open_job_store(store), not isinstance(store, JobStore)
 
     if isinstance(dlq, SqliteDLQ):
-        (tables,) = dlq.connection.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('jobs', 'job_batches')"
-        ).fetchone()
+        ((tables,),) = dlq.database.query(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('jobs', 'job_batches')")
         return (SqliteJobStore(dlq.path), True) if tables == 2 else (None, False)
     if isinstance(dlq, PostgresDLQ):
-        row = dlq.connection.execute("SELECT to_regclass('batchguard_jobs') IS NOT NULL "
-                                     "AND to_regclass('batchguard_job_batches') IS NOT NULL").fetchone()
-        return (PostgresJobStore(dlq._url), True) if row and row[0] else (None, False)
+        ((found,),) = dlq.database.query("SELECT to_regclass('batchguard_jobs') IS NOT NULL "
+                                         "AND to_regclass('batchguard_job_batches') IS NOT NULL")
+        return (PostgresJobStore(dlq.database.raw_url), True) if found else (None, False)
     return None, False
