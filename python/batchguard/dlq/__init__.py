@@ -5,7 +5,7 @@ Backends: :class:`MemoryDLQ`, :class:`SqliteDLQ`, :class:`JsonlDLQ`, :class:`Red
 URL such as ``sqlite:///dead_letters.db``.
 """
 
-from .base import FILTER_FIELDS, Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ
+from .base import FILTER_FIELDS, Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, TransactionalDLQ
 from .jsonl import JsonlDLQ
 from .postgres import PostgresDLQ
 from .redis import RedisDLQ
@@ -22,5 +22,6 @@ __all__ = [
     "PostgresDLQ",
     "RedisDLQ",
     "SqliteDLQ",
+    "TransactionalDLQ",
     "open_dlq",
 ]

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any, Final, cast
 
-from ..errors import ConfigError, DLQError, DLQUnavailableError
-from ..policies import MAX_DURATION_S, check_count
-from .base import QueueBase, FILTER_FIELDS, DeadLetter, check_filters, check_page, write_jsonl
+from .._db.postgres import PostgresDatabase
+from .._db.role import DLQ
+from ..errors import ConfigError, DLQUnavailableError
+from .base import FILTER_FIELDS, DeadLetter, QueueBase, check_filters, check_page, write_jsonl
 from .codec import dumps
-from .urls import redact, require_module
 
 if TYPE_CHECKING:
     import psycopg
@@ -23,6 +22,7 @@ __all__ = ["PostgresDLQ"]
 
 _PAGE: Final = 1000
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
 
 def _row(entry: DeadLetter) -> tuple[Any, ...]:
     return (entry.id, entry.run_id, entry.job_id, entry.stage, str(entry.error_class),
@@ -62,26 +62,19 @@ class PostgresDLQ(QueueBase):
         ``table`` may be schema-qualified (``"ops.dead_letters"``). ``connect_timeout`` is in
         whole seconds (libpq's unit).
         """
-        # libpq takes whole seconds; 0 would mean wait forever.
-        check_count("PostgresDLQ connect_timeout", connect_timeout, minimum=1, maximum=MAX_DURATION_S,
-                    why="one year, batchguard.MAX_DURATION_S")
-        self._psycopg = require_module("psycopg", needed_by="PostgresDLQ", extra="postgres")
-        from psycopg import sql as sql_mod
-
-        self._sql = sql_mod
         parts = table.split(".")
         if len(parts) > 2 or not all(_NAME.fullmatch(part) for part in parts):
             raise ConfigError(
                 f"table must be a PostgreSQL name (letters, digits, _; at most 63) optionally "
                 f"prefixed by a schema, got {table!r}"
             )
+        self._db = PostgresDatabase(url, role=DLQ, connect_timeout=connect_timeout, needed_by="PostgresDLQ",
+                                    detail=f" ({table})")
+        from psycopg import sql as sql_mod
+
+        self._sql = sql_mod
         self.table = table
-        self.url = redact(url)
-        self._url = url
-        self._connect_timeout = connect_timeout
-        self._lock = threading.RLock()
-        self._closed = False
-        self._location = self._describe(url)
+        self.url = self._db.url
         ident = sql_mod.Identifier(*parts)
         base = parts[-1]
         self._q: dict[str, sql.Composed] = {
@@ -115,42 +108,43 @@ class PostgresDLQ(QueueBase):
                 i=sql_mod.Identifier(f"{base}_{name}_idx"[:63]), t=ident,
                 f=sql_mod.Identifier(name)) for name in FILTER_FIELDS),
         ]
-        self._conn: psycopg.Connection[Any] | None = self._connect()
+        self._db.open()
         try:
-            with self.transaction() as cur:
+            with self._db.transaction() as cur:
                 self.create_schema(cur)
-        except self._psycopg.Error as exc:
+        except self._db.psycopg.Error as exc:
             self.close()
             raise DLQUnavailableError(
-                f"cannot create the dead-letter table {table} on {self._location}: {exc}"
+                f"cannot create the dead-letter table {table} on {self._db.location}: {exc}"
             ) from exc
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._db.closed else "open"
         return f"PostgresDLQ({self.url!r}, table={self.table!r}, {state})"
 
     def __iter__(self) -> Iterator[DeadLetter]:
         return self._iter({})
 
-    # -- same-transaction use ----------------------------------------------------------------
+    # -- same-transaction use (the TransactionalDLQ protocol) ------------------------------------
+
+    @property
+    def database(self) -> PostgresDatabase:
+        """The database this queue writes to: a job store on the same database joins its transactions."""
+        return self._db
 
     @property
     def connection(self) -> psycopg.Connection[Any]:
         """The underlying connection (autocommit: transactions are explicit, see :meth:`transaction`)."""
-        with self._lock:
-            return self._connection()
+        with self._db.lock:
+            return self._db.connection
 
-    @contextmanager
-    def transaction(self) -> Iterator[psycopg.Cursor[Any]]:
+    def transaction(self) -> contextlib.AbstractContextManager[psycopg.Cursor[Any]]:
         """Hold the lock and run one transaction; commit on exit, roll back on error.
 
         Nested use (``send`` inside a ``transaction`` block, on the same thread) becomes a
         savepoint of the outer transaction.
         """
-        with self._lock:
-            conn = self._connection()
-            with conn.transaction(), conn.cursor() as cur:
-                yield cur
+        return self._db.transaction()
 
     def create_schema(self, cursor: psycopg.Cursor[Any]) -> None:
         """Create the table and its indexes if they are missing (idempotent)."""
@@ -170,7 +164,7 @@ class PostgresDLQ(QueueBase):
         if not entries:
             return
         rows = [_row(entry) for entry in entries]  # encode before taking the lock
-        with self._errors("send"), self.transaction() as cur:
+        with self._db.errors("send"), self.transaction() as cur:
             cur.executemany(self._q["upsert"], rows)
 
     def count(self, **filters: Any) -> int:
@@ -178,9 +172,9 @@ class PostgresDLQ(QueueBase):
         wanted = check_filters(filters)
         query = self._sql.SQL("SELECT count(*) FROM {t} WHERE {w}").format(
             t=self._ident, w=_where(self._sql, wanted))
-        with self._errors("count"), self._lock:
-            row = self._connection().execute(query, tuple(wanted.values())).fetchone()
-        return 0 if row is None else int(row[0])
+        with self._db.errors("count"):
+            rows = self._db.query(query, tuple(wanted.values()))
+        return int(rows[0][0]) if rows else 0
 
     def list(self, *, limit: int | None = None, offset: int = 0, **filters: Any) -> list[DeadLetter]:
         """Matching entries in the order of their first send, paged by ``limit``/``offset``."""
@@ -188,22 +182,22 @@ class PostgresDLQ(QueueBase):
         check_page(limit, offset)
         query = self._sql.SQL("SELECT entry FROM {t} WHERE {w} ORDER BY seq LIMIT %s OFFSET %s").format(
             t=self._ident, w=_where(self._sql, wanted))
-        with self._errors("list"), self._lock:
-            rows = self._connection().execute(query, (*wanted.values(), limit, offset)).fetchall()
+        with self._db.errors("list"):
+            rows = self._db.query(query, (*wanted.values(), limit, offset))
         return [DeadLetter.from_dict(data) for (data,) in rows]
 
     def get(self, entry_id: str) -> DeadLetter | None:
         """The entry with this id, or None."""
-        with self._errors("get"), self._lock:
-            row = self._connection().execute(self._q["get"], (entry_id,)).fetchone()
-        return None if row is None else DeadLetter.from_dict(row[0])
+        with self._db.errors("get"):
+            rows = self._db.query(self._q["get"], (entry_id,))
+        return DeadLetter.from_dict(rows[0][0]) if rows else None
 
     def remove(self, ids: Iterable[str]) -> int:
         """Delete the entries with these ids; unknown ids are ignored. Returns how many went."""
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return 0
-        with self._errors("remove"), self.transaction() as cur:
+        with self._db.errors("remove"), self.transaction() as cur:
             cur.execute(self._q["remove"], (wanted,))
             return max(cur.rowcount, 0)
 
@@ -213,53 +207,14 @@ class PostgresDLQ(QueueBase):
         many. Refuses an existing file unless ``overwrite=True``; see
         :func:`~batchguard.dlq.base.write_jsonl`."""
         wanted = check_filters(filters)
-        with self._errors("export"):
+        with self._db.errors("export"):
             return write_jsonl(path, self._iter(wanted), overwrite=overwrite)
 
     def close(self) -> None:
         """Close the connection; further calls raise DLQError. Closing twice is fine."""
-        with self._lock:
-            self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
     # -- internals -----------------------------------------------------------------------------
-
-    @staticmethod
-    def _describe(url: str) -> str:
-        """host:port/dbname for messages: never the password."""
-        from psycopg.conninfo import conninfo_to_dict
-
-        try:
-            info = conninfo_to_dict(url)
-        except Exception as exc:  # psycopg.ProgrammingError, with the whole conninfo in the message
-            raise ConfigError(f"invalid PostgreSQL URL {redact(url)!r}: {type(exc).__name__}") from None
-        host = info.get("host") or os.environ.get("PGHOST") or "localhost"
-        port = info.get("port") or os.environ.get("PGPORT") or "5432"
-        dbname = info.get("dbname") or os.environ.get("PGDATABASE") or info.get("user") or ""
-        return f"{host}:{port}/{dbname}"
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        try:
-            conn = self._psycopg.connect(self._url, connect_timeout=self._connect_timeout,
-                                         autocommit=True)
-            return cast("psycopg.Connection[Any]", conn)
-        except self._psycopg.Error as exc:
-            raise DLQUnavailableError(
-                f"cannot reach the PostgreSQL dead-letter queue at {self._location}: {exc}"
-            ) from exc
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._closed:
-            raise DLQError(f"PostgreSQL dead-letter queue {self._location} ({self.table}) is closed")
-        if self._conn is None or self._conn.broken or self._conn.closed:
-            # A restarted server or a dropped connection: reconnect once, outside a transaction.
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            self._conn = self._connect()
-        return self._conn
 
     def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
         # Keyset pages: the lock is held per page only, never while the caller consumes entries.
@@ -268,21 +223,9 @@ class PostgresDLQ(QueueBase):
         ).format(t=self._ident, w=_where(self._sql, wanted), n=self._sql.Literal(_PAGE))
         after = 0
         while True:
-            with self._lock:
-                rows = self._connection().execute(query, (*wanted.values(), after)).fetchall()
+            rows = self._db.query(query, (*wanted.values(), after))
             for _, data in rows:
                 yield DeadLetter.from_dict(data)
             if len(rows) < _PAGE:
                 return
             after = rows[-1][0]
-
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except DLQError:
-            raise
-        except self._psycopg.Error as exc:
-            raise DLQError(
-                f"PostgreSQL dead-letter queue {self._location} ({self.table}): {action} failed: {exc}"
-            ) from exc

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import sqlite3
-import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Final, Literal
+from typing import IO, Any, Final
 
-from .._files import create_private
-from ..errors import ConfigError, DLQError, DLQUnavailableError
+from .._db.role import DLQ
+from .._db.sqlite import SYNCHRONOUS, SqliteDatabase, Synchronous
+from ..errors import ConfigError, DLQUnavailableError
 from ..policies import check_duration
-from .base import QueueBase, DeadLetter, check_filters, check_page, write_jsonl
+from .base import DeadLetter, QueueBase, check_filters, check_page, write_jsonl
 from .codec import dumps
 
 __all__ = ["SqliteDLQ"]
 
 TABLE: Final = "dead_letters"
-
-Synchronous = Literal["FULL", "EXTRA", "NORMAL"]
-_SYNCHRONOUS: Final = ("FULL", "EXTRA", "NORMAL")
 
 # `seq` aliases the rowid, so it costs no extra index. Without AUTOINCREMENT a new row gets
 # max(seq) + 1, which is still after every row present: list() order stays the insertion order.
@@ -59,38 +53,10 @@ _UPSERT: Final = f"""
 
 _PAGE: Final = 1000
 
+
 def _row(entry: DeadLetter) -> tuple[Any, ...]:
     return (entry.id, entry.run_id, entry.job_id, entry.stage, str(entry.error_class),
             entry.error_type, dumps(entry).decode())
-
-
-@contextlib.contextmanager
-def write_transaction(conn: sqlite3.Connection, cur: sqlite3.Cursor) -> Iterator[None]:
-    """One write transaction on an autocommit connection: commit on exit, roll back on error.
-    IMMEDIATE takes the write lock up front: two processes that both started reading and then
-    try to write would otherwise fail with SQLITE_BUSY. (Shared with the SQLite job store.)"""
-    cur.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.rollback()
-        raise
-    cur.execute("COMMIT")
-
-
-def enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
-    """Switch to WAL. When two processes open a new database at once, the switch can fail with
-    "database is locked" without SQLite's busy handler ever waiting, so retry it ourselves."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
 
 
 def _where(wanted: dict[str, Any]) -> str:
@@ -127,43 +93,29 @@ class SqliteDLQ(QueueBase):
         ``synchronous="NORMAL"`` trades the durability of the last commits on power loss for speed.
         """
         check_duration("SqliteDLQ timeout", timeout)
-        if synchronous not in _SYNCHRONOUS:
-            raise ConfigError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}")
+        if synchronous not in SYNCHRONOUS:
+            raise ConfigError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, got {synchronous!r}")
         if sqlite3.sqlite_version_info < (3, 24, 0):
             raise DLQUnavailableError(
                 f"SqliteDLQ needs SQLite >= 3.24 (upsert); this Python has {sqlite3.sqlite_version}"
             )
         self.path = Path(path)
-        self._lock = threading.RLock()
-        self._savepoints = itertools.count()
-        try:
-            if str(self.path) != ":memory:":
-                # Entries hold records (often personal data): 0600, and SQLite gives its -wal
-                # and -shm files the database file's mode. An existing file keeps its mode.
-                create_private(self.path)
-            conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
-                                   check_same_thread=False)
-        except (sqlite3.Error, OSError) as exc:
-            raise DLQUnavailableError(f"cannot open the SQLite dead-letter queue {self.path}: {exc}") from exc
-        self._conn: sqlite3.Connection | None = conn
-        try:
-            enable_wal(conn, timeout)
-            conn.execute(f"PRAGMA synchronous = {synchronous}")
-            with self.transaction() as cur:
-                self.create_schema(cur)
-        except (sqlite3.Error, DLQError) as exc:
-            conn.close()
-            self._conn = None
-            raise DLQUnavailableError(f"cannot open the SQLite dead-letter queue {self.path}: {exc}") from exc
+        self._db = SqliteDatabase(self.path, role=DLQ, timeout=timeout, synchronous=synchronous)
+        self._db.open(self.create_schema)
 
     def __repr__(self) -> str:
-        state = "closed" if self._conn is None else "open"
+        state = "closed" if self._db.closed else "open"
         return f"SqliteDLQ({str(self.path)!r}, {state})"
 
     def __iter__(self) -> Iterator[DeadLetter]:
         return self._iter({})
 
-    # -- same-transaction use ----------------------------------------------------------------
+    # -- same-transaction use (the TransactionalDLQ protocol) ------------------------------------
+
+    @property
+    def database(self) -> SqliteDatabase:
+        """The database this queue writes to: a job store in the same file joins its transactions."""
+        return self._db
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -171,10 +123,9 @@ class SqliteDLQ(QueueBase):
 
         Use it under :meth:`transaction`, which also holds this queue's lock.
         """
-        return self._connection()
+        return self._db.connection
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Cursor]:
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
         """Hold the lock and run one write transaction; commit on exit, roll back on error.
 
         Nested use (``send`` inside a ``transaction`` block, on the same thread) joins the outer
@@ -188,25 +139,7 @@ class SqliteDLQ(QueueBase):
         0
         >>> q.close()
         """
-        with self._lock:
-            conn = self._connection()
-            cur = conn.cursor()
-            try:
-                if conn.in_transaction:
-                    name = f"batchguard_{next(self._savepoints)}"
-                    cur.execute(f"SAVEPOINT {name}")
-                    try:
-                        yield cur
-                    except BaseException:
-                        cur.execute(f"ROLLBACK TO {name}")
-                        cur.execute(f"RELEASE {name}")
-                        raise
-                    cur.execute(f"RELEASE {name}")
-                else:
-                    with write_transaction(conn, cur):
-                        yield cur
-            finally:
-                cur.close()
+        return self._db.transaction()
 
     @staticmethod
     def create_schema(cursor: sqlite3.Cursor) -> None:
@@ -229,15 +162,15 @@ class SqliteDLQ(QueueBase):
         if not entries:
             return
         rows = [_row(entry) for entry in entries]  # encode before taking the lock
-        with self._errors("send"), self.transaction() as cur:
+        with self._db.errors("send"), self.transaction() as cur:
             cur.executemany(_UPSERT, rows)
 
     def count(self, **filters: Any) -> int:
         """How many entries match ``filters`` (exact matches on FILTER_FIELDS)."""
         wanted = check_filters(filters)
         sql = f"SELECT count(*) FROM {TABLE} WHERE {_where(wanted)}"
-        with self._errors("count"), self._lock:
-            (n,) = self._connection().execute(sql, tuple(wanted.values())).fetchone()
+        with self._db.errors("count"):
+            ((n,),) = self._db.query(sql, tuple(wanted.values()))
         return int(n)
 
     def list(self, *, limit: int | None = None, offset: int = 0, **filters: Any) -> list[DeadLetter]:
@@ -246,24 +179,22 @@ class SqliteDLQ(QueueBase):
         check_page(limit, offset)
         sql = f"SELECT entry FROM {TABLE} WHERE {_where(wanted)} ORDER BY seq LIMIT ? OFFSET ?"
         params = (*wanted.values(), -1 if limit is None else limit, offset)
-        with self._errors("list"), self._lock:
-            rows = self._connection().execute(sql, params).fetchall()
+        with self._db.errors("list"):
+            rows = self._db.query(sql, params)
         return [DeadLetter.from_json(text) for (text,) in rows]
 
     def get(self, entry_id: str) -> DeadLetter | None:
         """The entry with this id, or None."""
-        with self._errors("get"), self._lock:
-            row = self._connection().execute(
-                f"SELECT entry FROM {TABLE} WHERE id = ?", (entry_id,)
-            ).fetchone()
-        return None if row is None else DeadLetter.from_json(row[0])
+        with self._db.errors("get"):
+            rows = self._db.query(f"SELECT entry FROM {TABLE} WHERE id = ?", (entry_id,))
+        return DeadLetter.from_json(rows[0][0]) if rows else None
 
     def remove(self, ids: Iterable[str]) -> int:
         """Delete the entries with these ids; unknown ids are ignored. Returns how many went."""
         params = [(entry_id,) for entry_id in ids]
         if not params:
             return 0
-        with self._errors("remove"), self.transaction() as cur:
+        with self._db.errors("remove"), self.transaction() as cur:
             cur.executemany(f"DELETE FROM {TABLE} WHERE id = ?", params)
             return max(cur.rowcount, 0)
 
@@ -273,15 +204,12 @@ class SqliteDLQ(QueueBase):
         many. Refuses this queue's own files, and an existing file unless ``overwrite=True``; see
         :func:`~batchguard.dlq.base.write_jsonl`."""
         wanted = check_filters(filters)
-        with self._errors("export"):
+        with self._db.errors("export"):
             return write_jsonl(path, self._iter(wanted), overwrite=overwrite, sources=self._files())
 
     def close(self) -> None:
         """Close the connection; further calls raise DLQError. Closing twice is fine."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -289,28 +217,15 @@ class SqliteDLQ(QueueBase):
         """The database and the side files SQLite keeps next to it: an export must not overwrite any."""
         return (self.path, *(Path(f"{self.path}{suffix}") for suffix in ("-wal", "-shm", "-journal")))
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise DLQError(f"SQLite dead-letter queue {self.path} is closed")
-        return self._conn
-
     def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
         # Keyset pages: the lock is held per page only, never while the caller consumes entries.
         sql = (f"SELECT seq, entry FROM {TABLE} WHERE {_where(wanted)} AND seq > ? "
                f"ORDER BY seq LIMIT {_PAGE}")
         after = -1
         while True:
-            with self._lock:
-                rows = self._connection().execute(sql, (*wanted.values(), after)).fetchall()
+            rows = self._db.query(sql, (*wanted.values(), after))
             for _, text in rows:
                 yield DeadLetter.from_json(text)
             if len(rows) < _PAGE:
                 return
             after = rows[-1][0]
-
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise DLQError(f"SQLite dead-letter queue {self.path}: {action} failed: {exc}") from exc

@@ -5,15 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
+from .._db.role import JOB_STORE
+from .._db.sqlite import SqliteDatabase, not_writable
 from .._files import create_private
 from ..dlq.base import DeadLetterQueue
-from ..dlq.sqlite import SqliteDLQ, enable_wal, write_transaction
+from ..dlq.sqlite import SqliteDLQ
 from ..errors import JobError, JobStoreUnavailableError
 from ..policies import check_duration
 from .locks import LockFile, claim_attempts, held_here, in_process_claim, initialising
@@ -30,22 +30,6 @@ def _maybe_new(path: str) -> bool:
         return True
 
 
-def _not_writable(path: str) -> str | None:
-    """Why the existing file or directory ``path`` cannot be written, or None if it can.
-
-    Asked with access() and statvfs(), never by opening the file: closing any descriptor of a
-    file drops every POSIX lock the process holds on it, SQLite's own included.
-    """
-    if os.access(path, os.W_OK):
-        return None
-    try:
-        if hasattr(os, "statvfs") and os.statvfs(path).f_flag & os.ST_RDONLY:  # POSIX only
-            return "on a read-only file system"
-    except OSError:
-        pass
-    return "not writable (an immutable file or its permissions)"
-
-
 def _check_writable(path: str, shown: Path) -> None:
     """Refuse an existing store file that cannot be written (read-only file system, an immutable
     file, its mode): SQLite would open it and fail at the first checkpoint, mid-run."""
@@ -54,21 +38,10 @@ def _check_writable(path: str, shown: Path) -> None:
     if os.path.isdir(path):
         raise JobStoreUnavailableError(f"cannot open the SQLite job store {shown}: it is a directory; "
                                        "a job store is a file (sqlite:///path/to/jobs.db)")
-    reason = _not_writable(path)
+    reason = not_writable(path)
     if reason is not None:
         raise JobStoreUnavailableError(f"cannot open the SQLite job store {shown}: the file is {reason}; "
                                        "a job store must be writable")
-
-
-def _cause(exc: BaseException, path: str) -> str:
-    """``exc``'s message, with the operating system's reason when SQLite's message hides it."""
-    text = str(exc)
-    if isinstance(exc, sqlite3.Error) and ("unable to open" in text or "readonly" in text):
-        for target in (path, os.path.dirname(path) or "."):
-            reason = _not_writable(target) if os.path.exists(target) else None
-            if reason is not None:
-                return f"{text} ({target} is {reason})"
-    return text
 
 
 class SqliteJobStore(SqlJobStore):
@@ -84,6 +57,7 @@ class SqliteJobStore(SqlJobStore):
     >>> store.close()
     """
 
+    _db: SqliteDatabase
     _placeholder = "?"
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
@@ -100,9 +74,8 @@ class SqliteJobStore(SqlJobStore):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self._jobs, self._batches = "jobs", "job_batches"
-        self._lock = threading.RLock()
         self._timeout = timeout
-        self._conn: sqlite3.Connection | None = None
+        self._db = SqliteDatabase(self.path, role=JOB_STORE, timeout=timeout)
         self._locks: LockFile | None = None
         # Locks and in-process claims follow the file, not the name: a symlink reaches the same job.
         real = self._real = os.path.realpath(self.path)
@@ -113,7 +86,7 @@ class SqliteJobStore(SqlJobStore):
                 self._locks = LockFile(Path(lock_path))
             except OSError as exc:
                 raise JobStoreUnavailableError(
-                    f"cannot open the SQLite job store {self.path}: cannot open its lock file "
+                    f"cannot open the {self._db.name}: cannot open its lock file "
                     f"{lock_path} ({exc.strerror})") from exc
             _check_writable(real, self.path)
             if _maybe_new(real):
@@ -121,43 +94,26 @@ class SqliteJobStore(SqlJobStore):
                     created = create_private(real)
                     if not created and _maybe_new(real):
                         raise JobStoreUnavailableError(
-                            f"cannot open the SQLite job store {self.path}: the file is empty (0 bytes) "
+                            f"cannot open the {self._db.name}: the file is empty (0 bytes) "
                             "and batchguard did not create it (a store file truncated or replaced "
                             "outside batchguard?); its jobs cannot be resumed from it. Restore it from "
                             "a backup, or delete it to start a new store")
                     try:
-                        self._connect()
+                        self._db.open(self.create_schema)
                     except BaseException:
                         if created:  # ours and never initialised: leave no empty file behind
-                            if self._conn is not None:
-                                self._conn.close()
-                                self._conn = None
                             for suffix in ("", "-wal", "-shm"):
                                 with contextlib.suppress(OSError):
                                     os.unlink(real + suffix)
                         raise
             else:
-                self._connect()
+                self._db.open(self.create_schema)
         except JobStoreUnavailableError:
             self.close()
             raise
-        except (sqlite3.Error, OSError) as exc:
+        except OSError as exc:
             self.close()
-            raise JobStoreUnavailableError(
-                f"cannot open the SQLite job store {self.path}: {_cause(exc, real)}") from exc
-
-    def _connect(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
-                               check_same_thread=False)
-        self._conn = conn
-        enable_wal(conn, self._timeout)
-        conn.execute("PRAGMA synchronous = FULL")
-        cur = conn.cursor()
-        try:
-            with write_transaction(conn, cur):
-                self.create_schema(cur)
-        finally:
-            cur.close()
+            raise JobStoreUnavailableError(f"cannot open the {self._db.name}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"SqliteJobStore({str(self.path)!r})"
@@ -185,45 +141,9 @@ class SqliteJobStore(SqlJobStore):
             "retries INTEGER NOT NULL, duration_s REAL NOT NULL, run_id TEXT NOT NULL, "
             "done_at TEXT NOT NULL, PRIMARY KEY (job, batch_index)) WITHOUT ROWID")
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise JobError(f"SQLite job store {self.path} is closed")
-        return self._conn
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        with self._failures("write"), self._lock:
-            conn = self._connection()
-            cur = conn.cursor()
-            try:
-                with write_transaction(conn, cur):
-                    yield cur
-            finally:
-                cur.close()
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._failures("read"), self._lock:
-            return self._connection().execute(sql, tuple(params)).fetchall()
-
-    @contextlib.contextmanager
-    def _failures(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise JobStoreUnavailableError(
-                f"SQLite job store {self.path}: {action} failed: {_cause(exc, self._real)}") from exc
-
-    def _shares_transaction(self, dlq: DeadLetterQueue) -> bool:
-        if not isinstance(dlq, SqliteDLQ):
-            return False
-        try:
-            return os.path.samefile(dlq.path, self.path)
-        except OSError:
-            return False
-
     def _lock_file(self) -> LockFile | None:
         if self._locks is None:
-            raise JobError(f"SQLite job store {self.path} is closed")
+            raise JobError(f"{self._db.name} is closed")
         return self._locks if self._locks.posix else None
 
     @contextlib.contextmanager
@@ -272,10 +192,8 @@ class SqliteJobStore(SqlJobStore):
 
     def close(self) -> None:
         """Close the connection (and release this store's hold on the lock file)."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        with self._db.lock:
+            self._db.close()
             if self._locks is not None:
                 self._locks.close()
                 self._locks = None
