@@ -444,7 +444,7 @@ def test_postgres_job_resumes_and_commits_entries_with_the_checkpoint(
         monkeypatch: pytest.MonkeyPatch) -> None:
     with PostgresJobStore(postgres_url) as store:
         with store.open_default_dlq() as dlq:  # type: ignore[attr-defined]
-            assert store._shares_transaction(dlq)
+            assert store._joined(dlq) is dlq
     fail_checkpoint_of_batch(2)
     with pytest.raises(OSError, match="simulated"):
         run_batches(range(100), Work(), batch_size=10, job=name, store=postgres_url, retry=ONCE)

@@ -1,0 +1,177 @@
+"""Backend URLs: splitting them, the file path rule, batchguard's own options, and hiding the
+secrets in a URL shown to people. Used by ``open_dlq`` and ``open_job_store`` alike.
+
+URLs follow SQLAlchemy's convention: ``sqlite:///relative.db``, ``sqlite:////absolute/path.db``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Final
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+__all__ = ["BackendUrl", "parse_url", "redact", "require_module"]
+
+# A parameter whose name contains one of these is a secret: password, sslpassword, passwd, pwd,
+# secret, client_secret, token, access_token...
+_SECRET_MARKS: Final = ("pass", "pwd", "secret", "token")
+
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# One key=value of a libpq connection string: the value is single-quoted (backslash escapes) or
+# runs to the next whitespace; libpq allows spaces around "=".
+_CONNINFO_PAIR: Final = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_]*)(?P<eq>\s*=\s*)"
+                                   r"(?P<value>'(?:[^'\\]|\\.)*'?|\S*)")
+
+
+def _is_secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(mark in lowered for mark in _SECRET_MARKS)
+
+
+def redact(url: str) -> str:
+    """``url`` with every secret in it replaced by ``***``: the password of the userinfo, and any
+    password-like parameter (``password``, ``sslpassword``, ``token``, ``secret``...) of the
+    query or, for a libpq ``key=value`` connection string, of the string itself.
+
+    >>> redact("postgresql://app:s3cret@db.internal:5432/jobs")
+    'postgresql://app:***@db.internal:5432/jobs'
+    >>> redact("redis://:s3cret@cache:6379/0?password=x")
+    'redis://:***@cache:6379/0?password=***'
+    >>> redact("host=db.internal password='s3 cret' dbname=jobs sslpassword=k3y")
+    'host=db.internal password=*** dbname=jobs sslpassword=***'
+    """
+    if not isinstance(url, str):
+        url = str(url)
+    if _SCHEME.match(url) is None:
+        if "=" in url:
+            return _redact_conninfo(url)
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostport}" if colon else f"{user}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_is_secret(key) for key, _ in pairs):
+            query = urlencode([(k, "***" if _is_secret(k) else v) for k, v in pairs], safe="*")
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    # Rebuilt by hand: urlunsplit would turn "sqlite:///x" into "sqlite:/x".
+    slashes = "//" if url[len(parts.scheme) + 1:].startswith("//") else ""
+    return (f"{parts.scheme}:{slashes}{netloc}{parts.path}" + (f"?{query}" if query else "")
+            + (f"#{parts.fragment}" if parts.fragment else ""))
+
+
+def _redact_conninfo(conninfo: str) -> str:
+    def hide(match: re.Match[str]) -> str:
+        if not _is_secret(match["key"]):
+            return match[0]
+        return f"{match['key']}{match['eq']}***"
+
+    return _CONNINFO_PAIR.sub(hide, conninfo)
+
+
+def require_module(module: str, *, needed_by: str, extra: str) -> ModuleType:
+    """Import an optional dependency, or explain which extra installs it.
+
+    >>> require_module("json", needed_by="the docs", extra="none").__name__
+    'json'
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            f"{needed_by} needs the {module!r} package, which is not installed: "
+            f'pip install "batchguard[{extra}]"',
+            name=module,
+        ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class BackendUrl:
+    """A backend URL, split; every error it raises names the argument (``label``) and shows the
+    URL with its secrets hidden.
+
+    >>> url = parse_url("postgres://app:pw@db/x?table=t&sslmode=require", label="dlq URL",
+    ...                 schemes=("postgres",), hint="use postgres://")
+    >>> url.scheme, url.options(("table",), scheme="postgresql")
+    ('postgres', ({'table': 't'}, 'postgresql://app:pw@db/x?sslmode=require'))
+    """
+
+    text: str
+    """The URL as given (secrets included: never put it in a message)."""
+    scheme: str
+    """Lowercased."""
+    parts: SplitResult
+    label: str
+    """What the URL is, for messages: ``"dlq URL"``, ``"job store URL"``."""
+
+    def error(self, problem: str) -> ConfigError:
+        """A ConfigError saying what is wrong with this URL (``problem`` follows the URL)."""
+        return ConfigError(f"{self.label} {redact(self.text)!r}{problem}")
+
+    def file_path(self) -> str:
+        """The file a ``sqlite:`` or ``jsonl:`` URL names (SQLAlchemy's rule: three slashes then
+        a relative path, four for an absolute one; %-escapes decoded). It takes no host and no
+        query; everything between the slashes and the end of the URL is the path."""
+        rest = self.text[len(self.scheme) + len("://"):]
+        path, _, query = rest.partition("?")
+        if query:
+            raise self.error(f": a {self.scheme} URL takes no query parameters")
+        if path and not path.startswith("/"):
+            raise self.error(f" has a host; use {self.scheme}:///relative/path or "
+                             f"{self.scheme}:////absolute/path")
+        relative = unquote(path[1:])
+        if not relative:
+            raise self.error(f" names no file; use {self.scheme}:///relative/path or "
+                             f"{self.scheme}:////absolute/path")
+        if "\x00" in relative:
+            raise self.error(" names a path holding a NUL character (%00), which no file name can hold")
+        return relative
+
+    def options(self, allowed: Sequence[str], *, scheme: str | None = None) -> tuple[dict[str, str], str]:
+        """Split batchguard's own query parameters (``allowed``) from the ones the driver should
+        see; returns them and the URL to give the driver (with ``scheme`` if given)."""
+        ours: dict[str, str] = {}
+        theirs: list[tuple[str, str]] = []
+        for key, value in parse_qsl(self.parts.query, keep_blank_values=True):
+            if key in allowed:
+                ours[key] = value
+            else:
+                theirs.append((key, value))
+        driver = self.parts._replace(scheme=scheme or self.parts.scheme, query=urlencode(theirs))
+        return ours, urlunsplit(driver)
+
+
+def parse_url(text: str, *, label: str, schemes: Sequence[str], hint: str) -> BackendUrl:
+    """Split ``text``; a ConfigError (naming ``label``, ending with ``hint``) when it has no
+    scheme, a scheme not in ``schemes``, or cannot be split at all (an unbalanced ``[``).
+
+    >>> parse_url("ftp://x", label="dlq URL", schemes=("sqlite",), hint="accepted: sqlite")
+    Traceback (most recent call last):
+    ...
+    batchguard.errors.ConfigError: dlq URL 'ftp://x' has scheme 'ftp'; accepted: sqlite
+    """
+    scheme, sep, _ = text.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ConfigError(f"{label} {redact(text)!r} has no scheme; {hint}")
+    if scheme not in schemes:
+        raise ConfigError(f"{label} {redact(text)!r} has scheme {scheme!r}; {hint}")
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unbalanced [ or ]
+        raise ConfigError(f"{label} {redact(text)!r} is not a valid URL: {exc}") from None
+    return BackendUrl(text=text, scheme=scheme, parts=parts, label=label)
