@@ -48,11 +48,9 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     view = ProgressView(title=title, quiet=quiet)
     effective_dlq = dlq_url if dlq_url is not None else (None if job else DEFAULT_URL)
     try:
-        plan = make_plan(source, guard_parse_errors(fn), batch_size=batch_size,
-                         concurrency=concurrency, retry=retry_policy(max_attempts, base_delay),
-                         classifier=None, breaker=None, dlq=effective_dlq, id_of=None,
-                         on_progress=None if quiet else view, success_threshold=None,
-                         max_failures=None, stage="process", engine="native", pickle_payloads=False)
+        plan = make_plan(source, guard_parse_errors(fn), batch_size=batch_size, concurrency=concurrency,
+                         retry=retry_policy(max_attempts, base_delay), dlq=effective_dlq,
+                         on_progress=None if quiet else view)
     except (ConfigError, DLQUnavailableError, TypeError, ModuleNotFoundError) as exc:
         cannot_start(exc)
     try:
