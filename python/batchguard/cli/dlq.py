@@ -16,8 +16,15 @@ from .._report.text import percent
 from .._urls import redact
 from ..dlq.base import DeadLetter, DeadLetterQueue
 from ..dlq.urls import open_dlq
-from ..errors import ConfigError, DLQError, DLQUnavailableError, PickleNotAllowedError
-from ..jobs import JobNotFoundError, JobStoreUnavailableError, job_status
+from ..errors import (
+    ConfigError,
+    DLQError,
+    DLQUnavailableError,
+    JobNotFoundError,
+    JobStoreUnavailableError,
+    PickleNotAllowedError,
+)
+from ..jobs import job_status
 from ..replay import replay
 from .callables import load_callable
 from .console import is_tty, one_line, table

@@ -8,8 +8,8 @@ import sys
 import click
 
 from .._urls import redact
-from ..errors import ConfigError
-from ..jobs import JobNotFoundError, JobStatus, JobStoreUnavailableError, job_status, list_jobs
+from ..errors import ConfigError, JobNotFoundError, JobStoreUnavailableError
+from ..jobs import JobStatus, job_status, list_jobs
 from .callables import load_callable
 from .console import table
 from .options import EXIT_OK, CannotStart, cannot_start, dlq_option, file_of, store_option, url_flag

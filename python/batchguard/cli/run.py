@@ -13,8 +13,8 @@ from .._inputs import FORMATS, RecordSource, StreamSource, guard_parse_errors, o
 from .._run.execute import execute
 from .._run.plan import make_plan
 from .._urls import redact
-from ..errors import BatchguardError, ConfigError, DLQUnavailableError, InputError, JobError
-from ..jobs import JobStoreUnavailableError, job_status, run_job
+from ..errors import BatchguardError, ConfigError, DLQUnavailableError, InputError, JobError, JobStoreUnavailableError
+from ..jobs import job_status, run_job
 from .callables import load_callable, portable_spec
 from .options import (
     DEFAULT_URL,
