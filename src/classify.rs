@@ -1,12 +1,12 @@
 //! Exception -> [`ErrorClass`] (DESIGN §4), as plain Rust over type keys and strings.
 //!
 //! The bindings walk an exception type's MRO once per type and cache the result of
-//! [`Rules::by_mro`]; inspectors (only a few types have one), status and message rules are per
-//! exception. The user's classifier callable, which comes first, is called by the bindings.
+//! [`Rules::by_mro`]; inspectors (only a few types have one) and status rules are per
+//! exception. The user's classifier callable, which comes first, and the message rules, which
+//! come last, are run by the bindings in Python (message rules with Python's `re`, so both
+//! engines agree on every pattern).
 
 use std::collections::HashMap;
-
-use regex::Regex;
 
 use crate::error::{config_error, Result};
 
@@ -108,21 +108,13 @@ pub struct Rules<K> {
     /// one, as in the Classifier's dict.
     name_rules: HashMap<String, ErrorClass>,
     inspect_rules: HashMap<String, Vec<Inspector>>,
-    message_rules: Vec<(Regex, ErrorClass)>,
     default: ErrorClass,
     http_status: bool,
 }
 
 impl<K: PartialEq> Rules<K> {
     pub fn new(default: ErrorClass, http_status: bool) -> Self {
-        Self {
-            type_rules: Vec::new(),
-            name_rules: HashMap::new(),
-            inspect_rules: HashMap::new(),
-            message_rules: Vec::new(),
-            default,
-            http_status,
-        }
+        Self { type_rules: Vec::new(), name_rules: HashMap::new(), inspect_rules: HashMap::new(), default, http_status }
     }
 
     pub fn with_type(mut self, key: K, class: ErrorClass) -> Self {
@@ -144,30 +136,12 @@ impl<K: PartialEq> Rules<K> {
         self
     }
 
-    /// Message rules use the `regex` crate's syntax, which covers the common subset of
-    /// Python's `re`; a pattern outside it is a configuration error, not a silent mismatch.
-    pub fn with_message(mut self, pattern: &str, class: ErrorClass) -> Result<Self> {
-        match Regex::new(pattern) {
-            Ok(re) => {
-                self.message_rules.push((re, class));
-                Ok(self)
-            }
-            Err(err) => config_error(format!(
-                "Classifier message rule {pattern:?} is not supported by the native engine's regex syntax: {err}"
-            )),
-        }
-    }
-
     pub fn default_class(&self) -> ErrorClass {
         self.default
     }
 
     pub fn uses_http_status(&self) -> bool {
         self.http_status
-    }
-
-    pub fn has_message_rules(&self) -> bool {
-        !self.message_rules.is_empty()
     }
 
     /// Walks the MRO, most specific first. At each class: its type rule (the user's: it beats
@@ -203,10 +177,6 @@ impl<K: PartialEq> Rules<K> {
             return None;
         }
         status.and_then(class_of_http_status)
-    }
-
-    pub fn by_message(&self, message: &str) -> Option<ErrorClass> {
-        self.message_rules.iter().find(|(re, _)| re.is_match(message)).map(|(_, c)| *c)
     }
 }
 
@@ -392,24 +362,6 @@ mod tests {
         }
         assert_eq!(class_of_http_status(302), None);
         assert_eq!(Rules::<u8>::new(ErrorClass::Permanent, false).by_status(Some(503)), None);
-    }
-
-    #[test]
-    fn message_rules_apply_in_order() {
-        let r = rules()
-            .with_message("(?i)deadlock", ErrorClass::Transient)
-            .unwrap()
-            .with_message("lock", ErrorClass::Fatal)
-            .unwrap();
-        assert_eq!(r.by_message("DEADLOCK detected"), Some(ErrorClass::Transient));
-        assert_eq!(r.by_message("lock wait timeout"), Some(ErrorClass::Fatal));
-        assert_eq!(r.by_message("fine"), None);
-    }
-
-    #[test]
-    fn unsupported_regex_is_a_config_error() {
-        let err = rules().with_message("(?<=x)y", ErrorClass::Fatal).unwrap_err();
-        assert!(err.0.contains("(?<=x)y"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::engine::{Clock, Config, Event, Failure, Next, Scheduler};
 /// cost more memory and switching than they give. Exported as `_native.MAX_CONCURRENCY`.
 pub(super) const MAX_CONCURRENCY: usize = 1024;
 
-/// The process-wide runtime whose blocking pool hosts the workers, built on first use.
+/// The process-wide Tokio runtime whose blocking pool hosts the workers, built on first use.
 ///
 /// Fork safety (what tokenizers' at-fork hook is for): a forked child inherits the runtime's
 /// memory but none of its threads, so its blocking pool would queue work for threads that do
@@ -48,11 +48,12 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
             return Ok(runtime);
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // Only the blocking pool is used (no futures run on it): a current-thread runtime starts
+    // no async worker threads, and its pool threads outlive a run (idle ones retire after
+    // 10 s), so back-to-back runs reuse them instead of starting threads each time.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(MAX_CONCURRENCY)
         .thread_name("batchguard")
-        .enable_time()
         .build()
         .map_err(|err| PyRuntimeError::new_err(format!("batchguard could not start its worker threads: {err}")))?;
     let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
