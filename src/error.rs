@@ -1,5 +1,5 @@
-//! The crate's one error type. Python sees each variant as the matching `batchguard.errors`
-//! exception (converted in `lib.rs`, the only place that knows about Python).
+//! The crate's one error type, plain Rust. Python sees it as `batchguard.errors.ConfigError`
+//! (converted in `bindings/exceptions.rs`, which imports the class from Python).
 
 use std::fmt;
 
