@@ -8,29 +8,21 @@ recorder, they cannot differ in how results are presented, only in the outcomes 
 
 from __future__ import annotations
 
-import collections
-import functools
-import heapq
-import itertools
 import logging
 import time
-import traceback as tb
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any
 
-from ._native import BatchEvent, BreakerEvent, Counters, DeadRecord
-from ._stored import REPORT_SAMPLE, SentBatch, StoredDeadLetters, StoredSequence
-from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ
-from .dlq.codec import Fallbacks, clean_text, encode_payload, encode_record_id, type_name
-from .results import BatchProgress, BatchReport, BatchStats, RecordError
+from ._native import DELIVERY_ATTEMPTS, BatchEvent, BreakerEvent, Counters
+from ._run.entries import EntryBuilder
+from ._run.failures import DurableFailures, Failures, MemoryFailures
+from ._run.sink import DLQSend, OutcomeSink
+from .dlq.base import DeadLetterQueue, MemoryDLQ
+from .results import BatchProgress, BatchReport, BatchStats
 
-__all__ = ["Counters", "Failures", "RunRecorder", "deliver", "new_run_id"]
+__all__ = ["Failures", "RunRecorder", "deliver"]
 
 logger = logging.getLogger("batchguard")
-
-_ID_NAMESPACE = uuid.UUID("6f1d7c1e-5b7a-4f0e-9a57-1b2c3d4e5f60")
 
 # A batch as the report keeps it: (index, size, succeeded, failed, retries, duration_s, pending)
 # — BatchStats' fields, built only when the report's ``batches`` is read.
@@ -39,64 +31,11 @@ _BatchTally = tuple[int, int, int, int, int, float, int]
 
 _monotonic = time.monotonic
 
-# Interrupts in a row that may cut a delivery of events short before it is given up: the
-# first Ctrl-C still flushes what was dead-lettered; a user who keeps pressing it (a DLQ
-# that hangs) gets out. The native engine has the same bound (DELIVERY_ATTEMPTS).
-DELIVERY_ATTEMPTS = 4
-
 
 def _stats(event: BatchEvent) -> BatchStats:
     """A batch event as the report shows it."""
     return BatchStats(event.index, event.size, event.succeeded, event.failed, event.retries,
                       event.duration, event.pending)
-
-
-def new_run_id() -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"run-{stamp}-{uuid.uuid4().hex[:6]}"
-
-
-def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
-
-
-@functools.lru_cache(maxsize=64)
-def _scope_key(scope: str, stage: str) -> str:
-    return uuid.uuid5(_ID_NAMESPACE, f"{scope}\x1f{stage}").hex[:12]
-
-
-def entry_id(scope: str, stage: str, record_index: int) -> str:
-    """Deterministic per (run or job, stage, record), so a resent entry replaces itself, and
-    increasing with the record index, so a DLQ's id index grows at its end."""
-    return f"{_scope_key(scope, stage)}-{record_index:012d}"
-
-
-def default_id_of(record: Any, index: int) -> Any:
-    """The record's ``entity_id`` or ``id`` when it is a mapping that has one, else its index."""
-    if isinstance(record, Mapping):
-        for key in ("entity_id", "id"):
-            value = record.get(key)
-            if value is not None:
-                return value
-    return index
-
-
-def message_of(exc: BaseException) -> str:
-    """``str(exc)``, or a placeholder when its ``__str__`` raises; may hold unstorable characters."""
-    try:
-        text = str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the record
-        return f"<unprintable {type_name(exc)}>"
-    return text if isinstance(text, str) else f"<unprintable {type_name(exc)}>"
-
-
-def _traceback_of(exc: BaseException) -> str | None:
-    if exc.__traceback__ is None:
-        return None
-    try:
-        return "".join(tb.format_exception(exc))
-    except Exception:  # noqa: BLE001 - a traceback that cannot be formatted must not lose the record
-        return f"<traceback of {type_name(exc)} could not be formatted>"
 
 
 def deliver(sink: Any, events: list[BatchEvent | BreakerEvent], counters: Counters) -> None:
@@ -110,6 +49,9 @@ def deliver(sink: Any, events: list[BatchEvent | BreakerEvent], counters: Counte
     returned, and the run fails with that error.
     """
     interrupted: BaseException | None = None
+    # Interrupts in a row that may cut a delivery short before it is given up (the native
+    # engine's bound, one source): the first Ctrl-C still flushes what was dead-lettered; a
+    # user who keeps pressing it (a DLQ that hangs) gets out.
     for _ in range(DELIVERY_ATTEMPTS):
         try:
             sink.events(events, counters)
@@ -129,187 +71,6 @@ def deliver(sink: Any, events: list[BatchEvent | BreakerEvent], counters: Counte
         raise interrupted
 
 
-def _record_error(entry: DeadLetter) -> RecordError:
-    return RecordError(entry.record_index, entry.record_id, entry.error_type, entry.error_message,
-                       entry.error_class, entry.stage, len(entry.attempts), entry.batch_index)
-
-
-def _stored_record(entry: DeadLetter) -> Any:
-    # A repr payload cannot become the record again: the report shows the repr itself. A pickle
-    # one was written by this run (the report reads its own run_id) because its caller passed
-    # pickle_payloads=True: that is the opt-in to load it back.
-    return entry.payload if entry.payload_encoding == "repr" else entry.record(allow_pickle=True)
-
-
-def _same_entry(entry: DeadLetter) -> DeadLetter:
-    return entry
-
-
-class Failures:
-    """The compact log of dead-lettered records; details are materialized on demand."""
-
-    def __init__(self, *, run_id: str, job_id: str | None, stage: str,
-                 id_of: Callable[[Any], Any] | None, pickle_payloads: bool,
-                 durable: DeadLetterQueue | None = None,
-                 reopen: Callable[[], DeadLetterQueue] | None = None,
-                 elsewhere: str | None = None) -> None:
-        self.run_id = run_id
-        self.job_id = job_id
-        self.stage = stage
-        self._id_of = id_of
-        self._pickle = pickle_payloads
-        self._chunks: list[Any] = []
-        self._count = 0
-        self._flat: list[DeadRecord] | None = []
-        self._fallbacks = Fallbacks()  # which storage fallbacks this run used (one warning each)
-        self._id_of_raised: set[str] = set()  # exception types id_of raised (logged once each)
-        # With a durable DLQ the entries live there: this log keeps counts, where each batch's
-        # entries went and the first REPORT_SAMPLE entries (in record order), so a run that
-        # dead-letters millions of records keeps its memory flat; the rest is read back.
-        self._durable = durable
-        self._reopen = reopen
-        self._elsewhere = elsewhere
-        self._type_counts: collections.Counter[str] = collections.Counter()
-        # A max-heap on the record index (negated), with a tie-breaker so entries never compare.
-        self._sample: list[tuple[int, int, DeadLetter]] = []
-        self._sample_order = itertools.count()
-        self._sent: list[SentBatch] = []
-        self._sent_count = 0
-        self._reader: StoredDeadLetters | None = None
-
-    def count_entries(self, entries: Sequence[DeadLetter]) -> None:
-        """Durable mode: note one batch's entries, sent to the DLQ; only the first
-        ``REPORT_SAMPLE`` of the run (in record order) stay in memory."""
-        if not entries:
-            return
-        indexes = [entry.record_index for entry in entries]
-        first, last = min(indexes), max(indexes)
-        self._sent.append(SentBatch(entries[0].batch_index, first, last, len(entries), self._sent_count))
-        self._sent_count += len(entries)
-        self._count += len(entries)
-        self._type_counts.update(entry.error_type for entry in entries)
-        sample = self._sample
-        if len(sample) >= REPORT_SAMPLE and first > -sample[0][0]:
-            return  # the usual case once the sample is full: the whole batch comes later
-        for entry in entries:
-            item = (-entry.record_index, next(self._sample_order), entry)
-            if len(sample) < REPORT_SAMPLE:
-                heapq.heappush(sample, item)
-            elif entry.record_index < -sample[0][0]:
-                heapq.heapreplace(sample, item)
-
-    def _stored(self) -> StoredDeadLetters:
-        assert self._durable is not None
-        if self._reader is None:
-            sample = sorted((item[2] for item in self._sample), key=lambda entry: entry.record_index)
-            self._reader = StoredDeadLetters(
-                run_id=self.run_id, count=self._count, sample=sample, sent=self._sent,
-                dlq=self._durable, reopen=self._reopen,
-                entry_id=functools.partial(entry_id, self.job_id or self.run_id, self.stage),
-                elsewhere=self._elsewhere)
-        return self._reader
-
-    def __len__(self) -> int:
-        return self._count
-
-    @property
-    def durable(self) -> bool:
-        return self._durable is not None
-
-    def extend(self, raw: Any) -> None:
-        """Add one batch's raw failures (a list, or the native engine's DeadRecords, which
-        converts each record only when it is read)."""
-        if len(raw):
-            self._chunks.append(raw)
-            self._count += len(raw)
-            self._flat = None
-
-    def _in_order(self) -> list[DeadRecord]:
-        if self._flat is None:
-            flat = [record for chunk in self._chunks for record in chunk]
-            flat.sort(key=lambda r: r.record_index)
-            self._chunks = [flat]
-            self._flat = flat
-        return self._flat
-
-    def records(self) -> Sequence[Any]:
-        """The failed records in input order (lazy past the sample with a durable DLQ)."""
-        if self._durable is not None:
-            return StoredSequence(self._stored(), _stored_record, "failed records")
-        return [r.record for r in self._in_order()]
-
-    def type_counts(self) -> collections.Counter[str]:
-        """Exception type name -> how many records were dead-lettered with it."""
-        if self._durable is not None:
-            return collections.Counter(self._type_counts)
-        return collections.Counter(type(r.attempts[-1].error).__name__ for r in self._in_order())
-
-    def record_id(self, record: Any, index: int) -> Any:
-        """The record's id as every backend stores it (dlq.codec.encode_record_id's rule)."""
-        try:
-            value = default_id_of(record, index) if self._id_of is None else self._id_of(record)
-        except Exception as exc:  # noqa: BLE001 - id_of (or a mapping's get) raised
-            name = type_name(exc)
-            if name not in self._id_of_raised:  # once per type and run, not once per record
-                self._id_of_raised.add(name)
-                logger.warning("id_of raised %s for record %d; using its index (for every record "
-                               "whose id_of raises %s in this run)", name, index, name)
-            return index
-        return encode_record_id(value, self._fallbacks)
-
-    def record_errors(self) -> Sequence[RecordError]:
-        """One RecordError per failed record, in input order (lazy past the sample with a
-        durable DLQ)."""
-        if self._durable is not None:
-            return StoredSequence(self._stored(), _record_error, "errors")
-        out = []
-        for dead in self._in_order():
-            exc = dead.attempts[-1].error
-            out.append(RecordError(dead.record_index, self.record_id(dead.record, dead.record_index),
-                                   type(exc).__name__, message_of(exc), dead.error_class, self.stage,
-                                   len(dead.attempts), dead.batch_index))
-        return out
-
-    def dead_letters(self) -> Sequence[DeadLetter]:
-        """The run's DLQ entries, in input order (lazy past the sample with a durable DLQ)."""
-        if self._durable is not None:
-            return StoredSequence(self._stored(), _same_entry, "dead letters")
-        return [self.dead_letter(raw) for raw in self._in_order()]
-
-    def payload(self, record: Any) -> tuple[Any, str]:
-        """The stored payload and its encoding (dlq.codec: JSON, pickle if opted in, repr, placeholder)."""
-        return encode_payload(record, pickle_payloads=self._pickle, fallbacks=self._fallbacks)
-
-    def dead_letter(self, dead: DeadRecord) -> DeadLetter:
-        """The DLQ entry of one failed record: always storable, whatever the record holds."""
-        index, record = dead.record_index, dead.record
-        exc = dead.attempts[-1].error
-        fallbacks = self._fallbacks
-        trace = _traceback_of(exc)
-        payload, encoding = self.payload(record)
-        attempts = tuple(Attempt(a.attempt, iso(a.at), type_name(a.error),
-                                 clean_text(message_of(a.error), fallbacks), a.delay)
-                         for a in dead.attempts)
-        return DeadLetter(
-            id=entry_id(self.job_id or self.run_id, self.stage, index),
-            run_id=self.run_id,
-            job_id=self.job_id,
-            record_id=self.record_id(record, index),
-            record_index=index,
-            batch_index=dead.batch_index,
-            stage=self.stage,
-            payload=payload,
-            payload_encoding=encoding,
-            error_class=dead.error_class,
-            error_type=attempts[-1].error_type,
-            error_message=attempts[-1].error_message,
-            traceback=None if trace is None else clean_text(trace, fallbacks),
-            attempts=attempts,
-            first_failed_at=attempts[0].at,
-            last_failed_at=attempts[-1].at,
-        )
-
-
 class RunRecorder:
     """Receives an engine's events, persists dead letters, reports progress, builds the report.
 
@@ -319,10 +80,11 @@ class RunRecorder:
     def __init__(self, *, run_id: str, job_id: str | None, stage: str,
                  dlq: DeadLetterQueue | None, on_progress: Callable[[BatchProgress], Any] | None,
                  total: int | None, batch_size: int, id_of: Callable[[Any], Any] | None,
-                 pickle_payloads: bool, checkpoint: Any = None,
+                 pickle_payloads: bool, sink: OutcomeSink | None = None,
                  reopen_dlq: Callable[[], DeadLetterQueue] | None = None) -> None:
-        """``reopen_dlq`` opens ``dlq`` again after the run closed it (see ``Plan.reopen_dlq``):
-        the report reads entries past its in-memory sample through it."""
+        """``sink`` is where each batch's entries go (a job's checkpoint, a replay); by default
+        one ``send`` to ``dlq``. ``reopen_dlq`` opens ``dlq`` again after the run closed it (see
+        ``Plan.reopen_dlq``): the report reads entries past its in-memory sample through it."""
         self.run_id = run_id
         self.job_id = job_id
         self.stage = stage
@@ -330,13 +92,18 @@ class RunRecorder:
         self.on_progress = on_progress
         self.total = total
         self.batch_size = batch_size
-        self.checkpoint = checkpoint
-        durable = None if dlq is None or isinstance(dlq, MemoryDLQ) else dlq
-        self.failures = Failures(run_id=run_id, job_id=job_id, stage=stage, id_of=id_of,
-                                 pickle_payloads=pickle_payloads, durable=durable,
-                                 reopen=reopen_dlq,
-                                 # a checkpoint that rewrites the entries it is given says so
-                                 elsewhere=getattr(checkpoint, "entries_stored_elsewhere", None))
+        if sink is None and dlq is not None:
+            sink = DLQSend(dlq)
+        self.sink = sink
+        self._every_batch = sink is not None and sink.every_batch
+        self.entries = EntryBuilder(run_id=run_id, job_id=job_id, stage=stage, id_of=id_of,
+                                    pickle_payloads=pickle_payloads)
+        self.failures: Failures
+        if dlq is None or sink is None or isinstance(dlq, MemoryDLQ):
+            self.failures = MemoryFailures(self.entries)
+        else:
+            self.failures = DurableFailures(self.entries, dlq, reopen=reopen_dlq,
+                                            elsewhere=sink.entries_stored_elsewhere)
         self._stats: list[_BatchTally] = []
         self._batches_total = None if total is None else -(-total // batch_size)
         self.breaker_events: list[tuple[float, str, str]] = []
@@ -360,7 +127,7 @@ class RunRecorder:
         try:
             for event in events:
                 if isinstance(event, BatchEvent):
-                    if event.dead or self.checkpoint is not None:
+                    if event.dead or self._every_batch:
                         self._persist(event)
                     # not the dead records: they are persisted
                     self._stats.append((event.index, event.size, event.succeeded, event.failed,
@@ -394,19 +161,14 @@ class RunRecorder:
 
     def _persist_batch(self, event: BatchEvent) -> None:
         dead = event.dead or ()
-        entries: list[DeadLetter] = []
-        if dead and self.dlq is not None:
-            entries = [self.failures.dead_letter(raw) for raw in dead]
-            if self.checkpoint is None:
-                self.dlq.send(entries)
-            self.dlq_count += len(entries)
-        if self.failures.durable:
-            self.failures.count_entries(entries)
-        else:
-            self.failures.extend(dead)
-        if self.checkpoint is not None:
-            # The job store commits the entries and the batch together, in a crash-safe order.
-            self.checkpoint.batch_done(_stats(event), entries, self.dlq)
+        if self.sink is None:  # no DLQ: the report keeps the dead records themselves
+            self.failures.add(dead, ())
+            return
+        entries = [self.entries.dead_letter(record) for record in dead]
+        self.sink.batch_done(_stats(event), entries)
+        # Counted once the sink returned: an interrupt inside it hands this batch over again.
+        self.dlq_count += len(entries)
+        self.failures.add(dead, entries)
 
     def _log_batch(self, event: BatchEvent, counters: Counters) -> None:
         logger.info("batch_complete", extra={

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -56,7 +56,8 @@ def _extended(original: DeadLetter, again: DeadLetter) -> DeadLetter:
 
 
 class _Replayer:
-    """Feeds the matching entries' records to the engine and applies each batch's outcome.
+    """Feeds the matching entries' records to the engine and applies each batch's outcome (the
+    run's ``OutcomeSink``).
 
     Entries are read a page at a time while the queue changes under the reader: every backend
     keeps an upserted entry at the place of its first send, so the next unread entry sits at
@@ -64,6 +65,7 @@ class _Replayer:
     the queue in step.
     """
 
+    every_batch = True  # a batch without failures still removes the entries that succeeded
     # Read by the run's report, which cannot find this run's failures under its own run id.
     entries_stored_elsewhere = ("a replay writes each failure back into the entry it replayed (same "
                                 "id and run_id, attempt history extended): list them from the DLQ "
@@ -112,7 +114,7 @@ class _Replayer:
                 index += 1
                 yield record
 
-    def batch_done(self, stats: BatchStats, entries: list[DeadLetter], dlq: DeadLetterQueue) -> None:
+    def batch_done(self, stats: BatchStats, entries: Sequence[DeadLetter]) -> None:
         first = stats.batch_index * self.batch_size
         failed = {entry.record_index: entry for entry in entries}
         updates: list[DeadLetter] = []
@@ -206,7 +208,7 @@ def replay(
                          on_progress=on_progress, success_threshold=None, max_failures=None,
                          stage=REPLAY_STAGE, engine=engine, pickle_payloads=True)
         replayer.batch_size = plan.config.batch_size
-        report = execute(plan, checkpoint=replayer)
+        report = execute(plan, sink=replayer)
     finally:
         if own_jobs and jobs is not None:
             jobs.close()

@@ -1,8 +1,8 @@
 """Running a plan: pick the engine and the driver, feed the recorder, assemble the report.
 
 :func:`execute` is what ``run_batches`` runs, :func:`arun` what ``arun_batches`` awaits; a job
-(``jobs.run``), a replay and the CLI call them too, with a checkpoint (an :class:`OutcomeSink`)
-and the batches to skip.
+(``jobs.run``), a replay and the CLI call them too, with the sink a batch's outcome goes to (an
+:class:`~batchguard._run.sink.OutcomeSink`: a job's checkpoint, a replay) and the batches to skip.
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ from typing import Any
 from .. import _native
 from .._async import ReferenceAsyncRun, StopSignal, SyncCalls, drive, in_thread_until_cancelled, loop_factory
 from .._native import RunSummary
-from .._outcome import RunRecorder, new_run_id
+from .._outcome import RunRecorder
 from ..reference import Scheduler, _Classify, run_reference
 from ..results import BatchReport
+from .entries import new_run_id
 from .plan import Plan
+from .sink import OutcomeSink
 
 __all__ = ["aexecute", "arun", "execute"]
 
 
-def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, checkpoint: Any) -> RunRecorder:
+def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, sink: OutcomeSink | None) -> RunRecorder:
     """The recorder a run of ``plan`` reports to."""
     total = plan.total
     if total is not None and plan.config.skip_batches:
@@ -34,7 +36,7 @@ def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, checkpoint:
     return RunRecorder(run_id=run_id or new_run_id(), job_id=job_id, stage=plan.stage,
                        dlq=plan.dlq, on_progress=plan.on_progress, total=total,
                        batch_size=plan.config.batch_size, id_of=plan.id_of,
-                       pickle_payloads=plan.pickle_payloads, checkpoint=checkpoint,
+                       pickle_payloads=plan.pickle_payloads, sink=sink,
                        reopen_dlq=plan.reopen_dlq)
 
 
@@ -67,7 +69,7 @@ def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
 
 
 def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
-            checkpoint: Any = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
+            sink: OutcomeSink | None = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
     """Run a validated plan on its engine and assemble the report.
 
     ``skip_batches`` (a resumed job's finished batches) are read past, not run; the report
@@ -82,10 +84,10 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
             raise RuntimeError("run_batches() was called with an async (or bulk) fn from inside a "
                                "running event loop; use `await batchguard.arun_batches(...)` there")
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            return runner.run(aexecute(plan, run_id=run_id, job_id=job_id, checkpoint=checkpoint,
+            return runner.run(aexecute(plan, run_id=run_id, job_id=job_id, sink=sink,
                                        skip_batches=skip_batches))
     plan = _with_skips(plan, skip_batches)
-    recorder = recorder_for(plan, run_id, job_id, checkpoint)
+    recorder = recorder_for(plan, run_id, job_id, sink)
     if plan.engine == "native":
         outcome = _native.run(plan.records, plan.fn, plan.config, plan.classifier, recorder,
                               plan.total)
@@ -96,11 +98,11 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
 
 
 async def aexecute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
-                   checkpoint: Any = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
+                   sink: OutcomeSink | None = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
     """:func:`execute` on the running event loop: for an async fn, a bulk fn, or any fn
     that :func:`arun_batches` runs."""
     plan = _with_skips(plan, skip_batches)
-    recorder = recorder_for(plan, run_id, job_id, checkpoint)
+    recorder = recorder_for(plan, run_id, job_id, sink)
     if plan.engine == "native":
         run: Any = _native.AsyncRun(plan.config, plan.classifier, recorder)
     else:
@@ -131,12 +133,12 @@ def _execute_until_stopped(plan: Plan, stop: StopSignal, **how: Any) -> BatchRep
 
 
 async def arun(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
-               checkpoint: Any = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
+               sink: OutcomeSink | None = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
     """:func:`execute` for a caller inside an event loop (what ``arun_batches`` awaits): an
     async or bulk fn on this loop, a per-record sync fn on the threaded drivers, off the loop."""
     if plan.is_async or plan.bulk:
-        return await aexecute(plan, run_id=run_id, job_id=job_id, checkpoint=checkpoint,
+        return await aexecute(plan, run_id=run_id, job_id=job_id, sink=sink,
                               skip_batches=skip_batches)
     return await in_thread_until_cancelled(functools.partial(
-        _execute_until_stopped, plan, run_id=run_id, job_id=job_id, checkpoint=checkpoint,
+        _execute_until_stopped, plan, run_id=run_id, job_id=job_id, sink=sink,
         skip_batches=skip_batches))

@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from .._outcome import RunRecorder, entry_id, new_run_id
+from .._outcome import RunRecorder
+from .._run.entries import entry_id, new_run_id
 from .._run.execute import arun, execute
 from .._run.plan import Plan
-from ..dlq.urls import redact
+from .._urls import redact
 from ..dlq.base import DeadLetter, DeadLetterQueue, MemoryDLQ
 from ..dlq.codec import check_storable
 from ..errors import ConfigError, JobConflictError
@@ -102,18 +103,23 @@ def _check_dlq_holds_the_failures(job: str, existing: JobStatus, dlq: DeadLetter
 
 
 class _Checkpoint:
-    """The RunRecorder's checkpoint: hands every batch event to the store's ``commit_batch``."""
+    """A job's outcome sink (``OutcomeSink``): each finished batch, its entries and the entries
+    a rerun made stale go to the store's ``commit_batch`` together."""
+
+    every_batch = True  # a batch without failures is checkpointed too
+    entries_stored_elsewhere = None
 
     def __init__(self, store: JobStore, job: str, run_id: str, stage: str, batch_size: int,
-                 rerun: bool) -> None:
+                 dlq: DeadLetterQueue, *, rerun: bool) -> None:
         self.store = store
         self.job = job
         self.run_id = run_id
         self.stage = stage
         self.batch_size = batch_size
+        self.dlq = dlq
         self.rerun = rerun
 
-    def batch_done(self, stats: BatchStats, entries: list[DeadLetter], dlq: DeadLetterQueue) -> None:
+    def batch_done(self, stats: BatchStats, entries: Sequence[DeadLetter]) -> None:
         stale: list[str] = []
         if self.rerun and stats.pending == 0:
             # An earlier run may have dead-lettered records of this batch that succeed now.
@@ -121,7 +127,7 @@ class _Checkpoint:
             failed = {entry.record_index for entry in entries}
             stale = [entry_id(self.job, self.stage, index)
                      for index in range(first, first + stats.size) if index not in failed]
-        self.store.commit_batch(self.job, self.run_id, stats, entries, dlq, stale)
+        self.store.commit_batch(self.job, self.run_id, stats, entries, self.dlq, stale)
 
 
 def _nothing_to_do(plan: Plan, job: str, existing: JobStatus) -> BatchReport:
@@ -190,7 +196,7 @@ def _job_run(plan: Plan, job: str, store: JobStore | str | None, force: bool,
             done = opened.begin(job, run_id=run_id, fingerprint=fingerprint, total=plan.total,
                                 batch_size=batch_size, stage=plan.stage,
                                 config=_plan_config(plan, dlq, meta), reset=force)
-            checkpoint = _Checkpoint(opened, job, run_id, plan.stage, batch_size,
+            checkpoint = _Checkpoint(opened, job, run_id, plan.stage, batch_size, dlq,
                                      rerun=existing is not None)
             try:
                 yield _Started(opened, job, plan, run_id, checkpoint, frozenset(done))
@@ -222,7 +228,7 @@ def run_job(plan: Plan, *, job: str, store: JobStore | str | None = None, force:
     with _job_run(plan, job, store, force, meta) as run:
         if isinstance(run, BatchReport):
             return run
-        return run.finish(execute(run.plan, run_id=run.run_id, job_id=job, checkpoint=run.checkpoint,
+        return run.finish(execute(run.plan, run_id=run.run_id, job_id=job, sink=run.checkpoint,
                                   skip_batches=run.skip_batches))
 
 
@@ -236,7 +242,7 @@ async def arun_job(plan: Plan, *, job: str, store: JobStore | str | None = None,
     with _job_run(plan, job, store, force, meta) as run:
         if isinstance(run, BatchReport):
             return run
-        return run.finish(await arun(run.plan, run_id=run.run_id, job_id=job, checkpoint=run.checkpoint,
+        return run.finish(await arun(run.plan, run_id=run.run_id, job_id=job, sink=run.checkpoint,
                                      skip_batches=run.skip_batches))
 
 

@@ -1,0 +1,138 @@
+"""What a dead-lettered record is stored as: its entry's id, its record id, its payload and history.
+
+:class:`EntryBuilder` turns an engine's :class:`~batchguard._native.DeadRecord` into the
+:class:`~batchguard.DeadLetter` every DLQ backend stores, storable whatever the record holds.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import traceback as tb
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from .._native import DeadRecord
+from ..dlq.base import Attempt, DeadLetter
+from ..dlq.codec import Fallbacks, clean_text, encode_payload, encode_record_id, type_name
+
+__all__ = ["EntryBuilder", "default_id_of", "entry_id", "message_of", "new_run_id"]
+
+logger = logging.getLogger("batchguard")
+
+_ID_NAMESPACE = uuid.UUID("6f1d7c1e-5b7a-4f0e-9a57-1b2c3d4e5f60")
+
+
+def new_run_id() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"run-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+@functools.lru_cache(maxsize=64)
+def _scope_key(scope: str, stage: str) -> str:
+    return uuid.uuid5(_ID_NAMESPACE, f"{scope}\x1f{stage}").hex[:12]
+
+
+def entry_id(scope: str, stage: str, record_index: int) -> str:
+    """Deterministic per (run or job, stage, record), so a resent entry replaces itself, and
+    increasing with the record index, so a DLQ's id index grows at its end."""
+    return f"{_scope_key(scope, stage)}-{record_index:012d}"
+
+
+def default_id_of(record: Any, index: int) -> Any:
+    """The record's ``entity_id`` or ``id`` when it is a mapping that has one, else its index."""
+    if isinstance(record, Mapping):
+        for key in ("entity_id", "id"):
+            value = record.get(key)
+            if value is not None:
+                return value
+    return index
+
+
+def message_of(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when its ``__str__`` raises; may hold unstorable characters."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the record
+        return f"<unprintable {type_name(exc)}>"
+    return text if isinstance(text, str) else f"<unprintable {type_name(exc)}>"
+
+
+def _traceback_of(exc: BaseException) -> str | None:
+    if exc.__traceback__ is None:
+        return None
+    try:
+        return "".join(tb.format_exception(exc))
+    except Exception:  # noqa: BLE001 - a traceback that cannot be formatted must not lose the record
+        return f"<traceback of {type_name(exc)} could not be formatted>"
+
+
+class EntryBuilder:
+    """Builds one run's DLQ entries; remembers which storage fallbacks it used (one warning
+    each) and which exception types ``id_of`` raised (one log line each)."""
+
+    def __init__(self, *, run_id: str, job_id: str | None, stage: str,
+                 id_of: Callable[[Any], Any] | None, pickle_payloads: bool) -> None:
+        self.run_id = run_id
+        self.job_id = job_id
+        self.stage = stage
+        self._id_of = id_of
+        self._pickle = pickle_payloads
+        self._fallbacks = Fallbacks()
+        self._id_of_raised: set[str] = set()
+
+    def entry_id(self, record_index: int) -> str:
+        """The id of this run's entry for a record (a job's ids outlive its runs)."""
+        return entry_id(self.job_id or self.run_id, self.stage, record_index)
+
+    def record_id(self, record: Any, index: int) -> Any:
+        """The record's id as every backend stores it (dlq.codec.encode_record_id's rule)."""
+        try:
+            value = default_id_of(record, index) if self._id_of is None else self._id_of(record)
+        except Exception as exc:  # noqa: BLE001 - id_of (or a mapping's get) raised
+            name = type_name(exc)
+            if name not in self._id_of_raised:  # once per type and run, not once per record
+                self._id_of_raised.add(name)
+                logger.warning("id_of raised %s for record %d; using its index (for every record "
+                               "whose id_of raises %s in this run)", name, index, name)
+            return index
+        return encode_record_id(value, self._fallbacks)
+
+    def payload(self, record: Any) -> tuple[Any, str]:
+        """The stored payload and its encoding (dlq.codec: JSON, pickle if opted in, repr, placeholder)."""
+        return encode_payload(record, pickle_payloads=self._pickle, fallbacks=self._fallbacks)
+
+    def dead_letter(self, dead: DeadRecord) -> DeadLetter:
+        """The DLQ entry of one failed record: always storable, whatever the record holds."""
+        index, record = dead.record_index, dead.record
+        exc = dead.attempts[-1].error
+        fallbacks = self._fallbacks
+        trace = _traceback_of(exc)
+        payload, encoding = self.payload(record)
+        attempts = tuple(Attempt(a.attempt, iso(a.at), type_name(a.error),
+                                 clean_text(message_of(a.error), fallbacks), a.delay)
+                         for a in dead.attempts)
+        return DeadLetter(
+            id=self.entry_id(index),
+            run_id=self.run_id,
+            job_id=self.job_id,
+            record_id=self.record_id(record, index),
+            record_index=index,
+            batch_index=dead.batch_index,
+            stage=self.stage,
+            payload=payload,
+            payload_encoding=encoding,
+            error_class=dead.error_class,
+            error_type=attempts[-1].error_type,
+            error_message=attempts[-1].error_message,
+            traceback=None if trace is None else clean_text(trace, fallbacks),
+            attempts=attempts,
+            first_failed_at=attempts[0].at,
+            last_failed_at=attempts[-1].at,
+        )
