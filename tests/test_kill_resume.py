@@ -7,7 +7,10 @@ entry), never both, never neither. The sink's ``calls`` table counts every call 
 records called more than once must belong to batches that were not checkpointed when a kill
 came (at-least-once only for the batches in flight), and a checkpointed batch never runs again.
 
-Set BATCHGUARD_KILL_SEED to replay a failing case's kill points.
+The kill points come from a seed: BATCHGUARD_KILL_SEED when set, else a fresh random one. Each
+case prints its seed and the command that replays it, and every assertion message names them
+(pytest shows a failing test's output). A replay kills after the same numbers of calls; where
+the records in flight stand then is still up to the scheduler.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import pytest
 
 from batchguard import job_status
 from batchguard.dlq import JsonlDLQ, PostgresDLQ, SqliteDLQ
-from batchguard.jobs import open_job_store
 
 CHILD = Path(__file__).with_name("kill_resume_child.py")
 RECORDS = 2000
@@ -38,7 +40,7 @@ BATCH_SIZE = 50
 CONCURRENCY = 4
 KILLS = 3
 FAIL_EVERY = 11
-
+SEED_VARIABLE = "BATCHGUARD_KILL_SEED"
 
 NATIVE_CONCURRENT = [1, CONCURRENCY]
 
@@ -75,14 +77,19 @@ def calls_so_far(sink: Path) -> int:
 
 
 def done_batches(store_url: str, job: str) -> set[int]:
-    store = open_job_store(store_url)
-    try:
-        if store.get(job) is None:
-            return set()
-        rows = store._query(store._sql("SELECT batch_index FROM {batches} WHERE job = ?"), (job,))  # type: ignore[attr-defined]
-        return {int(r[0]) for r in rows}
-    finally:
-        store.close()
+    """The job's checkpointed batches, read from the store's table (its on-disk schema)."""
+    if store_url.startswith("sqlite:///"):
+        with sqlite3.connect(store_url.removeprefix("sqlite:///"), timeout=30) as conn:
+            try:
+                rows = conn.execute("SELECT batch_index FROM job_batches WHERE job = ?", (job,)).fetchall()
+            except sqlite3.OperationalError:  # killed before the store created its tables
+                return set()
+    else:
+        import psycopg  # only the postgres case gets here, and only with psycopg installed
+
+        with psycopg.connect(store_url) as conn:
+            rows = conn.execute("SELECT batch_index FROM batchguard_job_batches WHERE job = %s", (job,)).fetchall()
+    return {int(r[0]) for r in rows}
 
 
 def start(case: Case, sink: Path, job: str) -> subprocess.Popen[str]:
@@ -100,7 +107,14 @@ def open_dlq(case: Case) -> Any:
     return PostgresDLQ(case.store)
 
 
-def kill_and_resume(case: Case, tmp_path: Path, seed: int) -> dict[str, Any]:
+def replay_hint(seed: int, request: pytest.FixtureRequest) -> str:
+    return f"seed {seed}; replay: {SEED_VARIABLE}={seed} python -m pytest '{request.node.nodeid}'"
+
+
+def kill_and_resume(case: Case, tmp_path: Path, seed: int, request: pytest.FixtureRequest) -> dict[str, Any]:
+    seeded = replay_hint(seed, request)
+    print(seeded)
+    message = f"{seeded}\ncase {case}"
     rng = random.Random(seed)
     job = f"kill-{uuid.uuid4().hex[:8]}"
     sink = tmp_path / f"sink-{job}.db"
@@ -120,14 +134,14 @@ def kill_and_resume(case: Case, tmp_path: Path, seed: int) -> dict[str, Any]:
             print(f"seed {seed}: the child finished before kill {len(kills) + 1}")
             break
         if proc.returncode != -signal.SIGKILL:
-            pytest.fail(f"seed {seed}: the child ended before the kill ({proc.returncode}):\n{out}\n{err}")
+            pytest.fail(f"{message}\nthe child ended before the kill ({proc.returncode}):\n{out}\n{err}")
         calls, _ = sink_counts(sink)
         kills.append({"at_calls": sum(calls.values()), "done": done_batches(case.store, job),
                       "calls": calls})
-        assert job_status(job, store=case.store).status == "running"  # killed: never marked otherwise
+        assert job_status(job, store=case.store).status == "running", message  # killed: never marked otherwise
     with start(case, sink, job) as proc:
         out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, f"seed {seed}: the resumed run failed:\n{out}\n{err}"
+    assert proc.returncode == 0, f"{message}\nthe resumed run failed:\n{out}\n{err}"
     final = json.loads(out.strip().splitlines()[-1])
 
     calls, done = sink_counts(sink)
@@ -138,7 +152,6 @@ def kill_and_resume(case: Case, tmp_path: Path, seed: int) -> dict[str, Any]:
     finally:
         dlq.close()
     per_record = Counter(e.record_id for e in entries)
-    message = f"seed {seed}, case {case}"
     # Nothing lost, nothing twice: each record succeeded once or has exactly one DLQ entry.
     assert done == set(range(RECORDS)) - failing, message
     assert set(per_record) == failing and set(per_record.values()) == {1}, message
@@ -160,36 +173,46 @@ def kill_and_resume(case: Case, tmp_path: Path, seed: int) -> dict[str, Any]:
 
 
 def seeds() -> list[int]:
-    if "BATCHGUARD_KILL_SEED" in os.environ:
-        return [int(os.environ["BATCHGUARD_KILL_SEED"])]
-    return [random.randrange(1 << 30)]
+    """The seed to replay (BATCHGUARD_KILL_SEED), else a fresh one: it is in each test's id too."""
+    chosen = os.environ.get(SEED_VARIABLE)
+    if chosen is None:
+        return [random.randrange(1 << 30)]
+    try:
+        return [int(chosen)]
+    except ValueError:
+        raise pytest.UsageError(f"{SEED_VARIABLE} must be an integer, not {chosen!r}") from None
 
 
 @pytest.mark.parametrize("concurrency", NATIVE_CONCURRENT)
 @pytest.mark.parametrize("seed", seeds())
-def test_sqlite_store_with_its_dlq_in_the_same_file(tmp_path: Path, seed: int, concurrency: int) -> None:
+def test_sqlite_store_with_its_dlq_in_the_same_file(tmp_path: Path, seed: int, concurrency: int,
+                                                    request: pytest.FixtureRequest) -> None:
     case = Case(f"sqlite:///{tmp_path / 'jobs.db'}", "-", concurrency=concurrency)
-    print(f"sqlite, same transaction, concurrency {concurrency}:", kill_and_resume(case, tmp_path, seed))
+    outcome = kill_and_resume(case, tmp_path, seed, request)
+    print(f"sqlite, same transaction, concurrency {concurrency}:", outcome)
 
 
 @pytest.mark.parametrize("concurrency", NATIVE_CONCURRENT)
 @pytest.mark.parametrize("seed", seeds())
-def test_sqlite_store_with_a_separate_jsonl_dlq(tmp_path: Path, seed: int, concurrency: int) -> None:
+def test_sqlite_store_with_a_separate_jsonl_dlq(tmp_path: Path, seed: int, concurrency: int,
+                                                request: pytest.FixtureRequest) -> None:
     case = Case(f"sqlite:///{tmp_path / 'jobs.db'}", f"jsonl:///{tmp_path / 'dead.jsonl'}",
                 concurrency=concurrency)
-    print(f"sqlite + jsonl, ordered commits, concurrency {concurrency}:", kill_and_resume(case, tmp_path, seed))
+    outcome = kill_and_resume(case, tmp_path, seed, request)
+    print(f"sqlite + jsonl, ordered commits, concurrency {concurrency}:", outcome)
 
 
 @pytest.mark.parametrize("seed", seeds())
-def test_sqlite_store_on_the_reference_engine(tmp_path: Path, seed: int) -> None:
+def test_sqlite_store_on_the_reference_engine(tmp_path: Path, seed: int, request: pytest.FixtureRequest) -> None:
     case = Case(f"sqlite:///{tmp_path / 'jobs.db'}", "-", engine="python")
-    print("sqlite, python engine:", kill_and_resume(case, tmp_path, seed))
+    print("sqlite, python engine:", kill_and_resume(case, tmp_path, seed, request))
 
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("concurrency", NATIVE_CONCURRENT)
 @pytest.mark.parametrize("seed", seeds())
 def test_postgres_store_with_its_dlq_in_the_same_database(postgres_url: str, tmp_path: Path, seed: int,
-                                                          concurrency: int) -> None:
+                                                          concurrency: int, request: pytest.FixtureRequest) -> None:
     case = Case(postgres_url, "-", concurrency=concurrency)
-    print(f"postgres, same transaction, concurrency {concurrency}:", kill_and_resume(case, tmp_path, seed))
+    outcome = kill_and_resume(case, tmp_path, seed, request)
+    print(f"postgres, same transaction, concurrency {concurrency}:", outcome)
