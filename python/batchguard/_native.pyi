@@ -1,21 +1,20 @@
 """The Rust engine (``src/``), built by maturin as ``batchguard._native``.
 
 A private module: ``batchguard.run_batches(..., engine="native")`` is its public face. This stub
-is written by hand from ``src/bindings/``, and ``make test`` checks it
-against the built module with ``python -m mypy.stubtest batchguard._native``, so a signature
-changed on one side and not the other fails the build.
+is written by hand from ``src/bindings/``, and ``make test`` checks it against the built module
+with ``python -m mypy.stubtest batchguard._native``, so a signature changed on one side and not
+the other fails the build.
 
-The engine reads its arguments by attribute (duck typing); the types below name the objects
-``batchguard.api`` actually passes.
+The engine reads its arguments by attribute (duck typing; the names it reads are declared once,
+in ``src/bindings/config.rs``); the types below name the objects ``batchguard._run`` passes.
 """
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, Literal, Self, final
 
-
 from batchguard._outcome import RunRecorder
+from batchguard._run.config import EngineConfig
 from batchguard.policies import Classifier, Jitter
-from batchguard.reference import EngineConfig
 
 # PyO3 sets __all__ to everything the module registers, in the order it registers it.
 __all__ = [
