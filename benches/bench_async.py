@@ -16,10 +16,11 @@
 
 Method (as ``bench_engine.py``): each process builds the input once, warms every contender up
 on a prefix, then runs them in interleaved rounds (the starting contender rotates), with
-``gc.collect()`` before each timed call; per process each contender keeps its best round (and, as the loop's
-timing is bimodal, its median round too); the table shows the median over the processes (3 by
-default) of the per-process ratios, with their range. Every timed call includes creating and closing its event loop (run_batches makes its
-own, so the others do too). Each contender's output is checked once per process.
+``gc.collect()`` before each timed call; per process each contender keeps its best round (and,
+as the loop's timing is bimodal, its median round too); the table shows the median over the
+processes (3 by default) of the per-process ratios, with their range. Every timed call includes
+creating and closing its event loop (run_batches makes its own, so the others do too). Each
+contender's output is checked once per process.
 """
 
 from __future__ import annotations
@@ -42,10 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_engine import machine, make_records, native_build, spread  # noqa: E402
-
 from batchguard import CircuitBreaker, Classifier, RetryPolicy, arun_batches, run_batches  # noqa: E402
 from batchguard._async import loop_factory  # noqa: E402
+from bench_engine import machine, make_records, native_build, spread  # noqa: E402
 
 CONCURRENCY = 256
 Records = list[dict[str, int]]
@@ -201,7 +201,7 @@ def check(output: Any, expected: list[int]) -> str:
     if len(values) != len(expected):
         return f"{len(values)} values != {len(expected)}"
     if list(values) != expected:
-        first = next(i for i, (a, b) in enumerate(zip(values, expected)) if a != b)
+        first = next(i for i, (a, b) in enumerate(zip(values, expected, strict=True)) if a != b)
         return f"value {first}: {values[first]!r} != {expected[first]!r}"
     return "ok"
 
@@ -264,10 +264,11 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             match = [c for c in run["contenders"] if c["name"] == name and c["loop"] == loop]
             return match[0][stat] / mine[stat] if match else None
 
-        vs_base = [ratio_vs(*BASELINE, run, p) for run, p in zip(runs, per)]
-        vs_base_median = [ratio_vs(*BASELINE, run, p, "median_s") for run, p in zip(runs, per)]
-        vs_loop = [ratio_vs(BASELINE[0], first["loop"], run, p) for run, p in zip(runs, per)]
-        ideal = [run["sleep_s"][first["loop"]] * run["n"] / CONCURRENCY / p["best_s"] for run, p in zip(runs, per)]
+        vs_base = [ratio_vs(*BASELINE, run, p) for run, p in zip(runs, per, strict=True)]
+        vs_base_median = [ratio_vs(*BASELINE, run, p, "median_s") for run, p in zip(runs, per, strict=True)]
+        vs_loop = [ratio_vs(BASELINE[0], first["loop"], run, p) for run, p in zip(runs, per, strict=True)]
+        ideal = [run["sleep_s"][first["loop"]] * run["n"] / CONCURRENCY / p["best_s"]
+                 for run, p in zip(runs, per, strict=True)]
         rows.append({
             "name": first["name"], "loop": first["loop"], "rounds": first["rounds"], "target": first["target"],
             "best_s": statistics.median(p["best_s"] for p in per),

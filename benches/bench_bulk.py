@@ -43,9 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_engine import machine, native_build, spread  # noqa: E402
-
 from batchguard import MemoryDLQ, run_batches  # noqa: E402
+from bench_engine import machine, native_build, spread  # noqa: E402
 
 SIZES = (100, 1_000, 10_000)
 POISON_COUNTS = (0, 1, 5, 20)
@@ -106,7 +105,8 @@ class Table:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, v INTEGER NOT NULL CHECK (v >= 0))")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, v INTEGER NOT NULL CHECK (v >= 0))")
 
     def empty(self) -> None:
         self.conn.execute("DELETE FROM items")
@@ -157,7 +157,7 @@ def run_sqlite(n: int, k: int, quick: bool) -> dict[str, Any]:
         runs = contenders(table, k)
         for run in runs.values():  # warm up: imports, the engine's first loop
             table.empty()
-            run(rows[:50] if k else rows[:50])
+            run(rows[:50])
         best: dict[str, float] = {}
         checks: dict[str, str] = {}
         names = list(runs)
@@ -209,7 +209,7 @@ def render(counts: list[dict[str, Any]], walls: list[dict[str, Any]], info: dict
         for i, first in enumerate(runs[0]["contenders"]):
             per = [run["contenders"][i] for run in runs]
             speedups = [next(c["best_s"] for c in run["contenders"] if c["name"] == "one-by-one, native")
-                        / p["best_s"] for run, p in zip(runs, per)]
+                        / p["best_s"] for run, p in zip(runs, per, strict=True)]
             checks = sorted({p["check"] for p in per} - {"ok"})
             line = (f"  {scenario['n']:>6,} {scenario['k']:>3}  {first['name']:<36} "
                     f"{statistics.median(p['best_s'] for p in per) * 1e3:>7.1f} ms "

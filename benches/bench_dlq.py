@@ -1,6 +1,6 @@
 """Write throughput of the dead-letter queues, in entries per second.
 
-    PYTHONPATH=python python benches/bench_dlq.py [--entries 200000] [--batch 1000]
+    python benches/bench_dlq.py [--quick] [--entries 200000] [--batch 1000]
 
 Sends ``--entries`` fresh entries in batches of ``--batch`` (one ``send`` per batch, as the
 engine does) to each local backend and prints a table. "encode only" is the JSON encoding every
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 
-from batchguard.dlq import (  # noqa: E402
+from batchguard.dlq import (
     Attempt,
     DeadLetter,
     JsonlDLQ,
@@ -62,9 +62,12 @@ def throughput(send: Callable[[Sequence[DeadLetter]], object], entries: list[Dea
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="20,000 entries: a smoke run")
+    parser.add_argument("--entries", type=int, default=None, help="entries per backend (200,000)")
+    parser.add_argument("--batch", type=int, default=1000, help="entries per send (1,000)")
     args = parser.parse_args(argv)
+    if args.entries is None:
+        args.entries = 20_000 if args.quick else 200_000
     entries = make_entries(args.entries)
     encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     rows: list[tuple[str, float]] = []

@@ -337,7 +337,7 @@ def check(output: Any, expected: Expected) -> str:
     if len(got.values) != len(expected.values):
         problems.append(f"{len(got.values)} values != {len(expected.values)}")
     elif got.values != expected.values:
-        first = next(i for i, (a, b) in enumerate(zip(got.values, expected.values)) if a != b)
+        first = next(i for i, (a, b) in enumerate(zip(got.values, expected.values, strict=True)) if a != b)
         problems.append(f"value {first}: {got.values[first]!r} != {expected.values[first]!r}")
     if got.status is not None and got.status != expected.status:
         problems.append(f"status {got.status!r} != {expected.status!r}")
@@ -452,8 +452,8 @@ def scenario(key: str, quick: bool) -> Scenario:
                             Contender('engine="python" (reference), c=64', engine("python", concurrency=64)),
                             Contender("native, c=64", engine("native", concurrency=64),
                                       target=">= 0.75 ideal, >= 1.5x TPE"),
-                        ], baseline="ideal", also_vs="ThreadPoolExecutor(64).map, fresh", also_label="x TPE", concurrency=64,
-                        setup=start_pools)
+                        ], baseline="ideal", also_vs="ThreadPoolExecutor(64).map, fresh", also_label="x TPE",
+                        concurrency=64, setup=start_pools)
     if key == "d":
         n = 20_000 if quick else 200_000
         retry = RetryPolicy(max_attempts=3, base_delay=0.0)
@@ -627,20 +627,20 @@ def aggregate(key: str, runs: list[dict[str, Any]], quick: bool) -> dict[str, An
         }
         if key == "c":
             ideals = [run["sleep_s"] * run_c["n"] / sc.concurrency
-                      for run, run_c in zip(runs, per_proc)]
-            fractions = [ideal / p["best_s"] for ideal, p in zip(ideals, per_proc)]
+                      for run, run_c in zip(runs, per_proc, strict=True)]
+            fractions = [ideal / p["best_s"] for ideal, p in zip(ideals, per_proc, strict=True)]
             row["fraction_of_ideal"] = statistics.median(fractions)
             row["fraction_of_ideal_range"] = spread(fractions)
         else:
             ratios = [p["per_record_s"] / run["contenders"][_index(sc, sc.baseline)]["per_record_s"]
-                      for run, p in zip(runs, per_proc)]
+                      for run, p in zip(runs, per_proc, strict=True)]
             row["ratio"] = statistics.median(ratios)
             row["ratio_range"] = spread(ratios)
         if sc.also_vs:
             j = _index(sc, sc.also_vs)
             vs = [run["contenders"][j]["per_record_s"] / p["per_record_s"] if key == "c"
                   else p["per_record_s"] / run["contenders"][j]["per_record_s"]
-                  for run, p in zip(runs, per_proc)]
+                  for run, p in zip(runs, per_proc, strict=True)]
             row["vs_second"] = statistics.median(vs)
         rows.append(row)
     out: dict[str, Any] = {"key": key, "title": sc.title, "baseline": sc.baseline,

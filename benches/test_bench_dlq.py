@@ -16,9 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_dlq import make_entries  # noqa: E402
-
-from batchguard.dlq import DeadLetterQueue, JsonlDLQ, MemoryDLQ, SqliteDLQ  # noqa: E402
+from batchguard.dlq import DeadLetterQueue, JsonlDLQ, MemoryDLQ, SqliteDLQ
+from bench_dlq import make_entries
 
 BATCH = 1000
 ROUNDS = 60

@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_engine import (  # noqa: E402
+from bench_engine import (
     FULL_FEATURES,
     Expected,
     QueuePool,
