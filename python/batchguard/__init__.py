@@ -42,6 +42,7 @@ from .results import BatchProgress, BatchReport, BatchStats, RecordError
 __version__ = importlib.metadata.version("batchguard")  # Cargo.toml's, through the wheel
 
 __all__ = [
+    "MAX_DURATION_S",
     "Attempt",
     "Batch",
     "BatchProgress",
@@ -67,7 +68,6 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "JobStoreUnavailableError",
-    "MAX_DURATION_S",
     "MemoryDLQ",
     "PickleNotAllowedError",
     "PostgresJobStore",

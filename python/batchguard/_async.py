@@ -2,31 +2,24 @@
 
 Each worker asks the run for work, awaits the user's coroutine inline (no Task per record,
 the cheapest way asyncio can run a coroutine) and reports the outcome. The run object is the
-native engine's ``AsyncRun`` or :class:`ReferenceAsyncRun`, the reference engine's twin with
-the same methods, so both engines share this driver and every scheduling decision stays the
-scheduler's.
+native engine's ``AsyncRun`` or ``_run.reference_async.ReferenceAsyncRun``, the reference
+engine's twin with the same methods, so both engines share this driver and every scheduling
+decision stays the scheduler's. (A sync fn under an async caller: ``_run.sync_fn``.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import itertools
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 from ._native import RunSummary
-from ._outcome import deliver
 from .errors import BulkResultError
-from .reference import DONE, FEED, Scheduler, Wait, Work, _Classify, call_timed, feed
+from .reference import Scheduler
 
-__all__ = ["ReferenceAsyncRun", "RunCancelled", "StopSignal", "SyncCalls", "drive", "in_thread_until_cancelled",
-           "loop_factory"]
-
-T = TypeVar("T")
+__all__ = ["drive", "loop_factory"]
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -39,161 +32,12 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-class SyncCalls:
-    """A sync fn as the async driver awaits it: every call runs on a thread of a pool of the
-    run's own, sized to its concurrency, so the caller's loop stays free and ``concurrency``
-    calls really run at once (asyncio's default pool stops at min(32, cpus + 4)).
-
-    A thread cannot be cancelled, so a call that is in flight when the run is cancelled runs
-    to its end and its outcome is recorded (drive stops the run before it cancels a worker, so
-    nothing new starts meanwhile). A call past ``timeout`` is timed on its thread as the
-    threaded drivers time it: its value is discarded and it counts as a TimeoutError.
-    """
-
-    __slots__ = ("_fn", "_pool", "_timeout")
-
-    def __init__(self, fn: Callable[[Any], Any], concurrency: int, timeout: float | None) -> None:
-        self._fn = fn
-        self._timeout = timeout
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency,
-                                                           thread_name_prefix="batchguard-sync")
-
-    async def __call__(self, arg: Any) -> Any:
-        future = asyncio.get_running_loop().run_in_executor(self._pool, _call_on_thread, self._fn,
-                                                            arg, self._timeout)
-        while True:
-            try:
-                value, error = await asyncio.shield(future)
-                break
-            except asyncio.CancelledError:
-                if future.cancelled():
-                    raise
-                # The run is stopping and this call cannot be: wait for it (see the class doc).
-                _absorb_cancel()
-        if error is not None:
-            try:
-                raise error
-            finally:
-                error = None  # no reference cycle through this frame
-        return value
-
-    def close(self) -> None:
-        """Let the pool's threads exit once idle (never blocks: every call has returned by then)."""
-        self._pool.shutdown(wait=False)
-
-
-def _call_on_thread(fn: Callable[[Any], Any], arg: Any,
-                    timeout: float | None) -> tuple[Any, BaseException | None]:
-    """``call_timed`` on a pool thread, its exception returned, not raised: run_in_executor
-    replaces an exception whose type is exactly ``TimeoutError`` (``socket.timeout``, and
-    concurrent.futures.TimeoutError is the same class) with a new one, which would drop its
-    attributes (``retry_after``, ``response``) and the traceback of the user's code; it turns
-    ``concurrent.futures.CancelledError`` into ``asyncio.CancelledError``; and a CancelledError
-    the fn raised would read as the awaiting task's own cancellation (absorbed, then awaited
-    again: a hang)."""
-    try:
-        return call_timed(fn, arg, timeout), None
-    except BaseException as exc:  # noqa: BLE001 - raised again, on the loop, by SyncCalls.__call__
-        return None, exc
-
-
 def _absorb_cancel() -> None:
     """Take back a cancel request of the current task that it must outlive (it waits for work
     that cannot be stopped): its later awaits then run instead of being cancelled again."""
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
-
-
-class RunCancelled(BaseException):
-    """Raised inside a sync run whose ``arun_batches`` task was cancelled. A BaseException, so
-    the engines treat it as an interrupt: no new record starts, the calls in flight finish, the
-    dead letters are flushed, and it is re-raised."""
-
-
-class StopSignal:
-    """Stops a sync run that another thread drives, from the event loop's thread.
-
-    Once set, the run's next fn call raises :class:`RunCancelled` instead of starting, and so
-    does its next progress report: the engines report progress while they wait (a retry's
-    backoff, an open breaker, the rate limit), when no call would start to notice.
-    """
-
-    __slots__ = ("_event", "_reported")
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._reported = False
-
-    def set(self) -> None:
-        self._event.set()
-
-    def guard(self, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        is_set = self._event.is_set
-
-        def guarded(record: Any) -> Any:
-            if is_set():
-                raise RunCancelled("the arun_batches task was cancelled: the run stops")
-            return fn(record)
-        return guarded
-
-    def guard_progress(self, on_progress: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
-        def report(progress: Any) -> None:
-            # Raised once: the report that comes with the final flush goes through.
-            if self._event.is_set() and not self._reported:
-                self._reported = True
-                raise RunCancelled("the arun_batches task was cancelled: the run stops")
-            if on_progress is not None:
-                on_progress(progress)
-        return report
-
-
-async def in_thread_until_cancelled(body: Callable[[StopSignal], T]) -> T:
-    """``body(stop)`` on a thread of its own, awaited without blocking the loop. When the
-    awaiting task is cancelled, ``stop`` is set and the run is waited for (further cancels
-    too: the calls in flight cannot be stopped, and what they leave must reach the DLQ); then
-    the CancelledError propagates, unless stopping raised an error of its own (a DLQ that
-    could not store), which wins."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-    stop = StopSignal()
-
-    def target() -> None:
-        try:
-            outcome: tuple[Any, BaseException | None] = (body(stop), None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            outcome = (None, exc)
-        try:
-            loop.call_soon_threadsafe(_settle, done, *outcome)
-        except RuntimeError:  # the loop was closed under the run (a second Ctrl-C): nobody waits
-            pass
-
-    threading.Thread(target=target, name="batchguard-arun", daemon=True).start()
-    try:
-        return await asyncio.shield(done)
-    except asyncio.CancelledError:
-        if done.done():  # finished as it was cancelled: nothing left to stop
-            _retrieve(done)
-            raise
-        stop.set()
-        while not done.done():
-            try:
-                await asyncio.wait((done,))
-            except asyncio.CancelledError:
-                _absorb_cancel()
-        error = _retrieve(done)
-        if error is not None and not isinstance(error, RunCancelled):
-            raise error from None
-        raise
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> BaseException | None:
@@ -362,7 +206,7 @@ async def _bisect(run: Any, fn: Callable[[Any], Awaitable[Any]], group: list[tup
         for index, _ in group:
             run.fail(index, error)
         return
-    for (index, _), value in zip(group, results):
+    for (index, _), value in zip(group, results, strict=True):  # lengths checked above
         run.succeed(index, value)
 
 
@@ -386,7 +230,7 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
         if work == "feed":
             try:
                 run.feed(list(itertools.islice(records, batch_size)))
-            except BaseException as exc:  # the input itself failed: stop, and re-raise it
+            except BaseException as exc:  # noqa: BLE001 - the input itself failed: stop, and re-raise it
                 halt(exc)
                 return True
             wakeup.wake()
@@ -403,7 +247,7 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
             if type(work) is list:
                 try:
                     await _bisect(run, fn, work, deadlines)
-                except BaseException as exc:
+                except BaseException as exc:  # noqa: BLE001 - stops the run, re-raised by drive
                     halt(exc)
                     return
                 wakeup.wake()
@@ -494,91 +338,3 @@ async def _wait_for_workers(workers: list[asyncio.Task[None]]) -> None:
     for worker in workers:  # retrieved, so that asyncio does not log them as never retrieved
         if not worker.cancelled():
             worker.exception()
-
-
-class ReferenceAsyncRun:
-    """The reference engine behind the same interface as the native ``AsyncRun``."""
-
-    def __init__(self, scheduler: Scheduler, classify: _Classify, sink: Any) -> None:
-        self._scheduler = scheduler
-        self._classify = classify
-        self._sink = sink
-        self._in_flight: dict[int, Work] = {}
-        self._interval = scheduler.config.progress_interval
-        self._next_progress = time.monotonic() + self._interval
-
-    def next_work(self) -> Any:
-        work = self._scheduler.next_work(time.monotonic())
-        if type(work) is Work:
-            self._in_flight[work.index] = work
-            return (work.index, work.record)
-        if work is FEED:
-            return "feed"
-        if work is DONE:
-            return "done"
-        assert isinstance(work, Wait)
-        return None if work.until is None else max(0.0, work.until - time.monotonic())
-
-    def next_group(self, limit: int) -> Any:
-        group = self._scheduler.next_group(time.monotonic(), limit)
-        if type(group) is Work:
-            group = [group]
-        if type(group) is list:
-            for work in group:
-                self._in_flight[work.index] = work
-            return [(work.index, work.record) for work in group]
-        if group is FEED:
-            return "feed"
-        if group is DONE:
-            return "done"
-        assert isinstance(group, Wait)
-        return None if group.until is None else max(0.0, group.until - time.monotonic())
-
-    def feed(self, batch: list[Any]) -> None:
-        feed(self._scheduler, batch, time.monotonic())
-        self._report()
-
-    def succeed(self, index: int, value: Any) -> None:
-        self._scheduler.succeed(self._in_flight.pop(index), value, time.monotonic())
-        self._report()
-
-    def fail(self, index: int, exc: BaseException) -> bool:
-        work = self._in_flight.pop(index)
-        if not isinstance(exc, Exception):
-            self._scheduler.abandon(work, time.monotonic())
-            self._scheduler.interrupt()
-            self._report()
-            return True
-        error_class = self._classify(exc)
-        self._scheduler.fail(work, error_class, exc, self._classify.retry_after(exc, error_class),
-                             time.monotonic(), time.time())
-        self._report()
-        return False
-
-    def abandon(self, index: int) -> None:
-        self._scheduler.abandon(self._in_flight.pop(index), time.monotonic())
-
-    def interrupt(self) -> None:
-        self._scheduler.interrupt()
-
-    def stopping(self) -> bool:
-        return self._scheduler.stopping
-
-    def _report(self) -> None:
-        scheduler = self._scheduler
-        if scheduler.events:
-            deliver(self._sink, scheduler.events, scheduler.counters())
-            self._next_progress = time.monotonic() + self._interval
-        elif time.monotonic() >= self._next_progress:
-            self._sink.progress(scheduler.counters())
-            self._next_progress = time.monotonic() + self._interval
-
-    def finish(self) -> Scheduler:
-        scheduler = self._scheduler
-        for work in self._in_flight.values():
-            scheduler.abandon(work, time.monotonic())
-        self._in_flight.clear()
-        scheduler.close(time.monotonic())
-        if scheduler.events:
-            deliver(self._sink, scheduler.events, scheduler.counters())
-        return scheduler

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError
@@ -79,7 +79,7 @@ def create_batches(items: Sequence[T], batch_size: int | None = None) -> list[Ba
         raise TypeError(f"batch_size must be an int or None, got {type(batch_size).__name__}")
     elif batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    created_at = datetime.now(timezone.utc).isoformat()
+    created_at = datetime.now(UTC).isoformat()
     batches = []
     for batch_index, start in enumerate(range(0, len(items), batch_size)):
         chunk = items[start:start + batch_size]

@@ -14,14 +14,16 @@ from dataclasses import replace
 from typing import Any
 
 from .. import _native
-from .._async import ReferenceAsyncRun, StopSignal, SyncCalls, drive, in_thread_until_cancelled, loop_factory
+from .._async import drive, loop_factory
 from .._native import RunSummary
 from .._outcome import RunRecorder
 from ..reference import Scheduler, _Classify, run_reference
 from ..results import BatchReport
 from .entries import new_run_id
 from .plan import Plan
+from .reference_async import ReferenceAsyncRun
 from .sink import OutcomeSink
+from .sync_fn import StopSignal, SyncCalls, in_thread_until_cancelled
 
 __all__ = ["aexecute", "arun", "execute"]
 

@@ -1,0 +1,99 @@
+"""The reference engine behind the async driver: the twin of the native ``AsyncRun``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .._outcome import deliver
+from ..reference import DONE, FEED, Scheduler, Wait, Work, _Classify, feed
+
+__all__ = ["ReferenceAsyncRun"]
+
+
+class ReferenceAsyncRun:
+    """The reference engine behind the same interface as the native ``AsyncRun``."""
+
+    def __init__(self, scheduler: Scheduler, classify: _Classify, sink: Any) -> None:
+        self._scheduler = scheduler
+        self._classify = classify
+        self._sink = sink
+        self._in_flight: dict[int, Work] = {}
+        self._interval = scheduler.config.progress_interval
+        self._next_progress = time.monotonic() + self._interval
+
+    def next_work(self) -> Any:
+        work = self._scheduler.next_work(time.monotonic())
+        if type(work) is Work:
+            self._in_flight[work.index] = work
+            return (work.index, work.record)
+        if work is FEED:
+            return "feed"
+        if work is DONE:
+            return "done"
+        assert isinstance(work, Wait)
+        return None if work.until is None else max(0.0, work.until - time.monotonic())
+
+    def next_group(self, limit: int) -> Any:
+        group = self._scheduler.next_group(time.monotonic(), limit)
+        if type(group) is Work:
+            group = [group]
+        if type(group) is list:
+            for work in group:
+                self._in_flight[work.index] = work
+            return [(work.index, work.record) for work in group]
+        if group is FEED:
+            return "feed"
+        if group is DONE:
+            return "done"
+        assert isinstance(group, Wait)
+        return None if group.until is None else max(0.0, group.until - time.monotonic())
+
+    def feed(self, batch: list[Any]) -> None:
+        feed(self._scheduler, batch, time.monotonic())
+        self._report()
+
+    def succeed(self, index: int, value: Any) -> None:
+        self._scheduler.succeed(self._in_flight.pop(index), value, time.monotonic())
+        self._report()
+
+    def fail(self, index: int, exc: BaseException) -> bool:
+        work = self._in_flight.pop(index)
+        if not isinstance(exc, Exception):
+            self._scheduler.abandon(work, time.monotonic())
+            self._scheduler.interrupt()
+            self._report()
+            return True
+        error_class = self._classify(exc)
+        self._scheduler.fail(work, error_class, exc, self._classify.retry_after(exc, error_class),
+                             time.monotonic(), time.time())
+        self._report()
+        return False
+
+    def abandon(self, index: int) -> None:
+        self._scheduler.abandon(self._in_flight.pop(index), time.monotonic())
+
+    def interrupt(self) -> None:
+        self._scheduler.interrupt()
+
+    def stopping(self) -> bool:
+        return self._scheduler.stopping
+
+    def _report(self) -> None:
+        scheduler = self._scheduler
+        if scheduler.events:
+            deliver(self._sink, scheduler.events, scheduler.counters())
+            self._next_progress = time.monotonic() + self._interval
+        elif time.monotonic() >= self._next_progress:
+            self._sink.progress(scheduler.counters())
+            self._next_progress = time.monotonic() + self._interval
+
+    def finish(self) -> Scheduler:
+        scheduler = self._scheduler
+        for work in self._in_flight.values():
+            scheduler.abandon(work, time.monotonic())
+        self._in_flight.clear()
+        scheduler.close(time.monotonic())
+        if scheduler.events:
+            deliver(self._sink, scheduler.events, scheduler.counters())
+        return scheduler
