@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Final
 
-from .._urls import parse_url, redact
+from .._urls import parse_url
 from ..errors import ConfigError
 from .base import DeadLetterQueue, MemoryDLQ
 from .jsonl import JsonlDLQ
@@ -13,9 +13,7 @@ from .postgres import PostgresDLQ
 from .redis import RedisDLQ
 from .sqlite import SqliteDLQ
 
-# ConfigError is what open_dlq raises for a bad URL; redact is still imported from here by the
-# committed jobs/run.py (its next commit imports it from _urls).
-__all__ = ["SCHEMES", "ConfigError", "open_dlq", "redact"]
+__all__ = ["SCHEMES", "ConfigError", "open_dlq"]  # ConfigError: what open_dlq raises for a bad URL
 
 SCHEMES: Final = ("memory", "sqlite", "jsonl", "redis", "rediss", "postgresql", "postgres")
 """The URL schemes :func:`open_dlq` accepts."""
