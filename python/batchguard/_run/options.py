@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, ForwardRef, Generic, Literal, TypedDict, TypeVar
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the job store's package imports the run core itself
     from ..dlq.base import DeadLetterQueue
     from ..jobs.store import JobStore
     from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy

@@ -15,7 +15,7 @@ import random
 import sys
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 from .. import _native
 from ..batching import calculate_batch_size
@@ -37,6 +37,9 @@ from ..policies import (
 from ..results import BatchProgress
 from .config import EngineConfig
 from .options import DEFAULTS, RunOptions
+
+if TYPE_CHECKING:  # an annotation only: the job store's package imports the run core itself
+    from ..jobs.store import JobStore
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Plan", "close_opened_dlq", "is_coroutine_function", "make_plan"]
 
@@ -115,7 +118,7 @@ class Plan:
     reopens it with this to read entries past its in-memory sample."""
     job: str | None = None
     """The name of the resumable job this run is (see ``run_batches``), or None."""
-    store: Any = None
+    store: JobStore | str | None = None
     """The job's store (a ``JobStore`` or a URL; None: the default store)."""
     force: bool = False
     """Rerun the job even when it has completed."""
