@@ -1,7 +1,7 @@
 """What an engine needs to know about a run: one frozen object both engines read.
 
-The Rust engine reads it by attribute name (``src/bindings``), the reference engine by field;
-``batchguard.api`` builds and validates it.
+The Rust engine reads it by attribute name (``src/bindings/config.rs``), the reference engine by
+field; :func:`~batchguard._run.plan.make_plan` builds and validates it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ __all__ = ["EngineConfig"]
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """What an engine needs to know about a run (built and validated by ``api``)."""
+    """What an engine needs to know about a run (built and validated by ``make_plan``)."""
 
     batch_size: int
     concurrency: int
