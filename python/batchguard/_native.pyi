@@ -52,8 +52,14 @@ def run(
     classifier: Classifier,
     sink: RunRecorder,
     size_hint: int | None = None,
+    bulk: bool = False,
 ) -> RunSummary:
     """Run ``func`` over ``records``; report batch events and progress to ``sink``.
+
+    With ``bulk``, ``func`` takes a list of records (a batch, or a part of one) and returns
+    their results in order; a group whose call raises is bisected until each failing record is
+    classified alone (as ``batchguard._async`` does for an async bulk fn), on the threaded
+    driver's workers whatever the concurrency.
 
     Records are read ``config.batch_size`` at a time (lists and tuples by position, any other
     iterable through its iterator); each failure is classified by ``classifier`` and retried,

@@ -163,6 +163,8 @@ pub(super) struct RunOptions<'py> {
     pub(super) wants_progress: bool,
     /// The input's length when known: result storage is sized once.
     pub(super) size_hint: Option<usize>,
+    /// The fn takes a list of records (a batch, or a bisected part of one).
+    pub(super) bulk: bool,
 }
 
 impl<'py> RunOptions<'py> {
@@ -171,6 +173,7 @@ impl<'py> RunOptions<'py> {
         settings: Settings<'py>,
         sink: &Bound<'py, PyAny>,
         size_hint: Option<usize>,
+        bulk: bool,
     ) -> PyResult<(Config, Self)> {
         let Settings { config, skip, key_of, timeout } = settings;
         let options = Self {
@@ -181,6 +184,7 @@ impl<'py> RunOptions<'py> {
             interval: config.progress_interval,
             wants_progress: wants_progress(sink)?,
             size_hint,
+            bulk,
         };
         Ok((config, options))
     }

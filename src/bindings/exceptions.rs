@@ -7,6 +7,7 @@
 use pyo3::PyErr;
 
 pyo3::import_exception!(batchguard.errors, ConfigError);
+pyo3::import_exception!(batchguard.errors, BulkResultError);
 
 /// A value the engine cannot run with, as `batchguard.errors.ConfigError`.
 impl From<crate::error::ConfigError> for PyErr {

@@ -9,7 +9,7 @@
 //! * [`run`]: `_native.run`, and what both sync drivers share;
 //! * [`inline`]: concurrency 1, on the calling thread, holding the GIL, no locks;
 //! * [`threaded`]: concurrency N, worker threads that each hold the GIL from one call to the
-//!   next, the calling thread coordinating;
+//!   next, the calling thread coordinating; [`bulk`]: its workers for a bulk fn (bisection);
 //! * [`asyncio`]: `AsyncRun`, driven by `batchguard._async` on the event loop;
 //! * [`wait`]: the clock and the one way a driver waits (the GIL released, Ctrl-C honoured);
 //! * [`ffi`]: the only `unsafe` code, direct CPython calls on the per-record paths;
@@ -21,6 +21,7 @@ use pyo3::prelude::*;
 use crate::engine::{Scheduler, Work};
 
 mod asyncio;
+mod bulk;
 mod classify;
 mod config;
 mod events;

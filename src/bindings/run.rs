@@ -20,11 +20,13 @@ use super::threaded::{run_threaded, MAX_CONCURRENCY};
 use super::{Obj, PyScheduler, PyWork};
 use crate::engine::{Event, Failure, Key};
 
-/// Run `func` over `records`; report to `sink` (a `batchguard._outcome.RunRecorder`).
+/// Run `func` over `records`; report to `sink` (a `batchguard._outcome.RunRecorder`). With
+/// `bulk`, `func` takes a list of records and returns their results (see `bulk.rs`).
 ///
 /// Returns a `RunSummary`.
 #[pyfunction]
-#[pyo3(signature = (records, func, config, classifier, sink, size_hint=None))]
+#[pyo3(signature = (records, func, config, classifier, sink, size_hint=None, bulk=false))]
+#[allow(clippy::too_many_arguments)] // Python's signature
 pub fn run<'py>(
     py: Python<'py>,
     records: &Bound<'py, PyAny>,
@@ -33,8 +35,9 @@ pub fn run<'py>(
     classifier: &Bound<'py, PyAny>,
     sink: &Bound<'py, PyAny>,
     size_hint: Option<usize>,
+    bulk: bool,
 ) -> PyResult<Bound<'py, RunSummary>> {
-    let (config, options) = RunOptions::new(Settings::from_py(config)?, sink, size_hint)?;
+    let (config, options) = RunOptions::new(Settings::from_py(config)?, sink, size_hint, bulk)?;
     if config.concurrency > MAX_CONCURRENCY {
         return Err(ConfigError::new_err(format!(
             "concurrency must be <= {} for sync callbacks (one thread each), got {}",
@@ -43,7 +46,9 @@ pub fn run<'py>(
     }
     let classifier = NativeClassifier::from_py(classifier)?;
     let mut source = Source::new(records)?;
-    let run = if config.concurrency == 1 {
+    // A bulk fn always runs on the threaded driver (one worker at concurrency 1): the inline
+    // driver streams single records.
+    let run = if config.concurrency == 1 && !bulk {
         run_inline(py, &mut source, func, config, &classifier, sink, &options)?
     } else {
         run_threaded(py, &mut source, func, config, classifier, sink, &options)?

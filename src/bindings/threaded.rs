@@ -13,10 +13,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
+use super::bulk;
 use super::classify::{failure_of, NativeClassifier};
 use super::config::RunOptions;
 use super::events::{deliver, progress, summary, RunSummary};
@@ -67,37 +68,39 @@ enum Outcome {
     Failed(Failure<Obj>),
 }
 
-fn store(results: &mut [Option<Obj>], index: u64, value: Obj) {
+pub(super) fn store(results: &mut [Option<Obj>], index: u64, value: Obj) {
     results[index as usize] = Some(value);
 }
 
-struct State {
-    sched: PyScheduler,
-    results: Vec<Option<Obj>>,
+pub(super) struct State {
+    pub(super) sched: PyScheduler,
+    pub(super) results: Vec<Option<Obj>>,
     live_workers: usize,
     idle_workers: usize,
     /// Bumped whenever a waiting thread may have something new to do.
-    version: u64,
-    error: Option<PyErr>,
+    pub(super) version: u64,
+    pub(super) error: Option<PyErr>,
 }
 
-struct Shared {
-    state: Mutex<State>,
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
     work_ready: Condvar,
     coordinator: Condvar,
 }
 
-struct WorkerContext {
-    shared: Arc<Shared>,
-    func: Obj,
-    sink: Obj,
-    classifier: Arc<NativeClassifier>,
-    clock: MonoClock,
-    timeout: Option<Duration>,
-    /// The worker took an attempt from the scheduler and has not handed it back yet: if it
-    /// dies now, the scheduler must stop counting that attempt in flight, or the run would
-    /// wait for it forever.
-    holding: Cell<bool>,
+pub(super) struct WorkerContext {
+    pub(super) shared: Arc<Shared>,
+    pub(super) func: Obj,
+    pub(super) sink: Obj,
+    pub(super) classifier: Arc<NativeClassifier>,
+    pub(super) clock: MonoClock,
+    pub(super) timeout: Option<Duration>,
+    /// Attempts the worker took from the scheduler and has not handed back yet: if it dies
+    /// now, the scheduler must stop counting them in flight, or the run would wait for them
+    /// forever.
+    pub(super) holding: Cell<usize>,
+    /// Bulk mode: the fn takes a list of records, up to this many (the batch size).
+    group_limit: Option<usize>,
 }
 
 pub(super) fn run_threaded<'py>(
@@ -135,7 +138,8 @@ pub(super) fn run_threaded<'py>(
             classifier: Arc::clone(&classifier),
             clock,
             timeout: options.timeout,
-            holding: Cell::new(false),
+            holding: Cell::new(0),
+            group_limit: options.bulk.then_some(options.batch_size),
         };
         runtime.spawn_blocking(move || worker(ctx));
     }
@@ -237,26 +241,26 @@ fn stop_workers(shared: &Shared) {
 }
 
 fn worker(ctx: WorkerContext) {
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| Python::attach(|py| worker_loop(py, &ctx))));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        Python::attach(|py| match ctx.group_limit {
+            Some(limit) => bulk::worker_loop(py, &ctx, limit),
+            None => worker_loop(py, &ctx),
+        })
+    }));
     let mut st = ctx.shared.state.lock();
     let mut surplus_error: Option<PyErr> = None;
     if let Ok(Err(err)) = outcome {
         // A signal seen while parked (CPython runs handlers on the main thread only, so this
         // is there for completeness): it stops the run like an interrupt.
-        if st.error.is_none() {
-            st.error = Some(err);
-        } else {
-            surplus_error = Some(err);
-        }
-        st.sched.interrupt();
+        surplus_error = stop_with(&mut st, err);
     } else if let Err(panic) = outcome {
         let message = panic
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no message".to_owned());
-        if ctx.holding.replace(false) {
-            // Its record died with it: unfinished, so the run reports it pending.
+        for _ in 0..ctx.holding.replace(0) {
+            // Its records died with it: unfinished, so the run reports them pending.
             st.sched.lose_in_flight();
         }
         st.error.get_or_insert_with(|| {
@@ -286,7 +290,7 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
         let mut st = shared.state.lock();
         let work: PyWork = match st.sched.next_work() {
             Next::Run(work) => {
-                ctx.holding.set(true);
+                ctx.holding.set(1);
                 work
             }
             Next::Done => return Ok(()),
@@ -317,7 +321,7 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
         };
         panic_if_armed(work.index);
         let mut st = shared.state.lock();
-        ctx.holding.set(false);
+        ctx.holding.set(0);
         let mut done: Option<PyWork> = None;
         let mut surplus_error: Option<PyErr> = None;
         match outcome {
@@ -327,44 +331,57 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
             }
             Outcome::Failed(failure) if failure.interrupted => {
                 st.sched.abandon(work);
-                st.sched.interrupt();
-                let err = PyErr::from_value(failure.error.into_bound(py));
-                if st.error.is_none() {
-                    st.error = Some(err);
-                } else {
-                    surplus_error = Some(err); // dropped after the lock is released
-                }
+                surplus_error = stop_with(&mut st, PyErr::from_value(failure.error.into_bound(py)));
             }
             Outcome::Failed(failure) => {
                 st.sched.fail(work, failure.class, failure.error, failure.retry_after, failure.wall);
             }
         }
-        let wake_coordinator = st.sched.has_events() || st.sched.wants_input() || st.sched.stop_reason().is_some();
-        let wake_workers = st.idle_workers > 0;
-        if wake_workers {
-            st.version += 1;
-        }
-        let released = if st.sched.has_released() { st.sched.take_released() } else { Vec::new() };
-        drop(st);
-        if wake_coordinator {
-            shared.coordinator.notify_one();
-        }
-        if wake_workers {
-            shared.work_ready.notify_all();
-        }
-        drop(released);
+        handed_back(shared, st);
         drop(done);
         drop(surplus_error);
+    }
+}
+
+/// After outcomes were handed to the scheduler: let the lock go, wake whoever has something
+/// new to do, and release what the scheduler let go of (outside the lock: `__del__` may run).
+#[inline]
+pub(super) fn handed_back(shared: &Shared, mut st: MutexGuard<'_, State>) {
+    let wake_coordinator = st.sched.has_events() || st.sched.wants_input() || st.sched.stop_reason().is_some();
+    let wake_workers = st.idle_workers > 0;
+    if wake_workers {
+        st.version += 1;
+    }
+    let released = if st.sched.has_released() { st.sched.take_released() } else { Vec::new() };
+    drop(st);
+    if wake_coordinator {
+        shared.coordinator.notify_one();
+    }
+    if wake_workers {
+        shared.work_ready.notify_all();
+    }
+    drop(released);
+}
+
+/// Keep the first error that stops the run; a later one is handed back, to be dropped once
+/// the lock is released.
+pub(super) fn stop_with(st: &mut State, err: PyErr) -> Option<PyErr> {
+    st.sched.interrupt();
+    if st.error.is_none() {
+        st.error = Some(err);
+        None
+    } else {
+        Some(err)
     }
 }
 
 /// Wait, without the GIL, until the state changes, `until` passes, or MAX_WAIT elapses. The
 /// worker counts itself idle before it lets the lock go, so a completion in between sees it
 /// and bumps `version` (no missed wakeup).
-fn park(
+pub(super) fn park(
     py: Python<'_>,
     shared: &Shared,
-    mut st: parking_lot::MutexGuard<'_, State>,
+    mut st: MutexGuard<'_, State>,
     seen: u64,
     until: Option<f64>,
     clock: &MonoClock,
