@@ -18,7 +18,7 @@ class Gates:
     """What may hold an attempt back, or stop the run, besides the records themselves."""
 
     __slots__ = ("_budget", "_delay_between_batches", "_last_fresh_at", "_last_fresh_batch", "_rate",
-                 "breaker")
+                 "active", "breaker")
 
     def __init__(self, config: EngineConfig, now: float) -> None:
         self.breaker = Breaker(config.breaker) if config.breaker is not None else None
@@ -29,6 +29,9 @@ class Gates:
         self._last_fresh_batch = -1
         self._last_fresh_at = now
         self._budget = config.max_failures
+        # Is any gate configured? When none is, the scheduler need not ask them (each question
+        # is a Python call, and the reference engine is the benchmarks' baseline).
+        self.active = self.breaker is not None or self._rate is not None or self._delay_between_batches > 0.0
 
     # ---------------------------------------------------------------- breaker
 

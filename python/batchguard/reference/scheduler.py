@@ -164,14 +164,16 @@ class Scheduler:
                 if head.key is not None and keys.is_active(head.key):
                     keys.wait(fresh.pop())
                     continue
-                until = gates.batch_delay(head.batch_index, now)
-                if until is not None:
-                    return Wait(until)
+                if gates.active:
+                    until = gates.batch_delay(head.batch_index, now)
+                    if until is not None:
+                        return Wait(until)
                 source = _FRESH
             break
-        until = gates.pass_rate(now)
-        if until is not None:
-            return Wait(until)
+        if gates.active:
+            until = gates.pass_rate(now)
+            if until is not None:
+                return Wait(until)
         if source is _READY:
             work = retries.pop_ready()
             self._batches.retried(work.batch_index)
@@ -181,7 +183,8 @@ class Scheduler:
             work = fresh.pop()
             if work.key is not None:
                 keys.activate(work.key)
-            gates.fresh_started(work.batch_index, now)
+            if gates.active:
+                gates.fresh_started(work.batch_index, now)
         self._launch(work)
         self.current_batch = work.batch_index
         return work
@@ -197,9 +200,10 @@ class Scheduler:
 
     def _launch(self, work: Work) -> None:
         """``work`` starts: it belongs to the breaker's current generation, and is in flight."""
-        generation = self._gates.started()
-        if generation is not None:
-            work.generation = generation
+        if self._gates.active:
+            generation = self._gates.started()
+            if generation is not None:
+                work.generation = generation
         self.in_flight += 1
 
     def next_group(self, now: float, limit: int) -> Work | list[Work] | Wait | str:
