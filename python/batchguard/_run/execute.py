@@ -77,7 +77,9 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
     ``skip_batches`` (a resumed job's finished batches) are read past, not run; the report
     counts only the records this run took on, and says how many batches it skipped.
     """
-    if plan.is_async or plan.bulk:
+    # A sync bulk fn runs on the native engine's threaded driver, like a per-record one; the
+    # reference engine drives bulk calls on its asyncio driver only.
+    if plan.is_async or (plan.bulk and plan.engine != "native"):
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -92,7 +94,7 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
     recorder = recorder_for(plan, run_id, job_id, sink)
     if plan.engine == "native":
         outcome = _native.run(plan.records, plan.fn, plan.config, plan.classifier, recorder,
-                              plan.total)
+                              plan.total, bulk=plan.bulk)
     else:
         outcome = _from_scheduler(run_reference(iter(plan.records), plan.fn, plan.config,
                                                 plan.classifier, recorder))
