@@ -2,7 +2,7 @@
 # machine (it installs what it needs first); CI runs exactly that, through `.ci/run`.
 #
 #   make build   install the package in place (pip install -e ., a maturin release build)
-#   make test    install deps + servers, then cargo tests, the stub check and pytest
+#   make test    install deps + servers, then cargo tests, the stub check, pytest and the linters
 #   make bench   every benchmark in benches/ (release build; BENCH_QUICK=1: smoke sizes)
 #   make lint    clippy, rustfmt, mypy, ruff and the stub check
 #   make demo    the `batchguard demo` walkthrough
@@ -76,10 +76,10 @@ services:
 
 # The checks `make lint` runs besides the stub check (which `make test` runs anyway).
 LINT_STEPS := clippy fmt mypy ruff
-# What `make test` (and so CI) runs besides the tests. Empty while the code does not pass the
-# lint steps yet (issue 8); gating CI on them is this one line: TEST_LINT_STEPS ?= $(LINT_STEPS)
-# (or, to try it first, `make test TEST_LINT_STEPS='$(LINT_STEPS)'`).
-TEST_LINT_STEPS ?=
+# What `make test` (and so CI) runs besides the tests: every lint step, so a change that passes
+# the tests but not clippy, rustfmt, mypy or ruff fails CI as well (`make test TEST_LINT_STEPS=`
+# skips them while you iterate).
+TEST_LINT_STEPS ?= $(LINT_STEPS)
 
 test: deps services
 	$(call run_all,cargo-test stubtest pytest $(TEST_LINT_STEPS))
