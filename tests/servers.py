@@ -103,7 +103,7 @@ def redis_server() -> Iterator[str]:
         )
     url = f"redis://127.0.0.1:{port}/0"
     try:
-        wait_for(lambda: proc.poll() is None and redis_answers(url) or _exited(proc, log, "redis-server"),
+        wait_for(lambda: (proc.poll() is None and redis_answers(url)) or _exited(proc, log, "redis-server"),
                  20, "redis-server", log)
         yield url
     finally:

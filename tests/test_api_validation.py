@@ -18,7 +18,6 @@ from batchguard.dlq import urls
 from batchguard.errors import ConfigError
 from helpers_contract import ENGINES, Spy
 
-
 _UNSET = object()
 
 

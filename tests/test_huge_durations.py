@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import batchguard
-from batchguard import CircuitBreaker, ErrorClass, RateLimit, RetryPolicy
+from batchguard import CircuitBreaker, ErrorClass, RetryPolicy
 from batchguard._run.execute import execute
 from batchguard._run.plan import make_plan
 from helpers_contract import CLASSIFIER, ENGINES, RecoverableErr, RetryAfterErr

@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchguard import MemoryDLQ, RetryPolicy, run_batches
-
 from helpers_contract import ENGINES, dlq_view
 from test_dlq_conformance import BACKENDS, Opener
 from test_poison_records import BadRepr

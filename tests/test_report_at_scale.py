@@ -62,7 +62,7 @@ def test_summary_and_to_dict_read_nothing_back_from_the_dlq(engine: str, tmp_pat
     assert len(report.errors) == len(report.failed) == len(report.dead_letters) == n
     assert report.errors[999].record_index == 999 and report.failed[:3] == [0, 1, 2]
     with pytest.raises(DLQError, match="reads the others back from the DLQ"):
-        report.errors[1000]  # noqa: B018 - past the sample: the closed queue is needed
+        report.errors[1000]
 
 
 def test_to_dict_max_errors_none_lists_every_error(tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_lazy_sequences_follow_record_order_when_batches_finish_out_of_order(
         stored = sorted(dlq.list(), key=lambda entry: entry.record_index)
         assert list(report.dead_letters) == stored
         with pytest.raises(IndexError, match="out of range"):
-            report.errors[1500]  # noqa: B018
+            report.errors[1500]
 
 
 def test_an_entry_moved_in_the_dlq_is_still_found_in_its_place(tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_entries_gone_from_the_dlq_raise_a_clear_error(tmp_path: Path) -> None:
         dlq.remove([e.id for e in dlq.list(run_id=report.run_id, offset=1200, limit=2)])
         assert report.errors[1100].record_index == 1100  # another batch: still there
         with pytest.raises(DLQError, match="no longer holds 2 of the 100 entries of batch 12") as caught:
-            report.errors[1250]  # noqa: B018
+            report.errors[1250]
         assert str(caught.value).count("dead-lettered") == 1, caught.value  # said once, not nested
         assert "FAILED RECORDS (1500)" in report.summary()
 
@@ -163,5 +163,5 @@ def test_a_replay_report_says_where_its_failures_went(tmp_path: Path) -> None:
         assert [e.error_type for e in report.errors[:1000]] == ["ValueError"] * 1000
         assert "FAILED RECORDS (1500)" in report.summary()
         with pytest.raises(DLQError, match="a replay writes each failure back into the entry"):
-            report.errors[1200]  # noqa: B018
+            report.errors[1200]
         assert dlq.count() == 1500

@@ -307,7 +307,7 @@ def http_date_delay(value: str, now: float) -> float | None:
     try:
         when = email.utils.parsedate_to_datetime(value)
         if when.tzinfo is None:
-            when = when.replace(tzinfo=datetime.timezone.utc)
+            when = when.replace(tzinfo=datetime.UTC)
         return max(0.0, when.timestamp() - now)
     except Exception:  # noqa: BLE001 - a header that cannot be read is no header, never a lost record
         return None
