@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import servers  # noqa: E402
+import servers
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +26,9 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh working directory (where the CLI's batchguard.db goes) with tests/ importable
     (the CLI tests' ``--fn cli_fns:...``)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    yield tmp_path
+    return tmp_path

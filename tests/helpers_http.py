@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import math
 import threading
@@ -89,7 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         with self.server.accepted_lock:
             arrived = self.server.accepted.pop(id(self.request))
         parts = self.path.strip("/").split("/")
@@ -223,7 +224,7 @@ def latencies(starts: Sequence[tuple[int, float]], arrivals: Sequence[Arrival]) 
         came[arrival.record].append(arrival.at)
     assert {r: len(v) for r, v in sent.items()} == {r: len(v) for r, v in came.items()}, \
         "the server saw a different set of requests than the client made"
-    return [a - s for record in sent for s, a in zip(sorted(sent[record]), sorted(came[record]))]
+    return [a - s for record in sent for s, a in zip(sorted(sent[record]), sorted(came[record]), strict=True)]
 
 
 # ------------------------------------------------------------------------ the bounds the tests check
@@ -318,7 +319,7 @@ def gaps_after_throttling(arrivals: Sequence[Arrival]) -> list[tuple[int, float,
         by_record[arrival.record].append(arrival)
     gaps = []
     for record, seen in by_record.items():
-        for this, after in zip(seen, seen[1:]):
+        for this, after in itertools.pairwise(seen):
             if this.status == 429:
                 assert this.retry_after is not None
                 gaps.append((record, after.at - this.at, this.retry_after))

@@ -570,11 +570,15 @@ def test_interrupt_inside_the_async_fn_stops_the_run_and_re_raises(engine: str, 
         return record
 
     kwargs = {"engine": engine, "concurrency": concurrency, "batch_size": 10, "dlq": dlq}
-    with pytest.raises(stop):
+
+    def go() -> None:
         if entry == "run_batches":
             batchguard.run_batches(range(10**5), fn, **kwargs)
         else:
             asyncio.run(batchguard.arun_batches(range(10**5), fn, **kwargs))
+
+    with pytest.raises(stop):
+        go()
     assert sorted(e.record_index for e in dlq.list()) == sorted(dead)
     assert {0, 7, 14, 21, 28} <= set(dead)
     assert max(started) < 30 + concurrency, "records kept starting after the interrupt"

@@ -521,7 +521,7 @@ def test_an_open_breaker_starts_no_call_until_open_duration_has_passed(engine: s
                            retry=RetryPolicy(max_attempts=10, base_delay=0.0, jitter="none"))
     timeline = outage.timeline
     # Calls 1-4 fail and trip the breaker; the probes (calls 5, 6, 7) each wait open_duration.
-    for previous, probe in zip(timeline[3:6], timeline[4:7], strict=True):
+    for previous, probe in itertools.pairwise(timeline[3:7]):
         assert probe[0] - previous[1] >= 0.05, timeline
     assert [failed for _, _, failed in timeline[:7]] == [True] * 6 + [False]
 
@@ -550,8 +550,8 @@ def test_breaker_state_changes_are_logged(engine: str, caplog: pytest.LogCapture
 def test_abort_failure_rate_stops_the_run(engine: str, concurrency: int) -> None:
     breaker = CircuitBreaker(failure_rate_threshold=1.0, window=10, minimum_calls=5, open_duration=0.05,
                              abort_failure_rate=0.6)
-    report = batchguard.run_batches(range(200), Outage(calls=10**9, pause=0.0005), engine=engine, concurrency=concurrency,
-                                    batch_size=10, breaker=breaker, retry=no_wait(1))
+    report = batchguard.run_batches(range(200), Outage(calls=10**9, pause=0.0005), engine=engine,
+                                    concurrency=concurrency, batch_size=10, breaker=breaker, retry=no_wait(1))
     assert (report.status, report.stopped_reason) == ("aborted", "breaker_abort")
     assert report.pending_count > 150
     assert_conservation(report)
@@ -831,7 +831,7 @@ def test_report_fields(engine: str) -> None:
     assert report.status == "partial_success"
     assert (report.total, report.success_count, report.failure_count, report.pending_count) == (20, 15, 5, 0)
     assert report.errors_by_type == {"ValueError": 3, "KeyError": 1, "TimeoutError": 1}
-    assert list(report.errors_by_type)[0] == "ValueError", "most common first"
+    assert next(iter(report.errors_by_type)) == "ValueError", "most common first"
     assert report.most_common_error == "ValueError"
     assert report.retry_count == 2
     assert report.dlq_count == 5

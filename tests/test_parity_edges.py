@@ -79,7 +79,8 @@ def _retry(max_attempts: int) -> RetryPolicy:
 @SETTINGS
 @given(plans())
 @example((2, 2, 1, {(0, 1): 10**30, (1, 1): 1e12}))
-def test_engines_agree_on_huge_and_odd_retry_after_values(case: tuple[int, int, int, dict[tuple[int, int], Any]]) -> None:
+def test_engines_agree_on_huge_and_odd_retry_after_values(
+        case: tuple[int, int, int, dict[tuple[int, int], Any]]) -> None:
     n, max_attempts, batch_size, plan = case
     views = []
     for engine in ENGINES:

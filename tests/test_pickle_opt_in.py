@@ -76,7 +76,8 @@ def test_replay_leaves_a_planted_pickle_in_the_queue_and_replays_the_rest(kind: 
         run_batches([{"n": 1}, {"n": 2}], fail_all, dlq=dlq, retry=ONCE)
         dlq.send([planted_entry(marker)])
         seen: list[Any] = []
-        with pytest.raises(PickleNotAllowedError, match=r"(?s)1 dead letters.*stay in the queue.*allow_pickle=True") as info:
+        with pytest.raises(PickleNotAllowedError,
+                           match=r"(?s)1 dead letters.*stay in the queue.*allow_pickle=True") as info:
             replay(dlq, seen.append, retry=ONCE)
         assert not marker.exists()
         assert seen == [{"n": 1}, {"n": 2}]

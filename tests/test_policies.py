@@ -72,7 +72,7 @@ def test_seeded_schedule_is_reproducible(jitter: str) -> None:
     assert RetryPolicy(base_delay=0.1, jitter=jitter, seed=99).schedule(20, seed=1234) == a
 
 
-@pytest.mark.parametrize("jitter", ("full", "equal", "decorrelated"))
+@pytest.mark.parametrize("jitter", ["full", "equal", "decorrelated"])
 def test_jitter_streams_differ_by_seed_and_by_record(jitter: str) -> None:
     policy = RetryPolicy(base_delay=0.1, max_delay=1000.0, jitter=jitter, seed=1)
     base = policy.schedule(10)
@@ -226,9 +226,10 @@ def test_calculate_batch_size_default_max_is_32() -> None:
     assert calculate_batch_size(500) == 32
 
 
-@pytest.mark.parametrize(("total", "max_size"), [(-1, 32), (10, 0), (10, -3)])
-def test_calculate_batch_size_rejects_negative_total_and_max_below_one(total: int, max_size: int) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("total", "max_size", "blamed"),
+                         [(-1, 32, "total_items"), (10, 0, "max_batch_size"), (10, -3, "max_batch_size")])
+def test_calculate_batch_size_rejects_negative_total_and_max_below_one(total: int, max_size: int, blamed: str) -> None:
+    with pytest.raises(ValueError, match=f"^{blamed} must be >= "):
         calculate_batch_size(total, max_size)
 
 
@@ -273,7 +274,7 @@ def test_create_batches_accepts_any_sequence() -> None:
 
 
 def test_create_batches_of_nothing_is_a_value_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="items is empty"):
         create_batches([])
 
 

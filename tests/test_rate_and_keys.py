@@ -8,6 +8,7 @@ at the same time"), never as a performance threshold.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import threading
 import time
@@ -205,7 +206,7 @@ def test_rate_limited_throttled_record_still_waits_its_retry_after(engine: str) 
                  rate_limit=RateLimit(per_second=1000, burst=10),
                  retry=RetryPolicy(max_attempts=2, base_delay=0.001, jitter="none"))
     assert report.status == "complete"
-    (first_start, first_end), (second_start, _) = spans.spans[0]
+    (_, first_end), (second_start, _) = spans.spans[0]
     assert second_start - first_end >= 0.15
 
 
@@ -268,7 +269,7 @@ def test_equal_keys_never_overlap_and_run_in_input_order_while_different_keys_ov
         group = [r for r in records if key[r] == k]
         assert sorted(group, key=spans.first_start) == group, f"key {k} ran out of input order"
         # One at a time: each record of a key starts after the previous one ended.
-        for before, after in zip(group, group[1:]):
+        for before, after in itertools.pairwise(group):
             assert spans.first_start(after) >= spans.last_end(before)
 
 

@@ -65,7 +65,7 @@ def tls_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
                    check=True, capture_output=True, timeout=30)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        def do_GET(self) -> None:
             self.send_response(200)
             self.end_headers()
 
@@ -269,9 +269,9 @@ def grpc_errors(target: str) -> dict[str, BaseException]:
 
 def sqlalchemy_sqlite_errors() -> dict[str, BaseException]:
     sqlalchemy = pytest.importorskip("sqlalchemy")
-    import sqlalchemy.pool
+    from sqlalchemy.pool import QueuePool
 
-    engine = sqlalchemy.create_engine("sqlite://", poolclass=sqlalchemy.pool.QueuePool, pool_size=1,
+    engine = sqlalchemy.create_engine("sqlite://", poolclass=QueuePool, pool_size=1,
                                       max_overflow=0, pool_timeout=0.1)
     try:
         with engine.connect() as conn:
@@ -292,14 +292,14 @@ def sqlalchemy_sqlite_errors() -> dict[str, BaseException]:
 
 def redis_errors() -> dict[str, BaseException]:
     redis = pytest.importorskip("redis")
-    import redis.backoff
-    import redis.exceptions
-    import redis.retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import AuthenticationError, BusyLoadingError
+    from redis.retry import Retry
 
     def ping(port: int) -> Callable[[], Any]:
         def call() -> Any:
             client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.2, socket_connect_timeout=0.5,
-                                 retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
+                                 retry=Retry(NoBackoff(), 0))
             try:
                 return client.ping()
             finally:
@@ -312,8 +312,8 @@ def redis_errors() -> dict[str, BaseException]:
         "redis-refused": caught(ping(dead_port())),
         "redis-timeout": timeout,
         # as redis-py's parser builds them from the server's "-LOADING ..." / "-WRONGPASS ..." replies
-        "redis-busy-loading": redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
-        "redis-auth": redis.exceptions.AuthenticationError("invalid username-password pair"),
+        "redis-busy-loading": BusyLoadingError("Redis is loading the dataset in memory"),
+        "redis-auth": AuthenticationError("invalid username-password pair"),
     }
 
 
@@ -340,7 +340,8 @@ def stdlib_errors(http: ScriptedServer, tls_port: int) -> dict[str, BaseExceptio
 EXPECTED: dict[str, ErrorClass] = {
     "requests-refused": R, "requests-read-timeout": R, "requests-dropped": R, "requests-503": R,
     "requests-429": R, "requests-404": P, "requests-certificate": P, "requests-tls-to-plain-http": R,
-    "requests-connect-timeout": R, "requests-connect-timeout-constructed": R, "requests-chunked": R, "requests-certificate-constructed": P,
+    "requests-connect-timeout": R, "requests-connect-timeout-constructed": R, "requests-chunked": R,
+    "requests-certificate-constructed": P,
     "urllib3-new-connection": R, "urllib3-max-retry": R, "urllib3-read-timeout": R, "urllib3-protocol": R,
     "httpx-connect-error": R, "httpx-read-timeout": R, "httpx-remote-protocol": R, "httpx-503": R,
     "httpx-429": R, "httpx-404": P, "httpx-certificate": P, "httpx-connect-timeout": R,

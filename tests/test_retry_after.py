@@ -266,7 +266,7 @@ BAD_CAPS = [
 
 @pytest.mark.parametrize(("value", "error", "words"), BAD_CAPS)
 def test_max_retry_after_is_validated_when_built(value: Any, error: type[Exception], words: str) -> None:
-    with pytest.raises(error, match="RetryPolicy.max_retry_after") as caught:
+    with pytest.raises(error, match=r"RetryPolicy\.max_retry_after") as caught:
         RetryPolicy(max_retry_after=value)
     assert words in str(caught.value)
 

@@ -39,7 +39,7 @@ def write_dataset(path: Path, records: int) -> int:
     with open(fd, "w", encoding="utf-8") as out:
         for i in range(records):
             if i and i % CORRUPT_EVERY == 0:
-                out.write('{"id": %d, "email": "user%d@example.com", "amount": \n' % (i, i))
+                out.write(f'{{"id": {i}, "email": "user{i}@example.com", "amount": \n')
                 corrupt += 1
                 continue
             record: dict[str, Any] = {"id": i, "email": f"user{i}@example.com", "amount": (i * 37) % 1000}
