@@ -1,4 +1,4 @@
-"""The package has no import cycle, lazy imports included.
+"""The package has no import cycle, lazy imports included, and no lazy import at all.
 
 Every module of ``python/batchguard`` is parsed with ``ast`` (nothing is imported), and every
 import of another batchguard module becomes an edge: at module level and inside functions
@@ -129,6 +129,38 @@ def test_the_graph_sees_lazy_imports_and_skips_type_checking_ones() -> None:
 def test_find_cycle_reports_the_cycle_it_finds() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def lazy_imports() -> list[str]:
+    """Every import of a batchguard module made inside a function, as ``module:line``: one
+    that is not a cycle today only waits for the edge that makes it one, and hides from a
+    reader which modules a module needs."""
+    modules = _modules()
+    found: list[str] = []
+    for name, path in modules.items():
+        if path.suffix == ".pyi":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in _imports(function):
+                if _targets(node, name, path.name == "__init__.py", modules):
+                    found.append(f"{name}:{node.lineno}")
+    return sorted(set(found))
+
+
+def test_lazy_imports_are_found() -> None:
+    tree = ast.parse("def f():\n    from .errors import ConfigError\n")
+    function = tree.body[0]
+    modules = dict.fromkeys(["batchguard.errors", "batchguard.replay"], Path())
+    assert [_targets(node, "batchguard.replay", False, modules) for node in _imports(function)] == [
+        {"batchguard.errors"}]
+
+
+def test_no_module_imports_another_inside_a_function() -> None:
+    """Module-level imports only: the graph a reader sees at the top of a file is the whole graph."""
+    assert lazy_imports() == []
 
 
 def test_the_package_has_no_import_cycle() -> None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from ..errors import BatchguardWarning
+from ..errors import BatchguardWarning, ConfigError
 
 if TYPE_CHECKING:
     from .base import DeadLetter
@@ -137,8 +137,6 @@ def check_storable(name: str, text: str) -> None:
     entry's filter columns and id, so it cannot be replaced the way a record's text is."""
     found = _UNSTORABLE.search(text)
     if found is not None:
-        from ..errors import ConfigError
-
         raise ConfigError(f"{name} {text!r} holds {found[0]!r} at position {found.start()}: a lone "
                           "surrogate or NUL character, which no DLQ or job store can store; use "
                           "valid text")
