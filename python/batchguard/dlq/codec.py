@@ -151,6 +151,15 @@ def _plain_float(value: float) -> bool:
     return math.isfinite(value) and -FLOAT_LIMIT < value < FLOAT_LIMIT
 
 
+def _int_as_text(value: int) -> str | None:
+    """The decimal digits of ``value``, or None past ``sys.get_int_max_str_digits()`` (4300 by
+    default), where Python refuses to write an int as text (``str``, ``repr`` and ``json`` raise)."""
+    try:
+        return str(value)
+    except ValueError:
+        return None
+
+
 def _is_plain(value: Any) -> bool:
     """Is ``value`` plain JSON data (see the module docstring)? Iterative: no depth limit of its own.
 
@@ -170,7 +179,8 @@ def _is_plain(value: Any) -> bool:
             if _UNSTORABLE.search(item) is not None:
                 return False
         elif isinstance(item, int):
-            continue
+            if not INT64_MIN <= item <= INT64_MAX and _int_as_text(item) is None:
+                return False  # JSON could not write it
         elif isinstance(item, float):
             if not _plain_float(item):
                 return False
@@ -303,7 +313,8 @@ def encode_record_id(value: Any, fallbacks: Fallbacks | None = None) -> Any:
 
     ``None``, ``bool``, ``str``, a finite ``float`` below 1e16 in magnitude and an ``int`` within
     signed 64 bits stay as they are (a str loses lone surrogates and NUL to U+FFFD). Everything
-    else becomes a string: a larger int its decimal digits, another float its ``repr``
+    else becomes a string: a larger int its decimal digits (``"<int of N bits>"`` past the
+    digits Python writes, ``sys.get_int_max_str_digits()``), another float its ``repr``
     (``"nan"``, ``"inf"``, ``"1e+22"``),
     a UUID its canonical form, a Decimal ``str()``, a date/time/datetime ``isoformat()``,
     bytes their hex digits, and any other object its ``str()`` (a BatchguardWarning says so
@@ -321,7 +332,10 @@ def encode_record_id(value: Any, fallbacks: Fallbacks | None = None) -> Any:
     if kind is str:
         return clean_text(value)
     if kind is int:
-        return value if INT64_MIN <= value <= INT64_MAX else str(value)
+        if INT64_MIN <= value <= INT64_MAX:
+            return value
+        text = _int_as_text(value)
+        return f"<int of {value.bit_length()} bits>" if text is None else text
     if kind is float:
         return value if _plain_float(value) else repr(value)
     if isinstance(value, uuid.UUID):
