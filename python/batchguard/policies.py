@@ -10,14 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-# The shared validators are re-exported (`name as name`) for the modules that check their own
-# arguments with them; the classifier and ErrorClass are policies too, defined in their modules.
-from ._checks import MAX_DURATION_S, MIN_RATE_PER_SECOND, check_int, check_number, check_rate
-from ._checks import check_count as check_count
-from ._checks import check_duration as check_duration
-from ._checks import check_flag as check_flag
-from ._checks import is_finite_number as is_finite_number
-from ._checks import shown as shown
+# The classifier and ErrorClass are policies too, defined in their modules; the argument checks
+# the policies share with the rest of the package live in _checks.
+from ._checks import MAX_DURATION_S, MIN_RATE_PER_SECOND, check_duration, check_int, check_number, check_rate
 from ._classifier import Classifier, Explanation
 from ._error_class import ErrorClass, http_status_of, status_value
 from .errors import ConfigError, ConfigTypeError

@@ -9,13 +9,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ._checks import check_flag
 from ._run.execute import execute
 from ._run.plan import DEFAULT_BATCH_SIZE, make_plan
 from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, check_filters, matches
 from .dlq.urls import open_dlq
 from .errors import BatchguardWarning, ConfigError, PickleNotAllowedError
 from .jobs.store import JobStore, replay_store
-from .policies import Classifier, ErrorClass, RetryPolicy, check_flag
+from .policies import Classifier, ErrorClass, RetryPolicy
 from .results import BatchProgress, BatchReport, BatchStats
 
 __all__ = ["ReplayReport", "replay"]

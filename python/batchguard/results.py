@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic
 
+from ._checks import check_count
 from ._report.model import build
 from ._report.text import render_text
 from ._stored import REPORT_SAMPLE
-from .policies import check_count
 
 if TYPE_CHECKING:
     # A default for the checker only (typing.TypeVar takes one from Python 3.13): a bare

@@ -10,9 +10,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from .._checks import MAX_DURATION_S, check_count
 from .._urls import redact, require_module
 from ..errors import ConfigError
-from ..policies import MAX_DURATION_S, check_count
 from .role import Database, Role
 
 if TYPE_CHECKING:

@@ -18,22 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Unpack
 
 from .. import _native
+from .._checks import check_count, check_duration, check_flag, is_finite_number, shown
 from ..batching import calculate_batch_size
 from ..dlq.base import DeadLetterQueue
 from ..dlq.codec import check_storable
 from ..dlq.urls import open_dlq
 from ..errors import ConfigError, ConfigTypeError
-from ..policies import (
-    CircuitBreaker,
-    Classifier,
-    RateLimit,
-    RetryPolicy,
-    check_count,
-    check_duration,
-    check_flag,
-    is_finite_number,
-    shown,
-)
+from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
 from ..results import BatchProgress
 from .config import EngineConfig
 from .options import DEFAULTS, RunOptions

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any, Final, cast
 
+from .._checks import check_duration
 from .._urls import redact, require_module
 from ..errors import ConfigError, DLQError, DLQUnavailableError
-from ..policies import check_duration
 from .base import FILTER_FIELDS, DeadLetter, QueueBase, check_filters, check_page, write_jsonl
 from .codec import dumps
 

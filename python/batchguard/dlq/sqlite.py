@@ -9,10 +9,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Final
 
+from .._checks import check_duration
 from .._db.role import DLQ
 from .._db.sqlite import SYNCHRONOUS, SqliteDatabase, Synchronous
 from ..errors import ConfigError, DLQUnavailableError
-from ..policies import check_duration
 from .base import DeadLetter, QueueBase, check_filters, check_page, write_jsonl
 from .codec import dumps
 

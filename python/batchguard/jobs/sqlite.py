@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
+from .._checks import check_duration
 from .._db.role import JOB_STORE
 from .._db.sqlite import SqliteDatabase, not_writable
 from .._files import create_private
 from ..dlq.base import DeadLetterQueue
 from ..dlq.sqlite import SqliteDLQ
 from ..errors import JobError, JobStoreUnavailableError
-from ..policies import check_duration
 from .locks import LockFile, claim_attempts, held_here, in_process_claim, initialising
 from .sql import SqlJobStore
 
