@@ -172,11 +172,12 @@ def _job_run(plan: Plan, job: str, store: JobStore | str | None, force: bool,
         raise ConfigError("a job's dead letters must outlive the process: MemoryDLQ would lose them; "
                           "pass a durable dlq (sqlite:///..., a URL) or none to use the job store's database")
     batch_size = plan.config.batch_size
-    records, first = first_batch(plan.records, batch_size)
-    fingerprint = fingerprint_records(first)
-    del first
-    plan = replace(plan, records=records)
+    # The store first: a wrong one is refused before the caller's input is read.
     with opened_store(store) as opened, opened.claim(job):
+        records, first = first_batch(plan.records, batch_size)
+        fingerprint = fingerprint_records(first)
+        del first
+        plan = replace(plan, records=records)
         existing = opened.get(job)
         if existing is not None and not force:
             _check_same_input(job, existing, fingerprint=fingerprint, total=plan.total,

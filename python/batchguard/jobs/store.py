@@ -12,7 +12,7 @@ from .._urls import parse_url
 from ..dlq.base import DeadLetter, DeadLetterQueue
 from ..dlq.postgres import PostgresDLQ
 from ..dlq.sqlite import SqliteDLQ
-from ..errors import JobNotFoundError
+from ..errors import ConfigTypeError, JobNotFoundError
 from ..results import BatchStats
 from .postgres import PostgresJobStore
 from .sqlite import SqliteJobStore
@@ -93,7 +93,7 @@ def open_job_store(target: JobStore | str | os.PathLike[str] | None = None) -> J
         if isinstance(target, JobStore):
             return target
         hint = " (a path? write it as a URL: sqlite:///jobs.db)" if isinstance(target, os.PathLike) else ""
-        raise TypeError(f"store must be a JobStore or a URL string, got {type(target).__name__}{hint}")
+        raise ConfigTypeError(f"store must be a JobStore or a URL string, got {type(target).__name__}{hint}")
     url = parse_url(target, label="job store URL", schemes=SCHEMES, hint=_HINT)
     if url.scheme == "sqlite":
         path = url.file_path()
