@@ -12,15 +12,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Final
-from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from .errors import ConfigError
 
-__all__ = ["BackendUrl", "parse_url", "redact", "require_module"]
+__all__ = ["FILE_SCHEMES", "BackendUrl", "file_path_of", "file_url", "parse_url", "redact", "require_module"]
 
 # A parameter whose name contains one of these is a secret: password, sslpassword, passwd, pwd,
 # secret, client_secret, token, access_token...
 _SECRET_MARKS: Final = ("pass", "pwd", "secret", "token")
+
+FILE_SCHEMES: Final = ("sqlite", "jsonl")
+"""The schemes whose URL names a file (see :meth:`BackendUrl.file_path`)."""
 
 _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # One key=value of a libpq connection string: the value is single-quoted (backslash escapes) or
@@ -175,3 +178,29 @@ def parse_url(text: str, *, label: str, schemes: Sequence[str], hint: str) -> Ba
     except ValueError as exc:  # "Invalid IPv6 URL": an unbalanced [ or ]
         raise ConfigError(f"{label} {redact(text)!r} is not a valid URL: {exc}") from None
     return BackendUrl(text=text, scheme=scheme, parts=parts, label=label)
+
+
+def file_path_of(text: str) -> str | None:
+    """The file a ``sqlite:`` or ``jsonl:`` URL names, by :meth:`BackendUrl.file_path`'s rule;
+    None for any other URL, or one that breaks the rule (opening it says why).
+
+    >>> file_path_of("sqlite:///my%20queue.db"), file_path_of("jsonl:////abs/x.jsonl")
+    ('my queue.db', '/abs/x.jsonl')
+    >>> file_path_of("memory://"), file_path_of("sqlite://host/x.db")
+    (None, None)
+    """
+    try:
+        url = parse_url(text, label="URL", schemes=FILE_SCHEMES, hint="")
+        return url.file_path()
+    except ConfigError:
+        return None
+
+
+def file_url(scheme: str, path: str) -> str:
+    """The ``scheme`` URL that names ``path`` (escaped as needed): :func:`file_path_of` gives
+    ``path`` back.
+
+    >>> file_url("sqlite", "/data/my queue?.db")
+    'sqlite:////data/my%20queue%3F.db'
+    """
+    return f"{scheme}:///{quote(path, safe='/')}"

@@ -8,7 +8,7 @@ from typing import Any, Final, NoReturn, TypeVar
 
 import click
 
-from .._urls import redact
+from .._urls import file_path_of, file_url, redact
 from ..dlq.base import FILTER_FIELDS
 from ..errors import ConfigError
 from ..jobs import DEFAULT_STORE_URL
@@ -59,11 +59,9 @@ def retry_policy(max_attempts: int, base_delay: float) -> RetryPolicy:
 
 
 def file_of(url: str) -> Path | None:
-    """The file of a sqlite:/// or jsonl:/// URL (SQLAlchemy's convention), else None."""
-    scheme, sep, rest = url.partition("://")
-    if sep and scheme.lower() in ("sqlite", "jsonl") and rest.startswith("/") and len(rest) > 1:
-        return Path(rest[1:].partition("?")[0])
-    return None
+    """The file of a sqlite:/// or jsonl:/// URL (the backends' path rule, ``_urls``), else None."""
+    path = file_path_of(url)
+    return None if path is None else Path(path)
 
 
 def absolute_url(url: str) -> str:
@@ -71,8 +69,7 @@ def absolute_url(url: str) -> str:
     path = file_of(url)
     if path is None:
         return url
-    scheme = url.partition("://")[0]
-    return f"{scheme}:///{path.resolve()}"
+    return file_url(url.partition("://")[0].lower(), str(path.resolve()))
 
 
 def url_flag(option: str, url: str) -> str:
