@@ -19,7 +19,17 @@ from ._native import RunSummary
 from .errors import BulkResultError
 from .reference import Scheduler
 
-__all__ = ["drive", "loop_factory"]
+__all__ = ["Reraised", "drive", "loop_factory"]
+
+
+class Reraised(Exception):
+    """Carries out of a coroutine an exception it cannot raise as itself: a StopIteration a
+    sync fn raised on a pool thread (``_run.sync_fn.SyncCalls``), which PEP 479 would turn into
+    ``RuntimeError("coroutine raised StopIteration")``. The driver records ``error`` instead."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -176,7 +186,7 @@ async def _bisect(run: Any, fn: Callable[[Any], Awaitable[Any]], group: list[tup
         results = await _call(fn, [record for _, record in group], timeout)
     except Exception as exc:  # noqa: BLE001 - bisect to find the records that cause it
         if len(group) == 1:
-            run.fail(group[0][0], exc)
+            run.fail(group[0][0], exc.error if type(exc) is Reraised else exc)
             return
         if run.stopping():  # no new call once the run stops: the group stays pending
             for index, _ in group:
@@ -282,6 +292,8 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
                         if entry[3] == 2 or loop.time() > entry[0]:
                             deadlines.overran(entry)
                 except BaseException as exc:  # noqa: BLE001 - the run decides what it means
+                    if type(exc) is Reraised:
+                        exc = exc.error
                     if fail(index, exc):
                         stop.append(exc)
                         wakeup.wake()

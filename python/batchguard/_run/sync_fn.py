@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .._async import _absorb_cancel, _retrieve
+from .._async import Reraised, _absorb_cancel, _retrieve
 from ..reference import call_timed
 
 __all__ = ["RunCancelled", "StopSignal", "SyncCalls", "in_thread_until_cancelled"]
@@ -54,6 +54,8 @@ class SyncCalls:
                 # The run is stopping and this call cannot be: wait for it (see the class doc).
                 _absorb_cancel()
         if error is not None:
+            if isinstance(error, StopIteration):  # a coroutine cannot raise it as itself
+                raise Reraised(error)
             try:
                 raise error
             finally:
