@@ -22,7 +22,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from batchguard import BatchProgress
-from batchguard.cli import ProgressView, main
+from batchguard.cli import main
+from batchguard.cli.progress import ProgressView
 from batchguard.dlq import SqliteDLQ
 
 TESTS = Path(__file__).parent

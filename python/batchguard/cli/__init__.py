@@ -14,15 +14,12 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from .callables import load_callable
 from .demo import demo
 from .dlq import dlq
 from .jobs import jobs
-from .options import DEFAULT_URL
-from .progress import ProgressView
 from .run import run
 
-__all__ = ["DEFAULT_URL", "ProgressView", "load_callable", "main"]
+__all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
