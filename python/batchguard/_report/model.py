@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -79,8 +80,9 @@ class CliContext:
     """What the command uses when no ``--dlq`` / ``--store`` is given: left out of commands."""
 
     def flag(self, name: str, url: str | None) -> str:
-        """`` --name URL`` for a command to print, or nothing for no URL or the default one."""
-        return "" if url is None or url == self.default_url else f" {name} {url}"
+        """`` --name URL`` for a command to print (shell-quoted), or nothing for no URL or the
+        default one."""
+        return "" if url is None or url == self.default_url else f" {name} {shlex.quote(url)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +215,7 @@ def _next_steps(report: BatchReport, cli: CliContext | None) -> tuple[NextStep, 
     pending = report.pending_count
     if pending and report.job_id is not None and cli is not None:
         steps.append(NextStep(f"finish the {pending} records not processed",
-                              f"batchguard jobs resume {report.job_id}"
+                              f"batchguard jobs resume {shlex.quote(report.job_id)}"
                               f"{cli.flag('--store', cli.store_url)}"))
     elif pending and report.job_id is not None:
         steps.append(NextStep(f"resume the job to finish the {pending} records not processed "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import click
@@ -103,7 +104,7 @@ def jobs_status(name: str, store_url: str, as_json: bool) -> None:
     lines.append("Config:       " + json.dumps({k: v for k, v in state.config.items() if k != "meta"},
                                                sort_keys=True, default=str))
     if state.status in ("running", "aborted") and not state.active:
-        lines.append(f"Resume with:  batchguard jobs resume {state.name}{url_flag('--store', store_url)}")
+        lines.append(f"Resume with:  batchguard jobs resume {shlex.quote(state.name)}{url_flag('--store', store_url)}")
     click.echo("\n".join(lines))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
@@ -73,9 +74,9 @@ def absolute_url(url: str) -> str:
 
 
 def url_flag(option: str, url: str) -> str:
-    """`` --dlq URL`` (``option`` and the redacted ``url``) for a command to print, or nothing
-    for the default URL, which the command finds without it."""
-    return "" if url == DEFAULT_URL else f" {option} {redact(url)}"
+    """`` --dlq URL`` (``option`` and the redacted ``url``, shell-quoted) for a command to print,
+    or nothing for the default URL, which the command finds without it."""
+    return "" if url == DEFAULT_URL else f" {option} {shlex.quote(redact(url))}"
 
 
 def dlq_option(default: str | None = DEFAULT_URL, help_text: str | None = None) -> Callable[[_F], _F]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -69,7 +70,7 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                 report = run_job(plan, job=job, store=store_url, force=force, meta=meta)
     except KeyboardInterrupt:
         click.echo("\ninterrupted: finished batches are saved" + (
-            f"; resume with: batchguard jobs resume {job}" if job else ""), err=True)
+            f"; resume with: batchguard jobs resume {shlex.quote(job)}" if job else ""), err=True)
         return EXIT_INTERRUPTED
     except (ConfigError, JobError, JobStoreUnavailableError, DLQUnavailableError) as exc:
         cannot_start(exc)
