@@ -20,7 +20,7 @@ from ._run.sink import DLQSend, OutcomeSink
 from .dlq.base import DeadLetterQueue, MemoryDLQ
 from .results import BatchProgress, BatchReport, BatchStats
 
-__all__ = ["Failures", "RunRecorder", "deliver"]
+__all__ = ["RunRecorder", "deliver"]
 
 logger = logging.getLogger("batchguard")
 

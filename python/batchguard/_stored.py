@@ -152,7 +152,7 @@ class StoredDeadLetters:
             for entry in entries)
 
     def _by_id(self, queue: DeadLetterQueue, sent: SentBatch) -> list[DeadLetter]:
-        # Entry ids follow from the record index (see _outcome.entry_id), so the batch's entries
+        # Entry ids follow from the record index (see _run.entries.entry_id), so the batch's entries
         # can be found wherever the DLQ's order put them.
         found = []
         for index in range(sent.first, sent.last + 1):

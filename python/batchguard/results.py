@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     # `BatchReport` annotation means BatchReport[Any], as it did before the class was generic.
     from typing_extensions import TypeVar
 
-    from ._outcome import Failures
+    from ._run.failures import Failures
     from .dlq.base import DeadLetter
 
     R = TypeVar("R", default=Any)
