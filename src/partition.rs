@@ -1,4 +1,5 @@
-//! Batch sizing and partitioning.
+//! Batch sizing: the seed's heuristic. (The engine needs no partitioning of its own: the
+//! drivers read the input a batch at a time and feed it, see `engine::fresh`.)
 
 /// The seed's batch-size heuristic: 0 -> 1; up to 100 -> all (capped at `max`); up to 1000 ->
 /// about ten batches (`n / 10`, capped); more -> `max`. `max` must be at least 1.
@@ -17,18 +18,6 @@ pub fn calculate_batch_size(total_items: u64, max_batch_size: u64) -> u64 {
     }
 }
 
-/// The half-open record range `[start, end)` of batch `index` when `total` records are cut
-/// into batches of `size`; None past the end.
-pub fn batch_range(total: u64, size: u64, index: u64) -> Option<(u64, u64)> {
-    let start = index.checked_mul(size)?;
-    (start < total).then(|| (start, (start + size).min(total)))
-}
-
-/// How many batches `total` records make.
-pub fn batch_count(total: u64, size: u64) -> u64 {
-    total.div_ceil(size)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,14 +30,5 @@ mod tests {
         assert_eq!(calculate_batch_size(500, 32), 32);
         assert_eq!(calculate_batch_size(500, 100), 50);
         assert_eq!(calculate_batch_size(5000, 32), 32);
-    }
-
-    #[test]
-    fn ranges_cover_every_record_once() {
-        let (total, size) = (10, 3);
-        let ranges: Vec<_> = (0..).map_while(|i| batch_range(total, size, i)).collect();
-        assert_eq!(ranges, vec![(0, 3), (3, 6), (6, 9), (9, 10)]);
-        assert_eq!(batch_count(total, size), 4);
-        assert_eq!(batch_range(total, size, u64::MAX), None);
     }
 }
