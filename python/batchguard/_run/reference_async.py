@@ -27,12 +27,7 @@ class ReferenceAsyncRun:
         if type(work) is Work:
             self._in_flight[work.index] = work
             return (work.index, work.record)
-        if work is FEED:
-            return "feed"
-        if work is DONE:
-            return "done"
-        assert isinstance(work, Wait)
-        return None if work.until is None else max(0.0, work.until - time.monotonic())
+        return _no_work(work)
 
     def next_group(self, limit: int) -> Any:
         group = self._scheduler.next_group(time.monotonic(), limit)
@@ -42,12 +37,7 @@ class ReferenceAsyncRun:
             for work in group:
                 self._in_flight[work.index] = work
             return [(work.index, work.record) for work in group]
-        if group is FEED:
-            return "feed"
-        if group is DONE:
-            return "done"
-        assert isinstance(group, Wait)
-        return None if group.until is None else max(0.0, group.until - time.monotonic())
+        return _no_work(group)
 
     def feed(self, batch: list[Any]) -> None:
         feed(self._scheduler, batch, time.monotonic())
@@ -97,3 +87,14 @@ class ReferenceAsyncRun:
         if scheduler.events:
             deliver(self._sink, scheduler.events, scheduler.counters())
         return scheduler
+
+
+def _no_work(signal: Any) -> Any:
+    """What the native ``AsyncRun`` answers when there is no work to hand out: "feed", "done",
+    or how long to wait (None: until something finishes)."""
+    if signal is FEED:
+        return "feed"
+    if signal is DONE:
+        return "done"
+    assert isinstance(signal, Wait)
+    return None if signal.until is None else max(0.0, signal.until - time.monotonic())
