@@ -12,7 +12,7 @@ import click
 
 from .._inputs import FORMATS, RecordSource, StreamSource, guard_parse_errors, open_input
 from .._run.execute import execute
-from .._run.plan import make_plan
+from .._run.plan import close_opened_dlq, make_plan
 from .._urls import redact
 from ..errors import BatchguardError, ConfigError, DLQUnavailableError, InputError, JobError, JobStoreUnavailableError
 from ..jobs import job_status, run_job
@@ -78,8 +78,7 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
         click.echo(f"Error: {exc}", err=True)
         return EXIT_INCOMPLETE
     finally:
-        if plan.dlq is not None and effective_dlq is not None:
-            plan.dlq.close()
+        close_opened_dlq(plan)
     shown_dlq = effective_dlq if effective_dlq is not None else (store_url or DEFAULT_URL)
     if job is not None and report.total == 0 and report.skipped_batches:
         state = job_status(job, store=store_url)
