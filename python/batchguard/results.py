@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Final, Generic
 
 from ._checks import check_count
 from ._report.model import build
@@ -133,6 +133,10 @@ class BatchProgress:
         return self.records_processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
+_VIEWS: Final = frozenset({"batches", "dead_letters", "errors", "failed", "errors_by_type"})
+"""BatchReport's cached properties."""
+
+
 @dataclass(frozen=True)
 class BatchReport(Generic[R]):
     """The complete result of a run.
@@ -174,6 +178,11 @@ class BatchReport(Generic[R]):
     """(seconds since start, old state, new state) for every circuit-breaker transition."""
     _failures: Failures | None = field(default=None, repr=False, compare=False)
     _batch_events: list[tuple[Any, ...]] = field(default_factory=list, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled without the views built when read (a durable DLQ's lazy sequences hold its open
+        # queue): the copy builds them again from _failures, which pickles as lists.
+        return {key: value for key, value in self.__dict__.items() if key not in _VIEWS}
 
     @cached_property
     def batches(self) -> list[BatchStats]:

@@ -22,7 +22,7 @@ from ..dlq.base import DeadLetter, DeadLetterQueue
 from ..results import RecordError
 from .entries import EntryBuilder, message_of
 
-__all__ = ["DeadBatch", "DurableFailures", "Failures", "MemoryFailures"]
+__all__ = ["DeadBatch", "DurableFailures", "Failures", "ListedFailures", "MemoryFailures"]
 
 DeadBatch = DeadRecords | Sequence[DeadRecord]
 """One batch's dead records: the native engine's DeadRecords (each converted when read), or a list."""
@@ -58,6 +58,40 @@ class Failures(abc.ABC):
     @abc.abstractmethod
     def dead_letters(self) -> Sequence[DeadLetter]:
         """The run's DLQ entries."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (and deep-copied) as lists: a store holds native dead records, the run's
+        # callables (id_of) and an open DLQ, none of which pickle. A durable store's entries
+        # past its sample are read back from the DLQ for it.
+        return ListedFailures, (list(self.records()), self.type_counts(), list(self.record_errors()),
+                                list(self.dead_letters()))
+
+
+class ListedFailures(Failures):
+    """The failures of a pickled or copied report: read out into lists."""
+
+    def __init__(self, records: list[Any], type_counts: collections.Counter[str],
+                 record_errors: list[RecordError], dead_letters: list[DeadLetter]) -> None:
+        self._records = records
+        self._type_counts = type_counts
+        self._record_errors = record_errors
+        self._dead_letters = dead_letters
+        self._count = len(record_errors)
+
+    def add(self, dead: DeadBatch, entries: Sequence[DeadLetter]) -> None:
+        raise TypeError("the failures of a finished run take no more records")
+
+    def records(self) -> list[Any]:
+        return list(self._records)
+
+    def type_counts(self) -> collections.Counter[str]:
+        return collections.Counter(self._type_counts)
+
+    def record_errors(self) -> list[RecordError]:
+        return list(self._record_errors)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return list(self._dead_letters)
 
 
 class MemoryFailures(Failures):
