@@ -134,7 +134,8 @@ def _check_timeout(value: Any) -> float | None:
 def _check_keywords(options: dict[str, Any]) -> None:
     """A misspelt keyword is an error, as Python makes it for a signature that names them all."""
     for name in options.keys() - DEFAULTS.keys():
-        close = difflib.get_close_matches(name, DEFAULTS.keys(), n=1)
+        # bulk is a parameter of its own (the overloads need it), not a RunOptions key
+        close = difflib.get_close_matches(name, [*DEFAULTS, "bulk"], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigTypeError(f"unexpected keyword argument {name!r}{hint}")
 
