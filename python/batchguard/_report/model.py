@@ -18,6 +18,8 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from ..dlq.codec import clean_text
+
 if TYPE_CHECKING:
     from ..results import BatchReport
 
@@ -198,8 +200,10 @@ def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None 
         dlq_url=None if cli is None else cli.dlq_url,
         patterns=tuple(ErrorPattern(name, count, count / failed if failed else 0.0)
                        for name, count in report.errors_by_type.items()),
+        # Shown as a DLQ stores them: a message kept raw in memory may hold lone surrogates,
+        # which no UTF-8 stream can write (print(report) would raise).
         samples=tuple(FailedSample(e.record_id, e.record_index, e.batch_index, e.error_class,
-                                   e.error_type, e.error_message, e.attempts)
+                                   clean_text(e.error_type), clean_text(e.error_message), e.attempts)
                       for e in report.errors[:max_samples]),
         next_steps=_next_steps(report, cli),
     )
