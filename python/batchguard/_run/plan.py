@@ -123,6 +123,16 @@ def is_coroutine_function(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
+def _check_hook(name: str, value: Any) -> Any:
+    """An optional callable the engines call and use the result of, never awaiting it: an
+    ``async def`` one would give coroutine objects (never run, as ids, as keys) silently."""
+    _check_callable(name, value)
+    if value is not None and is_coroutine_function(value):
+        raise ConfigTypeError(f"{name} must be a plain function: it is called, never awaited, and "
+                              f"{shown(value)} is an async def function")
+    return value
+
+
 def _check_timeout(value: Any) -> float | None:
     """Seconds in (0, MAX_DURATION_S]; None or ``float("inf")`` (the usual Python spelling of
     "no limit") mean no timeout, and are both stored as None."""
@@ -206,8 +216,8 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, **given: Unpack[RunOp
             raise ConfigTypeError(f"classifier must be a Classifier or a callable, got {type(classifier).__name__}")
     if breaker is not None and not isinstance(breaker, CircuitBreaker):
         raise ConfigTypeError(f"breaker must be a CircuitBreaker or None, got {type(breaker).__name__}")
-    _check_callable("id_of", id_of)
-    _check_callable("on_progress", on_progress)
+    _check_hook("id_of", id_of)
+    _check_hook("on_progress", on_progress)
     if success_threshold is not None:
         success_threshold = _check_fraction("success_threshold", success_threshold)
     max_failures = _check_max_failures(max_failures)
@@ -226,7 +236,7 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, **given: Unpack[RunOp
         raise ConfigTypeError(f"rate_limit must be a RateLimit(per_second=..., burst=...), got "
                               f"{type(rate_limit).__name__}")
     delay_between_batches = check_duration("delay_between_batches", delay_between_batches)
-    _check_callable("key_of", key_of)
+    _check_hook("key_of", key_of)
     check_flag("bulk", bulk)
     if bulk and key_of is not None:
         raise ConfigError("bulk=True and key_of cannot be combined: a bulk call runs a whole batch at once")
