@@ -77,16 +77,16 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
     ``skip_batches`` (a resumed job's finished batches) are read past, not run; the report
     counts only the records this run took on, and says how many batches it skipped.
     """
-    # A sync bulk fn runs on the native engine's threaded driver, like a per-record one; the
-    # reference engine drives bulk calls on its asyncio driver only.
-    if plan.is_async or (plan.bulk and plan.engine != "native"):
+    # A sync fn, bulk or not, runs on the sync drivers (inline, or threads) of either engine;
+    # only an async fn needs an event loop.
+    if plan.is_async:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             pass
         else:
-            raise RuntimeError("run_batches() was called with an async (or bulk) fn from inside a "
-                               "running event loop; use `await batchguard.arun_batches(...)` there")
+            raise RuntimeError("run_batches() was called with an async fn from inside a running "
+                               "event loop; use `await batchguard.arun_batches(...)` there")
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(aexecute(plan, run_id=run_id, job_id=job_id, sink=sink,
                                        skip_batches=skip_batches))
@@ -97,14 +97,14 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
                               plan.total, bulk=plan.bulk)
     else:
         outcome = _from_scheduler(run_reference(iter(plan.records), plan.fn, plan.config,
-                                                plan.classifier, recorder))
+                                                plan.classifier, recorder, bulk=plan.bulk))
     return _report(plan, recorder, outcome, skip_batches)
 
 
 async def aexecute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
                    sink: OutcomeSink | None = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
-    """:func:`execute` on the running event loop: for an async fn, a bulk fn, or any fn
-    that :func:`arun_batches` runs."""
+    """:func:`execute` on the running event loop: for an async fn, and for a bulk fn under
+    :func:`arun` (a sync one on a pool of its own threads)."""
     plan = _with_skips(plan, skip_batches)
     recorder = recorder_for(plan, run_id, job_id, sink)
     if plan.engine == "native":

@@ -18,6 +18,7 @@ module             Rust twin                  what it holds
 ``breaker``        ``src/breaker.rs``         the circuit-breaker state machine
 ``ratelimit``      ``src/ratelimit.rs``       the token bucket
 ``drivers``        ``src/bindings/``          the inline and threaded drivers
+``bulk``           ``src/bindings/bulk.rs``   a bulk fn's groups on those drivers, bisected
 =================  =========================  ==============================================
 """
 

@@ -1,7 +1,7 @@
 """The reference engine's drivers: they read the input, run the callback (inline, or on
 worker threads), classify failures, and hand outcomes to the scheduler and events to the sink
-(the native twins are in ``src/bindings/``). ``batchguard._async`` drives the same scheduler
-from an event loop.
+(the native twins are in ``src/bindings/``). A bulk fn runs on the same drivers, one group per
+call (``bulk``). ``batchguard._async`` drives the same scheduler from an event loop.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .._clients import retry_after_of
 from .._outcome import deliver
 from .._run.config import EngineConfig
 from ..policies import Classifier, ErrorClass
+from .bulk import UNLOCKED, Groups, Guard
 from .keys import KeyFailed
 from .scheduler import Scheduler
 from .work import DONE, FEED, Wait, Work
@@ -47,8 +48,9 @@ class _Classify:
 
 
 def run_reference(records: Iterator[Any], fn: Callable[[Any], Any], config: EngineConfig,
-                  classifier: Classifier, sink: Any) -> Scheduler:
+                  classifier: Classifier, sink: Any, bulk: bool = False) -> Scheduler:
     """Run ``fn`` over ``records`` and feed outcomes to ``sink``; returns the final scheduler.
+    With ``bulk``, ``fn`` takes a list of records and returns their results (``bulk.py``).
 
     ``sink`` receives ``events(events, counters)`` (``BatchEvent`` and ``BreakerEvent``),
     ``progress(counters)`` snapshots, and ``classifier_error(exc, error)``; it decides what to
@@ -59,9 +61,9 @@ def run_reference(records: Iterator[Any], fn: Callable[[Any], Any], config: Engi
     scheduler = Scheduler(config, clock())
     try:
         if config.concurrency == 1:
-            _drive_inline(scheduler, records, fn, classify, sink, clock)
+            _drive_inline(scheduler, records, fn, classify, sink, clock, bulk)
         else:
-            _drive_threads(scheduler, records, fn, classify, sink, clock)
+            _drive_threads(scheduler, records, fn, classify, sink, clock, bulk)
     finally:
         # Whatever stopped the run, what was dead-lettered reaches the sink (and the DLQ).
         scheduler.close(clock())
@@ -129,20 +131,44 @@ def _run_one(scheduler: Scheduler, work: Work, fn: Callable[[Any], Any],
         scheduler.succeed(work, value, clock())
 
 
+def _groups_of(scheduler: Scheduler) -> Callable[[float], Any]:
+    """Bulk mode's ``next_work``: ``Scheduler.next_group`` with a retry (which comes alone) as a
+    group of one, so that every attempt a bulk driver takes is a list."""
+    next_group, limit = scheduler.next_group, scheduler.config.batch_size
+
+    def take(now: float) -> list[Work] | Wait | str:
+        group = next_group(now, limit)
+        return [group] if isinstance(group, Work) else group
+
+    return take
+
+
+def _bulk_calls(scheduler: Scheduler, fn: Callable[[Any], Any], classify: _Classify,
+                clock: Callable[[], float], guard: Guard = UNLOCKED) -> Groups:
+    """What runs a bulk driver's groups: each call timed as a per-record attempt is."""
+    timeout = scheduler.config.timeout
+    return Groups(scheduler, lambda group: call_timed(fn, group, timeout), classify, clock, guard)
+
+
 def _drive_inline(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[Any], Any],
-                  classify: _Classify, sink: Any, clock: Callable[[], float]) -> None:
+                  classify: _Classify, sink: Any, clock: Callable[[], float], bulk: bool) -> None:
     interval = scheduler.config.progress_interval
     next_progress = clock() + interval
+    take = _groups_of(scheduler) if bulk else scheduler.next_work
+    groups = _bulk_calls(scheduler, fn, classify, clock) if bulk else None
     try:
         while True:
             now = clock()
-            work = scheduler.next_work(now)
+            work = take(now)
             if type(work) is Work:
                 try:
                     _run_one(scheduler, work, fn, classify, clock)
                 except BaseException:
                     scheduler.abandon(work, clock())
                     raise
+            elif type(work) is list:
+                assert groups is not None
+                groups.run(work)  # hands every record back, an interrupt's too
             elif work is FEED:
                 _feed(scheduler, records, now)
             elif work is DONE:
@@ -163,13 +189,25 @@ def _drive_inline(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[An
 
 
 def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[Any], Any],
-                   classify: _Classify, sink: Any, clock: Callable[[], float]) -> None:
+                   classify: _Classify, sink: Any, clock: Callable[[], float], bulk: bool) -> None:
     """Workers run the callback; the calling thread reads input and handles every event, so
     the sink, the DLQ and the input iterator are only ever touched from one thread."""
     lock = threading.Lock()
     changed = threading.Condition(lock)
     interval = scheduler.config.progress_interval
     crashed: list[BaseException] = []
+
+    def idle(work: object) -> None:
+        """Nothing to run (FEED is the coordinator's job): wait for an outcome or a timer."""
+        until = work.until if isinstance(work, Wait) else None
+        changed.wait(interval if until is None else max(0.0, min(until - clock(), interval)))
+
+    def stopped_by(exc: BaseException) -> None:
+        """An interrupt in a call (its records are pending): the run stops, the coordinator
+        re-raises it."""
+        scheduler.interrupt()
+        crashed.append(exc)
+        changed.notify_all()
 
     def worker() -> None:
         with lock:
@@ -189,9 +227,7 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                     except BaseException as exc:  # noqa: BLE001 - the coordinator re-raises it
                         lock.acquire()
                         scheduler.abandon(work, clock())
-                        scheduler.interrupt()
-                        crashed.append(exc)
-                        changed.notify_all()
+                        stopped_by(exc)
                         return
                     lock.acquire()
                     if outcome[0]:
@@ -202,12 +238,33 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                 elif work is DONE:
                     changed.notify_all()
                     return
-                else:  # FEED is the coordinator's job; wait for it or for a timer
-                    until = work.until if isinstance(work, Wait) else None
-                    timeout = interval if until is None else max(0.0, min(until - clock(), interval))
-                    changed.wait(timeout)
+                else:
+                    idle(work)
 
-    threads = [threading.Thread(target=worker, name=f"batchguard-ref-{i}", daemon=True)
+    def bulk_worker() -> None:
+        """A worker of a bulk run: one group per call, bisected on failure (``bulk.py``)."""
+        take = _groups_of(scheduler)
+        groups = _bulk_calls(scheduler, fn, classify, clock, changed)
+        with lock:
+            while True:
+                work = take(clock())
+                if type(work) is list:
+                    lock.release()
+                    try:
+                        groups.run(work)  # takes the lock to hand each outcome back
+                    except BaseException as exc:  # noqa: BLE001 - the coordinator re-raises it
+                        lock.acquire()
+                        stopped_by(exc)
+                        return
+                    lock.acquire()
+                elif work is DONE:
+                    changed.notify_all()
+                    return
+                else:
+                    idle(work)
+
+    threads = [threading.Thread(target=bulk_worker if bulk else worker, name=f"batchguard-ref-{i}",
+                                daemon=True)
                for i in range(scheduler.config.concurrency)]
     for thread in threads:
         thread.start()
