@@ -22,15 +22,10 @@ module             Rust twin                  what it holds
 =================  =========================  ==============================================
 """
 
-from .._run.config import EngineConfig
 from .breaker import Breaker
 from .drivers import _Classify as _Classify
-from .drivers import call_timed, feed, keys_of, run_reference
-from .gates import MIN_RATE_SAMPLE
-from .keys import KeyFailed
-from .ratelimit import TokenBucket
+from .drivers import call_timed, feed, run_reference
 from .scheduler import Scheduler
 from .work import DONE, FEED, Wait, Work
 
-__all__ = ["DONE", "FEED", "MIN_RATE_SAMPLE", "Breaker", "EngineConfig", "KeyFailed", "Scheduler",
-           "TokenBucket", "Wait", "Work", "call_timed", "feed", "keys_of", "run_reference"]
+__all__ = ["DONE", "FEED", "Breaker", "Scheduler", "Wait", "Work", "call_timed", "feed", "run_reference"]
