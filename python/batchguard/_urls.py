@@ -60,6 +60,9 @@ def redact(url: str) -> str:
     except ValueError:
         return "<unparsable URL>"
     netloc = parts.netloc
+    cut = _userinfo_cut_short(url, parts)
+    if cut is not None:
+        return redact(cut)
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
         user, colon, _ = userinfo.partition(":")
@@ -75,6 +78,40 @@ def redact(url: str) -> str:
     slashes = "//" if url[len(parts.scheme) + 1:].startswith("//") else ""
     return (f"{parts.scheme}:{slashes}{netloc}{parts.path}" + (f"?{query}" if query else "")
             + (f"#{parts.fragment}" if parts.fragment else ""))
+
+
+def _cut_userinfo(url: str, parts: SplitResult) -> tuple[str, str, str] | None:
+    """When a ``#``, ``/`` or ``?`` typed (unescaped) in a password ended the netloc before its
+    ``@`` (``redis://:pa#ss@host``: netloc ``:pa``, fragment ``ss@host``): the text before the
+    user, the user, and the text after the ``@``. None when the netloc is whole."""
+    netloc = parts.netloc
+    if not netloc or "@" in netloc:
+        return None
+    start = url.find(netloc) + len(netloc)
+    rest = url[start:]
+    at = rest.find("@")
+    if at < 0:
+        return None
+    head = rest[:at]
+    port = netloc.rpartition(":")[2] if ":" in netloc else ""
+    # What a path or query looks like (a second "/", a "key=value") is not a password, unless
+    # the netloc cannot be a host and port anyway.
+    if port.isdigit() and ("=" in head or "/" in head[1:]):
+        return None
+    user, colon, _ = (netloc + head).partition(":")
+    if not colon:
+        return None
+    return url[:url.find(netloc)], user, rest[at + 1:]
+
+
+def _userinfo_cut_short(url: str, parts: SplitResult) -> str | None:
+    """``url`` with its password hidden when it ended the netloc early (see _cut_userinfo)."""
+    cut = _cut_userinfo(url, parts)
+    if cut is None:
+        return None
+    before, user, after = cut
+    # The user %-escaped as it should have been written, so the result reads as intended.
+    return f"{before}{quote(user, safe='%')}:***@{after}"
 
 
 def _redact_conninfo(conninfo: str) -> str:
@@ -124,6 +161,19 @@ class BackendUrl:
     def error(self, problem: str) -> ConfigError:
         """A ConfigError saying what is wrong with this URL (``problem`` follows the URL)."""
         return ConfigError(f"{self.label} {redact(self.text)!r}{problem}")
+
+    def check_userinfo(self, unusable: str = "/?") -> None:
+        """A ConfigError when a character of ``unusable`` typed unescaped in the user name or
+        password cuts the host part short (the driver would read a wrong host, or fail on a
+        "port" made of the password); it says how to escape it."""
+        cut = _cut_userinfo(self.text, self.parts)
+        if cut is None:
+            return
+        after_netloc = self.text[len(cut[0]) + len(self.parts.netloc):]
+        if after_netloc[:1] in tuple(unusable):
+            raise self.error(f": its user name or password holds an unescaped {after_netloc[0]!r}, "
+                             "which ends the host part of a URL; write it %-escaped "
+                             "(# as %23, / as %2F, ? as %3F, @ as %40)")
 
     def file_path(self) -> str:
         """The file a ``sqlite:`` or ``jsonl:`` URL names (SQLAlchemy's rule: three slashes then
@@ -177,7 +227,9 @@ def parse_url(text: str, *, label: str, schemes: Sequence[str], hint: str) -> Ba
         parts = urlsplit(text)
     except ValueError as exc:  # "Invalid IPv6 URL": an unbalanced [ or ]
         raise ConfigError(f"{label} {redact(text)!r} is not a valid URL: {exc}") from None
-    return BackendUrl(text=text, scheme=scheme, parts=parts, label=label)
+    url = BackendUrl(text=text, scheme=scheme, parts=parts, label=label)
+    url.check_userinfo()
+    return url
 
 
 def file_path_of(text: str) -> str | None:

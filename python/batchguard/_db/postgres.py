@@ -36,6 +36,10 @@ def describe(url: str) -> str:
     host = info.get("host") or os.environ.get("PGHOST") or "localhost"
     port = info.get("port") or os.environ.get("PGPORT") or "5432"
     dbname = info.get("dbname") or os.environ.get("PGDATABASE") or info.get("user") or ""
+    if "@" in f"{host}{port}{dbname}" and "password" not in info:
+        # libpq read a password's unescaped "/" as the end of the host: host and port are
+        # the user and the password's start, and its end is in the dbname
+        return redact(url)
     return f"{host}:{port}/{dbname}"
 
 

@@ -57,6 +57,7 @@ def open_dlq(target: DeadLetterQueue | str) -> DeadLetterQueue:
     if url.scheme == "jsonl":
         return JsonlDLQ(url.file_path())
     if url.scheme in ("redis", "rediss"):
+        url.check_userinfo("#/?")  # libpq reads a "#" in a password; redis-py does not
         options, driver_url = url.options(("key_prefix",))
         if "key_prefix" in options:
             return RedisDLQ(driver_url, key_prefix=options["key_prefix"])
