@@ -20,8 +20,8 @@ from batchguard.cli import main
 from batchguard.cli.options import DEFAULT_URL, url_flag
 
 
-def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+def invoke(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=stdin, env=env, catch_exceptions=False)
 
 
 def write_jsonl(path: Path, n: int) -> None:
@@ -78,3 +78,15 @@ def test_plain_urls_stay_unquoted() -> None:
     assert context.flag("--dlq", "sqlite:///dead.db") == " --dlq sqlite:///dead.db"
     assert context.flag("--dlq", DEFAULT_URL) == ""
     assert build  # the model the CLI renders: its commands are the ones checked above
+
+
+def test_the_stdin_resume_hint_quotes_the_job_name(workdir: Path) -> None:
+    # Added after the first fix: `jobs resume` of a job that read stdin says how to pipe it again.
+    invoke("run", "-", "--fn", "cli_fns:fatal_when_asked", "--job", JOB,
+           env={"BG_FATAL_AT": "1"}, stdin='{"id": 1}\n')
+    result = invoke("jobs", "resume", JOB)
+    assert result.exit_code == 2 and "read its input from stdin" in result.output, result.output
+    hint = result.output[result.output.index("batchguard run -"):].splitlines()[0]
+    argv = shlex.split(hint)
+    assert argv[argv.index("--job") + 1] == JOB, argv
+    assert argv[argv.index("--fn") + 1] == "cli_fns:fatal_when_asked", argv

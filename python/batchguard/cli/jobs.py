@@ -130,7 +130,7 @@ def jobs_resume(name: str, store_url: str, dlq_url: str | None, concurrency: int
         sys.exit(EXIT_OK)
     if cli["input"] == "-":
         raise CannotStart(f"job {name!r} read its input from stdin: pipe it again with "
-                          f"batchguard run - --job {name} --fn {cli['fn']}")
+                          f"batchguard run - --job {shlex.quote(name)} --fn {shlex.quote(cli['fn'])}")
     saved_dlq = cli.get("dlq")
     if dlq_url is None and saved_dlq is not None and "***" in saved_dlq:
         raise CannotStart(f"job {name!r} used the DLQ {saved_dlq}; passwords are not stored: pass --dlq again")
