@@ -29,7 +29,9 @@ def render_panel(model: ReportModel) -> Panel:
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim", no_wrap=True)
     facts.add_column()
-    facts.add_row("Run", model.run_id + (f"   job {model.job_id}" if model.job_id else ""))
+    # Every cell that holds the user's text (a job name, a URL, a record id, an error message)
+    # is a Text: a str cell is parsed as rich markup ("[/]" in a message raised MarkupError).
+    facts.add_row("Run", Text(model.run_id + (f"   job {model.job_id}" if model.job_id else "")))
     if model.stopped_reason:
         facts.add_row("Stopped early", model.stopped_reason.replace("_", " "))
     facts.add_row("Total records", f"{model.total:,}")
@@ -45,7 +47,7 @@ def render_panel(model: ReportModel) -> Panel:
     if model.breaker_trips:
         facts.add_row("Breaker trips", str(model.breaker_trips))
     if model.failed and model.dlq_url:
-        facts.add_row("Dead letters in", model.dlq_url)
+        facts.add_row("Dead letters in", Text(model.dlq_url))
     parts: list[RenderableType] = [Text(f"{icon} {model.headline}".strip(), style=style), facts]
     if model.failed:
         parts += [Text(""), _patterns(model), Text(""), _samples(model)]
@@ -61,7 +63,7 @@ def _patterns(model: ReportModel) -> Table:
     table.add_column("records", justify="right")
     table.add_column("share", justify="right")
     for pattern in model.patterns:
-        table.add_row(pattern.error_type, f"{pattern.count:,}", percent(pattern.share))
+        table.add_row(Text(pattern.error_type), f"{pattern.count:,}", percent(pattern.share))
     return table
 
 
@@ -71,6 +73,6 @@ def _samples(model: ReportModel) -> Table:
     for column in ("#", "record", "class", "error", "tries"):
         table.add_column(column, no_wrap=column != "error", overflow="ellipsis")
     for n, sample in enumerate(model.samples, 1):
-        table.add_row(str(n), str(sample.record_id), sample.error_class,
-                      f"{sample.error_type}: {sample.error_message}"[:_MESSAGE_WIDTH], str(sample.attempts))
+        table.add_row(str(n), Text(str(sample.record_id)), sample.error_class,
+                      Text(f"{sample.error_type}: {sample.error_message}"[:_MESSAGE_WIDTH]), str(sample.attempts))
     return table

@@ -9,6 +9,7 @@ import click
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["console", "is_tty", "one_line", "plain_table", "table"]
 
@@ -48,10 +49,11 @@ def table(title: str, headers: list[str], rows: list[list[str]]) -> None:
         click.echo(title)
         click.echo(plain_table(headers, rows))
         return
-    shown = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, title_style="bold")
+    # Text, not str: rich parses a str cell as markup ("[/]" in a message raised MarkupError).
+    shown = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, title_style="bold")
     for header in headers:
         # An id is never cut short: it is what `dlq show` and `dlq remove` take.
         shown.add_column(header, overflow="fold" if header in ("message", "error", "id") else "ellipsis")
     for row in rows:
-        shown.add_row(*row)
+        shown.add_row(*(Text(cell) for cell in row))
     console().print(shown)
