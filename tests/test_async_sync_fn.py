@@ -3,6 +3,9 @@ runs on the caller's event loop, gets ``concurrency`` threads of its own (not as
 pool of min(32, cpus + 4)), and cancelling the ``arun_batches`` task stops the run: no new call
 starts, the calls in flight finish and are recorded, what was dead-lettered is in the DLQ, and
 CancelledError reaches the caller.
+
+Issue 8, item 3: a sync bulk fn runs on the sync drivers (inline, or threads), not through
+asyncio, under ``arun_batches`` too: as a per-record sync fn does.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -167,18 +171,23 @@ def test_cancelling_arun_batches_with_a_sync_fn_stops_the_run(engine: str, concu
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_sync_fn_in_arun_batches_keeps_the_timeout_contract(engine: str) -> None:
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "per-record"])
+def test_sync_fn_in_arun_batches_keeps_the_timeout_contract(engine: str, bulk: bool) -> None:
     # A thread cannot be killed: a late call runs to its end and counts as a TimeoutError.
-    def fn(record: int) -> int:
+    def one(record: int) -> int:
         if record == 1:
             time.sleep(0.1)
         return record
 
+    def fn(arg: Any) -> Any:
+        return [one(record) for record in arg] if bulk else one(arg)
+
     dlq = MemoryDLQ()
 
     async def main() -> Any:
-        return await batchguard.arun_batches(range(3), fn, timeout=0.05, concurrency=2, engine=engine,
-                                             dlq=dlq, retry=RetryPolicy(max_attempts=1))
+        return await batchguard.arun_batches(range(3), fn, bulk=bulk, batch_size=1, timeout=0.05,
+                                             concurrency=2, engine=engine, dlq=dlq,
+                                             retry=RetryPolicy(max_attempts=1))
 
     report = asyncio.run(main())
     assert report.successful == [0, 2]
@@ -223,23 +232,31 @@ def test_cancelling_a_sync_run_that_waits_on_a_retry_stops_it_promptly(engine: s
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_a_per_record_sync_fn_runs_on_the_threaded_engine_not_through_the_loop(engine: str) -> None:
-    # Per record, arun_batches runs a sync fn on the threaded engine, not one loop-to-thread hop
-    # per record (that cost ~100 us a record): no call may run on a thread of an executor the
-    # loop hands calls to (asyncio's default pool, or the pool a sync bulk fn gets). Checked by
-    # thread, not by wall time, which a loaded machine stretches.
+@pytest.mark.parametrize("concurrency", [1, 2])
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "per-record"])
+def test_a_sync_fn_runs_on_the_sync_engine_not_through_the_loop(engine: str, concurrency: int,
+                                                                bulk: bool) -> None:
+    # Per record or bulk, arun_batches runs a sync fn on the sync drivers, as run_batches does,
+    # not one loop-to-thread hop per call (per record that cost ~100 us a record): no call may
+    # run on the loop's thread or on a thread of an executor the loop hands calls to (asyncio's
+    # default pool, or the pool a sync bulk fn used to get). Checked by thread, not by wall
+    # time, which a loaded machine stretches.
     threads: set[str] = set()
+    loop_threads: set[str] = set()
 
-    def fn(record: int) -> int:
+    def fn(arg: Any) -> Any:
         threads.add(threading.current_thread().name)
-        return record
+        return arg
 
     async def main() -> Any:
-        return await batchguard.arun_batches(range(2_000), fn, concurrency=2, engine=engine)
+        loop_threads.add(threading.current_thread().name)
+        return await batchguard.arun_batches(range(2_000), fn, bulk=bulk, batch_size=10,
+                                             concurrency=concurrency, engine=engine)
 
     report = asyncio.run(main())
     assert report.success_count == 2_000
-    assert threads and not {t for t in threads if t.startswith(("asyncio_", "batchguard-sync"))}, threads
+    assert threads and not threads & loop_threads, threads
+    assert not {t for t in threads if t.startswith(("asyncio_", "batchguard-sync"))}, threads
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -305,3 +322,98 @@ def test_a_sync_run_outliving_its_closed_loop_ends_quietly() -> None:
         threading.excepthook = previous_hook
     assert errors == []
     del task
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_cancelling_a_sync_bulk_job_mid_bisection_leaves_the_group_pending(
+        tmp_path: Path, engine: str, concurrency: int) -> None:
+    # The bulk call on batch 2 ([20..29]) is in flight when the task is cancelled; it then
+    # raises, and the first call of its bisection is stopped before it starts (RunCancelled
+    # inside the run): no record of that batch is dead-lettered or checkpointed, the job is
+    # aborted, and its resume runs that batch again (and the ones never started), not the
+    # finished ones.
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    in_flight, release = threading.Event(), threading.Event()
+    first_calls: list[list[int]] = []
+    lock = threading.Lock()
+
+    def first(records: list[int]) -> list[int]:
+        with lock:
+            first_calls.append(list(records))
+        if 25 in records:
+            if len(records) < 10:
+                raise AssertionError(f"a bisection call started after the cancel: {records}")
+            in_flight.set()
+            release.wait(10)
+            raise ValueError("a bad record in this group")  # would be bisected
+        if records[0] > 25:
+            time.sleep(0.2)  # concurrency 3: the later batches are still in flight at the cancel
+        return [2 * r for r in records]
+
+    retry = RetryPolicy(max_attempts=1)
+
+    async def cancelled_run() -> None:
+        task = asyncio.create_task(batchguard.arun_batches(
+            range(100), first, bulk=True, batch_size=10, concurrency=concurrency, engine=engine,
+            retry=retry, job="bulk-cut", store=store))
+        while not in_flight.is_set() and not task.done():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        await asyncio.sleep(0.1)  # the run is told to stop before the call in flight returns
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled_run())
+    status = batchguard.job_status("bulk-cut", store=store)
+    assert status.status == "aborted"
+    started = sorted(r for call in first_calls for r in call)
+    assert 25 in started and started == sorted(set(started))  # no record ran twice
+    # Batches 0 and 1 finished; 2 did not (its group stayed pending), nor any never started.
+    assert status.batches_done == len({r // 10 for r in started}) - 1
+    assert status.succeeded == 10 * status.batches_done and status.failed == 0
+
+    second: list[int] = []
+
+    def again(records: list[int]) -> list[int]:
+        with lock:
+            second.extend(records)
+        return [2 * r for r in records]
+
+    resumed = asyncio.run(batchguard.arun_batches(
+        range(100), again, bulk=True, batch_size=10, concurrency=concurrency, engine=engine,
+        retry=retry, job="bulk-cut", store=store))
+    assert 20 in second and 25 in second
+    assert sorted(second) == [r for r in range(100) if r // 10 not in
+                              {b for b in range(10) if b != 2 and b * 10 in started}]
+    assert resumed.failure_count == 0
+    assert batchguard.job_status("bulk-cut", store=store).status == "completed"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_sync_bulk_fn_raising_a_cancelled_error_of_its_own_under_arun(engine: str,
+                                                                       concurrency: int) -> None:
+    # As under run_batches (tests/test_hostile_bulk_cancelled_error.py): asyncio's CancelledError
+    # stops the run and reaches the caller; concurrent.futures' (an Exception) is a failure.
+    import concurrent.futures
+
+    def raising(error: type[BaseException]) -> Any:
+        def bulk(records: list[int]) -> list[int]:
+            if 5 in records:
+                raise error("the fn's own cancellation")
+            return list(records)
+        return bulk
+
+    async def main(error: type[BaseException]) -> Any:
+        return await batchguard.arun_batches(range(20), raising(error), bulk=True, engine=engine,
+                                             concurrency=concurrency, batch_size=10)
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main(asyncio.CancelledError))
+    report = asyncio.run(main(concurrent.futures.CancelledError))
+    assert (report.success_count, report.failure_count, report.pending_count) == (19, 1, 0)
+    assert report.errors[0].error_type == "CancelledError"

@@ -11,6 +11,7 @@ per-record fn were not affected.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
 from typing import Any
@@ -29,16 +30,24 @@ def _timeout_with_retry_after(seconds: float) -> TimeoutError:
     return exc
 
 
+def _run(entry: str, *args: Any, **kwargs: Any) -> Any:
+    """``run_batches``, or ``arun_batches`` awaited (a sync bulk fn runs on the same drivers)."""
+    if entry == "run":
+        return batchguard.run_batches(*args, **kwargs)
+    return asyncio.run(batchguard.arun_batches(*args, **kwargs))
+
+
 @pytest.mark.parametrize("engine", ENGINES)
-def test_retry_after_of_a_plain_timeout_error_is_honoured(engine: str) -> None:
+@pytest.mark.parametrize("entry", ["run", "arun"])
+def test_retry_after_of_a_plain_timeout_error_is_honoured(engine: str, entry: str) -> None:
     calls: list[float] = []
 
     def bulk(records: list[Any]) -> list[Any]:
         calls.append(time.monotonic())
         raise _timeout_with_retry_after(0.5)
 
-    batchguard.run_batches([1], bulk, bulk=True, engine=engine,
-                           retry=RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=1, jitter="none"))
+    _run(entry, [1], bulk, bulk=True, engine=engine,
+         retry=RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=1, jitter="none"))
     assert len(calls) == 2
     assert calls[1] - calls[0] >= 0.45, "the retry did not wait for the exception's retry_after"
 
@@ -52,11 +61,12 @@ def _bulk(records: list[Any]) -> list[Any]:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_traceback_of_a_socket_timeout_keeps_the_users_frames(engine: str) -> None:
+@pytest.mark.parametrize("entry", ["run", "arun"])
+def test_traceback_of_a_socket_timeout_keeps_the_users_frames(engine: str, entry: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = batchguard.run_batches([1], _bulk, bulk=True, engine=engine, dlq="memory://",
-                                        retry=RetryPolicy(max_attempts=1))
+        report = _run(entry, [1], _bulk, bulk=True, engine=engine, dlq="memory://",
+                      retry=RetryPolicy(max_attempts=1))
     (entry,) = report.dead_letters
     assert entry.error_type == "TimeoutError"
     assert "in _helper_that_times_out" in (entry.traceback or "")

@@ -4,7 +4,8 @@ Each worker asks the run for work, awaits the user's coroutine inline (no Task p
 the cheapest way asyncio can run a coroutine) and reports the outcome. The run object is the
 native engine's ``AsyncRun`` or ``_run.reference_async.ReferenceAsyncRun``, the reference
 engine's twin with the same methods, so both engines share this driver and every scheduling
-decision stays the scheduler's. (A sync fn under an async caller: ``_run.sync_fn``.)
+decision stays the scheduler's. Only an ``async def`` fn comes here: a sync one, per record
+or bulk, runs on the sync drivers, under an async caller too (``_run.sync_fn``).
 """
 
 from __future__ import annotations
@@ -19,17 +20,7 @@ from ._native import RunSummary
 from .errors import BulkResultError
 from .reference import Scheduler
 
-__all__ = ["Reraised", "drive", "loop_factory"]
-
-
-class Reraised(Exception):
-    """Carries out of a coroutine an exception it cannot raise as itself: a StopIteration a
-    sync fn raised on a pool thread (``_run.sync_fn.SyncCalls``), which PEP 479 would turn into
-    ``RuntimeError("coroutine raised StopIteration")``. The driver records ``error`` instead."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(error)
-        self.error = error
+__all__ = ["drive", "loop_factory"]
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -186,7 +177,7 @@ async def _bisect(run: Any, fn: Callable[[Any], Awaitable[Any]], group: list[tup
         results = await _call(fn, [record for _, record in group], timeout)
     except Exception as exc:  # noqa: BLE001 - bisect to find the records that cause it
         if len(group) == 1:
-            run.fail(group[0][0], exc.error if type(exc) is Reraised else exc)
+            run.fail(group[0][0], exc)
             return
         if run.stopping():  # no new call once the run stops: the group stays pending
             for index, _ in group:
@@ -292,8 +283,6 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
                         if entry[3] == 2 or loop.time() > entry[0]:
                             deadlines.overran(entry)
                 except BaseException as exc:  # noqa: BLE001 - the run decides what it means
-                    if type(exc) is Reraised:
-                        exc = exc.error
                     if fail(index, exc):
                         stop.append(exc)
                         wakeup.wake()
@@ -313,7 +302,7 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
     try:
         try:
             # Shielded: cancelling the run must stop it (below) before its workers are cancelled,
-            # or a worker that has to wait for its sync call would take new work meanwhile.
+            # or a worker whose call ignores its cancellation would take new work meanwhile.
             await asyncio.shield(gathered)
         finally:
             if deadlines is not None:
@@ -336,9 +325,10 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
 
 async def _wait_for_workers(workers: list[asyncio.Task[None]]) -> None:
     """Wait until every (cancelled) worker has ended, however often the waiting task is itself
-    cancelled meanwhile: a sync call in flight cannot be stopped, and the run must be finished
-    after it so that what was dead-lettered reaches the DLQ. A further cancel is passed on to
-    the workers still running (an async call that ignored the first gets another)."""
+    cancelled meanwhile: a call in flight may ignore its cancellation (or block in sync code),
+    and the run must be finished after it so that what was dead-lettered reaches the DLQ. A
+    further cancel is passed on to the workers still running (an async call that ignored the
+    first gets another)."""
     pending = {worker for worker in workers if not worker.done()}
     while pending:
         try:

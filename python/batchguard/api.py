@@ -100,9 +100,9 @@ async def arun_batches(records: Iterable[Any], fn: Callable[[Any], Any], *, bulk
 
     It takes the same arguments, ``job``, ``store`` and ``force`` included (a resumable job run
     from async code). ``fn`` is normally an ``async def`` function, run on the current loop with
-    up to ``concurrency`` coroutines in flight. A sync ``fn`` never runs on the loop: it runs on
-    ``concurrency`` threads of its own (the same threaded engine as :func:`run_batches`; a
-    sync bulk fn on a pool of that size), so the loop stays responsive.
+    up to ``concurrency`` coroutines in flight. A sync ``fn``, per record or bulk, never runs on
+    the loop: it runs on the same sync drivers as :func:`run_batches`, on threads of its own
+    (up to ``concurrency`` calls at once), so the loop stays responsive.
 
     Cancelling the task that awaits ``arun_batches`` stops the run as an interrupt does: no new
     record starts, the dead letters so far reach the DLQ, and CancelledError propagates. An

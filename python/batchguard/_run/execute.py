@@ -23,7 +23,7 @@ from .entries import new_run_id
 from .plan import Plan
 from .reference_async import ReferenceAsyncRun
 from .sink import OutcomeSink
-from .sync_fn import StopSignal, SyncCalls, in_thread_until_cancelled
+from .sync_fn import StopSignal, in_thread_until_cancelled
 
 __all__ = ["aexecute", "arun", "execute"]
 
@@ -103,8 +103,10 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
 
 async def aexecute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
                    sink: OutcomeSink | None = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
-    """:func:`execute` on the running event loop: for an async fn, and for a bulk fn under
-    :func:`arun` (a sync one on a pool of its own threads)."""
+    """:func:`execute` of an async fn (per record or bulk), on the running event loop. A sync
+    fn never comes here: it runs on the sync drivers (:func:`execute`, or :func:`arun` off the
+    loop)."""
+    assert plan.is_async, "a sync fn runs on the sync drivers, not on the event loop"
     plan = _with_skips(plan, skip_batches)
     recorder = recorder_for(plan, run_id, job_id, sink)
     if plan.engine == "native":
@@ -112,26 +114,19 @@ async def aexecute(plan: Plan, *, run_id: str | None = None, job_id: str | None 
     else:
         run = ReferenceAsyncRun(Scheduler(plan.config, time.monotonic()),
                                 _Classify(plan.classifier, recorder.classifier_error), recorder)
-    if plan.is_async:
-        outcome = await drive(run, iter(plan.records), plan.fn, plan.config.concurrency,
-                              plan.config.batch_size, plan.timeout, plan.bulk)
-    else:
-        # A sync fn never runs on the loop: it gets `concurrency` threads of its own, and each
-        # call is timed on its thread (it cannot be cancelled) rather than by the driver.
-        calls = SyncCalls(plan.fn, plan.config.concurrency, plan.timeout)
-        try:
-            outcome = await drive(run, iter(plan.records), calls, plan.config.concurrency,
-                                  plan.config.batch_size, None, plan.bulk)
-        finally:
-            calls.close()
+    outcome = await drive(run, iter(plan.records), plan.fn, plan.config.concurrency,
+                          plan.config.batch_size, plan.timeout, plan.bulk)
     if isinstance(outcome, Scheduler):
         outcome = _from_scheduler(outcome)
     return _report(plan, recorder, outcome, skip_batches)
 
 
 def _execute_until_stopped(plan: Plan, stop: StopSignal, **how: Any) -> BatchReport:
-    """A per-record sync fn, as arun_batches runs it: on the threaded drivers (per record, a
-    thread hop through the event loop would cost far more than the engine), until ``stop``."""
+    """A sync fn, per record or bulk, as arun_batches runs it: on the sync drivers, as
+    run_batches does (a thread hop through the event loop per call would cost far more),
+    until ``stop``: the guarded fn raises :class:`~batchguard._run.sync_fn.RunCancelled` instead
+    of starting a call (a bulk call, or one of a bisection's), which stops the run as an
+    interrupt does."""
     guarded = replace(plan, fn=stop.guard(plan.fn), on_progress=stop.guard_progress(plan.on_progress))
     return execute(guarded, **how)
 
@@ -139,8 +134,8 @@ def _execute_until_stopped(plan: Plan, stop: StopSignal, **how: Any) -> BatchRep
 async def arun(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
                sink: OutcomeSink | None = None, skip_batches: frozenset[int] = frozenset()) -> BatchReport:
     """:func:`execute` for a caller inside an event loop (what ``arun_batches`` awaits): an
-    async or bulk fn on this loop, a per-record sync fn on the threaded drivers, off the loop."""
-    if plan.is_async or plan.bulk:
+    async fn on this loop, a sync fn (per record or bulk) on the sync drivers, off the loop."""
+    if plan.is_async:
         return await aexecute(plan, run_id=run_id, job_id=job_id, sink=sink,
                               skip_batches=skip_batches)
     return await in_thread_until_cancelled(functools.partial(
