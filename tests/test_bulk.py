@@ -30,6 +30,7 @@ from batchguard.errors import ConfigTypeError
 from helpers_contract import (
     ENGINES,
     ERRORS,
+    CountingIterator,
     assert_conservation,
     dlq_view,
     outcome_view,
@@ -541,6 +542,50 @@ def test_bulk_engines_agree(scenario: dict[str, Any]) -> None:
     for key in python_report:
         assert native_report[key] == python_report[key], key
     assert native_calls == python_calls, "the engines bisected differently"
+    assert native_dlq == python_dlq
+
+
+class SlowFirstCall(BulkPlan):
+    """A :class:`BulkPlan` whose first call takes longer than the native coordinator's wait
+    slice (``MAX_WAIT``, 50 ms): long enough for a driver that reads ahead while a group runs to
+    read the next batch every time."""
+
+    def __call__(self, batch: list[int]) -> list[int]:
+        if not self.calls:
+            time.sleep(0.15)
+        return super().__call__(batch)
+
+
+# What stops the run in the first group (records 0-9, batch_size 10): its plan and options.
+FIRST_GROUP_STOPS: dict[str, tuple[dict[tuple[int, int], str], dict[str, Any]]] = {
+    "fatal": ({(3, 1): "fatal"}, {}),
+    "max_failures": ({(3, 1): "permanent"}, {"max_failures": 0}),
+    "breaker_abort": ({(r, 1): "transient" for r in range(10)}, {"breaker": CircuitBreaker(
+        failure_rate_threshold=1.0, window=4, minimum_calls=2, open_duration=0.0,
+        abort_failure_rate=0.5)}),
+}
+
+
+@pytest.mark.parametrize("stop", sorted(FIRST_GROUP_STOPS))
+def test_bulk_engines_agree_on_a_run_stopped_while_its_first_group_runs(stop: str) -> None:
+    """The native engine runs a sync bulk fn on its threaded driver even at concurrency 1: its
+    coordinator thread once read the next batch while the worker ran a group, so a run that
+    stopped in that group reported an extra batch, all pending, and read records the reference
+    engine never reads (a generator's ``total``). Both now read exactly what they run."""
+    outcomes, options = FIRST_GROUP_STOPS[stop]
+    views = []
+    for engine in ENGINES:
+        plan, dlq, source = SlowFirstCall(outcomes), MemoryDLQ(), CountingIterator(range(40))
+        report = run(source, plan, engine=engine, bulk=True, dlq=dlq, batch_size=10,
+                     retry=RetryPolicy(max_attempts=1), **options)
+        assert report.stopped_reason == stop
+        assert source.pulled == 10, f"{engine}: read {source.pulled} records to run the first 10"
+        assert_conservation(report)
+        views.append((outcome_view(report), plan.calls, [dlq_view(e) for e in dlq.list()]))
+    (python_report, python_calls, python_dlq), (native_report, native_calls, native_dlq) = views
+    for key in python_report:
+        assert native_report[key] == python_report[key], key
+    assert native_calls == python_calls
     assert native_dlq == python_dlq
 
 

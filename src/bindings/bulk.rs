@@ -17,7 +17,7 @@ use super::classify::failure_of;
 use super::exceptions::BulkResultError;
 use super::ffi::{strip_traceback, FastCall};
 use super::run::call_timed;
-use super::threaded::{handed_back, park, stop_with, store, WorkerContext};
+use super::threaded::{handed_back, park, park_for_input, stop_with, store, WorkerContext};
 use super::PyWork;
 use crate::engine::{Next, NextGroup};
 
@@ -30,12 +30,13 @@ pub(super) fn worker_loop(py: Python<'_>, ctx: &WorkerContext, limit: usize) -> 
         let group = match st.sched.next_group(limit) {
             NextGroup::Run(group) => {
                 ctx.holding.set(group.len());
+                st.input_asked = false;
                 group
             }
             NextGroup::Other(Next::Done) => return Ok(()),
             NextGroup::Other(Next::Feed) => {
-                let seen = st.version;
-                park(py, shared, st, seen, None, &ctx.clock)?;
+                // At concurrency 1 the coordinator reads only when asked (threaded.rs).
+                park_for_input(py, shared, st, &ctx.clock)?;
                 continue;
             }
             NextGroup::Other(Next::Wait(until)) => {

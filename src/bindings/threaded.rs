@@ -4,6 +4,14 @@
 //! every event, so the input iterator, the DLQ and the user's progress callback only ever see
 //! one thread.
 //!
+//! When to read: at concurrency N the coordinator reads a batch whenever the scheduler wants
+//! input (fewer fresh records queued than workers), so a worker rarely waits for a read. With
+//! one worker (concurrency 1: a bulk run, since a per-record fn at 1 runs inline) it reads only
+//! when the worker asks for input (`Next::Feed`), as the reference engine's inline driver does:
+//! reading ahead while a group runs would read a batch that a stop in that group (fatal, the
+//! failure budget, a breaker) leaves unrun, and the engines' reports would differ by it (an
+//! extra batch, all pending; for a generator, records read and `total`).
+//!
 //! Lock discipline (the reason this cannot deadlock): the scheduler's mutex is never held
 //! while running Python code or while waiting for the GIL, and no Python object is dropped
 //! while it is held — the scheduler hands back everything it lets go of.
@@ -80,6 +88,17 @@ pub(super) struct State {
     /// Bumped whenever a waiting thread may have something new to do.
     pub(super) version: u64,
     pub(super) error: Option<PyErr>,
+    /// One worker: read a batch only when it asks for one (see the module doc).
+    reads_on_demand: bool,
+    /// A worker found nothing to run and asked for input (`Next::Feed`); taking work clears it.
+    pub(super) input_asked: bool,
+}
+
+impl State {
+    /// Should the coordinator read the next batch now? (See the module doc.)
+    fn wants_input(&self) -> bool {
+        self.sched.wants_input() && (self.input_asked || !self.reads_on_demand)
+    }
 }
 
 pub(super) struct Shared {
@@ -124,6 +143,8 @@ pub(super) fn run_threaded<'py>(
             idle_workers: 0,
             version: 0,
             error: None,
+            reads_on_demand: workers == 1,
+            input_asked: false,
         }),
         work_ready: Condvar::new(),
         coordinator: Condvar::new(),
@@ -177,7 +198,7 @@ fn coordinate<'py>(
     loop {
         let (wants, counters, finished, released, seen) = {
             let mut st = shared.state.lock();
-            let wants = failure.is_none() && st.sched.wants_input();
+            let wants = failure.is_none() && st.wants_input();
             if st.sched.has_events() {
                 undelivered.append(&mut st.sched.take_events());
             }
@@ -220,7 +241,7 @@ fn coordinate<'py>(
         if !wants {
             let waited = detached(py, MAX_WAIT, |slice| {
                 let mut st = shared.state.lock();
-                if st.version == seen && !st.sched.has_events() && !st.sched.wants_input() && st.live_workers > 0 {
+                if st.version == seen && !st.sched.has_events() && !st.wants_input() && st.live_workers > 0 {
                     shared.coordinator.wait_for(&mut st, slice);
                 }
             });
@@ -291,12 +312,12 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
         let work: PyWork = match st.sched.next_work() {
             Next::Run(work) => {
                 ctx.holding.set(1);
+                st.input_asked = false;
                 work
             }
             Next::Done => return Ok(()),
             Next::Feed => {
-                let seen = st.version;
-                park(py, shared, st, seen, None, &ctx.clock)?;
+                park_for_input(py, shared, st, &ctx.clock)?;
                 continue;
             }
             Next::Wait(until) => {
@@ -347,7 +368,7 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
 /// new to do, and release what the scheduler let go of (outside the lock: `__del__` may run).
 #[inline]
 pub(super) fn handed_back(shared: &Shared, mut st: MutexGuard<'_, State>) {
-    let wake_coordinator = st.sched.has_events() || st.sched.wants_input() || st.sched.stop_reason().is_some();
+    let wake_coordinator = st.sched.has_events() || st.wants_input() || st.sched.stop_reason().is_some();
     let wake_workers = st.idle_workers > 0;
     if wake_workers {
         st.version += 1;
@@ -373,6 +394,19 @@ pub(super) fn stop_with(st: &mut State, err: PyErr) -> Option<PyErr> {
     } else {
         Some(err)
     }
+}
+
+/// Nothing to run and input may come (`Next::Feed`): ask the coordinator for a batch and wait.
+pub(super) fn park_for_input(
+    py: Python<'_>,
+    shared: &Shared,
+    mut st: MutexGuard<'_, State>,
+    clock: &MonoClock,
+) -> PyResult<()> {
+    st.input_asked = true;
+    let seen = st.version;
+    shared.coordinator.notify_one();
+    park(py, shared, st, seen, None, clock)
 }
 
 /// Wait, without the GIL, until the state changes, `until` passes, or MAX_WAIT elapses. The
