@@ -417,3 +417,29 @@ def test_a_sync_bulk_fn_raising_a_cancelled_error_of_its_own_under_arun(engine: 
     report = asyncio.run(main(concurrent.futures.CancelledError))
     assert (report.success_count, report.failure_count, report.pending_count) == (19, 1, 0)
     assert report.errors[0].error_type == "CancelledError"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "per-record"])
+def test_a_stop_iteration_out_of_a_sync_run_under_arun_is_raised_not_a_hang(engine: str,
+                                                                            bulk: bool) -> None:
+    # run_batches raises what the run raised (here on_progress's StopIteration). A future
+    # refuses a StopIteration, which left the awaiting task waiting forever; a coroutine cannot
+    # raise one (PEP 479): the caller gets a RuntimeError with the StopIteration as its cause.
+    def progress(_: Any) -> None:
+        raise StopIteration("progress went wrong")
+
+    def fn(arg: Any) -> Any:
+        return arg
+
+    with pytest.raises(StopIteration, match="progress went wrong"):
+        batchguard.run_batches(range(20), fn, bulk=bulk, engine=engine, on_progress=progress)
+
+    async def main() -> Any:
+        return await asyncio.wait_for(batchguard.arun_batches(
+            range(20), fn, bulk=bulk, engine=engine, on_progress=progress), 20)
+
+    with pytest.raises(RuntimeError, match="StopIteration: progress went wrong") as raised:
+        asyncio.run(main())
+    assert isinstance(raised.value.__cause__, StopIteration)

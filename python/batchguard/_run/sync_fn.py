@@ -98,14 +98,25 @@ async def in_thread_until_cancelled(body: Callable[[StopSignal], T]) -> T:
                 _absorb_cancel()
         error = _retrieve(done)
         if error is not None and not isinstance(error, RunCancelled):
-            raise error from None
+            raise error from error.__cause__  # not chained to the cancel, its own cause kept
         raise
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():
         return
+    if isinstance(error, StopIteration):
+        # A future refuses it (TypeError, and the awaiting task would wait forever) and a
+        # coroutine cannot raise it (PEP 479): handed on as a coroutine hands it on.
+        error = _as_runtime_error(error)
     if error is not None:
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def _as_runtime_error(error: StopIteration) -> RuntimeError:
+    """What PEP 479 makes of a StopIteration raised out of a coroutine, the original chained."""
+    wrapped = RuntimeError(f"the run raised StopIteration: {error}")
+    wrapped.__cause__ = error
+    return wrapped
