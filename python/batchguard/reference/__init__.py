@@ -24,8 +24,8 @@ module             Rust twin                  what it holds
 
 from .breaker import Breaker
 from .drivers import _Classify as _Classify
-from .drivers import call_timed, feed, run_reference
+from .drivers import feed, run_reference
 from .scheduler import Scheduler
 from .work import DONE, FEED, Wait, Work
 
-__all__ = ["DONE", "FEED", "Breaker", "Scheduler", "Wait", "Work", "call_timed", "feed", "run_reference"]
+__all__ = ["DONE", "FEED", "Breaker", "Scheduler", "Wait", "Work", "feed", "run_reference"]
