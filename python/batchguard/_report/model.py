@@ -33,6 +33,23 @@ HEADLINES: Final = {
 }
 """The headline of each run status (a status not listed here is shown upper-cased)."""
 
+NOTHING_SUCCEEDED: Final = "BATCH FAILED (no record succeeded)"
+"""The headline of a finished run where every record was dead-lettered: its status is
+"partial_success" when no ``success_threshold`` judged it (DESIGN §8), but it is no success."""
+
+
+def headline(status: str, *, succeeded: int, failed: int) -> str:
+    """The headline of a run: its status's, unless no record succeeded (then not "complete").
+
+    >>> headline("partial_success", succeeded=0, failed=3)
+    'BATCH FAILED (no record succeeded)'
+    >>> headline("partial_success", succeeded=1, failed=3)
+    'BATCH COMPLETE (Partial Success)'
+    """
+    if status == "partial_success" and failed and not succeeded:
+        return NOTHING_SUCCEEDED
+    return HEADLINES.get(status, status.upper())
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorPattern:
@@ -124,6 +141,11 @@ class ReportModel:
     """Empty when every record succeeded."""
 
     @property
+    def tone(self) -> str:
+        """The status whose look a rendering gives the report: "failed" when no record succeeded."""
+        return "failed" if self.headline == NOTHING_SUCCEEDED else self.status
+
+    @property
     def more_failures(self) -> int:
         """Dead-lettered records beyond the samples."""
         return self.failed - len(self.samples)
@@ -181,7 +203,7 @@ def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None 
     total = report.total
     return ReportModel(
         status=report.status,
-        headline=HEADLINES.get(report.status, report.status.upper()),
+        headline=headline(report.status, succeeded=report.success_count, failed=failed),
         run_id=report.run_id,
         job_id=report.job_id,
         stopped_reason=report.stopped_reason,

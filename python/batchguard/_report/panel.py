@@ -25,7 +25,7 @@ _MESSAGE_WIDTH: Final = 120
 
 def render_panel(model: ReportModel) -> Panel:
     """The report as a bordered panel: facts, error patterns, failed records, next steps."""
-    icon, style = _LOOKS.get(model.status, ("", "bold"))
+    icon, style = _LOOKS.get(model.tone, ("", "bold"))
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim", no_wrap=True)
     facts.add_column()
