@@ -2,19 +2,27 @@
 
 * A run where no record succeeded is not headed "BATCH COMPLETE": text, rich panel and JSON
   say "BATCH FAILED (no record succeeded)"; the status the API returns is unchanged (DESIGN §8).
+* ``dlq list`` on a terminal folded each id over two or three lines (``671ffaf`` /
+  ``6c5c1-0`` / ...): what a person copied from a line was a prefix every entry of the run
+  shared, which ``dlq show`` rejected. Every id is now on one line, whole; ``dlq show`` takes
+  it, or a unique prefix, and says which entries an ambiguous prefix matches.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from batchguard import RetryPolicy, run_batches
 from batchguard._report.model import build
 from batchguard._report.panel import render_panel
 from batchguard._report.text import render_text
+from batchguard.cli import console as cli_console
 from test_cli import invoke, write_jsonl
 
 ONCE = RetryPolicy(max_attempts=1)
@@ -63,3 +71,47 @@ def test_the_cli_heads_an_all_failed_run_as_failed(workdir: Path) -> None:
                     "--dlq", "sqlite:///dead.db")
     assert result.exit_code == 1
     assert result.output.splitlines()[0] == "BATCH FAILED (no record succeeded)", result.output
+
+
+# ---------------------------------------------------------------------------- dlq list / show
+
+
+@pytest.fixture
+def queue_of_30(workdir: Path) -> str:
+    url = f"sqlite:///{workdir / 'dead.db'}"
+    run_batches(range(30), always_fails, dlq=url, retry=ONCE)
+    return url
+
+
+@pytest.mark.parametrize("columns", ["60", "80", "120"])
+def test_dlq_list_on_a_terminal_prints_whole_ids_that_show_accepts(
+        queue_of_30: str, monkeypatch: pytest.MonkeyPatch, columns: str) -> None:
+    # batchguard.cli.dlq is the command group: its module is in sys.modules.
+    for module in (cli_console, sys.modules["batchguard.cli.dlq"]):
+        monkeypatch.setattr(module, "is_tty", lambda stream: True)
+    listed = invoke("dlq", "list", "--dlq", queue_of_30, "--limit", "5",
+                    env={"COLUMNS": columns, "NO_COLOR": "1", "TERM": "dumb"})
+    assert listed.exit_code == 0, listed.output
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", listed.output)
+    ids = re.findall(r"^\s*([0-9a-f]{12}-\d{12})\s", screen, re.MULTILINE)
+    assert len(ids) == 5, screen
+    for entry_id in ids:
+        shown = invoke("dlq", "show", entry_id, "--dlq", queue_of_30)
+        assert shown.exit_code == 0 and f"ID:            {entry_id}" in shown.output, shown.output
+
+
+def test_dlq_show_takes_a_unique_prefix_and_explains_an_ambiguous_or_unknown_id(queue_of_30: str) -> None:
+    listed = invoke("dlq", "list", "--dlq", queue_of_30, "--limit", "30")
+    ids = re.findall(r"^([0-9a-f]{12}-\d{12})\s", listed.output, re.MULTILINE)
+    assert len(ids) == 30
+    shared = ids[29][:-1]  # ...-00000000002: the ids of entries 20 to 29 start with it
+    shown = invoke("dlq", "show", ids[7][:-1] + "7", "--dlq", queue_of_30)
+    assert shown.exit_code == 0 and ids[7] in shown.output
+    # Whitespace copied with the id does not matter.
+    assert invoke("dlq", "show", f" {ids[3]}\n", "--dlq", queue_of_30).exit_code == 0
+    ambiguous = invoke("dlq", "show", shared, "--dlq", queue_of_30)
+    assert ambiguous.exit_code == 2
+    assert "matches 10 dead letters" in ambiguous.output and ids[20] in ambiguous.output, ambiguous.output
+    unknown = invoke("dlq", "show", "ffffffff", "--dlq", queue_of_30)
+    assert unknown.exit_code == 2 and "no dead letter with id 'ffffffff'" in unknown.output
+    assert "batchguard dlq list" in unknown.output, unknown.output

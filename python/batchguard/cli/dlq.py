@@ -11,6 +11,9 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 import click
+from rich import box
+from rich.table import Table
+from rich.text import Text
 
 from .._report.text import percent
 from .._urls import redact
@@ -27,7 +30,7 @@ from ..errors import (
 from ..jobs import job_status
 from ..replay import replay
 from .callables import load_callable
-from .console import is_tty, one_line, table
+from .console import console, is_tty, one_line, table
 from .options import (
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
@@ -99,8 +102,11 @@ def dlq_list(dlq_url: str, limit: int, offset: int, **given: Any) -> None:
              one_line(e.error_message, 60), str(len(e.attempts)), e.last_failed_at[:19]]
             for e in entries]
     shown = f"{offset + 1}-{offset + len(entries)}" if entries else "none"
-    table(f"Entries {shown} of {total:,}:",
-          ["id", "record", "stage", "class", "error", "message", "tries", "last failed (UTC)"], rows)
+    headers = ["id", "record", "stage", "class", "error", "message", "tries", "last failed (UTC)"]
+    if is_tty(sys.stdout):
+        _entries_table(f"Entries {shown} of {total:,}:", headers, rows)
+    else:
+        table(f"Entries {shown} of {total:,}:", headers, rows)
     more = f"more: --offset {offset + len(entries)}   " if offset + len(entries) < total else ""
     if entries:
         click.echo(f"{more}details: batchguard dlq show {entries[0].id}{url_flag('--dlq', dlq_url)}")
@@ -108,26 +114,57 @@ def dlq_list(dlq_url: str, limit: int, offset: int, **given: Any) -> None:
         click.echo(more.rstrip())
 
 
+def _entries_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    """The entries as a rich table whose ids are never folded nor cut: each is on one line,
+    whole, as ``dlq show`` and ``dlq remove`` take it (a folded id's first line was a prefix
+    that every entry of its run shared). The other columns give way on a narrow terminal."""
+    shown = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, title_style="bold")
+    id_width = max(len(row[0]) for row in rows) if rows else 2
+    for header in headers:
+        if header == "id":
+            shown.add_column(header, no_wrap=True, min_width=id_width)
+        else:
+            # Text, not str, in every cell: rich parses a str as markup.
+            shown.add_column(header, overflow="fold" if header in ("message", "error") else "ellipsis")
+    for row in rows:
+        shown.add_row(*(Text(cell) for cell in row))
+    console().print(shown)
+
+
+_SHOWN_MATCHES: Final = 5
+"""How many of the entries an ambiguous id prefix matches ``dlq show`` names."""
+
+
 def _find(queue: DeadLetterQueue, wanted: str) -> DeadLetter:
-    """The entry with id ``wanted``, or the only one whose id starts with it (4+ characters)."""
+    """The entry with id ``wanted``, or the only one whose id starts with it (4+ characters).
+
+    Whitespace around it (copied from a table) is ignored; an ambiguous prefix names the first
+    entries it matches, an unknown id says where the ids are listed."""
+    wanted = wanted.strip()
     entry = queue.get(wanted)
     if entry is not None:
         return entry
     if len(wanted) < 4:
-        raise CannotStart(f"no dead letter with id {wanted!r} (give at least 4 characters of an id)")
-    found: list[DeadLetter] = []
+        raise CannotStart(f"no dead letter with id {wanted!r} (give at least 4 characters of an id "
+                          "as `batchguard dlq list` prints it)")
+    found: list[str] = []
     offset = 0
-    while len(found) < 2:
+    while True:
         page = queue.list(limit=1000, offset=offset)
         if not page:
             break
-        found += [e for e in page if e.id.startswith(wanted)]
+        found += [e.id for e in page if e.id.startswith(wanted)]
         offset += len(page)
     if len(found) == 1:
-        return found[0]
-    if found:
-        raise CannotStart(f"id prefix {wanted!r} matches several dead letters; give more characters")
-    raise CannotStart(f"no dead letter with id {wanted!r}")
+        entry = queue.get(found[0])
+        if entry is not None:
+            return entry
+    if len(found) > 1:
+        named = ", ".join(found[:_SHOWN_MATCHES]) + (", ..." if len(found) > _SHOWN_MATCHES else "")
+        raise CannotStart(f"id prefix {wanted!r} matches {len(found):,} dead letters ({named}); "
+                          "give the whole id, as `batchguard dlq list` prints it")
+    raise CannotStart(f"no dead letter with id {wanted!r} in this queue: `batchguard dlq list` "
+                      "prints the ids (with --dlq URL for a queue other than the default)")
 
 
 @dlq.command("show", short_help="One dead letter in full, with its attempts.")
