@@ -15,6 +15,7 @@ from .callables import load_callable
 from .console import table
 from .options import EXIT_OK, CannotStart, cannot_start, dlq_option, file_of, store_option, url_flag
 from .run import execute_run, open_source
+from .settings import EngineSettings
 
 __all__ = ["jobs"]
 
@@ -143,5 +144,6 @@ def jobs_resume(name: str, store_url: str, dlq_url: str | None, concurrency: int
                        store_url=store_url, batch_size=int(cli["batch_size"]),
                        concurrency=concurrency or int(cli["concurrency"]),
                        max_attempts=int(cli["max_attempts"]), base_delay=float(cli["base_delay"]),
-                       force=force, quiet=quiet, title=f"job {name}")
+                       force=force, quiet=quiet, title=f"job {name}",
+                       settings=EngineSettings.from_saved(cli.get("engine")))
     sys.exit(code)

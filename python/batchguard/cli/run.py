@@ -25,10 +25,10 @@ from .options import (
     absolute_url,
     cannot_start,
     dlq_option,
-    retry_policy,
 )
 from .progress import ProgressView
 from .report import print_report
+from .settings import EngineSettings, apply_config, engine_options, settings_of
 
 __all__ = ["execute_run", "open_source", "run"]
 
@@ -44,14 +44,15 @@ def open_source(path: str, fmt: str | None) -> RecordSource | StreamSource:
 def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any], fn_spec: str,
                 dlq_url: str | None, job: str | None, store_url: str | None, batch_size: int,
                 concurrency: int, max_attempts: int, base_delay: float, force: bool,
-                quiet: bool, title: str = "batchguard") -> int:
+                quiet: bool, title: str = "batchguard", settings: EngineSettings | None = None) -> int:
     """Run ``fn`` over ``source`` (as a job when ``job`` is given); print the report; exit code."""
     view = ProgressView(title=title, quiet=quiet)
     effective_dlq = dlq_url if dlq_url is not None else (None if job else DEFAULT_URL)
+    settings = settings or EngineSettings()
     try:
         plan = make_plan(source, guard_parse_errors(fn), batch_size=batch_size, concurrency=concurrency,
-                         retry=retry_policy(max_attempts, base_delay), dlq=effective_dlq,
-                         on_progress=None if quiet else view)
+                         retry=settings.retry(max_attempts, base_delay), dlq=effective_dlq,
+                         on_progress=None if quiet else view, **settings.plan_kwargs())
     except (ConfigError, DLQUnavailableError, TypeError, ModuleNotFoundError) as exc:
         cannot_start(exc)
     try:
@@ -66,6 +67,7 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                     "dlq": None if saved_dlq is None else redact(saved_dlq),
                     "batch_size": batch_size, "concurrency": concurrency,
                     "max_attempts": max_attempts, "base_delay": base_delay,
+                    "engine": settings.saved(),
                 }}
                 report = run_job(plan, job=job, store=store_url, force=force, meta=meta)
     except KeyboardInterrupt:
@@ -115,13 +117,23 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
               help="Input format [default: from the extension, else the content].")
 @click.option("--force", is_flag=True, help="With --job: run a completed job again from scratch.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
-def run(input_path: str, fn_spec: str, dlq_url: str | None, job: str | None, store_url: str | None,
-        batch_size: int, concurrency: int, max_attempts: int, base_delay: float, fmt: str | None,
-        force: bool, quiet: bool) -> None:
+@engine_options
+@click.pass_context
+def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | None, job: str | None,
+        store_url: str | None, batch_size: int, concurrency: int, max_attempts: int, base_delay: float,
+        fmt: str | None, force: bool, quiet: bool, config_path: str | None, **engine: Any) -> None:
     """Run --fn over every record of INPUT (JSON lines, CSV, a JSON array; - for stdin).
 
     A line that does not parse is dead-lettered with a parse error and the run goes on.
+    Engine options (--timeout, --rate-limit, --breaker, ...) can also come from --config FILE.toml.
     """
+    given: dict[str, Any] = {"batch_size": batch_size, "concurrency": concurrency,
+                             "max_attempts": max_attempts, "base_delay": base_delay, **engine}
+    apply_config(ctx, given, config_path)
+    batch_size, concurrency = given["batch_size"], given["concurrency"]
+    max_attempts, base_delay = given["max_attempts"], given["base_delay"]
+    settings = settings_of(given)
+    settings.check(max_attempts, base_delay)
     if store_url is not None and job is None:
         raise click.UsageError("--store is only used with --job NAME")
     if force and job is None:
@@ -131,5 +143,5 @@ def run(input_path: str, fn_spec: str, dlq_url: str | None, job: str | None, sto
     code = execute_run(source=source, fn=fn, fn_spec=fn_spec, dlq_url=dlq_url, job=job,
                        store_url=(store_url or DEFAULT_URL) if job else None, batch_size=batch_size,
                        concurrency=concurrency, max_attempts=max_attempts, base_delay=base_delay,
-                       force=force, quiet=quiet)
+                       force=force, quiet=quiet, settings=settings)
     sys.exit(code)
