@@ -251,8 +251,12 @@ def test_dlq_retry_replays_and_reports(seeded: Path) -> None:
     result = invoke("dlq", "retry", "--fn", "cli_fns:echo", "--error-type", "ValueError")
     assert result.exit_code == 0, result.output
     assert "5 dead letters succeeded and left the queue" in result.output
+    # The line that did not parse is left alone unless asked for (issue 9: its raw text is no record).
     again = invoke("dlq", "retry", "--fn", "cli_fns:fail_odd", "--max-attempts", "1")
-    assert again.exit_code == 1 and "1 failed again and stay" in again.output
+    assert again.exit_code == 1 and "0 failed again and stay" in again.output
+    assert "1 hold input lines that did not parse" in again.output
+    asked = invoke("dlq", "retry", "--fn", "cli_fns:fail_odd", "--max-attempts", "1", "--include-parse-errors")
+    assert asked.exit_code == 1 and "1 failed again and stay" in asked.output
     (left,) = dlq_entries(seeded)
     assert [a.error_type for a in left.attempts] == ["InputParseError", "TypeError"]
 
@@ -361,6 +365,7 @@ def test_demo_runs_and_shows_the_report(tmp_path: Path) -> None:
         assert {e.error_type for e in dlq.list()} == {"ValueError", "KeyError", "InputParseError"}
     retried = command("dlq", "retry", "--fn", "batchguard._demo:process_fixed", "--base-delay", "0",
                       "--dlq", f"sqlite:///{tmp_path / 'demo' / 'demo.db'}", cwd=tmp_path)
-    assert retried.returncode == 1 and "InputParseError" not in retried.stdout.split("FAILED RECORDS")[0]
+    # The corrupt lines are not fed to the fixed fn (issue 9): they stay, as parse errors.
+    assert retried.returncode == 1 and "hold input lines that did not parse" in retried.stdout
     with SqliteDLQ(tmp_path / "demo" / "demo.db") as dlq:
-        assert dlq.count() == dlq.count(error_type="TypeError") > 0  # only the corrupt lines stay
+        assert dlq.count() == dlq.count(error_type="InputParseError") > 0  # only the corrupt lines stay

@@ -7,21 +7,113 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Generic, Literal, TypeVar, overload
 
 from ._checks import check_flag
 from ._run.execute import execute
+from ._run.failures import Failures
 from ._run.plan import DEFAULT_BATCH_SIZE, make_plan
-from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, check_filters, matches
+from ._stored import REPORT_SAMPLE
+from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, check_filters, matches
 from .dlq.urls import open_dlq
 from .errors import BatchguardWarning, ConfigError, PickleNotAllowedError
 from .jobs.store import JobStore, replay_store
 from .policies import Classifier, ErrorClass, RetryPolicy
-from .results import BatchProgress, BatchReport, BatchStats
+from .results import BatchProgress, BatchReport, BatchStats, RecordError
 
-__all__ = ["ReplayReport", "replay"]
+__all__ = ["ReplayReport", "ReplayedRecordError", "is_unparsed_line", "replay"]
 
 REPLAY_STAGE = "replay"
+PARSE_ERROR: Final = "InputParseError"
+"""The error the ``batchguard`` command dead-letters an input line that does not parse with."""
+
+T = TypeVar("T")
+
+
+def is_unparsed_line(entry: DeadLetter) -> bool:
+    """Whether ``entry`` holds an input line that did not parse (its payload is the raw text):
+    dead-lettered with InputParseError, now or at its first attempt (an earlier replay may
+    have given it another error)."""
+    first = entry.attempts[0].error_type if entry.attempts else entry.error_type
+    return PARSE_ERROR in (entry.error_type, first)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayedRecordError(RecordError):
+    """A record a replay failed again: its entry's record id, index and batch (not its place
+    in the replay), and the error it first failed with."""
+
+    first_error_type: str | None = None
+    first_error_message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**RecordError.to_dict(self), "first_error_type": self.first_error_type,
+                "first_error_message": self.first_error_message}
+
+
+class _Mapped(Sequence[T], Generic[T]):
+    """A read-only view of a sequence, each item converted when read (lazy, as the report's)."""
+
+    def __init__(self, inner: Sequence[Any], convert: Callable[[Any], T]) -> None:
+        self._inner = inner
+        self._convert = convert
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[T]: ...
+
+    def __getitem__(self, index: int | slice) -> T | list[T]:
+        if isinstance(index, slice):
+            return [self._convert(item) for item in self._inner[index]]
+        return self._convert(self._inner[index])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _ReplayedFailures(Failures):
+    """The run's failures, told as the entries they replayed: the engine numbers the records by
+    their place in the replay and knows no record ids (a raw line's id was its place)."""
+
+    def __init__(self, inner: Failures, replayed: dict[int, DeadLetter]) -> None:
+        super().__init__(inner.entries)
+        self._inner = inner
+        self._replayed = replayed
+        self._count = len(inner)
+
+    def add(self, dead: Any, entries: Sequence[DeadLetter]) -> None:
+        raise TypeError("the failures of a finished replay take no more records")
+
+    def records(self) -> Sequence[Any]:
+        return self._inner.records()
+
+    def type_counts(self) -> Any:
+        return self._inner.type_counts()
+
+    def record_errors(self) -> Sequence[RecordError]:
+        return _Mapped(self._inner.record_errors(), self._error)
+
+    def dead_letters(self) -> Sequence[DeadLetter]:
+        # What the queue now holds: the replayed entry, its history extended.
+        return _Mapped(self._inner.dead_letters(), lambda d: self._replayed.get(d.record_index, d))
+
+    def _error(self, error: RecordError) -> RecordError:
+        entry = self._replayed.get(error.record_index)
+        if entry is None:
+            return error
+        first = entry.attempts[0] if entry.attempts else None
+        return ReplayedRecordError(
+            entry.record_index, entry.record_id, error.error_type, error.error_message,
+            error.error_class, entry.stage, error.attempts, entry.batch_index,
+            first_error_type=None if first is None else first.error_type,
+            first_error_message=None if first is None else first.error_message)
 
 
 @dataclass(frozen=True)
@@ -40,6 +132,10 @@ class ReplayReport(BatchReport):
     """Entries that cannot be turned back into their record (``repr`` payloads): left as they are."""
     pickle_refused: int = 0
     """Entries stored as pickle that were not loaded (no ``allow_pickle=True``): left as they are."""
+    parse_skipped: int = 0
+    """Entries of input lines that did not parse (InputParseError): their payload is the raw
+    text, not a record, so they are not fed to ``fn`` unless ``include_parse_errors=True``;
+    left as they are."""
     jobs_updated: tuple[str, ...] = ()
     """Jobs whose removed entries moved from failed to succeeded in the job store (sorted)."""
 
@@ -73,10 +169,17 @@ class _Replayer:
                                 "with the filters given to replay()")
 
     def __init__(self, queue: DeadLetterQueue, wanted: dict[str, Any], page: int,
-                 jobs: JobStore | None = None, *, allow_pickle: bool = False) -> None:
+                 jobs: JobStore | None = None, *, allow_pickle: bool = False,
+                 include_parse_errors: bool = False) -> None:
         self.queue = queue
         self.allow_pickle = allow_pickle
         self.pickle_refused = 0
+        self.include_parse_errors = include_parse_errors
+        self.parse_skipped = 0
+        # Replay index -> the entry as written back, for the report: every one with a MemoryDLQ
+        # (the report keeps every failure), else the report's in-memory sample (the first ones).
+        self.replayed: dict[int, DeadLetter] = {}
+        self.replayed_limit = None if isinstance(queue, MemoryDLQ) else REPORT_SAMPLE
         self.jobs = jobs
         self.jobs_updated: set[str] = set()
         self.wanted = wanted
@@ -103,6 +206,9 @@ class _Replayer:
                 return
             self.budget -= len(entries)
             for entry in entries:
+                if not self.include_parse_errors and is_unparsed_line(entry):
+                    self.parse_skipped += 1  # raw text, not a record: never fed to fn unless asked
+                    continue
                 try:
                     record = entry.record(allow_pickle=self.allow_pickle)
                 except PickleNotAllowedError:  # never loaded, never run: the entry stays
@@ -115,6 +221,14 @@ class _Replayer:
                 index += 1
                 yield record
 
+    def _remember(self, index: int, entry: DeadLetter) -> None:
+        with self.lock:
+            self.replayed[index] = entry
+            limit = self.replayed_limit
+            if limit is not None and len(self.replayed) > 2 * limit:
+                for late in sorted(self.replayed)[limit:]:
+                    del self.replayed[late]
+
     def batch_done(self, stats: BatchStats, entries: Sequence[DeadLetter]) -> None:
         first = stats.batch_index * self.batch_size
         failed = {entry.record_index: entry for entry in entries}
@@ -126,6 +240,7 @@ class _Replayer:
                 continue
             if index in failed:
                 updates.append(_extended(original, failed[index]))
+                self._remember(index, updates[-1])
             elif stats.pending == 0:
                 removals.append(original)
             # else: the run stopped inside this batch; succeeded or never run, the entry stays.
@@ -156,6 +271,7 @@ def replay(
     on_progress: Callable[[BatchProgress], Any] | None = None,
     store: JobStore | str | None = None,
     allow_pickle: bool = False,
+    include_parse_errors: bool = False,
     **filters: Any,
 ) -> ReplayReport:
     """Run the records of the matching DLQ entries through ``fn`` again.
@@ -166,6 +282,13 @@ def replay(
     ``error_type``. Entries stored as ``repr`` cannot be replayed: they stay, are counted in
     ``report.not_replayable``, and a BatchguardWarning says so. A crash mid-replay leaves the
     entries of unfinished batches in the queue (replay them again: at-least-once).
+
+    Entries of input lines that did not parse (the ``batchguard`` command dead-letters them
+    with InputParseError, the raw text as payload) are not fed to ``fn``: they stay, are counted
+    in ``report.parse_skipped``, and a BatchguardWarning says so; ``include_parse_errors=True``
+    replays their raw text. The report names each record by its entry's record id, index and
+    batch, and a record that fails again keeps the error it first failed with in its
+    :class:`ReplayedRecordError` (and in its entry's attempt history).
 
     Entries stored as ``pickle`` (runs with ``pickle_payloads=True``) are loaded only with
     ``allow_pickle=True``: loading a pickle runs whatever code it names, and anyone who can
@@ -196,13 +319,15 @@ def replay(
         raise ConfigError(f"error_class must be one of {', '.join(c.value for c in ErrorClass)}; "
                           f"got {wanted['error_class']!r}")
     check_flag("allow_pickle", allow_pickle)
+    check_flag("include_parse_errors", include_parse_errors)
     queue = open_dlq(dlq)
     jobs: JobStore | None = None
     own_jobs = False
     try:
         jobs, own_jobs = replay_store(queue, store)
         size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-        replayer = _Replayer(queue, wanted, size, jobs, allow_pickle=allow_pickle)
+        replayer = _Replayer(queue, wanted, size, jobs, allow_pickle=allow_pickle,
+                             include_parse_errors=include_parse_errors)
         # pickle_payloads: the engine's own entries are never stored, so no repr warning for them.
         plan = make_plan(replayer.records(), fn, batch_size=size, concurrency=concurrency,
                          retry=retry, classifier=classifier, breaker=None, dlq=queue, id_of=None,
@@ -219,10 +344,17 @@ def replay(
         warnings.warn(f"{replayer.not_replayable} dead letters store their record as repr and cannot "
                       "be replayed; they stay in the queue (run with pickle_payloads=True to keep "
                       "records that JSON cannot hold replayable)", BatchguardWarning, stacklevel=2)
+    if replayer.parse_skipped:
+        warnings.warn(f"{replayer.parse_skipped} dead letters hold input lines that did not parse "
+                      "(InputParseError): their raw text was not fed to fn and they stay in the "
+                      "queue (include_parse_errors=True replays it)", BatchguardWarning, stacklevel=2)
     values = {f.name: getattr(report, f.name) for f in dataclasses.fields(BatchReport)}
+    if values["_failures"] is not None:
+        values["_failures"] = _ReplayedFailures(values["_failures"], replayer.replayed)
     result = ReplayReport(**values, removed=replayer.removed, kept=replayer.kept,
                           not_replayable=replayer.not_replayable,
                           pickle_refused=replayer.pickle_refused,
+                          parse_skipped=replayer.parse_skipped,
                           jobs_updated=tuple(sorted(replayer.jobs_updated)))
     if replayer.pickle_refused:
         refused = PickleNotAllowedError(

@@ -72,6 +72,9 @@ class FailedSample:
     error_type: str
     error_message: str
     attempts: int
+    first_error: str | None = None
+    """"Type: message" of the error the record first failed with, when it differs from this
+    one: a replay's record that fails again (an earlier run dead-lettered it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +182,7 @@ class ReportModel:
             "samples": [{"record_id": _json_safe(s.record_id), "record_index": s.record_index,
                          "batch_index": s.batch_index, "error_class": s.error_class,
                          "error_type": s.error_type, "error_message": s.error_message,
-                         "attempts": s.attempts} for s in self.samples],
+                         "attempts": s.attempts, "first_error": s.first_error} for s in self.samples],
             "more_failures": self.more_failures,
             "next_steps": [{"action": n.action, "command": n.command} for n in self.next_steps],
         }
@@ -225,10 +228,21 @@ def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None 
         # Shown as a DLQ stores them: a message kept raw in memory may hold lone surrogates,
         # which no UTF-8 stream can write (print(report) would raise).
         samples=tuple(FailedSample(e.record_id, e.record_index, e.batch_index, e.error_class,
-                                   clean_text(e.error_type), clean_text(e.error_message), e.attempts)
+                                   clean_text(e.error_type), clean_text(e.error_message), e.attempts,
+                                   _first_error(e))
                       for e in report.errors[:max_samples]),
         next_steps=_next_steps(report, cli),
     )
+
+
+def _first_error(error: Any) -> str | None:
+    """A replay's error (batchguard.replay.ReplayedRecordError) names the one its record first
+    failed with: shown when it is another error."""
+    first_type = getattr(error, "first_error_type", None)
+    first_message = getattr(error, "first_error_message", None)
+    if first_type is None or (first_type, first_message) == (error.error_type, error.error_message):
+        return None
+    return clean_text(f"{first_type}: {first_message or ''}")
 
 
 def _next_steps(report: BatchReport, cli: CliContext | None) -> tuple[NextStep, ...]:

@@ -73,6 +73,9 @@ def _samples(model: ReportModel) -> Table:
     for column in ("#", "record", "class", "error", "tries"):
         table.add_column(column, no_wrap=column != "error", overflow="ellipsis")
     for n, sample in enumerate(model.samples, 1):
-        table.add_row(str(n), Text(str(sample.record_id)), sample.error_class,
-                      Text(f"{sample.error_type}: {sample.error_message}"[:_MESSAGE_WIDTH]), str(sample.attempts))
+        error = f"{sample.error_type}: {sample.error_message}"[:_MESSAGE_WIDTH]
+        if sample.first_error:
+            error += f"\n(first failed with {sample.first_error[:_MESSAGE_WIDTH]})"
+        table.add_row(str(n), Text(str(sample.record_id)), sample.error_class, Text(error),
+                      str(sample.attempts))
     return table

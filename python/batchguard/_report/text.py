@@ -58,6 +58,8 @@ def render_text(model: ReportModel) -> str:
             lines.append(f"{n}. record {sample.record_id!r} (#{sample.record_index}, batch {sample.batch_index})")
             lines.append(f"   {sample.error_class.upper()} {sample.error_type}: {sample.error_message}"
                          [:_MESSAGE_WIDTH])
+            if sample.first_error:
+                lines.append(f"   first failed with: {sample.first_error}"[:_MESSAGE_WIDTH])
             lines.append(f"   attempts: {sample.attempts}")
         if model.more_failures > 0:
             lines.append(f"... and {model.more_failures} more (see the dead-letter queue)")

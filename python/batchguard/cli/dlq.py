@@ -28,7 +28,7 @@ from ..errors import (
     PickleNotAllowedError,
 )
 from ..jobs import job_status
-from ..replay import replay
+from ..replay import is_unparsed_line, replay
 from .callables import load_callable
 from .console import console, is_tty, one_line, table
 from .options import (
@@ -181,6 +181,7 @@ def dlq_show(entry_id: str, dlq_url: str) -> None:
         f"Stage:         {entry.stage}",
         f"Error class:   {entry.error_class}",
         f"Error:         {entry.error_type}: {entry.error_message}",
+        *_first_error_line(entry),
         f"First failed:  {entry.first_failed_at}",
         f"Last failed:   {entry.last_failed_at}",
         f"Attempts:      {len(entry.attempts)}",
@@ -193,11 +194,25 @@ def dlq_show(entry_id: str, dlq_url: str) -> None:
     lines += [f"Payload ({entry.payload_encoding}):", *("  " + line for line in payload.splitlines())]
     if entry.traceback:
         lines += ["Traceback:", *("  " + line for line in entry.traceback.rstrip().splitlines())]
-    lines += ["Actions:",
-              f"  replay:  batchguard dlq retry --fn MODULE:CALLABLE --error-type {entry.error_type}"
-              f"{url_flag('--dlq', dlq_url)}",
+    replay_it = (f"  replay:  batchguard dlq retry --fn MODULE:CALLABLE --error-type {entry.error_type}"
+                 f"{url_flag('--dlq', dlq_url)}")
+    if is_unparsed_line(entry):
+        replay_it = ("  fix:     the payload is an input line that did not parse: correct it in the "
+                     "input and run that line again (dlq retry skips such entries unless given "
+                     "--include-parse-errors, which feeds --fn the raw text)")
+    lines += ["Actions:", replay_it,
               f"  remove:  batchguard dlq remove {entry.id}{url_flag('--dlq', dlq_url)}"]
     click.echo("\n".join(lines))
+
+
+def _first_error_line(entry: DeadLetter) -> list[str]:
+    """The error the record first failed with, when a later try (a replay) failed otherwise."""
+    if not entry.attempts:
+        return []
+    first = entry.attempts[0]
+    if (first.error_type, first.error_message) == (entry.error_type, entry.error_message):
+        return []
+    return [f"First error:   {first.error_type}: {one_line(first.error_message, 200)}"]
 
 
 @dlq.command("count")
@@ -272,12 +287,19 @@ def dlq_remove(ids: tuple[str, ...], dlq_url: str, remove_all: bool, yes: bool, 
 @click.option("--allow-pickle", is_flag=True,
               help="Load entries stored as pickle (runs with pickle_payloads=True). Loading a "
                    "pickle runs code: only for a queue whose every writer you trust.")
+@click.option("--include-parse-errors", is_flag=True,
+              help="Also feed --fn the raw text of input lines that did not parse "
+                   "(InputParseError entries), which are left in the queue by default.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def dlq_retry(fn_spec: str, dlq_url: str, concurrency: int, max_attempts: int, base_delay: float,
-              store_url: str | None, allow_pickle: bool, quiet: bool, **given: Any) -> None:
+              store_url: str | None, allow_pickle: bool, include_parse_errors: bool, quiet: bool,
+              **given: Any) -> None:
     """Replay the matching dead letters through --fn: successes leave the queue, failures stay
     with their attempt history extended. Entries of a job move from its failed total to its
-    succeeded total as they leave (give --store when the job's store is not the DLQ's database)."""
+    succeeded total as they leave (give --store when the job's store is not the DLQ's database).
+
+    Input lines that did not parse (InputParseError) hold raw text, not a record: they stay in
+    the queue, counted, unless --include-parse-errors is given."""
     fn = load_callable(fn_spec)
     retry = retry_policy(max_attempts, base_delay)
     view = ProgressView(title="replay", quiet=quiet)
@@ -288,7 +310,8 @@ def dlq_retry(fn_spec: str, dlq_url: str, concurrency: int, max_attempts: int, b
             with view.running():
                 report = replay(queue, fn, concurrency=concurrency, retry=retry,
                                 on_progress=None if quiet else view, store=store_url,
-                                allow_pickle=allow_pickle, **filters(**given))
+                                allow_pickle=allow_pickle, include_parse_errors=include_parse_errors,
+                                **filters(**given))
         except PickleNotAllowedError as exc:
             refused = exc  # the others were replayed: their report first, then why these were not
             report = exc.report
@@ -301,15 +324,18 @@ def dlq_retry(fn_spec: str, dlq_url: str, concurrency: int, max_attempts: int, b
     click.echo(f"{report.removed:,} dead letters succeeded and left the queue; {report.kept:,} failed "
                f"again and stay (attempt history extended)"
                + (f"; {report.not_replayable:,} are stored as repr and cannot be replayed"
-                  if report.not_replayable else ""))
+                  if report.not_replayable else "")
+               + (f"; {report.parse_skipped:,} hold input lines that did not parse (InputParseError) "
+                  "and were left in the queue, not fed to --fn: fix the lines in the input, or "
+                  "replay their raw text with --include-parse-errors" if report.parse_skipped else ""))
     _show_replayed_jobs(report.jobs_updated, store_url or dlq_url)
     if refused is not None:
         click.echo(f"error: {report.pickle_refused:,} dead letters store their record as pickle and "
                    "were not loaded or run; they stay in the queue. Loading a pickle runs code, and "
                    "anyone who can write to this queue could have put it there: if you trust every "
                    "writer of it, run again with --allow-pickle.", err=True)
-    sys.exit(EXIT_OK if report.status == "complete" and not report.not_replayable and refused is None
-             else EXIT_INCOMPLETE)
+    left = report.not_replayable or report.parse_skipped or refused is not None
+    sys.exit(EXIT_OK if report.status == "complete" and not left else EXIT_INCOMPLETE)
 
 
 def _show_replayed_jobs(names: tuple[str, ...], store_url: str) -> None:
