@@ -83,9 +83,16 @@ def open_queue(url: str) -> Iterator[DeadLetterQueue]:
 @filter_options
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
-def dlq_list(dlq_url: str, limit: int, offset: int, **given: Any) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the entries (--limit, --offset, filters) as a JSON array.")
+def dlq_list(dlq_url: str, limit: int, offset: int, as_json: bool, **given: Any) -> None:
     """Review dead letters: error patterns, then one row per entry."""
     selected = filters(**given)
+    if as_json:
+        with open_queue(dlq_url) as queue:
+            listed = queue.list(limit=limit, offset=offset, **selected)
+        click.echo(json.dumps([json.loads(e.to_json()) for e in listed], indent=2))
+        return
     with open_queue(dlq_url) as queue:
         total = queue.count(**selected)
         entries = queue.list(limit=limit, offset=offset, **selected)

@@ -38,15 +38,19 @@ def _shown_status(state: JobStatus) -> str:
 
 @jobs.command("list")
 @store_option
-def jobs_list(store_url: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as a JSON array (as jobs status --json).")
+def jobs_list(store_url: str, as_json: bool) -> None:
     """Every job in the store, most recently updated first."""
     if not _store_exists(store_url):
-        click.echo(f"no jobs: no job store at {redact(store_url)}")
+        click.echo("[]" if as_json else f"no jobs: no job store at {redact(store_url)}")
         return
     try:
         states = list_jobs(store_url)
     except (ConfigError, JobStoreUnavailableError, TypeError, ModuleNotFoundError) as exc:
         cannot_start(exc)
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in states], indent=2, default=str))
+        return
     if not states:
         click.echo(f"no jobs in {redact(store_url)}")
         return

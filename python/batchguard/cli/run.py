@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -27,7 +28,7 @@ from .options import (
     dlq_option,
 )
 from .progress import ProgressView
-from .report import print_report
+from .report import print_report, report_json
 from .settings import EngineSettings, apply_config, engine_options, settings_of
 
 __all__ = ["execute_run", "open_source", "run"]
@@ -44,8 +45,12 @@ def open_source(path: str, fmt: str | None) -> RecordSource | StreamSource:
 def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any], fn_spec: str,
                 dlq_url: str | None, job: str | None, store_url: str | None, batch_size: int,
                 concurrency: int, max_attempts: int, base_delay: float, force: bool,
-                quiet: bool, title: str = "batchguard", settings: EngineSettings | None = None) -> int:
-    """Run ``fn`` over ``source`` (as a job when ``job`` is given); print the report; exit code."""
+                quiet: bool, title: str = "batchguard", settings: EngineSettings | None = None,
+                as_json: bool = False) -> int:
+    """Run ``fn`` over ``source`` (as a job when ``job`` is given); print the report; exit code.
+
+    ``as_json``: the report (and the job's state, under ``"job"``) as one JSON document on stdout.
+    """
     view = ProgressView(title=title, quiet=quiet)
     effective_dlq = dlq_url if dlq_url is not None else (None if job else DEFAULT_URL)
     settings = settings or EngineSettings()
@@ -82,6 +87,14 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     finally:
         close_opened_dlq(plan)
     shown_dlq = effective_dlq if effective_dlq is not None else (store_url or DEFAULT_URL)
+    if as_json:
+        data = report_json(report, dlq_url=shown_dlq, job_store=store_url)
+        if job is not None:
+            data["job"] = job_status(job, store=store_url).to_dict()
+        click.echo(json.dumps(data, indent=2, default=str))
+        if job is not None and report.total == 0 and report.skipped_batches:
+            return EXIT_OK
+        return EXIT_OK if report.status == "complete" else EXIT_INCOMPLETE
     if job is not None and report.total == 0 and report.skipped_batches:
         state = job_status(job, store=store_url)
         click.echo(f"Job {job!r} is already {state.status} ({state.batches_done} batches, "
@@ -117,11 +130,13 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
               help="Input format [default: from the extension, else the content].")
 @click.option("--force", is_flag=True, help="With --job: run a completed job again from scratch.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the final report as JSON on stdout (progress stays on stderr).")
 @engine_options
 @click.pass_context
 def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | None, job: str | None,
         store_url: str | None, batch_size: int, concurrency: int, max_attempts: int, base_delay: float,
-        fmt: str | None, force: bool, quiet: bool, config_path: str | None, **engine: Any) -> None:
+        fmt: str | None, force: bool, quiet: bool, as_json: bool, config_path: str | None, **engine: Any) -> None:
     """Run --fn over every record of INPUT (JSON lines, CSV, a JSON array; - for stdin).
 
     A line that does not parse is dead-lettered with a parse error and the run goes on.
@@ -143,5 +158,5 @@ def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | Non
     code = execute_run(source=source, fn=fn, fn_spec=fn_spec, dlq_url=dlq_url, job=job,
                        store_url=(store_url or DEFAULT_URL) if job else None, batch_size=batch_size,
                        concurrency=concurrency, max_attempts=max_attempts, base_delay=base_delay,
-                       force=force, quiet=quiet, settings=settings)
+                       force=force, quiet=quiet, settings=settings, as_json=as_json)
     sys.exit(code)
