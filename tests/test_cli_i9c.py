@@ -4,11 +4,20 @@ automation (CliRunner, real files): stdout is one JSON document, URLs redacted."
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
 
+import batchguard
 from batchguard.cli import main
+from batchguard.errors import JobNotFoundError, JobStoreUnavailableError
+from batchguard.jobs import job_status
 
 
 def records(workdir: Path, n: int) -> str:
@@ -76,3 +85,58 @@ def test_run_json_next_steps_carry_a_non_default_dlq(workdir: Path) -> None:
                                        "--max-attempts", "1", "--base-delay", "0", "--json"])
     data = json.loads(result.stdout)
     assert any(f"--dlq {dlq}" in str(step) for step in data["next_steps"]), data["next_steps"]
+
+
+SLEEPY = '''
+import time
+
+def sleepy(record):
+    time.sleep(0.05)
+    return record
+'''
+
+
+def test_ctrl_c_says_how_many_batches_are_saved_and_the_resume_command_that_works(tmp_path: Path) -> None:
+    """SIGINT to a real ``python -m batchguard run --job`` after a batch is saved: the message
+    counts the saved batches and prints the resume command with its --store and --dlq, quoted
+    (the directory has a space); that command, run verbatim, completes the job."""
+    work = tmp_path / "my dir"
+    work.mkdir()
+    (work / "sleepy_fns.py").write_text(SLEEPY)
+    inp = work / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": i}) + "\n" for i in range(200)))
+    store = f"sqlite:///{work / 'jobs.db'}"
+    dlq = f"sqlite:///{work / 'dead.db'}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(batchguard.__file__).parent.parent),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "batchguard", "run", str(inp), "--fn", "sleepy_fns:sleepy",
+                             "--job", "nightly", "--store", store, "--dlq", dlq, "--batch-size", "10", "-q"],
+                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no batch was saved in 30 s"
+            try:
+                if job_status("nightly", store=store).batches_done >= 1:
+                    break
+            except (JobNotFoundError, JobStoreUnavailableError):
+                pass
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    saved = job_status("nightly", store=store)
+    assert 1 <= saved.batches_done < 20
+    assert f"{saved.batches_done} of 20 batches of job 'nightly' are saved" in err, err
+    assert "resume with: " in err, err
+    command = err.split("resume with: ", 1)[1].splitlines()[0]
+    assert command == (f"batchguard jobs resume nightly --store {shlex.quote(store)} --dlq {shlex.quote(dlq)}")
+    resumed = subprocess.run(shlex.split(command), cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    done = job_status("nightly", store=store)
+    assert done.status == "completed" and done.succeeded == 200 and done.batches_done == 20

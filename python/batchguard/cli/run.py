@@ -26,6 +26,7 @@ from .options import (
     absolute_url,
     cannot_start,
     dlq_option,
+    url_flag,
 )
 from .progress import ProgressView
 from .report import print_report, report_json
@@ -76,8 +77,7 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                 }}
                 report = run_job(plan, job=job, store=store_url, force=force, meta=meta)
     except KeyboardInterrupt:
-        click.echo("\ninterrupted: finished batches are saved" + (
-            f"; resume with: batchguard jobs resume {shlex.quote(job)}" if job else ""), err=True)
+        click.echo("\n" + _interrupted(job, store_url, dlq_url), err=True)
         return EXIT_INTERRUPTED
     except (ConfigError, JobError, JobStoreUnavailableError, DLQUnavailableError) as exc:
         cannot_start(exc)
@@ -108,6 +108,26 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                    f"{'/' + str(state.batches_total) if state.batches_total else ''} batches done, "
                    f"{state.succeeded:,} succeeded, {state.failed:,} dead-lettered in all runs.")
     return EXIT_OK if report.status == "complete" else EXIT_INCOMPLETE
+
+
+def _interrupted(job: str | None, store_url: str | None, dlq_url: str | None) -> str:
+    """The Ctrl-C message: how many batches the job store holds and the exact command (with a
+    non-default ``--store`` and ``--dlq``, redacted and shell-quoted) that resumes the job."""
+    if job is None:
+        return ("interrupted: this run was not a job, so it cannot be resumed (the dead letters of its "
+                "finished batches are kept); run with --job NAME to make a run resumable")
+    store = store_url or DEFAULT_URL
+    try:
+        state = job_status(job, store=store)
+        of = f" of {state.batches_total}" if state.batches_total is not None else ""
+        saved = (f"{state.batches_done}{of} batches of job {job!r} are saved "
+                 f"({state.succeeded:,} records succeeded, {state.failed:,} dead-lettered)")
+    except (BatchguardError, TypeError, ModuleNotFoundError) as exc:
+        saved = f"the finished batches of job {job!r} are saved (cannot count them: {exc})"
+    command = f"batchguard jobs resume {shlex.quote(job)}{url_flag('--store', store)}"
+    if dlq_url is not None and absolute_url(dlq_url) != absolute_url(store):
+        command += f" --dlq {shlex.quote(redact(dlq_url))}"
+    return f"interrupted: {saved}; resume with: {command}"
 
 
 @click.command(short_help="Run --fn over the records of INPUT.")
