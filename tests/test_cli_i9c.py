@@ -140,3 +140,10 @@ def test_ctrl_c_says_how_many_batches_are_saved_and_the_resume_command_that_work
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     done = job_status("nightly", store=store)
     assert done.status == "completed" and done.succeeded == 200 and done.batches_done == 20
+
+
+def test_concurrency_help_says_its_default_and_why() -> None:
+    shown = " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())
+    assert "--concurrency INTEGER RANGE" in shown
+    assert "Default 1: one record at a time, in order, on the calling thread" in shown
+    assert "--rate-limit" in shown.split("--concurrency", 1)[1].split("--max-attempts", 1)[0]

@@ -141,7 +141,11 @@ def _interrupted(job: str | None, store_url: str | None, dlq_url: str | None) ->
               help="Job store URL (with --job) [default: sqlite:///batchguard.db]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Records in flight at once.")
+              help="Records in flight at once. Default 1: one record at a time, in order, on the "
+                   "calling thread, so a --fn that is not thread-safe, or a service with no limit of "
+                   "its own, is never called in parallel by surprise. For I/O-bound work (HTTP, "
+                   "databases) raise it, 16-64 is typical, and cap the load with --rate-limit; at "
+                   "most 1024 for a sync --fn, 65536 for an async def one.")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
               help="Tries per record, the first included.")
 @click.option("--base-delay", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
