@@ -6,8 +6,10 @@ with a message naming the argument (or policy field), the bound and the value.
 
 from __future__ import annotations
 
+import difflib
 import math
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import ConfigError, ConfigTypeError
@@ -96,3 +98,10 @@ def check_rate(owner: str, name: str, value: Any) -> None:
     check_number(owner, name, value)
     if not 0.0 < value <= 1.0:
         raise ConfigError(f"{owner}.{name} must be in (0, 1], got {value!r}")
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name a misspelt ``name`` most likely meant, if any is close: for the
+    "did you mean" of an unknown keyword or setting."""
+    matches = difflib.get_close_matches(name, list(known), n=1)
+    return matches[0] if matches else None

@@ -7,7 +7,6 @@ DLQ, and for a job its name and store. Each error names its argument, its bound 
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import math
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Unpack
 
 from .. import _native
-from .._checks import check_count, check_duration, check_flag, is_finite_number, shown
+from .._checks import check_count, check_duration, check_flag, closest, is_finite_number, shown
 from ..batching import calculate_batch_size
 from ..dlq.base import DeadLetterQueue
 from ..dlq.codec import check_storable
@@ -145,8 +144,8 @@ def _check_keywords(options: dict[str, Any]) -> None:
     """A misspelt keyword is an error, as Python makes it for a signature that names them all."""
     for name in options.keys() - DEFAULTS.keys():
         # bulk is a parameter of its own (the overloads need it), not a RunOptions key
-        close = difflib.get_close_matches(name, [*DEFAULTS, "bulk"], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = closest(name, [*DEFAULTS, "bulk"])
+        hint = f"; did you mean {close!r}?" if close else ""
         raise ConfigTypeError(f"unexpected keyword argument {name!r}{hint}")
 
 

@@ -7,7 +7,6 @@ checked by the library's own checks (``make_plan``, ``RetryPolicy``, ``RateLimit
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any, Final, TypeVar
 import click
 from click.core import ParameterSource
 
+from .._checks import closest
 from .._inputs import UnparsedLine
 from .._run.plan import close_opened_dlq, make_plan
 from ..errors import ConfigError
@@ -158,8 +158,8 @@ def apply_config(ctx: click.Context, params: dict[str, Any], path: str | None) -
     for key, value in data.items():
         name = key.replace("-", "_")
         if name not in CONFIG_KEYS:
-            close = difflib.get_close_matches(name, CONFIG_KEYS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(CONFIG_KEYS)}"
+            close = closest(name, CONFIG_KEYS)
+            hint = f"; did you mean {close!r}?" if close else f"; known: {', '.join(CONFIG_KEYS)}"
             raise click.BadParameter(f"unknown key {key!r} in {path}{hint}", param_hint="'--config'")
         if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
             continue  # the command line (or the environment) wins
