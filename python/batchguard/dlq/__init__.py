@@ -5,7 +5,16 @@ Backends: :class:`MemoryDLQ`, :class:`SqliteDLQ`, :class:`JsonlDLQ`, :class:`Red
 URL such as ``sqlite:///dead_letters.db``.
 """
 
-from .base import FILTER_FIELDS, Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, TransactionalDLQ
+from .base import (
+    FILTER_FIELDS,
+    STATUSES,
+    Attempt,
+    DeadLetter,
+    DeadLetterQueue,
+    MemoryDLQ,
+    StatusChange,
+    TransactionalDLQ,
+)
 from .jsonl import JsonlDLQ
 from .postgres import PostgresDLQ
 from .redis import RedisDLQ
@@ -14,6 +23,7 @@ from .urls import open_dlq
 
 __all__ = [
     "FILTER_FIELDS",
+    "STATUSES",
     "Attempt",
     "DeadLetter",
     "DeadLetterQueue",
@@ -22,6 +32,7 @@ __all__ = [
     "PostgresDLQ",
     "RedisDLQ",
     "SqliteDLQ",
+    "StatusChange",
     "TransactionalDLQ",
     "open_dlq",
 ]

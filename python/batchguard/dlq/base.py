@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Protocol, Self, runtime_checkable
+from typing import IO, Any, Final, Protocol, Self, runtime_checkable
 
 from .._db.role import Database
 from .._files import atomic_writer, same_file
@@ -20,17 +20,23 @@ from .codec import dumps, encode
 
 __all__ = [
     "FILTER_FIELDS",
+    "STATUSES",
     "Attempt",
     "DeadLetter",
     "DeadLetterQueue",
     "MemoryDLQ",
     "QueueBase",
+    "StatusChange",
     "TransactionalDLQ",
     "check_filters",
     "matches",
 ]
 
 FILTER_FIELDS = ("run_id", "job_id", "stage", "error_class", "error_type")
+
+STATUSES: Final = ("open", "resolved", "replayed")
+"""An entry's triage status: ``open`` (it needs attention; every new entry), ``resolved``
+(skipped on purpose, with a reason), ``replayed`` (its record succeeded on a replay)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,28 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One change of an entry's status: to what, when, by whom and why."""
+
+    status: str
+    """The status the entry moved to (one of STATUSES)."""
+    at: str
+    """When (ISO 8601, UTC)."""
+    by: str | None = None
+    """Who: the OS user by default, or the name the caller gave."""
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "at": self.at, "by": self.by, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StatusChange:
+        by, reason = data.get("by"), data.get("reason")
+        return cls(str(data["status"]), str(data["at"]), None if by is None else str(by),
+                   None if reason is None else str(reason))
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A record that failed for good, with everything needed to understand and replay it.
 
@@ -75,6 +103,12 @@ class DeadLetter:
     bytes their hex digits, any other object its ``str()``. Lone surrogates and NUL characters,
     which no backend stores as text, become U+FFFD in ids, error messages and tracebacks.
     See :mod:`batchguard.dlq.codec`.
+
+    ``status`` is the entry's triage state (``STATUSES``): a new entry is ``"open"``;
+    ``resolve()`` makes it ``"resolved"``, a replay whose record succeeds ``"replayed"``.
+    ``status_reason``, ``status_by`` and ``status_at`` describe the latest change, ``history``
+    every change, oldest first. ``http_status`` is the HTTP status of the final error, when it
+    carried one. Entries stored before these fields existed read as open, with no history.
     """
 
     id: str
@@ -93,6 +127,12 @@ class DeadLetter:
     attempts: tuple[Attempt, ...] = field(default=())
     first_failed_at: str = ""
     last_failed_at: str = ""
+    http_status: int | None = None
+    status: str = "open"
+    status_reason: str | None = None
+    status_by: str | None = None
+    status_at: str | None = None
+    history: tuple[StatusChange, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the stored form of an entry in every backend)."""
@@ -113,6 +153,12 @@ class DeadLetter:
             "attempts": [a.to_dict() for a in self.attempts],
             "first_failed_at": self.first_failed_at,
             "last_failed_at": self.last_failed_at,
+            "http_status": self.http_status,
+            "status": self.status,
+            "status_reason": self.status_reason,
+            "status_by": self.status_by,
+            "status_at": self.status_at,
+            "history": [change.to_dict() for change in self.history],
         }
 
     def to_json(self) -> str:
@@ -139,6 +185,13 @@ class DeadLetter:
             attempts=tuple(Attempt.from_dict(a) for a in data.get("attempts") or ()),
             first_failed_at=str(data.get("first_failed_at", "")),
             last_failed_at=str(data.get("last_failed_at", "")),
+            # Entries stored before the status existed have none of these: open, no history.
+            http_status=None if data.get("http_status") is None else int(data["http_status"]),
+            status=str(data.get("status") or "open"),
+            status_reason=data.get("status_reason"),
+            status_by=data.get("status_by"),
+            status_at=data.get("status_at"),
+            history=tuple(StatusChange.from_dict(c) for c in data.get("history") or ()),
         )
 
     @classmethod

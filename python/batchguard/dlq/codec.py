@@ -383,10 +383,18 @@ def normalize(entry: DeadLetter) -> DeadLetter:
                             error_message=clean_text(str(a.error_message)),
                             delay_s=a.delay_s if a.delay_s is None or math.isfinite(a.delay_s) else None)
         for a in entry.attempts)
+    history = tuple(
+        dataclasses.replace(c, by=_maybe_text(c.by), reason=_maybe_text(c.reason)) for c in entry.history)
     return dataclasses.replace(
         entry, payload=payload, payload_encoding=encoding, record_id=record_id,
         error_type=clean_text(str(entry.error_type)), error_message=clean_text(str(entry.error_message)),
-        traceback=traceback, attempts=attempts, stage=clean_text(str(entry.stage)))
+        traceback=traceback, attempts=attempts, stage=clean_text(str(entry.stage)),
+        status_reason=_maybe_text(entry.status_reason), status_by=_maybe_text(entry.status_by),
+        history=history)
+
+
+def _maybe_text(value: str | None) -> str | None:
+    return None if value is None else clean_text(str(value))
 
 
 def dumps(entry: DeadLetter) -> bytes:
