@@ -1,0 +1,268 @@
+"""Failure patterns: dead-lettered records grouped by what went wrong, counted in bounded memory.
+
+A pattern is one (error type, error class, HTTP status, message template). The template is the
+error message with what varies from record to record masked (:func:`message_template`), so
+``"user 17 not found"`` and ``"user 4242 not found"`` are one pattern. :class:`PatternCounter`
+counts a run's (or a DLQ's) failures by pattern as they happen, keeping at most a fixed number of
+patterns and three example record ids each, whatever the number of failures; ``patterns()``
+gives them most frequent first, each with its recommendation (:mod:`.rules`).
+
+>>> counter = PatternCounter()
+>>> for n in (17, 4242, 9):
+...     counter.add(f"u{n}", "LookupError", "permanent", None, f"user {n} not found")
+>>> counter.add("u1", "ReadTimeout", "recoverable", None, "read timed out (5.0 s)")
+>>> for p in counter.patterns():
+...     print(p.error_type, repr(p.template), p.count, p.example_ids)
+LookupError 'user <n> not found' 3 ('u17', 'u4242', 'u9')
+ReadTimeout 'read timed out (<n> s)' 1 ('u1',)
+>>> counter.patterns()[1].recommendation.kind
+'timeout'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .rules import DEFAULT_RULES, Recommendation, RecommendationRule, recommend
+
+__all__ = ["MAX_EXAMPLES", "MAX_PATTERNS", "OTHER_MESSAGES", "OTHER_TYPE", "FailurePattern", "PatternCounter",
+           "PatternKey", "message_template"]
+
+MAX_TEMPLATE_CHARS: Final = 160
+"""A template is cut to this many characters (and ends in "…" when it was cut)."""
+_MAX_INPUT_CHARS: Final = 2000  # what of a message is looked at: a template is short anyway
+MAX_PATTERNS: Final = 100
+"""Distinct patterns a counter keeps by default (plus one "other messages" per error type and
+one "other" for the rest)."""
+MAX_TEMPLATES_PER_TYPE: Final = 20
+"""Templates kept for one (error type, class, status) before its records go to its "other
+messages" pattern: a message with an unmasked variable part cannot use up every slot."""
+MAX_EXAMPLES: Final = 3
+"""Example record ids kept per pattern (the first ones in record order)."""
+OTHER_MESSAGES: Final = "(other messages)"
+"""The template of an error type's records past :data:`MAX_TEMPLATES_PER_TYPE` templates."""
+OTHER_TYPE: Final = "(other)"
+"""The error type (and class) of the records counted past :data:`MAX_PATTERNS` patterns."""
+
+_MASKS: Final = re.compile(r"""
+    (?P<url>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+)
+  | (?P<email>\b[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)
+  | (?P<sq>(?<![\w'])'[^'\n]*')
+  | (?P<dq>(?<![\w"])"[^"\n]*")
+  | (?P<uuid>\b[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b)
+  | (?P<hex>\b0[xX][0-9A-Fa-f]+\b|\b(?=[0-9A-Fa-f]*[0-9])(?=[0-9A-Fa-f]*[A-Fa-f])[0-9A-Fa-f]{8,}\b)
+  | (?P<ip>\b\d{1,3}(?:\.\d{1,3}){3}\b)
+  | (?P<id>\d{6,})
+  | (?P<n>\d+(?:\.\d+)?)
+""", re.VERBOSE)
+_SPACES: Final = re.compile(r"\s+")
+_PLAIN: Final = {"email": "<email>", "sq": "'<v>'", "dq": '"<v>"', "uuid": "<id>", "hex": "<id>",
+                 "ip": "<ip>", "id": "<id>", "n": "<n>"}
+
+
+def _url(url: str) -> str:
+    """``scheme://host`` (a port as ``:<n>``) and ``/<path>`` for whatever follows: the user and
+    password (a secret), the path and the query vary from record to record."""
+    scheme, _, rest = url.partition("://")
+    cut = len(rest)
+    for stop in "/?#":
+        where = rest.find(stop)
+        if where != -1:
+            cut = min(cut, where)
+    netloc, tail = rest[:cut], rest[cut:]
+    host = netloc.rpartition("@")[2]
+    name, colon, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if colon and port.isdigit():
+        host = f"{name}:<n>"
+    if re.fullmatch(r"\d{1,3}(?:\.\d{1,3}){3}(?::<n>)?", host):
+        host = "<ip>" + host[host.find(":"):] if ":" in host else "<ip>"
+    return f"{scheme}://{host}" + ("/<path>" if tail.strip("/") else tail)
+
+
+def _mask(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    if kind == "url":
+        return _url(match.group())
+    return _PLAIN[kind or "n"]
+
+
+def message_template(message: str) -> str:
+    """``message`` with its variable parts masked, whitespace collapsed, capped in length.
+
+    URLs keep their scheme and host (``/<path>`` for the rest, never the userinfo), emails become
+    ``<email>``, quoted values ``'<v>'`` / ``"<v>"``, UUIDs, hex ids and digit runs of six or
+    more ``<id>``, IPv4 addresses ``<ip>``, other numbers ``<n>``.
+
+    >>> message_template("user 42 (alice@example.com) not found in 'orders'")
+    "user <n> (<email>) not found in '<v>'"
+    >>> message_template("GET https://bob:pw@api.example.com:8443/v1/items/77?x=1 -> 503")
+    'GET https://api.example.com:<n>/<path> -> <n>'
+    >>> message_template("row 0x7f3a9c00 id 550e8400-e29b-41d4-a716-446655440000 order 20240117")
+    'row <id> id <id> order <id>'
+    """
+    text = message if len(message) <= _MAX_INPUT_CHARS else message[:_MAX_INPUT_CHARS]
+    text = _SPACES.sub(" ", _MASKS.sub(_mask, text)).strip()
+    if len(text) > MAX_TEMPLATE_CHARS or len(message) > _MAX_INPUT_CHARS:
+        text = text[:MAX_TEMPLATE_CHARS - 1].rstrip() + "…"
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class PatternKey:
+    """What makes a failure pattern: the facts a rule looks at (:class:`.rules.FailureShape`)."""
+
+    error_type: str
+    error_class: str
+    http_status: int | None
+    template: str
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return repr(value)
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePattern:
+    """Dead-lettered records that failed the same way, with what to do about them."""
+
+    error_type: str
+    error_class: str
+    http_status: int | None
+    template: str
+    """The error message with its variable parts masked (:func:`message_template`)."""
+    count: int
+    share: float
+    """Of the failures counted, 0..1."""
+    example_ids: tuple[Any, ...]
+    """Up to :data:`MAX_EXAMPLES` record ids, the first in record order."""
+    recommendation: Recommendation
+
+    def command_line(self, *, dlq: str | None = None, store: str | None = None, job: str | None = None,
+                     fn: str | None = None) -> str | None:
+        """The recommendation's command for this pattern's error type (``rules.fill``)."""
+        return self.recommendation.command_line(self.error_type, dlq=dlq, store=store, job=job, fn=fn)
+
+    def to_json(self, *, dlq: str | None = None, store: str | None = None, job: str | None = None,
+                fn: str | None = None) -> dict[str, Any]:
+        """The pattern as JSON-safe data, its recommendation's command filled in (``rules.fill``;
+        an example id JSON cannot hold is given as its ``repr``)."""
+        recommendation = self.recommendation.to_json()
+        recommendation["command"] = self.command_line(dlq=dlq, store=store, job=job, fn=fn)
+        return {"error_type": self.error_type, "error_class": self.error_class,
+                "http_status": self.http_status, "template": self.template, "count": self.count,
+                "share": self.share, "example_ids": [_json_safe(i) for i in self.example_ids],
+                "recommendation": recommendation}
+
+
+class _Tally:
+    """One pattern's count and its examples: (order, record id), the smallest orders kept."""
+
+    __slots__ = ("count", "examples", "first")
+
+    def __init__(self, order: int) -> None:
+        self.count = 0
+        self.first = order
+        self.examples: list[tuple[int, Any]] = []
+
+    def add(self, order: int, record_id: Any) -> None:
+        self.count += 1
+        if order < self.first:
+            self.first = order
+        examples = self.examples
+        if len(examples) < MAX_EXAMPLES:
+            examples.append((order, record_id))
+            examples.sort(key=_order)
+        elif order < examples[-1][0]:
+            examples[-1] = (order, record_id)
+            examples.sort(key=_order)
+
+
+def _order(example: tuple[int, Any]) -> int:
+    return example[0]
+
+
+class PatternCounter:
+    """Counts failures by pattern in bounded memory (see :data:`MAX_PATTERNS`).
+
+    ``add`` is O(1) amortised; a message's template is cached, so a run that fails the same way
+    a million times masks its message once. Counts are exact; past the caps, records are counted
+    in an "other messages" pattern of their error type, or in one "other" pattern.
+    """
+
+    __slots__ = ("_by_group", "_cache", "_max_patterns", "_max_templates", "_next", "_tallies", "total")
+
+    def __init__(self, *, max_patterns: int = MAX_PATTERNS, max_templates: int = MAX_TEMPLATES_PER_TYPE) -> None:
+        self._max_patterns = max_patterns
+        self._max_templates = max_templates
+        self._tallies: dict[PatternKey, _Tally] = {}
+        self._by_group: dict[tuple[str, str, int | None], int] = {}  # templates per group
+        self._cache: dict[str, str] = {}
+        self._next = 0
+        self.total = 0
+        """Failures counted."""
+
+    def __len__(self) -> int:
+        return self.total
+
+    def template(self, message: str) -> str:
+        """:func:`message_template`, cached for short messages (at most 1024 of them)."""
+        cached = self._cache.get(message)
+        if cached is not None:
+            return cached
+        template = message_template(message)
+        if len(message) <= 512:
+            if len(self._cache) >= 1024:
+                self._cache.clear()
+            self._cache[message] = template
+        return template
+
+    def add(self, record_id: Any, error_type: str, error_class: str, http_status: int | None, message: str,
+            *, order: int | None = None) -> None:
+        """Count one failure. ``order`` (the record's index) picks the examples: the first ones
+        in record order, whatever order the failures arrive in; by default, arrival order."""
+        if order is None:
+            order = self._next
+            self._next += 1
+        key = PatternKey(error_type, error_class, http_status, self.template(message))
+        tally = self._tallies.get(key)
+        if tally is None:
+            tally = self._new_tally(key, order)
+        tally.add(order, record_id)
+        self.total += 1
+
+    def _new_tally(self, key: PatternKey, order: int) -> _Tally:
+        group = (key.error_type, key.error_class, key.http_status)
+        templates = self._by_group.get(group, 0)
+        if templates >= self._max_templates or len(self._tallies) >= self._max_patterns:
+            # Past a cap: this group's "other messages" when the group has a pattern (at most
+            # one per group, and groups are capped), else the one "other" pattern.
+            key = PatternKey(*group, OTHER_MESSAGES) if templates else PatternKey(OTHER_TYPE, OTHER_TYPE, None,
+                                                                                   OTHER_MESSAGES)
+            existing = self._tallies.get(key)
+            if existing is not None:
+                return existing
+        else:
+            self._by_group[group] = templates + 1
+        tally = self._tallies[key] = _Tally(order)
+        return tally
+
+    def patterns(self, rules: Sequence[RecommendationRule] | None = None) -> tuple[FailurePattern, ...]:
+        """The patterns, most frequent first (then the one whose first record came first), each
+        with the recommendation of the first rule in ``rules`` (default: ``DEFAULT_RULES``) that
+        matches it."""
+        table = DEFAULT_RULES if rules is None else rules
+        total = self.total
+        ranked = sorted(self._tallies.items(), key=lambda item: (-item[1].count, item[1].first))
+        return tuple(
+            FailurePattern(key.error_type, key.error_class, key.http_status, key.template, tally.count,
+                           tally.count / total if total else 0.0, tuple(i for _, i in tally.examples),
+                           recommend(key, table))
+            for key, tally in ranked)
