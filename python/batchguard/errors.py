@@ -16,6 +16,7 @@ __all__ = [
     "ConfigTypeError",
     "DLQError",
     "DLQUnavailableError",
+    "DeadLetterNotFoundError",
     "InputError",
     "InputParseError",
     "JobConflictError",
@@ -104,3 +105,16 @@ class InputParseError(BatchguardError, ValueError):
     >>> issubclass(InputParseError, ValueError)
     True
     """
+
+
+class DeadLetterNotFoundError(DLQError, LookupError):
+    """Some of the ids given to a DLQ operation (``resolve``, ``replay(ids=...)``) name no entry:
+    nothing was changed. ``ids`` holds the unknown ones, in the order given.
+
+    >>> issubclass(DeadLetterNotFoundError, LookupError)
+    True
+    """
+
+    def __init__(self, message: str, ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.ids = ids
