@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # annotations only: the job store's package imports the run c
     from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
     from ..results import BatchProgress
 
-__all__ = ["DEFAULTS", "RunOptions", "spelled_out"]
+__all__ = ["DEFAULTS", "DEFAULT_MODE", "RunOptions", "spelled_out"]
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,6 +50,9 @@ class RunOptions(TypedDict, Generic[T], total=False):
     job: str | None
     store: JobStore | str | None
     force: bool
+    validate: Callable[[T], Any] | None
+    sample_count: int
+    sample_key: Callable[[T], Any] | None
 
 
 DEFAULTS: Final[RunOptions[Any]] = {
@@ -73,8 +76,16 @@ DEFAULTS: Final[RunOptions[Any]] = {
     "job": None,
     "store": None,
     "force": False,
+    "validate": None,
+    "sample_count": 3,
+    "sample_key": None,
 }
 """Each keyword's value when it is not given."""
+
+DEFAULT_MODE: Final = "full"
+"""``mode`` ("full", "dry-run" or "sample"; see ``batchguard.validation``) is a parameter of its
+own, like ``bulk``, not a RunOptions key: the overloads of run_batches need it to say what the
+call returns (a ValidationReport, a SampleReport, or a BatchReport)."""
 
 
 def _annotation(hint: Any) -> Any:
