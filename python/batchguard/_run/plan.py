@@ -25,8 +25,9 @@ from ..dlq.urls import open_dlq
 from ..errors import ConfigError, ConfigTypeError
 from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
 from ..results import BatchProgress
+from ..validation.issues import check_phase_options
 from .config import EngineConfig
-from .options import DEFAULTS, RunOptions
+from .options import DEFAULT_MODE, DEFAULTS, RunOptions
 
 if TYPE_CHECKING:  # an annotation only: the job store's package imports the run core itself
     from ..jobs.store import JobStore
@@ -112,6 +113,12 @@ class Plan:
     """The job's store (a ``JobStore`` or a URL; None: the default store)."""
     force: bool = False
     """Rerun the job even when it has completed."""
+    mode: str = DEFAULT_MODE
+    """"full", "dry-run" or "sample" (``batchguard.validation``)."""
+    validate: Callable[[Any], Any] | None = None
+    """``check(record)``: the record's ValidationIssues (sync or ``async def``)."""
+    sample_count: int = 3
+    sample_key: Callable[[Any], Any] | None = None
 
 
 def is_coroutine_function(fn: Any) -> bool:
@@ -143,8 +150,8 @@ def _check_timeout(value: Any) -> float | None:
 def _check_keywords(options: dict[str, Any]) -> None:
     """A misspelt keyword is an error, as Python makes it for a signature that names them all."""
     for name in options.keys() - DEFAULTS.keys():
-        # bulk is a parameter of its own (the overloads need it), not a RunOptions key
-        close = closest(name, [*DEFAULTS, "bulk"])
+        # bulk and mode are parameters of their own (the overloads need them), not RunOptions keys
+        close = closest(name, [*DEFAULTS, "bulk", "mode"])
         hint = f"; did you mean {close!r}?" if close else ""
         raise ConfigTypeError(f"unexpected keyword argument {name!r}{hint}")
 
@@ -161,10 +168,11 @@ def _check_job(job: Any, store: Any, force: Any) -> None:
         raise ConfigError("force=True is only used with job=...: it reruns a completed job")
 
 
-def make_plan(records: Any, fn: Any, *, bulk: Any = False, **given: Unpack[RunOptions[Any]]) -> Plan:
+def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_MODE,
+              **given: Unpack[RunOptions[Any]]) -> Plan:
     """Check every argument before any record is read; each error names its argument.
 
-    The keywords are ``run_batches``'s (:class:`RunOptions`, ``bulk``); a keyword not given
+    The keywords are ``run_batches``'s (:class:`RunOptions`, ``bulk``, ``mode``); a keyword not given
     takes its default from :data:`DEFAULTS`.
     """
     options: dict[str, Any] = {**DEFAULTS, **given}
@@ -178,6 +186,12 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, **given: Unpack[RunOp
     engine, pickle_payloads, timeout = options["engine"], options["pickle_payloads"], options["timeout"]
     rate_limit, key_of = options["rate_limit"], options["key_of"]
     delay_between_batches = options["delay_between_batches"]
+    validate, sample_count, sample_key = options["validate"], options["sample_count"], options["sample_key"]
+    check_phase_options(mode, validate, sample_count, sample_key)
+    _check_hook("sample_key", sample_key)
+    if mode == "full" and validate is not None and bulk:
+        raise ConfigError("validate with bulk=True is not supported in a full run: validate the "
+                          "records in the bulk fn, or run per record (a dry-run and a sample work)")
     if isinstance(records, (str, bytes, bytearray)):
         raise ConfigTypeError(f"records must be an iterable of records, not {type(records).__name__}")
     if not isinstance(records, Iterable):
@@ -254,7 +268,8 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, **given: Unpack[RunOp
     queue, reopen_dlq = _open_dlq(dlq)
     return Plan(records, fn, total, config, classifier, queue, id_of, on_progress,
                 success_threshold, stage, engine, pickle_payloads, is_async, timeout, bulk,
-                reopen_dlq=reopen_dlq, job=job, store=store, force=force)
+                reopen_dlq=reopen_dlq, job=job, store=store, force=force, mode=mode,
+                validate=validate, sample_count=sample_count, sample_key=sample_key)
 
 
 def _open_dlq(dlq: DeadLetterQueue | str | None) -> tuple[DeadLetterQueue | None,
