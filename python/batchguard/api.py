@@ -11,10 +11,13 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar, Unpack, overload
 
 from ._run.execute import arun, execute
-from ._run.options import RunOptions, spelled_out
+from ._run.options import DEFAULT_MODE, RunOptions, spelled_out
 from ._run.plan import close_opened_dlq, make_plan
 from .jobs.run import arun_job, run_job
 from .results import BatchReport
+from .validation.report import ValidationReport
+from .validation.run import adry_run, asample, dry_run, finish_full, guard_full, sample
+from .validation.sample import SampleReport
 
 __all__ = ["RunOptions", "arun_batches", "run_batches"]
 
@@ -23,20 +26,31 @@ R = TypeVar("R")
 
 
 @overload
+def run_batches(records: Iterable[T], fn: Callable[..., Any], *, bulk: bool = ...,
+                mode: Literal["dry-run"], **options: Unpack[RunOptions[T]]) -> ValidationReport: ...
+@overload
+def run_batches(records: Iterable[T], fn: Callable[..., Any], *, bulk: bool = ...,
+                mode: Literal["sample"], **options: Unpack[RunOptions[T]]) -> SampleReport: ...
+@overload
 def run_batches(records: Iterable[T], fn: Callable[[list[T]], Awaitable[Sequence[R]]], *,
-                bulk: Literal[True], **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
+                bulk: Literal[True], mode: Literal["full"] = ...,
+                **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
 @overload
 def run_batches(records: Iterable[T], fn: Callable[[list[T]], Sequence[R]], *,
-                bulk: Literal[True], **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
+                bulk: Literal[True], mode: Literal["full"] = ...,
+                **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
 @overload
 def run_batches(records: Iterable[T], fn: Callable[[T], Awaitable[R]], *,
-                bulk: Literal[False] = ..., **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
+                bulk: Literal[False] = ..., mode: Literal["full"] = ...,
+                **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
 @overload
 def run_batches(records: Iterable[T], fn: Callable[[T], R], *,
-                bulk: Literal[False] = ..., **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
+                bulk: Literal[False] = ..., mode: Literal["full"] = ...,
+                **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
 @spelled_out
 def run_batches(records: Iterable[Any], fn: Callable[[Any], Any], *, bulk: bool = False,
-                **options: Unpack[RunOptions[Any]]) -> BatchReport[Any]:
+                mode: str = DEFAULT_MODE, **options: Unpack[RunOptions[Any]]
+                ) -> BatchReport[Any] | ValidationReport | SampleReport:
     """Run ``fn`` over every record, isolating, classifying and retrying failures.
 
     Every record ends succeeded (its value is in ``report.successful``, in input order),
@@ -71,31 +85,56 @@ def run_batches(records: Iterable[Any], fn: Callable[[Any], Any], *, bulk: bool 
     ``JobStore``) the run is a resumable job: every finished batch is checkpointed, and calling
     again with the same name and input resumes where it stopped (``force=True`` reruns a
     completed job).
+
+    Phases (``batchguard.validation``): with ``validate=check`` (``check(record)`` returns the
+    record's ValidationIssues, or None), ``mode="dry-run"`` runs only the checks, on the engine,
+    and returns a ValidationReport (``fn`` is never called, nothing is written);
+    ``mode="sample"`` runs ``fn`` on ``sample_count`` records spread from short to long by
+    payload size (or by ``sample_key(record)``), blocked ones never among them, and returns a
+    SampleReport (no DLQ or job write); ``mode="full"`` (the default) dead-letters each blocked
+    record (stage "validate", PERMANENT, never passed to ``fn``), runs the rest, and counts both
+    in ``report.validation``.
     """
-    plan = make_plan(records, fn, bulk=bulk, **options)
+    plan = make_plan(records, fn, bulk=bulk, mode=mode, **options)
     try:
+        if plan.mode == "dry-run":
+            return dry_run(plan)
+        if plan.mode == "sample":
+            return sample(plan)
+        plan, tally = guard_full(plan)
         if plan.job is not None:
-            return run_job(plan, job=plan.job, store=plan.store, force=plan.force)
-        return execute(plan)
+            return finish_full(run_job(plan, job=plan.job, store=plan.store, force=plan.force), tally)
+        return finish_full(execute(plan), tally)
     finally:
         close_opened_dlq(plan)
 
 
 @overload
+async def arun_batches(records: Iterable[T], fn: Callable[..., Any], *, bulk: bool = ...,
+                       mode: Literal["dry-run"], **options: Unpack[RunOptions[T]]) -> ValidationReport: ...
+@overload
+async def arun_batches(records: Iterable[T], fn: Callable[..., Any], *, bulk: bool = ...,
+                       mode: Literal["sample"], **options: Unpack[RunOptions[T]]) -> SampleReport: ...
+@overload
 async def arun_batches(records: Iterable[T], fn: Callable[[list[T]], Awaitable[Sequence[R]]], *,
-                       bulk: Literal[True], **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
+                       bulk: Literal[True], mode: Literal["full"] = ...,
+                **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
 @overload
 async def arun_batches(records: Iterable[T], fn: Callable[[list[T]], Sequence[R]], *,
-                       bulk: Literal[True], **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
+                       bulk: Literal[True], mode: Literal["full"] = ...,
+                **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
 @overload
 async def arun_batches(records: Iterable[T], fn: Callable[[T], Awaitable[R]], *,
-                       bulk: Literal[False] = ..., **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
+                       bulk: Literal[False] = ..., mode: Literal["full"] = ...,
+                **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
 @overload
 async def arun_batches(records: Iterable[T], fn: Callable[[T], R], *,
-                       bulk: Literal[False] = ..., **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
+                       bulk: Literal[False] = ..., mode: Literal["full"] = ...,
+                **options: Unpack[RunOptions[T]]) -> BatchReport[R]: ...
 @spelled_out
 async def arun_batches(records: Iterable[Any], fn: Callable[[Any], Any], *, bulk: bool = False,
-                       **options: Unpack[RunOptions[Any]]) -> BatchReport[Any]:
+                       mode: str = DEFAULT_MODE, **options: Unpack[RunOptions[Any]]
+                       ) -> BatchReport[Any] | ValidationReport | SampleReport:
     """:func:`run_batches` for callers inside an event loop: ``await arun_batches(records, fn)``.
 
     It takes the same arguments, ``job``, ``store`` and ``force`` included (a resumable job run
@@ -116,10 +155,16 @@ async def arun_batches(records: Iterable[Any], fn: Callable[[Any], Any], *, bulk
     >>> asyncio.run(arun_batches([1, 2, 3], double)).successful
     [2, 4, 6]
     """
-    plan = make_plan(records, fn, bulk=bulk, **options)
+    plan = make_plan(records, fn, bulk=bulk, mode=mode, **options)
     try:
+        if plan.mode == "dry-run":
+            return await adry_run(plan)
+        if plan.mode == "sample":
+            return await asample(plan)
+        plan, tally = guard_full(plan)
         if plan.job is not None:
-            return await arun_job(plan, job=plan.job, store=plan.store, force=plan.force)
-        return await arun(plan)
+            return finish_full(await arun_job(plan, job=plan.job, store=plan.store, force=plan.force),
+                               tally)
+        return finish_full(await arun(plan), tally)
     finally:
         close_opened_dlq(plan)
