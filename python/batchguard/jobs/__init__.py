@@ -33,6 +33,7 @@ one DLQ entry.
 
 from ..errors import JobNotFoundError, JobStoreUnavailableError
 from .fingerprint import FINGERPRINT_VERSION, fingerprint_records
+from .ledger import BatchRow, BatchSpan, BatchTable, RecordStatus, batch_rows, find_record, job_batches, record_status
 from .postgres import PostgresJobStore
 from .run import run_job
 from .sqlite import SqliteJobStore
@@ -42,17 +43,25 @@ from .store import DEFAULT_STORE_URL, JobStore, job_status, list_jobs, open_job_
 __all__ = [
     "DEFAULT_STORE_URL",
     "FINGERPRINT_VERSION",
+    "BatchRow",
+    "BatchSpan",
+    "BatchTable",
     "JobNotFoundError",
     "JobState",
     "JobStatus",
     "JobStore",
     "JobStoreUnavailableError",
     "PostgresJobStore",
+    "RecordStatus",
     "SqliteJobStore",
+    "batch_rows",
+    "find_record",
     "fingerprint_records",
+    "job_batches",
     "job_status",
     "list_jobs",
     "open_job_store",
+    "record_status",
     "replay_store",
     "run_job",
 ]

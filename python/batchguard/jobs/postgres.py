@@ -29,7 +29,8 @@ def _advisory_key(job: str) -> int:
 
 
 class PostgresJobStore(SqlJobStore):
-    """Jobs in PostgreSQL (psycopg 3): tables ``batchguard_jobs`` and ``batchguard_job_batches``.
+    """Jobs in PostgreSQL (psycopg 3): tables ``batchguard_jobs``,
+    ``batchguard_job_batches`` and ``batchguard_job_stopped_batches``.
 
     With a :class:`~batchguard.dlq.PostgresDLQ` on the same database (the default when a job is
     given no ``dlq``), every batch commits its dead letters and its checkpoint in one transaction.
@@ -52,6 +53,7 @@ class PostgresJobStore(SqlJobStore):
         self.url = self._db.url
         self._connect_timeout = connect_timeout
         self._jobs, self._batches = f"{table_prefix}jobs", f"{table_prefix}job_batches"
+        self._stopped = f"{table_prefix}job_stopped_batches"
         self._scope = f"postgresql:{self._db.location}:{self._jobs}"
         self._db.open()
         try:
@@ -70,6 +72,11 @@ class PostgresJobStore(SqlJobStore):
                     "batch_index bigint NOT NULL, size bigint NOT NULL, succeeded bigint NOT NULL, "
                     "failed bigint NOT NULL, retries bigint NOT NULL, duration_s double precision NOT NULL, "
                     "run_id text NOT NULL, done_at text NOT NULL, PRIMARY KEY (job, batch_index))")
+                cur.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self._stopped} (job text NOT NULL, "
+                    "batch_index bigint NOT NULL, size bigint NOT NULL, succeeded bigint NOT NULL, "
+                    "failed bigint NOT NULL, pending bigint NOT NULL, run_id text NOT NULL, "
+                    "stopped_at text NOT NULL, PRIMARY KEY (job, batch_index))")
         except JobStoreUnavailableError as exc:
             self.close()
             cause = exc.__cause__ or exc

@@ -22,7 +22,7 @@ from .fingerprint import fingerprint_records, first_batch
 from .status import FINISHED, JobState, JobStatus
 from .store import JobStore, opened_store
 
-__all__ = ["arun_job", "run_job"]
+__all__ = ["arun_job", "describe_dlq", "run_job"]
 
 logger = logging.getLogger("batchguard")
 
@@ -30,7 +30,8 @@ logger = logging.getLogger("batchguard")
 _UNBOUNDED_TRACEBACKS: Final = 1 << 62
 
 
-def _describe_dlq(dlq: DeadLetterQueue) -> str:
+def describe_dlq(dlq: DeadLetterQueue) -> str:
+    """How a job's config names its DLQ (its type and redacted URL or path)."""
     for attr in ("url", "path"):
         value = getattr(dlq, attr, None)
         if value is not None:
@@ -47,7 +48,7 @@ def _plan_config(plan: Plan, dlq: DeadLetterQueue, meta: Mapping[str, Any] | Non
         "batch_size": cfg.batch_size, "concurrency": cfg.concurrency, "retry": retry,
         "breaker": breaker, "max_failures": cfg.max_failures, "stage": plan.stage,
         "engine": plan.engine, "success_threshold": plan.success_threshold,
-        "dlq": _describe_dlq(dlq),
+        "dlq": describe_dlq(dlq),
     }
     if meta:
         config["meta"] = dict(meta)
@@ -90,7 +91,7 @@ def _check_dlq_holds_the_failures(job: str, existing: JobStatus, dlq: DeadLetter
     if found >= existing.failed:
         return
     started_with = existing.config.get("dlq")
-    now = _describe_dlq(dlq)
+    now = describe_dlq(dlq)
     where = (f"the DLQ {now}" if started_with in (None, now)
              else f"the DLQ {now} (the job was started with {started_with})")
     raise JobConflictError(

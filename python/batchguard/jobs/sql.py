@@ -12,7 +12,7 @@ from .._db.postgres import PostgresDatabase
 from .._db.sqlite import SqliteDatabase
 from ..dlq.base import DeadLetter, DeadLetterQueue, TransactionalDLQ
 from ..results import BatchStats
-from .status import FINISHED, JobState, JobStatus, timestamp
+from .status import FINISHED, DoneBatch, DoneSpan, JobState, JobStatus, StoppedBatch, timestamp
 
 __all__ = ["SqlJobStore"]
 
@@ -29,6 +29,8 @@ class SqlJobStore(abc.ABC):
     _db: SqliteDatabase | PostgresDatabase
     _jobs: str
     _batches: str
+    _stopped: str
+    """The batches a run stopped inside (records still pending), one row each until done."""
     _placeholder: str
 
     # -- dialect hooks ---------------------------------------------------------------------
@@ -60,7 +62,7 @@ class SqlJobStore(abc.ABC):
     # -- SQL helpers -------------------------------------------------------------------------
 
     def _sql(self, text: str) -> str:
-        text = text.format(jobs=self._jobs, batches=self._batches)
+        text = text.format(jobs=self._jobs, batches=self._batches, stopped=self._stopped)
         return text.replace("?", self._placeholder) if self._placeholder != "?" else text
 
     def _status(self, row: Sequence[Any], active: bool) -> JobStatus:
@@ -108,6 +110,7 @@ class SqlJobStore(abc.ABC):
                 return frozenset()
             if reset:
                 cur.execute(self._sql("DELETE FROM {batches} WHERE job = ?"), (job,))
+                cur.execute(self._sql("DELETE FROM {stopped} WHERE job = ?"), (job,))
                 cur.execute(self._sql(
                     "UPDATE {jobs} SET status = 'running', total = ?, succeeded = 0, failed = 0, "
                     "batches_done = 0, batch_size = ?, stage = ?, fingerprint = ?, config = ?, "
@@ -137,8 +140,7 @@ class SqlJobStore(abc.ABC):
                     joined.write_entries(cur, entries)
                 if stale:
                     joined.remove(stale)  # joins the transaction (a savepoint)
-                if stats.pending == 0:
-                    self._mark_done(cur, job, run_id, stats)
+                self._mark(cur, job, run_id, stats)
             return
         # Crash-safe order: entries first; a crash before the checkpoint reruns the batch and
         # its entries are replaced (same ids), never duplicated.
@@ -146,9 +148,22 @@ class SqlJobStore(abc.ABC):
             dlq.send(entries)
         if stale:
             dlq.remove(stale)
+        with self._transaction() as cur:
+            self._mark(cur, job, run_id, stats)
+
+    def _mark(self, cur: Any, job: str, run_id: str, stats: BatchStats) -> None:
         if stats.pending == 0:
-            with self._transaction() as cur:
-                self._mark_done(cur, job, run_id, stats)
+            self._mark_done(cur, job, run_id, stats)
+            return
+        # The run stopped inside this batch: it reruns on resume; ``jobs status`` shows how far
+        # it got. One row per stopped batch (at most the batches in flight), never per record.
+        cur.execute(self._sql(
+            "INSERT INTO {stopped} (job, batch_index, size, succeeded, failed, pending, run_id, "
+            "stopped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job, batch_index) DO UPDATE "
+            "SET size = excluded.size, succeeded = excluded.succeeded, failed = excluded.failed, "
+            "pending = excluded.pending, run_id = excluded.run_id, stopped_at = excluded.stopped_at"),
+            (job, stats.batch_index, stats.size, stats.succeeded, stats.failed, stats.pending,
+             run_id, timestamp()))
 
     def _mark_done(self, cur: Any, job: str, run_id: str, stats: BatchStats) -> None:
         now = timestamp()
@@ -163,6 +178,39 @@ class SqlJobStore(abc.ABC):
                 "UPDATE {jobs} SET succeeded = succeeded + ?, failed = failed + ?, "
                 "batches_done = batches_done + 1, updated_at = ? WHERE name = ?"),
                 (stats.succeeded, stats.failed, now, job))
+            cur.execute(self._sql("DELETE FROM {stopped} WHERE job = ? AND batch_index = ?"),
+                        (job, stats.batch_index))
+
+    # -- the batch ledger: what ``jobs status`` shows (batchguard.jobs.ledger) ------------------
+
+    def done_spans(self, job: str) -> tuple[DoneSpan, ...]:
+        """Runs of consecutive done batches, in order: (first, last, records, succeeded, failed,
+        retries). One query ("gaps and islands"), so 10,000 done batches are a row or a few."""
+        rows = self._query(self._sql(
+            "SELECT min(batch_index), max(batch_index), sum(size), sum(succeeded), sum(failed), "
+            "sum(retries) FROM (SELECT batch_index, size, succeeded, failed, retries, "
+            "batch_index - row_number() OVER (ORDER BY batch_index) AS island FROM {batches} "
+            "WHERE job = ?) AS done GROUP BY island ORDER BY 1"), (job,))
+        return tuple((int(a), int(b), int(c), int(d), int(e), int(f)) for a, b, c, d, e, f in rows)
+
+    def done_batches(self, job: str, first: int, last: int) -> tuple[DoneBatch, ...]:
+        """The done batches with an index in [first, last]: (index, size, succeeded, failed,
+        retries, duration_s, run_id, done_at)."""
+        rows = self._query(self._sql(
+            "SELECT batch_index, size, succeeded, failed, retries, duration_s, run_id, done_at "
+            "FROM {batches} WHERE job = ? AND batch_index BETWEEN ? AND ? ORDER BY batch_index"),
+            (job, first, last))
+        return tuple((int(i), int(n), int(s), int(f), int(r), float(d), str(run), str(at))
+                     for i, n, s, f, r, d, run, at in rows)
+
+    def stopped_batches(self, job: str) -> tuple[StoppedBatch, ...]:
+        """The batches a run stopped inside, not done since: (index, size, succeeded, failed,
+        pending, run_id, stopped_at), the counts as they were at the stop."""
+        rows = self._query(self._sql(
+            "SELECT batch_index, size, succeeded, failed, pending, run_id, stopped_at FROM {stopped} "
+            "WHERE job = ? ORDER BY batch_index"), (job,))
+        return tuple((int(i), int(n), int(s), int(f), int(p), str(run), str(at))
+                     for i, n, s, f, p, run, at in rows)
 
     def commit_replayed(self, removed: Sequence[DeadLetter], dlq: DeadLetterQueue) -> None:
         """Remove the replayed entries from ``dlq`` and move those of finished batches of this

@@ -45,7 +45,8 @@ def _check_writable(path: str, shown: Path) -> None:
 
 
 class SqliteJobStore(SqlJobStore):
-    """Jobs in a SQLite file (tables ``jobs`` and ``job_batches``; WAL, ``synchronous=FULL``).
+    """Jobs in a SQLite file (tables ``jobs``, ``job_batches``, ``job_stopped_batches``; WAL,
+    ``synchronous=FULL``).
 
     Put the DLQ in the same file (the default when a job is given no ``dlq``) and every batch
     commits its dead letters and its checkpoint in one transaction.
@@ -73,7 +74,7 @@ class SqliteJobStore(SqlJobStore):
         check_duration("SqliteJobStore timeout", timeout)
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
-        self._jobs, self._batches = "jobs", "job_batches"
+        self._jobs, self._batches, self._stopped = "jobs", "job_batches", "job_stopped_batches"
         self._timeout = timeout
         self._db = SqliteDatabase(self.path, role=JOB_STORE, timeout=timeout)
         self._locks: LockFile | None = None
@@ -127,7 +128,8 @@ class SqliteJobStore(SqlJobStore):
 
     @staticmethod
     def create_schema(cursor: sqlite3.Cursor) -> None:
-        """Create the ``jobs`` and ``job_batches`` tables if missing (idempotent)."""
+        """Create the ``jobs``, ``job_batches`` and ``job_stopped_batches`` tables if missing
+        (idempotent: a store made before a table existed gains it when next opened)."""
         cursor.execute(
             "CREATE TABLE IF NOT EXISTS jobs (name TEXT PRIMARY KEY, status TEXT NOT NULL, "
             "total INTEGER, succeeded INTEGER NOT NULL, failed INTEGER NOT NULL, "
@@ -140,6 +142,11 @@ class SqliteJobStore(SqlJobStore):
             "size INTEGER NOT NULL, succeeded INTEGER NOT NULL, failed INTEGER NOT NULL, "
             "retries INTEGER NOT NULL, duration_s REAL NOT NULL, run_id TEXT NOT NULL, "
             "done_at TEXT NOT NULL, PRIMARY KEY (job, batch_index)) WITHOUT ROWID")
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS job_stopped_batches (job TEXT NOT NULL, "
+            "batch_index INTEGER NOT NULL, size INTEGER NOT NULL, succeeded INTEGER NOT NULL, "
+            "failed INTEGER NOT NULL, pending INTEGER NOT NULL, run_id TEXT NOT NULL, "
+            "stopped_at TEXT NOT NULL, PRIMARY KEY (job, batch_index)) WITHOUT ROWID")
 
     def _lock_file(self) -> LockFile | None:
         if self._locks is None:

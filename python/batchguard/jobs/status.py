@@ -7,11 +7,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-__all__ = ["FINISHED", "JobState", "JobStatus", "timestamp"]
+__all__ = ["FINISHED", "DoneBatch", "DoneSpan", "JobState", "JobStatus", "StoppedBatch", "timestamp"]
 
 JobState = Literal["running", "completed", "failed", "aborted"]
 FINISHED: Final = frozenset({"completed", "failed"})
 """The states of a job that does not run again unless forced."""
+
+DoneSpan = tuple[int, int, int, int, int, int]
+"""Consecutive done batches as a store returns them: (first, last, records, succeeded, failed, retries)."""
+DoneBatch = tuple[int, int, int, int, int, float, str, str]
+"""A done batch: (index, size, succeeded, failed, retries, duration_s, run_id, done_at)."""
+StoppedBatch = tuple[int, int, int, int, int, str, str]
+"""A batch a run stopped inside: (index, size, succeeded, failed, pending, run_id, stopped_at)."""
 
 
 def timestamp() -> str:
