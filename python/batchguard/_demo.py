@@ -2,7 +2,9 @@
 
 ``process`` rejects some records for good (a bad email: ValueError; no amount: KeyError), and
 fails some others once with a ConnectionError, which the retry policy absorbs. ``process_fixed``
-is the "fixed" version an operator would replay the dead letters with.
+is the "fixed" version an operator would replay the dead letters with. ``validate`` is the
+check of the phases (``--validate batchguard._demo:validate --mode dry-run``): it blocks exactly
+the records ``process`` rejects for good, and warns about a zero amount (every 1000th record).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ._files import FILE_MODE
+from .validation.issues import ValidationIssue
 
-__all__ = ["CORRUPT_EVERY", "FLAKY_EVERY", "process", "process_fixed", "write_dataset"]
+__all__ = ["CORRUPT_EVERY", "FLAKY_EVERY", "process", "process_fixed", "validate", "write_dataset"]
 
 BAD_EMAIL_EVERY = 157
 NO_AMOUNT_EVERY = 211
@@ -74,3 +77,24 @@ def process_fixed(record: Mapping[str, Any]) -> dict[str, Any]:
         raise TypeError(f"expected a JSON object, got {type(record).__name__}: {str(record)[:60]!r}")
     email = str(record["email"]).replace(" at ", "@")
     return {"id": record["id"], "email": email.lower(), "amount": record.get("amount", 0)}
+
+
+def validate(record: Any) -> list[ValidationIssue]:
+    """The demo's validation rules: a bad email or no amount blocks the record (``process``
+    would reject it for good); a zero amount is a warning (it runs, charging nothing)."""
+    if not isinstance(record, Mapping):
+        return [ValidationIssue("<record>", f"not a JSON object: {type(record).__name__}",
+                                "fix the input line so it holds one JSON object")]
+    issues = []
+    email = record.get("email")
+    if not isinstance(email, str) or "@" not in email:
+        issues.append(ValidationIssue("email", f"invalid email address {email!r}",
+                                      "correct the address in the source system (it needs an @, "
+                                      "e.g. ' at ' written out)"))
+    if "amount" not in record:
+        issues.append(ValidationIssue("amount", "missing required field \"amount\"",
+                                      "set the amount in the source system (0 if nothing is due)"))
+    elif record["amount"] == 0:
+        issues.append(ValidationIssue("amount", "amount is 0", None, severity="warning",
+                                      impact="the record is saved with nothing to charge"))
+    return issues
