@@ -37,12 +37,13 @@ from .jobs import (
 )
 from .policies import MAX_DURATION_S, CircuitBreaker, Classifier, ErrorClass, Explanation, RateLimit, RetryPolicy
 from .replay import ReplayReport, replay
-from .results import BatchProgress, BatchReport, BatchStats, RecordError
+from .results import ActiveBatch, BatchProgress, BatchReport, BatchStats, RecordError
 
 __version__ = importlib.metadata.version("batchguard")  # Cargo.toml's, through the wheel
 
 __all__ = [
     "MAX_DURATION_S",
+    "ActiveBatch",
     "Attempt",
     "Batch",
     "BatchProgress",

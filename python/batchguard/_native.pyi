@@ -23,6 +23,7 @@ __all__ = [
     "calculate_batch_size",
     "RunSummary",
     "Counters",
+    "ActiveBatch",
     "BatchEvent",
     "BreakerEvent",
     "DeadRecord",
@@ -210,6 +211,10 @@ class Counters:
     def breaker_state(self) -> _BreakerState: ...
     @property
     def records_read(self) -> int: ...
+    @property
+    def batches(self) -> tuple[ActiveBatch, ...] | None:
+        """The open batches, in batch order, when the run reports progress (``on_progress``);
+        None otherwise: they are counted only for a snapshot someone reads."""
     def __new__(
         cls,
         *,
@@ -222,6 +227,58 @@ class Counters:
         current_batch: int,
         breaker_state: str,
         records_read: int,
+        batches: tuple[ActiveBatch, ...] | None = None,
+    ) -> Self: ...
+
+@final
+class ActiveBatch:
+    """One batch not finished yet, at a progress snapshot: a dashboard's row.
+
+    ``succeeded + failed + retrying + in_flight + queued == size``.
+    """
+
+    @property
+    def index(self) -> int:
+        """The batch's index (0-based, in input order)."""
+    @property
+    def size(self) -> int: ...
+    @property
+    def succeeded(self) -> int: ...
+    @property
+    def failed(self) -> int:
+        """Records dead-lettered so far."""
+    @property
+    def retrying(self) -> int:
+        """Records waiting for their next try."""
+    @property
+    def in_flight(self) -> int:
+        """Records started and not yet final nor waiting for a retry (one held behind another
+        record of its key counts here)."""
+    @property
+    def queued(self) -> int:
+        """Records not started yet."""
+    @property
+    def retries(self) -> int:
+        """Retries started so far."""
+    @property
+    def started(self) -> float:
+        """When the batch was read, in seconds since the run started."""
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the batch was read."""
+    def __new__(
+        cls,
+        *,
+        index: int,
+        size: int,
+        succeeded: int,
+        failed: int,
+        retrying: int,
+        in_flight: int,
+        queued: int,
+        retries: int,
+        started: float,
+        elapsed: float,
     ) -> Self: ...
 
 @final

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._native import DELIVERY_ATTEMPTS, BatchEvent, BreakerEvent, Counters
+from ._native import DELIVERY_ATTEMPTS, ActiveBatch, BatchEvent, BreakerEvent, Counters
 from ._run.entries import EntryBuilder
 from ._run.failures import DurableFailures, Failures, MemoryFailures
 from ._run.sink import DLQSend, OutcomeSink
@@ -81,10 +81,13 @@ class RunRecorder:
                  dlq: DeadLetterQueue | None, on_progress: Callable[[BatchProgress], Any] | None,
                  total: int | None, batch_size: int, id_of: Callable[[Any], Any] | None,
                  pickle_payloads: bool, sink: OutcomeSink | None = None,
-                 reopen_dlq: Callable[[], DeadLetterQueue] | None = None) -> None:
+                 reopen_dlq: Callable[[], DeadLetterQueue] | None = None,
+                 expected_total: int | None = None) -> None:
         """``sink`` is where each batch's entries go (a job's checkpoint, a replay); by default
         one ``send`` to ``dlq``. ``reopen_dlq`` opens ``dlq`` again after the run closed it (see
-        ``Plan.reopen_dlq``): the report reads entries past its in-memory sample through it."""
+        ``Plan.reopen_dlq``): the report reads entries past its in-memory sample through it.
+        ``expected_total`` (``total=`` for an input without a length) is for progress only:
+        the report counts the records actually read."""
         self.run_id = run_id
         self.job_id = job_id
         self.stage = stage
@@ -105,7 +108,8 @@ class RunRecorder:
             self.failures = DurableFailures(self.entries, dlq, reopen=reopen_dlq,
                                             elsewhere=sink.entries_stored_elsewhere)
         self._stats: list[_BatchTally] = []
-        self._batches_total = None if total is None else -(-total // batch_size)
+        self.expected_total = expected_total
+        self._reported = 0  # the batches in self._stats some snapshot already listed as finished
         self.breaker_events: list[tuple[float, str, str]] = []
         self.breaker_state = "closed"
         self._classifier_raised: set[tuple[str, str]] = set()  # (its error, what it classified)
@@ -185,13 +189,47 @@ class RunRecorder:
         return sorted((BatchStats(*tally) for tally in self._stats), key=lambda b: b.batch_index)
 
     def progress(self, counters: Counters) -> None:
+        """A snapshot for ``on_progress``: the counters, the open batches the engine counted
+        for it, and the batches finished since the previous snapshot."""
         if self.on_progress is None:
             return
         c = counters
-        self.on_progress(BatchProgress(c.batches_completed, self._batches_total, c.current_batch,
-                                       c.succeeded + c.failed, c.succeeded, c.failed, c.retrying,
-                                       c.in_flight, c.queued, _monotonic() - self.started,
-                                       self.total, c.breaker_state))
+        processed = c.succeeded + c.failed
+        total = self.total if self.total is not None else self.expected_total
+        if total is not None:
+            # A total= smaller than the input is raised to what was read: never past 100 %.
+            total = max(total, processed + c.retrying + c.in_flight + c.queued)
+        self._snapshot(c.batches_completed, c.current_batch, c.succeeded, c.failed, c.retrying,
+                       c.in_flight, c.queued, total, c.breaker_state, c.batches or (), final=False)
+
+    def final_progress(self, *, succeeded: int, failed: int, read: int, exhausted: bool) -> None:
+        """The last snapshot, once the run has ended (``final=True``): the batches the end
+        closed, and, when the input ran out, the total of the records actually read (a
+        ``total=`` that said more is corrected)."""
+        if self.on_progress is None:
+            return
+        total = self.total if self.total is not None else self.expected_total
+        if total is not None and exhausted:
+            total = read  # a total= that said more (or less) is corrected; no total stays None
+        completed = sum(1 for tally in self._stats if not tally[6])  # no record left pending
+        current = max((tally[0] for tally in self._stats), default=0)
+        self._snapshot(completed, current, succeeded, failed, 0, 0, 0,
+                       None if total is None else max(total, read), self.breaker_state, (),
+                       final=True)
+
+    def _snapshot(self, completed: int, current: int, succeeded: int, failed: int, retrying: int,
+                  in_flight: int, queued: int, total: int | None, breaker: str,
+                  batches: tuple[ActiveBatch, ...], *, final: bool) -> None:
+        assert self.on_progress is not None
+        # Each finished batch goes out in exactly one snapshot, so an adapter can draw its
+        # final row; built here, at snapshot time, from what the recorder keeps anyway.
+        finished = tuple(BatchStats(*tally) for tally in self._stats[self._reported:])
+        self._reported = len(self._stats)
+        batches_total = None if total is None else -(-total // self.batch_size)
+        self.on_progress(BatchProgress(
+            completed, batches_total, current, succeeded + failed, succeeded, failed, retrying,
+            in_flight, queued, _monotonic() - self.started, total, breaker, batches, finished,
+            self.batch_size, final))
 
     def classifier_error(self, exc: BaseException, error: BaseException) -> None:
         kind = (type(error).__name__, type(exc).__name__)

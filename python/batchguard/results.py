@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final, Generic
 
 from ._checks import check_count
+from ._native import ActiveBatch
 from ._report.model import build
 from ._report.text import render_text
 from ._stored import REPORT_SAMPLE
@@ -28,7 +29,7 @@ else:
 
     R = TypeVar("R")
 
-__all__ = ["BatchProgress", "BatchReport", "BatchStats", "RecordError", "RunStatus"]
+__all__ = ["ActiveBatch", "BatchProgress", "BatchReport", "BatchStats", "RecordError", "RunStatus"]
 
 RunStatus = str
 """One of "complete", "partial_success", "failed", "aborted"."""
@@ -88,11 +89,17 @@ class BatchStats:
 @dataclass(frozen=True, slots=True)
 class BatchProgress:
     """A snapshot of a run in progress, handed to ``on_progress`` (at most every 0.1 s, and at
-    every batch end)."""
+    every batch end), and once more when the run ends (``final``).
+
+    ``batches`` and ``finished`` are what a per-batch display draws: the open batches with their
+    counts, and the batches finished since the previous snapshot with their final stats (each
+    finished batch is in exactly one snapshot's ``finished``). They are built only when a
+    snapshot is taken, never per record. :mod:`batchguard.progress` has ready displays.
+    """
 
     batches_completed: int
     batches_total: int | None
-    """None when the input has no length (a generator)."""
+    """None when the total is unknown (a generator, without ``total=``)."""
     current_batch_index: int
     records_processed: int
     succeeded: int
@@ -102,7 +109,16 @@ class BatchProgress:
     queued: int
     elapsed_s: float
     total: int | None
+    """The records the run takes on: the input's length, or the ``total=`` the caller gave for
+    a generator (raised to the records read so far if the input turns out longer)."""
     breaker_state: str = "closed"
+    batches: tuple[ActiveBatch, ...] = ()
+    """The batches not finished yet, in batch order (:class:`batchguard.ActiveBatch`)."""
+    finished: tuple[BatchStats, ...] = ()
+    """The batches finished since the previous snapshot, in the order they finished."""
+    batch_size: int = 0
+    final: bool = False
+    """The run has ended: this is the last snapshot (not sent when the run raised)."""
 
     @property
     def avg_time_per_record(self) -> float:
@@ -113,14 +129,17 @@ class BatchProgress:
         """Seconds left at the average pace so far; None when the total is unknown."""
         if self.total is None or not self.records_processed:
             return None
+        if self.final:
+            return 0.0
         return max(0, self.total - self.records_processed) * self.avg_time_per_record
 
     @property
     def percent_complete(self) -> float:
+        """0 to 100: records final of the total (never above 100, whatever ``total=`` said)."""
         if self.total:
-            return 100.0 * self.records_processed / self.total
+            return min(100.0, 100.0 * self.records_processed / self.total)
         if self.batches_total:
-            return 100.0 * self.batches_completed / self.batches_total
+            return min(100.0, 100.0 * self.batches_completed / self.batches_total)
         return 100.0 if self.total == 0 else 0.0
 
     @property

@@ -15,7 +15,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use super::classify::NativeClassifier;
 use super::config::Settings;
-use super::events::{deliver, progress, summary, wants_progress, RunSummary};
+use super::events::{deliver, open_batches, progress, summary, wants_progress, RunSummary};
 use super::ffi::{list_of, strip_traceback};
 use super::run::Prepared;
 use super::wait::{wall_now, MonoClock};
@@ -50,10 +50,12 @@ impl AsyncRun {
         let sink = self.sink.bind(py);
         if self.sched.has_events() {
             let events = self.sched.take_events();
-            deliver(py, sink, events, &self.sched.counters())?;
+            let batches = open_batches(&self.sched, self.wants_progress);
+            deliver(py, sink, events, &self.sched.counters(), batches.as_deref())?;
             self.next_progress = self.sched.clock().now() + self.interval;
         } else if self.wants_progress && self.sched.clock().now() >= self.next_progress {
-            progress(py, sink, &self.sched.counters())?;
+            let batches = open_batches(&self.sched, true);
+            progress(py, sink, &self.sched.counters(), batches.as_deref())?;
             self.next_progress = self.sched.clock().now() + self.interval;
         }
         if self.sched.has_released() {
@@ -225,7 +227,8 @@ impl AsyncRun {
         }
         self.sched.close();
         let events = self.sched.take_events();
-        deliver(py, self.sink.bind(py), events, &self.sched.counters())?;
+        // Closed: no batch is open any more.
+        deliver(py, self.sink.bind(py), events, &self.sched.counters(), None)?;
         drop(self.sched.take_released());
         let count = self.sched.succeeded() as usize;
         let values = list_of(py, std::mem::take(&mut self.results).into_iter().flatten(), count)?;

@@ -7,13 +7,13 @@
 
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyIterator, PyList, PyString};
+use pyo3::types::{PyIterator, PyList, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::classify::optional_attr;
 use super::{Obj, PyScheduler};
 use crate::breaker::State as BreakerState;
-use crate::engine::{Attempt, Counters as EngineCounters, Dead, Event};
+use crate::engine::{Attempt, BatchCounts, Counters as EngineCounters, Dead, Event};
 
 /// Times an interrupt may cut one delivery of events short before it is given up: the first
 /// Ctrl-C still flushes what was dead-lettered, a user who keeps pressing it (a DLQ that
@@ -81,13 +81,16 @@ pub struct Counters {
     current_batch: u64,
     breaker_state: Py<PyString>,
     records_read: u64,
+    /// The open batches (`ActiveBatch`, in batch order) when someone reads progress; None
+    /// otherwise, so a run without `on_progress` never builds them.
+    batches: Option<Py<PyTuple>>,
 }
 
 #[pymethods]
 impl Counters {
     #[new]
     #[pyo3(signature = (*, succeeded, failed, retrying, in_flight, queued, batches_completed, current_batch,
-                        breaker_state, records_read))]
+                        breaker_state, records_read, batches=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         succeeded: u64,
@@ -99,6 +102,7 @@ impl Counters {
         current_batch: u64,
         breaker_state: Py<PyString>,
         records_read: u64,
+        batches: Option<Py<PyTuple>>,
     ) -> Self {
         Self {
             succeeded,
@@ -110,8 +114,89 @@ impl Counters {
             current_batch,
             breaker_state,
             records_read,
+            batches,
         }
     }
+}
+
+/// One open batch at a progress snapshot: its counts so far (a dashboard's row).
+#[pyclass(frozen, get_all, module = "batchguard._native")]
+pub struct ActiveBatch {
+    index: u64,
+    size: usize,
+    succeeded: usize,
+    failed: usize,
+    /// Records waiting for a retry.
+    retrying: usize,
+    /// Records started and not yet final nor waiting for a retry.
+    in_flight: usize,
+    /// Records not started yet.
+    queued: usize,
+    /// Retries started so far.
+    retries: usize,
+    /// When the batch was read, in seconds since the run started.
+    started: f64,
+    /// Seconds since the batch was read.
+    elapsed: f64,
+}
+
+#[pymethods]
+impl ActiveBatch {
+    #[new]
+    #[pyo3(signature = (*, index, size, succeeded, failed, retrying, in_flight, queued, retries, started, elapsed))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        index: u64,
+        size: usize,
+        succeeded: usize,
+        failed: usize,
+        retrying: usize,
+        in_flight: usize,
+        queued: usize,
+        retries: usize,
+        started: f64,
+        elapsed: f64,
+    ) -> Self {
+        Self { index, size, succeeded, failed, retrying, in_flight, queued, retries, started, elapsed }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ActiveBatch(index={}, size={}, succeeded={}, failed={}, retrying={}, in_flight={}, queued={}, \
+             retries={}, started={:.3}, elapsed={:.3})",
+            self.index,
+            self.size,
+            self.succeeded,
+            self.failed,
+            self.retrying,
+            self.in_flight,
+            self.queued,
+            self.retries,
+            self.started,
+            self.elapsed
+        )
+    }
+}
+
+fn active_batches<'py>(py: Python<'py>, batches: &[BatchCounts]) -> PyResult<Bound<'py, PyTuple>> {
+    let items = batches.iter().map(|b| {
+        Bound::new(
+            py,
+            ActiveBatch {
+                index: b.index,
+                size: b.size,
+                succeeded: b.succeeded,
+                failed: b.failed,
+                retrying: b.retrying,
+                in_flight: b.in_flight,
+                queued: b.queued,
+                retries: b.retries,
+                started: b.started,
+                elapsed: b.elapsed,
+            },
+        )
+    });
+    PyTuple::new(py, items.collect::<PyResult<Vec<_>>>()?)
 }
 
 /// The Python string of a breaker state, interned: one object per state for the whole process.
@@ -119,7 +204,12 @@ fn state_str(py: Python<'_>, state: BreakerState) -> Py<PyString> {
     PyString::intern(py, state.as_str()).unbind()
 }
 
-fn py_counters<'py>(py: Python<'py>, c: &EngineCounters) -> PyResult<Bound<'py, Counters>> {
+fn py_counters<'py>(
+    py: Python<'py>,
+    c: &EngineCounters,
+    batches: Option<&[BatchCounts]>,
+) -> PyResult<Bound<'py, Counters>> {
+    let batches = batches.map(|b| active_batches(py, b)).transpose()?.map(Bound::unbind);
     Bound::new(
         py,
         Counters {
@@ -132,6 +222,7 @@ fn py_counters<'py>(py: Python<'py>, c: &EngineCounters) -> PyResult<Bound<'py, 
             current_batch: c.current_batch,
             breaker_state: state_str(py, c.breaker_state),
             records_read: c.records_read,
+            batches,
         },
     )
 }
@@ -355,12 +446,13 @@ pub(super) fn deliver(
     sink: &Bound<'_, PyAny>,
     events: Vec<Event<Obj, Obj>>,
     counters: &EngineCounters,
+    batches: Option<&[BatchCounts]>,
 ) -> PyResult<()> {
     if events.is_empty() {
         return Ok(());
     }
     let events = events_list(py, events)?;
-    let counters = py_counters(py, counters)?;
+    let counters = py_counters(py, counters, batches)?;
     let mut interrupted: Option<PyErr> = None;
     for _ in 0..DELIVERY_ATTEMPTS {
         match sink.call_method1(intern!(py, "events"), (&events, &counters)) {
@@ -380,9 +472,19 @@ pub(super) fn wants_progress(sink: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(optional_attr(sink, intern!(sink.py(), "on_progress"))?.is_none_or(|callback| !callback.is_none()))
 }
 
+/// The open batches' counts for a snapshot, when progress is read (`wants`); None otherwise.
+pub(super) fn open_batches(sched: &PyScheduler, wants: bool) -> Option<Vec<BatchCounts>> {
+    wants.then(|| sched.open_batches())
+}
+
 /// A throttled progress report (the recorder passes it to `on_progress`).
-pub(super) fn progress(py: Python<'_>, sink: &Bound<'_, PyAny>, counters: &EngineCounters) -> PyResult<()> {
-    sink.call_method1(intern!(py, "progress"), (py_counters(py, counters)?,))?;
+pub(super) fn progress(
+    py: Python<'_>,
+    sink: &Bound<'_, PyAny>,
+    counters: &EngineCounters,
+    batches: Option<&[BatchCounts]>,
+) -> PyResult<()> {
+    sink.call_method1(intern!(py, "progress"), (py_counters(py, counters, batches)?,))?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 
 use super::classify::{failure_of, NativeClassifier};
 use super::config::RunOptions;
-use super::events::{deliver, progress, summary, RunSummary};
+use super::events::{deliver, open_batches, progress, summary, RunSummary};
 use super::ffi::{FastCall, OrderedResults, Source};
 use super::run::{call_timed, finish, report_failure};
 use super::wait::{detached, slice_until, MonoClock};
@@ -111,10 +111,12 @@ pub(super) fn run_inline<'py>(
             }
             if sched.has_events() {
                 let events = sched.take_events();
-                deliver(py, sink, events, &sched.counters())?;
+                let batches = open_batches(&sched, wants_progress);
+                deliver(py, sink, events, &sched.counters(), batches.as_deref())?;
                 next_progress = clock.now() + interval;
             } else if wants_progress && clock.now() >= next_progress {
-                progress(py, sink, &sched.counters())?;
+                let batches = open_batches(&sched, true);
+                progress(py, sink, &sched.counters(), batches.as_deref())?;
                 next_progress = clock.now() + interval;
             }
             if sched.has_released() {

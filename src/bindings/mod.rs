@@ -46,6 +46,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(policy::calculate_batch_size, m)?)?;
     m.add_class::<events::RunSummary>()?;
     m.add_class::<events::Counters>()?;
+    m.add_class::<events::ActiveBatch>()?;
     m.add_class::<events::BatchEvent>()?;
     m.add_class::<events::BreakerEvent>()?;
     m.add_class::<events::DeadRecord>()?;

@@ -180,7 +180,8 @@ pub(super) fn finish(
     }
     sched.close();
     undelivered.extend(sched.take_events());
-    let flushed = deliver(py, sink, undelivered, &sched.counters());
+    // Closed: no batch is open any more.
+    let flushed = deliver(py, sink, undelivered, &sched.counters(), None);
     drop(sched.take_released());
     match (outcome, flushed) {
         // The flush failed too (the DLQ could not store what was dead-lettered): that error

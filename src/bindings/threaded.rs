@@ -28,7 +28,7 @@ use pyo3::prelude::*;
 use super::bulk;
 use super::classify::{failure_of, NativeClassifier};
 use super::config::RunOptions;
-use super::events::{deliver, progress, summary, RunSummary};
+use super::events::{deliver, open_batches, progress, summary, RunSummary};
 use super::ffi::{list_of, strip_traceback, FastCall, Source};
 use super::run::{call_timed, finish};
 use super::testing::panic_if_armed;
@@ -196,14 +196,18 @@ fn coordinate<'py>(
     let mut next_progress = interval;
     let mut failure: Option<PyErr> = None;
     loop {
-        let (wants, counters, finished, released, seen) = {
+        let (wants, counters, batches, due, finished, released, seen) = {
             let mut st = shared.state.lock();
             let wants = failure.is_none() && st.wants_input();
             if st.sched.has_events() {
                 undelivered.append(&mut st.sched.take_events());
             }
             let released = st.sched.take_released();
-            (wants, st.sched.counters(), st.live_workers == 0, released, st.version)
+            // Decided here, once, so the open batches are counted (under the lock, with the
+            // counters) only for a snapshot this turn hands over.
+            let due = clock.now() >= next_progress;
+            let batches = open_batches(&st.sched, options.wants_progress && (!undelivered.is_empty() || due));
+            (wants, st.sched.counters(), batches, due, st.live_workers == 0, released, st.version)
         };
         drop(released);
         let step = (|| -> PyResult<()> {
@@ -223,10 +227,10 @@ fn coordinate<'py>(
                 shared.work_ready.notify_all();
             }
             if !undelivered.is_empty() {
-                deliver(py, sink, std::mem::take(undelivered), &counters)?;
+                deliver(py, sink, std::mem::take(undelivered), &counters, batches.as_deref())?;
                 next_progress = clock.now() + interval;
-            } else if clock.now() >= next_progress {
-                progress(py, sink, &counters)?;
+            } else if due {
+                progress(py, sink, &counters, batches.as_deref())?;
                 next_progress = clock.now() + interval;
             }
             Ok(())

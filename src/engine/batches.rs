@@ -29,6 +29,27 @@ pub struct BatchDone<T, E> {
     pub dead: Vec<Dead<T, E>>,
 }
 
+/// An open batch's counts at a progress snapshot: what a dashboard draws as one row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchCounts {
+    pub index: u64,
+    pub size: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Records waiting for a retry (backing off or due).
+    pub retrying: usize,
+    /// Records started and not final nor waiting for a retry (a record held behind another of
+    /// its key counts here: it left the fresh queue).
+    pub in_flight: usize,
+    /// Records never started.
+    pub queued: usize,
+    /// Retries started so far.
+    pub retries: usize,
+    /// When the batch was read, in seconds since the run started.
+    pub started: f64,
+    pub elapsed: f64,
+}
+
 /// The batches read whose records are not all final yet, in batch order.
 pub(super) struct Batches<T, E> {
     /// Open batches, indexed by `batch - first`; finished and skipped ones are None.
@@ -38,11 +59,16 @@ pub(super) struct Batches<T, E> {
 }
 
 struct Open<T, E> {
+    /// The index of the batch's first record.
+    first: u64,
     size: usize,
     remaining: usize,
     succeeded: usize,
     failed: usize,
     retries: usize,
+    /// Records in the retry queue: kept here (on the failure path only) so a snapshot need
+    /// not walk the queue.
+    waiting: usize,
     started: f64,
     dead: Vec<Dead<T, E>>,
 }
@@ -67,9 +93,9 @@ impl<T, E> Batches<T, E> {
         Self { open: VecDeque::new(), first: 0, completed: 0 }
     }
 
-    /// Batch `batch` of `size` records was read at `now` (batches skipped before it stay
-    /// closed).
-    pub(super) fn open(&mut self, batch: u64, size: usize, now: f64) {
+    /// Batch `batch` of `size` records, the first of which has index `first`, was read at
+    /// `now` (batches skipped before it stay closed).
+    pub(super) fn open(&mut self, batch: u64, first: u64, size: usize, now: f64) {
         if self.open.is_empty() {
             self.first = batch;
         }
@@ -77,19 +103,55 @@ impl<T, E> Batches<T, E> {
             self.open.push_back(None); // a skipped batch's slot
         }
         self.open.push_back(Some(Open {
+            first,
             size,
             remaining: size,
             succeeded: 0,
             failed: 0,
             retries: 0,
+            waiting: 0,
             started: now,
             dead: Vec::new(),
         }));
     }
 
+    /// A record of `batch` failed and waits for a retry.
+    pub(super) fn retry_scheduled(&mut self, batch: u64) {
+        self.get_mut(batch).waiting += 1;
+    }
+
     /// A retry of a record of `batch` starts.
     pub(super) fn retried(&mut self, batch: u64) {
-        self.get_mut(batch).retries += 1;
+        let state = self.get_mut(batch);
+        state.retries += 1;
+        state.waiting -= 1;
+    }
+
+    /// Every open batch's counts, in batch order, at `now` for a run started at `run_started`;
+    /// the records before `cursor` (the first record never started) have started. Built only
+    /// when a progress snapshot is taken, so the per-record paths pay nothing for it.
+    pub(super) fn counts(&self, cursor: u64, now: f64, run_started: f64) -> Vec<BatchCounts> {
+        let first = self.first;
+        let open = self.open.iter().enumerate();
+        open.filter_map(|(offset, slot)| slot.as_ref().map(|b| (first + offset as u64, b)))
+            .map(|(index, b)| {
+                let started_records = cursor.saturating_sub(b.first).min(b.size as u64) as usize;
+                let queued = b.size - started_records;
+                let in_flight = b.remaining.saturating_sub(queued + b.waiting);
+                BatchCounts {
+                    index,
+                    size: b.size,
+                    succeeded: b.succeeded,
+                    failed: b.failed,
+                    retrying: b.waiting,
+                    in_flight,
+                    queued,
+                    retries: b.retries,
+                    started: b.started - run_started,
+                    elapsed: now - b.started,
+                }
+            })
+            .collect()
     }
 
     /// `n` records of `batch` succeeded. True when that made the batch complete: then

@@ -158,6 +158,15 @@ impl<T> Fresh<T> {
         self.index
     }
 
+    /// The index of the first record never started: every record read before it has started.
+    pub(super) fn cursor(&self) -> u64 {
+        if self.records.is_empty() {
+            self.next_index
+        } else {
+            self.index
+        }
+    }
+
     /// The ordering key of the next fresh record, if it has one.
     pub(super) fn head_key(&self) -> Option<u64> {
         self.keys.front().copied().flatten()

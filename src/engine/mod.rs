@@ -29,7 +29,7 @@ mod keys;
 mod retries;
 
 use batches::Batches;
-pub use batches::{BatchDone, Dead};
+pub use batches::{BatchCounts, BatchDone, Dead};
 use fresh::Fresh;
 use gates::Gates;
 pub use gates::MIN_RATE_SAMPLE;
@@ -270,9 +270,9 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
 
     /// Queue one batch of new records, in input order.
     pub fn add_batch(&mut self, records: impl ExactSizeIterator<Item = T>) {
-        let size = records.len();
+        let (size, first) = (records.len(), self.fresh.records_read());
         let batch = self.fresh.push(records);
-        self.batches.open(batch, size, self.clock.now());
+        self.batches.open(batch, first, size, self.clock.now());
     }
 
     /// Queue one batch whose records carry ordering keys (`key_of`).
@@ -503,6 +503,7 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         } else if self.stop.is_some() {
             self.pending(work);
         } else {
+            self.batches.retry_scheduled(work.batch);
             self.retries.schedule(work, class, retry_after, &self.config, &self.clock);
         }
     }
@@ -647,6 +648,11 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             breaker_state: self.gates.breaker_state(),
             records_read: self.fresh.records_read(),
         }
+    }
+
+    /// The open batches' counts, in batch order: taken only for a progress snapshot.
+    pub fn open_batches(&self) -> Vec<BatchCounts> {
+        self.batches.counts(self.fresh.cursor(), self.clock.now(), self.started_at)
     }
 
     pub fn succeeded(&self) -> u64 {

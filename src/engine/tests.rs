@@ -367,3 +367,53 @@ fn conservation_holds_for_every_plan() {
         assert!(seen.values().all(|&c| c == 1), "pattern {pattern}: a record finished twice");
     }
 }
+
+#[test]
+fn open_batches_count_each_open_batchs_records_by_state() {
+    let clock = Manual::default();
+    clock.0.set(10.0);
+    let mut s: Sched<'_> = Scheduler::new(config(3, 5.0), &clock);
+    s.add_batch(0..4u32);
+    clock.0.set(11.0);
+    s.add_batch(4..8u32);
+    let Next::Run(ok) = s.next_work() else { panic!("a record is ready") };
+    drop(s.succeed(ok));
+    let Next::Run(parked) = s.next_work() else { panic!("a record is ready") };
+    s.fail(parked, ErrorClass::Recoverable, "backs off", None, 0.0);
+    let Next::Run(dead) = s.next_work() else { panic!("a record is ready") };
+    s.fail(dead, ErrorClass::Permanent, "dead", None, 0.0);
+    let Next::Run(running) = s.next_work() else { panic!("a record is ready") };
+    clock.0.set(12.5);
+    let batches = s.open_batches();
+    let first = BatchCounts {
+        index: 0,
+        size: 4,
+        succeeded: 1,
+        failed: 1,
+        retrying: 1,
+        in_flight: 1,
+        queued: 0,
+        retries: 0,
+        started: 0.0,
+        elapsed: 2.5,
+    };
+    let second = BatchCounts {
+        index: 1,
+        succeeded: 0,
+        failed: 0,
+        retrying: 0,
+        in_flight: 0,
+        queued: 4,
+        started: 1.0,
+        elapsed: 1.5,
+        ..first
+    };
+    assert_eq!(batches, vec![first, second]);
+    drop(s.succeed(running));
+    clock.0.set(20.0);
+    let Next::Run(retry) = s.next_work() else { panic!("the retry is due") };
+    let counts = s.open_batches()[0];
+    assert_eq!((counts.retrying, counts.in_flight, counts.retries), (0, 1, 1), "the retry runs");
+    drop(s.succeed(retry));
+    assert_eq!(s.open_batches().iter().map(|b| b.index).collect::<Vec<_>>(), vec![1], "batch 0 closed");
+}

@@ -30,16 +30,18 @@ __all__ = ["aexecute", "arun", "execute"]
 
 def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, sink: OutcomeSink | None) -> RunRecorder:
     """The recorder a run of ``plan`` reports to."""
-    total = plan.total
-    if total is not None and plan.config.skip_batches:
+    total, expected = plan.total, plan.expected_total
+    if plan.config.skip_batches:
         # Progress covers what this run takes on: a resumed job's finished batches are not in it.
         size = plan.config.batch_size
-        total -= sum(max(0, min(size, total - b * size)) for b in plan.config.skip_batches)
+        total, expected = (None if n is None else
+                           max(0, n - sum(max(0, min(size, n - b * size)) for b in plan.config.skip_batches))
+                           for n in (total, expected))
     return RunRecorder(run_id=run_id or new_run_id(), job_id=job_id, stage=plan.stage,
                        dlq=plan.dlq, on_progress=plan.on_progress, total=total,
                        batch_size=plan.config.batch_size, id_of=plan.id_of,
                        pickle_payloads=plan.pickle_payloads, sink=sink,
-                       reopen_dlq=plan.reopen_dlq)
+                       reopen_dlq=plan.reopen_dlq, expected_total=expected)
 
 
 def _with_skips(plan: Plan, skip_batches: frozenset[int]) -> Plan:
@@ -61,6 +63,9 @@ def _from_scheduler(scheduler: Scheduler) -> RunSummary:
 
 def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
             skip_batches: frozenset[int]) -> BatchReport:
+    read = outcome.records_read - outcome.skipped_records
+    recorder.final_progress(succeeded=outcome.succeeded, failed=outcome.failed, read=read,
+                            exhausted=outcome.exhausted)
     return recorder.report(succeeded=outcome.succeeded, failed=outcome.failed,
                            read=outcome.records_read - outcome.skipped_records,
                            skipped_records=outcome.skipped_records, exhausted=outcome.exhausted,

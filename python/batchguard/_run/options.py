@@ -50,6 +50,7 @@ class RunOptions(TypedDict, Generic[T], total=False):
     job: str | None
     store: JobStore | str | None
     force: bool
+    total: int | None
     validate: Callable[[T], Any] | None
     sample_count: int
     sample_key: Callable[[T], Any] | None
@@ -76,6 +77,7 @@ DEFAULTS: Final[RunOptions[Any]] = {
     "job": None,
     "store": None,
     "force": False,
+    "total": None,
     "validate": None,
     "sample_count": 3,
     "sample_key": None,

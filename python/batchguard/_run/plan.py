@@ -113,6 +113,9 @@ class Plan:
     """The job's store (a ``JobStore`` or a URL; None: the default store)."""
     force: bool = False
     """Rerun the job even when it has completed."""
+    expected_total: int | None = None
+    """``total=`` for an input without a length: progress and ETA only (the report counts the
+    records actually read)."""
     mode: str = DEFAULT_MODE
     """"full", "dry-run" or "sample" (``batchguard.validation``)."""
     validate: Callable[[Any], Any] | None = None
@@ -198,14 +201,21 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
         raise ConfigTypeError(f"records must be iterable (a list, generator, ...), got {type(records).__name__}")
     _check_callable("fn", fn, optional=False)
     total = len(records) if isinstance(records, Sized) else None
+    expected_total = options["total"]
+    if expected_total is not None:
+        check_count("total", expected_total, minimum=0, maximum=(1 << 63) - 1,
+                    why="a record index is a 64-bit int")
+        if total is not None:
+            expected_total = None  # the input's own length is the truth
     if batch_size is None:
         batch_size = DEFAULT_BATCH_SIZE
     elif isinstance(batch_size, str):
         if batch_size != "auto":
             raise ConfigTypeError(f'batch_size must be an int >= 1, "auto" or None, got str {shown(batch_size)}')
-        if total is None:
-            raise ConfigError('batch_size="auto" needs an input with a length (a list, not a generator)')
-        batch_size = calculate_batch_size(total)
+        if total is None and expected_total is None:
+            raise ConfigError('batch_size="auto" needs an input with a length (a list, not a '
+                              'generator), or total=N')
+        batch_size = calculate_batch_size(total if total is not None else expected_total)
     else:
         check_count("batch_size", batch_size, minimum=1, maximum=MAX_BATCH_SIZE,
                     why="the largest size either engine can index a batch with")
@@ -268,7 +278,8 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
     queue, reopen_dlq = _open_dlq(dlq)
     return Plan(records, fn, total, config, classifier, queue, id_of, on_progress,
                 success_threshold, stage, engine, pickle_payloads, is_async, timeout, bulk,
-                reopen_dlq=reopen_dlq, job=job, store=store, force=force, mode=mode,
+                reopen_dlq=reopen_dlq, job=job, store=store, force=force,
+                expected_total=expected_total, mode=mode,
                 validate=validate, sample_count=sample_count, sample_key=sample_key)
 
 

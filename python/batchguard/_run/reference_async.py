@@ -71,11 +71,13 @@ class ReferenceAsyncRun:
 
     def _report(self) -> None:
         scheduler = self._scheduler
+        # With now, the open batches are counted too (only when someone reads progress).
+        now = time.monotonic() if getattr(self._sink, "on_progress", True) is not None else None
         if scheduler.events:
-            deliver(self._sink, scheduler.events, scheduler.counters())
+            deliver(self._sink, scheduler.events, scheduler.counters(now))
             self._next_progress = time.monotonic() + self._interval
         elif time.monotonic() >= self._next_progress:
-            self._sink.progress(scheduler.counters())
+            self._sink.progress(scheduler.counters(now))
             self._next_progress = time.monotonic() + self._interval
 
     def finish(self) -> Scheduler:

@@ -3,20 +3,25 @@
 
 from __future__ import annotations
 
-from .._native import BatchEvent, DeadRecord
+from .._native import ActiveBatch, BatchEvent, DeadRecord
 
 
 class Open:
     """One batch whose records are not all final yet."""
 
-    __slots__ = ("dead", "failed", "remaining", "retries", "size", "started", "succeeded")
+    __slots__ = ("dead", "failed", "first", "remaining", "retries", "size", "started", "succeeded",
+                 "waiting")
 
-    def __init__(self, size: int, started: float) -> None:
+    def __init__(self, first: int, size: int, started: float) -> None:
+        self.first = first  # the index of the batch's first record
         self.size = size
         self.remaining = size
         self.succeeded = 0
         self.failed = 0
         self.retries = 0
+        # Records in the retry queue: kept here (on the failure path only) so a snapshot need
+        # not walk the queue.
+        self.waiting = 0
         self.started = started
         self.dead: list[DeadRecord] = []
 
@@ -34,13 +39,34 @@ class Batches:
         self._open: dict[int, Open] = {}
         self.completed = 0
 
-    def open(self, batch: int, size: int, now: float) -> None:
-        """Batch ``batch`` of ``size`` records was read at ``now``."""
-        self._open[batch] = Open(size, now)
+    def open(self, batch: int, first: int, size: int, now: float) -> None:
+        """Batch ``batch`` of ``size`` records, the first of which has index ``first``, was
+        read at ``now``."""
+        self._open[batch] = Open(first, size, now)
+
+    def retry_scheduled(self, batch: int) -> None:
+        """A record of ``batch`` failed and waits for a retry."""
+        self._open[batch].waiting += 1
 
     def retried(self, batch: int) -> None:
         """A retry of a record of ``batch`` starts."""
-        self._open[batch].retries += 1
+        state = self._open[batch]
+        state.retries += 1
+        state.waiting -= 1
+
+    def counts(self, cursor: int, now: float, run_started: float) -> tuple[ActiveBatch, ...]:
+        """Every open batch's counts, in batch order, at ``now`` for a run started at
+        ``run_started``; the records before ``cursor`` (the first record never started) have
+        started. Built only when a progress snapshot is taken."""
+        counts = []
+        for index, b in sorted(self._open.items()):
+            queued = b.size - min(max(cursor - b.first, 0), b.size)
+            counts.append(ActiveBatch(
+                index=index, size=b.size, succeeded=b.succeeded, failed=b.failed,
+                retrying=b.waiting, in_flight=max(0, b.remaining - queued - b.waiting),
+                queued=queued, retries=b.retries, started=b.started - run_started,
+                elapsed=now - b.started))
+        return tuple(counts)
 
     def succeeded(self, batch: int) -> bool:
         """A record of ``batch`` succeeded. True when that made the batch complete: then

@@ -71,11 +71,18 @@ def run_reference(records: Iterator[Any], fn: Callable[[Any], Any], config: Engi
     return scheduler
 
 
-def _drain(scheduler: Scheduler, sink: Any) -> None:
+def wants_progress(sink: Any) -> bool:
+    """Does the sink pass progress on to anyone (``on_progress``)? Only then are the open
+    batches counted for a snapshot (a sink without that attribute gets them always)."""
+    return getattr(sink, "on_progress", True) is not None
+
+
+def _drain(scheduler: Scheduler, sink: Any, now: float | None = None) -> None:
+    """Hand the scheduler's events to the sink; ``now`` when the open batches are wanted."""
     # The sink consumes the scheduler's own list, so what an interrupt leaves in it is still
     # there for the next drain (the one in run_reference's finally at the latest).
     if scheduler.events:
-        deliver(sink, scheduler.events, scheduler.counters())
+        deliver(sink, scheduler.events, scheduler.counters(now))
 
 
 def keys_of(batch: list[Any], key_of: Callable[[Any], Any]) -> list[Any]:
@@ -154,6 +161,7 @@ def _drive_inline(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[An
                   classify: _Classify, sink: Any, clock: Callable[[], float], bulk: bool) -> None:
     interval = scheduler.config.progress_interval
     next_progress = clock() + interval
+    wants = wants_progress(sink)
     take = _groups_of(scheduler) if bulk else scheduler.next_work
     groups = _bulk_calls(scheduler, fn, classify, clock) if bulk else None
     try:
@@ -178,10 +186,10 @@ def _drive_inline(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[An
                 until = work.until if work.until is not None else now + interval
                 time.sleep(max(0.0, min(until - now, interval)))
             if scheduler.events:
-                _drain(scheduler, sink)
+                _drain(scheduler, sink, clock() if wants else None)
                 next_progress = clock() + interval
             elif clock() >= next_progress:
-                sink.progress(scheduler.counters())
+                sink.progress(scheduler.counters(clock() if wants else None))
                 next_progress = clock() + interval
     except BaseException:
         scheduler.interrupt()
@@ -269,6 +277,7 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
     for thread in threads:
         thread.start()
     next_progress = clock() + interval
+    wants = wants_progress(sink)
     try:
         while True:
             with lock:
@@ -278,7 +287,8 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                 finished = not any(t.is_alive() for t in threads)
                 if not scheduler.events and not finished and not scheduler.wants_input():
                     changed.wait(interval)
-                counters = scheduler.counters() if scheduler.events else None
+                counters = (scheduler.counters(clock() if wants else None) if scheduler.events
+                            else None)
             if counters is not None:
                 # Out of the lock, the sink consumes the scheduler's list while workers append
                 # to it (each list operation is atomic): an event is only ever removed once it
@@ -287,7 +297,7 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                 next_progress = clock() + interval
             elif clock() >= next_progress:
                 with lock:
-                    counters = scheduler.counters()
+                    counters = scheduler.counters(clock() if wants else None)
                 sink.progress(counters)
                 next_progress = clock() + interval
             if finished:

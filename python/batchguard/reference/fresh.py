@@ -66,6 +66,11 @@ class Fresh:
         """The next fresh record's work, without taking it."""
         return self._records[0] if self._records else None
 
+    def cursor(self) -> int:
+        """The index of the first record never started: every record read before it has
+        started."""
+        return self._records[0].index if self._records else self.next_index
+
     def head_batch(self) -> int | None:
         """The batch of the next fresh record."""
         return self._records[0].batch_index if self._records else None

@@ -100,13 +100,17 @@ class Scheduler:
     def breaker(self) -> Breaker | None:
         return self._gates.breaker
 
-    def counters(self) -> Counters:
-        """What progress reports are made of."""
+    def counters(self, now: float | None = None) -> Counters:
+        """What progress reports are made of; with ``now`` (someone reads progress), the open
+        batches' counts too."""
+        batches = (None if now is None
+                   else self._batches.counts(self._fresh.cursor(), now, self.started_at))
         return Counters(
             succeeded=self.succeeded, failed=self.failed, retrying=len(self._retries),
             in_flight=self.in_flight, queued=len(self._fresh) + self._keys.queued(),
             batches_completed=self._batches.completed, current_batch=self.current_batch,
-            breaker_state=self._gates.breaker_state(), records_read=self._fresh.next_index)
+            breaker_state=self._gates.breaker_state(), records_read=self._fresh.next_index,
+            batches=batches)
 
     # ---------------------------------------------------------------- input
 
@@ -125,8 +129,9 @@ class Scheduler:
                     key = None
                 plain.append(key)
             keys = plain
+        first = self._fresh.next_index
         batch = self._fresh.push(records, keys)
-        self._batches.open(batch, len(records), now)
+        self._batches.open(batch, first, len(records), now)
 
     def skip_batch(self, size: int) -> None:
         """The next batch was finished by an earlier run of the job: skip its indices."""
@@ -250,6 +255,7 @@ class Scheduler:
         elif self.stop_reason is not None:
             self._pending(work)
         else:
+            self._batches.retry_scheduled(work.batch_index)
             self._retries.schedule(work, error_class, retry_after, now)
 
     def abandon(self, work: Work, now: float) -> None:
