@@ -42,6 +42,6 @@ def test_a_reason_no_backend_can_store_is_cleaned_like_an_error_message() -> Non
     queue = MemoryDLQ()
     queue.send([_entry(status="resolved", status_reason="nul\x00 and \ud800",
                        history=(StatusChange("resolved", "t", "b\x00", "r\ud800"),))])
-    (stored,) = queue.list()
+    (stored,) = queue.list(status="resolved")
     assert stored.status_reason == "nul\ufffd and \ufffd"
     assert stored.history[0].by == "b\ufffd" and stored.history[0].reason == "r\ufffd"

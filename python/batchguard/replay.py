@@ -5,16 +5,19 @@ from __future__ import annotations
 import dataclasses
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, Literal, TypeVar, overload
+from typing import Any, Final, Generic, Literal, TypeVar, cast, overload
 
 from ._checks import check_flag
+from ._report.patterns import PatternCounter
+from ._run.entries import new_run_id
 from ._run.execute import execute
 from ._run.failures import Failures
 from ._run.plan import DEFAULT_BATCH_SIZE, make_plan
 from ._stored import REPORT_SAMPLE
-from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, check_filters, matches
+from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, StatusChange, check_filters, matches, select
+from .dlq.status import ALL, DEFAULT_STATUS, check_status, new_change, not_found, unique_ids, with_change
 from .dlq.urls import open_dlq
 from .errors import BatchguardWarning, ConfigError, PickleNotAllowedError
 from .jobs.store import JobStore, replay_store
@@ -24,6 +27,7 @@ from .results import BatchProgress, BatchReport, BatchStats, RecordError
 __all__ = ["ReplayReport", "ReplayedRecordError", "is_unparsed_line", "replay"]
 
 REPLAY_STAGE = "replay"
+REPLAYED: Final = "replayed"
 PARSE_ERROR: Final = "InputParseError"
 """The error the ``batchguard`` command dead-letters an input line that does not parse with."""
 
@@ -104,6 +108,15 @@ class _ReplayedFailures(Failures):
         # What the queue now holds: the replayed entry, its history extended.
         return _Mapped(self._inner.dead_letters(), lambda d: self._replayed.get(d.record_index, d))
 
+    def pattern_counter(self) -> PatternCounter:
+        # The run's own count (its entries past the sample cannot be read back), its example
+        # ids turned from places in the replay into the replayed entries' record ids.
+        def record_id(index: int, place: Any) -> Any:
+            entry = self._replayed.get(index)
+            return place if entry is None else entry.record_id
+
+        return self._inner.pattern_counter().relabelled(record_id)
+
     def _error(self, error: RecordError) -> RecordError:
         entry = self._replayed.get(error.record_index)
         if entry is None:
@@ -125,9 +138,10 @@ class ReplayReport(BatchReport):
     """
 
     removed: int = 0
-    """Entries whose record succeeded: they left the queue."""
+    """Entries whose record succeeded: marked ``replayed`` (kept for the audit trail, out of the
+    default open view, as they left the queue before entries had a status). Also ``replayed``."""
     kept: int = 0
-    """Entries whose record failed again: they stay, their attempt history extended."""
+    """Entries whose record failed again: they stay open, their attempt history extended."""
     not_replayable: int = 0
     """Entries that cannot be turned back into their record (``repr`` payloads): left as they are."""
     pickle_refused: int = 0
@@ -137,11 +151,20 @@ class ReplayReport(BatchReport):
     text, not a record, so they are not fed to ``fn`` unless ``include_parse_errors=True``;
     left as they are."""
     jobs_updated: tuple[str, ...] = ()
-    """Jobs whose removed entries moved from failed to succeeded in the job store (sorted)."""
+    """Jobs whose replayed entries moved from failed to succeeded in the job store (sorted)."""
+
+    @property
+    def replayed(self) -> int:
+        """Entries whose record succeeded and are now marked ``replayed`` (``removed``)."""
+        return self.removed
 
 
-def _extended(original: DeadLetter, again: DeadLetter) -> DeadLetter:
-    """``original`` with the replay's failed tries appended to its history (same id)."""
+def _extended(original: DeadLetter, again: DeadLetter, reopen: StatusChange) -> DeadLetter:
+    """``original`` with the replay's failed tries appended to its history (same id), open: a
+    record that failed again needs attention, whatever its entry's status was (``reopen``
+    records the change when it was not open)."""
+    if original.status != DEFAULT_STATUS:
+        original = with_change(original, reopen)
     base = len(original.attempts)
     attempts = original.attempts + tuple(
         Attempt(base + a.attempt, a.at, a.error_type, a.error_message, a.delay_s)
@@ -150,6 +173,24 @@ def _extended(original: DeadLetter, again: DeadLetter) -> DeadLetter:
         original, error_class=again.error_class, error_type=again.error_type,
         error_message=again.error_message, traceback=again.traceback, attempts=attempts,
         last_failed_at=again.last_failed_at or original.last_failed_at)
+
+
+class _MarkReplayed:
+    """The queue as a job store's ``commit_replayed`` sees it: the entries it takes out of the
+    queue are marked ``replayed`` instead, kept for the audit trail -- in the store's
+    transaction when the queue shares its database, as their removal was. Everything else (the
+    database, its transaction) is the queue's own."""
+
+    def __init__(self, queue: DeadLetterQueue, change: StatusChange) -> None:
+        self._queue = queue
+        self._change = change
+
+    def remove(self, ids: Iterable[str]) -> int:
+        return self._queue.set_status(ids, self._change.status, reason=self._change.reason,
+                                      by=self._change.by)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
 
 
 class _Replayer:
@@ -170,8 +211,16 @@ class _Replayer:
 
     def __init__(self, queue: DeadLetterQueue, wanted: dict[str, Any], page: int,
                  jobs: JobStore | None = None, *, allow_pickle: bool = False,
-                 include_parse_errors: bool = False) -> None:
+                 include_parse_errors: bool = False, status: str | None = DEFAULT_STATUS,
+                 chosen: Sequence[DeadLetter] | None = None, by: str | None = None) -> None:
         self.queue = queue
+        self.status = ALL if status is None else status
+        # The view the replay pages through: an entry whose new status or error takes it out
+        # shifts the next page's offset.
+        self.view = select(wanted, status)
+        self.chosen = chosen
+        self.by = by
+        self.run_id = ""  # the replay's run id, for the status changes' reason (set once planned)
         self.allow_pickle = allow_pickle
         self.pickle_refused = 0
         self.include_parse_errors = include_parse_errors
@@ -193,18 +242,26 @@ class _Replayer:
         self.kept = 0
         self.not_replayable = 0
         # Entries sent while we replay (by anyone) go last: stop at what matched at the start.
-        self.budget = queue.count(**wanted)
+        self.budget = len(chosen) if chosen is not None else queue.count(status=self.status, **wanted)
 
-    def records(self) -> Iterator[Any]:
-        index = 0
+    def _pages(self) -> Iterator[Sequence[DeadLetter]]:
+        if self.chosen is not None:
+            yield self.chosen
+            return
         while self.budget > 0:
             with self.lock:
                 entries = self.queue.list(limit=min(self.page, self.budget),
-                                          offset=self.read - self.left_view, **self.wanted)
+                                          offset=self.read - self.left_view, status=self.status,
+                                          **self.wanted)
                 self.read += len(entries)
             if not entries:
                 return
             self.budget -= len(entries)
+            yield entries
+
+    def records(self) -> Iterator[Any]:
+        index = 0
+        for entries in self._pages():
             for entry in entries:
                 if not self.include_parse_errors and is_unparsed_line(entry):
                     self.parse_skipped += 1  # raw text, not a record: never fed to fn unless asked
@@ -230,6 +287,8 @@ class _Replayer:
                     del self.replayed[late]
 
     def batch_done(self, stats: BatchStats, entries: Sequence[DeadLetter]) -> None:
+        replayed = new_change(REPLAYED, reason=f"succeeded on replay (run {self.run_id})", by=self.by)
+        reopened = new_change(DEFAULT_STATUS, reason=f"failed again on replay (run {self.run_id})", by=self.by)
         first = stats.batch_index * self.batch_size
         failed = {entry.record_index: entry for entry in entries}
         updates: list[DeadLetter] = []
@@ -239,7 +298,7 @@ class _Replayer:
             if original is None:
                 continue
             if index in failed:
-                updates.append(_extended(original, failed[index]))
+                updates.append(_extended(original, failed[index], reopened))
                 self._remember(index, updates[-1])
             elif stats.pending == 0:
                 removals.append(original)
@@ -248,15 +307,18 @@ class _Replayer:
             if updates:
                 self.queue.send(updates)
             if removals and self.jobs is not None:
-                # The job store takes the removal too: its totals move with it, atomically if it can.
-                self.jobs.commit_replayed(removals, self.queue)
+                # The job store takes the change too: its totals move with it, atomically if it can.
+                marker = cast("DeadLetterQueue", _MarkReplayed(self.queue, replayed))
+                self.jobs.commit_replayed(removals, marker)
                 self.jobs_updated.update(e.job_id for e in removals if e.job_id is not None)
             elif removals:
-                self.queue.remove([e.id for e in removals])
+                self.queue.set_status([e.id for e in removals], REPLAYED, reason=replayed.reason,
+                                      by=replayed.by)
             self.kept += len(updates)
             self.removed += len(removals)
-            # An entry whose new error no longer matches the filters left the view as well.
-            self.left_view += len(removals) + sum(1 for u in updates if not matches(u, self.wanted))
+            # An entry whose new status or error no longer matches the view left it.
+            done = [with_change(e, replayed) for e in removals]
+            self.left_view += sum(1 for e in (*done, *updates) if not matches(e, self.view))
 
 
 def replay(
@@ -272,14 +334,25 @@ def replay(
     store: JobStore | str | None = None,
     allow_pickle: bool = False,
     include_parse_errors: bool = False,
+    ids: Iterable[str] | None = None,
+    status: str | None = DEFAULT_STATUS,
+    by: str | None = None,
     **filters: Any,
 ) -> ReplayReport:
     """Run the records of the matching DLQ entries through ``fn`` again.
 
-    Entries whose record now succeeds leave the queue; the others stay, with the new tries
-    appended to their attempt history (same id, new error, ``last_failed_at`` updated).
-    Filters are the queue's: ``run_id``, ``job_id``, ``stage``, ``error_class``,
-    ``error_type``. Entries stored as ``repr`` cannot be replayed: they stay, are counted in
+    Entries whose record now succeeds are marked ``replayed`` (who: ``by``, by default the OS
+    user; why: the replay's run id); they stay in the queue for the audit trail, out of the
+    default (open) view. The others stay open, with the new tries appended to their attempt
+    history (same id, new error, ``last_failed_at`` updated).
+
+    Which entries: ``ids=[...]`` (every one must name an entry, else
+    :class:`~batchguard.errors.DeadLetterNotFoundError` names the unknown ones and nothing
+    runs), or the entries matching the filters -- the queue's: ``run_id``, ``job_id``,
+    ``stage``, ``error_class``, ``error_type`` -- and ``status`` (default ``"open"``; ``"all"``
+    or another status to replay entries already resolved or replayed). ``ids`` and filters do
+    not combine; the entries ``ids`` names must have ``status`` too (a ConfigError names those
+    that do not). Entries stored as ``repr`` cannot be replayed: they stay, are counted in
     ``report.not_replayable``, and a BatchguardWarning says so. A crash mid-replay leaves the
     entries of unfinished batches in the queue (replay them again: at-least-once).
 
@@ -297,7 +370,7 @@ def replay(
     then :class:`~batchguard.errors.PickleNotAllowedError` says how many were left and why,
     with the :class:`ReplayReport` as its ``report`` attribute.
 
-    Entries of a resumable job keep the job's totals right: each one that leaves the queue
+    Entries of a resumable job keep the job's totals right: each one marked replayed
     moves from the job's ``failed`` to its ``succeeded`` (``job_status``), in the job store
     ``store`` (a URL or a JobStore), by default the DLQ's own database when it holds the job
     store, which is where a job given no ``dlq`` keeps its dead letters. Pass ``store`` when
@@ -310,31 +383,39 @@ def replay(
     >>> q.count()
     1
     >>> report = replay(q, lambda x: x, retry=RetryPolicy(max_attempts=1))
-    >>> report.removed, report.kept, q.count()
-    (1, 0, 0)
+    >>> report.replayed, report.kept, q.count(), q.count(status="replayed")
+    (1, 0, 0, 1)
     """
     wanted = check_filters(filters)
+    chosen_status = check_status(status)
     if wanted.get("error_class") not in (None, *(c.value for c in ErrorClass)):
         # A queue may be asked for any value; replaying nothing for a typo is a surprise.
         raise ConfigError(f"error_class must be one of {', '.join(c.value for c in ErrorClass)}; "
                           f"got {wanted['error_class']!r}")
     check_flag("allow_pickle", allow_pickle)
     check_flag("include_parse_errors", include_parse_errors)
+    wanted_ids = None if ids is None else unique_ids(ids, "replay")
+    if wanted_ids is not None and wanted:
+        raise ConfigError(f"replay takes ids or filters, not both (got ids and {', '.join(wanted)}): "
+                          "the ids name the entries already")
     queue = open_dlq(dlq)
     jobs: JobStore | None = None
     own_jobs = False
     try:
+        chosen = None if wanted_ids is None else _entries_named(queue, wanted_ids, chosen_status)
         jobs, own_jobs = replay_store(queue, store)
         size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         replayer = _Replayer(queue, wanted, size, jobs, allow_pickle=allow_pickle,
-                             include_parse_errors=include_parse_errors)
+                             include_parse_errors=include_parse_errors, status=chosen_status,
+                             chosen=chosen, by=by)
+        replayer.run_id = run_id = new_run_id()
         # pickle_payloads: the engine's own entries are never stored, so no repr warning for them.
         plan = make_plan(replayer.records(), fn, batch_size=size, concurrency=concurrency,
                          retry=retry, classifier=classifier, breaker=None, dlq=queue, id_of=None,
                          on_progress=on_progress, success_threshold=None, max_failures=None,
                          stage=REPLAY_STAGE, engine=engine, pickle_payloads=True)
         replayer.batch_size = plan.config.batch_size
-        report = execute(plan, sink=replayer)
+        report = execute(plan, run_id=run_id, sink=replayer)
     finally:
         if own_jobs and jobs is not None:
             jobs.close()
@@ -362,8 +443,24 @@ def replay(
             "replayed: they stay in the queue. Loading a pickle runs code, and anyone who can write "
             "to the queue (a shared Redis, PostgreSQL table or file) could have put it there. If "
             "you trust every writer of this queue, replay them with allow_pickle=True (`batchguard "
-            f"dlq retry --allow-pickle`). The other entries were replayed: {result.removed} left "
-            f"the queue, {result.kept} failed again (this error's .report has the details)")
+            f"dlq retry --allow-pickle`). The other entries were replayed: {result.removed} "
+            f"succeeded, {result.kept} failed again (this error's .report has the details)")
         refused.report = result
         raise refused
     return result
+
+
+def _entries_named(queue: DeadLetterQueue, ids: list[str], status: str | None) -> list[DeadLetter]:
+    """The entries ``ids`` names, in that order; every id must name one with ``status``."""
+    found = {entry_id: queue.get(entry_id) for entry_id in ids}
+    unknown = [entry_id for entry_id, entry in found.items() if entry is None]
+    if unknown:
+        raise not_found(unknown, "replay")
+    entries = [entry for entry in found.values() if entry is not None]
+    other = [entry for entry in entries if status is not None and entry.status != status]
+    if other:
+        named = ", ".join(f"{e.id} ({e.status}" + (f": {e.status_reason}" if e.status_reason else "") + ")"
+                          for e in other[:5]) + (", ..." if len(other) > 5 else "")
+        raise ConfigError(f"replay: {len(other):,} of the entries named are not {status}: {named}; pass "
+                          "status='all' (--status all) to replay them anyway")
+    return entries

@@ -1,22 +1,23 @@
-"""The dead-letter entry, the queue protocol every backend implements, and the in-memory queue."""
+"""The queue protocol every backend implements, what the backends share, and the in-memory queue."""
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
-import json
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, Protocol, Self, runtime_checkable
+from typing import IO, Any, Protocol, Self, runtime_checkable
 
 from .._db.role import Database
 from .._files import atomic_writer, same_file
-from ..errors import ConfigTypeError, DLQError, PickleNotAllowedError
-from .codec import dumps, encode
+from ..errors import ConfigError, ConfigTypeError, DLQError
+from .codec import encode
+from .entry import STATUSES, Attempt, DeadLetter, StatusChange
+from .status import DEFAULT_STATUS, action_of, check_status, new_change, not_found, unique_ids, with_change
 
 __all__ = [
     "FILTER_FIELDS",
@@ -30,221 +31,50 @@ __all__ = [
     "TransactionalDLQ",
     "check_filters",
     "matches",
+    "select",
 ]
 
 FILTER_FIELDS = ("run_id", "job_id", "stage", "error_class", "error_type")
-
-STATUSES: Final = ("open", "resolved", "replayed")
-"""An entry's triage status: ``open`` (it needs attention; every new entry), ``resolved``
-(skipped on purpose, with a reason), ``replayed`` (its record succeeded on a replay)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One failed try of a record."""
-
-    attempt: int
-    at: str
-    """When the try failed (ISO 8601, UTC)."""
-    error_type: str
-    error_message: str
-    delay_s: float | None
-    """How long the engine waited before the next try (None for the last one)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"attempt": self.attempt, "at": self.at, "error_type": self.error_type,
-                "error_message": self.error_message, "delay_s": self.delay_s}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Attempt:
-        return cls(int(data["attempt"]), str(data["at"]), str(data["error_type"]),
-                   str(data["error_message"]),
-                   None if data.get("delay_s") is None else float(data["delay_s"]))
-
-
-@dataclass(frozen=True, slots=True)
-class StatusChange:
-    """One change of an entry's status: to what, when, by whom and why."""
-
-    status: str
-    """The status the entry moved to (one of STATUSES)."""
-    at: str
-    """When (ISO 8601, UTC)."""
-    by: str | None = None
-    """Who: the OS user by default, or the name the caller gave."""
-    reason: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "at": self.at, "by": self.by, "reason": self.reason}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StatusChange:
-        by, reason = data.get("by"), data.get("reason")
-        return cls(str(data["status"]), str(data["at"]), None if by is None else str(by),
-                   None if reason is None else str(reason))
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A record that failed for good, with everything needed to understand and replay it.
-
-    ``payload`` is the record itself when it is plain JSON data (``payload_encoding="json"``;
-    tuples come back as lists), otherwise, when the run opted in with ``pickle_payloads=True``,
-    base64 pickle (``"pickle"``, turned back into the record only with ``record(allow_pickle=True)``),
-    otherwise its ``repr`` (``"repr"``; ``"<unrepresentable Foo>"`` when even ``repr`` raises).
-    ``id`` is derived from the run (or job) and the record's position, so sending the same
-    entry twice -- after a crash and resume, say -- replaces it rather than duplicating it.
-
-    ``record_id`` is stored the same way by every backend: ``None``, ``bool``, ``str``, a finite
-    ``float`` below 1e16 in magnitude and an ``int`` within signed 64 bits stay as they are;
-    everything else becomes a string -- a larger int its decimal digits, another float its
-    ``repr`` (``"nan"``, ``"inf"``, ``"1e+22"``: PostgreSQL would return it as an integer),
-    a UUID its canonical form, a Decimal ``str()``, a date, time or datetime ``isoformat()``,
-    bytes their hex digits, any other object its ``str()``. Lone surrogates and NUL characters,
-    which no backend stores as text, become U+FFFD in ids, error messages and tracebacks.
-    See :mod:`batchguard.dlq.codec`.
-
-    ``status`` is the entry's triage state (``STATUSES``): a new entry is ``"open"``;
-    ``resolve()`` makes it ``"resolved"``, a replay whose record succeeds ``"replayed"``.
-    ``status_reason``, ``status_by`` and ``status_at`` describe the latest change, ``history``
-    every change, oldest first. ``http_status`` is the HTTP status of the final error, when it
-    carried one. Entries stored before these fields existed read as open, with no history.
-    """
-
-    id: str
-    run_id: str
-    job_id: str | None
-    record_id: Any
-    record_index: int
-    batch_index: int
-    stage: str
-    payload: Any
-    payload_encoding: str
-    error_class: str
-    error_type: str
-    error_message: str
-    traceback: str | None
-    attempts: tuple[Attempt, ...] = field(default=())
-    first_failed_at: str = ""
-    last_failed_at: str = ""
-    http_status: int | None = None
-    status: str = "open"
-    status_reason: str | None = None
-    status_by: str | None = None
-    status_at: str | None = None
-    history: tuple[StatusChange, ...] = field(default=())
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the stored form of an entry in every backend)."""
-        return {
-            "id": self.id,
-            "run_id": self.run_id,
-            "job_id": self.job_id,
-            "record_id": self.record_id,
-            "record_index": self.record_index,
-            "batch_index": self.batch_index,
-            "stage": self.stage,
-            "payload": self.payload,
-            "payload_encoding": self.payload_encoding,
-            "error_class": self.error_class,
-            "error_type": self.error_type,
-            "error_message": self.error_message,
-            "traceback": self.traceback,
-            "attempts": [a.to_dict() for a in self.attempts],
-            "first_failed_at": self.first_failed_at,
-            "last_failed_at": self.last_failed_at,
-            "http_status": self.http_status,
-            "status": self.status,
-            "status_reason": self.status_reason,
-            "status_by": self.status_by,
-            "status_at": self.status_at,
-            "history": [change.to_dict() for change in self.history],
-        }
-
-    def to_json(self) -> str:
-        """The stored form: compact JSON, the same document as ``to_dict()`` with every field made
-        storable (see :mod:`batchguard.dlq.codec`, the one encoder of every backend)."""
-        return dumps(self).decode()
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeadLetter:
-        return cls(
-            id=str(data["id"]),
-            run_id=str(data["run_id"]),
-            job_id=data.get("job_id"),
-            record_id=data.get("record_id"),
-            record_index=int(data["record_index"]),
-            batch_index=int(data["batch_index"]),
-            stage=str(data["stage"]),
-            payload=data.get("payload"),
-            payload_encoding=str(data.get("payload_encoding", "json")),
-            error_class=str(data["error_class"]),
-            error_type=str(data["error_type"]),
-            error_message=str(data["error_message"]),
-            traceback=data.get("traceback"),
-            attempts=tuple(Attempt.from_dict(a) for a in data.get("attempts") or ()),
-            first_failed_at=str(data.get("first_failed_at", "")),
-            last_failed_at=str(data.get("last_failed_at", "")),
-            # Entries stored before the status existed have none of these: open, no history.
-            http_status=None if data.get("http_status") is None else int(data["http_status"]),
-            status=str(data.get("status") or "open"),
-            status_reason=data.get("status_reason"),
-            status_by=data.get("status_by"),
-            status_at=data.get("status_at"),
-            history=tuple(StatusChange.from_dict(c) for c in data.get("history") or ()),
-        )
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> DeadLetter:
-        return cls.from_dict(json.loads(text))
-
-    def record(self, *, allow_pickle: bool = False) -> Any:
-        """The original record, decoded from the payload.
-
-        A ``pickle`` payload is loaded only with ``allow_pickle=True``: loading a pickle runs
-        whatever code it names, and anyone who can write to the queue can put one there.
-        Without it, :class:`~batchguard.errors.PickleNotAllowedError` says so. Raises
-        ValueError for ``repr`` payloads, which cannot be turned back into the record.
-        """
-        if self.payload_encoding == "json":
-            return self.payload
-        if self.payload_encoding == "pickle":
-            if allow_pickle is not True:
-                raise PickleNotAllowedError(
-                    f"dead letter {self.id} stores its record as pickle, which is not loaded without "
-                    "an explicit opt-in: loading a pickle runs code, and anyone who can write to "
-                    "this queue (a shared Redis, PostgreSQL table or file) could have put it there. "
-                    "If you trust every writer of the queue, pass allow_pickle=True "
-                    "(replay(..., allow_pickle=True), or `batchguard dlq retry --allow-pickle`)")
-            import base64
-            import pickle
-
-            return pickle.loads(base64.b64decode(self.payload))  # noqa: S301 - the reader opted in
-        raise ValueError(
-            f"dead letter {self.id}: payload stored as {self.payload_encoding!r} cannot be replayed"
-        )
-
 
 @runtime_checkable
 class DeadLetterQueue(Protocol):
     """Where failed records go. Every backend passes ``tests/test_dlq_conformance.py``.
 
-    ``send`` is batched and durable when it returns; it upserts by ``DeadLetter.id``.
-    Filters (keyword arguments) are exact matches on ``FILTER_FIELDS``.
+    ``send`` is batched and durable when it returns; it upserts by ``DeadLetter.id`` (the entry
+    sent replaces the stored one, status included). Filters (keyword arguments) are exact
+    matches on ``FILTER_FIELDS``. ``status`` selects by triage status: ``"open"`` (the
+    default: entries that still need attention), ``"resolved"``, ``"replayed"``, or ``"all"``
+    (also None). ``get`` and ``remove`` ignore the status.
     """
 
     def send(self, entries: Sequence[DeadLetter]) -> None: ...
 
-    def count(self, **filters: Any) -> int: ...
+    def count(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> int: ...
 
-    def list(self, *, limit: int | None = None, offset: int = 0, **filters: Any) -> list[DeadLetter]: ...
+    def list(self, *, limit: int | None = None, offset: int = 0, status: str | None = DEFAULT_STATUS,
+             **filters: Any) -> list[DeadLetter]: ...
+
+    def iter(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> Iterator[DeadLetter]:
+        """The matching entries in list order, read a page at a time."""
+        ...
 
     def get(self, entry_id: str) -> DeadLetter | None: ...
 
     def remove(self, ids: Iterable[str]) -> int: ...
 
+    def set_status(self, ids: Iterable[str], status: str, *, reason: str | None = None,
+                   by: str | None = None) -> int:
+        """Move the entries ``ids`` to ``status`` (one of STATUSES), recording who, why and when in
+        each one's history; all of them or, when an id names no entry, none
+        (DeadLetterNotFoundError naming it). Returns how many entries changed."""
+        ...
+
+    def resolve(self, ids: Iterable[str], reason: str, *, by: str | None = None) -> int:
+        """``set_status(ids, "resolved", reason=reason, by=by)``; ``reason`` is required."""
+        ...
+
     def export(self, path: str | os.PathLike[str] | IO[str], *, overwrite: bool = False,
-               **filters: Any) -> int:
+               status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
         """Write the matching entries as JSON lines to a new file (atomically, 0600; an existing
         file only with ``overwrite=True``; never the queue's own file) or a text stream."""
         ...
@@ -282,12 +112,59 @@ class TransactionalDLQ(DeadLetterQueue, Protocol):
 
 
 class QueueBase:
-    """What every durable backend does alike: ``with queue:`` closes it, ``len(queue)`` counts."""
+    """What every backend does alike: ``with queue:`` closes it, ``len(queue)`` counts the open
+    entries, and the triage operations, built on the backend's ``_change_status``."""
 
-    def count(self, **filters: Any) -> int:
+    def count(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
+        raise NotImplementedError
+
+    def list(self, *, limit: int | None = None, offset: int = 0, status: str | None = DEFAULT_STATUS,
+             **filters: Any) -> list[DeadLetter]:
         raise NotImplementedError
 
     def close(self) -> None:
+        raise NotImplementedError
+
+    def iter(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> Iterator[DeadLetter]:
+        """The matching entries in list order, read a page at a time: the queue may hold more
+        than fits in memory."""
+        return self._iter(select(filters, status))
+
+    def set_status(self, ids: Iterable[str], status: str, *, reason: str | None = None,
+                   by: str | None = None) -> int:
+        """Move the entries ``ids`` to ``status`` (``"open"``, ``"resolved"`` or ``"replayed"``).
+
+        Each entry's ``status_reason``/``status_by``/``status_at`` describe the change and its
+        ``history`` gains it; ``by`` defaults to the OS user. Atomic: when an id names no entry,
+        nothing changes and :class:`~batchguard.errors.DeadLetterNotFoundError` names the
+        unknown ids. Returns how many entries changed (repeated ids count once).
+        """
+        wanted = unique_ids(ids, "set_status")
+        change = new_change(status, reason=reason, by=by)
+        if not wanted:
+            return 0
+        return self._change_status(wanted, change)
+
+    def resolve(self, ids: Iterable[str], reason: str, *, by: str | None = None) -> int:
+        """Mark the entries ``ids`` resolved: skipped on purpose, for ``reason`` (required), by
+        ``by`` (default: the OS user). They leave the default (open) view and stay in the queue
+        for the audit trail; see :meth:`set_status`.
+
+        >>> q = MemoryDLQ()
+        >>> q.resolve([], "nothing to do")
+        0
+        """
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigError("resolve needs a reason (a non-empty str): it is what the next person "
+                              f"reading the entry learns about why it was skipped; got {reason!r:.60}")
+        return self.set_status(ids, "resolved", reason=reason, by=by)
+
+    def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
+        raise NotImplementedError
+
+    def _change_status(self, ids: builtins.list[str], change: StatusChange) -> int:
+        """Apply ``change`` to every entry of ``ids`` (no repeats) in one atomic write, or raise
+        ``not_found(unknown, ...)`` having changed nothing. Returns ``len(ids)``."""
         raise NotImplementedError
 
     def __enter__(self) -> Self:
@@ -315,6 +192,16 @@ def check_filters(filters: dict[str, Any]) -> dict[str, Any]:
             raise ConfigTypeError(f"DLQ filter {name} must be a str, got {type(value).__name__} {value!r:.60}")
     if "error_class" in wanted:
         wanted["error_class"] = str(wanted["error_class"])  # an ErrorClass is stored as its value
+    return wanted
+
+
+def select(filters: dict[str, Any], status: str | None) -> dict[str, Any]:
+    """:func:`check_filters` plus the status: the exact matches a backend applies, ``status``
+    among them unless every status is wanted."""
+    wanted = check_filters(filters)
+    chosen = check_status(status)
+    if chosen is not None:
+        wanted["status"] = chosen
     return wanted
 
 
@@ -376,7 +263,7 @@ def _write_lines(out: IO[str], entries: Iterable[DeadLetter]) -> int:
     return written
 
 
-class MemoryDLQ:
+class MemoryDLQ(QueueBase):
     """A thread-safe, in-process dead-letter queue: for tests, notebooks and short runs.
 
     >>> q = MemoryDLQ(); q.count()
@@ -390,9 +277,6 @@ class MemoryDLQ:
     def __repr__(self) -> str:
         return f"MemoryDLQ({len(self._entries)} entries)"
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def __iter__(self) -> Iterator[DeadLetter]:
         return iter(self.list())
 
@@ -403,15 +287,16 @@ class MemoryDLQ:
             for entry in stored:
                 self._entries[entry.id] = entry
 
-    def count(self, **filters: Any) -> int:
-        wanted = check_filters(filters)
+    def count(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
+        wanted = select(filters, status)
         with self._lock:
             if not wanted:
                 return len(self._entries)
             return sum(1 for e in self._entries.values() if matches(e, wanted))
 
-    def list(self, *, limit: int | None = None, offset: int = 0, **filters: Any) -> list[DeadLetter]:
-        wanted = check_filters(filters)
+    def list(self, *, limit: int | None = None, offset: int = 0, status: str | None = DEFAULT_STATUS,
+             **filters: Any) -> builtins.list[DeadLetter]:
+        wanted = select(filters, status)
         check_page(limit, offset)
         with self._lock:
             selected = [e for e in self._entries.values() if matches(e, wanted)]
@@ -431,9 +316,23 @@ class MemoryDLQ:
         return removed
 
     def export(self, path: str | os.PathLike[str] | IO[str], *, overwrite: bool = False,
-               **filters: Any) -> int:
+               status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
         """Write the matching entries to ``path`` (or a text stream) as JSON lines; see :func:`write_jsonl`."""
-        return write_jsonl(path, self.list(**filters), overwrite=overwrite)
+        return write_jsonl(path, self.list(status=status, **filters), overwrite=overwrite)
 
     def close(self) -> None:
         """Nothing to release; present for the protocol."""
+
+    def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
+        with self._lock:
+            selected = [e for e in self._entries.values() if matches(e, wanted)]
+        return iter(selected)
+
+    def _change_status(self, ids: builtins.list[str], change: StatusChange) -> int:
+        with self._lock:
+            unknown = [entry_id for entry_id in ids if entry_id not in self._entries]
+            if unknown:
+                raise not_found(unknown, action_of(change.status))
+            for entry_id in ids:
+                self._entries[entry_id] = with_change(self._entries[entry_id], change)
+        return len(ids)

@@ -39,7 +39,7 @@ import orjson
 from ..errors import BatchguardWarning, ConfigError
 
 if TYPE_CHECKING:
-    from .base import DeadLetter
+    from .entry import DeadLetter
 
 __all__ = [
     "FLOAT_LIMIT",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sys
@@ -15,8 +16,10 @@ from typing import IO, Any, Final
 
 from .._files import FILE_MODE, fsync_dir
 from ..errors import BatchguardWarning, DLQError, DLQUnavailableError
-from .base import DeadLetter, QueueBase, check_filters, check_page, matches, write_jsonl
+from .base import DeadLetter, QueueBase, check_page, matches, select, write_jsonl
 from .codec import dumps, encode
+from .entry import StatusChange
+from .status import DEFAULT_STATUS, action_of, not_found, with_change
 
 try:
     import fcntl
@@ -60,6 +63,12 @@ class JsonlDLQ(QueueBase):
     the last read), so several instances and processes may share one file; writers take an
     exclusive ``flock`` on POSIX. :meth:`compact` rewrites the file without the dead lines.
 
+    A status change (``resolve``, a successful replay) appends the whole entry again, its new
+    status and history included: the log's ordinary upsert, which versions of batchguard from
+    before statuses existed read too (they ignore the fields they do not know). The line it
+    supersedes stays until :meth:`compact`. Lines written before statuses existed carry none
+    and read as open: an old log needs no migration.
+
     Each ``send`` writes its lines with one ``write`` and ``fsync``s before returning. A last
     line left truncated or corrupt by a crash is skipped with a :class:`BatchguardWarning`, and
     dropped by the next write; a corrupt line anywhere else raises :class:`DLQError`.
@@ -100,7 +109,7 @@ class JsonlDLQ(QueueBase):
         return f"JsonlDLQ({str(self.path)!r}, {state})"
 
     def __iter__(self) -> Iterator[DeadLetter]:
-        return iter(self.list())
+        return self.iter()
 
     # -- the DeadLetterQueue protocol -------------------------------------------------------
 
@@ -116,18 +125,19 @@ class JsonlDLQ(QueueBase):
             for _, stored in encoded:  # as a reader of the file sees it
                 self._entries[stored.id] = stored
 
-    def count(self, **filters: Any) -> int:
-        """How many entries match ``filters`` (exact matches on FILTER_FIELDS)."""
-        wanted = check_filters(filters)
+    def count(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
+        """How many entries match ``filters`` (exact matches on FILTER_FIELDS) and ``status``."""
+        wanted = select(filters, status)
         with self._lock:
             entries = self._current()
             if not wanted:
                 return len(entries)
             return sum(1 for entry in entries.values() if matches(entry, wanted))
 
-    def list(self, *, limit: int | None = None, offset: int = 0, **filters: Any) -> list[DeadLetter]:
+    def list(self, *, limit: int | None = None, offset: int = 0, status: str | None = DEFAULT_STATUS,
+             **filters: Any) -> list[DeadLetter]:
         """Matching entries in the order of their first send, paged by ``limit``/``offset``."""
-        wanted = check_filters(filters)
+        wanted = select(filters, status)
         check_page(limit, offset)
         with self._lock:
             selected = [e for e in self._current().values() if matches(e, wanted)]
@@ -153,11 +163,11 @@ class JsonlDLQ(QueueBase):
         return len(present)
 
     def export(self, path: str | os.PathLike[str] | IO[str], *, overwrite: bool = False,
-               **filters: Any) -> int:
+               status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
         """Write the matching live entries (no tombstones) as JSON lines to a new file, or a text
         stream; returns how many. Refuses this queue's own file, and an existing file unless
         ``overwrite=True``; see :func:`~batchguard.dlq.base.write_jsonl`."""
-        return write_jsonl(path, self.list(**filters), overwrite=overwrite, sources=(self.path,))
+        return write_jsonl(path, self.list(status=status, **filters), overwrite=overwrite, sources=(self.path,))
 
     def close(self) -> None:
         """Close the file; further calls raise DLQError. Closing twice is fine."""
@@ -165,6 +175,26 @@ class JsonlDLQ(QueueBase):
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+    # -- triage (QueueBase) -------------------------------------------------------------------
+
+    def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
+        with self._lock:
+            selected = [e for e in self._current().values() if matches(e, wanted)]
+        return iter(selected)
+
+    def _change_status(self, ids: builtins.list[str], change: StatusChange) -> int:
+        """Append the changed entries under the exclusive lock, having checked every id names one."""
+        with self._lock, self._locked(exclusive=True) as fd:
+            self._replay(fd)
+            unknown = [entry_id for entry_id in ids if entry_id not in self._entries]
+            if unknown:
+                raise not_found(unknown, action_of(change.status))
+            changed = [with_change(self._entries[entry_id], change) for entry_id in ids]
+            self._append(fd, b"".join([dumps(entry) + b"\n" for entry in changed]), len(changed))
+            for entry in changed:
+                self._entries[entry.id] = entry
+        return len(ids)
 
     # -- maintenance ------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import re
@@ -11,8 +12,10 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 from .._db.postgres import PostgresDatabase
 from .._db.role import DLQ
 from ..errors import ConfigError, DLQUnavailableError
-from .base import FILTER_FIELDS, DeadLetter, QueueBase, check_filters, check_page, write_jsonl
+from .base import FILTER_FIELDS, DeadLetter, QueueBase, check_page, select, write_jsonl
 from .codec import dumps
+from .entry import STATUSES, StatusChange
+from .status import DEFAULT_STATUS, action_of, not_found, with_change
 
 if TYPE_CHECKING:
     import psycopg
@@ -26,7 +29,7 @@ _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 def _row(entry: DeadLetter) -> tuple[Any, ...]:
     return (entry.id, entry.run_id, entry.job_id, entry.stage, str(entry.error_class),
-            entry.error_type, dumps(entry).decode())
+            entry.error_type, dumps(entry).decode(), entry.status)
 
 
 def _where(sql_mod: Any, wanted: dict[str, Any]) -> sql.Composable:
@@ -79,13 +82,24 @@ class PostgresDLQ(QueueBase):
         base = parts[-1]
         self._q: dict[str, sql.Composed] = {
             "upsert": sql_mod.SQL(
-                "INSERT INTO {t} (id, run_id, job_id, stage, error_class, error_type, entry) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) "
+                "INSERT INTO {t} (id, run_id, job_id, stage, error_class, error_type, entry, status) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s) "
                 "ON CONFLICT (id) DO UPDATE SET run_id = EXCLUDED.run_id, "
                 "job_id = EXCLUDED.job_id, stage = EXCLUDED.stage, "
                 "error_class = EXCLUDED.error_class, error_type = EXCLUDED.error_type, "
-                "entry = EXCLUDED.entry"
+                "entry = EXCLUDED.entry, status = EXCLUDED.status"
             ).format(t=ident),
+            # FOR UPDATE: a concurrent status change of the same entries waits for ours.
+            "lock": sql_mod.SQL("SELECT id, entry FROM {t} WHERE id = ANY(%s) FOR UPDATE").format(t=ident),
+            "set_status": sql_mod.SQL("UPDATE {t} SET status = %s, entry = %s::jsonb WHERE id = %s").format(
+                t=ident),
+            # The quoted name as regclass text: the parts match _NAME, so they hold no quote.
+            "has_status": sql_mod.SQL(
+                "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {}::regclass "
+                "AND attname = 'status' AND NOT attisdropped)").format(
+                sql_mod.Literal(".".join(f'"{part}"' for part in parts))),
+            "add_status": sql_mod.SQL(
+                "ALTER TABLE {t} ADD COLUMN status text NOT NULL DEFAULT 'open'").format(t=ident),
             "get": sql_mod.SQL("SELECT entry FROM {t} WHERE id = %s").format(t=ident),
             "remove": sql_mod.SQL("DELETE FROM {t} WHERE id = ANY(%s)").format(t=ident),
         }
@@ -99,7 +113,7 @@ class PostgresDLQ(QueueBase):
                 "CREATE TABLE IF NOT EXISTS {t} ("
                 "seq bigserial NOT NULL, id text PRIMARY KEY, run_id text NOT NULL, job_id text, "
                 "stage text NOT NULL, error_class text NOT NULL, error_type text NOT NULL, "
-                "entry jsonb NOT NULL)"
+                "entry jsonb NOT NULL, status text NOT NULL DEFAULT 'open')"
             ).format(t=ident),
             sql_mod.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (seq)").format(
                 i=sql_mod.Identifier(f"{base}_seq_idx"[:63]), t=ident),
@@ -108,6 +122,12 @@ class PostgresDLQ(QueueBase):
                 i=sql_mod.Identifier(f"{base}_{name}_idx"[:63]), t=ident,
                 f=sql_mod.Identifier(name)) for name in FILTER_FIELDS),
         ]
+        # After the migration (create_schema): one partial index per closed status, which sends
+        # of new (open) entries never touch; open entries are found through the others.
+        self._status_indexes = [
+            sql_mod.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (seq) WHERE status = {s}").format(
+                i=sql_mod.Identifier(f"{base}_{status}_idx"[:63]), t=ident, s=sql_mod.Literal(status))
+            for status in STATUSES if status != DEFAULT_STATUS]
         self._db.open()
         try:
             with self._db.transaction() as cur:
@@ -123,7 +143,7 @@ class PostgresDLQ(QueueBase):
         return f"PostgresDLQ({self.url!r}, table={self.table!r}, {state})"
 
     def __iter__(self) -> Iterator[DeadLetter]:
-        return self._iter({})
+        return self.iter()
 
     # -- same-transaction use (the TransactionalDLQ protocol) ------------------------------------
 
@@ -147,8 +167,22 @@ class PostgresDLQ(QueueBase):
         return self._db.transaction()
 
     def create_schema(self, cursor: psycopg.Cursor[Any]) -> None:
-        """Create the table and its indexes if they are missing (idempotent)."""
+        """Create the table and its indexes if they are missing, and migrate a table made before
+        entries had a status (idempotent).
+
+        The migration adds the ``status`` column, every existing entry ``'open'`` (their JSON
+        has no status, which reads as open too): a catalog-only change on PostgreSQL >= 11,
+        whatever the table's size. It runs under the advisory lock that serializes schema
+        changes, so two processes opening the same old queue at once take turns, and the column
+        is looked up first: ``ADD COLUMN IF NOT EXISTS`` would take the table's exclusive lock
+        on every open, blocking its readers.
+        """
         for statement in self._schema:
+            cursor.execute(statement)
+        row = cursor.execute(self._q["has_status"]).fetchone()
+        if row is None or not row[0]:
+            cursor.execute(self._q["add_status"])
+        for statement in self._status_indexes:
             cursor.execute(statement)
 
     def write_entries(self, cursor: psycopg.Cursor[Any], entries: Iterable[DeadLetter]) -> None:
@@ -167,18 +201,19 @@ class PostgresDLQ(QueueBase):
         with self._db.errors("send"), self.transaction() as cur:
             cur.executemany(self._q["upsert"], rows)
 
-    def count(self, **filters: Any) -> int:
-        """How many entries match ``filters`` (exact matches on FILTER_FIELDS)."""
-        wanted = check_filters(filters)
+    def count(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
+        """How many entries match ``filters`` (exact matches on FILTER_FIELDS) and ``status``."""
+        wanted = select(filters, status)
         query = self._sql.SQL("SELECT count(*) FROM {t} WHERE {w}").format(
             t=self._ident, w=_where(self._sql, wanted))
         with self._db.errors("count"):
             rows = self._db.query(query, tuple(wanted.values()))
         return int(rows[0][0]) if rows else 0
 
-    def list(self, *, limit: int | None = None, offset: int = 0, **filters: Any) -> list[DeadLetter]:
+    def list(self, *, limit: int | None = None, offset: int = 0, status: str | None = DEFAULT_STATUS,
+             **filters: Any) -> list[DeadLetter]:
         """Matching entries in the order of their first send, paged by ``limit``/``offset``."""
-        wanted = check_filters(filters)
+        wanted = select(filters, status)
         check_page(limit, offset)
         query = self._sql.SQL("SELECT entry FROM {t} WHERE {w} ORDER BY seq LIMIT %s OFFSET %s").format(
             t=self._ident, w=_where(self._sql, wanted))
@@ -202,11 +237,11 @@ class PostgresDLQ(QueueBase):
             return max(cur.rowcount, 0)
 
     def export(self, path: str | os.PathLike[str] | IO[str], *, overwrite: bool = False,
-               **filters: Any) -> int:
+               status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
         """Write the matching entries as JSON lines to a new file, or a text stream; returns how
         many. Refuses an existing file unless ``overwrite=True``; see
         :func:`~batchguard.dlq.base.write_jsonl`."""
-        wanted = check_filters(filters)
+        wanted = select(filters, status)
         with self._db.errors("export"):
             return write_jsonl(path, self._iter(wanted), overwrite=overwrite)
 
@@ -215,6 +250,18 @@ class PostgresDLQ(QueueBase):
         self._db.close()
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _change_status(self, ids: builtins.list[str], change: StatusChange) -> int:
+        """Lock the entries' rows, check every id names one, write them back changed: one transaction."""
+        with self._db.errors(action_of(change.status)), self.transaction() as cur:
+            found = dict(cur.execute(self._q["lock"], (ids,)).fetchall())
+            unknown = [entry_id for entry_id in ids if entry_id not in found]
+            if unknown:
+                raise not_found(unknown, action_of(change.status))
+            cur.executemany(self._q["set_status"], [
+                (change.status, dumps(with_change(DeadLetter.from_dict(found[entry_id]), change)).decode(),
+                 entry_id) for entry_id in ids])
+        return len(ids)
 
     def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
         # Keyset pages: the lock is held per page only, never while the caller consumes entries.

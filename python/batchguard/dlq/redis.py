@@ -14,8 +14,10 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 from .._checks import check_duration
 from .._urls import redact, require_module
 from ..errors import ConfigError, DLQError, DLQUnavailableError
-from .base import FILTER_FIELDS, DeadLetter, QueueBase, check_filters, check_page, write_jsonl
+from .base import FILTER_FIELDS, DeadLetter, QueueBase, check_page, select, write_jsonl
 from .codec import dumps
+from .entry import STATUSES, StatusChange
+from .status import DEFAULT_STATUS, action_of, not_found, with_change
 
 if TYPE_CHECKING:
     import redis
@@ -30,8 +32,24 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
 
 
+# The status is indexed for the closed statuses only: an entry is open unless one of their sets
+# holds it. New entries cost no index write, and entries stored before statuses existed (or by
+# an older batchguard still writing to the queue) are open without a migration.
+_INDEXED: Final = (*FILTER_FIELDS, "status")
+_CLOSED: Final = tuple(status for status in STATUSES if status != DEFAULT_STATUS)
+
+
 def _fields(data: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(None if data.get(name) is None else str(data[name]) for name in FILTER_FIELDS)
+    """The indexed values of a stored entry (None: not indexed), in ``_INDEXED`` order."""
+    status = data.get("status")
+    return (*(None if data.get(name) is None else str(data[name]) for name in FILTER_FIELDS),
+            None if status in (None, DEFAULT_STATUS) else str(status))
+
+
+def _entry_fields(entry: DeadLetter) -> tuple[Any, ...]:
+    """:func:`_fields` of the entry about to be stored, read from its attributes."""
+    return (entry.run_id, entry.job_id, entry.stage, str(entry.error_class), entry.error_type,
+            None if entry.status == DEFAULT_STATUS else entry.status)
 
 
 class RedisDLQ(QueueBase):
@@ -43,6 +61,8 @@ class RedisDLQ(QueueBase):
     * ``batchguard:dlq:order`` -- sorted set, id -> sequence number of its first send (``list`` order)
     * ``batchguard:dlq:seq`` -- the counter the sequence numbers come from (``INCRBY``)
     * ``batchguard:dlq:idx:<field>:<value>`` -- set of the ids whose filter field has that value
+    * ``batchguard:dlq:idx:status:resolved``, ``...:replayed`` -- the ids with that status; an
+      entry in neither is open (so entries stored before statuses existed read as open)
 
     so a filtered ``count`` is one ``SCARD``/``SINTERCARD`` and a filtered ``list`` one ``ZINTER``,
     never a scan. Each ``send`` and ``remove`` is one ``MULTI``/``EXEC`` transaction, guarded
@@ -112,7 +132,7 @@ class RedisDLQ(QueueBase):
         return f"RedisDLQ({self.url!r}, key_prefix={self.key_prefix!r}, {state})"
 
     def __iter__(self) -> Iterator[DeadLetter]:
-        return self._iter({})
+        return self.iter()
 
     # -- the DeadLetterQueue protocol -------------------------------------------------------
 
@@ -124,63 +144,76 @@ class RedisDLQ(QueueBase):
         for entry in entries:  # a later duplicate in one batch wins, as it would sent alone
             latest[entry.id] = entry
         ids = list(latest)
-        encoded: dict[Any, Any] = {}  # redis-py's stubs want a Mapping of its own key types
-        fields: dict[str, tuple[Any, ...]] = {}
-        for entry_id, entry in latest.items():
-            data = entry.to_dict()
-            encoded[entry_id] = dumps(entry).decode()
-            fields[entry_id] = _fields(data)
+        encoded = {entry_id: dumps(entry).decode() for entry_id, entry in latest.items()}
+        fields = {entry_id: _entry_fields(entry) for entry_id, entry in latest.items()}
 
         def write(pipe: redis.client.Pipeline, old: builtins.list[str | None]) -> None:
-            new_ids = [entry_id for entry_id, before in zip(ids, old, strict=True) if before is None]
-            first = int(pipe.incrby(self._seq_key, len(new_ids))) - len(new_ids) + 1 if new_ids else 0
-            adds: defaultdict[str, list[str]] = defaultdict(list)
-            drops: defaultdict[str, list[str]] = defaultdict(list)
-            for entry_id, before in zip(ids, old, strict=True):
-                previous = _fields(json.loads(before)) if before is not None else (None,) * len(FILTER_FIELDS)
-                for name, was, now in zip(FILTER_FIELDS, previous, fields[entry_id], strict=True):
-                    if was == now:
-                        continue
-                    if was is not None:
-                        drops[self._index_key(name, was)].append(entry_id)
-                    if now is not None:
-                        adds[self._index_key(name, now)].append(entry_id)
-            pipe.multi()
-            if new_ids:
-                # NX: an upsert keeps the sequence number, hence the place, of the first send.
-                pipe.zadd(self._order_key, {e: first + i for i, e in enumerate(new_ids)}, nx=True)
-            pipe.hset(self._entries_key, mapping=encoded)
-            for key, members in drops.items():
-                pipe.srem(key, *members)
-            for key, members in adds.items():
-                pipe.sadd(key, *members)
+            self._queue_writes(pipe, ids, old, encoded, fields)
 
         self._transaction("send", ids, write)
 
-    def count(self, **filters: Any) -> int:
-        """How many entries match ``filters`` (exact matches on FILTER_FIELDS)."""
-        wanted = check_filters(filters)
+    def _queue_writes(self, pipe: redis.client.Pipeline, ids: builtins.list[str],
+                      old: builtins.list[str | None], encoded: dict[str, str],
+                      fields: dict[str, tuple[Any, ...]]) -> None:
+        """Queue the upsert of ``encoded`` (id -> entry JSON; ``fields``: its indexed values;
+        ``old``: what ``ids`` held) with the index changes it implies; ``pipe`` is watching,
+        not yet in MULTI."""
+        new_ids = [entry_id for entry_id, before in zip(ids, old, strict=True) if before is None]
+        first = int(pipe.incrby(self._seq_key, len(new_ids))) - len(new_ids) + 1 if new_ids else 0
+        adds: defaultdict[str, list[str]] = defaultdict(list)
+        drops: defaultdict[str, list[str]] = defaultdict(list)
+        for entry_id, before in zip(ids, old, strict=True):
+            previous = _fields(json.loads(before)) if before is not None else (None,) * len(_INDEXED)
+            for name, was, now in zip(_INDEXED, previous, fields[entry_id], strict=True):
+                if was == now:
+                    continue
+                if was is not None:
+                    drops[self._index_key(name, was)].append(entry_id)
+                if now is not None:
+                    adds[self._index_key(name, now)].append(entry_id)
+        pipe.multi()
+        if new_ids:
+            # NX: an upsert keeps the sequence number, hence the place, of the first send.
+            pipe.zadd(self._order_key, {e: first + i for i, e in enumerate(new_ids)}, nx=True)
+        mapping: dict[Any, Any] = dict(encoded)  # redis-py's stubs want a Mapping of its own key types
+        pipe.hset(self._entries_key, mapping=mapping)
+        for key, members in drops.items():
+            pipe.srem(key, *members)
+        for key, members in adds.items():
+            pipe.sadd(key, *members)
+
+    def count(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
+        """How many entries match ``filters`` (exact matches on FILTER_FIELDS) and ``status``.
+
+        Open entries are the matching ones less those in a closed status's set: a few set
+        cardinalities in one MULTI/EXEC, never a scan.
+        """
+        wanted = select(filters, status)
+        chosen = wanted.pop("status", None)
         keys: builtins.list[Any] = [self._index_key(name, value) for name, value in wanted.items()]
         with self._errors("count"):
-            client = self._require_client()
-            if not keys:
-                return int(client.hlen(self._entries_key))
-            if len(keys) == 1:
-                return int(client.scard(keys[0]))
-            if self._has_sintercard:
-                return int(client.sintercard(len(keys), keys))
-            return len(client.sinter(keys))
+            if chosen is None:
+                return self._cards([keys])[0]
+            if chosen != DEFAULT_STATUS:
+                return self._cards([[*keys, self._index_key("status", chosen)]])[0]
+            total, *closed = self._cards([keys, *([*keys, self._index_key("status", c)] for c in _CLOSED)])
+            return total - sum(closed)
 
-    def list(self, *, limit: int | None = None, offset: int = 0, **filters: Any) -> list[DeadLetter]:
+    def list(self, *, limit: int | None = None, offset: int = 0, status: str | None = DEFAULT_STATUS,
+             **filters: Any) -> builtins.list[DeadLetter]:
         """Matching entries in the order of their first send, paged by ``limit``/``offset``."""
-        wanted = check_filters(filters)
+        wanted = select(filters, status)
         check_page(limit, offset)
         if limit == 0:
             return []
         with self._errors("list"):
             client = self._require_client()
-            if wanted:
-                ids = self._matching_ids(wanted)
+            wanted, only_open = self._open_filter(wanted)
+            if wanted or only_open:
+                ids = self._matching_ids(wanted) if wanted else cast(
+                    "builtins.list[str]", client.zrange(self._order_key, 0, -1))
+                if only_open:
+                    ids = self._drop_closed(ids)
                 ids = ids[offset:None if limit is None else offset + limit]
             else:
                 end = -1 if limit is None else offset + limit - 1
@@ -206,7 +239,7 @@ class RedisDLQ(QueueBase):
             removed = len(present)
             drops: defaultdict[str, list[str]] = defaultdict(list)
             for entry_id, before in present:
-                for name, value in zip(FILTER_FIELDS, _fields(json.loads(before)), strict=True):
+                for name, value in zip(_INDEXED, _fields(json.loads(before)), strict=True):
                     if value is not None:
                         drops[self._index_key(name, value)].append(entry_id)
             pipe.multi()
@@ -221,11 +254,11 @@ class RedisDLQ(QueueBase):
         return removed
 
     def export(self, path: str | os.PathLike[str] | IO[str], *, overwrite: bool = False,
-               **filters: Any) -> int:
+               status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
         """Write the matching entries as JSON lines to a new file, or a text stream; returns how
         many. Refuses an existing file unless ``overwrite=True``; see
         :func:`~batchguard.dlq.base.write_jsonl`."""
-        wanted = check_filters(filters)
+        wanted = select(filters, status)
         with self._errors("export"):
             return write_jsonl(path, self._iter(wanted), overwrite=overwrite)
 
@@ -287,20 +320,75 @@ class RedisDLQ(QueueBase):
         return found
 
     def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
+        wanted, only_open = self._open_filter(wanted)
         if wanted:
             ids = self._matching_ids(wanted)
             for start in range(0, len(ids), _PAGE):
-                yield from self._load(ids[start:start + _PAGE])
+                page = ids[start:start + _PAGE]
+                yield from self._load(self._drop_closed(page) if only_open else page)
             return
         after = "-inf"
         while True:
             # Keyset pages (by sequence number): removals between pages shift nothing.
-            page = cast("builtins.list[tuple[str, float]]", self._require_client().zrangebyscore(
+            scored = cast("builtins.list[tuple[str, float]]", self._require_client().zrangebyscore(
                 self._order_key, after, "+inf", start=0, num=_PAGE, withscores=True))
-            yield from self._load([entry_id for entry_id, _ in page])
-            if len(page) < _PAGE:
+            page = [entry_id for entry_id, _ in scored]
+            yield from self._load(self._drop_closed(page) if only_open else page)
+            if len(scored) < _PAGE:
                 return
-            after = f"({int(page[-1][1])}"
+            after = f"({int(scored[-1][1])}"
+
+    def _change_status(self, ids: builtins.list[str], change: StatusChange) -> int:
+        """Rewrite the entries and move them between the status sets in one MULTI/EXEC, having
+        checked (under WATCH) that every id names one."""
+
+        def write(pipe: redis.client.Pipeline, old: builtins.list[str | None]) -> None:
+            unknown = [entry_id for entry_id, before in zip(ids, old, strict=True) if before is None]
+            if unknown:
+                raise not_found(unknown, action_of(change.status))
+            changed = [with_change(DeadLetter.from_json(cast("str", before)), change) for before in old]
+            self._queue_writes(pipe, ids, old, {e.id: dumps(e).decode() for e in changed},
+                               {e.id: _entry_fields(e) for e in changed})
+
+        self._transaction(action_of(change.status), ids, write)
+        return len(ids)
+
+    def _open_filter(self, wanted: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The index filters for ``wanted`` and whether closed entries must be dropped from them.
+
+        A closed status is a set like a filter field's; ``open`` is the absence from those sets,
+        which only matters while some entry is closed."""
+        chosen = wanted.get("status")
+        if chosen != DEFAULT_STATUS:
+            return wanted, False
+        rest = {name: value for name, value in wanted.items() if name != "status"}
+        closed = self._cards([[self._index_key("status", c)] for c in _CLOSED])
+        return rest, any(closed)
+
+    def _drop_closed(self, ids: builtins.list[str]) -> builtins.list[str]:
+        """``ids`` without the ones in a closed status's set, in their order."""
+        if not ids:
+            return ids
+        with self._require_client().pipeline(transaction=False) as pipe:
+            for status in _CLOSED:
+                pipe.smismember(self._index_key("status", status), ids)
+            flags = pipe.execute()
+        return [entry_id for entry_id, *closed in zip(ids, *flags, strict=True) if not any(closed)]
+
+    def _cards(self, key_sets: builtins.list[builtins.list[Any]]) -> builtins.list[int]:
+        """How many ids each set of index keys holds in common (no keys: every entry), read in
+        one MULTI/EXEC so the numbers agree with each other."""
+        with self._require_client().pipeline(transaction=True) as pipe:
+            for keys in key_sets:
+                if not keys:
+                    pipe.hlen(self._entries_key)
+                elif len(keys) == 1:
+                    pipe.scard(keys[0])
+                elif self._has_sintercard:
+                    pipe.sintercard(len(keys), keys)
+                else:
+                    pipe.sinter(keys)
+            return [n if isinstance(n, int) else len(n) for n in pipe.execute()]
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import sqlite3
@@ -13,8 +14,10 @@ from .._checks import check_duration
 from .._db.role import DLQ
 from .._db.sqlite import SYNCHRONOUS, SqliteDatabase, Synchronous
 from ..errors import ConfigError, DLQUnavailableError
-from .base import DeadLetter, QueueBase, check_filters, check_page, write_jsonl
+from .base import DeadLetter, QueueBase, check_page, select, write_jsonl
 from .codec import dumps
+from .entry import STATUSES, StatusChange
+from .status import DEFAULT_STATUS, action_of, not_found, with_change
 
 __all__ = ["SqliteDLQ"]
 
@@ -31,7 +34,8 @@ _SCHEMA: Final = (
         stage TEXT NOT NULL,
         error_class TEXT NOT NULL,
         error_type TEXT NOT NULL,
-        entry TEXT NOT NULL
+        entry TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open'
     )""",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_run_id ON {TABLE} (run_id)",
     # Partial: runs that are not jobs (job_id NULL) pay nothing for it, and SQLite still uses it
@@ -42,25 +46,37 @@ _SCHEMA: Final = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_error_type ON {TABLE} (error_type)",
 )
 
+# Created once the status column exists (a queue made before it gains it first). Partial, one
+# per closed status: a new entry is open, so sends never touch them, and `status = 'resolved'`
+# matches an index's WHERE exactly, which SQLite needs to use it. Open entries are found
+# through the other indexes (or the table, in seq order), the status checked on each row.
+_STATUS_INDEXES: Final = tuple(
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_{status} ON {TABLE} (seq) WHERE status = '{status}'"
+    for status in STATUSES if status != DEFAULT_STATUS)
+
 # Updating every column but `seq` keeps an upserted entry at the place of its first send.
 _UPSERT: Final = f"""
-    INSERT INTO {TABLE} (id, run_id, job_id, stage, error_class, error_type, entry)
-    VALUES (?, ?, ?, ?, ?, ?, ?)
+    INSERT INTO {TABLE} (id, run_id, job_id, stage, error_class, error_type, entry, status)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (id) DO UPDATE SET
         run_id = excluded.run_id, job_id = excluded.job_id, stage = excluded.stage,
-        error_class = excluded.error_class, error_type = excluded.error_type, entry = excluded.entry
+        error_class = excluded.error_class, error_type = excluded.error_type, entry = excluded.entry,
+        status = excluded.status
 """
 
+_SET_STATUS: Final = f"UPDATE {TABLE} SET status = ?, entry = ? WHERE id = ?"
+
 _PAGE: Final = 1000
+_IDS_PER_QUERY: Final = 500  # below SQLite's oldest limit on bound parameters (999)
 
 
 def _row(entry: DeadLetter) -> tuple[Any, ...]:
     return (entry.id, entry.run_id, entry.job_id, entry.stage, str(entry.error_class),
-            entry.error_type, dumps(entry).decode())
+            entry.error_type, dumps(entry).decode(), entry.status)
 
 
 def _where(wanted: dict[str, Any]) -> str:
-    # Names come from check_filters (FILTER_FIELDS only), so interpolating them is safe.
+    # Names come from select (FILTER_FIELDS and status only), so interpolating them is safe.
     return " AND ".join(f"{name} = ?" for name in wanted) or "1"
 
 
@@ -108,7 +124,7 @@ class SqliteDLQ(QueueBase):
         return f"SqliteDLQ({str(self.path)!r}, {state})"
 
     def __iter__(self) -> Iterator[DeadLetter]:
-        return self._iter({})
+        return self.iter()
 
     # -- same-transaction use (the TransactionalDLQ protocol) ------------------------------------
 
@@ -143,8 +159,20 @@ class SqliteDLQ(QueueBase):
 
     @staticmethod
     def create_schema(cursor: sqlite3.Cursor) -> None:
-        """Create the ``dead_letters`` table and its indexes if they are missing (idempotent)."""
+        """Create the ``dead_letters`` table and its indexes if they are missing, and migrate a
+        table made before entries had a status (idempotent).
+
+        The migration adds the ``status`` column, every existing entry ``'open'`` (their JSON has
+        no status, which reads as open too). It runs in the opening write transaction
+        (``BEGIN IMMEDIATE``), so two processes opening the same old queue at once take turns:
+        the second finds the column there.
+        """
         for statement in _SCHEMA:
+            cursor.execute(statement)
+        columns = {row[1] for row in cursor.execute(f"PRAGMA table_info({TABLE})")}
+        if "status" not in columns:
+            cursor.execute(f"ALTER TABLE {TABLE} ADD COLUMN status TEXT NOT NULL DEFAULT 'open'")
+        for statement in _STATUS_INDEXES:
             cursor.execute(statement)
 
     @staticmethod
@@ -165,17 +193,18 @@ class SqliteDLQ(QueueBase):
         with self._db.errors("send"), self.transaction() as cur:
             cur.executemany(_UPSERT, rows)
 
-    def count(self, **filters: Any) -> int:
-        """How many entries match ``filters`` (exact matches on FILTER_FIELDS)."""
-        wanted = check_filters(filters)
+    def count(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
+        """How many entries match ``filters`` (exact matches on FILTER_FIELDS) and ``status``."""
+        wanted = select(filters, status)
         sql = f"SELECT count(*) FROM {TABLE} WHERE {_where(wanted)}"
         with self._db.errors("count"):
             ((n,),) = self._db.query(sql, tuple(wanted.values()))
         return int(n)
 
-    def list(self, *, limit: int | None = None, offset: int = 0, **filters: Any) -> list[DeadLetter]:
+    def list(self, *, limit: int | None = None, offset: int = 0, status: str | None = DEFAULT_STATUS,
+             **filters: Any) -> list[DeadLetter]:
         """Matching entries in the order of their first send, paged by ``limit``/``offset``."""
-        wanted = check_filters(filters)
+        wanted = select(filters, status)
         check_page(limit, offset)
         sql = f"SELECT entry FROM {TABLE} WHERE {_where(wanted)} ORDER BY seq LIMIT ? OFFSET ?"
         params = (*wanted.values(), -1 if limit is None else limit, offset)
@@ -199,11 +228,11 @@ class SqliteDLQ(QueueBase):
             return max(cur.rowcount, 0)
 
     def export(self, path: str | os.PathLike[str] | IO[str], *, overwrite: bool = False,
-               **filters: Any) -> int:
+               status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
         """Write the matching entries as JSON lines to a new file, or a text stream; returns how
         many. Refuses this queue's own files, and an existing file unless ``overwrite=True``; see
         :func:`~batchguard.dlq.base.write_jsonl`."""
-        wanted = check_filters(filters)
+        wanted = select(filters, status)
         with self._db.errors("export"):
             return write_jsonl(path, self._iter(wanted), overwrite=overwrite, sources=self._files())
 
@@ -216,6 +245,22 @@ class SqliteDLQ(QueueBase):
     def _files(self) -> tuple[Path, ...]:
         """The database and the side files SQLite keeps next to it: an export must not overwrite any."""
         return (self.path, *(Path(f"{self.path}{suffix}") for suffix in ("-wal", "-shm", "-journal")))
+
+    def _change_status(self, ids: builtins.list[str], change: StatusChange) -> int:
+        """Read the entries, check every id names one, write them back changed: one transaction."""
+        with self._db.errors(action_of(change.status)), self.transaction() as cur:
+            found: dict[str, str] = {}
+            for start in range(0, len(ids), _IDS_PER_QUERY):
+                chunk = ids[start:start + _IDS_PER_QUERY]
+                marks = ", ".join("?" * len(chunk))
+                found.update(cur.execute(f"SELECT id, entry FROM {TABLE} WHERE id IN ({marks})", chunk))
+            unknown = [entry_id for entry_id in ids if entry_id not in found]
+            if unknown:
+                raise not_found(unknown, action_of(change.status))
+            cur.executemany(_SET_STATUS, (
+                (change.status, dumps(with_change(DeadLetter.from_json(found[entry_id]), change)).decode(),
+                 entry_id) for entry_id in ids))
+        return len(ids)
 
     def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
         # Keyset pages: the lock is held per page only, never while the caller consumes entries.
