@@ -1,39 +1,60 @@
-"""``batchguard jobs``: list jobs, show one, resume one."""
+"""``batchguard jobs``: list jobs, show one (its batches, one record), resume one, retry its
+dead letters."""
 
 from __future__ import annotations
 
 import json
 import shlex
 import sys
+import warnings
+from typing import Any
 
 import click
 
 from .._urls import redact
-from ..errors import ConfigError, JobNotFoundError, JobStoreUnavailableError
-from ..jobs import JobStatus, job_status, list_jobs
+from ..errors import ConfigError, JobNotFoundError, JobStoreUnavailableError, PickleNotAllowedError
+from ..jobs import JobStatus, job_batches, job_status, list_jobs
+from ..replay import replay
 from .callables import load_callable
 from .console import table
-from .options import EXIT_OK, CannotStart, cannot_start, dlq_option, file_of, store_option, url_flag
+from .jobs_status import (
+    dead_letter_counts,
+    job_dlq,
+    locate,
+    print_batch_page,
+    print_record,
+    print_status,
+    saved_cli,
+    shown_status,
+)
+from .options import (
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CannotStart,
+    cannot_start,
+    dlq_option,
+    file_of,
+    retry_policy,
+    store_option,
+    url_flag,
+)
+from .progress import ProgressView
+from .report import print_report
 from .run import execute_run, open_source
-from .settings import EngineSettings
+from .settings import ENGINE_KEYS, EngineSettings, engine_options, resumed_settings
 
 __all__ = ["jobs"]
 
 
 @click.group()
 def jobs() -> None:
-    """List jobs, show one, resume one."""
+    """List jobs, show one, resume one, retry its dead letters."""
 
 
 def _store_exists(url: str) -> bool:
     path = file_of(url)
     return path is None or path.exists()
-
-
-def _shown_status(state: JobStatus) -> str:
-    if state.status == "running" and not state.active:
-        return "interrupted"
-    return state.status
 
 
 @jobs.command("list")
@@ -54,7 +75,7 @@ def jobs_list(store_url: str, as_json: bool) -> None:
     if not states:
         click.echo(f"no jobs in {redact(store_url)}")
         return
-    rows = [[s.name, _shown_status(s),
+    rows = [[s.name, shown_status(s),
              "-" if s.percent_complete is None else f"{s.percent_complete:.1f}%",
              f"{s.succeeded:,}", f"{s.failed:,}",
              f"{s.batches_done}/{s.batches_total}" if s.batches_total is not None else str(s.batches_done),
@@ -77,40 +98,37 @@ def _load_job(name: str, store_url: str) -> JobStatus:
 @jobs.command("status")
 @click.argument("name")
 @store_option
+@dlq_option(None, "The job's dead-letter queue [default: the one the job was started with]")
+@click.option("--record", "record_id", metavar="ID",
+              help="Where this record stands: succeeded, dead-lettered (its entry) or pending. Looked up "
+                   "in the input the job was started on (with its --id-field), else among its dead letters.")
+@click.option("--index", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Like --record, for the record at position N of the input (0-based).")
+@click.option("--batches", "each_batch", is_flag=True,
+              help="One row per batch (a page: --offset, --limit) instead of the folded table.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="With --batches: first batch.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="With --batches: page size.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def jobs_status(name: str, store_url: str, as_json: bool) -> None:
-    """Status, totals and progress of job NAME."""
+def jobs_status(name: str, store_url: str, dlq_url: str | None, record_id: str | None, index: int | None,
+                each_batch: bool, offset: int, limit: int, as_json: bool) -> None:
+    """Status of job NAME: totals, dead letters by status, and its batches (done, stopped in
+    flight when a run stopped, pending), consecutive batches in one state folded into a row."""
+    if record_id is not None and index is not None:
+        raise click.UsageError("give --record ID or --index N, not both")
     state = _load_job(name, store_url)
-    if as_json:
-        click.echo(json.dumps(state.to_dict(), indent=2, default=str))
+    if each_batch:
+        print_batch_page(name, store_url, offset, limit, as_json)
         return
-    total = "unknown" if state.total is None else f"{state.total:,}"
-    percent = "-" if state.percent_complete is None else f"{state.percent_complete:.1f}%"
-    lines = [
-        f"Job:          {state.name}",
-        f"Status:       {_shown_status(state)}" + (" (a process is running it)" if state.active else ""),
-        f"Progress:     {percent} ({state.processed:,} of {total} records final)",
-        f"Succeeded:    {state.succeeded:,}",
-        f"Failed (DLQ): {state.failed:,}",
-        f"Batches:      {state.batches_done}" + (f" of {state.batches_total}" if state.batches_total else "")
-        + f" (size {state.batch_size})",
-        f"Runs:         {state.runs} (last: {state.last_run_id})",
-        f"Created:      {state.created_at}",
-        f"Updated:      {state.updated_at}",
-    ]
-    if state.finished_at:
-        lines.append(f"Finished:     {state.finished_at}")
-    if state.error:
-        lines.append(f"Last stop:    {state.error}")
-    lines.append(f"Fingerprint:  {state.fingerprint}")
-    cli = state.config.get("meta", {}).get("cli") if isinstance(state.config.get("meta"), dict) else None
-    if cli:
-        lines.append(f"Input:        {cli.get('input')} ({cli.get('format')})   --fn {cli.get('fn')}")
-    lines.append("Config:       " + json.dumps({k: v for k, v in state.config.items() if k != "meta"},
-                                               sort_keys=True, default=str))
-    if state.status in ("running", "aborted") and not state.active:
-        lines.append(f"Resume with:  batchguard jobs resume {shlex.quote(state.name)}{url_flag('--store', store_url)}")
-    click.echo("\n".join(lines))
+    with job_dlq(state, store_url, dlq_url) as dlq:
+        if record_id is not None or index is not None:
+            print_record(locate(state, store_url, dlq, record_id, index), dlq, store_url, as_json)
+            return
+        try:
+            batches = job_batches(name, store=store_url)
+            counts = None if dlq.queue is None else dead_letter_counts(dlq.queue, name)
+        except (ConfigError, JobStoreUnavailableError, TypeError) as exc:
+            cannot_start(exc)
+        print_status(state, batches, store_url, dlq, counts, as_json)
 
 
 @jobs.command("resume")
@@ -118,20 +136,32 @@ def jobs_status(name: str, store_url: str, as_json: bool) -> None:
 @store_option
 @dlq_option(None, "Dead-letter queue URL [default: the one the job was started with]")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None,
-              help="Override the job's concurrency.")
+              help="Records in flight at once [default: the job's saved setting].")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=None,
+              help="Tries per record [default: the job's saved setting].")
+@click.option("--base-delay", type=click.FloatRange(min=0.0), default=None, metavar="S",
+              help="First retry delay [default: the job's saved setting].")
 @click.option("--force", is_flag=True, help="Run the job again from scratch, even if completed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
-def jobs_resume(name: str, store_url: str, dlq_url: str | None, concurrency: int | None, force: bool,
-                quiet: bool) -> None:
-    """Resume job NAME with the input and --fn it was started with (finished batches are skipped)."""
+@engine_options
+@click.pass_context
+def jobs_resume(ctx: click.Context, /, name: str, store_url: str, dlq_url: str | None, force: bool,
+                quiet: bool, config_path: str | None, **given: Any) -> None:
+    """Resume job NAME with the input and --fn it was started with (finished batches are skipped).
+
+    Settings come from the command line, then --config, then what the job saved (its last run's
+    settings), then the defaults; the resume says what it changed, and saves it for the next one.
+    The batch size cannot change: the finished batches would not line up.
+    """
     state = _load_job(name, store_url)
-    meta = state.config.get("meta")
-    cli = meta.get("cli") if isinstance(meta, dict) else None
-    if not isinstance(cli, dict):
+    cli = saved_cli(state)
+    if cli is None:
         raise CannotStart(f"job {name!r} was not started from the command line: resume it by calling "
                           f"run_batches(..., job={name!r}) again with the same input")
     if state.status in ("completed", "failed") and not force:
-        click.echo(f"Job {name!r} is already {state.status}: nothing to do; --force runs it again.")
+        dead = (f"; {state.failed:,} records are dead-lettered: batchguard jobs status {shlex.quote(name)}"
+                f"{url_flag('--store', store_url)}" if state.failed else "")
+        click.echo(f"Job {name!r} is already {state.status}: nothing to do; --force runs it again{dead}.")
         sys.exit(EXIT_OK)
     if cli["input"] == "-":
         raise CannotStart(f"job {name!r} read its input from stdin: pipe it again with "
@@ -139,6 +169,11 @@ def jobs_resume(name: str, store_url: str, dlq_url: str | None, concurrency: int
     saved_dlq = cli.get("dlq")
     if dlq_url is None and saved_dlq is not None and "***" in saved_dlq:
         raise CannotStart(f"job {name!r} used the DLQ {saved_dlq}; passwords are not stored: pass --dlq again")
+    values, changed = resumed_settings(ctx, cli, dict(given), config_path)
+    settings = EngineSettings({k: values[k] for k in ENGINE_KEYS if values.get(k) is not None})
+    settings.check(int(values["max_attempts"]), float(values["base_delay"]))
+    if changed:
+        click.echo(f"Resuming job {name!r} with " + ", ".join(changed) + ".", err=True)
     source = open_source(cli["input"], cli.get("format"))
     cwd = cli.get("cwd")
     if cwd and cwd not in sys.path:
@@ -146,8 +181,64 @@ def jobs_resume(name: str, store_url: str, dlq_url: str | None, concurrency: int
     fn = load_callable(cli["fn"])
     code = execute_run(source=source, fn=fn, fn_spec=cli["fn"], dlq_url=dlq_url or saved_dlq, job=name,
                        store_url=store_url, batch_size=int(cli["batch_size"]),
-                       concurrency=concurrency or int(cli["concurrency"]),
-                       max_attempts=int(cli["max_attempts"]), base_delay=float(cli["base_delay"]),
-                       force=force, quiet=quiet, title=f"job {name}",
-                       settings=EngineSettings.from_saved(cli.get("engine")))
+                       concurrency=int(values["concurrency"]), max_attempts=int(values["max_attempts"]),
+                       base_delay=float(values["base_delay"]), force=force, quiet=quiet, title=f"job {name}",
+                       settings=settings)
     sys.exit(code)
+
+
+@jobs.command("retry-failed", short_help="Replay a job's dead letters through a fixed --fn.")
+@click.argument("name")
+@click.option("--fn", "fn_spec", required=True, metavar="MODULE:CALLABLE", help="The (fixed) callback.")
+@store_option
+@dlq_option(None, "The job's dead-letter queue [default: the one the job was started with]")
+@click.option("--error-type", metavar="NAME", help="Only the entries that failed with this exception type.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="[default: the job's saved setting, else 1]")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=None,
+              help="[default: the job's saved setting, else 3]")
+@click.option("--base-delay", type=click.FloatRange(min=0.0), default=None, metavar="S",
+              help="[default: the job's saved setting, else 1]")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+def jobs_retry_failed(name: str, fn_spec: str, store_url: str, dlq_url: str | None, error_type: str | None,
+                      concurrency: int | None, max_attempts: int | None, base_delay: float | None,
+                      quiet: bool) -> None:
+    """Replay the dead letters of job NAME through --fn (seed 004's retry_failed_records): the
+    records that succeed move from the job's dead-lettered total to its succeeded total, the
+    others stay with their attempt history extended. Exit 0 when every entry now succeeded."""
+    state = _load_job(name, store_url)
+    saved = saved_cli(state) or {}
+    fn = load_callable(fn_spec)
+    retry = retry_policy(max_attempts or int(saved.get("max_attempts", 3)),
+                         float(saved.get("base_delay", 1.0)) if base_delay is None else base_delay)
+    view = ProgressView(title=f"retry job {name}", quiet=quiet)
+    wanted: dict[str, Any] = {"job_id": name, **({} if error_type is None else {"error_type": error_type})}
+    with job_dlq(state, store_url, dlq_url) as dlq, warnings.catch_warnings():
+        if dlq.queue is None:
+            raise CannotStart(f"cannot retry job {name!r}: {dlq.why_not}")
+        warnings.simplefilter("ignore")  # the counts left aside are printed below instead
+        try:
+            with view.running():
+                report = replay(dlq.queue, fn, concurrency=concurrency or int(saved.get("concurrency", 1)),
+                                retry=retry, on_progress=None if quiet else view, store=store_url, **wanted)
+        except PickleNotAllowedError as exc:
+            report = exc.report
+            click.echo(f"error: {report.pickle_refused:,} entries store their record as pickle and were not "
+                       "loaded; replay them with batchguard dlq retry --allow-pickle", err=True)
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted: entries of finished batches are updated; run batchguard jobs "
+                       f"retry-failed {shlex.quote(name)} again for the rest", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (ConfigError, JobStoreUnavailableError) as exc:
+            cannot_start(exc)
+        shown_dlq = dlq.url
+    print_report(report, dlq_url=shown_dlq)
+    left = report.not_replayable + report.parse_skipped + report.pickle_refused
+    click.echo(f"{report.removed:,} dead letters of job {name!r} succeeded; {report.kept:,} failed again and "
+               "stay (attempt history extended)"
+               + (f"; {left:,} were not replayed (stored as repr or pickle, or input lines that did not "
+                  "parse): batchguard dlq list --job " + shlex.quote(name) if left else ""))
+    after = job_status(name, store=store_url)
+    pending = "" if not after.pending else f", {after.pending:,} pending (batchguard jobs resume {shlex.quote(name)})"
+    click.echo(f"Job {name!r}: {after.succeeded:,} succeeded, {after.failed:,} dead-lettered{pending}.")
+    sys.exit(EXIT_OK if report.status == "complete" and not left else EXIT_INCOMPLETE)

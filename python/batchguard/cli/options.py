@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -22,6 +23,9 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "CannotStart",
+    "Interrupted",
+    "JsonErrorsCommand",
+    "RunFailed",
     "absolute_url",
     "cannot_start",
     "dlq_option",
@@ -44,6 +48,70 @@ class CannotStart(click.ClickException):
     """Nothing ran: bad configuration, input or backend (exit 2)."""
 
     exit_code = EXIT_USAGE
+
+
+class RunFailed(click.ClickException):
+    """The run started and then failed (a DLQ or job store error mid-run): exit 1."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C: the message says what is saved and how to resume (exit 130)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str, resume: str | None = None) -> None:
+        super().__init__(message)
+        self.resume = resume
+        """The command that resumes the run (redacted), when it can be resumed."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo("\n" + self.format_message(), err=True)
+
+
+_KINDS: Final = {RunFailed: "failed", Interrupted: "interrupted", CannotStart: "cannot_start"}
+
+
+def json_error(exc: click.ClickException) -> dict[str, Any]:
+    """The JSON document a ``--json`` command prints on stdout when it fails: what kind of
+    failure, its message (as printed on stderr) and the exit code."""
+    kind = next((name for cls, name in _KINDS.items() if isinstance(exc, cls)),
+                "usage" if isinstance(exc, click.UsageError) else "error")
+    error: dict[str, Any] = {"kind": kind, "message": exc.format_message(), "exit_code": exc.exit_code}
+    if isinstance(exc, Interrupted) and exc.resume is not None:
+        error["resume"] = exc.resume
+    return {"status": "error", "error": error}
+
+
+class JsonErrorsCommand(click.Command):
+    """A command whose ``--json`` holds when it fails: a usage error, a run that cannot start,
+    fails or is interrupted still prints one JSON document on stdout (``{"status": "error",
+    "error": {"kind", "message", "exit_code"}}``), so a script never parses an empty stdout.
+    The message is printed on stderr as without ``--json``, and the exit code is the same."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        wants_json = "--json" in _options_part(args)
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as exc:
+            if wants_json:
+                click.echo(json.dumps(json_error(exc), indent=2))
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if ctx.params.get("as_json"):
+                click.echo(json.dumps(json_error(exc), indent=2))
+            raise
+
+
+def _options_part(args: Sequence[str]) -> Sequence[str]:
+    """``args`` before a ``--`` (after it, ``--json`` would be an argument)."""
+    return args[: args.index("--")] if "--" in args else args
 
 
 def cannot_start(exc: BaseException) -> NoReturn:

@@ -7,8 +7,10 @@ checked by the library's own checks (``make_plan``, ``RetryPolicy``, ``RateLimit
 
 from __future__ import annotations
 
+import functools
+import inspect
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -16,18 +18,19 @@ import click
 from click.core import ParameterSource
 
 from .._checks import closest
-from .._inputs import UnparsedLine
+from .._inputs import UnparsedLine, guard_parse_errors
 from .._run.plan import close_opened_dlq, make_plan
-from ..errors import ConfigError
+from ..errors import ConfigError, InputParseError
 from ..policies import CircuitBreaker, RateLimit, RetryPolicy
 
-__all__ = ["CONFIG_KEYS", "EngineSettings", "apply_config", "engine_options", "settings_of"]
+__all__ = ["CONFIG_KEYS", "ENGINE_KEYS", "EngineSettings", "apply_config", "engine_options", "given_on_command_line",
+           "resumed_settings", "settings_of", "shown_value"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 ENGINE_KEYS: Final = ("timeout", "rate_limit", "burst", "breaker", "breaker_cooldown", "breaker_abort",
                       "success_threshold", "max_failures", "delay_between_batches", "id_field",
-                      "key_field", "max_delay", "jitter", "seed", "stage")
+                      "key_field", "max_delay", "jitter", "seed", "stage", "bulk")
 """The options this module adds to ``run``, by parameter name."""
 CONFIG_KEYS: Final = ("batch_size", "concurrency", "max_attempts", "base_delay", *ENGINE_KEYS)
 """What a ``--config`` file may set: the run options of the same names (``rate_limit`` or
@@ -135,6 +138,11 @@ def engine_options(fn: _F) -> _F:
                      help="Retry delay jitter [default: full]."),
         click.option("--seed", type=int, help="Seed of the retry jitter (reproducible delays)."),
         click.option("--stage", type=text, metavar="NAME", help="Stage name on dead letters [default: process]."),
+        click.option("--bulk/--no-bulk", default=None,
+                     help="--fn takes a list (a whole batch) and returns a list of results of the same "
+                          "length, in order. When a call raises, the batch is split in halves and retried "
+                          "until each failing record stands alone and is dead-lettered as usual. Not "
+                          "with --key-field."),
         click.option("--config", "config_path", metavar="FILE.toml",
                      type=click.Path(exists=True, dir_okay=False),
                      help="Run settings from a TOML file, with these options' names (rate_limit = "
@@ -145,10 +153,12 @@ def engine_options(fn: _F) -> _F:
     return fn
 
 
-def apply_config(ctx: click.Context, params: dict[str, Any], path: str | None) -> None:
-    """Fill ``params`` from the TOML file at ``path`` where the command line did not set them."""
+def apply_config(ctx: click.Context, params: dict[str, Any], path: str | None) -> set[str]:
+    """Fill ``params`` from the TOML file at ``path`` where the command line did not set them;
+    return the names it filled."""
+    filled: set[str] = set()
     if path is None:
-        return
+        return filled
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -163,7 +173,17 @@ def apply_config(ctx: click.Context, params: dict[str, Any], path: str | None) -
             raise click.BadParameter(f"unknown key {key!r} in {path}{hint}", param_hint="'--config'")
         if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
             continue  # the command line (or the environment) wins
-        param = by_name[name]
+        param = by_name.get(name)
+        if param is None:
+            raise click.BadParameter(f"{key} in {path}: {ctx.info_name} does not take it (a job keeps "
+                                     "the batch size it was started with)", param_hint="'--config'")
+        if name == "bulk":
+            if not isinstance(value, bool):
+                raise click.BadParameter(f"{key} = {value!r} in {path}: write true or false",
+                                         param_hint="'--config'")
+            params[name] = value
+            filled.add(name)
+            continue
         if isinstance(value, bool):
             raise click.BadParameter(f"{key} = {value!r} in {path}: not a boolean setting",
                                      param_hint="'--config'")
@@ -171,6 +191,48 @@ def apply_config(ctx: click.Context, params: dict[str, Any], path: str | None) -
             params[name] = param.type.convert(value, param, ctx)
         except click.BadParameter as exc:
             raise click.BadParameter(f"{key} in {path}: {exc.message}", param_hint="'--config'") from None
+        filled.add(name)
+    return filled
+
+
+def given_on_command_line(ctx: click.Context, name: str) -> bool:
+    """Whether the option ``name`` was given (command line or environment), not defaulted."""
+    return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
+
+
+def shown_value(name: str, value: Any) -> str:
+    """An option's value as a person typed it (``--breaker 5/10``, ``--rate-limit 50/s``)."""
+    if value is None:
+        return "default"
+    if name == "breaker" and isinstance(value, (list, tuple)):
+        return f"{value[0]}/{value[1]}"
+    if name == "rate_limit":
+        return f"{value:g}/s"
+    return str(value)
+
+
+def resumed_settings(ctx: click.Context, saved: Mapping[str, Any], params: dict[str, Any],
+                     config_path: str | None) -> tuple[dict[str, Any], list[str]]:
+    """The settings a resumed job runs with, and what the resume changed.
+
+    The command line wins over ``--config``, which wins over what the job saved (its last
+    run's settings), which wins over the defaults. Returns every CONFIG_KEYS value (None where
+    none applies) and one ``--option VALUE (saved: OLD)`` note per changed setting.
+    """
+    from_config = apply_config(ctx, params, config_path)
+    engine = saved.get("engine") if isinstance(saved.get("engine"), dict) else {}
+    before: dict[str, Any] = {k: saved.get(k) for k in ("batch_size", "concurrency", "max_attempts", "base_delay")}
+    before.update({k: v for k, v in EngineSettings.from_saved(engine).values.items()})
+    values = dict(before)
+    notes: list[str] = []
+    for name in CONFIG_KEYS:
+        if name not in params or not (given_on_command_line(ctx, name) or name in from_config):
+            continue
+        values[name] = params[name]
+        if before.get(name) != params[name]:
+            notes.append(f"--{name.replace('_', '-')} {shown_value(name, params[name])} "
+                         f"(saved: {shown_value(name, before.get(name))})")
+    return values, notes
 
 
 # A library message starts with the keyword (or Policy.field) it is about: the option to blame.
@@ -181,6 +243,7 @@ _OPTION_OF: Final = {
     "delay_between_batches": "--delay-between-batches", "stage": "--stage",
     "RetryPolicy.max_attempts": "--max-attempts", "RetryPolicy.base_delay": "--base-delay",
     "RetryPolicy.max_delay": "--max-delay", "RetryPolicy.jitter": "--jitter", "RetryPolicy.seed": "--seed",
+    "bulk=True": "--bulk",
 }
 
 
@@ -254,7 +317,15 @@ class EngineSettings:
             kwargs["id_of"] = FieldOf(v["id_field"])
         if "key_field" in v:
             kwargs["key_of"] = FieldOf(v["key_field"], unparsed_key=True)
+        if v.get("bulk"):
+            kwargs["bulk"] = True
         return kwargs
+
+    def guarded(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` raising InputParseError for an input line that did not parse instead of
+        seeing its raw text; with ``--bulk``, for a list holding one (the bisection then
+        isolates that line, dead-lettered with its parse error, and runs the rest)."""
+        return guard_bulk_parse_errors(fn) if self.values.get("bulk") else guard_parse_errors(fn)
 
     def check(self, max_attempts: int, base_delay: float) -> None:
         """Every value through the library's checks; a bad one is a usage error naming its option."""
@@ -268,6 +339,38 @@ class EngineSettings:
 
 def _noop(record: Any) -> Any:
     return record
+
+
+def guard_bulk_parse_errors(fn: Callable[[Sequence[Any]], Any]) -> Callable[[Sequence[Any]], Any]:
+    """A bulk ``fn`` that raises the first unparsed line's InputParseError for a list holding one.
+
+    >>> guarded = guard_bulk_parse_errors(lambda rs: [r["id"] for r in rs])
+    >>> guarded([{"id": 1}])
+    [1]
+    >>> guarded([{"id": 1}, UnparsedLine("{oops", line=2, error="bad JSON")])
+    Traceback (most recent call last):
+    ...
+    batchguard.errors.InputParseError: line 2: bad JSON
+    """
+    def check(records: Sequence[Any]) -> None:
+        for record in records:
+            if type(record) is UnparsedLine:
+                raise InputParseError(f"line {record.line}: {record.error}")
+
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def guarded_async(records: Sequence[Any]) -> Any:
+            check(records)
+            return await fn(records)
+
+        return guarded_async
+
+    @functools.wraps(fn)
+    def guarded(records: Sequence[Any]) -> Any:
+        check(records)
+        return fn(records)
+
+    return guarded
 
 
 def settings_of(params: Mapping[str, Any]) -> EngineSettings:
