@@ -216,5 +216,3 @@ def check_phase_options(mode: Any, validate: Any, sample_count: Any, sample_key:
     if sample_key is not None and not callable(sample_key):
         raise ConfigTypeError(f"sample_key must be callable (record -> a number), got "
                               f"{type(sample_key).__name__} {shown(sample_key)}")
-    if mode != "sample" and sample_key is not None:
-        raise ConfigError('sample_key is only used with mode="sample"')

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -37,10 +38,11 @@ def percent(part: int, whole: int) -> str:
         return "<0.1%"
     if part < whole and value > 99.9:
         return ">99.9%"
+    if part < whole and value >= 99.5:  # rounded up it would read as all of them
+        return f"{math.floor(value * 10) / 10:g}%"
     if value >= 10 or value == int(value):
-        text = f"{value:.0f}%"
-        return text if text != "100%" or part == whole else "99%"
-    return f"{value:.1f}%"
+        return f"{math.floor(value + 0.5)}%"  # half up, as a person rounds (12.5% is 13%)
+    return f"{math.floor(value * 10 + 0.5) / 10:g}%"
 
 
 @dataclass(frozen=True, slots=True)

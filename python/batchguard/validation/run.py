@@ -229,7 +229,7 @@ def _sample_plan(plan: Plan, chosen: Chosen, timings: _Timings) -> tuple[Plan, l
     sampled = replace(plan, records=[(pos, c[2]) for pos, c in enumerate(chosen)], total=len(chosen),
                       fn=_timed(plan, timings), config=config, dlq=None, reopen_dlq=None,
                       id_of=lambda pair: ids[pair[0]], success_threshold=None, job=None,
-                      store=None, force=False)
+                      store=None, force=False, expected_total=None)
     return sampled, ids
 
 
@@ -311,17 +311,15 @@ def guard_full(plan: Plan) -> tuple[Plan, _Tally | None]:
         return plan, None
     tally = _Tally()
     check_async = is_coroutine_function(check)
-    local = threading.local()
 
     def verdict(record: Any) -> tuple[ValidationIssue, ...]:
         known = tally.known(record)
         if known is not None:
             return known
-        if check_async:  # a sync fn's thread runs an async check on a loop of its own
-            runner = getattr(local, "runner", None)
-            if runner is None:
-                runner = local.runner = asyncio.Runner()
-            issues = runner.run(_achecked(check, record))
+        if check_async:
+            # A sync fn's worker thread has no loop: the check gets one of its own, closed when it
+            # returns (a loop kept per thread would outlive the run, unclosed).
+            issues = asyncio.run(_achecked(check, record))
         else:
             issues = _checked(check, record)
         if is_blocked(issues):

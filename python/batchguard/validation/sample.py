@@ -127,7 +127,8 @@ class SampleSelector:
 
     def chosen(self) -> list[tuple[str, int, Any, float]]:
         """(label, index, record, key) of the sample, shortest first; fewer than ``count`` when
-        the input had fewer candidates."""
+        the input had fewer candidates. "short" and "long" are the smallest and largest keys of
+        the whole input (the first such record on a tie), the others the reservoir's quantiles."""
         pool = {c.index: c for c in self._pool}
         for extreme in (self._low, self._high):
             if extreme is not None:
@@ -139,7 +140,8 @@ class SampleSelector:
         used: set[int] = set()
         wanted = labels(min(self.count, len(ordered)))
         for name, q in wanted:
-            target = ordered[0] if q == 0 else ordered[-1] if q == 1 else None
+            # the extremes as tracked: among equal keys, the first in input order
+            target = self._low if q == 0 else self._high if q == 1 else None
             if target is None or target.index in used:
                 rank = round(q * (len(ordered) - 1))
                 # the nearest unused candidate to the quantile's rank
