@@ -41,7 +41,8 @@ from .options import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, cannot_start
 from .progress import ProgressView
 from .settings import EngineSettings
 
-__all__ = ["PHASE_KEYS", "Phase", "command_line", "phase_of", "phase_options", "print_validation", "run_phase"]
+__all__ = ["PHASE_KEYS", "Phase", "command_line", "phase_of", "phase_options", "print_validation", "run_phase",
+           "saved_phase"]
 
 PHASE_KEYS: Final = ("validate", "mode", "sample_count", "sample_key")
 """The ``run`` parameters this module adds."""
@@ -123,6 +124,16 @@ def phase_of(given: dict[str, Any]) -> Phase:
     return Phase(mode=mode, validate=_load(validate_spec, "--validate"), validate_spec=validate_spec,
                  sample_count=given.get("sample_count") or 3,
                  sample_key=_load(given.get("sample_key") if mode == "sample" else None, "--sample-key"))
+
+
+def saved_phase(cli: dict[str, Any]) -> Phase | None:
+    """The full-run phase a job was started with (``meta.cli.validate``), for ``jobs resume``:
+    a resumed job checks its records as its first run did, so a blocked record never reaches
+    ``--fn`` after a resume either."""
+    spec = cli.get("validate")
+    if not isinstance(spec, str):
+        return None
+    return Phase(mode="full", validate=_load(spec, "--validate"), validate_spec=spec)
 
 
 def _flag_value(name: str, value: Any) -> str:
