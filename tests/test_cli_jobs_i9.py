@@ -23,6 +23,7 @@ from click.testing import CliRunner, Result
 import batchguard
 from batchguard import RetryPolicy, run_batches
 from batchguard.cli import main
+from batchguard.dlq import SqliteDLQ
 from batchguard.errors import JobNotFoundError, JobStoreUnavailableError
 from batchguard.jobs import job_status
 
@@ -198,6 +199,23 @@ def test_retry_failed_replays_the_jobs_dead_letters_and_keeps_its_totals(fns: Pa
     assert "Job 'j': 20 succeeded, 0 dead-lettered." in fixed.output
     state = job_status("j", store="sqlite:///batchguard.db")
     assert (state.succeeded, state.failed) == (20, 0)
+    data = json.loads(cli("jobs", "status", "j", "--json").output)
+    assert data["dead_letters"]["replayed"] == 4 and data["dead_letters"]["open"] == 0
+    where = json.loads(cli("jobs", "status", "j", "--record", "2", "--json").output)  # id: its index
+    assert where["state"] == "succeeded" and "replay" in where["detail"]
+
+
+def test_status_counts_dead_letters_by_status_and_a_skipped_record_says_why(fns: Path) -> None:
+    stopped_job(fns)
+    with SqliteDLQ(fns / "batchguard.db") as dlq:
+        entry = next(e for e in dlq.list(job_id="nightly") if e.record_id == "SKU-0012")
+        dlq.resolve([entry.id], "discontinued product", by="ops")
+    out = cli("jobs", "status", "nightly").output
+    # 2, 7 and 17 open in done batches, 22 and 25 open in the stopped batch; 12 resolved.
+    assert "Dead letters: 5 open, 1 resolved, 0 replayed" in out, out
+    assert "2 open ones are of stopped batches, which rerun" in out, out
+    skipped = cli("jobs", "status", "nightly", "--record", "SKU-0012")
+    assert "DEAD-LETTERED" in skipped.output and "(resolved by ops: discontinued product)" in skipped.output
 
 
 def test_retry_failed_needs_a_known_job(fns: Path) -> None:

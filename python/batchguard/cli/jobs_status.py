@@ -13,7 +13,7 @@ import click
 
 from .._inputs import open_input
 from .._urls import redact
-from ..dlq.base import DeadLetterQueue
+from ..dlq.base import STATUSES, DeadLetterQueue
 from ..dlq.urls import open_dlq
 from ..errors import BatchguardError, InputError
 from ..jobs import BatchRow, BatchSpan, BatchTable, JobStatus, RecordStatus, job_batches, record_status
@@ -86,8 +86,9 @@ def job_dlq(state: JobStatus, store_url: str, dlq_url: str | None) -> Iterator[J
 
 
 def dead_letter_counts(queue: DeadLetterQueue, job: str) -> dict[str, int]:
-    """The job's DLQ entries by status (every entry, those of stopped batches included)."""
-    return {"in_dlq": queue.count(job_id=job)}  # P5-PENDING: by status once the queues have it
+    """The job's DLQ entries by status (open, resolved, replayed), those of stopped batches
+    included."""
+    return {status: queue.count(job_id=job, status=status) for status in STATUSES}
 
 
 def _n(value: int | None) -> str:
@@ -140,8 +141,10 @@ def print_status(state: JobStatus, batches: BatchTable, store_url: str, dlq: Job
         f"Records:      {state.succeeded:,} succeeded, {state.failed:,} dead-lettered, {pending} pending",
     ]
     if counts is not None:
-        shown = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in counts.items())
-        lines.append(f"Dead letters: {shown} (in {dlq.url})")
+        shown = ", ".join(f"{n:,} {status}" for status, n in counts.items())
+        in_stopped = sum(s.failed for s in batches.spans if s.state == "stopped")
+        rerun = f"; {in_stopped:,} open ones are of stopped batches, which rerun" if in_stopped else ""
+        lines.append(f"Dead letters: {shown} (in {dlq.url}{rerun})")
     elif dlq.why_not:
         lines.append(f"Dead letters: {dlq.why_not}")
     lines += [
@@ -240,8 +243,9 @@ def print_record(where: RecordStatus, dlq: JobDLQ, store_url: str, as_json: bool
         lines.append(f"  position:  #{where.record_index}{batch}")
     entry = where.entry
     if entry is not None:
-        status = getattr(entry, "status", "open")
-        lines.append(f"  entry:     {entry.id} ({status})")
+        why = "" if entry.status_reason is None else f": {entry.status_reason}"
+        by = "" if entry.status_by is None else f" by {entry.status_by}"
+        lines.append(f"  entry:     {entry.id} ({entry.status}{by}{why})")
         lines.append(f"  error:     {entry.error_class.upper()} {entry.error_type}: {entry.error_message}"[:300])
         lines.append(f"  attempts:  {len(entry.attempts)}, last failed {entry.last_failed_at}")
     lines.append(f"  how known: {where.detail}")

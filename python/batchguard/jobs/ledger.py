@@ -271,18 +271,13 @@ def _entries_of(dlq: DeadLetterQueue, job: str, stage: str, record_id: Any) -> I
     wanted = encode_record_id(record_id)
     offset = 0
     while True:
-        page = dlq.list(job_id=job, stage=stage, limit=_PAGE, offset=offset, **_every_status(dlq))
+        page = dlq.list(job_id=job, stage=stage, limit=_PAGE, offset=offset, status="all")
         for entry in page:
             if _same_id(entry.record_id, wanted):
                 yield entry
         if len(page) < _PAGE:
             return
         offset += len(page)
-
-
-def _every_status(dlq: DeadLetterQueue) -> dict[str, Any]:
-    """The filter that lists entries of every status, where the queue has statuses."""
-    return {}  # P5-PENDING: {"status": "all"} once the queues filter on status
 
 
 def _located(store: JobStore, dlq: DeadLetterQueue | None, state: JobStatus, index: int,
@@ -296,8 +291,8 @@ def _located(store: JobStore, dlq: DeadLetterQueue | None, state: JobStatus, ind
     stopped = not done and any(row[0] == batch for row in ledger.stopped_batches(state.name))
     batch_state: BatchState = "done" if done else "stopped" if stopped else "pending"
     entry = None if dlq is None else dlq.get(entry_id(state.name, state.stage, index))
-    if record_id is None and entry is not None:
-        record_id = entry.record_id
+    if entry is not None:
+        record_id = entry.record_id  # as the run named it (an id typed as text may be a number)
     if not done:
         why = ("a run stopped inside it" if stopped else "it has not run to the end")
         failed = "" if entry is None else f" (it failed in a stopped run: entry {entry.id}; the batch reruns)"
@@ -311,12 +306,13 @@ def _located(store: JobStore, dlq: DeadLetterQueue | None, state: JobStatus, ind
     if entry is None:
         return RecordStatus(state.name, "succeeded", record_id, index, batch, batch_state, None,
                             f"{how}; batch {batch} is done and the DLQ holds no entry for it")
-    status = getattr(entry, "status", "open")
+    status = entry.status
     if status == "replayed":
         return RecordStatus(state.name, "succeeded", record_id, index, batch, batch_state, entry,
                             f"{how}; it was dead-lettered, then succeeded on a replay (entry {entry.id})")
+    why = "" if status != "resolved" else f": skipped on purpose ({entry.status_reason or 'no reason given'})"
     return RecordStatus(state.name, "dead_lettered", record_id, index, batch, batch_state, entry,
-                        f"{how}; batch {batch} is done and entry {entry.id} holds it ({status})")
+                        f"{how}; batch {batch} is done and entry {entry.id} holds it ({status}{why})")
 
 
 def record_status(job: str, *, index: int | None = None, record_id: Any = None,
