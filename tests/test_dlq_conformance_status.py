@@ -224,3 +224,25 @@ def test_retry_by_id_refuses_unknown_ids_and_ids_with_filters(dlq: DeadLetterQue
     with pytest.raises(ConfigError, match="ids or filters, not both"):
         replay(dlq, calls.append, ids=[every[0]], error_type="ValueError", retry=ONCE)
     assert calls == [] and dlq.count() == 2
+
+
+def test_patterns_group_the_open_entries_with_a_recommendation_each(dlq: DeadLetterQueue) -> None:
+    sent = [entry(i, error_type="HTTPError", error_class="recoverable", http_status=503,
+                  error_message=f"503 Service Unavailable for order {1000 + i}") if i % 3 else
+            entry(i, error_message=f"amount '{i}.5x' is not a number") for i in range(12)]
+    dlq.send(sent)
+    dlq.resolve([sent[1].id, sent[2].id], "outage, already re-sent by hand")
+    model = MemoryDLQ()
+    model.send(sent)
+    model.resolve([sent[1].id, sent[2].id], "outage, already re-sent by hand")
+    found = dlq.patterns()
+    assert found == model.patterns()
+    unavailable, invalid = found
+    assert (unavailable.error_type, unavailable.http_status, unavailable.count) == ("HTTPError", 503, 6)
+    assert unavailable.template == "<n> Service Unavailable for order <n>"
+    assert unavailable.example_ids == (sent[4].id, sent[5].id, sent[7].id)  # entry ids, list order
+    assert unavailable.recommendation.kind == "server_error"
+    assert (invalid.count, invalid.template, invalid.share) == (4, "amount '<v>' is not a number", 0.4)
+    assert sum(p.count for p in dlq.patterns(status="all")) == 12
+    assert [p.count for p in dlq.patterns(status="resolved")] == [2]
+    assert [p.count for p in dlq.patterns(error_type="ValueError")] == [4]

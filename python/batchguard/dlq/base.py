@@ -14,6 +14,8 @@ from typing import IO, Any, Protocol, Self, runtime_checkable
 
 from .._db.role import Database
 from .._files import atomic_writer, same_file
+from .._report.patterns import FailurePattern, PatternCounter
+from .._report.rules import RecommendationRule
 from ..errors import ConfigError, ConfigTypeError, DLQError
 from .codec import encode
 from .entry import STATUSES, Attempt, DeadLetter, StatusChange
@@ -71,6 +73,11 @@ class DeadLetterQueue(Protocol):
 
     def resolve(self, ids: Iterable[str], reason: str, *, by: str | None = None) -> int:
         """``set_status(ids, "resolved", reason=reason, by=by)``; ``reason`` is required."""
+        ...
+
+    def patterns(self, *, rules: Sequence[RecommendationRule] | None = None,
+                 status: str | None = DEFAULT_STATUS, **filters: Any) -> tuple[FailurePattern, ...]:
+        """The matching entries grouped into failure patterns, each with a recommendation."""
         ...
 
     def export(self, path: str | os.PathLike[str] | IO[str], *, overwrite: bool = False,
@@ -158,6 +165,26 @@ class QueueBase:
             raise ConfigError("resolve needs a reason (a non-empty str): it is what the next person "
                               f"reading the entry learns about why it was skipped; got {reason!r:.60}")
         return self.set_status(ids, "resolved", reason=reason, by=by)
+
+    def patterns(self, *, rules: Sequence[RecommendationRule] | None = None,
+                 status: str | None = DEFAULT_STATUS, **filters: Any) -> tuple[FailurePattern, ...]:
+        """The matching entries (default: the open ones) grouped into failure patterns -- error
+        type, class, HTTP status and message template -- most frequent first, each with the
+        recommendation of the first rule of ``rules`` (default:
+        :data:`batchguard.triage.DEFAULT_RULES`) that matches it.
+
+        One pass over the entries, a page at a time, in bounded memory (see
+        :class:`~batchguard.triage.PatternCounter`). A pattern's ``example_ids`` are entry ids
+        (what ``get``, ``resolve``, ``replay(ids=...)`` and ``batchguard dlq show`` take), the
+        first ones in list order.
+
+        >>> q = MemoryDLQ(); q.patterns()
+        ()
+        """
+        counter = PatternCounter()
+        for entry in self.iter(status=status, **filters):
+            counter.add(entry.id, entry.error_type, str(entry.error_class), entry.http_status, entry.error_message)
+        return counter.patterns(rules)
 
     def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
         raise NotImplementedError
