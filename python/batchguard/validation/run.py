@@ -81,11 +81,16 @@ def _dry_plan(plan: Plan, collector: ValidationCollector) -> Plan:
             collector.add(pair[0], verdict_id(pair), _checked(check, pair[1]))
         fn = scheck
     # Checks only: one try each (a check never raises out of the wrapper; a timeout is the only
-    # failure left), no breaker or error budget, no key order, nothing written anywhere.
+    # failure left), no breaker or error budget, no key order, nothing written anywhere. A sync
+    # check is not timed: it cannot be interrupted, so a late one has already given its verdict
+    # (counted once it returns), which the engine would discard and count again as a failure.
+    # An async check past the timeout is cancelled before its verdict: blocked (_dry_report).
+    is_async = is_coroutine_function(check)
+    timeout = plan.timeout if is_async else None
     config = replace(plan.config, retry=RetryPolicy(max_attempts=1), breaker=None,
-                     max_failures=None, key_of=None, skip_batches=frozenset())
-    return replace(plan, records=enumerate(plan.records), fn=fn, is_async=is_coroutine_function(check),
-                   config=config, dlq=None, reopen_dlq=None, id_of=verdict_id, bulk=False,
+                     max_failures=None, key_of=None, skip_batches=frozenset(), timeout=timeout)
+    return replace(plan, records=enumerate(plan.records), fn=fn, is_async=is_async, config=config,
+                   timeout=timeout, dlq=None, reopen_dlq=None, id_of=verdict_id, bulk=False,
                    success_threshold=None, job=None, store=None, force=False)
 
 
