@@ -1,108 +1,152 @@
-"""The live progress of a run: a rich display on a terminal, a plain line every few seconds
-otherwise."""
+"""The live progress of a run: a dashboard on a terminal, plain lines otherwise.
+
+On a terminal, ``on_progress`` only stores the snapshot (and adds its finished batches to the
+board); a rich ``Live`` redraws the dashboard (``cli/dashboard.py``) from the latest one on its
+own thread, at most :data:`REFRESH_PER_SECOND` times a second and only when a new snapshot came
+in, so drawing never runs on the run's thread and costs it at most that many draws a second,
+however fast records finish.
+
+Off a terminal (a pipe, a file, CI logs), plain lines, each ``key value`` pairs separated by
+``|`` so a person and a grep both read them:
+
+* every :data:`PLAIN_PROGRESS_EVERY_S` seconds, the run's line
+  (``batches 3/10 (30.0%) | succeeded 27 | failed 3 | retrying 2 | 15 rec/s | ETA 5 s``, then
+  ``| breaker OPEN`` when the breaker is not closed);
+* one line per finished batch when batches are slow: a batch line is printed only when the
+  previous line is at least :data:`PLAIN_BATCH_EVERY_S` old, so a fast run prints no more than
+  the run's lines and a slow one says when each batch ends
+  (``batch 4/9 done | succeeded 5 | failed 0 | retries 1 | 20.1 s``).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Final
 
 import click
-from rich.console import Group, RenderableType
+from rich.console import Console, RenderableType
 from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
 
-from ..results import BatchProgress
-from .console import console, is_tty
+from ..results import BatchProgress, BatchStats
+from .console import console as make_console
+from .console import is_tty
+from .dashboard import Board, duration, render
 
 __all__ = ["ProgressView"]
 
-_PLAIN_PROGRESS_EVERY_S: Final = 5.0
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+PLAIN_PROGRESS_EVERY_S: Final = 5.0
+PLAIN_BATCH_EVERY_S: Final = 1.0
+REFRESH_PER_SECOND: Final = 2.0
+"""Draws a second at most. A draw of a full terminal takes rich ~5-10 ms of the GIL: twice a
+second keeps the dashboard's share of a run of trivial records under 2 %."""
 
 
 class ProgressView:
-    """``on_progress`` for the CLI: a live rich display on a terminal, plain lines otherwise."""
+    """``on_progress`` for the CLI: the live dashboard on a terminal, plain lines otherwise.
 
-    def __init__(self, *, title: str, quiet: bool = False) -> None:
+    ``mode`` (``"full"``, ``"dry-run"``, ``"sample"``), ``concurrency`` and ``header`` (more
+    ``name: value`` facts) go in the dashboard's header. ``console`` replaces the terminal on
+    stderr (a test or a benchmark draws to its own).
+    """
+
+    def __init__(self, *, title: str, quiet: bool = False, mode: str | None = None,
+                 header: Mapping[str, str] | None = None, concurrency: int | None = None,
+                 console: Console | None = None,
+                 refresh_per_second: float = REFRESH_PER_SECOND) -> None:
         self.title = title
         self.quiet = quiet
-        self.live_mode = not quiet and is_tty(sys.stderr)
-        self._live: Live | None = None
+        self._console = console
+        self.live_mode = not quiet and (console.is_terminal if console is not None
+                                        else is_tty(sys.stderr))
+        self.refresh_per_second = refresh_per_second
+        self.board = Board(title=title, mode=mode, concurrency=concurrency, header=dict(header or {}))
+        self._lock = threading.Lock()  # the run's thread adds, the drawing thread reads
         self._last_plain = 0.0
-        self.last: BatchProgress | None = None
+        self._last_batch_line = 0.0
+
+    @property
+    def last(self) -> BatchProgress | None:
+        """The latest snapshot."""
+        return self.board.last
 
     def __call__(self, progress: BatchProgress) -> None:
-        self.last = progress
-        if self._live is not None:
-            self._live.update(self._render(progress))
-        elif not self.quiet and not self.live_mode:
-            now = time.monotonic()
-            if now - self._last_plain >= _PLAIN_PROGRESS_EVERY_S:
-                self._last_plain = now
-                click.echo(self.plain_line(progress), err=True)
+        if self.quiet:
+            return
+        if self.live_mode:
+            with self._lock:
+                self.board.add(progress)
+            return
+        self.board.add(progress)
+        now = time.monotonic()
+        for stats in progress.finished:
+            if now - self._last_batch_line >= PLAIN_BATCH_EVERY_S:
+                self._last_batch_line = now
+                click.echo(self.batch_line(stats, progress.batches_total), err=True)
+        if now - self._last_plain >= PLAIN_PROGRESS_EVERY_S and not progress.final:
+            self._last_plain = now
+            click.echo(self.plain_line(progress), err=True)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
-        """Show the display while the block runs (on a terminal), and its last state after."""
+        """Show the dashboard while the block runs (on a terminal), and its last state after,
+        however the block ends."""
         if not self.live_mode:
-            self._last_plain = time.monotonic()  # the first plain line after one interval
+            # The first lines after one interval: a run shorter than that prints only its report.
+            self._last_plain = self._last_batch_line = time.monotonic()
             yield
             return
-        with Live(self._render(None), console=console(stderr=True), refresh_per_second=8,
-                  transient=False) as live:
-            self._live = live
+        console = self._console or make_console(stderr=True)
+        with Live(console=console, auto_refresh=False, transient=False, redirect_stdout=False,
+                  redirect_stderr=False) as live:
+            stop = threading.Event()
+            drawer = threading.Thread(target=self._draw, args=(live, console, stop),
+                                      name="batchguard-dashboard", daemon=True)
+            drawer.start()
             try:
                 yield
             finally:
-                if self.last is not None:
-                    live.update(self._render(self.last))
-                self._live = None
+                stop.set()
+                drawer.join()
+                live.update(self.renderable(console.size.height), refresh=True)  # the last state
+
+    def _draw(self, live: Live, console: Console, stop: threading.Event) -> None:
+        """The drawing thread: redraw from the latest snapshot, at most
+        ``refresh_per_second`` times a second, and only when a new snapshot came in (a draw
+        takes milliseconds of the GIL: a run waiting on slow batches is not drawn for nothing)."""
+        drawn: BatchProgress | None = None
+        while not stop.wait(1.0 / self.refresh_per_second):
+            if self.board.last is not drawn:
+                drawn = self.board.last
+                live.update(self.renderable(console.size.height), refresh=True)
+
+    def renderable(self, height: int) -> RenderableType:
+        """The dashboard for ``height`` lines, from the latest snapshot (the drawing thread)."""
+        with self._lock:
+            return render(self.board, height)
+
+    def _render(self, progress: BatchProgress | None, height: int = 40) -> RenderableType:
+        """The dashboard after ``progress`` (tests draw a hand-made snapshot with it)."""
+        if progress is not None and progress is not self.board.last:
+            self.board.add(progress)
+        return render(self.board, height)
 
     @staticmethod
     def plain_line(p: BatchProgress) -> str:
         """One line of progress, for a log or a pipe."""
         batches = f"{p.batches_completed}/{p.batches_total}" if p.batches_total else str(p.batches_completed)
         percent = f" ({p.percent_complete:.1f}%)" if p.total else ""
+        breaker = "" if p.breaker_state == "closed" else f" | breaker {p.breaker_state.upper()}"
         return (f"batches {batches}{percent} | succeeded {p.succeeded} | failed {p.failed} | "
-                f"retrying {p.retrying} | {p.rate:,.0f} rec/s | ETA {_eta(p.eta_s)}")
+                f"retrying {p.retrying} | {p.rate:,.0f} rec/s | ETA {duration(p.eta_s)}{breaker}")
 
-    def _render(self, p: BatchProgress | None) -> RenderableType:
-        if p is None:
-            return Text(f"{self.title}: starting...", style="bold")
-        head = Table.grid(padding=(0, 1))
-        head.add_column(no_wrap=True)
-        head.add_column(width=40)
-        head.add_column(no_wrap=True)
-        batches = (f"Batch {p.batches_completed}/{p.batches_total}" if p.batches_total
-                   else f"Batch {p.batches_completed}")
-        bar = ProgressBar(total=100.0, completed=p.percent_complete if p.total else 0.0,
-                          pulse=not p.total, width=40)
-        head.add_row(Text(f"{self.title}  {batches}", style="bold"), bar,
-                     Text(f"{p.percent_complete:5.1f}%" if p.total else ""))
-        stats = Table.grid(padding=(0, 3))
-        for _ in range(6):
-            stats.add_column(no_wrap=True)
-        breaker = "" if p.breaker_state == "closed" else f"breaker {p.breaker_state.upper()}"
-        stats.add_row(
-            Text(f"✓ succeeded {p.succeeded:,}", style="green"),
-            Text(f"✗ failed {p.failed:,}", style="red" if p.failed else "dim"),
-            Text(f"↻ retrying {p.retrying:,}", style="yellow" if p.retrying else "dim"),
-            Text(f"{p.rate:,.0f} rec/s"),
-            Text(f"ETA {_eta(p.eta_s)}"),
-            Text(breaker, style="bold red"),
-        )
-        return Group(head, stats)
+    @staticmethod
+    def batch_line(b: BatchStats, batches_total: int | None) -> str:
+        """One finished batch, for a log or a pipe."""
+        of = f"/{batches_total}" if batches_total else ""
+        state = f"stopped | pending {b.pending} | " if b.pending else "done | "
+        return (f"batch {b.batch_index + 1}{of} {state}succeeded {b.succeeded} | failed {b.failed} | "
+                f"retries {b.retries} | {duration(b.duration_s, tenths=True)}")
