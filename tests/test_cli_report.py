@@ -27,7 +27,13 @@ def next_steps(output: str) -> list[str]:
     """The next-step lines of a plain or rich report, whitespace squeezed."""
     lines = [" ".join(line.replace("│", " ").split()) for line in output.splitlines()]
     start = next(i for i, line in enumerate(lines) if line in ("NEXT STEPS:", "Next steps"))
-    return [line for line in lines[start + 1:] if line.startswith(("review", "replay", "finish", "none"))]
+    return [line for line in lines[start + 1:] if line.startswith(("review", "retry", "or retry", "finish", "none"))]
+
+
+def run_id_of(output: str) -> str:
+    found = re.search(r"Run(?: ID:)?\s+(run-\S+)", output)
+    assert found, output
+    return found.group(1)
 
 
 def test_next_steps_name_a_non_default_dlq(workdir: Path) -> None:
@@ -35,9 +41,12 @@ def test_next_steps_name_a_non_default_dlq(workdir: Path) -> None:
     result = invoke("run", "in.jsonl", "--fn", "cli_fns:fail_odd", "--dlq", "sqlite:///dead.db",
                     "--max-attempts", "1")
     assert result.exit_code == 1, result.output
+    run = run_id_of(result.output)
     assert next_steps(result.output) == [
-        "review the 5 dead-lettered records: batchguard dlq list --dlq sqlite:///dead.db",
-        "replay them once fixed: batchguard dlq retry --fn MODULE:CALLABLE --dlq sqlite:///dead.db",
+        f"review the 5 dead-lettered records, pattern by pattern: batchguard dlq review --run-id {run} "
+        "--dlq sqlite:///dead.db",
+        "retry the 5 ValueError records (validation) once the input or --fn is fixed: batchguard dlq retry "
+        f"--error-type ValueError --run-id {run} --fn cli_fns:fail_odd --dlq sqlite:///dead.db",
     ]
     assert "Dead letters in: sqlite:///dead.db" in result.output
 
@@ -45,9 +54,11 @@ def test_next_steps_name_a_non_default_dlq(workdir: Path) -> None:
 def test_next_steps_leave_out_the_default_dlq(workdir: Path) -> None:
     write_jsonl(workdir / "in.jsonl", 10)
     result = invoke("run", "in.jsonl", "--fn", "cli_fns:fail_odd", "--max-attempts", "1")
+    run = run_id_of(result.output)
     assert next_steps(result.output) == [
-        "review the 5 dead-lettered records: batchguard dlq list",
-        "replay them once fixed: batchguard dlq retry --fn MODULE:CALLABLE",
+        f"review the 5 dead-lettered records, pattern by pattern: batchguard dlq review --run-id {run}",
+        "retry the 5 ValueError records (validation) once the input or --fn is fixed: batchguard dlq retry "
+        f"--error-type ValueError --run-id {run} --fn cli_fns:fail_odd",
     ]
 
 
@@ -60,7 +71,14 @@ def test_a_stopped_job_is_resumed_from_its_store(workdir: Path) -> None:
     assert re.fullmatch(r"finish the \d+ records not processed: batchguard jobs resume nightly "
                         r"--store sqlite:///jobs.db", steps[-1]), steps
     # Without --dlq a job's dead letters are in its store: the commands name it.
-    assert steps[0] == "review the 1 dead-lettered records: batchguard dlq list --dlq sqlite:///jobs.db"
+    assert steps[:3] == [
+        "review the 1 dead-lettered records, pattern by pattern: batchguard dlq review --job nightly "
+        "--dlq sqlite:///jobs.db",
+        "retry the 1 MemoryError records (unknown) once the input or --fn is fixed: batchguard dlq retry "
+        "--error-type MemoryError --job nightly --fn cli_fns:fatal_when_asked --dlq sqlite:///jobs.db",
+        "or retry every failed record of job nightly: batchguard jobs retry-failed nightly "
+        "--fn cli_fns:fatal_when_asked --store sqlite:///jobs.db --dlq sqlite:///jobs.db",
+    ]
 
 
 @pytest.mark.parametrize("dlq", [None, "sqlite:///dead.db"])
@@ -78,7 +96,11 @@ def test_a_terminal_shows_what_a_pipe_prints(workdir: Path, monkeypatch: pytest.
     panel = terminal.export_text()
     assert rich_result.exit_code == 1 and "╭" in panel and "NEXT STEPS" not in panel
 
-    assert next_steps(panel) == next_steps(plain) and len(next_steps(plain)) == 2
+    same_run = next_steps(panel.replace(run_id_of(panel), run_id_of(plain)))
+    assert same_run == next_steps(plain) and len(next_steps(plain)) == 2
+    # Outside the panel, one line each however long: a command is copied whole.
+    assert not [line for line in panel.splitlines() if "batchguard dlq" in line and "│" in line
+                and line.lstrip("│ ").startswith(("review", "retry"))]
     squeezed = " ".join(panel.replace("│", " ").split())
     for label, value in (("Total records", 30), ("Succeeded", 15), ("Failed (DLQ)", 15)):
         assert re.search(rf"^{re.escape(label)}:\s+{value}\b", plain, re.M)

@@ -14,8 +14,8 @@ from rich.console import Console
 
 from batchguard import BatchReport, RetryPolicy, run_batches
 from batchguard._report.model import CliContext, ReportModel, build
-from batchguard._report.panel import render_panel
-from batchguard._report.text import percent, render_text
+from batchguard._report.panel import render_panel, render_steps
+from batchguard._report.text import pattern_title, percent, render_text
 from batchguard.dlq import SqliteDLQ
 from helpers_contract import ENGINES
 
@@ -40,6 +40,8 @@ def panel_text(model: ReportModel) -> str:
     """The panel as a terminal shows it, whitespace squeezed and borders dropped."""
     console = Console(record=True, width=200, force_terminal=False)
     console.print(render_panel(model))
+    for line in render_steps(model):
+        console.print(line, soft_wrap=True)
     return squeeze(console.export_text().replace("│", " "))
 
 
@@ -58,11 +60,27 @@ def assert_same_model(model: ReportModel, text: str, panel: str, data: dict[str,
     assert f"Failed (DLQ):  {model.failed} ({percent(model.failure_rate)})" in text
     assert f"Failed (DLQ) {model.failed:,} ({percent(model.failure_rate)})" in panel
     assert text.splitlines()[0] == model.headline and model.headline in panel
-    assert [(p["error_type"], p["count"]) for p in data["patterns"]] == [
-        (p.error_type, p.count) for p in model.patterns]
-    for pattern in model.patterns:
-        assert f"  {pattern.error_type}: {pattern.count} ({percent(pattern.share)})" in text
-        assert f"{pattern.error_type} {pattern.count:,} {percent(pattern.share)}" in panel
+    assert [(p["error_type"], p["count"]) for p in data["error_types"]] == [
+        (p.error_type, p.count) for p in model.error_types]
+    for kind in model.error_types:
+        assert f"  {kind.error_type}: {kind.count} ({percent(kind.share)})" in text
+        assert f"{kind.error_type} {kind.count:,} {percent(kind.share)}" in panel
+    assert [(p["error_type"], p["error_class"], p["http_status"], p["template"], p["count"])
+            for p in data["patterns"]] == [
+        (p.error_type, p.error_class, p.http_status, p.template, p.count) for p in model.patterns]
+    for n, (pattern, shown) in enumerate(zip(model.patterns, data["patterns"], strict=True), 1):
+        head = f"{n}. {pattern_title(pattern)}"
+        assert f"{head}: {pattern.count} ({percent(pattern.share)})" in text
+        assert f"{head} {pattern.count:,} records ({percent(pattern.share)})" in panel
+        assert f"   message:  {pattern.template}" in text and squeeze(f"message {pattern.template}") in panel
+        command = model.pattern_command(pattern)
+        assert shown["recommendation"]["command"] == command
+        assert shown["recommendation"]["kind"] == pattern.recommendation.kind
+        assert command is not None and f"   run:      {command}" in text
+        assert squeeze(f"run {command}") in panel
+    assert [s["action"] for s in data["next_steps"]] == [s.action for s in model.next_steps]
+    assert [line for line in model.judged_against if f"Judged against: {line}" not in text] == []
+    assert [line for line in model.judged_against if squeeze(f"Judged against {line}") not in panel] == []
     assert [(s["action"], s["command"]) for s in data["next_steps"]] == [
         (s.action, s.command) for s in model.next_steps]
     for step in model.next_steps:
@@ -78,10 +96,16 @@ def test_text_panel_and_json_of_a_report_with_failures_come_from_one_model(engin
     report = run_batches(range(60), picky, batch_size=10, retry=ONCE, engine=engine)
     model = build(report)
     assert (model.total, model.succeeded, model.failed) == (60, 32, 28)
-    assert [(p.error_type, p.count) for p in model.patterns] == [("ValueError", 16), ("KeyError", 12)]
+    assert [(p.error_type, p.template, p.count) for p in model.patterns] == [
+        ("ValueError", "bad value <n>", 16), ("KeyError", "'<v>'", 12)]
+    assert [p.example_ids for p in model.patterns] == [(3, 6, 9), (0, 5, 10)]
+    assert [p.recommendation.kind for p in model.patterns] == ["validation", "validation"]
     assert len(model.samples) == 10 and model.more_failures == 18
+    run = report.run_id
     assert [s.command for s in model.next_steps] == [
-        "batchguard dlq list", "batchguard dlq retry --fn MODULE:CALLABLE"]
+        f"batchguard dlq review --run-id {run}",
+        f"batchguard dlq retry --error-type ValueError --run-id {run} --fn MODULE:CALLABLE",
+        f"batchguard dlq retry --error-type KeyError --run-id {run} --fn MODULE:CALLABLE"]
     assert report.summary() == render_text(model)
     assert report.to_json() == model.to_json()
     assert_same_model(model, report.summary(), panel_text(model), report.to_json())
@@ -96,10 +120,13 @@ def test_a_stopped_job_names_its_unprocessed_records_in_every_rendering(tmp_path
     assert_same_model(library, report.summary(), panel_text(library), report.to_json())
 
     cli = build(report, cli=CliContext(dlq_url="sqlite:///dead.db", store_url="sqlite:///jobs.db",
-                                       default_url="sqlite:///batchguard.db"))
+                                       default_url="sqlite:///batchguard.db", fn_spec="my fns:picky"))
     assert [s.command for s in cli.next_steps] == [
-        "batchguard dlq list --dlq sqlite:///dead.db",
-        "batchguard dlq retry --fn MODULE:CALLABLE --dlq sqlite:///dead.db",
+        "batchguard dlq review --job nightly --dlq sqlite:///dead.db",
+        "batchguard dlq retry --error-type ValueError --job nightly --fn 'my fns:picky' --dlq sqlite:///dead.db",
+        "batchguard dlq retry --error-type KeyError --job nightly --fn 'my fns:picky' --dlq sqlite:///dead.db",
+        "batchguard dlq retry --error-type MemoryError --job nightly --fn 'my fns:picky' --dlq sqlite:///dead.db",
+        "batchguard jobs retry-failed nightly --fn 'my fns:picky' --store sqlite:///jobs.db --dlq sqlite:///dead.db",
         "batchguard jobs resume nightly --store sqlite:///jobs.db",
     ]
     text = render_text(cli)
@@ -110,14 +137,15 @@ def test_a_stopped_job_names_its_unprocessed_records_in_every_rendering(tmp_path
 def test_the_default_locations_are_left_out_of_the_commands() -> None:
     report = run_batches(range(10), picky, retry=ONCE, job=None)
     context = CliContext(dlq_url="sqlite:///batchguard.db", store_url=None, default_url="sqlite:///batchguard.db")
-    assert [s.command for s in build(report, cli=context).next_steps] == [
-        "batchguard dlq list", "batchguard dlq retry --fn MODULE:CALLABLE"]
+    commands = [s.command or "" for s in build(report, cli=context).next_steps]
+    assert commands[0] == f"batchguard dlq review --run-id {report.run_id}"
+    assert not [c for c in commands if "--dlq" in c or "--store" in c]
 
 
 def test_a_clean_run_has_no_next_steps_and_says_so() -> None:
     report = run_batches(range(5), lambda r: r)
     model = build(report)
-    assert model.next_steps == () and model.patterns == () and model.samples == ()
+    assert model.next_steps == () and model.patterns == () and model.samples == () and model.error_types == ()
     assert report.summary().endswith("NEXT STEPS:\n  none: every record succeeded")
     assert "Next steps" not in panel_text(model)
 

@@ -245,8 +245,9 @@ class RunRecorder:
     def report(self, *, succeeded: int, failed: int, read: int, exhausted: bool,
                retries: int, successful: list[Any], stop_reason: str | None, breaker_trips: int,
                success_threshold: float | None, skipped_batches: int = 0,
-               skipped_records: int = 0) -> BatchReport:
-        """``read`` counts the records this run took on (skipped batches excluded)."""
+               skipped_records: int = 0, max_failures: int | float | None = None) -> BatchReport:
+        """``read`` counts the records this run took on (skipped batches excluded);
+        ``success_threshold`` and ``max_failures`` are what the run was judged against."""
         if exhausted or self.total is None:
             total = read
         else:
@@ -277,6 +278,8 @@ class RunRecorder:
             stopped_reason=stop_reason,
             skipped_batches=skipped_batches,
             breaker_events=self.breaker_events,
+            success_threshold=success_threshold,
+            max_failures=max_failures,
             _failures=self.failures,
             _batch_events=self._stats,
         )

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     # `BatchReport` annotation means BatchReport[Any], as it did before the class was generic.
     from typing_extensions import TypeVar
 
+    from ._report.patterns import FailurePattern
+    from ._report.rules import RecommendationRule
     from ._run.failures import Failures
     from .dlq.base import DeadLetter
 
@@ -195,6 +197,10 @@ class BatchReport(Generic[R]):
     """Batches a resumed job had already finished, and so did not run again."""
     breaker_events: list[tuple[float, str, str]] = field(default_factory=list)
     """(seconds since start, old state, new state) for every circuit-breaker transition."""
+    success_threshold: float | None = None
+    """The run's ``success_threshold``: the status is "failed" when the success rate is below it."""
+    max_failures: int | float | None = None
+    """The run's ``max_failures`` (a count, or a 0..1 rate): past it the run stopped."""
     _failures: Failures | None = field(default=None, repr=False, compare=False)
     _batch_events: list[tuple[Any, ...]] = field(default_factory=list, repr=False, compare=False)
 
@@ -237,6 +243,18 @@ class BatchReport(Generic[R]):
         if self._failures is None:
             return {}
         return dict(self._failures.type_counts().most_common())
+
+    def patterns(self, *, rules: Sequence[RecommendationRule] | None = None) -> tuple[FailurePattern, ...]:
+        """Every dead-lettered record of the run grouped by failure pattern (error type, class,
+        HTTP status, message template), most frequent first, each with a count, its share,
+        example record ids and a recommendation from ``rules`` (default:
+        ``batchguard.triage.DEFAULT_RULES``; see :mod:`batchguard.triage` to extend it).
+
+        Counted over all of them, not a sample, in bounded memory (a durable DLQ's as they
+        were sent), so it never reads the DLQ back."""
+        if self._failures is None:
+            return ()
+        return self._failures.pattern_counter().patterns(rules)
 
     @property
     def most_common_error(self) -> str | None:

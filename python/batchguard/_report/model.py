@@ -5,20 +5,23 @@
 >>> model = build(report)
 >>> model.headline, model.succeeded, model.failed
 ('BATCH COMPLETE (Partial Success)', 2, 1)
->>> [(p.error_type, p.count) for p in model.patterns]
-[('ZeroDivisionError', 1)]
->>> model.next_steps[0].command
-'batchguard dlq list'
+>>> [(p.error_type, p.template, p.count, p.example_ids) for p in model.patterns]
+[('ZeroDivisionError', 'integer division or modulo by zero', 1, (1,))]
+>>> model.next_steps[0].command  # doctest: +ELLIPSIS
+'batchguard dlq review --run-id run-...'
 """
 
 from __future__ import annotations
 
 import math
-import shlex
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from ..dlq.codec import clean_text
+from .patterns import FailurePattern
+from .rules import RecommendationRule
+from .steps import CliContext, CommandFlags, NextStep, judged, next_steps
 
 if TYPE_CHECKING:
     from ..results import BatchReport
@@ -53,7 +56,8 @@ def headline(status: str, *, succeeded: int, failed: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ErrorPattern:
-    """How many dead-lettered records failed with one exception type."""
+    """How many dead-lettered records failed with one exception type (the summary line of the
+    failure patterns, which tell them apart by class, HTTP status and message)."""
 
     error_type: str
     count: int
@@ -75,36 +79,6 @@ class FailedSample:
     first_error: str | None = None
     """"Type: message" of the error the record first failed with, when it differs from this
     one: a replay's record that fails again (an earlier run dead-lettered it)."""
-
-
-@dataclass(frozen=True, slots=True)
-class NextStep:
-    """Something to do about the run, and the command that does it (if there is one)."""
-
-    action: str
-    command: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CliContext:
-    """Where the ``batchguard`` command that made a report keeps its dead letters and job.
-
-    With a context the next steps name a non-default DLQ (``--dlq``) and job store
-    (``--store``), and finish a job with ``batchguard jobs resume``. The URLs are shown as
-    given: pass them redacted.
-    """
-
-    dlq_url: str | None
-    """The DLQ the run's dead letters went to."""
-    store_url: str | None
-    """The job store of the run's job."""
-    default_url: str
-    """What the command uses when no ``--dlq`` / ``--store`` is given: left out of commands."""
-
-    def flag(self, name: str, url: str | None) -> str:
-        """`` --name URL`` for a command to print (shell-quoted), or nothing for no URL or the
-        default one."""
-        return "" if url is None or url == self.default_url else f" {name} {shlex.quote(url)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +110,26 @@ class ReportModel:
     breaker_trips: int
     dlq_url: str | None
     """Where the dead letters are, when the report knows (the command line does)."""
-    patterns: tuple[ErrorPattern, ...]
+    error_types: tuple[ErrorPattern, ...]
     """By exception type, most frequent first."""
+    patterns: tuple[FailurePattern, ...]
+    """Every dead-lettered record, by failure pattern (error type, class, HTTP status, message
+    template), most frequent first, each with its recommendation."""
     samples: tuple[FailedSample, ...]
     """The first dead-lettered records, in input order."""
     next_steps: tuple[NextStep, ...]
     """Empty when every record succeeded."""
+    judged_against: tuple[str, ...] = ()
+    """The ``success_threshold`` / ``max_failures`` the run was judged against, with the
+    verdict; empty when neither was set."""
+    success_threshold: float | None = None
+    max_failures: int | float | None = None
+    flags: CommandFlags = field(default_factory=CommandFlags)
+    """The options the report's commands carry."""
+
+    def pattern_command(self, pattern: FailurePattern) -> str | None:
+        """The command of ``pattern``'s recommendation, with the run's options."""
+        return self.flags.pattern_command(pattern)
 
     @property
     def tone(self) -> str:
@@ -177,8 +165,12 @@ class ReportModel:
             "skipped_batches": self.skipped_batches,
             "breaker_trips": self.breaker_trips,
             "dlq_url": self.dlq_url,
-            "patterns": [{"error_type": p.error_type, "count": p.count, "share": p.share}
-                         for p in self.patterns],
+            "success_threshold": self.success_threshold,
+            "max_failures": self.max_failures,
+            "judged_against": list(self.judged_against),
+            "error_types": [{"error_type": p.error_type, "count": p.count, "share": p.share}
+                            for p in self.error_types],
+            "patterns": [self._pattern_json(p) for p in self.patterns],
             "samples": [{"record_id": _json_safe(s.record_id), "record_index": s.record_index,
                          "batch_index": s.batch_index, "error_class": s.error_class,
                          "error_type": s.error_type, "error_message": s.error_message,
@@ -186,6 +178,12 @@ class ReportModel:
             "more_failures": self.more_failures,
             "next_steps": [{"action": n.action, "command": n.command} for n in self.next_steps],
         }
+
+
+    def _pattern_json(self, pattern: FailurePattern) -> dict[str, Any]:
+        flags = self.flags
+        return pattern.to_json(dlq=flags.dlq, store=flags.store, job=flags.job, run_id=flags.run_id,
+                               fn=flags.fn)
 
 
 def _json_safe(value: Any) -> Any:
@@ -196,14 +194,18 @@ def _json_safe(value: Any) -> Any:
     return repr(value)
 
 
-def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None = None) -> ReportModel:
+def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None = None,
+          rules: Sequence[RecommendationRule] | None = None) -> ReportModel:
     """The model of ``report``, with its first ``max_samples`` dead-lettered records.
 
     ``cli``: the command line's context, when the ``batchguard`` command made the report.
+    ``rules``: the recommendation rule table (default ``DEFAULT_RULES``; ``batchguard.triage``).
     Reads only what the report keeps in memory (for ``max_samples`` up to its sample of 1000).
     """
     failed = report.failure_count
     total = report.total
+    flags = CommandFlags.of(report, cli)
+    patterns = report.patterns(rules=rules)
     return ReportModel(
         status=report.status,
         headline=headline(report.status, succeeded=report.success_count, failed=failed),
@@ -223,15 +225,20 @@ def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None 
         skipped_batches=report.skipped_batches,
         breaker_trips=report.breaker_trips,
         dlq_url=None if cli is None else cli.dlq_url,
-        patterns=tuple(ErrorPattern(name, count, count / failed if failed else 0.0)
-                       for name, count in report.errors_by_type.items()),
+        error_types=tuple(ErrorPattern(name, count, count / failed if failed else 0.0)
+                          for name, count in report.errors_by_type.items()),
+        patterns=patterns,
         # Shown as a DLQ stores them: a message kept raw in memory may hold lone surrogates,
         # which no UTF-8 stream can write (print(report) would raise).
         samples=tuple(FailedSample(e.record_id, e.record_index, e.batch_index, e.error_class,
                                    clean_text(e.error_type), clean_text(e.error_message), e.attempts,
                                    _first_error(e))
                       for e in report.errors[:max_samples]),
-        next_steps=_next_steps(report, cli),
+        next_steps=next_steps(report, patterns, cli, flags),
+        judged_against=judged(report),
+        success_threshold=report.success_threshold,
+        max_failures=report.max_failures,
+        flags=flags,
     )
 
 
@@ -243,23 +250,3 @@ def _first_error(error: Any) -> str | None:
     if first_type is None or (first_type, first_message) == (error.error_type, error.error_message):
         return None
     return clean_text(f"{first_type}: {first_message or ''}")
-
-
-def _next_steps(report: BatchReport, cli: CliContext | None) -> tuple[NextStep, ...]:
-    steps: list[NextStep] = []
-    dlq = "" if cli is None else cli.flag("--dlq", cli.dlq_url)
-    if report.failure_count:
-        steps.append(NextStep(f"review the {report.failure_count} dead-lettered records",
-                              f"batchguard dlq list{dlq}"))
-        steps.append(NextStep("replay them once fixed", f"batchguard dlq retry --fn MODULE:CALLABLE{dlq}"))
-    pending = report.pending_count
-    if pending and report.job_id is not None and cli is not None:
-        steps.append(NextStep(f"finish the {pending} records not processed",
-                              f"batchguard jobs resume {shlex.quote(report.job_id)}"
-                              f"{cli.flag('--store', cli.store_url)}"))
-    elif pending and report.job_id is not None:
-        steps.append(NextStep(f"resume the job to finish the {pending} records not processed "
-                              f"(run it again with job={report.job_id!r})"))
-    elif pending:
-        steps.append(NextStep(f"run the {pending} records not processed again (the run stopped early)"))
-    return tuple(steps)

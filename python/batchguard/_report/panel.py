@@ -10,9 +10,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .model import ReportModel
-from .text import duration, percent, step_line
+from .text import MAX_PATTERNS_SHOWN, duration, examples, pattern_title, percent, step_line
 
-__all__ = ["render_panel"]
+__all__ = ["render_panel", "render_steps"]
 
 _LOOKS: Final = {
     "complete": ("✅", "bold green"),
@@ -24,7 +24,8 @@ _MESSAGE_WIDTH: Final = 120
 
 
 def render_panel(model: ReportModel) -> Panel:
-    """The report as a bordered panel: facts, error patterns, failed records, next steps."""
+    """The report as a bordered panel: facts, error types, failure patterns with their
+    recommendations, failed records. The next steps go below it (:func:`render_steps`)."""
     icon, style = _LOOKS.get(model.tone, ("", "bold"))
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim", no_wrap=True)
@@ -46,25 +47,62 @@ def render_panel(model: ReportModel) -> Panel:
         f" (+{model.skipped_batches} already done)" if model.skipped_batches else ""))
     if model.breaker_trips:
         facts.add_row("Breaker trips", str(model.breaker_trips))
+    for line in model.judged_against:
+        facts.add_row("Judged against", line)
     if model.failed and model.dlq_url:
         facts.add_row("Dead letters in", Text(model.dlq_url))
     parts: list[RenderableType] = [Text(f"{icon} {model.headline}".strip(), style=style), facts]
     if model.failed:
-        parts += [Text(""), _patterns(model), Text(""), _samples(model)]
-    if model.next_steps:
-        parts += [Text(""), Text("Next steps", style="bold"),
-                  *(Text(f"  {step_line(step.action, step.command)}") for step in model.next_steps)]
+        parts += [Text(""), _error_types(model), Text(""), _patterns(model), Text(""), _samples(model)]
     return Panel(Group(*parts), expand=False, border_style=style.split()[-1])
 
 
-def _patterns(model: ReportModel) -> Table:
-    table = Table(title="Error patterns", title_justify="left", box=None, padding=(0, 2))
+def render_steps(model: ReportModel) -> list[Text]:
+    """The next steps, outside the panel: print them with ``soft_wrap=True``, so a command
+    longer than the terminal is one line the terminal wraps (copied whole), not one a border
+    cuts into pieces. Empty when every record succeeded."""
+    if not model.next_steps:
+        return []
+    return [Text("Next steps", style="bold"),
+            *(Text(f"  {step_line(step.action, step.command)}") for step in model.next_steps)]
+
+
+def _error_types(model: ReportModel) -> Table:
+    table = Table(title="Error types", title_justify="left", box=None, padding=(0, 2))
     table.add_column("error type")
     table.add_column("records", justify="right")
     table.add_column("share", justify="right")
-    for pattern in model.patterns:
+    for pattern in model.error_types:
         table.add_row(Text(pattern.error_type), f"{pattern.count:,}", percent(pattern.share))
     return table
+
+
+def _patterns(model: ReportModel) -> Group:
+    """Each pattern: what failed, how often, examples, then its recommendation."""
+    shown = model.patterns[:MAX_PATTERNS_SHOWN]
+    lines: list[RenderableType] = [Text(f"Failure patterns ({len(model.patterns)}, most frequent first)",
+                                        style="bold")]
+    for n, pattern in enumerate(shown, 1):
+        advice = pattern.recommendation
+        lines.append(Text.assemble((f"{n}. {pattern_title(pattern)}", "bold"),
+                                   f"  {pattern.count:,} records ({percent(pattern.share)})"))
+        details = Table.grid(padding=(0, 1))
+        details.add_column(style="dim", no_wrap=True)
+        details.add_column()
+        details.add_row("   message", Text(pattern.template))
+        details.add_row("   examples", Text(examples(pattern)))
+        details.add_row("   likely", Text(advice.kind.replace("_", " "), style="yellow"))
+        details.add_row("   check", Text(advice.check))
+        details.add_row("   change", Text(advice.change))
+        command = model.pattern_command(pattern)
+        if command:
+            details.add_row("   run", Text(command, style="cyan"))
+        lines.append(details)
+    if len(model.patterns) > len(shown):
+        rest = sum(p.count for p in model.patterns[len(shown):])
+        lines.append(Text(f"... and {len(model.patterns) - len(shown)} more patterns ({rest:,} records): "
+                          "--report-json lists them all", style="dim"))
+    return Group(*lines)
 
 
 def _samples(model: ReportModel) -> Table:

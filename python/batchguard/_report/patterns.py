@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -146,16 +146,17 @@ class FailurePattern:
     recommendation: Recommendation
 
     def command_line(self, *, dlq: str | None = None, store: str | None = None, job: str | None = None,
-                     fn: str | None = None) -> str | None:
+                     run_id: str | None = None, fn: str | None = None) -> str | None:
         """The recommendation's command for this pattern's error type (``rules.fill``)."""
-        return self.recommendation.command_line(self.error_type, dlq=dlq, store=store, job=job, fn=fn)
+        return self.recommendation.command_line(self.error_type, dlq=dlq, store=store, job=job, run_id=run_id,
+                                                fn=fn)
 
     def to_json(self, *, dlq: str | None = None, store: str | None = None, job: str | None = None,
-                fn: str | None = None) -> dict[str, Any]:
+                run_id: str | None = None, fn: str | None = None) -> dict[str, Any]:
         """The pattern as JSON-safe data, its recommendation's command filled in (``rules.fill``;
         an example id JSON cannot hold is given as its ``repr``)."""
         recommendation = self.recommendation.to_json()
-        recommendation["command"] = self.command_line(dlq=dlq, store=store, job=job, fn=fn)
+        recommendation["command"] = self.command_line(dlq=dlq, store=store, job=job, run_id=run_id, fn=fn)
         return {"error_type": self.error_type, "error_class": self.error_class,
                 "http_status": self.http_status, "template": self.template, "count": self.count,
                 "share": self.share, "example_ids": [_json_safe(i) for i in self.example_ids],
@@ -253,6 +254,18 @@ class PatternCounter:
             self._by_group[group] = templates + 1
         tally = self._tallies[key] = _Tally(order)
         return tally
+
+    def relabelled(self, record_id: Callable[[int, Any], Any]) -> PatternCounter:
+        """A copy whose example ids are ``record_id(order, id)``: a replay's run numbers its
+        records by their place in the replay, and names them by the entries they replayed."""
+        copy = PatternCounter(max_patterns=self._max_patterns, max_templates=self._max_templates)
+        copy.total, copy._next = self.total, self._next
+        copy._by_group = dict(self._by_group)
+        for key, tally in self._tallies.items():
+            twin = copy._tallies[key] = _Tally(tally.first)
+            twin.count = tally.count
+            twin.examples = [(order, record_id(order, rid)) for order, rid in tally.examples]
+        return copy
 
     def patterns(self, rules: Sequence[RecommendationRule] | None = None) -> tuple[FailurePattern, ...]:
         """The patterns, most frequent first (then the one whose first record came first), each

@@ -34,6 +34,8 @@ run's actual options, shell-quoted (and URLs redacted), so a person can paste it
 * ``{dlq}``: `` --dlq URL``, or nothing when the run used the default DLQ;
 * ``{store}``: `` --store URL``, or nothing;
 * ``{job}``: `` --job NAME``, or nothing when the run was not a job;
+* ``{scope}``: the entries of this run: `` --job NAME`` for a job, else `` --run-id RUN_ID``
+  (nothing when neither is known);
 * ``{fn}``: `` --fn MODULE:CALLABLE``, the run's own ``--fn`` when known.
 
 Any other text, braces included, is left as it is.
@@ -112,11 +114,11 @@ class Recommendation:
     """The command to run, a template (see :func:`fill`); None when there is none."""
 
     def command_line(self, error_type: str, *, dlq: str | None = None, store: str | None = None,
-                     job: str | None = None, fn: str | None = None) -> str | None:
+                     job: str | None = None, run_id: str | None = None, fn: str | None = None) -> str | None:
         """:attr:`command` with its placeholders filled (see :func:`fill`), or None."""
         if self.command is None:
             return None
-        return fill(self.command, error_type=error_type, dlq=dlq, store=store, job=job, fn=fn)
+        return fill(self.command, error_type=error_type, dlq=dlq, store=store, job=job, run_id=run_id, fn=fn)
 
     def to_json(self) -> dict[str, str | None]:
         """The recommendation as JSON-safe data (the command still a template)."""
@@ -132,16 +134,16 @@ class RecommendationRule:
     recommendation: Recommendation
 
 
-_PLACEHOLDER: Final = re.compile(r"\{(error_type|dlq|store|job|fn)\}")
+_PLACEHOLDER: Final = re.compile(r"\{(error_type|dlq|store|job|scope|fn)\}")
 
 
 def fill(command: str, *, error_type: str, dlq: str | None = None, store: str | None = None,
-         job: str | None = None, fn: str | None = None) -> str:
+         job: str | None = None, run_id: str | None = None, fn: str | None = None) -> str:
     """``command`` with its placeholders replaced by shell-quoted options.
 
     ``dlq`` / ``store``: the URL to name (None: the default one, left out); shown redacted.
-    ``job``: the job name (None: not a job). ``fn``: the ``--fn`` spec (None: a placeholder
-    the reader replaces).
+    ``job``: the job name (None: not a job); ``run_id``: the run's id (``{scope}`` names it
+    when there is no job). ``fn``: the ``--fn`` spec (None: a placeholder the reader replaces).
 
     >>> fill("batchguard dlq retry --error-type {error_type}{fn}{dlq}", error_type="ReadTimeout",
     ...      dlq="postgresql://app:pw@db/x", fn="my jobs:send")
@@ -154,6 +156,8 @@ def fill(command: str, *, error_type: str, dlq: str | None = None, store: str | 
         "dlq": "" if dlq is None else f" --dlq {shlex.quote(redact(dlq))}",
         "store": "" if store is None else f" --store {shlex.quote(redact(store))}",
         "job": "" if job is None else f" --job {shlex.quote(job)}",
+        "scope": (f" --job {shlex.quote(job)}" if job is not None
+                  else "" if run_id is None else f" --run-id {shlex.quote(run_id)}"),
         "fn": f" --fn {PLACEHOLDER_FN if fn is None else shlex.quote(fn)}",
     }
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], command)
@@ -193,8 +197,8 @@ def _everything(pattern: FailureShape) -> bool:
     return True
 
 
-_REVIEW: Final = "batchguard dlq review --error-type {error_type}{job}{dlq}"
-_RETRY: Final = "batchguard dlq retry --error-type {error_type}{fn}{dlq}"
+_REVIEW: Final = "batchguard dlq review --error-type {error_type}{scope}{dlq}"
+_RETRY: Final = "batchguard dlq retry --error-type {error_type}{scope}{fn}{dlq}"
 
 DEFAULT_RULES: Final[tuple[RecommendationRule, ...]] = (
     RecommendationRule(

@@ -6,11 +6,14 @@ from __future__ import annotations
 from typing import Final
 
 from .model import ReportModel
+from .patterns import FailurePattern
 
-__all__ = ["duration", "percent", "render_text", "step_line"]
+__all__ = ["MAX_PATTERNS_SHOWN", "duration", "examples", "pattern_title", "percent", "render_text", "step_line"]
 
 _RULE: Final = "-" * 64
 _MESSAGE_WIDTH: Final = 200
+MAX_PATTERNS_SHOWN: Final = 10
+"""Patterns a rendering lists with their recommendation (the JSON has all of them)."""
 
 
 def duration(seconds: float) -> str:
@@ -32,6 +35,38 @@ def step_line(action: str, command: str | None) -> str:
     return f"{action}: {command}" if command else action
 
 
+def pattern_title(pattern: FailurePattern) -> str:
+    """"ValueError, permanent" with ", HTTP 503" when the pattern has a status."""
+    status = "" if pattern.http_status is None else f", HTTP {pattern.http_status}"
+    return f"{pattern.error_type}, {pattern.error_class}{status}"
+
+
+def examples(pattern: FailurePattern) -> str:
+    """The pattern's example record ids, as ``repr`` (a string id in quotes, as the samples show)."""
+    return ", ".join(repr(i) for i in pattern.example_ids)
+
+
+def _pattern_lines(model: ReportModel) -> list[str]:
+    shown = model.patterns[:MAX_PATTERNS_SHOWN]
+    lines = [f"FAILURE PATTERNS ({len(model.patterns)}, most frequent first):"]
+    for n, pattern in enumerate(shown, 1):
+        advice = pattern.recommendation
+        lines.append(f"{n}. {pattern_title(pattern)}: {pattern.count} ({percent(pattern.share)})")
+        lines.append(f"   message:  {pattern.template}")
+        lines.append(f"   examples: {examples(pattern)}"[:_MESSAGE_WIDTH])
+        lines.append(f"   likely:   {advice.kind.replace('_', ' ')}")
+        lines.append(f"   check:    {advice.check}")
+        lines.append(f"   change:   {advice.change}")
+        command = model.pattern_command(pattern)
+        if command:
+            lines.append(f"   run:      {command}")
+    if len(model.patterns) > len(shown):
+        rest = sum(p.count for p in model.patterns[len(shown):])
+        lines.append(f"... and {len(model.patterns) - len(shown)} more patterns ({rest} records): "
+                     "report.to_json() lists them all")
+    return lines
+
+
 def render_text(model: ReportModel) -> str:
     """The report as plain text lines."""
     lines = [model.headline,
@@ -50,9 +85,12 @@ def render_text(model: ReportModel) -> str:
     ]
     if model.breaker_trips:
         lines.append(f"Breaker trips: {model.breaker_trips}")
+    lines += [f"Judged against: {line}" for line in model.judged_against]
     if model.failed:
         lines += [_RULE, f"FAILED RECORDS ({model.failed}), by error type:"]
-        lines += [f"  {p.error_type}: {p.count} ({percent(p.share)})" for p in model.patterns]
+        lines += [f"  {p.error_type}: {p.count} ({percent(p.share)})" for p in model.error_types]
+        lines.append("")
+        lines += _pattern_lines(model)
         lines.append("")
         for n, sample in enumerate(model.samples, 1):
             lines.append(f"{n}. record {sample.record_id!r} (#{sample.record_index}, batch {sample.batch_index})")

@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from .._error_class import http_status_of
 from .._native import DeadRecord
 from ..dlq.base import Attempt, DeadLetter
 from ..dlq.codec import Fallbacks, clean_text, encode_payload, encode_record_id, type_name
 
-__all__ = ["EntryBuilder", "default_id_of", "entry_id", "message_of", "new_run_id"]
+__all__ = ["EntryBuilder", "default_id_of", "entry_id", "http_status", "message_of", "new_run_id"]
 
 logger = logging.getLogger("batchguard")
 
@@ -62,6 +63,15 @@ def message_of(exc: BaseException) -> str:
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the record
         return f"<unprintable {type_name(exc)}>"
     return text if isinstance(text, str) else f"<unprintable {type_name(exc)}>"
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status ``exc`` carries (``http_status_of``), or None when reading it raises (a
+    ``response`` property that fails must not lose the record)."""
+    try:
+        return http_status_of(exc)
+    except Exception:  # noqa: BLE001 - an exception's own attribute raised
+        return None
 
 
 def _traceback_of(exc: BaseException) -> str | None:
@@ -135,4 +145,7 @@ class EntryBuilder:
             attempts=attempts,
             first_failed_at=attempts[0].at,
             last_failed_at=attempts[-1].at,
+            # Read here, from the exception itself: the DLQ keeps only its type and message, and
+            # the failure patterns (dlq.patterns, the report's) group by status.
+            http_status=http_status(exc),
         )

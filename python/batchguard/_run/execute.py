@@ -72,6 +72,7 @@ def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
                            retries=outcome.retries, successful=outcome.successful,
                            stop_reason=outcome.stop_reason, breaker_trips=outcome.breaker_trips,
                            success_threshold=plan.success_threshold,
+                           max_failures=plan.config.max_failures,
                            skipped_batches=len(skip_batches))
 
 

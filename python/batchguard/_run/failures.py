@@ -13,16 +13,18 @@ import abc
 import collections
 import heapq
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .._native import DeadRecord, DeadRecords
+from .._report.patterns import PatternCounter
 from .._stored import REPORT_SAMPLE, SentBatch, StoredDeadLetters, StoredSequence
 from ..dlq.base import DeadLetter, DeadLetterQueue
+from ..dlq.codec import clean_text, type_name
 from ..results import RecordError
-from .entries import EntryBuilder, message_of
+from .entries import EntryBuilder, http_status, message_of
 
-__all__ = ["DeadBatch", "DurableFailures", "Failures", "ListedFailures", "MemoryFailures"]
+__all__ = ["DeadBatch", "DurableFailures", "Failures", "ListedFailures", "MemoryFailures", "count_patterns"]
 
 DeadBatch = DeadRecords | Sequence[DeadRecord]
 """One batch's dead records: the native engine's DeadRecords (each converted when read), or a list."""
@@ -59,23 +61,39 @@ class Failures(abc.ABC):
     def dead_letters(self) -> Sequence[DeadLetter]:
         """The run's DLQ entries."""
 
+    def pattern_counter(self) -> PatternCounter:
+        """Every failure counted by pattern (``_report.patterns``). By default counted from
+        :meth:`dead_letters` when asked; the stores of a run keep theirs as they go."""
+        return count_patterns(self.dead_letters())
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled (and deep-copied) as lists: a store holds native dead records, the run's
         # callables (id_of) and an open DLQ, none of which pickle. A durable store's entries
         # past its sample are read back from the DLQ for it.
         return ListedFailures, (list(self.records()), self.type_counts(), list(self.record_errors()),
-                                list(self.dead_letters()))
+                                list(self.dead_letters()), self.pattern_counter())
+
+
+def count_patterns(entries: Iterable[DeadLetter], counter: PatternCounter | None = None) -> PatternCounter:
+    """``entries`` counted by pattern (into ``counter``, or a new one), each at its record index."""
+    counter = PatternCounter() if counter is None else counter
+    for entry in entries:
+        counter.add(entry.record_id, entry.error_type, entry.error_class, entry.http_status,
+                    entry.error_message, order=entry.record_index)
+    return counter
 
 
 class ListedFailures(Failures):
     """The failures of a pickled or copied report: read out into lists."""
 
     def __init__(self, records: list[Any], type_counts: collections.Counter[str],
-                 record_errors: list[RecordError], dead_letters: list[DeadLetter]) -> None:
+                 record_errors: list[RecordError], dead_letters: list[DeadLetter],
+                 patterns: PatternCounter | None = None) -> None:
         self._records = records
         self._type_counts = type_counts
         self._record_errors = record_errors
         self._dead_letters = dead_letters
+        self._patterns = count_patterns(dead_letters) if patterns is None else patterns
         self._count = len(record_errors)
 
     def add(self, dead: DeadBatch, entries: Sequence[DeadLetter]) -> None:
@@ -93,6 +111,9 @@ class ListedFailures(Failures):
     def dead_letters(self) -> list[DeadLetter]:
         return list(self._dead_letters)
 
+    def pattern_counter(self) -> PatternCounter:
+        return self._patterns
+
 
 class MemoryFailures(Failures):
     """Every dead record, kept as the engine reported it (the native engine's converts each
@@ -102,12 +123,14 @@ class MemoryFailures(Failures):
         super().__init__(entries)
         self._chunks: list[DeadBatch] = []
         self._flat: list[DeadRecord] | None = []
+        self._patterns: PatternCounter | None = None
 
     def add(self, dead: DeadBatch, entries: Sequence[DeadLetter]) -> None:
         if len(dead):
             self._chunks.append(dead)
             self._count += len(dead)
             self._flat = None
+            self._patterns = None
 
     def _in_order(self) -> list[DeadRecord]:
         if self._flat is None:
@@ -135,6 +158,20 @@ class MemoryFailures(Failures):
 
     def dead_letters(self) -> list[DeadLetter]:
         return [self.entries.dead_letter(dead) for dead in self._in_order()]
+
+    def pattern_counter(self) -> PatternCounter:
+        """Counted from the dead records the first time it is read: every one of them is in
+        memory already, so a run pays for its patterns only if its report shows them. The
+        facts are the ones its entries would store (type name, clean message, HTTP status)."""
+        if self._patterns is None:
+            counter = PatternCounter()
+            record_id = self.entries.record_id
+            for dead in self._in_order():
+                exc = dead.attempts[-1].error
+                counter.add(record_id(dead.record, dead.record_index), type_name(exc), dead.error_class,
+                            http_status(exc), clean_text(message_of(exc)), order=dead.record_index)
+            self._patterns = counter
+        return self._patterns
 
 
 def _record_error(entry: DeadLetter) -> RecordError:
@@ -171,6 +208,7 @@ class DurableFailures(Failures):
         self._sample_order = itertools.count()
         self._sent: list[SentBatch] = []
         self._reader: StoredDeadLetters | None = None
+        self._patterns = PatternCounter()
 
     def add(self, dead: DeadBatch, entries: Sequence[DeadLetter]) -> None:
         """Note one batch's entries, sent to the DLQ; only the first ``REPORT_SAMPLE`` of the
@@ -182,6 +220,8 @@ class DurableFailures(Failures):
         self._sent.append(SentBatch(entries[0].batch_index, first, last, len(entries), self._count))
         self._count += len(entries)
         self._type_counts.update(entry.error_type for entry in entries)
+        # Counted now: past the sample, the entries are only in the DLQ.
+        count_patterns(entries, self._patterns)
         sample = self._sample
         if len(sample) >= REPORT_SAMPLE and first > -sample[0][0]:
             return  # the usual case once the sample is full: the whole batch comes later
@@ -214,3 +254,6 @@ class DurableFailures(Failures):
 
     def dead_letters(self) -> Sequence[DeadLetter]:
         return StoredSequence(self._stored(), _same_entry, "dead letters")
+
+    def pattern_counter(self) -> PatternCounter:
+        return self._patterns

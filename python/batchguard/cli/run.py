@@ -29,7 +29,7 @@ from .options import (
     url_flag,
 )
 from .progress import ProgressView
-from .report import print_report, report_json
+from .report import print_report, report_json, report_json_option, write_report_json
 from .settings import EngineSettings, apply_config, engine_options, settings_of
 
 __all__ = ["execute_run", "open_source", "run"]
@@ -47,10 +47,11 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                 dlq_url: str | None, job: str | None, store_url: str | None, batch_size: int,
                 concurrency: int, max_attempts: int, base_delay: float, force: bool,
                 quiet: bool, title: str = "batchguard", settings: EngineSettings | None = None,
-                as_json: bool = False) -> int:
+                as_json: bool = False, report_json_path: str | None = None) -> int:
     """Run ``fn`` over ``source`` (as a job when ``job`` is given); print the report; exit code.
 
     ``as_json``: the report (and the job's state, under ``"job"``) as one JSON document on stdout.
+    ``report_json_path``: that document written to a file too (checked before the run).
     """
     view = ProgressView(title=title, quiet=quiet)
     effective_dlq = dlq_url if dlq_url is not None else (None if job else DEFAULT_URL)
@@ -87,10 +88,17 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     finally:
         close_opened_dlq(plan)
     shown_dlq = effective_dlq if effective_dlq is not None else (store_url or DEFAULT_URL)
-    if as_json:
-        data = report_json(report, dlq_url=shown_dlq, job_store=store_url)
+    if as_json or report_json_path is not None:
+        data = report_json(report, dlq_url=shown_dlq, job_store=store_url, fn_spec=fn_spec)
         if job is not None:
             data["job"] = job_status(job, store=store_url).to_dict()
+        if report_json_path is not None:
+            try:
+                write_report_json(report_json_path, data)
+            except OSError as exc:  # checked before the run: the directory changed since
+                click.echo(f"Error: cannot write the report to {report_json_path}: {exc.strerror or exc}",
+                           err=True)
+    if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         if job is not None and report.total == 0 and report.skipped_batches:
             return EXIT_OK
@@ -101,7 +109,7 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                    f"{state.succeeded:,} succeeded, {state.failed:,} dead-lettered, finished "
                    f"{state.finished_at}): nothing to do; --force runs it again from scratch.")
         return EXIT_OK
-    print_report(report, dlq_url=shown_dlq, job_store=store_url)
+    print_report(report, dlq_url=shown_dlq, job_store=store_url, fn_spec=fn_spec)
     if job is not None:
         state = job_status(job, store=store_url)
         click.echo(f"Job {job!r}: {state.status}, {state.batches_done}"
@@ -156,11 +164,13 @@ def _interrupted(job: str | None, store_url: str | None, dlq_url: str | None) ->
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the final report as JSON on stdout (progress stays on stderr).")
+@report_json_option
 @engine_options
 @click.pass_context
 def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | None, job: str | None,
         store_url: str | None, batch_size: int, concurrency: int, max_attempts: int, base_delay: float,
-        fmt: str | None, force: bool, quiet: bool, as_json: bool, config_path: str | None, **engine: Any) -> None:
+        fmt: str | None, force: bool, quiet: bool, as_json: bool, report_json_path: str | None,
+        config_path: str | None, **engine: Any) -> None:
     """Run --fn over every record of INPUT (JSON lines, CSV, a JSON array; - for stdin).
 
     A line that does not parse is dead-lettered with a parse error and the run goes on.
@@ -182,5 +192,6 @@ def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | Non
     code = execute_run(source=source, fn=fn, fn_spec=fn_spec, dlq_url=dlq_url, job=job,
                        store_url=(store_url or DEFAULT_URL) if job else None, batch_size=batch_size,
                        concurrency=concurrency, max_attempts=max_attempts, base_delay=base_delay,
-                       force=force, quiet=quiet, settings=settings, as_json=as_json)
+                       force=force, quiet=quiet, settings=settings, as_json=as_json,
+                       report_json_path=report_json_path)
     sys.exit(code)
