@@ -53,7 +53,7 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     ``as_json``: the report (and the job's state, under ``"job"``) as one JSON document on stdout.
     ``report_json_path``: that document written to a file too (checked before the run).
     """
-    view = ProgressView(title=title, quiet=quiet)
+    view = ProgressView(title=title, quiet=quiet, concurrency=concurrency)
     effective_dlq = dlq_url if dlq_url is not None else (None if job else DEFAULT_URL)
     settings = settings or EngineSettings()
     try:
