@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._report.rules import RecommendationRule
     from ._run.failures import Failures
     from .dlq.base import DeadLetter
+    from .validation.issues import ValidationSummary
 
     R = TypeVar("R", default=Any)
 else:
@@ -197,6 +198,9 @@ class BatchReport(Generic[R]):
     """Batches a resumed job had already finished, and so did not run again."""
     breaker_events: list[tuple[float, str, str]] = field(default_factory=list)
     """(seconds since start, old state, new state) for every circuit-breaker transition."""
+    validation: ValidationSummary | None = None
+    """With ``validate=``: how many records were blocked (dead-lettered at stage "validate",
+    ``fn`` never called) and how many ran with warnings (``batchguard.validation``)."""
     success_threshold: float | None = None
     """The run's ``success_threshold``: the status is "failed" when the success rate is below it."""
     max_failures: int | float | None = None
