@@ -18,6 +18,7 @@ from .._error_class import http_status_of
 from .._native import DeadRecord
 from ..dlq.base import Attempt, DeadLetter
 from ..dlq.codec import Fallbacks, clean_text, encode_payload, encode_record_id, type_name
+from ..validation.issues import VALIDATE_STAGE, ValidationBlocked
 
 __all__ = ["EntryBuilder", "default_id_of", "entry_id", "http_status", "message_of", "new_run_id"]
 
@@ -114,6 +115,11 @@ class EntryBuilder:
             return index
         return encode_record_id(value, self._fallbacks)
 
+    def stage_of(self, exc: BaseException) -> str:
+        """The stage a record failed at: "validate" when its check blocked it (``fn`` never
+        ran), else the run's stage."""
+        return VALIDATE_STAGE if isinstance(exc, ValidationBlocked) else self.stage
+
     def payload(self, record: Any) -> tuple[Any, str]:
         """The stored payload and its encoding (dlq.codec: JSON, pickle if opted in, repr, placeholder)."""
         return encode_payload(record, pickle_payloads=self._pickle, fallbacks=self._fallbacks)
@@ -135,7 +141,7 @@ class EntryBuilder:
             record_id=self.record_id(record, index),
             record_index=index,
             batch_index=dead.batch_index,
-            stage=self.stage,
+            stage=self.stage_of(exc),
             payload=payload,
             payload_encoding=encoding,
             error_class=dead.error_class,
