@@ -147,12 +147,12 @@ class MemoryFailures(Failures):
         return collections.Counter(type(r.attempts[-1].error).__name__ for r in self._in_order())
 
     def record_errors(self) -> list[RecordError]:
-        stage, record_id = self.entries.stage, self.entries.record_id
+        stage_of, record_id = self.entries.stage_of, self.entries.record_id
         out = []
         for dead in self._in_order():
             exc = dead.attempts[-1].error
             out.append(RecordError(dead.record_index, record_id(dead.record, dead.record_index),
-                                   type(exc).__name__, message_of(exc), dead.error_class, stage,
+                                   type(exc).__name__, message_of(exc), dead.error_class, stage_of(exc),
                                    len(dead.attempts), dead.batch_index))
         return out
 
