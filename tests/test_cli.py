@@ -213,7 +213,7 @@ def seeded(workdir: Path) -> Path:
 def test_dlq_list_shows_error_patterns_and_a_table(seeded: Path) -> None:
     result = invoke("dlq", "list")
     assert result.exit_code == 0
-    assert "DEAD LETTER QUEUE: 6 entries" in result.output
+    assert "DEAD LETTER QUEUE: 6 open entries" in result.output
     assert re.search(r"ValueError\s+5\s+83.3%", result.output) and "InputParseError" in result.output
     limited = invoke("dlq", "list", "--error-type", "ValueError", "--limit", "2")
     assert "Entries 1-2 of 5" in limited.output and "--offset 2" in limited.output
@@ -234,7 +234,7 @@ def test_dlq_count_export_and_remove(seeded: Path, workdir: Path) -> None:
     assert invoke("dlq", "count", "--error-class", "permanent", "--job", "seed").output.strip() == "6"
     assert invoke("dlq", "count", "--stage", "other").output.strip() == "0"
     exported = invoke("dlq", "export", "out.jsonl", "--error-type", "InputParseError")
-    assert exported.exit_code == 0 and "exported 1 dead letters" in exported.output
+    assert exported.exit_code == 0 and "exported 1 open dead letters" in exported.output
     (line,) = (workdir / "out.jsonl").read_text().splitlines()
     assert json.loads(line)["payload"] == "{broken"
 
@@ -250,7 +250,7 @@ def test_dlq_count_export_and_remove(seeded: Path, workdir: Path) -> None:
 def test_dlq_retry_replays_and_reports(seeded: Path) -> None:
     result = invoke("dlq", "retry", "--fn", "cli_fns:echo", "--error-type", "ValueError")
     assert result.exit_code == 0, result.output
-    assert "5 dead letters succeeded and left the queue" in result.output
+    assert "5 dead letters succeeded and are marked replayed" in result.output
     # The line that did not parse is left alone unless asked for (issue 9: its raw text is no record).
     again = invoke("dlq", "retry", "--fn", "cli_fns:fail_odd", "--max-attempts", "1")
     assert again.exit_code == 1 and "0 failed again and stay" in again.output

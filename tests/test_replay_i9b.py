@@ -87,7 +87,7 @@ def test_replay_errors_and_json_carry_the_entries_ids(named_queue: Path) -> None
 
 def test_dlq_retry_leaves_unparsed_lines_in_the_queue_and_says_so(named_queue: Path) -> None:
     result = invoke("dlq", "retry", "--fn", "fns_i9b:fixed", "--dlq", "sqlite:///dead.db", "-q")
-    assert "5 dead letters succeeded and left the queue" in result.output, result.output
+    assert "5 dead letters succeeded and are marked replayed" in result.output, result.output
     assert "1 hold input lines that did not parse (InputParseError) and were left in the queue" \
         in result.output
     assert "--include-parse-errors" in result.output

@@ -1,13 +1,11 @@
-"""``batchguard dlq``: list, show, count, export, remove and replay dead letters."""
+"""``batchguard dlq``: review, list, show, count, export, skip, remove and retry dead letters."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any, Final
 
 import click
@@ -17,20 +15,22 @@ from rich.text import Text
 
 from .._report.text import percent
 from .._urls import redact
-from ..dlq.base import DeadLetter, DeadLetterQueue
-from ..dlq.urls import open_dlq
+from ..dlq.base import STATUSES, DeadLetter
+from ..dlq.status import ALL, DEFAULT_STATUS
 from ..errors import (
     ConfigError,
+    DeadLetterNotFoundError,
     DLQError,
-    DLQUnavailableError,
     JobNotFoundError,
     JobStoreUnavailableError,
     PickleNotAllowedError,
 )
 from ..jobs import job_status
-from ..replay import is_unparsed_line, replay
+from ..replay import replay
 from .callables import load_callable
 from .console import console, is_tty, one_line, table
+from .dlq_queue import find_entries, find_entry, open_queue, status_option
+from .dlq_review import actions, review
 from .options import (
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
@@ -38,7 +38,6 @@ from .options import (
     CannotStart,
     cannot_start,
     dlq_option,
-    file_of,
     filter_options,
     filters,
     retry_policy,
@@ -47,7 +46,7 @@ from .options import (
 from .progress import ProgressView
 from .report import print_report
 
-__all__ = ["dlq", "open_queue"]
+__all__ = ["dlq", "open_queue"]  # open_queue: for the demo
 
 _PATTERN_SCAN: Final = 10_000
 """``dlq list`` counts the error patterns of at most this many entries."""
@@ -55,50 +54,43 @@ _PATTERN_SCAN: Final = 10_000
 
 @click.group()
 def dlq() -> None:
-    """Inspect, export, remove and replay dead letters."""
+    """Triage dead letters: review, retry, skip, inspect, export and remove them.
+
+    Each entry is open (needs attention), resolved (skipped on purpose, with a reason) or
+    replayed (its record succeeded on a retry); the commands show open entries unless given
+    --status.
+    """
 
 
-def _open(url: str) -> DeadLetterQueue:
-    path = file_of(url)
-    if path is not None and not path.exists():
-        raise CannotStart(f"no dead-letter queue at {path} (from {redact(url)}): the file does not exist")
-    try:
-        return open_dlq(url)
-    except (ConfigError, DLQUnavailableError, TypeError, ModuleNotFoundError) as exc:
-        cannot_start(exc)
-
-
-@contextlib.contextmanager
-def open_queue(url: str) -> Iterator[DeadLetterQueue]:
-    """The existing DLQ at ``url`` (exit 2 when there is none), closed on leaving."""
-    queue = _open(url)
-    try:
-        yield queue
-    finally:
-        queue.close()
+dlq.add_command(review)
 
 
 @dlq.command("list")
 @dlq_option()
 @filter_options
+@status_option()
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True,
               help="Print the entries (--limit, --offset, filters) as a JSON array.")
-def dlq_list(dlq_url: str, limit: int, offset: int, as_json: bool, **given: Any) -> None:
-    """Review dead letters: error patterns, then one row per entry."""
+def dlq_list(dlq_url: str, status: str, limit: int, offset: int, as_json: bool, **given: Any) -> None:
+    """List dead letters: error patterns, then one row per entry (open ones unless --status)."""
     selected = filters(**given)
     if as_json:
         with open_queue(dlq_url) as queue:
-            listed = queue.list(limit=limit, offset=offset, **selected)
+            listed = queue.list(limit=limit, offset=offset, status=status, **selected)
         click.echo(json.dumps([json.loads(e.to_json()) for e in listed], indent=2))
         return
     with open_queue(dlq_url) as queue:
-        total = queue.count(**selected)
-        entries = queue.list(limit=limit, offset=offset, **selected)
-        patterns = Counter(e.error_type for e in queue.list(limit=_PATTERN_SCAN, **selected)) if total else Counter()
+        total = queue.count(status=status, **selected)
+        entries = queue.list(limit=limit, offset=offset, status=status, **selected)
+        patterns = Counter(e.error_type for e in queue.list(limit=_PATTERN_SCAN, status=status, **selected)
+                           ) if total else Counter()
+        others = {s: queue.count(status=s, **selected) for s in STATUSES if s != status} if status != ALL else {}
     where = redact(dlq_url) + (" where " + ", ".join(f"{k}={v}" for k, v in selected.items()) if selected else "")
-    click.echo(f"DEAD LETTER QUEUE: {total:,} entries ({where})")
+    noun = "entries" if status == ALL else f"{status} entries"
+    besides = ", ".join(f"{n:,} {s}" for s, n in others.items() if n)
+    click.echo(f"DEAD LETTER QUEUE: {total:,} {noun} ({where})" + (f"; also {besides} (--status)" if besides else ""))
     if not total:
         return
     scanned = min(total, _PATTERN_SCAN)
@@ -107,16 +99,20 @@ def dlq_list(dlq_url: str, limit: int, offset: int, as_json: bool, **given: Any)
           [[name, f"{n:,}", percent(n / scanned)] for name, n in patterns.most_common()])
     rows = [[e.id, one_line(str(e.record_id), 16), e.stage, e.error_class, e.error_type,
              one_line(e.error_message, 60), str(len(e.attempts)), e.last_failed_at[:19]]
+            + ([e.status] if status != DEFAULT_STATUS else [])
             for e in entries]
     shown = f"{offset + 1}-{offset + len(entries)}" if entries else "none"
     headers = ["id", "record", "stage", "class", "error", "message", "tries", "last failed (UTC)"]
+    if status != DEFAULT_STATUS:
+        headers.append("status")
     if is_tty(sys.stdout):
         _entries_table(f"Entries {shown} of {total:,}:", headers, rows)
     else:
         table(f"Entries {shown} of {total:,}:", headers, rows)
     more = f"more: --offset {offset + len(entries)}   " if offset + len(entries) < total else ""
     if entries:
-        click.echo(f"{more}details: batchguard dlq show {entries[0].id}{url_flag('--dlq', dlq_url)}")
+        click.echo(f"{more}details: batchguard dlq show {entries[0].id}{url_flag('--dlq', dlq_url)}   "
+                   f"triage: batchguard dlq review{url_flag('--dlq', dlq_url)}")
     elif more:
         click.echo(more.rstrip())
 
@@ -138,56 +134,22 @@ def _entries_table(title: str, headers: list[str], rows: list[list[str]]) -> Non
     console().print(shown)
 
 
-_SHOWN_MATCHES: Final = 5
-"""How many of the entries an ambiguous id prefix matches ``dlq show`` names."""
-
-
-def _find(queue: DeadLetterQueue, wanted: str) -> DeadLetter:
-    """The entry with id ``wanted``, or the only one whose id starts with it (4+ characters).
-
-    Whitespace around it (copied from a table) is ignored; an ambiguous prefix names the first
-    entries it matches, an unknown id says where the ids are listed."""
-    wanted = wanted.strip()
-    entry = queue.get(wanted)
-    if entry is not None:
-        return entry
-    if len(wanted) < 4:
-        raise CannotStart(f"no dead letter with id {wanted!r} (give at least 4 characters of an id "
-                          "as `batchguard dlq list` prints it)")
-    found: list[str] = []
-    offset = 0
-    while True:
-        page = queue.list(limit=1000, offset=offset)
-        if not page:
-            break
-        found += [e.id for e in page if e.id.startswith(wanted)]
-        offset += len(page)
-    if len(found) == 1:
-        entry = queue.get(found[0])
-        if entry is not None:
-            return entry
-    if len(found) > 1:
-        named = ", ".join(found[:_SHOWN_MATCHES]) + (", ..." if len(found) > _SHOWN_MATCHES else "")
-        raise CannotStart(f"id prefix {wanted!r} matches {len(found):,} dead letters ({named}); "
-                          "give the whole id, as `batchguard dlq list` prints it")
-    raise CannotStart(f"no dead letter with id {wanted!r} in this queue: `batchguard dlq list` "
-                      "prints the ids (with --dlq URL for a queue other than the default)")
-
-
 @dlq.command("show", short_help="One dead letter in full, with its attempts.")
 @click.argument("entry_id", metavar="ID")
 @dlq_option()
 def dlq_show(entry_id: str, dlq_url: str) -> None:
     """One dead letter in full: error, attempt history, payload, traceback (ID or a unique prefix)."""
     with open_queue(dlq_url) as queue:
-        entry = _find(queue, entry_id)
+        entry = find_entry(queue, entry_id)
     lines = [
         f"ID:            {entry.id}",
         f"Record:        {entry.record_id!r} (index {entry.record_index}, batch {entry.batch_index})",
         f"Run:           {entry.run_id}" + (f"   Job: {entry.job_id}" if entry.job_id else ""),
         f"Stage:         {entry.stage}",
         f"Error class:   {entry.error_class}",
+        f"Status:        {_status_line(entry)}",
         f"Error:         {entry.error_type}: {entry.error_message}",
+        *([f"HTTP status:   {entry.http_status}"] if entry.http_status is not None else []),
         *_first_error_line(entry),
         f"First failed:  {entry.first_failed_at}",
         f"Last failed:   {entry.last_failed_at}",
@@ -201,15 +163,19 @@ def dlq_show(entry_id: str, dlq_url: str) -> None:
     lines += [f"Payload ({entry.payload_encoding}):", *("  " + line for line in payload.splitlines())]
     if entry.traceback:
         lines += ["Traceback:", *("  " + line for line in entry.traceback.rstrip().splitlines())]
-    replay_it = (f"  replay:  batchguard dlq retry --fn MODULE:CALLABLE --error-type {entry.error_type}"
-                 f"{url_flag('--dlq', dlq_url)}")
-    if is_unparsed_line(entry):
-        replay_it = ("  fix:     the payload is an input line that did not parse: correct it in the "
-                     "input and run that line again (dlq retry skips such entries unless given "
-                     "--include-parse-errors, which feeds --fn the raw text)")
-    lines += ["Actions:", replay_it,
-              f"  remove:  batchguard dlq remove {entry.id}{url_flag('--dlq', dlq_url)}"]
+    if entry.history:
+        lines.append("Status history:")
+        lines += [f"  - {c.at}: {c.status} by {c.by or '?'}" + (f": {c.reason}" if c.reason else "")
+                  for c in entry.history]
+    lines += ["Actions:", *("  " + action for action in actions(entry, dlq_url, fn=None))]
     click.echo("\n".join(lines))
+
+
+def _status_line(entry: DeadLetter) -> str:
+    if entry.status_at is None:
+        return entry.status
+    return (f"{entry.status} (by {entry.status_by or '?'} at {entry.status_at}"
+            + (f": {entry.status_reason}" if entry.status_reason else "") + ")")
 
 
 def _first_error_line(entry: DeadLetter) -> list[str]:
@@ -225,18 +191,20 @@ def _first_error_line(entry: DeadLetter) -> list[str]:
 @dlq.command("count")
 @dlq_option()
 @filter_options
-def dlq_count(dlq_url: str, **given: Any) -> None:
-    """How many dead letters match the filters."""
+@status_option()
+def dlq_count(dlq_url: str, status: str, **given: Any) -> None:
+    """How many dead letters match the filters and --status."""
     with open_queue(dlq_url) as queue:
-        click.echo(str(queue.count(**filters(**given))))
+        click.echo(str(queue.count(status=status, **filters(**given))))
 
 
 @dlq.command("export")
 @click.argument("path", type=click.Path(dir_okay=False, writable=True, allow_dash=True))
 @dlq_option()
 @filter_options
+@status_option()
 @click.option("--force", is_flag=True, help="Replace PATH if it exists (never the queue's own file).")
-def dlq_export(path: str, dlq_url: str, force: bool, **given: Any) -> None:
+def dlq_export(path: str, dlq_url: str, status: str, force: bool, **given: Any) -> None:
     """Write the matching dead letters to PATH as JSON lines (- for stdout).
 
     An existing PATH is replaced only with --force, and never when it is the queue's own file
@@ -245,31 +213,35 @@ def dlq_export(path: str, dlq_url: str, force: bool, **given: Any) -> None:
     to_stdout = path == "-"
     with open_queue(dlq_url) as queue:
         try:
-            written = queue.export(sys.stdout if to_stdout else path, overwrite=force, **filters(**given))
+            written = queue.export(sys.stdout if to_stdout else path, overwrite=force, status=status,
+                                   **filters(**given))
         except DLQError as exc:
             raise CannotStart(str(exc)) from None
         except OSError as exc:
             raise CannotStart(f"cannot write {path}: {exc.strerror or exc}") from None
     # With -, stdout holds the entries only: the tally goes to stderr.
-    click.echo(f"exported {written:,} dead letters to {'stdout' if to_stdout else path}", err=to_stdout)
+    noun = "dead letters" if status == ALL else f"{status} dead letters"
+    click.echo(f"exported {written:,} {noun} to {'stdout' if to_stdout else path}", err=to_stdout)
 
 
 @dlq.command("remove", short_help="Remove dead letters by ID or filter.")
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @dlq_option()
 @filter_options
+@status_option(ALL, "With filters or --all: only entries with this status.")
 @click.option("--all", "remove_all", is_flag=True, help="Remove every entry (when no ID or filter is given).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-def dlq_remove(ids: tuple[str, ...], dlq_url: str, remove_all: bool, yes: bool, **given: Any) -> None:
-    """Remove dead letters: the given IDs, or every entry matching the filters."""
+def dlq_remove(ids: tuple[str, ...], dlq_url: str, status: str, remove_all: bool, yes: bool, **given: Any) -> None:
+    """Remove dead letters for good: the given IDs, or every entry matching the filters and
+    --status. To set an entry aside and keep it for the audit trail, `dlq skip` it instead."""
     selected = filters(**given)
-    if not ids and not selected and not remove_all:
-        raise click.UsageError("give IDs or filters, or --all to remove every dead letter")
+    if not ids and not selected and not remove_all and status == ALL:
+        raise click.UsageError("give IDs, filters or --status, or --all to remove every dead letter")
     with open_queue(dlq_url) as queue:
         if ids:
-            targets = [_find(queue, i).id for i in ids]
+            targets = [e.id for e in find_entries(queue, ids)]
         else:
-            targets = [e.id for e in queue.list(**selected)]
+            targets = [e.id for e in queue.iter(status=status, **selected)]
         if not targets:
             click.echo("nothing to remove")
             return
@@ -281,10 +253,13 @@ def dlq_remove(ids: tuple[str, ...], dlq_url: str, remove_all: bool, yes: bool, 
     click.echo(f"removed {removed:,} dead letters")
 
 
-@dlq.command("retry", short_help="Replay dead letters through a fixed --fn.")
+@dlq.command("retry", short_help="Replay dead letters (by ID or filter) through a fixed --fn.")
+@click.argument("ids", nargs=-1, metavar="[ID]...")
 @click.option("--fn", "fn_spec", required=True, metavar="MODULE:CALLABLE", help="The (fixed) callback.")
 @dlq_option()
 @filter_options
+@status_option(help_text="Replay entries with this status (all: resolved and replayed ones too).")
+@click.option("--by", metavar="NAME", help="Who marks the entries replayed [default: the OS user].")
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--base-delay", type=click.FloatRange(min=0.0), default=1.0, show_default=True, metavar="S")
@@ -298,27 +273,33 @@ def dlq_remove(ids: tuple[str, ...], dlq_url: str, remove_all: bool, yes: bool, 
               help="Also feed --fn the raw text of input lines that did not parse "
                    "(InputParseError entries), which are left in the queue by default.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
-def dlq_retry(fn_spec: str, dlq_url: str, concurrency: int, max_attempts: int, base_delay: float,
-              store_url: str | None, allow_pickle: bool, include_parse_errors: bool, quiet: bool,
-              **given: Any) -> None:
-    """Replay the matching dead letters through --fn: successes leave the queue, failures stay
-    with their attempt history extended. Entries of a job move from its failed total to its
-    succeeded total as they leave (give --store when the job's store is not the DLQ's database).
+def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by: str | None, concurrency: int,
+              max_attempts: int, base_delay: float, store_url: str | None, allow_pickle: bool,
+              include_parse_errors: bool, quiet: bool, **given: Any) -> None:
+    """Replay dead letters through --fn: the IDs given, or the entries matching the filters
+    (every open entry without any). Successes are marked replayed (they stay, for the audit
+    trail, out of the open view); failures stay open with their attempt history extended.
+    Entries of a job move from its failed total to its succeeded total (give --store when the
+    job's store is not the DLQ's database).
 
     Input lines that did not parse (InputParseError) hold raw text, not a record: they stay in
     the queue, counted, unless --include-parse-errors is given."""
+    selected = filters(**given)
+    if ids and selected:
+        raise click.UsageError("give IDs or filters (--error-type, --job, ...), not both")
     fn = load_callable(fn_spec)
     retry = retry_policy(max_attempts, base_delay)
     view = ProgressView(title="replay", quiet=quiet)
     refused: PickleNotAllowedError | None = None
     with open_queue(dlq_url) as queue, warnings.catch_warnings():
+        named = [e.id for e in find_entries(queue, ids)] if ids else None
         warnings.simplefilter("ignore")  # the not-replayable count is printed below instead
         try:
             with view.running():
                 report = replay(queue, fn, concurrency=concurrency, retry=retry,
                                 on_progress=None if quiet else view, store=store_url,
                                 allow_pickle=allow_pickle, include_parse_errors=include_parse_errors,
-                                **filters(**given))
+                                ids=named, status=status, by=by, **selected)
         except PickleNotAllowedError as exc:
             refused = exc  # the others were replayed: their report first, then why these were not
             report = exc.report
@@ -328,8 +309,8 @@ def dlq_retry(fn_spec: str, dlq_url: str, concurrency: int, max_attempts: int, b
         except (ConfigError, JobStoreUnavailableError) as exc:
             cannot_start(exc)
     print_report(report, dlq_url=dlq_url)
-    click.echo(f"{report.removed:,} dead letters succeeded and left the queue; {report.kept:,} failed "
-               f"again and stay (attempt history extended)"
+    click.echo(f"{report.replayed:,} dead letters succeeded and are marked replayed; {report.kept:,} "
+               f"failed again and stay open (attempt history extended)"
                + (f"; {report.not_replayable:,} are stored as repr and cannot be replayed"
                   if report.not_replayable else "")
                + (f"; {report.parse_skipped:,} hold input lines that did not parse (InputParseError) "
@@ -343,6 +324,36 @@ def dlq_retry(fn_spec: str, dlq_url: str, concurrency: int, max_attempts: int, b
                    "writer of it, run again with --allow-pickle.", err=True)
     left = report.not_replayable or report.parse_skipped or refused is not None
     sys.exit(EXIT_OK if report.status == "complete" and not left else EXIT_INCOMPLETE)
+
+
+@dlq.command("skip", short_help="Resolve dead letters on purpose, with a reason.")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--reason", required=True, metavar="TEXT",
+              help="Why they are skipped: kept in each entry's history for whoever reads it next.")
+@click.option("--by", metavar="NAME", help="Who skips them [default: the OS user].")
+@dlq_option()
+def dlq_skip(ids: tuple[str, ...], reason: str, by: str | None, dlq_url: str) -> None:
+    """Skip dead letters on purpose: their status becomes resolved, with --reason, who and when.
+
+    They stay in the queue (`dlq list --status resolved`, `dlq show ID`), out of the open view
+    that review, list and retry work on. Every ID (or unique prefix) must name an entry, else
+    nothing changes (exit 2)."""
+    if not reason.strip():
+        raise click.BadParameter("give a reason: it is what the next person reading the entry learns",
+                                 param_hint="'--reason'")
+    with open_queue(dlq_url) as queue:
+        entries = find_entries(queue, ids)
+        try:
+            changed = queue.resolve([e.id for e in entries], reason, by=by)
+        except (DeadLetterNotFoundError, ConfigError) as exc:  # removed since they were found
+            cannot_start(exc)
+        left = queue.count()
+    already = sum(1 for e in entries if e.status == "resolved")
+    click.echo(f"skipped {changed:,} dead letter{'' if changed == 1 else 's'} (status resolved: {reason.strip()})"
+               + (f"; {already:,} of them were resolved already, their reason is updated" if already else "")
+               + f"; {left:,} open entries left")
+    if left:
+        click.echo(f"next: batchguard dlq review{url_flag('--dlq', dlq_url)}")
 
 
 def _show_replayed_jobs(names: tuple[str, ...], store_url: str) -> None:

@@ -1,0 +1,107 @@
+"""What the ``dlq`` commands share: opening the queue ``--dlq`` names, finding entries by the ids
+a person copied, and the ``--status`` option."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final, TypeVar
+
+import click
+
+from .._urls import redact
+from ..dlq.base import STATUSES, DeadLetter, DeadLetterQueue
+from ..dlq.status import ALL
+from ..dlq.urls import open_dlq
+from ..errors import ConfigError, DLQUnavailableError
+from .options import CannotStart, cannot_start, file_of
+
+__all__ = ["find_entries", "find_entry", "open_queue", "status_option"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+SHOWN_MATCHES: Final = 5
+"""How many of the entries an ambiguous id prefix matches a message names."""
+_MIN_PREFIX: Final = 4
+
+
+def status_option(default: str = "open", help_text: str | None = None) -> Callable[[_F], _F]:
+    """The ``--status open|resolved|replayed|all`` option."""
+    return click.option("--status", type=click.Choice([*STATUSES, ALL]), default=default, show_default=True,
+                        help=help_text or "Entries with this triage status (all: every entry).")
+
+
+def _open(url: str) -> DeadLetterQueue:
+    path = file_of(url)
+    if path is not None and not path.exists():
+        raise CannotStart(f"no dead-letter queue at {path} (from {redact(url)}): the file does not exist")
+    try:
+        return open_dlq(url)
+    except (ConfigError, DLQUnavailableError, TypeError, ModuleNotFoundError) as exc:
+        cannot_start(exc)
+
+
+@contextlib.contextmanager
+def open_queue(url: str) -> Iterator[DeadLetterQueue]:
+    """The existing DLQ at ``url`` (exit 2 when there is none), closed on leaving."""
+    queue = _open(url)
+    try:
+        yield queue
+    finally:
+        queue.close()
+
+
+def _prefixed(queue: DeadLetterQueue, prefix: str) -> list[str]:
+    # Every status: a resolved entry is shown, retried and reopened by its id like any other.
+    return [entry.id for entry in queue.iter(status=ALL) if entry.id.startswith(prefix)]
+
+
+def _lookup(queue: DeadLetterQueue, wanted: str) -> DeadLetter | str:
+    """The entry ``wanted`` names (its id, or a unique prefix of 4+ characters), else why not."""
+    entry = queue.get(wanted)
+    if entry is not None:
+        return entry
+    if len(wanted) < _MIN_PREFIX:
+        return (f"no dead letter with id {wanted!r} (give at least {_MIN_PREFIX} characters of an id as "
+                "`batchguard dlq list` prints it)")
+    found = _prefixed(queue, wanted)
+    if len(found) == 1:
+        entry = queue.get(found[0])
+        if entry is not None:
+            return entry
+    if len(found) > 1:
+        named = ", ".join(found[:SHOWN_MATCHES]) + (", ..." if len(found) > SHOWN_MATCHES else "")
+        return (f"id prefix {wanted!r} matches {len(found):,} dead letters ({named}); give the whole id, "
+                "as `batchguard dlq list` prints it")
+    return (f"no dead letter with id {wanted!r} in this queue: `batchguard dlq list --status all` prints "
+            "the ids (with --dlq URL for a queue other than the default)")
+
+
+def find_entry(queue: DeadLetterQueue, wanted: str) -> DeadLetter:
+    """The entry with id ``wanted``, or the only one whose id starts with it (4+ characters).
+
+    Whitespace around it (copied from a table) is ignored; an ambiguous prefix names the first
+    entries it matches, an unknown id says where the ids are listed (exit 2)."""
+    found = _lookup(queue, wanted.strip())
+    if isinstance(found, str):
+        raise CannotStart(found)
+    return found
+
+
+def find_entries(queue: DeadLetterQueue, wanted: Iterable[str]) -> list[DeadLetter]:
+    """The entries the ids (or unique prefixes) name, without repeats; when any names none, exit
+    2 naming every one of them, so a typo among twenty ids costs one try, and nothing changes."""
+    entries: dict[str, DeadLetter] = {}
+    problems: list[str] = []
+    for given in wanted:
+        found = _lookup(queue, given.strip())
+        if isinstance(found, str):
+            problems.append(found)
+        else:
+            entries.setdefault(found.id, found)
+    if problems:
+        shown = problems[:SHOWN_MATCHES] + ([f"... and {len(problems) - SHOWN_MATCHES:,} more"]
+                                            if len(problems) > SHOWN_MATCHES else [])
+        raise CannotStart("nothing was changed: " + ("; ".join(shown) if len(problems) == 1
+                                                      else "\n  " + "\n  ".join(shown)))
+    return list(entries.values())
