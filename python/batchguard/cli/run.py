@@ -17,6 +17,7 @@ from .._run.plan import close_opened_dlq, make_plan
 from .._urls import redact
 from ..errors import BatchguardError, ConfigError, DLQUnavailableError, InputError, JobError, JobStoreUnavailableError
 from ..jobs import job_status, run_job
+from ..validation.run import finish_full, guard_full
 from .callables import load_callable, portable_spec
 from .options import (
     DEFAULT_URL,
@@ -28,6 +29,7 @@ from .options import (
     dlq_option,
     url_flag,
 )
+from .phases import Phase, phase_of, phase_options, print_validation, run_phase
 from .progress import ProgressView
 from .report import print_report, report_json, report_json_option, write_report_json
 from .settings import EngineSettings, apply_config, engine_options, settings_of
@@ -47,11 +49,13 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                 dlq_url: str | None, job: str | None, store_url: str | None, batch_size: int,
                 concurrency: int, max_attempts: int, base_delay: float, force: bool,
                 quiet: bool, title: str = "batchguard", settings: EngineSettings | None = None,
-                as_json: bool = False, report_json_path: str | None = None) -> int:
+                as_json: bool = False, report_json_path: str | None = None,
+                phase: Phase | None = None) -> int:
     """Run ``fn`` over ``source`` (as a job when ``job`` is given); print the report; exit code.
 
     ``as_json``: the report (and the job's state, under ``"job"``) as one JSON document on stdout.
     ``report_json_path``: that document written to a file too (checked before the run).
+    ``phase``: a full run's ``--validate`` (blocked records dead-lettered, never run).
     """
     view = ProgressView(title=title, quiet=quiet, concurrency=concurrency)
     effective_dlq = dlq_url if dlq_url is not None else (None if job else DEFAULT_URL)
@@ -59,9 +63,11 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     try:
         plan = make_plan(source, guard_parse_errors(fn), batch_size=batch_size, concurrency=concurrency,
                          retry=settings.retry(max_attempts, base_delay), dlq=effective_dlq,
-                         on_progress=None if quiet else view, **settings.plan_kwargs())
+                         on_progress=None if quiet else view,
+                         validate=None if phase is None else phase.check_for_input(), **settings.plan_kwargs())
     except (ConfigError, DLQUnavailableError, TypeError, ModuleNotFoundError) as exc:
         cannot_start(exc)
+    plan, tally = guard_full(plan)
     try:
         with view.running():
             if job is None:
@@ -75,8 +81,12 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                     "batch_size": batch_size, "concurrency": concurrency,
                     "max_attempts": max_attempts, "base_delay": base_delay,
                     "engine": settings.saved(),
+                    # a resume checks the records as this run does (cli.phases.saved_phase)
+                    "validate": None if phase is None or phase.validate_spec is None
+                    else portable_spec(phase.validate_spec),
                 }}
                 report = run_job(plan, job=job, store=store_url, force=force, meta=meta)
+            report = finish_full(report, tally)
     except KeyboardInterrupt:
         click.echo("\n" + _interrupted(job, store_url, dlq_url), err=True)
         return EXIT_INTERRUPTED
@@ -90,6 +100,8 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     shown_dlq = effective_dlq if effective_dlq is not None else (store_url or DEFAULT_URL)
     if as_json or report_json_path is not None:
         data = report_json(report, dlq_url=shown_dlq, job_store=store_url, fn_spec=fn_spec)
+        if report.validation is not None:
+            data["validation"] = report.validation.to_dict()
         if job is not None:
             data["job"] = job_status(job, store=store_url).to_dict()
         if report_json_path is not None:
@@ -110,6 +122,7 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                    f"{state.finished_at}): nothing to do; --force runs it again from scratch.")
         return EXIT_OK
     print_report(report, dlq_url=shown_dlq, job_store=store_url, fn_spec=fn_spec)
+    print_validation(report.validation)
     if job is not None:
         state = job_status(job, store=store_url)
         click.echo(f"Job {job!r}: {state.status}, {state.batches_done}"
@@ -165,19 +178,23 @@ def _interrupted(job: str | None, store_url: str | None, dlq_url: str | None) ->
 @click.option("--json", "as_json", is_flag=True,
               help="Print the final report as JSON on stdout (progress stays on stderr).")
 @report_json_option
+@phase_options
 @engine_options
 @click.pass_context
 def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | None, job: str | None,
         store_url: str | None, batch_size: int, concurrency: int, max_attempts: int, base_delay: float,
         fmt: str | None, force: bool, quiet: bool, as_json: bool, report_json_path: str | None,
-        config_path: str | None, **engine: Any) -> None:
+        config_path: str | None, validate: str | None, mode: str, sample_count: int,
+        sample_key: str | None, **engine: Any) -> None:
     """Run --fn over every record of INPUT (JSON lines, CSV, a JSON array; - for stdin).
 
     A line that does not parse is dead-lettered with a parse error and the run goes on.
     Engine options (--timeout, --rate-limit, --breaker, ...) can also come from --config FILE.toml.
     """
     given: dict[str, Any] = {"batch_size": batch_size, "concurrency": concurrency,
-                             "max_attempts": max_attempts, "base_delay": base_delay, **engine}
+                             "max_attempts": max_attempts, "base_delay": base_delay, **engine,
+                             "validate": validate, "mode": mode, "sample_count": sample_count,
+                             "sample_key": sample_key}
     apply_config(ctx, given, config_path)
     batch_size, concurrency = given["batch_size"], given["concurrency"]
     max_attempts, base_delay = given["max_attempts"], given["base_delay"]
@@ -187,11 +204,16 @@ def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | Non
         raise click.UsageError("--store is only used with --job NAME")
     if force and job is None:
         raise click.UsageError("--force is only used with --job NAME")
+    phase = phase_of(given)
     source = open_source(input_path, fmt)
     fn = load_callable(fn_spec)
+    if phase.mode != "full":
+        sys.exit(run_phase(ctx, source=source, fn=fn, phase=phase, batch_size=batch_size,
+                           concurrency=concurrency, max_attempts=max_attempts, base_delay=base_delay,
+                           settings=settings, quiet=quiet, as_json=as_json))
     code = execute_run(source=source, fn=fn, fn_spec=fn_spec, dlq_url=dlq_url, job=job,
                        store_url=(store_url or DEFAULT_URL) if job else None, batch_size=batch_size,
                        concurrency=concurrency, max_attempts=max_attempts, base_delay=base_delay,
                        force=force, quiet=quiet, settings=settings, as_json=as_json,
-                       report_json_path=report_json_path)
+                       report_json_path=report_json_path, phase=phase)
     sys.exit(code)
