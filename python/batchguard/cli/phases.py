@@ -188,7 +188,7 @@ def run_phase(ctx: click.Context, *, source: RecordSource | StreamSource, fn: Ca
               phase: Phase, batch_size: int, concurrency: int, max_attempts: int, base_delay: float,
               settings: EngineSettings, quiet: bool, as_json: bool) -> int:
     """Run a dry-run or a sample, print its screen; the exit code."""
-    view = ProgressView(title=f"batchguard {phase.mode}", quiet=quiet)
+    view = ProgressView(title="batchguard", quiet=quiet, mode=phase.mode, concurrency=concurrency)
     plan = _plan(source, fn, phase, batch_size=batch_size, concurrency=concurrency,
                  max_attempts=max_attempts, base_delay=base_delay, settings=settings,
                  view=None if quiet else view)

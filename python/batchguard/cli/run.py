@@ -57,7 +57,7 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     ``report_json_path``: that document written to a file too (checked before the run).
     ``phase``: a full run's ``--validate`` (blocked records dead-lettered, never run).
     """
-    view = ProgressView(title=title, quiet=quiet, concurrency=concurrency)
+    view = ProgressView(title=title, quiet=quiet, mode="full", concurrency=concurrency)
     effective_dlq = dlq_url if dlq_url is not None else (None if job else DEFAULT_URL)
     settings = settings or EngineSettings()
     try:
