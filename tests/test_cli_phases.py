@@ -221,6 +221,9 @@ def test_on_a_terminal_the_screen_is_rich_and_shows_text_as_it_is(workdir: Path,
     assert result.exit_code == 1, result.output
     assert "1. Item ID: [bold]x[/]" in result.stdout
     assert "invalid email address '[/items] no at'" in result.stdout
+    # a command is never broken over lines by rich (the terminal wraps it softly): it copies whole
+    command = step(result.stdout, "Proceed to sample mode:")
+    assert command[-2:] == ["--mode", "sample"] and len(shlex.join(command)) > 80
 
 
 def test_a_job_started_with_validate_saves_it_for_its_resume(demo_data: Path, workdir: Path) -> None:

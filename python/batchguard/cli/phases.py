@@ -214,7 +214,9 @@ def run_phase(ctx: click.Context, *, source: RecordSource | StreamSource, fn: Ca
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
     elif is_tty(sys.stdout):
-        console().print(_rich(result))
+        # soft_wrap: the terminal wraps long lines, rich inserts no line break, so a NEXT STEPS
+        # command copied off the screen is the command
+        console().print(_rich(result), soft_wrap=True)
     else:
         click.echo(result.summary())
     return EXIT_OK if result.ok else EXIT_INCOMPLETE
