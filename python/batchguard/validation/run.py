@@ -283,9 +283,12 @@ async def asample(plan: Plan) -> SampleReport:
 # --- full run with validate ------------------------------------------------------------------
 
 class _Tally:
-    """A full run's validation counts. A record whose ``fn`` call raised may be retried: it is
-    kept (by identity, with its verdict) until its next call, so a retry is neither checked nor
-    counted again."""
+    """A full run's validation counts. A warned record whose ``fn`` call raised may be retried:
+    it is kept (by identity, with its verdict) until its next call, so a retry is neither
+    checked nor counted again. What that costs: one reference per warned record whose last call
+    failed, until the run ends; and the same object passed twice in one input, warned both times,
+    after its first pass failed for good, is taken for a retry (counted once), since a retry and
+    a repeat are the same call ``fn(record)``."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
