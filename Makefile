@@ -3,6 +3,7 @@
 #
 #   make build   install the package in place (pip install -e ., a maturin release build)
 #   make test    install deps + servers, then cargo tests, the stub check, pytest and the linters
+#   make wheel   manylinux2014 wheel for this interpreter, stripped, in dist/ (maturin --zig)
 #   make bench   every benchmark in benches/ (release build; BENCH_QUICK=1: smoke sizes)
 #   make lint    clippy, rustfmt, mypy, ruff and the stub check
 #   make demo    the `batchguard demo` walkthrough
@@ -45,7 +46,7 @@ define run_all
 	printf '\n==> make $@: all steps passed (%s)\n' "$(1)"
 endef
 
-.PHONY: help build deps services toolchain test cargo-test stubtest pytest bench lint clippy fmt mypy ruff demo clean
+.PHONY: help build deps services toolchain test cargo-test stubtest pytest wheel wheel-smoke bench lint clippy fmt mypy ruff demo clean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -82,7 +83,7 @@ LINT_STEPS := clippy fmt mypy ruff
 TEST_LINT_STEPS ?= $(LINT_STEPS)
 
 test: deps services
-	$(call run_all,cargo-test stubtest pytest $(TEST_LINT_STEPS))
+	$(call run_all,cargo-test stubtest pytest wheel-smoke $(TEST_LINT_STEPS))
 
 # The build is not timed; the run is: libtest has no per-test timeout, and a test stuck in a
 # loop would otherwise hold CI until its own limit.
@@ -107,6 +108,31 @@ pytest:
 	$(PYTHON) -m pytest $(PYTEST_ARGS) || { rc=$$?; \
 	    if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests (exit 5): a run that tests nothing fails" >&2; fi; \
 	    exit $$rc; }
+
+# ---------------------------------------------------------------------------------- wheels
+
+# A wheel pip accepts on any x86_64 Linux with glibc >= 2.17 (manylinux2014), so a user elsewhere
+# needs no Rust toolchain: zig (ziglang from PyPI, pinned: maturin drives it as a linker) links
+# against glibc 2.17's symbols whatever this machine's glibc is, maturin checks the result
+# against the policy, and --strip drops the symbol table. It builds in target/wheel: the zig
+# linker and --strip would otherwise invalidate the `pip install -e .` build in target/.
+# WHEEL_POLICY=manylinux_2_28 (say) picks another policy.
+WHEEL_POLICY ?= manylinux2014
+WHEEL_TOOLS := "maturin>=1.7,<2" "ziglang==0.17.1"
+
+wheel: toolchain
+	$(call step,wheel: maturin build --release --strip --zig --compatibility $(WHEEL_POLICY) for $(PY_EXE))
+	$(PIP) install --quiet $(WHEEL_TOOLS)
+	rm -f dist/batchguard-*.whl
+	CARGO_TARGET_DIR=target/wheel $(PYTHON) -m maturin build --release --strip --zig \
+	    --compatibility $(WHEEL_POLICY) --interpreter "$(PY_EXE)" --out dist
+	@ls -l dist/batchguard-*.whl
+
+# CI's check of the wheel: auditwheel agrees with its tag, it is stripped, and tests/smoke passes
+# against it in a fresh virtualenv, run from outside the checkout (.ci/wheel-smoke.sh).
+wheel-smoke: wheel
+	$(call step,wheel-smoke: auditwheel + strip check + tests/smoke in a fresh venv)
+	bash .ci/wheel-smoke.sh "$(PY_EXE)"
 
 # ---------------------------------------------------------------------------------- the rest
 
