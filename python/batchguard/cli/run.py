@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .._inputs import FORMATS, RecordSource, StreamSource, guard_parse_errors, open_input
+from .._inputs import FORMATS, RecordSource, StreamSource, open_input
 from .._run.execute import execute
 from .._run.plan import close_opened_dlq, make_plan
 from .._urls import redact
@@ -19,11 +19,14 @@ from ..errors import BatchguardError, ConfigError, DLQUnavailableError, InputErr
 from ..jobs import job_status, run_job
 from ..validation.run import finish_full, guard_full
 from .callables import load_callable, portable_spec
+from .job_ending import job_ending
 from .options import (
     DEFAULT_URL,
     EXIT_INCOMPLETE,
-    EXIT_INTERRUPTED,
     EXIT_OK,
+    Interrupted,
+    JsonErrorsCommand,
+    RunFailed,
     absolute_url,
     cannot_start,
     dlq_option,
@@ -61,7 +64,7 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     effective_dlq = dlq_url if dlq_url is not None else (None if job else DEFAULT_URL)
     settings = settings or EngineSettings()
     try:
-        plan = make_plan(source, guard_parse_errors(fn), batch_size=batch_size, concurrency=concurrency,
+        plan = make_plan(source, settings.guarded(fn), batch_size=batch_size, concurrency=concurrency,
                          retry=settings.retry(max_attempts, base_delay), dlq=effective_dlq,
                          on_progress=None if quiet else view,
                          validate=None if phase is None else phase.check_for_input(), **settings.plan_kwargs())
@@ -88,22 +91,23 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                 report = run_job(plan, job=job, store=store_url, force=force, meta=meta)
             report = finish_full(report, tally)
     except KeyboardInterrupt:
-        click.echo("\n" + _interrupted(job, store_url, dlq_url), err=True)
-        return EXIT_INTERRUPTED
+        raise Interrupted(*_interrupted(job, store_url, dlq_url)) from None
     except (ConfigError, JobError, JobStoreUnavailableError, DLQUnavailableError) as exc:
         cannot_start(exc)
     except BatchguardError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        return EXIT_INCOMPLETE
+        raise RunFailed(str(exc)) from None
     finally:
         close_opened_dlq(plan)
     shown_dlq = effective_dlq if effective_dlq is not None else (store_url or DEFAULT_URL)
+    # A job's run ends with the job as a whole: its open dead letters of earlier runs, its exit code.
+    ending = None if job is None else job_ending(job, report, store_url=store_url or DEFAULT_URL,
+                                                 dlq_url=dlq_url, fn_spec=fn_spec)
     if as_json or report_json_path is not None:
         data = report_json(report, dlq_url=shown_dlq, job_store=store_url, fn_spec=fn_spec)
         if report.validation is not None:
             data["validation"] = report.validation.to_dict()
-        if job is not None:
-            data["job"] = job_status(job, store=store_url).to_dict()
+        if ending is not None:
+            ending.add_to(data)
         if report_json_path is not None:
             try:
                 write_report_json(report_json_path, data)
@@ -112,31 +116,28 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                            err=True)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
-        if job is not None and report.total == 0 and report.skipped_batches:
-            return EXIT_OK
+        if ending is not None:
+            return ending.exit_code
         return EXIT_OK if report.status == "complete" else EXIT_INCOMPLETE
-    if job is not None and report.total == 0 and report.skipped_batches:
-        state = job_status(job, store=store_url)
-        click.echo(f"Job {job!r} is already {state.status} ({state.batches_done} batches, "
-                   f"{state.succeeded:,} succeeded, {state.failed:,} dead-lettered, finished "
-                   f"{state.finished_at}): nothing to do; --force runs it again from scratch.")
-        return EXIT_OK
-    print_report(report, dlq_url=shown_dlq, job_store=store_url, fn_spec=fn_spec)
-    print_validation(report.validation)
-    if job is not None:
-        state = job_status(job, store=store_url)
-        click.echo(f"Job {job!r}: {state.status}, {state.batches_done}"
-                   f"{'/' + str(state.batches_total) if state.batches_total else ''} batches done, "
-                   f"{state.succeeded:,} succeeded, {state.failed:,} dead-lettered in all runs.")
-    return EXIT_OK if report.status == "complete" else EXIT_INCOMPLETE
+    if ending is None:
+        print_report(report, dlq_url=shown_dlq, job_store=store_url, fn_spec=fn_spec)
+        print_validation(report.validation)
+        return EXIT_OK if report.status == "complete" else EXIT_INCOMPLETE
+    if report.total == 0 and report.skipped_batches:
+        click.echo(ending.nothing_to_do())
+    else:
+        ending.print_report(report, dlq_url=shown_dlq, store_url=store_url or DEFAULT_URL, fn_spec=fn_spec)
+        print_validation(report.validation)
+    return ending.exit_code
 
 
-def _interrupted(job: str | None, store_url: str | None, dlq_url: str | None) -> str:
+def _interrupted(job: str | None, store_url: str | None, dlq_url: str | None) -> tuple[str, str | None]:
     """The Ctrl-C message: how many batches the job store holds and the exact command (with a
-    non-default ``--store`` and ``--dlq``, redacted and shell-quoted) that resumes the job."""
+    non-default ``--store`` and ``--dlq``, redacted and shell-quoted) that resumes the job; and
+    that command (None for a run that is not a job)."""
     if job is None:
         return ("interrupted: this run was not a job, so it cannot be resumed (the dead letters of its "
-                "finished batches are kept); run with --job NAME to make a run resumable")
+                "finished batches are kept); run with --job NAME to make a run resumable"), None
     store = store_url or DEFAULT_URL
     try:
         state = job_status(job, store=store)
@@ -148,10 +149,10 @@ def _interrupted(job: str | None, store_url: str | None, dlq_url: str | None) ->
     command = f"batchguard jobs resume {shlex.quote(job)}{url_flag('--store', store)}"
     if dlq_url is not None and absolute_url(dlq_url) != absolute_url(store):
         command += f" --dlq {shlex.quote(redact(dlq_url))}"
-    return f"interrupted: {saved}; resume with: {command}"
+    return f"interrupted: {saved}; resume with: {command}", command
 
 
-@click.command(short_help="Run --fn over the records of INPUT.")
+@click.command(cls=JsonErrorsCommand, short_help="Run --fn over the records of INPUT.")
 @click.argument("input_path", metavar="INPUT")
 @click.option("--fn", "fn_spec", required=True, metavar="MODULE:CALLABLE",
               help="The callback run on each record (the working directory is importable).")
