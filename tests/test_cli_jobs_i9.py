@@ -255,10 +255,63 @@ def test_a_completed_job_with_dead_letters_says_so_when_resumed(fns: Path) -> No
     assert "8 records are dead-lettered" in done.output, done.output
 
 
+def test_a_resume_whose_own_records_all_succeed_names_the_jobs_earlier_dead_letters(fns: Path) -> None:
+    path = skus(fns, 20)
+    first = cli("run", path, "--fn", "i9fns:early_fail", "--job", "k", "--batch-size", "10", "--max-attempts", "1",
+                "--base-delay", "0", "-q", env={"BG_FATAL_AT": "15"})
+    assert first.exit_code == 1
+    assert job_status("k", store="sqlite:///batchguard.db").failed == 2  # 2 and 7, of the done batch 0
+    resumed = cli("jobs", "resume", "k")  # batch 1 reruns, and every record of it succeeds
+    out = resumed.output
+    assert "every record succeeded" not in out, out
+    assert "2 dead-lettered" in out and "batchguard jobs retry-failed k" in out, out
+    assert resumed.exit_code == 1
+
+
 # ---------------------------------------------------------------------------- --bulk
 
 
+def test_bulk_runs_fn_on_lists_and_isolates_the_poison_row_and_the_bad_line(fns: Path) -> None:
+    result = cli("run", skus(fns, 40, bad_line_at=5), "--fn", "i9fns:bulk_fn", "--bulk", "--batch-size", "10",
+                 "--max-attempts", "1", "--base-delay", "0", "-q", "--json")
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    assert (data["total"], data["succeeded"], data["failed"]) == (41, 39, 2)
+    with SqliteDLQ(fns / "batchguard.db") as dlq:
+        errors = sorted(e.error_type for e in dlq.list())
+    assert errors == ["InputParseError", "ValueError"]
+    refused = cli("run", skus(fns, 4), "--fn", "i9fns:bulk_fn", "--bulk", "--key-field", "sku")
+    assert refused.exit_code == 2 and "--bulk" in refused.output
+
+
+def test_bulk_from_config_is_saved_with_the_job_and_resumed(fns: Path) -> None:
+    (fns / "bulk.toml").write_text("bulk = true\nbatch_size = 10\n")
+    result = cli("run", skus(fns, 30), "--fn", "i9fns:bulk_fn", "--config", "bulk.toml", "--job", "b",
+                 "--max-attempts", "1", "--base-delay", "0", "-q")
+    assert result.exit_code == 1, result.output
+    assert job_status("b", store="sqlite:///batchguard.db").config["meta"]["cli"]["engine"]["bulk"] is True
+    bad = (fns / "bad.toml")
+    bad.write_text('bulk = "yes"\n')
+    assert cli("run", skus(fns, 3), "--fn", "i9fns:bulk_fn", "--config", "bad.toml").exit_code == 2
+
+
 # ---------------------------------------------------------------------------- run --json failures
+
+
+def test_run_json_prints_an_error_document_when_the_run_cannot_start(fns: Path) -> None:
+    usage = CliRunner().invoke(main, ["run", skus(fns, 3), "--json"])
+    assert usage.exit_code == 2
+    doc = json.loads(usage.stdout)
+    assert doc["status"] == "error" and doc["error"]["kind"] == "usage" and "--fn" in doc["error"]["message"]
+    assert doc["error"]["exit_code"] == 2
+    assert cli("run", "in.jsonl", "--fn", "i9fns:fixed", "--job", "j", "-q").exit_code == 0
+    conflict = CliRunner().invoke(main, ["run", "in.jsonl", "--fn", "i9fns:fixed", "--job", "j",
+                                         "--batch-size", "7", "--json"])
+    assert conflict.exit_code == 2
+    doc = json.loads(conflict.stdout)
+    assert doc["error"]["kind"] == "cannot_start" and "batch_size=1000" in doc["error"]["message"]
+    missing = CliRunner().invoke(main, ["run", "nope.jsonl", "--fn", "i9fns:fixed", "--json"])
+    assert missing.exit_code == 2 and json.loads(missing.stdout)["error"]["kind"] == "usage"
 
 
 # ---------------------------------------------------------------------------- Ctrl-C, passwords
@@ -318,3 +371,15 @@ def test_a_password_in_the_dlq_and_store_urls_never_reaches_output_or_the_store(
     with psycopg.connect(postgres_url) as conn:
         (config,) = conn.execute(f"SELECT config::text FROM {prefix}jobs WHERE name = 'pw'").fetchone()
     assert secret not in config and "***" in config
+
+
+def test_ctrl_c_with_json_prints_an_error_document_with_the_resume_command(fns: Path) -> None:
+    skus(fns, 200)
+    store = f"sqlite:///{fns / 'jobs.db'}"
+    done = _interrupt([sys.executable, "-m", "batchguard", "run", "in.jsonl", "--fn", "i9fns:sleepy", "--job",
+                       "c", "--store", store, "--batch-size", "10", "-q", "--json"], fns, store, "c")
+    assert done.returncode == 130, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["error"]["kind"] == "interrupted" and doc["error"]["exit_code"] == 130
+    assert doc["error"]["resume"] == f"batchguard jobs resume c --store {store}"
+    assert "resume with: " in done.stderr
