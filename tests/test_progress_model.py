@@ -188,3 +188,43 @@ def test_an_aborted_run_with_total_ends_on_a_final_snapshot_that_says_so() -> No
     last = snaps[-1]
     assert last.final and last.total == 100 and last.percent_complete < 100
     assert [b.pending for s in snaps for b in s.finished] == [0, 4]
+
+
+class _AtItsOwnPace(list[BatchProgress]):
+    """A display that draws at its own pace: one snapshot per 0.1 s is enough for it."""
+
+    progress_every_batch = False
+
+    def __call__(self, progress: BatchProgress) -> None:
+        self.append(progress)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_display_at_its_own_pace_gets_no_snapshot_per_batch_but_every_finished_batch(
+        engine: str, concurrency: int) -> None:
+    """progress_every_batch = False: 2,000 batches of trivial records are not 2,000 snapshots,
+    and each finished batch still comes once, with its stats (the last ones in the final)."""
+    snaps = _AtItsOwnPace()
+    report = run_batches(list(range(20_000)), lambda r: r, batch_size=10, concurrency=concurrency,
+                         engine=engine, on_progress=snaps)
+    assert len(snaps) < 200, len(snaps)
+    assert all(s.batches is not None for s in snaps)
+    _check_snapshots(snaps)
+    assert _rows(b for s in snaps for b in s.finished) == _rows(report.batches)
+    assert snaps[-1].records_processed == 20_000
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_display_at_its_own_pace_still_sees_a_slow_run_move(engine: str) -> None:
+    snaps = _AtItsOwnPace()
+
+    async def fn(r: int) -> int:
+        await asyncio.sleep(0.01)
+        return r
+
+    asyncio.run(arun_batches(list(range(60)), fn, batch_size=5, concurrency=2, engine=engine,
+                             on_progress=snaps))
+    _check_snapshots(snaps)
+    assert len(snaps) >= 3 and any(s.batches for s in snaps)  # 0.3 s of work: about one per 0.1 s
+    assert len({b.batch_index for s in snaps for b in s.finished}) == 12

@@ -109,6 +109,10 @@ class RunRecorder:
                                             elsewhere=sink.entries_stored_elsewhere)
         self._stats: list[_BatchTally] = []
         self.expected_total = expected_total
+        # A display that draws at its own pace (progress_every_batch = False: the CLI's, the
+        # adapters of batchguard.progress) gets a snapshot at most every progress interval,
+        # not one per batch end; the engines read this attribute.
+        self.progress_every_batch = getattr(on_progress, "progress_every_batch", True) is not False
         self._reported = 0  # the batches in self._stats some snapshot already listed as finished
         self.breaker_events: list[tuple[float, str, str]] = []
         self.breaker_state = "closed"
@@ -194,6 +198,8 @@ class RunRecorder:
         if self.on_progress is None:
             return
         c = counters
+        if c.batches is None and not self.progress_every_batch:
+            return  # a batch end between two due snapshots: its stats go out with the next one
         processed = c.succeeded + c.failed
         total = self.total if self.total is not None else self.expected_total
         if total is not None:

@@ -31,6 +31,9 @@ class _Closing:
     """Closes on the final snapshot, or on leaving its ``with`` block."""
 
     closed = False
+    progress_every_batch = False
+    """A snapshot at most every 0.1 s, not one per batch end: the display draws at its own pace
+    (finished batches still come, in each snapshot's ``finished``)."""
 
     def close(self) -> None:
         raise NotImplementedError

@@ -15,7 +15,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use super::classify::NativeClassifier;
 use super::config::Settings;
-use super::events::{deliver, open_batches, progress, summary, wants_progress, RunSummary};
+use super::events::{deliver, open_batches, progress, progress_every_batch, summary, wants_progress, RunSummary};
 use super::ffi::{list_of, strip_traceback};
 use super::run::Prepared;
 use super::wait::{wall_now, MonoClock};
@@ -38,6 +38,8 @@ pub struct AsyncRun {
     next_progress: f64,
     /// The recorder has an `on_progress` callback: only then is the clock read per outcome.
     wants_progress: bool,
+    /// A snapshot at every batch end, or only once one is due (`progress_every_batch`).
+    every_batch: bool,
 }
 
 impl AsyncRun {
@@ -50,9 +52,13 @@ impl AsyncRun {
         let sink = self.sink.bind(py);
         if self.sched.has_events() {
             let events = self.sched.take_events();
-            let batches = open_batches(&self.sched, self.wants_progress);
+            let now = self.sched.clock().now();
+            let due = self.wants_progress && (self.every_batch || now >= self.next_progress);
+            let batches = open_batches(&self.sched, due);
             deliver(py, sink, events, &self.sched.counters(), batches.as_deref())?;
-            self.next_progress = self.sched.clock().now() + self.interval;
+            if due || self.every_batch {
+                self.next_progress = self.sched.clock().now() + self.interval;
+            }
         } else if self.wants_progress && self.sched.clock().now() >= self.next_progress {
             let batches = open_batches(&self.sched, true);
             progress(py, sink, &self.sched.counters(), batches.as_deref())?;
@@ -114,6 +120,7 @@ impl AsyncRun {
             interval,
             next_progress: interval,
             wants_progress: wants_progress(sink)?,
+            every_batch: progress_every_batch(sink)?,
         })
     }
 

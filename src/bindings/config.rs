@@ -11,7 +11,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyInt;
 
-use super::events::wants_progress;
+use super::events::{progress_every_batch, wants_progress};
 use super::exceptions::ConfigError;
 use super::run::Prepared;
 use super::wait::saturating_secs;
@@ -161,6 +161,8 @@ pub(super) struct RunOptions<'py> {
     /// Someone listens to progress (the recorder has an `on_progress` callback): only then
     /// is the clock read between records to report it on time.
     pub(super) wants_progress: bool,
+    /// A snapshot at every batch end (else one at most every `interval`, batch ends included).
+    pub(super) every_batch: bool,
     /// The input's length when known: result storage is sized once.
     pub(super) size_hint: Option<usize>,
     /// The fn takes a list of records (a batch, or a bisected part of one).
@@ -183,6 +185,7 @@ impl<'py> RunOptions<'py> {
             timeout,
             interval: config.progress_interval,
             wants_progress: wants_progress(sink)?,
+            every_batch: progress_every_batch(sink)?,
             size_hint,
             bulk,
         };

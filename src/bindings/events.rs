@@ -472,6 +472,16 @@ pub(super) fn wants_progress(sink: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(optional_attr(sink, intern!(sink.py(), "on_progress"))?.is_none_or(|callback| !callback.is_none()))
 }
 
+/// Does the recorder want a snapshot at every batch end (`progress_every_batch`, true when
+/// absent)? A display that draws at its own pace says no: it then gets one at most every
+/// progress interval, so a run of short batches is not slowed by a snapshot per batch.
+pub(super) fn progress_every_batch(sink: &Bound<'_, PyAny>) -> PyResult<bool> {
+    match optional_attr(sink, intern!(sink.py(), "progress_every_batch"))? {
+        None => Ok(true),
+        Some(value) => value.is_truthy(),
+    }
+}
+
 /// The open batches' counts for a snapshot, when progress is read (`wants`); None otherwise.
 pub(super) fn open_batches(sched: &PyScheduler, wants: bool) -> Option<Vec<BatchCounts>> {
     wants.then(|| sched.open_batches())

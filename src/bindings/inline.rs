@@ -111,9 +111,14 @@ pub(super) fn run_inline<'py>(
             }
             if sched.has_events() {
                 let events = sched.take_events();
-                let batches = open_batches(&sched, wants_progress);
+                // A snapshot goes with the events at every batch end, or (a display that draws
+                // at its own pace) only once one is due.
+                let due = wants_progress && (options.every_batch || clock.now() >= next_progress);
+                let batches = open_batches(&sched, due);
                 deliver(py, sink, events, &sched.counters(), batches.as_deref())?;
-                next_progress = clock.now() + interval;
+                if due || options.every_batch {
+                    next_progress = clock.now() + interval;
+                }
             } else if wants_progress && clock.now() >= next_progress {
                 let batches = open_batches(&sched, true);
                 progress(py, sink, &sched.counters(), batches.as_deref())?;

@@ -206,7 +206,8 @@ fn coordinate<'py>(
             // Decided here, once, so the open batches are counted (under the lock, with the
             // counters) only for a snapshot this turn hands over.
             let due = clock.now() >= next_progress;
-            let batches = open_batches(&st.sched, options.wants_progress && (!undelivered.is_empty() || due));
+            let snapshot = due || (options.every_batch && !undelivered.is_empty());
+            let batches = open_batches(&st.sched, options.wants_progress && snapshot);
             (wants, st.sched.counters(), batches, due, st.live_workers == 0, released, st.version)
         };
         drop(released);
@@ -228,7 +229,9 @@ fn coordinate<'py>(
             }
             if !undelivered.is_empty() {
                 deliver(py, sink, std::mem::take(undelivered), &counters, batches.as_deref())?;
-                next_progress = clock.now() + interval;
+                if due || options.every_batch {
+                    next_progress = clock.now() + interval;
+                }
             } else if due {
                 progress(py, sink, &counters, batches.as_deref())?;
                 next_progress = clock.now() + interval;

@@ -71,13 +71,19 @@ class ReferenceAsyncRun:
 
     def _report(self) -> None:
         scheduler = self._scheduler
-        # With now, the open batches are counted too (only when someone reads progress).
-        now = time.monotonic() if getattr(self._sink, "on_progress", True) is not None else None
+        # With now, the open batches are counted too: only for a snapshot someone reads, at
+        # every batch end or (progress_every_batch false) once one is due.
+        wants = getattr(self._sink, "on_progress", True) is not None
+        every = bool(getattr(self._sink, "progress_every_batch", True))
+        now = time.monotonic()
+        due = now >= self._next_progress
         if scheduler.events:
-            deliver(self._sink, scheduler.events, scheduler.counters(now))
-            self._next_progress = time.monotonic() + self._interval
-        elif time.monotonic() >= self._next_progress:
-            self._sink.progress(scheduler.counters(now))
+            snapshot = wants and (every or due)
+            deliver(self._sink, scheduler.events, scheduler.counters(now if snapshot else None))
+            if due or every:
+                self._next_progress = time.monotonic() + self._interval
+        elif due:
+            self._sink.progress(scheduler.counters(now if wants else None))
             self._next_progress = time.monotonic() + self._interval
 
     def finish(self) -> Scheduler:

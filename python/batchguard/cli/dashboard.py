@@ -170,10 +170,13 @@ def _batch_rows(board: Board, p: BatchProgress, room: int) -> Text:
                   f"{board.done_succeeded:,} succeeded, {board.done_failed:,} failed, "
                   f"{board.done_retries:,} retries", style="green")
     kept = list(board.done)
-    for stats in sorted(kept[len(kept) - done:], key=lambda s: s.batch_index) if done else ():
-        _done_row(rows, stats, p.batch_size)
-    for b in shown_open:
-        _open_row(rows, b, p.batch_size)
+    # In batch order, as a person reads them: a batch can finish before an earlier one.
+    drawn: list[BatchStats | ActiveBatch] = [*(kept[len(kept) - done:] if done else ()), *shown_open]
+    for row in sorted(drawn, key=lambda r: r.batch_index if isinstance(r, BatchStats) else r.index):
+        if isinstance(row, BatchStats):
+            _done_row(rows, row, p.batch_size)
+        else:
+            _open_row(rows, row, p.batch_size)
     if more_open:
         rows.note(f"… {more_open:,} more batches running")
     for index in range(newest + 1, newest + 1 + queued):

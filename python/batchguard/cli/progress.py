@@ -53,6 +53,10 @@ class ProgressView:
     stderr (a test or a benchmark draws to its own).
     """
 
+    progress_every_batch = False
+    """It draws at its own pace: a snapshot at most every 0.1 s is enough (the finished batches
+    come in each one's ``finished``), and a run of short batches is not slowed by one per batch."""
+
     def __init__(self, *, title: str, quiet: bool = False, mode: str | None = None,
                  header: Mapping[str, str] | None = None, concurrency: int | None = None,
                  console: Console | None = None,

@@ -77,6 +77,12 @@ def wants_progress(sink: Any) -> bool:
     return getattr(sink, "on_progress", True) is not None
 
 
+def progress_every_batch(sink: Any) -> bool:
+    """Does the sink want a snapshot at every batch end (``progress_every_batch``, true when
+    absent)? Otherwise one at most every progress interval, batch ends included."""
+    return bool(getattr(sink, "progress_every_batch", True))
+
+
 def _drain(scheduler: Scheduler, sink: Any, now: float | None = None) -> None:
     """Hand the scheduler's events to the sink; ``now`` when the open batches are wanted."""
     # The sink consumes the scheduler's own list, so what an interrupt leaves in it is still
@@ -161,7 +167,7 @@ def _drive_inline(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[An
                   classify: _Classify, sink: Any, clock: Callable[[], float], bulk: bool) -> None:
     interval = scheduler.config.progress_interval
     next_progress = clock() + interval
-    wants = wants_progress(sink)
+    wants, every = wants_progress(sink), progress_every_batch(sink)
     take = _groups_of(scheduler) if bulk else scheduler.next_work
     groups = _bulk_calls(scheduler, fn, classify, clock) if bulk else None
     try:
@@ -186,8 +192,10 @@ def _drive_inline(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[An
                 until = work.until if work.until is not None else now + interval
                 time.sleep(max(0.0, min(until - now, interval)))
             if scheduler.events:
-                _drain(scheduler, sink, clock() if wants else None)
-                next_progress = clock() + interval
+                due = wants and (every or clock() >= next_progress)
+                _drain(scheduler, sink, clock() if due else None)
+                if due or every:
+                    next_progress = clock() + interval
             elif clock() >= next_progress:
                 sink.progress(scheduler.counters(clock() if wants else None))
                 next_progress = clock() + interval
@@ -277,7 +285,7 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
     for thread in threads:
         thread.start()
     next_progress = clock() + interval
-    wants = wants_progress(sink)
+    wants, every = wants_progress(sink), progress_every_batch(sink)
     try:
         while True:
             with lock:
@@ -287,14 +295,17 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                 finished = not any(t.is_alive() for t in threads)
                 if not scheduler.events and not finished and not scheduler.wants_input():
                     changed.wait(interval)
-                counters = (scheduler.counters(clock() if wants else None) if scheduler.events
+                due = clock() >= next_progress
+                snapshot = wants and (every or due)
+                counters = (scheduler.counters(clock() if snapshot else None) if scheduler.events
                             else None)
             if counters is not None:
                 # Out of the lock, the sink consumes the scheduler's list while workers append
                 # to it (each list operation is atomic): an event is only ever removed once it
                 # is handled, so an interrupt here loses none (they are drained at the end).
                 deliver(sink, scheduler.events, counters)
-                next_progress = clock() + interval
+                if due or every:
+                    next_progress = clock() + interval
             elif clock() >= next_progress:
                 with lock:
                     counters = scheduler.counters(clock() if wants else None)
