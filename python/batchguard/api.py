@@ -81,6 +81,12 @@ def run_batches(records: Iterable[Any], fn: Callable[[Any], Any], *, bulk: bool 
     ``bulk=True``, ``fn`` takes a list (a batch) and returns a list of results of the same
     length; when it raises, the batch is bisected until each failing record stands alone.
 
+    ``on_progress(BatchProgress)`` is called at most every 0.1 s, at every batch end (unless the
+    callable's ``progress_every_batch`` is False) and once more when the run ends
+    (``final=True``); :mod:`batchguard.progress` has ready displays. ``total=N`` tells it how
+    many records a generator will yield, for a percentage and an ETA (a wrong one is clamped;
+    the report counts the records actually read; an input with a length ignores it).
+
     With ``job="name"`` (and a ``store``, a URL such as ``"sqlite:///jobs.db"`` or a
     ``JobStore``) the run is a resumable job: every finished batch is checkpointed, and calling
     again with the same name and input resumes where it stopped (``force=True`` reruns a
