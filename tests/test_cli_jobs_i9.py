@@ -57,6 +57,17 @@ def bulk_fn(records):
         raise ValueError("poison row 13 in this call")
     return [r["n"] * 2 for r in records]
 
+def blocked_3(record):
+    from batchguard.validation import ValidationIssue
+    return [ValidationIssue("n", "ends in 3", "fix it")] if record["n"] % 10 == 3 else []
+
+def logged(record):
+    with open("calls.log", "a") as log:
+        print(record["n"], file=log)
+    if record["n"] == int(os.environ.get("BG_FATAL_AT", "-1")):
+        raise MemoryError("simulated out of memory")
+    return record
+
 def sleepy(record):
     time.sleep(0.05)
     return record
@@ -266,6 +277,18 @@ def test_a_resume_whose_own_records_all_succeed_names_the_jobs_earlier_dead_lett
     assert "every record succeeded" not in out, out
     assert "2 dead-lettered" in out and "batchguard jobs retry-failed k" in out, out
     assert resumed.exit_code == 1
+
+
+def test_a_resumed_job_checks_its_records_as_its_first_run_did(fns: Path) -> None:
+    first = cli("run", skus(fns, 40), "--fn", "i9fns:logged", "--validate", "i9fns:blocked_3", "--job", "v",
+                "--batch-size", "10", "--max-attempts", "1", "-q", env={"BG_FATAL_AT": "25"})
+    assert first.exit_code == 1, first.output
+    resumed = cli("jobs", "resume", "v", "-q")
+    assert resumed.exit_code == 1, resumed.output  # the 4 blocked records stay dead-lettered
+    called = [int(n) for n in (fns / "calls.log").read_text().split()]
+    assert not [n for n in called if n % 10 == 3], called  # never passed to --fn, before or after
+    state = job_status("v", store="sqlite:///batchguard.db")
+    assert (state.status, state.succeeded, state.failed) == ("completed", 36, 4)
 
 
 # ---------------------------------------------------------------------------- --bulk

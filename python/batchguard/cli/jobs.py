@@ -39,6 +39,7 @@ from .options import (
     store_option,
     url_flag,
 )
+from .phases import saved_phase
 from .progress import ProgressView
 from .report import print_report
 from .run import execute_run, open_source
@@ -183,7 +184,7 @@ def jobs_resume(ctx: click.Context, /, name: str, store_url: str, dlq_url: str |
                        store_url=store_url, batch_size=int(cli["batch_size"]),
                        concurrency=int(values["concurrency"]), max_attempts=int(values["max_attempts"]),
                        base_delay=float(values["base_delay"]), force=force, quiet=quiet, title=f"job {name}",
-                       settings=settings)
+                       settings=settings, phase=saved_phase(cli))
     sys.exit(code)
 
 
