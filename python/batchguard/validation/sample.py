@@ -225,7 +225,8 @@ class SampleReport:
                  f"Sampled: {len(self.items)} of {self.total:,} items (spread by size: short to long)",
                  f"Succeeded: {succeeded}", f"Failed: {len(self.items) - succeeded}"]
         if self.blocked_skipped:
-            lines.append(f"Blocked by validation (never sampled): {self.blocked_skipped:,} candidates")
+            lines.append(f"Skipped as blocked by validation: {self.blocked_skipped:,} "
+                         "(a blocked record is never sampled)")
         lines += ["", RULE, ""]
         for n, item in enumerate(self.items, 1):
             mark = "OK" if item.ok else "FAILED"
