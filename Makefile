@@ -2,7 +2,7 @@
 # machine (it installs what it needs first); CI runs exactly that, through `.ci/run`.
 #
 #   make build   install the package in place (pip install -e ., a maturin release build)
-#   make test    install deps + servers, then cargo tests, the stub check, pytest and the linters
+#   make test    install deps + servers, then cargo tests, the stub check, pytest, the wheel smoke test and the linters
 #   make wheel   manylinux2014 wheel for this interpreter, stripped, in dist/ (maturin --zig)
 #   make bench   every benchmark in benches/ (release build; BENCH_QUICK=1: smoke sizes)
 #   make lint    clippy, rustfmt, mypy, ruff and the stub check
@@ -118,15 +118,18 @@ pytest:
 # linker and --strip would otherwise invalidate the `pip install -e .` build in target/.
 # WHEEL_POLICY=manylinux_2_28 (say) picks another policy.
 WHEEL_POLICY ?= manylinux2014
+# One wheel per CPython (`make wheel PYTHON=python3.12` adds 3.12's beside 3.11's): see README,
+# "Wheels", for why not one abi3 wheel.
+PY_TAG := $(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null)
 WHEEL_TOOLS := "maturin>=1.7,<2" "ziglang==0.17.1"
 
 wheel: toolchain
 	$(call step,wheel: maturin build --release --strip --zig --compatibility $(WHEEL_POLICY) for $(PY_EXE))
 	$(PIP) install --quiet $(WHEEL_TOOLS)
-	rm -f dist/batchguard-*.whl
+	rm -f dist/batchguard-*-$(PY_TAG)-*.whl
 	CARGO_TARGET_DIR=target/wheel $(PYTHON) -m maturin build --release --strip --zig \
 	    --compatibility $(WHEEL_POLICY) --interpreter "$(PY_EXE)" --out dist
-	@ls -l dist/batchguard-*.whl
+	@ls -l dist/batchguard-*-$(PY_TAG)-*.whl
 
 # CI's check of the wheel: auditwheel agrees with its tag, it is stripped, and tests/smoke passes
 # against it in a fresh virtualenv, run from outside the checkout (.ci/wheel-smoke.sh).
