@@ -435,3 +435,26 @@ def test_the_sample_selector_holds_a_bounded_number_of_records() -> None:
     assert [c[0] for c in chosen] == ["short", "medium", "long"]
     assert chosen[0][2] == {"n": 0} and chosen[-1][2] == {"n": 976}
     assert chosen[0][1] == 0 and chosen[-1][1] == 976  # ties: the first in input order
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_odd_records_are_checked_sampled_and_reported(engine: str) -> None:
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    records: list[Any] = [Opaque(), b"\xff\x00", None, {"ids": {1, 2}}, "text", float("nan"), 10**400,
+                          {"id": {"nested": [1]}, "x": "[/]"}]
+
+    def check(record: Any) -> ValidationIssue | None:
+        return BAD if record is None or isinstance(record, bytes) else None
+
+    dry = batchguard.run_batches(records, Recorder(), validate=check, mode="dry-run", engine=engine)
+    assert (dry.ready, dry.blocked) == (6, 2)
+    data = json.loads(json.dumps(dry.to_json()))
+    assert [item["record_index"] for item in data["blocked_items"]] == [1, 2]
+    assert "1. Item ID: 1\n" in dry.summary() and "2. Item ID: 2\n" in dry.summary()
+    sampled = batchguard.run_batches(records, repr, validate=check, mode="sample", engine=engine)
+    assert len(sampled.items) == 3 and all(item.ok for item in sampled.items)
+    json.dumps(sampled.to_json())  # every value JSON-safe, whatever fn returned
+    assert sampled.items[-1].label == "long" and sampled.items[-1].record_index == 6  # 10**400: 401 digits
