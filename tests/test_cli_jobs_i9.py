@@ -23,9 +23,10 @@ from click.testing import CliRunner, Result
 import batchguard
 from batchguard import RetryPolicy, run_batches
 from batchguard.cli import main
+from batchguard.cli.jobs_status import SPAN_ROWS, batch_table_lines
 from batchguard.dlq import SqliteDLQ
 from batchguard.errors import JobNotFoundError, JobStoreUnavailableError
-from batchguard.jobs import job_status
+from batchguard.jobs import BatchSpan, BatchTable, job_status
 
 FNS = '''
 import os, time
@@ -189,6 +190,16 @@ def test_a_library_job_with_id_of_is_located_through_its_dead_letters(workdir: P
     assert "UNKNOWN" in unknown.output and "--index N" in unknown.output, unknown.output
     placed = json.loads(cli("jobs", "status", "lib", "--store", store, "--index", "3", "--json").output)
     assert placed["state"] == "succeeded"
+
+
+def test_a_table_of_many_spans_shows_its_first_and_last_rows_and_says_what_it_left_out() -> None:
+    spans = tuple(BatchSpan(i, i, "done" if i % 2 == 0 else "pending", 10, 10 if i % 2 == 0 else 0,
+                            pending=0 if i % 2 == 0 else 10) for i in range(100))
+    lines = batch_table_lines("big", "sqlite:///batchguard.db",
+                         BatchTable("big", 10, 100, 50, 0, spans))[2].splitlines()
+    assert len(lines) == 1 + SPAN_ROWS + 1  # header, the first and last halves, one line for the rest
+    assert lines[1].split()[:2] == ["0", "done"] and lines[-1].split()[:2] == ["99", "pending"]
+    assert "... 70 more rows: batches 15-84" in lines[1 + SPAN_ROWS // 2]
 
 
 # ---------------------------------------------------------------------------- retry-failed

@@ -24,8 +24,8 @@ from .console import plain_table, table
 from .options import CannotStart, cannot_start, url_flag
 from .settings import FieldOf
 
-__all__ = ["JobDLQ", "dead_letter_counts", "job_dlq", "print_batch_page", "print_record", "print_status",
-           "saved_cli", "shown_status"]
+__all__ = ["JobDLQ", "batch_table_lines", "dead_letter_counts", "job_dlq", "print_batch_page", "print_record",
+           "print_status", "saved_cli", "shown_status"]
 
 SPAN_ROWS: Final = 30
 """The folded batch table shows at most this many rows (the first and last halves)."""
@@ -107,7 +107,9 @@ _SPAN_HEADERS: Final = ["batches", "state", "records", "succeeded", "dead-letter
                         "note"]
 
 
-def _batch_table(name: str, store_url: str, batches: BatchTable) -> list[str]:
+def batch_table_lines(name: str, store_url: str, batches: BatchTable) -> list[str]:
+    """The folded batch table of ``jobs status``: a title, then the table (at most SPAN_ROWS
+    rows: the first and last halves, and one line naming the batches left out)."""
     spans = list(batches.spans)
     rows = [_span_cells(s) for s in spans]
     if len(rows) > SPAN_ROWS:
@@ -169,7 +171,7 @@ def print_status(state: JobStatus, batches: BatchTable, store_url: str, dlq: Job
     if state.failed:
         lines.append(f"Retry failed: batchguard jobs retry-failed {shlex.quote(state.name)} --fn MODULE:CALLABLE"
                      f"{url_flag('--store', store_url)}")
-    lines += _batch_table(state.name, store_url, batches)
+    lines += batch_table_lines(state.name, store_url, batches)
     click.echo("\n".join(lines))
 
 
