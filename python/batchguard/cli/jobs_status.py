@@ -21,7 +21,7 @@ from ..jobs.ledger import batch_rows
 from ..jobs.run import describe_dlq
 from ..jobs.store import opened_store
 from .console import plain_table, table
-from .options import CannotStart, cannot_start, url_flag
+from .options import CannotStart, cannot_start, file_of, url_flag
 from .settings import FieldOf
 
 __all__ = ["JobDLQ", "batch_table_lines", "dead_letter_counts", "job_dlq", "print_batch_page", "print_record",
@@ -64,6 +64,10 @@ def job_dlq(state: JobStatus, store_url: str, dlq_url: str | None) -> Iterator[J
     url = dlq_url if dlq_url is not None else (None if cli is None else cli.get("dlq"))
     if url is not None and dlq_url is None and "***" in url:
         yield JobDLQ(None, url, f"the job's DLQ {url} needs its password, which is not stored: pass --dlq URL")
+        return
+    missing = None if url is None else file_of(url)
+    if url is not None and missing is not None and not missing.exists():  # opening it would create one
+        yield JobDLQ(None, redact(url), f"the job's DLQ {missing} does not exist: pass --dlq URL")
         return
     try:
         if url is not None:
