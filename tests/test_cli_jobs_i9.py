@@ -69,6 +69,11 @@ def logged(record):
         raise MemoryError("simulated out of memory")
     return record
 
+def bulk_fatal(records):
+    if any(r["n"] == int(os.environ.get("BG_FATAL_AT", "-1")) for r in records):
+        raise MemoryError("simulated out of memory")
+    return bulk_fn(records)
+
 def sleepy(record):
     time.sleep(0.05)
     return record
@@ -318,14 +323,17 @@ def test_bulk_runs_fn_on_lists_and_isolates_the_poison_row_and_the_bad_line(fns:
     assert refused.exit_code == 2 and "--bulk" in refused.output
 
 
-def test_bulk_from_config_is_saved_with_the_job_and_resumed(fns: Path) -> None:
+def test_bulk_from_config_is_saved_with_the_job_and_resumed_in_bulk(fns: Path) -> None:
     (fns / "bulk.toml").write_text("bulk = true\nbatch_size = 10\n")
-    result = cli("run", skus(fns, 30), "--fn", "i9fns:bulk_fn", "--config", "bulk.toml", "--job", "b",
-                 "--max-attempts", "1", "--base-delay", "0", "-q")
-    assert result.exit_code == 1, result.output
+    first = cli("run", skus(fns, 30), "--fn", "i9fns:bulk_fatal", "--config", "bulk.toml", "--job", "b",
+                "--max-attempts", "1", "--base-delay", "0", "-q", env={"BG_FATAL_AT": "25"})
+    assert first.exit_code == 1, first.output
     assert job_status("b", store="sqlite:///batchguard.db").config["meta"]["cli"]["engine"]["bulk"] is True
-    bad = (fns / "bad.toml")
-    bad.write_text('bulk = "yes"\n')
+    # Resumed per record, bulk_fatal would get dicts and fail on every one: it gets lists.
+    resumed = cli("jobs", "resume", "b", "-q")
+    state = job_status("b", store="sqlite:///batchguard.db")
+    assert (state.status, state.succeeded, state.failed) == ("completed", 29, 1), resumed.output
+    (fns / "bad.toml").write_text('bulk = "yes"\n')
     assert cli("run", skus(fns, 3), "--fn", "i9fns:bulk_fn", "--config", "bad.toml").exit_code == 2
 
 
