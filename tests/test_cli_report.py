@@ -106,3 +106,74 @@ def test_a_terminal_shows_what_a_pipe_prints(workdir: Path, monkeypatch: pytest.
         assert re.search(rf"^{re.escape(label)}:\s+{value}\b", plain, re.M)
         assert f"{label} {value}" in squeezed
     assert "ValueError: 15 (100.0%)" in plain and "ValueError 15 100.0%" in squeezed
+
+
+# --------------------------------------------------------------------------- failure patterns
+
+
+def test_the_report_shows_failure_patterns_with_commands_that_carry_the_runs_options(workdir: Path) -> None:
+    write_jsonl(workdir / "in.jsonl", 10)
+    result = invoke("run", "in.jsonl", "--fn", "cli_fns:fail_odd", "--dlq", "sqlite:///my dead.db",
+                    "--max-attempts", "1", "--success-threshold", "0.9")
+    assert result.exit_code == 1, result.output
+    run = run_id_of(result.output)
+    out = result.output
+    assert "Judged against: success threshold 90.0%: success rate 50.0%, NOT met: the run failed" in out
+    assert "FAILURE PATTERNS (1, most frequent first):\n1. ValueError, permanent: 5 (100.0%)" in out
+    assert "   message:  odd id <n>\n   examples: 1, 3, 5\n   likely:   validation\n" in out
+    assert (f"   run:      batchguard dlq review --error-type ValueError --run-id {run} "
+            "--dlq 'sqlite:///my dead.db'") in out
+
+
+def test_report_json_writes_the_report_to_a_private_file(workdir: Path) -> None:
+    write_jsonl(workdir / "in.jsonl", 10)
+    (workdir / "out").mkdir()
+    result = invoke("run", "in.jsonl", "--fn", "cli_fns:fail_odd", "--max-attempts", "1",
+                    "--report-json", "out/report.json", "--job", "nightly", "--store", "sqlite:///jobs.db")
+    assert result.exit_code == 1, result.output
+    path = workdir / "out" / "report.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    data = json.loads(path.read_text())
+    assert (data["total"], data["failed"], data["job"]["name"]) == (10, 5, "nightly")
+    [pattern] = data["patterns"]
+    assert (pattern["error_type"], pattern["template"], pattern["count"], pattern["example_ids"]) == (
+        "ValueError", "odd id <n>", 5, [1, 3, 5])
+    assert pattern["recommendation"]["command"] == (
+        "batchguard dlq review --error-type ValueError --job nightly --dlq sqlite:///jobs.db")
+    commands = [step["command"] for step in data["next_steps"]]
+    assert ("batchguard jobs retry-failed nightly --fn cli_fns:fail_odd --store sqlite:///jobs.db "
+            "--dlq sqlite:///jobs.db") in commands
+    # The same document --json prints (but the run and its timings).
+    again = invoke("run", "in.jsonl", "--fn", "cli_fns:fail_odd", "--max-attempts", "1", "--json", "-q",
+                   "--report-json", "out/report.json")
+    printed = json.loads(again.stdout)
+    assert json.loads(path.read_text()) == printed
+
+
+@pytest.mark.parametrize(("where", "says"), [
+    ("missing/report.json", "does not exist"),
+    (".", "is a directory"),
+])
+def test_an_unwritable_report_path_is_a_usage_error_before_the_run(workdir: Path, where: str, says: str) -> None:
+    write_jsonl(workdir / "in.jsonl", 3)
+    result = invoke("run", "in.jsonl", "--fn", "cli_fns:fail_odd", "--report-json", where,
+                    "--dlq", "sqlite:///dead.db")
+    assert result.exit_code == 2 and "--report-json" in result.output and says in result.output, result.output
+    assert not (workdir / "dead.db").exists()  # nothing ran
+
+
+def test_a_directory_it_cannot_write_in_is_refused_before_the_run(workdir: Path) -> None:
+    # /sys refuses a new file even to root (a chmod 0500 directory does not stop root).
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("needs Linux's /sys")
+    write_jsonl(workdir / "in.jsonl", 3)
+    result = invoke("run", "in.jsonl", "--fn", "cli_fns:fail_odd", "--report-json", "/sys/report.json",
+                    "--dlq", "sqlite:///dead.db")
+    assert result.exit_code == 2 and "cannot write /sys/report.json" in result.output, result.output
+    assert not (workdir / "dead.db").exists()
+
+
+def test_a_file_in_place_of_the_directory_is_refused(workdir: Path) -> None:
+    write_jsonl(workdir / "in.jsonl", 3)
+    result = invoke("run", "in.jsonl", "--fn", "cli_fns:fail_odd", "--report-json", "in.jsonl/r.json")
+    assert result.exit_code == 2 and "is not a directory" in result.output, result.output

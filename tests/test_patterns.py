@@ -7,12 +7,16 @@ bounded; every default rule fires on a real exception of the library it names.
 from __future__ import annotations
 
 import doctest
+import json
 import shlex
+import sqlite3
 import tracemalloc
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from batchguard import triage
+from batchguard import RetryPolicy, run_batches, triage
 from batchguard._report import patterns as patterns_module
 from batchguard._report import rules as rules_module
 from batchguard.triage import (
@@ -26,6 +30,8 @@ from batchguard.triage import (
     recommend,
     when,
 )
+from helpers_client_server import ScriptedServer, dead_port, silent_port
+from helpers_contract import ENGINES
 
 
 @pytest.mark.parametrize("module", [patterns_module, rules_module, triage])
@@ -184,3 +190,133 @@ def test_every_default_rule_says_what_to_check_change_and_run() -> None:
         r = rule.recommendation
         assert r.check and r.change and r.command and r.command.startswith("batchguard dlq ")
         assert "{error_type}" in r.command and "{dlq}" in r.command
+
+
+# --------------------------------------------------------------------------- real client errors
+#
+# Every rule fires on a real exception of the library it names, raised by a real call against
+# 127.0.0.1 (a scripted HTTP server, a port with nothing listening or one that never answers,
+# PostgreSQL, Redis), then dead-lettered by a run on both engines: the report's pattern carries
+# the HTTP status the exception held and the rule's recommendation.
+
+ONCE = RetryPolicy(max_attempts=1)
+
+
+def caught(call: Callable[[], Any]) -> BaseException:
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - that is the point
+        return exc
+    raise AssertionError(f"{call} did not raise")
+
+
+def raising(exc: BaseException) -> Callable[[Any], Any]:
+    def fn(record: Any) -> Any:
+        raise exc
+
+    return fn
+
+
+def assert_recommended(exc: BaseException, kind: str, status: int | None = None) -> None:
+    """``exc``, dead-lettered on both engines, makes one pattern: the rule ``kind``, ``status``."""
+    for engine in ENGINES:
+        report = run_batches([{"id": "r1"}, {"id": "r2"}], raising(exc), engine=engine, retry=ONCE)
+        [pattern] = report.patterns()
+        assert (pattern.error_type, pattern.count, pattern.example_ids) == (type(exc).__name__, 2, ("r1", "r2"))
+        assert pattern.http_status == status, (engine, exc)
+        assert pattern.recommendation.kind == kind, (engine, type(exc), pattern.template)
+
+
+@pytest.fixture(scope="module")
+def http() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as server:
+        yield server
+
+
+def test_requests_errors_get_their_rules(http: ScriptedServer) -> None:
+    requests = pytest.importorskip("requests")
+
+    def get(url: str, **kwargs: Any) -> None:
+        with requests.Session() as session:
+            session.trust_env = False  # loopback only, whatever *_proxy says
+            with session.get(url, **kwargs) as response:
+                response.raise_for_status()
+
+    assert_recommended(caught(lambda: get(f"{http.url}/slow/p1?sleep=1", timeout=0.2)), "timeout")
+    assert_recommended(caught(lambda: get(f"{http.url}/status/429/p1", timeout=2)), "rate_limit", 429)
+    assert_recommended(caught(lambda: get(f"{http.url}/status/503/p1", timeout=2)), "server_error", 503)
+    assert_recommended(caught(lambda: get(f"http://127.0.0.1:{dead_port()}/", timeout=2)), "connection")
+    assert_recommended(caught(lambda: get(f"{http.url}/status/422/p1", timeout=2)), "validation", 422)
+    assert_recommended(caught(lambda: get(f"{http.url}/status/409/p1", timeout=2)), "integrity", 409)
+
+
+def test_httpx_errors_get_their_rules(http: ScriptedServer) -> None:
+    httpx = pytest.importorskip("httpx")
+
+    def get(url: str, timeout: float = 2.0) -> None:
+        with httpx.Client(timeout=timeout, trust_env=False) as client:
+            client.get(url).raise_for_status()
+
+    assert_recommended(caught(lambda: get(f"{http.url}/slow/h1?sleep=1", timeout=0.2)), "timeout")
+    assert_recommended(caught(lambda: get(f"{http.url}/status/429/h1")), "rate_limit", 429)
+    assert_recommended(caught(lambda: get(f"{http.url}/status/502/h1")), "server_error", 502)
+    assert_recommended(caught(lambda: get(f"{http.url}/status/504/h1")), "timeout", 504)
+    assert_recommended(caught(lambda: get(f"http://127.0.0.1:{dead_port()}/")), "connection")
+    assert_recommended(caught(lambda: get(f"{http.url}/status/400/h1")), "validation", 400)
+    assert_recommended(caught(lambda: get(f"{http.url}/status/404/h1")), "unknown", 404)
+
+
+@pytest.mark.postgres
+def test_psycopg_errors_get_their_rules(postgres_url: str) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE triage_t (id int PRIMARY KEY, name text NOT NULL)")
+        conn.execute("INSERT INTO triage_t VALUES (1, 'a')")
+        duplicate = caught(lambda: conn.execute("INSERT INTO triage_t VALUES (1, 'b')"))
+        not_null = caught(lambda: conn.execute("INSERT INTO triage_t VALUES (2, NULL)"))
+        bad_text = caught(lambda: conn.execute("SELECT 'abc'::int"))
+        conn.execute("SET statement_timeout = 50")
+        slow = caught(lambda: conn.execute("SELECT pg_sleep(2)"))
+    refused = caught(lambda: psycopg.connect(host="127.0.0.1", port=dead_port(), connect_timeout=2))
+    assert [type(e).__name__ for e in (duplicate, not_null, bad_text, slow)] == [
+        "UniqueViolation", "NotNullViolation", "InvalidTextRepresentation", "QueryCanceled"]
+    assert_recommended(duplicate, "integrity")
+    assert_recommended(not_null, "integrity")
+    assert_recommended(bad_text, "validation")
+    assert_recommended(slow, "timeout")
+    assert_recommended(refused, "connection")
+
+
+def redis_client(port: int) -> Any:
+    redis = pytest.importorskip("redis")
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.2, socket_connect_timeout=0.5,
+                       retry=Retry(NoBackoff(), 0))
+
+
+def test_redis_errors_get_their_rules() -> None:
+    refused = caught(lambda: redis_client(dead_port()).ping())
+    with silent_port() as port:
+        timeout = caught(lambda: redis_client(port).ping())
+    assert (type(refused).__name__, type(timeout).__name__) == ("ConnectionError", "TimeoutError")
+    assert_recommended(refused, "connection")
+    assert_recommended(timeout, "timeout")
+
+
+def test_stdlib_and_pydantic_errors_get_their_rules() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    assert_recommended(caught(lambda: conn.execute("INSERT INTO t VALUES (1)")), "integrity")
+    conn.close()
+    assert_recommended(caught(lambda: json.loads("{not json")), "validation")
+    assert_recommended(caught(lambda: {"id": 1}["email"]), "validation")
+    pydantic = pytest.importorskip("pydantic")
+
+    class Order(pydantic.BaseModel):
+        amount: int
+
+    assert_recommended(caught(lambda: Order.model_validate({"amount": "many"})), "validation")
+    assert_recommended(caught(lambda: 1 / 0), "unknown")

@@ -81,6 +81,8 @@ def check_report_path(path: str) -> str | None:
     target = Path(os.path.realpath(path))
     if target.is_dir():
         return f"{path} is a directory: give a file path, such as {os.path.join(path, 'report.json')}"
+    if target.parent.exists() and not target.parent.is_dir():
+        return f"cannot write {path}: {target.parent} is not a directory"
     if not target.parent.is_dir():
         return f"cannot write {path}: the directory {target.parent} does not exist"
     try:
