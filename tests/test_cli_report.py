@@ -4,8 +4,11 @@ panel on one, with next steps that name a non-default ``--dlq`` / ``--store``.""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -44,7 +47,7 @@ def test_next_steps_name_a_non_default_dlq(workdir: Path) -> None:
     run = run_id_of(result.output)
     assert next_steps(result.output) == [
         f"review the 5 dead-lettered records, pattern by pattern: batchguard dlq review --run-id {run} "
-        "--dlq sqlite:///dead.db",
+        "--fn cli_fns:fail_odd --dlq sqlite:///dead.db",
         "retry the 5 ValueError records (validation) once the input or --fn is fixed: batchguard dlq retry "
         f"--error-type ValueError --run-id {run} --fn cli_fns:fail_odd --dlq sqlite:///dead.db",
     ]
@@ -56,7 +59,8 @@ def test_next_steps_leave_out_the_default_dlq(workdir: Path) -> None:
     result = invoke("run", "in.jsonl", "--fn", "cli_fns:fail_odd", "--max-attempts", "1")
     run = run_id_of(result.output)
     assert next_steps(result.output) == [
-        f"review the 5 dead-lettered records, pattern by pattern: batchguard dlq review --run-id {run}",
+        f"review the 5 dead-lettered records, pattern by pattern: batchguard dlq review --run-id {run} "
+        "--fn cli_fns:fail_odd",
         "retry the 5 ValueError records (validation) once the input or --fn is fixed: batchguard dlq retry "
         f"--error-type ValueError --run-id {run} --fn cli_fns:fail_odd",
     ]
@@ -73,7 +77,7 @@ def test_a_stopped_job_is_resumed_from_its_store(workdir: Path) -> None:
     # Without --dlq a job's dead letters are in its store: the commands name it.
     assert steps[:3] == [
         "review the 1 dead-lettered records, pattern by pattern: batchguard dlq review --job nightly "
-        "--dlq sqlite:///jobs.db",
+        "--fn cli_fns:fatal_when_asked --dlq sqlite:///jobs.db",
         "retry the 1 MemoryError records (unknown) once the input or --fn is fixed: batchguard dlq retry "
         "--error-type MemoryError --job nightly --fn cli_fns:fatal_when_asked --dlq sqlite:///jobs.db",
         "or retry every failed record of job nightly: batchguard jobs retry-failed nightly "
@@ -177,3 +181,33 @@ def test_a_file_in_place_of_the_directory_is_refused(workdir: Path) -> None:
     write_jsonl(workdir / "in.jsonl", 3)
     result = invoke("run", "in.jsonl", "--fn", "cli_fns:fail_odd", "--report-json", "in.jsonl/r.json")
     assert result.exit_code == 2 and "is not a directory" in result.output, result.output
+
+
+def down_until_fixed(record: dict[str, Any]) -> dict[str, Any]:
+    """A service that refuses odd ids until $BG_FIXED is set (the --fn of the test below)."""
+    if int(record["id"]) % 2 and not os.environ.get("BG_FIXED"):
+        raise ConnectionError(f"connection refused by 10.0.0.{record['id']}:443")
+    return record
+
+
+def test_the_next_steps_work_when_pasted(workdir: Path) -> None:
+    write_jsonl(workdir / "in.jsonl", 12)
+    dlq, store = "sqlite:///my dead.db", "sqlite:///my jobs.db"
+    result = invoke("run", "in.jsonl", "--fn", "test_cli_report:down_until_fixed", "--job", "night run",
+                    "--store", store, "--dlq", dlq, "--max-attempts", "1", "-q")
+    assert result.exit_code == 1, result.output
+    commands = [line.split(": ", 1)[1] for line in next_steps(result.output)]
+    review, retry_type, retry_job = (shlex.split(c) for c in commands)
+    assert review[:3] == ["batchguard", "dlq", "review"] and review[review.index("--dlq") + 1] == dlq
+    assert retry_type[:5] == ["batchguard", "dlq", "retry", "--error-type", "ConnectionError"]
+    assert retry_job[:4] == ["batchguard", "jobs", "retry-failed", "night run"]
+    assert retry_job[retry_job.index("--store") + 1] == store
+
+    shown = invoke(*review[1:])
+    assert shown.exit_code == 0 and "ConnectionError" in shown.output, shown.output
+    assert "connection refused by <ip>:<n>" in shown.output, shown.output
+    fixed = invoke(*retry_type[1:], env={"BG_FIXED": "1"})
+    assert fixed.exit_code == 0, fixed.output
+    assert "6 dead letters succeeded" in fixed.output, fixed.output
+    after = invoke("dlq", "count", "--dlq", dlq, "--status", "open")
+    assert after.output.strip().endswith("0"), after.output

@@ -122,7 +122,7 @@ def test_a_stopped_job_names_its_unprocessed_records_in_every_rendering(tmp_path
     cli = build(report, cli=CliContext(dlq_url="sqlite:///dead.db", store_url="sqlite:///jobs.db",
                                        default_url="sqlite:///batchguard.db", fn_spec="my fns:picky"))
     assert [s.command for s in cli.next_steps] == [
-        "batchguard dlq review --job nightly --dlq sqlite:///dead.db",
+        "batchguard dlq review --job nightly --fn 'my fns:picky' --dlq sqlite:///dead.db",
         "batchguard dlq retry --error-type ValueError --job nightly --fn 'my fns:picky' --dlq sqlite:///dead.db",
         "batchguard dlq retry --error-type KeyError --job nightly --fn 'my fns:picky' --dlq sqlite:///dead.db",
         "batchguard dlq retry --error-type MemoryError --job nightly --fn 'my fns:picky' --dlq sqlite:///dead.db",

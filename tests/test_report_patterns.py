@@ -205,7 +205,8 @@ def test_commands_carry_the_runs_options_redacted_and_quoted() -> None:
                if p["recommendation"]["command"].startswith("batchguard dlq retry")]
     assert retries and all(c.endswith(flags) for c in retries), retries
     assert data["next_steps"][0]["command"] == (
-        f"batchguard dlq review --run-id {report.run_id} --dlq 'postgresql://app:***@db.internal/dead letters'")
+        f"batchguard dlq review --run-id {report.run_id} --fn 'my jobs:process' "
+        "--dlq 'postgresql://app:***@db.internal/dead letters'")
 
 
 def test_a_library_report_names_the_run_and_a_placeholder_fn() -> None:

@@ -116,10 +116,6 @@ def judged(report: BatchReport) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _scope(flags: CommandFlags) -> str:
-    return flags.fill("{scope}{dlq}")
-
-
 def next_steps(report: BatchReport, patterns: Sequence[FailurePattern], cli: CliContext | None,
                flags: CommandFlags) -> tuple[NextStep, ...]:
     """Review the failures, retry the most frequent error types, retry a job's failures, finish
@@ -127,8 +123,10 @@ def next_steps(report: BatchReport, patterns: Sequence[FailurePattern], cli: Cli
     steps: list[NextStep] = []
     failed = report.failure_count
     if failed:
+        # dlq review fills its retry commands with --fn when given one: only the run's own.
+        fn = "" if flags.fn is None else flags.fill("{fn}")
         steps.append(NextStep(f"review the {failed} dead-lettered records, pattern by pattern",
-                              f"batchguard dlq review{_scope(flags)}"))
+                              f"batchguard dlq review{flags.fill('{scope}')}{fn}{flags.fill('{dlq}')}"))
         by_type: dict[str, tuple[int, str]] = {}
         for pattern in patterns:
             count, kind = by_type.get(pattern.error_type, (0, pattern.recommendation.kind))
