@@ -159,6 +159,10 @@ def test_user_rules_reach_the_report() -> None:
     assert model.pattern_command(missing) == "crm backfill --since KeyError"
     assert "crm backfill --since KeyError" in render_text(model)
     assert [p for p in report.patterns(rules=(ours, *DEFAULT_RULES)) if p.recommendation.kind == "missing_email"]
+    assert "crm backfill --since KeyError" in report.summary(rules=(ours, *DEFAULT_RULES))
+    data = report.to_json(rules=(ours, *DEFAULT_RULES))
+    kinds = {p["error_type"]: p["recommendation"]["kind"] for p in data["patterns"]}
+    assert kinds["KeyError"] == "missing_email" and report.to_json()["patterns"]
 
 
 # --------------------------------------------------------------------------- thresholds

@@ -315,21 +315,23 @@ class BatchReport(Generic[R]):
             data["successful"] = list(self.successful)
         return data
 
-    def summary(self, *, max_errors: int = 10) -> str:
+    def summary(self, *, max_errors: int = 10, rules: Sequence[RecommendationRule] | None = None) -> str:
         """The final report as a person reads it, listing the first ``max_errors`` failures.
 
+        ``rules``: the recommendation rule table of its failure patterns (see :meth:`patterns`).
         The ``batchguard`` command prints the same report (with where its dead letters are)."""
-        return render_text(build(self, max_samples=max_errors))
+        return render_text(build(self, max_samples=max_errors, rules=rules))
 
-    def to_json(self, *, max_errors: int = 10) -> dict[str, Any]:
+    def to_json(self, *, max_errors: int = 10, rules: Sequence[RecommendationRule] | None = None) -> dict[str, Any]:
         """The final report as JSON-safe data: what ``summary()`` says, as fields.
 
-        Status and headline, counts and rates, the error patterns by type, the first
-        ``max_errors`` failed records and the next steps. ``to_dict()`` is the complete record
-        of the run (every batch, up to 1000 errors); this is its report.
+        Status and headline, counts and rates, what the run was judged against, the error
+        types, every failure pattern with its recommendation (``rules``, see :meth:`patterns`),
+        the first ``max_errors`` failed records and the next steps. ``to_dict()`` is the
+        complete record of the run (every batch, up to 1000 errors); this is its report.
         """
         check_count("max_errors", max_errors, minimum=0, maximum=sys.maxsize)
-        return build(self, max_samples=max_errors).to_json()
+        return build(self, max_samples=max_errors, rules=rules).to_json()
 
     def __str__(self) -> str:
         return self.summary()
