@@ -45,3 +45,26 @@ def test_a_reason_no_backend_can_store_is_cleaned_like_an_error_message() -> Non
     (stored,) = queue.list(status="resolved")
     assert stored.status_reason == "nul\ufffd and \ufffd"
     assert stored.history[0].by == "b\ufffd" and stored.history[0].reason == "r\ufffd"
+
+
+_STATUS_KEYS = ("http_status", "status", "status_reason", "status_by", "status_at", "history")
+
+
+def test_an_open_entry_is_stored_as_before_statuses_existed() -> None:
+    # Nearly every entry a run writes is open: its stored form keeps the old bytes (no larger
+    # rows, no slower writes, readable by older versions); reading restores the defaults.
+    from batchguard.dlq.codec import dumps
+
+    entry = _entry()
+    stored = json.loads(dumps(entry))
+    assert not set(_STATUS_KEYS) & set(stored)
+    assert DeadLetter.from_json(dumps(entry)) == entry
+    with_http = _entry(http_status=429)
+    assert json.loads(dumps(with_http))["http_status"] == 429 and "status" not in json.loads(dumps(with_http))
+    assert DeadLetter.from_json(dumps(with_http)) == with_http
+    closed = _entry(status="resolved", status_reason="r", status_by="b", status_at="t",
+                    history=(StatusChange("resolved", "t", "b", "r"),))
+    assert json.loads(dumps(closed))["status"] == "resolved"
+    assert DeadLetter.from_json(dumps(closed)) == closed
+    # to_json (exports, dlq list --json) keeps every field, defaults included.
+    assert set(_STATUS_KEYS) <= set(json.loads(entry.to_json()))

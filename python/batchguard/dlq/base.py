@@ -309,7 +309,7 @@ class MemoryDLQ(QueueBase):
 
     def send(self, entries: Sequence[DeadLetter]) -> None:
         # Kept as a durable backend would store it (odd ids as strings, and so on).
-        stored = [encode(entry)[1] for entry in entries]
+        stored = [encode(entry, full=True)[1] for entry in entries]  # full: the bytes are not kept
         with self._lock:
             for entry in stored:
                 self._entries[entry.id] = entry

@@ -397,8 +397,28 @@ def _maybe_text(value: str | None) -> str | None:
     return None if value is None else clean_text(str(value))
 
 
-def dumps(entry: DeadLetter) -> bytes:
-    """The stored form of ``entry``: compact UTF-8 JSON, the document ``to_dict()`` describes.
+# The status fields of an open entry with no history, as orjson writes them: last, in their
+# declaration order. The stored form leaves them out (and a null http_status before them), so
+# such an entry -- nearly every one a run writes -- is stored byte for byte as before statuses
+# existed: rows no larger, writes no slower, and older versions read them unchanged. Reading
+# puts the defaults back (DeadLetter.from_dict).
+_OPEN_TAIL: Final = b',"status":"open","status_reason":null,"status_by":null,"status_at":null,"history":[]}'
+_NO_HTTP_STATUS: Final = b',"http_status":null'
+
+
+def _compact(encoded: bytes) -> bytes:
+    if not encoded.endswith(_OPEN_TAIL):
+        return encoded
+    encoded = encoded[:-len(_OPEN_TAIL)]
+    if encoded.endswith(_NO_HTTP_STATUS):
+        encoded = encoded[:-len(_NO_HTTP_STATUS)]
+    return encoded + b"}"
+
+
+def dumps(entry: DeadLetter, *, full: bool = False) -> bytes:
+    """The stored form of ``entry``: compact UTF-8 JSON, the document ``to_dict()`` describes
+    less the status fields of an open entry with no history (and a null ``http_status``),
+    which reading restores; ``full=True`` keeps every field (``DeadLetter.to_json``).
 
     orjson serializes the dataclass directly; what it cannot (or what PostgreSQL would refuse:
     NUL; or nested deeper than MAX_DEPTH) is normalized first, so this never raises for any
@@ -406,20 +426,22 @@ def dumps(entry: DeadLetter) -> bytes:
     "json" payload that JSON holds only by converting it (a UUID, NaN) is stored as orjson
     converts it.
     """
-    return encode(entry)[0]
+    encoded, _ = encode(entry, full=full)
+    return encoded
 
 
-def encode(entry: DeadLetter) -> tuple[bytes, DeadLetter]:
+def encode(entry: DeadLetter, *, full: bool = False) -> tuple[bytes, DeadLetter]:
     """:func:`dumps`, and the entry those bytes hold (``entry`` itself unless it was normalized):
     a backend that keeps entries in memory keeps that one, as a reader of the stored form sees it."""
     try:
         encoded = orjson.dumps(entry)
     except (TypeError, ValueError, RecursionError):
-        return _encode_normalized(entry)
-    if (b"\\u0000" in encoded or not _record_id_kept(entry.record_id)
-            or encoded.count(b"[") + encoded.count(b"{") >= MAX_DEPTH):
-        return _encode_normalized(entry)
-    return encoded, entry
+        encoded, entry = _encode_normalized(entry)
+    else:
+        if (b"\\u0000" in encoded or not _record_id_kept(entry.record_id)
+                or encoded.count(b"[") + encoded.count(b"{") >= MAX_DEPTH):
+            encoded, entry = _encode_normalized(entry)
+    return (encoded if full else _compact(encoded)), entry
 
 
 def _record_id_kept(value: Any) -> bool:

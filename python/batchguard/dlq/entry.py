@@ -139,9 +139,10 @@ class DeadLetter:
         }
 
     def to_json(self) -> str:
-        """The stored form: compact JSON, the same document as ``to_dict()`` with every field made
-        storable (see :mod:`batchguard.dlq.codec`, the one encoder of every backend)."""
-        return dumps(self).decode()
+        """Compact JSON, the same document as ``to_dict()`` (every field, the status ones included)
+        with every field made storable (see :mod:`batchguard.dlq.codec`, the one encoder of every
+        backend, whose stored form leaves out the status fields of an open entry)."""
+        return dumps(self, full=True).decode()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeadLetter:

@@ -16,7 +16,7 @@ from .._db.sqlite import SYNCHRONOUS, SqliteDatabase, Synchronous
 from ..errors import ConfigError, DLQUnavailableError
 from .base import DeadLetter, QueueBase, check_page, select, write_jsonl
 from .codec import dumps
-from .entry import STATUSES, StatusChange
+from .entry import StatusChange
 from .status import DEFAULT_STATUS, action_of, not_found, with_change
 
 __all__ = ["SqliteDLQ"]
@@ -46,23 +46,26 @@ _SCHEMA: Final = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_error_type ON {TABLE} (error_type)",
 )
 
-# Created once the status column exists (a queue made before it gains it first). Partial, one
-# per closed status: a new entry is open, so sends never touch them, and `status = 'resolved'`
-# matches an index's WHERE exactly, which SQLite needs to use it. Open entries are found
+# Created once the status column exists (a queue made before it gains it first). Partial: a new
+# entry is open, so sends never write to it; a query for a closed status repeats its WHERE
+# (`status <> 'open'`, see _where), which SQLite needs to use it. Open entries are found
 # through the other indexes (or the table, in seq order), the status checked on each row.
-_STATUS_INDEXES: Final = tuple(
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_{status} ON {TABLE} (seq) WHERE status = '{status}'"
-    for status in STATUSES if status != DEFAULT_STATUS)
+_STATUS_INDEXES: Final = (
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_closed ON {TABLE} (status, seq) WHERE status <> '{DEFAULT_STATUS}'",
+)
 
 # Updating every column but `seq` keeps an upserted entry at the place of its first send.
-_UPSERT: Final = f"""
-    INSERT INTO {TABLE} (id, run_id, job_id, stage, error_class, error_type, entry, status)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+_COLUMNS: Final = "id, run_id, job_id, stage, error_class, error_type, entry"
+_ON_CONFLICT: Final = """
     ON CONFLICT (id) DO UPDATE SET
         run_id = excluded.run_id, job_id = excluded.job_id, stage = excluded.stage,
         error_class = excluded.error_class, error_type = excluded.error_type, entry = excluded.entry,
         status = excluded.status
 """
+_UPSERT: Final = f"INSERT INTO {TABLE} ({_COLUMNS}, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?) {_ON_CONFLICT}"
+# Open entries (nearly every entry a run sends) leave the status to the column's default: the
+# statement a run's sends use stays the one of before statuses existed.
+_UPSERT_OPEN: Final = f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) {_ON_CONFLICT}"
 
 _SET_STATUS: Final = f"UPDATE {TABLE} SET status = ?, entry = ? WHERE id = ?"
 
@@ -70,14 +73,22 @@ _PAGE: Final = 1000
 _IDS_PER_QUERY: Final = 500  # below SQLite's oldest limit on bound parameters (999)
 
 
-def _row(entry: DeadLetter) -> tuple[Any, ...]:
-    return (entry.id, entry.run_id, entry.job_id, entry.stage, str(entry.error_class),
-            entry.error_type, dumps(entry).decode(), entry.status)
+def _rows(entries: Iterable[DeadLetter]) -> tuple[str, list[tuple[Any, ...]]]:
+    """The upsert statement for ``entries`` and its rows, in order (the first send's order is
+    the list order): the open-entry statement when every entry is open."""
+    rows = [(e.id, e.run_id, e.job_id, e.stage, str(e.error_class), e.error_type, dumps(e).decode(), e.status)
+            for e in entries]
+    if all(row[7] == DEFAULT_STATUS for row in rows):
+        return _UPSERT_OPEN, [row[:7] for row in rows]
+    return _UPSERT, rows
 
 
 def _where(wanted: dict[str, Any]) -> str:
-    # Names come from select (FILTER_FIELDS and status only), so interpolating them is safe.
-    return " AND ".join(f"{name} = ?" for name in wanted) or "1"
+    # Names come from select (FILTER_FIELDS and status only), so interpolating them is safe. A
+    # closed status repeats the partial index's WHERE so that SQLite can use the index.
+    return " AND ".join(
+        f"{name} = ?" + (f" AND status <> '{DEFAULT_STATUS}'" if name == "status" and value != DEFAULT_STATUS else "")
+        for name, value in wanted.items()) or "1"
 
 
 class SqliteDLQ(QueueBase):
@@ -181,7 +192,8 @@ class SqliteDLQ(QueueBase):
 
         Works on any connection to a database where :meth:`create_schema` has run.
         """
-        cursor.executemany(_UPSERT, map(_row, entries))
+        statement, rows = _rows(entries)
+        cursor.executemany(statement, rows)
 
     # -- the DeadLetterQueue protocol -------------------------------------------------------
 
@@ -189,9 +201,9 @@ class SqliteDLQ(QueueBase):
         """Upsert ``entries`` by id in one transaction; durable when it returns."""
         if not entries:
             return
-        rows = [_row(entry) for entry in entries]  # encode before taking the lock
+        statement, rows = _rows(entries)  # encode before taking the lock
         with self._db.errors("send"), self.transaction() as cur:
-            cur.executemany(_UPSERT, rows)
+            cur.executemany(statement, rows)
 
     def count(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
         """How many entries match ``filters`` (exact matches on FILTER_FIELDS) and ``status``."""
