@@ -38,6 +38,7 @@ from .jobs import (
 from .policies import MAX_DURATION_S, CircuitBreaker, Classifier, ErrorClass, Explanation, RateLimit, RetryPolicy
 from .replay import ReplayReport, replay
 from .results import ActiveBatch, BatchProgress, BatchReport, BatchStats, RecordError
+from .validation import SampleReport, ValidationBlocked, ValidationIssue, ValidationReport, ValidationSummary
 
 __version__ = importlib.metadata.version("batchguard")  # Cargo.toml's, through the wheel
 
@@ -77,7 +78,12 @@ __all__ = [
     "ReplayReport",
     "RetryPolicy",
     "RunOptions",
+    "SampleReport",
     "SqliteJobStore",
+    "ValidationBlocked",
+    "ValidationIssue",
+    "ValidationReport",
+    "ValidationSummary",
     "arun_batches",
     "calculate_batch_size",
     "create_batches",
