@@ -136,6 +136,13 @@ def test_a_replay_report_names_its_examples_by_the_entries_they_replayed(tmp_pat
     [pattern] = again.patterns()
     keys = [i for i in range(200) if mixed_fails_with(i, KeyError)]
     assert pattern.count == len(keys) and pattern.example_ids == tuple(f"rec-{i}" for i in keys[:3])
+    # Its failures went back into the entries it replayed, which keep their first run's id: the
+    # commands select by error type, not by the replay's own run id (which names no entry).
+    commands = [s.command or "" for s in build(again).next_steps]
+    assert commands[1] == "batchguard dlq retry --error-type KeyError --fn MODULE:CALLABLE", commands
+    assert not [c for c in commands if "--run-id" in c or "--job" in c]
+    with SqliteDLQ(tmp_path / "dead.db") as dlq:
+        assert {e.run_id for e in dlq.list(error_type="KeyError")} != {again.run_id}
 
 
 def mixed_fails_with(n: int, kind: type[BaseException]) -> bool:

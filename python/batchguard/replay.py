@@ -7,7 +7,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, Literal, TypeVar, cast, overload
+from typing import Any, ClassVar, Final, Generic, Literal, TypeVar, cast, overload
 
 from ._checks import check_flag
 from ._report.patterns import PatternCounter
@@ -136,6 +136,8 @@ class ReplayReport(BatchReport):
     ``total`` and the counts cover the entries that were replayed; ``not_replayable`` ones
     (payload stored as ``repr``) were left in the queue untouched.
     """
+
+    entries_carry_run: ClassVar[bool] = False  # failures go back into the replayed entries
 
     removed: int = 0
     """Entries whose record succeeded: marked ``replayed`` (kept for the audit trail, out of the

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Final, Generic
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic
 
 from ._checks import check_count
 from ._native import ActiveBatch
@@ -205,6 +205,10 @@ class BatchReport(Generic[R]):
     """The run's ``success_threshold``: the status is "failed" when the success rate is below it."""
     max_failures: int | float | None = None
     """The run's ``max_failures`` (a count, or a 0..1 rate): past it the run stopped."""
+    entries_carry_run: ClassVar[bool] = True
+    """Whether the DLQ entries of this report's failures carry its ``run_id`` / ``job_id``, so
+    its printed commands can select them by ``--run-id`` / ``--job``. False for a replay, which
+    writes each failure back into the entry it replayed (that keeps its first run's ids)."""
     _failures: Failures | None = field(default=None, repr=False, compare=False)
     _batch_events: list[tuple[Any, ...]] = field(default_factory=list, repr=False, compare=False)
 

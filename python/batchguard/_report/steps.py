@@ -73,10 +73,13 @@ class CommandFlags:
 
     @classmethod
     def of(cls, report: BatchReport, cli: CliContext | None) -> CommandFlags:
+        # A replay's failures are in the entries it replayed, under their first run's ids:
+        # its commands select by error type alone.
+        job, run_id = (report.job_id, report.run_id) if report.entries_carry_run else (None, None)
         if cli is None:
-            return cls(job=report.job_id, run_id=report.run_id)
-        return cls(dlq=cli.named(cli.dlq_url), store=cli.named(cli.store_url), job=report.job_id,
-                   run_id=report.run_id, fn=cli.fn_spec)
+            return cls(job=job, run_id=run_id)
+        return cls(dlq=cli.named(cli.dlq_url), store=cli.named(cli.store_url), job=job, run_id=run_id,
+                   fn=cli.fn_spec)
 
     def fill(self, command: str, error_type: str = "") -> str:
         """``command`` with its placeholders filled from these options."""
