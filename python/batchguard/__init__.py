@@ -10,13 +10,14 @@ import importlib.metadata
 
 from .api import RunOptions, arun_batches, run_batches
 from .batching import Batch, calculate_batch_size, create_batches
-from .dlq import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, open_dlq
+from .dlq import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, StatusChange, open_dlq
 from .errors import (
     BatchguardError,
     BatchguardWarning,
     BulkResultError,
     ConfigError,
     ConfigTypeError,
+    DeadLetterNotFoundError,
     DLQError,
     DLQUnavailableError,
     InputParseError,
@@ -60,6 +61,7 @@ __all__ = [
     "DLQError",
     "DLQUnavailableError",
     "DeadLetter",
+    "DeadLetterNotFoundError",
     "DeadLetterQueue",
     "ErrorClass",
     "Explanation",
@@ -80,6 +82,7 @@ __all__ = [
     "RunOptions",
     "SampleReport",
     "SqliteJobStore",
+    "StatusChange",
     "ValidationBlocked",
     "ValidationIssue",
     "ValidationReport",
