@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batchguard import RetryPolicy
 from batchguard.dlq import DeadLetterQueue, MemoryDLQ, StatusChange
@@ -246,3 +248,51 @@ def test_patterns_group_the_open_entries_with_a_recommendation_each(dlq: DeadLet
     assert sum(p.count for p in dlq.patterns(status="all")) == 12
     assert [p.count for p in dlq.patterns(status="resolved")] == [2]
     assert [p.count for p in dlq.patterns(error_type="ValueError")] == [4]
+
+
+STATUS_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("send"), st.lists(
+            st.tuples(st.integers(0, 7), st.sampled_from(["parse", "load"])), max_size=5)),
+        st.tuples(st.just("remove"), st.lists(st.integers(0, 9), max_size=3)),
+        st.tuples(st.just("status"), st.tuples(st.lists(st.integers(0, 9), min_size=1, max_size=3),
+                                               st.sampled_from(["open", "resolved", "replayed"]))),
+    ),
+    max_size=10,
+)
+
+
+def _seen(queue: DeadLetterQueue, **filters: Any) -> list[tuple[Any, ...]]:
+    return [(e.id, e.stage, e.status, e.status_reason, e.status_by, [c.status for c in e.history])
+            for e in queue.list(**filters)]
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=STATUS_OPS)
+def test_any_sequence_of_sends_removes_and_status_changes_matches_the_memory_model(
+        opener: Opener, ops: list[tuple[str, Any]]) -> None:  # noqa: F811
+    queue, model = opener.new(), MemoryDLQ()
+    for step, (op, args) in enumerate(ops):
+        if op == "send":
+            batch = [entry(i, stage=stage) for i, stage in args]
+            queue.send(batch)
+            model.send(batch)
+        elif op == "remove":
+            gone = [f"run-1:{i}" for i in args]
+            assert queue.remove(gone) == model.remove(gone)
+        else:
+            named, status = [f"run-1:{i}" for i in args[0]], args[1]
+            outcomes = []
+            for target in (queue, model):
+                try:
+                    outcomes.append(target.set_status(named, status, reason=f"step {step}", by="hypothesis"))
+                except DeadLetterNotFoundError as exc:
+                    outcomes.append(exc.ids)
+            assert outcomes[0] == outcomes[1]
+    for status in ("open", "resolved", "replayed", "all"):
+        assert _seen(queue, status=status) == _seen(model, status=status)
+        for stage in ("parse", "load"):
+            assert queue.count(status=status, stage=stage) == model.count(status=status, stage=stage)
+            assert _seen(queue, status=status, stage=stage, offset=1, limit=2) == _seen(
+                model, status=status, stage=stage, offset=1, limit=2)
