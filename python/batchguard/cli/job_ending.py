@@ -21,6 +21,7 @@ from .._report.panel import render_panel, render_steps
 from .._report.steps import NextStep
 from .._report.text import render_text
 from .._urls import redact
+from ..errors import BatchguardError
 from ..jobs import JobStatus, job_status
 from ..results import BatchReport
 from .console import console, is_tty
@@ -96,9 +97,14 @@ def job_ending(job: str, report: BatchReport, *, store_url: str, dlq_url: str | 
     """Where ``job`` stands after ``report``'s run: its state and open dead letters (counted in
     its DLQ: ``dlq_url``, else the one it was started with)."""
     state = job_status(job, store=store_url)
-    with job_dlq(state, store_url, dlq_url) as dlq:
-        open_entries = state.failed if dlq.queue is None else dlq.queue.count(job_id=job, status="open")
-        dlq_flag = "" if dlq.url is None or dlq.url == redact(store_url) else url_flag("--dlq", dlq.url)
+    try:
+        with job_dlq(state, store_url, dlq_url) as dlq:
+            open_entries = state.failed if dlq.queue is None else dlq.queue.count(job_id=job, status="open")
+            dlq_flag = "" if dlq.url is None or dlq.url == redact(store_url) else url_flag("--dlq", dlq.url)
+    except (click.ClickException, BatchguardError):
+        # The run is over and its report is due: count the store's dead-lettered records instead.
+        open_entries = state.failed
+        dlq_flag = "" if dlq_url is None else url_flag("--dlq", dlq_url)
     steps: tuple[NextStep, ...] = ()
     if open_entries and report.failure_count == 0:
         name = shlex.quote(job)
