@@ -20,6 +20,7 @@ from .errors import (
     DeadLetterNotFoundError,
     DLQError,
     DLQUnavailableError,
+    InputError,
     InputParseError,
     JobConflictError,
     JobError,
@@ -39,6 +40,7 @@ from .jobs import (
 from .policies import MAX_DURATION_S, CircuitBreaker, Classifier, ErrorClass, Explanation, RateLimit, RetryPolicy
 from .replay import ReplayReport, replay
 from .results import ActiveBatch, BatchProgress, BatchReport, BatchStats, RecordError
+from .sources import Source, read
 from .validation import SampleReport, ValidationBlocked, ValidationIssue, ValidationReport, ValidationSummary
 
 __version__ = importlib.metadata.version("batchguard")  # Cargo.toml's, through the wheel
@@ -65,6 +67,7 @@ __all__ = [
     "DeadLetterQueue",
     "ErrorClass",
     "Explanation",
+    "InputError",
     "InputParseError",
     "JobConflictError",
     "JobError",
@@ -81,6 +84,7 @@ __all__ = [
     "RetryPolicy",
     "RunOptions",
     "SampleReport",
+    "Source",
     "SqliteJobStore",
     "StatusChange",
     "ValidationBlocked",
@@ -94,6 +98,7 @@ __all__ = [
     "list_jobs",
     "open_dlq",
     "open_job_store",
+    "read",
     "replay",
     "run_batches",
 ]
