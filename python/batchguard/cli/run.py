@@ -11,12 +11,13 @@ from typing import Any
 
 import click
 
-from .._inputs import FORMATS, RecordSource, StreamSource, open_input
+from .._inputs import FORMATS, RecordSource, StreamSource, input_id, open_input
 from .._run.execute import execute
 from .._run.plan import close_opened_dlq, make_plan
 from .._urls import redact
 from ..errors import BatchguardError, ConfigError, DLQUnavailableError, InputError, JobError, JobStoreUnavailableError
 from ..jobs import job_status, run_job
+from ..sources.files import is_remote
 from ..validation.run import finish_full, guard_full
 from .callables import load_callable, portable_spec
 from .job_ending import job_ending
@@ -63,11 +64,13 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     view = ProgressView(title=title, quiet=quiet, mode="full", concurrency=concurrency)
     effective_dlq = dlq_url if dlq_url is not None else (None if job else DEFAULT_URL)
     settings = settings or EngineSettings()
+    # A record without an id of its own is named by where it was read (file:line, file#row).
+    plan_kwargs = {"id_of": input_id, **settings.plan_kwargs()}
     try:
         plan = make_plan(source, settings.guarded(fn), batch_size=batch_size, concurrency=concurrency,
                          retry=settings.retry(max_attempts, base_delay), dlq=effective_dlq,
                          on_progress=None if quiet else view,
-                         validate=None if phase is None else phase.check_for_input(), **settings.plan_kwargs())
+                         validate=None if phase is None else phase.check_for_input(), **plan_kwargs)
     except (ConfigError, DLQUnavailableError, TypeError, ModuleNotFoundError) as exc:
         cannot_start(exc)
     plan, tally = guard_full(plan)
@@ -78,7 +81,8 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
             else:
                 saved_dlq = None if dlq_url is None else absolute_url(dlq_url)
                 meta = {"cli": {
-                    "input": source.path if source.path == "-" else os.path.abspath(source.path),
+                    "input": source.path if source.path == "-" or is_remote(source.path)
+                    else os.path.abspath(source.path),
                     "format": source.format, "fn": portable_spec(fn_spec), "cwd": os.getcwd(),
                     "dlq": None if saved_dlq is None else redact(saved_dlq),
                     "batch_size": batch_size, "concurrency": concurrency,
@@ -187,7 +191,10 @@ def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | Non
         fmt: str | None, force: bool, quiet: bool, as_json: bool, report_json_path: str | None,
         config_path: str | None, validate: str | None, mode: str, sample_count: int,
         sample_key: str | None, **engine: Any) -> None:
-    """Run --fn over every record of INPUT (JSON lines, CSV, a JSON array; - for stdin).
+    """Run --fn over every record of INPUT (JSON lines, CSV, a JSON array, Parquet; - for stdin).
+
+    INPUT is a path, a glob (quoted: 'data/*.jsonl.gz') or a URL (s3://, gs://, http(s)://);
+    .gz, .bz2 and .zst files are decompressed.
 
     A line that does not parse is dead-lettered with a parse error and the run goes on.
     Engine options (--timeout, --rate-limit, --breaker, ...) can also come from --config FILE.toml.
