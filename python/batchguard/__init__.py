@@ -33,9 +33,11 @@ from .jobs import (
     JobStoreUnavailableError,
     PostgresJobStore,
     SqliteJobStore,
+    job_batches,
     job_status,
     list_jobs,
     open_job_store,
+    record_status,
 )
 from .policies import MAX_DURATION_S, CircuitBreaker, Classifier, ErrorClass, Explanation, RateLimit, RetryPolicy
 from .replay import ReplayReport, replay
@@ -94,11 +96,13 @@ __all__ = [
     "arun_batches",
     "calculate_batch_size",
     "create_batches",
+    "job_batches",
     "job_status",
     "list_jobs",
     "open_dlq",
     "open_job_store",
     "read",
+    "record_status",
     "replay",
     "run_batches",
 ]
