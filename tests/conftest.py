@@ -32,3 +32,13 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """Endpoint URL of a real S3-compatible server on 127.0.0.1 (moto's ThreadedMotoServer, in
+    its own process), with AWS_ENDPOINT_URL and test credentials set for boto3, s3fs and the CLI
+    subprocesses (see s3_server.py)."""
+    import s3_server
+
+    yield from s3_server.s3_server()
