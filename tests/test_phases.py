@@ -88,8 +88,6 @@ def test_the_phase_keywords_are_checked_before_anything_runs() -> None:
         batchguard.run_batches([1], fn, validate="nope")  # type: ignore[call-overload]
     with pytest.raises(ConfigError, match="sample_count"):
         batchguard.run_batches([1], fn, mode="sample", sample_count=0)
-    with pytest.raises(ConfigError, match="validate with bulk=True"):
-        batchguard.run_batches([1], lambda b: b, validate=rule, bulk=True)
     with pytest.raises(ConfigTypeError, match="did you mean 'mode'"):
         batchguard.run_batches([1], fn, mdoe="sample")  # type: ignore[call-overload]
     assert fn.seen == []
@@ -458,3 +456,41 @@ def test_odd_records_are_checked_sampled_and_reported(engine: str) -> None:
     assert len(sampled.items) == 3 and all(item.ok for item in sampled.items)
     json.dumps(sampled.to_json())  # every value JSON-safe, whatever fn returned
     assert sampled.items[-1].label == "long" and sampled.items[-1].record_index == 6  # 10**400: 401 digits
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_bulk_full_run_never_passes_a_blocked_record_to_fn(engine: str, concurrency: int) -> None:
+    seen: list[list[int]] = []
+    lock = threading.Lock()
+    flaky = {12: 1, 20: 2}  # record: transient failures before it succeeds (20 is warned)
+
+    def bulk(batch: list[int]) -> list[int]:
+        with lock:
+            seen.append(list(batch))
+            for record in batch:
+                if flaky.get(record, 0) > 0:
+                    flaky[record] -= 1
+                    raise TransientError(f"flaky {record}")
+        return [r * 10 for r in batch]
+
+    async def abulk(batch: list[int]) -> list[int]:
+        return bulk(batch)
+
+    records = list(range(1, 41))
+    _, warned, blocked = expected(records)
+    for fn in (bulk, abulk):
+        seen.clear()
+        flaky.update({12: 1, 20: 2})
+        report = batchguard.run_batches(records, fn, bulk=True, validate=rule, engine=engine, batch_size=8,
+                                        concurrency=concurrency, retry=no_wait(3),
+                                        classifier=lambda exc: ErrorClass.TRANSIENT
+                                        if isinstance(exc, TransientError) else None)
+        assert not {r for call in seen for r in call if r % 7 == 0}, "a blocked record reached fn"
+        assert report.successful == [r * 10 for r in records if r % 7]
+        assert report.validation == ValidationSummary(blocked=blocked, warnings=warned)
+        assert {e.stage for e in report.errors} == {"validate"} and report.failure_count == blocked
+
+
+class TransientError(Exception):
+    """A failure the bulk tests' classifier retries."""

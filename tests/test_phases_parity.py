@@ -58,14 +58,16 @@ def _blocked(scenario: dict[str, Any], record: int) -> bool:
 
 
 @SETTINGS
-@given(scenario=scenarios())
-def test_a_full_run_with_validate_is_the_same_on_both_engines(scenario: dict[str, Any]) -> None:
+@given(scenario=scenarios(), bulk=st.booleans())
+def test_a_full_run_with_validate_is_the_same_on_both_engines(scenario: dict[str, Any], bulk: bool) -> None:
     views, plans = [], []
     for engine in ("python", "native"):
         plan, dlq = FailurePlan(scenario["outcomes"]), MemoryDLQ()
-        report = run(range(scenario["n"]), plan, engine=engine, validate=Rules(scenario["verdicts"]),
+        # bulk: one call per group, failing at its first failing record (bisection isolates it)
+        fn: Any = (lambda batch, plan=plan: [plan(r) for r in batch]) if bulk else plan
+        report = run(range(scenario["n"]), fn, engine=engine, validate=Rules(scenario["verdicts"]),
                      dlq=dlq, retry=no_wait(3), batch_size=scenario["batch_size"],
-                     concurrency=scenario["concurrency"])
+                     concurrency=scenario["concurrency"], bulk=bulk)
         assert_conservation(report)
         views.append((outcome_view(report), report.validation, [dlq_view(e) for e in dlq.list()]))
         plans.append(plan)

@@ -310,6 +310,24 @@ class _Tally:
             with self.lock:
                 self.retrying[id(record)] = (record, issues)
 
+    # A bulk fn's record is in one call, then (the call failed) in the calls of a bisection or a
+    # retry: a warned record keeps its verdict, counted once, until a call holding it succeeds.
+
+    def held(self, record: Any) -> tuple[ValidationIssue, ...] | None:
+        with self.lock:
+            held = self.retrying.get(id(record))
+        return None if held is None else held[1]
+
+    def hold(self, record: Any, issues: tuple[ValidationIssue, ...]) -> None:
+        with self.lock:
+            self.warnings += 1
+            self.retrying[id(record)] = (record, issues)
+
+    def succeeded(self, records: list[Any]) -> None:
+        with self.lock:
+            for record in records:
+                self.retrying.pop(id(record), None)
+
 
 def guard_full(plan: Plan) -> tuple[Plan, _Tally | None]:
     """``plan`` with each record checked before ``fn`` (when it has ``validate``): a blocked one
@@ -335,7 +353,48 @@ def guard_full(plan: Plan) -> tuple[Plan, _Tally | None]:
         tally.first(issues)
         return issues
 
-    if plan.is_async:
+    def bulk_verdict(record: Any, issues: tuple[ValidationIssue, ...]) -> tuple[ValidationIssue, ...]:
+        if issues and not is_blocked(issues):
+            tally.hold(record, issues)
+        return issues
+
+    def bulk_gate(verdicts: list[tuple[ValidationIssue, ...]]) -> None:
+        # A call with a blocked record fails; the bisection that follows runs fn on the halves
+        # without one, and the blocked record alone fails with its own issues.
+        for issues in verdicts:
+            if is_blocked(issues):
+                raise ValidationBlocked(issues)
+
+    if plan.bulk and plan.is_async:
+        async def abulk(records: list[Any]) -> Any:
+            verdicts = []
+            for record in records:
+                issues = tally.held(record)
+                if issues is None:
+                    issues = await _achecked(check, record) if check_async else _checked(check, record)
+                    issues = bulk_verdict(record, issues)
+                verdicts.append(issues)
+            bulk_gate(verdicts)
+            values = await fn(records)
+            tally.succeeded(records)
+            return values
+        guarded: Callable[[Any], Any] = abulk
+    elif plan.bulk:
+        def sbulk(records: list[Any]) -> Any:
+            verdicts = []
+            for record in records:
+                issues = tally.held(record)
+                if issues is None:
+                    issues = (asyncio.run(_achecked(check, record)) if check_async
+                              else _checked(check, record))
+                    issues = bulk_verdict(record, issues)
+                verdicts.append(issues)
+            bulk_gate(verdicts)
+            values = fn(records)
+            tally.succeeded(records)
+            return values
+        guarded = sbulk
+    elif plan.is_async:
         async def aguarded(record: Any) -> Any:
             known = tally.known(record)
             if known is None:
@@ -348,7 +407,7 @@ def guard_full(plan: Plan) -> tuple[Plan, _Tally | None]:
             except BaseException:
                 tally.failed(record, known)
                 raise
-        guarded: Callable[[Any], Any] = aguarded
+        guarded = aguarded
     else:
         def sguarded(record: Any) -> Any:
             issues = verdict(record)
