@@ -192,9 +192,6 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
     validate, sample_count, sample_key = options["validate"], options["sample_count"], options["sample_key"]
     check_phase_options(mode, validate, sample_count, sample_key)
     _check_hook("sample_key", sample_key)
-    if mode == "full" and validate is not None and bulk:
-        raise ConfigError("validate with bulk=True is not supported in a full run: validate the "
-                          "records in the bulk fn, or run per record (a dry-run and a sample work)")
     if isinstance(records, (str, bytes, bytearray)):
         raise ConfigTypeError(f"records must be an iterable of records, not {type(records).__name__}")
     if not isinstance(records, Iterable):
