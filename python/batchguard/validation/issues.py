@@ -26,9 +26,12 @@ __all__ = [
     "ValidationBlocked",
     "ValidationIssue",
     "ValidationSummary",
+    "averdict_of",
     "check_phase_options",
+    "is_blocked",
     "issues_of",
     "raised_issue",
+    "verdict_of",
 ]
 
 Severity = Literal["blocked", "warning"]
@@ -152,6 +155,23 @@ def issues_of(answer: Any) -> tuple[ValidationIssue, ...]:
 def _wrong_answer(what: str) -> ValidationIssue:
     return ValidationIssue("<check>", f"the check returned {what}",
                            "make the check return a ValidationIssue, an iterable of them, or None")
+
+
+def verdict_of(check: Callable[[Any], Any], record: Any) -> tuple[ValidationIssue, ...]:
+    """``check(record)`` as issues (:func:`issues_of`); a check that raises blocks its record
+    (:func:`raised_issue`)."""
+    try:
+        return issues_of(check(record))
+    except Exception as exc:  # noqa: BLE001 - a raising check blocks its record
+        return (raised_issue(exc),)
+
+
+async def averdict_of(check: Callable[[Any], Any], record: Any) -> tuple[ValidationIssue, ...]:
+    """:func:`verdict_of` of an ``async def`` check."""
+    try:
+        return issues_of(await check(record))
+    except Exception as exc:  # noqa: BLE001 - as verdict_of
+        return (raised_issue(exc),)
 
 
 def is_blocked(issues: tuple[ValidationIssue, ...]) -> bool:
