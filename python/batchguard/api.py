@@ -15,8 +15,9 @@ from ._run.options import DEFAULT_MODE, RunOptions, spelled_out
 from ._run.plan import close_opened_dlq, make_plan
 from .jobs.run import arun_job, run_job
 from .results import BatchReport
+from .validation.full import finish_full, guard_full
 from .validation.report import ValidationReport
-from .validation.run import adry_run, asample, dry_run, finish_full, guard_full, sample
+from .validation.run import adry_run, asample, dry_run, sample
 from .validation.sample import SampleReport
 
 __all__ = ["RunOptions", "arun_batches", "run_batches"]
