@@ -18,7 +18,7 @@ from .._urls import redact
 from ..errors import BatchguardError, ConfigError, DLQUnavailableError, InputError, JobError, JobStoreUnavailableError
 from ..jobs import job_status, run_job
 from ..sources.files import is_remote
-from ..validation.run import finish_full, guard_full
+from ..validation.full import finish_full, guard_full
 from .callables import load_callable, portable_spec
 from .job_ending import job_ending
 from .options import (
