@@ -1,5 +1,5 @@
-"""Running the phases on the engine: the dry-run (checks only), the sample (``fn`` on a few
-records), and a full run's validation guard (blocked records dead-lettered, never run).
+"""Running the phases on the engine: the dry-run (checks only) and the sample (``fn`` on a
+few records); a full run's guard is in :mod:`batchguard.validation.full`.
 
 Every phase is a run of the ordinary engine (either one, sync or async, with its batches,
 concurrency and progress), over a plan derived from the caller's:
@@ -11,9 +11,6 @@ concurrency and progress), over a plan derived from the caller's:
 * **sample**: one pass over the input chooses the records (:class:`SampleSelector`), then the
   engine runs ``fn`` on them with the run's retry, timeout, classifier, rate limit and breaker;
   nothing is written to a DLQ or a job store.
-* **full with validate**: ``fn`` is wrapped so each record is checked first; a blocked record
-  raises :class:`ValidationBlocked` (PERMANENT whatever the classifier says, stage "validate"
-  in its entry) and ``fn`` never sees it.
 """
 
 from __future__ import annotations
@@ -25,17 +22,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
-from .._error_class import ErrorClass
 from .._run.entries import default_id_of
 from .._run.execute import arun, execute
 from .._run.plan import Plan, is_coroutine_function
 from ..policies import RetryPolicy
 from ..results import BatchReport
-from .issues import ValidationBlocked, ValidationIssue, ValidationSummary, is_blocked, issues_of, raised_issue
+from .issues import ValidationIssue, averdict_of, is_blocked, verdict_of
 from .report import ValidationCollector, ValidationReport
 from .sample import SampleItem, SampleReport, SampleSelector, default_sample_steps
 
-__all__ = ["adry_run", "asample", "dry_run", "finish_full", "guard_full", "sample"]
+__all__ = ["adry_run", "asample", "dry_run", "sample"]
 
 
 def _record_id(plan: Plan, record: Any, index: int) -> Any:
@@ -49,20 +45,6 @@ def _record_id(plan: Plan, record: Any, index: int) -> Any:
         return index
 
 
-def _checked(check: Callable[[Any], Any], record: Any) -> tuple[ValidationIssue, ...]:
-    try:
-        return issues_of(check(record))
-    except Exception as exc:  # noqa: BLE001 - a raising check blocks its record (see raised_issue)
-        return (raised_issue(exc),)
-
-
-async def _achecked(check: Callable[[Any], Any], record: Any) -> tuple[ValidationIssue, ...]:
-    try:
-        return issues_of(await check(record))
-    except Exception as exc:  # noqa: BLE001 - as _checked
-        return (raised_issue(exc),)
-
-
 # --- dry-run ---------------------------------------------------------------------------------
 
 def _dry_plan(plan: Plan, collector: ValidationCollector) -> Plan:
@@ -74,11 +56,11 @@ def _dry_plan(plan: Plan, collector: ValidationCollector) -> Plan:
 
     if is_coroutine_function(check):
         async def acheck(pair: tuple[int, Any]) -> None:
-            collector.add(pair[0], verdict_id(pair), await _achecked(check, pair[1]))
+            collector.add(pair[0], verdict_id(pair), await averdict_of(check, pair[1]))
         fn: Callable[[Any], Any] = acheck
     else:
         def scheck(pair: tuple[int, Any]) -> None:
-            collector.add(pair[0], verdict_id(pair), _checked(check, pair[1]))
+            collector.add(pair[0], verdict_id(pair), verdict_of(check, pair[1]))
         fn = scheck
     # Checks only: one try each (a check never raises out of the wrapper; a timeout is the only
     # failure left), no breaker or error budget, no key order, nothing written anywhere. A sync
@@ -129,8 +111,8 @@ def _select(plan: Plan) -> tuple[SampleSelector, int]:
             if not selector.wants(index, key):
                 continue
             if check is not None:
-                issues = (runner.run(_achecked(check, record)) if runner is not None
-                          else _checked(check, record))
+                issues = (runner.run(averdict_of(check, record)) if runner is not None
+                          else verdict_of(check, record))
                 if is_blocked(issues):
                     selector.blocked()
                     continue
@@ -152,7 +134,7 @@ async def _aselect(plan: Plan) -> tuple[SampleSelector, int]:
         if not selector.wants(index, key):
             continue
         if check is not None:
-            issues = await _achecked(check, record) if is_async else _checked(check, record)
+            issues = await averdict_of(check, record) if is_async else verdict_of(check, record)
             if is_blocked(issues):
                 selector.blocked()
                 continue
@@ -278,159 +260,3 @@ async def asample(plan: Plan) -> SampleReport:
     timings = _Timings(len(chosen))
     sampled, ids = _sample_plan(plan, chosen, timings)
     return _sample_report(chosen, ids, timings, await arun(sampled), selector, seen)
-
-
-# --- full run with validate ------------------------------------------------------------------
-
-class _Tally:
-    """A full run's validation counts. A warned record whose ``fn`` call raised may be retried:
-    it is kept (by identity, with its verdict) until its next call, so a retry is neither
-    checked nor counted again. What that costs: one reference per warned record whose last call
-    failed, until the run ends; and the same object passed twice in one input, warned both times,
-    after its first pass failed for good, is taken for a retry (counted once), since a retry and
-    a repeat are the same call ``fn(record)``."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.warnings = 0
-        self.retrying: dict[int, tuple[Any, tuple[ValidationIssue, ...]]] = {}
-
-    def known(self, record: Any) -> tuple[ValidationIssue, ...] | None:
-        with self.lock:
-            held = self.retrying.pop(id(record), None)
-        return None if held is None else held[1]
-
-    def first(self, issues: tuple[ValidationIssue, ...]) -> None:
-        if issues:
-            with self.lock:
-                self.warnings += 1
-
-    def failed(self, record: Any, issues: tuple[ValidationIssue, ...]) -> None:
-        if issues:
-            with self.lock:
-                self.retrying[id(record)] = (record, issues)
-
-    # A bulk fn's record is in one call, then (the call failed) in the calls of a bisection or a
-    # retry: a warned record keeps its verdict, counted once, until a call holding it succeeds.
-
-    def held(self, record: Any) -> tuple[ValidationIssue, ...] | None:
-        with self.lock:
-            held = self.retrying.get(id(record))
-        return None if held is None else held[1]
-
-    def hold(self, record: Any, issues: tuple[ValidationIssue, ...]) -> None:
-        with self.lock:
-            self.warnings += 1
-            self.retrying[id(record)] = (record, issues)
-
-    def succeeded(self, records: list[Any]) -> None:
-        with self.lock:
-            for record in records:
-                self.retrying.pop(id(record), None)
-
-
-def guard_full(plan: Plan) -> tuple[Plan, _Tally | None]:
-    """``plan`` with each record checked before ``fn`` (when it has ``validate``): a blocked one
-    raises ValidationBlocked, PERMANENT whatever the classifier says, and never reaches ``fn``."""
-    check, fn = plan.validate, plan.fn
-    if check is None:
-        return plan, None
-    tally = _Tally()
-    check_async = is_coroutine_function(check)
-
-    def verdict(record: Any) -> tuple[ValidationIssue, ...]:
-        known = tally.known(record)
-        if known is not None:
-            return known
-        if check_async:
-            # A sync fn's worker thread has no loop: the check gets one of its own, closed when it
-            # returns (a loop kept per thread would outlive the run, unclosed).
-            issues = asyncio.run(_achecked(check, record))
-        else:
-            issues = _checked(check, record)
-        if is_blocked(issues):
-            raise ValidationBlocked(issues)
-        tally.first(issues)
-        return issues
-
-    def bulk_verdict(record: Any, issues: tuple[ValidationIssue, ...]) -> tuple[ValidationIssue, ...]:
-        if issues and not is_blocked(issues):
-            tally.hold(record, issues)
-        return issues
-
-    def bulk_gate(verdicts: list[tuple[ValidationIssue, ...]]) -> None:
-        # A call with a blocked record fails; the bisection that follows runs fn on the halves
-        # without one, and the blocked record alone fails with its own issues.
-        for issues in verdicts:
-            if is_blocked(issues):
-                raise ValidationBlocked(issues)
-
-    if plan.bulk and plan.is_async:
-        async def abulk(records: list[Any]) -> Any:
-            verdicts = []
-            for record in records:
-                issues = tally.held(record)
-                if issues is None:
-                    issues = await _achecked(check, record) if check_async else _checked(check, record)
-                    issues = bulk_verdict(record, issues)
-                verdicts.append(issues)
-            bulk_gate(verdicts)
-            values = await fn(records)
-            tally.succeeded(records)
-            return values
-        guarded: Callable[[Any], Any] = abulk
-    elif plan.bulk:
-        def sbulk(records: list[Any]) -> Any:
-            verdicts = []
-            for record in records:
-                issues = tally.held(record)
-                if issues is None:
-                    issues = (asyncio.run(_achecked(check, record)) if check_async
-                              else _checked(check, record))
-                    issues = bulk_verdict(record, issues)
-                verdicts.append(issues)
-            bulk_gate(verdicts)
-            values = fn(records)
-            tally.succeeded(records)
-            return values
-        guarded = sbulk
-    elif plan.is_async:
-        async def aguarded(record: Any) -> Any:
-            known = tally.known(record)
-            if known is None:
-                known = await _achecked(check, record) if check_async else _checked(check, record)
-                if is_blocked(known):
-                    raise ValidationBlocked(known)
-                tally.first(known)
-            try:
-                return await fn(record)
-            except BaseException:
-                tally.failed(record, known)
-                raise
-        guarded = aguarded
-    else:
-        def sguarded(record: Any) -> Any:
-            issues = verdict(record)
-            try:
-                return fn(record)
-            except BaseException:
-                tally.failed(record, issues)
-                raise
-        guarded = sguarded
-    user = plan.classifier.func
-
-    def permanent_if_blocked(exc: BaseException) -> Any:
-        if isinstance(exc, ValidationBlocked):
-            return ErrorClass.PERMANENT
-        return None if user is None else user(exc)
-
-    classifier = replace(plan.classifier, func=permanent_if_blocked)
-    return replace(plan, fn=guarded, classifier=classifier), tally
-
-
-def finish_full(report: BatchReport[Any], tally: _Tally | None) -> BatchReport[Any]:
-    """The full run's report, with ``validation`` counts when it had a check."""
-    if tally is None:
-        return report
-    blocked = report.errors_by_type.get(ValidationBlocked.__name__, 0)
-    return replace(report, validation=ValidationSummary(blocked=blocked, warnings=tally.warnings))
