@@ -38,7 +38,7 @@ class Flaky(ConnectionError):
 
 
 def double(record: dict[str, int]) -> int:
-    """Fails record 7 for good (ValueError is permanent) and record 3 once (retried)."""
+    """Twice the value; record 7 fails for good (a ValueError is permanent: dead-lettered, no retry)."""
     if record["id"] == 7:
         raise ValueError("record 7 is bad")
     return record["v"] * 2
