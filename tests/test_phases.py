@@ -494,3 +494,40 @@ def test_a_bulk_full_run_never_passes_a_blocked_record_to_fn(engine: str, concur
 
 class TransientError(Exception):
     """A failure the bulk tests' classifier retries."""
+
+
+@pytest.mark.slow
+def test_a_type_checker_sees_what_each_mode_returns(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    pytest.importorskip("mypy")
+    script = tmp_path / "user.py"
+    script.write_text(textwrap.dedent('''
+        import asyncio
+        from batchguard import ValidationIssue, arun_batches, run_batches
+
+        def check(record: int) -> ValidationIssue | None:
+            return None
+
+        def double(record: int) -> int:
+            return record * 2
+
+        reveal_type(run_batches([1], double, validate=check, mode="dry-run"))
+        reveal_type(run_batches([1], double, mode="sample", sample_count=5))
+        reveal_type(run_batches([1], double, validate=check))
+        reveal_type(run_batches([1], double, validate=check, mode="full").validation)
+        reveal_type(asyncio.run(arun_batches([1], double, validate=check, mode="dry-run")))
+    '''))
+    done = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--hide-error-context",
+                           "--no-error-summary", "--cache-dir", str(tmp_path / ".cache"), "user.py"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False)
+    revealed = [line.split('Revealed type is "')[1].rstrip('"') for line in done.stdout.splitlines()
+                if "Revealed type" in line]
+    assert revealed == ["batchguard.validation.report.ValidationReport",
+                        "batchguard.validation.sample.SampleReport",
+                        "batchguard.results.BatchReport[int]",
+                        "batchguard.validation.issues.ValidationSummary | None",
+                        "batchguard.validation.report.ValidationReport"], done.stdout
+    assert "error" not in done.stdout, done.stdout
