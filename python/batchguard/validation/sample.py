@@ -24,6 +24,9 @@ from .report import RULE, _json_safe
 
 __all__ = ["SampleItem", "SampleReport", "SampleSelector", "labels", "payload_size"]
 
+_ENCODER: Final = json.JSONEncoder(default=str, check_circular=False)
+"""One encoder for every record (``json.dumps`` builds one per call when given ``default``).
+Without the circular check a self-containing record raises RecursionError: its repr is used."""
 RESERVOIR: Final = 256
 """Records the selector holds to estimate the middle quantiles of a long input."""
 
@@ -34,7 +37,7 @@ def payload_size(record: Any) -> int:
     if isinstance(record, (str, bytes, bytearray)):
         return len(record)
     try:
-        return len(json.dumps(record, default=str))
+        return len(_ENCODER.encode(record))
     except (TypeError, ValueError, RecursionError):
         return len(repr(record))
 
@@ -102,7 +105,7 @@ class SampleSelector:
         if len(self._pool) < self._size:
             self._slot = len(self._pool)
         else:
-            slot = self._rng.randrange(self._seen)
+            slot = int(self._rng.random() * self._seen)  # randrange's cost, without its checks
             if slot < self._size:
                 self._slot = slot
         return (self._slot is not None or self._low is None or key < self._low.key
