@@ -37,6 +37,8 @@ class _Tally:
         self.retrying: dict[int, tuple[Any, tuple[ValidationIssue, ...]]] = {}
 
     def known(self, record: Any) -> tuple[ValidationIssue, ...] | None:
+        if not self.retrying:  # the usual case, without the lock: a record's own failed call
+            return None        # (which held it) happened before its retry, on any thread
         with self.lock:
             held = self.retrying.pop(id(record), None)
         return None if held is None else held[1]
@@ -55,6 +57,8 @@ class _Tally:
     # retry: a warned record keeps its verdict, counted once, until a call holding it succeeds.
 
     def held(self, record: Any) -> tuple[ValidationIssue, ...] | None:
+        if not self.retrying:  # as known()
+            return None
         with self.lock:
             held = self.retrying.get(id(record))
         return None if held is None else held[1]
