@@ -38,13 +38,14 @@ def test_run_json_prints_the_report_as_json(workdir: Path) -> None:
 
 def test_run_json_with_a_job_carries_the_job_and_redacts_urls(workdir: Path) -> None:
     store = f"sqlite:///{workdir / 'jobs.db'}"
-    result = CliRunner().invoke(main, ["run", records(workdir, 4), "--fn", "cli_fns:echo", "-q",
+    path = records(workdir, 4)  # written once: a job's input must not change between its runs
+    result = CliRunner().invoke(main, ["run", path, "--fn", "cli_fns:echo", "-q",
                                        "--job", "j1", "--store", store, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["succeeded"] == 4
     assert data["job"]["name"] == "j1" and data["job"]["status"] == "completed"
-    again = CliRunner().invoke(main, ["run", records(workdir, 4), "--fn", "cli_fns:echo", "-q",
+    again = CliRunner().invoke(main, ["run", path, "--fn", "cli_fns:echo", "-q",
                                       "--job", "j1", "--store", store, "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["job"]["status"] == "completed"
