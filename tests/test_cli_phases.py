@@ -238,3 +238,19 @@ def test_a_job_started_with_validate_saves_it_for_its_resume(demo_data: Path, wo
     assert cli["validate"] == "batchguard._demo:validate"
     phase = saved_phase(cli)
     assert phase is not None and phase.validate is _demo.validate and phase.mode == "full"
+
+
+def test_next_steps_carry_every_option_given_and_run_verbatim(demo_data: Path, workdir: Path) -> None:
+    config = workdir / "run.toml"
+    config.write_text('max_delay = 3\n')
+    given = ["--rate-limit", "5000/s", "--burst", "50", "--breaker", "5/10", "--max-failures", "20%",
+             "--timeout", "2", "--jitter", "none", "--id-field", "id", "--stage", "load",
+             "--concurrency", "2", "--config", str(config), "--format", "jsonl"]
+    dry = invoke(*base(demo_data, f"sqlite:///{workdir / 'q.db'}"), *given, "--mode", "dry-run")
+    assert dry.exit_code == 1, dry.output
+    again = step(dry.stdout, "Re-run dry-run to verify fixes:")
+    flags = options(again)
+    assert flags["--rate-limit"] == "5000.0/s" and flags["--breaker"] == "5/10"
+    assert flags["--max-failures"] == "0.2" and flags["--config"] == str(config)
+    assert flags["--id-field"] == "id" and flags["--stage"] == "load" and flags["--jitter"] == "none"
+    assert invoke(*again).stdout == dry.stdout
