@@ -1,4 +1,5 @@
-"""A job's input fingerprint: a hash of its first batch, the same in every process."""
+"""A job's input fingerprint: a hash of its first batch, the same in every process, and for a
+:class:`batchguard.Source` the path, size and version (ETag or mtime) of each of its files."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-__all__ = ["FINGERPRINT_VERSION", "fingerprint_records", "first_batch"]
+from ..sources import Source
+
+__all__ = ["FINGERPRINT_VERSION", "changed_file", "fingerprint_records", "first_batch", "input_files",
+           "same_records"]
 
 FINGERPRINT_VERSION: Final = "v1"
+_FILES: Final = "+files:"
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _MAX_DEPTH = 32
@@ -52,8 +57,10 @@ def _stable_repr(value: Any) -> str:
     return _ADDRESS.sub("", text)
 
 
-def fingerprint_records(first_batch: Iterable[Any]) -> str:
-    """The input fingerprint of a job: sha256 over the canonical JSON of its first batch.
+def fingerprint_records(first_batch: Iterable[Any], files: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """The input fingerprint of a job: sha256 over the canonical JSON of its first batch, and,
+    with ``files`` (:func:`input_files`: a source's files), over each file's path, size and
+    version, so a file changed after the first batch is caught too.
 
     It is cheap (one batch, however long the input) and the same for a list, a generator or
     the CLI reading the same data. What it can detect: a different source (other first
@@ -73,7 +80,51 @@ def fingerprint_records(first_batch: Iterable[Any]) -> str:
                                  separators=(",", ":")).encode("utf-8", "surrogatepass"))
         digest.update(b"\n")
         count += 1
-    return f"{FINGERPRINT_VERSION}:{count}:{digest.hexdigest()}"
+    text = f"{FINGERPRINT_VERSION}:{count}:{digest.hexdigest()}"
+    if files is not None:
+        listing = json.dumps(list(files), sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        text += f"{_FILES}{hashlib.sha256(listing).hexdigest()[:32]}"
+    return text
+
+
+def input_files(records: object) -> list[dict[str, Any]] | None:
+    """What a job's fingerprint keeps of its input's files: a :class:`batchguard.Source`'s
+    manifest (each file's absolute path or redacted URL, size, ETag or mtime); None for any other
+    input (a list, a generator), which is fingerprinted by its first batch alone."""
+    return records.manifest() if isinstance(records, Source) else None
+
+
+def same_records(saved: str, now: str) -> tuple[bool, bool]:
+    """Do two fingerprints agree on the first batch, and (when both have them) on the files?
+
+    A fingerprint saved before files were fingerprinted agrees with any files: that job resumes.
+    """
+    saved_records, _, saved_files = saved.partition(_FILES)
+    records, _, files = now.partition(_FILES)
+    return saved_records == records, not saved_files or not files or saved_files == files
+
+
+def changed_file(saved: Sequence[Mapping[str, Any]] | None, now: Sequence[Mapping[str, Any]]) -> str:
+    """How the input's files changed since ``saved`` (a job's ``input_files``): the first file
+    added, removed, or of another size or version.
+
+    >>> changed_file([{"file": "a", "size": 1, "version": "x"}], [{"file": "a", "size": 2, "version": "y"}])
+    'a changed (size 1 -> 2, version x -> y)'
+    """
+    if not saved:
+        return "its files changed"
+    before = {str(f["file"]): f for f in saved}
+    after = {str(f["file"]): f for f in now}
+    for name, file in after.items():
+        old = before.get(name)
+        if old is None:
+            return f"{name} was added"
+        if old.get("size") != file.get("size") or old.get("version") != file.get("version"):
+            how = [f"{key} {old.get(key)} -> {file.get(key)}" for key in ("size", "version")
+                   if old.get(key) != file.get(key)]
+            return f"{name} changed ({', '.join(how)})"
+    gone = [name for name in before if name not in after]
+    return f"{gone[0]} is gone" if gone else "its files changed"
 
 
 def first_batch(records: Iterable[Any], batch_size: int) -> tuple[Iterable[Any], list[Any]]:
