@@ -18,7 +18,7 @@ from ..dlq.base import DeadLetter, DeadLetterQueue, MemoryDLQ
 from ..dlq.codec import check_storable
 from ..errors import ConfigError, JobConflictError
 from ..results import BatchReport, BatchStats
-from .fingerprint import fingerprint_records, first_batch
+from .fingerprint import changed_file, fingerprint_records, first_batch, input_files, same_records
 from .status import FINISHED, JobState, JobStatus
 from .store import JobStore, opened_store
 
@@ -39,7 +39,8 @@ def describe_dlq(dlq: DeadLetterQueue) -> str:
     return type(dlq).__name__
 
 
-def _plan_config(plan: Plan, dlq: DeadLetterQueue, meta: Mapping[str, Any] | None) -> dict[str, Any]:
+def _plan_config(plan: Plan, dlq: DeadLetterQueue, meta: Mapping[str, Any] | None,
+                 files: list[dict[str, Any]] | None) -> dict[str, Any]:
     cfg = plan.config
     retry = dataclasses.asdict(cfg.retry)
     breaker = None if cfg.breaker is None else {
@@ -52,11 +53,13 @@ def _plan_config(plan: Plan, dlq: DeadLetterQueue, meta: Mapping[str, Any] | Non
     }
     if meta:
         config["meta"] = dict(meta)
+    if files is not None:
+        config["input_files"] = files  # names the file that changed when a resume is refused
     return config
 
 
 def _check_same_input(job: str, existing: JobStatus, *, fingerprint: str, total: int | None,
-                      batch_size: int, stage: str) -> None:
+                      batch_size: int, stage: str, files: list[dict[str, Any]] | None) -> None:
     advice = "use another job name, or force=True (--force) to restart this job from scratch"
     if existing.batch_size != batch_size:
         raise JobConflictError(
@@ -69,7 +72,12 @@ def _check_same_input(job: str, existing: JobStatus, *, fingerprint: str, total:
     if existing.total is not None and total is not None and existing.total != total:
         raise JobConflictError(f"job {job!r} was started on {existing.total} records, this input "
                                f"has {total}: different input under the same job name; {advice}")
-    if existing.fingerprint != fingerprint:
+    same_first_batch, same_files = same_records(existing.fingerprint, fingerprint)
+    if same_first_batch and not same_files and files is not None:
+        change = changed_file(existing.config.get("input_files"), files)
+        raise JobConflictError(f"the input files of job {job!r} changed since it started: {change}; "
+                               f"resuming would mix two versions of the input; {advice}")
+    if not same_first_batch:
         raise JobConflictError(f"job {job!r} was started on different input (its first batch of "
                                f"records differs; fingerprint {existing.fingerprint.rpartition(':')[2][:12]} "
                                f"!= {fingerprint.rpartition(':')[2][:12]}); {advice}")
@@ -177,14 +185,15 @@ def _job_run(plan: Plan, job: str, store: JobStore | str | None, force: bool,
     batch_size = plan.config.batch_size
     # The store first: a wrong one is refused before the caller's input is read.
     with opened_store(store) as opened, opened.claim(job):
+        files = input_files(plan.records)
         records, first = first_batch(plan.records, batch_size)
-        fingerprint = fingerprint_records(first)
+        fingerprint = fingerprint_records(first, files)
         del first
         plan = replace(plan, records=records)
         existing = opened.get(job)
         if existing is not None and not force:
             _check_same_input(job, existing, fingerprint=fingerprint, total=plan.total,
-                              batch_size=batch_size, stage=plan.stage)
+                              batch_size=batch_size, stage=plan.stage, files=files)
             if existing.status in FINISHED:
                 yield _nothing_to_do(plan, job, existing)
                 return
@@ -199,7 +208,7 @@ def _job_run(plan: Plan, job: str, store: JobStore | str | None, force: bool,
             run_id = new_run_id()
             done = opened.begin(job, run_id=run_id, fingerprint=fingerprint, total=plan.total,
                                 batch_size=batch_size, stage=plan.stage,
-                                config=_plan_config(plan, dlq, meta), reset=force)
+                                config=_plan_config(plan, dlq, meta, files), reset=force)
             checkpoint = _Checkpoint(opened, job, run_id, plan.stage, batch_size, dlq,
                                      rerun=existing is not None)
             try:
