@@ -148,6 +148,21 @@ def _expand_remote(spec: str, options: Mapping[str, Any]) -> list[SourceFile]:
     return files
 
 
+class _Owning(io.BufferedReader):
+    """A decompressing stream that closes the file under it too (GzipFile and BZ2File given a
+    file object leave it open), read through a C buffer (fast line iteration)."""
+
+    def __init__(self, stream: Any, under: IO[bytes]) -> None:
+        super().__init__(stream, _READ_BLOCK)
+        self._under = under
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._under.close()
+
+
 def open_bytes(file: SourceFile, options: Mapping[str, Any], *, sequential: bool = True) -> IO[bytes]:
     """``file``'s bytes, decompressed by its extension. ``sequential=False``: the raw bytes with
     random access (Parquet reads its footer first, then the column chunks it needs)."""
@@ -175,9 +190,9 @@ def open_bytes(file: SourceFile, options: Mapping[str, Any], *, sequential: bool
     if file.compression is None:
         return raw
     if file.compression == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return _Owning(gzip.GzipFile(fileobj=raw, mode="rb"), raw)
     if file.compression == "bz2":
-        return bz2.BZ2File(raw)
+        return _Owning(bz2.BZ2File(raw), raw)
     try:
         import zstandard  # optional: only for a .zst file
     except ModuleNotFoundError:
