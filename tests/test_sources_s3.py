@@ -218,3 +218,19 @@ def test_a_job_over_s3_killed_twice_and_resumed_loses_and_repeats_nothing(bucket
     assert sum(calls.values()) - total <= 2 * 20
     status = batchguard.job_status("J", store=f"sqlite:///{store}")
     assert status.status == "completed" and status.failed == len(entries)
+
+
+def test_a_job_refuses_to_resume_over_a_rewritten_object(bucket: str, tmp_path: Path) -> None:
+    put(bucket, "j/a.jsonl", jsonl(range(1, 4)))
+    put(bucket, "j/b.jsonl", jsonl(range(4, 7)))
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    args = ["run", f"s3://{bucket}/j/*.jsonl", "--fn", "sources_fns:keep", "--job", "J", "--store", store,
+            "--batch-size", "3", "-q"]
+    assert cli(*args).returncode == 0
+    # Same first batch, same number of records: only b's ETag (its content) tells them apart.
+    put(bucket, "j/b.jsonl", jsonl(range(7, 10)))  # the same size, too
+    refused = cli(*args)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"the input files of job 'J' changed since it started: s3://{bucket}/j/b.jsonl changed (version" \
+        in refused.stderr.replace("\n", " ")
+    assert cli(*args, "--force").returncode == 0
