@@ -153,7 +153,10 @@ def _interrupted(job: str | None, store_url: str | None, dlq_url: str | None) ->
     command = f"batchguard jobs resume {shlex.quote(job)}{url_flag('--store', store)}"
     if dlq_url is not None and absolute_url(dlq_url) != absolute_url(store):
         command += f" --dlq {shlex.quote(redact(dlq_url))}"
-    return f"interrupted: {saved}; resume with: {command}", command
+    # On a line of its own: the command's line stays the command, to copy whole.
+    hidden = ("\npasswords are shown as ***: type them in their place, or leave them out of the URL and "
+              "let the driver find them (PGPASSWORD, ~/.pgpass)") if "***" in command else ""
+    return f"interrupted: {saved}; resume with: {command}{hidden}", command
 
 
 @click.command(cls=JsonErrorsCommand, short_help="Run --fn over the records of INPUT.")
