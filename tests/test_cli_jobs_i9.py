@@ -402,6 +402,7 @@ def test_a_password_in_the_dlq_and_store_urls_never_reaches_output_or_the_store(
     assert secret not in interrupted.stdout + interrupted.stderr
     resume = interrupted.stderr.split("resume with: ", 1)[1].splitlines()[0]
     assert "***" in resume and "--store" in resume and "--dlq" in resume, resume
+    assert "passwords are shown as ***" in interrupted.stderr
     status = cli("jobs", "status", "pw", "--store", store)
     listed = cli("jobs", "list", "--store", store, "--json")
     resumed = cli("jobs", "resume", "pw", "--store", store, "-q")  # the DLQ's password is not stored
