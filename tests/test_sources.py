@@ -19,11 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 import batchguard
-from batchguard._inputs import guard_parse_errors
 from batchguard.cli import main
 from batchguard.dlq import MemoryDLQ
 from batchguard.errors import InputError
-from batchguard.sources import Items, Row, SizedSource, UnparsedLine
+from batchguard.sources import Items, Row, SizedSource, UnparsedLine, guard_parse_errors
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -56,11 +55,12 @@ def test_compression_is_picked_from_the_extension(tmp_path: Path, name: str, pac
         assert len(src) == 4
 
 
-def test_csv_json_array_and_parquet_ids(tmp_path: Path) -> None:
+def test_csv_json_array_and_parquet_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "t.csv").write_text('n,text\n1,"two\nlines"\n2,b\n')
     (tmp_path / "t.json").write_text('[{"n": 1}, {"n": 2}]')
     pq.write_table(pa.table({"n": list(range(5))}), tmp_path / "t.parquet", row_group_size=2)
-    csv_src = batchguard.read(tmp_path / "t.csv")
+    monkeypatch.chdir(tmp_path)
+    csv_src = batchguard.read("t.csv")  # shown by its absolute path, wherever a job resumes from
     assert [csv_src.id_of(r) for r in csv_src] == [f"{tmp_path}/t.csv:2", f"{tmp_path}/t.csv:4"]
     array = batchguard.read(tmp_path / "t.json")
     assert len(array) == 2 and [array.id_of(r) for r in array] == [f"{tmp_path}/t.json#0", f"{tmp_path}/t.json#1"]

@@ -7,15 +7,13 @@ so the engine dead-letters it (PERMANENT, the raw line as payload) and goes on.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import io
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import IO, Any, Final, TypeAlias, cast
 
-from .errors import InputError, InputParseError
-from .sources import FORMATS, Format, Source, UnparsedLine, read, record_id
+from .errors import InputError
+from .sources import FORMATS, Format, Source, UnparsedLine, guard_parse_errors, read, record_id
 
 # DLQ entries pickled before the readers moved to batchguard.sources name this module's function.
 from .sources.records import _unparsed as _unparsed
@@ -35,39 +33,6 @@ __all__ = [
 STDIN: Final = "<stdin>"
 """The file name stdin's records are named by (``<stdin>:12``)."""
 
-
-
-def _parse_error(record: UnparsedLine) -> InputParseError:
-    return InputParseError(f"line {record.line}: {record.error}")
-
-
-def guard_parse_errors(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``fn``, raising InputParseError for an UnparsedLine instead of calling ``fn`` with it.
-
-    >>> guarded = guard_parse_errors(lambda r: r["id"])
-    >>> guarded({"id": 7})
-    7
-    >>> guarded(UnparsedLine("{oops", line=2, error="bad JSON"))
-    Traceback (most recent call last):
-    ...
-    batchguard.errors.InputParseError: line 2: bad JSON
-    """
-    if inspect.iscoroutinefunction(fn):
-        @functools.wraps(fn)
-        async def guarded_async(record: Any) -> Any:
-            if type(record) is UnparsedLine:
-                raise _parse_error(record)
-            return await fn(record)
-
-        return guarded_async
-
-    @functools.wraps(fn)
-    def guarded(record: Any) -> Any:
-        if type(record) is UnparsedLine:
-            raise _parse_error(record)
-        return fn(record)
-
-    return guarded
 
 
 def input_id(record: Any) -> Any:

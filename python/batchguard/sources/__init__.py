@@ -6,8 +6,8 @@
 records' origins and ids), ``source`` (the ``Source`` a run iterates).
 """
 
-from .records import Items, Row, UnparsedLine, origin_of, record_id
+from .records import Items, Row, UnparsedLine, guard_parse_errors, origin_of, record_id
 from .source import FORMATS, Format, SizedSource, Source, read
 
-__all__ = ["FORMATS", "Format", "Items", "Row", "SizedSource", "Source", "UnparsedLine", "origin_of",
-           "read", "record_id"]
+__all__ = ["FORMATS", "Format", "Items", "Row", "SizedSource", "Source", "UnparsedLine", "guard_parse_errors",
+           "origin_of", "read", "record_id"]

@@ -36,8 +36,9 @@ _READ_BLOCK: Final = 1 << 20
 @dataclass(frozen=True)
 class SourceFile:
     """One file of a source: ``url`` to open it (may hold secrets: never shown), ``shown`` (the
-    redacted name records' ids and messages use), ``size`` in bytes and ``version`` (ETag or
-    mtime), ``compression`` (None, gzip, bz2, zstd) from its extension."""
+    name records' ids and messages use: a URL redacted, a local path made absolute), ``size``
+    in bytes and ``version`` (ETag or mtime), ``compression`` (None, gzip, bz2, zstd) from its
+    extension."""
 
     url: str
     shown: str
@@ -92,7 +93,10 @@ def expand(spec: str, options: Mapping[str, Any]) -> list[SourceFile]:
                 pass
         except OSError as exc:
             raise InputError(f"cannot read input {match!r}: {exc.strerror or exc}") from None
-        files.append(SourceFile(match, match, stat.st_size, str(stat.st_mtime_ns), _compression(match), False))
+        # Shown (in ids, in the DLQ) by its absolute path: the same whichever directory a job is
+        # resumed from, as `batchguard jobs resume` does from the path the job saved.
+        files.append(SourceFile(match, os.path.abspath(match), stat.st_size, str(stat.st_mtime_ns),
+                                _compression(match), False))
     return files
 
 

@@ -15,9 +15,14 @@ carry it: ``record_id`` raises ``LookupError`` for those, and a run falls back t
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Items", "Row", "UnparsedLine", "origin_of", "record_id"]
+from ..errors import InputParseError
+
+__all__ = ["Items", "Row", "UnparsedLine", "guard_parse_errors", "origin_of", "record_id"]
 
 # An origin is (prefix, number): the prefix is the file's shown URL and its separator ("path:" for
 # a line, "path#" for a row), one string shared by every record of the file.
@@ -114,3 +119,38 @@ def record_id(record: Any) -> str:
             return f"{origin[0]}{origin[1]}"
     raise LookupError(f"a {type(record).__name__} record carries no origin (only objects, arrays and "
                       "unparsed lines read by batchguard.read do)")
+
+
+def _parse_error(record: UnparsedLine) -> InputParseError:
+    return InputParseError(f"line {record.line}: {record.error}")
+
+
+def guard_parse_errors(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``fn``, raising InputParseError for an UnparsedLine instead of calling ``fn`` with it:
+    ``run_batches(src, guard_parse_errors(fn), id_of=src.id_of)`` dead-letters a line that does
+    not parse (PERMANENT, the raw line as payload) as the CLI does, and never calls ``fn`` with it.
+
+    >>> guarded = guard_parse_errors(lambda r: r["id"])
+    >>> guarded({"id": 7})
+    7
+    >>> guarded(UnparsedLine("{oops", line=2, error="bad JSON"))
+    Traceback (most recent call last):
+    ...
+    batchguard.errors.InputParseError: line 2: bad JSON
+    """
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def guarded_async(record: Any) -> Any:
+            if type(record) is UnparsedLine:
+                raise _parse_error(record)
+            return await fn(record)
+
+        return guarded_async
+
+    @functools.wraps(fn)
+    def guarded(record: Any) -> Any:
+        if type(record) is UnparsedLine:
+            raise _parse_error(record)
+        return fn(record)
+
+    return guarded

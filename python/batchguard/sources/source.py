@@ -63,9 +63,7 @@ class Source:
     def manifest(self) -> list[dict[str, Any]]:
         """What identifies the input's bytes: each file's shown URL, size and version (ETag or
         mtime). A job's fingerprint includes it, so a changed file refuses a resume."""
-        # A local file by its absolute path: a job resumed from another directory is the same job.
-        return [{"file": f.shown if f.remote else os.path.abspath(f.url), "size": f.size, "version": f.version}
-                for f in self.files]
+        return [{"file": f.shown, "size": f.size, "version": f.version} for f in self.files]
 
     def __iter__(self) -> Iterator[Any]:
         for number, file in enumerate(self.files):
