@@ -6,12 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import click
 
-from .._inputs import open_input
+from .._inputs import input_id, open_input
 from .._urls import redact
 from ..dlq.base import STATUSES, DeadLetterQueue
 from ..dlq.urls import open_dlq
@@ -214,7 +214,8 @@ def locate(state: JobStatus, store_url: str, dlq: JobDLQ, record_id: str | None,
     """Where the record stands: by ``index``, or by ``record_id`` looked up in the input the
     job was started on (read once, with its ``--id-field``), else among its dead letters."""
     records = None
-    id_of = None
+    # The CLI's rule (run.py): a record's own id, else where it was read (file:line, file#row).
+    id_of: Callable[[Any], Any] = input_id
     cli = saved_cli(state)
     note = ""
     if record_id is not None and cli is not None and cli.get("input") not in (None, "-"):
