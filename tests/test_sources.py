@@ -201,3 +201,13 @@ def test_a_local_parquet_file_is_streamed(tmp_path: Path) -> None:
     assert [next(rows)["n"] for _ in range(30)] == list(range(30))
     with pytest.raises(InputError, match=r"row group 3 \(from row 30\)"):
         next(rows)
+
+
+def test_jobs_status_finds_a_record_by_its_file_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.jsonl").write_bytes(lines({"n": 1}, "{bad\n", {"n": 3}))
+    run = CliRunner().invoke(main, ["run", "in.jsonl", "--fn", "json:dumps", "--job", "J", "-q"])
+    assert run.exit_code == 1, run.output  # the bad line is dead-lettered
+    where = CliRunner().invoke(main, ["jobs", "status", "J", "--record", f"{tmp_path}/in.jsonl:2"])
+    assert where.exit_code == 0, where.output
+    assert "DEAD-LETTERED" in where.output and "record #1 in the input" in where.output, where.output
