@@ -234,7 +234,7 @@ def test_dlq_count_export_and_remove(seeded: Path, workdir: Path) -> None:
     assert invoke("dlq", "count", "--error-class", "permanent", "--job", "seed").output.strip() == "6"
     assert invoke("dlq", "count", "--stage", "other").output.strip() == "0"
     exported = invoke("dlq", "export", "out.jsonl", "--error-type", "InputParseError")
-    assert exported.exit_code == 0 and "exported 1 open dead letters" in exported.output
+    assert exported.exit_code == 0 and "exported 1 dead letters" in exported.output
     (line,) = (workdir / "out.jsonl").read_text().splitlines()
     assert json.loads(line)["payload"] == "{broken"
 

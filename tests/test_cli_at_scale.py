@@ -83,7 +83,7 @@ def test_dlq_list_prints_ids_that_show_and_remove_accept(workdir: Path) -> None:
     assert shown.exit_code == 0, shown.output
     assert f"ID:            {ids[3]}" in shown.output and "Record:        3 (index 3" in shown.output
     # show's own remove hint works as printed, on this (not the default) queue.
-    hint = re.search(r"remove:  (batchguard dlq remove .+)$", shown.output, re.MULTILINE)
+    hint = re.search(r"remove:\s+(batchguard dlq remove .+)$", shown.output, re.MULTILINE)
     assert hint is not None, shown.output
     removed = invoke(*hint.group(1).split()[1:], "--yes")
     assert removed.exit_code == 0 and "removed 1 dead letters" in removed.output, removed.output

@@ -160,7 +160,8 @@ def test_list_count_and_export_take_the_status(url: str, tmp_path: Path) -> None
     assert bad.exit_code == 2 and "'skipped' is not one of" in bad.output
     out = tmp_path / "open.jsonl"
     exported = invoke("dlq", "export", str(out), "--dlq", url)
-    assert "exported 10 open dead letters" in exported.output and len(out.read_text().splitlines()) == 10
+    assert "exported 10 dead letters to" in exported.output and "(status open; --status all exports" in exported.output
+    assert len(out.read_text().splitlines()) == 10
 
 
 def test_review_json_holds_the_screen(url: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import warnings
 from collections import Counter
@@ -111,8 +112,8 @@ def dlq_list(dlq_url: str, status: str, limit: int, offset: int, as_json: bool, 
         table(f"Entries {shown} of {total:,}:", headers, rows)
     more = f"more: --offset {offset + len(entries)}   " if offset + len(entries) < total else ""
     if entries:
-        click.echo(f"{more}details: batchguard dlq show {entries[0].id}{url_flag('--dlq', dlq_url)}   "
-                   f"triage: batchguard dlq review{url_flag('--dlq', dlq_url)}")
+        click.echo(f"{more}details: batchguard dlq show {entries[0].id}{url_flag('--dlq', dlq_url)}")
+        click.echo(f"triage: batchguard dlq review{url_flag('--dlq', dlq_url)}")
     elif more:
         click.echo(more.rstrip())
 
@@ -168,6 +169,8 @@ def dlq_show(entry_id: str, dlq_url: str) -> None:
         lines += [f"  - {c.at}: {c.status} by {c.by or '?'}" + (f": {c.reason}" if c.reason else "")
                   for c in entry.history]
     lines += ["Actions:", *("  " + action for action in actions(entry, dlq_url, fn=None))]
+    if entry.status == DEFAULT_STATUS:  # for good, not skipped: the review leaves this one out
+        lines.append(f"  remove:       batchguard dlq remove {shlex.quote(entry.id)}{url_flag('--dlq', dlq_url)}")
     click.echo("\n".join(lines))
 
 
@@ -220,8 +223,8 @@ def dlq_export(path: str, dlq_url: str, status: str, force: bool, **given: Any) 
         except OSError as exc:
             raise CannotStart(f"cannot write {path}: {exc.strerror or exc}") from None
     # With -, stdout holds the entries only: the tally goes to stderr.
-    noun = "dead letters" if status == ALL else f"{status} dead letters"
-    click.echo(f"exported {written:,} {noun} to {'stdout' if to_stdout else path}", err=to_stdout)
+    only = "" if status == ALL else f" (status {status}; --status all exports every entry)"
+    click.echo(f"exported {written:,} dead letters to {'stdout' if to_stdout else path}{only}", err=to_stdout)
 
 
 @dlq.command("remove", short_help="Remove dead letters by ID or filter.")
