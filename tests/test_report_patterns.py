@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
-from batchguard import MemoryDLQ, RetryPolicy, replay, run_batches
+from batchguard import InputParseError, MemoryDLQ, RetryPolicy, replay, run_batches
 from batchguard._report.model import CliContext, build
 from batchguard._report.text import render_text
 from batchguard.cli.report import report_json
 from batchguard.dlq import SqliteDLQ
 from batchguard.triage import DEFAULT_RULES, Recommendation, RecommendationRule, message_template, when
+from batchguard.validation import ValidationIssue
 from helpers_contract import ENGINES
 
 ONCE = RetryPolicy(max_attempts=1)
@@ -228,3 +229,29 @@ def test_a_library_report_names_the_run_and_a_placeholder_fn() -> None:
     default = CliContext(dlq_url="sqlite:///batchguard.db", store_url=None, default_url="sqlite:///batchguard.db",
                          fn_spec="jobs:process")
     assert all("--dlq" not in (s.command or "") for s in build(report, cli=default).next_steps)
+
+
+def test_no_next_step_retries_records_a_retry_cannot_help() -> None:
+    """`dlq retry` leaves an unparsed input line in the queue, and a blocked record's stored
+    payload stays invalid however the input is fixed: their step is a review, never a retry."""
+    def check(record: dict[str, Any]) -> ValidationIssue | None:
+        return ValidationIssue("n", "n is a multiple of 3", "fix n") if record["n"] % 3 == 0 else None
+
+    def fn(record: dict[str, Any]) -> int:
+        if record["n"] % 5 == 1:
+            raise InputParseError(f"line {record['n']}: invalid JSON")
+        if record["n"] % 7 == 1:
+            raise KeyError("email")
+        return int(record["n"])
+
+    report = run_batches(records(60), fn, retry=ONCE, validate=check)
+    cli = CliContext(dlq_url="sqlite:///dead.db", store_url=None, default_url="sqlite:///batchguard.db",
+                     fn_spec="jobs:process")
+    steps = build(report, cli=cli).next_steps
+    commands = [s.command or "" for s in steps]
+    assert not [c for c in commands if "retry --error-type InputParseError" in c
+                or "retry --error-type ValidationBlocked" in c], commands
+    for error_type in ("InputParseError", "ValidationBlocked"):
+        assert any(f"dlq review --error-type {error_type} --run-id {report.run_id}" in c
+                   for c in commands), commands
+    assert any("dlq retry --error-type KeyError" in c for c in commands), commands

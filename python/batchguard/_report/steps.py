@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from ..errors import InputParseError
+from ..validation.issues import ValidationBlocked
 from .patterns import FailurePattern
 from .rules import fill
 
@@ -22,6 +24,9 @@ __all__ = ["RETRYABLE_KINDS", "CliContext", "CommandFlags", "NextStep", "judged"
 RETRYABLE_KINDS: Final = frozenset({"timeout", "rate_limit", "server_error", "connection"})
 """Recommendation kinds whose records usually succeed when retried once the cause has passed."""
 _RETRY_STEPS: Final = 3  # error types given a retry step of their own (the most frequent)
+_FIXED_IN_THE_INPUT: Final = frozenset({InputParseError.__name__, ValidationBlocked.__name__})
+"""Error types ``dlq retry`` cannot help: it leaves an unparsed line in the queue, and would feed
+a blocked record's stored (still invalid) payload to ``fn`` unchecked. Their step is a review."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,12 @@ def next_steps(report: BatchReport, patterns: Sequence[FailurePattern], cli: Cli
             by_type[pattern.error_type] = (count + pattern.count, kind)
         ranked = sorted(by_type.items(), key=lambda item: -item[1][0])
         for error_type, (count, kind) in ranked[:_RETRY_STEPS]:
+            if error_type in _FIXED_IN_THE_INPUT:
+                steps.append(NextStep(f"fix the {count} {error_type} records in the input, then skip "
+                                      "their entries (a retry would not run them as fixed)",
+                                      flags.fill("batchguard dlq review --error-type {error_type}"
+                                                 "{scope}{fn}{dlq}", error_type)))
+                continue
             when = ("once the cause has passed" if kind in RETRYABLE_KINDS
                     else "once the input or --fn is fixed")
             steps.append(NextStep(f"retry the {count} {error_type} records ({kind.replace('_', ' ')}) {when}",
