@@ -190,3 +190,19 @@ def test_review_of_a_queue_with_nothing_open_says_so_and_where_the_rest_is(url: 
     assert "ERROR PATTERNS of the resolved entries:" in resolved.output
     assert "   Status:   resolved by alice" in resolved.output
     assert "retry anyway: batchguard dlq retry nightly:0 --status all" in resolved.output
+
+
+def test_review_never_offers_a_bulk_retry_of_unparsed_lines(tmp_path: Path) -> None:
+    """dlq retry leaves an input line that did not parse in the queue: a bulk action retrying
+    only such lines did nothing. The review offers the retry of a type it can run instead."""
+    made = f"sqlite:///{tmp_path / 'dlq.db'}"
+    with SqliteDLQ(tmp_path / "dlq.db") as queue:
+        queue.send([entry(i, run_id="nightly", error_type="InputParseError", payload=f'{{"id": {i},',
+                          error_message=f"line {i + 1}: invalid JSON") for i in range(3)]
+                   + [entry(9, run_id="nightly", error_type="KeyError", error_message="'amount'")])
+    only_lines = invoke("dlq", "review", "--dlq", made, "--error-type", "InputParseError")
+    assert only_lines.exit_code == 0, only_lines.output
+    assert "dlq retry" not in only_lines.output.split("BULK ACTIONS:", 1)[1], only_lines.output
+    mixed = invoke("dlq", "review", "--dlq", made)
+    bulk = mixed.output.split("BULK ACTIONS:", 1)[1]
+    assert "--error-type KeyError" in bulk and "retry --error-type InputParseError" not in bulk, bulk

@@ -18,7 +18,7 @@ from .._report.text import percent
 from .._urls import redact
 from ..dlq.base import STATUSES, DeadLetter, DeadLetterQueue
 from ..dlq.status import ALL, DEFAULT_STATUS
-from ..replay import is_unparsed_line
+from ..replay import PARSE_ERROR, is_unparsed_line
 from .console import one_line
 from .dlq_queue import open_queue, status_option
 from .options import DEFAULT_URL, dlq_option, filter_options, filters, url_flag
@@ -183,11 +183,13 @@ def _entry_lines(ctx: _Context, number: int, entry: DeadLetter, pattern: int | N
 def _bulk_lines(ctx: _Context, patterns: tuple[FailurePattern, ...]) -> list[str]:
     fn = f" --fn {PLACEHOLDER_FN if ctx.fn is None else shlex.quote(ctx.fn)}"
     lines = [_RULE, "", "BULK ACTIONS:", ""]
-    if ctx.status == DEFAULT_STATUS:
+    # dlq retry leaves input lines that did not parse in the queue: no retry is offered for them.
+    retryable = [p.error_type for p in patterns if p.error_type != PARSE_ERROR]
+    if ctx.status == DEFAULT_STATUS and (retryable or not patterns):
         lines += ["Retry every open entry shown here:", f"  {ctx.command('retry', fn)}"]
-        if patterns and "error_type" not in ctx.selected:
+        if retryable and "error_type" not in ctx.selected:
             lines += ["Retry one error type only:",
-                      f"  {ctx.command('retry', ' --error-type ' + shlex.quote(patterns[0].error_type), fn)}"]
+                      f"  {ctx.command('retry', ' --error-type ' + shlex.quote(retryable[0]), fn)}"]
     lines += ["Export them for manual processing:",
               f"  {ctx.command('export', ' dead-letters.jsonl', _status_flag(ctx.status))}"]
     return lines
