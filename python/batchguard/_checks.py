@@ -10,7 +10,7 @@ import difflib
 import math
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from .errors import ConfigError, ConfigTypeError
 
@@ -36,6 +36,22 @@ def shown(value: Any) -> str:
     """``repr(value)`` for an error message, shortened when huge (``10**400`` has 401 digits)."""
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
+
+
+_CONTROLS: Final = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)}
+"""C0 controls but tab and newline, DEL and the C1 controls (0x9B is an 8-bit CSI): as ``\\xNN``."""
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters shown as ``\\x1b`` instead of
+    sent raw. A record id or an error message is someone else's text; raw, ``ESC[2J`` in it
+    would clear the operator's screen and ``ESC]0;...BEL`` retitle the window. Tabs and
+    newlines stay (a multi-line message reads as one).
+
+    >>> printable("bad \\x1b[2J id\\tok\\n")
+    'bad \\\\x1b[2J id\\tok\\n'
+    """
+    return text.translate(_CONTROLS)
 
 
 def is_finite_number(value: int | float) -> bool:

@@ -9,6 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .._checks import printable
 from .model import ReportModel
 from .text import MAX_PATTERNS_SHOWN, duration, examples, pattern_title, percent, step_line
 
@@ -23,6 +24,13 @@ _LOOKS: Final = {
 _MESSAGE_WIDTH: Final = 120
 
 
+def _text(text: str, style: str = "") -> Text:
+    """The user's text (a record id, an error message, a URL) as a cell: a Text, so that rich
+    reads no markup in it, with its control characters escaped (:func:`printable`), so that
+    ``ESC[2J`` in an error message shows as ``\\x1b[2J`` instead of clearing the screen."""
+    return Text(printable(text), style=style)
+
+
 def render_panel(model: ReportModel) -> Panel:
     """The report as a bordered panel: facts, error types, failure patterns with their
     recommendations, failed records. The next steps go below it (:func:`render_steps`)."""
@@ -32,7 +40,7 @@ def render_panel(model: ReportModel) -> Panel:
     facts.add_column()
     # Every cell that holds the user's text (a job name, a URL, a record id, an error message)
     # is a Text: a str cell is parsed as rich markup ("[/]" in a message raised MarkupError).
-    facts.add_row("Run", Text(model.run_id + (f"   job {model.job_id}" if model.job_id else "")))
+    facts.add_row("Run", _text(model.run_id + (f"   job {model.job_id}" if model.job_id else "")))
     if model.stopped_reason:
         facts.add_row("Stopped early", model.stopped_reason.replace("_", " "))
     facts.add_row("Total records", f"{model.total:,}")
@@ -50,7 +58,7 @@ def render_panel(model: ReportModel) -> Panel:
     for line in model.judged_against:
         facts.add_row("Judged against", line)
     if model.failed and model.dlq_url:
-        facts.add_row("Dead letters in", Text(model.dlq_url))
+        facts.add_row("Dead letters in", _text(model.dlq_url))
     parts: list[RenderableType] = [Text(f"{icon} {model.headline}".strip(), style=style), facts]
     if model.failed:
         parts += [Text(""), _error_types(model), Text(""), _patterns(model), Text(""), _samples(model)]
@@ -64,7 +72,7 @@ def render_steps(model: ReportModel) -> list[Text]:
     if not model.next_steps:
         return []
     return [Text("Next steps", style="bold"),
-            *(Text(f"  {step_line(step.action, step.command)}") for step in model.next_steps)]
+            *(_text(f"  {step_line(step.action, step.command)}") for step in model.next_steps)]
 
 
 def _error_types(model: ReportModel) -> Table:
@@ -73,7 +81,7 @@ def _error_types(model: ReportModel) -> Table:
     table.add_column("records", justify="right")
     table.add_column("share", justify="right")
     for pattern in model.error_types:
-        table.add_row(Text(pattern.error_type), f"{pattern.count:,}", percent(pattern.share))
+        table.add_row(_text(pattern.error_type), f"{pattern.count:,}", percent(pattern.share))
     return table
 
 
@@ -84,19 +92,19 @@ def _patterns(model: ReportModel) -> Group:
                                         style="bold")]
     for n, pattern in enumerate(shown, 1):
         advice = pattern.recommendation
-        lines.append(Text.assemble((f"{n}. {pattern_title(pattern)}", "bold"),
+        lines.append(Text.assemble((printable(f"{n}. {pattern_title(pattern)}"), "bold"),
                                    f"  {pattern.count:,} records ({percent(pattern.share)})"))
         details = Table.grid(padding=(0, 1))
         details.add_column(style="dim", no_wrap=True)
         details.add_column()
-        details.add_row("   message", Text(pattern.template))
-        details.add_row("   examples", Text(examples(pattern)))
+        details.add_row("   message", _text(pattern.template))
+        details.add_row("   examples", _text(examples(pattern)))
         details.add_row("   likely", Text(advice.kind.replace("_", " "), style="yellow"))
-        details.add_row("   check", Text(advice.check))
-        details.add_row("   change", Text(advice.change))
+        details.add_row("   check", _text(advice.check))
+        details.add_row("   change", _text(advice.change))
         command = model.pattern_command(pattern)
         if command:
-            details.add_row("   run", Text(command, style="cyan"))
+            details.add_row("   run", _text(command, style="cyan"))
         lines.append(details)
     if len(model.patterns) > len(shown):
         rest = sum(p.count for p in model.patterns[len(shown):])
@@ -114,6 +122,6 @@ def _samples(model: ReportModel) -> Table:
         error = f"{sample.error_type}: {sample.error_message}"[:_MESSAGE_WIDTH]
         if sample.first_error:
             error += f"\n(first failed with {sample.first_error[:_MESSAGE_WIDTH]})"
-        table.add_row(str(n), Text(str(sample.record_id)), sample.error_class, Text(error),
+        table.add_row(str(n), _text(str(sample.record_id)), sample.error_class, _text(error),
                       str(sample.attempts))
     return table

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from .._checks import printable
 from .model import ReportModel
 from .patterns import FailurePattern
 
@@ -68,7 +69,12 @@ def _pattern_lines(model: ReportModel) -> list[str]:
 
 
 def render_text(model: ReportModel) -> str:
-    """The report as plain text lines."""
+    """The report as plain text lines, control characters escaped (:func:`printable`): record
+    ids and error messages are other people's text, printed on the operator's terminal."""
+    return printable(_render_text(model))
+
+
+def _render_text(model: ReportModel) -> str:
     lines = [model.headline,
              f"Run ID: {model.run_id}" + (f"   Job: {model.job_id}" if model.job_id else "")]
     if model.stopped_reason:
