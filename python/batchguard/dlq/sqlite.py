@@ -76,11 +76,12 @@ _IDS_PER_QUERY: Final = 500  # below SQLite's oldest limit on bound parameters (
 def _rows(entries: Iterable[DeadLetter]) -> tuple[str, list[tuple[Any, ...]]]:
     """The upsert statement for ``entries`` and its rows, in order (the first send's order is
     the list order): the open-entry statement when every entry is open."""
-    rows = [(e.id, e.run_id, e.job_id, e.stage, str(e.error_class), e.error_type, dumps(e).decode(), e.status)
-            for e in entries]
-    if all(row[7] == DEFAULT_STATUS for row in rows):
-        return _UPSERT_OPEN, [row[:7] for row in rows]
-    return _UPSERT, rows
+    batch = entries if isinstance(entries, (list, tuple)) else list(entries)
+    if all(e.status == DEFAULT_STATUS for e in batch):
+        return _UPSERT_OPEN, [(e.id, e.run_id, e.job_id, e.stage, str(e.error_class), e.error_type,
+                               dumps(e).decode()) for e in batch]
+    return _UPSERT, [(e.id, e.run_id, e.job_id, e.stage, str(e.error_class), e.error_type, dumps(e).decode(),
+                      e.status) for e in batch]
 
 
 def _where(wanted: dict[str, Any]) -> str:
