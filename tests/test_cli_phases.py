@@ -254,3 +254,15 @@ def test_next_steps_carry_every_option_given_and_run_verbatim(demo_data: Path, w
     assert flags["--max-failures"] == "0.2" and flags["--config"] == str(config)
     assert flags["--id-field"] == "id" and flags["--stage"] == "load" and flags["--jitter"] == "none"
     assert invoke(*again).stdout == dry.stdout
+
+
+@pytest.mark.parametrize("mode", ["dry-run", "sample"])
+def test_report_json_writes_the_phase_report(demo_data: Path, workdir: Path, mode: str) -> None:
+    """--report-json on a dry-run or a sample writes that screen's JSON, privately: it was taken
+    and silently ignored, so a script waiting for the file found none."""
+    path = workdir / f"{mode}.json"
+    result = invoke(*base(demo_data, f"sqlite:///{workdir / 'q.db'}"), "--mode", mode, "--json",
+                    "--report-json", str(path))
+    assert result.exit_code == (1 if mode == "dry-run" else 0), result.output
+    assert json.loads(path.read_text()) == json.loads(result.stdout)
+    assert path.stat().st_mode & 0o777 == 0o600

@@ -39,6 +39,7 @@ from .callables import load_callable
 from .console import console, is_tty
 from .options import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, cannot_start
 from .progress import ProgressView
+from .report import write_report_json
 from .settings import EngineSettings
 
 __all__ = ["PHASE_KEYS", "Phase", "command_line", "phase_of", "phase_options", "print_validation", "run_phase",
@@ -186,8 +187,10 @@ def _plan(source: RecordSource | StreamSource, fn: Callable[[Any], Any], phase: 
 
 def run_phase(ctx: click.Context, *, source: RecordSource | StreamSource, fn: Callable[[Any], Any],
               phase: Phase, batch_size: int, concurrency: int, max_attempts: int, base_delay: float,
-              settings: EngineSettings, quiet: bool, as_json: bool) -> int:
-    """Run a dry-run or a sample, print its screen; the exit code."""
+              settings: EngineSettings, quiet: bool, as_json: bool,
+              report_json_path: str | None = None) -> int:
+    """Run a dry-run or a sample, print its screen (and write its JSON to ``report_json_path``
+    when given, as a full run writes its report); the exit code."""
     view = ProgressView(title="batchguard", quiet=quiet, mode=phase.mode, concurrency=concurrency)
     plan = _plan(source, fn, phase, batch_size=batch_size, concurrency=concurrency,
                  max_attempts=max_attempts, base_delay=base_delay, settings=settings,
@@ -211,6 +214,12 @@ def run_phase(ctx: click.Context, *, source: RecordSource | StreamSource, fn: Ca
     else:
         result = result.with_next_steps(default_sample_steps(
             result, full=command_line(ctx, "full"), sample=command_line(ctx, "sample")))
+    if report_json_path is not None:
+        try:
+            write_report_json(report_json_path, result.to_json())
+        except OSError as exc:  # checked before the run: the directory changed since
+            click.echo(f"Error: cannot write the report to {report_json_path}: {exc.strerror or exc}",
+                       err=True)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
     elif is_tty(sys.stdout):

@@ -221,7 +221,8 @@ def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | Non
     if phase.mode != "full":
         sys.exit(run_phase(ctx, source=source, fn=fn, phase=phase, batch_size=batch_size,
                            concurrency=concurrency, max_attempts=max_attempts, base_delay=base_delay,
-                           settings=settings, quiet=quiet, as_json=as_json))
+                           settings=settings, quiet=quiet, as_json=as_json,
+                           report_json_path=report_json_path))
     code = execute_run(source=source, fn=fn, fn_spec=fn_spec, dlq_url=dlq_url, job=job,
                        store_url=(store_url or DEFAULT_URL) if job else None, batch_size=batch_size,
                        concurrency=concurrency, max_attempts=max_attempts, base_delay=base_delay,
