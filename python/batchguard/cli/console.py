@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .._checks import printable
+
 __all__ = ["console", "is_tty", "one_line", "plain_table", "table"]
 
 
@@ -30,13 +32,16 @@ def console(*, stderr: bool = False) -> Console:
 
 
 def one_line(text: str, width: int) -> str:
-    """``text`` with its whitespace folded, cut to ``width`` characters."""
-    text = " ".join(str(text).split())
+    """``text`` with its whitespace folded, cut to ``width`` characters, its control characters
+    escaped (:func:`printable`: an error message's ``ESC[2J`` must not clear the screen)."""
+    text = printable(" ".join(str(text).split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def plain_table(headers: list[str], rows: list[list[str]]) -> str:
-    """Columns padded with spaces: a table for a pipe or a file."""
+    """Columns padded with spaces: a table for a pipe or a file, control characters escaped."""
+    headers = [printable(h) for h in headers]
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -55,5 +60,5 @@ def table(title: str, headers: list[str], rows: list[list[str]]) -> None:
         # An id is never cut short: it is what `dlq show` and `dlq remove` take.
         shown.add_column(header, overflow="fold" if header in ("message", "error", "id") else "ellipsis")
     for row in rows:
-        shown.add_row(*(Text(cell) for cell in row))
+        shown.add_row(*(Text(printable(cell)) for cell in row))
     console().print(shown)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from .._checks import printable
 from .._report.patterns import message_template
 from .issues import BLOCKED, WARNING, ValidationIssue, is_blocked
 
@@ -201,7 +202,8 @@ class ValidationReport:
         return replace(self, next_steps=tuple(steps))
 
     def summary(self) -> str:
-        """The dry-run validation report as a person reads it (seed 003's Phase 1 screen)."""
+        """The dry-run validation report as a person reads it (seed 003's Phase 1 screen); control
+        characters in ids and issues escaped (:func:`~batchguard._checks.printable`)."""
         lines = ["Dry-Run Validation Report", "",
                  f"Total Items Analyzed: {self.total - self.unchecked:,}"
                  + (f" (of {self.total:,}; the run stopped first)" if self.unchecked else ""),
@@ -225,7 +227,7 @@ class ValidationReport:
         if self.next_steps:
             lines += ["", RULE, "", "NEXT STEPS:"]
             lines += [f"{n}. {step}" for n, step in enumerate(self.next_steps, 1)]
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
     def __str__(self) -> str:
         return self.summary()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from .._checks import shown
+from .._checks import printable, shown
 from ..errors import ConfigTypeError
 from .report import RULE, _json_safe
 
@@ -222,7 +222,8 @@ class SampleReport:
         return replace(self, next_steps=tuple(steps))
 
     def summary(self) -> str:
-        """The sample report as a person reads it (seed 003's Phase 2 screen)."""
+        """The sample report as a person reads it (seed 003's Phase 2 screen); control characters
+        in ids, results and errors escaped (:func:`~batchguard._checks.printable`)."""
         succeeded = sum(item.ok for item in self.items)
         lines = ["Sample Batch Report", "",
                  f"Sampled: {len(self.items)} of {self.total:,} items (spread by size: short to long)",
@@ -245,7 +246,7 @@ class SampleReport:
         if self.next_steps:
             lines += [RULE, "", "NEXT STEPS:"]
             lines += [f"{n}. {step}" for n, step in enumerate(self.next_steps, 1)]
-        return "\n".join(lines).rstrip()
+        return printable("\n".join(lines).rstrip())
 
     def __str__(self) -> str:
         return self.summary()
