@@ -206,3 +206,13 @@ def test_review_never_offers_a_bulk_retry_of_unparsed_lines(tmp_path: Path) -> N
     mixed = invoke("dlq", "review", "--dlq", made)
     bulk = mixed.output.split("BULK ACTIONS:", 1)[1]
     assert "--error-type KeyError" in bulk and "retry --error-type InputParseError" not in bulk, bulk
+
+
+def test_a_retry_reports_next_steps_with_the_fn_it_was_given(url: str) -> None:
+    """The replay's report named --fn MODULE:CALLABLE in its retry commands, though the command
+    had just been given the function: the printed next step could not be pasted as it was."""
+    result = invoke("dlq", "retry", "--error-type", "TimeoutError", "--fn", "cli_fns:fail_odd", "--dlq", url, "-q")
+    assert result.exit_code == 1, result.output
+    retries = [line for line in result.output.splitlines() if "batchguard dlq retry" in line]
+    assert retries and all("--fn cli_fns:fail_odd" in line for line in retries), result.output
+    assert "MODULE:CALLABLE" not in result.output

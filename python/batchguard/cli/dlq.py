@@ -311,7 +311,7 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
             sys.exit(EXIT_INTERRUPTED)
         except (ConfigError, JobStoreUnavailableError) as exc:
             cannot_start(exc)
-    print_report(report, dlq_url=dlq_url)
+    print_report(report, dlq_url=dlq_url, fn_spec=fn_spec)
     click.echo(f"{report.replayed:,} dead letters succeeded and are marked replayed; {report.kept:,} "
                f"failed again and stay open (attempt history extended)"
                + (f"; {report.not_replayable:,} are stored as repr and cannot be replayed"
