@@ -232,6 +232,18 @@ def test_retry_failed_replays_the_jobs_dead_letters_and_keeps_its_totals(fns: Pa
     assert where["state"] == "succeeded" and "replay" in where["detail"]
 
 
+def test_retry_failed_reports_next_steps_with_the_fn_it_was_given(fns: Path) -> None:
+    """Its report's commands named --fn MODULE:CALLABLE though the command had just been given
+    the function, so a printed next step could not be pasted as it was."""
+    path = skus(fns, 10)
+    cli("run", path, "--fn", "i9fns:key_fail", "--job", "j", "--max-attempts", "1", "--base-delay", "0", "-q")
+    again = cli("jobs", "retry-failed", "j", "--fn", "i9fns:key_fail", "-q")
+    assert again.exit_code == 1, again.output
+    retries = [line for line in again.output.splitlines() if "batchguard dlq retry" in line]
+    assert retries and all("--fn i9fns:key_fail" in line for line in retries), again.output
+    assert "MODULE:CALLABLE" not in again.output
+
+
 def test_status_counts_dead_letters_by_status_and_a_skipped_record_says_why(fns: Path) -> None:
     stopped_job(fns)
     with SqliteDLQ(fns / "batchguard.db") as dlq:

@@ -233,7 +233,7 @@ def jobs_retry_failed(name: str, fn_spec: str, store_url: str, dlq_url: str | No
         except (ConfigError, JobStoreUnavailableError) as exc:
             cannot_start(exc)
         shown_dlq = dlq.url
-    print_report(report, dlq_url=shown_dlq)
+    print_report(report, dlq_url=shown_dlq, fn_spec=fn_spec)
     left = report.not_replayable + report.parse_skipped + report.pickle_refused
     click.echo(f"{report.removed:,} dead letters of job {name!r} succeeded; {report.kept:,} failed again and "
                "stay (attempt history extended)"
