@@ -172,7 +172,7 @@ def test_the_dry_run_screen_and_json() -> None:
     data = json.loads(json.dumps(report.to_json()))
     assert data["blocked"] == blocked and data["ok"] is False
     assert data["blocked_items"][0] == {"record_index": 6, "record_id": "r7",
-                                        "issues": [BAD.to_json()]}
+                                        "issues": [BAD.to_json()], "issues_omitted": 0}
     assert {(g["severity"], g["field"], g["count"]) for g in data["issue_counts"]} == {
         ("blocked", "email", blocked), ("warning", "amount", warned + 1)}  # 35 also warned
 

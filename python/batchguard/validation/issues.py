@@ -16,6 +16,7 @@ from ..errors import BatchguardError, ConfigError, ConfigTypeError
 
 __all__ = [
     "BLOCKED",
+    "MAX_DESCRIBED_ISSUES",
     "MODES",
     "SEVERITIES",
     "VALIDATE_STAGE",
@@ -179,12 +180,21 @@ def is_blocked(issues: tuple[ValidationIssue, ...]) -> bool:
     return any(issue.severity == BLOCKED for issue in issues)
 
 
+MAX_DESCRIBED_ISSUES: Final = 20
+"""Issues a blocked record's DLQ entry names; the rest are counted (a check may return
+thousands, and the entry's message is stored and shown)."""
+
+
 def describe(issues: Iterable[ValidationIssue]) -> str:
-    """Issues on one line, with their fixes: what a blocked record's DLQ entry says."""
+    """Issues on one line, with their fixes: what a blocked record's DLQ entry says. At most
+    :data:`MAX_DESCRIBED_ISSUES`, then how many more."""
+    issues = tuple(issues)
     parts = []
-    for issue in issues:
+    for issue in issues[:MAX_DESCRIBED_ISSUES]:
         fix = f" (fix: {issue.fix})" if issue.fix else ""
         parts.append(f"[{issue.severity}] {issue}{fix}")
+    if len(issues) > MAX_DESCRIBED_ISSUES:
+        parts.append(f"and {len(issues) - MAX_DESCRIBED_ISSUES:,} more issues")
     return "; ".join(parts)
 
 

@@ -20,10 +20,13 @@ from .._checks import printable
 from .._report.patterns import message_template
 from .issues import BLOCKED, WARNING, ValidationIssue, is_blocked
 
-__all__ = ["IssueCount", "ListedItem", "ValidationCollector", "ValidationReport", "percent"]
+__all__ = ["MAX_LISTED_ISSUES", "IssueCount", "ListedItem", "ValidationCollector", "ValidationReport", "percent"]
 
 DEFAULT_KEEP: Final = 20
 """Blocked and warned items a report lists (the counts cover all of them)."""
+MAX_LISTED_ISSUES: Final = 10
+"""Issues a listed record shows; the rest are counted (``issues_omitted``): a check may return
+thousands for one record, and the listing must stay a screen."""
 MAX_GROUPS: Final = 50
 """Distinct (severity, field, message template) groups counted; the rest go to one "other"."""
 RULE: Final = "━" * 50
@@ -53,11 +56,15 @@ class ListedItem:
     record_index: int
     record_id: Any
     issues: tuple[ValidationIssue, ...]
+    """Its first :data:`MAX_LISTED_ISSUES` issues."""
+    issues_omitted: int = 0
+    """Issues of the record past those (counted by kind in the report's ``issue_counts``)."""
 
     def to_json(self) -> dict[str, Any]:
         """The item as JSON-safe data."""
         return {"record_index": self.record_index, "record_id": _json_safe(self.record_id),
-                "issues": [issue.to_json() for issue in self.issues]}
+                "issues": [issue.to_json() for issue in self.issues],
+                "issues_omitted": self.issues_omitted}
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +114,8 @@ class ValidationCollector:
                 self.ready += 1
                 _keep(self._ready, self.keep, record_index, record_id)
                 return
-            item = ListedItem(record_index, record_id, issues)
+            item = ListedItem(record_index, record_id, issues[:MAX_LISTED_ISSUES],
+                              max(0, len(issues) - MAX_LISTED_ISSUES))
             if is_blocked(issues):
                 self.blocked += 1
                 _keep(self._blocked, self.keep, record_index, item)
@@ -264,6 +272,8 @@ def _listed(items: tuple[ListedItem, ...], count: int, *, warning: bool) -> list
                 lines.append(f"   Impact: {_one_line(issue.impact or 'not stated')}")
             elif issue.fix:
                 lines.append(f"   Fix: {_one_line(issue.fix)}")
+        if item.issues_omitted:
+            lines.append(f"   ... and {item.issues_omitted:,} more issues")
         lines.append("")
     if count > len(items):
         lines.append(f"... and {count - len(items):,} more (counted by kind below)")
