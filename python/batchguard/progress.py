@@ -14,6 +14,7 @@ A generator has no length: pass ``total=`` to ``run_batches`` for a percentage a
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 from types import TracebackType
 from typing import Any, Self
@@ -100,6 +101,10 @@ class RichProgress(_Closing):
         if not self._started:
             self._started = True
             self._stack.enter_context(self.view.running())
+            # A run that raises (Ctrl-C) sends no final snapshot: without a `with` block the
+            # display would run on, and be stopped by a finalizer while the interpreter tears
+            # down ("Exception ignored ... sys.meta_path is None"). Stop it at exit instead.
+            atexit.register(self.close)
         self.view(progress)
         if progress.final:
             self.close()
@@ -108,6 +113,7 @@ class RichProgress(_Closing):
         """Stop the display, leaving its last picture (done at the run's last snapshot)."""
         if not self.closed:
             self.closed = True
+            atexit.unregister(self.close)
             self._stack.close()
 
 
