@@ -104,7 +104,8 @@ def test_unparsed_lines_are_replayed_only_when_asked_and_keep_their_first_error(
     assert result.exit_code == 1, result.output
     assert "1 failed again and stay" in result.output
     assert "first failed with: InputParseError: line 6" in result.output, result.output
-    assert "record 5 (#5, batch 1)" in result.output, result.output
+    # The CLI names a record without an id by where it was read (issue 11 item 2): in.jsonl:6.
+    assert f"record '{named_queue.parent / 'in.jsonl'}:6' (#5, batch 1)" in result.output, result.output
     shown = invoke("dlq", "show", parse_id, "--dlq", "sqlite:///dead.db")
     assert "First error:   InputParseError: line 6" in shown.output, shown.output
     assert "Error:         TypeError" in shown.output
