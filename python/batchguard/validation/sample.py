@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from .._checks import printable, shown
-from ..errors import ConfigTypeError
+from .._checks import is_finite_number, printable, shown
+from ..errors import ConfigError, ConfigTypeError
 from .report import RULE, _json_safe
 
 __all__ = ["SampleItem", "SampleReport", "SampleSelector", "labels", "payload_size"]
@@ -92,9 +92,14 @@ class SampleSelector:
         except Exception as exc:
             exc.add_note(f"batchguard: sample_key raised for record {index}")
             raise
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                isinstance(value, float) and math.isnan(value)):
             raise ConfigTypeError(f"sample_key must return a number, got {type(value).__name__} "
                                   f"{shown(value)} for record {index}")
+        if not is_finite_number(value) and isinstance(value, int):
+            # keys are compared as floats: an int past a float's range has none
+            raise ConfigError(f"sample_key must return a number a float can hold (up to about 1.8e308), "
+                              f"got {shown(value)} for record {index}")
         return float(value)
 
     def wants(self, index: int, key: float) -> bool:
