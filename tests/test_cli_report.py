@@ -27,10 +27,18 @@ def write_jsonl(path: Path, n: int) -> None:
 
 
 def next_steps(output: str) -> list[str]:
-    """The next-step lines of a plain or rich report, whitespace squeezed."""
+    """The next steps of a plain or rich report, one line each, whitespace squeezed. A terminal
+    shows a step's action (wrapped at word boundaries) with its command alone on the line below
+    it: those lines are joined back, so both renderings compare equal."""
     lines = [" ".join(line.replace("│", " ").split()) for line in output.splitlines()]
     start = next(i for i, line in enumerate(lines) if line in ("NEXT STEPS:", "Next steps"))
-    return [line for line in lines[start + 1:] if line.startswith(("review", "retry", "or retry", "finish", "none"))]
+    steps: list[str] = []
+    for line in lines[start + 1:]:
+        if line.startswith(("review", "retry", "or retry", "finish", "none")):
+            steps.append(line)
+        elif steps and line and "batchguard " not in steps[-1]:
+            steps[-1] += f" {line}"
+    return steps
 
 
 def run_id_of(output: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Final
 
 from rich.console import Group, RenderableType
@@ -11,7 +12,7 @@ from rich.text import Text
 
 from .._checks import printable
 from .model import ReportModel
-from .text import MAX_PATTERNS_SHOWN, duration, examples, pattern_title, percent, step_line
+from .text import MAX_PATTERNS_SHOWN, duration, examples, pattern_title, percent
 
 __all__ = ["render_panel", "render_steps"]
 
@@ -22,6 +23,7 @@ _LOOKS: Final = {
     "aborted": ("⛔", "bold red"),
 }
 _MESSAGE_WIDTH: Final = 120
+_STEP_WIDTH: Final = 80
 
 
 def _text(text: str, style: str = "") -> Text:
@@ -66,13 +68,21 @@ def render_panel(model: ReportModel) -> Panel:
 
 
 def render_steps(model: ReportModel) -> list[Text]:
-    """The next steps, outside the panel: print them with ``soft_wrap=True``, so a command
-    longer than the terminal is one line the terminal wraps (copied whole), not one a border
-    cuts into pieces. Empty when every record succeeded."""
-    if not model.next_steps:
-        return []
-    return [Text("Next steps", style="bold"),
-            *(_text(f"  {step_line(step.action, step.command)}") for step in model.next_steps)]
+    """The next steps, outside the panel: each action on its line and its command alone on the
+    next, four spaces in (after "action: " a command wrapped mid-word even on a 100-column
+    terminal, and a person selecting it picked up the action's words too). Print
+    them with ``soft_wrap=True``, so a command longer than the terminal is one line the terminal
+    wraps (copied whole), not one a border cuts into pieces. Empty when every record succeeded."""
+    lines = [Text("Next steps", style="bold")] if model.next_steps else []
+    for step in model.next_steps:
+        # The action is prose: wrapped here at word boundaries to fit 80 columns (printed with
+        # soft_wrap, the terminal would cut it mid-word), two spaces in, as the command is four.
+        action = f"{step.action}:" if step.command else step.action
+        lines += [_text(line) for line in textwrap.wrap(action, _STEP_WIDTH, initial_indent="  ",
+                                                        subsequent_indent="  ")]
+        if step.command:
+            lines.append(_text(f"    {step.command}"))
+    return lines
 
 
 def _error_types(model: ReportModel) -> Table:
