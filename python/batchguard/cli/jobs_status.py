@@ -20,6 +20,7 @@ from ..jobs import BatchRow, BatchSpan, BatchTable, JobStatus, RecordStatus, job
 from ..jobs.ledger import batch_rows
 from ..jobs.run import describe_dlq
 from ..jobs.store import opened_store
+from ..replay import is_unparsed_line
 from .console import plain_table, table
 from .options import CannotStart, cannot_start, file_of, url_flag
 from .settings import FieldOf
@@ -259,7 +260,13 @@ def print_record(where: RecordStatus, dlq: JobDLQ, store_url: str, as_json: bool
     dlq_flag = "" if dlq.url is None or dlq.url == redact(store_url) else url_flag("--dlq", dlq.url)
     if entry is not None and where.state == "dead_lettered":
         lines.append(f"  details:   batchguard dlq show {entry.id}{dlq_flag}")
-        lines.append(f"  retry it:  batchguard dlq retry {entry.id} --fn MODULE:CALLABLE{dlq_flag}")
+        if is_unparsed_line(entry):
+            # dlq retry leaves an input line that did not parse in the queue (and exits 1): the
+            # step that helps is fixing the line, as dlq review says.
+            lines.append("  fix it:    correct the line in the input (it did not parse: a retry leaves it "
+                         "queued), then skip it")
+        else:
+            lines.append(f"  retry it:  batchguard dlq retry {entry.id} --fn MODULE:CALLABLE{dlq_flag}")
         lines.append(f"  skip it:   batchguard dlq skip {entry.id} --reason TEXT{dlq_flag}")
     elif where.state == "pending":
         lines.append(f"  finish it: batchguard jobs resume {shlex.quote(where.job)}{url_flag('--store', store_url)}")
