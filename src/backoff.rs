@@ -165,7 +165,9 @@ impl Backoff {
             }
             Jitter::Equal => {
                 let d = policy.base_delay_for(self.retry);
-                d / 2.0 + self.rng.uniform(0.0, d / 2.0)
+                // Clamped: for a subnormal d of an odd number of ulps, d / 2 rounds up, and
+                // the sum could pass d by an ulp.
+                (d / 2.0 + self.rng.uniform(0.0, d / 2.0)).min(d)
             }
         }
     }

@@ -110,6 +110,19 @@ def test_jittered_delays_stay_within_their_bounds(base: float, multiplier: float
         previous = delay
 
 
+@pytest.mark.parametrize("engine", ["python", "native"])
+def test_equal_jitter_never_exceeds_a_subnormal_delay(engine: str) -> None:
+    # A delay of 3 ulps (1.5e-323): d / 2 rounds up to 2 ulps, and 2 ulps more of jitter made
+    # 4 ulps, past d (hypothesis found it: 2e-323 > 1.5e-323). The draw is clamped to d.
+    d = 1.5e-323
+    policy = RetryPolicy(max_attempts=50, base_delay=d, multiplier=1.0, max_delay=d, jitter="equal", seed=7)
+    if engine == "python":
+        delays = policy.schedule(40, record_index=3)
+    else:
+        delays = _native.backoff_schedule(50, d, 1.0, d, "equal", 7, 3, 40)
+    assert all(d / 2 <= e <= d for e in delays), [e for e in delays if e > d]
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     max_attempts=st.integers(min_value=1, max_value=20),

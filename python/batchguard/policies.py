@@ -159,7 +159,9 @@ class BackoffState:
             return d
         if policy.jitter == "full":
             return self._uniform(0.0, d)
-        return d / 2.0 + self._uniform(0.0, d / 2.0)  # equal
+        # equal, clamped as the native engine does: for a subnormal d of an odd number of ulps,
+        # d / 2 rounds up and the sum could pass d by an ulp
+        return min(d, d / 2.0 + self._uniform(0.0, d / 2.0))
 
 
 @dataclass(frozen=True, slots=True)
