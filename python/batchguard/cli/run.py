@@ -106,6 +106,7 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     # A job's run ends with the job as a whole: its open dead letters of earlier runs, its exit code.
     ending = None if job is None else job_ending(job, report, store_url=store_url or DEFAULT_URL,
                                                  dlq_url=dlq_url, fn_spec=fn_spec)
+    unwritten = False  # --report-json could not be written: the command must not read as a success
     if as_json or report_json_path is not None:
         data = report_json(report, dlq_url=shown_dlq, job_store=store_url, fn_spec=fn_spec)
         if report.validation is not None:
@@ -118,21 +119,27 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
             except OSError as exc:  # checked before the run: the directory changed since
                 click.echo(f"Error: cannot write the report to {report_json_path}: {exc.strerror or exc}",
                            err=True)
+                unwritten = True
+    code = EXIT_OK if report.status == "complete" else EXIT_INCOMPLETE
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
-        if ending is not None:
-            return ending.exit_code
-        return EXIT_OK if report.status == "complete" else EXIT_INCOMPLETE
+        return _or_incomplete(code if ending is None else ending.exit_code, unwritten)
     if ending is None:
         print_report(report, dlq_url=shown_dlq, job_store=store_url, fn_spec=fn_spec)
         print_validation(report.validation)
-        return EXIT_OK if report.status == "complete" else EXIT_INCOMPLETE
+        return _or_incomplete(code, unwritten)
     if report.total == 0 and report.skipped_batches:
         click.echo(ending.nothing_to_do())
     else:
         ending.print_report(report, dlq_url=shown_dlq, store_url=store_url or DEFAULT_URL, fn_spec=fn_spec)
         print_validation(report.validation)
-    return ending.exit_code
+    return _or_incomplete(ending.exit_code, unwritten)
+
+
+def _or_incomplete(code: int, report_unwritten: bool) -> int:
+    """The exit code, at least EXIT_INCOMPLETE when the --report-json file was asked for and
+    could not be written (a full disk): a script that waits for it must not read success."""
+    return max(code, EXIT_INCOMPLETE) if report_unwritten else code
 
 
 def _interrupted(job: str | None, store_url: str | None, dlq_url: str | None) -> tuple[str, str | None]:
