@@ -40,13 +40,11 @@ from .console import console, is_tty
 from .options import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, cannot_start
 from .progress import ProgressView
 from .report import write_report_json
-from .settings import EngineSettings
+from .settings import PHASE_KEYS, EngineSettings
 
 __all__ = ["PHASE_KEYS", "Phase", "command_line", "phase_of", "phase_options", "print_validation", "run_phase",
            "saved_phase"]
 
-PHASE_KEYS: Final = ("validate", "mode", "sample_count", "sample_key")
-"""The ``run`` parameters this module adds."""
 _URL_PARAMS: Final = frozenset({"dlq_url", "store_url"})
 # Options a next-step command leaves out: the mode is what it changes; the sample's own options
 # mean nothing to the other modes.

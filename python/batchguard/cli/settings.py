@@ -32,7 +32,9 @@ ENGINE_KEYS: Final = ("timeout", "rate_limit", "burst", "breaker", "breaker_cool
                       "success_threshold", "max_failures", "delay_between_batches", "id_field",
                       "key_field", "max_delay", "jitter", "seed", "stage", "bulk")
 """The options this module adds to ``run``, by parameter name."""
-CONFIG_KEYS: Final = ("batch_size", "concurrency", "max_attempts", "base_delay", *ENGINE_KEYS)
+PHASE_KEYS: Final = ("validate", "mode", "sample_count", "sample_key")
+"""The phase options ``run`` takes (cli.phases): a team checks its validation step in as well."""
+CONFIG_KEYS: Final = ("batch_size", "concurrency", "max_attempts", "base_delay", *ENGINE_KEYS, *PHASE_KEYS)
 """What a ``--config`` file may set: the run options of the same names (``rate_limit`` or
 ``rate-limit``). Not the input, ``--fn``, the DLQ or the job store: those say what runs, where."""
 
