@@ -26,6 +26,7 @@ __all__ = [
     "ActiveBatch",
     "BatchEvent",
     "BreakerEvent",
+    "RetryEvent",
     "DeadRecord",
     "FailedAttempt",
     "DeadRecords",
@@ -329,6 +330,29 @@ class BreakerEvent:
     @property
     def to_state(self) -> _BreakerState: ...
     def __new__(cls, *, at: float, from_state: str, to_state: str) -> Self: ...
+
+@final
+class RetryEvent:
+    """A record's failed try (``attempt``, 1-based) that will be tried again after ``delay``
+    seconds. Only a run with an ``on_retry`` hook collects these (``collect_retries``); they
+    are handed over with the next batch end or breaker transition, in the order scheduled."""
+
+    @property
+    def record_index(self) -> int: ...
+    @property
+    def batch_index(self) -> int: ...
+    @property
+    def record(self) -> Any: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def error(self) -> BaseException: ...
+    @property
+    def error_class(self) -> _ErrorClassName: ...
+    @property
+    def delay(self) -> float: ...
+    def __new__(cls, *, record_index: int, batch_index: int, record: Any, attempt: int,
+                error: BaseException, error_class: str, delay: float) -> Self: ...
 
 @final
 class DeadRecord:

@@ -41,6 +41,7 @@ struct EngineConfigFields<'py> {
     rate_burst: f64,
     delay_between_batches: f64,
     key_of: Option<Bound<'py, PyAny>>,
+    collect_retries: bool,
 }
 
 /// `batchguard.RetryPolicy`.
@@ -142,6 +143,7 @@ impl<'py> Settings<'py> {
                 progress_interval: fields.progress_interval,
                 rate_limit,
                 delay_between_batches: fields.delay_between_batches,
+                collect_retries: fields.collect_retries,
             },
             skip: fields.skip_batches,
             key_of: fields.key_of.filter(|key_of| !key_of.is_none()),

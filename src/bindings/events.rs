@@ -13,7 +13,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use super::classify::optional_attr;
 use super::{Obj, PyScheduler};
 use crate::breaker::State as BreakerState;
-use crate::engine::{Attempt, BatchCounts, Counters as EngineCounters, Dead, Event};
+use crate::engine::{Attempt, BatchCounts, Counters as EngineCounters, Dead, Event, Retried, Share};
 
 /// Times an interrupt may cut one delivery of events short before it is given up: the first
 /// Ctrl-C still flushes what was dead-lettered, a user who keeps pressing it (a DLQ that
@@ -282,6 +282,67 @@ impl BreakerEvent {
     }
 }
 
+/// A record's failed try that will be tried again after `delay` seconds (only when the run
+/// has an `on_retry` hook: `EngineConfig.collect_retries`). Handed over with the next batch end
+/// or breaker transition, in the order the retries were scheduled.
+#[pyclass(frozen, get_all, module = "batchguard._native")]
+pub struct RetryEvent {
+    record_index: u64,
+    batch_index: u64,
+    record: Obj,
+    /// The try that failed (1-based).
+    attempt: u32,
+    error: Obj,
+    error_class: Py<PyString>,
+    delay: f64,
+}
+
+#[pymethods]
+impl RetryEvent {
+    #[new]
+    #[pyo3(signature = (*, record_index, batch_index, record, attempt, error, error_class, delay))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        record_index: u64,
+        batch_index: u64,
+        record: Obj,
+        attempt: u32,
+        error: Obj,
+        error_class: Py<PyString>,
+        delay: f64,
+    ) -> Self {
+        Self { record_index, batch_index, record, attempt, error, error_class, delay }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.record)?;
+        visit.call(&self.error)
+    }
+}
+
+/// A retry event holds a second reference to the record and its error. Every caller of
+/// `Scheduler::fail` holds the GIL, so attaching is only a counter check.
+impl Share for Obj {
+    fn share(&self) -> Self {
+        Python::attach(|py| self.clone_ref(py))
+    }
+}
+
+fn retry_event<'py>(py: Python<'py>, r: Retried<Obj, Obj>) -> PyResult<Bound<'py, RetryEvent>> {
+    Bound::new(
+        py,
+        RetryEvent {
+            record_index: r.index,
+            batch_index: r.batch,
+            record: r.record,
+            attempt: r.attempt,
+            error: r.error,
+            error_class: PyString::intern(py, r.class.as_str()).unbind(),
+            delay: r.delay,
+        },
+    )
+}
+
 /// One failed try of a record: its number (1-based), its wall-clock time (seconds since the
 /// epoch), the exception it raised, and the wait before the next try (None: there was none).
 #[pyclass(frozen, get_all, module = "batchguard._native")]
@@ -428,6 +489,7 @@ fn events_list<'py>(py: Python<'py>, events: Vec<Event<Obj, Obj>>) -> PyResult<B
                 let event = BreakerEvent { at, from_state: state_str(py, from), to_state: state_str(py, to) };
                 list.append(Bound::new(py, event)?)?;
             }
+            Event::Retry(r) => list.append(retry_event(py, r)?)?,
         }
     }
     Ok(list)

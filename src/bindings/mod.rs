@@ -49,6 +49,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<events::ActiveBatch>()?;
     m.add_class::<events::BatchEvent>()?;
     m.add_class::<events::BreakerEvent>()?;
+    m.add_class::<events::RetryEvent>()?;
     m.add_class::<events::DeadRecord>()?;
     m.add_class::<events::FailedAttempt>()?;
     m.add_class::<events::DeadRecords>()?;

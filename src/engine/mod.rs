@@ -23,24 +23,27 @@
 //! order; more input is wanted when fewer than `concurrency` new records are queued.
 
 mod batches;
+mod config;
 mod fresh;
 mod gates;
 mod keys;
+mod observed;
 mod retries;
 
 use batches::Batches;
 pub use batches::{BatchCounts, BatchDone, Dead};
+pub use config::{Budget, Config, StopReason};
 use fresh::Fresh;
 use gates::Gates;
 pub use gates::MIN_RATE_SAMPLE;
 use keys::Keys;
+use observed::RetryEvents;
+pub use observed::{Retried, Share};
 pub use retries::Attempt;
 use retries::{Retries, RetryState};
 
-use crate::backoff::RetryPolicy;
-use crate::breaker::{BreakerPolicy, State as BreakerState};
+use crate::breaker::State as BreakerState;
 use crate::classify::ErrorClass;
-use crate::ratelimit::RateLimit;
 
 /// A record's ordering key as the driver computed it (`key_of`).
 #[derive(Debug)]
@@ -60,53 +63,6 @@ pub trait Clock {
     /// Wall-clock seconds since the Unix epoch, for the record of when something failed.
     fn wall(&self) -> f64 {
         0.0
-    }
-}
-
-/// The error budget (`max_failures`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Budget {
-    /// Stop when more than this many records are dead-lettered.
-    Count(u64),
-    /// Stop when more than this share of the finished records are dead-lettered.
-    Rate(f64),
-}
-
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub batch_size: usize,
-    pub concurrency: usize,
-    pub retry: RetryPolicy,
-    pub breaker: Option<BreakerPolicy>,
-    pub max_failures: Option<Budget>,
-    pub seed: u64,
-    /// Dead-lettered records whose exceptions keep a traceback; later ones drop it.
-    pub traceback_limit: u64,
-    /// Seconds between progress reports (besides the one at every batch end).
-    pub progress_interval: f64,
-    /// Attempts start at most this fast, shared by all workers.
-    pub rate_limit: Option<RateLimit>,
-    /// The first record of a batch starts at least this long after the previous batch's last
-    /// new record started.
-    pub delay_between_batches: f64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    Fatal,
-    MaxFailures,
-    BreakerAbort,
-    Interrupt,
-}
-
-impl StopReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Fatal => "fatal",
-            Self::MaxFailures => "max_failures",
-            Self::BreakerAbort => "breaker_abort",
-            Self::Interrupt => "interrupt",
-        }
     }
 }
 
@@ -163,6 +119,7 @@ pub struct Failure<E> {
 pub enum Event<T, E> {
     Batch(BatchDone<T, E>),
     Breaker { at: f64, from: BreakerState, to: BreakerState },
+    Retry(Retried<T, E>),
 }
 
 #[derive(Clone, Copy)]
@@ -220,6 +177,8 @@ pub struct Scheduler<T, E, C> {
     gates: Gates,
     /// Batch ends and breaker transitions, for the driver ([`take_events`](Self::take_events)).
     events: Vec<Event<T, E>>,
+    /// Retries not handed over yet: they join `events` before the next batch end or transition.
+    retried: RetryEvents<T, E>,
     /// Pending records let go of, for the driver to drop ([`take_released`](Self::take_released)).
     released: Vec<Work<T, E>>,
     stop: Option<StopReason>,
@@ -237,6 +196,7 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         Self {
             gates: Gates::new(&config, started_at),
             traceback_budget: config.traceback_limit,
+            retried: RetryEvents::new(config.collect_retries),
             config,
             clock,
             started_at,
@@ -489,7 +449,11 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
     }
 
     /// The attempt failed with an error of `class`.
-    pub fn fail(&mut self, mut work: Work<T, E>, class: ErrorClass, error: E, retry_after: Option<f64>, wall: f64) {
+    pub fn fail(&mut self, mut work: Work<T, E>, class: ErrorClass, error: E, retry_after: Option<f64>, wall: f64)
+    where
+        T: Share,
+        E: Share,
+    {
         self.in_flight -= 1;
         if let Some(counted) = self.gates.breaker_counts(class) {
             self.record_breaker(work.generation, counted);
@@ -504,7 +468,12 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             self.pending(work);
         } else {
             self.batches.retry_scheduled(work.batch);
-            self.retries.schedule(work, class, retry_after, &self.config, &self.clock);
+            let shared = self.retried.enabled.then(|| (work.record.share(), work.last_error().share()));
+            let (index, batch, attempt) = (work.index, work.batch, work.attempt);
+            let delay = self.retries.schedule(work, class, retry_after, &self.config, &self.clock);
+            if let Some((record, error)) = shared {
+                self.retried.push(Retried { index, batch, attempt, class, delay, record, error });
+            }
         }
     }
 
@@ -548,7 +517,11 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
     }
 
     fn take_breaker_transitions(&mut self) {
+        let at = self.events.len();
         self.gates.take_transitions(self.started_at, &mut self.events);
+        if self.events.len() > at {
+            self.retried.flush_into(&mut self.events, at);
+        }
     }
 
     /// Computing the record's key raised `error`: it is dead-lettered with it, never run.
@@ -576,6 +549,8 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
 
     fn close_batch(&mut self, batch: u64) {
         let done = self.batches.close(batch, self.clock.now());
+        let at = self.events.len();
+        self.retried.flush_into(&mut self.events, at);
         self.events.push(Event::Batch(done));
     }
 
@@ -583,6 +558,8 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
     /// record, and return how many records that were read are pending.
     pub fn close(&mut self) -> u64 {
         let mut unfinished = 0;
+        let at = self.events.len();
+        self.retried.flush_into(&mut self.events, at);
         for done in self.batches.close_all(self.clock.now()) {
             unfinished += done.pending as u64;
             self.events.push(Event::Batch(done));
@@ -608,8 +585,16 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         self.keys.errors().try_for_each(&mut error)?;
         let dead_in_events = self.events.iter().flat_map(|event| match event {
             Event::Batch(b) => b.dead.as_slice(),
-            Event::Breaker { .. } => &[],
+            Event::Breaker { .. } | Event::Retry(_) => &[],
         });
+        let retried = self.events.iter().filter_map(|event| match event {
+            Event::Retry(r) => Some(r),
+            _ => None,
+        });
+        for r in retried.chain(self.retried.iter()) {
+            record(&r.record)?;
+            error(&r.error)?;
+        }
         for dead in self.batches.dead().chain(dead_in_events) {
             record(&dead.record)?;
             dead.attempts.iter().try_for_each(|a| error(&a.error))?;

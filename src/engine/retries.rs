@@ -31,6 +31,11 @@ impl<T, E> Work<T, E> {
         let retry = self.retry.get_or_insert_with(|| Box::new(RetryState { history: Vec::new(), backoff: None }));
         retry.history.push(Attempt { attempt: self.attempt, wall, error, delay: None });
     }
+
+    /// The error of the record's last failed try.
+    pub(super) fn last_error(&self) -> &E {
+        &self.retry.as_ref().and_then(|r| r.history.last()).expect("a failed record has a history").error
+    }
 }
 
 /// Records waiting for their next try: the due ones in order, the others parked until due.
@@ -50,7 +55,7 @@ impl<T, E> Retries<T, E> {
 
     /// Queue the next try of `work`, which just failed with an error of `class` (retryable,
     /// attempts left): transient errors retry at once, the others after their backoff delay,
-    /// or after the wait the error asked for (`retry_after`) when that is longer.
+    /// or after the wait the error asked for (`retry_after`) when that is longer. Returns the wait.
     pub(super) fn schedule(
         &mut self,
         mut work: Work<T, E>,
@@ -58,7 +63,7 @@ impl<T, E> Retries<T, E> {
         retry_after: Option<f64>,
         config: &Config,
         clock: &impl Clock,
-    ) {
+    ) -> f64 {
         let policy = &config.retry;
         let index = work.index;
         let retry = work.retry.as_mut().expect("a failed record has a history");
@@ -84,6 +89,7 @@ impl<T, E> Retries<T, E> {
             self.seq += 1;
             self.parked.push(Parked { due, seq: self.seq, work });
         }
+        delay
     }
 
     /// Move the parked records that are due to the ready queue (reads the clock only when a

@@ -4,7 +4,8 @@ use std::cell::Cell;
 use std::collections::HashMap;
 
 use super::*;
-use crate::backoff::Jitter;
+use crate::backoff::{Jitter, RetryPolicy};
+use crate::breaker::BreakerPolicy;
 
 /// A virtual clock: tests move time by hand, so backoff and breaker tests take no time.
 #[derive(Default)]
@@ -30,6 +31,19 @@ fn config(max_attempts: u32, base_delay: f64) -> Config {
         progress_interval: 0.1,
         rate_limit: None,
         delay_between_batches: 0.0,
+        collect_retries: false,
+    }
+}
+
+impl Share for u32 {
+    fn share(&self) -> Self {
+        *self
+    }
+}
+
+impl Share for &'static str {
+    fn share(&self) -> Self {
+        self
     }
 }
 
@@ -416,4 +430,63 @@ fn open_batches_count_each_open_batchs_records_by_state() {
     assert_eq!((counts.retrying, counts.in_flight, counts.retries), (0, 1, 1), "the retry runs");
     drop(s.succeed(retry));
     assert_eq!(s.open_batches().iter().map(|b| b.index).collect::<Vec<_>>(), vec![1], "batch 0 closed");
+}
+
+/// What a driver hands over, in order: retries as `(record, attempt, delay)`, batch ends as
+/// their index.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Retry(u32, u32, f64),
+    Batch(u64),
+}
+
+fn seen(events: Vec<Event<u32, &'static str>>) -> Vec<Seen> {
+    events
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Retry(r) => Some(Seen::Retry(r.record, r.attempt, r.delay)),
+            Event::Batch(b) => Some(Seen::Batch(b.index)),
+            Event::Breaker { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn retry_events_are_collected_only_when_asked_and_wait_for_the_batch_end() {
+    for collect in [false, true] {
+        let clock = Manual::default();
+        let mut c = config(3, 2.0);
+        c.batch_size = 2;
+        c.collect_retries = collect;
+        let mut s: Sched<'_> = Scheduler::new(c, &clock);
+        s.add_batch(0..2u32);
+        s.end_of_input();
+        let Next::Run(first) = s.next_work() else { panic!("record 0 is ready") };
+        s.fail(first, ErrorClass::Recoverable, "slow", None, 0.0);
+        assert!(!s.has_events(), "a retry alone does not call the driver");
+        let Next::Run(second) = s.next_work() else { panic!("record 1 is ready") };
+        s.succeed(second);
+        let Next::Wait(Some(until)) = s.next_work() else { panic!("record 0 waits for its retry") };
+        clock.0.set(until);
+        let Next::Run(retry) = s.next_work() else { panic!("record 0 is due") };
+        assert_eq!(retry.attempt, 2);
+        s.succeed(retry);
+        let expected = if collect { vec![Seen::Retry(0, 1, 2.0), Seen::Batch(0)] } else { vec![Seen::Batch(0)] };
+        assert_eq!(seen(s.take_events()), expected);
+    }
+}
+
+#[test]
+fn retry_events_of_an_unfinished_batch_come_before_its_end_at_close() {
+    let clock = Manual::default();
+    let mut c = config(3, 2.0);
+    c.collect_retries = true;
+    let mut s: Sched<'_> = Scheduler::new(c, &clock);
+    s.add_batch(0..1u32);
+    s.end_of_input();
+    let Next::Run(work) = s.next_work() else { panic!("record 0 is ready") };
+    s.fail(work, ErrorClass::Recoverable, "slow", None, 0.0);
+    s.interrupt();
+    assert_eq!(s.close(), 1);
+    assert_eq!(seen(s.take_events()), vec![Seen::Retry(0, 1, 2.0), Seen::Batch(0)]);
 }

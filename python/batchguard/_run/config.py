@@ -36,3 +36,6 @@ class EngineConfig:
     delay_between_batches: float = 0.0
     key_of: Callable[[Any], Any] | None = None
     """Records with equal keys run one at a time, in input order."""
+    collect_retries: bool = False
+    """Hand each scheduled retry to the recorder (a ``RetryEvent``): only with an ``on_retry``
+    hook, so a run without one pays nothing for it."""

@@ -3,7 +3,7 @@ batches), and the error budget that stops the run (twin of ``src/engine/gates.rs
 
 from __future__ import annotations
 
-from .._native import BatchEvent, BreakerEvent
+from .._native import BatchEvent, BreakerEvent, RetryEvent
 from .._run.config import EngineConfig
 from ..policies import ErrorClass
 from .breaker import Breaker
@@ -55,7 +55,8 @@ class Gates:
         """One attempt of ``generation`` ended. True when the breaker's abort rate is reached."""
         return self.breaker is not None and self.breaker.record(generation, failed, now)
 
-    def take_transitions(self, started_at: float, events: list[BatchEvent | BreakerEvent]) -> None:
+    def take_transitions(self, started_at: float,
+                         events: list[BatchEvent | BreakerEvent | RetryEvent]) -> None:
         """The breaker's state changes since the last call, as events (times from ``started_at``)."""
         breaker = self.breaker
         if breaker is not None and breaker.transitions:

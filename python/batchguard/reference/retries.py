@@ -32,11 +32,11 @@ class Retries:
         self.started = 0
 
     def schedule(self, work: Work, error_class: ErrorClass, retry_after: float | None,
-                 now: float) -> None:
+                 now: float) -> float:
         """Queue the next try of ``work``, which just failed with an error of ``error_class``
         (retryable, attempts left): transient errors retry at once, the others after their
         backoff delay, or after the wait the error asked for (``retry_after``) when that is
-        longer."""
+        longer. Returns the wait."""
         retry = work.retry
         assert retry is not None, "a failed record has a history"
         if error_class is _TRANSIENT:
@@ -56,6 +56,7 @@ class Retries:
             self._ready.append(work)
         else:
             heapq.heappush(self._parked, (now + delay, next(self._seq), work))
+        return delay
 
     def release_due(self, now: float) -> None:
         """Move the parked records that are due to the ready queue."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._native import BatchEvent, BreakerEvent, Counters, DeadRecord, FailedAttempt
+from .._native import BatchEvent, BreakerEvent, Counters, DeadRecord, FailedAttempt, RetryEvent
 from .._run.config import EngineConfig
 from ..errors import ConfigError
 from ..policies import ErrorClass
@@ -56,7 +56,11 @@ class Scheduler:
         self._retries = Retries(config)
         self._batches = Batches()
         self._gates = Gates(config, now)
-        self.events: list[BatchEvent | BreakerEvent] = []
+        self.events: list[BatchEvent | BreakerEvent | RetryEvent] = []
+        # Retries not handed over yet (only with an on_retry hook): they join ``events`` before
+        # the next batch end or breaker transition, so retrying never calls the driver sooner.
+        self._collect_retries = config.collect_retries
+        self._retried: list[RetryEvent] = []
         self.results: list[tuple[int, Any]] = []
         self.stop_reason: str | None = None
         self.in_flight = 0
@@ -148,7 +152,7 @@ class Scheduler:
         gates = self._gates
         if gates.breaker is not None:
             allowed, until = gates.pass_breaker(now)
-            gates.take_transitions(self.started_at, self.events)
+            self._take_transitions()
             if not allowed:
                 return Wait(until)
         retries, keys, fresh = self._retries, self._keys, self._fresh
@@ -256,7 +260,12 @@ class Scheduler:
             self._pending(work)
         else:
             self._batches.retry_scheduled(work.batch_index)
-            self._retries.schedule(work, error_class, retry_after, now)
+            attempt = work.attempt
+            delay = self._retries.schedule(work, error_class, retry_after, now)
+            if self._collect_retries:
+                self._retried.append(RetryEvent(
+                    record_index=work.index, batch_index=work.batch_index, record=work.record,
+                    attempt=attempt, error=exc, error_class=error_class.value, delay=delay))
 
     def abandon(self, work: Work, now: float) -> None:
         """The attempt never finished (the run was interrupted): the record is pending."""
@@ -278,7 +287,19 @@ class Scheduler:
     def _record_breaker(self, work: Work, failed: bool, now: float) -> None:
         if self._gates.record(work.generation, failed, now):
             self._stop("breaker_abort")
+        self._take_transitions()
+
+    def _take_transitions(self) -> None:
+        at = len(self.events)
         self._gates.take_transitions(self.started_at, self.events)
+        if len(self.events) > at:
+            self._flush_retried(at)
+
+    def _flush_retried(self, at: int) -> None:
+        """The waiting retry events go into ``events`` at ``at``: they happened first."""
+        if self._retried:
+            self.events[at:at] = self._retried
+            self._retried = []
 
     def _key_failed(self, work: Work, error: BaseException, now: float) -> None:
         """``key_of`` raised for this record: dead-letter it, unrun, with that error."""
@@ -304,12 +325,14 @@ class Scheduler:
             self._stop("max_failures")
 
     def _close_batch(self, batch: int, now: float) -> None:
+        self._flush_retried(len(self.events))
         self.events.append(self._batches.close(batch, now))
 
     def close(self, now: float) -> int:
         """End of run: report every unfinished batch (with its pending count) and return how
         many records that were read are pending."""
         unfinished = 0
+        self._flush_retried(len(self.events))
         for event in self._batches.close_all(now):
             unfinished += event.pending
             self.events.append(event)

@@ -1,0 +1,140 @@
+"""Lifecycle hooks: ``run_batches(..., hooks=...)`` tells your code what the run is doing.
+
+``hooks`` is any object with some of these methods, or a :class:`Hooks` of keyword callables:
+
+* ``on_retry(record, attempt, error, delay)``: a record's try number ``attempt`` (1-based)
+  failed with ``error`` and will be tried again after ``delay`` seconds;
+* ``on_dead_letter(entry)``: a record was dead-lettered (the :class:`~batchguard.DeadLetter`
+  as the DLQ stores it);
+* ``on_breaker(old, new)``: the circuit breaker moved ("closed", "open", "half_open");
+* ``on_batch_complete(stats)``: a batch ended (its :class:`~batchguard.BatchStats`);
+* ``on_run_end(report)``: the run's :class:`~batchguard.BatchReport`.
+
+They are called on the thread that called ``run_batches``, in the order things happened,
+when the engine hands a finished batch over (a batch's retries, then its dead letters, then
+the batch itself). A hook that raises is logged once (per hook and run), counted in
+``report.hook_errors``, and otherwise ignored: the record it was about is still
+dead-lettered or retried as if no hook were there. Only ``on_retry`` costs the engine anything,
+and only when it is set: the engine then keeps each scheduled retry for the hook.
+
+An adapter that needs more than these (``batchguard.metrics``) may also have
+``run_started(run_id, stage, job_id)``, ``observe_retry(event)`` (the
+:class:`~batchguard._native.RetryEvent`, with its error class) and
+``observe_counters(counters)`` (the engine's counters at each hand-over).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ._native import BatchEvent, BreakerEvent, Counters, DeadRecord, RetryEvent
+from .dlq.base import DeadLetter
+from .errors import ConfigTypeError
+from .results import BatchReport, BatchStats
+
+__all__ = ["HOOK_NAMES", "HookDispatch", "Hooks", "check_hooks", "wants_retries"]
+
+logger = logging.getLogger("batchguard")
+
+HOOK_NAMES: Final = ("on_retry", "on_dead_letter", "on_breaker", "on_batch_complete", "on_run_end")
+"""The public hooks, in the order :class:`Hooks` takes them."""
+_OBSERVER_NAMES: Final = ("run_started", "observe_retry", "observe_counters")
+_RETRY_NAMES: Final = ("on_retry", "observe_retry")
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Hooks as keyword callables: ``Hooks(on_retry=print, on_run_end=notify)``."""
+
+    on_retry: Callable[[Any, int, BaseException, float], Any] | None = None
+    on_dead_letter: Callable[[DeadLetter], Any] | None = None
+    on_breaker: Callable[[str, str], Any] | None = None
+    on_batch_complete: Callable[[BatchStats], Any] | None = None
+    on_run_end: Callable[[BatchReport[Any]], Any] | None = None
+
+
+def _methods(target: object) -> dict[str, Callable[..., Any]]:
+    """``target``'s hooks that are set, by name."""
+    found: dict[str, Callable[..., Any]] = {}
+    for name in HOOK_NAMES + _OBSERVER_NAMES:
+        method = getattr(target, name, None)
+        if method is not None:
+            found[name] = method
+    return found
+
+
+def check_hooks(hooks: object, what: str = "hooks") -> None:
+    """ConfigTypeError (a TypeError) unless ``hooks`` has at least one hook, and each one it has is callable."""
+    found = _methods(hooks)
+    if not found:
+        raise ConfigTypeError(f"{what} must have at least one of {', '.join(HOOK_NAMES)} "
+                        f"(a batchguard.Hooks, or an object with those methods), "
+                        f"got {type(hooks).__name__}")
+    for name, method in found.items():
+        if not callable(method):
+            raise ConfigTypeError(f"{what}.{name} must be callable, got {type(method).__name__}")
+
+
+def wants_retries(*targets: object) -> bool:
+    """Does any of ``targets`` listen to retries? Only then does the engine collect them."""
+    return any(getattr(t, name, None) is not None for t in targets if t is not None
+               for name in _RETRY_NAMES)
+
+
+class HookDispatch:
+    """A run's hook targets (the user's hooks, a metrics adapter), each method looked up once.
+
+    Called only from the recorder, on the caller's thread. ``errors`` counts the hooks that
+    raised; each (target, hook) that raises is logged once per run.
+    """
+
+    def __init__(self, targets: Sequence[object]) -> None:
+        self._calls: dict[str, list[tuple[int, Callable[..., Any]]]] = {
+            name: [] for name in HOOK_NAMES + _OBSERVER_NAMES}
+        for number, target in enumerate(targets):
+            for name, method in _methods(target).items():
+                self._calls[name].append((number, method))
+        self.errors = 0
+        self._logged: set[tuple[int, str]] = set()
+        self.wants_dead_letters = bool(self._calls["on_dead_letter"])
+
+    def _call(self, name: str, *args: Any) -> None:
+        for number, method in self._calls[name]:
+            try:
+                method(*args)
+            except Exception as exc:  # a broken hook must never cost a record
+                self.errors += 1
+                if (number, name) not in self._logged:
+                    self._logged.add((number, name))
+                    logger.error("hook %s raised %s: %s (logged once; the run goes on, "
+                                 "report.hook_errors counts every failure)", name,
+                                 type(exc).__name__, exc, exc_info=exc)
+
+    def run_started(self, run_id: str, stage: str, job_id: str | None) -> None:
+        self._call("run_started", run_id, stage, job_id)
+
+    def event(self, event: BatchEvent | BreakerEvent | RetryEvent,
+              dead_letter: Callable[[DeadRecord], DeadLetter]) -> None:
+        """Pass one engine event on; ``dead_letter`` builds a dead record's entry."""
+        if isinstance(event, RetryEvent):
+            self._call("on_retry", event.record, event.attempt, event.error, event.delay)
+            self._call("observe_retry", event)
+        elif isinstance(event, BatchEvent):
+            if event.dead and self.wants_dead_letters:
+                for record in event.dead:
+                    self._call("on_dead_letter", dead_letter(record))
+            if self._calls["on_batch_complete"]:
+                self._call("on_batch_complete", BatchStats(
+                    event.index, event.size, event.succeeded, event.failed, event.retries,
+                    event.duration, event.pending))
+        else:
+            self._call("on_breaker", event.from_state, event.to_state)
+
+    def counters(self, counters: Counters) -> None:
+        self._call("observe_counters", counters)
+
+    def run_end(self, report: BatchReport[Any]) -> None:
+        self._call("on_run_end", report)
