@@ -205,6 +205,8 @@ class BatchReport(Generic[R]):
     """The run's ``success_threshold``: the status is "failed" when the success rate is below it."""
     max_failures: int | float | None = None
     """The run's ``max_failures`` (a count, or a 0..1 rate): past it the run stopped."""
+    hook_errors: int = 0
+    """How many times a lifecycle hook (``hooks=``, ``metrics=``) raised; each is logged once."""
     entries_carry_run: ClassVar[bool] = True
     """Whether the DLQ entries of this report's failures carry its ``run_id`` / ``job_id``, so
     its printed commands can select them by ``--run-id`` / ``--job``. False for a replay, which
