@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._native import DELIVERY_ATTEMPTS, ActiveBatch, BatchEvent, BreakerEvent, Counters
+from ._native import DELIVERY_ATTEMPTS, ActiveBatch, BatchEvent, BreakerEvent, Counters, RetryEvent
 from ._run.entries import EntryBuilder
 from ._run.failures import DurableFailures, Failures, MemoryFailures
 from ._run.sink import DLQSend, OutcomeSink
 from .dlq.base import DeadLetterQueue, MemoryDLQ
+from .hooks import HookDispatch
 from .results import BatchProgress, BatchReport, BatchStats
 
 __all__ = ["RunRecorder", "deliver"]
@@ -38,7 +39,7 @@ def _stats(event: BatchEvent) -> BatchStats:
                       event.duration, event.pending)
 
 
-def deliver(sink: Any, events: list[BatchEvent | BreakerEvent], counters: Counters) -> None:
+def deliver(sink: Any, events: list[BatchEvent | BreakerEvent | RetryEvent], counters: Counters) -> None:
     """``sink.events(events, counters)``, where the sink removes each event it has handled.
 
     DESIGN §4: an interrupt flushes what was dead-lettered. A KeyboardInterrupt (any
@@ -82,12 +83,13 @@ class RunRecorder:
                  total: int | None, batch_size: int, id_of: Callable[[Any], Any] | None,
                  pickle_payloads: bool, sink: OutcomeSink | None = None,
                  reopen_dlq: Callable[[], DeadLetterQueue] | None = None,
-                 expected_total: int | None = None) -> None:
+                 expected_total: int | None = None, hooks: HookDispatch | None = None) -> None:
         """``sink`` is where each batch's entries go (a job's checkpoint, a replay); by default
         one ``send`` to ``dlq``. ``reopen_dlq`` opens ``dlq`` again after the run closed it (see
         ``Plan.reopen_dlq``): the report reads entries past its in-memory sample through it.
         ``expected_total`` (``total=`` for an input without a length) is for progress only:
-        the report counts the records actually read."""
+        the report counts the records actually read. ``hooks``: the run's lifecycle hooks
+        (``batchguard.hooks``), each event passed on once it is handled."""
         self.run_id = run_id
         self.job_id = job_id
         self.stage = stage
@@ -121,10 +123,13 @@ class RunRecorder:
         self.dlq_count = 0
         self.started = time.monotonic()
         self._log_batches = logger.isEnabledFor(logging.INFO)
+        self.hooks = hooks
+        if hooks is not None:
+            hooks.run_started(run_id, stage, job_id)
 
     # ------------------------------------------------------------------ engine callbacks
 
-    def events(self, events: list[BatchEvent | BreakerEvent], counters: Counters) -> None:
+    def events(self, events: list[BatchEvent | BreakerEvent | RetryEvent], counters: Counters) -> None:
         """Handle an engine's events, removing each from ``events`` once it is handled: when
         an interrupt cuts this short, what is left is still in the list, and the engine hands
         it back (:func:`deliver`)."""
@@ -132,9 +137,12 @@ class RunRecorder:
         # The handled events are removed at the end (however it ends) in one slice: removing
         # them one by one from the front would cost quadratic time when many have piled up.
         handled = 0
+        hooks = self.hooks
         try:
             for event in events:
-                if isinstance(event, BatchEvent):
+                if isinstance(event, RetryEvent):
+                    pass  # only a run with an on_retry hook gets these: they are the hook's
+                elif isinstance(event, BatchEvent):
                     if event.dead or self._every_batch:
                         self._persist(event)
                     # not the dead records: they are persisted
@@ -150,8 +158,14 @@ class RunRecorder:
                                    extra={"run_id": self.run_id, "breaker_from": old, "breaker_to": new,
                                           "at_s": at})
                 handled += 1
+                # After the event counts as handled: an interrupt in a hook must not hand a
+                # persisted batch over again.
+                if hooks is not None:
+                    hooks.event(event, self.entries.dead_letter)
         finally:
             del events[:handled]
+        if hooks is not None:
+            hooks.counters(counters)
         if self.on_progress is not None:
             self.progress(counters)
 
