@@ -54,6 +54,8 @@ class RunOptions(TypedDict, Generic[T], total=False):
     validate: Callable[[T], Any] | None
     sample_count: int
     sample_key: Callable[[T], Any] | None
+    hooks: object | None
+    metrics: object | None
 
 
 DEFAULTS: Final[RunOptions[Any]] = {
@@ -81,6 +83,8 @@ DEFAULTS: Final[RunOptions[Any]] = {
     "validate": None,
     "sample_count": 3,
     "sample_key": None,
+    "hooks": None,
+    "metrics": None,
 }
 """Each keyword's value when it is not given."""
 
