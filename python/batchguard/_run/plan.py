@@ -23,6 +23,7 @@ from ..dlq.base import DeadLetterQueue
 from ..dlq.codec import check_storable
 from ..dlq.urls import open_dlq
 from ..errors import ConfigError, ConfigTypeError
+from ..hooks import check_hooks, wants_retries
 from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
 from ..results import BatchProgress
 from ..validation.issues import check_phase_options
@@ -122,6 +123,8 @@ class Plan:
     """``check(record)``: the record's ValidationIssues (sync or ``async def``)."""
     sample_count: int = 3
     sample_key: Callable[[Any], Any] | None = None
+    hooks: tuple[object, ...] = ()
+    """The run's lifecycle hook targets: ``hooks=``, then ``metrics=`` (``batchguard.hooks``)."""
 
 
 def is_coroutine_function(fn: Any) -> bool:
@@ -191,6 +194,10 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
     delay_between_batches = options["delay_between_batches"]
     validate, sample_count, sample_key = options["validate"], options["sample_count"], options["sample_key"]
     check_phase_options(mode, validate, sample_count, sample_key)
+    hook_targets = tuple(target for target in (options["hooks"], options["metrics"]) if target is not None)
+    for name in ("hooks", "metrics"):
+        if options[name] is not None:
+            check_hooks(options[name], name)
     _check_hook("sample_key", sample_key)
     if isinstance(records, (str, bytes, bytearray)):
         raise ConfigTypeError(f"records must be an iterable of records, not {type(records).__name__}")
@@ -270,14 +277,16 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
                           timeout=timeout,
                           rate_per_second=None if rate_limit is None else float(rate_limit.per_second),
                           rate_burst=1.0 if rate_limit is None else float(rate_limit.burst),
-                          delay_between_batches=float(delay_between_batches), key_of=key_of)
+                          delay_between_batches=float(delay_between_batches), key_of=key_of,
+                          collect_retries=wants_retries(*hook_targets))
     # Opened last, once every argument is known good: a rejected call leaves no queue open.
     queue, reopen_dlq = _open_dlq(dlq)
     return Plan(records, fn, total, config, classifier, queue, id_of, on_progress,
                 success_threshold, stage, engine, pickle_payloads, is_async, timeout, bulk,
                 reopen_dlq=reopen_dlq, job=job, store=store, force=force,
                 expected_total=expected_total, mode=mode,
-                validate=validate, sample_count=sample_count, sample_key=sample_key)
+                validate=validate, sample_count=sample_count, sample_key=sample_key,
+                hooks=hook_targets)
 
 
 def _open_dlq(dlq: DeadLetterQueue | str | None) -> tuple[DeadLetterQueue | None,
