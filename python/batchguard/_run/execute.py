@@ -17,6 +17,7 @@ from .. import _native
 from .._async import drive, loop_factory
 from .._native import RunSummary
 from .._outcome import RunRecorder
+from ..hooks import HookDispatch
 from ..reference import Scheduler, _Classify, run_reference
 from ..results import BatchReport
 from .entries import new_run_id
@@ -41,7 +42,8 @@ def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, sink: Outco
                        dlq=plan.dlq, on_progress=plan.on_progress, total=total,
                        batch_size=plan.config.batch_size, id_of=plan.id_of,
                        pickle_payloads=plan.pickle_payloads, sink=sink,
-                       reopen_dlq=plan.reopen_dlq, expected_total=expected)
+                       reopen_dlq=plan.reopen_dlq, expected_total=expected,
+                       hooks=HookDispatch(plan.hooks) if plan.hooks else None)
 
 
 def _with_skips(plan: Plan, skip_batches: frozenset[int]) -> Plan:
@@ -66,7 +68,7 @@ def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
     read = outcome.records_read - outcome.skipped_records
     recorder.final_progress(succeeded=outcome.succeeded, failed=outcome.failed, read=read,
                             exhausted=outcome.exhausted)
-    return recorder.report(succeeded=outcome.succeeded, failed=outcome.failed,
+    report = recorder.report(succeeded=outcome.succeeded, failed=outcome.failed,
                            read=outcome.records_read - outcome.skipped_records,
                            skipped_records=outcome.skipped_records, exhausted=outcome.exhausted,
                            retries=outcome.retries, successful=outcome.successful,
@@ -74,6 +76,11 @@ def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
                            success_threshold=plan.success_threshold,
                            max_failures=plan.config.max_failures,
                            skipped_batches=len(skip_batches))
+    hooks = recorder.hooks
+    if hooks is None:
+        return report
+    hooks.run_end(report)
+    return replace(report, hook_errors=hooks.errors) if hooks.errors else report
 
 
 def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
