@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import traceback as tb
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from .._native import DeadRecord
 from ..dlq.base import Attempt, DeadLetter
 from ..dlq.codec import Fallbacks, clean_text, encode_payload, encode_record_id, type_name
 from ..validation.issues import VALIDATE_STAGE, ValidationBlocked
+from .tracebacks import TracebackFormatter
 
 __all__ = ["EntryBuilder", "default_id_of", "entry_id", "http_status", "message_of", "new_run_id"]
 
@@ -75,11 +75,11 @@ def http_status(exc: BaseException) -> int | None:
         return None
 
 
-def _traceback_of(exc: BaseException) -> str | None:
+def _traceback_of(exc: BaseException, formatter: TracebackFormatter) -> str | None:
     if exc.__traceback__ is None:
         return None
     try:
-        return "".join(tb.format_exception(exc))
+        return formatter.format(exc)
     except Exception:  # noqa: BLE001 - a traceback that cannot be formatted must not lose the record
         return f"<traceback of {type_name(exc)} could not be formatted>"
 
@@ -97,6 +97,7 @@ class EntryBuilder:
         self._pickle = pickle_payloads
         self._fallbacks = Fallbacks()
         self._id_of_raised: set[str] = set()
+        self._tracebacks = TracebackFormatter()
 
     def entry_id(self, record_index: int) -> str:
         """The id of this run's entry for a record (a job's ids outlive its runs)."""
@@ -129,7 +130,7 @@ class EntryBuilder:
         index, record = dead.record_index, dead.record
         exc = dead.attempts[-1].error
         fallbacks = self._fallbacks
-        trace = _traceback_of(exc)
+        trace = _traceback_of(exc, self._tracebacks)
         payload, encoding = self.payload(record)
         attempts = tuple(Attempt(a.attempt, iso(a.at), type_name(a.error),
                                  clean_text(message_of(a.error), fallbacks), a.delay)

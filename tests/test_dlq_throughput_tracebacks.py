@@ -1,0 +1,186 @@
+"""The cached traceback formatter writes what ``traceback.format_exception`` writes, byte for
+byte, for every shape of exception a run can dead-letter (issue 11 item 5)."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+
+import pytest
+
+from batchguard import run_batches
+from batchguard._run.tracebacks import MAX_STACKS, TracebackFormatter
+from batchguard.dlq import MemoryDLQ
+
+
+class Odd(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+class Empty(Exception):
+    pass
+
+
+class _Named(Exception):
+    pass
+
+
+_Named.__module__ = 42  # type: ignore[assignment] - a class whose module is not a str
+
+
+def _deep(n: int) -> None:
+    if n == 0:
+        raise ValueError(f"deep {n}")
+    _deep(n - 1)
+
+
+def _plain() -> None:
+    raise ValueError("bad record 7")
+
+
+def _caused() -> None:
+    try:
+        _plain()
+    except ValueError as exc:
+        raise KeyError("wrapped") from exc
+
+
+def _context() -> None:
+    try:
+        _plain()
+    except ValueError:
+        raise TypeError("while handling")  # noqa: B904 - the implicit context is the point
+
+
+def _suppressed() -> None:
+    try:
+        _plain()
+    except ValueError:
+        raise TypeError("suppressed") from None
+
+
+def _cycle() -> None:
+    first = ValueError("first")
+    second = KeyError("second")
+    first.__context__ = second
+    second.__context__ = first
+    raise first
+
+
+def _cause_and_context() -> None:
+    try:
+        raise OSError("context")
+    except OSError:
+        cause = ValueError("cause")
+        raise KeyError("both") from cause
+
+
+def _notes() -> None:
+    exc = ValueError("noted")
+    exc.add_note("a note\non two lines")
+    raise exc
+
+
+def _group() -> None:
+    raise ExceptionGroup("many", [ValueError("one"), KeyError("two")])
+
+
+def _syntax() -> None:
+    compile("x = (", "<record>", "exec")
+
+
+def _unprintable() -> None:
+    raise Odd()
+
+
+def _empty() -> None:
+    raise Empty()
+
+
+def _odd_module() -> None:
+    raise _Named("odd module")
+
+
+def _caught(raiser: Callable[[], None]) -> BaseException:
+    try:
+        raiser()
+    except BaseException as exc:  # noqa: BLE001 - every shape is caught to be formatted
+        return exc
+    raise AssertionError("did not raise")
+
+
+SHAPES = [_plain, _caused, _context, _suppressed, _cycle, _cause_and_context, _notes, _group,
+          _syntax, _unprintable, _empty, _odd_module, lambda: _deep(30)]
+
+
+@pytest.mark.parametrize("raiser", SHAPES, ids=lambda f: f.__name__)
+def test_formats_every_shape_as_the_standard_library(raiser: Callable[[], None]) -> None:
+    formatter = TracebackFormatter()
+    exc = _caught(raiser)
+    expected = "".join(traceback.format_exception(exc))
+    assert formatter.format(exc) == expected
+    assert formatter.format(exc) == expected  # the second time, from the cache
+
+
+def test_same_place_different_messages_each_keep_their_own_line() -> None:
+    formatter = TracebackFormatter()
+
+    def fail(i: int) -> None:
+        raise ValueError(f"record {i}")
+
+    texts = [formatter.format(_caught(lambda i=i: fail(i))) for i in range(3)]
+    assert [t.splitlines()[-1] for t in texts] == ["ValueError: record 0", "ValueError: record 1",
+                                                   "ValueError: record 2"]
+    assert len({t.rsplit("\n", 2)[0] for t in texts}) == 1  # one stack, three exception lines
+
+
+def test_a_different_line_of_the_same_function_is_a_different_stack() -> None:
+    formatter = TracebackFormatter()
+
+    def fail(first: bool) -> None:
+        if first:
+            raise ValueError("first line")
+        raise ValueError("second line")
+
+    for first in (True, False, True):
+        exc = _caught(lambda first=first: fail(first))
+        assert formatter.format(exc) == "".join(traceback.format_exception(exc))
+
+
+def test_tracebacklimit_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    formatter = TracebackFormatter()
+    exc = _caught(lambda: _deep(5))
+    formatter.format(exc)
+    monkeypatch.setattr(sys, "tracebacklimit", 2, raising=False)
+    assert formatter.format(exc) == "".join(traceback.format_exception(exc))
+
+
+def test_the_cache_stays_bounded() -> None:
+    formatter = TracebackFormatter()
+    for i in range(MAX_STACKS + 5):
+        code = compile(f"def f():\n    raise ValueError({i})\n", f"<gen {i}>", "exec")
+        space: dict[str, object] = {}
+        exec(code, space)  # distinct code objects: one stack each
+        exc = _caught(space["f"])  # type: ignore[arg-type]
+        assert formatter.format(exc) == "".join(traceback.format_exception(exc))
+    assert len(formatter._stacks) <= MAX_STACKS
+
+
+def test_a_run_stores_the_standard_librarys_traceback_in_every_entry() -> None:
+    errors: list[BaseException] = []
+
+    def fn(record: int) -> None:
+        try:
+            if record % 2:
+                raise ValueError(f"odd {record}")
+            raise KeyError(record)
+        except Exception as exc:
+            errors.append(exc)
+            raise
+
+    dlq = MemoryDLQ()
+    run_batches(range(6), fn, dlq=dlq, batch_size=2)
+    stored = {entry.record_index: entry.traceback for entry in dlq.list()}
+    assert stored == {i: "".join(traceback.format_exception(exc)) for i, exc in enumerate(errors)}
