@@ -8,9 +8,9 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import click
 
@@ -18,12 +18,14 @@ from .._files import atomic_writer
 from .._report.model import CliContext, build
 from .._report.panel import render_panel, render_steps
 from .._report.text import render_text
-from .._urls import redact
+from .._urls import FILE_SCHEMES, parse_url, redact
+from ..errors import ConfigError
 from ..results import BatchReport
 from .console import console, is_tty
 from .options import DEFAULT_URL
 
-__all__ = ["check_report_path", "print_report", "report_json", "report_json_option", "write_report_json"]
+__all__ = ["check_report_path", "print_report", "report_json", "report_json_option", "report_path_clash",
+           "write_report_json"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -91,6 +93,33 @@ def check_report_path(path: str) -> str | None:
         return f"cannot write {path}: {exc.strerror or exc}"
     os.close(fd)
     os.unlink(probe)
+    return None
+
+
+_SQLITE_SIDE_FILES: Final = ("", "-wal", "-shm", "-journal")
+
+
+def report_path_clash(path: str, *, input_path: str | None,
+                      backends: Sequence[tuple[str, str | None]]) -> str | None:
+    """Why the report must not go to ``path`` (None: it may): it is the run's input, or a file
+    of one of ``backends`` (label, URL: a sqlite or jsonl DLQ or job store, SQLite's side files
+    included). The report replaces what is at its path: given the DLQ's database it destroyed
+    every dead letter."""
+    target = os.path.realpath(path)
+    named: list[tuple[str, str]] = []
+    if input_path is not None and input_path != "-":
+        named.append((input_path, "the input"))
+    for label, url in backends:
+        if url is None or url.partition("://")[0].lower() not in FILE_SCHEMES:
+            continue
+        try:
+            file = parse_url(url, label=label, schemes=FILE_SCHEMES, hint="").file_path()
+        except ConfigError:
+            continue  # a bad URL is reported by the command that opens it
+        named += [(file + side, f"a file of the {label} {redact(url)}") for side in _SQLITE_SIDE_FILES]
+    for file, what in named:
+        if os.path.realpath(file) == target:
+            return f"{path} is {what}: the report would replace it; give another path"
     return None
 
 

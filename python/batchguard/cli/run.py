@@ -35,7 +35,7 @@ from .options import (
 )
 from .phases import Phase, phase_of, phase_options, print_validation, run_phase
 from .progress import ProgressView
-from .report import print_report, report_json, report_json_option, write_report_json
+from .report import print_report, report_json, report_json_option, report_path_clash, write_report_json
 from .settings import EngineSettings, apply_config, engine_options, settings_of
 
 __all__ = ["execute_run", "open_source", "run"]
@@ -222,6 +222,12 @@ def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | Non
         raise click.UsageError("--store is only used with --job NAME")
     if force and job is None:
         raise click.UsageError("--force is only used with --job NAME")
+    if report_json_path is not None:
+        own_store = (store_url or DEFAULT_URL) if job else None
+        clash = report_path_clash(report_json_path, input_path=input_path, backends=(
+            ("job store", own_store), ("DLQ", dlq_url or own_store or DEFAULT_URL)))
+        if clash is not None:
+            raise click.BadParameter(clash, ctx=ctx, param_hint="'--report-json'")
     phase = phase_of(given)
     source = open_source(input_path, fmt)
     fn = load_callable(fn_spec)
