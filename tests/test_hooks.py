@@ -142,7 +142,7 @@ def test_hooks_without_any_hook_are_refused(hooks: Any) -> None:
 
 
 def test_a_hook_that_is_not_callable_is_refused() -> None:
-    with pytest.raises(TypeError, match="hooks.on_retry must be callable"):
+    with pytest.raises(TypeError, match=r"hooks\.on_retry must be callable"):
         batchguard.run_batches([1], str, hooks=Hooks(on_retry=3))  # type: ignore[arg-type]
 
 
