@@ -17,6 +17,7 @@ from .._run.plan import close_opened_dlq, make_plan
 from .._urls import redact
 from ..errors import BatchguardError, ConfigError, DLQUnavailableError, InputError, JobError, JobStoreUnavailableError
 from ..jobs import job_status, run_job
+from ..metrics import Prometheus
 from ..sources.files import is_remote
 from ..validation.full import finish_full, guard_full
 from .callables import load_callable, portable_spec
@@ -54,18 +55,21 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                 concurrency: int, max_attempts: int, base_delay: float, force: bool,
                 quiet: bool, title: str = "batchguard", settings: EngineSettings | None = None,
                 as_json: bool = False, report_json_path: str | None = None,
-                phase: Phase | None = None) -> int:
+                phase: Phase | None = None, metrics_port: int | None = None) -> int:
     """Run ``fn`` over ``source`` (as a job when ``job`` is given); print the report; exit code.
 
     ``as_json``: the report (and the job's state, under ``"job"``) as one JSON document on stdout.
     ``report_json_path``: that document written to a file too (checked before the run).
     ``phase``: a full run's ``--validate`` (blocked records dead-lettered, never run).
+    ``metrics_port``: serve the run's Prometheus metrics on 127.0.0.1 at that port.
     """
     view = ProgressView(title=title, quiet=quiet, mode="full", concurrency=concurrency)
     effective_dlq = dlq_url if dlq_url is not None else (None if job else DEFAULT_URL)
     settings = settings or EngineSettings()
     # A record without an id of its own is named by where it was read (file:line, file#row).
     plan_kwargs = {"id_of": input_id, **settings.plan_kwargs()}
+    if metrics_port is not None:
+        plan_kwargs["metrics"] = _serve_metrics(metrics_port)
     try:
         plan = make_plan(source, settings.guarded(fn), batch_size=batch_size, concurrency=concurrency,
                          retry=settings.retry(max_attempts, base_delay), dlq=effective_dlq,
@@ -136,6 +140,21 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     return _or_incomplete(ending.exit_code, unwritten)
 
 
+def _serve_metrics(port: int) -> Prometheus:
+    """Metrics in the global registry, served at http://127.0.0.1:PORT/metrics until the
+    command exits; exit 2 when they cannot be (no prometheus_client, the port is taken)."""
+    try:
+        metrics = Prometheus()
+        metrics.serve(port)
+    except ModuleNotFoundError as exc:
+        cannot_start(exc)
+    except OSError as exc:
+        cannot_start(OSError(f"--metrics-port {port}: cannot serve metrics on 127.0.0.1:{port}: "
+                             f"{exc.strerror or exc}"))
+    click.echo(f"metrics: http://127.0.0.1:{port}/metrics", err=True)
+    return metrics
+
+
 def _or_incomplete(code: int, report_unwritten: bool) -> int:
     """The exit code, at least EXIT_INCOMPLETE when the --report-json file was asked for and
     could not be written (a full disk): a script that waits for it must not read success."""
@@ -192,6 +211,9 @@ def _interrupted(job: str | None, store_url: str | None, dlq_url: str | None) ->
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the final report as JSON on stdout (progress stays on stderr).")
+@click.option("--metrics-port", type=click.IntRange(min=1, max=65535), default=None, metavar="PORT",
+              help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics during the run "
+                   '(pip install "batchguard[prometheus]").')
 @report_json_option
 @phase_options
 @engine_options
@@ -200,7 +222,7 @@ def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | Non
         store_url: str | None, batch_size: int, concurrency: int, max_attempts: int, base_delay: float,
         fmt: str | None, force: bool, quiet: bool, as_json: bool, report_json_path: str | None,
         config_path: str | None, validate: str | None, mode: str, sample_count: int,
-        sample_key: str | None, **engine: Any) -> None:
+        sample_key: str | None, metrics_port: int | None, **engine: Any) -> None:
     """Run --fn over every record of INPUT (JSON lines, CSV, a JSON array, Parquet; - for stdin).
 
     INPUT is a path, a glob (quoted: 'data/*.jsonl.gz') or a URL (s3://, gs://, http(s)://);
@@ -240,5 +262,5 @@ def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | Non
                        store_url=(store_url or DEFAULT_URL) if job else None, batch_size=batch_size,
                        concurrency=concurrency, max_attempts=max_attempts, base_delay=base_delay,
                        force=force, quiet=quiet, settings=settings, as_json=as_json,
-                       report_json_path=report_json_path, phase=phase)
+                       report_json_path=report_json_path, phase=phase, metrics_port=metrics_port)
     sys.exit(code)
