@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchguard import run_batches
+from batchguard import ValidationIssue, run_batches
 from batchguard.errors import ConfigError
 
 
@@ -29,3 +29,16 @@ def test_a_raising_sample_key_propagates_with_a_note() -> None:
     with pytest.raises(LookupError) as caught:
         run_batches([{"id": n} for n in range(5)], lambda r: r, mode="sample", sample_key=key)
     assert any("sample_key raised for record 3" in note for note in caught.value.__notes__)
+
+
+def test_a_sample_of_nothing_does_not_send_the_operator_after_errors() -> None:
+    # "Fix what made the sample fail (errors above)" over an empty screen: there are no errors
+    empty = run_batches([], lambda r: r, mode="sample")
+    assert not empty.items and not empty.ok
+    assert "errors above" not in empty.summary()
+    assert "no records" in empty.summary()
+    blocked = run_batches(range(3), lambda r: r, mode="sample",
+                          validate=lambda r: ValidationIssue("id", "bad", "fix it"))
+    assert blocked.blocked_skipped == 3
+    assert "errors above" not in blocked.summary()
+    assert "every record it tried was blocked by validation" in blocked.summary()

@@ -269,6 +269,11 @@ def default_sample_steps(report: SampleReport, *, full: str = 'mode="full"',
     """What to do after a sample: review the results, then run the rest (or fix and retry)."""
     if report.ok:
         return ("Review the results above", f"Proceed: {full}")
+    if not report.items:  # nothing ran, so there are no errors above to fix
+        if report.blocked_skipped:
+            return ("Nothing was sampled: every record it tried was blocked by validation (a dry-run "
+                    "lists them with their fixes); fix them", f"Try the sample again: {sample}")
+        return ("Nothing was sampled: the input has no records", f"Check the input, then: {sample}")
     return ("Fix what made the sample fail (errors above)", f"Try the sample again: {sample}",
             f"Then proceed: {full}")
 
