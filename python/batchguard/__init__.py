@@ -8,6 +8,7 @@
 
 import importlib.metadata
 
+from . import metrics
 from .api import RunOptions, arun_batches, run_batches
 from .batching import Batch, calculate_batch_size, create_batches
 from .dlq import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, StatusChange, open_dlq
@@ -26,6 +27,7 @@ from .errors import (
     JobError,
     PickleNotAllowedError,
 )
+from .hooks import Hooks
 from .jobs import (
     JobNotFoundError,
     JobStatus,
@@ -69,6 +71,7 @@ __all__ = [
     "DeadLetterQueue",
     "ErrorClass",
     "Explanation",
+    "Hooks",
     "InputError",
     "InputParseError",
     "JobConflictError",
@@ -99,6 +102,7 @@ __all__ = [
     "job_batches",
     "job_status",
     "list_jobs",
+    "metrics",
     "open_dlq",
     "open_job_store",
     "read",
