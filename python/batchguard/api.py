@@ -88,6 +88,13 @@ def run_batches(records: Iterable[Any], fn: Callable[[Any], Any], *, bulk: bool 
     many records a generator will yield, for a percentage and an ETA (a wrong one is clamped;
     the report counts the records actually read; an input with a length ignores it).
 
+    ``hooks`` (``batchguard.Hooks(...)``, or any object with some of ``on_retry(record,
+    attempt, error, delay)``, ``on_dead_letter(entry)``, ``on_breaker(old, new)``,
+    ``on_batch_complete(stats)``, ``on_run_end(report)``) are called on the calling thread, in
+    order, as each batch is handed over; one that raises is logged once and counted in
+    ``report.hook_errors``, never costing a record (:mod:`batchguard.hooks`). ``metrics=``
+    takes a :class:`batchguard.metrics.Prometheus`, which counts the run on those hooks.
+
     With ``job="name"`` (and a ``store``, a URL such as ``"sqlite:///jobs.db"`` or a
     ``JobStore``) the run is a resumable job: every finished batch is checkpointed, and calling
     again with the same name and input resumes where it stopped (``force=True`` reruns a
