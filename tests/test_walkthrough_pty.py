@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("pexpect")
 pytest.importorskip("pyte")
 
+from batchguard._demo import write_dataset
 from test_dashboard_pty import Terminal, environment
 
 COLS = 100
@@ -171,3 +172,25 @@ def test_jobs_status_of_an_unparsed_line_offers_only_commands_that_act_on_it(tmp
         pasted = batchguard(command, tmp_path)
         assert pasted.returncode == 0, command + "\n" + pasted.stdout + pasted.stderr
     assert statuses(tmp_path)[("InputParseError", "resolved")] == 1
+
+
+def test_a_batch_row_stays_one_line_on_a_100_column_terminal(tmp_path: Path) -> None:
+    """With 20 batches of 1,000 a row in a retry ("Batch  1/20 (items 1-1,000) ... retrying 1
+    (0.4 s elapsed, 6 failed)") is over 100 columns: it wrapped onto a second line, which the
+    fold's arithmetic (one line a row) does not count, so a full terminal scrolled instead of
+    redrawing. A row is cut with "…" at the terminal's edge instead."""
+    write_dataset(tmp_path / "demo.jsonl", 20_000)
+    term = WideTerminal(["-m", "batchguard", "run", "demo.jsonl", "--fn", "batchguard._demo:process",
+                         "--base-delay", "3", "--jitter", "none"], tmp_path, environment())
+    def first_batch_retrying_with_failures(screen: str) -> bool:
+        first = screen.split("Batch  1/20", 1)[-1].split("Batch  2/20")[0]  # its row, wrapped or not
+        return "retrying" in first and "elapsed," in first and "ETA " in screen  # failures to show
+
+    screen = term.wait_for(first_batch_retrying_with_failures)
+    lines = screen.splitlines()
+    rules = [n for n, line in enumerate(lines) if line.startswith("──")]
+    batch_region = lines[rules[0] + 1:rules[1]]
+    assert batch_region and all(line.startswith(("Batch ", "⏸ ", "✓ ", "… ")) for line in batch_region), screen
+    row = batch_region[0]
+    assert row.startswith("Batch  1/20 (items 1-1,000)") and "retrying" in row and len(row) <= COLS, row
+    term.child.terminate(force=True)

@@ -112,7 +112,11 @@ class _Rows:
         self.lines.append(Text(text, style=style))
 
     def text(self) -> Text:
-        return Text("\n").join(self.lines)
+        # One line a row, cut with "…" at the terminal's edge: a wrapped row (20 batches of 1,000
+        # in a retry is over 100 columns) took two lines the fold's room did not count.
+        rows = Text("\n").join(self.lines)
+        rows.no_wrap, rows.overflow = True, "ellipsis"
+        return rows
 
 
 def _done_row(rows: _Rows, b: BatchStats, batch_size: int) -> None:
