@@ -216,3 +216,12 @@ def test_a_retry_reports_next_steps_with_the_fn_it_was_given(url: str) -> None:
     retries = [line for line in result.output.splitlines() if "batchguard dlq retry" in line]
     assert retries and all("--fn cli_fns:fail_odd" in line for line in retries), result.output
     assert "MODULE:CALLABLE" not in result.output
+
+
+def test_a_retry_that_matches_nothing_says_so_instead_of_every_record_succeeded(url: str) -> None:
+    """A mistyped --error-type replayed nothing and printed 'BATCH COMPLETE ... NEXT STEPS: none:
+    every record succeeded', as if the dead letters had been fixed."""
+    result = invoke("dlq", "retry", "--error-type", "TimeoutEror", "--fn", "cli_fns:echo", "--dlq", url, "-q")
+    assert "every record succeeded" not in result.output and "BATCH COMPLETE" not in result.output, result.output
+    assert "nothing was replayed: no open dead letter matches error_type=TimeoutEror" in result.output
+    assert f"batchguard dlq list --status all --dlq {shlex.quote(url)}" in result.output

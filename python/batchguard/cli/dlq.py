@@ -311,7 +311,16 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
             sys.exit(EXIT_INTERRUPTED)
         except (ConfigError, JobStoreUnavailableError) as exc:
             cannot_start(exc)
-    print_report(report, dlq_url=dlq_url, fn_spec=fn_spec)
+    if report.total:
+        print_report(report, dlq_url=dlq_url, fn_spec=fn_spec)
+    elif not (report.parse_skipped or report.not_replayable or refused is not None):
+        # An empty replay's report reads "BATCH COMPLETE ... every record succeeded": a mistyped
+        # filter would look like fixed dead letters.
+        which = "" if status == ALL else f" {status}"
+        matched = ("matches " + ", ".join(f"{k}={v}" for k, v in selected.items()) if selected
+                   else "is in the queue")
+        click.echo(f"nothing was replayed: no{which} dead letter {matched}; every entry: "
+                   f"batchguard dlq list --status all{url_flag('--dlq', dlq_url)}")
     click.echo(f"{report.replayed:,} dead letters succeeded and are marked replayed; {report.kept:,} "
                f"failed again and stay open (attempt history extended)"
                + (f"; {report.not_replayable:,} are stored as repr and cannot be replayed"
