@@ -18,6 +18,7 @@ from ._run.entries import EntryBuilder
 from ._run.failures import DurableFailures, Failures, MemoryFailures
 from ._run.sink import DLQSend, OutcomeSink
 from .dlq.base import DeadLetterQueue, MemoryDLQ
+from .dlq.sqlite import BackgroundWrites, SqliteDLQ
 from .hooks import HookDispatch
 from .results import BatchProgress, BatchReport, BatchStats
 
@@ -101,6 +102,12 @@ class RunRecorder:
             sink = DLQSend(dlq)
         self.sink = sink
         self._every_batch = sink is not None and sink.every_batch
+        # A plain run into SQLite writes each batch while the engine runs the next one (the
+        # fsync of synchronous=FULL costs milliseconds); finish_writes() waits for the last.
+        # Not with hooks: one may read the DLQ at a batch's end, where its entries are stored.
+        self._writes: BackgroundWrites | None = (
+            dlq.background_writes()
+            if isinstance(sink, DLQSend) and isinstance(dlq, SqliteDLQ) and hooks is None else None)
         self.entries = EntryBuilder(run_id=run_id, job_id=job_id, stage=stage, id_of=id_of,
                                     pickle_payloads=pickle_payloads)
         self.failures: Failures
@@ -187,10 +194,27 @@ class RunRecorder:
             self.failures.add(dead, ())
             return
         entries = [self.entries.dead_letter(record) for record in dead]
-        self.sink.batch_done(_stats(event), entries)
+        if self._writes is not None:
+            self._writes.send(entries)  # returns once the previous batch is durable
+        else:
+            self.sink.batch_done(_stats(event), entries)
         # Counted once the sink returned: an interrupt inside it hands this batch over again.
         self.dlq_count += len(entries)
         self.failures.add(dead, entries)
+
+    def finish_writes(self, *, failing: bool = False) -> None:
+        """Wait until every entry handed to the DLQ is durable; the run calls it before it
+        returns or raises. ``failing``: the run is raising already, so a write's error is logged
+        rather than raised in place of the run's own."""
+        if self._writes is None:
+            return
+        try:
+            self._writes.finish()
+        except Exception as exc:
+            if not failing:
+                raise
+            logger.error("the last dead letters of run %s may not be stored: %s", self.run_id, exc,
+                         extra={"run_id": self.run_id})
 
     def _log_batch(self, event: BatchEvent, counters: Counters) -> None:
         logger.info("batch_complete", extra={

@@ -105,12 +105,17 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
                                        skip_batches=skip_batches))
     plan = _with_skips(plan, skip_batches)
     recorder = recorder_for(plan, run_id, job_id, sink)
-    if plan.engine == "native":
-        outcome = _native.run(plan.records, plan.fn, plan.config, plan.classifier, recorder,
-                              plan.total, bulk=plan.bulk)
-    else:
-        outcome = _from_scheduler(run_reference(iter(plan.records), plan.fn, plan.config,
-                                                plan.classifier, recorder, bulk=plan.bulk))
+    try:
+        if plan.engine == "native":
+            outcome = _native.run(plan.records, plan.fn, plan.config, plan.classifier, recorder,
+                                  plan.total, bulk=plan.bulk)
+        else:
+            outcome = _from_scheduler(run_reference(iter(plan.records), plan.fn, plan.config,
+                                                    plan.classifier, recorder, bulk=plan.bulk))
+    except BaseException:
+        recorder.finish_writes(failing=True)
+        raise
+    recorder.finish_writes()  # every dead letter durable before the run returns
     return _report(plan, recorder, outcome, skip_batches)
 
 
@@ -127,8 +132,13 @@ async def aexecute(plan: Plan, *, run_id: str | None = None, job_id: str | None 
     else:
         run = ReferenceAsyncRun(Scheduler(plan.config, time.monotonic()),
                                 _Classify(plan.classifier, recorder.classifier_error), recorder)
-    outcome = await drive(run, iter(plan.records), plan.fn, plan.config.concurrency,
-                          plan.config.batch_size, plan.timeout, plan.bulk)
+    try:
+        outcome = await drive(run, iter(plan.records), plan.fn, plan.config.concurrency,
+                              plan.config.batch_size, plan.timeout, plan.bulk)
+    except BaseException:
+        recorder.finish_writes(failing=True)
+        raise
+    recorder.finish_writes()  # every dead letter durable before the run returns
     if isinstance(outcome, Scheduler):
         outcome = _from_scheduler(outcome)
     return _report(plan, recorder, outcome, skip_batches)

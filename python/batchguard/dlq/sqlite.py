@@ -7,6 +7,7 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -19,7 +20,7 @@ from .codec import dumps
 from .entry import StatusChange
 from .status import DEFAULT_STATUS, action_of, not_found, with_change
 
-__all__ = ["SqliteDLQ"]
+__all__ = ["BackgroundWrites", "SqliteDLQ"]
 
 TABLE: Final = "dead_letters"
 
@@ -202,7 +203,14 @@ class SqliteDLQ(QueueBase):
         """Upsert ``entries`` by id in one transaction; durable when it returns."""
         if not entries:
             return
-        statement, rows = _rows(entries)  # encode before taking the lock
+        self._write(*_rows(entries))  # encode before taking the lock
+
+    def background_writes(self) -> BackgroundWrites:
+        """A writer that sends each batch on its own thread while the caller goes on, one batch
+        behind: see :class:`BackgroundWrites` (a run's recorder uses it)."""
+        return BackgroundWrites(self)
+
+    def _write(self, statement: str, rows: builtins.list[tuple[Any, ...]]) -> None:
         with self._db.errors("send"), self.transaction() as cur:
             cur.executemany(statement, rows)
 
@@ -287,3 +295,49 @@ class SqliteDLQ(QueueBase):
             if len(rows) < _PAGE:
                 return
             after = rows[-1][0]
+
+
+class BackgroundWrites:
+    """Sends to a :class:`SqliteDLQ` with the insert and the commit's fsync on a writer thread.
+
+    With ``synchronous=FULL`` each send waits for an fsync (milliseconds), and inserting a
+    thousand rows takes as long again; the GIL is released for both, so a run can process its
+    next batch meanwhile. :meth:`send` encodes a batch on the caller's thread, waits until the
+    previous batch is durable (raising its error, if its write failed), hands this one to the
+    writer and returns: at most one batch is in flight. :meth:`finish` waits for it. A run's
+    entries are durable before the run returns because the run calls :meth:`finish` first;
+    the durability of each commit is the queue's (``synchronous``), unchanged.
+    """
+
+    def __init__(self, dlq: SqliteDLQ) -> None:
+        """Nothing starts until the first :meth:`send`."""
+        self.dlq = dlq
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
+
+    def send(self, entries: Sequence[DeadLetter]) -> None:
+        """Encode ``entries``, wait for the previous batch, then write these in the background."""
+        if not entries:
+            return
+        statement, rows = _rows(entries)  # while the previous batch is still being written
+        self.wait()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="batchguard-dlq-writer")
+        self._pending = self._pool.submit(self.dlq._write, statement, rows)
+
+    def wait(self) -> None:
+        """Return once every batch sent is durable; raise the error of a write that failed."""
+        pending = self._pending
+        if pending is not None:
+            # Cleared only once it is done: an interrupt while waiting leaves it to wait for again.
+            pending.result()
+            self._pending = None
+
+    def finish(self) -> None:
+        """:meth:`wait`, then stop the writer thread (a later :meth:`send` starts another)."""
+        try:
+            self.wait()
+        finally:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=True)

@@ -1,0 +1,123 @@
+"""A plain run into a SqliteDLQ writes each batch on a writer thread, one batch behind the
+engine, and every entry is durable before the run returns or raises (issue 11 item 5)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchguard import run_batches
+from batchguard.dlq import DeadLetter, SqliteDLQ
+from batchguard.errors import DLQError
+from helpers_contract import ENGINES
+
+
+class SlowWrites(SqliteDLQ):
+    """Each write takes a while and notes the thread it ran on: a run that returned before its
+    last write finished would leave entries missing for another connection."""
+
+    def __init__(self, path: Path, *, delay: float = 0.2, fail_on: int | None = None) -> None:
+        super().__init__(path)
+        self.delay = delay
+        self.fail_on = fail_on
+        self.writes = 0
+        self.threads: set[str] = set()
+
+    def _write(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        self.writes += 1
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay)
+        if self.writes == self.fail_on:
+            with self._db.errors("send"):
+                raise sqlite3.OperationalError("disk I/O error")
+        super()._write(statement, rows)
+
+
+def _fails(record: int) -> None:
+    raise ValueError(f"bad {record}")
+
+
+def _stored(path: Path) -> int:
+    # Another connection, as another process would see the file.
+    other = SqliteDLQ(path)
+    try:
+        return other.count()
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_entry_is_durable_when_the_run_returns(tmp_path: Path, engine: str) -> None:
+    dlq = SlowWrites(tmp_path / "dlq.db")
+    report = run_batches(range(50), _fails, dlq=dlq, batch_size=10, engine=engine)  # type: ignore[arg-type]
+    assert _stored(tmp_path / "dlq.db") == 50 == report.dlq_count
+    assert dlq.writes == 5
+    assert threading.current_thread().name not in dlq.threads  # written off the run's thread
+    entries = dlq.list(limit=None)
+    assert [e.record_index for e in entries] == list(range(50))  # the order of the sends
+    assert all(e.traceback and e.traceback.endswith(f"ValueError: bad {e.record_index}\n") for e in entries)
+    dlq.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_entries_sent_before_an_interrupt_are_durable_when_it_propagates(tmp_path: Path, engine: str) -> None:
+    dlq = SlowWrites(tmp_path / "dlq.db")
+
+    def fn(record: int) -> None:
+        if record == 35:
+            raise KeyboardInterrupt
+        raise ValueError(f"bad {record}")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batches(range(50), fn, dlq=dlq, batch_size=10, engine=engine)  # type: ignore[arg-type]
+    # The batches finished before the interrupt, and what the interrupted one dead-lettered
+    # (DESIGN §4: an interrupt flushes what was dead-lettered), are stored.
+    assert _stored(tmp_path / "dlq.db") == 35
+    assert [e.record_index for e in dlq.list(limit=None)] == list(range(35))
+    dlq.close()
+
+
+@pytest.mark.parametrize("fail_on", [2, 5])
+def test_a_failed_write_fails_the_run(tmp_path: Path, fail_on: int) -> None:
+    # The 2nd write fails while the engine runs a later batch: the next send raises it; the
+    # 5th (last) write fails after the engine ended: the run's end raises it.
+    dlq = SlowWrites(tmp_path / "dlq.db", delay=0.01, fail_on=fail_on)
+    with pytest.raises(DLQError, match="disk I/O error"):
+        run_batches(range(50), _fails, dlq=dlq, batch_size=10)
+    dlq.close()
+
+
+class GatedWrites(SqliteDLQ):
+    """The second write waits for the test to open its gate."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+        self.writes = 0
+
+    def _write(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        self.writes += 1
+        if self.writes == 2:
+            assert self.gate.wait(10)
+        super()._write(statement, rows)
+
+
+def test_background_writes_are_one_batch_behind_at_most(tmp_path: Path) -> None:
+    dlq = GatedWrites(tmp_path / "dlq.db")
+    writes = dlq.background_writes()
+    entries = [DeadLetter(id=f"e{i}", run_id="r", job_id=None, record_id=i, record_index=i, batch_index=0,
+                          stage="process", payload=i, payload_encoding="json", error_class="permanent",
+                          error_type="ValueError", error_message="bad", traceback=None) for i in range(4)]
+    writes.send(entries[:2])
+    writes.send(entries[2:])  # returns once the first batch is durable; the second is held
+    assert _stored(tmp_path / "dlq.db") == 2
+    dlq.gate.set()
+    writes.finish()
+    assert _stored(tmp_path / "dlq.db") == 4
+    writes.finish()  # twice is fine
+    dlq.close()
