@@ -245,6 +245,17 @@ def test_retry_failed_reports_next_steps_with_the_fn_it_was_given(fns: Path) -> 
     assert "MODULE:CALLABLE" not in again.output
 
 
+def test_retry_failed_that_matches_nothing_says_so(fns: Path) -> None:
+    """A mistyped --error-type printed an empty run's report, 'BATCH COMPLETE ... none: every
+    record succeeded', above the job's line that still counts its dead letters."""
+    path = skus(fns, 10)
+    cli("run", path, "--fn", "i9fns:key_fail", "--job", "j", "--max-attempts", "1", "--base-delay", "0", "-q")
+    typo = cli("jobs", "retry-failed", "j", "--fn", "i9fns:fixed", "--error-type", "KeyEror", "-q")
+    assert "every record succeeded" not in typo.output and "BATCH COMPLETE" not in typo.output, typo.output
+    assert "nothing was replayed: job 'j' has no open dead letter of type KeyEror" in typo.output, typo.output
+    assert "batchguard dlq list --job j" in typo.output
+
+
 def test_status_counts_dead_letters_by_status_and_a_skipped_record_says_why(fns: Path) -> None:
     stopped_job(fns)
     with SqliteDLQ(fns / "batchguard.db") as dlq:

@@ -233,8 +233,14 @@ def jobs_retry_failed(name: str, fn_spec: str, store_url: str, dlq_url: str | No
         except (ConfigError, JobStoreUnavailableError) as exc:
             cannot_start(exc)
         shown_dlq = dlq.url
-    print_report(report, dlq_url=shown_dlq, fn_spec=fn_spec)
     left = report.not_replayable + report.parse_skipped + report.pickle_refused
+    if report.total:
+        print_report(report, dlq_url=shown_dlq, fn_spec=fn_spec)
+    elif not left:  # an empty replay's report reads "BATCH COMPLETE ... every record succeeded"
+        of_type = "" if error_type is None else f" of type {error_type}"
+        where = url_flag("--dlq", shown_dlq) if shown_dlq else ""
+        click.echo(f"nothing was replayed: job {name!r} has no open dead letter{of_type}; its entries: "
+                   f"batchguard dlq list --job {shlex.quote(name)} --status all{where}")
     click.echo(f"{report.removed:,} dead letters of job {name!r} succeeded; {report.kept:,} failed again and "
                "stay (attempt history extended)"
                + (f"; {left:,} were not replayed (stored as repr or pickle, or input lines that did not "
