@@ -1,4 +1,6 @@
-"""Prometheus metrics of a run: ``run_batches(..., metrics=batchguard.metrics.Prometheus())``.
+"""Metrics of a run: ``run_batches(..., metrics=batchguard.metrics.Prometheus())``, or
+``metrics=batchguard.metrics.OpenTelemetry()`` for the same as OpenTelemetry instruments and a
+span per batch.
 
 Built on the lifecycle hooks (:mod:`batchguard.hooks`), not a second path through the engine:
 the metrics move when the engine hands a finished batch over (with its retries and dead
@@ -36,6 +38,7 @@ name ("" for a run that is not a job). At the end of a run the counters equal th
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -44,7 +47,7 @@ from ._urls import require_module
 from .dlq.base import DeadLetter
 from .results import BatchReport, BatchStats
 
-__all__ = ["BREAKER_STATES", "Prometheus"]
+__all__ = ["BREAKER_STATES", "OpenTelemetry", "Prometheus"]
 
 BREAKER_STATES: Final = {"closed": 0, "half_open": 1, "open": 2}
 """The value of ``batchguard_breaker_state`` for each breaker state."""
@@ -151,3 +154,80 @@ class Prometheus:
     def on_run_end(self, report: BatchReport[Any]) -> None:
         for gauge in ("in_flight", "queued", "retrying"):
             self._m[gauge].labels(*self._labels).set(0)
+
+
+def _opentelemetry(module: str) -> Any:
+    return require_module(module, needed_by="batchguard.metrics.OpenTelemetry", extra="otel")
+
+
+class OpenTelemetry:
+    """The same metrics as :class:`Prometheus`, as OpenTelemetry instruments, and a span per
+    batch (``batchguard.batch``, from the batch's read to its end, with its counts as
+    attributes; no span per record). Needs ``pip install "batchguard[otel]"``.
+
+    ``meter_provider`` / ``tracer_provider``: None takes OpenTelemetry's global ones. The
+    instruments are named as the Prometheus metrics without the ``_total`` suffix
+    (``batchguard.records``, ``batchguard.retries``, ...), with the same attributes.
+    """
+
+    def __init__(self, meter_provider: Any = None, tracer_provider: Any = None) -> None:
+        metrics_api, trace_api = _opentelemetry("opentelemetry.metrics"), _opentelemetry("opentelemetry.trace")
+        meter = (metrics_api.get_meter("batchguard") if meter_provider is None
+                 else meter_provider.get_meter("batchguard"))
+        self._tracer = (trace_api.get_tracer("batchguard") if tracer_provider is None
+                        else tracer_provider.get_tracer("batchguard"))
+        self._records = meter.create_counter("batchguard.records", description="Records that reached an outcome")
+        self._retries = meter.create_counter("batchguard.retries", description="Retries scheduled, by error class")
+        self._dead = meter.create_counter("batchguard.dead_letters", description="Records dead-lettered, by type")
+        self._transitions = meter.create_counter("batchguard.breaker_transitions",
+                                                 description="Circuit breaker state changes")
+        self._gauges = {name: meter.create_gauge(f"batchguard.{name}", description=text) for name, text in (
+            ("in_flight", "Attempts running"), ("queued", "Records read and not started yet"),
+            ("retrying", "Records waiting for a retry"),
+            ("breaker_state", "Circuit breaker: 0 closed, 1 half_open, 2 open"))}
+        self._duration = meter.create_histogram("batchguard.batch_duration", unit="s",
+                                                description="A batch's time from read to end")
+        self._attrs: dict[str, str] = {"stage": "process", "job": ""}
+        self._run_id = ""
+
+    def _with(self, **extra: str) -> dict[str, str]:
+        return {**self._attrs, **extra}
+
+    def run_started(self, run_id: str, stage: str, job_id: str | None) -> None:
+        self._attrs = {"stage": stage, "job": job_id or ""}
+        self._run_id = run_id
+
+    def observe_retry(self, event: RetryEvent) -> None:
+        self._retries.add(1, self._with(error_class=event.error_class))
+
+    def on_dead_letter(self, entry: DeadLetter) -> None:
+        self._dead.add(1, self._with(error_type=entry.error_type))
+
+    def on_breaker(self, old: str, new: str) -> None:
+        self._transitions.add(1, self._with(from_state=old, to_state=new))
+        self._gauges["breaker_state"].set(BREAKER_STATES.get(new, -1), self._attrs)
+
+    def on_batch_complete(self, stats: BatchStats) -> None:
+        for outcome, n in (("succeeded", stats.succeeded), ("dead_lettered", stats.failed),
+                           ("pending", stats.pending)):
+            if n:
+                self._records.add(n, self._with(outcome=outcome))
+        self._duration.record(stats.duration_s, self._attrs)
+        # The span is written when the batch is handed over: its start is its read, that long ago.
+        end = time.time_ns()
+        span = self._tracer.start_span("batchguard.batch", start_time=end - int(stats.duration_s * 1e9),
+                                       attributes={**self._attrs, "run_id": self._run_id,
+                                                   "batch.index": stats.batch_index, "batch.size": stats.size,
+                                                   "batch.succeeded": stats.succeeded,
+                                                   "batch.failed": stats.failed, "batch.retries": stats.retries,
+                                                   "batch.pending": stats.pending})
+        span.end(end_time=end)
+
+    def observe_counters(self, counters: Counters) -> None:
+        for name in ("in_flight", "queued", "retrying"):
+            self._gauges[name].set(getattr(counters, name), self._attrs)
+        self._gauges["breaker_state"].set(BREAKER_STATES.get(counters.breaker_state, -1), self._attrs)
+
+    def on_run_end(self, report: BatchReport[Any]) -> None:
+        for name in ("in_flight", "queued", "retrying"):
+            self._gauges[name].set(0, self._attrs)
