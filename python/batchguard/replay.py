@@ -23,8 +23,10 @@ from .errors import BatchguardWarning, ConfigError, PickleNotAllowedError
 from .jobs.store import JobStore, replay_store
 from .policies import Classifier, ErrorClass, RetryPolicy
 from .results import BatchProgress, BatchReport, BatchStats, RecordError
+from .validation.full import finish_full, guard_full
+from .validation.issues import VALIDATE_STAGE
 
-__all__ = ["ReplayReport", "ReplayedRecordError", "is_unparsed_line", "replay"]
+__all__ = ["ReplayReport", "ReplayedRecordError", "is_blocked_entry", "is_unparsed_line", "replay"]
 
 REPLAY_STAGE = "replay"
 REPLAYED: Final = "replayed"
@@ -40,6 +42,12 @@ def is_unparsed_line(entry: DeadLetter) -> bool:
     have given it another error)."""
     first = entry.attempts[0].error_type if entry.attempts else entry.error_type
     return PARSE_ERROR in (entry.error_type, first)
+
+
+def is_blocked_entry(entry: DeadLetter) -> bool:
+    """Whether ``entry`` holds a record its check blocked (stage "validate"): ``fn`` never ran
+    on it, and should not until the record is fixed or checked again."""
+    return entry.stage == VALIDATE_STAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +160,9 @@ class ReplayReport(BatchReport):
     """Entries of input lines that did not parse (InputParseError): their payload is the raw
     text, not a record, so they are not fed to ``fn`` unless ``include_parse_errors=True``;
     left as they are."""
+    blocked_skipped: int = 0
+    """Entries of records their check blocked (stage "validate"): not fed to ``fn`` unless
+    ``validate=`` checks them again; left as they are."""
     jobs_updated: tuple[str, ...] = ()
     """Jobs whose replayed entries moved from failed to succeeded in the job store (sorted)."""
 
@@ -213,7 +224,7 @@ class _Replayer:
 
     def __init__(self, queue: DeadLetterQueue, wanted: dict[str, Any], page: int,
                  jobs: JobStore | None = None, *, allow_pickle: bool = False,
-                 include_parse_errors: bool = False, status: str | None = DEFAULT_STATUS,
+                 include_parse_errors: bool = False, recheck: bool = False, status: str | None = DEFAULT_STATUS,
                  chosen: Sequence[DeadLetter] | None = None, by: str | None = None) -> None:
         self.queue = queue
         self.status = ALL if status is None else status
@@ -227,6 +238,8 @@ class _Replayer:
         self.pickle_refused = 0
         self.include_parse_errors = include_parse_errors
         self.parse_skipped = 0
+        self.recheck = recheck  # blocked entries are fed to the run's check, never straight to fn
+        self.blocked_skipped = 0
         # Replay index -> the entry as written back, for the report: every one with a MemoryDLQ
         # (the report keeps every failure), else the report's in-memory sample (the first ones).
         self.replayed: dict[int, DeadLetter] = {}
@@ -267,6 +280,9 @@ class _Replayer:
             for entry in entries:
                 if not self.include_parse_errors and is_unparsed_line(entry):
                     self.parse_skipped += 1  # raw text, not a record: never fed to fn unless asked
+                    continue
+                if not self.recheck and is_blocked_entry(entry):
+                    self.blocked_skipped += 1  # fn never ran on it: not without a check
                     continue
                 try:
                     record = entry.record(allow_pickle=self.allow_pickle)
@@ -336,6 +352,7 @@ def replay(
     store: JobStore | str | None = None,
     allow_pickle: bool = False,
     include_parse_errors: bool = False,
+    validate: Callable[[Any], Any] | None = None,
     ids: Iterable[str] | None = None,
     status: str | None = DEFAULT_STATUS,
     by: str | None = None,
@@ -361,9 +378,13 @@ def replay(
     Entries of input lines that did not parse (the ``batchguard`` command dead-letters them
     with InputParseError, the raw text as payload) are not fed to ``fn``: they stay, are counted
     in ``report.parse_skipped``, and a BatchguardWarning says so; ``include_parse_errors=True``
-    replays their raw text. The report names each record by its entry's record id, index and
-    batch, and a record that fails again keeps the error it first failed with in its
-    :class:`ReplayedRecordError` (and in its entry's attempt history).
+    replays their raw text. Entries of records their check blocked (stage "validate") are
+    not fed to ``fn`` either: they stay, are counted in ``report.blocked_skipped``, and a
+    BatchguardWarning says so; ``validate=check`` checks every replayed record first, as a full
+    run does -- one still blocked stays with its new issues, one now valid runs. The report
+    names each record by its entry's record id, index and batch, and a record that fails again
+    keeps the error it first failed with in its :class:`ReplayedRecordError` (and in its
+    entry's attempt history).
 
     Entries stored as ``pickle`` (runs with ``pickle_payloads=True``) are loaded only with
     ``allow_pickle=True``: loading a pickle runs whatever code it names, and anyone who can
@@ -408,16 +429,18 @@ def replay(
         jobs, own_jobs = replay_store(queue, store)
         size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         replayer = _Replayer(queue, wanted, size, jobs, allow_pickle=allow_pickle,
-                             include_parse_errors=include_parse_errors, status=chosen_status,
+                             include_parse_errors=include_parse_errors, recheck=validate is not None,
+                             status=chosen_status,
                              chosen=chosen, by=by)
         replayer.run_id = run_id = new_run_id()
         # pickle_payloads: the engine's own entries are never stored, so no repr warning for them.
         plan = make_plan(replayer.records(), fn, batch_size=size, concurrency=concurrency,
                          retry=retry, classifier=classifier, breaker=None, dlq=queue, id_of=None,
                          on_progress=on_progress, success_threshold=None, max_failures=None,
-                         stage=REPLAY_STAGE, engine=engine, pickle_payloads=True)
+                         stage=REPLAY_STAGE, engine=engine, pickle_payloads=True, validate=validate)
+        plan, tally = guard_full(plan)
         replayer.batch_size = plan.config.batch_size
-        report = execute(plan, run_id=run_id, sink=replayer)
+        report = finish_full(execute(plan, run_id=run_id, sink=replayer), tally)
     finally:
         if own_jobs and jobs is not None:
             jobs.close()
@@ -431,6 +454,11 @@ def replay(
         warnings.warn(f"{replayer.parse_skipped} dead letters hold input lines that did not parse "
                       "(InputParseError): their raw text was not fed to fn and they stay in the "
                       "queue (include_parse_errors=True replays it)", BatchguardWarning, stacklevel=2)
+    if replayer.blocked_skipped:
+        warnings.warn(f"{replayer.blocked_skipped} dead letters hold records blocked by validation "
+                      "(stage 'validate'): fn never ran on them and they stay in the queue; fix the "
+                      "records in the input and re-run them, or pass validate=check (--validate) to "
+                      "check them again and run those now valid", BatchguardWarning, stacklevel=2)
     values = {f.name: getattr(report, f.name) for f in dataclasses.fields(BatchReport)}
     if values["_failures"] is not None:
         values["_failures"] = _ReplayedFailures(values["_failures"], replayer.replayed)
@@ -438,6 +466,7 @@ def replay(
                           not_replayable=replayer.not_replayable,
                           pickle_refused=replayer.pickle_refused,
                           parse_skipped=replayer.parse_skipped,
+                          blocked_skipped=replayer.blocked_skipped,
                           jobs_updated=tuple(sorted(replayer.jobs_updated)))
     if replayer.pickle_refused:
         refused = PickleNotAllowedError(

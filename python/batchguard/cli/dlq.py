@@ -30,7 +30,7 @@ from ..jobs import job_status
 from ..replay import replay
 from .callables import load_callable
 from .console import console, is_tty, one_line, table
-from .dlq_queue import find_entries, find_entry, open_queue, status_option
+from .dlq_queue import blocked_note, find_entries, find_entry, open_queue, status_option, validate_option
 from .dlq_review import actions, review
 from .options import (
     EXIT_INCOMPLETE,
@@ -275,10 +275,11 @@ def dlq_remove(ids: tuple[str, ...], dlq_url: str, status: str, remove_all: bool
 @click.option("--include-parse-errors", is_flag=True,
               help="Also feed --fn the raw text of input lines that did not parse "
                    "(InputParseError entries), which are left in the queue by default.")
+@validate_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by: str | None, concurrency: int,
               max_attempts: int, base_delay: float, store_url: str | None, allow_pickle: bool,
-              include_parse_errors: bool, quiet: bool, **given: Any) -> None:
+              include_parse_errors: bool, validate_spec: str | None, quiet: bool, **given: Any) -> None:
     """Replay dead letters through --fn: the IDs given, or the entries matching the filters
     (every open entry without any). Successes are marked replayed (they stay, for the audit
     trail, out of the open view); failures stay open with their attempt history extended.
@@ -286,11 +287,13 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
     job's store is not the DLQ's database).
 
     Input lines that did not parse (InputParseError) hold raw text, not a record: they stay in
-    the queue, counted, unless --include-parse-errors is given."""
+    the queue, counted, unless --include-parse-errors is given; so do records blocked by
+    validation (stage validate), unless --validate checks them again."""
     selected = filters(**given)
     if ids and selected:
         raise click.UsageError("give IDs or filters (--error-type, --job, ...), not both")
     fn = load_callable(fn_spec)
+    check = None if validate_spec is None else load_callable(validate_spec)
     retry = retry_policy(max_attempts, base_delay)
     view = ProgressView(title="replay", quiet=quiet)
     refused: PickleNotAllowedError | None = None
@@ -302,7 +305,7 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
                 report = replay(queue, fn, concurrency=concurrency, retry=retry,
                                 on_progress=None if quiet else view, store=store_url,
                                 allow_pickle=allow_pickle, include_parse_errors=include_parse_errors,
-                                ids=named, status=status, by=by, **selected)
+                                validate=check, ids=named, status=status, by=by, **selected)
         except PickleNotAllowedError as exc:
             refused = exc  # the others were replayed: their report first, then why these were not
             report = exc.report
@@ -313,7 +316,7 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
             cannot_start(exc)
     if report.total:
         print_report(report, dlq_url=dlq_url, fn_spec=fn_spec)
-    elif not (report.parse_skipped or report.not_replayable or refused is not None):
+    elif not (report.parse_skipped or report.not_replayable or report.blocked_skipped or refused is not None):
         # An empty replay's report reads "BATCH COMPLETE ... every record succeeded": a mistyped
         # filter would look like fixed dead letters.
         which = "" if status == ALL else f" {status}"
@@ -327,14 +330,15 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
                   if report.not_replayable else "")
                + (f"; {report.parse_skipped:,} hold input lines that did not parse (InputParseError) "
                   "and were left in the queue, not fed to --fn: fix the lines in the input, or "
-                  "replay their raw text with --include-parse-errors" if report.parse_skipped else ""))
+                  "replay their raw text with --include-parse-errors" if report.parse_skipped else "")
+               + blocked_note(report, check is not None))
     _show_replayed_jobs(report.jobs_updated, store_url or dlq_url)
     if refused is not None:
         click.echo(f"error: {report.pickle_refused:,} dead letters store their record as pickle and "
                    "were not loaded or run; they stay in the queue. Loading a pickle runs code, and "
                    "anyone who can write to this queue could have put it there: if you trust every "
                    "writer of it, run again with --allow-pickle.", err=True)
-    left = report.not_replayable or report.parse_skipped or refused is not None
+    left = report.not_replayable or report.parse_skipped or report.blocked_skipped or refused is not None
     sys.exit(EXIT_OK if report.status == "complete" and not left else EXIT_INCOMPLETE)
 
 

@@ -14,9 +14,10 @@ from ..dlq.base import STATUSES, DeadLetter, DeadLetterQueue
 from ..dlq.status import ALL
 from ..dlq.urls import open_dlq
 from ..errors import ConfigError, DLQUnavailableError
+from ..replay import ReplayReport
 from .options import CannotStart, cannot_start, file_of
 
-__all__ = ["find_entries", "find_entry", "open_queue", "status_option"]
+__all__ = ["blocked_note", "find_entries", "find_entry", "open_queue", "status_option", "validate_option"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -29,6 +30,28 @@ def status_option(default: str = "open", help_text: str | None = None) -> Callab
     """The ``--status open|resolved|replayed|all`` option."""
     return click.option("--status", type=click.Choice([*STATUSES, ALL]), default=default, show_default=True,
                         help=help_text or "Entries with this triage status (all: every entry).")
+
+
+def validate_option(command: _F) -> _F:
+    """The replay commands' ``--validate MODULE:CALLABLE``: check the records again first."""
+    return click.option(
+        "--validate", "validate_spec", metavar="MODULE:CALLABLE", default=None,
+        help="Check each record again before --fn (as run --validate does): entries blocked by "
+             "validation, left in the queue without it, run when now valid and stay, with their "
+             "new issues, when still blocked.")(command)
+
+
+def blocked_note(report: ReplayReport, validated: bool) -> str:
+    """What the replay did with records blocked by validation, for its closing line ("" when none)."""
+    if report.blocked_skipped:
+        return (f"; {report.blocked_skipped:,} were blocked by validation (stage validate) and were "
+                "left in the queue, not fed to --fn: fix the records in the input and re-run them, "
+                "or check them again with --validate MODULE:CALLABLE")
+    blocked = 0 if report.validation is None else report.validation.blocked
+    if validated and blocked:
+        return (f"; {blocked:,} are still blocked by validation and stay open with their new issues "
+                "(batchguard dlq show ID): fix the records in the input")
+    return ""
 
 
 def _open(url: str) -> DeadLetterQueue:

@@ -17,6 +17,7 @@ from ..jobs import JobStatus, job_batches, job_status, list_jobs
 from ..replay import replay
 from .callables import load_callable
 from .console import table
+from .dlq_queue import blocked_note, validate_option
 from .jobs_status import (
     dead_letter_counts,
     job_dlq,
@@ -200,16 +201,18 @@ def jobs_resume(ctx: click.Context, /, name: str, store_url: str, dlq_url: str |
               help="[default: the job's saved setting, else 3]")
 @click.option("--base-delay", type=click.FloatRange(min=0.0), default=None, metavar="S",
               help="[default: the job's saved setting, else 1]")
+@validate_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def jobs_retry_failed(name: str, fn_spec: str, store_url: str, dlq_url: str | None, error_type: str | None,
                       concurrency: int | None, max_attempts: int | None, base_delay: float | None,
-                      quiet: bool) -> None:
+                      validate_spec: str | None, quiet: bool) -> None:
     """Replay the dead letters of job NAME through --fn (seed 004's retry_failed_records): the
     records that succeed move from the job's dead-lettered total to its succeeded total, the
     others stay with their attempt history extended. Exit 0 when every entry now succeeded."""
     state = _load_job(name, store_url)
     saved = saved_cli(state) or {}
     fn = load_callable(fn_spec)
+    check = None if validate_spec is None else load_callable(validate_spec)
     retry = retry_policy(max_attempts or int(saved.get("max_attempts", 3)),
                          float(saved.get("base_delay", 1.0)) if base_delay is None else base_delay)
     view = ProgressView(title=f"retry job {name}", quiet=quiet)
@@ -221,7 +224,8 @@ def jobs_retry_failed(name: str, fn_spec: str, store_url: str, dlq_url: str | No
         try:
             with view.running():
                 report = replay(dlq.queue, fn, concurrency=concurrency or int(saved.get("concurrency", 1)),
-                                retry=retry, on_progress=None if quiet else view, store=store_url, **wanted)
+                                retry=retry, on_progress=None if quiet else view, store=store_url,
+                                validate=check, **wanted)
         except PickleNotAllowedError as exc:
             report = exc.report
             click.echo(f"error: {report.pickle_refused:,} entries store their record as pickle and were not "
@@ -234,9 +238,10 @@ def jobs_retry_failed(name: str, fn_spec: str, store_url: str, dlq_url: str | No
             cannot_start(exc)
         shown_dlq = dlq.url
     left = report.not_replayable + report.parse_skipped + report.pickle_refused
+    blocked = blocked_note(report, check is not None)
     if report.total:
         print_report(report, dlq_url=shown_dlq, fn_spec=fn_spec)
-    elif not left:  # an empty replay's report reads "BATCH COMPLETE ... every record succeeded"
+    elif not (left or report.blocked_skipped):  # an empty replay's report: "... every record succeeded"
         of_type = "" if error_type is None else f" of type {error_type}"
         where = url_flag("--dlq", shown_dlq) if shown_dlq else ""
         click.echo(f"nothing was replayed: job {name!r} has no open dead letter{of_type}; its entries: "
@@ -244,8 +249,8 @@ def jobs_retry_failed(name: str, fn_spec: str, store_url: str, dlq_url: str | No
     click.echo(f"{report.removed:,} dead letters of job {name!r} succeeded; {report.kept:,} failed again and "
                "stay (attempt history extended)"
                + (f"; {left:,} were not replayed (stored as repr or pickle, or input lines that did not "
-                  "parse): batchguard dlq list --job " + shlex.quote(name) if left else ""))
+                  "parse): batchguard dlq list --job " + shlex.quote(name) if left else "") + blocked)
     after = job_status(name, store=store_url)
     pending = "" if not after.pending else f", {after.pending:,} pending (batchguard jobs resume {shlex.quote(name)})"
     click.echo(f"Job {name!r}: {after.succeeded:,} succeeded, {after.failed:,} dead-lettered{pending}.")
-    sys.exit(EXIT_OK if report.status == "complete" and not left else EXIT_INCOMPLETE)
+    sys.exit(EXIT_OK if report.status == "complete" and not (left or report.blocked_skipped) else EXIT_INCOMPLETE)
