@@ -63,6 +63,11 @@ _NUMBERS: Final = re.compile(r"""(?=[0-9A-Fa-f])(?:
 )""", re.VERBOSE)
 _DIGIT: Final = re.compile(r"\d")
 _NUMBER_MASKS: Final = {"uuid": "<id>", "hex": "<id>", "ip": "<ip>", "id": "<id>", "n": "<n>"}
+# A blocked record's message (validation.issues.describe): "blocked by validation: " then
+# "[severity] field: message (fix: text)" per issue, joined by "; " (a fix may hold "; " too).
+_BLOCKED_TYPE: Final = "ValidationBlocked"
+_BLOCKED_PREFIX: Final = "blocked by validation: "
+_ISSUE_SPLIT: Final = re.compile(r"; (?=\[(?:blocked|warning)\] )")
 
 
 def _url(match: re.Match[str]) -> str:
@@ -119,6 +124,23 @@ def message_template(message: str) -> str:
     if len(text) > MAX_TEMPLATE_CHARS or len(message) > _MAX_INPUT_CHARS:
         text = text[:MAX_TEMPLATE_CHARS - 1].rstrip() + "…"
     return text
+
+
+def blocking_issues(message: str) -> str:
+    """A blocked record's message without what does not say why it was blocked: each issue's
+    fix text (long, and cut at the template's length it split one cause into several patterns)
+    and the warnings, so records blocked for the same reasons form one pattern.
+
+    >>> blocking_issues("blocked by validation: [blocked] email: no @ (fix: add one; or not); "
+    ...                 "[warning] amount: is 0")
+    'blocked by validation: email: no @'
+    """
+    if not message.startswith(_BLOCKED_PREFIX):
+        return message
+    parts = _ISSUE_SPLIT.split(message[len(_BLOCKED_PREFIX):])
+    blocking = [part[len("[blocked] "):].split(" (fix: ", 1)[0] for part in parts
+                if part.startswith("[blocked] ")]
+    return _BLOCKED_PREFIX + "; ".join(blocking) if blocking else message
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +266,8 @@ class PatternCounter:
         if order is None:
             order = self._next
             self._next += 1
+        if error_type == _BLOCKED_TYPE:
+            message = blocking_issues(message)
         key = (error_type, error_class, http_status, self.template(message))
         tally = self._tallies.get(key)
         if tally is None:

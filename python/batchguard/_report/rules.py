@@ -21,9 +21,10 @@ connection     a type naming a connection, a refused/reset/aborted connection, a
                unresolvable host (``gaierror``), a closed or dropped connection
 integrity      a type named ``*Integrity*`` / ``*Violation*`` (psycopg's ``UniqueViolation``),
                "duplicate key", "constraint failed", "violates", HTTP 409
+blocked        the records a ``validate=`` check blocked (``ValidationBlocked``): fix the
+               input and re-run with ``--validate`` (a retry would replay the same payload)
 validation     ``ValueError``, ``TypeError``, ``KeyError``, a type named ``*Validation*`` /
-               ``*Invalid*`` / ``*Parse*`` / ``*Decode*`` / ``*Schema*``, HTTP 400 or 422,
-               the records a ``validate=`` check blocked
+               ``*Invalid*`` / ``*Parse*`` / ``*Decode*`` / ``*Schema*``, HTTP 400 or 422
 unknown        everything else
 =============  ===========================================================================
 
@@ -258,6 +259,15 @@ DEFAULT_RULES: Final[tuple[RecommendationRule, ...]] = (
                   "input) or reference rows that do not exist",
             change="make the write idempotent (upsert, ON CONFLICT) or de-duplicate the input; "
                    "skip the records that are true duplicates",
+            command=_REVIEW)),
+    RecommendationRule(
+        "blocked",
+        when(stage_types=("ValidationBlocked",)),
+        Recommendation(
+            "validation",
+            check="the issues each record was blocked for (dlq show ID lists them with their fixes)",
+            change="fix the records in the input and re-run them with --validate, so they are "
+                   "checked again before --fn; skip the ones that cannot be fixed, with a reason",
             command=_REVIEW)),
     RecommendationRule(
         "validation",
