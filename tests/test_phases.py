@@ -241,7 +241,7 @@ def test_a_blocked_record_is_never_sampled(engine: str) -> None:
     assert [i.record_id for i in report.items] == ["rec-5", "rec-20", "rec-40"]
     assert sorted(fn.seen) == [5, 20, 40]
     assert report.blocked_skipped == 2
-    assert "Skipped as blocked by validation: 2 (a blocked record is never sampled)" in report.summary()
+    assert "Blocked by validation among the records tried: 2 (never sampled;" in report.summary()
 
 
 def test_sample_key_says_what_long_means_and_sample_count_how_many() -> None:

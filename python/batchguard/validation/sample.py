@@ -234,8 +234,9 @@ class SampleReport:
                  f"Sampled: {len(self.items)} of {self.total:,} items (spread by size: short to long)",
                  f"Succeeded: {succeeded}", f"Failed: {len(self.items) - succeeded}"]
         if self.blocked_skipped:
-            lines.append(f"Skipped as blocked by validation: {self.blocked_skipped:,} "
-                         "(a blocked record is never sampled)")
+            # The sample checks only the records it would take, so this is not the input's count.
+            lines.append(f"Blocked by validation among the records tried: {self.blocked_skipped:,} "
+                         "(never sampled; the dry-run counts them all)")
         lines += ["", RULE, ""]
         for n, item in enumerate(self.items, 1):
             mark = "OK" if item.ok else "FAILED"
