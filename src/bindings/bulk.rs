@@ -17,7 +17,7 @@ use super::classify::failure_of;
 use super::exceptions::BulkResultError;
 use super::ffi::{strip_traceback, FastCall};
 use super::run::call_timed;
-use super::threaded::{handed_back, park, park_for_input, stop_with, store, WorkerContext};
+use super::threaded::{handed_back, park, park_for_input, pass_on_wake, stop_with, store, WorkerContext};
 use super::PyWork;
 use crate::engine::{Next, NextGroup};
 
@@ -31,6 +31,7 @@ pub(super) fn worker_loop(py: Python<'_>, ctx: &WorkerContext, limit: usize) -> 
             NextGroup::Run(group) => {
                 ctx.holding.set(group.len());
                 st.input_asked = false;
+                pass_on_wake(shared, &mut st);
                 group
             }
             NextGroup::Other(Next::Done) => return Ok(()),

@@ -1,4 +1,6 @@
-//! The driver at concurrency N: N worker loops on the Tokio runtime's blocking pool. A worker
+//! The driver at concurrency N: up to N worker loops on the Tokio runtime's blocking pool. A
+//! run starts [`FIRST_WORKERS`] of them and adds more only while more help ([`Growth`]): past
+//! what the GIL and the CPUs can serve, the records wait in the scheduler, not in threads. A worker
 //! holds the GIL from one call to the next (one GIL hand-off per record, taken inside the
 //! callback when it blocks), and the calling thread (the coordinator) reads input and handles
 //! every event, so the input iterator, the DLQ and the user's progress callback only ever see
@@ -32,7 +34,7 @@ use super::events::{deliver, open_batches, progress, summary, RunSummary};
 use super::ffi::{list_of, strip_traceback, FastCall, Source};
 use super::run::{call_timed, finish};
 use super::testing::panic_if_armed;
-use super::wait::{detached, slice_until, MonoClock, MAX_WAIT};
+use super::wait::{detached, park_for, MonoClock, MAX_WAIT};
 use super::{Obj, PyScheduler, PyWork};
 use crate::engine::{Clock, Config, Event, Failure, Next, Scheduler};
 
@@ -92,12 +94,146 @@ pub(super) struct State {
     reads_on_demand: bool,
     /// A worker found nothing to run and asked for input (`Next::Feed`); taking work clears it.
     pub(super) input_asked: bool,
+    /// Whether more workers would help (see [`Growth`]).
+    growth: Growth,
+    /// When the coordinator may next add workers (monotonic seconds of the run's clock).
+    next_growth: f64,
 }
 
 impl State {
+    /// Is a record queued that a parked worker could run, or must set a timer for: read and
+    /// neither finished nor running (a new record, a retry, one behind its key)? Never while
+    /// the run stops: then only its end wakes the workers.
+    fn has_queued(&self) -> bool {
+        let sched = &self.sched;
+        let settled = sched.skipped_records() + sched.succeeded() + sched.failed() + sched.in_flight() as u64;
+        sched.stop_reason().is_none() && sched.records_read() > settled
+    }
+
     /// Should the coordinator read the next batch now? (See the module doc.)
     fn wants_input(&self) -> bool {
         self.sched.wants_input() && (self.input_asked || !self.reads_on_demand)
+    }
+
+    /// How many workers to add now (counted live at once; the caller starts them): as many
+    /// again as are live, up to `concurrency`, when records wait that no idle worker can take
+    /// and the calls so far show no contention ([`Growth`]). At most every [`GROW_EVERY`].
+    fn grow(&mut self, now: f64) -> usize {
+        let room = self.sched.config().concurrency.saturating_sub(self.live_workers);
+        if room == 0 || now < self.next_growth || self.idle_workers > 0 || !self.growth.open || !self.has_queued() {
+            return 0;
+        }
+        self.next_growth = now + GROW_EVERY;
+        if !self.growth.paid_off(now) {
+            return 0;
+        }
+        let add = room.min(self.live_workers.max(1));
+        self.live_workers += add;
+        add
+    }
+}
+
+/// Workers a run starts with (or `concurrency`, if lower); more are added while they help.
+const FIRST_WORKERS: usize = 64;
+/// Shortest time between two additions of workers: long enough for the calls of the last
+/// ones to be sampled (a [`WINDOW`] of 1 ms calls takes well under it).
+const GROW_EVERY: f64 = 0.02;
+/// Calls sampled per verdict of [`Growth`].
+const WINDOW: usize = 64;
+/// A window whose median call takes this many times the baseline is contended: its calls
+/// spend most of their time waiting for the GIL (or a CPU), so more threads would only wait too.
+const CONTENDED: f64 = 2.0;
+/// How much more throughput a doubling of the pool must bring to allow the next one.
+const GAIN: f64 = 1.1;
+/// Uncontended windows in a row that reopen growth after a contended one.
+const REOPEN: u32 = 16;
+/// Per window the baseline may rise by this factor (it doubles in ~350 windows), so a service
+/// that really got slower is not taken for contention for good; faster, and a contended
+/// window's fastest call (which waited for the GIL too) would soon pass for the baseline.
+const BASE_DRIFT: f64 = 1.002;
+
+/// Whether more worker threads would raise throughput: the pool's growth signal (issue 11
+/// item 6). At concurrency 1024 every in-flight call holds a thread, and a thread whose call
+/// returns must take the GIL back; once the GIL (or the CPUs) is the bottleneck, more threads
+/// only lengthen that queue, and CPython's GIL hand-offs slow down as waiters multiply (1024
+/// threads ran 10k 1 ms sleeps at a tenth of the rate of 256). So the pool starts with
+/// [`FIRST_WORKERS`] and doubles while the calls are not contended, as TCP Vegas grows a
+/// window: a call's wall time against the fastest recent one (the baseline). An uncontended
+/// slow service (1 s calls) keeps its median near the baseline and gets every thread it asks
+/// for; 1 ms sleeps stop growing once their median is [`CONTENDED`] times the baseline, and
+/// the records beyond wait in the scheduler, not in threads. The median, not the mean, so a
+/// service's slow tail is not taken for contention.
+pub(super) struct Growth {
+    samples: [f64; WINDOW],
+    filled: usize,
+    /// The fastest call seen, drifting up by [`BASE_DRIFT`] per window; infinite until then.
+    base: f64,
+    /// May the pool grow? Closed by a contended window, reopened by [`REOPEN`] uncontended
+    /// windows in a row (one window alone is noisy: calls that start together, after a
+    /// growth, finish in waves). Open until a window says otherwise, so slow calls, whose
+    /// windows take long to fill, grow at once.
+    open: bool,
+    /// Uncontended windows in a row.
+    calm: u32,
+    /// Calls recorded, and how many of them (and when) by the last growth.
+    calls: u64,
+    calls_then: u64,
+    grown_at: f64,
+    /// Calls per second at the size before the last growth.
+    rate_before: f64,
+    /// The last growth did not pay off: the pool keeps its size.
+    stalled: bool,
+}
+
+impl Growth {
+    /// About to grow at `now`: did the last growth pay off? The calls per second since then
+    /// must beat those before it by [`GAIN`], once enough calls were seen to tell (slow
+    /// calls never are, and grow freely while uncontended). If not, the pool stops growing
+    /// for the rest of the run; if so, this size's rate is the bar for the next growth.
+    fn paid_off(&mut self, now: f64) -> bool {
+        let calls = self.calls - self.calls_then;
+        if calls >= WINDOW as u64 && now > self.grown_at {
+            let rate = calls as f64 / (now - self.grown_at);
+            if rate < GAIN * self.rate_before {
+                self.stalled = true;
+            }
+            self.rate_before = rate;
+        }
+        self.calls_then = self.calls;
+        self.grown_at = now;
+        !self.stalled
+    }
+
+    fn new() -> Self {
+        Self {
+            samples: [0.0; WINDOW],
+            filled: 0,
+            base: f64::INFINITY,
+            open: true,
+            calm: 0,
+            calls: 0,
+            calls_then: 0,
+            grown_at: 0.0,
+            rate_before: 0.0,
+            stalled: false,
+        }
+    }
+
+    /// One call took `seconds` (wall time, the GIL's wait after it included).
+    pub(super) fn record(&mut self, seconds: f64) {
+        self.calls += 1;
+        self.samples[self.filled] = seconds;
+        self.filled += 1;
+        if self.filled < WINDOW {
+            return;
+        }
+        self.filled = 0;
+        let mut window = self.samples;
+        let fastest = window.iter().copied().fold(f64::INFINITY, f64::min);
+        let (_, median, _) = window.select_nth_unstable_by(WINDOW / 2, f64::total_cmp);
+        self.base = fastest.min(self.base * BASE_DRIFT);
+        self.calm = if *median <= CONTENDED * self.base { self.calm + 1 } else { 0 };
+        self.open = if self.calm == 0 { false } else { self.open || self.calm >= REOPEN };
     }
 }
 
@@ -105,6 +241,38 @@ pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     work_ready: Condvar,
     coordinator: Condvar,
+    /// What every worker gets: the run's fn, sink and settings.
+    template: Template,
+}
+
+/// A worker's context but for the shared state (whose `Arc` holds this): workers are started
+/// during the run ([`State::grow`]), each with its own references.
+struct Template {
+    runtime: &'static tokio::runtime::Runtime,
+    func: Obj,
+    sink: Obj,
+    classifier: Arc<NativeClassifier>,
+    clock: MonoClock,
+    timeout: Option<Duration>,
+    group_limit: Option<usize>,
+}
+
+/// Start `count` workers, already counted in `live_workers`.
+fn start_workers(py: Python<'_>, shared: &Arc<Shared>, count: usize) {
+    let t = &shared.template;
+    for _ in 0..count {
+        let ctx = WorkerContext {
+            shared: Arc::clone(shared),
+            func: t.func.clone_ref(py),
+            sink: t.sink.clone_ref(py),
+            classifier: Arc::clone(&t.classifier),
+            clock: t.clock,
+            timeout: t.timeout,
+            holding: Cell::new(0),
+            group_limit: t.group_limit,
+        };
+        t.runtime.spawn_blocking(move || worker(ctx));
+    }
 }
 
 pub(super) struct WorkerContext {
@@ -132,6 +300,7 @@ pub(super) fn run_threaded<'py>(
     options: &RunOptions<'py>,
 ) -> PyResult<Bound<'py, RunSummary>> {
     let workers = config.concurrency;
+    let first = workers.min(FIRST_WORKERS);
     // Workers finish out of order: each success goes to its record's slot.
     let results: Vec<Option<Obj>> = Vec::with_capacity(options.size_hint.unwrap_or(0).min(1 << 28));
     let clock = MonoClock(Instant::now());
@@ -139,31 +308,28 @@ pub(super) fn run_threaded<'py>(
         state: Mutex::new(State {
             sched: Scheduler::new(config, clock),
             results,
-            live_workers: workers,
+            live_workers: first,
             idle_workers: 0,
             version: 0,
             error: None,
             reads_on_demand: workers == 1,
             input_asked: false,
+            growth: Growth::new(),
+            next_growth: GROW_EVERY,
         }),
         work_ready: Condvar::new(),
         coordinator: Condvar::new(),
-    });
-    let classifier = Arc::new(classifier);
-    let runtime = runtime()?;
-    for _ in 0..workers {
-        let ctx = WorkerContext {
-            shared: Arc::clone(&shared),
+        template: Template {
+            runtime: runtime()?,
             func: func.clone().unbind(),
             sink: sink.clone().unbind(),
-            classifier: Arc::clone(&classifier),
+            classifier: Arc::new(classifier),
             clock,
             timeout: options.timeout,
-            holding: Cell::new(0),
             group_limit: options.bulk.then_some(options.batch_size),
-        };
-        runtime.spawn_blocking(move || worker(ctx));
-    }
+        },
+    });
+    start_workers(py, &shared, first);
     let mut undelivered = Vec::new();
     let outcome = coordinate(py, source, sink, &shared, clock, options, &mut undelivered);
     // The workers are gone (coordinate waits for them); the state is ours alone now.
@@ -187,7 +353,7 @@ fn coordinate<'py>(
     py: Python<'py>,
     source: &mut Source<'py>,
     sink: &Bound<'_, PyAny>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     clock: MonoClock,
     options: &RunOptions<'py>,
     undelivered: &mut Vec<Event<Obj, Obj>>,
@@ -196,9 +362,10 @@ fn coordinate<'py>(
     let mut next_progress = interval;
     let mut failure: Option<PyErr> = None;
     loop {
-        let (wants, counters, batches, due, finished, released, seen) = {
+        let (wants, counters, batches, due, finished, released, seen, added) = {
             let mut st = shared.state.lock();
             let wants = failure.is_none() && st.wants_input();
+            let added = if failure.is_none() { st.grow(clock.now()) } else { 0 };
             if st.sched.has_events() {
                 undelivered.append(&mut st.sched.take_events());
             }
@@ -208,9 +375,10 @@ fn coordinate<'py>(
             let due = clock.now() >= next_progress;
             let snapshot = due || (options.every_batch && !undelivered.is_empty());
             let batches = open_batches(&st.sched, options.wants_progress && snapshot);
-            (wants, st.sched.counters(), batches, due, st.live_workers == 0, released, st.version)
+            (wants, st.sched.counters(), batches, due, st.live_workers == 0, released, st.version, added)
         };
         drop(released);
+        start_workers(py, shared, added);
         let step = (|| -> PyResult<()> {
             if wants {
                 // Only this thread feeds, so the next batch index cannot change in between.
@@ -218,14 +386,20 @@ fn coordinate<'py>(
                 let batch = options.read(source, next_batch)?;
                 let mut st = shared.state.lock();
                 let State { sched, results, .. } = &mut *st;
+                let before = sched.records_read();
                 let skipped = batch.add_to(sched, options.batch_size);
+                let added = (sched.records_read() - before) as usize;
                 results.resize_with(sched.records_read() as usize, || None);
                 drop(st);
                 drop(skipped);
                 let mut st = shared.state.lock();
                 st.version += 1;
+                // As many parked workers as there are new records, not all of them.
+                let wake = st.idle_workers.min(added);
                 drop(st);
-                shared.work_ready.notify_all();
+                for _ in 0..wake {
+                    shared.work_ready.notify_one();
+                }
             }
             if !undelivered.is_empty() {
                 deliver(py, sink, std::mem::take(undelivered), &counters, batches.as_deref())?;
@@ -320,6 +494,7 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
             Next::Run(work) => {
                 ctx.holding.set(1);
                 st.input_asked = false;
+                pass_on_wake(shared, &mut st);
                 work
             }
             Next::Done => return Ok(()),
@@ -337,6 +512,7 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
         // and a frame's objects may run `__del__`, which must never run under the lock.
         let keep_traceback = st.sched.keep_tracebacks();
         drop(st);
+        let started = Instant::now();
         let outcome = match call_timed(func, work.record.bind(py), ctx.timeout) {
             Ok(value) => Outcome::Value(value.unbind()),
             Err(err) => {
@@ -347,9 +523,11 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
                 Outcome::Failed(failure)
             }
         };
+        let took = started.elapsed().as_secs_f64();
         panic_if_armed(work.index);
         let mut st = shared.state.lock();
         ctx.holding.set(0);
+        st.growth.record(took);
         let mut done: Option<PyWork> = None;
         let mut surplus_error: Option<PyErr> = None;
         match outcome {
@@ -373,22 +551,49 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
 
 /// After outcomes were handed to the scheduler: let the lock go, wake whoever has something
 /// new to do, and release what the scheduler let go of (outside the lock: `__del__` may run).
+///
+/// Workers are woken one at a time, and only when something is queued (see [`wake_one`]).
+/// Waking every parked worker on every completion was the cliff at concurrency 1024 (issue 11
+/// item 6): once the input ran dry ~1000 workers were parked, so each of the last ~1000
+/// completions woke them all, and each had to take the GIL back only to park again, about a
+/// million GIL hand-offs per run (5k records/s against 56k at 256). The run's end needs no
+/// broadcast here: the worker that finds it done wakes the rest as it leaves (`worker`).
 #[inline]
 pub(super) fn handed_back(shared: &Shared, mut st: MutexGuard<'_, State>) {
     let wake_coordinator = st.sched.has_events() || st.wants_input() || st.sched.stop_reason().is_some();
-    let wake_workers = st.idle_workers > 0;
-    if wake_workers {
-        st.version += 1;
-    }
+    let wake_worker = wake_one(&mut st);
     let released = if st.sched.has_released() { st.sched.take_released() } else { Vec::new() };
     drop(st);
     if wake_coordinator {
         shared.coordinator.notify_one();
     }
-    if wake_workers {
-        shared.work_ready.notify_all();
+    if wake_worker {
+        shared.work_ready.notify_one();
     }
     drop(released);
+}
+
+/// Should one parked worker wake (then call `notify_one` once the lock is let go)? Only if one
+/// is parked and something is queued for it to run, or to set a timer for (a retry's delay).
+/// Bumping `version` also sends back any worker that counted itself idle but is not waiting
+/// yet, so no wake-up is missed.
+#[inline]
+fn wake_one(st: &mut State) -> bool {
+    let wake = st.idle_workers > 0 && st.has_queued();
+    if wake {
+        st.version += 1;
+    }
+    wake
+}
+
+/// A worker took work and more is queued: pass the wake on to one more parked worker, so a
+/// change that queues many records at once (a retry wave, a breaker closing) wakes as many
+/// workers as it needs, one after another, instead of all of them at once.
+#[inline]
+pub(super) fn pass_on_wake(shared: &Shared, st: &mut State) {
+    if wake_one(st) {
+        shared.work_ready.notify_one();
+    }
 }
 
 /// Keep the first error that stops the run; a later one is handed back, to be dropped once
@@ -416,9 +621,14 @@ pub(super) fn park_for_input(
     park(py, shared, st, seen, None, clock)
 }
 
-/// Wait, without the GIL, until the state changes, `until` passes, or MAX_WAIT elapses. The
-/// worker counts itself idle before it lets the lock go, so a completion in between sees it
-/// and bumps `version` (no missed wakeup).
+/// Wait, without the GIL, until the state changes (`version`), `until` passes, or
+/// [`IDLE_RECHECK`] elapses. The worker counts itself idle before it lets the lock go, so a
+/// completion in between sees it and bumps `version` (no missed wakeup).
+///
+/// Unlike the coordinator, a worker does not take the GIL back every MAX_WAIT to look for a
+/// Ctrl-C: it never runs on the main thread, where alone CPython runs signal handlers, and the
+/// coordinator wakes every worker when it stops the run (`stop_workers`). At concurrency 1024,
+/// 1000 idle workers polling the GIL every 50 ms cost 20k GIL hand-offs a second.
 pub(super) fn park(
     py: Python<'_>,
     shared: &Shared,
@@ -429,11 +639,18 @@ pub(super) fn park(
 ) -> PyResult<()> {
     st.idle_workers += 1;
     drop(st);
-    detached(py, slice_until(clock, until), |slice| {
+    let wait = park_for(clock, until);
+    let deadline = Instant::now() + wait;
+    let unpark = || {
         let mut st = shared.state.lock();
-        if st.version == seen {
-            shared.work_ready.wait_for(&mut st, slice);
-        }
+        while st.version == seen && !shared.work_ready.wait_until(&mut st, deadline).timed_out() {}
         st.idle_workers -= 1;
-    })
+    };
+    // A timer already due: nothing to wait for, so the GIL stays.
+    if wait.is_zero() {
+        unpark();
+    } else {
+        py.detach(unpark);
+    }
+    py.check_signals()
 }

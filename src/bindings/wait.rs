@@ -19,6 +19,11 @@ use crate::engine::Clock;
 /// Longest a waiting thread sleeps before it looks again (and checks for Ctrl-C).
 pub(super) const MAX_WAIT: Duration = Duration::from_millis(50);
 
+/// Longest a parked worker waits for a wake-up before it looks at the state again. Only a
+/// safety net: every change that gives a worker something to do wakes one (`threaded.rs`), and
+/// a worker has no Ctrl-C to look for (signal handlers run on the main thread only).
+pub(super) const IDLE_RECHECK: Duration = Duration::from_secs(1);
+
 /// `seconds` as a Duration, saturating: a negative or NaN value is zero, an overflowing or
 /// infinite one is `Duration::MAX` ("never"). `Duration::from_secs_f64` panics on those, and a
 /// user's value (a timeout, a delay, a `retry_after`) must never become a PanicException.
@@ -37,6 +42,15 @@ pub(super) fn slice_until(clock: &MonoClock, until: Option<f64>) -> Duration {
         // A NaN deadline is no deadline: waiting 0 s would spin on it.
         Some(at) if !at.is_nan() => saturating_secs(at - clock.now()).min(MAX_WAIT),
         _ => MAX_WAIT,
+    }
+}
+
+/// How long a parked worker waits to wake at `until` (None: no timer), never more than
+/// [`IDLE_RECHECK`].
+pub(super) fn park_for(clock: &MonoClock, until: Option<f64>) -> Duration {
+    match until {
+        Some(at) if !at.is_nan() => saturating_secs(at - clock.now()).min(IDLE_RECHECK),
+        _ => IDLE_RECHECK,
     }
 }
 
@@ -97,5 +111,9 @@ mod tests {
             assert_eq!(slice_until(&clock, until), MAX_WAIT, "{until:?}");
         }
         assert_eq!(slice_until(&clock, Some(-5.0)), Duration::ZERO, "a deadline in the past");
+        for until in [Some(1e300), Some(f64::INFINITY), Some(f64::NAN), None] {
+            assert_eq!(park_for(&clock, until), IDLE_RECHECK, "{until:?}");
+        }
+        assert_eq!(park_for(&clock, Some(-5.0)), Duration::ZERO, "a deadline in the past");
     }
 }
