@@ -204,26 +204,93 @@ def _drive_inline(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[An
         raise
 
 
+class _Bell:
+    """Wakes the coordinator: a raw lock used as a binary semaphore, rung by any thread.
+
+    Not a ``threading.Condition`` on the scheduler's lock: a Ctrl-C landing in
+    ``Condition.wait`` while it takes that lock back leaves the lock released, and the ``with``
+    around it then raised "RuntimeError: release unlocked lock" in place of the
+    KeyboardInterrupt (seen at concurrency 64 and 1024). An interrupted ``acquire`` here
+    leaves nothing half done.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def ring(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:
+            pass  # rung already, not yet heard
+
+    def wait(self, timeout: float) -> None:
+        self._lock.acquire(timeout=timeout)
+
+
+class _Handback:
+    """The threaded driver's bulk guard (``bulk.Guard``): the scheduler's lock; after an
+    outcome it wakes one parked worker and the coordinator."""
+
+    def __init__(self, lock: threading.Lock, work_ready: threading.Condition, bell: _Bell) -> None:
+        self._lock, self._work_ready, self._bell = lock, work_ready, bell
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        self._lock.release()
+
+    def notify_all(self) -> None:
+        self._work_ready.notify()
+        self._bell.ring()
+
+
 def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[Any], Any],
                    classify: _Classify, sink: Any, clock: Callable[[], float], bulk: bool) -> None:
     """Workers run the callback; the calling thread reads input and handles every event, so
-    the sink, the DLQ and the input iterator are only ever touched from one thread."""
+    the sink, the DLQ and the input iterator are only ever touched from one thread.
+
+    Wake-ups are counted, as in the native driver (issue 11 item 6): an outcome wakes one
+    parked worker (which passes nothing on: at worst it finds nothing and parks again), a read
+    batch as many as it has records, the run's end all of them. Waking every worker on every
+    outcome made 1024 workers take the GIL ~1000 times per record once the input ran dry.
+    """
     lock = threading.Lock()
-    changed = threading.Condition(lock)
+    work_ready = threading.Condition(lock)
+    bell = _Bell()
     interval = scheduler.config.progress_interval
     crashed: list[BaseException] = []
+    live = [scheduler.config.concurrency]
 
     def idle(work: object) -> None:
         """Nothing to run (FEED is the coordinator's job): wait for an outcome or a timer."""
         until = work.until if isinstance(work, Wait) else None
-        changed.wait(interval if until is None else max(0.0, min(until - clock(), interval)))
+        work_ready.wait(interval if until is None else max(0.0, min(until - clock(), interval)))
+
+    def handed_back() -> None:
+        work_ready.notify()
+        if scheduler.events or scheduler.wants_input():
+            bell.ring()
+
+    def leaving(target: Callable[[], None]) -> Callable[[], None]:
+        """``target``, and whichever way it ends (the run is done or stopping, or a bug),
+        the worker is no longer live and everyone looks again."""
+        def run() -> None:
+            try:
+                target()
+            finally:
+                with lock:
+                    live[0] -= 1
+                    work_ready.notify_all()
+                bell.ring()
+        return run
 
     def stopped_by(exc: BaseException) -> None:
         """An interrupt in a call (its records are pending): the run stops, the coordinator
         re-raises it."""
         scheduler.interrupt()
         crashed.append(exc)
-        changed.notify_all()
 
     def worker() -> None:
         with lock:
@@ -250,9 +317,8 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                         scheduler.succeed(work, outcome[1], clock())
                     else:
                         scheduler.fail(work, outcome[1], outcome[2], outcome[3], clock(), time.time())
-                    changed.notify_all()
+                    handed_back()
                 elif work is DONE:
-                    changed.notify_all()
                     return
                 else:
                     idle(work)
@@ -260,7 +326,7 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
     def bulk_worker() -> None:
         """A worker of a bulk run: one group per call, bisected on failure (``bulk.py``)."""
         take = _groups_of(scheduler)
-        groups = _bulk_calls(scheduler, fn, classify, clock, changed)
+        groups = _bulk_calls(scheduler, fn, classify, clock, _Handback(lock, work_ready, bell))
         with lock:
             while True:
                 work = take(clock())
@@ -274,12 +340,11 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                         return
                     lock.acquire()
                 elif work is DONE:
-                    changed.notify_all()
                     return
                 else:
                     idle(work)
 
-    threads = [threading.Thread(target=bulk_worker if bulk else worker, name=f"batchguard-ref-{i}",
+    threads = [threading.Thread(target=leaving(bulk_worker if bulk else worker), name=f"batchguard-ref-{i}",
                                 daemon=True)
                for i in range(scheduler.config.concurrency)]
     for thread in threads:
@@ -291,10 +356,12 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
             with lock:
                 if scheduler.wants_input():
                     _feed(scheduler, records, clock())
-                    changed.notify_all()
-                finished = not any(t.is_alive() for t in threads)
-                if not scheduler.events and not finished and not scheduler.wants_input():
-                    changed.wait(interval)
+                    work_ready.notify(scheduler.config.batch_size)
+                finished = live[0] == 0
+                quiet = not scheduler.events and not finished and not scheduler.wants_input()
+            if quiet:
+                bell.wait(interval)
+            with lock:
                 due = clock() >= next_progress
                 snapshot = wants and (every or due)
                 counters = (scheduler.counters(clock() if snapshot else None) if scheduler.events
@@ -316,7 +383,7 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
     except BaseException:
         with lock:
             scheduler.interrupt()
-            changed.notify_all()
+            work_ready.notify_all()
         for thread in threads:
             thread.join()
         raise
