@@ -77,7 +77,7 @@ def assert_same_model(model: ReportModel, text: str, panel: str, data: dict[str,
         assert shown["recommendation"]["command"] == command
         assert shown["recommendation"]["kind"] == pattern.recommendation.kind
         assert command is not None and f"   run:      {command}" in text
-        assert squeeze(f"run {command}") in panel
+        assert squeeze(f"{head}: {command}") in panel  # below the panel, its command whole
     assert [s["action"] for s in data["next_steps"]] == [s.action for s in model.next_steps]
     assert [line for line in model.judged_against if f"Judged against: {line}" not in text] == []
     assert [line for line in model.judged_against if squeeze(f"Judged against {line}") not in panel] == []

@@ -68,12 +68,23 @@ def render_panel(model: ReportModel) -> Panel:
 
 
 def render_steps(model: ReportModel) -> list[Text]:
-    """The next steps, outside the panel: each action on its line and its command alone on the
-    next, four spaces in (after "action: " a command wrapped mid-word even on a 100-column
-    terminal, and a person selecting it picked up the action's words too). Print
-    them with ``soft_wrap=True``, so a command longer than the terminal is one line the terminal
-    wraps (copied whole), not one a border cuts into pieces. Empty when every record succeeded."""
-    lines = [Text("Next steps", style="bold")] if model.next_steps else []
+    """The failure patterns' commands, then the next steps, outside the panel (in a panel cell a
+    command wrapped inside the border, and a copy came out in pieces): each pattern's title, or
+    each action, on its line and its command alone on the next, four spaces in (after "action: "
+    a command wrapped mid-word even on a 100-column terminal, and a person selecting it picked up
+    the action's words too). Print them with ``soft_wrap=True``, so a command longer than the
+    terminal is one line the terminal wraps (copied whole). Empty when every record succeeded."""
+    lines: list[Text] = []
+    commands = [(n, pattern, model.pattern_command(pattern))
+                for n, pattern in enumerate(model.patterns[:MAX_PATTERNS_SHOWN], 1)]
+    if any(command for _, _, command in commands):
+        lines.append(Text("Failure patterns: what to run", style="bold"))
+    for n, pattern, command in commands:
+        if command:
+            lines += [_text(line) for line in textwrap.wrap(f"{n}. {pattern_title(pattern)}:", _STEP_WIDTH,
+                                                            initial_indent="  ", subsequent_indent="     ")]
+            lines.append(_text(f"    {command}", style="cyan"))
+    lines += [Text("Next steps", style="bold")] if model.next_steps else []
     for step in model.next_steps:
         # The action is prose: wrapped here at word boundaries to fit 80 columns (printed with
         # soft_wrap, the terminal would cut it mid-word), two spaces in, as the command is four.
@@ -112,9 +123,9 @@ def _patterns(model: ReportModel) -> Group:
         details.add_row("   likely", Text(advice.kind.replace("_", " "), style="yellow"))
         details.add_row("   check", _text(advice.check))
         details.add_row("   change", _text(advice.change))
-        command = model.pattern_command(pattern)
-        if command:
-            details.add_row("   run", _text(command, style="cyan"))
+        if model.pattern_command(pattern):
+            # Not the command itself: in this cell it wraps inside the border (render_steps).
+            details.add_row("   run", Text(f"below the panel, under {n}.", style="cyan"))
         lines.append(details)
     if len(model.patterns) > len(shown):
         rest = sum(p.count for p in model.patterns[len(shown):])
