@@ -28,3 +28,18 @@ def test_a_report_that_cannot_be_written_fails_the_command(tmp_path: Path) -> No
     full = CliRunner().invoke(main, [*args, "--report-json", "/dev/full"])
     assert "cannot write the report to /dev/full" in full.output
     assert full.exit_code == 1, full.output
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full") or not os.access("/dev/full", os.W_OK),
+                    reason="needs a writable /dev/full")
+@pytest.mark.parametrize("mode", ["dry-run", "sample"])
+def test_a_phase_report_that_cannot_be_written_fails_the_command(tmp_path: Path, mode: str) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"id": n}) + "\n" for n in range(5)))
+    args = ["run", str(data), "--fn", "cli_fns:echo", "--dlq", f"sqlite:///{tmp_path / 'q.db'}", "-q",
+            "--mode", mode, "--validate", "logging:debug"]  # a check that finds nothing
+    ok = CliRunner().invoke(main, [*args, "--report-json", str(tmp_path / "r.json")])
+    assert ok.exit_code == 0, ok.output
+    full = CliRunner().invoke(main, [*args, "--report-json", "/dev/full"])
+    assert "cannot write the report to /dev/full" in full.output
+    assert full.exit_code == 1, full.output

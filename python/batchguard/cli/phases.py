@@ -212,12 +212,14 @@ def run_phase(ctx: click.Context, *, source: RecordSource | StreamSource, fn: Ca
     else:
         result = result.with_next_steps(default_sample_steps(
             result, full=command_line(ctx, "full"), sample=command_line(ctx, "sample")))
+    unwritten = False  # --report-json could not be written: the command must not read as a success
     if report_json_path is not None:
         try:
             write_report_json(report_json_path, result.to_json())
         except OSError as exc:  # checked before the run: the directory changed since
             click.echo(f"Error: cannot write the report to {report_json_path}: {exc.strerror or exc}",
                        err=True)
+            unwritten = True
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
     elif is_tty(sys.stdout):
@@ -226,7 +228,7 @@ def run_phase(ctx: click.Context, *, source: RecordSource | StreamSource, fn: Ca
         console().print(_rich(result), soft_wrap=True)
     else:
         click.echo(result.summary())
-    return EXIT_OK if result.ok else EXIT_INCOMPLETE
+    return EXIT_OK if result.ok and not unwritten else EXIT_INCOMPLETE
 
 
 def _rich(result: ValidationReport | SampleReport) -> Group:
