@@ -26,6 +26,7 @@ from .jobs_status import (
     print_record,
     print_status,
     saved_cli,
+    saved_fn,
     shown_status,
 )
 from .options import (
@@ -103,7 +104,8 @@ def _load_job(name: str, store_url: str) -> JobStatus:
 @dlq_option(None, "The job's dead-letter queue [default: the one the job was started with]")
 @click.option("--record", "record_id", metavar="ID",
               help="Where this record stands: succeeded, dead-lettered (its entry) or pending. Looked up "
-                   "in the input the job was started on (with its --id-field), else among its dead letters.")
+                   "in the input the job was started on (with its --id-field), else among its dead letters. "
+                   "Exits 1 when it cannot place the record (UNKNOWN).")
 @click.option("--index", type=click.IntRange(min=0), default=None, metavar="N",
               help="Like --record, for the record at position N of the input (0-based).")
 @click.option("--batches", "each_batch", is_flag=True,
@@ -123,7 +125,10 @@ def jobs_status(name: str, store_url: str, dlq_url: str | None, record_id: str |
         return
     with job_dlq(state, store_url, dlq_url) as dlq:
         if record_id is not None or index is not None:
-            print_record(locate(state, store_url, dlq, record_id, index), dlq, store_url, as_json)
+            where = locate(state, store_url, dlq, record_id, index)
+            print_record(where, dlq, store_url, as_json, saved_fn(state))
+            if where.state == "unknown":
+                sys.exit(EXIT_INCOMPLETE)  # a script asking for a record must not take "unknown" for found
             return
         try:
             batches = job_batches(name, store=store_url)

@@ -47,6 +47,13 @@ def saved_cli(state: JobStatus) -> dict[str, Any] | None:
     return cli if isinstance(cli, dict) else None
 
 
+def saved_fn(state: JobStatus) -> str:
+    """The job's saved --fn, shell-quoted, for a printed command (MODULE:CALLABLE, a placeholder
+    to fill in, for a job started from the library)."""
+    fn = (saved_cli(state) or {}).get("fn")
+    return shlex.quote(str(fn)) if fn else "MODULE:CALLABLE"
+
+
 class JobDLQ:
     """The DLQ a job's dead letters are in, opened for reading, or why it cannot be."""
 
@@ -174,7 +181,7 @@ def print_status(state: JobStatus, batches: BatchTable, store_url: str, dlq: Job
     if state.status in ("running", "aborted") and not state.active:
         lines.append(f"Resume with:  batchguard jobs resume {shlex.quote(state.name)}{url_flag('--store', store_url)}")
     if state.failed:
-        lines.append(f"Retry failed: batchguard jobs retry-failed {shlex.quote(state.name)} --fn MODULE:CALLABLE"
+        lines.append(f"Retry failed: batchguard jobs retry-failed {shlex.quote(state.name)} --fn {saved_fn(state)}"
                      f"{url_flag('--store', store_url)}")
     lines += batch_table_lines(state.name, store_url, batches)
     click.echo("\n".join(lines))
@@ -240,12 +247,15 @@ def locate(state: JobStatus, store_url: str, dlq: JobDLQ, record_id: str | None,
     return where
 
 
-def print_record(where: RecordStatus, dlq: JobDLQ, store_url: str, as_json: bool) -> None:
-    """``jobs status NAME --record ID``: the record's state, its batch, its entry, next steps."""
+def print_record(where: RecordStatus, dlq: JobDLQ, store_url: str, as_json: bool, fn_spec: str) -> None:
+    """``jobs status NAME --record ID``: the record's state, its batch, its entry, next steps
+    (a retry with ``fn_spec``, :func:`saved_fn`)."""
     if as_json:
         click.echo(json.dumps(where.to_dict(), indent=2, default=str))
         return
-    lines = [f"Record {where.record_id!r} of job {where.job!r}: {where.state.upper().replace('_', '-')}"]
+    # One form whatever the id's type: an id read from the input may be an int, one given on
+    # the command line (not found in it) is a str.
+    lines = [f"Record {str(where.record_id)!r} of job {where.job!r}: {where.state.upper().replace('_', '-')}"]
     if where.record_index is not None:
         batch = "" if where.batch_index is None else f", batch {where.batch_index} ({where.batch_state})"
         lines.append(f"  position:  #{where.record_index}{batch}")
@@ -266,7 +276,7 @@ def print_record(where: RecordStatus, dlq: JobDLQ, store_url: str, as_json: bool
             lines.append("  fix it:    correct the line in the input (it did not parse: a retry leaves it "
                          "queued), then skip it")
         else:
-            lines.append(f"  retry it:  batchguard dlq retry {entry.id} --fn MODULE:CALLABLE{dlq_flag}")
+            lines.append(f"  retry it:  batchguard dlq retry {entry.id} --fn {fn_spec}{dlq_flag}")
         lines.append(f"  skip it:   batchguard dlq skip {entry.id} --reason TEXT{dlq_flag}")
     elif where.state == "pending":
         lines.append(f"  finish it: batchguard jobs resume {shlex.quote(where.job)}{url_flag('--store', store_url)}")
