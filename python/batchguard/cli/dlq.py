@@ -141,7 +141,7 @@ def _entries_table(title: str, headers: list[str], rows: list[list[str]]) -> Non
 def dlq_show(entry_id: str, dlq_url: str) -> None:
     """One dead letter in full: error, attempt history, payload, traceback (ID or a unique prefix)."""
     with open_queue(dlq_url) as queue:
-        entry = find_entry(queue, entry_id)
+        entry = find_entry(queue, entry_id, dlq_url)
     lines = [
         f"ID:            {entry.id}",
         f"Record:        {entry.record_id!r} (index {entry.record_index}, batch {entry.batch_index})",
@@ -242,7 +242,7 @@ def dlq_remove(ids: tuple[str, ...], dlq_url: str, status: str, remove_all: bool
         raise click.UsageError("give IDs, filters or --status, or --all to remove every dead letter")
     with open_queue(dlq_url) as queue:
         if ids:
-            targets = [e.id for e in find_entries(queue, ids)]
+            targets = [e.id for e in find_entries(queue, ids, dlq_url)]
         else:
             targets = [e.id for e in queue.iter(status=status, **selected)]
         if not targets:
@@ -298,7 +298,7 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
     view = ProgressView(title="replay", quiet=quiet)
     refused: PickleNotAllowedError | None = None
     with open_queue(dlq_url) as queue, warnings.catch_warnings():
-        named = [e.id for e in find_entries(queue, ids)] if ids else None
+        named = [e.id for e in find_entries(queue, ids, dlq_url)] if ids else None
         warnings.simplefilter("ignore")  # the not-replayable count is printed below instead
         try:
             with view.running():
@@ -358,7 +358,7 @@ def dlq_skip(ids: tuple[str, ...], reason: str, by: str | None, dlq_url: str) ->
         raise click.BadParameter("give a reason: it is what the next person reading the entry learns",
                                  param_hint="'--reason'")
     with open_queue(dlq_url) as queue:
-        entries = find_entries(queue, ids)
+        entries = find_entries(queue, ids, dlq_url)
         try:
             changed = queue.resolve([e.id for e in entries], reason, by=by)
         except (DeadLetterNotFoundError, ConfigError) as exc:  # removed since they were found

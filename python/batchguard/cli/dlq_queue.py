@@ -15,7 +15,7 @@ from ..dlq.status import ALL
 from ..dlq.urls import open_dlq
 from ..errors import ConfigError, DLQUnavailableError
 from ..replay import ReplayReport
-from .options import CannotStart, cannot_start, file_of
+from .options import CannotStart, cannot_start, file_of, url_flag
 
 __all__ = ["blocked_note", "find_entries", "find_entry", "open_queue", "status_option", "validate_option"]
 
@@ -79,14 +79,18 @@ def _prefixed(queue: DeadLetterQueue, prefix: str) -> list[str]:
     return [entry.id for entry in queue.iter(status=ALL) if entry.id.startswith(prefix)]
 
 
-def _lookup(queue: DeadLetterQueue, wanted: str) -> DeadLetter | str:
-    """The entry ``wanted`` names (its id, or a unique prefix of 4+ characters), else why not."""
+def _lookup(queue: DeadLetterQueue, wanted: str, dlq_url: str) -> DeadLetter | str:
+    """The entry ``wanted`` names (its id, or a unique prefix of 4+ characters), else why not.
+
+    The listing command it suggests carries ``dlq_url`` (redacted, quoted) unless it is the
+    default: without it the copied command would list another queue."""
+    listing = f"`batchguard dlq list --status all{url_flag('--dlq', dlq_url)}`"
     entry = queue.get(wanted)
     if entry is not None:
         return entry
     if len(wanted) < _MIN_PREFIX:
         return (f"no dead letter with id {wanted!r} (give at least {_MIN_PREFIX} characters of an id as "
-                "`batchguard dlq list` prints it)")
+                f"{listing} prints it)")
     found = _prefixed(queue, wanted)
     if len(found) == 1:
         entry = queue.get(found[0])
@@ -95,29 +99,28 @@ def _lookup(queue: DeadLetterQueue, wanted: str) -> DeadLetter | str:
     if len(found) > 1:
         named = ", ".join(found[:SHOWN_MATCHES]) + (", ..." if len(found) > SHOWN_MATCHES else "")
         return (f"id prefix {wanted!r} matches {len(found):,} dead letters ({named}); give the whole id, "
-                "as `batchguard dlq list` prints it")
-    return (f"no dead letter with id {wanted!r} in this queue: `batchguard dlq list --status all` prints "
-            "the ids (with --dlq URL for a queue other than the default)")
+                f"as {listing} prints it")
+    return f"no dead letter with id {wanted!r} in this queue: {listing} prints the ids"
 
 
-def find_entry(queue: DeadLetterQueue, wanted: str) -> DeadLetter:
+def find_entry(queue: DeadLetterQueue, wanted: str, dlq_url: str) -> DeadLetter:
     """The entry with id ``wanted``, or the only one whose id starts with it (4+ characters).
 
     Whitespace around it (copied from a table) is ignored; an ambiguous prefix names the first
     entries it matches, an unknown id says where the ids are listed (exit 2)."""
-    found = _lookup(queue, wanted.strip())
+    found = _lookup(queue, wanted.strip(), dlq_url)
     if isinstance(found, str):
         raise CannotStart(found)
     return found
 
 
-def find_entries(queue: DeadLetterQueue, wanted: Iterable[str]) -> list[DeadLetter]:
+def find_entries(queue: DeadLetterQueue, wanted: Iterable[str], dlq_url: str) -> list[DeadLetter]:
     """The entries the ids (or unique prefixes) name, without repeats; when any names none, exit
     2 naming every one of them, so a typo among twenty ids costs one try, and nothing changes."""
     entries: dict[str, DeadLetter] = {}
     problems: list[str] = []
     for given in wanted:
-        found = _lookup(queue, given.strip())
+        found = _lookup(queue, given.strip(), dlq_url)
         if isinstance(found, str):
             problems.append(found)
         else:
