@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from ..dlq.codec import clean_text
-from .patterns import FailurePattern
+from .patterns import FailurePattern, json_safe
 from .rules import RecommendationRule
 from .steps import CliContext, CommandFlags, NextStep, judged, next_steps
 
@@ -171,7 +171,7 @@ class ReportModel:
             "error_types": [{"error_type": p.error_type, "count": p.count, "share": p.share}
                             for p in self.error_types],
             "patterns": [self._pattern_json(p) for p in self.patterns],
-            "samples": [{"record_id": _json_safe(s.record_id), "record_index": s.record_index,
+            "samples": [{"record_id": json_safe(s.record_id), "record_index": s.record_index,
                          "batch_index": s.batch_index, "error_class": s.error_class,
                          "error_type": s.error_type, "error_message": s.error_message,
                          "attempts": s.attempts, "first_error": s.first_error} for s in self.samples],
@@ -184,14 +184,6 @@ class ReportModel:
         flags = self.flags
         return pattern.to_json(dlq=flags.dlq, store=flags.store, job=flags.job, run_id=flags.run_id,
                                fn=flags.fn)
-
-
-def _json_safe(value: Any) -> Any:
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        return value
-    return repr(value)
 
 
 def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None = None,

@@ -30,7 +30,7 @@ from typing import Any, Final
 from .rules import DEFAULT_RULES, Recommendation, RecommendationRule, recommend
 
 __all__ = ["MAX_EXAMPLES", "MAX_PATTERNS", "OTHER_MESSAGES", "OTHER_TYPE", "FailurePattern", "PatternCounter",
-           "PatternKey", "message_template"]
+           "PatternKey", "json_safe", "message_template"]
 
 MAX_TEMPLATE_CHARS: Final = 160
 """A template is cut to this many characters (and ends in "…" when it was cut)."""
@@ -153,7 +153,9 @@ class PatternKey:
     template: str
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` as JSON can hold it (a record id in a report): None, str, bool, int and finite
+    floats as they are, anything else as its ``repr``."""
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float) and math.isfinite(value):
@@ -191,7 +193,7 @@ class FailurePattern:
         recommendation["command"] = self.command_line(dlq=dlq, store=store, job=job, run_id=run_id, fn=fn)
         return {"error_type": self.error_type, "error_class": self.error_class,
                 "http_status": self.http_status, "template": self.template, "count": self.count,
-                "share": self.share, "example_ids": [_json_safe(i) for i in self.example_ids],
+                "share": self.share, "example_ids": [json_safe(i) for i in self.example_ids],
                 "recommendation": recommendation}
 
 
