@@ -654,3 +654,6 @@ pub(super) fn park(
     }
     py.check_signals()
 }
+
+#[cfg(test)]
+mod tests;
