@@ -39,7 +39,7 @@ from .callables import load_callable
 from .console import console, is_tty
 from .options import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, cannot_start
 from .progress import ProgressView
-from .report import write_report_json
+from .report import save_report_json
 from .settings import PHASE_KEYS, EngineSettings
 
 __all__ = ["PHASE_KEYS", "Phase", "command_line", "phase_of", "phase_options", "print_validation", "run_phase",
@@ -212,14 +212,8 @@ def run_phase(ctx: click.Context, *, source: RecordSource | StreamSource, fn: Ca
     else:
         result = result.with_next_steps(default_sample_steps(
             result, full=command_line(ctx, "full"), sample=command_line(ctx, "sample")))
-    unwritten = False  # --report-json could not be written: the command must not read as a success
-    if report_json_path is not None:
-        try:
-            write_report_json(report_json_path, result.to_json())
-        except OSError as exc:  # checked before the run: the directory changed since
-            click.echo(f"Error: cannot write the report to {report_json_path}: {exc.strerror or exc}",
-                       err=True)
-            unwritten = True
+    # --report-json could not be written: the command must not read as a success.
+    unwritten = report_json_path is not None and not save_report_json(report_json_path, result.to_json())
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
     elif is_tty(sys.stdout):

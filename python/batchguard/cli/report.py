@@ -25,7 +25,7 @@ from .console import console, is_tty
 from .options import DEFAULT_URL
 
 __all__ = ["check_report_path", "print_report", "report_json", "report_json_option", "report_path_clash",
-           "write_report_json"]
+           "save_report_json", "write_report_json"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -121,6 +121,18 @@ def report_path_clash(path: str, *, input_path: str | None,
         if os.path.realpath(file) == target:
             return f"{path} is {what}: the report would replace it; give another path"
     return None
+
+
+def save_report_json(path: str, data: dict[str, Any]) -> bool:
+    """:func:`write_report_json`, after the run: False (and an error on stderr) when it cannot be
+    written -- checked before the run, so the directory changed since; the command must then
+    not read as a success, and the run's outcome is still printed."""
+    try:
+        write_report_json(path, data)
+    except OSError as exc:
+        click.echo(f"Error: cannot write the report to {path}: {exc.strerror or exc}", err=True)
+        return False
+    return True
 
 
 def write_report_json(path: str, data: dict[str, Any]) -> None:
