@@ -180,9 +180,25 @@ def _interrupted(job: str | None, store_url: str | None, dlq_url: str | None) ->
     if dlq_url is not None and absolute_url(dlq_url) != absolute_url(store):
         command += f" --dlq {shlex.quote(redact(dlq_url))}"
     # On a line of its own: the command's line stays the command, to copy whole.
-    hidden = ("\npasswords are shown as ***: type them in their place, or leave them out of the URL and "
-              "let the driver find them (PGPASSWORD, ~/.pgpass)") if "***" in command else ""
+    urls = [store] if dlq_url is None else [store, dlq_url]
+    hidden = _hidden_password_hint(urls) if "***" in command else ""
     return f"interrupted: {saved}; resume with: {command}{hidden}", command
+
+
+def _hidden_password_hint(urls: list[str]) -> str:
+    """What to do about the ``***`` in a printed command, for the kinds of server whose passwords
+    it hides: libpq finds a PostgreSQL password without the URL (PGPASSWORD, ~/.pgpass); the
+    Redis client (redis-py) reads none from the environment or a file, so there it goes in the URL."""
+    hidden = [url for url in urls if "***" in redact(url)]
+    schemes = {url.split("://", 1)[0].lower() for url in hidden if "://" in url}
+    hint = "\npasswords are shown as ***: type them in their place"
+    # A URL without a scheme that hides a password is a libpq "key=value" string.
+    if schemes & {"postgres", "postgresql"} or any("://" not in url for url in hidden):
+        hint += ", or leave the PostgreSQL one out of the URL and let libpq find it (PGPASSWORD, ~/.pgpass)"
+    if schemes & {"redis", "rediss"}:
+        hint += ("; the Redis one can only be given in the URL (its client reads no environment variable "
+                 "or file for it)")
+    return hint
 
 
 @click.command(cls=JsonErrorsCommand, short_help="Run --fn over the records of INPUT.")
