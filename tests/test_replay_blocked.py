@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from batchguard import BatchguardWarning, MemoryDLQ, RetryPolicy, ValidationIssue, replay, run_batches
+from batchguard._demo import write_dataset
 from batchguard.dlq import SqliteDLQ
 from test_cli import invoke
 
@@ -120,3 +121,19 @@ def test_cli_jobs_retry_failed_leaves_blocked_then_validate_rechecks(workdir: Pa
                     "sqlite:///q.db", "--validate", "test_replay_blocked:needs_email", "-q")
     assert sorted(r["id"] for r in SEEN) == []  # still blocked: stay, fn never sees them
     assert "still blocked" in result.output, result.output
+
+
+def test_the_demos_blocked_records_replay_through_the_fix_only_when_checked_again(workdir: Path) -> None:
+    """The walkthrough's triage: the demo's blocked records stay on a plain retry, and run
+    through process_fixed once --validate checks them with the rules the fix repairs."""
+    write_dataset(workdir / "demo.jsonl", 2000)
+    invoke("run", "demo.jsonl", "--fn", "batchguard._demo:process", "--validate", "batchguard._demo:validate",
+           "--max-attempts", "1", "-q")
+    with SqliteDLQ(workdir / "batchguard.db") as q:
+        blocked = q.count(error_type="ValidationBlocked")
+    assert blocked > 0
+    plain = invoke("dlq", "retry", "--error-type", "ValidationBlocked", "--fn", "batchguard._demo:process_fixed", "-q")
+    assert plain.exit_code == 1 and f"{blocked:,} were blocked by validation" in plain.output, plain.output
+    checked = invoke("dlq", "retry", "--error-type", "ValidationBlocked", "--fn", "batchguard._demo:process_fixed",
+                     "--validate", "batchguard._demo:validate_fixed", "-q")
+    assert checked.exit_code == 0 and f"{blocked:,} dead letters succeeded" in checked.output, checked.output

@@ -20,7 +20,8 @@ from typing import Any
 from ._files import FILE_MODE
 from .validation.issues import ValidationIssue
 
-__all__ = ["CORRUPT_EVERY", "FLAKY_EVERY", "process", "process_fixed", "validate", "write_dataset"]
+__all__ = ["CORRUPT_EVERY", "FLAKY_EVERY", "process", "process_fixed", "validate", "validate_fixed",
+           "write_dataset"]
 
 BAD_EMAIL_EVERY = 157
 NO_AMOUNT_EVERY = 211
@@ -98,3 +99,14 @@ def validate(record: Any) -> list[ValidationIssue]:
         issues.append(ValidationIssue("amount", "amount is 0", None, severity="warning",
                                       impact="the record is saved with nothing to charge"))
     return issues
+
+
+def validate_fixed(record: Any) -> list[ValidationIssue]:
+    """The demo's rules for ``process_fixed``, which repairs " at " emails and a missing amount:
+    the check a replay of the blocked records runs again (``dlq retry --validate``) once the fix
+    is deployed, so only those the fix really repairs reach it."""
+    if isinstance(record, Mapping):
+        email = record.get("email")
+        record = {**record, "amount": record.get("amount", 0),
+                  "email": email.replace(" at ", "@") if isinstance(email, str) else email}
+    return validate(record)
