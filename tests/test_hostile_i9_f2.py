@@ -3,6 +3,10 @@
 * ``dlq show`` / ``skip`` / ``remove`` / ``retry`` with an unknown id told the user to run
   ``batchguard dlq list --status all`` without the ``--dlq`` they had given, so the command they
   copied listed the default queue, not theirs: it now carries the ``--dlq``, shell-quoted.
+* After Ctrl-C with a password in a Redis ``--dlq``, the hint named PGPASSWORD and ~/.pgpass
+  (libpq's); redis-py reads no password from the environment, so it now says so.
+* A dry-run's dashboard and progress lines read "succeeded 30 | failed 0" while 10 records were
+  blocked: a dry-run runs checks, not --fn, so they say how many records were checked.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ import shlex
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from batchguard import RetryPolicy, run_batches
+from batchguard import RetryPolicy, ValidationIssue, run_batches
+from batchguard.cli.progress import ProgressView
 from batchguard.cli.run import _interrupted
 from test_cli import invoke
 
@@ -54,3 +60,26 @@ def test_ctrl_c_password_hint_is_the_one_of_the_url_scheme(
     assert command is not None and "***" in command and "s3cret" not in message
     assert ("PGPASSWORD" in message) is postgres_hint, message
     assert ("Redis one can only be given in the URL" in message) is redis_hint, message
+
+
+def _third_blocked(record: int) -> list[ValidationIssue]:
+    return [ValidationIssue("value", "must not be a multiple of 3", "fix it")] if record % 3 == 0 else []
+
+
+def test_dry_run_progress_counts_checks_not_successes() -> None:
+    snapshots: list[object] = []
+    report = run_batches(range(30), lambda r: r, mode="dry-run", validate=_third_blocked,
+                         batch_size=10, on_progress=snapshots.append)
+    assert report.blocked == 10
+    view = ProgressView(title="batchguard", mode="dry-run")
+    for snapshot in snapshots:
+        view.board.add(snapshot)  # type: ignore[arg-type]
+    last = snapshots[-1]
+    console = Console(record=True, width=120, force_terminal=True)
+    console.print(view._render(last))  # type: ignore[arg-type]
+    board = console.export_text()
+    lines = [view.plain_line(last),  # type: ignore[arg-type]
+             *(view.batch_line(b, 3) for b in last.finished)]  # type: ignore[attr-defined]
+    for text in (board, *lines):
+        assert "succeeded" not in text, text
+    assert "checked 30" in board and "checked 30" in lines[0], (board, lines)

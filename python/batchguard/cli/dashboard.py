@@ -170,9 +170,11 @@ def _batch_rows(board: Board, p: BatchProgress, room: int) -> Text:
         done = max(0, done - 1)  # one line sums up the rest
     folded = board.done_count - done
     if folded:
-        rows.note(f"✓ {folded:,} earlier batch{'es' if folded != 1 else ''} done · all done batches: "
-                  f"{board.done_succeeded:,} succeeded, {board.done_failed:,} failed, "
-                  f"{board.done_retries:,} retries", style="green")
+        sums = (f"{board.done_succeeded + board.done_failed:,} checked" if board.mode == "dry-run"
+                else f"{board.done_succeeded:,} succeeded, {board.done_failed:,} failed, "
+                     f"{board.done_retries:,} retries")
+        rows.note(f"✓ {folded:,} earlier batch{'es' if folded != 1 else ''} done · all done batches: {sums}",
+                  style="green")
     kept = list(board.done)
     # In batch order, as a person reads them: a batch can finish before an earlier one.
     drawn: list[BatchStats | ActiveBatch] = [*(kept[len(kept) - done:] if done else ()), *shown_open]
@@ -210,16 +212,17 @@ def _header(board: Board, p: BatchProgress | None) -> RenderableType:
     return Group(Text(board.title, style="bold"), Text(" · ".join(facts)))
 
 
-def _counts(p: BatchProgress) -> Text:
+def _counts(p: BatchProgress, checks: bool) -> Text:
+    """The status counts; for a dry-run (``checks``) how many records were checked: its records
+    never run, so "succeeded" would claim what the check did not, blocked records included."""
     unread = 0
     if p.total is not None:
         unread = max(0, p.total - p.records_processed - p.retrying - p.in_flight - p.queued)
+    counts = ((("✓ checked", p.succeeded + p.failed, "green"),) if checks
+              else (("✓ succeeded", p.succeeded, "green"), ("… in progress", p.in_flight, "cyan"),
+                    ("↻ retrying", p.retrying, "yellow"), ("✗ failed", p.failed, "red")))
     text = Text()
-    for label, value, style in (("✓ succeeded", p.succeeded, "green"),
-                                ("… in progress", p.in_flight, "cyan"),
-                                ("↻ retrying", p.retrying, "yellow"),
-                                ("✗ failed", p.failed, "red"),
-                                ("⏸ queued", p.queued + unread, "dim")):
+    for label, value, style in (*counts, ("⏸ queued", p.queued + unread, "dim")):
         text.append(f"{label} {value:,}", style=style if value else "dim")
         text.append("   ")
     return text
@@ -238,7 +241,7 @@ def render(board: Board, height: int) -> RenderableType:
         overall.append(f" {p.percent_complete:5.1f}%")
     parts: list[RenderableType] = [_header(board, p), Rule(style="dim"),
                                    _batch_rows(board, p, height - _FIXED_LINES), Rule(style="dim"),
-                                   overall, _counts(p),
+                                   overall, _counts(p, board.mode == "dry-run"),
                                    Text(f"{p.rate:,.0f} rec/s   ETA {duration(p.eta_s)}   "
                                         f"elapsed {duration(p.elapsed_s)}")]
     if p.breaker_state != "closed":

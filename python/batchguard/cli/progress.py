@@ -11,7 +11,8 @@ Off a terminal (a pipe, a file, CI logs), plain lines, each ``key value`` pairs 
 
 * every :data:`PLAIN_PROGRESS_EVERY_S` seconds, the run's line
   (``batches 3/10 (30.0%) | succeeded 27 | failed 3 | retrying 2 | 15 rec/s | ETA 5 s``, then
-  ``| breaker OPEN`` when the breaker is not closed);
+  ``| breaker OPEN`` when the breaker is not closed; a dry-run's say ``checked 30`` in place of
+  the succeeded, failed and retrying counts: its records are checked, not run);
 * one line per finished batch when batches are slow: a batch line is printed only when the
   previous line is at least :data:`PLAIN_BATCH_EVERY_S` old, so a fast run prints no more than
   the run's lines and a slow one says when each batch ends
@@ -141,19 +142,25 @@ class ProgressView:
             self.board.add(progress)
         return render(self.board, height)
 
-    @staticmethod
-    def plain_line(p: BatchProgress) -> str:
+    @property
+    def checks(self) -> bool:
+        """A dry-run: its records are checked, not run, so its counts are checks, not successes."""
+        return self.board.mode == "dry-run"
+
+    def plain_line(self, p: BatchProgress) -> str:
         """One line of progress, for a log or a pipe."""
         batches = f"{p.batches_completed}/{p.batches_total}" if p.batches_total else str(p.batches_completed)
         percent = f" ({p.percent_complete:.1f}%)" if p.total else ""
         breaker = "" if p.breaker_state == "closed" else f" | breaker {p.breaker_state.upper()}"
-        return (f"batches {batches}{percent} | succeeded {p.succeeded} | failed {p.failed} | "
-                f"retrying {p.retrying} | {p.rate:,.0f} rec/s | ETA {duration(p.eta_s)}{breaker}")
+        counts = (f"checked {p.succeeded + p.failed}" if self.checks
+                  else f"succeeded {p.succeeded} | failed {p.failed} | retrying {p.retrying}")
+        return (f"batches {batches}{percent} | {counts} | {p.rate:,.0f} rec/s | "
+                f"ETA {duration(p.eta_s)}{breaker}")
 
-    @staticmethod
-    def batch_line(b: BatchStats, batches_total: int | None) -> str:
+    def batch_line(self, b: BatchStats, batches_total: int | None) -> str:
         """One finished batch, for a log or a pipe."""
         of = f"/{batches_total}" if batches_total else ""
         state = f"stopped | pending {b.pending} | " if b.pending else "done | "
-        return (f"batch {b.batch_index + 1}{of} {state}succeeded {b.succeeded} | failed {b.failed} | "
-                f"retries {b.retries} | {duration(b.duration_s, tenths=True)}")
+        counts = (f"checked {b.succeeded + b.failed}" if self.checks
+                  else f"succeeded {b.succeeded} | failed {b.failed} | retries {b.retries}")
+        return f"batch {b.batch_index + 1}{of} {state}{counts} | {duration(b.duration_s, tenths=True)}"
