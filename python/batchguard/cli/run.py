@@ -36,7 +36,7 @@ from .options import (
 )
 from .phases import Phase, phase_of, phase_options, print_validation, run_phase
 from .progress import ProgressView
-from .report import print_report, report_json, report_json_option, report_path_clash, write_report_json
+from .report import print_report, report_json, report_json_option, report_path_clash, save_report_json
 from .settings import EngineSettings, apply_config, engine_options, settings_of
 
 __all__ = ["execute_run", "open_source", "run"]
@@ -118,12 +118,7 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
         if ending is not None:
             ending.add_to(data)
         if report_json_path is not None:
-            try:
-                write_report_json(report_json_path, data)
-            except OSError as exc:  # checked before the run: the directory changed since
-                click.echo(f"Error: cannot write the report to {report_json_path}: {exc.strerror or exc}",
-                           err=True)
-                unwritten = True
+            unwritten = not save_report_json(report_json_path, data)
     code = EXIT_OK if report.status == "complete" else EXIT_INCOMPLETE
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
