@@ -92,10 +92,10 @@ class ProgressView:
         for stats in progress.finished:
             if now - self._last_batch_line >= PLAIN_BATCH_EVERY_S:
                 self._last_batch_line = now
-                click.echo(self.batch_line(stats, progress.batches_total), err=True)
+                click.echo(self.batch_line(stats, progress.batches_total, checks=self.checks), err=True)
         if now - self._last_plain >= PLAIN_PROGRESS_EVERY_S and not progress.final:
             self._last_plain = now
-            click.echo(self.plain_line(progress), err=True)
+            click.echo(self.plain_line(progress, checks=self.checks), err=True)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -147,20 +147,22 @@ class ProgressView:
         """A dry-run: its records are checked, not run, so its counts are checks, not successes."""
         return self.board.mode == "dry-run"
 
-    def plain_line(self, p: BatchProgress) -> str:
-        """One line of progress, for a log or a pipe."""
+    @staticmethod
+    def plain_line(p: BatchProgress, *, checks: bool = False) -> str:
+        """One line of progress, for a log or a pipe (``checks``: a dry-run's)."""
         batches = f"{p.batches_completed}/{p.batches_total}" if p.batches_total else str(p.batches_completed)
         percent = f" ({p.percent_complete:.1f}%)" if p.total else ""
         breaker = "" if p.breaker_state == "closed" else f" | breaker {p.breaker_state.upper()}"
-        counts = (f"checked {p.succeeded + p.failed}" if self.checks
+        counts = (f"checked {p.succeeded + p.failed}" if checks
                   else f"succeeded {p.succeeded} | failed {p.failed} | retrying {p.retrying}")
         return (f"batches {batches}{percent} | {counts} | {p.rate:,.0f} rec/s | "
                 f"ETA {duration(p.eta_s)}{breaker}")
 
-    def batch_line(self, b: BatchStats, batches_total: int | None) -> str:
-        """One finished batch, for a log or a pipe."""
+    @staticmethod
+    def batch_line(b: BatchStats, batches_total: int | None, *, checks: bool = False) -> str:
+        """One finished batch, for a log or a pipe (``checks``: a dry-run's)."""
         of = f"/{batches_total}" if batches_total else ""
         state = f"stopped | pending {b.pending} | " if b.pending else "done | "
-        counts = (f"checked {b.succeeded + b.failed}" if self.checks
+        counts = (f"checked {b.succeeded + b.failed}" if checks
                   else f"succeeded {b.succeeded} | failed {b.failed} | retries {b.retries}")
         return f"batch {b.batch_index + 1}{of} {state}{counts} | {duration(b.duration_s, tenths=True)}"
