@@ -7,6 +7,8 @@
   (libpq's); redis-py reads no password from the environment, so it now says so.
 * A dry-run's dashboard and progress lines read "succeeded 30 | failed 0" while 10 records were
   blocked: a dry-run runs checks, not --fn, so they say how many records were checked.
+* The final snapshot of a generator run without ``total=`` said 0 % complete: it is 100 % when
+  the input ran out and no record was left pending (an aborted run's stays below).
 """
 
 from __future__ import annotations
@@ -90,3 +92,22 @@ def test_dry_run_progress_counts_checks_not_successes(capsys: pytest.CaptureFixt
     lines = capsys.readouterr().err
     assert "succeeded" not in lines and "| checked 30 |" in lines, lines
     assert "batch 3/3 done | checked 10 |" in lines, lines
+
+def _fatal_at_15(record: int) -> int:
+    if record == 15:
+        raise MemoryError("fatal")
+    return record
+
+
+@pytest.mark.parametrize("engine", ["native", "python"])
+def test_final_snapshot_of_a_generator_without_total_is_100_percent(engine: str) -> None:
+    snapshots: list[BatchProgress] = []
+    run_batches((i for i in range(25)), lambda r: r, batch_size=10, engine=engine,
+                on_progress=snapshots.append)
+    last = snapshots[-1]
+    assert last.final and last.total is None and last.percent_complete == 100.0
+    assert all(s.percent_complete == 0.0 for s in snapshots[:-1])  # unknown until the end
+    aborted: list[BatchProgress] = []
+    report = run_batches((i for i in range(100)), _fatal_at_15, batch_size=10, engine=engine,
+                         on_progress=aborted.append)
+    assert report.status == "aborted" and aborted[-1].final and aborted[-1].percent_complete < 100.0

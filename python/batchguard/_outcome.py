@@ -259,11 +259,11 @@ class RunRecorder:
         current = max((tally[0] for tally in self._stats), default=0)
         self._snapshot(completed, current, succeeded, failed, 0, 0, 0,
                        None if total is None else max(total, read), self.breaker_state, (),
-                       final=True)
+                       final=True, input_done=exhausted and succeeded + failed == read)
 
     def _snapshot(self, completed: int, current: int, succeeded: int, failed: int, retrying: int,
                   in_flight: int, queued: int, total: int | None, breaker: str,
-                  batches: tuple[ActiveBatch, ...], *, final: bool) -> None:
+                  batches: tuple[ActiveBatch, ...], *, final: bool, input_done: bool = False) -> None:
         assert self.on_progress is not None
         # Each finished batch goes out in exactly one snapshot, so an adapter can draw its
         # final row; built here, at snapshot time, from what the recorder keeps anyway.
@@ -273,7 +273,7 @@ class RunRecorder:
         self.on_progress(BatchProgress(
             completed, batches_total, current, succeeded + failed, succeeded, failed, retrying,
             in_flight, queued, _monotonic() - self.started, total, breaker, batches, finished,
-            self.batch_size, final))
+            self.batch_size, final, input_done))
 
     def classifier_error(self, exc: BaseException, error: BaseException) -> None:
         kind = (type(error).__name__, type(exc).__name__)

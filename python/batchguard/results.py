@@ -122,6 +122,9 @@ class BatchProgress:
     batch_size: int = 0
     final: bool = False
     """The run has ended: this is the last snapshot (not sent when the run raised)."""
+    input_done: bool = False
+    """On the final snapshot: the input ran out and no record was left pending (not an aborted
+    run), so the run is 100 % complete even when its total was never known."""
 
     @property
     def avg_time_per_record(self) -> float:
@@ -138,12 +141,14 @@ class BatchProgress:
 
     @property
     def percent_complete(self) -> float:
-        """0 to 100: records final of the total (never above 100, whatever ``total=`` said)."""
+        """0 to 100: records final of the total (never above 100, whatever ``total=`` said);
+        without a total, 0 until the final snapshot of a run that read its whole input (100)."""
         if self.total:
             return min(100.0, 100.0 * self.records_processed / self.total)
         if self.batches_total:
             return min(100.0, 100.0 * self.batches_completed / self.batches_total)
-        return 100.0 if self.total == 0 else 0.0
+        # No total (a generator without total=): unknown until the input has run out.
+        return 100.0 if self.total == 0 or self.input_done else 0.0
 
     @property
     def has_errors(self) -> bool:
