@@ -9,6 +9,8 @@
   blocked: a dry-run runs checks, not --fn, so they say how many records were checked.
 * The final snapshot of a generator run without ``total=`` said 0 % complete: it is 100 % when
   the input ran out and no record was left pending (an aborted run's stays below).
+* Ctrl-C during ``dlq retry`` said "entries of finished batches are updated" and no more: it now
+  says how many entries were marked replayed, how many stay open, and the command to continue.
 """
 
 from __future__ import annotations
@@ -111,3 +113,26 @@ def test_final_snapshot_of_a_generator_without_total_is_100_percent(engine: str)
     report = run_batches((i for i in range(100)), _fatal_at_15, batch_size=10, engine=engine,
                          on_progress=aborted.append)
     assert report.status == "aborted" and aborted[-1].final and aborted[-1].percent_complete < 100.0
+
+
+def interrupted_at_1200(record: int) -> int:
+    """A --fn the operator stops with Ctrl-C at record 1,200 (in the replay's second batch)."""
+    if record == 1200:
+        raise KeyboardInterrupt
+    return record
+
+
+def test_ctrl_c_during_dlq_retry_says_how_many_were_replayed_and_how_to_continue(workdir: Path) -> None:
+    url = f"sqlite:///{workdir / 'my queue.db'}"
+    # A replay marks the entries of finished batches (1,000 records): the first one finishes.
+    run_batches(range(1500), always_fails, dlq=url, retry=RetryPolicy(max_attempts=1))
+    fn = "test_hostile_i9_f2:interrupted_at_1200"
+    result = invoke("dlq", "retry", "--fn", fn, "--dlq", url, "--stage", "process", "--max-attempts", "1")
+    assert result.exit_code == 130, result.output
+    open_left = invoke("dlq", "count", "--dlq", url).output.strip()
+    replayed = invoke("dlq", "count", "--dlq", url, "--status", "replayed").output.strip()
+    assert int(replayed) > 0 and int(open_left) + int(replayed) == 1500
+    assert f"{int(replayed):,} dead letters were marked replayed" in result.output, result.output
+    assert f"{int(open_left):,} stay open" in result.output, result.output
+    command = (f"batchguard dlq retry --fn {fn} --dlq {shlex.quote(url)} --stage process")
+    assert command in result.output, result.output

@@ -30,7 +30,16 @@ from ..jobs import job_status
 from ..replay import replay
 from .callables import load_callable
 from .console import console, is_tty, one_line, table
-from .dlq_queue import blocked_note, find_entries, find_entry, open_queue, status_option, validate_option
+from .dlq_queue import (
+    blocked_note,
+    find_entries,
+    find_entry,
+    interrupted_replay,
+    open_queue,
+    replayed_among,
+    status_option,
+    validate_option,
+)
 from .dlq_review import actions, review
 from .options import (
     EXIT_INCOMPLETE,
@@ -299,6 +308,7 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
     refused: PickleNotAllowedError | None = None
     with open_queue(dlq_url) as queue, warnings.catch_warnings():
         named = [e.id for e in find_entries(queue, ids, dlq_url)] if ids else None
+        replayed_before = replayed_among(queue, named, selected)
         warnings.simplefilter("ignore")  # the not-replayable count is printed below instead
         try:
             with view.running():
@@ -310,7 +320,8 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
             refused = exc  # the others were replayed: their report first, then why these were not
             report = exc.report
         except KeyboardInterrupt:
-            click.echo("\ninterrupted: entries of finished batches are updated", err=True)
+            click.echo("\n" + interrupted_replay(queue, named, status, selected, replayed_before, fn_spec,
+                                                 dlq_url), err=True)
             sys.exit(EXIT_INTERRUPTED)
         except (ConfigError, JobStoreUnavailableError) as exc:
             cannot_start(exc)

@@ -4,6 +4,7 @@ a person copied, and the ``--status`` option."""
 from __future__ import annotations
 
 import contextlib
+import shlex
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, TypeVar
 
@@ -17,7 +18,8 @@ from ..errors import ConfigError, DLQUnavailableError
 from ..replay import ReplayReport
 from .options import CannotStart, cannot_start, file_of, url_flag
 
-__all__ = ["blocked_note", "find_entries", "find_entry", "open_queue", "status_option", "validate_option"]
+__all__ = ["blocked_note", "find_entries", "find_entry", "interrupted_replay", "open_queue", "replayed_among",
+           "status_option", "validate_option"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -131,3 +133,38 @@ def find_entries(queue: DeadLetterQueue, wanted: Iterable[str], dlq_url: str) ->
         raise CannotStart("nothing was changed: " + ("; ".join(shown) if len(problems) == 1
                                                       else "\n  " + "\n  ".join(shown)))
     return list(entries.values())
+
+
+def _count(queue: DeadLetterQueue, named: list[str] | None, status: str, selected: dict[str, Any]) -> int:
+    """Entries with ``status`` among the ids ``named``, or else among the filters' matches."""
+    if named is None:
+        return queue.count(status=status, **selected)
+    return sum(1 for entry_id in named
+               if (entry := queue.get(entry_id)) is not None and (status == ALL or entry.status == status))
+
+
+def replayed_among(queue: DeadLetterQueue, named: list[str] | None, selected: dict[str, Any]) -> int:
+    """How many of the entries a replay works on are marked replayed already (taken before it,
+    so that a Ctrl-C can say how many it marked)."""
+    return _count(queue, named, "replayed", selected)
+
+
+def interrupted_replay(queue: DeadLetterQueue, named: list[str] | None, status: str, selected: dict[str, Any],
+                       replayed_before: int, fn_spec: str, dlq_url: str) -> str:
+    """The Ctrl-C message of ``dlq retry``: the entries of the batches that finished are marked
+    (the rest are untouched), so how many were marked replayed, how many are left, and the
+    command that replays those (replayed entries leave the ``--status`` view, except ``all``)."""
+    marked = replayed_among(queue, named, selected) - replayed_before
+    left = _count(queue, named, status, selected)
+    if status == ALL:
+        left -= replayed_among(queue, named, selected)
+    still = [] if named is None else [
+        entry_id for entry_id in named if (entry := queue.get(entry_id)) is not None and entry.status != "replayed"]
+    command = ("batchguard dlq retry" + "".join(f" {shlex.quote(e)}" for e in still)
+               + f" --fn {shlex.quote(fn_spec)}{url_flag('--dlq', dlq_url)}"
+               + "".join(f" --{'job' if k == 'job_id' else k.replace('_', '-')} {shlex.quote(str(v))}"
+                         for k, v in selected.items())
+               + ("" if status == "open" or status == ALL else f" --status {status}"))
+    which = "are not replayed yet" if status == ALL else f"stay {status}"
+    return (f"interrupted: {marked:,} dead letters were marked replayed (the batches that finished); "
+            f"{left:,} {which}, untouched or failed again; replay them with:\n{command}")
