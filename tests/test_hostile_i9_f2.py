@@ -9,7 +9,7 @@
   blocked: a dry-run runs checks, not --fn, so they say how many records were checked.
 * The final snapshot of a generator run without ``total=`` said 0 % complete: it is 100 % when
   the input ran out and no record was left pending (an aborted run's stays below).
-* Ctrl-C during ``dlq retry`` said "entries of finished batches are updated" and no more: it now
+* Ctrl-C during ``dlq retry`` / ``jobs retry-failed`` said "entries of finished batches are updated" and no more: it now
   says how many entries were marked replayed, how many stay open, and the command to continue.
 """
 
@@ -25,7 +25,7 @@ from rich.console import Console
 from batchguard import BatchProgress, RetryPolicy, ValidationIssue, run_batches
 from batchguard.cli.progress import ProgressView
 from batchguard.cli.run import _interrupted
-from test_cli import invoke
+from test_cli import invoke, write_jsonl
 
 
 def always_fails(record: int) -> int:
@@ -135,4 +135,26 @@ def test_ctrl_c_during_dlq_retry_says_how_many_were_replayed_and_how_to_continue
     assert f"{int(replayed):,} dead letters were marked replayed" in result.output, result.output
     assert f"{int(open_left):,} stay open" in result.output, result.output
     command = (f"batchguard dlq retry --fn {fn} --dlq {shlex.quote(url)} --stage process")
+    assert command in result.output, result.output
+
+
+def interrupted_at_id_2401(record: dict[str, int]) -> dict[str, int]:
+    """A fixed --fn the operator stops with Ctrl-C at the 1,201st odd id (the replay's 2nd batch)."""
+    if record["id"] == 2401:
+        raise KeyboardInterrupt
+    return record
+
+
+def test_ctrl_c_during_jobs_retry_failed_says_how_many_were_replayed(workdir: Path) -> None:
+    write_jsonl(workdir / "in.jsonl", 2600)
+    store = f"sqlite:///{workdir / 'job store.db'}"
+    first = invoke("run", "in.jsonl", "--fn", "cli_fns:fail_odd", "--job", "nightly", "--store", store,
+                   "--max-attempts", "1", "-q")
+    assert first.exit_code == 1, first.output
+    fn = "test_hostile_i9_f2:interrupted_at_id_2401"
+    result = invoke("jobs", "retry-failed", "nightly", "--fn", fn, "--store", store, "--max-attempts", "1")
+    assert result.exit_code == 130, result.output
+    assert "1,000 dead letters were marked replayed" in result.output, result.output
+    assert "300 stay open" in result.output, result.output
+    command = f"batchguard jobs retry-failed nightly --fn {fn} --store {shlex.quote(store)}"
     assert command in result.output, result.output

@@ -32,6 +32,7 @@ from .callables import load_callable
 from .console import console, is_tty, one_line, table
 from .dlq_queue import (
     blocked_note,
+    dlq_retry_command,
     find_entries,
     find_entry,
     interrupted_replay,
@@ -320,8 +321,9 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
             refused = exc  # the others were replayed: their report first, then why these were not
             report = exc.report
         except KeyboardInterrupt:
-            click.echo("\n" + interrupted_replay(queue, named, status, selected, replayed_before, fn_spec,
-                                                 dlq_url), err=True)
+            command = dlq_retry_command(queue, named, status, selected, fn_spec, dlq_url)
+            click.echo("\n" + interrupted_replay(queue, named, status, selected, replayed_before, command),
+                       err=True)
             sys.exit(EXIT_INTERRUPTED)
         except (ConfigError, JobStoreUnavailableError) as exc:
             cannot_start(exc)

@@ -18,8 +18,8 @@ from ..errors import ConfigError, DLQUnavailableError
 from ..replay import ReplayReport
 from .options import CannotStart, cannot_start, file_of, url_flag
 
-__all__ = ["blocked_note", "find_entries", "find_entry", "interrupted_replay", "open_queue", "replayed_among",
-           "status_option", "validate_option"]
+__all__ = ["blocked_note", "dlq_retry_command", "find_entries", "find_entry", "interrupted_replay", "open_queue",
+           "replayed_among", "status_option", "validate_option"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -149,22 +149,28 @@ def replayed_among(queue: DeadLetterQueue, named: list[str] | None, selected: di
     return _count(queue, named, "replayed", selected)
 
 
+def dlq_retry_command(queue: DeadLetterQueue, named: list[str] | None, status: str, selected: dict[str, Any],
+                      fn_spec: str, dlq_url: str) -> str:
+    """The ``dlq retry`` command that replays what an interrupted one left: the ids given that
+    are not replayed yet, or the same filters (replayed entries leave the ``--status`` view)."""
+    still = [] if named is None else [
+        entry_id for entry_id in named if (entry := queue.get(entry_id)) is not None and entry.status != "replayed"]
+    return ("batchguard dlq retry" + "".join(f" {shlex.quote(e)}" for e in still)
+            + f" --fn {shlex.quote(fn_spec)}{url_flag('--dlq', dlq_url)}"
+            + "".join(f" --{'job' if k == 'job_id' else k.replace('_', '-')} {shlex.quote(str(v))}"
+                      for k, v in selected.items())
+            + ("" if status == "open" or status == ALL else f" --status {status}"))
+
+
 def interrupted_replay(queue: DeadLetterQueue, named: list[str] | None, status: str, selected: dict[str, Any],
-                       replayed_before: int, fn_spec: str, dlq_url: str) -> str:
-    """The Ctrl-C message of ``dlq retry``: the entries of the batches that finished are marked
-    (the rest are untouched), so how many were marked replayed, how many are left, and the
-    command that replays those (replayed entries leave the ``--status`` view, except ``all``)."""
+                       replayed_before: int, command: str) -> str:
+    """The Ctrl-C message of a replay (``dlq retry``, ``jobs retry-failed``): the entries of the
+    batches that finished are marked, the rest untouched, so how many were marked replayed, how
+    many are left, and ``command``, which replays those."""
     marked = replayed_among(queue, named, selected) - replayed_before
     left = _count(queue, named, status, selected)
     if status == ALL:
         left -= replayed_among(queue, named, selected)
-    still = [] if named is None else [
-        entry_id for entry_id in named if (entry := queue.get(entry_id)) is not None and entry.status != "replayed"]
-    command = ("batchguard dlq retry" + "".join(f" {shlex.quote(e)}" for e in still)
-               + f" --fn {shlex.quote(fn_spec)}{url_flag('--dlq', dlq_url)}"
-               + "".join(f" --{'job' if k == 'job_id' else k.replace('_', '-')} {shlex.quote(str(v))}"
-                         for k, v in selected.items())
-               + ("" if status == "open" or status == ALL else f" --status {status}"))
     which = "are not replayed yet" if status == ALL else f"stay {status}"
     return (f"interrupted: {marked:,} dead letters were marked replayed (the batches that finished); "
             f"{left:,} {which}, untouched or failed again; replay them with:\n{command}")

@@ -17,7 +17,7 @@ from ..jobs import JobStatus, job_batches, job_status, list_jobs
 from ..replay import replay
 from .callables import load_callable
 from .console import table
-from .dlq_queue import blocked_note, validate_option
+from .dlq_queue import blocked_note, interrupted_replay, replayed_among, validate_option
 from .jobs_status import (
     dead_letter_counts,
     job_dlq,
@@ -226,6 +226,7 @@ def jobs_retry_failed(name: str, fn_spec: str, store_url: str, dlq_url: str | No
         if dlq.queue is None:
             raise CannotStart(f"cannot retry job {name!r}: {dlq.why_not}")
         warnings.simplefilter("ignore")  # the counts left aside are printed below instead
+        replayed_before = replayed_among(dlq.queue, None, wanted)
         try:
             with view.running():
                 report = replay(dlq.queue, fn, concurrency=concurrency or int(saved.get("concurrency", 1)),
@@ -236,8 +237,12 @@ def jobs_retry_failed(name: str, fn_spec: str, store_url: str, dlq_url: str | No
             click.echo(f"error: {report.pickle_refused:,} entries store their record as pickle and were not "
                        "loaded; replay them with batchguard dlq retry --allow-pickle", err=True)
         except KeyboardInterrupt:
-            click.echo(f"\ninterrupted: entries of finished batches are updated; run batchguard jobs "
-                       f"retry-failed {shlex.quote(name)} again for the rest", err=True)
+            command = (f"batchguard jobs retry-failed {shlex.quote(name)} --fn {shlex.quote(fn_spec)}"
+                       f"{url_flag('--store', store_url)}"
+                       + ("" if dlq_url is None else f" --dlq {shlex.quote(redact(dlq_url))}")
+                       + ("" if error_type is None else f" --error-type {shlex.quote(error_type)}"))
+            click.echo("\n" + interrupted_replay(dlq.queue, None, "open", wanted, replayed_before, command),
+                       err=True)
             sys.exit(EXIT_INTERRUPTED)
         except (ConfigError, JobStoreUnavailableError) as exc:
             cannot_start(exc)
