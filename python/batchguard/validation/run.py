@@ -70,10 +70,12 @@ def _dry_plan(plan: Plan, collector: ValidationCollector) -> Plan:
     is_async = is_coroutine_function(check)
     timeout = plan.timeout if is_async else None
     config = replace(plan.config, retry=RetryPolicy(max_attempts=1), breaker=None,
-                     max_failures=None, key_of=None, skip_batches=frozenset(), timeout=timeout)
+                     max_failures=None, key_of=None, skip_batches=frozenset(), timeout=timeout,
+                     collect_retries=False)
+    # hooks=(): the run's hooks and metrics watch the run, not its checks
     return replace(plan, records=enumerate(plan.records), fn=fn, is_async=is_async, config=config,
                    timeout=timeout, dlq=None, reopen_dlq=None, id_of=verdict_id, bulk=False,
-                   success_threshold=None, job=None, store=None, force=False)
+                   success_threshold=None, job=None, store=None, force=False, hooks=())
 
 
 def _dry_report(collector: ValidationCollector, report: BatchReport[Any]) -> ValidationReport:
@@ -211,12 +213,14 @@ Chosen = list[tuple[str, int, Any, float]]
 def _sample_plan(plan: Plan, chosen: Chosen, timings: _Timings) -> tuple[Plan, list[Any]]:
     ids = [_record_id(plan, record, index) for _, index, record, _ in chosen]
     key_of = plan.config.key_of
-    config = replace(plan.config, skip_batches=frozenset(),
+    config = replace(plan.config, skip_batches=frozenset(), collect_retries=False,
                      key_of=None if key_of is None else (lambda pair: key_of(pair[1])))
+    # hooks=(): a sample's records cross the engine as (position, record) pairs, which the run's
+    # hooks and metrics must not be handed as records
     sampled = replace(plan, records=[(pos, c[2]) for pos, c in enumerate(chosen)], total=len(chosen),
                       fn=_timed(plan, timings), config=config, dlq=None, reopen_dlq=None,
                       id_of=lambda pair: ids[pair[0]], success_threshold=None, job=None,
-                      store=None, force=False, expected_total=None)
+                      store=None, force=False, expected_total=None, hooks=())
     return sampled, ids
 
 
