@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from .._report.model import CliContext, build
-from .._report.panel import render_panel, render_steps
 from .._report.steps import NextStep
-from .._report.text import render_text
 from .._urls import redact
 from ..errors import BatchguardError
 from ..jobs import JobStatus, job_status
 from ..results import BatchReport
-from .console import console, is_tty
 from .jobs_status import job_dlq
 from .options import DEFAULT_URL, EXIT_INCOMPLETE, EXIT_OK, url_flag
+from .report import print_model
 
 __all__ = ["JobEnding", "job_ending"]
 
@@ -81,14 +78,7 @@ class JobEnding:
         model = build(report, cli=CliContext(dlq_url=None if dlq_url is None else redact(dlq_url),
                                              store_url=redact(store_url), default_url=DEFAULT_URL,
                                              fn_spec=fn_spec))
-        model = dataclasses.replace(model, next_steps=model.next_steps + self.earlier_steps)
-        if is_tty(sys.stdout):
-            terminal = console()
-            terminal.print(render_panel(model))
-            for line in render_steps(model):
-                terminal.print(line, soft_wrap=True)
-        else:
-            click.echo(render_text(model))
+        print_model(dataclasses.replace(model, next_steps=model.next_steps + self.earlier_steps))
         click.echo(self.summary())
 
 

@@ -15,7 +15,7 @@ from typing import Any, Final, TypeVar
 import click
 
 from .._files import atomic_writer
-from .._report.model import CliContext, build
+from .._report.model import CliContext, ReportModel, build
 from .._report.panel import render_panel, render_steps
 from .._report.text import render_text
 from .._urls import FILE_SCHEMES, parse_url, redact
@@ -24,7 +24,7 @@ from ..results import BatchReport
 from .console import console, is_tty
 from .options import DEFAULT_URL
 
-__all__ = ["check_report_path", "print_report", "report_json", "report_json_option", "report_path_clash",
+__all__ = ["check_report_path", "print_model", "print_report", "report_json", "report_json_option", "report_path_clash",
            "save_report_json", "write_report_json"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -47,7 +47,12 @@ def print_report(report: BatchReport, *, dlq_url: str | None, job_store: str | N
                  fn_spec: str | None = None) -> None:
     """Print ``report``: its commands carry ``--dlq`` / ``--store`` unless they are the default,
     and ``fn_spec`` as their ``--fn`` when given."""
-    model = build(report, cli=_context(dlq_url, job_store, fn_spec))
+    print_model(build(report, cli=_context(dlq_url, job_store, fn_spec)))
+
+
+def print_model(model: ReportModel) -> None:
+    """A report model on stdout: the rich panel and its commands (whole, soft-wrapped) on a
+    terminal, plain text otherwise."""
     if is_tty(sys.stdout):
         terminal = console()
         terminal.print(render_panel(model))
