@@ -24,6 +24,8 @@ __all__ = [
     "JobNotFoundError",
     "JobStoreUnavailableError",
     "PickleNotAllowedError",
+    "ResultRejected",
+    "RetryTimeExceeded",
 ]
 
 
@@ -118,3 +120,31 @@ class DeadLetterNotFoundError(DLQError, LookupError):
     def __init__(self, message: str, ids: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.ids = ids
+
+
+class ResultRejected(BatchguardError):
+    """``fn`` returned a value its retry policy's ``retry_on_result`` rejected (an empty page, a
+    "pending" status): the record is retried as a RECOVERABLE failure, and dead-lettered with
+    this error when its attempts run out. ``value_repr`` is the rejected value's ``repr``
+    (shortened), so the DLQ entry says what came back.
+
+    >>> str(ResultRejected([]))
+    'retry_on_result rejected the value fn returned: []'
+    """
+
+    def __init__(self, value: Any) -> None:
+        try:
+            shown = repr(value)
+        except Exception:  # noqa: BLE001 - a broken __repr__ must not lose the record
+            shown = f"<unrepresentable {type(value).__name__}>"
+        if len(shown) > 200:
+            shown = shown[:197] + "..."
+        super().__init__(f"retry_on_result rejected the value fn returned: {shown}")
+        self.value_repr = shown
+
+
+class RetryTimeExceeded(BatchguardError, TimeoutError):
+    """A record's next retry would have started after its policy's ``max_elapsed`` (counted
+    from its first failure), so it was dead-lettered instead. The message names the limit,
+    when the retry was due and the last error, which is also this error's ``__cause__``.
+    """
