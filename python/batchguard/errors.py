@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BatchRolledBack",
     "BatchguardError",
     "BatchguardWarning",
     "BulkResultError",
+    "CompensationFailed",
     "ConfigError",
     "ConfigTypeError",
     "DLQError",
@@ -147,4 +149,20 @@ class RetryTimeExceeded(BatchguardError, TimeoutError):
     """A record's next retry would have started after its policy's ``max_elapsed`` (counted
     from its first failure), so it was dead-lettered instead. The message names the limit,
     when the retry was due and the last error, which is also this error's ``__cause__``.
+    """
+
+
+class BatchRolledBack(BatchguardError):
+    """The error a record's DLQ entry carries when its call succeeded but its atomic batch
+    (``atomic_batches=True``) was rolled back because another record of the batch failed: its
+    effect was undone by ``compensate``, and the entry (stage: the run's) replays it once the
+    cause is fixed. The message names the batch and the record that failed with its error.
+    """
+
+
+class CompensationFailed(BatchguardError):
+    """The error a DLQ entry of stage "compensate" carries: ``compensate(record, value)`` still
+    raised when its retries ran out (or raised a PERMANENT or FATAL error), so the record's
+    effect was *not* undone. The entry's payload is ``{"record": ..., "value": ...}``; the undo's
+    own error is this error's ``__cause__``, and its type and message are in the message.
     """
