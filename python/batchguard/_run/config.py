@@ -39,3 +39,7 @@ class EngineConfig:
     collect_retries: bool = False
     """Hand each scheduled retry to the recorder (a ``RetryEvent``): only with an ``on_retry``
     hook, so a run without one pays nothing for it."""
+    values_per_batch: bool = False
+    """Hand each batch's successful values to the recorder with the batch's end (``BatchEvent``
+    ``indices`` / ``values``) and keep none for the run's end: ``results=`` other than "keep".
+    False keeps them all for ``report.successful``, the engines' fast path."""
