@@ -1,0 +1,153 @@
+"""Steering a run's load on its dependency: a retry budget and adaptive concurrency.
+
+``run_batches(..., retry_budget=RetryBudget(ratio=0.2, min_per_s=10))`` keeps retries under a
+share of first attempts over a sliding window, so that an outage cannot turn the run into a
+retry storm; ``run_batches(..., concurrency=Adaptive(min=1, max=256))`` finds how many calls
+the dependency takes in flight by AIMD, backing off on its overload signals (HTTP 429/503,
+timeouts, Retry-After). Both engines implement them (``src/engine/budget.rs``,
+``src/engine/adaptive.rs``; ``reference/budget.py``, ``reference/adaptive.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from ._clients import retry_after_of
+from ._error_class import http_status_of
+from .errors import ConfigError, ConfigTypeError
+
+__all__ = ["OVERLOAD_STATUSES", "Adaptive", "RetryBudget", "is_overload"]
+
+OVERLOAD_STATUSES = frozenset({429, 503})
+"""HTTP statuses that say the dependency is overloaded (Too Many Requests, Service Unavailable)."""
+
+# Client timeouts that are not TimeoutError subclasses, by qualified name (no import needed):
+# each one is the dependency not answering in time, an overload signal like TimeoutError.
+_TIMEOUTS = frozenset({
+    "httpx.TimeoutException", "requests.exceptions.Timeout", "urllib3.exceptions.TimeoutError",
+    "redis.exceptions.TimeoutError", "sqlalchemy.exc.TimeoutError",
+})
+
+
+def _number(owner: str, name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigTypeError(f"{owner}.{name} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _count(owner: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigTypeError(f"{owner}.{name} must be an int, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class RetryBudget:
+    """Retries may not exceed ``ratio`` of first attempts plus ``min_per_s`` per second, over the
+    last ``window_s`` seconds (counted in ten slots, as Finagle's RetryBudget does).
+
+    A retry over budget waits until the window frees room (``over_budget="wait"``: it stays
+    queued while new records run) or its record is dead-lettered at once
+    (``over_budget="dead_letter"``, counted in ``report.retries_over_budget``). Waiting needs
+    ``min_per_s * window_s >= 1``, so that a retry left after the last first attempt can pass.
+
+    >>> import batchguard
+    >>> budget = batchguard.RetryBudget(ratio=0.2, min_per_s=10)
+    >>> budget.allowance(first_attempts=1000)  # retries allowed over one window
+    300.0
+    """
+
+    ratio: float = 0.2
+    min_per_s: float = 10.0
+    window_s: float = 10.0
+    over_budget: Literal["wait", "dead_letter"] = "wait"
+
+    def __post_init__(self) -> None:
+        ratio = _number("RetryBudget", "ratio", self.ratio)
+        floor = _number("RetryBudget", "min_per_s", self.min_per_s)
+        window = _number("RetryBudget", "window_s", self.window_s)
+        if not (ratio >= 0.0 and ratio != float("inf")):
+            raise ConfigError(f"RetryBudget.ratio must be a finite number >= 0, got {self.ratio}")
+        if not (floor >= 0.0 and floor != float("inf")):
+            raise ConfigError(f"RetryBudget.min_per_s must be a finite number >= 0, got {self.min_per_s}")
+        if not (window > 0.0 and window != float("inf")):
+            raise ConfigError(f"RetryBudget.window_s must be a finite number > 0, got {self.window_s}")
+        if self.over_budget not in ("wait", "dead_letter"):
+            raise ConfigError(f"RetryBudget.over_budget must be 'wait' or 'dead_letter', got {self.over_budget!r}")
+        if self.over_budget == "wait" and floor * window < 1.0:
+            raise ConfigError("RetryBudget(over_budget='wait') needs min_per_s * window_s >= 1 (at least one "
+                              f"retry per window once no first attempts are left), got {floor} * {window}")
+        object.__setattr__(self, "ratio", ratio)
+        object.__setattr__(self, "min_per_s", floor)
+        object.__setattr__(self, "window_s", window)
+
+    def allowance(self, first_attempts: int) -> float:
+        """Retries one window allows when it holds ``first_attempts`` first attempts."""
+        return self.ratio * first_attempts + self.min_per_s * self.window_s
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """``concurrency=Adaptive(...)``: calls in flight limited by AIMD, between ``min`` and ``max``.
+
+    The limit starts at ``initial`` (None: ``min``) and doubles per round of calls until the
+    first overload signal (slow start); then each success adds ``increase / limit`` (``increase``
+    per round) and an overload signal multiplies it by ``decrease``. One round's signals cut it
+    once: a signal from a call that started before the last cut is ignored (TCP's cool-down),
+    so a burst of 429s does not collapse it. Overload signals are HTTP 429 and 503, timeouts
+    (TimeoutError, ``timeout=``, the HTTP clients' own) and a Retry-After (:func:`is_overload`).
+    The limit is in ``BatchProgress.concurrency_limit``, the report (final, peak, lowest) and
+    the Prometheus gauge ``batchguard_concurrency_limit``.
+
+    >>> import batchguard
+    >>> batchguard.Adaptive(max=64).start
+    1
+    """
+
+    min: int = 1
+    max: int = 256
+    initial: int | None = None
+    increase: float = 1.0
+    decrease: float = 0.7
+
+    def __post_init__(self) -> None:
+        low, high = _count("Adaptive", "min", self.min), _count("Adaptive", "max", self.max)
+        if low < 1:
+            raise ConfigError(f"Adaptive.min must be >= 1, got {low}")
+        if high < low:
+            raise ConfigError(f"Adaptive.max must be >= min ({low}), got {high}")
+        if self.initial is not None and not low <= _count("Adaptive", "initial", self.initial) <= high:
+            raise ConfigError(f"Adaptive.initial must be in min..max ({low}..{high}), got {self.initial}")
+        increase = _number("Adaptive", "increase", self.increase)
+        decrease = _number("Adaptive", "decrease", self.decrease)
+        if not (increase > 0.0 and increase != float("inf")):
+            raise ConfigError(f"Adaptive.increase must be a finite number > 0, got {self.increase}")
+        if not 0.0 < decrease < 1.0:
+            raise ConfigError(f"Adaptive.decrease must be in (0, 1), got {self.decrease}")
+        object.__setattr__(self, "increase", increase)
+        object.__setattr__(self, "decrease", decrease)
+
+    @property
+    def start(self) -> int:
+        """The limit a run starts with."""
+        return self.min if self.initial is None else self.initial
+
+
+def is_overload(exc: BaseException) -> bool:
+    """Does this failure say the dependency is overloaded? HTTP 429 or 503 (``status_code``,
+    ``status`` or ``response.status_code``), a timeout (TimeoutError, or an HTTP or database
+    client's own timeout), or a Retry-After (attribute or header). Both engines ask it, only
+    when concurrency adapts."""
+    if isinstance(exc, TimeoutError):
+        return True
+    for klass in type(exc).__mro__:
+        if f"{klass.__module__}.{klass.__qualname__}" in _TIMEOUTS:
+            return True
+    try:
+        if http_status_of(exc) in OVERLOAD_STATUSES:
+            return True
+        return retry_after_of(exc, time.time()) is not None
+    except Exception:  # noqa: BLE001 - an exception's broken attribute is no signal
+        return False
