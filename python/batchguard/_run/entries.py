@@ -17,12 +17,17 @@ from .._error_class import http_status_of
 from .._native import DeadRecord
 from ..dlq.base import Attempt, DeadLetter
 from ..dlq.codec import Fallbacks, clean_text, encode_payload, encode_record_id, type_name
+from ..errors import CompensationFailed
 from ..validation.issues import VALIDATE_STAGE, ValidationBlocked
 from .tracebacks import TracebackFormatter
 
 __all__ = ["EntryBuilder", "default_id_of", "entry_id", "http_status", "message_of", "new_run_id"]
 
 logger = logging.getLogger("batchguard")
+
+COMPENSATE_STAGE = "compensate"
+"""The stage of a dead letter whose ``compensate(record, value)`` failed (its payload is
+``{"record": ..., "value": ...}``; see ``batchguard.compensation``)."""
 
 _ID_NAMESPACE = uuid.UUID("6f1d7c1e-5b7a-4f0e-9a57-1b2c3d4e5f60")
 
@@ -118,8 +123,10 @@ class EntryBuilder:
 
     def stage_of(self, exc: BaseException) -> str:
         """The stage a record failed at: "validate" when its check blocked it (``fn`` never
-        ran), else the run's stage."""
-        return VALIDATE_STAGE if isinstance(exc, ValidationBlocked) else self.stage
+        ran), "compensate" when its undo failed (``batchguard.compensation``), else the run's stage."""
+        if isinstance(exc, ValidationBlocked):
+            return VALIDATE_STAGE
+        return COMPENSATE_STAGE if isinstance(exc, CompensationFailed) else self.stage
 
     def payload(self, record: Any) -> tuple[Any, str]:
         """The stored payload and its encoding (dlq.codec: JSON, pickle if opted in, repr, placeholder)."""
