@@ -77,6 +77,12 @@ class BatchStats:
     duration_s: float
     pending: int = 0
 
+    @property
+    def compensated(self) -> int:
+        """Records of the batch that succeeded and were undone (``compensate=``): the rest of
+        ``size`` once succeeded, failed and pending are counted."""
+        return self.size - self.succeeded - self.failed - self.pending
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "batch_index": self.batch_index,
@@ -86,6 +92,7 @@ class BatchStats:
             "retries": self.retries,
             "duration_s": self.duration_s,
             "pending": self.pending,
+            "compensated": self.compensated,
         }
 
 
@@ -168,9 +175,11 @@ _VIEWS: Final = frozenset({"batches", "dead_letters", "errors", "failed", "error
 class BatchReport(Generic[R]):
     """The complete result of a run.
 
-    ``report.total == report.success_count + report.failure_count + report.pending_count``
-    always holds. ``errors``, ``failed``, ``dead_letters`` and the error aggregates are built
-    from the engine's compact failure log the first time they are read, so a failure-heavy run
+    ``report.total == report.success_count + report.failure_count + report.compensated_count
+    + report.pending_count`` always holds: every record ends succeeded, dead-lettered,
+    compensated (succeeded, then undone by ``compensate=``) or pending. ``errors``, ``failed``,
+    ``dead_letters`` and the error aggregates are built from the engine's compact failure log
+    the first time they are read, so a failure-heavy run
     pays for them only if someone looks.
 
     With a durable DLQ (anything but the in-memory default and :class:`MemoryDLQ`), the report
@@ -212,6 +221,11 @@ class BatchReport(Generic[R]):
     """The run's ``max_failures`` (a count, or a 0..1 rate): past it the run stopped."""
     hook_errors: int = 0
     """How many times a lifecycle hook (``hooks=``, ``metrics=``) raised; each is logged once."""
+    compensated_count: int = 0
+    """Records that succeeded and were then undone by ``compensate=`` (a rolled-back atomic
+    batch, an aborted run with ``on_abort="compensate"``); neither succeeded nor failed. A
+    rolled-back batch's undone records also have DLQ entries (``BatchRolledBack``), so
+    ``dlq_count`` and ``errors`` count them too."""
     entries_carry_run: ClassVar[bool] = True
     """Whether the DLQ entries of this report's failures carry its ``run_id`` / ``job_id``, so
     its printed commands can select them by ``--run-id`` / ``--job``. False for a replay, which
@@ -309,6 +323,7 @@ class BatchReport(Generic[R]):
             "success_count": self.success_count,
             "failure_count": self.failure_count,
             "pending_count": self.pending_count,
+            "compensated_count": self.compensated_count,
             "retry_count": self.retry_count,
             "success_rate": self.success_rate,
             "duration_s": self.duration_s,
