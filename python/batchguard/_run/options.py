@@ -56,6 +56,10 @@ class RunOptions(TypedDict, Generic[T], total=False):
     sample_key: Callable[[T], Any] | None
     hooks: object | None
     metrics: object | None
+    compensate: Callable[[T, Any], Any] | None
+    atomic_batches: bool
+    on_abort: Literal["stop", "compensate"]
+    keep_outcomes: bool
 
 
 DEFAULTS: Final[RunOptions[Any]] = {
@@ -85,6 +89,10 @@ DEFAULTS: Final[RunOptions[Any]] = {
     "sample_key": None,
     "hooks": None,
     "metrics": None,
+    "compensate": None,
+    "atomic_batches": False,
+    "on_abort": "stop",
+    "keep_outcomes": False,
 }
 """Each keyword's value when it is not given."""
 
