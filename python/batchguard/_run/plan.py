@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from .. import _native
 from .._checks import check_count, check_duration, check_flag, closest, is_finite_number, shown
 from ..batching import calculate_batch_size
+from ..compensation import Compensation, check_compensation
 from ..dlq.base import DeadLetterQueue
 from ..dlq.codec import check_storable
 from ..dlq.urls import open_dlq
@@ -125,6 +126,8 @@ class Plan:
     sample_key: Callable[[Any], Any] | None = None
     hooks: tuple[object, ...] = ()
     """The run's lifecycle hook targets: ``hooks=``, then ``metrics=`` (``batchguard.hooks``)."""
+    compensation: Compensation | None = None
+    """``compensate=``, ``atomic_batches=``, ``on_abort=``, ``keep_outcomes=`` (``batchguard.compensation``)."""
 
 
 def is_coroutine_function(fn: Any) -> bool:
@@ -199,6 +202,7 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
         if options[name] is not None:
             check_hooks(options[name], name)
     _check_hook("sample_key", sample_key)
+    compensation = _check_compensation(options, job=job, mode=mode)
     if isinstance(records, (str, bytes, bytearray)):
         raise ConfigTypeError(f"records must be an iterable of records, not {type(records).__name__}")
     if not isinstance(records, Iterable):
@@ -286,6 +290,7 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
                 reopen_dlq=reopen_dlq, job=job, store=store, force=force,
                 expected_total=expected_total, mode=mode,
                 validate=validate, sample_count=sample_count, sample_key=sample_key,
+                compensation=compensation,
                 hooks=hook_targets)
 
 
@@ -305,5 +310,22 @@ def close_opened_dlq(plan: Plan) -> None:
     connection) per call would otherwise pile up until the process runs out."""
     if plan.reopen_dlq is not None and plan.dlq is not None:
         plan.dlq.close()
+
+
+def _check_compensation(options: dict[str, Any], *, job: str | None, mode: str) -> Compensation | None:
+    compensation = check_compensation(options["compensate"], options["atomic_batches"], options["on_abort"],
+                                      options["keep_outcomes"], is_coroutine=is_coroutine_function)
+    if compensation is None:
+        return None
+    if compensation.keep_outcomes and job is None:
+        raise ConfigError("keep_outcomes=True is used with job=...: the job's store keeps each batch's "
+                          "succeeded records and values, for `batchguard rollback JOB`")
+    if compensation.keeps_run and job is not None:
+        raise ConfigError('on_abort="compensate" cannot be combined with job=... yet: a resumed job would '
+                          "skip the batches it undid; use atomic_batches=True, or keep_outcomes=True "
+                          "and `batchguard rollback JOB` after an abort")
+    # A dry-run never calls fn; a sample's few calls are a trial its caller reviews: neither
+    # compensates as it goes.
+    return compensation if mode == DEFAULT_MODE else None
 
 
