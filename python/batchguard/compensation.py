@@ -1,0 +1,374 @@
+"""Compensation: undoing what a run did (``run_batches(..., compensate=undo)``).
+
+``compensate=undo`` is ``undo(record, value)``: it reverses what ``fn(record)`` did when it
+returned ``value`` (deletes the row it inserted, cancels the order it placed). It runs:
+
+* with ``atomic_batches=True``, when a batch ends with any record dead-lettered: the batch's
+  succeeded records are undone, newest record (highest input position) first, and the batch
+  counts as failed as a whole: each undone record is *compensated* and its DLQ entry
+  (:class:`~batchguard.errors.BatchRolledBack`, stage the run's) names the record that failed
+  and its error, so the whole batch can be replayed once the cause is fixed;
+* with ``on_abort="compensate"``, when the run aborts (a FATAL error, a breaker abort, the
+  error budget): every record this run succeeded on is undone, newest batch first.
+
+An undo is retried as the run's calls are (its ``retry`` policy, its classifier); one that still
+fails is dead-lettered at stage ``"compensate"`` with :class:`~batchguard.errors.CompensationFailed`
+and the payload ``{"record": record, "value": value}``, so nothing is silently half-done. Every
+record ends in one of four states: ``report.total == success_count + failure_count +
+compensated_count + pending_count``.
+
+Both engines run the same code: the run's ``fn`` and input are wrapped (only when compensation
+or ``keep_outcomes`` is set, so a run without them pays nothing) to note what each call
+returned, and the recorder calls :class:`RunCompensation` at each batch's end, on the thread
+that called ``run_batches``. Records are matched to their values by identity: the same object
+given at several positions of one batch gets its values back newest first.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, NamedTuple
+
+from ._checks import check_flag, shown
+from ._error_class import ErrorClass
+from ._native import BatchEvent, DeadRecord, FailedAttempt
+from ._run.entries import COMPENSATE_STAGE
+from .errors import BatchRolledBack, CompensationFailed, ConfigError, ConfigTypeError
+from .policies import BackoffState, Classifier, RetryPolicy
+
+__all__ = ["COMPENSATE_STAGE", "ON_ABORT", "Compensation", "Outcome", "RunCompensation", "SuccessLog", "check_compensation"]
+
+ON_ABORT: Final = ("stop", "compensate")
+"""What a run does when it aborts: "stop" leaves what it did; "compensate" undoes it."""
+
+Undo = Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class Compensation:
+    """A run's compensation settings, checked (:func:`check_compensation`)."""
+
+    undo: Undo | None
+    """``compensate(record, value)``; None with ``keep_outcomes`` alone."""
+    atomic_batches: bool = False
+    on_abort: Literal["stop", "compensate"] = "stop"
+    keep_outcomes: bool = False
+    """Hand each batch's succeeded records and values to the run's outcome sink (a job's store)."""
+
+    @property
+    def keeps_run(self) -> bool:
+        """Whether every succeeded record of the run is kept until it ends (to undo on abort)."""
+        return self.on_abort == "compensate"
+
+
+def check_compensation(compensate: Any, atomic_batches: Any, on_abort: Any, keep_outcomes: Any, *,
+                       is_coroutine: Callable[[Any], bool]) -> Compensation | None:
+    """The run's :class:`Compensation`, or None when none of its keywords is set; each error
+    names its keyword."""
+    check_flag("atomic_batches", atomic_batches)
+    check_flag("keep_outcomes", keep_outcomes)
+    if not isinstance(on_abort, str) or on_abort not in ON_ABORT:
+        raise (ConfigError if isinstance(on_abort, str) else ConfigTypeError)(
+            f"on_abort must be one of {', '.join(map(repr, ON_ABORT))}; got {shown(on_abort)}")
+    if compensate is None:
+        if atomic_batches:
+            raise ConfigError("atomic_batches=True needs compensate=undo(record, value): it is what "
+                              "rolls a failed batch's succeeded records back")
+        if on_abort == "compensate":
+            raise ConfigError('on_abort="compensate" needs compensate=undo(record, value): it is '
+                              "what undoes the run's records")
+        return Compensation(None, keep_outcomes=True) if keep_outcomes else None
+    if not callable(compensate):
+        raise ConfigTypeError(f"compensate must be callable as undo(record, value), got "
+                              f"{type(compensate).__name__} {shown(compensate)}")
+    if is_coroutine(compensate):
+        raise ConfigTypeError("compensate must be a plain function: it runs at a batch's end on the "
+                              f"thread that handles batch ends, never awaited, and {shown(compensate)} "
+                              "is an async def function")
+    if not atomic_batches and on_abort == "stop":
+        raise ConfigError('compensate= is used with atomic_batches=True or on_abort="compensate"; '
+                          "with neither it would never run")
+    return Compensation(compensate, atomic_batches, on_abort, keep_outcomes)
+
+
+class Outcome(NamedTuple):
+    """A succeeded record: its input position, the record, and what ``fn`` returned."""
+
+    index: int
+    record: Any
+    value: Any
+
+
+class SuccessLog:
+    """What each call returned, matched to the input positions of the batches still open.
+
+    :meth:`records` wraps the input (noting each record's position), :meth:`wrap` the ``fn``
+    (noting each returned value under its record's identity); :meth:`take` hands a finished
+    batch's succeeded records over and forgets them. Values are noted from the worker threads,
+    under a lock; everything else runs on the recorder's thread.
+    """
+
+    def __init__(self, batch_size: int, skip_batches: frozenset[int]) -> None:
+        self._batch_size = batch_size
+        self._skip = skip_batches
+        self._read: dict[int, Any] = {}  # position -> record, for the open batches
+        # id(record) -> [values, oldest first] and how many open positions hold that record:
+        # an id is forgotten when its last position closes, so a late value (a sync call that
+        # returned after its timeout) never reaches another object that reuses the id.
+        self._values: dict[int, list[Any]] = {}
+        self._holders: collections.Counter[int] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def records(self, records: Iterable[Any]) -> Iterator[Any]:
+        """``records``, each noted at its position (a skipped batch's are read past, not noted)."""
+        read, holders, size, skip = self._read, self._holders, self._batch_size, self._skip
+        for position, record in enumerate(records):
+            if not skip or position // size not in skip:
+                read[position] = record
+                holders[id(record)] += 1
+            yield record
+
+    def _note(self, record: Any, value: Any) -> None:
+        with self._lock:
+            self._values.setdefault(id(record), []).append(value)
+
+    def wrap(self, fn: Callable[..., Any], *, is_async: bool, bulk: bool) -> Callable[..., Any]:
+        """``fn``, noting what each call returned (each record's value, for a bulk ``fn``)."""
+        note = self._note
+
+        def note_all(records: Sequence[Any], values: Any) -> None:
+            # The engine takes a list or tuple of one value per record; anything else fails the
+            # call there, and nothing is noted.
+            if isinstance(values, (list, tuple)) and len(values) == len(records):
+                for record, value in zip(records, values, strict=True):
+                    note(record, value)
+
+        if bulk and is_async:
+            async def abulk(records: list[Any]) -> Any:
+                values = await fn(records)
+                note_all(records, values)
+                return values
+            return abulk
+        if bulk:
+            def sbulk(records: list[Any]) -> Any:
+                values = fn(records)
+                note_all(records, values)
+                return values
+            return sbulk
+        if is_async:
+            async def acall(record: Any) -> Any:
+                value = await fn(record)
+                note(record, value)
+                return value
+            return acall
+
+        def call(record: Any) -> Any:
+            value = fn(record)
+            note(record, value)
+            return value
+        return call
+
+    def take(self, batch: int, size: int, dead: set[int]) -> list[Outcome]:
+        """Batch ``batch``'s succeeded records, in input order; its positions are forgotten.
+
+        A position that is not ``dead`` and has no value noted is pending (the run stopped)."""
+        first = batch * self._batch_size
+        out: list[Outcome] = []
+        read, values, holders = self._read, self._values, self._holders
+        with self._lock:
+            for position in range(first, first + size):
+                if position not in read:
+                    continue
+                record = read.pop(position)
+                key = id(record)
+                noted = values.get(key)
+                if position not in dead and noted:
+                    # Newest first: a sync call that timed out and returned later noted a value
+                    # before its retry's.
+                    out.append(Outcome(position, record, noted.pop()))
+                holders[key] -= 1
+                if holders[key] <= 0:
+                    del holders[key]
+                    values.pop(key, None)
+        return out
+
+
+class _Undone(NamedTuple):
+    compensated: list[Outcome]
+    failed: list[DeadRecord]
+    """Each undo that still failed, as a dead record of stage "compensate"."""
+
+
+class Undoer:
+    """Runs ``undo(record, value)`` with the run's retry policy and classifier."""
+
+    def __init__(self, undo: Undo, retry: RetryPolicy, classifier: Classifier, seed: int,
+                 sleep: Callable[[float], Any] = time.sleep) -> None:
+        self._undo = undo
+        self._retry = retry
+        self._classifier = classifier
+        self._seed = seed
+        self._sleep = sleep
+
+    def _classify(self, exc: BaseException) -> ErrorClass:
+        try:
+            return self._classifier.classify(exc)
+        except Exception:  # noqa: BLE001 - as for a call: a classifier that raises makes it PERMANENT
+            return ErrorClass.PERMANENT
+
+    def undo_all(self, outcomes: Iterable[Outcome], batch: Callable[[int], int]) -> _Undone:
+        """Undo each of ``outcomes`` in the order given; ``batch(index)`` is a record's batch."""
+        undone = _Undone([], [])
+        for outcome in outcomes:
+            failed = self.undo_one(outcome, batch(outcome.index))
+            if failed is None:
+                undone.compensated.append(outcome)
+            else:
+                undone.failed.append(failed)
+        return undone
+
+    def undo_one(self, outcome: Outcome, batch: int) -> DeadRecord | None:
+        """None once ``undo`` returned; else the dead record of its failed tries."""
+        attempts: list[FailedAttempt] = []
+        backoff: BackoffState | None = None
+        policy = self._retry
+        while True:
+            try:
+                self._undo(outcome.record, outcome.value)
+            except Exception as exc:  # noqa: BLE001 - an undo's failure is dead-lettered, never lost
+                error_class = self._classify(exc)
+                wrapped = CompensationFailed(f"compensate(record, value) of record {outcome.index} "
+                                             f"failed: {type(exc).__name__}: {_message(exc)}")
+                wrapped.__cause__ = exc
+                wrapped.__traceback__ = exc.__traceback__
+                last = len(attempts) + 1 >= policy.max_attempts or not error_class.retryable
+                delay: float | None = None
+                if not last:
+                    if error_class is ErrorClass.RECOVERABLE:
+                        if backoff is None:
+                            backoff = BackoffState(policy, outcome.index, self._seed)
+                        delay = backoff.next_delay()
+                    else:
+                        delay = 0.0
+                attempts.append(FailedAttempt(attempt=len(attempts) + 1, at=time.time(), error=wrapped,
+                                              delay=delay))
+                if delay is None:
+                    return DeadRecord(record_index=outcome.index, batch_index=batch,
+                                      record={"record": outcome.record, "value": outcome.value},
+                                      error_class=str(error_class), attempts=attempts)
+                if delay > 0:
+                    self._sleep(delay)
+            else:
+                return None
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__
+        return f"<unprintable {type(exc).__name__}>"
+
+
+def _cause(dead: Sequence[DeadRecord]) -> tuple[int, BaseException]:
+    first = min(dead, key=lambda record: record.record_index)
+    return first.record_index, first.attempts[-1].error
+
+
+class RunCompensation:
+    """One run's compensation: the recorder hands it each batch's end, and the run's end.
+
+    Counts what it did (``compensated``, ``undo_failed``) for the report, and keeps what the
+    report's ``successful`` must lose (the values of records no longer succeeded)."""
+
+    def __init__(self, spec: Compensation, *, batch_size: int, skip_batches: frozenset[int],
+                 retry: RetryPolicy, classifier: Classifier, seed: int) -> None:
+        self.spec = spec
+        self.log = SuccessLog(batch_size, skip_batches)
+        self._batch_size = batch_size
+        self._undoer = None if spec.undo is None else Undoer(spec.undo, retry, classifier, seed)
+        self._kept: dict[int, list[Outcome]] = {}  # batch -> its succeeded records (on_abort)
+        self.compensated = 0
+        self.undo_failed = 0
+        self.rolled_back = 0
+        """The compensated records of rolled-back atomic batches (each has a DLQ entry)."""
+        self._unsucceeded: list[Any] = []  # values to drop from the report's ``successful``
+        self.by_batch: collections.Counter[int] = collections.Counter()  # batch -> compensated
+
+    def wrap(self, records: Iterable[Any], fn: Callable[..., Any], *, is_async: bool,
+             bulk: bool) -> tuple[Iterator[Any], Callable[..., Any]]:
+        """The input and ``fn`` a run with compensation runs on."""
+        return self.log.records(records), self.log.wrap(fn, is_async=is_async, bulk=bulk)
+
+    def _batch_of(self, index: int) -> int:
+        return index // self._batch_size
+
+    def batch_end(self, event: BatchEvent) -> tuple[BatchEvent, list[Outcome]]:
+        """The batch as it ends once compensated, and its succeeded records (what a job keeps
+        with ``keep_outcomes``: none when it was rolled back)."""
+        dead = list(event.dead or ())
+        succeeded = self.log.take(event.index, event.size, {record.record_index for record in dead})
+        if not (dead and self.spec.atomic_batches and succeeded and self._undoer is not None):
+            if self.spec.keeps_run and succeeded:
+                self._kept[event.index] = succeeded
+            return event, succeeded
+        failed_at, error = _cause(dead)
+        undone = self._undoer.undo_all(reversed(succeeded), self._batch_of)
+        because = (f"batch {event.index} was rolled back (atomic_batches): record {failed_at} "
+                   f"failed with {type(error).__name__}: {_message(error)}")
+        now = time.time()
+        rolled_back = [DeadRecord(record_index=o.index, batch_index=event.index, record=o.record,
+                                  error_class=str(ErrorClass.RECOVERABLE),
+                                  attempts=[FailedAttempt(attempt=1, at=now, error=BatchRolledBack(because),
+                                                          delay=None)])
+                       for o in undone.compensated]
+        self._count(event.index, undone)
+        self.rolled_back += len(rolled_back)
+        every = sorted([*dead, *rolled_back, *undone.failed], key=lambda record: record.record_index)
+        return BatchEvent(index=event.index, size=event.size,
+                          succeeded=event.succeeded - len(succeeded),
+                          failed=event.failed + len(undone.failed), retries=event.retries,
+                          duration=event.duration, pending=event.pending, dead=every), []
+
+    def _count(self, batch: int, undone: _Undone) -> None:
+        self.compensated += len(undone.compensated)
+        self.undo_failed += len(undone.failed)
+        self.by_batch[batch] += len(undone.compensated)
+        self._unsucceeded.extend(outcome.value for outcome in undone.compensated)
+        self._unsucceeded.extend(dead.record["value"] for dead in undone.failed)
+
+    def run_ended(self, stop_reason: str | None) -> list[BatchEvent]:
+        """At the run's end: with ``on_abort="compensate"`` and an aborted run, undo every
+        record the run succeeded on, newest batch first. Returns, per batch, the event of the
+        undos that failed (to dead-letter), with ``succeeded`` as the records it undid."""
+        kept, self._kept = self._kept, {}
+        if stop_reason is None or not self.spec.keeps_run or self._undoer is None:
+            return []
+        events = []
+        for batch in sorted(kept, reverse=True):
+            outcomes = kept[batch]
+            undone = self._undoer.undo_all(reversed(outcomes), self._batch_of)
+            self._count(batch, undone)
+            events.append(BatchEvent(index=batch, size=len(outcomes), succeeded=len(undone.compensated),
+                                     failed=len(undone.failed), retries=0, duration=0.0, pending=0,
+                                     dead=sorted(undone.failed, key=lambda record: record.record_index)))
+        return events
+
+    def successful(self, values: list[Any]) -> list[Any]:
+        """The report's ``successful`` without the values of the records no longer succeeded.
+
+        Matched by identity: values that are the same object are interchangeable in the list."""
+        if not self._unsucceeded or not values:
+            return values
+        drop = collections.Counter(map(id, self._unsucceeded))
+        kept = []
+        for value in values:
+            key = id(value)
+            if drop[key] > 0:
+                drop[key] -= 1
+            else:
+                kept.append(value)
+        return kept
