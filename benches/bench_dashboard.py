@@ -15,13 +15,17 @@ rendered and written, on the dashboard's own thread. The ratio is of the run's t
 dashboard must not slow); the block's (its start, and its last draw after the run) is shown
 too. Each scenario runs in ``--processes``
 fresh processes; inside one, off and on alternate for ``--rounds`` rounds (the first one
-rotating), the best round of each is kept, and the ratio on/off is computed in that process.
+rotating), each run preceded by ``gc.collect()`` (as in the other benches: a collection the
+previous round's drawing left due would otherwise land in one arm's timing, and at 1M values
+it walks the run's whole list of results), the best round of each is kept, and the ratio
+on/off is computed in that process.
 The table shows the median ratio over the processes, with the range.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -60,6 +64,7 @@ def workload(key: str, quick: bool) -> tuple[list[int], Any, int]:
 def one_run(key: str, records: list[int], fn: Any, concurrency: int, on: bool) -> tuple[float, float]:
     """(the run's time, the time of the whole block: with the dashboard, its start and its
     last draw after the run too)."""
+    gc.collect()
     started = time.perf_counter()
     if not on:
         report = run_batches(records, fn, concurrency=concurrency)
@@ -69,6 +74,7 @@ def one_run(key: str, records: list[int], fn: Any, concurrency: int, on: bool) -
             console = Console(file=devnull, force_terminal=True, width=120, height=40)
             view = ProgressView(title=f"bench {key}", concurrency=concurrency, console=console)
             with view.running():
+                gc.collect()  # what making the view left, as the other arm starts collected
                 run_started = time.perf_counter()
                 report = run_batches(records, fn, concurrency=concurrency, on_progress=view)
                 run = time.perf_counter() - run_started

@@ -17,19 +17,15 @@ from ._native import DELIVERY_ATTEMPTS, ActiveBatch, BatchEvent, BreakerEvent, C
 from ._run.entries import EntryBuilder
 from ._run.failures import DurableFailures, Failures, MemoryFailures
 from ._run.sink import DLQSend, OutcomeSink
+from .compensation import Outcome, RunCompensation
 from .dlq.base import DeadLetterQueue, MemoryDLQ
 from .dlq.sqlite import BackgroundWrites, SqliteDLQ
 from .hooks import HookDispatch
-from .results import BatchProgress, BatchReport, BatchStats
+from .results import BatchProgress, BatchReport, BatchStats, BatchTally, FinishedBatches
 
 __all__ = ["RunRecorder", "deliver"]
 
 logger = logging.getLogger("batchguard")
-
-# A batch as the report keeps it: (index, size, succeeded, failed, retries, duration_s, pending)
-# — BatchStats' fields, built only when the report's ``batches`` is read.
-_BatchTally = tuple[int, int, int, int, int, float, int]
-
 
 _monotonic = time.monotonic
 
@@ -90,7 +86,8 @@ class RunRecorder:
         ``Plan.reopen_dlq``): the report reads entries past its in-memory sample through it.
         ``expected_total`` (``total=`` for an input without a length) is for progress only:
         the report counts the records actually read. ``hooks``: the run's lifecycle hooks
-        (``batchguard.hooks``), each event passed on once it is handled."""
+        (``batchguard.hooks``), each event passed on once it is handled. ``compensation``: the
+        run's (``batchguard.compensation``), set by :meth:`use_compensation`."""
         self.run_id = run_id
         self.job_id = job_id
         self.stage = stage
@@ -108,6 +105,8 @@ class RunRecorder:
         self._writes: BackgroundWrites | None = (
             dlq.background_writes()
             if isinstance(sink, DLQSend) and isinstance(dlq, SqliteDLQ) and hooks is None else None)
+        self.compensation: RunCompensation | None = None
+        self._last_compensated: tuple[int, BatchEvent] | None = None
         self.entries = EntryBuilder(run_id=run_id, job_id=job_id, stage=stage, id_of=id_of,
                                     pickle_payloads=pickle_payloads)
         self.failures: Failures
@@ -116,7 +115,7 @@ class RunRecorder:
         else:
             self.failures = DurableFailures(self.entries, dlq, reopen=reopen_dlq,
                                             elsewhere=sink.entries_stored_elsewhere)
-        self._stats: list[_BatchTally] = []
+        self._stats: list[BatchTally] = []
         self.expected_total = expected_total
         # A display that draws at its own pace (progress_every_batch = False: the CLI's, the
         # adapters of batchguard.progress) gets a snapshot at most every progress interval,
@@ -150,6 +149,8 @@ class RunRecorder:
                 if isinstance(event, RetryEvent):
                     pass  # only a run with an on_retry hook gets these: they are the hook's
                 elif isinstance(event, BatchEvent):
+                    if self.compensation is not None:
+                        event = self._compensate(event)
                     if event.dead or self._every_batch:
                         self._persist(event)
                     # not the dead records: they are persisted
@@ -173,7 +174,9 @@ class RunRecorder:
             del events[:handled]
         if hooks is not None:
             hooks.counters(counters)
-        if self.on_progress is not None:
+        # Between two due snapshots of a display that draws at its own pace, a batch end
+        # hands no open batches: nothing to pass on (its stats go out with the next one).
+        if self.on_progress is not None and (counters.batches is not None or self.progress_every_batch):
             self.progress(counters)
 
     def _persist(self, event: BatchEvent) -> None:
@@ -201,6 +204,39 @@ class RunRecorder:
         # Counted once the sink returned: an interrupt inside it hands this batch over again.
         self.dlq_count += len(entries)
         self.failures.add(dead, entries)
+
+    def use_compensation(self, compensation: RunCompensation) -> None:
+        """Compensate each batch as it ends (``batchguard.compensation``). Its entries are then
+        written before the batch end returns: an abort's undos may dead-letter after the run."""
+        self.compensation = compensation
+        self._writes = None
+
+    def _compensate(self, event: BatchEvent) -> BatchEvent:
+        """The batch once compensated; one handed over again after an interrupt gets the same
+        outcome (its undos ran once)."""
+        assert self.compensation is not None
+        last = self._last_compensated
+        if last is not None and last[0] == event.index:
+            return last[1]
+        compensated, outcomes = self.compensation.batch_end(event)
+        self._last_compensated = (event.index, compensated)
+        keep: Callable[[int, list[Outcome]], Any] | None = getattr(self.sink, "batch_outcomes", None)
+        if keep is not None and self.compensation.spec.keep_outcomes:
+            keep(event.index, outcomes)  # kept with the batch's checkpoint (a job's keep_outcomes)
+        return compensated
+
+    def run_ended(self, stop_reason: str | None) -> None:
+        """The run's end, before its report: an aborted run with ``on_abort="compensate"``
+        undoes what it did; each undo that failed is dead-lettered (stage "compensate")."""
+        if self.compensation is None:
+            return
+        for event in self.compensation.run_ended(stop_reason):
+            for n, (i, size, ok, bad, retries, duration, pending) in enumerate(self._stats):
+                if i == event.index:  # its undone records are no longer succeeded
+                    self._stats[n] = (i, size, ok - event.succeeded - event.failed, bad + event.failed,
+                                      retries, duration, pending)
+            if event.dead:
+                self._persist(event)
 
     def finish_writes(self, *, failing: bool = False) -> None:
         """Wait until every entry handed to the DLQ is durable; the run calls it before it
@@ -267,7 +303,7 @@ class RunRecorder:
         assert self.on_progress is not None
         # Each finished batch goes out in exactly one snapshot, so an adapter can draw its
         # final row; built here, at snapshot time, from what the recorder keeps anyway.
-        finished = tuple(BatchStats(*tally) for tally in self._stats[self._reported:])
+        finished = FinishedBatches(self._stats[self._reported:])
         self._reported = len(self._stats)
         batches_total = None if total is None else -(-total // self.batch_size)
         self.on_progress(BatchProgress(
@@ -296,7 +332,14 @@ class RunRecorder:
             total = read
         else:
             total = max(self.total, read)
-        pending = total - succeeded - failed
+        compensated = rolled_back = 0
+        if self.compensation is not None:
+            undone = self.compensation
+            compensated, rolled_back = undone.compensated, undone.rolled_back
+            succeeded -= undone.compensated + undone.undo_failed
+            failed += undone.undo_failed
+            successful = undone.successful(successful)
+        pending = total - succeeded - failed - compensated
         if stop_reason is not None:
             status = "aborted"
         elif succeeded == total:
@@ -316,7 +359,7 @@ class RunRecorder:
             successful=successful,
             duration_s=time.monotonic() - self.started,
             breaker_trips=breaker_trips,
-            dlq_count=self.dlq_count if self.dlq is not None else failed,
+            dlq_count=self.dlq_count if self.dlq is not None else failed + rolled_back,
             stage=self.stage,
             job_id=self.job_id,
             stopped_reason=stop_reason,
@@ -326,4 +369,5 @@ class RunRecorder:
             max_failures=max_failures,
             _failures=self.failures,
             _batch_events=self._stats,
+            compensated_count=compensated,
         )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, overload
 
 from ._checks import check_count
 from ._native import ActiveBatch
@@ -32,7 +32,8 @@ else:
 
     R = TypeVar("R")
 
-__all__ = ["ActiveBatch", "BatchProgress", "BatchReport", "BatchStats", "RecordError", "RunStatus"]
+__all__ = ["ActiveBatch", "BatchProgress", "BatchReport", "BatchStats", "FinishedBatches", "RecordError",
+           "RunStatus"]
 
 RunStatus = str
 """One of "complete", "partial_success", "failed", "aborted"."""
@@ -96,6 +97,65 @@ class BatchStats:
         }
 
 
+BatchTally = tuple[int, int, int, int, int, float, int]
+"""A finished batch as the recorder keeps it: BatchStats' fields, in their order."""
+
+
+class FinishedBatches(Sequence[BatchStats]):
+    """The batches a snapshot lists as finished (``BatchProgress.finished``): a sequence of
+    :class:`BatchStats`, each built when it is read. A snapshot after a thousand short batches
+    then costs one slice, not a thousand objects, on the run's thread; a display that draws
+    the newest rows and the totals (:meth:`totals`) builds only those rows."""
+
+    __slots__ = ("_tallies",)
+
+    def __init__(self, tallies: Sequence[BatchTally] = ()) -> None:
+        self._tallies = tuple(tallies)
+
+    def __len__(self) -> int:
+        return len(self._tallies)
+
+    @overload
+    def __getitem__(self, index: int) -> BatchStats: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[BatchStats, ...]: ...
+    def __getitem__(self, index: int | slice) -> BatchStats | tuple[BatchStats, ...]:
+        if isinstance(index, slice):
+            return tuple(BatchStats(*tally) for tally in self._tallies[index])
+        return BatchStats(*self._tallies[index])
+
+    def __iter__(self) -> Iterator[BatchStats]:
+        for tally in self._tallies:
+            yield BatchStats(*tally)
+
+    def totals(self) -> tuple[int, int, int, int]:
+        """(the highest batch index, succeeded, failed, retries) over these batches, without
+        building them; the index is -1 when there are none."""
+        # One plain loop: it allocates nothing per batch (zip(*tallies) would make an iterator
+        # per batch, and a thousand allocations at a run's end set off a collection of the
+        # young generation, which by then holds the run's whole list of values).
+        newest, succeeded, failed, retries = -1, 0, 0, 0
+        for index, _, ok, bad, retried, _, _ in self._tallies:
+            newest = max(newest, index)
+            succeeded += ok
+            failed += bad
+            retries += retried
+        return newest, succeeded, failed, retries
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FinishedBatches):
+            return self._tallies == other._tallies
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._tallies)
+
+    def __repr__(self) -> str:
+        return f"FinishedBatches({list(self)!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class BatchProgress:
     """A snapshot of a run in progress, handed to ``on_progress`` (at most every 0.1 s, and at
@@ -124,8 +184,9 @@ class BatchProgress:
     breaker_state: str = "closed"
     batches: tuple[ActiveBatch, ...] = ()
     """The batches not finished yet, in batch order (:class:`batchguard.ActiveBatch`)."""
-    finished: tuple[BatchStats, ...] = ()
-    """The batches finished since the previous snapshot, in the order they finished."""
+    finished: Sequence[BatchStats] = ()
+    """The batches finished since the previous snapshot, in the order they finished (a
+    :class:`FinishedBatches` from the engines: each row is built when it is read)."""
     batch_size: int = 0
     final: bool = False
     """The run has ended: this is the last snapshot (not sent when the run raised)."""
@@ -221,6 +282,9 @@ class BatchReport(Generic[R]):
     """The run's ``max_failures`` (a count, or a 0..1 rate): past it the run stopped."""
     hook_errors: int = 0
     """How many times a lifecycle hook (``hooks=``, ``metrics=``) raised; each is logged once."""
+    alert_failures: int = 0
+    """Alert notices (``alerts=``, :mod:`batchguard.alerts`) that were not delivered: a webhook
+    that gave up, a ``notify`` callable that raised. Each is logged."""
     compensated_count: int = 0
     """Records that succeeded and were then undone by ``compensate=`` (a rolled-back atomic
     batch, an aborted run with ``on_abort="compensate"``); neither succeeded nor failed. A

@@ -8,14 +8,15 @@ returns a rich renderable; ``cli/progress.py`` decides when to draw it, on its o
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from rich.console import Group, RenderableType
 from rich.rule import Rule
 from rich.text import Text
 
-from ..results import ActiveBatch, BatchProgress, BatchStats
+from ..results import ActiveBatch, BatchProgress, BatchStats, FinishedBatches
 
 __all__ = ["Board", "duration", "render"]
 
@@ -45,7 +46,7 @@ def duration(seconds: float | None, *, tenths: bool = False) -> str:
 @dataclass
 class Board:
     """What the snapshots said so far: the latest one, and the finished batches (each snapshot
-    lists a finished batch once; the board keeps the last :data:`KEPT_DONE_ROWS` and counts
+    lists a finished batch once; the board keeps the newest :data:`KEPT_DONE_ROWS` and counts
     the rest)."""
 
     title: str
@@ -53,22 +54,54 @@ class Board:
     concurrency: int | None = None
     header: dict[str, str] = field(default_factory=dict)
     last: BatchProgress | None = None
-    done: collections.deque[BatchStats] = field(
-        default_factory=lambda: collections.deque(maxlen=KEPT_DONE_ROWS))
+    done: collections.deque[Sequence[BatchStats]] = field(default_factory=collections.deque)
+    """The snapshots' ``finished`` as they came, newest last: taking one in allocates nothing
+    per batch (a snapshot after a thousand short batches, on the run's thread, would otherwise
+    build a thousand rows, and the collector would walk the whole heap for them)."""
+    done_rows: int = 0
+    """Rows held in :attr:`done`."""
     done_count: int = 0
     done_succeeded: int = 0
     done_failed: int = 0
     done_retries: int = 0
+    newest_done: int = -1
+    """The highest batch index among the finished batches."""
 
     def add(self, progress: BatchProgress) -> None:
-        """Take a snapshot in: O(1) plus its finished batches."""
-        for stats in progress.finished:
-            self.done.append(stats)
-            self.done_count += 1
-            self.done_succeeded += stats.succeeded
-            self.done_failed += stats.failed
-            self.done_retries += stats.retries
+        """Take a snapshot in: O(1) allocations however many batches it lists as finished."""
+        finished = progress.finished
+        if finished:
+            if isinstance(finished, FinishedBatches):
+                newest, succeeded, failed, retries = finished.totals()
+            else:
+                newest = max(stats.batch_index for stats in finished)
+                succeeded = sum(stats.succeeded for stats in finished)
+                failed = sum(stats.failed for stats in finished)
+                retries = sum(stats.retries for stats in finished)
+            self.done.append(finished)
+            self.done_rows += len(finished)
+            while self.done_rows - len(self.done[0]) >= KEPT_DONE_ROWS:
+                self.done_rows -= len(self.done.popleft())
+            self.done_count += len(finished)
+            self.done_succeeded += succeeded
+            self.done_failed += failed
+            self.done_retries += retries
+            self.newest_done = max(self.newest_done, newest)
         self.last = progress
+
+    def copy(self) -> Board:
+        """A copy the drawing thread renders from while the run's thread adds to this one."""
+        return replace(self, done=collections.deque(self.done))
+
+    def recent_done(self, count: int) -> list[BatchStats]:
+        """The ``count`` batches that finished last, in the order they finished."""
+        rows: list[BatchStats] = []
+        for chunk in reversed(self.done):
+            if len(rows) >= count:
+                break
+            rows.extend(reversed(chunk[-(count - len(rows)):]))
+        rows.reverse()
+        return rows
 
 
 def _items(index: int, size: int, batch_size: int) -> str:
@@ -159,13 +192,13 @@ def _batch_rows(board: Board, p: BatchProgress, room: int) -> Text:
     shown_open = open_rows[: max(1, room - 2)]
     more_open = len(open_rows) - len(shown_open)
     room -= len(shown_open) + (1 if more_open else 0)
-    newest = max([b.index for b in open_rows] + [b.batch_index for b in board.done], default=-1)
+    newest = max([b.index for b in open_rows] + [board.newest_done], default=-1)
     unread = max(0, (p.batches_total or 0) - 1 - newest)
     queued = min(unread, _QUEUED_ROWS, room)
     if unread > queued:
         queued = max(0, queued - 1)  # one line says how many more
     room -= queued + (1 if unread > queued else 0)
-    done = min(len(board.done), room)
+    done = min(board.done_rows, room)
     if board.done_count > done:
         done = max(0, done - 1)  # one line sums up the rest
     folded = board.done_count - done
@@ -175,9 +208,8 @@ def _batch_rows(board: Board, p: BatchProgress, room: int) -> Text:
                      f"{board.done_retries:,} retries")
         rows.note(f"✓ {folded:,} earlier batch{'es' if folded != 1 else ''} done · all done batches: {sums}",
                   style="green")
-    kept = list(board.done)
     # In batch order, as a person reads them: a batch can finish before an earlier one.
-    drawn: list[BatchStats | ActiveBatch] = [*(kept[len(kept) - done:] if done else ()), *shown_open]
+    drawn: list[BatchStats | ActiveBatch] = [*(board.recent_done(done) if done else ()), *shown_open]
     for row in sorted(drawn, key=lambda r: r.batch_index if isinstance(r, BatchStats) else r.index):
         if isinstance(row, BatchStats):
             _done_row(rows, row, p.batch_size)

@@ -21,13 +21,11 @@ Off a terminal (a pipe, a file, CI logs), plain lines, each ``key value`` pairs 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
 from typing import Final
 
 import click
@@ -37,7 +35,7 @@ from rich.live import Live
 from ..results import BatchProgress, BatchStats
 from .console import console as make_console
 from .console import is_tty
-from .dashboard import KEPT_DONE_ROWS, Board, duration, render
+from .dashboard import Board, duration, render
 
 __all__ = ["ProgressView"]
 
@@ -133,7 +131,7 @@ class ProgressView:
     def renderable(self, height: int) -> RenderableType:
         """The dashboard for ``height`` lines, from the latest snapshot (the drawing thread)."""
         with self._lock:  # a copy, taken in microseconds: the run's thread never waits for a draw
-            board = replace(self.board, done=collections.deque(self.board.done, maxlen=KEPT_DONE_ROWS))
+            board = self.board.copy()
         return render(board, height)
 
     def _render(self, progress: BatchProgress | None, height: int = 40) -> RenderableType:
