@@ -17,10 +17,15 @@ the batch itself). A hook that raises is logged once (per hook and run), counted
 dead-lettered or retried as if no hook were there. Only ``on_retry`` costs the engine anything,
 and only when it is set: the engine then keeps each scheduled retry for the hook.
 
-An adapter that needs more than these (``batchguard.metrics``) may also have
-``run_started(run_id, stage, job_id)``, ``observe_retry(event)`` (the
-:class:`~batchguard._native.RetryEvent`, with its error class) and
-``observe_counters(counters)`` (the engine's counters at each hand-over).
+An adapter that needs more than these (``batchguard.metrics``, ``batchguard.alerts``) may also
+have ``run_started(run_id, stage, job_id)``, ``observe_retry(event)`` (the
+:class:`~batchguard._native.RetryEvent`, with its error class), ``observe_counters(counters)``
+(the engine's counters at each hand-over), ``observe_progress(progress)`` (each
+:class:`~batchguard.BatchProgress` snapshot: with it, the run takes snapshots, every 0.1 s,
+as it does for ``on_progress``) and ``run_closed(error)`` (called once when the run is over,
+after ``on_run_end``, or instead of it with the exception the run raises: Ctrl-C, a failing
+DLQ; where an adapter stops its threads). An ``alert_failures`` attribute, read after
+``run_closed``, is added to ``report.alert_failures``.
 """
 
 from __future__ import annotations
@@ -33,15 +38,16 @@ from typing import Any, Final
 from ._native import BatchEvent, BreakerEvent, Counters, DeadRecord, RetryEvent
 from .dlq.base import DeadLetter
 from .errors import ConfigTypeError
-from .results import BatchReport, BatchStats
+from .results import BatchProgress, BatchReport, BatchStats
 
-__all__ = ["HOOK_NAMES", "HookDispatch", "Hooks", "check_hooks", "wants_retries"]
+__all__ = ["HOOK_NAMES", "HookDispatch", "Hooks", "ProgressTee", "check_hooks", "wants_retries"]
 
 logger = logging.getLogger("batchguard")
 
 HOOK_NAMES: Final = ("on_retry", "on_dead_letter", "on_breaker", "on_batch_complete", "on_run_end")
 """The public hooks, in the order :class:`Hooks` takes them."""
-_OBSERVER_NAMES: Final = ("run_started", "observe_retry", "observe_counters")
+_OBSERVER_NAMES: Final = ("run_started", "observe_retry", "observe_counters", "observe_progress",
+                           "run_closed")
 _RETRY_NAMES: Final = ("on_retry", "observe_retry")
 
 
@@ -100,6 +106,10 @@ class HookDispatch:
         self.errors = 0
         self._logged: set[tuple[int, str]] = set()
         self.wants_dead_letters = bool(self._calls["on_dead_letter"])
+        self.wants_progress = bool(self._calls["observe_progress"])
+        """A target watches progress: the run needs snapshots even without ``on_progress``."""
+        self._targets = tuple(targets)
+        self._closed = False
 
     def _call(self, name: str, *args: Any) -> None:
         for number, method in self._calls[name]:
@@ -138,3 +148,39 @@ class HookDispatch:
 
     def run_end(self, report: BatchReport[Any]) -> None:
         self._call("on_run_end", report)
+
+    def progress(self, snapshot: BatchProgress) -> None:
+        self._call("observe_progress", snapshot)
+
+    def run_closed(self, error: BaseException | None) -> None:
+        """The run is over (``error``: what it raises, or None): each target's ``run_closed``,
+        once, however many ways the run's end reaches here."""
+        if self._closed:
+            return
+        self._closed = True
+        self._call("run_closed", error)
+
+    @property
+    def alert_failures(self) -> int:
+        """The targets' undelivered notices (their ``alert_failures``), once closed."""
+        return sum(int(getattr(target, "alert_failures", 0)) for target in self._targets)
+
+
+class ProgressTee:
+    """The ``on_progress`` of a run whose hook targets watch progress: each snapshot goes to
+    them (:meth:`HookDispatch.progress`), then to the caller's ``on_progress``, if any.
+
+    It asks for a snapshot at every batch end only when the caller's callback does: a target
+    alone is served by the snapshots every 0.1 s (and the hand-over's counters).
+    """
+
+    def __init__(self, hooks: HookDispatch, on_progress: Callable[[BatchProgress], Any] | None) -> None:
+        self._hooks = hooks
+        self._on_progress = on_progress
+        self.progress_every_batch = (on_progress is not None and
+                                     getattr(on_progress, "progress_every_batch", True) is not False)
+
+    def __call__(self, snapshot: BatchProgress) -> None:
+        self._hooks.progress(snapshot)
+        if self._on_progress is not None:
+            self._on_progress(snapshot)

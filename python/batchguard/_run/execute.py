@@ -17,7 +17,7 @@ from .. import _native
 from .._async import drive, loop_factory
 from .._native import RunSummary
 from .._outcome import RunRecorder
-from ..hooks import HookDispatch
+from ..hooks import HookDispatch, ProgressTee
 from ..reference import Scheduler, _Classify, run_reference
 from ..results import BatchReport
 from .entries import new_run_id
@@ -31,6 +31,7 @@ __all__ = ["aexecute", "arun", "execute"]
 
 def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, sink: OutcomeSink | None) -> RunRecorder:
     """The recorder a run of ``plan`` reports to."""
+    hooks = HookDispatch(plan.hooks) if plan.hooks else None
     total, expected = plan.total, plan.expected_total
     if plan.config.skip_batches:
         # Progress covers what this run takes on: a resumed job's finished batches are not in it.
@@ -39,11 +40,34 @@ def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, sink: Outco
                            max(0, n - sum(max(0, min(size, n - b * size)) for b in plan.config.skip_batches))
                            for n in (total, expected))
     return RunRecorder(run_id=run_id or new_run_id(), job_id=job_id, stage=plan.stage,
-                       dlq=plan.dlq, on_progress=plan.on_progress, total=total,
+                       dlq=plan.dlq, on_progress=_watched(plan.on_progress, hooks), total=total,
                        batch_size=plan.config.batch_size, id_of=plan.id_of,
                        pickle_payloads=plan.pickle_payloads, sink=sink,
                        reopen_dlq=plan.reopen_dlq, expected_total=expected,
-                       hooks=HookDispatch(plan.hooks) if plan.hooks else None)
+                       hooks=hooks)
+
+
+def _watched(on_progress: Any, hooks: HookDispatch | None) -> Any:
+    """``on_progress``, or, when a hook target watches progress (alerts), a tee that feeds it
+    too: the engines take snapshots only for a recorder whose ``on_progress`` is set."""
+    if hooks is None or not hooks.wants_progress:
+        return on_progress
+    return ProgressTee(hooks, on_progress)
+
+
+def _close_hooks(recorder: RunRecorder, error: BaseException) -> None:
+    """The run raises ``error``: its hook targets hear it (``run_closed``) and stop their threads."""
+    if recorder.hooks is not None:
+        recorder.hooks.run_closed(error)
+
+
+def _finish_writes(recorder: RunRecorder) -> None:
+    """Every dead letter durable before the run returns; a DLQ that fails here closes the hooks."""
+    try:
+        recorder.finish_writes()
+    except BaseException as exc:
+        _close_hooks(recorder, exc)
+        raise
 
 
 def _with_skips(plan: Plan, skip_batches: frozenset[int]) -> Plan:
@@ -80,7 +104,11 @@ def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
     if hooks is None:
         return report
     hooks.run_end(report)
-    return replace(report, hook_errors=hooks.errors) if hooks.errors else report
+    hooks.run_closed(None)
+    errors, failures = hooks.errors, hooks.alert_failures
+    if errors or failures:
+        return replace(report, hook_errors=errors, alert_failures=failures)
+    return report
 
 
 def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
@@ -112,10 +140,11 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
         else:
             outcome = _from_scheduler(run_reference(iter(plan.records), plan.fn, plan.config,
                                                     plan.classifier, recorder, bulk=plan.bulk))
-    except BaseException:
+    except BaseException as exc:
         recorder.finish_writes(failing=True)
+        _close_hooks(recorder, exc)
         raise
-    recorder.finish_writes()  # every dead letter durable before the run returns
+    _finish_writes(recorder)  # every dead letter durable before the run returns
     return _report(plan, recorder, outcome, skip_batches)
 
 
@@ -135,10 +164,11 @@ async def aexecute(plan: Plan, *, run_id: str | None = None, job_id: str | None 
     try:
         outcome = await drive(run, iter(plan.records), plan.fn, plan.config.concurrency,
                               plan.config.batch_size, plan.timeout, plan.bulk)
-    except BaseException:
+    except BaseException as exc:
         recorder.finish_writes(failing=True)
+        _close_hooks(recorder, exc)
         raise
-    recorder.finish_writes()  # every dead letter durable before the run returns
+    _finish_writes(recorder)  # every dead letter durable before the run returns
     if isinstance(outcome, Scheduler):
         outcome = _from_scheduler(outcome)
     return _report(plan, recorder, outcome, skip_batches)
