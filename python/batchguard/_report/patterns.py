@@ -29,8 +29,8 @@ from typing import Any, Final
 
 from .rules import DEFAULT_RULES, Recommendation, RecommendationRule, recommend
 
-__all__ = ["MAX_EXAMPLES", "MAX_PATTERNS", "OTHER_MESSAGES", "OTHER_TYPE", "FailurePattern", "PatternCounter",
-           "PatternKey", "json_safe", "message_template"]
+__all__ = ["MAX_CACHED_TEMPLATES", "MAX_EXAMPLES", "MAX_PATTERNS", "OTHER_MESSAGES", "OTHER_TYPE", "FailurePattern",
+           "PatternCounter", "PatternKey", "digit_shape", "json_safe", "message_template"]
 
 MAX_TEMPLATE_CHARS: Final = 160
 """A template is cut to this many characters (and ends in "…" when it was cut)."""
@@ -62,6 +62,13 @@ _NUMBERS: Final = re.compile(r"""(?=[0-9A-Fa-f])(?:
   | (?P<n>\d+(?:\.\d+)?)
 )""", re.VERBOSE)
 _DIGIT: Final = re.compile(r"\d")
+_ASCII_DIGIT: Final = re.compile(r"[0-9]")
+# UTF-8 writes every other character with bytes >= 0x80, so mapping the bytes of the ASCII
+# digits maps exactly the ASCII digits.
+_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+MAX_CACHED_TEMPLATES: Final = 1024
+"""Digit shapes (:func:`digit_shape`) a counter keeps templates for; past it the cache starts again."""
+_MAX_CACHED_MESSAGE: Final = 512  # longer messages are templated each time: rare, and costly to keep
 _NUMBER_MASKS: Final = {"uuid": "<id>", "hex": "<id>", "ip": "<ip>", "id": "<id>", "n": "<n>"}
 # A blocked record's message (validation.issues.describe): "blocked by validation: " then
 # "[severity] field: message (fix: text)" per issue, joined by "; " (a fix may hold "; " too).
@@ -124,6 +131,19 @@ def message_template(message: str) -> str:
     if len(text) > MAX_TEMPLATE_CHARS or len(message) > _MAX_INPUT_CHARS:
         text = text[:MAX_TEMPLATE_CHARS - 1].rstrip() + "…"
     return text
+
+
+def digit_shape(message: str) -> bytes:
+    """``message`` (as UTF-8) with every ASCII digit written as ``0``: messages of one shape
+    have one template, since :func:`message_template` looks at ASCII digits only as digits
+    (which numbers, how many in a row, where), never at which digit they are.
+
+    >>> digit_shape("user 17 not found") == digit_shape("user 42 not found")
+    True
+    >>> digit_shape("user 17 not found") == digit_shape("user 170 not found")
+    False
+    """
+    return message.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZERO)
 
 
 def blocking_issues(message: str) -> str:
@@ -227,9 +247,10 @@ def _order(example: tuple[int, Any]) -> int:
 class PatternCounter:
     """Counts failures by pattern in bounded memory (see :data:`MAX_PATTERNS`).
 
-    ``add`` is O(1) amortised; a message's template is cached, so a run that fails the same way
-    a million times masks its message once. Counts are exact; past the caps, records are counted
-    in an "other messages" pattern of their error type, or in one "other" pattern.
+    ``add`` is O(1) amortised; templates are cached by :func:`digit_shape`, so a run that fails
+    a million times with messages that differ only in their numbers masks a message once. Counts
+    are exact; past the caps, records are counted in an "other messages" pattern of their error
+    type, or in one "other" pattern.
     """
 
     __slots__ = ("_by_group", "_cache", "_max_patterns", "_max_templates", "_next", "_tallies", "total")
@@ -241,7 +262,7 @@ class PatternCounter:
         # cost more than the rest of it.
         self._tallies: dict[tuple[str, str, int | None, str], _Tally] = {}
         self._by_group: dict[tuple[str, str, int | None], int] = {}  # templates per group
-        self._cache: dict[str, str] = {}
+        self._cache: dict[bytes, str] = {}  # digit shape -> template
         self._next = 0
         self.total = 0
         """Failures counted."""
@@ -250,15 +271,23 @@ class PatternCounter:
         return self.total
 
     def template(self, message: str) -> str:
-        """:func:`message_template`, cached for short messages (at most 1024 of them)."""
-        cached = self._cache.get(message)
+        """:func:`message_template`, cached by the message's :func:`digit_shape` for short
+        messages (at most :data:`MAX_CACHED_TEMPLATES` shapes): ``"record 17 failed"`` and
+        ``"record 42 failed"`` are templated once, where a cache by message missed each time."""
+        if len(message) > _MAX_CACHED_MESSAGE:
+            return message_template(message)
+        shape = digit_shape(message)
+        cached = self._cache.get(shape)
         if cached is not None:
             return cached
         template = message_template(message)
-        if len(message) <= 512:
-            if len(self._cache) >= 1024:
+        # A template that kept an ASCII digit depends on which digit it was: the shape cannot
+        # stand for the message then (no rule keeps one today; this keeps the cache right if
+        # one ever does).
+        if _ASCII_DIGIT.search(template) is None:
+            if len(self._cache) >= MAX_CACHED_TEMPLATES:
                 self._cache.clear()
-            self._cache[message] = template
+            self._cache[shape] = template
         return template
 
     def add(self, record_id: Any, error_type: str, error_class: str, http_status: int | None, message: str,
