@@ -126,6 +126,11 @@ class ReportModel:
     max_failures: int | float | None = None
     flags: CommandFlags = field(default_factory=CommandFlags)
     """The options the report's commands carry."""
+    compensated: int = 0
+    """Records that succeeded and were undone by ``compensate=`` (``batchguard.compensation``)."""
+    entries: int | None = None
+    """The run's DLQ entries, when more than its dead-lettered records: a rolled-back atomic
+    batch's undone records have entries too."""
 
     def pattern_command(self, pattern: FailurePattern) -> str | None:
         """The command of ``pattern``'s recommendation, with the run's options."""
@@ -139,7 +144,7 @@ class ReportModel:
     @property
     def more_failures(self) -> int:
         """Dead-lettered records beyond the samples."""
-        return self.failed - len(self.samples)
+        return (self.failed if self.entries is None else self.entries) - len(self.samples)
 
     def to_json(self) -> dict[str, Any]:
         """The model as JSON-safe data (``json.dumps`` takes it as is).
@@ -156,6 +161,7 @@ class ReportModel:
             "succeeded": self.succeeded,
             "failed": self.failed,
             "pending": self.pending,
+            "compensated": self.compensated,
             "retries": self.retries,
             "success_rate": self.success_rate,
             "failure_rate": self.failure_rate,
@@ -195,6 +201,8 @@ def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None 
     Reads only what the report keeps in memory (for ``max_samples`` up to its sample of 1000).
     """
     failed = report.failure_count
+    # A rolled-back atomic batch's undone records have entries too (BatchRolledBack).
+    entries = len(report.errors) if report.compensated_count else failed
     total = report.total
     flags = CommandFlags.of(report, cli)
     patterns = report.patterns(rules=rules)
@@ -217,7 +225,7 @@ def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None 
         skipped_batches=report.skipped_batches,
         breaker_trips=report.breaker_trips,
         dlq_url=None if cli is None else cli.dlq_url,
-        error_types=tuple(ErrorPattern(name, count, count / failed if failed else 0.0)
+        error_types=tuple(ErrorPattern(name, count, count / entries if entries else 0.0)
                           for name, count in report.errors_by_type.items()),
         patterns=patterns,
         # Shown as a DLQ stores them: a message kept raw in memory may hold lone surrogates,
@@ -231,6 +239,8 @@ def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None 
         success_threshold=report.success_threshold,
         max_failures=report.max_failures,
         flags=flags,
+        compensated=report.compensated_count,
+        entries=entries if report.compensated_count else None,
     )
 
 

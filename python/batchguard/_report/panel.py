@@ -51,6 +51,8 @@ def render_panel(model: ReportModel) -> Panel:
                                        style="red" if model.failed else ""))
     if model.pending:
         facts.add_row("Pending", Text(f"{model.pending:,}", style="yellow"))
+    if model.compensated:
+        facts.add_row("Compensated", Text(f"{model.compensated:,} (succeeded, then undone)", style="yellow"))
     facts.add_row("Retries", f"{model.retries:,}")
     facts.add_row("Duration", f"{duration(model.duration_s)}   ({model.throughput:,.0f} records/s)")
     facts.add_row("Batches", f"{model.batches}" + (

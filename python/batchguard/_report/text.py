@@ -84,6 +84,7 @@ def _render_text(model: ReportModel) -> str:
         f"Succeeded:     {model.succeeded} ({percent(model.success_rate)})",
         f"Failed (DLQ):  {model.failed} ({percent(model.failure_rate)})",
         f"Pending:       {model.pending}",
+        *([f"Compensated:   {model.compensated} (succeeded, then undone)"] if model.compensated else []),
         f"Retries:       {model.retries}",
         f"Duration:      {duration(model.duration_s)}   ({model.throughput:,.0f} records/s)",
         f"Batches:       {model.batches}" + (
