@@ -290,6 +290,11 @@ class BatchReport(Generic[R]):
     batch, an aborted run with ``on_abort="compensate"``); neither succeeded nor failed. A
     rolled-back batch's undone records also have DLQ entries (``BatchRolledBack``), so
     ``dlq_count`` and ``errors`` count them too."""
+    fallback_count: int = 0
+    """Records that failed for good and succeeded with their retry policy's ``fallback``
+    value instead of being dead-lettered (``RetryPolicy(fallback=...)``); counted in
+    ``success_count``, their values in ``successful``. The errors they stand in for are logged
+    (``fallback_used`` on logger "batchguard")."""
     entries_carry_run: ClassVar[bool] = True
     """Whether the DLQ entries of this report's failures carry its ``run_id`` / ``job_id``, so
     its printed commands can select them by ``--run-id`` / ``--job``. False for a replay, which
@@ -388,6 +393,7 @@ class BatchReport(Generic[R]):
             "failure_count": self.failure_count,
             "pending_count": self.pending_count,
             "compensated_count": self.compensated_count,
+            "fallback_count": self.fallback_count,
             "retry_count": self.retry_count,
             "success_rate": self.success_rate,
             "duration_s": self.duration_s,
