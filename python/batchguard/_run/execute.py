@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +18,7 @@ from .. import _native
 from .._async import drive, loop_factory
 from .._native import RunSummary
 from .._outcome import RunRecorder
+from ..compensation import RunCompensation
 from ..hooks import HookDispatch, ProgressTee
 from ..reference import Scheduler, _Classify, run_reference
 from ..results import BatchReport
@@ -87,8 +89,22 @@ def _from_scheduler(scheduler: Scheduler) -> RunSummary:
         skipped_records=scheduler.skipped_records)
 
 
+def _inputs(plan: Plan, recorder: RunRecorder) -> tuple[Iterable[Any], Callable[..., Any]]:
+    """The input and fn an engine runs: the plan's own, or with compensation (or
+    ``keep_outcomes``) wrapped to note what each call returned (``batchguard.compensation``)."""
+    if plan.compensation is None:
+        return plan.records, plan.fn
+    compensation = RunCompensation(plan.compensation, batch_size=plan.config.batch_size,
+                                   skip_batches=plan.config.skip_batches, retry=plan.config.retry,
+                                   classifier=plan.classifier, seed=plan.config.seed)
+    recorder.use_compensation(compensation)
+    records, fn = compensation.wrap(plan.records, plan.fn, is_async=plan.is_async, bulk=plan.bulk)
+    return records, fn
+
+
 def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
             skip_batches: frozenset[int]) -> BatchReport:
+    recorder.run_ended(outcome.stop_reason)  # an aborted run's undos, with on_abort="compensate"
     read = outcome.records_read - outcome.skipped_records
     recorder.final_progress(succeeded=outcome.succeeded, failed=outcome.failed, read=read,
                             exhausted=outcome.exhausted)
@@ -135,10 +151,12 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
     recorder = recorder_for(plan, run_id, job_id, sink)
     try:
         if plan.engine == "native":
-            outcome = _native.run(plan.records, plan.fn, plan.config, plan.classifier, recorder,
+            records, fn = _inputs(plan, recorder)
+            outcome = _native.run(records, fn, plan.config, plan.classifier, recorder,
                                   plan.total, bulk=plan.bulk)
         else:
-            outcome = _from_scheduler(run_reference(iter(plan.records), plan.fn, plan.config,
+            records, fn = _inputs(plan, recorder)
+            outcome = _from_scheduler(run_reference(iter(records), fn, plan.config,
                                                     plan.classifier, recorder, bulk=plan.bulk))
     except BaseException as exc:
         recorder.finish_writes(failing=True)
@@ -162,7 +180,8 @@ async def aexecute(plan: Plan, *, run_id: str | None = None, job_id: str | None 
         run = ReferenceAsyncRun(Scheduler(plan.config, time.monotonic()),
                                 _Classify(plan.classifier, recorder.classifier_error), recorder)
     try:
-        outcome = await drive(run, iter(plan.records), plan.fn, plan.config.concurrency,
+        records, fn = _inputs(plan, recorder)
+        outcome = await drive(run, iter(records), fn, plan.config.concurrency,
                               plan.config.batch_size, plan.timeout, plan.bulk)
     except BaseException as exc:
         recorder.finish_writes(failing=True)
