@@ -40,7 +40,8 @@ from ._run.entries import COMPENSATE_STAGE
 from .errors import BatchRolledBack, CompensationFailed, ConfigError, ConfigTypeError
 from .policies import BackoffState, Classifier, RetryPolicy
 
-__all__ = ["COMPENSATE_STAGE", "ON_ABORT", "Compensation", "Outcome", "RunCompensation", "SuccessLog", "check_compensation"]
+__all__ = ["COMPENSATE_STAGE", "ON_ABORT", "Compensation", "Outcome", "RunCompensation", "SuccessLog", "Undoer",
+           "check_compensation"]
 
 ON_ABORT: Final = ("stop", "compensate")
 """What a run does when it aborts: "stop" leaves what it did; "compensate" undoes it."""
@@ -92,13 +93,14 @@ def check_compensation(compensate: Any, atomic_batches: Any, on_abort: Any, keep
     if not atomic_batches and on_abort == "stop":
         raise ConfigError('compensate= is used with atomic_batches=True or on_abort="compensate"; '
                           "with neither it would never run")
-    return Compensation(compensate, atomic_batches, on_abort, keep_outcomes)
+    return Compensation(compensate, atomic_batches, "compensate" if on_abort == "compensate" else "stop",
+                        keep_outcomes)
 
 
 class Outcome(NamedTuple):
     """A succeeded record: its input position, the record, and what ``fn`` returned."""
 
-    index: int
+    position: int
     record: Any
     value: Any
 
@@ -224,7 +226,7 @@ class Undoer:
         """Undo each of ``outcomes`` in the order given; ``batch(index)`` is a record's batch."""
         undone = _Undone([], [])
         for outcome in outcomes:
-            failed = self.undo_one(outcome, batch(outcome.index))
+            failed = self.undo_one(outcome, batch(outcome.position))
             if failed is None:
                 undone.compensated.append(outcome)
             else:
@@ -241,7 +243,7 @@ class Undoer:
                 self._undo(outcome.record, outcome.value)
             except Exception as exc:  # noqa: BLE001 - an undo's failure is dead-lettered, never lost
                 error_class = self._classify(exc)
-                wrapped = CompensationFailed(f"compensate(record, value) of record {outcome.index} "
+                wrapped = CompensationFailed(f"compensate(record, value) of record {outcome.position} "
                                              f"failed: {type(exc).__name__}: {_message(exc)}")
                 wrapped.__cause__ = exc
                 wrapped.__traceback__ = exc.__traceback__
@@ -250,14 +252,14 @@ class Undoer:
                 if not last:
                     if error_class is ErrorClass.RECOVERABLE:
                         if backoff is None:
-                            backoff = BackoffState(policy, outcome.index, self._seed)
+                            backoff = BackoffState(policy, outcome.position, self._seed)
                         delay = backoff.next_delay()
                     else:
                         delay = 0.0
                 attempts.append(FailedAttempt(attempt=len(attempts) + 1, at=time.time(), error=wrapped,
                                               delay=delay))
                 if delay is None:
-                    return DeadRecord(record_index=outcome.index, batch_index=batch,
+                    return DeadRecord(record_index=outcome.position, batch_index=batch,
                                       record={"record": outcome.record, "value": outcome.value},
                                       error_class=str(error_class), attempts=attempts)
                 if delay > 0:
@@ -320,7 +322,7 @@ class RunCompensation:
         because = (f"batch {event.index} was rolled back (atomic_batches): record {failed_at} "
                    f"failed with {type(error).__name__}: {_message(error)}")
         now = time.time()
-        rolled_back = [DeadRecord(record_index=o.index, batch_index=event.index, record=o.record,
+        rolled_back = [DeadRecord(record_index=o.position, batch_index=event.index, record=o.record,
                                   error_class=str(ErrorClass.RECOVERABLE),
                                   attempts=[FailedAttempt(attempt=1, at=now, error=BatchRolledBack(because),
                                                           delay=None)])
