@@ -8,7 +8,8 @@
 
 import importlib.metadata
 
-from . import metrics
+from . import alerts, metrics
+from .alerts import AlertRule
 from .api import RunOptions, arun_batches, run_batches
 from .batching import Batch, calculate_batch_size, create_batches
 from .dlq import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, StatusChange, open_dlq
@@ -52,6 +53,7 @@ __version__ = importlib.metadata.version("batchguard")  # Cargo.toml's, through 
 __all__ = [
     "MAX_DURATION_S",
     "ActiveBatch",
+    "AlertRule",
     "Attempt",
     "Batch",
     "BatchProgress",
@@ -96,6 +98,7 @@ __all__ = [
     "ValidationIssue",
     "ValidationReport",
     "ValidationSummary",
+    "alerts",
     "arun_batches",
     "calculate_batch_size",
     "create_batches",

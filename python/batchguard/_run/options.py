@@ -9,10 +9,11 @@ together), and :func:`spelled_out` writes the keywords into the function's signa
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, ForwardRef, Generic, Literal, TypedDict, TypeVar
 
 if TYPE_CHECKING:  # annotations only: the job store's package imports the run core itself
+    from ..alerts.rules import AlertRule
     from ..dlq.base import DeadLetterQueue
     from ..jobs.store import JobStore
     from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
@@ -56,6 +57,7 @@ class RunOptions(TypedDict, Generic[T], total=False):
     sample_key: Callable[[T], Any] | None
     hooks: object | None
     metrics: object | None
+    alerts: Sequence[AlertRule] | None
     compensate: Callable[[T, Any], Any] | None
     atomic_batches: bool
     on_abort: Literal["stop", "compensate"]
@@ -89,6 +91,7 @@ DEFAULTS: Final[RunOptions[Any]] = {
     "sample_key": None,
     "hooks": None,
     "metrics": None,
+    "alerts": None,
     "compensate": None,
     "atomic_batches": False,
     "on_abort": "stop",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from .. import _native
 from .._checks import check_count, check_duration, check_flag, closest, is_finite_number, shown
+from ..alerts import check_alerts
 from ..batching import calculate_batch_size
 from ..compensation import Compensation, check_compensation
 from ..dlq.base import DeadLetterQueue
@@ -125,7 +126,8 @@ class Plan:
     sample_count: int = 3
     sample_key: Callable[[Any], Any] | None = None
     hooks: tuple[object, ...] = ()
-    """The run's lifecycle hook targets: ``hooks=``, then ``metrics=`` (``batchguard.hooks``)."""
+    """The run's lifecycle hook targets: ``hooks=``, then ``metrics=``, then the monitor of
+    ``alerts=`` (``batchguard.hooks``, ``batchguard.alerts``)."""
     compensation: Compensation | None = None
     """``compensate=``, ``atomic_batches=``, ``on_abort=``, ``keep_outcomes=`` (``batchguard.compensation``)."""
 
@@ -252,6 +254,9 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
     if success_threshold is not None:
         success_threshold = _check_fraction("success_threshold", success_threshold)
     max_failures = _check_max_failures(max_failures)
+    monitor = check_alerts(options["alerts"], max_failures=max_failures)
+    if monitor is not None:  # a hook target with a timer thread (batchguard.alerts)
+        hook_targets += (monitor,)
     if not isinstance(stage, str):
         raise ConfigTypeError(f"stage must be a non-empty str, got {type(stage).__name__} {stage!r}")
     if not stage:

@@ -1,0 +1,279 @@
+"""POSTing alerts as JSON: :class:`Webhook` (what to call) and :class:`WebhookSender` (one
+run's background thread that calls it, with retries).
+
+The URL of a webhook usually carries its credential (Slack, Teams and Discord put a token in
+the path, others in the query), so it is never shown whole: :func:`redact_webhook` keeps the
+scheme, host and port, and every message, ``repr`` and saved setting goes through it.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.metadata
+import json
+import logging
+import math
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from .._checks import check_count, check_duration
+from ..errors import ConfigError, ConfigTypeError
+
+__all__ = ["Webhook", "WebhookError", "WebhookSender", "redact_webhook"]
+
+logger = logging.getLogger("batchguard")
+
+_USER_AGENT: Final = f"batchguard/{importlib.metadata.version('batchguard')}"
+MAX_QUEUED: Final = 1000
+"""Notices a sender holds at once; more are dropped (and counted): a receiver that cannot keep up
+with a few notices per rule and episode is down, and holding more would only grow memory."""
+MAX_RETRY_AFTER_S: Final = 60.0
+"""The longest ``Retry-After`` of a 429 or 503 a sender waits: longer, and the notice is stale."""
+
+
+def redact_webhook(url: str) -> str:
+    """``url`` with its credential hidden: the scheme, host and port, then ``/***`` for any path
+    or query (where webhook tokens live) and ``***@`` for any user info.
+
+    >>> redact_webhook("https://hooks.slack.com/services/T0/B0/XXXX")
+    'https://hooks.slack.com/***'
+    >>> redact_webhook("http://user:pw@127.0.0.1:8080/")
+    'http://***@127.0.0.1:8080/'
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<unparsable URL>"
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    userinfo = "***@" if "@" in parts.netloc else ""
+    rest = "/***" if parts.path.strip("/") or parts.query or parts.fragment else "/"
+    return f"{parts.scheme}://{userinfo}{host}{port}{rest}"
+
+
+class WebhookError(Exception):
+    """One POST that did not succeed: ``retryable`` says whether trying again may help (a
+    connection error, a timeout, 408, 429 or a 5xx), ``retry_after`` what the receiver asked."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
+                 connection: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.connection = connection
+        """The receiver could not be reached at all (refused, unknown host): it is down."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    # urllib follows a 301/302/303 of a POST as a GET without the body: the alert would be lost
+    # while the call "succeeded". A redirect is an answer the sender reports instead.
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER: Final = urllib.request.build_opener(_NoRedirects())  # honours the *_proxy variables
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None  # the HTTP-date form: the backoff decides
+    return None if seconds is None or not math.isfinite(seconds) or seconds < 0 else seconds
+
+
+class Webhook:
+    """POST each alert's JSON (:meth:`batchguard.alerts.Alert.to_dict`) to ``url``.
+
+    ``headers`` are added to each request (an ``Authorization`` header, say); ``timeout``
+    bounds one request in seconds. A failed POST (no connection, a timeout, 408, 429, a 5xx) is
+    tried again up to ``retries`` times, ``backoff_s`` after the first failure and twice as long
+    after each next one (or the receiver's ``Retry-After``, up to 60 s); a 3xx or another 4xx is
+    not retried. It all happens on a thread of its own: the run never waits for a receiver.
+    When the run ends, notices not delivered yet get ``drain_s`` more seconds (but one attempt
+    each, at once, when the receiver cannot be reached at all); what is still undelivered then
+    is logged and counted in ``report.alert_failures``.
+
+    The URL is a secret (webhook tokens live in it): ``repr`` and every log line show it
+    through :func:`redact_webhook`.
+    """
+
+    def __init__(self, url: str, *, headers: Mapping[str, str] | None = None, timeout: float = 5.0,
+                 retries: int = 3, backoff_s: float = 0.5, drain_s: float = 2.0) -> None:
+        if not isinstance(url, str):
+            raise ConfigTypeError(f"Webhook.url must be a str, got {type(url).__name__}")
+        try:
+            parts = urlsplit(url)
+            has_host = bool(parts.hostname)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            has_host = False
+        if parts.scheme not in ("http", "https") or not has_host:
+            raise ConfigError(f"Webhook.url must be an http:// or https:// URL with a host, got "
+                              f"{redact_webhook(url)!r}")
+        if headers is not None and not (isinstance(headers, Mapping) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):
+            raise ConfigTypeError(f"Webhook.headers must be a mapping of str to str, got {type(headers).__name__}")
+        self._url = url
+        self.headers: dict[str, str] = dict(headers or {})
+        self.timeout = check_duration("Webhook.timeout", timeout, positive=True)
+        self.retries = check_count("Webhook.retries", retries, minimum=0, maximum=100)
+        self.backoff_s = check_duration("Webhook.backoff_s", backoff_s)
+        self.drain_s = check_duration("Webhook.drain_s", drain_s)
+
+    @property
+    def url(self) -> str:
+        """The URL itself (a secret: show :attr:`shown_url`)."""
+        return self._url
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as it may be printed or logged."""
+        return redact_webhook(self._url)
+
+    def __repr__(self) -> str:
+        return f"Webhook({self.shown_url!r}, timeout={self.timeout:g}, retries={self.retries})"
+
+    def _scrubbed(self, text: str) -> str:
+        return text.replace(self._url, self.shown_url)
+
+    def post(self, payload: Mapping[str, Any]) -> None:
+        """One POST of ``payload`` as JSON; raises :class:`WebhookError` unless it got a 2xx."""
+        body = json.dumps(payload, default=str, allow_nan=False).encode()
+        request = urllib.request.Request(self._url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "User-Agent": _USER_AGENT, **self.headers})
+        try:
+            with _OPENER.open(request, timeout=self.timeout) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            code = exc.code
+            retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+            exc.close()
+            raise WebhookError(f"HTTP {code}", retryable=code in (408, 429) or code >= 500,
+                               retry_after=retry_after) from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            timed_out = isinstance(reason, TimeoutError)
+            raise WebhookError(self._scrubbed(f"{type(reason).__name__}: {reason}"), retryable=True,
+                               connection=not timed_out) from None
+        except TimeoutError:
+            raise WebhookError(f"no answer within {self.timeout:g}s", retryable=True) from None
+        except OSError as exc:  # a connection reset while reading the answer, ...
+            raise WebhookError(self._scrubbed(f"{type(exc).__name__}: {exc}"), retryable=True) from None
+
+
+class WebhookSender:
+    """One run's deliveries to a :class:`Webhook`, on a thread of its own.
+
+    :meth:`send` never blocks; :meth:`close` lets the queue drain for the webhook's
+    ``drain_s`` and joins the thread. ``delivered`` and ``failed`` count notices.
+    """
+
+    def __init__(self, webhook: Webhook) -> None:
+        self.webhook = webhook
+        self.delivered = 0
+        self.failed = 0
+        self._queue: collections.deque[Mapping[str, Any]] = collections.deque()
+        self._cond = threading.Condition()
+        self._closing = threading.Event()
+        self._deadline = math.inf
+        self._down = False  # the last attempt could not reach the receiver at all
+        self._dropped_logged = False
+        self._thread = threading.Thread(target=self._loop, name="batchguard-alert-webhook", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def send(self, payload: Mapping[str, Any]) -> None:
+        """Queue ``payload`` for delivery (dropped, logged and counted past MAX_QUEUED)."""
+        with self._cond:
+            if len(self._queue) >= MAX_QUEUED:
+                self.failed += 1
+                if not self._dropped_logged:
+                    self._dropped_logged = True
+                    logger.error("alert webhook %s: %d notices wait already; dropping new ones (counted in "
+                                 "report.alert_failures)", self.webhook.shown_url, MAX_QUEUED)
+                return
+            self._queue.append(payload)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Deliver what is queued for at most the webhook's ``drain_s`` more seconds (plus a
+        request in flight), then stop; what is left is counted as failed."""
+        with self._cond:
+            self._deadline = time.monotonic() + self.webhook.drain_s
+            self._closing.set()
+            self._cond.notify()
+        self._thread.join(self.webhook.drain_s + self.webhook.timeout + 1.0)
+        if self._thread.is_alive():  # a request that ignores its timeout (a DNS lookup hangs)
+            logger.error("alert webhook %s: still sending when the run ended; left behind",
+                         self.webhook.shown_url)
+        with self._cond:
+            if self._queue:
+                self._give_up(len(self._queue), "the run ended first")
+                self._queue.clear()
+
+    def _give_up(self, count: int, why: str) -> None:
+        self.failed += count
+        logger.error("alert webhook %s: %d notice(s) not delivered: %s (counted in report.alert_failures)",
+                     self.webhook.shown_url, count, why)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing.is_set():
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                if self._closing.is_set() and time.monotonic() >= self._deadline:
+                    return  # close() counts what is left
+                payload = self._queue.popleft()
+            self._deliver(payload)
+
+    def _deliver(self, payload: Mapping[str, Any]) -> None:
+        hook = self.webhook
+        what = f"{payload.get('state')} notice of {payload.get('name')!r}"
+        for attempt in range(1, hook.retries + 2):
+            try:
+                hook.post(payload)
+            except WebhookError as exc:
+                self._down = exc.connection
+                last = attempt > hook.retries or not exc.retryable or (self._closing.is_set() and self._down)
+                delay = hook.backoff_s * 2 ** (attempt - 1)
+                if exc.retry_after is not None:
+                    delay = max(delay, min(exc.retry_after, MAX_RETRY_AFTER_S))
+                if not last and self._closing.is_set() and time.monotonic() + delay >= self._deadline:
+                    last = True  # the run has ended and the next try would come too late
+                if last:
+                    with self._cond:
+                        self._give_up(1, f"the {what} failed {attempt} time(s), last: {exc}")
+                    return
+                logger.warning("alert webhook %s: the %s failed (%s); trying again in %.1fs",
+                               hook.shown_url, what, exc, delay)
+                self._pause(delay)
+            except Exception as exc:  # noqa: BLE001 - a payload JSON cannot hold is a bug, never the run's
+                with self._cond:
+                    self._give_up(1, f"the {what} could not be sent: {type(exc).__name__}: {exc}")
+                return
+            else:
+                self._down = False
+                with self._cond:
+                    self.delivered += 1
+                return
+
+    def _pause(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or until close() when the run ends first (then the drain
+        deadline bounds the rest)."""
+        end = time.monotonic() + delay
+        if not self._closing.wait(delay) or self._down:
+            return  # a receiver that cannot be reached gets one more try at once, not a wait
+        remaining = min(end, self._deadline) - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
