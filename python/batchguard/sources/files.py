@@ -21,7 +21,7 @@ from typing import IO, Any, Final
 from .._urls import redact
 from ..errors import InputError
 
-__all__ = ["COMPRESSIONS", "SourceFile", "expand", "is_remote", "open_bytes", "scrub"]
+__all__ = ["COMPRESSIONS", "SourceFile", "compression_of", "expand", "is_remote", "open_bytes", "scrub"]
 
 COMPRESSIONS: Final = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
 _GLOB: Final = re.compile(r"[*?\[]")
@@ -68,7 +68,9 @@ def scrub(text: str, secrets: Mapping[str, Any]) -> str:
     return text
 
 
-def _compression(name: str) -> str | None:
+def compression_of(name: str) -> str | None:
+    """The compression a file or URL's extension names (a :data:`COMPRESSIONS` value), or None:
+    what sources read and results sinks (``batchguard.sinks``) write alike."""
     return COMPRESSIONS.get(os.path.splitext(name.split("?", 1)[0])[1].lower())
 
 
@@ -96,7 +98,7 @@ def expand(spec: str, options: Mapping[str, Any]) -> list[SourceFile]:
         # Shown (in ids, in the DLQ) by its absolute path: the same whichever directory a job is
         # resumed from, as `batchguard jobs resume` does from the path the job saved.
         files.append(SourceFile(match, os.path.abspath(match), stat.st_size, str(stat.st_mtime_ns),
-                                _compression(match), False))
+                                compression_of(match), False))
     return files
 
 
@@ -148,7 +150,7 @@ def _expand_remote(spec: str, options: Mapping[str, Any]) -> list[SourceFile]:
         version = next((str(info[key]) for key in _VERSION_KEYS if info.get(key) is not None), "")
         size = info.get("size")
         files.append(SourceFile(url, redact(url), -1 if size is None else int(size), version,
-                                _compression(url), True))
+                                compression_of(url), True))
     return files
 
 
