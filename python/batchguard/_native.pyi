@@ -305,6 +305,13 @@ class BatchEvent:
     @property
     def dead(self) -> DeadRecords | list[DeadRecord] | None:
         """The batch's dead-lettered records (None or empty when there are none)."""
+    @property
+    def indices(self) -> list[int] | None:
+        """With ``EngineConfig.values_per_batch``: the record indices of the batch's successes,
+        in record order; None when the run keeps its values for ``RunSummary.successful``."""
+    @property
+    def values(self) -> list[Any] | None:
+        """The values of those successes, alike (``indices[i]`` returned ``values[i]``)."""
     def __new__(
         cls,
         *,
@@ -316,6 +323,8 @@ class BatchEvent:
         duration: float,
         pending: int,
         dead: DeadRecords | list[DeadRecord] | None,
+        indices: list[int] | None = None,
+        values: list[Any] | None = None,
     ) -> Self: ...
 
 @final

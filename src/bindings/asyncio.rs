@@ -16,8 +16,9 @@ use pyo3::{PyTraverseError, PyVisit};
 use super::classify::NativeClassifier;
 use super::config::Settings;
 use super::events::{deliver, open_batches, progress, progress_every_batch, summary, wants_progress, RunSummary};
-use super::ffi::{list_of, strip_traceback};
+use super::ffi::strip_traceback;
 use super::run::Prepared;
+use super::values::Values;
 use super::wait::{wall_now, MonoClock};
 use super::{Obj, PyScheduler, PyWork};
 use crate::engine::{Clock, Next, NextGroup, Scheduler};
@@ -30,7 +31,7 @@ pub struct AsyncRun {
     classifier: NativeClassifier,
     sink: Obj,
     in_flight: HashMap<u64, PyWork>,
-    results: Vec<Option<Obj>>,
+    results: Values,
     skip: HashSet<u64>,
     key_of: Option<Obj>,
     batch_size: usize,
@@ -51,7 +52,8 @@ impl AsyncRun {
     fn report(&mut self, py: Python<'_>) -> PyResult<()> {
         let sink = self.sink.bind(py);
         if self.sched.has_events() {
-            let events = self.sched.take_events();
+            let mut events = self.sched.take_events();
+            self.results.attach(&mut events);
             let now = self.sched.clock().now();
             let due = self.wants_progress && (self.every_batch || now >= self.next_progress);
             let batches = open_batches(&self.sched, due);
@@ -86,7 +88,7 @@ impl AsyncRun {
         for work in self.in_flight.values() {
             work.visit(|record| visit.call(record), |error| visit.call(error))?;
         }
-        self.results.iter().flatten().try_for_each(|value| visit.call(value))
+        self.results.visit(|value| visit.call(value))
     }
 
     fn __clear__(&mut self) {
@@ -105,16 +107,17 @@ impl AsyncRun {
     #[new]
     fn new(config: &Bound<'_, PyAny>, classifier: &Bound<'_, PyAny>, sink: &Bound<'_, PyAny>) -> PyResult<Self> {
         // The timeout is `batchguard._async`'s to enforce: it cancels the coroutine.
-        let Settings { config, skip, key_of, timeout: _ } = Settings::from_py(config)?;
+        let Settings { config, skip, key_of, timeout: _, values_per_batch } = Settings::from_py(config)?;
         let key_of = key_of.map(Bound::unbind);
         let interval = config.progress_interval;
+        let results = Values::indexed(values_per_batch, config.batch_size, None);
         Ok(Self {
             batch_size: config.batch_size,
             sched: Scheduler::new(config, MonoClock(Instant::now())),
             classifier: NativeClassifier::from_py(classifier)?,
             sink: sink.clone().unbind(),
             in_flight: HashMap::new(),
-            results: Vec::new(),
+            results,
             skip,
             key_of,
             interval,
@@ -168,13 +171,13 @@ impl AsyncRun {
         let key_of = self.key_of.as_ref().map(|k| k.bind(py));
         let batch = Prepared::new(batch, self.sched.next_batch_index(), &self.skip, key_of)?;
         drop(batch.add_to(&mut self.sched, self.batch_size));
-        self.results.resize_with(self.sched.records_read() as usize, || None);
+        self.results.read_to(self.sched.records_read());
         Ok(())
     }
 
     fn succeed(&mut self, py: Python<'_>, index: u64, value: Obj) -> PyResult<()> {
         let work = self.take(index)?;
-        self.results[index as usize] = Some(value);
+        self.results.store(index, value);
         drop(self.sched.succeed(work));
         self.report(py)
     }
@@ -233,12 +236,13 @@ impl AsyncRun {
             self.sched.abandon(work);
         }
         self.sched.close();
-        let events = self.sched.take_events();
+        let mut events = self.sched.take_events();
+        self.results.attach(&mut events);
         // Closed: no batch is open any more.
         deliver(py, self.sink.bind(py), events, &self.sched.counters(), None)?;
         drop(self.sched.take_released());
         let count = self.sched.succeeded() as usize;
-        let values = list_of(py, std::mem::take(&mut self.results).into_iter().flatten(), count)?;
+        let values = std::mem::replace(&mut self.results, Values::Indexed(Vec::new())).finish(py, count)?;
         summary(py, &self.sched, values)
     }
 }

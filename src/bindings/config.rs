@@ -42,6 +42,7 @@ struct EngineConfigFields<'py> {
     delay_between_batches: f64,
     key_of: Option<Bound<'py, PyAny>>,
     collect_retries: bool,
+    values_per_batch: bool,
 }
 
 /// `batchguard.RetryPolicy`.
@@ -93,6 +94,9 @@ pub(super) struct Settings<'py> {
     pub(super) skip: HashSet<u64>,
     pub(super) key_of: Option<Bound<'py, PyAny>>,
     pub(super) timeout: Option<Duration>,
+    /// Successful values go to the recorder with their batch's end, not in the run's summary
+    /// (`values.rs`).
+    pub(super) values_per_batch: bool,
 }
 
 impl<'py> Settings<'py> {
@@ -148,11 +152,13 @@ impl<'py> Settings<'py> {
             skip: fields.skip_batches,
             key_of: fields.key_of.filter(|key_of| !key_of.is_none()),
             timeout: fields.timeout.map(saturating_secs),
+            values_per_batch: fields.values_per_batch,
         })
     }
 }
 
 /// Per-run options the sync drivers need besides the scheduler's [`Config`].
+#[allow(clippy::struct_excessive_bools)] // independent switches, each read once per run
 pub(super) struct RunOptions<'py> {
     pub(super) batch_size: usize,
     skip: HashSet<u64>,
@@ -169,6 +175,8 @@ pub(super) struct RunOptions<'py> {
     pub(super) size_hint: Option<usize>,
     /// The fn takes a list of records (a batch, or a bisected part of one).
     pub(super) bulk: bool,
+    /// See [`Settings::values_per_batch`].
+    pub(super) values_per_batch: bool,
 }
 
 impl<'py> RunOptions<'py> {
@@ -179,7 +187,7 @@ impl<'py> RunOptions<'py> {
         size_hint: Option<usize>,
         bulk: bool,
     ) -> PyResult<(Config, Self)> {
-        let Settings { config, skip, key_of, timeout } = settings;
+        let Settings { config, skip, key_of, timeout, values_per_batch } = settings;
         let options = Self {
             batch_size: config.batch_size,
             skip,
@@ -190,6 +198,7 @@ impl<'py> RunOptions<'py> {
             every_batch: progress_every_batch(sink)?,
             size_hint,
             bulk,
+            values_per_batch,
         };
         Ok((config, options))
     }

@@ -11,6 +11,7 @@ use pyo3::types::{PyIterator, PyList, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::classify::optional_attr;
+use super::ffi::list_of;
 use super::{Obj, PyScheduler};
 use crate::breaker::State as BreakerState;
 use crate::engine::{Attempt, BatchCounts, Counters as EngineCounters, Dead, Event, Retried, Share};
@@ -240,12 +241,18 @@ pub struct BatchEvent {
     /// The batch's dead-lettered records (`DeadRecords`, or a list from the reference
     /// engine); None when there are none, the usual case, so that costs no object.
     dead: Option<Obj>,
+    /// With `EngineConfig.values_per_batch`: the record indices of the batch's successes, in
+    /// record order, and their values (`values`, alike); None when the run keeps its values
+    /// for `RunSummary.successful`.
+    indices: Option<Py<PyList>>,
+    values: Option<Py<PyList>>,
 }
 
 #[pymethods]
 impl BatchEvent {
     #[new]
-    #[pyo3(signature = (*, index, size, succeeded, failed, retries, duration, pending, dead))]
+    #[pyo3(signature = (*, index, size, succeeded, failed, retries, duration, pending, dead, indices=None,
+                        values=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         index: u64,
@@ -256,12 +263,15 @@ impl BatchEvent {
         duration: f64,
         pending: usize,
         dead: Option<Obj>,
+        indices: Option<Py<PyList>>,
+        values: Option<Py<PyList>>,
     ) -> Self {
-        Self { index, size, succeeded, failed, retries, duration, pending, dead }
+        Self { index, size, succeeded, failed, retries, duration, pending, dead, indices, values }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.dead)
+        visit.call(&self.dead)?;
+        visit.call(&self.values)
     }
 }
 
@@ -473,6 +483,15 @@ fn events_list<'py>(py: Python<'py>, events: Vec<Event<Obj, Obj>>) -> PyResult<B
                 } else {
                     Some(Bound::new(py, DeadRecords { items: b.dead })?.into_any().unbind())
                 };
+                let (indices, values) = match b.values {
+                    None => (None, None),
+                    Some(pairs) => {
+                        let len = pairs.len();
+                        let indices = PyList::new(py, pairs.iter().map(|(index, _)| *index))?;
+                        let values = list_of(py, pairs.into_iter().map(|(_, value)| value), len)?;
+                        (Some(indices.unbind()), Some(values.unbind()))
+                    }
+                };
                 let event = BatchEvent {
                     index: b.index,
                     size: b.size,
@@ -482,6 +501,8 @@ fn events_list<'py>(py: Python<'py>, events: Vec<Event<Obj, Obj>>) -> PyResult<B
                     duration: b.duration,
                     pending: b.pending,
                     dead,
+                    indices,
+                    values,
                 };
                 list.append(Bound::new(py, event)?)?;
             }

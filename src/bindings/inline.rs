@@ -9,8 +9,9 @@ use pyo3::prelude::*;
 use super::classify::{failure_of, NativeClassifier};
 use super::config::RunOptions;
 use super::events::{deliver, open_batches, progress, summary, RunSummary};
-use super::ffi::{FastCall, OrderedResults, Source};
+use super::ffi::{FastCall, Source};
 use super::run::{call_timed, finish, report_failure};
+use super::values::Values;
 use super::wait::{detached, slice_until, MonoClock};
 use super::PyScheduler;
 use crate::engine::{Clock, Config, Next, Scheduler, Streamed};
@@ -66,7 +67,7 @@ pub(super) fn run_inline<'py>(
     let clock = MonoClock(Instant::now());
     let mut sched: PyScheduler = Scheduler::new(config, clock);
     let func = &FastCall::new(func);
-    let mut results = OrderedResults::with_capacity(options.size_hint.unwrap_or(0).min(1 << 28));
+    let mut results = Values::ordered(options.values_per_batch, options.batch_size, options.size_hint);
     let wants_progress = options.wants_progress;
     let mut next_progress = interval;
     let mut pacer = ProgressPacer::new(clock.now());
@@ -78,7 +79,7 @@ pub(super) fn run_inline<'py>(
             let streamed =
                 sched.stream(STREAM_LIMIT, |index, record| match call_timed(func, record.bind(py), timeout) {
                     Ok(value) => {
-                        results.push(index, value.unbind());
+                        results.store(index, value.unbind());
                         Ok(!wants_progress || pacer.before(&clock, due))
                     }
                     Err(err) => Err(failure_of(py, err, classifier, sink)),
@@ -87,7 +88,7 @@ pub(super) fn run_inline<'py>(
                 Streamed::Paused(0) => match sched.next_work() {
                     Next::Run(work) => match call_timed(func, work.record.bind(py), timeout) {
                         Ok(value) => {
-                            results.push(work.index, value.unbind());
+                            results.store(work.index, value.unbind());
                             drop(sched.succeed(work));
                         }
                         Err(err) => {
@@ -110,7 +111,8 @@ pub(super) fn run_inline<'py>(
                 Streamed::Failed(work, failure) => report_failure(py, &mut sched, work, failure)?,
             }
             if sched.has_events() {
-                let events = sched.take_events();
+                let mut events = sched.take_events();
+                results.attach(&mut events);
                 // A snapshot goes with the events at every batch end, or (a display that draws
                 // at its own pace) only once one is due.
                 let due = wants_progress && (options.every_batch || clock.now() >= next_progress);
@@ -130,8 +132,9 @@ pub(super) fn run_inline<'py>(
         }
     };
     let outcome = drive();
-    finish(py, &mut sched, sink, outcome, Vec::new())?;
-    summary(py, &sched, results.finish(py)?)
+    finish(py, &mut sched, sink, outcome, Vec::new(), &mut results)?;
+    let count = sched.succeeded() as usize;
+    summary(py, &sched, results.finish(py, count)?)
 }
 
 #[cfg(test)]

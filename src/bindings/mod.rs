@@ -11,6 +11,7 @@
 //! * [`threaded`]: concurrency N, worker threads that each hold the GIL from one call to the
 //!   next, the calling thread coordinating; [`bulk`]: its workers for a bulk fn (bisection);
 //! * [`asyncio`]: `AsyncRun`, driven by `batchguard._async` on the event loop;
+//! * [`values`]: where successful values wait, for the run's end or their batch's;
 //! * [`wait`]: the clock and the one way a driver waits (the GIL released, Ctrl-C honoured);
 //! * [`ffi`]: the only `unsafe` code, direct CPython calls on the per-record paths;
 //! * [`exceptions`], [`policy`], [`testing`]: batchguard's exceptions, the policies'
@@ -32,6 +33,7 @@ mod policy;
 mod run;
 mod testing;
 mod threaded;
+mod values;
 mod wait;
 
 /// A Python object held by the engine (a record, a value, an exception).

@@ -17,6 +17,7 @@ use super::exceptions::ConfigError;
 use super::ffi::{strip_traceback, FastCall, Source};
 use super::inline::run_inline;
 use super::threaded::{run_threaded, MAX_CONCURRENCY};
+use super::values::Values;
 use super::{Obj, PyScheduler, PyWork};
 use crate::engine::{Event, Failure, Key};
 
@@ -167,19 +168,22 @@ pub(super) fn report_failure(
 /// However the run ended, report the unfinished batches (what was dead-lettered reaches the
 /// DLQ) and release what is left. An error stops the run and is returned, unless the flush
 /// fails too (see below). `undelivered`: events the driver took from the scheduler but could
-/// not hand over before the run stopped.
+/// not hand over before the run stopped; `values`: the run's successful values, which the
+/// closing batches take theirs from when they go out per batch.
 pub(super) fn finish(
     py: Python<'_>,
     sched: &mut PyScheduler,
     sink: &Bound<'_, PyAny>,
     outcome: PyResult<()>,
     mut undelivered: Vec<Event<Obj, Obj>>,
+    values: &mut Values,
 ) -> PyResult<()> {
     if outcome.is_err() {
         sched.interrupt();
     }
     sched.close();
     undelivered.extend(sched.take_events());
+    values.attach(&mut undelivered);
     // Closed: no batch is open any more.
     let flushed = deliver(py, sink, undelivered, &sched.counters(), None);
     drop(sched.take_released());

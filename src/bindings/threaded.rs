@@ -31,9 +31,10 @@ use super::bulk;
 use super::classify::{failure_of, NativeClassifier};
 use super::config::RunOptions;
 use super::events::{deliver, open_batches, progress, summary, RunSummary};
-use super::ffi::{list_of, strip_traceback, FastCall, Source};
+use super::ffi::{strip_traceback, FastCall, Source};
 use super::run::{call_timed, finish};
 use super::testing::panic_if_armed;
+use super::values::Values;
 use super::wait::{detached, park_for, MonoClock, MAX_WAIT};
 use super::{Obj, PyScheduler, PyWork};
 use crate::engine::{Clock, Config, Event, Failure, Next, Scheduler};
@@ -78,13 +79,13 @@ enum Outcome {
     Failed(Failure<Obj>),
 }
 
-pub(super) fn store(results: &mut [Option<Obj>], index: u64, value: Obj) {
-    results[index as usize] = Some(value);
+pub(super) fn store(results: &mut Values, index: u64, value: Obj) {
+    results.store(index, value);
 }
 
 pub(super) struct State {
     pub(super) sched: PyScheduler,
-    pub(super) results: Vec<Option<Obj>>,
+    pub(super) results: Values,
     live_workers: usize,
     idle_workers: usize,
     /// Bumped whenever a waiting thread may have something new to do.
@@ -301,8 +302,8 @@ pub(super) fn run_threaded<'py>(
 ) -> PyResult<Bound<'py, RunSummary>> {
     let workers = config.concurrency;
     let first = workers.min(FIRST_WORKERS);
-    // Workers finish out of order: each success goes to its record's slot.
-    let results: Vec<Option<Obj>> = Vec::with_capacity(options.size_hint.unwrap_or(0).min(1 << 28));
+    // Workers finish out of order: each success goes to its record's slot (or its batch's).
+    let results = Values::indexed(options.values_per_batch, options.batch_size, options.size_hint);
     let clock = MonoClock(Instant::now());
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
@@ -334,15 +335,15 @@ pub(super) fn run_threaded<'py>(
     let outcome = coordinate(py, source, sink, &shared, clock, options, &mut undelivered);
     // The workers are gone (coordinate waits for them); the state is ours alone now.
     let mut state = shared.state.lock();
-    let error = state.error.take();
-    let results = std::mem::take(&mut state.results);
-    let outcome = match (outcome, error) {
+    let State { sched, results, error, .. } = &mut *state;
+    let outcome = match (outcome, error.take()) {
         (Err(err), _) | (Ok(()), Some(err)) => Err(err),
         (Ok(()), None) => Ok(()),
     };
-    finish(py, &mut state.sched, sink, outcome, undelivered)?;
-    let count = state.sched.succeeded() as usize;
-    summary(py, &state.sched, list_of(py, results.into_iter().flatten(), count)?)
+    finish(py, sched, sink, outcome, undelivered, results)?;
+    let count = sched.succeeded() as usize;
+    let values = std::mem::replace(results, Values::Indexed(Vec::new()));
+    summary(py, sched, values.finish(py, count)?)
 }
 
 /// The calling thread: feeds input, delivers events and progress, waits for the workers.
@@ -367,7 +368,9 @@ fn coordinate<'py>(
             let wants = failure.is_none() && st.wants_input();
             let added = if failure.is_none() { st.grow(clock.now()) } else { 0 };
             if st.sched.has_events() {
-                undelivered.append(&mut st.sched.take_events());
+                let mut taken = st.sched.take_events();
+                st.results.attach(&mut taken);
+                undelivered.append(&mut taken);
             }
             let released = st.sched.take_released();
             // Decided here, once, so the open batches are counted (under the lock, with the
@@ -389,7 +392,7 @@ fn coordinate<'py>(
                 let before = sched.records_read();
                 let skipped = batch.add_to(sched, options.batch_size);
                 let added = (sched.records_read() - before) as usize;
-                results.resize_with(sched.records_read() as usize, || None);
+                results.read_to(sched.records_read());
                 drop(st);
                 drop(skipped);
                 let mut st = shared.state.lock();

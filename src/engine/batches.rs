@@ -27,6 +27,10 @@ pub struct BatchDone<T, E> {
     /// Records of this batch left unfinished because the run stopped.
     pub pending: usize,
     pub dead: Vec<Dead<T, E>>,
+    /// The values of the batch's successes, `(record index, value)` in record order, when the
+    /// driver hands values over per batch (`results=` other than "keep"): the scheduler never
+    /// sees values, so it leaves this None and the driver fills it in before delivery.
+    pub values: Option<Vec<(u64, T)>>,
 }
 
 /// An open batch's counts at a progress snapshot: what a dashboard draws as one row.
@@ -84,6 +88,7 @@ impl<T, E> Open<T, E> {
             duration,
             pending,
             dead: self.dead,
+            values: None,
         }
     }
 }
