@@ -102,6 +102,9 @@ class Classifier:
     _inspect: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
     # exception type -> its _TypeVerdict; the native engine keeps the same cache
     _type_cache: dict[type, _TypeVerdict] = field(default_factory=dict, init=False, repr=False, compare=False)
+    retry_table: object | None = field(default=None, init=False, repr=False, compare=False)
+    """The run's retry policies by error (a ``batchguard._retry_table.PolicyTable``), which the
+    engines look up next to the class, per exception type cached alike; None: one policy."""
 
     def __post_init__(self) -> None:
 
@@ -180,6 +183,13 @@ class Classifier:
 
     def with_default(self, error_class: ErrorClass | str) -> Classifier:
         return replace(self, default_class=_as_error_class("Classifier.default_class", error_class))
+
+    def with_retry_table(self, table: object | None) -> Classifier:
+        """A copy that also answers which retry policy governs a failure (``table``); the
+        rules, and so their per-type cache, are shared."""
+        bound = copy.copy(self)
+        object.__setattr__(bound, "retry_table", table)
+        return bound
 
     def type_class(self, exc_type: type[BaseException]) -> ErrorClass | None:
         """The class the type and name rules give ``exc_type`` (cacheable per type), or None.

@@ -16,6 +16,7 @@ from typing import Any
 from ._native import DELIVERY_ATTEMPTS, ActiveBatch, BatchEvent, BreakerEvent, Counters, RetryEvent
 from ._run.entries import EntryBuilder
 from ._run.failures import DurableFailures, Failures, MemoryFailures
+from ._run.retry_end import RetryEnd
 from ._run.sink import DLQSend, OutcomeSink
 from .compensation import Outcome, RunCompensation
 from .dlq.base import DeadLetterQueue, MemoryDLQ
@@ -106,6 +107,8 @@ class RunRecorder:
             dlq.background_writes()
             if isinstance(sink, DLQSend) and isinstance(dlq, SqliteDLQ) and hooks is None else None)
         self.compensation: RunCompensation | None = None
+        # Fallbacks and max_elapsed cuts (``_run.retry_end``), set by the run when a policy has one.
+        self.retry_end: RetryEnd | None = None
         self._last_compensated: tuple[int, BatchEvent] | None = None
         self.entries = EntryBuilder(run_id=run_id, job_id=job_id, stage=stage, id_of=id_of,
                                     pickle_payloads=pickle_payloads)
@@ -149,6 +152,8 @@ class RunRecorder:
                 if isinstance(event, RetryEvent):
                     pass  # only a run with an on_retry hook gets these: they are the hook's
                 elif isinstance(event, BatchEvent):
+                    if event.dead and self.retry_end is not None:
+                        event = self.retry_end.batch(event)
                     if self.compensation is not None:
                         event = self._compensate(event)
                     if event.dead or self._every_batch:
@@ -279,8 +284,9 @@ class RunRecorder:
         if total is not None:
             # A total= smaller than the input is raised to what was read: never past 100 %.
             total = max(total, processed + c.retrying + c.in_flight + c.queued)
-        self._snapshot(c.batches_completed, c.current_batch, c.succeeded, c.failed, c.retrying,
-                       c.in_flight, c.queued, total, c.breaker_state, c.batches or (), final=False)
+        fallbacks = 0 if self.retry_end is None else self.retry_end.count  # the engine counts them failed
+        self._snapshot(c.batches_completed, c.current_batch, c.succeeded + fallbacks, c.failed - fallbacks,
+                       c.retrying, c.in_flight, c.queued, total, c.breaker_state, c.batches or (), final=False)
 
     def final_progress(self, *, succeeded: int, failed: int, read: int, exhausted: bool) -> None:
         """The last snapshot, once the run has ended (``final=True``): the batches the end
@@ -288,6 +294,8 @@ class RunRecorder:
         ``total=`` that said more is corrected)."""
         if self.on_progress is None:
             return
+        if self.retry_end is not None:  # the engine counted the fallbacks failed
+            succeeded, failed = succeeded + self.retry_end.count, failed - self.retry_end.count
         total = self.total if self.total is not None else self.expected_total
         if total is not None and exhausted:
             total = read  # a total= that said more (or less) is corrected; no total stays None
@@ -332,6 +340,11 @@ class RunRecorder:
             total = read
         else:
             total = max(self.total, read)
+        fallbacks = 0
+        if self.retry_end is not None:  # the engine counted the fallbacks failed
+            fallbacks = self.retry_end.count
+            succeeded, failed = succeeded + fallbacks, failed - fallbacks
+            successful = self.retry_end.successful(successful, self._stats, self.batch_size)
         compensated = rolled_back = 0
         if self.compensation is not None:
             undone = self.compensation
@@ -367,6 +380,7 @@ class RunRecorder:
             breaker_events=self.breaker_events,
             success_threshold=success_threshold,
             max_failures=max_failures,
+            fallback_count=fallbacks,
             _failures=self.failures,
             _batch_events=self._stats,
             compensated_count=compensated,

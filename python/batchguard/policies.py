@@ -6,13 +6,23 @@ the line that wrote it, not an hour into a run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Literal
+import inspect
+import types
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
 
 # The classifier and ErrorClass are policies too, defined in their modules; the argument checks
 # the policies share with the rest of the package live in _checks.
-from ._checks import MAX_DURATION_S, MIN_RATE_PER_SECOND, check_duration, check_int, check_number, check_rate
+from ._checks import (
+    MAX_DURATION_S,
+    MIN_RATE_PER_SECOND,
+    check_duration,
+    check_int,
+    check_number,
+    check_rate,
+    shown,
+)
 from ._classifier import Classifier, Explanation
 from ._error_class import ErrorClass, http_status_of, status_value
 from .errors import ConfigError, ConfigTypeError
@@ -20,12 +30,15 @@ from .errors import ConfigError, ConfigTypeError
 __all__ = [
     "MAX_DURATION_S",
     "MIN_RATE_PER_SECOND",
+    "NO_FALLBACK",
     "CircuitBreaker",
     "Classifier",
     "ErrorClass",
+    "ErrorKey",
     "Explanation",
     "Jitter",
     "RateLimit",
+    "RetryPolicies",
     "RetryPolicy",
     "http_status_of",
     "status_value",
@@ -52,6 +65,27 @@ def _jitter_stream_seed(seed: int, record_index: int) -> int:
     return (seed ^ (((record_index + 1) * 0xD1B54A32D192ED03) & _MASK64)) & _MASK64
 
 
+class _NoFallback:
+    """The type of :data:`NO_FALLBACK` (one instance)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_FALLBACK"
+
+    def __reduce__(self) -> str:
+        return "NO_FALLBACK"
+
+
+NO_FALLBACK: Any = _NoFallback()
+"""``RetryPolicy.fallback``'s default: a record that fails for good is dead-lettered."""
+
+
+def _is_async_callable(value: Any) -> bool:
+    call = getattr(value, "__call__", None)  # noqa: B004 - the method itself: is it `async def`?
+    return inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(call)
+
+
 MAX_BREAKER_WINDOW = 1_000_000
 """The largest ``CircuitBreaker.window``: the breaker keeps up to its last ``window`` outcomes in
 memory (the window grows as outcomes arrive; a larger one is a mistake that would cost memory)."""
@@ -66,6 +100,16 @@ class RetryPolicy:
     failures retry at once. An exception's ``retry_after`` (seconds), or the ``Retry-After``
     header of the response it carries, wins when it is longer, up to ``max_retry_after``.
 
+    ``retry_on_result(value)``, when true, rejects what ``fn`` returned (an empty page, a
+    "pending" status): the attempt counts as a RECOVERABLE failure with a
+    :class:`~batchguard.errors.ResultRejected` error, and is retried like one. ``max_elapsed``
+    (seconds, counted from the record's first failure) bounds its retrying: a retry that would
+    start later is not scheduled, and the record is dead-lettered with a
+    :class:`~batchguard.errors.RetryTimeExceeded` error that names the limit and the last
+    error. ``fallback`` (a value, or a callable ``(record, error) -> value``) is used instead of
+    dead-lettering: the record counts as succeeded with that value (``report.fallback_count``),
+    and the error it replaced is logged (logger "batchguard", ``fallback_used``).
+
     >>> RetryPolicy(max_attempts=4, base_delay=0.5, jitter="none").schedule(3)
     [0.5, 1.0, 2.0]
     """
@@ -79,6 +123,14 @@ class RetryPolicy:
     max_retry_after: float | None = None
     """The longest wait an exception can ask for (its ``retry_after``, or a ``Retry-After``
     header); None: ``max_delay``. A server asking for more is waited on for this long."""
+    retry_on_result: Callable[[Any], Any] | None = None
+    """``predicate(value)``: true retries the record although ``fn`` returned ``value``. Only
+    the run's default policy has one (results are not errors, so no error picks a policy)."""
+    max_elapsed: float | None = None
+    """Seconds from a record's first failure after which no retry of it starts."""
+    fallback: Any = NO_FALLBACK
+    """Used instead of dead-lettering: a value, or a callable ``(record, error) -> value`` (to
+    fall back on a callable itself, return it from one). NO_FALLBACK: dead-letter."""
 
     def __post_init__(self) -> None:
         check_int("RetryPolicy", "max_attempts", self.max_attempts, minimum=1)
@@ -100,6 +152,28 @@ class RetryPolicy:
             raise ConfigTypeError(f"RetryPolicy.seed must be an int or None, got {type(self.seed).__name__}")
         if self.max_retry_after is not None:
             check_duration("RetryPolicy.max_retry_after", self.max_retry_after)
+        for name in ("retry_on_result", "fallback"):
+            value = getattr(self, name)
+            if value is None and name == "retry_on_result":
+                continue
+            if name == "retry_on_result" and not callable(value):
+                raise ConfigTypeError(f"RetryPolicy.retry_on_result must be a callable (value) -> bool, got "
+                                      f"{type(value).__name__} {shown(value)}")
+            if callable(value) and _is_async_callable(value):
+                raise ConfigTypeError(f"RetryPolicy.{name} must be a plain function: it is called, never "
+                                      f"awaited, and {shown(value)} is an async def function")
+        if self.max_elapsed is not None:
+            check_duration("RetryPolicy.max_elapsed", self.max_elapsed, positive=True)
+
+    @property
+    def has_fallback(self) -> bool:
+        """Is a record this policy gives up on served a fallback instead of dead-lettered?"""
+        return self.fallback is not NO_FALLBACK
+
+    def fallback_for(self, record: Any, error: BaseException) -> Any:
+        """The value a record that failed for good with ``error`` falls back on."""
+        fallback = self.fallback
+        return fallback(record, error) if callable(fallback) else fallback
 
     @property
     def retry_after_cap(self) -> float:
@@ -146,8 +220,12 @@ class BackoffState:
         self._state, out = _splitmix64(self._state)
         return low + (high - low) * ((out >> 11) * (1.0 / (1 << 53)))
 
-    def next_delay(self) -> float:
-        policy = self._policy
+    def next_delay(self, policy: RetryPolicy | None = None) -> float:
+        """The wait before the record's next retry, shaped by ``policy`` (by default the one
+        the stream was made with: a record's failures may be governed by different policies,
+        each retry taking the next value of the record's one stream)."""
+        if policy is None:
+            policy = self._policy
         self._retry += 1
         if policy.jitter == "decorrelated":
             high = max(policy.base_delay, 3.0 * self._previous)
@@ -162,6 +240,106 @@ class BackoffState:
         # equal, clamped as the native engine does: for a subnormal d of an odd number of ulps,
         # d / 2 rounds up and the sum could pass d by an ulp
         return min(d, d / 2.0 + self._uniform(0.0, d / 2.0))
+
+
+ErrorKey: TypeAlias = "ErrorClass | type[BaseException] | Callable[[BaseException], Any]"
+"""What picks a :class:`RetryPolicy` in :class:`RetryPolicies`: an error class, an exception type
+(its subclasses too; the most specific in an exception's MRO wins), or a predicate ``(exc) ->
+bool``."""
+
+
+def _key_name(key: Any) -> str:
+    if isinstance(key, type):
+        return key.__qualname__
+    if isinstance(key, ErrorClass):
+        return f"ErrorClass.{key.name}"
+    return getattr(key, "__qualname__", None) or shown(key)
+
+
+def _check_key(key: Any) -> ErrorKey:
+    if isinstance(key, ErrorClass):
+        return key
+    if isinstance(key, str):
+        try:
+            return ErrorClass(key)
+        except ValueError:
+            raise ConfigTypeError(
+                f"RetryPolicies.by_error: the key {key!r} is not an ErrorClass (one of "
+                f"{', '.join(c.value for c in ErrorClass)}), an exception type or a predicate; the "
+                "policy for every other error is RetryPolicies(default=...)") from None
+    if isinstance(key, type):
+        if not issubclass(key, BaseException):
+            raise ConfigTypeError(f"RetryPolicies.by_error: the key {key.__qualname__} is a class but not an "
+                                  "exception type (a subclass of BaseException)")
+        return key
+    if callable(key):
+        if _is_async_callable(key):
+            raise ConfigTypeError(f"RetryPolicies.by_error: the predicate {_key_name(key)} is an async def "
+                                  "function; it is called, never awaited")
+        predicate: Callable[[BaseException], Any] = key
+        return predicate
+    raise ConfigTypeError(f"RetryPolicies.by_error: the key {shown(key)} ({type(key).__name__}) must be an "
+                          "ErrorClass, an exception type or a predicate (exc) -> bool")
+
+
+@dataclass(frozen=True, eq=False)
+class RetryPolicies:
+    """A retry policy per kind of error: ``run_batches(..., retry=RetryPolicies(...))``, or a
+    plain mapping (``retry={httpx.ReadTimeout: RetryPolicy(max_attempts=5)}``: the default is
+    then ``RetryPolicy()``).
+
+    A failure's policy is, first match wins: the first predicate in ``by_error`` (in order)
+    that returns true for the exception; the exception type key most specific in the
+    exception's MRO; the key of its :class:`ErrorClass`; else ``default``. A policy sets how
+    often and how long the record is retried and its fallback; it never makes a PERMANENT or
+    FATAL error retryable (the classifier decides that). A record's attempts count across
+    policies: each failure is judged by its own policy's ``max_attempts``. ``retry_on_result``
+    and ``seed`` belong to ``default`` alone (a result is not an error; one jitter stream per
+    run). Predicates should be quick and pure: one that raises counts as no match (logged once).
+
+    >>> policies = RetryPolicies(default=RetryPolicy(max_attempts=2),
+    ...                          by_error={TimeoutError: RetryPolicy(max_attempts=5)})
+    >>> policies.policy_for(TimeoutError(), ErrorClass.RECOVERABLE).max_attempts
+    5
+    """
+
+    default: RetryPolicy = field(default_factory=RetryPolicy)
+    by_error: Mapping[ErrorKey, RetryPolicy] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.default, RetryPolicy):
+            raise ConfigTypeError(f"RetryPolicies.default must be a RetryPolicy, got "
+                                  f"{type(self.default).__name__} {shown(self.default)}")
+        if not isinstance(self.by_error, Mapping):
+            raise ConfigTypeError(f"RetryPolicies.by_error must be a mapping of ErrorClass, exception type or "
+                                  f"predicate to RetryPolicy, got {type(self.by_error).__name__}")
+        checked: dict[ErrorKey, RetryPolicy] = {}
+        for key, policy in self.by_error.items():
+            key = _check_key(key)
+            name = _key_name(key)
+            if not isinstance(policy, RetryPolicy):
+                raise ConfigTypeError(f"RetryPolicies.by_error[{name}] must be a RetryPolicy, got "
+                                      f"{type(policy).__name__} {shown(policy)}")
+            if policy.retry_on_result is not None:
+                raise ConfigError(f"RetryPolicies.by_error[{name}] sets retry_on_result: a returned value "
+                                  "is not an error, so set it on the default policy (its rejections are "
+                                  "ResultRejected errors, which a key can give a policy of their own)")
+            if policy.seed is not None:
+                raise ConfigError(f"RetryPolicies.by_error[{name}] sets seed: a run has one jitter stream "
+                                  "per record, seeded by the default policy's seed")
+            checked[key] = policy
+        object.__setattr__(self, "by_error", types.MappingProxyType(checked))
+
+    def policy_for(self, exc: BaseException, error_class: ErrorClass) -> RetryPolicy:
+        """The policy a failure with ``exc`` (of class ``error_class``) is retried under."""
+        for key, policy in self.by_error.items():
+            if not isinstance(key, (type, ErrorClass)) and key(exc):
+                return policy
+        for klass in type(exc).__mro__:
+            by_type = self.by_error.get(klass)
+            if by_type is not None:
+                return by_type
+        return self.by_error.get(ErrorClass(error_class), self.default)
 
 
 @dataclass(frozen=True, slots=True)

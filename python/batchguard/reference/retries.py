@@ -8,7 +8,7 @@ import heapq
 import itertools
 
 from .._run.config import EngineConfig
-from ..policies import BackoffState, ErrorClass
+from ..policies import BackoffState, ErrorClass, RetryPolicy
 from .work import Work
 
 _TRANSIENT = ErrorClass.TRANSIENT
@@ -17,13 +17,10 @@ _TRANSIENT = ErrorClass.TRANSIENT
 class Retries:
     """Records waiting for their next try: the due ones in order, the others parked until due."""
 
-    __slots__ = ("_parked", "_ready", "_retry_after_cap", "_retry_policy", "_seed", "_seq", "started")
+    __slots__ = ("_parked", "_ready", "_seed", "_seq", "started")
 
     def __init__(self, config: EngineConfig) -> None:
-        self._retry_policy = config.retry
         self._seed = config.seed
-        # As in src/backoff.rs: a Retry-After of 1e12 must not park a record for 30,000 years.
-        self._retry_after_cap = config.retry.retry_after_cap
         self._ready: collections.deque[Work] = collections.deque()
         self._parked: list[tuple[float, int, Work]] = []
         # Parking order, so that records due at the same time leave in the order they came.
@@ -31,12 +28,12 @@ class Retries:
         # Retries started so far.
         self.started = 0
 
-    def schedule(self, work: Work, error_class: ErrorClass, retry_after: float | None,
-                 now: float) -> float:
-        """Queue the next try of ``work``, which just failed with an error of ``error_class``
-        (retryable, attempts left): transient errors retry at once, the others after their
-        backoff delay, or after the wait the error asked for (``retry_after``) when that is
-        longer. Returns the wait."""
+    def delay_for(self, work: Work, error_class: ErrorClass, retry_after: float | None,
+                  policy: RetryPolicy) -> float:
+        """The wait before the next try of ``work``, which just failed with an error of
+        ``error_class`` (retryable, attempts left) under ``policy``: none for a transient error,
+        else the next backoff delay, or the wait the error asked for (``retry_after``, capped
+        by the policy) when that is longer. Recorded as the last attempt's delay."""
         retry = work.retry
         assert retry is not None, "a failed record has a history"
         if error_class is _TRANSIENT:
@@ -44,19 +41,23 @@ class Retries:
         else:
             backoff = retry.backoff
             if backoff is None:
-                backoff = retry.backoff = BackoffState(self._retry_policy, work.index, self._seed)
-            delay = backoff.next_delay()
+                backoff = retry.backoff = BackoffState(policy, work.index, self._seed)
+            delay = backoff.next_delay(policy)
         if retry_after is not None:
-            retry_after = min(retry_after, self._retry_after_cap)
+            # As in src/backoff.rs: a Retry-After of 1e12 must not park a record for 30,000 years.
+            retry_after = min(retry_after, policy.retry_after_cap)
             if retry_after > delay:
                 delay = retry_after
         retry.history[-1][3] = delay
+        return delay
+
+    def schedule(self, work: Work, delay: float, now: float) -> None:
+        """Queue the next try of ``work`` after ``delay`` (:meth:`delay_for`)."""
         work.attempt += 1
         if delay <= 0.0:
             self._ready.append(work)
         else:
             heapq.heappush(self._parked, (now + delay, next(self._seq), work))
-        return delay
 
     def release_due(self, now: float) -> None:
         """Move the parked records that are due to the ready queue."""

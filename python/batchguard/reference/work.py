@@ -27,17 +27,19 @@ class RetryState:
     """What a record carries once it has failed: its history (one ``[attempt, wall time,
     error, delay]`` per failed try) and its backoff stream (twin of ``src/engine/retries.rs``)."""
 
-    __slots__ = ("backoff", "history")
+    __slots__ = ("backoff", "first_failed", "history")
 
     def __init__(self) -> None:
         self.history: list[list[Any]] = []
         self.backoff: BackoffState | None = None
+        # When the first try failed (the scheduler's clock): max_elapsed counts from here.
+        self.first_failed = 0.0
 
 
 class Work:
     """One attempt of one record, handed to a worker and handed back with its outcome."""
 
-    __slots__ = ("attempt", "batch_index", "generation", "index", "key", "record", "retry")
+    __slots__ = ("attempt", "batch_index", "call", "generation", "index", "key", "record", "retry")
 
     def __init__(self, index: int, batch_index: int, record: Any, attempt: int,
                  key: int | None = None) -> None:
@@ -46,6 +48,8 @@ class Work:
         self.record = record
         self.attempt = attempt
         self.generation = 0
+        # Its number among the calls started, when concurrency adapts (0 otherwise).
+        self.call = 0
         # Records with the same key run one at a time, in input order (``key_of``).
         self.key = key
         # Present once the record has failed.
