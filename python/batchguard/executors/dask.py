@@ -1,0 +1,93 @@
+"""A :class:`dask.distributed.Client` as an :class:`~batchguard.executors.protocol.Executor`.
+
+``run_batches(..., executor=client)`` wraps the client in :class:`DaskExecutor`; the cluster
+(and the client) stay the caller's. Each batch is one Dask task running
+:func:`~batchguard.executors.worker.run_batch`; when a worker dies, the scheduler reruns its
+tasks elsewhere (up to its ``allowed-failures``), so a batch is at least once, as after a crash.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from .protocol import Completion, WorkerLost
+from .task import BatchTask
+from .worker import run_batch
+
+__all__ = ["DaskExecutor", "is_dask_client"]
+
+
+def is_dask_client(value: object) -> bool:
+    """True for a ``distributed.Client`` (told by its type, so that checking a run's arguments
+    never imports Dask, which takes most of a second)."""
+    return any(cls.__module__.split(".")[0] == "distributed" and cls.__name__ == "Client"
+               for cls in type(value).__mro__)
+
+
+class DaskExecutor:
+    """Submits each batch as a Dask task. Dask's ``as_completed`` fetches each result on the
+    client's event loop as its task finishes, so the driver never waits on a round trip per
+    batch: :meth:`completed` takes what has arrived."""
+
+    def __init__(self, client: Any) -> None:
+        self._distributed = importlib.import_module("distributed")  # only once a run uses Dask
+        self._client = client
+        self._arrived = self._distributed.as_completed([], with_results=True, raise_errors=False)
+        self._futures: dict[Hashable, Any] = {}
+        threads: int = sum(client.nthreads().values())
+        if threads < 1:
+            raise RuntimeError(f"the Dask cluster of {client!r} has no worker: start one first")
+        self._slots = threads
+
+    @property
+    def slots(self) -> int:
+        """The cluster's worker threads when the run started."""
+        return self._slots
+
+    def submit(self, task: BatchTask) -> Hashable:
+        # A key per run, batch and submission: readable on Dask's dashboard, and never the key
+        # of an earlier task whose result the scheduler still holds.
+        key = f"batchguard-{task.run_id}-batch-{task.batch_index}-{task.attempt}"
+        future = self._client.submit(run_batch, task, key=key, pure=False)
+        self._futures[key] = future
+        self._arrived.add(future)
+        return key
+
+    def completed(self, timeout: float | None) -> Sequence[Completion]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._arrived.has_ready():
+            if not self._futures:
+                return []
+            if deadline is None:
+                break  # next_batch blocks until one arrives
+            if time.monotonic() >= deadline:
+                return []
+            time.sleep(0.01)
+        out: list[Completion] = []
+        for future, result in self._arrived.next_batch(block=True):
+            key = future.key
+            if self._futures.pop(key, None) is None:
+                continue  # cancelled by the driver
+            if future.status == "finished":
+                out.append((key, result))
+                continue
+            # An error comes as (type, exception, traceback); a cancellation as its exception.
+            error = result[1] if isinstance(result, tuple) else result
+            if isinstance(error, self._distributed.KilledWorker):
+                # The scheduler gave up on the task after its workers died under it.
+                error = WorkerLost(str(error))
+            out.append((key, error if isinstance(error, BaseException) else
+                        RuntimeError(f"Dask task {key} ended {future.status!r}")))
+        return out
+
+    def cancel(self, tickets: Sequence[Hashable]) -> None:
+        futures = [self._futures.pop(key) for key in tickets if key in self._futures]
+        if futures:
+            self._client.cancel(futures)
+
+    def close(self) -> None:
+        self.cancel(list(self._futures))
+        self._arrived.clear()

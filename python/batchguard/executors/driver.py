@@ -1,0 +1,224 @@
+"""The driver of a run on an executor: plans batches, keeps the run's state, builds its outcome.
+
+It reads the input a batch at a time, as the local engine does, and keeps up to two batches per
+executor slot in flight (one running, one waiting, so no slot waits for the driver). As batches
+come back, in any order, the recorder persists each one (its entries, its job checkpoint) and
+counts it; the values are joined in input order at the end. The driver owns what spans the whole
+run: the error budget (each batch gets what is left of it, and the total is checked as batches
+return), stopping (a batch that stopped early, fatal or breaker abort, or the budget spent:
+nothing more is submitted and what is in flight drains), the rate limit (each slot runs at its
+share), and the resubmission of a batch whose worker was lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Hashable, Iterator
+from dataclasses import replace
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from .._native import ActiveBatch, Counters, RunSummary
+from .._run.plan import Plan
+from .._run.sink import DLQSend
+from ..reference.gates import MIN_RATE_SAMPLE
+from .protocol import Executor, WorkerLost
+from .recorder import ExecutorRecorder
+from .task import BatchOutcome, BatchTask
+
+__all__ = ["MAX_RESUBMITS", "run_on_executor"]
+
+logger = logging.getLogger("batchguard")
+
+MAX_RESUBMITS: Final = 3
+"""How often the driver submits a batch again after its executor lost it with a worker, on top
+of the executor's own reruns (Dask's ``allowed-failures``): a batch that kills every worker it
+runs on fails the run instead of taking the cluster down one worker at a time."""
+
+NETWORKED_SCHEMES: Final = frozenset({"postgresql", "postgres", "redis", "rediss"})
+"""DLQ URLs every worker can reach and write to at once: their workers send their own entries."""
+
+
+def _batches(records: Any, size: int, skip: frozenset[int]) -> Iterator[tuple[int, int, int, list[Any] | None]]:
+    """(batch index, index of its first record, its size, its records: None for a skipped one).
+
+    A list or tuple is sliced (a skipped batch is not touched); anything else is read through
+    its iterator, a batch at a time, as the local engine reads it."""
+    if isinstance(records, (list, tuple)):
+        for index, start in enumerate(range(0, len(records), size)):
+            length = min(size, len(records) - start)
+            yield index, start, length, None if index in skip else list(records[start:start + size])
+        return
+    iterator = iter(records)
+    for index in itertools.count():
+        batch = list(itertools.islice(iterator, size))
+        if not batch:
+            return
+        yield index, index * size, len(batch), None if index in skip else batch
+        if len(batch) < size:
+            return
+
+
+def _over_budget(budget: int | float | None, succeeded: int, failed: int) -> bool:
+    """The engines' rule (``reference.gates``): more dead letters than ``max_failures`` allows."""
+    if budget is None:
+        return False
+    if isinstance(budget, int):
+        return failed > budget
+    finished = succeeded + failed
+    return finished >= MIN_RATE_SAMPLE and failed / finished > budget
+
+
+def worker_dlq_url(plan: Plan, recorder: ExecutorRecorder) -> str | None:
+    """The DLQ URL workers write to themselves: a networked DLQ given as a URL, in a plain run
+    (a job's checkpoint commits a batch's entries with the batch, on the driver)."""
+    url = plan.dlq_url
+    if url is None or not isinstance(recorder.sink, DLQSend):
+        return None
+    return url if urlsplit(url).scheme in NETWORKED_SCHEMES else None
+
+
+class _Driver:
+    """One run's state on the driver (see the module's docstring)."""
+
+    def __init__(self, plan: Plan, executor: Executor, recorder: ExecutorRecorder) -> None:
+        self.plan = plan
+        self.executor = executor
+        self.recorder = recorder
+        config = plan.config
+        self.size = config.batch_size
+        slots = executor.slots
+        self.window = 2 * slots
+        rate = None if config.rate_per_second is None else config.rate_per_second / slots
+        # A batch is one engine run of its own: no skipped batches, its rate the slot's share.
+        self.config = replace(config, skip_batches=frozenset(), rate_per_second=rate,
+                              rate_burst=max(1.0, config.rate_burst / slots),
+                              delay_between_batches=0.0)
+        self.dlq_url = worker_dlq_url(plan, recorder)
+        self.batches = _batches(plan.records, self.size, config.skip_batches)
+        self.in_flight: dict[Hashable, tuple[BatchTask, float]] = {}
+        self.values: dict[int, list[Any]] = {}
+        self.succeeded = self.failed = self.retries = self.trips = 0
+        self.read = self.skipped = 0
+        self.completed = 0
+        self.current = 0
+        self.exhausted = False
+        self.stop_reason: str | None = None
+        self.breaker_state = "closed"
+        self.last_snapshot = -1.0
+        self.submitted_any = False
+
+    def _budget_left(self) -> int | float | None:
+        budget = self.plan.config.max_failures
+        if isinstance(budget, int):
+            return max(0, budget - self.failed)  # a batch stops once the run's budget is spent
+        return budget
+
+    def _submit_next(self) -> bool:
+        for index, first, length, records in self.batches:  # noqa: B007 - used after the loop
+            self.read = first + length
+            if records is None:  # a resumed job's finished batch: read past, counted as skipped
+                self.skipped += length
+                continue
+            break
+        else:
+            self.exhausted = True
+            return False
+        if self.submitted_any and self.plan.config.delay_between_batches:
+            time.sleep(self.plan.config.delay_between_batches)
+        self.submitted_any = True
+        plan = self.plan
+        task = BatchTask(run_id=self.recorder.run_id, job_id=self.recorder.job_id, batch_index=index,
+                         first_index=first, records=records, fn=plan.fn,
+                         config=replace(self.config, batch_size=len(records),
+                                        max_failures=self._budget_left()),
+                         classifier=plan.classifier, stage=plan.stage, id_of=plan.id_of,
+                         pickle_payloads=plan.pickle_payloads, bulk=plan.bulk, dlq_url=self.dlq_url)
+        self._send(task)
+        self.current = max(self.current, index)
+        return True
+
+    def _send(self, task: BatchTask) -> None:
+        self.in_flight[self.executor.submit(task)] = (task, time.monotonic() - self.recorder.started)
+
+    def _counters(self) -> Counters:
+        in_flight = sum(len(task.records) for task, _ in self.in_flight.values())
+        now = time.monotonic() - self.recorder.started
+        batches = None
+        if now - self.last_snapshot >= self.plan.config.progress_interval:
+            self.last_snapshot = now
+            batches = tuple(sorted((ActiveBatch(index=task.batch_index, size=len(task.records), succeeded=0,
+                                                failed=0, retrying=0, in_flight=len(task.records),
+                                                queued=0, retries=0, started=started,
+                                                elapsed=now - started)
+                                    for task, started in self.in_flight.values()), key=lambda b: b.index))
+        return Counters(succeeded=self.succeeded, failed=self.failed, retrying=0, in_flight=in_flight,
+                        queued=0, batches_completed=self.completed, current_batch=self.current,
+                        breaker_state=self.breaker_state, records_read=self.read, batches=batches)
+
+    def _take(self, task: BatchTask, started: float, outcome: BatchOutcome) -> None:
+        self.values[outcome.batch_index] = outcome.values
+        self.succeeded += outcome.succeeded
+        self.failed += outcome.failed
+        self.retries += outcome.retries
+        self.trips += outcome.breaker_trips
+        if outcome.breaker_events:
+            self.breaker_state = outcome.breaker_events[-1][2]
+        if not outcome.pending:
+            self.completed += 1
+        self.recorder.outcome(outcome, self._counters(), started)
+        if self.stop_reason is None:
+            if outcome.stop_reason is not None:
+                self.stop_reason = outcome.stop_reason
+            elif _over_budget(self.plan.config.max_failures, self.succeeded, self.failed):
+                self.stop_reason = "max_failures"
+            if self.stop_reason is not None:
+                logger.warning("run %s stops (%s, batch %d on %s): no more batches are submitted; "
+                               "%d in flight drain", self.recorder.run_id, self.stop_reason,
+                               task.batch_index, outcome.worker, len(self.in_flight),
+                               extra={"run_id": self.recorder.run_id})
+
+    def _lost(self, task: BatchTask, error: BaseException) -> None:
+        if task.attempt >= MAX_RESUBMITS:
+            raise RuntimeError(f"batch {task.batch_index} was lost with its worker "
+                               f"{task.attempt + 1} times; the run stops (last: {error})") from error
+        logger.warning("batch %d was lost with its worker (%s); submitting it again", task.batch_index,
+                       error, extra={"run_id": self.recorder.run_id})
+        self._send(replace(task, attempt=task.attempt + 1))
+
+    def run(self) -> RunSummary:
+        try:
+            while True:
+                while (self.stop_reason is None and not self.exhausted
+                       and len(self.in_flight) < self.window and self._submit_next()):
+                    pass
+                if not self.in_flight:
+                    break
+                for ticket, result in self.executor.completed(None):
+                    task, started = self.in_flight.pop(ticket)
+                    if isinstance(result, WorkerLost):
+                        self._lost(task, result)
+                    elif isinstance(result, BaseException):
+                        raise result
+                    else:
+                        self._take(task, started, result)
+        except BaseException:
+            # An interrupt, or a batch that raised on its worker: what is in flight stays
+            # pending (a job resumes it); what came back is persisted already.
+            self.executor.cancel(list(self.in_flight))
+            raise
+        finally:
+            self.executor.close()
+        successful = [value for index in sorted(self.values) for value in self.values[index]]
+        return RunSummary(succeeded=self.succeeded, failed=self.failed, records_read=self.read,
+                          exhausted=self.exhausted, retries=self.retries,
+                          successful=successful, stop_reason=self.stop_reason,
+                          breaker_trips=self.trips, skipped_records=self.skipped)
+
+
+def run_on_executor(plan: Plan, executor: Executor, recorder: ExecutorRecorder) -> RunSummary:
+    """Run ``plan``'s batches on ``executor``, reporting each to ``recorder``; what the local
+    engine's ``run`` returns."""
+    return _Driver(plan, executor, recorder).run()

@@ -1,0 +1,57 @@
+"""The :class:`Executor` protocol: where a run's batches go when they leave the driver.
+
+A run with ``executor=`` plans its batches on the calling process (the driver) and hands each
+one, as a :class:`~batchguard.executors.task.BatchTask`, to an executor, which runs it somewhere
+(a Dask worker, a Ray actor) with :func:`~batchguard.executors.worker.run_batch` and hands back
+its :class:`~batchguard.executors.task.BatchOutcome`. The protocol is what the driver needs and
+no more, so a second engine (Ray) is one class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Protocol, runtime_checkable
+
+from .task import BatchOutcome, BatchTask
+
+__all__ = ["Completion", "Executor", "WorkerLost"]
+
+
+class WorkerLost(Exception):
+    """An executor lost a batch with its worker (the process died, more often than the
+    executor reruns a task): the driver submits the batch again."""
+
+Completion = tuple[Hashable, BatchOutcome | BaseException]
+"""A finished submission: its ticket, and the batch's outcome or what the executor raised for it
+(the worker's process died too often, the task could not be shipped, ...)."""
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs batch tasks away from the driver; only the driver's thread calls it."""
+
+    @property
+    def slots(self) -> int:
+        """How many batches can run at once (the rate limit is divided among them; the driver
+        keeps about twice as many in flight so no slot waits for the driver)."""
+        ...
+
+    def submit(self, task: BatchTask) -> Hashable:
+        """Send ``task`` off; returns the ticket its completion will carry. ``task.attempt``
+        makes a resubmission of the same batch a distinct task."""
+        ...
+
+    def completed(self, timeout: float | None) -> Sequence[Completion]:
+        """Wait up to ``timeout`` seconds (None: without limit) until at least one submission
+        finished, and return every one that has (empty after a timeout). Each ticket comes
+        back exactly once."""
+        ...
+
+    def cancel(self, tickets: Sequence[Hashable]) -> None:
+        """Give up on these submissions: their batches stay pending (the driver will not read
+        their outcomes); one already running may still finish on its worker."""
+        ...
+
+    def close(self) -> None:
+        """Release what the executor holds for this run (not the cluster, which the caller owns)."""
+        ...

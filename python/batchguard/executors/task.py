@@ -1,0 +1,78 @@
+"""What crosses between the driver and a worker: a :class:`BatchTask` out, a :class:`BatchOutcome` back.
+
+Both are plain picklable data. A task carries the batch's records (or, later, a descriptor of
+where to read them) and everything the worker's engine needs: the run's config with the
+worker's share of the rate limit, the classifier, and what builds the batch's DLQ entries. An
+outcome carries the values in input order and the dead records already as DLQ entries (built
+on the worker, where the exception and its traceback are), so nothing unpicklable comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._run.config import EngineConfig
+from ..dlq.base import DeadLetter
+from ..policies import Classifier
+
+__all__ = ["BatchOutcome", "BatchTask"]
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    """One batch of a run, as a worker runs it."""
+
+    run_id: str
+    job_id: str | None
+    batch_index: int
+    first_index: int
+    """The input position of the batch's first record: entries and record ids use positions in
+    the whole input, never in the batch."""
+    records: list[Any]
+    fn: Callable[..., Any]
+    config: EngineConfig
+    """The run's config for one batch: batch_size is the batch's length, the rate limit the
+    worker's share, the error budget what is left of it; no skipped batches."""
+    classifier: Classifier
+    stage: str
+    id_of: Callable[[Any], Any] | None
+    pickle_payloads: bool
+    bulk: bool
+    dlq_url: str | None = None
+    """Set when the worker sends the batch's entries to a networked DLQ (PostgreSQL, Redis)
+    itself; None when they go back to the driver, which writes them."""
+    attempt: int = 0
+    """How often the driver submitted this batch before (an executor error made it resubmit)."""
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What a worker hands back for one batch."""
+
+    batch_index: int
+    size: int
+    succeeded: int
+    failed: int
+    retries: int
+    duration_s: float
+    pending: int
+    values: list[Any]
+    """The successful records' values, in input order."""
+    entries: list[DeadLetter]
+    """The dead records' DLQ entries, in record order (ids deterministic per record, so a
+    batch run twice after a worker died writes the same entries again, never new ones)."""
+    dead_records: list[Any]
+    """The dead records themselves, in the order of ``entries`` (the report of a run without a
+    durable DLQ lists them, as a local run's does)."""
+    stored: bool
+    """True when the worker already sent ``entries`` to the run's DLQ (``BatchTask.dlq_url``)."""
+    stop_reason: str | None
+    """Why the batch's engine stopped early (``"fatal"``, ``"breaker_abort"``,
+    ``"max_failures"``), leaving ``pending`` records; None when every record is final."""
+    breaker_trips: int
+    breaker_events: list[tuple[float, str, str]]
+    """The worker's breaker transitions: (seconds since the batch started, from, to)."""
+    worker: str = ""
+    """Which worker ran it (its address or process), for logs."""

@@ -1,0 +1,104 @@
+"""What a worker runs: :func:`run_batch`, the native engine over one batch.
+
+The worker's engine applies the run's policies to the batch (retries and their backoff, the
+classifier, the timeout, its share of the rate limit, the breaker over its own calls) exactly
+as a local run does; the decisions that need the whole run (the error budget across batches,
+stopping, checkpoints, the report) stay with the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from .. import _native
+from .._native import BatchEvent, BreakerEvent, Counters, DeadRecord, RetryEvent
+from .._run.entries import EntryBuilder
+from ..dlq.base import DeadLetterQueue
+from ..dlq.urls import open_dlq
+from .task import BatchOutcome, BatchTask
+
+__all__ = ["run_batch"]
+
+logger = logging.getLogger("batchguard")
+
+# One connection per worker process and DLQ URL, opened by the first batch that needs it:
+# opening a PostgreSQL or Redis connection per batch would cost more than the batch's sends.
+_queues: dict[str, DeadLetterQueue] = {}
+_queues_lock = threading.Lock()
+
+
+class _Capture:
+    """The worker engine's sink: keeps the batch's events for the outcome. Progress is the
+    driver's (counted from outcomes), so the engine is told nobody reads it."""
+
+    on_progress = None
+    progress_every_batch = False
+
+    def __init__(self) -> None:
+        self.batches: list[BatchEvent] = []
+        self.breaker: list[tuple[float, str, str]] = []
+        self._classifier_raised: set[tuple[str, str]] = set()
+
+    def events(self, events: list[BatchEvent | BreakerEvent | RetryEvent], counters: Counters) -> None:
+        for event in events:
+            if isinstance(event, BatchEvent):
+                self.batches.append(event)
+            elif isinstance(event, BreakerEvent):
+                self.breaker.append((event.at, event.from_state, event.to_state))
+        del events[:]
+
+    def progress(self, counters: Counters) -> None:
+        """Not called (``on_progress`` is None); here for the engine's sink protocol."""
+
+    def classifier_error(self, exc: BaseException, error: BaseException) -> None:
+        kind = (type(error).__name__, type(exc).__name__)
+        if kind not in self._classifier_raised:  # once per kind and batch, in the worker's log
+            self._classifier_raised.add(kind)
+            logger.error("classifier raised %s while classifying %s; the record is PERMANENT", *kind)
+
+
+def _queue(url: str) -> DeadLetterQueue:
+    with _queues_lock:
+        queue = _queues.get(url)
+        if queue is None:
+            queue = _queues[url] = open_dlq(url)
+        return queue
+
+
+def run_batch(task: BatchTask) -> BatchOutcome:
+    """Run ``task.fn`` over the batch's records on the native engine; its dead records become
+    DLQ entries here (sent to the DLQ here too when ``task.dlq_url`` is set).
+
+    A ``KeyboardInterrupt`` or ``SystemExit`` raised by ``fn`` propagates (the executor then
+    reports the task as failed and the driver stops the run), as it stops a local run.
+    """
+    started = time.monotonic()
+    capture = _Capture()
+    sink: Any = capture  # the engine reads its sink by attribute; _native.pyi names the recorder
+    summary = _native.run(task.records, task.fn, task.config, task.classifier, sink,
+                          len(task.records), bulk=task.bulk)
+    builder = EntryBuilder(run_id=task.run_id, job_id=task.job_id, stage=task.stage,
+                           id_of=task.id_of, pickle_payloads=task.pickle_payloads)
+    first = task.first_index
+    dead: list[Any] = [record for event in capture.batches for record in (event.dead or ())]
+    dead.sort(key=lambda record: record.record_index)
+    entries = [builder.dead_letter(DeadRecord(
+        record_index=first + record.record_index, batch_index=task.batch_index, record=record.record,
+        error_class=record.error_class, attempts=record.attempts)) for record in dead]
+    stored = False
+    if task.dlq_url is not None and entries:
+        _queue(task.dlq_url).send(entries)  # durable (upserted by id) when it returns
+        stored = True
+    duration = max((event.duration for event in capture.batches), default=time.monotonic() - started)
+    return BatchOutcome(
+        batch_index=task.batch_index, size=len(task.records), succeeded=summary.succeeded,
+        failed=summary.failed, retries=summary.retries, duration_s=duration,
+        pending=len(task.records) - summary.succeeded - summary.failed,
+        values=summary.successful, entries=entries,
+        dead_records=[record.record for record in dead], stored=stored, stop_reason=summary.stop_reason,
+        breaker_trips=summary.breaker_trips, breaker_events=capture.breaker,
+        worker=f"pid {os.getpid()}")
