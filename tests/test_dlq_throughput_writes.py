@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from batchguard import run_batches
-from batchguard.dlq import DeadLetter, SqliteDLQ
+from batchguard.dlq import DeadLetter, MemoryDLQ, SqliteDLQ
 from batchguard.errors import DLQError
 from helpers_contract import ENGINES
 
@@ -28,14 +28,14 @@ class SlowWrites(SqliteDLQ):
         self.writes = 0
         self.threads: set[str] = set()
 
-    def _write(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    def _write(self, with_status: bool, rows: list[tuple[Any, ...]]) -> None:
         self.writes += 1
         self.threads.add(threading.current_thread().name)
         time.sleep(self.delay)
         if self.writes == self.fail_on:
             with self._db.errors("send"):
                 raise sqlite3.OperationalError("disk I/O error")
-        super()._write(statement, rows)
+        super()._write(with_status, rows)
 
 
 def _fails(record: int) -> None:
@@ -100,11 +100,11 @@ class GatedWrites(SqliteDLQ):
         self.gate = threading.Event()
         self.writes = 0
 
-    def _write(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    def _write(self, with_status: bool, rows: list[tuple[Any, ...]]) -> None:
         self.writes += 1
         if self.writes == 2:
             assert self.gate.wait(10)
-        super()._write(statement, rows)
+        super()._write(with_status, rows)
 
 
 def test_background_writes_are_one_batch_behind_at_most(tmp_path: Path) -> None:
@@ -120,4 +120,64 @@ def test_background_writes_are_one_batch_behind_at_most(tmp_path: Path) -> None:
     writes.finish()
     assert _stored(tmp_path / "dlq.db") == 4
     writes.finish()  # twice is fine
+    dlq.close()
+
+
+def _entry(i: int, message: str = "bad", status: str = "open") -> DeadLetter:
+    return DeadLetter(id=f"e{i}", run_id="r", job_id=None, record_id=i, record_index=i, batch_index=0,
+                      stage="process", payload={"n": i}, payload_encoding="json", error_class="permanent",
+                      error_type="ValueError", error_message=message, traceback=None, status=status)
+
+
+def _inserts(dlq: SqliteDLQ) -> list[str]:
+    statements: list[str] = []
+    dlq.connection.set_trace_callback(statements.append)
+    return statements
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 511, 512, 513, 1000, 1100])
+def test_a_send_writes_its_entries_in_a_few_statements_in_order(tmp_path: Path, size: int) -> None:
+    dlq = SqliteDLQ(tmp_path / "dlq.db")
+    statements = _inserts(dlq)
+    dlq.send([_entry(i) for i in range(size)])
+    inserts = [s for s in statements if s.lstrip().startswith("INSERT")]
+    # One statement per row (executemany) made 1,000 for 1,000 entries, each a GIL hand-off
+    # on the writer thread; powers of two make at most 512 rows each.
+    assert len(inserts) == bin(size % 512).count("1") + size // 512
+    assert [e.record_index for e in dlq.list(limit=None)] == list(range(size))
+    dlq.close()
+
+
+def test_an_id_repeated_in_one_statement_is_updated_in_place_as_memory_dlq_does(tmp_path: Path) -> None:
+    batch = [_entry(0), _entry(1), _entry(0, "again"), _entry(2, status="resolved"), _entry(1, "and again")]
+    dlq, model = SqliteDLQ(tmp_path / "dlq.db"), MemoryDLQ()
+    dlq.send(batch)
+    model.send(batch)
+    assert dlq.list(limit=None, status="all") == model.list(limit=None, status="all")
+    assert [(e.id, e.error_message) for e in dlq.list(limit=None, status="all")] == [
+        ("e0", "again"), ("e1", "and again"), ("e2", "bad")]
+    dlq.close()
+
+
+def test_sends_keep_within_sqlites_limit_on_bound_parameters(tmp_path: Path) -> None:
+    # SQLite before 3.32 allows 999 parameters a statement; here, 3 rows of 7 (or 2 of 8).
+    dlq = SqliteDLQ(tmp_path / "dlq.db")
+    dlq.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 21)
+    statements = _inserts(dlq)
+    dlq.send([_entry(i) for i in range(7)])
+    dlq.send([_entry(i, "closed", status="resolved") for i in range(7, 12)])
+    assert len([s for s in statements if s.lstrip().startswith("INSERT")]) == 4 + 3  # 2+2+2+1, 2+2+1
+    stored = dlq.list(limit=None, status="all")
+    assert [(e.record_index, e.status) for e in stored] == [(i, "open" if i < 7 else "resolved") for i in range(12)]
+    dlq.close()
+
+
+def test_a_job_stores_entries_in_its_transaction_in_a_few_statements(tmp_path: Path) -> None:
+    dlq = SqliteDLQ(tmp_path / "dlq.db")
+    statements = _inserts(dlq)
+    entries = [_entry(i) for i in range(600)]
+    with dlq.transaction() as cur:
+        dlq.write_entries(cur, iter(entries))
+    assert len([s for s in statements if s.lstrip().startswith("INSERT")]) == 4  # 512+64+16+8
+    assert dlq.list(limit=None) == entries
     dlq.close()

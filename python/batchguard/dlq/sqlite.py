@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
+import itertools
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -63,10 +65,20 @@ _ON_CONFLICT: Final = """
         error_class = excluded.error_class, error_type = excluded.error_type, entry = excluded.entry,
         status = excluded.status
 """
-_UPSERT: Final = f"INSERT INTO {TABLE} ({_COLUMNS}, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?) {_ON_CONFLICT}"
-# Open entries (nearly every entry a run sends) leave the status to the column's default: the
-# statement a run's sends use stays the one of before statuses existed.
-_UPSERT_OPEN: Final = f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) {_ON_CONFLICT}"
+# An upsert of `rows` entries in one statement: a batch is written in a few statements (see
+# _upsert), not one per entry. Open entries (nearly every entry a run sends) leave the status
+# to the column's default: the statement a run's sends use stays the one of before statuses
+# existed.
+@functools.lru_cache(maxsize=32)
+def _upsert_statement(rows: int, *, with_status: bool) -> str:
+    marks = "(?, ?, ?, ?, ?, ?, ?, ?)" if with_status else "(?, ?, ?, ?, ?, ?, ?)"
+    columns = f"{_COLUMNS}, status" if with_status else _COLUMNS
+    return f"INSERT INTO {TABLE} ({columns}) VALUES {', '.join([marks] * rows)} {_ON_CONFLICT}"
+
+
+_MAX_ROWS_PER_STATEMENT: Final = 512
+"""Entries one upsert statement writes, at most (and fewer where SQLite allows fewer bound
+parameters: 999 before 3.32)."""
 
 _SET_STATUS: Final = f"UPDATE {TABLE} SET status = ?, entry = ? WHERE id = ?"
 
@@ -74,15 +86,37 @@ _PAGE: Final = 1000
 _IDS_PER_QUERY: Final = 500  # below SQLite's oldest limit on bound parameters (999)
 
 
-def _rows(entries: Iterable[DeadLetter]) -> tuple[str, list[tuple[Any, ...]]]:
-    """The upsert statement for ``entries`` and its rows, in order (the first send's order is
-    the list order): the open-entry statement when every entry is open."""
+def _rows(entries: Iterable[DeadLetter]) -> tuple[bool, list[tuple[Any, ...]]]:
+    """Whether ``entries`` need their status written (not every one is open), and their rows,
+    in order (the first send's order is the list order)."""
     batch = entries if isinstance(entries, (list, tuple)) else list(entries)
     if all(e.status == DEFAULT_STATUS for e in batch):
-        return _UPSERT_OPEN, [(e.id, e.run_id, e.job_id, e.stage, str(e.error_class), e.error_type,
-                               dumps(e).decode()) for e in batch]
-    return _UPSERT, [(e.id, e.run_id, e.job_id, e.stage, str(e.error_class), e.error_type, dumps(e).decode(),
-                      e.status) for e in batch]
+        return False, [(e.id, e.run_id, e.job_id, e.stage, str(e.error_class), e.error_type,
+                        dumps(e).decode()) for e in batch]
+    return True, [(e.id, e.run_id, e.job_id, e.stage, str(e.error_class), e.error_type, dumps(e).decode(),
+                   e.status) for e in batch]
+
+
+def _upsert(cursor: sqlite3.Cursor, with_status: bool, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Upsert ``rows`` (from :func:`_rows`) in order, in statements of many rows each.
+
+    One statement per row (``executemany``) costs every row its binding, a step and a reset,
+    and on a writer thread a GIL hand-off per row, for SQLite releases the GIL around each
+    step: waiting to take it back while the run's thread holds it cost more than the insert.
+    A statement of 512 rows is one step. Row counts are powers of two (512, then what is left
+    written as 256 + 128 + ...), so a connection compiles at most ten of these statements,
+    whatever the batch sizes. A row that repeats an earlier id of the same statement updates
+    it, as the next ``executemany`` row would.
+    """
+    width = 8 if with_status else 7
+    limit = min(_MAX_ROWS_PER_STATEMENT, cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+    most = 1 << (max(limit, 1).bit_length() - 1)
+    start, total = 0, len(rows)
+    while start < total:
+        size = min(most, 1 << ((total - start).bit_length() - 1))
+        cursor.execute(_upsert_statement(size, with_status=with_status),
+                       list(itertools.chain.from_iterable(rows[start:start + size])))
+        start += size
 
 
 def _where(wanted: dict[str, Any]) -> str:
@@ -194,8 +228,7 @@ class SqliteDLQ(QueueBase):
 
         Works on any connection to a database where :meth:`create_schema` has run.
         """
-        statement, rows = _rows(entries)
-        cursor.executemany(statement, rows)
+        _upsert(cursor, *_rows(entries))
 
     # -- the DeadLetterQueue protocol -------------------------------------------------------
 
@@ -210,9 +243,9 @@ class SqliteDLQ(QueueBase):
         behind: see :class:`BackgroundWrites` (a run's recorder uses it)."""
         return BackgroundWrites(self)
 
-    def _write(self, statement: str, rows: builtins.list[tuple[Any, ...]]) -> None:
+    def _write(self, with_status: bool, rows: builtins.list[tuple[Any, ...]]) -> None:
         with self._db.errors("send"), self.transaction() as cur:
-            cur.executemany(statement, rows)
+            _upsert(cur, with_status, rows)
 
     def count(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
         """How many entries match ``filters`` (exact matches on FILTER_FIELDS) and ``status``."""
@@ -319,11 +352,11 @@ class BackgroundWrites:
         """Encode ``entries``, wait for the previous batch, then write these in the background."""
         if not entries:
             return
-        statement, rows = _rows(entries)  # while the previous batch is still being written
+        with_status, rows = _rows(entries)  # while the previous batch is still being written
         self.wait()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="batchguard-dlq-writer")
-        self._pending = self._pool.submit(self.dlq._write, statement, rows)
+        self._pending = self._pool.submit(self.dlq._write, with_status, rows)
 
     def wait(self) -> None:
         """Return once every batch sent is durable; raise the error of a write that failed."""
