@@ -19,6 +19,8 @@ from .._async import drive, loop_factory
 from .._native import RunSummary
 from .._outcome import RunRecorder
 from ..compensation import RunCompensation
+from ..executors.driver import run_on_executor
+from ..executors.recorder import ExecutorRecorder
 from ..hooks import HookDispatch, ProgressTee
 from ..reference import Scheduler, _Classify, run_reference
 from ..results import BatchReport
@@ -31,8 +33,9 @@ from .sync_fn import StopSignal, in_thread_until_cancelled
 __all__ = ["aexecute", "arun", "execute"]
 
 
-def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, sink: OutcomeSink | None) -> RunRecorder:
-    """The recorder a run of ``plan`` reports to."""
+def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, sink: OutcomeSink | None,
+                 kind: type[RunRecorder] = RunRecorder) -> RunRecorder:
+    """The recorder (a ``kind``) a run of ``plan`` reports to."""
     hooks = HookDispatch(plan.hooks) if plan.hooks else None
     total, expected = plan.total, plan.expected_total
     if plan.config.skip_batches:
@@ -41,12 +44,12 @@ def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, sink: Outco
         total, expected = (None if n is None else
                            max(0, n - sum(max(0, min(size, n - b * size)) for b in plan.config.skip_batches))
                            for n in (total, expected))
-    return RunRecorder(run_id=run_id or new_run_id(), job_id=job_id, stage=plan.stage,
-                       dlq=plan.dlq, on_progress=_watched(plan.on_progress, hooks), total=total,
-                       batch_size=plan.config.batch_size, id_of=plan.id_of,
-                       pickle_payloads=plan.pickle_payloads, sink=sink,
-                       reopen_dlq=plan.reopen_dlq, expected_total=expected,
-                       hooks=hooks)
+    return kind(run_id=run_id or new_run_id(), job_id=job_id, stage=plan.stage,
+                dlq=plan.dlq, on_progress=_watched(plan.on_progress, hooks), total=total,
+                batch_size=plan.config.batch_size, id_of=plan.id_of,
+                pickle_payloads=plan.pickle_payloads, sink=sink,
+                reopen_dlq=plan.reopen_dlq, expected_total=expected,
+                hooks=hooks)
 
 
 def _watched(on_progress: Any, hooks: HookDispatch | None) -> Any:
@@ -148,9 +151,13 @@ def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
             return runner.run(aexecute(plan, run_id=run_id, job_id=job_id, sink=sink,
                                        skip_batches=skip_batches))
     plan = _with_skips(plan, skip_batches)
-    recorder = recorder_for(plan, run_id, job_id, sink)
+    recorder = recorder_for(plan, run_id, job_id, sink,
+                            RunRecorder if plan.executor is None else ExecutorRecorder)
     try:
-        if plan.engine == "native":
+        if plan.executor is not None:
+            assert isinstance(recorder, ExecutorRecorder)
+            outcome = run_on_executor(plan, plan.executor, recorder)
+        elif plan.engine == "native":
             records, fn = _inputs(plan, recorder)
             outcome = _native.run(records, fn, plan.config, plan.classifier, recorder,
                                   plan.total, bulk=plan.bulk)

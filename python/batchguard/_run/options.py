@@ -62,6 +62,7 @@ class RunOptions(TypedDict, Generic[T], total=False):
     atomic_batches: bool
     on_abort: Literal["stop", "compensate"]
     keep_outcomes: bool
+    executor: object | None
 
 
 DEFAULTS: Final[RunOptions[Any]] = {
@@ -96,6 +97,7 @@ DEFAULTS: Final[RunOptions[Any]] = {
     "atomic_batches": False,
     "on_abort": "stop",
     "keep_outcomes": False,
+    "executor": None,
 }
 """Each keyword's value when it is not given."""
 

@@ -25,6 +25,8 @@ from ..dlq.base import DeadLetterQueue
 from ..dlq.codec import check_storable
 from ..dlq.urls import open_dlq
 from ..errors import ConfigError, ConfigTypeError
+from ..executors.choose import check_executor
+from ..executors.protocol import Executor
 from ..hooks import check_hooks, wants_retries
 from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
 from ..results import BatchProgress
@@ -130,6 +132,10 @@ class Plan:
     ``alerts=`` (``batchguard.hooks``, ``batchguard.alerts``)."""
     compensation: Compensation | None = None
     """``compensate=``, ``atomic_batches=``, ``on_abort=``, ``keep_outcomes=`` (``batchguard.compensation``)."""
+    executor: Executor | None = None
+    """Where the batches run (``executor=``, ``batchguard.executors``); None: here."""
+    dlq_url: str | None = None
+    """``dlq=`` when it was given as a URL: an executor's workers can open it themselves."""
 
 
 def is_coroutine_function(fn: Any) -> bool:
@@ -288,6 +294,9 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
                           rate_burst=1.0 if rate_limit is None else float(rate_limit.burst),
                           delay_between_batches=float(delay_between_batches), key_of=key_of,
                           collect_retries=wants_retries(*hook_targets))
+    executor = check_executor(options["executor"], is_async=is_async, mode=mode, engine=engine,
+                              key_of=key_of, hooks=options["hooks"], metrics=options["metrics"],
+                              alerts=options["alerts"], compensation=compensation)
     # Opened last, once every argument is known good: a rejected call leaves no queue open.
     queue, reopen_dlq = _open_dlq(dlq)
     return Plan(records, fn, total, config, classifier, queue, id_of, on_progress,
@@ -296,7 +305,8 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
                 expected_total=expected_total, mode=mode,
                 validate=validate, sample_count=sample_count, sample_key=sample_key,
                 compensation=compensation,
-                hooks=hook_targets)
+                hooks=hook_targets, executor=executor,
+                dlq_url=dlq if isinstance(dlq, str) else None)
 
 
 def _open_dlq(dlq: DeadLetterQueue | str | None) -> tuple[DeadLetterQueue | None,
