@@ -16,6 +16,7 @@ from ..dlq.base import DeadLetterQueue
 from ..dlq.postgres import PostgresDLQ
 from ..errors import ConfigError, JobError, JobStoreUnavailableError
 from .locks import claim_attempts, held_here, in_process_claim
+from .outcomes import outcomes_table_sql
 from .sql import SqlJobStore
 
 __all__ = ["PostgresJobStore"]
@@ -54,6 +55,7 @@ class PostgresJobStore(SqlJobStore):
         self._connect_timeout = connect_timeout
         self._jobs, self._batches = f"{table_prefix}jobs", f"{table_prefix}job_batches"
         self._stopped = f"{table_prefix}job_stopped_batches"
+        self._outcomes = f"{table_prefix}job_outcomes"
         self._scope = f"postgresql:{self._db.location}:{self._jobs}"
         self._db.open()
         try:
@@ -77,6 +79,7 @@ class PostgresJobStore(SqlJobStore):
                     "batch_index bigint NOT NULL, size bigint NOT NULL, succeeded bigint NOT NULL, "
                     "failed bigint NOT NULL, pending bigint NOT NULL, run_id text NOT NULL, "
                     "stopped_at text NOT NULL, PRIMARY KEY (job, batch_index))")
+                cur.execute(outcomes_table_sql(self._outcomes, postgres=True))
         except JobStoreUnavailableError as exc:
             self.close()
             cause = exc.__cause__ or exc

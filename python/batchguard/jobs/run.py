@@ -10,15 +10,17 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from .._outcome import RunRecorder
-from .._run.entries import entry_id, new_run_id
+from .._run.entries import default_id_of, entry_id, new_run_id
 from .._run.execute import arun, execute
 from .._run.plan import Plan
 from .._urls import redact
+from ..compensation import Outcome
 from ..dlq.base import DeadLetter, DeadLetterQueue, MemoryDLQ
-from ..dlq.codec import check_storable
+from ..dlq.codec import Fallbacks, check_storable
 from ..errors import ConfigError, JobConflictError
 from ..results import BatchReport, BatchStats
 from .fingerprint import changed_file, fingerprint_records, first_batch, input_files, same_records
+from .outcomes import encode_outcome
 from .status import FINISHED, JobState, JobStatus
 from .store import JobStore, opened_store
 
@@ -121,7 +123,7 @@ class _Checkpoint:
     entries_stored_elsewhere = None
 
     def __init__(self, store: JobStore, job: str, run_id: str, stage: str, batch_size: int,
-                 dlq: DeadLetterQueue, *, rerun: bool) -> None:
+                 dlq: DeadLetterQueue, *, rerun: bool, plan: Plan | None = None) -> None:
         self.store = store
         self.job = job
         self.run_id = run_id
@@ -129,6 +131,28 @@ class _Checkpoint:
         self.batch_size = batch_size
         self.dlq = dlq
         self.rerun = rerun
+        # keep_outcomes: the recorder hands each batch's succeeded records over just before
+        # its batch_done (batch_outcomes); they go into the checkpoint's transaction.
+        self._plan = plan
+        self._outcomes: dict[int, list[tuple[Any, ...]]] = {}
+        self._fallbacks = Fallbacks()
+
+    def batch_outcomes(self, batch: int, outcomes: Sequence[Outcome]) -> None:
+        """Keep ``outcomes`` (batch ``batch``'s succeeded records) with its checkpoint."""
+        plan = self._plan
+        if plan is None or not outcomes:
+            return
+        id_of = plan.id_of
+        rows = []
+        for position, record, value in outcomes:
+            try:
+                record_id = default_id_of(record, position) if id_of is None else id_of(record)
+            except Exception:  # noqa: BLE001 - as a dead letter's: an id_of that raises gives the index
+                record_id = position
+            rows.append(encode_outcome(self.job, self.run_id, batch, position, record, value,
+                                       record_id=record_id, pickle_payloads=plan.pickle_payloads,
+                                       fallbacks=self._fallbacks))
+        self._outcomes[batch] = rows
 
     def batch_done(self, stats: BatchStats, entries: Sequence[DeadLetter]) -> None:
         stale: list[str] = []
@@ -138,7 +162,11 @@ class _Checkpoint:
             failed = {entry.record_index for entry in entries}
             stale = [entry_id(self.job, self.stage, index)
                      for index in range(first, first + stats.size) if index not in failed]
-        self.store.commit_batch(self.job, self.run_id, stats, entries, self.dlq, stale)
+        outcomes = self._outcomes.pop(stats.batch_index, None)
+        if outcomes:
+            self.store.commit_batch(self.job, self.run_id, stats, entries, self.dlq, stale, outcomes=outcomes)
+        else:  # a store of your own need not know keep_outcomes
+            self.store.commit_batch(self.job, self.run_id, stats, entries, self.dlq, stale)
 
 
 def _nothing_to_do(plan: Plan, job: str, existing: JobStatus) -> BatchReport:
@@ -210,7 +238,8 @@ def _job_run(plan: Plan, job: str, store: JobStore | str | None, force: bool,
                                 batch_size=batch_size, stage=plan.stage,
                                 config=_plan_config(plan, dlq, meta, files), reset=force)
             checkpoint = _Checkpoint(opened, job, run_id, plan.stage, batch_size, dlq,
-                                     rerun=existing is not None)
+                                     rerun=existing is not None,
+                                     plan=plan if plan.compensation and plan.compensation.keep_outcomes else None)
             try:
                 yield _Started(opened, job, plan, run_id, checkpoint, frozenset(done))
             except BaseException as exc:

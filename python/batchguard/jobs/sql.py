@@ -12,6 +12,7 @@ from .._db.postgres import PostgresDatabase
 from .._db.sqlite import SqliteDatabase
 from ..dlq.base import DeadLetter, DeadLetterQueue, TransactionalDLQ
 from ..results import BatchStats
+from .outcomes import OUTCOME_COLUMNS, KeptOutcome
 from .status import FINISHED, DoneBatch, DoneSpan, JobState, JobStatus, StoppedBatch, timestamp
 
 __all__ = ["SqlJobStore"]
@@ -31,6 +32,8 @@ class SqlJobStore(abc.ABC):
     _batches: str
     _stopped: str
     """The batches a run stopped inside (records still pending), one row each until done."""
+    _outcomes: str
+    """The succeeded records of jobs run with ``keep_outcomes=True`` (``jobs.outcomes``)."""
     _placeholder: str
 
     # -- dialect hooks ---------------------------------------------------------------------
@@ -62,7 +65,8 @@ class SqlJobStore(abc.ABC):
     # -- SQL helpers -------------------------------------------------------------------------
 
     def _sql(self, text: str) -> str:
-        text = text.format(jobs=self._jobs, batches=self._batches, stopped=self._stopped)
+        text = text.format(jobs=self._jobs, batches=self._batches, stopped=self._stopped,
+                           outcomes=self._outcomes)
         return text.replace("?", self._placeholder) if self._placeholder != "?" else text
 
     def _status(self, row: Sequence[Any], active: bool) -> JobStatus:
@@ -126,11 +130,13 @@ class SqlJobStore(abc.ABC):
             return frozenset(int(index) for (index,) in cur.fetchall())
 
     def commit_batch(self, job: str, run_id: str, stats: BatchStats, entries: Sequence[DeadLetter],
-                     dlq: DeadLetterQueue, stale: Sequence[str]) -> None:
+                     dlq: DeadLetterQueue, stale: Sequence[str], outcomes: Sequence[tuple[Any, ...]] = ()) -> None:
         """Make the batch's dead letters durable, then (or atomically) mark it done.
 
         A batch whose records are not all final (``stats.pending > 0``: the run stopped early)
-        keeps its entries but is not marked done: it runs again on resume.
+        keeps its entries but is not marked done: it runs again on resume. ``outcomes``: rows of
+        its succeeded records (``jobs.outcomes.encode_outcome``), kept in the same transaction
+        as the checkpoint, whether or not the batch is done (what succeeded, happened).
         """
         joined = self._joined(dlq)
         if joined is not None:
@@ -141,6 +147,7 @@ class SqlJobStore(abc.ABC):
                 if stale:
                     joined.remove(stale)  # joins the transaction (a savepoint)
                 self._mark(cur, job, run_id, stats)
+                self._keep_outcomes(cur, outcomes)
             return
         # Crash-safe order: entries first; a crash before the checkpoint reruns the batch and
         # its entries are replaced (same ids), never duplicated.
@@ -150,6 +157,61 @@ class SqlJobStore(abc.ABC):
             dlq.remove(stale)
         with self._transaction() as cur:
             self._mark(cur, job, run_id, stats)
+            self._keep_outcomes(cur, outcomes)
+
+    def _keep_outcomes(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        if rows:
+            marks = ", ".join("?" * len(rows[0]))
+            cur.executemany(self._sql(
+                f"INSERT INTO {{outcomes}} ({OUTCOME_COLUMNS}) VALUES ({marks}) "
+                "ON CONFLICT (job, record_index) DO UPDATE SET batch_index = excluded.batch_index, "
+                "run_id = excluded.run_id, record_id = excluded.record_id, record = excluded.record, "
+                "record_encoding = excluded.record_encoding, value = excluded.value, "
+                "value_encoding = excluded.value_encoding"), rows)
+
+    # -- kept outcomes: what ``batchguard rollback`` undoes (batchguard.jobs.rollback) -----------
+
+    def kept_outcomes(self, name: str, batch: int | None = None) -> tuple[str | None, Sequence[KeptOutcome]]:
+        """The kept succeeded records of job ``name`` (or else of the run with that id), newest
+        batch first and newest record first within it; with ``batch``, that batch's only.
+        Returns the job's name (None when nothing is kept under ``name``) and the records."""
+        params: tuple[Any, ...]
+        for column in ("job", "run_id"):
+            where, params = f"{column} = ?", (name,)
+            if batch is not None:
+                where, params = where + " AND batch_index = ?", (name, batch)
+            rows = self._query(self._sql(f"SELECT {OUTCOME_COLUMNS} FROM {{outcomes}} WHERE {where} "
+                                         "ORDER BY batch_index DESC, record_index DESC"), params)
+            if rows:
+                kept = [KeptOutcome.of_row(row) for row in rows]
+                return kept[0].job, kept
+            if batch is not None and self._query(self._sql(
+                    f"SELECT 1 FROM {{outcomes}} WHERE {column} = ? LIMIT 1"), (name,)):
+                return name if column == "job" else None, []
+        return None, []
+
+    def rolled_back(self, job: str, positions: Sequence[int], batches: Sequence[int], note: str) -> None:
+        """Forget the undone records' outcomes; the ``batches`` wholly undone are no longer done
+        (their totals leave the job's, and a resume runs them again); the job is "aborted" with
+        ``note`` as its error, so that ``jobs resume`` redoes what was rolled back."""
+        now = timestamp()
+        with self._transaction() as cur:
+            for position in positions:
+                cur.execute(self._sql("DELETE FROM {outcomes} WHERE job = ? AND record_index = ?"),
+                            (job, position))
+            for batch in batches:
+                cur.execute(self._sql("SELECT succeeded, failed FROM {batches} WHERE job = ? AND batch_index = ?"),
+                            (job, batch))
+                row = cur.fetchone()
+                if row is None:
+                    continue
+                cur.execute(self._sql("DELETE FROM {batches} WHERE job = ? AND batch_index = ?"), (job, batch))
+                cur.execute(self._sql(
+                    "UPDATE {jobs} SET succeeded = succeeded - ?, failed = failed - ?, "
+                    "batches_done = batches_done - 1 WHERE name = ?"), (int(row[0]), int(row[1]), job))
+            cur.execute(self._sql(
+                "UPDATE {jobs} SET status = 'aborted', error = ?, updated_at = ?, finished_at = NULL "
+                "WHERE name = ?"), (note, now, job))
 
     def _mark(self, cur: Any, job: str, run_id: str, stats: BatchStats) -> None:
         if stats.pending == 0:

@@ -17,6 +17,7 @@ from ..dlq.base import DeadLetterQueue
 from ..dlq.sqlite import SqliteDLQ
 from ..errors import JobError, JobStoreUnavailableError
 from .locks import LockFile, claim_attempts, held_here, in_process_claim, initialising
+from .outcomes import outcomes_table_sql
 from .sql import SqlJobStore
 
 __all__ = ["SqliteJobStore"]
@@ -75,6 +76,7 @@ class SqliteJobStore(SqlJobStore):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self._jobs, self._batches, self._stopped = "jobs", "job_batches", "job_stopped_batches"
+        self._outcomes = "job_outcomes"
         self._timeout = timeout
         self._db = SqliteDatabase(self.path, role=JOB_STORE, timeout=timeout)
         self._locks: LockFile | None = None
@@ -128,8 +130,10 @@ class SqliteJobStore(SqlJobStore):
 
     @staticmethod
     def create_schema(cursor: sqlite3.Cursor) -> None:
-        """Create the ``jobs``, ``job_batches`` and ``job_stopped_batches`` tables if missing
-        (idempotent: a store made before a table existed gains it when next opened)."""
+        """Create the ``jobs``, ``job_batches``, ``job_stopped_batches`` and ``job_outcomes``
+        tables if missing (idempotent: a store made before a table existed gains it when next
+        opened)."""
+        cursor.execute(outcomes_table_sql("job_outcomes", postgres=False))
         cursor.execute(
             "CREATE TABLE IF NOT EXISTS jobs (name TEXT PRIMARY KEY, status TEXT NOT NULL, "
             "total INTEGER, succeeded INTEGER NOT NULL, failed INTEGER NOT NULL, "

@@ -1,0 +1,131 @@
+"""Rolling back a finished job (or one run of it): :func:`rollback`, ``batchguard rollback``.
+
+A job run with ``keep_outcomes=True`` keeps each succeeded record and what ``fn`` returned for
+it (:mod:`batchguard.jobs.outcomes`). :func:`rollback` undoes them with ``undo(record, value)``,
+newest batch first and newest record first within a batch, each undo retried as a run's calls
+are (a :class:`~batchguard.RetryPolicy`, a :class:`~batchguard.Classifier`). An undone record
+is forgotten; a batch whose kept records were all undone is no longer done, and the job is
+marked "aborted" (so ``jobs resume`` runs the rolled-back batches again). An undo that still
+fails keeps its record in the store: nothing is silently half-done, and rolling back again
+retries only what is left.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._checks import printable
+from ..compensation import Outcome, Undoer
+from ..errors import ConfigTypeError, JobNotFoundError
+from ..policies import Classifier, RetryPolicy
+from .store import JobStore, opened_store
+
+__all__ = ["RollbackFailure", "RollbackReport", "rollback"]
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackFailure:
+    """A kept record that could not be undone (it stays kept)."""
+
+    record_index: int
+    batch_index: int
+    record_id: Any
+    error_type: str
+    error_message: str
+
+
+@dataclass(frozen=True)
+class RollbackReport:
+    """What :func:`rollback` did."""
+
+    name: str
+    """The job or run id asked for."""
+    job: str
+    undone: int
+    """Records undone (and forgotten by the store)."""
+    failed: tuple[RollbackFailure, ...]
+    batches_reopened: tuple[int, ...]
+    """Batches wholly undone: no longer done, ``jobs resume`` runs them again."""
+
+    @property
+    def ok(self) -> bool:
+        """Every kept record asked for was undone."""
+        return not self.failed
+
+    def summary(self) -> str:
+        """The rollback as a person reads it."""
+        what = f"job {self.job!r}" if self.name == self.job else f"run {self.name} of job {self.job!r}"
+        lines = [f"Rolled back {self.undone} record{'s' * (self.undone != 1)} of {what}."]
+        if self.batches_reopened:
+            batches = ", ".join(map(str, self.batches_reopened))
+            lines.append(f"Batches undone: {batches}; the job is now aborted: `batchguard jobs resume "
+                         f"{self.job}` runs them again.")
+        if self.failed:
+            lines.append(f"{len(self.failed)} could not be undone (still kept; run rollback again to "
+                         "retry them):")
+            lines += [f"  record {f.record_index} (id {f.record_id!r}, batch {f.batch_index}): "
+                      f"{f.error_type}: {f.error_message}" for f in self.failed[:20]]
+            if len(self.failed) > 20:
+                lines.append(f"  ... and {len(self.failed) - 20} more")
+        return printable("\n".join(lines))
+
+
+def rollback(name: str, undo: Callable[[Any, Any], Any], *, store: JobStore | str | os.PathLike[str] | None = None,
+             batch: int | None = None, allow_pickle: bool = False, retry: RetryPolicy | None = None,
+             classifier: Classifier | None = None) -> RollbackReport:
+    """Undo what job ``name`` (or the run whose id is ``name``) succeeded on, as kept with
+    ``keep_outcomes=True``; ``batch``: that batch only.
+
+    ``undo(record, value)`` gets each record and what ``fn`` returned for it, newest batch first.
+    JobNotFoundError when nothing is kept under ``name`` (or in ``batch``).
+
+    >>> import os, tempfile
+    >>> url = "sqlite:///" + os.path.join(tempfile.mkdtemp(), "jobs.db")
+    >>> from batchguard import run_batches
+    >>> done = []
+    >>> run_batches(range(4), lambda x: x * 10, batch_size=2, job="doc", store=url, keep_outcomes=True).status
+    'complete'
+    >>> rollback("doc", lambda record, value: done.append(value), store=url).undone, done
+    (4, [30, 20, 10, 0])
+    """
+    if not callable(undo):
+        raise ConfigTypeError(f"undo must be callable as undo(record, value), got {type(undo).__name__}")
+    undoer = Undoer(undo, retry or RetryPolicy(), classifier or Classifier.default(), seed=0)
+    with opened_store(store) as opened:
+        kept_outcomes = getattr(opened, "kept_outcomes", None)
+        if kept_outcomes is None:
+            raise ConfigTypeError(f"the job store {opened.url} keeps no outcomes (a store of your own)")
+        job, kept = kept_outcomes(name, batch)
+        if job is None or not kept:
+            where = "" if batch is None else f" in batch {batch}"
+            raise JobNotFoundError(f"nothing to roll back for {name!r}{where} in {opened.url}: no job or run "
+                                   "of that name kept its succeeded records (run the job with "
+                                   "keep_outcomes=True, --keep-outcomes)")
+        undone: list[int] = []
+        failed: list[RollbackFailure] = []
+        left: set[int] = set()
+        for row in kept:
+            try:
+                outcome = Outcome(row.position, row.record(allow_pickle=allow_pickle),
+                                  row.value(allow_pickle=allow_pickle))
+            except ValueError as exc:  # a repr, or a pickle not allowed: it cannot be undone here
+                failed.append(RollbackFailure(row.position, row.batch, row.record_id, type(exc).__name__, str(exc)))
+                left.add(row.batch)
+                continue
+            dead = undoer.undo_one(outcome, row.batch)
+            if dead is None:
+                undone.append(row.position)
+                continue
+            cause = dead.attempts[-1].error.__cause__ or dead.attempts[-1].error
+            failed.append(RollbackFailure(row.position, row.batch, row.record_id, type(cause).__name__, str(cause)))
+            left.add(row.batch)
+        reopened = tuple(sorted({row.batch for row in kept} - left, reverse=True))
+        if undone:
+            opened.rolled_back(job, undone, reopened,  # type: ignore[attr-defined]
+                               f"rolled back: {len(undone)} records of batches "
+                               f"{', '.join(map(str, sorted({r.batch for r in kept if r.position in set(undone)})))}"
+                               f" by batchguard rollback {name}"[:1000])
+    return RollbackReport(name, job, len(undone), tuple(failed), reopened)
