@@ -4,7 +4,7 @@ Exit codes: 0 the run completed (every record succeeded); 1 it ended partial_suc
 or aborted; 2 it could not start (bad usage, unreadable input, a ``--fn`` that does not import,
 a bad or unreachable DLQ / job store, a job name reused with different input); 130 interrupted.
 
-One module per command group (``run``, ``dlq``, ``jobs``, ``demo``); what they share lives in
+One module per command group (``run``, ``dlq``, ``jobs``, ``rollback``, ``demo``); what they share lives in
 ``options`` (exit codes, options, URL helpers), ``console`` (terminal, tables), ``callables``
 (``--fn``), ``progress`` (the live display) and ``report`` (the final report).
 """
@@ -17,6 +17,7 @@ from .. import __version__
 from .demo import demo
 from .dlq import dlq
 from .jobs import jobs
+from .rollback import rollback
 from .run import run
 
 __all__ = ["main"]
@@ -37,4 +38,5 @@ def main() -> None:
 main.add_command(run)
 main.add_command(dlq)
 main.add_command(jobs)
+main.add_command(rollback)
 main.add_command(demo)
