@@ -51,6 +51,8 @@ pub struct RetryPolicy {
     jitter: Jitter,
     /// The longest wait an exception's `retry_after` can ask for (`max_retry_after`).
     max_retry_after: f64,
+    /// Seconds from a record's first failure after which no retry of it starts.
+    max_elapsed: Option<f64>,
 }
 
 fn check_non_negative(name: &str, value: f64) -> Result<()> {
@@ -73,7 +75,15 @@ impl RetryPolicy {
         if max_delay < base_delay {
             return config_error(format!("RetryPolicy.max_delay ({max_delay}) must be >= base_delay ({base_delay})"));
         }
-        Ok(Self { max_attempts, base_delay, multiplier, max_delay, jitter, max_retry_after: max_delay })
+        Ok(Self {
+            max_attempts,
+            base_delay,
+            multiplier,
+            max_delay,
+            jitter,
+            max_retry_after: max_delay,
+            max_elapsed: None,
+        })
     }
 
     /// Caps what an exception's `retry_after` can ask for (the default cap is `max_delay`):
@@ -82,6 +92,26 @@ impl RetryPolicy {
         check_non_negative("max_retry_after", cap)?;
         self.max_retry_after = cap;
         Ok(self)
+    }
+
+    /// Bounds a record's retrying: no retry starts more than `seconds` after its first failure.
+    pub fn with_max_elapsed(mut self, seconds: Option<f64>) -> Result<Self> {
+        if let Some(seconds) = seconds {
+            if seconds.is_nan() || seconds <= 0.0 {
+                return config_error(format!("RetryPolicy.max_elapsed must be > 0, got {seconds}"));
+            }
+        }
+        self.max_elapsed = seconds;
+        Ok(self)
+    }
+
+    pub fn max_elapsed(&self) -> Option<f64> {
+        self.max_elapsed
+    }
+
+    /// May a retry due at `due` start, for a record that first failed at `first_failed`?
+    pub fn within_elapsed(&self, first_failed: f64, due: f64) -> bool {
+        self.max_elapsed.is_none_or(|limit| due - first_failed <= limit)
     }
 
     pub fn max_attempts(&self) -> u32 {
@@ -255,5 +285,15 @@ mod tests {
         let err = RetryPolicy::new(1, 5.0, 2.0, 3.0, Jitter::Full).unwrap_err();
         assert!(err.0.contains("max_delay"));
         assert!("sometimes".parse::<Jitter>().unwrap_err().0.contains("jitter"));
+        let err = RetryPolicy::new(1, 1.0, 2.0, 3.0, Jitter::Full).unwrap().with_max_elapsed(Some(0.0)).unwrap_err();
+        assert!(err.0.contains("max_elapsed"));
+    }
+
+    #[test]
+    fn max_elapsed_allows_a_retry_due_up_to_the_limit_and_none_after() {
+        let p = policy(Jitter::None).with_max_elapsed(Some(10.0)).unwrap();
+        assert!(p.within_elapsed(100.0, 110.0));
+        assert!(!p.within_elapsed(100.0, 110.5));
+        assert!(policy(Jitter::None).within_elapsed(0.0, 1e12));
     }
 }

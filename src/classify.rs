@@ -43,6 +43,74 @@ impl ErrorClass {
     }
 }
 
+/// A failure as the scheduler takes it: its class, and the index of the retry policy that
+/// governs it (0: the run's default policy; see [`PolicyKeys`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub class: ErrorClass,
+    pub policy: u16,
+}
+
+impl Verdict {
+    pub fn retryable(self) -> bool {
+        self.class.retryable()
+    }
+}
+
+impl From<ErrorClass> for Verdict {
+    /// A failure under the default policy.
+    fn from(class: ErrorClass) -> Self {
+        Self { class, policy: 0 }
+    }
+}
+
+/// Which retry policy a failure is under, from the keys of `RetryPolicies.by_error` that need
+/// no Python call: exception types (the most specific in the MRO wins, cached per type with
+/// the classification, [`TypeVerdict::policy`]) and error classes. Predicates, which come
+/// first, are called by the bindings. Index 0 is the default policy.
+#[derive(Debug)]
+pub struct PolicyKeys<K> {
+    types: Vec<(K, u16)>,
+    classes: [Option<u16>; 4],
+}
+
+impl<K: PartialEq> Default for PolicyKeys<K> {
+    fn default() -> Self {
+        Self { types: Vec::new(), classes: [None; 4] }
+    }
+}
+
+impl<K: PartialEq> PolicyKeys<K> {
+    pub fn with_type(mut self, key: K, policy: u16) -> Self {
+        self.types.push((key, policy));
+        self
+    }
+
+    pub fn with_class(mut self, class: ErrorClass, policy: u16) -> Self {
+        self.classes[class as usize] = Some(policy);
+        self
+    }
+
+    /// No type or class key (a run with one policy, or predicates only).
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty() && self.classes.iter().all(Option::is_none)
+    }
+
+    /// The policy of the first class of an MRO (most specific first) that is a type key.
+    pub fn by_mro(&self, mro: impl IntoIterator<Item = K>) -> Option<u16> {
+        if self.types.is_empty() {
+            return None;
+        }
+        mro.into_iter().find_map(|key| self.types.iter().find(|(k, _)| *k == key).map(|(_, p)| *p))
+    }
+
+    /// A failure's policy once no predicate matched: its type's (`by_type`, cached), else its
+    /// class's, else the default (0).
+    pub fn resolve(&self, by_type: Option<u16>, class: ErrorClass) -> u16 {
+        by_type.or(self.classes[class as usize]).unwrap_or(0)
+    }
+}
+
 /// 408, 425, 429 and 5xx are RECOVERABLE; every other 4xx is PERMANENT.
 pub fn class_of_http_status(status: u16) -> Option<ErrorClass> {
     match status {
@@ -85,11 +153,13 @@ impl Inspector {
 }
 
 /// What an exception type resolves to (cached per type): the inspectors to ask an instance,
-/// in MRO order (empty for nearly every type), then the class its type and name rules give.
+/// in MRO order (empty for nearly every type), then the class its type and name rules give,
+/// and the retry policy its type keys give ([`PolicyKeys::by_mro`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TypeVerdict {
     pub inspectors: Vec<Inspector>,
     pub class: Option<ErrorClass>,
+    pub policy: Option<u16>,
 }
 
 /// One class of an exception type's MRO: its key, `__name__` and `"module.qualname"`.
@@ -259,6 +329,21 @@ mod tests {
     }
 
     #[test]
+    fn a_failures_policy_is_its_most_specific_type_key_then_its_class_then_the_default() {
+        let keys = PolicyKeys::default()
+            .with_type("OSError", 1)
+            .with_type("TimeoutError", 2)
+            .with_class(ErrorClass::Recoverable, 3);
+        let timeout = ["TimeoutError", "OSError", "Exception"];
+        assert_eq!(keys.by_mro(timeout), Some(2));
+        assert_eq!(keys.by_mro(["ConnectionError", "OSError"]), Some(1));
+        assert_eq!(keys.resolve(keys.by_mro(["ValueError", "Exception"]), ErrorClass::Recoverable), 3);
+        assert_eq!(keys.resolve(None, ErrorClass::Permanent), 0);
+        assert!(PolicyKeys::<&str>::default().is_empty());
+        assert_eq!(Verdict::from(ErrorClass::Transient), Verdict { class: ErrorClass::Transient, policy: 0 });
+    }
+
+    #[test]
     fn integrity_errors_match_by_name_whatever_the_driver() {
         let classes = [("psycopg.IntegrityError", "IntegrityError"), ("psycopg.DatabaseError", "DatabaseError")];
         assert_eq!(class_of(&rules(), &classes), Some(ErrorClass::Permanent));
@@ -307,7 +392,7 @@ mod tests {
             .with_inspector("botocore.exceptions.ClientError", Inspector::AwsErrorCode)
             .with_type("botocore.exceptions.ClientError", ErrorClass::Fatal);
         let verdict = r.by_mro(mro(&[("botocore.exceptions.ClientError", "ClientError")]));
-        assert_eq!(verdict, TypeVerdict { inspectors: vec![], class: Some(ErrorClass::Fatal) });
+        assert_eq!(verdict, TypeVerdict { inspectors: vec![], class: Some(ErrorClass::Fatal), policy: None });
     }
 
     #[test]

@@ -13,7 +13,9 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::wait::wall_now;
 use super::Obj;
-use crate::classify::{delta_seconds, ClientTables, ErrorClass, Inspector, MroClass, Rules, TypeVerdict};
+use crate::classify::{
+    delta_seconds, ClientTables, ErrorClass, Inspector, MroClass, PolicyKeys, Rules, TypeVerdict, Verdict,
+};
 use crate::engine::Failure;
 
 /// An exception type (kept alive, so its address stays its own) and what its MRO resolves to.
@@ -35,6 +37,13 @@ pub(super) struct NativeClassifier {
     cache: Mutex<HashMap<usize, CachedType>>,
     /// type address -> (the type, kept alive; may its instances carry a Retry-After?)
     retry_hint_types: Mutex<HashMap<usize, (Py<PyType>, bool)>>,
+    /// The type and class keys of `RetryPolicies.by_error` (the classifier's `retry_table`);
+    /// a type's policy is resolved with its classification and cached in its verdict.
+    policy_keys: PolicyKeys<usize>,
+    /// The predicate keys, called in order on each failure (only when there are some).
+    predicates: Vec<(Obj, u16)>,
+    /// Keeps the policy key types (whose addresses are the keys) alive.
+    _policy_types: Vec<Py<PyType>>,
 }
 
 impl NativeClassifier {
@@ -65,6 +74,7 @@ impl NativeClassifier {
             message_rules.push((pattern.unbind(), ErrorClass::parse(&class.str()?.to_cow()?)?));
         }
         let func = classifier.getattr("func")?;
+        let (policy_keys, predicates, policy_types) = policy_keys(&classifier.getattr("retry_table")?)?;
         Ok(Self {
             rules,
             tables,
@@ -73,7 +83,26 @@ impl NativeClassifier {
             func: (!func.is_none()).then(|| func.unbind()),
             cache: Mutex::new(HashMap::new()),
             retry_hint_types: Mutex::new(HashMap::new()),
+            policy_keys,
+            predicates,
+            _policy_types: policy_types,
         })
+    }
+
+    /// The retry policy a failure with `exc` of `class` is under: the first predicate key that
+    /// holds, else its type's (cached), else its class's, else the default (0).
+    fn policy_for(&self, py: Python<'_>, exc: &Bound<'_, PyAny>, class: ErrorClass) -> PyResult<u16> {
+        for (predicate, policy) in &self.predicates {
+            // A SafePredicate: a plain bool, its own errors handled in Python.
+            if predicate.bind(py).call1((exc,))?.is_truthy()? {
+                return Ok(*policy);
+            }
+        }
+        if self.policy_keys.is_empty() {
+            return Ok(0);
+        }
+        let by_type = self.type_verdict(&exc.get_type())?.policy;
+        Ok(self.policy_keys.resolve(by_type, class))
     }
 
     /// The wait a retryable failure asks for ([`retry_after_of`]), without its three attribute
@@ -115,20 +144,22 @@ impl NativeClassifier {
     /// DESIGN §4, first match wins. A classifier that raises an Exception makes the record
     /// PERMANENT (and is reported), exactly as the reference engine does; anything else it
     /// raises (KeyboardInterrupt, SystemExit) stops the run: it comes back as the Err.
+    /// The verdict names the retry policy the failure is under too.
     pub(super) fn classify(
         &self,
         py: Python<'_>,
         exc: &Bound<'_, PyAny>,
         sink: &Bound<'_, PyAny>,
-    ) -> PyResult<ErrorClass> {
-        match self.try_classify(py, exc) {
-            Ok(class) => Ok(class),
+    ) -> PyResult<Verdict> {
+        let class = match self.try_classify(py, exc) {
+            Ok(class) => class,
             Err(err) if err.is_instance_of::<PyException>(py) => {
                 sink.call_method1(intern!(py, "classifier_error"), (exc, err.value(py)))?;
-                Ok(ErrorClass::Permanent)
+                ErrorClass::Permanent
             }
-            Err(err) => Err(err),
-        }
+            Err(err) => return Err(err),
+        };
+        Ok(Verdict { class, policy: self.policy_for(py, exc, class)? })
     }
 
     fn try_classify(&self, py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<ErrorClass> {
@@ -196,11 +227,13 @@ impl NativeClassifier {
             let klass = klass.cast_into::<PyType>()?;
             entries.push((klass.as_ptr() as usize, klass.name()?.to_string(), qualified_name(&klass)?));
         }
-        Ok(self.rules.by_mro(entries.iter().map(|(key, name, qualified)| MroClass {
+        let mut verdict = self.rules.by_mro(entries.iter().map(|(key, name, qualified)| MroClass {
             key: *key,
             name,
             qualified: qualified.as_deref(),
-        })))
+        }));
+        verdict.policy = self.policy_keys.by_mro(entries.iter().map(|(key, _, _)| *key));
+        Ok(verdict)
     }
 
     /// One inspector on one instance, as `batchguard._clients` defines it.
@@ -274,6 +307,35 @@ fn retry_after_of(py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<Option<f64
             Err(err) => Err(err),
         },
     }
+}
+
+/// A policy table's type and class keys, its predicates, and the key types (kept alive).
+type PolicyLookup = (PolicyKeys<usize>, Vec<(Obj, u16)>, Vec<Py<PyType>>);
+
+/// The keys of a `batchguard._retry_table.PolicyTable` (None: one policy, no keys): types by
+/// address (and the types, kept alive), classes, and the predicates.
+fn policy_keys(table: &Bound<'_, PyAny>) -> PyResult<PolicyLookup> {
+    let mut keys = PolicyKeys::default();
+    let (mut predicates, mut types) = (Vec::new(), Vec::new());
+    if table.is_none() {
+        return Ok((keys, predicates, types));
+    }
+    for key in table.getattr("type_keys")?.try_iter()? {
+        let (ty, policy): (Bound<'_, PyType>, u16) = key?.extract()?;
+        keys = keys.with_type(ty.as_ptr() as usize, policy);
+        types.push(ty.unbind());
+    }
+    let classes: Vec<Option<u16>> = table.getattr("class_keys")?.extract()?;
+    for (class, policy) in ErrorClass::ALL.into_iter().zip(classes) {
+        if let Some(policy) = policy {
+            keys = keys.with_class(class, policy);
+        }
+    }
+    for key in table.getattr("predicates")?.try_iter()? {
+        let (predicate, policy): (Bound<'_, PyAny>, u16) = key?.extract()?;
+        predicates.push((predicate.unbind(), policy));
+    }
+    Ok((keys, predicates, types))
 }
 
 /// `batchguard._clients`' tables, for the inspectors.
@@ -415,7 +477,7 @@ pub(super) fn failure_of(
     let wall = wall_now();
     if !err.is_instance_of::<PyException>(py) {
         let error = err.into_value(py).into_any();
-        return Failure { class: ErrorClass::Fatal, error, retry_after: None, wall, interrupted: true };
+        return Failure { class: ErrorClass::Fatal.into(), error, retry_after: None, wall, interrupted: true };
     }
     let error = err.into_value(py).into_any();
     let bound = error.bind(py);
@@ -427,7 +489,7 @@ pub(super) fn failure_of(
         Ok((class, retry_after)) => Failure { class, error, retry_after, wall, interrupted: false },
         // Classifying raised a KeyboardInterrupt (or the like): that stops the run.
         Err(stop) => Failure {
-            class: ErrorClass::Fatal,
+            class: ErrorClass::Fatal.into(),
             error: stop.into_value(py).into_any(),
             retry_after: None,
             wall,
@@ -445,6 +507,9 @@ impl NativeClassifier {
         for (pattern, _) in &self.message_rules {
             visit.call(pattern)?;
         }
+        for (predicate, _) in &self.predicates {
+            visit.call(predicate)?;
+        }
         Ok(())
     }
 
@@ -452,5 +517,6 @@ impl NativeClassifier {
     pub(super) fn clear(&mut self) {
         self.func = None;
         self.message_rules.clear();
+        self.predicates.clear();
     }
 }

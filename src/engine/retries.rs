@@ -4,8 +4,17 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 
 use super::{Clock, Config, Work};
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, RetryPolicy};
 use crate::classify::ErrorClass;
+
+/// The retry policy of index `policy` (a [`crate::classify::Verdict`]'s): 0 is the run's
+/// default (`config.retry`), the others `RetryPolicies.by_error`'s in order.
+pub(super) fn policy_of(config: &Config, policy: u16) -> &RetryPolicy {
+    match policy {
+        0 => &config.retry,
+        n => config.policies.get(usize::from(n) - 1).unwrap_or(&config.retry),
+    }
+}
 
 /// One failed try.
 #[derive(Debug)]
@@ -18,17 +27,27 @@ pub struct Attempt<E> {
     pub delay: Option<f64>,
 }
 
+/// The attempts a record may have under the retry policy of index `policy`.
+pub(super) fn max_attempts(config: &Config, policy: u16) -> u32 {
+    policy_of(config, policy).max_attempts()
+}
+
 /// What a record carries once it has failed: its history and its backoff stream.
 #[derive(Debug)]
 pub(super) struct RetryState<E> {
     pub(super) history: Vec<Attempt<E>>,
     backoff: Option<Backoff>,
+    /// When the first try failed (the scheduler's clock), read only when a policy has a
+    /// `max_elapsed`, which counts from here.
+    first_failed: f64,
 }
 
 impl<T, E> Work<T, E> {
     /// Add this attempt's failure to the record's history.
     pub(super) fn push_failure(&mut self, error: E, wall: f64) {
-        let retry = self.retry.get_or_insert_with(|| Box::new(RetryState { history: Vec::new(), backoff: None }));
+        let retry = self
+            .retry
+            .get_or_insert_with(|| Box::new(RetryState { history: Vec::new(), backoff: None, first_failed: 0.0 }));
         retry.history.push(Attempt { attempt: self.attempt, wall, error, delay: None });
     }
 
@@ -46,27 +65,38 @@ pub(super) struct Retries<T, E> {
     seq: u64,
     /// Retries started so far.
     started: u64,
+    /// Some policy has a `max_elapsed`: a record's first failure is timed.
+    timed: bool,
 }
 
 impl<T, E> Retries<T, E> {
-    pub(super) fn new() -> Self {
-        Self { ready: VecDeque::new(), parked: BinaryHeap::new(), seq: 0, started: 0 }
+    pub(super) fn new(config: &Config) -> Self {
+        let timed = config.retry.max_elapsed().is_some() || config.policies.iter().any(|p| p.max_elapsed().is_some());
+        Self { ready: VecDeque::new(), parked: BinaryHeap::new(), seq: 0, started: 0, timed }
     }
 
-    /// Queue the next try of `work`, which just failed with an error of `class` (retryable,
-    /// attempts left): transient errors retry at once, the others after their backoff delay,
-    /// or after the wait the error asked for (`retry_after`) when that is longer. Returns the wait.
-    pub(super) fn schedule(
-        &mut self,
-        mut work: Work<T, E>,
+    /// The wait before the next try of `work`, which just failed with an error of `class`
+    /// (retryable, attempts left) under the policy of index `policy`: none for a transient
+    /// error, else its backoff delay, or the wait the error asked for (`retry_after`) when that
+    /// is longer. Err: the retry would start past the policy's `max_elapsed`, so it must not be
+    /// scheduled; the record is dead-lettered, its last attempt keeping this refused delay (the
+    /// only dead record whose last attempt has one: the recorder names the reason from it).
+    pub(super) fn delay_for(
+        &self,
+        work: &mut Work<T, E>,
         class: ErrorClass,
+        policy: u16,
         retry_after: Option<f64>,
         config: &Config,
         clock: &impl Clock,
-    ) -> f64 {
-        let policy = &config.retry;
+    ) -> Result<f64, f64> {
+        let policy = policy_of(config, policy);
         let index = work.index;
         let retry = work.retry.as_mut().expect("a failed record has a history");
+        let now = if self.timed { clock.now() } else { 0.0 };
+        if self.timed && retry.history.len() == 1 {
+            retry.first_failed = now;
+        }
         let mut delay = if class == ErrorClass::Transient {
             0.0
         } else {
@@ -78,7 +108,19 @@ impl<T, E> Retries<T, E> {
                 delay = after;
             }
         }
+        if !self.timed || policy.within_elapsed(retry.first_failed, now + delay) {
+            return Ok(delay);
+        }
         if let Some(last) = retry.history.last_mut() {
+            last.delay = Some(delay);
+        }
+        Err(delay)
+    }
+
+    /// Queue the next try of `work` after `delay` ([`delay_for`](Self::delay_for)), recorded
+    /// as its last attempt's delay.
+    pub(super) fn schedule(&mut self, mut work: Work<T, E>, delay: f64, clock: &impl Clock) {
+        if let Some(last) = work.retry.as_mut().and_then(|r| r.history.last_mut()) {
             last.delay = Some(delay);
         }
         work.attempt += 1;
@@ -89,7 +131,6 @@ impl<T, E> Retries<T, E> {
             self.seq += 1;
             self.parked.push(Parked { due, seq: self.seq, work });
         }
-        delay
     }
 
     /// Move the parked records that are due to the ready queue (reads the clock only when a
