@@ -14,9 +14,11 @@ from .api import RunOptions, arun_batches, run_batches
 from .batching import Batch, calculate_batch_size, create_batches
 from .dlq import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, StatusChange, open_dlq
 from .errors import (
+    BatchRolledBack,
     BatchguardError,
     BatchguardWarning,
     BulkResultError,
+    CompensationFailed,
     ConfigError,
     ConfigTypeError,
     DeadLetterNotFoundError,
@@ -42,6 +44,7 @@ from .jobs import (
     open_job_store,
     record_status,
 )
+from .jobs.rollback import RollbackReport, rollback
 from .policies import MAX_DURATION_S, CircuitBreaker, Classifier, ErrorClass, Explanation, RateLimit, RetryPolicy
 from .replay import ReplayReport, replay
 from .results import ActiveBatch, BatchProgress, BatchReport, BatchStats, RecordError
@@ -58,12 +61,14 @@ __all__ = [
     "Batch",
     "BatchProgress",
     "BatchReport",
+    "BatchRolledBack",
     "BatchStats",
     "BatchguardError",
     "BatchguardWarning",
     "BulkResultError",
     "CircuitBreaker",
     "Classifier",
+    "CompensationFailed",
     "ConfigError",
     "ConfigTypeError",
     "DLQError",
@@ -89,6 +94,7 @@ __all__ = [
     "RecordError",
     "ReplayReport",
     "RetryPolicy",
+    "RollbackReport",
     "RunOptions",
     "SampleReport",
     "Source",
@@ -111,5 +117,6 @@ __all__ = [
     "read",
     "record_status",
     "replay",
+    "rollback",
     "run_batches",
 ]
