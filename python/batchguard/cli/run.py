@@ -70,6 +70,9 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     plan_kwargs = {"id_of": input_id, **settings.plan_kwargs()}
     if metrics_port is not None:
         plan_kwargs["metrics"] = _serve_metrics(metrics_port)
+    alerts = plan_kwargs.get("alerts")
+    if alerts:
+        click.echo(f"alerts: {len(alerts)} rules, POSTed to {alerts[0].notify.shown_url}", err=True)
     try:
         plan = make_plan(source, settings.guarded(fn), batch_size=batch_size, concurrency=concurrency,
                          retry=settings.retry(max_attempts, base_delay), dlq=effective_dlq,

@@ -20,18 +20,21 @@ from click.core import ParameterSource
 from .._checks import closest
 from .._inputs import UnparsedLine, guard_parse_errors
 from .._run.plan import close_opened_dlq, make_plan
+from ..alerts import Webhook, default_rules, redact_webhook
 from ..errors import ConfigError, InputParseError
 from ..policies import CircuitBreaker, RateLimit, RetryPolicy
 
-__all__ = ["CONFIG_KEYS", "ENGINE_KEYS", "EngineSettings", "apply_config", "engine_options", "given_on_command_line",
-           "resumed_settings", "settings_of", "shown_value"]
+__all__ = ["CONFIG_KEYS", "ENGINE_KEYS", "SECRET_KEYS", "EngineSettings", "apply_config", "engine_options",
+           "given_on_command_line", "resumed_settings", "settings_of", "shown_value"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 ENGINE_KEYS: Final = ("timeout", "rate_limit", "burst", "breaker", "breaker_cooldown", "breaker_abort",
                       "success_threshold", "max_failures", "delay_between_batches", "id_field",
-                      "key_field", "max_delay", "jitter", "seed", "stage", "bulk")
+                      "key_field", "max_delay", "jitter", "seed", "stage", "bulk", "alert_webhook")
 """The options this module adds to ``run``, by parameter name."""
+SECRET_KEYS: Final = ("alert_webhook",)
+"""Settings a job never saves (a webhook URL holds its token): a resume is given them again."""
 PHASE_KEYS: Final = ("validate", "mode", "sample_count", "sample_key")
 """The phase options ``run`` takes (cli.phases): a team checks its validation step in as well."""
 CONFIG_KEYS: Final = ("batch_size", "concurrency", "max_attempts", "base_delay", *ENGINE_KEYS, *PHASE_KEYS)
@@ -140,6 +143,12 @@ def engine_options(fn: _F) -> _F:
                      help="Retry delay jitter [default: full]."),
         click.option("--seed", type=int, help="Seed of the retry jitter (reproducible delays)."),
         click.option("--stage", type=text, metavar="NAME", help="Stage name on dead letters [default: process]."),
+        click.option("--alert-webhook", type=text, metavar="URL", envvar="BATCHGUARD_ALERT_WEBHOOK",
+                     help="POST alerts as JSON to URL, retried, never holding the run up: failure rate "
+                          "above 20% over 60 s, breaker open for 60 s, no record finished for 300 s, run "
+                          "aborted and, with --max-failures, half of the error budget used; each once "
+                          "per episode, then resolved. The URL is a secret: it is shown as "
+                          "scheme://host/*** and never saved with a job [env: BATCHGUARD_ALERT_WEBHOOK]."),
         click.option("--bulk/--no-bulk", default=None,
                      help="--fn takes a list (a whole batch) and returns a list of results of the same "
                           "length, in order. When a call raises, the batch is split in halves and retried "
@@ -210,6 +219,8 @@ def shown_value(name: str, value: Any) -> str:
         return f"{value[0]}/{value[1]}"
     if name == "rate_limit":
         return f"{value:g}/s"
+    if name in SECRET_KEYS:
+        return redact_webhook(str(value))
     return str(value)
 
 
@@ -245,7 +256,7 @@ _OPTION_OF: Final = {
     "delay_between_batches": "--delay-between-batches", "stage": "--stage",
     "RetryPolicy.max_attempts": "--max-attempts", "RetryPolicy.base_delay": "--base-delay",
     "RetryPolicy.max_delay": "--max-delay", "RetryPolicy.jitter": "--jitter", "RetryPolicy.seed": "--seed",
-    "bulk=True": "--bulk",
+    "bulk=True": "--bulk", "Webhook": "--alert-webhook",
 }
 
 
@@ -280,15 +291,16 @@ class EngineSettings:
     values: dict[str, Any] = field(default_factory=dict)
 
     def saved(self) -> dict[str, Any]:
-        """What a job stores to resume with (none of these is a secret)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.values.items()}
+        """What a job stores to resume with: every setting but the secrets (SECRET_KEYS)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.values.items()
+                if k not in SECRET_KEYS}
 
     @classmethod
     def from_saved(cls, saved: Any) -> EngineSettings:
         if not isinstance(saved, dict):
             return cls()
         values = {k: (tuple(v) if k == "breaker" and isinstance(v, list) else v)
-                  for k, v in saved.items() if k in ENGINE_KEYS and v is not None}
+                  for k, v in saved.items() if k in ENGINE_KEYS and k not in SECRET_KEYS and v is not None}
         return cls(values)
 
     def retry(self, max_attempts: int, base_delay: float) -> RetryPolicy:
@@ -321,6 +333,8 @@ class EngineSettings:
             kwargs["key_of"] = FieldOf(v["key_field"], unparsed_key=True)
         if v.get("bulk"):
             kwargs["bulk"] = True
+        if "alert_webhook" in v:
+            kwargs["alerts"] = default_rules(Webhook(v["alert_webhook"]), max_failures=v.get("max_failures"))
         return kwargs
 
     def guarded(self, fn: Callable[..., Any]) -> Callable[..., Any]:
