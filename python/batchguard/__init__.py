@@ -14,9 +14,9 @@ from .api import RunOptions, arun_batches, run_batches
 from .batching import Batch, calculate_batch_size, create_batches
 from .dlq import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, StatusChange, open_dlq
 from .errors import (
-    BatchRolledBack,
     BatchguardError,
     BatchguardWarning,
+    BatchRolledBack,
     BulkResultError,
     CompensationFailed,
     ConfigError,
