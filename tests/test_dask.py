@@ -1,0 +1,188 @@
+"""``run_batches(..., executor=client)`` on a real Dask LocalCluster (2 worker processes).
+
+* The same input and failure plan, run locally and on the cluster, give the same run: status,
+  counts, values in input order, DLQ entries (record, error, attempts with their delays) and
+  retries.
+* A worker SIGKILLed three times during a run: no record lost, no DLQ entry twice (the workers
+  write their own entries to Redis; a batch rerun elsewhere writes the same ids again).
+* A driver SIGKILLed during a job: the job resumes from its checkpoints, every record counted
+  once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import batchguard
+from batchguard import RetryPolicy
+from batchguard.dlq import DeadLetter, SqliteDLQ
+from batchguard.dlq.urls import open_dlq
+from batchguard.jobs import SqliteJobStore
+from dask_cluster import WORKERS, dask_client, planned, slow_planned, worker_pids
+
+__all__ = ["dask_client"]  # a fixture, used by name
+
+pytestmark = pytest.mark.timeout(240)
+
+RETRY = RetryPolicy(max_attempts=3, base_delay=0.002, max_delay=0.01, jitter="none", seed=11)
+N = 150
+
+
+def _fails(i: int) -> bool:
+    return i % 11 == 4 or i % 13 == 6
+
+
+def _entry_facts(entry: DeadLetter) -> tuple[Any, ...]:
+    """What an entry says about its record, wherever it was built: not its run or time, nor the
+    file its traceback names (cloudpickle ships the tests' module to the workers by value)."""
+    assert entry.traceback is not None
+    return (entry.record_index, entry.record_id, entry.batch_index, entry.stage, entry.payload,
+            entry.payload_encoding, entry.error_class, entry.error_type, entry.error_message,
+            entry.http_status, entry.traceback.splitlines()[-1],
+            [(a.attempt, a.error_type, a.error_message, a.delay_s) for a in entry.attempts])
+
+
+@pytest.mark.parametrize(("shape", "batch_size", "concurrency"), [
+    ("list", 7, 1), ("generator", 16, 2)])
+def test_the_same_failure_plan_gives_the_same_run_locally_and_on_the_cluster(
+        dask_client: Any, tmp_path: Path, shape: str, batch_size: int, concurrency: int) -> None:
+    token = uuid.uuid4().hex  # the workers count this run's tries apart from every other run's
+    records = [(token, i) for i in range(N)]
+
+    def given() -> Any:
+        return list(records) if shape == "list" else (r for r in records)
+
+    runs = {}
+    for where, executor in (("local", None), ("cluster", dask_client)):
+        dlq = SqliteDLQ(tmp_path / f"{where}.db")
+        report = batchguard.run_batches(given(), planned, batch_size=batch_size, concurrency=concurrency,
+                                        retry=RETRY, dlq=dlq, executor=executor)
+        runs[where] = (report, sorted(_entry_facts(e) for e in dlq.list(run_id=report.run_id)))
+        dlq.close()
+    (local, local_entries), (remote, remote_entries) = runs["local"], runs["cluster"]
+    assert (remote.status, remote.total, remote.success_count, remote.failure_count,
+            remote.pending_count, remote.retry_count, remote.dlq_count) == (
+        local.status, local.total, local.success_count, local.failure_count, local.pending_count,
+        local.retry_count, local.dlq_count)
+    assert remote.successful == local.successful == [i * 3 for i in range(N) if not _fails(i)]
+    assert remote_entries == local_entries
+    assert len(remote_entries) == sum(map(_fails, range(N)))
+    assert remote.errors_by_type == local.errors_by_type
+    assert [(b.batch_index, b.size, b.succeeded, b.failed, b.retries) for b in remote.batches] == [
+        (b.batch_index, b.size, b.succeeded, b.failed, b.retries) for b in local.batches]
+
+
+def test_the_report_without_a_dlq_lists_the_failed_records_as_locally(dask_client: Any) -> None:
+    token = uuid.uuid4().hex
+    records = [(token, i) for i in range(40)]
+    remote = batchguard.run_batches(records, planned, batch_size=8, retry=RETRY, executor=dask_client)
+    local = batchguard.run_batches(records, planned, batch_size=8, retry=RETRY)
+    assert list(remote.failed) == list(local.failed) == [r for r in records if _fails(r[1])]
+    assert list(remote.errors) == list(local.errors)
+
+
+def _wait_for_workers(client: Any) -> None:
+    client.wait_for_workers(WORKERS, timeout=60)
+
+
+def test_a_worker_killed_three_times_loses_no_record_and_writes_no_entry_twice(
+        dask_client: Any, redis_url: str) -> None:
+    token = uuid.uuid4().hex
+    n, batch_size = 400, 8
+    records = [(token, i) for i in range(n)]
+    dlq_url = f"{redis_url}{'&' if '?' in redis_url else '?'}key_prefix=bg-dask-{token[:8]}"
+    killed: list[int] = []
+
+    def kill_a_worker(progress: batchguard.BatchProgress) -> None:
+        # Three kills, spread over the run: after 3, 15 and 27 of its 50 batches came back.
+        if len(killed) < 3 and progress.batches_completed >= 3 + 12 * len(killed):
+            pids = sorted(worker_pids(dask_client).values())
+            victim = pids[len(killed) % len(pids)]
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+
+    try:
+        report = batchguard.run_batches(records, slow_planned, batch_size=batch_size, retry=RETRY,
+                                        dlq=dlq_url, executor=dask_client, on_progress=kill_a_worker)
+    finally:
+        _wait_for_workers(dask_client)
+    assert len(killed) == 3
+    assert report.status == "partial_success" and report.pending_count == 0
+    assert report.success_count + report.failure_count == n  # 0 lost
+    assert report.successful == [i * 3 for i in range(n) if not _fails(i)]
+    dlq = open_dlq(dlq_url)
+    try:
+        entries = dlq.list(run_id=report.run_id)
+        indexes = [e.record_index for e in entries]
+        assert sorted(indexes) == [i for i in range(n) if _fails(i)]  # each once: 0 duplicates
+        assert dlq.count(status="all") == len(entries) == report.failure_count == report.dlq_count
+    finally:
+        for entry in dlq.list(status="all"):
+            dlq.remove(entry.id)
+        dlq.close()
+
+
+_DRIVER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    import cloudpickle, dask_cluster, distributed
+    import batchguard
+    cloudpickle.register_pickle_by_value(dask_cluster)
+    with distributed.Client({address!r}) as client:
+        records = [({token!r}, i) for i in range({n})]
+        batchguard.run_batches(records, dask_cluster.slow_planned, batch_size={batch_size},
+                               job="dask-job", store={store!r}, executor=client,
+                               retry=batchguard.RetryPolicy(max_attempts=3, base_delay=0.002,
+                                                            max_delay=0.01, jitter="none", seed=11))
+""")
+
+
+def test_a_job_resumes_on_the_cluster_after_its_driver_was_killed(dask_client: Any, tmp_path: Path) -> None:
+    token = uuid.uuid4().hex
+    n, batch_size = 600, 10
+    db = tmp_path / "jobs.db"
+    store = f"sqlite:///{db}"
+    code = _DRIVER.format(tests=str(Path(__file__).parent), address=dask_client.scheduler.address,
+                          token=token, n=n, batch_size=batch_size, store=store)
+    log = tmp_path / "driver.log"
+    with log.open("wb") as err:
+        driver = subprocess.Popen([sys.executable, "-c", code], stderr=err)
+    done = 0
+    deadline = time.monotonic() + 120
+    try:
+        while done < 5 and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.05)
+            if db.exists():
+                with SqliteJobStore(db) as opened:
+                    state = opened.get("dask-job")
+                    done = 0 if state is None else state.batches_done
+        assert driver.poll() is None, log.read_text()
+        assert done >= 5
+        driver.send_signal(signal.SIGKILL)
+    finally:
+        driver.wait()
+    records = [(token, i) for i in range(n)]
+    report = batchguard.run_batches(records, slow_planned, batch_size=batch_size, job="dask-job",
+                                    store=store, retry=RETRY, executor=dask_client)
+    assert 5 <= report.skipped_batches < n // batch_size
+    assert report.success_count + report.failure_count == n - report.skipped_batches * batch_size
+    with SqliteJobStore(db) as opened:
+        state = opened.get("dask-job")
+        assert state is not None and state.status == "completed"
+        assert (state.succeeded, state.failed) == (n - sum(map(_fails, range(n))), sum(map(_fails, range(n))))
+        dlq = opened.open_default_dlq()
+        try:
+            entries = dlq.list(job_id="dask-job", status="all")
+            assert sorted(e.record_index for e in entries) == [i for i in range(n) if _fails(i)]
+        finally:
+            dlq.close()

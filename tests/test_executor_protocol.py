@@ -1,0 +1,237 @@
+"""The driver of ``run_batches(..., executor=)`` against the Executor protocol, in one process.
+
+:class:`ReversedExecutor` is a real executor (it runs :func:`batchguard.executors.run_batch` on
+each task it is handed) that hands completions back in the reverse of their submission order,
+a bounded number at a time: the driver must aggregate the report in input order and checkpoint
+batches whatever order they finish in. The Dask executor is tested on a real cluster in
+tests/test_dask.py.
+"""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import pytest
+
+import batchguard
+from batchguard import MemoryDLQ, RateLimit, RetryPolicy
+from batchguard._run.plan import make_plan
+from batchguard.dlq.urls import open_dlq
+from batchguard.errors import ConfigError, ConfigTypeError
+from batchguard.executors import BatchOutcome, BatchTask, Completion, Executor, WorkerLost, run_batch
+from batchguard.jobs import SqliteJobStore
+
+RETRY = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.002, jitter="none", seed=3)
+
+
+class ReversedExecutor:
+    """Runs up to ``slots * 2`` submitted tasks when the driver waits, newest first."""
+
+    def __init__(self, slots: int = 2, lose: Sequence[int] = (), *, run_lost: bool = False) -> None:
+        self.slots = slots
+        self.pending: list[tuple[Hashable, BatchTask]] = []
+        self.submitted: list[BatchTask] = []
+        self.most_in_flight = 0
+        self.lose = set(lose)  # batch indexes whose first submission is "lost with its worker"
+        self.run_lost = run_lost  # ... after it ran (and wrote its entries), before it returned
+        self.closed = False
+        self.cancelled: list[Hashable] = []
+
+    def submit(self, task: BatchTask) -> Hashable:
+        key = (task.batch_index, task.attempt)
+        self.pending.append((key, task))
+        self.submitted.append(task)
+        self.most_in_flight = max(self.most_in_flight, len(self.pending))
+        return key
+
+    def completed(self, timeout: float | None) -> Sequence[Completion]:
+        out: list[Completion] = []
+        while self.pending:
+            key, task = self.pending.pop()  # the newest first
+            if task.batch_index in self.lose and task.attempt == 0:
+                if self.run_lost:
+                    run_batch(task)
+                out.append((key, WorkerLost("worker died")))
+            else:
+                out.append((key, run_batch(task)))
+        return out
+
+    def cancel(self, tickets: Sequence[Hashable]) -> None:
+        self.cancelled.extend(tickets)
+        self.pending = [(key, task) for key, task in self.pending if key not in tickets]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def fn(x: int) -> int:
+    if x % 9 == 4:
+        raise ValueError(f"bad {x}")
+    return x * 10
+
+
+def test_a_reversed_executor_is_an_executor() -> None:
+    assert isinstance(ReversedExecutor(), Executor)
+
+
+@pytest.mark.parametrize("records", [list(range(103)), "generator"])
+def test_batches_back_in_reverse_order_give_the_local_report(records: Any) -> None:
+    data = list(range(103))
+    executor = ReversedExecutor()
+    given = iter(data) if records == "generator" else data
+    remote = batchguard.run_batches(given, fn, batch_size=10, retry=RETRY, executor=executor)
+    local = batchguard.run_batches(data, fn, batch_size=10, retry=RETRY)
+    assert (remote.status, remote.success_count, remote.failure_count, remote.pending_count) == (
+        local.status, local.success_count, local.failure_count, local.pending_count)
+    assert remote.successful == local.successful  # input order, though batch 10 came back first
+    assert [b.batch_index for b in remote.batches] == list(range(11))
+    assert [e.record_index for e in remote.dead_letters] == [e.record_index for e in local.dead_letters]
+    assert [e.error_message for e in remote.dead_letters] == [e.error_message for e in local.dead_letters]
+    assert list(remote.failed) == list(local.failed)
+    assert list(remote.errors) == list(local.errors)
+    assert remote.errors_by_type == local.errors_by_type
+    assert executor.most_in_flight <= 2 * executor.slots  # bounded in-flight work
+    assert executor.closed
+
+
+def test_a_lost_batch_is_submitted_again_and_counted_once() -> None:
+    executor = ReversedExecutor(lose=[1, 3])
+    dlq = MemoryDLQ()
+    report = batchguard.run_batches(list(range(50)), fn, batch_size=10, retry=RETRY, dlq=dlq,
+                                    executor=executor)
+    assert sorted((t.batch_index, t.attempt) for t in executor.submitted if t.attempt) == [(1, 1), (3, 1)]
+    assert report.success_count + report.failure_count == 50
+    assert dlq.count() == report.failure_count == len({e.id for e in dlq.list()})
+
+
+def test_a_batch_that_wrote_its_entries_then_was_lost_writes_the_same_entries_again(redis_url: str) -> None:
+    # With a networked DLQ each worker sends its own entries: a batch whose worker died after
+    # the send runs again elsewhere and sends them again. Their ids are the same (run, stage,
+    # record), so the queue holds each dead record once.
+    url = f"{redis_url}{'&' if '?' in redis_url else '?'}key_prefix=bg-executor-{uuid.uuid4().hex[:8]}"
+    executor = ReversedExecutor(lose=[0, 2], run_lost=True)
+    report = batchguard.run_batches(list(range(40)), fn, batch_size=10, retry=RETRY, dlq=url,
+                                    executor=executor)
+    assert sum(task.attempt for task in executor.submitted) == 2  # batches 0 and 2 ran twice
+    dlq = open_dlq(url)
+    try:
+        indexes = sorted(entry.record_index for entry in dlq.list(status="all"))
+        assert indexes == [i for i in range(40) if i % 9 == 4] and report.dlq_count == len(indexes)
+    finally:
+        for entry in dlq.list(status="all"):
+            dlq.remove(entry.id)
+        dlq.close()
+
+
+def test_a_batch_lost_every_time_fails_the_run() -> None:
+    class AlwaysLost(ReversedExecutor):
+        def completed(self, timeout: float | None) -> Sequence[Completion]:
+            out: list[Completion] = [(key, WorkerLost("dies")) for key, _ in self.pending]
+            self.pending.clear()
+            return out
+
+    with pytest.raises(RuntimeError, match="lost with its worker 4 times"):
+        batchguard.run_batches(list(range(5)), fn, batch_size=5, executor=AlwaysLost())
+
+
+def test_the_error_budget_stops_submitting_and_drains_what_is_in_flight() -> None:
+    executor = ReversedExecutor(slots=1)
+    report = batchguard.run_batches(list(range(400)), lambda x: 1 // 0, batch_size=10,
+                                    max_failures=15, retry=RETRY, executor=executor)
+    assert report.status == "aborted" and report.stopped_reason == "max_failures"
+    # Two batches in flight when the budget is spent: nothing more was read, so nothing is lost.
+    assert len(executor.submitted) < 40
+    assert report.success_count + report.failure_count + report.pending_count == report.total
+    assert report.failure_count >= 16
+
+
+def test_each_batch_runs_at_its_slots_share_of_the_rate_limit_and_the_runs_budget() -> None:
+    executor = ReversedExecutor(slots=4)
+    batchguard.run_batches(list(range(40)), fn, batch_size=10, rate_limit=RateLimit(400, burst=8),
+                           max_failures=1000, executor=executor)
+    configs = [task.config for task in executor.submitted]
+    assert {c.rate_per_second for c in configs} == {100.0} and {c.rate_burst for c in configs} == {2.0}
+    assert all(c.batch_size == 10 and not c.skip_batches for c in configs)
+    assert configs[0].max_failures == 1000
+
+
+def test_a_fatal_error_on_a_worker_stops_the_run() -> None:
+    def fatal_at_25(x: int) -> int:
+        if x == 25:
+            raise MemoryError("out of memory")
+        return x
+
+    executor = ReversedExecutor(slots=1)
+    report = batchguard.run_batches(list(range(100)), fatal_at_25, batch_size=10, executor=executor)
+    assert report.stopped_reason == "fatal" and report.status == "aborted"
+    assert len(executor.submitted) <= 4  # batch 2 stopped the run; at most one more was in flight
+    assert report.pending_count > 0
+
+
+def test_a_job_checkpoints_batches_in_any_order_and_resumes(tmp_path: Any) -> None:
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    calls: list[int] = []
+
+    class StopsAfterThree(ReversedExecutor):
+        def completed(self, timeout: float | None) -> Sequence[Completion]:
+            if len(calls) >= 1:
+                raise KeyboardInterrupt
+            calls.append(1)
+            return super().completed(timeout)
+
+    with pytest.raises(KeyboardInterrupt):
+        batchguard.run_batches(list(range(60)), fn, batch_size=10, job="j", store=store,
+                               executor=StopsAfterThree(slots=2))
+    with SqliteJobStore(tmp_path / "jobs.db") as opened:
+        state = opened.get("j")
+        assert state is not None and state.batches_done == 4 and state.status == "aborted"
+    report = batchguard.run_batches(list(range(60)), fn, batch_size=10, job="j", store=store,
+                                    executor=ReversedExecutor())
+    assert report.skipped_batches == 4
+    assert report.success_count + report.failure_count == 20
+    with SqliteJobStore(tmp_path / "jobs.db") as opened:
+        state = opened.get("j")
+        assert state is not None and state.status == "completed"
+        assert state.succeeded + state.failed == 60
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"key_of": lambda x: x}, "key_of"),
+    ({"hooks": batchguard.Hooks(on_retry=lambda *a: None)}, "hooks"),
+    ({"engine": "python"}, "engine"),
+])
+def test_what_an_executor_cannot_honour_is_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=f"executor= cannot be combined with .*{message}"):
+        batchguard.run_batches([1], fn, executor=ReversedExecutor(), **options)
+
+
+def test_an_async_fn_or_a_dry_run_is_refused() -> None:
+    async def afn(x: int) -> int:
+        return x
+
+    with pytest.raises(ConfigError, match="async def"):
+        batchguard.run_batches([1], afn, executor=ReversedExecutor())
+    with pytest.raises(ConfigError, match="dry-run"):
+        batchguard.run_batches([1], fn, executor=ReversedExecutor(), mode="dry-run",
+                               validate=lambda r: None)
+
+
+def test_an_executor_must_be_one() -> None:
+    with pytest.raises(ConfigTypeError, match=r"executor must be a dask\.distributed\.Client"):
+        batchguard.run_batches([1], fn, executor=object())
+
+
+def test_outcome_fields_cross_as_plain_data() -> None:
+    task = BatchTask(run_id="r", job_id=None, batch_index=2, first_index=20, records=[20, 21, 22, 12],
+                     fn=fn, config=make_plan([1], fn, retry=RETRY).config,
+                     classifier=batchguard.Classifier.default(), stage="process", id_of=None,
+                     pickle_payloads=False, bulk=False)
+    outcome = pickle.loads(pickle.dumps(run_batch(task)))  # noqa: S301 - our own bytes
+    assert isinstance(outcome, BatchOutcome)
+    assert outcome.values == [200, 210, 120] and outcome.failed == 1
+    entry = outcome.entries[0]
+    assert (entry.record_index, entry.batch_index, entry.record_id) == (22, 2, 22)
+    assert entry.traceback is not None and "ValueError: bad 22" in entry.traceback
