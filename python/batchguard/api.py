@@ -98,7 +98,16 @@ def run_batches(records: Iterable[Any], fn: Callable[[Any], Any], *, bulk: bool 
     With ``job="name"`` (and a ``store``, a URL such as ``"sqlite:///jobs.db"`` or a
     ``JobStore``) the run is a resumable job: every finished batch is checkpointed, and calling
     again with the same name and input resumes where it stopped (``force=True`` reruns a
-    completed job).
+    completed job). ``keep_outcomes=True`` makes the job keep each succeeded record and its
+    value, so that ``batchguard.rollback(job, undo)`` (``batchguard rollback``) can undo it later.
+
+    Compensation (``batchguard.compensation``): ``compensate=undo`` is ``undo(record, value)``,
+    reversing what ``fn(record)`` did when it returned ``value``. With ``atomic_batches=True`` a
+    batch that ends with a dead-lettered record is rolled back: its succeeded records are undone
+    (newest first), counted in ``report.compensated_count`` and dead-lettered as
+    ``BatchRolledBack`` naming the record that failed. With ``on_abort="compensate"`` an aborted
+    run undoes every record it succeeded on, newest batch first. Undos are retried with
+    ``retry``; one that still fails is dead-lettered at stage "compensate".
 
     Phases (``batchguard.validation``): with ``validate=check`` (``check(record)`` returns the
     record's ValidationIssues, or None), ``mode="dry-run"`` runs only the checks, on the engine,
