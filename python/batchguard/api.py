@@ -94,6 +94,11 @@ def run_batches(records: Iterable[Any], fn: Callable[[Any], Any], *, bulk: bool 
     order, as each batch is handed over; one that raises is logged once and counted in
     ``report.hook_errors``, never costing a record (:mod:`batchguard.hooks`). ``metrics=``
     takes a :class:`batchguard.metrics.Prometheus`, which counts the run on those hooks.
+    ``alerts=[batchguard.AlertRule.failure_rate(above=0.2, window_s=60, notify=...), ...]``
+    tells a callable or a :class:`batchguard.alerts.Webhook` when a run goes wrong (failure
+    rate, breaker open too long, error budget burn, no progress, aborted), once per episode and
+    again when it clears, from threads of its own (:mod:`batchguard.alerts`); notices that
+    could not be delivered are counted in ``report.alert_failures``.
 
     With ``job="name"`` (and a ``store``, a URL such as ``"sqlite:///jobs.db"`` or a
     ``JobStore``) the run is a resumable job: every finished batch is checkpointed, and calling
