@@ -330,7 +330,9 @@ def close_opened_dlq(plan: Plan) -> None:
 def _check_compensation(options: dict[str, Any], *, job: str | None, mode: str) -> Compensation | None:
     compensation = check_compensation(options["compensate"], options["atomic_batches"], options["on_abort"],
                                       options["keep_outcomes"], is_coroutine=is_coroutine_function)
-    if compensation is None:
+    # A dry-run never calls fn; a sample's few calls are a trial its caller reviews: neither
+    # compensates or keeps outcomes as it goes.
+    if compensation is None or mode != DEFAULT_MODE:
         return None
     if compensation.keep_outcomes and job is None:
         raise ConfigError("keep_outcomes=True is used with job=...: the job's store keeps each batch's "
@@ -339,8 +341,6 @@ def _check_compensation(options: dict[str, Any], *, job: str | None, mode: str) 
         raise ConfigError('on_abort="compensate" cannot be combined with job=... yet: a resumed job would '
                           "skip the batches it undid; use atomic_batches=True, or keep_outcomes=True "
                           "and `batchguard rollback JOB` after an abort")
-    # A dry-run never calls fn; a sample's few calls are a trial its caller reviews: neither
-    # compensates as it goes.
-    return compensation if mode == DEFAULT_MODE else None
+    return compensation
 
 
