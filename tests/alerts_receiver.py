@@ -27,12 +27,23 @@ class Receiver:
         self.posts: list[Post] = []
         self.script: list[int] = []
         self.retry_after: str | None = None
+        self.hang = False
+        """Hold each request (answering only once ``release`` is set): a receiver that hangs."""
+        self.release = threading.Event()
+        self.in_flight = 0
         self._cond = threading.Condition()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if receiver.hang:
+                    with receiver._cond:
+                        receiver.in_flight += 1
+                        receiver._cond.notify_all()
+                    receiver.release.wait(30)
+                    with receiver._cond:
+                        receiver.in_flight -= 1
                 with receiver._cond:
                     status = receiver.script.pop(0) if receiver.script else 200
                     receiver.posts.append(Post(self.path, dict(self.headers), body, status))
@@ -71,7 +82,13 @@ class Receiver:
                 self._cond.wait(left)
             return True
 
+    def wait_in_flight(self, timeout: float = 20.0) -> bool:
+        """Block until a request is held by a hanging receiver (a guard, not a measurement)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.in_flight > 0, timeout)
+
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -232,6 +232,31 @@ def test_a_receiver_that_is_down_costs_the_run_nothing_and_is_logged_and_counted
     assert not _alert_threads()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_receiver_that_hangs_never_holds_the_run_up(receiver: Receiver, engine: str) -> None:
+    # The failure-rate notice's POST hangs at the receiver; record 30 waits until it does, and
+    # every later record runs while it still hangs. At the end the sender gives that request
+    # its timeout (no drain time), and both notices count as undelivered.
+    receiver.hang = True
+    hook = Webhook(receiver.url(), timeout=1.0, drain_s=0.0, backoff_s=0.05)
+    during: list[int] = []
+
+    def fn(x: int) -> int:
+        if x < 10:
+            raise ValueError(x)
+        if x == 30:
+            assert receiver.wait_in_flight()
+        if x > 30:
+            during.append(receiver.in_flight)
+        return x
+
+    report = batchguard.run_batches(range(100), fn, engine=engine, retry=ONCE, batch_size=10,
+                                    alerts=[AlertRule.failure_rate(above=0.05, window_s=600, notify=hook)])
+    assert report.success_count == 90 and report.failure_count == 10
+    assert during == [1] * 69  # the run went on while the receiver held the request
+    assert report.alert_failures == 2 and not _alert_threads()
+
+
 def test_a_notify_callable_that_raises_is_logged_once_and_counted(caplog: pytest.LogCaptureFixture) -> None:
     seen: list[Any] = []
 

@@ -67,8 +67,6 @@ class AlertMonitor:
         self._callable_failures = 0
         self._logged: set[int] = set()
         self.alert_failures = 0
-        self.sent: list[Alert] = []
-        """The notices of the last run, in the order they were raised."""
 
     # ------------------------------------------------------------------ hooks (batchguard.hooks)
 
@@ -78,7 +76,7 @@ class AlertMonitor:
             self._conditions = Conditions(self.rules, max_failures=self.max_failures, now=now,
                                           run_id=run_id, stage=stage, job_id=job_id,
                                           to_wall=lambda t: wall + (t - now))
-            self._outbox, self.sent = [], []
+            self._outbox = []
             self._stop = False
             self._callable_failures, self.alert_failures = 0, 0
             self._logged = set()
@@ -147,7 +145,6 @@ class AlertMonitor:
         """Hold ``notices`` for the timer thread (called under the lock)."""
         if notices:
             self._outbox.extend(notices)
-            self.sent.extend(alert for _, alert in notices)
             self._lock.notify_all()
 
     def _run_timer(self) -> None:
