@@ -77,7 +77,8 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
         plan = make_plan(source, settings.guarded(fn), batch_size=batch_size, concurrency=concurrency,
                          retry=settings.retry(max_attempts, base_delay), dlq=effective_dlq,
                          on_progress=None if quiet else view,
-                         validate=None if phase is None else phase.check_for_input(), **plan_kwargs)
+                         validate=None if phase is None else phase.check_for_input(),
+                         job=job, **plan_kwargs)  # the plan checks what needs a job (--keep-outcomes)
     except (ConfigError, DLQUnavailableError, TypeError, ModuleNotFoundError) as exc:
         cannot_start(exc)
     plan, tally = guard_full(plan)
