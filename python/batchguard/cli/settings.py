@@ -31,7 +31,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 ENGINE_KEYS: Final = ("timeout", "rate_limit", "burst", "breaker", "breaker_cooldown", "breaker_abort",
                       "success_threshold", "max_failures", "delay_between_batches", "id_field",
-                      "key_field", "max_delay", "jitter", "seed", "stage", "bulk", "alert_webhook")
+                      "key_field", "max_delay", "jitter", "seed", "stage", "bulk", "alert_webhook",
+                      "keep_outcomes")
 """The options this module adds to ``run``, by parameter name."""
 SECRET_KEYS: Final = ("alert_webhook",)
 """Settings a job never saves (a webhook URL holds its token): a resume is given them again."""
@@ -154,6 +155,9 @@ def engine_options(fn: _F) -> _F:
                           "length, in order. When a call raises, the batch is split in halves and retried "
                           "until each failing record stands alone and is dead-lettered as usual. Not "
                           "with --key-field."),
+        click.option("--keep-outcomes", is_flag=True, default=None,
+                     help="With --job: keep each succeeded record and its result in the job store, so "
+                          "that `batchguard rollback JOB --fn MODULE:UNDO` can undo the job later."),
         click.option("--config", "config_path", metavar="FILE.toml",
                      type=click.Path(exists=True, dir_okay=False),
                      help="Run settings from a TOML file, with these options' names (rate_limit = "
@@ -333,6 +337,8 @@ class EngineSettings:
             kwargs["key_of"] = FieldOf(v["key_field"], unparsed_key=True)
         if v.get("bulk"):
             kwargs["bulk"] = True
+        if v.get("keep_outcomes"):
+            kwargs["keep_outcomes"] = True
         if "alert_webhook" in v:
             kwargs["alerts"] = default_rules(Webhook(v["alert_webhook"]), max_failures=v.get("max_failures"))
         return kwargs
@@ -347,7 +353,9 @@ class EngineSettings:
         """Every value through the library's checks; a bad one is a usage error naming its option."""
         try:
             retry = self.retry(max_attempts, base_delay)
-            plan = make_plan([], _noop, retry=retry, **self.plan_kwargs())
+            kwargs = self.plan_kwargs()
+            kwargs.pop("keep_outcomes", None)  # checked with the run's --job (execute_run)
+            plan = make_plan([], _noop, retry=retry, **kwargs)
             close_opened_dlq(plan)
         except (ConfigError, TypeError) as exc:
             raise _usage_error(exc) from None
