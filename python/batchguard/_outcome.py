@@ -235,7 +235,11 @@ class RunRecorder:
         undoes what it did; each undo that failed is dead-lettered (stage "compensate")."""
         if self.compensation is None:
             return
-        for event in self.compensation.run_ended(stop_reason):
+        events = self.compensation.run_ended(stop_reason)
+        undone = getattr(self.sink, "batches_undone", None)
+        if undone is not None and events:
+            undone(self.compensation.undone_on_abort)  # a job reopens what it had checkpointed
+        for event in events:
             for n, (i, size, ok, bad, retries, duration, pending) in enumerate(self._stats):
                 if i == event.index:  # its undone records are no longer succeeded
                     self._stats[n] = (i, size, ok - event.succeeded - event.failed, bad + event.failed,
