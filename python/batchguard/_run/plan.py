@@ -337,10 +337,6 @@ def _check_compensation(options: dict[str, Any], *, job: str | None, mode: str) 
     if compensation.keep_outcomes and job is None:
         raise ConfigError("keep_outcomes=True is used with job=...: the job's store keeps each batch's "
                           "succeeded records and values, for `batchguard rollback JOB`")
-    if compensation.keeps_run and job is not None:
-        raise ConfigError('on_abort="compensate" cannot be combined with job=... yet: a resumed job would '
-                          "skip the batches it undid; use atomic_batches=True, or keep_outcomes=True "
-                          "and `batchguard rollback JOB` after an abort")
     return compensation
 
 
