@@ -170,6 +170,21 @@ def test_ctrl_c_fires_aborted_and_joins_the_alert_threads(receiver: Receiver, en
     assert not _alert_threads()
 
 
+class BrokenDLQ(batchguard.MemoryDLQ):
+    def send(self, entries: Any) -> None:
+        raise batchguard.DLQError("the queue is down")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_run_that_raises_fires_aborted_with_the_error(receiver: Receiver, engine: str) -> None:
+    hook = Webhook(receiver.url(), **FAST)
+    with pytest.raises(batchguard.DLQError):
+        batchguard.run_batches(range(50), _failing({3}), engine=engine, retry=ONCE, dlq=BrokenDLQ(),
+                               alerts=[AlertRule.aborted(notify=hook)])
+    assert [b["figures"] for b in receiver.bodies()] == [{"stopped_reason": "error", "error_type": "DLQError"}]
+    assert not _alert_threads()
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_an_async_run_alerts_as_a_sync_one(receiver: Receiver, engine: str) -> None:
     async def fn(x: int) -> int:

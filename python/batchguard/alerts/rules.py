@@ -167,7 +167,9 @@ class AlertRule:
     @classmethod
     def stalled(cls, for_s: float = 120.0, *, notify: Notify, name: str = "") -> AlertRule:
         """Fires when no record has finished (succeeded or dead-lettered) for ``for_s``
-        seconds; resolves when one does."""
+        seconds; resolves when one does. Its figures are the counts as last seen: the engines
+        hand a snapshot over with an outcome at most every 0.1 s, so a stall is timed from up
+        to 0.1 s early, and the records that finished in that last 0.1 s are not counted yet."""
         return cls("stalled", notify, for_s, name=name)
 
     @classmethod
