@@ -203,9 +203,3 @@ def test_an_async_undo_is_refused() -> None:
 
     with pytest.raises(ConfigTypeError, match="plain function"):
         batchguard.run_batches([1], lambda record: record, compensate=undo, atomic_batches=True)
-
-
-def test_on_abort_compensate_with_a_job_is_refused(tmp_path: Any) -> None:
-    with pytest.raises(ConfigError, match="resumed job would skip"):
-        batchguard.run_batches([1], lambda record: record, compensate=print, on_abort="compensate",
-                               job="j", store=f"sqlite:///{tmp_path / 'jobs.db'}")

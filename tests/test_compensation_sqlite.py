@@ -152,3 +152,26 @@ def test_rollback_without_kept_outcomes_says_how_to_keep_them(tmp_path: Path) ->
     result = CliRunner().invoke(main, ["rollback", "plain", "--fn", "builtins:print", "--store", store])
     assert result.exit_code == 2
     assert "keep_outcomes=True" in result.output
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_aborted_job_is_undone_and_its_batches_run_again_on_resume(tmp_path: Path, engine: str) -> None:
+    table = Table(tmp_path / "shop.db")
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    def insert_until_the_disk_is_full(record: dict[str, Any]) -> int | None:
+        if record["id"] == 12:
+            raise MemoryError("out of memory at row 12")  # FATAL: the run aborts
+        return table.insert(record)
+
+    report = batchguard.run_batches(records(poison=None), insert_until_the_disk_is_full, batch_size=5,
+                                    engine=engine, job="load", store=store, compensate=table.delete,
+                                    on_abort="compensate", keep_outcomes=True)
+    assert (report.status, report.compensated_count, report.failure_count) == ("aborted", 12, 1)
+    assert table.ids() == []
+    status = job_status("load", store=store)
+    assert (status.status, status.batches_done, status.succeeded) == ("aborted", 0, 0)
+    resumed = batchguard.run_batches(records(poison=None), table.insert, batch_size=5, engine=engine,
+                                     job="load", store=store, compensate=table.delete, on_abort="compensate")
+    assert (resumed.status, resumed.skipped_batches, resumed.success_count) == ("complete", 0, 20)
+    assert table.ids() == list(range(20))

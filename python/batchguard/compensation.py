@@ -299,6 +299,8 @@ class RunCompensation:
         """The compensated records of rolled-back atomic batches (each has a DLQ entry)."""
         self._unsucceeded: list[Any] = []  # values to drop from the report's ``successful``
         self.by_batch: collections.Counter[int] = collections.Counter()  # batch -> compensated
+        self.undone_on_abort: dict[int, list[int]] = {}
+        """Batch -> the positions an abort undid in it (a job's store forgets and reopens them)."""
 
     def wrap(self, records: Iterable[Any], fn: Callable[..., Any], *, is_async: bool,
              bulk: bool) -> tuple[Iterator[Any], Callable[..., Any]]:
@@ -354,6 +356,7 @@ class RunCompensation:
             outcomes = kept[batch]
             undone = self._undoer.undo_all(reversed(outcomes), self._batch_of)
             self._count(batch, undone)
+            self.undone_on_abort[batch] = [outcome.position for outcome in undone.compensated]
             events.append(BatchEvent(index=batch, size=len(outcomes), succeeded=len(undone.compensated),
                                      failed=len(undone.failed), retries=0, duration=0.0, pending=0,
                                      dead=sorted(undone.failed, key=lambda record: record.record_index)))

@@ -154,6 +154,18 @@ class _Checkpoint:
                                        fallbacks=self._fallbacks))
         self._outcomes[batch] = rows
 
+    def batches_undone(self, undone: Mapping[int, Sequence[int]]) -> None:
+        """An aborted run with ``on_abort="compensate"`` undid ``undone`` (batch -> positions):
+        those batches are no longer done (a resume runs them again), their kept outcomes are
+        forgotten (``keep_outcomes``)."""
+        rolled_back = getattr(self.store, "rolled_back", None)
+        if rolled_back is None or not undone:
+            return
+        positions = [position for batch in undone.values() for position in batch]
+        rolled_back(self.job, positions, sorted(undone),
+                    f"aborted and compensated (on_abort=\"compensate\"): batches {', '.join(map(str, sorted(undone)))} "
+                    "were undone and run again on resume"[:1000])
+
     def batch_done(self, stats: BatchStats, entries: Sequence[DeadLetter]) -> None:
         stale: list[str] = []
         if self.rerun and stats.pending == 0:
