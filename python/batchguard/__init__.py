@@ -8,7 +8,8 @@
 
 import importlib.metadata
 
-from . import alerts, metrics
+from . import alerts, metrics, sinks
+from ._run.iterate import BatchResult, BatchStream, iter_batches
 from .alerts import AlertRule
 from .api import RunOptions, arun_batches, run_batches
 from .batching import Batch, calculate_batch_size, create_batches
@@ -61,8 +62,10 @@ __all__ = [
     "Batch",
     "BatchProgress",
     "BatchReport",
+    "BatchResult",
     "BatchRolledBack",
     "BatchStats",
+    "BatchStream",
     "BatchguardError",
     "BatchguardWarning",
     "BulkResultError",
@@ -108,6 +111,7 @@ __all__ = [
     "arun_batches",
     "calculate_batch_size",
     "create_batches",
+    "iter_batches",
     "job_batches",
     "job_status",
     "list_jobs",
@@ -119,4 +123,5 @@ __all__ = [
     "replay",
     "rollback",
     "run_batches",
+    "sinks",
 ]

@@ -17,7 +17,7 @@ from ._native import DELIVERY_ATTEMPTS, ActiveBatch, BatchEvent, BreakerEvent, C
 from ._run.entries import EntryBuilder
 from ._run.failures import DurableFailures, Failures, MemoryFailures
 from ._run.retry_end import RetryEnd
-from ._run.sink import DLQSend, OutcomeSink
+from ._run.sink import DLQSend, OutcomeSink, ResultsOut
 from .compensation import Outcome, RunCompensation
 from .dlq.base import DeadLetterQueue, MemoryDLQ
 from .dlq.sqlite import BackgroundWrites, SqliteDLQ
@@ -109,6 +109,8 @@ class RunRecorder:
         self.compensation: RunCompensation | None = None
         # Fallbacks and max_elapsed cuts (``_run.retry_end``), set by the run when a policy has one.
         self.retry_end: RetryEnd | None = None
+        self.results: ResultsOut | None = None
+        self._results_last = -1  # the batch last written to ``results``
         self._last_compensated: tuple[int, BatchEvent] | None = None
         self.entries = EntryBuilder(run_id=run_id, job_id=job_id, stage=stage, id_of=id_of,
                                     pickle_payloads=pickle_payloads)
@@ -156,6 +158,8 @@ class RunRecorder:
                         event = self.retry_end.batch(event)
                     if self.compensation is not None:
                         event = self._compensate(event)
+                    if self.results is not None and event.index != self._results_last:
+                        self._write_results(event)  # before its checkpoint (interfaces.md)
                     if event.dead or self._every_batch:
                         self._persist(event)
                     # not the dead records: they are persisted
@@ -247,10 +251,42 @@ class RunRecorder:
             if event.dead:
                 self._persist(event)
 
+    def use_results(self, out: ResultsOut) -> None:
+        """Write each batch's successful values to ``out`` as the batch ends (``results=`` a
+        sink), before its dead letters and its checkpoint; :meth:`finish_writes` closes it."""
+        self.results = out
+
+    @property
+    def checkpoints(self) -> bool:
+        """Does every batch end reach a checkpoint (a job)? Its results writes are then synced."""
+        return self._every_batch
+
+    def _write_results(self, event: BatchEvent) -> None:
+        assert self.results is not None
+        if self._persist_failed is not None:
+            raise self._persist_failed  # the run is failing with that error (see _persist)
+        try:
+            self.results.batch(event, self.entries.dead_letter)
+        except Exception as exc:
+            self._persist_failed = exc
+            raise
+        # Handed over again after an interrupt that came before the batch counted as handled:
+        # written once, not twice.
+        self._results_last = event.index
+
     def finish_writes(self, *, failing: bool = False) -> None:
-        """Wait until every entry handed to the DLQ is durable; the run calls it before it
-        returns or raises. ``failing``: the run is raising already, so a write's error is logged
-        rather than raised in place of the run's own."""
+        """Wait until every entry handed to the DLQ is durable, and close the results sink;
+        the run calls it before it returns or raises. ``failing``: the run is raising already,
+        so a write's error is logged rather than raised in place of the run's own."""
+        results, self.results = self.results, None
+        if results is not None:
+            try:
+                results.close()
+            except Exception as exc:
+                if not failing:
+                    raise
+                logger.error("the results sink of run %s may not hold the last values: %s",
+                             self.run_id, exc, extra={"run_id": self.run_id})
         if self._writes is None:
             return
         try:

@@ -27,7 +27,7 @@ from ..results import BatchReport
 from .entries import new_run_id
 from .plan import Plan
 from .reference_async import ReferenceAsyncRun
-from .sink import OutcomeSink
+from .sink import OutcomeSink, ResultsOut
 from .sync_fn import StopSignal, in_thread_until_cancelled
 
 __all__ = ["aexecute", "arun", "execute"]
@@ -95,6 +95,9 @@ def _from_scheduler(scheduler: Scheduler) -> RunSummary:
 def _inputs(plan: Plan, recorder: RunRecorder) -> tuple[Iterable[Any], Callable[..., Any]]:
     """The input and fn an engine runs: the plan's own, or with compensation (or
     ``keep_outcomes``) wrapped to note what each call returned (``batchguard.compensation``)."""
+    if not isinstance(plan.results, str):  # a sink: opened now, closed by finish_writes
+        recorder.use_results(ResultsOut(plan.results, append=bool(plan.config.skip_batches),
+                                        durable=recorder.checkpoints))
     if plan.compensation is None:
         return plan.records, plan.fn
     compensation = RunCompensation(plan.compensation, batch_size=plan.config.batch_size,

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # annotations only: the job store's package imports the run c
     from ..jobs.store import JobStore
     from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
     from ..results import BatchProgress
+    from ..sinks import ResultWriter
 
 __all__ = ["DEFAULTS", "DEFAULT_MODE", "RunOptions", "spelled_out"]
 
@@ -63,6 +64,7 @@ class RunOptions(TypedDict, Generic[T], total=False):
     on_abort: Literal["stop", "compensate"]
     keep_outcomes: bool
     executor: object | None
+    results: Literal["keep", "drop"] | Callable[[Sequence[int], Sequence[Any]], Any] | ResultWriter | str
 
 
 DEFAULTS: Final[RunOptions[Any]] = {
@@ -98,6 +100,7 @@ DEFAULTS: Final[RunOptions[Any]] = {
     "on_abort": "stop",
     "keep_outcomes": False,
     "executor": None,
+    "results": "keep",
 }
 """Each keyword's value when it is not given."""
 

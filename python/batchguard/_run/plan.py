@@ -30,9 +30,11 @@ from ..executors.protocol import Executor
 from ..hooks import check_hooks, wants_retries
 from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
 from ..results import BatchProgress
+from ..sinks import ResultWriter
 from ..validation.issues import check_phase_options
 from .config import EngineConfig
 from .options import DEFAULT_MODE, DEFAULTS, RunOptions
+from .sink import check_results
 
 if TYPE_CHECKING:  # an annotation only: the job store's package imports the run core itself
     from ..jobs.store import JobStore
@@ -136,6 +138,8 @@ class Plan:
     """Where the batches run (``executor=``, ``batchguard.executors``); None: here."""
     dlq_url: str | None = None
     """``dlq=`` when it was given as a URL: an executor's workers can open it themselves."""
+    results: str | ResultWriter = "keep"
+    """``results=``: "keep", "drop", or the sink each batch's values are written to."""
 
 
 def is_coroutine_function(fn: Any) -> bool:
@@ -285,6 +289,7 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
     check_flag("pickle_payloads", pickle_payloads)
     if dlq is not None and not isinstance(dlq, (str, DeadLetterQueue)):
         raise ConfigTypeError(f"dlq must be a DeadLetterQueue or a URL str, got {type(dlq).__name__}")
+    results = check_results(options["results"])
     seed = (retry.seed if retry.seed is not None else random.getrandbits(64)) & ((1 << 64) - 1)
     config = EngineConfig(batch_size=batch_size, concurrency=concurrency, retry=retry,
                           breaker=breaker, max_failures=max_failures, seed=seed,
@@ -293,7 +298,8 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
                           rate_per_second=None if rate_limit is None else float(rate_limit.per_second),
                           rate_burst=1.0 if rate_limit is None else float(rate_limit.burst),
                           delay_between_batches=float(delay_between_batches), key_of=key_of,
-                          collect_retries=wants_retries(*hook_targets))
+                          collect_retries=wants_retries(*hook_targets),
+                          values_per_batch=results != "keep")
     executor = check_executor(options["executor"], is_async=is_async, mode=mode, engine=engine,
                               key_of=key_of, hooks=options["hooks"], metrics=options["metrics"],
                               alerts=options["alerts"], compensation=compensation)
@@ -304,7 +310,7 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
                 reopen_dlq=reopen_dlq, job=job, store=store, force=force,
                 expected_total=expected_total, mode=mode,
                 validate=validate, sample_count=sample_count, sample_key=sample_key,
-                compensation=compensation,
+                compensation=compensation, results=results,
                 hooks=hook_targets, executor=executor,
                 dlq_url=dlq if isinstance(dlq, str) else None)
 

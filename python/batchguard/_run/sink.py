@@ -1,4 +1,5 @@
-"""Where a finished batch's outcome goes: the :class:`OutcomeSink` protocol.
+"""Where a finished batch's outcome goes: the :class:`OutcomeSink` protocol, and the run's
+results sink (:class:`ResultsOut`, ``results=``).
 
 The recorder builds a batch's DLQ entries when the batch is final and hands them, with the
 batch's stats, to the run's sink; an entry counts as dead-lettered once the sink returns. Three
@@ -13,13 +14,18 @@ sinks exist:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
 
+from .._native import BatchEvent, DeadRecord
 from ..dlq.base import DeadLetter, DeadLetterQueue
 from ..results import BatchStats
+from ..sinks import ResultWriter, as_writer
 
-__all__ = ["DLQSend", "OutcomeSink"]
+__all__ = ["RESULTS_MODES", "DLQSend", "OutcomeSink", "ResultsOut", "check_results"]
+
+RESULTS_MODES: Final = ("keep", "drop")
+"""``results=`` other than a sink: keep every value for ``report.successful``, or none."""
 
 
 class OutcomeSink(Protocol):
@@ -55,3 +61,49 @@ class DLQSend:
     def batch_done(self, stats: BatchStats, entries: Sequence[DeadLetter]) -> None:
         if entries:
             self.dlq.send(entries)
+
+
+def check_results(value: Any) -> str | ResultWriter:
+    """``results=`` checked: "keep", "drop", or the sink as a writer (``batchguard.sinks``)."""
+    if isinstance(value, str) and value in RESULTS_MODES:
+        return value
+    return as_writer(value)
+
+
+class ResultsOut:
+    """A run's results sink as the recorder drives it (``results=`` a sink): opened when the run
+    starts, written as each batch ends (before the batch's dead letters and checkpoint, so a job
+    never checkpoints a batch whose values were not written), closed when the run ends.
+
+    ``durable``: the run checkpoints its batches (a job), so each write is also synced (flushed,
+    and fsynced for a local file) before the checkpoint: a kill after it loses no value. A kill
+    between the write and the checkpoint leaves the batch written and unfinished, so the resumed
+    run writes it again: a job's sink gets each value at least once.
+    """
+
+    def __init__(self, writer: ResultWriter, *, append: bool, durable: bool) -> None:
+        self.writer = writer
+        self._sync: Callable[[], Any] | None = getattr(writer, "sync", None) if durable else None
+        self.written = 0
+        """Values handed to the writer so far."""
+        self._whole: Callable[[BatchEvent, Callable[[DeadRecord], DeadLetter]], Any] | None = getattr(
+            writer, "write_batch", None)
+        writer.open(append=append)
+
+    def batch(self, event: BatchEvent, dead_letter: Callable[[DeadRecord], DeadLetter]) -> None:
+        """One batch's end: its successes to the writer (nothing for a batch whose records all
+        failed), or the whole event to a writer that takes it (``write_batch``: iter_batches,
+        which builds the batch's errors with ``dead_letter``)."""
+        if self._whole is not None:
+            self._whole(event, dead_letter)
+            return
+        indices, values = event.indices, event.values
+        if not values or indices is None:
+            return
+        self.writer.write(indices, values)
+        self.written += len(values)
+        if self._sync is not None:
+            self._sync()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .._native import ActiveBatch, BatchEvent, DeadRecord
 
 
@@ -10,9 +12,9 @@ class Open:
     """One batch whose records are not all final yet."""
 
     __slots__ = ("dead", "failed", "first", "remaining", "retries", "size", "started", "succeeded",
-                 "waiting")
+                 "values", "waiting")
 
-    def __init__(self, first: int, size: int, started: float) -> None:
+    def __init__(self, first: int, size: int, started: float, per_batch: bool) -> None:
         self.first = first  # the index of the batch's first record
         self.size = size
         self.remaining = size
@@ -24,25 +26,34 @@ class Open:
         self.waiting = 0
         self.started = started
         self.dead: list[DeadRecord] = []
+        # (record index, value) of each success, when values go out with their batch's end.
+        self.values: list[tuple[int, Any]] | None = [] if per_batch else None
 
     def event(self, index: int, duration: float, pending: int) -> BatchEvent:
+        indices = values = None
+        if self.values is not None:
+            self.values.sort(key=lambda pair: pair[0])  # retried records succeed late
+            indices = [i for i, _ in self.values]
+            values = [v for _, v in self.values]
         return BatchEvent(index=index, size=self.size, succeeded=self.succeeded, failed=self.failed,
-                          retries=self.retries, duration=duration, pending=pending, dead=self.dead)
+                          retries=self.retries, duration=duration, pending=pending, dead=self.dead,
+                          indices=indices, values=values)
 
 
 class Batches:
     """The batches read whose records are not all final yet."""
 
-    __slots__ = ("_open", "completed")
+    __slots__ = ("_open", "_per_batch", "completed")
 
-    def __init__(self) -> None:
+    def __init__(self, values_per_batch: bool = False) -> None:
         self._open: dict[int, Open] = {}
+        self._per_batch = values_per_batch
         self.completed = 0
 
     def open(self, batch: int, first: int, size: int, now: float) -> None:
         """Batch ``batch`` of ``size`` records, the first of which has index ``first``, was
         read at ``now``."""
-        self._open[batch] = Open(first, size, now)
+        self._open[batch] = Open(first, size, now, self._per_batch)
 
     def retry_scheduled(self, batch: int) -> None:
         """A record of ``batch`` failed and waits for a retry."""
@@ -72,6 +83,15 @@ class Batches:
         """A record of ``batch`` succeeded. True when that made the batch complete: then
         :meth:`close` it."""
         state = self._open[batch]
+        state.succeeded += 1
+        state.remaining -= 1
+        return state.remaining == 0
+
+    def succeeded_with(self, batch: int, index: int, value: Any) -> bool:
+        """:meth:`succeeded`, keeping the value for the batch's event (values per batch)."""
+        state = self._open[batch]
+        assert state.values is not None
+        state.values.append((index, value))
         state.succeeded += 1
         state.remaining -= 1
         return state.remaining == 0

@@ -54,7 +54,8 @@ class Scheduler:
         self._fresh = Fresh()
         self._keys = Keys()
         self._retries = Retries(config)
-        self._batches = Batches()
+        self._batches = Batches(config.values_per_batch)
+        self._values_per_batch = config.values_per_batch
         self._gates = Gates(config, now)
         self.events: list[BatchEvent | BreakerEvent | RetryEvent] = []
         # Retries not handed over yet (only with an on_retry hook): they join ``events`` before
@@ -235,11 +236,15 @@ class Scheduler:
         self.in_flight -= 1
         if self._gates.breaker is not None:
             self._record_breaker(work, False, now)
-        self.results.append((work.index, value))
         if work.key is not None:
             self._keys.release(work.key)
         self.succeeded += 1
-        if self._batches.succeeded(work.batch_index):
+        if self._values_per_batch:  # the value goes out with its batch's end (``results=``)
+            closed = self._batches.succeeded_with(work.batch_index, work.index, value)
+        else:
+            self.results.append((work.index, value))
+            closed = self._batches.succeeded(work.batch_index)
+        if closed:
             self._close_batch(work.batch_index, now)
 
     def fail(self, work: Work, error_class: ErrorClass, exc: BaseException,

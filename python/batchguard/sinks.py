@@ -1,0 +1,326 @@
+"""Results sinks: where a run's successful values go instead of ``report.successful``.
+
+``run_batches(records, fn, results=sink)`` hands each finished batch's successes to ``sink`` as
+``(indices, values)``: the input positions of the batch's successful records, in order, and what
+``fn`` returned for each. The run then keeps no values (``report.successful`` is empty), so its
+memory does not grow with the input. A sink is
+
+* any callable ``sink(indices, values)``;
+* a writer from this module: :func:`jsonl` or :func:`parquet`, given a local path or an fsspec
+  URL (``s3://bucket/out.jsonl.gz``);
+* a URL or path string, whose format comes from its extension (``.jsonl``/``.ndjson``, or
+  ``.parquet``/``.pq``) and its compression too (``.gz``, ``.bz2``, ``.zst``; JSON lines only),
+  as :func:`batchguard.read` picks them;
+* any object with ``open(append=...)``, ``write(indices, values)`` and ``close()``
+  (:class:`ResultWriter`).
+
+A writer is opened when the run starts (a resumed job's run appends), written once per batch on
+the thread that called ``run_batches``, and closed when the run ends, however it ends: Ctrl-C
+included. Closing flushes it, and fsyncs a local file. Files are created 0600.
+
+Each JSON line and each Parquet row is ``{"index": i, "value": v}``: the record's input position
+and ``fn``'s value (the Parquet schema is inferred from the first batch with a success).
+
+>>> import batchguard, json, pathlib, tempfile
+>>> out = pathlib.Path(tempfile.mkdtemp(), "out.jsonl")
+>>> batchguard.run_batches(range(3), lambda x: {"double": 2 * x}, results=str(out)).successful
+[]
+>>> json.loads(out.read_text().splitlines()[-1])
+{'index': 2, 'value': {'double': 4}}
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import os
+from collections.abc import Callable, Sequence
+from typing import IO, Any, Final, Protocol, cast, runtime_checkable
+
+import orjson
+
+from ._files import FILE_MODE
+from ._urls import redact
+from .errors import ConfigError, ConfigTypeError
+from .sources.files import COMPRESSIONS, compression_of, is_remote
+
+__all__ = ["FORMATS", "JsonLinesWriter", "ParquetWriter", "ResultWriter", "jsonl", "open_sink", "parquet"]
+
+FORMATS: Final = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+"""A sink URL's format, by its extension (after any compression extension)."""
+
+_ROW_GROUP: Final = 65_536
+"""Rows buffered before a Parquet row group is written: a batch of 1000 per row group would make
+a file that reads slowly; more would hold more values in memory."""
+
+
+@runtime_checkable
+class ResultWriter(Protocol):
+    """A results sink the run opens, writes once per batch and closes (see the module doc)."""
+
+    def open(self, *, append: bool) -> None:
+        """Start a run's output; ``append``: a resumed job's run, which adds to what the
+        earlier runs wrote."""
+        ...
+
+    def write(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        """One batch's successes: ``values[i]`` is what ``fn`` returned for record ``indices[i]``."""
+        ...
+
+    def close(self) -> None:
+        """End the run's output: flushed, and durable once this returns."""
+        ...
+
+
+class _Output:
+    """A byte stream to a local path or an fsspec URL, compressed by the name's extension."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None) -> None:
+        self.url = url
+        self.shown = redact(url)
+        self.storage_options = dict(storage_options or {})
+        self.compression = compression_of(url)
+        self._raw: IO[bytes] | None = None
+        self.stream: IO[bytes] | None = None
+        self._fd: int | None = None
+
+    def open(self, *, append: bool) -> IO[bytes]:
+        if is_remote(self.url):
+            if append:
+                # An object store cannot append: the earlier runs' object would be replaced.
+                raise ConfigError(f"results sink {self.shown}: a resumed job cannot append to a "
+                                  f"remote object; give the resumed run a new URL")
+            raw = self._open_remote()
+        else:
+            path = self.url.removeprefix("file://")
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+            try:
+                self._fd = os.open(path, flags, FILE_MODE)
+            except OSError as exc:
+                raise ConfigError(f"results sink {path!r} cannot be opened for writing: "
+                                  f"{exc.strerror or exc}") from None
+            raw = os.fdopen(self._fd, "wb", closefd=True)
+        self._raw = raw
+        self.stream = self._compressed(raw)
+        return self.stream
+
+    def _open_remote(self) -> IO[bytes]:
+        try:
+            import fsspec  # type: ignore[import-untyped,unused-ignore]  # optional: only for a URL
+        except ModuleNotFoundError:
+            raise ConfigError(f"writing {self.shown} needs fsspec: pip install 'batchguard[s3]'") from None
+        try:
+            stream: IO[bytes] = fsspec.open(self.url, "wb", **self.storage_options).open()
+        except Exception as exc:  # noqa: BLE001 - any backend's error (credentials, network) says why
+            raise ConfigError(f"results sink {self.shown} cannot be opened for writing: "
+                              f"{type(exc).__name__}: {redact(str(exc))}") from None
+        return stream
+
+    def _compressed(self, raw: IO[bytes]) -> IO[bytes]:
+        if self.compression is None:
+            return raw
+        if self.compression == "gzip":
+            return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="wb"))
+        if self.compression == "bz2":
+            return cast(IO[bytes], bz2.BZ2File(raw, "wb"))
+        try:
+            import zstandard  # optional: only for a .zst sink
+        except ModuleNotFoundError:
+            raw.close()
+            raise ConfigError(f"writing {self.shown} (zstd) needs zstandard: pip install 'batchguard[zstd]'") from None
+        writer: IO[bytes] = zstandard.ZstdCompressor().stream_writer(raw, closefd=False)
+        return writer
+
+    def sync(self) -> None:
+        """Make what was written so far durable: flushed to the file (a compressor's pending
+        output too) and fsynced, for a local file; an object store's upload is only complete
+        once closed, so for a URL this flushes."""
+        stream, raw = self.stream, self._raw
+        if raw is None:
+            return
+        if stream is not None and stream is not raw:
+            stream.flush()
+        raw.flush()
+        if self._fd is not None:
+            os.fsync(raw.fileno())
+
+    def close(self) -> None:
+        """Flush and close the compressor and the file under it; fsync a local file."""
+        stream, raw = self.stream, self._raw
+        self.stream = self._raw = None
+        if raw is None:
+            return
+        try:
+            if stream is not None and stream is not raw:
+                stream.close()  # writes the compressed stream's trailer into raw
+            raw.flush()
+            if self._fd is not None:
+                os.fsync(raw.fileno())
+        finally:
+            self._fd = None
+            raw.close()
+
+
+class JsonLinesWriter:
+    """Writes each success as a JSON line ``{"index": i, "value": v}`` (see :func:`jsonl`)."""
+
+    def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None) -> None:
+        self._out = _Output(url, storage_options)
+
+    def __repr__(self) -> str:
+        return f"batchguard.sinks.jsonl({self._out.shown!r})"
+
+    def open(self, *, append: bool) -> None:
+        self._out.open(append=append)
+
+    def write(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        stream = self._out.stream
+        if stream is None:
+            raise RuntimeError(f"{self!r} is not open: a run opens it")
+        dumps = orjson.dumps
+        lines = []
+        for index, value in zip(indices, values, strict=True):
+            try:
+                lines.append(dumps({"index": index, "value": value}))
+            except TypeError as exc:
+                raise TypeError(f"results sink {self._out.shown}: the value of record {index} cannot "
+                                f"be written as JSON ({exc}); return JSON-ready values from fn, or "
+                                f"pass a callable sink") from None
+        if lines:
+            lines.append(b"")
+            stream.write(b"\n".join(lines))
+
+    def sync(self) -> None:
+        """Make the lines written so far durable (a job calls it before each checkpoint)."""
+        self._out.sync()
+
+    def close(self) -> None:
+        self._out.close()
+
+
+class ParquetWriter:
+    """Writes the successes as Parquet rows ``index`` (int64) and ``value`` (see :func:`parquet`)."""
+
+    def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None) -> None:
+        if compression_of(url) is not None:
+            raise ConfigError(f"results sink {redact(url)}: Parquet compresses its own pages; "
+                              f"drop the {os.path.splitext(url)[1]} extension")
+        self._out = _Output(url, storage_options)
+        self._writer: Any = None
+        self._schema: Any = None
+        self._indices: list[int] = []
+        self._values: list[Any] = []
+
+    def __repr__(self) -> str:
+        return f"batchguard.sinks.parquet({self._out.shown!r})"
+
+    def open(self, *, append: bool) -> None:
+        if append:
+            raise ConfigError(f"results sink {self._out.shown}: a Parquet file cannot be appended "
+                              f"to; give the resumed run a new path, or use JSON lines")
+        try:
+            import pyarrow  # type: ignore[import-untyped,unused-ignore]  # noqa: F401  # optional: only for a Parquet sink
+        except ModuleNotFoundError:
+            raise ConfigError("a Parquet results sink needs pyarrow: pip install 'batchguard[parquet]'") from None
+        self._out.open(append=False)
+        self._writer = self._schema = None
+        self._indices, self._values = [], []
+
+    def write(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        self._indices.extend(indices)
+        self._values.extend(values)
+        if len(self._indices) >= _ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]  # checked in open()
+        import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
+
+        if not self._indices and self._writer is not None:
+            return
+        if self._schema is None:
+            if not self._indices:  # a run with no success: an empty file with a null value column
+                self._schema = pa.schema([("index", pa.int64()), ("value", pa.null())])
+            else:
+                self._schema = pa.Table.from_pydict({"index": self._indices, "value": self._values}).schema
+                self._schema = self._schema.set(0, pa.field("index", pa.int64()))
+        try:
+            table = pa.Table.from_pydict({"index": self._indices, "value": self._values}, schema=self._schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise TypeError(f"results sink {self._out.shown}: values do not fit the schema of the "
+                            f"first batch ({self._schema.field('value').type}): {exc}") from None
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._out.stream, self._schema)
+        self._writer.write_table(table)
+        self._indices, self._values = [], []
+
+    def close(self) -> None:
+        try:
+            if self._out.stream is not None:
+                self._flush()
+                if self._writer is not None:
+                    self._writer.close()  # the footer; the stream under it stays open
+        finally:
+            self._writer = None
+            self._out.close()
+
+
+class _CallableSink:
+    """A plain callable ``sink(indices, values)``: nothing to open or close."""
+
+    def __init__(self, func: Callable[[Sequence[int], Sequence[Any]], Any]) -> None:
+        self.func = func
+
+    def __repr__(self) -> str:
+        return repr(self.func)
+
+    def open(self, *, append: bool) -> None:
+        pass
+
+    def write(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        self.func(indices, values)
+
+    def close(self) -> None:
+        pass
+
+
+def jsonl(path_or_url: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None) -> JsonLinesWriter:
+    """A sink writing JSON lines to a local path or an fsspec URL, compressed by its extension
+    (``.gz``, ``.bz2``, ``.zst``). ``storage_options`` go to fsspec (credentials, endpoint)."""
+    return JsonLinesWriter(os.fspath(path_or_url), storage_options=storage_options)
+
+
+def parquet(path_or_url: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None) -> ParquetWriter:
+    """A sink writing a Parquet file (pyarrow) to a local path or an fsspec URL; its schema is
+    inferred from the first batch with a success, and every later batch must fit it."""
+    return ParquetWriter(os.fspath(path_or_url), storage_options=storage_options)
+
+
+def open_sink(url: str, *, storage_options: dict[str, Any] | None = None) -> ResultWriter:
+    """The writer for ``url``, its format from the extension (see :data:`FORMATS`)."""
+    name = url.split("?", 1)[0].rstrip("/")
+    root, ext = os.path.splitext(name)
+    if ext.lower() in COMPRESSIONS:
+        root, ext = os.path.splitext(root)
+    kind = FORMATS.get(ext.lower())
+    if kind is None:
+        known = ", ".join(sorted(FORMATS))
+        raise ConfigError(f"results sink {redact(url)!r}: cannot tell its format from the extension "
+                          f"{ext or '(none)'!r}; use one of {known} (with .gz, .bz2 or .zst for JSON lines)")
+    if kind == "parquet":
+        return parquet(url, storage_options=storage_options)
+    return jsonl(url, storage_options=storage_options)
+
+
+def as_writer(sink: Any) -> ResultWriter:
+    """``results=``'s sink as a writer: a URL opened by :func:`open_sink`, a callable wrapped; a
+    writer as it is. ConfigTypeError for anything else."""
+    if isinstance(sink, (str, os.PathLike)):
+        return open_sink(os.fspath(sink))
+    if isinstance(sink, ResultWriter):
+        return sink
+    if callable(sink):
+        return _CallableSink(sink)
+    raise ConfigTypeError(f'results must be "keep", "drop", a callable sink(indices, values), a '
+                          f"writer (batchguard.sinks) or a URL, got {type(sink).__name__}")
+
