@@ -45,6 +45,9 @@ class RetryEnd:
         # fn's own successes in each batch that came here (what a tally says, less the
         # fallbacks, and before a compensation changed it).
         self._own: dict[int, int] = {}
+        # The engine hands each batch's successful values over with its event (results= other
+        # than "keep"): the fallbacks go there, not into the run's list at the end.
+        self._values_in_events = False
         self.count = 0
         """Records that succeeded with a fallback value so far."""
 
@@ -68,6 +71,7 @@ class RetryEnd:
         if done is not None:
             return done[0]
         self._own[event.index] = event.succeeded
+        self._values_in_events = self._values_in_events or getattr(event, "indices", None) is not None
         dead: list[DeadRecord] = []
         fallbacks: list[tuple[int, Any]] = []
         used: collections.Counter[str] = collections.Counter()
@@ -115,7 +119,7 @@ class RetryEnd:
         """The run's successful values (``fn``'s, in input order) with the fallback values
         put in their records' places. ``tallies``: the recorder's per-batch (index, size,
         succeeded, failed, ...pending last), whose counts include the fallbacks."""
-        if not self.count:
+        if not self.count or self._values_in_events:
             return values
         # fn's successes per batch (the tallies count the fallbacks as successes too).
         own = {tally[0]: self._own.get(tally[0], tally[2]) for tally in tallies}
