@@ -133,15 +133,20 @@ class HookDispatch:
             self._call("on_retry", event.record, event.attempt, event.error, event.delay)
             self._call("observe_retry", event)
         elif isinstance(event, BatchEvent):
-            if event.dead and self.wants_dead_letters:
-                for record in event.dead:
-                    self._call("on_dead_letter", dead_letter(record))
+            self.dead_letters(event, dead_letter)
             if self._calls["on_batch_complete"]:
                 self._call("on_batch_complete", BatchStats(
                     event.index, event.size, event.succeeded, event.failed, event.retries,
                     event.duration, event.pending))
         else:
             self._call("on_breaker", event.from_state, event.to_state)
+
+    def dead_letters(self, event: BatchEvent, dead_letter: Callable[[DeadRecord], DeadLetter]) -> None:
+        """``on_dead_letter`` for each of the batch's dead records (and only that: an aborted
+        run's failed undos are dead-lettered after its batches ended)."""
+        if event.dead and self.wants_dead_letters:
+            for record in event.dead:
+                self._call("on_dead_letter", dead_letter(record))
 
     def counters(self, counters: Counters) -> None:
         self._call("observe_counters", counters)
