@@ -82,6 +82,14 @@ def run_batches(records: Iterable[Any], fn: Callable[[Any], Any], *, bulk: bool 
     ``bulk=True``, ``fn`` takes a list (a batch) and returns a list of results of the same
     length; when it raises, the batch is bisected until each failing record stands alone.
 
+    ``retry`` is one :class:`~batchguard.RetryPolicy` for every failure, or a policy per kind of
+    error: a mapping from an ErrorClass, an exception type (the most specific in the MRO wins)
+    or a predicate ``(exc) -> bool`` to a RetryPolicy, or ``RetryPolicies(default=...,
+    by_error={...})``. A policy's ``retry_on_result`` retries a returned value it rejects,
+    ``max_elapsed`` bounds a record's retrying in seconds, and ``fallback`` (a value, or
+    ``callable(record, error)``) is used instead of dead-lettering, counted in
+    ``report.fallback_count``.
+
     ``on_progress(BatchProgress)`` is called at most every 0.1 s, at every batch end (unless the
     callable's ``progress_every_batch`` is False) and once more when the run ends
     (``final=True``); :mod:`batchguard.progress` has ready displays. ``total=N`` tells it how
