@@ -83,6 +83,35 @@ def _notes() -> None:
     raise exc
 
 
+class ClassNotes(Exception):
+    __notes__ = ["a note every instance has"]  # noqa: RUF012 - as a class may write it
+
+
+class MadeUpNotes(Exception):
+    def __getattr__(self, name: str) -> object:
+        if name == "__notes__":
+            return ["made up by __getattr__"]
+        raise AttributeError(name)
+
+
+class NotesProperty(Exception):
+    @property
+    def __notes__(self) -> list[str]:  # type: ignore[override]
+        return ["from a property"]
+
+
+def _class_notes() -> None:
+    raise ClassNotes("class notes")
+
+
+def _made_up_notes() -> None:
+    raise MadeUpNotes("made up")
+
+
+def _notes_property() -> None:
+    raise NotesProperty("property")
+
+
 def _group() -> None:
     raise ExceptionGroup("many", [ValueError("one"), KeyError("two")])
 
@@ -112,7 +141,8 @@ def _caught(raiser: Callable[[], None]) -> BaseException:
 
 
 SHAPES = [_plain, _caused, _context, _suppressed, _cycle, _cause_and_context, _notes, _group,
-          _syntax, _unprintable, _empty, _odd_module, lambda: _deep(30)]
+          _syntax, _unprintable, _empty, _odd_module, lambda: _deep(30), _class_notes, _made_up_notes,
+          _notes_property]
 
 
 @pytest.mark.parametrize("raiser", SHAPES, ids=lambda f: f.__name__)
@@ -122,6 +152,17 @@ def test_formats_every_shape_as_the_standard_library(raiser: Callable[[], None])
     expected = "".join(traceback.format_exception(exc))
     assert formatter.format(exc) == expected
     assert formatter.format(exc) == expected  # the second time, from the cache
+
+
+def test_a_note_on_one_exception_of_a_type_already_seen_is_written() -> None:
+    # The formatter remembers which types keep notes only in the instance: not that the
+    # instances it saw had none.
+    formatter = TracebackFormatter()
+    first, second = _caught(_plain), _caught(_plain)
+    second.add_note("only this one")
+    assert formatter.format(first) == "".join(traceback.format_exception(first))
+    assert formatter.format(second) == "".join(traceback.format_exception(second))
+    assert "only this one" in formatter.format(second)
 
 
 def test_same_place_different_messages_each_keep_their_own_line() -> None:

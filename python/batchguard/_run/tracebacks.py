@@ -37,7 +37,9 @@ _StackKey = tuple[object, ...]
 
 
 def _stack_key(tb: TracebackType | None) -> _StackKey:
-    key: list[object] = [getattr(sys, "tracebacklimit", None)]
+    # sys.__dict__.get: what getattr(sys, "tracebacklimit", None) reads (the module has no
+    # __getattr__), without raising and catching an AttributeError for every entry.
+    key: list[object] = [sys.__dict__.get("tracebacklimit")]
     while tb is not None:
         code: CodeType = tb.tb_frame.f_code
         key.append(code)
@@ -61,11 +63,32 @@ def _exception_line(exc: BaseException) -> str:
     return f"{name}: {text}\n" if text else f"{name}\n"
 
 
+_MAX_TYPES: Final = 1024
+_types_without_notes: dict[type, bool] = {}
+
+
+def _notes_only_in_dict(kind: type) -> bool:
+    """Is an instance's ``__notes__`` (which ``add_note`` puts in its ``__dict__``) found only
+    there? True unless the class has a ``__notes__`` of its own or makes attributes up."""
+    plain = _types_without_notes.get(kind)
+    if plain is None:
+        plain = (getattr(kind, "__getattribute__", None) is BaseException.__getattribute__
+                 and not hasattr(kind, "__getattr__") and not hasattr(kind, "__notes__"))
+        if len(_types_without_notes) >= _MAX_TYPES:
+            _types_without_notes.clear()
+        _types_without_notes[kind] = plain
+    return plain
+
+
 def _simple(exc: BaseException) -> bool:
     """Does the fast path write exactly what the standard library would for ``exc`` itself?"""
     if isinstance(exc, (BaseExceptionGroup, SyntaxError)):
         return False
     try:
+        if _notes_only_in_dict(type(exc)):
+            # The look-up below, without the AttributeError it raises and catches when the
+            # exception has no notes (nearly always).
+            return "__notes__" not in exc.__dict__
         return getattr(exc, "__notes__", None) is None
     except Exception:  # noqa: BLE001 - a __getattr__ that raises: the standard library copes
         return False
@@ -89,6 +112,8 @@ class TracebackFormatter:
 
     def format(self, exc: BaseException) -> str:
         """The traceback of ``exc`` and of the exceptions it was raised from or while handling."""
+        if exc.__cause__ is None and exc.__context__ is None and _simple(exc):
+            return self._stack(exc.__traceback__) + _exception_line(exc)  # no chain: most entries
         # (exception, the words between its predecessor in the chain and it), newest first.
         chain: list[tuple[BaseException, str | None]] = []
         seen: set[int] = set()
