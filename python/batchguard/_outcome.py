@@ -250,6 +250,8 @@ class RunRecorder:
                                       retries, duration, pending)
             if event.dead:
                 self._persist(event)
+                if self.hooks is not None:
+                    self.hooks.dead_letters(event, self.entries.dead_letter)
 
     def use_results(self, out: ResultsOut) -> None:
         """Write each batch's successful values to ``out`` as the batch ends (``results=`` a
