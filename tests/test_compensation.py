@@ -203,3 +203,17 @@ def test_an_async_undo_is_refused() -> None:
 
     with pytest.raises(ConfigTypeError, match="plain function"):
         batchguard.run_batches([1], lambda record: record, compensate=undo, atomic_batches=True)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_hooks_hear_of_every_compensation_dead_letter(engine: str) -> None:
+    heard: list[tuple[int, str, str]] = []
+    hooks = batchguard.Hooks(on_dead_letter=lambda e: heard.append((e.record_index, e.stage, e.error_type)))
+    undo = Undo({1: [ValueError("stuck")], 6: [ValueError("stuck")]})
+    run(range(10), FailurePlan({(8, 1): "fatal"}), engine=engine, batch_size=5,
+        hooks=hooks, compensate=undo, atomic_batches=True, on_abort="compensate")
+    # batch 1 rolled back as it ended (record 6's undo failed); then the abort undid batch 0
+    # (record 1's undo failed), after every batch had ended
+    assert sorted(heard) == [(1, "compensate", "CompensationFailed"), (5, "process", "BatchRolledBack"),
+                             (6, "compensate", "CompensationFailed"), (7, "process", "BatchRolledBack"),
+                             (8, "process", "FatalErr")]
