@@ -351,13 +351,18 @@ class RunRecorder:
                   in_flight: int, queued: int, total: int | None, breaker: str,
                   batches: tuple[ActiveBatch, ...], *, final: bool, input_done: bool = False) -> None:
         assert self.on_progress is not None
+        processed = succeeded + failed
+        if self.compensation is not None:  # undone records are compensated, no longer succeeded
+            undone = self.compensation
+            succeeded -= undone.compensated + undone.undo_failed
+            failed += undone.undo_failed
         # Each finished batch goes out in exactly one snapshot, so an adapter can draw its
         # final row; built here, at snapshot time, from what the recorder keeps anyway.
         finished = FinishedBatches(self._stats[self._reported:])
         self._reported = len(self._stats)
         batches_total = None if total is None else -(-total // self.batch_size)
         self.on_progress(BatchProgress(
-            completed, batches_total, current, succeeded + failed, succeeded, failed, retrying,
+            completed, batches_total, current, processed, succeeded, failed, retrying,
             in_flight, queued, _monotonic() - self.started, total, breaker, batches, finished,
             self.batch_size, final, input_done))
 
