@@ -217,3 +217,15 @@ def test_hooks_hear_of_every_compensation_dead_letter(engine: str) -> None:
     assert sorted(heard) == [(1, "compensate", "CompensationFailed"), (5, "process", "BatchRolledBack"),
                              (6, "compensate", "CompensationFailed"), (7, "process", "BatchRolledBack"),
                              (8, "process", "FatalErr")]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_progress_counts_undone_records_as_no_longer_succeeded(engine: str) -> None:
+    snapshots: list[batchguard.BatchProgress] = []
+    run(range(10), FailurePlan({(7, 1): "permanent"}), engine=engine, batch_size=5,
+        on_progress=snapshots.append, compensate=Undo(), atomic_batches=True)
+    final = snapshots[-1]
+    assert final.final and final.percent_complete == 100.0
+    assert (final.succeeded, final.failed, final.records_processed) == (5, 1, 10)
+    after_rollback = [s for s in snapshots if s.batches_completed == 2]
+    assert after_rollback and all(s.succeeded <= 5 for s in after_rollback)
