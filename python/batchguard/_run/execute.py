@@ -208,8 +208,10 @@ def _execute_until_stopped(plan: Plan, stop: StopSignal, **how: Any) -> BatchRep
     run_batches does (a thread hop through the event loop per call would cost far more),
     until ``stop``: the guarded fn raises :class:`~batchguard._run.sync_fn.RunCancelled` instead
     of starting a call (a bulk call, or one of a bisection's), which stops the run as an
-    interrupt does."""
-    guarded = replace(plan, fn=stop.guard(plan.fn), on_progress=stop.guard_progress(plan.on_progress))
+    interrupt does. On an executor the fn is shipped to workers, where the signal is not: the
+    driver notices it when the next batch comes back (its progress report raises)."""
+    fn = plan.fn if plan.executor is not None else stop.guard(plan.fn)
+    guarded = replace(plan, fn=fn, on_progress=stop.guard_progress(plan.on_progress))
     return execute(guarded, **how)
 
 
