@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -186,3 +187,28 @@ def test_a_job_resumes_on_the_cluster_after_its_driver_was_killed(dask_client: A
             assert sorted(e.record_index for e in entries) == [i for i in range(n) if _fails(i)]
         finally:
             dlq.close()
+
+
+def test_arun_batches_runs_on_the_cluster_and_a_cancel_stops_it(dask_client: Any) -> None:
+    token = uuid.uuid4().hex
+    records = [(token, i) for i in range(60)]
+    seen: list[batchguard.BatchProgress] = []
+
+    async def main() -> batchguard.BatchReport[Any]:
+        report = await batchguard.arun_batches(records, planned, batch_size=8, retry=RETRY,
+                                               executor=dask_client)
+        n = 400
+        task = asyncio.ensure_future(batchguard.arun_batches(
+            [(token + "-slow", i) for i in range(n)], slow_planned, batch_size=8, retry=RETRY,
+            executor=dask_client, on_progress=seen.append))
+        while not seen:  # cancelled once the cluster has returned a batch
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return report
+
+    report = asyncio.run(main())
+    assert report.successful == [i * 3 for i in range(60) if not _fails(i)]
+    # The driver stopped at the next batch that came back: most of the 50 batches never ran.
+    assert seen[-1].succeeded + seen[-1].failed < 400
