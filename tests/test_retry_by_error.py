@@ -166,3 +166,35 @@ def test_without_a_mapping_nothing_changes(engine: str) -> None:
         report = batchguard.run_batches(range(3), fn, engine=engine, classifier=CLASSIFIER, retry=retry)
         assert fn.attempts == {0: 3, 1: 3, 2: 1}
         assert report.fallback_count == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_async_fn_gets_the_same_policies(engine: str) -> None:
+    sync = Raising({0: RecoverableErr, 1: Slow, 2: TransientErr, 3: TimeoutError, 4: Slow, 5: PermanentErr})
+
+    async def fn(record: int) -> int:
+        return sync(record)
+
+    report = batchguard.run_batches(range(7), fn, engine=engine, concurrency=3, classifier=CLASSIFIER,
+                                    retry=POLICIES)
+    assert sync.attempts == {0: 3, 1: 4, 2: 6, 3: 2, 4: 5, 5: 1, 6: 1}
+    assert report.success_count == 1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_bulk_fns_records_get_their_own_errors_policies(engine: str) -> None:
+    """Bisection isolates each failing record; then its error's policy counts its retries."""
+    attempts: dict[int, int] = {}
+
+    def fn(records: list[int]) -> list[int]:
+        if len(records) == 1:
+            attempts[records[0]] = attempts.get(records[0], 0) + 1
+        for record in records:
+            if record in (1, 2):
+                raise (Slow if record == 1 else RecoverableErr)(f"record {record}")
+        return records
+
+    report = batchguard.run_batches(range(4), fn, engine=engine, bulk=True, batch_size=4, classifier=CLASSIFIER,
+                                    retry=POLICIES)
+    assert {e.record_index: e.attempts for e in report.errors} == {1: 4, 2: 3}
+    assert report.successful == [0, 3]
