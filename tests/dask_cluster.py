@@ -80,3 +80,8 @@ def slow_planned(record: tuple[str, int]) -> int:
     time.sleep(0.005)
     return planned(record)
 
+
+
+def doubled_amount(row: dict[str, Any]) -> float:
+    """A source's row: its ``amount`` doubled (KeyError without one)."""
+    return float(row["amount"]) * 2

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -26,10 +27,11 @@ import pytest
 
 import batchguard
 from batchguard import RetryPolicy
-from batchguard.dlq import DeadLetter, SqliteDLQ
+from batchguard.dlq import DeadLetter, MemoryDLQ, SqliteDLQ
 from batchguard.dlq.urls import open_dlq
 from batchguard.jobs import SqliteJobStore
-from dask_cluster import WORKERS, dask_client, planned, slow_planned, worker_pids
+from batchguard.sources import guard_parse_errors
+from dask_cluster import WORKERS, dask_client, doubled_amount, planned, slow_planned, worker_pids
 
 __all__ = ["dask_client"]  # a fixture, used by name
 
@@ -212,3 +214,21 @@ def test_arun_batches_runs_on_the_cluster_and_a_cancel_stops_it(dask_client: Any
     assert report.successful == [i * 3 for i in range(60) if not _fails(i)]
     # The driver stopped at the next batch that came back: most of the 50 batches never ran.
     assert seen[-1].succeeded + seen[-1].failed < 400
+
+
+def test_a_sources_records_keep_their_ids_on_the_cluster(dask_client: Any, tmp_path: Path) -> None:
+    # The driver reads the file and ships its records: each still knows its file and line on the
+    # worker, so entries are named by them, and a line that does not parse is dead-lettered.
+    lines = [json.dumps({"amount": i}) for i in range(30)]
+    lines[7] = "{not json"
+    lines[12] = json.dumps({"price": 3})
+    path = tmp_path / "orders.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    source = batchguard.read(str(path))
+    dlq = MemoryDLQ()
+    report = batchguard.run_batches(source, guard_parse_errors(doubled_amount), batch_size=4,
+                                    id_of=source.id_of, dlq=dlq, executor=dask_client)
+    assert report.successful == [i * 2.0 for i in range(30) if i not in (7, 12)]
+    entries = sorted(dlq.list(), key=lambda e: e.record_index)
+    assert [(e.record_id, e.error_type) for e in entries] == [
+        (f"{path}:8", "InputParseError"), (f"{path}:13", "KeyError")]
