@@ -222,10 +222,14 @@ class Undoer:
         except Exception:  # noqa: BLE001 - as for a call: a classifier that raises makes it PERMANENT
             return ErrorClass.PERMANENT
 
-    def undo_all(self, outcomes: Iterable[Outcome], batch: Callable[[int], int]) -> _Undone:
-        """Undo each of ``outcomes`` in the order given; ``batch(index)`` is a record's batch."""
-        undone = _Undone([], [])
-        for outcome in outcomes:
+    def undo_all(self, outcomes: Sequence[Outcome], batch: Callable[[int], int],
+                 undone: _Undone | None = None) -> _Undone:
+        """Undo each of ``outcomes`` in the order given; ``batch(index)`` is a record's batch.
+
+        ``undone``: what an interrupted call of this already did (its first outcomes): the
+        rest is undone into it, the interrupted undo again (an undo must bear being repeated)."""
+        undone = _Undone([], []) if undone is None else undone
+        for outcome in outcomes[len(undone.compensated) + len(undone.failed):]:
             failed = self.undo_one(outcome, batch(outcome.position))
             if failed is None:
                 undone.compensated.append(outcome)
@@ -293,6 +297,8 @@ class RunCompensation:
         self._batch_size = batch_size
         self._undoer = None if spec.undo is None else Undoer(spec.undo, retry, classifier, seed)
         self._kept: dict[int, list[Outcome]] = {}  # batch -> its succeeded records (on_abort)
+        self._interrupted: tuple[int, list[Outcome], _Undone] | None = None
+        """The batch whose rollback an interrupt (Ctrl-C in an undo) cut short, until it is done."""
         self.compensated = 0
         self.undo_failed = 0
         self.rolled_back = 0
@@ -314,13 +320,21 @@ class RunCompensation:
         """The batch as it ends once compensated, and its succeeded records (what a job keeps
         with ``keep_outcomes``: none when it was rolled back)."""
         dead = list(event.dead or ())
-        succeeded = self.log.take(event.index, event.size, {record.record_index for record in dead})
+        interrupted = self._interrupted
+        if interrupted is not None and interrupted[0] == event.index:
+            # Handed over again after an interrupt cut its rollback short: go on where it stopped.
+            succeeded, undone = interrupted[1], interrupted[2]
+        else:
+            succeeded = self.log.take(event.index, event.size, {record.record_index for record in dead})
+            undone = _Undone([], [])
         if not (dead and self.spec.atomic_batches and succeeded and self._undoer is not None):
             if self.spec.keeps_run and succeeded:
                 self._kept[event.index] = succeeded
             return event, succeeded
         failed_at, error = _cause(dead)
-        undone = self._undoer.undo_all(reversed(succeeded), self._batch_of)
+        self._interrupted = (event.index, succeeded, undone)
+        self._undoer.undo_all(succeeded[::-1], self._batch_of, undone)
+        self._interrupted = None
         because = (f"batch {event.index} was rolled back (atomic_batches): record {failed_at} "
                    f"failed with {type(error).__name__}: {_message(error)}")
         now = time.time()
@@ -354,7 +368,7 @@ class RunCompensation:
         events = []
         for batch in sorted(kept, reverse=True):
             outcomes = kept[batch]
-            undone = self._undoer.undo_all(reversed(outcomes), self._batch_of)
+            undone = self._undoer.undo_all(outcomes[::-1], self._batch_of)
             self._count(batch, undone)
             self.undone_on_abort[batch] = [outcome.position for outcome in undone.compensated]
             events.append(BatchEvent(index=batch, size=len(outcomes), succeeded=len(undone.compensated),
