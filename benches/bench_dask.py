@@ -1,0 +1,190 @@
+"""W9: a CPU-bound fn on a 2-worker Dask LocalCluster against the local engine (issue 11 item 3).
+
+    python benches/bench_dask.py [--n 3000] [--batch-size 50] [--rounds 2] [--quick] [--json out.json]
+
+* **Throughput.** ``fn`` is pure Python and CPU-bound, about 2 ms a record (calibrated at
+  start). The same records run with ``run_batches(records, fn)`` (the native engine at
+  concurrency 1: the GIL makes more threads no faster) and with ``executor=client`` on a
+  LocalCluster of 2 worker processes with one thread each, in interleaved rounds in this one
+  process; each contender's best round counts. The Must show: the cluster's throughput is at
+  least 1.7x the local one's.
+* **The data path.** 200k small dict records out through the driver and back (``fn`` returns
+  its record), batches of 1000: records per second, and the driver's CPU per record.
+* **The driver's cost per batch.** A run of trivial records (``fn`` returns its record) in
+  batches of 10, on the cluster and on an in-process executor that runs each batch at once (no
+  Dask): the driver thread's CPU time per batch (planning, the submit call, taking the outcome
+  back into the recorder, the report), and for the cluster also the whole process's (the Dask
+  client's threads: pickling, the scheduler's messages), with the wall time per batch. The
+  README's "Scaling out" section reads these.
+
+The load average is printed with the figures: two cores shared with other work move them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "python"))
+
+import distributed  # noqa: E402
+
+from batchguard import run_batches  # noqa: E402
+from batchguard.executors import BatchTask, Completion, run_batch  # noqa: E402
+
+LOOPS = [23_000]  # calibrated in main(); read by burn() here and on the workers (shipped by value)
+
+
+def burn(record: int, loops: int | None = None) -> int:
+    """About 2 ms of pure-Python arithmetic (``loops`` iterations; calibrated)."""
+    total = record
+    for k in range(loops if loops is not None else LOOPS[0]):
+        total = (total * 31 + k) % 1_000_003
+    return total
+
+
+def calibrate(target_s: float = 0.002) -> int:
+    loops = 20_000
+    for _ in range(3):
+        started = time.perf_counter()
+        for i in range(20):
+            burn(i, loops)
+        per_call = (time.perf_counter() - started) / 20
+        loops = max(1000, int(loops * target_s / per_call))
+    return loops
+
+
+def identity(record: int) -> int:
+    return record
+
+
+class InlineExecutor:
+    """Runs each batch when it is submitted, in this process: the driver without Dask."""
+
+    slots = 2
+
+    def __init__(self) -> None:
+        self.done: list[Completion] = []
+
+    def submit(self, task: BatchTask) -> Hashable:
+        key = (task.batch_index, task.attempt)
+        self.done.append((key, run_batch(task)))
+        return key
+
+    def completed(self, timeout: float | None) -> Sequence[Completion]:
+        out, self.done = self.done, []
+        return out
+
+    def cancel(self, tickets: Sequence[Hashable]) -> None:
+        self.done = [c for c in self.done if c[0] not in tickets]
+
+    def close(self) -> None:
+        self.done = []
+
+
+def timed(fn: Any) -> tuple[float, float, float, Any]:
+    """(wall s, this thread's CPU s, the process's CPU s, result)."""
+    wall, thread, process = time.perf_counter(), time.thread_time(), time.process_time()
+    result = fn()
+    return (time.perf_counter() - wall, time.thread_time() - thread, time.process_time() - process,
+            result)
+
+
+def throughput(client: Any, n: int, batch_size: int, rounds: int) -> dict[str, Any]:
+    records = list(range(n))
+    expected = [burn(r) for r in records[:50]]
+    best = {"local": float("inf"), "cluster": float("inf")}
+    for executor in (None, client):  # warm up: the workers import batchguard on their first batch
+        run_batches(records[:4 * batch_size], burn, batch_size=batch_size, executor=executor)
+    for round_ in range(rounds):
+        order = ["local", "cluster"] if round_ % 2 == 0 else ["cluster", "local"]
+        for who in order:
+            executor = client if who == "cluster" else None
+            wall, _, _, report = timed(lambda executor=executor: run_batches(
+                records, burn, batch_size=batch_size, executor=executor))
+            assert report.status == "complete" and report.successful[:50] == expected, who
+            best[who] = min(best[who], wall)
+            print(f"  round {round_ + 1} {who:8s} {n / wall:8.1f} records/s ({wall:.2f} s)", flush=True)
+    return {"local_rps": n / best["local"], "cluster_rps": n / best["cluster"],
+            "ratio": best["local"] / best["cluster"]}
+
+
+def driver_cost(client: Any, batches: int) -> dict[str, Any]:
+    records = list(range(batches * 10))
+    out: dict[str, Any] = {}
+    for who, executor in (("inline", InlineExecutor()), ("cluster", client)):
+        run_batches(records[:200], identity, batch_size=10, executor=executor)  # warm up
+        wall, thread, process, report = timed(lambda executor=executor: run_batches(
+            records, identity, batch_size=10, executor=executor))
+        assert report.status == "complete" and report.successful == records, who
+        out[who] = {"wall_ms_per_batch": 1000 * wall / batches,
+                    "driver_thread_cpu_ms_per_batch": 1000 * thread / batches,
+                    "process_cpu_ms_per_batch": 1000 * process / batches}
+    return out
+
+
+def data_path(client: Any, n: int) -> dict[str, Any]:
+    """Records through the driver: small dicts out, the same dicts back, batches of 1000."""
+    records = [{"id": i, "name": f"user-{i}", "amount": i * 0.5, "tags": ["a", "b"]} for i in range(n)]
+    run_batches(records[:2000], identity, batch_size=1000, executor=client)  # warm up
+    wall, thread, process, report = timed(lambda: run_batches(records, identity, batch_size=1000,
+                                                              executor=client))
+    assert report.status == "complete" and report.successful == records
+    return {"records_per_s": n / wall, "driver_thread_cpu_us_per_record": 1e6 * thread / n,
+            "process_cpu_us_per_record": 1e6 * process / n}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=1000, help="batches of the driver-cost runs")
+    parser.add_argument("--records", type=int, default=200_000, help="records of the data-path run")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, one round")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.rounds, args.batches, args.records = 200, 1, 100, 10_000
+    LOOPS[0] = calibrate()
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"{os.cpu_count()} CPUs; burn() = {LOOPS[0]} loops (~2 ms)", flush=True)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, silence_logs=40) as cluster, \
+            distributed.Client(cluster) as client:
+        client.wait_for_workers(2)
+        print(f"W9: {args.n} records of ~2 ms CPU, batches of {args.batch_size}", flush=True)
+        w9 = throughput(client, args.n, args.batch_size, args.rounds)
+        print(f"  local (native, concurrency 1): {w9['local_rps']:.1f} records/s; "
+              f"cluster (2 workers): {w9['cluster_rps']:.1f} records/s; "
+              f"ratio {w9['ratio']:.2f}x (Must show: >= 1.7x)", flush=True)
+        print(f"driver cost: {args.batches} batches of 10 trivial records", flush=True)
+        cost = driver_cost(client, args.batches)
+        for who, figures in cost.items():
+            print(f"  {who:8s} wall {figures['wall_ms_per_batch']:.3f} ms/batch, driver thread CPU "
+                  f"{figures['driver_thread_cpu_ms_per_batch']:.3f} ms/batch, process CPU "
+                  f"{figures['process_cpu_ms_per_batch']:.3f} ms/batch", flush=True)
+        print(f"data path: {args.records} small dict records through the driver, batches of 1000",
+              flush=True)
+        data = data_path(client, args.records)
+        print(f"  {data['records_per_s']:.0f} records/s; driver thread CPU "
+              f"{data['driver_thread_cpu_us_per_record']:.1f} us/record, process CPU "
+              f"{data['process_cpu_us_per_record']:.1f} us/record", flush=True)
+    end = os.getloadavg()
+    print(f"load average at end: {end[0]:.2f} {end[1]:.2f} {end[2]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"w9": w9, "driver_cost": cost, "data_path": data, "loops": LOOPS[0],
+                                         "loadavg": [load, end]}, indent=2))
+    return 0 if args.quick or w9["ratio"] >= 1.7 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
