@@ -16,6 +16,8 @@ import pytest
 import batchguard
 from alerts_receiver import Receiver, episodes
 from batchguard import AlertRule, CircuitBreaker, RetryPolicy
+from batchguard._run.execute import recorder_for
+from batchguard._run.plan import close_opened_dlq, make_plan
 from batchguard.alerts import Webhook
 from helpers_contract import ENGINES
 
@@ -295,7 +297,26 @@ def test_callables_are_called_off_the_runs_thread() -> None:
 
 
 def test_a_run_without_alerts_gets_no_snapshots_and_no_threads() -> None:
-    plan = batchguard._run.plan.make_plan(range(3), lambda x: x)
+    plan = make_plan(range(3), lambda x: x)
     assert plan.hooks == () and plan.on_progress is None
     report = batchguard.run_batches(range(3), lambda x: x)
     assert report.alert_failures == 0 and not _alert_threads()
+
+
+def test_alerts_and_metrics_keep_an_sqlite_dlq_writing_in_the_background(tmp_path: Any) -> None:
+    # A user's hook may read the DLQ at a batch's end, so with one the recorder stores each
+    # batch before calling it; alerts never read it, and must not cost a run its background
+    # writes (the fsync of every batch on the run's thread).
+    rules = [AlertRule.aborted(notify=lambda _: None)]
+    for extra, background in (({}, True), ({"hooks": batchguard.Hooks(on_batch_complete=print)}, False)):
+        plan = make_plan(range(3), abs, dlq=f"sqlite:///{tmp_path}/dlq.db", alerts=rules, **extra)
+        try:
+            recorder = recorder_for(plan, None, None, None)
+            assert (recorder._writes is not None) is background
+            recorder.finish_writes()
+        finally:
+            close_opened_dlq(plan)
+    report = batchguard.run_batches(range(30), _failing({1, 2, 3}), retry=ONCE, batch_size=5, alerts=rules,
+                                    dlq=f"sqlite:///{tmp_path}/dlq2.db")
+    assert report.dlq_count == 3 and len(report.dead_letters) == 3
+

@@ -102,10 +102,12 @@ class RunRecorder:
         self._every_batch = sink is not None and sink.every_batch
         # A plain run into SQLite writes each batch while the engine runs the next one (the
         # fsync of synchronous=FULL costs milliseconds); finish_writes() waits for the last.
-        # Not with hooks: one may read the DLQ at a batch's end, where its entries are stored.
+        # Not with hooks that may read the DLQ at a batch's end, where its entries are stored
+        # (a user's may; metrics and alerts never do: reads_dlq = False).
         self._writes: BackgroundWrites | None = (
             dlq.background_writes()
-            if isinstance(sink, DLQSend) and isinstance(dlq, SqliteDLQ) and hooks is None else None)
+            if isinstance(sink, DLQSend) and isinstance(dlq, SqliteDLQ)
+            and (hooks is None or not hooks.reads_dlq) else None)
         self.compensation: RunCompensation | None = None
         # Fallbacks and max_elapsed cuts (``_run.retry_end``), set by the run when a policy has one.
         self.retry_end: RetryEnd | None = None

@@ -25,7 +25,9 @@ have ``run_started(run_id, stage, job_id)``, ``observe_retry(event)`` (the
 as it does for ``on_progress``) and ``run_closed(error)`` (called once when the run is over,
 after ``on_run_end``, or instead of it with the exception the run raises: Ctrl-C, a failing
 DLQ; where an adapter stops its threads). An ``alert_failures`` attribute, read after
-``run_closed``, is added to ``report.alert_failures``.
+``run_closed``, is added to ``report.alert_failures``. An adapter that never reads the DLQ
+says so with ``reads_dlq = False``: a run whose targets all do keeps writing an SQLite DLQ
+in the background (a user's hooks may read it at a batch's end, where its entries are stored).
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ class HookDispatch:
         self._logged: set[tuple[int, str]] = set()
         self.wants_dead_letters = bool(self._calls["on_dead_letter"])
         self.wants_progress = bool(self._calls["observe_progress"])
+        self.reads_dlq = any(getattr(target, "reads_dlq", True) is not False for target in targets)
+        """Some target may read the DLQ at a batch's end: its dead letters are stored first."""
         """A target watches progress: the run needs snapshots even without ``on_progress``."""
         self._targets = tuple(targets)
         self._closed = False

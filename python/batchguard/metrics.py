@@ -103,6 +103,9 @@ class Prometheus:
     Needs ``pip install "batchguard[prometheus]"``.
     """
 
+    reads_dlq = False
+    """It never reads the DLQ: an SQLite DLQ keeps its background writes (batchguard.hooks)."""
+
     def __init__(self, registry: Any = None, *, namespace: str = "batchguard",
                  buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
         prom = _prometheus_client()
@@ -169,6 +172,9 @@ class OpenTelemetry:
     instruments are named as the Prometheus metrics without the ``_total`` suffix
     (``batchguard.records``, ``batchguard.retries``, ...), with the same attributes.
     """
+
+    reads_dlq = False
+    """It never reads the DLQ: an SQLite DLQ keeps its background writes (batchguard.hooks)."""
 
     def __init__(self, meter_provider: Any = None, tracer_provider: Any = None) -> None:
         metrics_api, trace_api = _opentelemetry("opentelemetry.metrics"), _opentelemetry("opentelemetry.trace")

@@ -52,6 +52,9 @@ class AlertMonitor:
     last run that were not delivered (a webhook that gave up, a callable that raised).
     """
 
+    reads_dlq = False
+    """It never reads the DLQ: an SQLite DLQ keeps its background writes (batchguard.hooks)."""
+
     def __init__(self, rules: Sequence[AlertRule], *, max_failures: int | float | None) -> None:
         self.rules = tuple(rules)
         self.max_failures = max_failures
