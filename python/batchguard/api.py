@@ -122,6 +122,13 @@ def run_batches(records: Iterable[Any], fn: Callable[[Any], Any], *, bulk: bool 
     run undoes every record it succeeded on, newest batch first. Undos are retried with
     ``retry``; one that still fails is dead-lettered at stage "compensate".
 
+    ``executor=client`` (a ``dask.distributed.Client``, or any
+    :class:`batchguard.executors.Executor`) runs the batches on a cluster: this process reads
+    the input and keeps the run's state (checkpoints, the report in input order, the error
+    budget), each worker runs a batch on the native engine with the run's policies and its
+    share of ``rate_limit``. A batch whose worker dies runs again; entry ids are deterministic,
+    so the DLQ holds each dead record once (README, "Scaling out").
+
     Phases (``batchguard.validation``): with ``validate=check`` (``check(record)`` returns the
     record's ValidationIssues, or None), ``mode="dry-run"`` runs only the checks, on the engine,
     and returns a ValidationReport (``fn`` is never called, nothing is written);
