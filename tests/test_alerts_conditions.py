@@ -49,6 +49,15 @@ def test_failure_rate_is_judged_over_a_sliding_window() -> None:
     assert seen(c.tick(50.0)) == [("failure_rate", "resolved", 2, "cleared")]
 
 
+def test_a_window_keeps_a_bounded_number_of_samples() -> None:
+    # 100,000 hand-overs in 10 s (batches of one record): one sample per 1/100 of the window.
+    c = conditions(AlertRule.failure_rate(above=0.5, window_s=60, notify=_noop))
+    for n in range(1, 100_001):
+        c.counts(n / 10_000, succeeded=n, failed=0)
+    assert len(c._windows[0]) <= 20  # 10 s of a 60 s window, in 0.6 s steps, plus the start
+    assert seen(c.counts(10.5, succeeded=100_000, failed=200_001)) == [("failure_rate", "firing", 1, "threshold")]
+
+
 def test_breaker_open_counts_half_open_probes_as_still_open() -> None:
     c = conditions(AlertRule.breaker_open(for_s=30, notify=_noop))
     assert c.breaker(0.0, "open") == [] and c.breaker(10.0, "half_open") == []

@@ -29,6 +29,11 @@ Notice = tuple[AlertRule, Alert]
 """A notice and the rule it is about (whose ``notify`` is told)."""
 
 
+WINDOW_STEPS: Final = 100
+"""A failure-rate window keeps one sample of the counts per 1/100 of its length (at most ~100
+in it): a sample taken sooner after the previous one replaces that one's counts."""
+
+
 class _Sample(NamedTuple):
     at: float
     succeeded: int
@@ -81,8 +86,14 @@ class Conditions:
         moved = succeeded + failed != self.succeeded + self.failed
         if moved:
             self.last_finish = now
-            for window in self._windows:
-                window.append(_Sample(now, succeeded, failed))
+            for rule, window in zip(self.rules, self._windows, strict=True):
+                last = window[-1]
+                if len(window) > 1 and now - last.at < rule.window_s / WINDOW_STEPS:
+                    # A run of many small batches hands over thousands of times a second: one
+                    # sample per step keeps a window's memory bounded, the edge within a step.
+                    window[-1] = _Sample(last.at, succeeded, failed)
+                else:
+                    window.append(_Sample(now, succeeded, failed))
         self.succeeded, self.failed = succeeded, failed
         self.in_flight, self.queued, self.retrying = in_flight, queued, retrying
         notices = self.breaker(now, breaker_state) if breaker_state is not None else []
