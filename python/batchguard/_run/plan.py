@@ -177,12 +177,12 @@ def _check_keywords(options: dict[str, Any]) -> None:
         raise ConfigTypeError(f"unexpected keyword argument {name!r}{hint}")
 
 
-def _check_job(job: Any, store: Any, force: Any) -> None:
+def _check_job(job: Any, store: Any, force: Any, mode: Any) -> None:
     if job is not None and not isinstance(job, str):
         raise ConfigTypeError(f"job must be a non-empty str, got {type(job).__name__} {job!r}")
     if job is not None and not job:
         raise ConfigError(f"job must be a non-empty str, got {job!r}")
-    if job is None and store is not None:
+    if job is None and store is not None and mode != "sample":  # a sample keeps its outcomes there
         raise ConfigError("store is only used with job=...: name the job to make the run resumable")
     check_flag("force", force)
     if job is None and force:
@@ -199,7 +199,7 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
     options: dict[str, Any] = {**DEFAULTS, **given}
     _check_keywords(options)
     job, store, force = options["job"], options["store"], options["force"]
-    _check_job(job, store, force)
+    _check_job(job, store, force, mode)
     batch_size, concurrency, retry = options["batch_size"], options["concurrency"], options["retry"]
     classifier, breaker, dlq = options["classifier"], options["breaker"], options["dlq"]
     id_of, on_progress, stage = options["id_of"], options["on_progress"], options["stage"]
