@@ -255,8 +255,9 @@ def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | Non
     max_attempts, base_delay = given["max_attempts"], given["base_delay"]
     settings = settings_of(given)
     settings.check(max_attempts, base_delay)
-    if store_url is not None and job is None:
-        raise click.UsageError("--store is only used with --job NAME")
+    if store_url is not None and job is None and given.get("mode") != "sample":
+        raise click.UsageError("--store is only used with --job NAME (or --mode sample, which keeps its "
+                               "results there for batchguard rollback)")
     if force and job is None:
         raise click.UsageError("--force is only used with --job NAME")
     if report_json_path is not None:
@@ -272,7 +273,7 @@ def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | Non
         sys.exit(run_phase(ctx, source=source, fn=fn, phase=phase, batch_size=batch_size,
                            concurrency=concurrency, max_attempts=max_attempts, base_delay=base_delay,
                            settings=settings, quiet=quiet, as_json=as_json,
-                           report_json_path=report_json_path))
+                           report_json_path=report_json_path, store_url=store_url or DEFAULT_URL))
     code = execute_run(source=source, fn=fn, fn_spec=fn_spec, dlq_url=dlq_url, job=job,
                        store_url=(store_url or DEFAULT_URL) if job else None, batch_size=batch_size,
                        concurrency=concurrency, max_attempts=max_attempts, base_delay=base_delay,
