@@ -10,6 +10,7 @@ tests/test_dask.py.
 from __future__ import annotations
 
 import pickle
+import time
 import uuid
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 import batchguard
-from batchguard import MemoryDLQ, RateLimit, RetryPolicy
+from batchguard import CircuitBreaker, MemoryDLQ, RateLimit, RetryPolicy
 from batchguard._run.plan import make_plan
 from batchguard.dlq.urls import open_dlq
 from batchguard.errors import ConfigError, ConfigTypeError
@@ -39,11 +40,13 @@ class ReversedExecutor:
         self.run_lost = run_lost  # ... after it ran (and wrote its entries), before it returned
         self.closed = False
         self.cancelled: list[Hashable] = []
+        self.submissions: list[tuple[int, float, int]] = []  # (batch, when, in flight with it)
 
     def submit(self, task: BatchTask) -> Hashable:
         key = (task.batch_index, task.attempt)
         self.pending.append((key, task))
         self.submitted.append(task)
+        self.submissions.append((task.batch_index, time.monotonic(), len(self.pending) - 1))
         self.most_in_flight = max(self.most_in_flight, len(self.pending))
         return key
 
@@ -156,6 +159,28 @@ def test_each_batch_runs_at_its_slots_share_of_the_rate_limit_and_the_runs_budge
     assert {c.rate_per_second for c in configs} == {100.0} and {c.rate_burst for c in configs} == {2.0}
     assert all(c.batch_size == 10 and not c.skip_batches for c in configs)
     assert configs[0].max_failures == 1000
+
+
+def test_a_batch_that_tripped_its_breaker_holds_the_next_ones_back_then_one_probes() -> None:
+    def outage(x: int) -> int:
+        if 20 <= x < 30:  # batch 2: the service is down
+            raise ConnectionError(f"refused {x}")
+        return x
+
+    pause = 0.05
+    breaker = CircuitBreaker(failure_rate_threshold=0.5, window=4, minimum_calls=4, open_duration=pause,
+                             half_open_calls=1)
+    executor = ReversedExecutor(slots=2)
+    report = batchguard.run_batches(list(range(80)), outage, batch_size=10, breaker=breaker,
+                                    retry=RetryPolicy(max_attempts=1), executor=executor)
+    assert report.status == "partial_success" and report.failure_count == 10 and report.breaker_trips >= 1
+    when = {batch: (at, alongside) for batch, at, alongside in executor.submissions}
+    # Batches 0-3 went out together; batch 2 came back tripped: batch 4 went out alone (the
+    # probe), no sooner than open_duration after batch 3 (taken before batch 2 came back).
+    assert [when[b][1] for b in range(4)] == [0, 1, 2, 3]
+    assert when[4][1] == 0 and when[4][0] - when[3][0] >= pause
+    # The probe came back fine: the breaker closed and the window refilled.
+    assert [when[b][1] for b in (5, 6, 7)] == [0, 1, 2]
 
 
 def test_a_fatal_error_on_a_worker_stops_the_run() -> None:

@@ -4,10 +4,11 @@ It reads the input a batch at a time, as the local engine does, and keeps up to 
 executor slot in flight (one running, one waiting, so no slot waits for the driver). As batches
 come back, in any order, the recorder persists each one (its entries, its job checkpoint) and
 counts it; the values are joined in input order at the end. The driver owns what spans the whole
-run: the error budget (each batch gets what is left of it, and the total is checked as batches
-return), stopping (a batch that stopped early, fatal or breaker abort, or the budget spent:
-nothing more is submitted and what is in flight drains), the rate limit (each slot runs at its
-share), and the resubmission of a batch whose worker was lost.
+run: the circuit breaker at batch granularity (:class:`BatchBreaker`), the error budget (each
+batch gets what is left of it, and the total is checked as batches return), stopping (a batch
+that stopped early, fatal or breaker abort, or the budget spent: nothing more is submitted and
+what is in flight drains), the rate limit (each slot runs at its share), and the resubmission
+of a batch whose worker was lost.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from urllib.parse import urlsplit
 from .._native import ActiveBatch, Counters, RunSummary
 from .._run.plan import Plan
 from .._run.sink import DLQSend
+from ..policies import CircuitBreaker
 from ..reference.gates import MIN_RATE_SAMPLE
 from .protocol import Executor, WorkerLost
 from .recorder import ExecutorRecorder
 from .task import BatchOutcome, BatchTask
 
-__all__ = ["MAX_RESUBMITS", "run_on_executor"]
+__all__ = ["MAX_RESUBMITS", "BatchBreaker", "run_on_executor"]
 
 logger = logging.getLogger("batchguard")
 
@@ -80,6 +82,53 @@ def worker_dlq_url(plan: Plan, recorder: ExecutorRecorder) -> str | None:
     return url if urlsplit(url).scheme in NETWORKED_SCHEMES else None
 
 
+class BatchBreaker:
+    """The run's circuit breaker as the driver keeps it, a batch at a time.
+
+    Each worker's engine runs the breaker over its own calls within a batch; this one decides
+    what the driver submits. A batch that comes back with its breaker tripped opens it: nothing
+    more is submitted for ``open_duration`` (what is in flight finishes). Then one batch goes
+    out alone, the probe (half-open): back without a trip, the breaker closes and the window
+    refills; tripped, it opens again. Batches submitted before the probe do not decide.
+    """
+
+    def __init__(self, policy: CircuitBreaker | None, run_id: str) -> None:
+        self.open_duration = None if policy is None else policy.open_duration
+        self.run_id = run_id
+        self.state = "closed"
+        self.reopen_at = 0.0
+        self.probe: int | None = None
+
+    def _move(self, state: str) -> None:
+        logger.warning("run %s: the driver's circuit breaker %s -> %s", self.run_id, self.state, state,
+                       extra={"run_id": self.run_id, "breaker_from": self.state, "breaker_to": state})
+        self.state = state
+
+    def limit(self, window: int, now: float) -> tuple[int, float | None]:
+        """How many batches may be in flight now, and in how many seconds that changes (None:
+        only when a batch comes back)."""
+        if self.state == "open":
+            if now < self.reopen_at:
+                return 0, self.reopen_at - now
+            self._move("half_open")
+            self.probe = None
+        return (1, None) if self.state == "half_open" else (window, None)
+
+    def submitted(self, batch_index: int) -> None:
+        if self.state == "half_open" and self.probe is None:
+            self.probe = batch_index
+
+    def batch_back(self, batch_index: int, tripped: bool, now: float) -> None:
+        if self.open_duration is None:
+            return
+        deciding = self.state == "closed" or batch_index == self.probe
+        if deciding and tripped:
+            self._move("open")
+            self.reopen_at = now + self.open_duration
+        elif deciding and self.state == "half_open":
+            self._move("closed")
+
+
 class _Driver:
     """One run's state on the driver (see the module's docstring)."""
 
@@ -106,7 +155,7 @@ class _Driver:
         self.current = 0
         self.exhausted = False
         self.stop_reason: str | None = None
-        self.breaker_state = "closed"
+        self.breaker = BatchBreaker(config.breaker, recorder.run_id)
         self.last_snapshot = -1.0
         self.submitted_any = False
 
@@ -137,6 +186,7 @@ class _Driver:
                          classifier=plan.classifier, stage=plan.stage, id_of=plan.id_of,
                          pickle_payloads=plan.pickle_payloads, bulk=plan.bulk, dlq_url=self.dlq_url)
         self._send(task)
+        self.breaker.submitted(index)
         self.current = max(self.current, index)
         return True
 
@@ -156,7 +206,7 @@ class _Driver:
                                     for task, started in self.in_flight.values()), key=lambda b: b.index))
         return Counters(succeeded=self.succeeded, failed=self.failed, retrying=0, in_flight=in_flight,
                         queued=0, batches_completed=self.completed, current_batch=self.current,
-                        breaker_state=self.breaker_state, records_read=self.read, batches=batches)
+                        breaker_state=self.breaker.state, records_read=self.read, batches=batches)
 
     def _take(self, task: BatchTask, started: float, outcome: BatchOutcome) -> None:
         self.values[outcome.batch_index] = outcome.values
@@ -164,8 +214,7 @@ class _Driver:
         self.failed += outcome.failed
         self.retries += outcome.retries
         self.trips += outcome.breaker_trips
-        if outcome.breaker_events:
-            self.breaker_state = outcome.breaker_events[-1][2]
+        self.breaker.batch_back(outcome.batch_index, outcome.breaker_trips > 0, time.monotonic())
         if not outcome.pending:
             self.completed += 1
         self.recorder.outcome(outcome, self._counters(), started)
@@ -191,12 +240,16 @@ class _Driver:
     def run(self) -> RunSummary:
         try:
             while True:
+                limit, wait = self.breaker.limit(self.window, time.monotonic())
                 while (self.stop_reason is None and not self.exhausted
-                       and len(self.in_flight) < self.window and self._submit_next()):
+                       and len(self.in_flight) < limit and self._submit_next()):
                     pass
                 if not self.in_flight:
-                    break
-                for ticket, result in self.executor.completed(None):
+                    if wait is None or self.stop_reason is not None or self.exhausted:
+                        break
+                    time.sleep(wait)  # the breaker is open and nothing is in flight
+                    continue
+                for ticket, result in self.executor.completed(wait):
                     task, started = self.in_flight.pop(ticket)
                     if isinstance(result, WorkerLost):
                         self._lost(task, result)
