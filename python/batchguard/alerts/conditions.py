@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
 
 from .rules import Alert, AlertRule
@@ -47,7 +47,6 @@ class _Episode:
     firing: bool = False
     number: int = 0
     since: float = 0.0
-    figures: dict[str, Any] = field(default_factory=dict)
 
 
 def _pct(x: float) -> str:
@@ -65,9 +64,14 @@ class Conditions:
         self.run_id, self.stage, self.job_id = run_id, stage, job_id
         self._to_wall = to_wall
         self._episodes = [_Episode() for _ in self.rules]
+        # The rules each kind of observation can change, looked up once.
+        self._on_counts = self._of("failure_rate", "budget_burn", "stalled")
+        self._on_breaker = self._of("breaker_open")
+        self._on_tick = self._of("stalled", "breaker_open", "failure_rate")
         # One window per failure_rate rule: samples of the cumulative counts, oldest first, the
         # first one the newest at or before the window's start (or the run's start).
-        self._windows = [collections.deque([_Sample(now, 0, 0)]) for _ in self.rules]
+        self._windows = {i: collections.deque([_Sample(now, 0, 0)]) for i, rule in enumerate(self.rules)
+                         if rule.kind == "failure_rate"}
         self.succeeded = self.failed = 0
         self.in_flight = self.queued = self.retrying = 0
         self.last_finish = now  # the run's start counts as the last progress
@@ -75,6 +79,9 @@ class Conditions:
         self.open_since: float | None = None
         self.trips = 0
         self.ended = False
+
+    def _of(self, *kinds: str) -> list[tuple[int, AlertRule]]:
+        return [(i, rule) for i, rule in enumerate(self.rules) if rule.kind in kinds]
 
     # ------------------------------------------------------------------ observations
 
@@ -86,9 +93,9 @@ class Conditions:
         moved = succeeded + failed != self.succeeded + self.failed
         if moved:
             self.last_finish = now
-            for rule, window in zip(self.rules, self._windows, strict=True):
+            for i, window in self._windows.items():
                 last = window[-1]
-                if len(window) > 1 and now - last.at < rule.window_s / WINDOW_STEPS:
+                if len(window) > 1 and now - last.at < self.rules[i].window_s / WINDOW_STEPS:
                     # A run of many small batches hands over thousands of times a second: one
                     # sample per step keeps a window's memory bounded, the edge within a step.
                     window[-1] = _Sample(last.at, succeeded, failed)
@@ -97,7 +104,9 @@ class Conditions:
         self.succeeded, self.failed = succeeded, failed
         self.in_flight, self.queued, self.retrying = in_flight, queued, retrying
         notices = self.breaker(now, breaker_state) if breaker_state is not None else []
-        return notices + self._judge(now, ("failure_rate", "budget_burn", "stalled"))
+        if not moved:  # what the counts decide changes only when they move (time: tick)
+            return notices
+        return notices + self._judge(now, self._on_counts)
 
     def breaker(self, now: float, state: str) -> list[Notice]:
         """The breaker is in ``state`` ("closed", "open", "half_open") as of ``now``."""
@@ -109,14 +118,14 @@ class Conditions:
         elif state == "closed":
             self.open_since = None
         self.breaker_state = state
-        return self._judge(now, ("breaker_open",))
+        return self._judge(now, self._on_breaker)
 
     def tick(self, now: float) -> list[Notice]:
         """Time has passed: the conditions that grow with it (a stall, an open breaker, a
         window that slides)."""
         if self.ended:
             return []
-        return self._judge(now, ("stalled", "breaker_open", "failure_rate"))
+        return self._judge(now, self._on_tick)
 
     def end(self, now: float, *, stopped: str | None, figures: dict[str, Any]) -> list[Notice]:
         """The run is over: ``aborted`` rules fire when it stopped early (``stopped`` says why),
@@ -135,24 +144,24 @@ class Conditions:
                                                 "threshold", f"{what}: {self._tally(figures)}"))
             elif episode.firing:
                 episode.firing = False
-                notices.append(self._notice(i, "resolved", now, episode.figures, "run_ended",
+                figures = self._verdict(i, rule, now, describe=True)[1]  # the last ones seen
+                notices.append(self._notice(i, "resolved", now, figures, "run_ended",
                                             f"the run ended with {rule.name!r} still true"))
         return notices
 
     # ------------------------------------------------------------------ judging
 
-    def _judge(self, now: float, kinds: tuple[str, ...]) -> list[Notice]:
+    def _judge(self, now: float, rules: list[tuple[int, AlertRule]]) -> list[Notice]:
         notices: list[Notice] = []
-        for i, rule in enumerate(self.rules):
-            if rule.kind not in kinds:
-                continue
-            verdict, figures, message = self._verdict(i, rule, now)
+        for i, rule in rules:
+            # Judged at every hand-over and snapshot: the figures and words are built only for
+            # a notice.
+            verdict = self._verdict(i, rule, now, describe=False)[0]
             episode = self._episodes[i]
             if verdict is None or verdict == episode.firing:
-                if episode.firing and verdict:
-                    episode.figures = figures  # resolved notices end with the latest figures
                 continue
-            episode.firing, episode.figures = verdict, figures
+            _, figures, message = self._verdict(i, rule, now, describe=True)
+            episode.firing = verdict
             if verdict:
                 episode.number += 1
                 episode.since = now
@@ -160,9 +169,11 @@ class Conditions:
                                         "threshold" if verdict else "cleared", message))
         return notices
 
-    def _verdict(self, i: int, rule: AlertRule, now: float) -> tuple[bool | None, dict[str, Any], str]:
+    def _verdict(self, i: int, rule: AlertRule, now: float, *,
+                 describe: bool) -> tuple[bool | None, dict[str, Any], str]:
         """Is the rule's condition true now (None: too little to tell; the rule keeps its
-        state), the figures behind the answer, and what it means in words."""
+        state), and, when ``describe``, the figures behind the answer and what it means in
+        words."""
         t = rule.threshold
         figures: dict[str, Any]
         if rule.kind == "failure_rate":
@@ -174,26 +185,34 @@ class Conditions:
             failed = last.failed - base.failed
             finished = failed + last.succeeded - base.succeeded
             rate = failed / finished if finished else 0.0
+            truth = None if finished < rule.min_records else rate > t
+            if not describe:
+                return truth, {}, ""
             figures = {"failure_rate": round(rate, 4), "failed": failed, "finished": finished,
                        "window_s": rule.window_s, "above": t}
-            if finished < rule.min_records:
+            if truth is None:
                 return None, figures, ""
-            if rate > t:
+            if truth:
                 return True, figures, (f"{failed} of the {finished} records finished in the last "
                                        f"{rule.window_s:g}s were dead-lettered ({_pct(rate)}, above {_pct(t)})")
             return False, figures, f"failure rate back to {_pct(rate)} over the last {rule.window_s:g}s"
         if rule.kind == "breaker_open":
             open_s = 0.0 if self.open_since is None else now - self.open_since
+            truth = self.open_since is not None and open_s >= t
+            if not describe:
+                return truth, {}, ""
             figures = {"open_s": round(open_s, 3), "breaker_state": self.breaker_state,
                        "trips": self.trips, "for_s": t}
-            if self.open_since is not None and open_s >= t:
+            if truth:
                 return True, figures, (f"circuit breaker {self.breaker_state} for {open_s:.0f}s "
                                        f"({self.trips} trip(s) this run)")
             return False, figures, "circuit breaker closed again"
         if rule.kind == "budget_burn":
-            return self._burn(t)
+            return self._burn(t, describe)
         # stalled
         stalled_s = now - self.last_finish
+        if not describe:
+            return stalled_s >= t, {}, ""
         figures = {"stalled_s": round(stalled_s, 3), "for_s": t, "finished": self.succeeded + self.failed,
                    "in_flight": self.in_flight, "retrying": self.retrying, "queued": self.queued}
         if stalled_s >= t:
@@ -201,7 +220,7 @@ class Conditions:
                                    f"{self.retrying} waiting to retry, {self.queued} queued)")
         return False, figures, f"records finish again ({self.succeeded + self.failed} so far)"
 
-    def _burn(self, share: float) -> tuple[bool | None, dict[str, Any], str]:
+    def _burn(self, share: float, describe: bool) -> tuple[bool | None, dict[str, Any], str]:
         budget, failed = self.max_failures, self.failed
         finished = self.succeeded + failed
         if budget is None:
@@ -212,6 +231,8 @@ class Conditions:
             return None, {}, ""
         else:
             burn = failed / finished / budget
+        if not describe:
+            return burn >= share, {}, ""
         figures = {"burn": round(burn, 4), "share": share, "failed": failed, "finished": finished,
                    "max_failures": budget}
         if burn >= share:
