@@ -99,7 +99,9 @@ class Webhook:
     not retried. It all happens on a thread of its own: the run never waits for a receiver.
     When the run ends, notices not delivered yet get ``drain_s`` more seconds (but one attempt
     each, at once, when the receiver cannot be reached at all); what is still undelivered then
-    is logged and counted in ``report.alert_failures``.
+    is logged and counted in ``report.alert_failures``. That drain, and a request still in
+    flight (up to ``timeout``), is the one wait a receiver can cause: at the run's end, on the
+    thread that called ``run_batches`` (for ``arun_batches``, the event loop's).
 
     The URL is a secret (webhook tokens live in it): ``repr`` and every log line show it
     through :func:`redact_webhook`.
