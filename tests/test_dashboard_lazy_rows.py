@@ -19,7 +19,6 @@ import pytest
 from batchguard import BatchProgress, BatchStats, run_batches
 from batchguard.cli.dashboard import KEPT_DONE_ROWS, Board
 from batchguard.results import FinishedBatches
-
 from test_dashboard import screen, snapshot, stats
 
 
