@@ -4,8 +4,10 @@ command line.
 A dry-run prints the validation screen (rich on a terminal, plain text otherwise, ``--json``:
 the report's ``to_json``) and exits 0 when nothing is blocked, 1 otherwise; a sample prints the
 sample screen and exits 0 when every sampled record succeeded. Neither writes a DLQ entry or a
-job checkpoint. Their NEXT STEPS are exact commands: this command line (every option given on
-it, URLs redacted, shell-quoted) with the next ``--mode``.
+job checkpoint; a sample keeps its succeeded records in the job store (``--store``), so that
+``batchguard rollback SAMPLE_ID --fn MODULE:UNDO`` can undo them. Their NEXT STEPS are exact
+commands: this command line (every option given on it, URLs redacted, shell-quoted) with the
+next ``--mode``.
 
 An input line that does not parse is blocked in a dry-run and never sampled; in a full run it
 is left to ``--fn``'s guard, which dead-letters it with its parse error (as without
@@ -37,7 +39,7 @@ from ..validation.run import dry_run, sample
 from ..validation.sample import SampleReport, default_sample_steps
 from .callables import load_callable
 from .console import console, is_tty
-from .options import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, cannot_start
+from .options import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, cannot_start, url_flag
 from .progress import ProgressView
 from .report import save_report_json
 from .settings import PHASE_KEYS, EngineSettings
@@ -153,6 +155,8 @@ def command_line(ctx: click.Context, mode: str) -> str:
         name = param.name
         if name is None or name == "mode" or (mode != "sample" and name in _SAMPLE_ONLY):
             continue
+        if name == "store_url" and mode != "sample" and not ctx.params.get("job"):
+            continue  # where a sample kept its results; a run without --job takes no --store
         value = ctx.params.get(name)
         if isinstance(param, click.Argument):
             words.append(str(value))
@@ -172,13 +176,13 @@ def command_line(ctx: click.Context, mode: str) -> str:
 
 def _plan(source: RecordSource | StreamSource, fn: Callable[[Any], Any], phase: Phase, *,
           batch_size: int, concurrency: int, max_attempts: int, base_delay: float,
-          settings: EngineSettings, view: ProgressView | None) -> Any:
+          settings: EngineSettings, view: ProgressView | None, store_url: str | None) -> Any:
     try:
         return make_plan(source, guard_parse_errors(fn), batch_size=batch_size, concurrency=concurrency,
                          retry=settings.retry(max_attempts, base_delay), on_progress=view,
                          mode=phase.mode, validate=phase.check_for_input(),
                          sample_count=phase.sample_count, sample_key=phase.sample_key,
-                         **settings.plan_kwargs())
+                         store=store_url if phase.mode == "sample" else None, **settings.plan_kwargs())
     except (ConfigError, DLQUnavailableError, TypeError, ModuleNotFoundError) as exc:
         cannot_start(exc)
 
@@ -186,13 +190,14 @@ def _plan(source: RecordSource | StreamSource, fn: Callable[[Any], Any], phase: 
 def run_phase(ctx: click.Context, *, source: RecordSource | StreamSource, fn: Callable[[Any], Any],
               phase: Phase, batch_size: int, concurrency: int, max_attempts: int, base_delay: float,
               settings: EngineSettings, quiet: bool, as_json: bool,
-              report_json_path: str | None = None) -> int:
+              report_json_path: str | None = None, store_url: str | None = None) -> int:
     """Run a dry-run or a sample, print its screen (and write its JSON to ``report_json_path``
-    when given, as a full run writes its report); the exit code."""
+    when given, as a full run writes its report); the exit code. ``store_url``: where a sample
+    keeps its succeeded records (``batchguard rollback``)."""
     view = ProgressView(title="batchguard", quiet=quiet, mode=phase.mode, concurrency=concurrency)
     plan = _plan(source, fn, phase, batch_size=batch_size, concurrency=concurrency,
                  max_attempts=max_attempts, base_delay=base_delay, settings=settings,
-                 view=None if quiet else view)
+                 view=None if quiet else view, store_url=store_url)
     result: ValidationReport | SampleReport
     try:
         with view.running():
@@ -210,8 +215,10 @@ def run_phase(ctx: click.Context, *, source: RecordSource | StreamSource, fn: Ca
         result = result.with_next_steps(default_next_steps(
             result, dry_run=command_line(ctx, "dry-run"), sample=command_line(ctx, "sample")))
     else:
+        rollback = None if result.rollback_id is None or store_url is None else (
+            f"batchguard rollback {result.rollback_id} --fn MODULE:UNDO{url_flag('--store', store_url)}")
         result = result.with_next_steps(default_sample_steps(
-            result, full=command_line(ctx, "full"), sample=command_line(ctx, "sample")))
+            result, full=command_line(ctx, "full"), sample=command_line(ctx, "sample"), rollback=rollback))
     # --report-json could not be written: the command must not read as a success.
     unwritten = report_json_path is not None and not save_report_json(report_json_path, result.to_json())
     if as_json:

@@ -13,17 +13,20 @@ retries only what is left.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .._checks import printable
+from .._run.entries import new_run_id
 from ..compensation import Outcome, Undoer
+from ..dlq.codec import Fallbacks
 from ..errors import ConfigTypeError, JobNotFoundError
 from ..policies import Classifier, RetryPolicy
+from .outcomes import encode_outcome
 from .store import JobStore, opened_store
 
-__all__ = ["RollbackFailure", "RollbackReport", "rollback"]
+__all__ = ["RollbackFailure", "RollbackReport", "keep_sample", "rollback"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,8 @@ class RollbackReport:
     failed: tuple[RollbackFailure, ...]
     batches_reopened: tuple[int, ...]
     """Batches wholly undone: no longer done, ``jobs resume`` runs them again."""
+    is_job: bool = True
+    """False for a sample (``mode="sample"``), which has no batches to run again."""
 
     @property
     def ok(self) -> bool:
@@ -57,9 +62,12 @@ class RollbackReport:
 
     def summary(self) -> str:
         """The rollback as a person reads it."""
-        what = f"job {self.job!r}" if self.name == self.job else f"run {self.name} of job {self.job!r}"
+        if not self.is_job:
+            what = f"sample {self.name}"
+        else:
+            what = f"job {self.job!r}" if self.name == self.job else f"run {self.name} of job {self.job!r}"
         lines = [f"Rolled back {self.undone} record{'s' * (self.undone != 1)} of {what}."]
-        if self.batches_reopened:
+        if self.batches_reopened and self.is_job:
             batches = ", ".join(map(str, self.batches_reopened))
             lines.append(f"Batches undone: {batches}; the job is now aborted: `batchguard jobs resume "
                          f"{self.job}` runs them again.")
@@ -104,6 +112,7 @@ def rollback(name: str, undo: Callable[[Any, Any], Any], *, store: JobStore | st
             raise JobNotFoundError(f"nothing to roll back for {name!r}{where} in {opened.url}: no job or run "
                                    "of that name kept its succeeded records (run the job with "
                                    "keep_outcomes=True, --keep-outcomes)")
+        is_job = opened.get(job) is not None
         undone: list[int] = []
         failed: list[RollbackFailure] = []
         left: set[int] = set()
@@ -123,9 +132,29 @@ def rollback(name: str, undo: Callable[[Any, Any], Any], *, store: JobStore | st
             failed.append(RollbackFailure(row.position, row.batch, row.record_id, type(cause).__name__, str(cause)))
             left.add(row.batch)
         reopened = tuple(sorted({row.batch for row in kept} - left, reverse=True))
-        if undone:
+        if undone and not is_job:  # a sample: its records are only forgotten
+            opened.rolled_back(job, undone, (), "")  # type: ignore[attr-defined]
+        elif undone:
             opened.rolled_back(job, undone, reopened,  # type: ignore[attr-defined]
                                f"rolled back: {len(undone)} records of batches "
                                f"{', '.join(map(str, sorted({r.batch for r in kept if r.position in set(undone)})))}"
                                f" by batchguard rollback {name}"[:1000])
-    return RollbackReport(name, job, len(undone), tuple(failed), reopened)
+    return RollbackReport(name, job, len(undone), tuple(failed), reopened if is_job else (), is_job)
+
+
+def keep_sample(store: JobStore | str | None, outcomes: Sequence[tuple[int, Any, Any, Any]], *,
+                pickle_payloads: bool) -> str:
+    """Keep a sample's succeeded records, ``(input position, record id, record, value)`` each,
+    in ``store`` (None: the default store); returns the id ``rollback`` undoes them by."""
+    sample_id = f"sample-{new_run_id().removeprefix('run-')}"
+    fallbacks = Fallbacks()
+    rows = [encode_outcome(sample_id, sample_id, 0, position, record, value, record_id=record_id,
+                           pickle_payloads=pickle_payloads, fallbacks=fallbacks)
+            for position, record_id, record, value in outcomes]
+    with opened_store(store) as opened:
+        keep = getattr(opened, "keep_sample", None)
+        if keep is None:
+            raise ConfigTypeError(f"the job store {opened.url} keeps no outcomes (a store of your own)")
+        if rows:
+            keep(rows)
+    return sample_id

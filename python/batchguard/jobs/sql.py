@@ -171,6 +171,12 @@ class SqlJobStore(abc.ABC):
 
     # -- kept outcomes: what ``batchguard rollback`` undoes (batchguard.jobs.rollback) -----------
 
+    def keep_sample(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Keep a sample's succeeded records (rows of ``jobs.outcomes``): a sample is no job, so
+        its id is the rows' job and run id alike."""
+        with self._transaction() as cur:
+            self._keep_outcomes(cur, rows)
+
     def kept_outcomes(self, name: str, batch: int | None = None) -> tuple[str | None, Sequence[KeptOutcome]]:
         """The kept succeeded records of job ``name`` (or else of the run with that id), newest
         batch first and newest record first within it; with ``batch``, that batch's only.

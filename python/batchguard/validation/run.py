@@ -10,7 +10,9 @@ concurrency and progress), over a plan derived from the caller's:
   its record's place and id; the collector keeps counts for all and a bounded listing.
 * **sample**: one pass over the input chooses the records (:class:`SampleSelector`), then the
   engine runs ``fn`` on them with the run's retry, timeout, classifier, rate limit and breaker;
-  nothing is written to a DLQ or a job store.
+  nothing is written to a DLQ. With a job store (``store=`` or ``job=``), the sampled records
+  that succeeded are kept there with their values, for ``batchguard rollback`` (seed 003's
+  ``--rollback-batch``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from .._run.entries import default_id_of
 from .._run.execute import arun, execute
 from .._run.plan import Plan, is_coroutine_function
+from ..jobs.rollback import keep_sample
 from ..policies import RetryPolicy
 from ..results import BatchReport
 from .issues import ValidationIssue, averdict_of, is_blocked, verdict_of
@@ -248,13 +251,23 @@ def _sample_report(chosen: Chosen, ids: list[Any], timings: _Timings, report: Ba
     return result.with_next_steps(default_sample_steps(result))
 
 
+def _kept(plan: Plan, chosen: Chosen, ids: list[Any], result: SampleReport) -> SampleReport:
+    """``result``, its succeeded records kept for a rollback when the plan names a job store."""
+    if plan.store is None and plan.job is None:
+        return result
+    succeeded = [(item.record_index, ids[pos], chosen[pos][2], item.value)
+                 for pos, item in enumerate(result.items) if item.ok]
+    kept = replace(result, rollback_id=keep_sample(plan.store, succeeded, pickle_payloads=plan.pickle_payloads))
+    return kept.with_next_steps(default_sample_steps(kept))
+
+
 def sample(plan: Plan) -> SampleReport:
     """Run ``fn`` on ``plan.sample_count`` records spread over the input; the sample report."""
     selector, seen = _select(plan)
     chosen = selector.chosen()
     timings = _Timings(len(chosen))
     sampled, ids = _sample_plan(plan, chosen, timings)
-    return _sample_report(chosen, ids, timings, execute(sampled), selector, seen)
+    return _kept(plan, chosen, ids, _sample_report(chosen, ids, timings, execute(sampled), selector, seen))
 
 
 async def asample(plan: Plan) -> SampleReport:
@@ -263,4 +276,4 @@ async def asample(plan: Plan) -> SampleReport:
     chosen = selector.chosen()
     timings = _Timings(len(chosen))
     sampled, ids = _sample_plan(plan, chosen, timings)
-    return _sample_report(chosen, ids, timings, await arun(sampled), selector, seen)
+    return _kept(plan, chosen, ids, _sample_report(chosen, ids, timings, await arun(sampled), selector, seen))

@@ -207,7 +207,9 @@ def _json_value(value: Any) -> Any:
 @dataclass(frozen=True)
 class SampleReport:
     """What the sample phase did: each sampled record with its label, id, duration and result
-    or error; ``ok`` when every one succeeded. Nothing was written to a DLQ or a job store."""
+    or error; ``ok`` when every one succeeded. Nothing was written to a DLQ. With a job store
+    (``store=``, ``job=``; the command line's always), its succeeded records and their values
+    are kept there under ``rollback_id``, for ``batchguard rollback``."""
 
     items: tuple[SampleItem, ...]
     total: int
@@ -216,6 +218,9 @@ class SampleReport:
     """Records the check blocked that would otherwise have been candidates."""
     duration_s: float = 0.0
     next_steps: tuple[str, ...] = field(default=())
+    rollback_id: str | None = None
+    """What ``batchguard rollback ID --fn MODULE:UNDO`` undoes this sample's calls by, when its
+    succeeded records were kept (seed 003's ``--rollback-batch``); None when none were."""
 
     @property
     def ok(self) -> bool:
@@ -262,20 +267,24 @@ class SampleReport:
         return {"mode": "sample", "ok": self.ok, "total": self.total,
                 "blocked_skipped": self.blocked_skipped, "duration_s": self.duration_s,
                 "items": [item.to_json() for item in self.items],
-                "next_steps": list(self.next_steps)}
+                "next_steps": list(self.next_steps), "rollback_id": self.rollback_id}
 
 
 def default_sample_steps(report: SampleReport, *, full: str = 'mode="full"',
-                         sample: str = 'mode="sample"') -> tuple[str, ...]:
-    """What to do after a sample: review the results, then run the rest (or fix and retry)."""
+                         sample: str = 'mode="sample"', rollback: str | None = None) -> tuple[str, ...]:
+    """What to do after a sample: review the results, then run the rest (or fix and retry), or
+    roll back what it did (``rollback``: the command; by default ``batchguard rollback ID``)."""
+    if report.rollback_id is not None and rollback is None:
+        rollback = f"batchguard rollback {report.rollback_id} --fn MODULE:UNDO"
+    undo = (f"Rollback: {rollback}",) if rollback is not None and any(item.ok for item in report.items) else ()
     if report.ok:
-        return ("Review the results above", f"Proceed: {full}")
+        return ("Review the results above", f"Proceed: {full}", *undo)
     if not report.items:  # nothing ran, so there are no errors above to fix
         if report.blocked_skipped:
             return ("Nothing was sampled: every record it tried was blocked by validation (a dry-run "
                     "lists them with their fixes); fix them", f"Try the sample again: {sample}")
         return ("Nothing was sampled: the input has no records", f"Check the input, then: {sample}")
-    return ("Fix what made the sample fail (errors above)", f"Try the sample again: {sample}",
+    return ("Fix what made the sample fail (errors above)", *undo, f"Try the sample again: {sample}",
             f"Then proceed: {full}")
 
 
