@@ -242,3 +242,15 @@ def test_an_interrupt_in_an_undo_finishes_the_rollback_before_it_is_raised(engin
     assert undo.calls == [(9, 90), (8, 80), (8, 80), (6, 60), (5, 50)]
     assert sorted(undo.undone) == [5, 6, 8, 9]
     assert sorted(e.record_index for e in dlq.list(limit=100)) == [5, 6, 7, 8, 9]
+
+
+def test_a_replay_leaves_failed_undos_in_the_queue_and_says_why() -> None:
+    dlq = MemoryDLQ()
+    run(range(5), FailurePlan({(4, 1): "permanent"}), engine="native", batch_size=5, dlq=dlq,
+        compensate=Undo({2: [ValueError("stuck")]}), atomic_batches=True)
+    assert [e.record_index for e in dlq.list(stage="compensate")] == [2]
+    fed: list[Any] = []
+    with pytest.warns(batchguard.BatchguardWarning, match="1 dead letters are undos that failed"):
+        batchguard.replay(dlq, lambda record: fed.append(record))
+    assert 2 not in fed and all(isinstance(record, int) for record in fed)
+    assert [e.record_index for e in dlq.list(stage="compensate")] == [2]

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Final, Generic, Literal, TypeVar, cast, overlo
 
 from ._checks import check_flag
 from ._report.patterns import PatternCounter
-from ._run.entries import new_run_id
+from ._run.entries import COMPENSATE_STAGE, new_run_id
 from ._run.execute import execute
 from ._run.failures import Failures
 from ._run.plan import DEFAULT_BATCH_SIZE, make_plan
@@ -238,6 +238,7 @@ class _Replayer:
         self.pickle_refused = 0
         self.include_parse_errors = include_parse_errors
         self.parse_skipped = 0
+        self.undo_skipped = 0
         self.recheck = recheck  # blocked entries are fed to the run's check, never straight to fn
         self.blocked_skipped = 0
         # Replay index -> the entry as written back, for the report: every one with a MemoryDLQ
@@ -283,6 +284,9 @@ class _Replayer:
                     continue
                 if not self.recheck and is_blocked_entry(entry):
                     self.blocked_skipped += 1  # fn never ran on it: not without a check
+                    continue
+                if entry.stage == COMPENSATE_STAGE:
+                    self.undo_skipped += 1  # {record, value} of an undo that failed: not fn's to run
                     continue
                 try:
                     record = entry.record(allow_pickle=self.allow_pickle)
@@ -454,6 +458,12 @@ def replay(
         warnings.warn(f"{replayer.parse_skipped} dead letters hold input lines that did not parse "
                       "(InputParseError): their raw text was not fed to fn and they stay in the "
                       "queue (include_parse_errors=True replays it)", BatchguardWarning, stacklevel=2)
+    if replayer.undo_skipped:
+        warnings.warn(f"{replayer.undo_skipped} dead letters are undos that failed (stage 'compensate', "
+                      "payload {'record': ..., 'value': ...}): fn already ran on those records and their "
+                      "effect stands, so they are not fed to fn and stay in the queue; undo them with "
+                      "compensate(record, value), then resolve them (dlq skip ID --reason)",
+                      BatchguardWarning, stacklevel=2)
     if replayer.blocked_skipped:
         warnings.warn(f"{replayer.blocked_skipped} dead letters hold records blocked by validation "
                       "(stage 'validate'): fn never ran on them and they stay in the queue; fix the "
