@@ -16,7 +16,7 @@ import pytest
 import batchguard
 from batchguard import ErrorClass, MemoryDLQ
 from batchguard.errors import BatchRolledBack, ConfigError, ConfigTypeError
-from helpers_contract import CLASSIFIER, ENGINES, FailurePlan, no_wait, run
+from helpers_contract import CLASSIFIER, ENGINES, FailurePlan, RecoverableErr, no_wait, run
 
 
 class Undo:
@@ -254,3 +254,18 @@ def test_a_replay_leaves_failed_undos_in_the_queue_and_says_why() -> None:
         batchguard.replay(dlq, lambda record: fed.append(record))
     assert 2 not in fed and all(isinstance(record, int) for record in fed)
     assert [e.record_index for e in dlq.list(stage="compensate")] == [2]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_results_sink_gets_a_rolled_back_batchs_fallback_values_only(engine: str) -> None:
+    written: list[tuple[int, int]] = []
+    undo = Undo()
+    report = run(range(12), FailurePlan({(6, 1): "recoverable", (6, 2): "recoverable", (7, 1): "permanent"}),
+                 engine=engine, batch_size=5,
+                 retry={RecoverableErr: batchguard.RetryPolicy(max_attempts=2, base_delay=0.0, fallback=-1)},
+                 results=lambda indices, values: written.extend(zip(indices, values, strict=True)),
+                 compensate=undo, atomic_batches=True)
+    # record 6's fallback ran no call, so nothing of it is undone; its value stays a success
+    assert [record for record, _ in undo.calls] == [9, 8, 5]
+    assert sorted(written) == [(0, 0), (1, 10), (2, 20), (3, 30), (4, 40), (6, -1), (10, 100), (11, 110)]
+    assert (report.success_count, report.failure_count, report.compensated_count) == (8, 1, 3)

@@ -346,10 +346,18 @@ class RunCompensation:
         self._count(event.index, undone)
         self.rolled_back += len(rolled_back)
         every = sorted([*dead, *rolled_back, *undone.failed], key=lambda record: record.record_index)
+        indices, values = event.indices, event.values
+        if indices is not None and values is not None:
+            # A batch's values for a results sink (results= other than "keep"): the undone
+            # records' leave; a fallback's value (no call ran, nothing to undo) stays.
+            gone = {outcome.position for outcome in succeeded}
+            kept = [(i, v) for i, v in zip(indices, values, strict=True) if i not in gone]
+            indices, values = [i for i, _ in kept], [v for _, v in kept]
         return BatchEvent(index=event.index, size=event.size,
                           succeeded=event.succeeded - len(succeeded),
                           failed=event.failed + len(undone.failed), retries=event.retries,
-                          duration=event.duration, pending=event.pending, dead=every), []
+                          duration=event.duration, pending=event.pending, dead=every,
+                          indices=indices, values=values), []
 
     def _count(self, batch: int, undone: _Undone) -> None:
         self.compensated += len(undone.compensated)
