@@ -227,6 +227,8 @@ class ParquetWriter:
         self._indices, self._values = [], []
 
     def write(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        if self._schema is None and values:
+            self._schema = self._infer(indices, values)
         self._indices.extend(indices)
         self._values.extend(values)
         if len(self._indices) >= _ROW_GROUP:
@@ -238,12 +240,8 @@ class ParquetWriter:
 
         if not self._indices and self._writer is not None:
             return
-        if self._schema is None:
-            if not self._indices:  # a run with no success: an empty file with a null value column
-                self._schema = pa.schema([("index", pa.int64()), ("value", pa.null())])
-            else:
-                self._schema = pa.Table.from_pydict({"index": self._indices, "value": self._values}).schema
-                self._schema = self._schema.set(0, pa.field("index", pa.int64()))
+        if self._schema is None:  # a run with no success: an empty file with a null value column
+            self._schema = pa.schema([("index", pa.int64()), ("value", pa.null())])
         try:
             table = pa.Table.from_pydict({"index": self._indices, "value": self._values}, schema=self._schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -253,6 +251,17 @@ class ParquetWriter:
             self._writer = pq.ParquetWriter(self._out.stream, self._schema)
         self._writer.write_table(table)
         self._indices, self._values = [], []
+
+    def _infer(self, indices: Sequence[int], values: Sequence[Any]) -> Any:
+        """The file's schema, from the first batch with a success."""
+        import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]  # checked in open()
+
+        try:
+            schema = pa.Table.from_pydict({"index": list(indices), "value": list(values)}).schema
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise TypeError(f"results sink {self._out.shown}: the values of the first batch have no "
+                            f"Parquet type in common: {exc}") from None
+        return schema.set(0, pa.field("index", pa.int64()))
 
     def close(self) -> None:
         try:

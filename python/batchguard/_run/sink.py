@@ -78,11 +78,13 @@ class ResultsOut:
     ``durable``: the run checkpoints its batches (a job), so each write is also synced (flushed,
     and fsynced for a local file) before the checkpoint: a kill after it loses no value. A kill
     between the write and the checkpoint leaves the batch written and unfinished, so the resumed
-    run writes it again: a job's sink gets each value at least once.
+    run writes it again: a job's sink gets each value at least once (exactly once but for a
+    kill in that window, since a batch the run stopped in is left to the resumed run).
     """
 
     def __init__(self, writer: ResultWriter, *, append: bool, durable: bool) -> None:
         self.writer = writer
+        self._durable = durable
         self._sync: Callable[[], Any] | None = getattr(writer, "sync", None) if durable else None
         self.written = 0
         """Values handed to the writer so far."""
@@ -99,6 +101,10 @@ class ResultsOut:
             return
         indices, values = event.indices, event.values
         if not values or indices is None:
+            return
+        if self._durable and event.pending:
+            # A job checkpoints no batch the run stopped in: the resumed run runs it again and
+            # writes its values then, so they are not written twice.
             return
         self.writer.write(indices, values)
         self.written += len(values)

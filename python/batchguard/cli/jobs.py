@@ -190,8 +190,18 @@ def jobs_resume(ctx: click.Context, /, name: str, store_url: str, dlq_url: str |
                        store_url=store_url, batch_size=int(cli["batch_size"]),
                        concurrency=int(values["concurrency"]), max_attempts=int(values["max_attempts"]),
                        base_delay=float(values["base_delay"]), force=force, quiet=quiet, title=f"job {name}",
-                       settings=settings, phase=saved_phase(cli))
+                       settings=settings, phase=saved_phase(cli), output=_saved_output(cli))
     sys.exit(code)
+
+
+def _saved_output(cli: dict[str, Any]) -> str | None:
+    """The job's ``--output``, which a resume appends to; a URL saved with its password hidden
+    cannot be written again, so the resume refuses rather than keep the values in memory."""
+    output = cli.get("output")
+    if output is not None and "***" in output:
+        raise click.UsageError(f"the job's --output {output} was saved without its password: run "
+                               f"batchguard run again with --job and the full --output URL to resume it")
+    return output
 
 
 @jobs.command("retry-failed", short_help="Replay a job's dead letters through a fixed --fn.")

@@ -55,13 +55,16 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                 concurrency: int, max_attempts: int, base_delay: float, force: bool,
                 quiet: bool, title: str = "batchguard", settings: EngineSettings | None = None,
                 as_json: bool = False, report_json_path: str | None = None,
-                phase: Phase | None = None, metrics_port: int | None = None) -> int:
+                phase: Phase | None = None, metrics_port: int | None = None,
+                output: str | None = None) -> int:
     """Run ``fn`` over ``source`` (as a job when ``job`` is given); print the report; exit code.
 
     ``as_json``: the report (and the job's state, under ``"job"``) as one JSON document on stdout.
     ``report_json_path``: that document written to a file too (checked before the run).
     ``phase``: a full run's ``--validate`` (blocked records dead-lettered, never run).
     ``metrics_port``: serve the run's Prometheus metrics on 127.0.0.1 at that port.
+    ``output``: the results sink's path or URL (``--output``): each batch's values are written
+    there (``results=``), none kept in memory.
     """
     view = ProgressView(title=title, quiet=quiet, mode="full", concurrency=concurrency)
     effective_dlq = dlq_url if dlq_url is not None else (None if job else DEFAULT_URL)
@@ -70,6 +73,8 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     plan_kwargs = {"id_of": input_id, **settings.plan_kwargs()}
     if metrics_port is not None:
         plan_kwargs["metrics"] = _serve_metrics(metrics_port)
+    if output is not None:
+        plan_kwargs["results"] = output
     alerts = plan_kwargs.get("alerts")
     if alerts:
         click.echo(f"alerts: {len(alerts)} rules, POSTed to {alerts[0].notify.shown_url}", err=True)
@@ -99,6 +104,9 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
                     # a resume checks the records as this run does (cli.phases.saved_phase)
                     "validate": None if phase is None or phase.validate_spec is None
                     else portable_spec(phase.validate_spec),
+                    # a resume appends to it (redacted: a URL's password is never stored)
+                    "output": None if output is None else redact(
+                        output if is_remote(output) else os.path.abspath(output.removeprefix("file://"))),
                 }}
                 report = run_job(plan, job=job, store=store_url, force=force, meta=meta)
             report = finish_full(report, tally)
@@ -110,6 +118,8 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
         raise RunFailed(str(exc)) from None
     finally:
         close_opened_dlq(plan)
+    if output is not None and not as_json:
+        click.echo(f"results: {report.success_count:,} values written to {redact(output)}", err=True)
     shown_dlq = effective_dlq if effective_dlq is not None else (store_url or DEFAULT_URL)
     # A job's run ends with the job as a whole: its open dead letters of earlier runs, its exit code.
     ending = None if job is None else job_ending(job, report, store_url=store_url or DEFAULT_URL,
@@ -229,6 +239,10 @@ def _hidden_password_hint(urls: list[str]) -> str:
 @click.option("--metrics-port", type=click.IntRange(min=1, max=65535), default=None, metavar="PORT",
               help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics during the run "
                    '(pip install "batchguard[prometheus]").')
+@click.option("--output", metavar="URL",
+              help="Write each record's result to URL as it is made, instead of keeping them: a "
+                   "path or an fsspec URL (s3://...), JSON lines (.jsonl, .ndjson, with .gz, .bz2 "
+                   "or .zst) or Parquet (.parquet), one {index, value} per result.")
 @report_json_option
 @phase_options
 @engine_options
@@ -237,7 +251,7 @@ def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | Non
         store_url: str | None, batch_size: int, concurrency: int, max_attempts: int, base_delay: float,
         fmt: str | None, force: bool, quiet: bool, as_json: bool, report_json_path: str | None,
         config_path: str | None, validate: str | None, mode: str, sample_count: int,
-        sample_key: str | None, metrics_port: int | None, **engine: Any) -> None:
+        sample_key: str | None, metrics_port: int | None, output: str | None, **engine: Any) -> None:
     """Run --fn over every record of INPUT (JSON lines, CSV, a JSON array, Parquet; - for stdin).
 
     INPUT is a path, a glob (quoted: 'data/*.jsonl.gz') or a URL (s3://, gs://, http(s)://);
@@ -278,5 +292,6 @@ def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | Non
                        store_url=(store_url or DEFAULT_URL) if job else None, batch_size=batch_size,
                        concurrency=concurrency, max_attempts=max_attempts, base_delay=base_delay,
                        force=force, quiet=quiet, settings=settings, as_json=as_json,
-                       report_json_path=report_json_path, phase=phase, metrics_port=metrics_port)
+                       report_json_path=report_json_path, phase=phase, metrics_port=metrics_port,
+                       output=output)
     sys.exit(code)
