@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Generic, Literal, TypeVar, cast, overload
 
 from ._checks import check_flag
+from ._replay_left import PARSE_ERROR, is_blocked_entry, is_failed_undo, is_unparsed_line, warn_left
 from ._report.patterns import PatternCounter
-from ._run.entries import COMPENSATE_STAGE, new_run_id
+from ._run.entries import new_run_id
 from ._run.execute import execute
 from ._run.failures import Failures
 from ._run.plan import DEFAULT_BATCH_SIZE, make_plan
@@ -19,35 +19,17 @@ from ._stored import REPORT_SAMPLE
 from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, StatusChange, check_filters, matches, select
 from .dlq.status import ALL, DEFAULT_STATUS, check_status, new_change, not_found, unique_ids, with_change
 from .dlq.urls import open_dlq
-from .errors import BatchguardWarning, ConfigError, PickleNotAllowedError
+from .errors import ConfigError, PickleNotAllowedError
 from .jobs.store import JobStore, replay_store
 from .policies import Classifier, ErrorClass, RetryPolicy
 from .results import BatchProgress, BatchReport, BatchStats, RecordError
 from .validation.full import finish_full, guard_full
-from .validation.issues import VALIDATE_STAGE
 
-__all__ = ["ReplayReport", "ReplayedRecordError", "is_blocked_entry", "is_unparsed_line", "replay"]
+__all__ = ["PARSE_ERROR", "ReplayReport", "ReplayedRecordError", "is_blocked_entry", "is_unparsed_line", "replay"]
 
 REPLAY_STAGE = "replay"
 REPLAYED: Final = "replayed"
-PARSE_ERROR: Final = "InputParseError"
-"""The error the ``batchguard`` command dead-letters an input line that does not parse with."""
-
 T = TypeVar("T")
-
-
-def is_unparsed_line(entry: DeadLetter) -> bool:
-    """Whether ``entry`` holds an input line that did not parse (its payload is the raw text):
-    dead-lettered with InputParseError, now or at its first attempt (an earlier replay may
-    have given it another error)."""
-    first = entry.attempts[0].error_type if entry.attempts else entry.error_type
-    return PARSE_ERROR in (entry.error_type, first)
-
-
-def is_blocked_entry(entry: DeadLetter) -> bool:
-    """Whether ``entry`` holds a record its check blocked (stage "validate"): ``fn`` never ran
-    on it, and should not until the record is fixed or checked again."""
-    return entry.stage == VALIDATE_STAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +267,7 @@ class _Replayer:
                 if not self.recheck and is_blocked_entry(entry):
                     self.blocked_skipped += 1  # fn never ran on it: not without a check
                     continue
-                if entry.stage == COMPENSATE_STAGE:
+                if is_failed_undo(entry):
                     self.undo_skipped += 1  # {record, value} of an undo that failed: not fn's to run
                     continue
                 try:
@@ -450,25 +432,8 @@ def replay(
             jobs.close()
         if isinstance(dlq, str):
             queue.close()
-    if replayer.not_replayable:
-        warnings.warn(f"{replayer.not_replayable} dead letters store their record as repr and cannot "
-                      "be replayed; they stay in the queue (run with pickle_payloads=True to keep "
-                      "records that JSON cannot hold replayable)", BatchguardWarning, stacklevel=2)
-    if replayer.parse_skipped:
-        warnings.warn(f"{replayer.parse_skipped} dead letters hold input lines that did not parse "
-                      "(InputParseError): their raw text was not fed to fn and they stay in the "
-                      "queue (include_parse_errors=True replays it)", BatchguardWarning, stacklevel=2)
-    if replayer.undo_skipped:
-        warnings.warn(f"{replayer.undo_skipped} dead letters are undos that failed (stage 'compensate', "
-                      "payload {'record': ..., 'value': ...}): fn already ran on those records and their "
-                      "effect stands, so they are not fed to fn and stay in the queue; undo them with "
-                      "compensate(record, value), then resolve them (dlq skip ID --reason)",
-                      BatchguardWarning, stacklevel=2)
-    if replayer.blocked_skipped:
-        warnings.warn(f"{replayer.blocked_skipped} dead letters hold records blocked by validation "
-                      "(stage 'validate'): fn never ran on them and they stay in the queue; fix the "
-                      "records in the input and re-run them, or pass validate=check (--validate) to "
-                      "check them again and run those now valid", BatchguardWarning, stacklevel=2)
+    warn_left(not_replayable=replayer.not_replayable, parse_skipped=replayer.parse_skipped,
+              undo_skipped=replayer.undo_skipped, blocked_skipped=replayer.blocked_skipped)
     values = {f.name: getattr(report, f.name) for f in dataclasses.fields(BatchReport)}
     if values["_failures"] is not None:
         values["_failures"] = _ReplayedFailures(values["_failures"], replayer.replayed)
