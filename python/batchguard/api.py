@@ -55,8 +55,9 @@ def run_batches(records: Iterable[Any], fn: Callable[[Any], Any], *, bulk: bool 
     """Run ``fn`` over every record, isolating, classifying and retrying failures.
 
     Every record ends succeeded (its value is in ``report.successful``, in input order),
-    dead-lettered (an entry is in ``dlq``, or in ``report.dead_letters`` without one) or
-    pending (the run stopped first). See DESIGN.md for the full contract.
+    dead-lettered (an entry is in ``dlq``, or in ``report.dead_letters`` without one),
+    compensated (undone by ``compensate=``, below) or pending (the run stopped first). See
+    DESIGN.md for the full contract.
 
     >>> from batchguard import RetryPolicy
     >>> report = run_batches([1, 2, 0], lambda x: 10 // x, retry=RetryPolicy(max_attempts=1))
