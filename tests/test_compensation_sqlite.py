@@ -175,3 +175,25 @@ def test_an_aborted_job_is_undone_and_its_batches_run_again_on_resume(tmp_path: 
                                      job="load", store=store, compensate=table.delete, on_abort="compensate")
     assert (resumed.status, resumed.skipped_batches, resumed.success_count) == ("complete", 0, 20)
     assert table.ids() == list(range(20))
+
+
+def test_a_rolled_back_job_batch_is_replayed_whole_and_the_job_counts_it(tmp_path: Path) -> None:
+    table = Table(tmp_path / "shop.db")
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    report = batchguard.run_batches(records(), table.insert, batch_size=5, job="load", store=store,
+                                    compensate=table.delete, atomic_batches=True)
+    assert (report.failure_count, report.compensated_count) == (1, 4)
+    status = job_status("load", store=store)
+    # the job store counts what has an entry to replay: the poison row and its batch's undone rows
+    assert (status.succeeded, status.failed) == (15, 5)
+
+    def insert_fixed(record: dict[str, Any]) -> int | None:
+        return table.insert({**record, "name": record["name"] or "unnamed"})
+
+    with SqliteDLQ(tmp_path / "jobs.db") as dlq:
+        replayed = batchguard.replay(dlq, insert_fixed, store=store)
+        assert dlq.count() == 0
+    assert replayed.success_count == 5
+    assert table.ids() == list(range(20))
+    status = job_status("load", store=store)
+    assert (status.succeeded, status.failed) == (20, 0)

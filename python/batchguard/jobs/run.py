@@ -167,6 +167,10 @@ class _Checkpoint:
                     "were undone and run again on resume"[:1000])
 
     def batch_done(self, stats: BatchStats, entries: Sequence[DeadLetter]) -> None:
+        if stats.compensated:
+            # A rolled-back atomic batch: each undone record has an entry to replay, and the
+            # store counts what has an entry as failed (a replay moves it to succeeded).
+            stats = replace(stats, failed=stats.failed + stats.compensated)
         stale: list[str] = []
         if self.rerun and stats.pending == 0:
             # An earlier run may have dead-lettered records of this batch that succeed now.
