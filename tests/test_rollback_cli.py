@@ -8,6 +8,7 @@ import contextlib
 import json
 import sqlite3
 import textwrap
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,17 @@ def test_a_run_id_rolls_back_that_run_only(tmp_path: Path) -> None:
     report = batchguard.rollback(first.run_id, lambda record, value: undone.append(record), store=store)
     assert (report.job, report.undone, undone) == ("j", 2, [1, 0])
     assert "run " in report.summary() and "of job 'j'" in report.summary()
+
+
+def test_a_postgresql_store_keeps_outcomes_and_rolls_back(postgres_url: str) -> None:
+    job = f"pg-rollback-{uuid.uuid4().hex[:8]}"
+    report = batchguard.run_batches(range(6), lambda x: {"n": x}, batch_size=4, job=job, store=postgres_url,
+                                    keep_outcomes=True, atomic_batches=True,
+                                    compensate=lambda record, value: None)
+    assert report.status == "complete"
+    undone: list[tuple[int, Any]] = []
+    rolled = batchguard.rollback(job, lambda record, value: undone.append((record, value)), store=postgres_url)
+    assert undone == [(5, {"n": 5}), (4, {"n": 4}), (3, {"n": 3}), (2, {"n": 2}), (1, {"n": 1}), (0, {"n": 0})]
+    assert (rolled.undone, rolled.batches_reopened) == (6, (1, 0))
+    status = job_status(job, store=postgres_url)
+    assert (status.status, status.batches_done, status.succeeded) == ("aborted", 0, 0)
