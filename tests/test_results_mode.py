@@ -161,3 +161,27 @@ def test_memory_does_not_grow_with_the_input_when_results_are_streamed(engine: s
         assert large < 1.5 * small + 256 * 1024, (results, small, large)
     kept_small, kept_large = _peak(n, engine, "keep"), _peak(4 * n, engine, "keep")
     assert kept_large > 3 * kept_small, (kept_small, kept_large)
+
+
+class NoWorkers:
+    """An executor (the Executor protocol) that is never asked to run anything here."""
+
+    slots = 1
+
+    def submit(self, task: Any) -> Any:
+        raise AssertionError("nothing is submitted: the run is refused first")
+
+    def completed(self, timeout: float | None) -> Any:
+        return ()
+
+    def cancel(self, tickets: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("results", ["drop", lambda indices, values: None])
+def test_an_executor_run_refuses_streamed_results_for_now(results: Any) -> None:
+    with pytest.raises(batchguard.ConfigError, match="executor= cannot be combined with results="):
+        batchguard.run_batches(range(3), lambda x: x, executor=NoWorkers(), results=results)

@@ -303,6 +303,10 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
     executor = check_executor(options["executor"], is_async=is_async, mode=mode, engine=engine,
                               key_of=key_of, hooks=options["hooks"], metrics=options["metrics"],
                               alerts=options["alerts"], compensation=compensation)
+    if executor is not None and results != "keep":
+        # A worker's batch comes back with its values, and the driver would keep them all.
+        raise ConfigError("executor= cannot be combined with results= other than \"keep\" yet: "
+                          "write the values from fn, or run without executor=")
     # Opened last, once every argument is known good: a rejected call leaves no queue open.
     queue, reopen_dlq = _open_dlq(dlq)
     return Plan(records, fn, total, config, classifier, queue, id_of, on_progress,
