@@ -127,11 +127,14 @@ class SuccessLog:
 
     def records(self, records: Iterable[Any]) -> Iterator[Any]:
         """``records``, each noted at its position (a skipped batch's are read past, not noted)."""
-        read, holders, size, skip = self._read, self._holders, self._batch_size, self._skip
+        read, holders, size, skip, lock = self._read, self._holders, self._batch_size, self._skip, self._lock
         for position, record in enumerate(records):
             if not skip or position // size not in skip:
-                read[position] = record
-                holders[id(record)] += 1
+                # Under the lock: a worker thread of the native engine may read the input while
+                # the recorder's thread takes a finished batch (the same record at two places).
+                with lock:
+                    read[position] = record
+                    holders[id(record)] += 1
             yield record
 
     def _note(self, record: Any, value: Any) -> None:
