@@ -185,3 +185,26 @@ class NoWorkers:
 def test_an_executor_run_refuses_streamed_results_for_now(results: Any) -> None:
     with pytest.raises(batchguard.ConfigError, match="executor= cannot be combined with results="):
         batchguard.run_batches(range(3), lambda x: x, executor=NoWorkers(), results=results)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_fallback_value_reaches_the_sink_in_its_records_place(engine: str) -> None:
+    sink = Collect()
+    report = batchguard.run_batches(range(6), lambda x: 10 // (x - 2), batch_size=3, engine=engine,
+                                    retry=RetryPolicy(max_attempts=1, fallback=-1), results=sink)
+    assert sink.batches == [([0, 1, 2], [-5, -10, -1]), ([3, 4, 5], [10, 5, 3])]
+    assert report.fallback_count == 1 and report.successful == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_atomic_batch_rolled_back_writes_none_of_its_values(engine: str) -> None:
+    def fn(x: int) -> int:
+        if x == 4:
+            raise ValueError("poison")
+        return x
+
+    sink = Collect()
+    report = batchguard.run_batches(range(6), fn, batch_size=3, engine=engine, retry=RetryPolicy(max_attempts=1),
+                                    compensate=lambda record, value: None, atomic_batches=True, results=sink)
+    assert sink.pairs == [(0, 0), (1, 1), (2, 2)], "compensation runs before the sink write"
+    assert (report.success_count, report.compensated_count) == (3, 2)
