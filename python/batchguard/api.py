@@ -109,6 +109,13 @@ def run_batches(records: Iterable[Any], fn: Callable[[Any], Any], *, bulk: bool 
     again when it clears, from threads of its own (:mod:`batchguard.alerts`); notices that
     could not be delivered are counted in ``report.alert_failures``.
 
+    ``results="keep"`` (the default) keeps every value for ``report.successful``;
+    ``results="drop"`` keeps none; a sink (a callable ``sink(indices, values)``, a writer from
+    :mod:`batchguard.sinks`, or a path or fsspec URL such as ``"s3://bucket/out.jsonl.gz"``) gets
+    each batch's values as the batch ends, before its dead letters and checkpoint, and the run
+    keeps none: its memory does not grow with the input (:func:`batchguard.iter_batches` yields
+    them instead).
+
     With ``job="name"`` (and a ``store``, a URL such as ``"sqlite:///jobs.db"`` or a
     ``JobStore``) the run is a resumable job: every finished batch is checkpointed, and calling
     again with the same name and input resumes where it stopped (``force=True`` reruns a
