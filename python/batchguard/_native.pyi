@@ -35,6 +35,8 @@ __all__ = [
     "DELIVERY_ATTEMPTS",
     "_panic_for_test",
     "_panic_in_worker_for_test",
+    "_budget_trace_for_test",
+    "_adaptive_trace_for_test",
 ]
 
 
@@ -128,6 +130,18 @@ def _panic_in_worker_for_test(record_index: int) -> None:
     worker panicked, the DLQ holds what was dead-lettered, and the record is pending. A test hook.
     """
 
+def _budget_trace_for_test(
+    ratio: float, min_per_s: float, window_s: float, over_budget: str, script: list[tuple[str, float]],
+) -> list[Any]:
+    """Run ``script`` on the retry budget's state machine and return each step's answer, then
+    ``(waited, dead_lettered)``: the parity tests hold ``reference/budget.py`` to it. A test hook."""
+
+def _adaptive_trace_for_test(
+    min: int, max: int, initial: int, increase: float, decrease: float, script: list[tuple[str, int]],
+) -> list[Any]:
+    """Run ``script`` on the adaptive limit and return the limit after each step, then
+    ``(peak, low, decreases)``: the parity tests hold ``reference/adaptive.py`` to it. A test hook."""
+
 _ErrorClassName = Literal["transient", "recoverable", "permanent", "fatal"]
 _BreakerState = Literal["closed", "open", "half_open"]
 
@@ -169,6 +183,12 @@ class RunSummary:
     @property
     def skipped_records(self) -> int:
         """Records of skipped batches (a resumed job's finished ones): read past, not run."""
+    @property
+    def concurrency_limits(self) -> tuple[int, int, int] | None:
+        """With ``concurrency=Adaptive(...)``: the limit at the end, its highest and its lowest."""
+    @property
+    def retries_over_budget(self) -> tuple[int, int]:
+        """With ``retry_budget=``: retries that waited for it, and records it dead-lettered."""
     def __new__(
         cls,
         *,
@@ -181,6 +201,8 @@ class RunSummary:
         stop_reason: str | None,
         breaker_trips: int,
         skipped_records: int,
+        concurrency_limits: tuple[int, int, int] | None = None,
+        retries_over_budget: tuple[int, int] = ...,
     ) -> Self: ...
 
 @final
@@ -216,6 +238,9 @@ class Counters:
     def batches(self) -> tuple[ActiveBatch, ...] | None:
         """The open batches, in batch order, when the run reports progress (``on_progress``);
         None otherwise: they are counted only for a snapshot someone reads."""
+    @property
+    def concurrency_limit(self) -> int | None:
+        """The adaptive concurrency limit now (None: a fixed concurrency)."""
     def __new__(
         cls,
         *,
@@ -229,6 +254,7 @@ class Counters:
         breaker_state: str,
         records_read: int,
         batches: tuple[ActiveBatch, ...] | None = None,
+        concurrency_limit: int | None = None,
     ) -> Self: ...
 
 @final

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ._clients import retry_after_of
 from ._error_class import http_status_of
 from .errors import ConfigError, ConfigTypeError
 
-__all__ = ["OVERLOAD_STATUSES", "Adaptive", "RetryBudget", "is_overload"]
+__all__ = ["OVERLOAD_STATUSES", "Adaptive", "ConcurrencyLimit", "RetriesOverBudget", "RetryBudget",
+           "check_retry_budget", "is_overload", "split_concurrency"]
 
 OVERLOAD_STATUSES = frozenset({429, 503})
 """HTTP statuses that say the dependency is overloaded (Too Many Requests, Service Unavailable)."""
@@ -151,3 +152,48 @@ def is_overload(exc: BaseException) -> bool:
         return retry_after_of(exc, time.time()) is not None
     except Exception:  # noqa: BLE001 - an exception's broken attribute is no signal
         return False
+
+
+def split_concurrency(concurrency: Any, *, bulk: bool) -> tuple[Any, Adaptive | None]:
+    """``concurrency=``: an int as it is, or an :class:`Adaptive`, whose ``max`` is then the
+    workers a run may use (checked by the caller like any concurrency)."""
+    if not isinstance(concurrency, Adaptive):
+        return concurrency, None
+    if bulk:
+        raise ConfigError("concurrency=Adaptive(...) limits calls of one record each; a bulk fn's calls "
+                          "carry whole batches: give bulk=True a fixed concurrency")
+    return concurrency.max, concurrency
+
+
+def check_retry_budget(retry_budget: object) -> RetryBudget | None:
+    """``retry_budget=``: None or a :class:`RetryBudget`."""
+    if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
+        raise ConfigTypeError(f"retry_budget must be a RetryBudget(ratio=..., min_per_s=...) or None, got "
+                              f"{type(retry_budget).__name__}")
+    return retry_budget
+
+
+@dataclass(frozen=True)
+class ConcurrencyLimit:
+    """``report.concurrency_limit`` of a run with ``concurrency=Adaptive(...)``: the limit when
+    the run ended, the highest it reached and the lowest it fell to."""
+
+    final: int
+    peak: int
+    low: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"final": self.final, "peak": self.peak, "low": self.low}
+
+
+@dataclass(frozen=True)
+class RetriesOverBudget:
+    """``report.retries_over_budget`` of a run with ``retry_budget=``: retries that started late
+    because the budget held them (``over_budget="wait"``), and records dead-lettered instead of
+    retried (``over_budget="dead_letter"``)."""
+
+    waited: int
+    dead_lettered: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"waited": self.waited, "dead_lettered": self.dead_lettered}

@@ -18,6 +18,7 @@ use super::config::Settings;
 use super::events::{deliver, open_batches, progress, progress_every_batch, summary, wants_progress, RunSummary};
 use super::ffi::strip_traceback;
 use super::run::Prepared;
+use super::steer::is_overload;
 use super::values::Values;
 use super::wait::{wall_now, MonoClock};
 use super::{Obj, PyScheduler, PyWork};
@@ -206,6 +207,9 @@ impl AsyncRun {
                 return Err(stop);
             }
         };
+        if self.sched.adapts() && is_overload(py, &exc) {
+            self.sched.overloaded(&work);
+        }
         if !self.sched.keep_tracebacks() {
             strip_traceback(&exc);
         }

@@ -18,7 +18,7 @@ use super::wait::saturating_secs;
 use crate::backoff::{Jitter, RetryPolicy};
 use crate::breaker::BreakerPolicy;
 use crate::classify::ErrorClass;
-use crate::engine::{Budget, Config};
+use crate::engine::{AdaptivePolicy, Budget, BudgetPolicy, Config, OverBudget};
 use crate::ratelimit::RateLimit;
 
 use super::ffi::Source;
@@ -42,6 +42,9 @@ struct EngineConfigFields<'py> {
     delay_between_batches: f64,
     key_of: Option<Bound<'py, PyAny>>,
     collect_retries: bool,
+    retry_policies: Vec<RetryFields>,
+    retry_budget: Option<BudgetFields>,
+    adaptive: Option<AdaptiveFields>,
     values_per_batch: bool,
 }
 
@@ -56,6 +59,21 @@ struct RetryFields {
     /// The cap on an exception's `retry_after` is the policy's own (`max_retry_after`, else
     /// `max_delay`): one rule, in Python, for both engines.
     retry_after_cap: f64,
+    max_elapsed: Option<f64>,
+}
+
+impl RetryFields {
+    fn policy(&self) -> PyResult<RetryPolicy> {
+        Ok(RetryPolicy::new(
+            self.max_attempts,
+            self.base_delay,
+            self.multiplier,
+            self.max_delay,
+            self.jitter.parse::<Jitter>()?,
+        )?
+        .with_max_retry_after(self.retry_after_cap)?
+        .with_max_elapsed(self.max_elapsed)?)
+    }
 }
 
 /// `batchguard.CircuitBreaker`.
@@ -69,6 +87,25 @@ struct BreakerFields {
     abort_failure_rate: Option<f64>,
     #[pyo3(from_py_with = error_classes)]
     counts: Vec<ErrorClass>,
+}
+
+/// `batchguard.RetryBudget`.
+#[derive(FromPyObject)]
+struct BudgetFields {
+    ratio: f64,
+    min_per_s: f64,
+    window_s: f64,
+    over_budget: String,
+}
+
+/// `batchguard.Adaptive` (`start`: `initial`, or `min` when that is None).
+#[derive(FromPyObject)]
+struct AdaptiveFields {
+    min: usize,
+    max: usize,
+    start: usize,
+    increase: f64,
+    decrease: f64,
 }
 
 /// `max_failures`: None, a count (an int), or a rate (a float).
@@ -103,15 +140,8 @@ impl<'py> Settings<'py> {
     /// Read and check `cfg`; `batchguard.errors.ConfigError` for values the engine cannot run.
     pub(super) fn from_py(cfg: &Bound<'py, PyAny>) -> PyResult<Self> {
         let fields: EngineConfigFields<'py> = cfg.extract()?;
-        let retry = fields.retry;
-        let policy = RetryPolicy::new(
-            retry.max_attempts,
-            retry.base_delay,
-            retry.multiplier,
-            retry.max_delay,
-            retry.jitter.parse::<Jitter>()?,
-        )?
-        .with_max_retry_after(retry.retry_after_cap)?;
+        let policy = fields.retry.policy()?;
+        let policies = fields.retry_policies.iter().map(RetryFields::policy).collect::<PyResult<Vec<_>>>()?;
         let breaker = match fields.breaker {
             Some(b) => Some(BreakerPolicy::new(
                 b.failure_rate_threshold,
@@ -131,6 +161,14 @@ impl<'py> Settings<'py> {
             let (name, value) = if batch_size == 0 { ("batch_size", batch_size) } else { ("concurrency", concurrency) };
             return Err(ConfigError::new_err(format!("{name} must be >= 1, got {value}")));
         }
+        let retry_budget = match fields.retry_budget {
+            Some(b) => Some(BudgetPolicy::new(b.ratio, b.min_per_s, b.window_s, OverBudget::parse(&b.over_budget)?)?),
+            None => None,
+        };
+        let adaptive = match fields.adaptive {
+            Some(a) => Some(AdaptivePolicy::new(a.min, a.max, a.start, a.increase, a.decrease)?),
+            None => None,
+        };
         let rate_limit = match fields.rate_per_second {
             Some(rate) => Some(RateLimit::new(rate, fields.rate_burst)?),
             None => None,
@@ -140,6 +178,7 @@ impl<'py> Settings<'py> {
                 batch_size,
                 concurrency,
                 retry: policy,
+                policies,
                 breaker,
                 max_failures: fields.max_failures,
                 seed: fields.seed,
@@ -148,6 +187,8 @@ impl<'py> Settings<'py> {
                 rate_limit,
                 delay_between_batches: fields.delay_between_batches,
                 collect_retries: fields.collect_retries,
+                retry_budget,
+                adaptive,
             },
             skip: fields.skip_batches,
             key_of: fields.key_of.filter(|key_of| !key_of.is_none()),

@@ -33,13 +33,17 @@ pub struct RunSummary {
     stop_reason: Option<Py<PyString>>,
     breaker_trips: u64,
     skipped_records: u64,
+    /// With `concurrency=Adaptive(...)`: the limit at the end, its highest and its lowest.
+    concurrency_limits: Option<(usize, usize, usize)>,
+    /// With `retry_budget=`: retries that waited for it, and records it dead-lettered.
+    retries_over_budget: (u64, u64),
 }
 
 #[pymethods]
 impl RunSummary {
     #[new]
     #[pyo3(signature = (*, succeeded, failed, records_read, exhausted, retries, successful, stop_reason,
-                        breaker_trips, skipped_records))]
+                        breaker_trips, skipped_records, concurrency_limits=None, retries_over_budget=(0, 0)))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         succeeded: u64,
@@ -51,6 +55,8 @@ impl RunSummary {
         stop_reason: Option<Py<PyString>>,
         breaker_trips: u64,
         skipped_records: u64,
+        concurrency_limits: Option<(usize, usize, usize)>,
+        retries_over_budget: (u64, u64),
     ) -> Self {
         Self {
             succeeded,
@@ -62,6 +68,8 @@ impl RunSummary {
             stop_reason,
             breaker_trips,
             skipped_records,
+            concurrency_limits,
+            retries_over_budget,
         }
     }
 
@@ -85,13 +93,15 @@ pub struct Counters {
     /// The open batches (`ActiveBatch`, in batch order) when someone reads progress; None
     /// otherwise, so a run without `on_progress` never builds them.
     batches: Option<Py<PyTuple>>,
+    /// The adaptive concurrency limit now (None: a fixed concurrency).
+    concurrency_limit: Option<usize>,
 }
 
 #[pymethods]
 impl Counters {
     #[new]
     #[pyo3(signature = (*, succeeded, failed, retrying, in_flight, queued, batches_completed, current_batch,
-                        breaker_state, records_read, batches=None))]
+                        breaker_state, records_read, batches=None, concurrency_limit=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         succeeded: u64,
@@ -104,6 +114,7 @@ impl Counters {
         breaker_state: Py<PyString>,
         records_read: u64,
         batches: Option<Py<PyTuple>>,
+        concurrency_limit: Option<usize>,
     ) -> Self {
         Self {
             succeeded,
@@ -116,6 +127,7 @@ impl Counters {
             breaker_state,
             records_read,
             batches,
+            concurrency_limit,
         }
     }
 }
@@ -224,6 +236,7 @@ fn py_counters<'py>(
             breaker_state: state_str(py, c.breaker_state),
             records_read: c.records_read,
             batches,
+            concurrency_limit: c.concurrency_limit,
         },
     )
 }
@@ -587,6 +600,7 @@ pub(super) fn summary<'py>(
     sched: &PyScheduler,
     successful: Bound<'py, PyList>,
 ) -> PyResult<Bound<'py, RunSummary>> {
+    let steering = sched.steering();
     let summary = RunSummary::new(
         sched.succeeded(),
         sched.failed(),
@@ -597,6 +611,8 @@ pub(super) fn summary<'py>(
         sched.stop_reason().map(|r| PyString::intern(py, r.as_str()).unbind()),
         sched.breaker_trips(),
         sched.skipped_records(),
+        steering.limit,
+        (steering.budget_waited, steering.budget_dead_lettered),
     );
     Bound::new(py, summary)
 }

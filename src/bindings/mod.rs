@@ -31,6 +31,7 @@ mod ffi;
 mod inline;
 mod policy;
 mod run;
+mod steer;
 mod testing;
 mod threaded;
 mod values;
@@ -60,5 +61,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DELIVERY_ATTEMPTS", events::DELIVERY_ATTEMPTS)?;
     m.add_function(wrap_pyfunction!(testing::_panic_for_test, m)?)?;
     m.add_function(wrap_pyfunction!(testing::_panic_in_worker_for_test, m)?)?;
+    m.add_function(wrap_pyfunction!(testing::_budget_trace_for_test, m)?)?;
+    m.add_function(wrap_pyfunction!(testing::_adaptive_trace_for_test, m)?)?;
     Ok(())
 }

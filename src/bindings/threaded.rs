@@ -33,6 +33,7 @@ use super::config::RunOptions;
 use super::events::{deliver, open_batches, progress, summary, RunSummary};
 use super::ffi::{strip_traceback, FastCall, Source};
 use super::run::{call_timed, finish};
+use super::steer::is_overload;
 use super::testing::panic_if_armed;
 use super::values::Values;
 use super::wait::{detached, park_for, MonoClock, MAX_WAIT};
@@ -76,7 +77,8 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
 /// What one call of the user's callable came to (threaded workers).
 enum Outcome {
     Value(Obj),
-    Failed(Failure<Obj>),
+    /// The failure, and whether it is an overload signal (asked only when concurrency adapts).
+    Failed(Failure<Obj>, bool),
 }
 
 pub(super) fn store(results: &mut Values, index: u64, value: Obj) {
@@ -514,6 +516,7 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
         // Read under the lock now, acted on outside it: stripping a traceback frees frames,
         // and a frame's objects may run `__del__`, which must never run under the lock.
         let keep_traceback = st.sched.keep_tracebacks();
+        let adapts = st.sched.adapts();
         drop(st);
         let started = Instant::now();
         let outcome = match call_timed(func, work.record.bind(py), ctx.timeout) {
@@ -523,7 +526,8 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
                 if !failure.interrupted && !keep_traceback {
                     strip_traceback(failure.error.bind(py));
                 }
-                Outcome::Failed(failure)
+                let overloaded = adapts && !failure.interrupted && is_overload(py, failure.error.bind(py));
+                Outcome::Failed(failure, overloaded)
             }
         };
         let took = started.elapsed().as_secs_f64();
@@ -538,11 +542,14 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
                 store(&mut st.results, work.index, value);
                 done = Some(st.sched.succeed(work));
             }
-            Outcome::Failed(failure) if failure.interrupted => {
+            Outcome::Failed(failure, _) if failure.interrupted => {
                 st.sched.abandon(work);
                 surplus_error = stop_with(&mut st, PyErr::from_value(failure.error.into_bound(py)));
             }
-            Outcome::Failed(failure) => {
+            Outcome::Failed(failure, overloaded) => {
+                if overloaded {
+                    st.sched.overloaded(&work);
+                }
                 st.sched.fail(work, failure.class, failure.error, failure.retry_after, failure.wall);
             }
         }

@@ -1,5 +1,7 @@
 //! What a run is configured with ([`Config`], [`Budget`]) and why it may stop ([`StopReason`]).
 
+use super::adaptive::AdaptivePolicy;
+use super::budget::BudgetPolicy;
 use crate::backoff::RetryPolicy;
 use crate::breaker::BreakerPolicy;
 use crate::ratelimit::RateLimit;
@@ -18,6 +20,9 @@ pub struct Config {
     pub batch_size: usize,
     pub concurrency: usize,
     pub retry: RetryPolicy,
+    /// `RetryPolicies.by_error`'s policies: a failure's [`crate::classify::Verdict`] names one
+    /// by index from 1 (0 is `retry`). Empty when one policy governs every failure.
+    pub policies: Vec<RetryPolicy>,
     pub breaker: Option<BreakerPolicy>,
     pub max_failures: Option<Budget>,
     pub seed: u64,
@@ -32,6 +37,11 @@ pub struct Config {
     pub delay_between_batches: f64,
     /// Hand each scheduled retry to the driver as an [`Event::Retry`] (an `on_retry` hook).
     pub collect_retries: bool,
+    /// Retries may not exceed a share of first attempts (`retry_budget=RetryBudget(...)`).
+    pub retry_budget: Option<BudgetPolicy>,
+    /// Calls in flight are limited by AIMD (`concurrency=Adaptive(...)`); `concurrency` is
+    /// then its `max`.
+    pub adaptive: Option<AdaptivePolicy>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

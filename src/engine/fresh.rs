@@ -88,7 +88,7 @@ impl<T> Fresh<T> {
             self.next_batch_front();
         }
         let key = if self.keys.is_empty() { None } else { self.keys.pop_front().flatten() };
-        Some(Work { index, batch, attempt: 1, generation: 0, record, key, retry: None })
+        Some(Work { index, batch, attempt: 1, generation: 0, call: 0, record, key, retry: None })
     }
 
     /// Hand the front batch's records to `call` in input order, up to `limit` of them, until

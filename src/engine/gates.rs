@@ -1,6 +1,8 @@
-//! The gates an attempt passes before it starts (circuit breaker, rate limit, delay between
-//! batches), and the error budget that stops the run.
+//! The gates an attempt passes before it starts (circuit breaker, adaptive concurrency limit,
+//! retry budget, rate limit, delay between batches), and the error budget that stops the run.
 
+use super::adaptive::Adaptive;
+use super::budget::RetryBudget;
 use super::{Budget, Clock, Config, Event};
 use crate::breaker::{Breaker, State as BreakerState};
 use crate::classify::ErrorClass;
@@ -18,6 +20,28 @@ pub(super) struct Gates {
     last_fresh_batch: Option<u64>,
     last_fresh_at: f64,
     budget: Option<Budget>,
+    /// The retry budget and the adaptive concurrency limit: boxed, so that a run with
+    /// neither carries one pointer and asks one question (`steers`).
+    steering: Option<Box<Steer>>,
+}
+
+/// What steers the run's load on its dependency: the retry budget, the adaptive limit.
+struct Steer {
+    retries: Option<RetryBudget>,
+    adaptive: Option<Adaptive>,
+    /// Ready retries are held back by the budget (wait mode): each one that starts while
+    /// they are has waited for it.
+    holding: bool,
+}
+
+/// The retry budget's and the adaptive limit's state, for progress and the report.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Steering {
+    /// The adaptive limit now, its highest and its lowest (None: a fixed concurrency).
+    pub limit: Option<(usize, usize, usize)>,
+    /// Retries that waited for the retry budget, and records it dead-lettered.
+    pub budget_waited: u64,
+    pub budget_dead_lettered: u64,
 }
 
 impl Gates {
@@ -29,6 +53,105 @@ impl Gates {
             last_fresh_batch: None,
             last_fresh_at: now,
             budget: config.max_failures,
+            steering: (config.retry_budget.is_some() || config.adaptive.is_some()).then(|| {
+                Box::new(Steer {
+                    retries: config.retry_budget.clone().map(|policy| RetryBudget::new(policy, now)),
+                    adaptive: config.adaptive.clone().map(Adaptive::new),
+                    holding: false,
+                })
+            }),
+        }
+    }
+
+    // ------------------------------------------------------------------ steering
+
+    /// Is a retry budget or an adaptive limit set? Nothing below is asked otherwise.
+    #[inline]
+    pub(super) fn steers(&self) -> bool {
+        self.steering.is_some()
+    }
+
+    pub(super) fn adapts(&self) -> bool {
+        self.steering.as_ref().is_some_and(|s| s.adaptive.is_some())
+    }
+
+    /// Calls that may be in flight (`usize::MAX`: no adaptive limit).
+    pub(super) fn concurrency_limit(&self) -> usize {
+        self.steering.as_ref().and_then(|s| s.adaptive.as_ref()).map_or(usize::MAX, Adaptive::limit)
+    }
+
+    /// May a due retry start now? In wait mode only when the budget allows one; otherwise
+    /// the retries stay queued (counted as held) and new records run.
+    pub(super) fn pass_budget(&mut self, clock: &impl Clock) -> bool {
+        let Some(steer) = self.steering.as_mut() else { return true };
+        let Some(budget) = steer.retries.as_mut().filter(|b| b.waits()) else { return true };
+        if budget.allows(clock.now()) {
+            return true;
+        }
+        steer.holding = true;
+        false
+    }
+
+    /// When a retry held by the budget may pass (the window slides).
+    pub(super) fn budget_frees_at(&self) -> f64 {
+        self.steering.as_ref().and_then(|s| s.retries.as_ref()).map_or(f64::INFINITY, RetryBudget::next_change)
+    }
+
+    /// A due retry starts; `more_ready`: others are still due after it.
+    pub(super) fn retry_started(&mut self, more_ready: bool, clock: &impl Clock) {
+        let Some(steer) = self.steering.as_mut() else { return };
+        if let Some(budget) = steer.retries.as_mut().filter(|b| b.waits()) {
+            budget.retry_started(clock.now());
+            if steer.holding {
+                budget.waited += 1;
+            }
+        }
+        steer.holding &= more_ready;
+    }
+
+    /// A record failed and would be retried: in dead-letter mode the budget takes the retry
+    /// now or refuses it (the record is then dead-lettered). Always true in wait mode.
+    pub(super) fn retry_within_budget(&mut self, clock: &impl Clock) -> bool {
+        let Some(steer) = self.steering.as_mut() else { return true };
+        match steer.retries.as_mut() {
+            Some(budget) if !budget.waits() => budget.take_or_refuse(clock.now()),
+            _ => true,
+        }
+    }
+
+    /// A call starts (attempt number `attempt`): a first attempt earns retry budget; with an
+    /// adaptive limit, returns the call's number.
+    pub(super) fn call_started(&mut self, attempt: u32, clock: &impl Clock) -> u64 {
+        let Some(steer) = self.steering.as_mut() else { return 0 };
+        if attempt == 1 {
+            if let Some(budget) = steer.retries.as_mut() {
+                budget.first_attempt(clock.now());
+            }
+        }
+        steer.adaptive.as_mut().map_or(0, Adaptive::started)
+    }
+
+    /// A call succeeded with `in_flight` calls (itself included) in flight.
+    pub(super) fn call_succeeded(&mut self, in_flight: usize) {
+        if let Some(adaptive) = self.steering.as_mut().and_then(|s| s.adaptive.as_mut()) {
+            adaptive.succeeded(in_flight);
+        }
+    }
+
+    /// Call number `call` ended with an overload signal.
+    pub(super) fn call_overloaded(&mut self, call: u64) {
+        if let Some(adaptive) = self.steering.as_mut().and_then(|s| s.adaptive.as_mut()) {
+            adaptive.overloaded(call);
+        }
+    }
+
+    pub(super) fn steering(&self) -> Steering {
+        let Some(steer) = self.steering.as_ref() else { return Steering::default() };
+        let (waited, dead) = steer.retries.as_ref().map_or((0, 0), |b| (b.waited, b.dead_lettered));
+        Steering {
+            limit: steer.adaptive.as_ref().map(|a| (a.limit(), a.peak, a.low)),
+            budget_waited: waited,
+            budget_dead_lettered: dead,
         }
     }
 
@@ -127,6 +250,7 @@ impl Gates {
     /// reference engine takes them).
     pub(super) fn open_for_streams(&self) -> bool {
         self.rate.is_none()
+            && self.steering.is_none()
             && !self.delays_batches()
             && self.breaker.as_ref().is_none_or(|b| b.state() == BreakerState::Closed && b.window_failures() == 0)
     }
@@ -145,3 +269,7 @@ impl Gates {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "steering_tests.rs"]
+mod tests;

@@ -22,20 +22,25 @@
 //! breaker is open; retries that are due run before new records; new records run in input
 //! order; more input is wanted when fewer than `concurrency` new records are queued.
 
+mod adaptive;
 mod batches;
+mod budget;
 mod config;
 mod fresh;
 mod gates;
 mod keys;
 mod observed;
+mod reading;
 mod retries;
 
+pub use adaptive::{Adaptive, AdaptivePolicy};
 use batches::Batches;
 pub use batches::{BatchCounts, BatchDone, Dead};
+pub use budget::{BudgetPolicy, OverBudget, RetryBudget};
 pub use config::{Budget, Config, StopReason};
 use fresh::Fresh;
 use gates::Gates;
-pub use gates::MIN_RATE_SAMPLE;
+pub use gates::{Steering, MIN_RATE_SAMPLE};
 use keys::Keys;
 use observed::RetryEvents;
 pub use observed::{Retried, Share};
@@ -43,7 +48,7 @@ pub use retries::Attempt;
 use retries::{Retries, RetryState};
 
 use crate::breaker::State as BreakerState;
-use crate::classify::ErrorClass;
+use crate::classify::{ErrorClass, Verdict};
 
 /// A record's ordering key as the driver computed it (`key_of`).
 #[derive(Debug)]
@@ -73,6 +78,8 @@ pub struct Work<T, E> {
     pub batch: u64,
     pub attempt: u32,
     generation: u64,
+    /// Its number among the calls started, when concurrency adapts (0 otherwise).
+    call: u64,
     pub record: T,
     /// Records with the same key run one at a time, in input order (`key_of`).
     key: Option<u64>,
@@ -107,7 +114,8 @@ pub enum Streamed<T, E> {
 /// A failed call, as the driver's callback reports it to [`Scheduler::stream`].
 #[derive(Debug)]
 pub struct Failure<E> {
-    pub class: ErrorClass,
+    /// The error class and the retry policy it is under.
+    pub class: Verdict,
     pub error: E,
     pub retry_after: Option<f64>,
     pub wall: f64,
@@ -158,6 +166,8 @@ pub struct Counters {
     pub current_batch: u64,
     pub breaker_state: BreakerState,
     pub records_read: u64,
+    /// The adaptive concurrency limit now (None: a fixed concurrency).
+    pub concurrency_limit: Option<usize>,
 }
 
 /// The scheduler: a composition of its parts, each of which owns its state —
@@ -197,12 +207,12 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             gates: Gates::new(&config, started_at),
             traceback_budget: config.traceback_limit,
             retried: RetryEvents::new(config.collect_retries),
+            retries: Retries::new(&config),
             config,
             clock,
             started_at,
             fresh: Fresh::new(),
             keys: Keys::new(),
-            retries: Retries::new(),
             batches: Batches::new(),
             events: Vec::new(),
             released: Vec::new(),
@@ -289,16 +299,19 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
                 return Next::Wait(until);
             }
         }
+        if self.gates.steers() && self.in_flight >= self.gates.concurrency_limit() {
+            return Next::Wait(None);
+        }
         self.retries.release_due(&self.clock);
         let source = loop {
-            if self.retries.has_ready() {
+            if self.retries.has_ready() && self.gates.pass_budget(&self.clock) {
                 break Queue::Ready;
             }
             if self.keys.has_unblocked() {
                 break Queue::Unblocked;
             }
             if self.fresh.is_empty() {
-                return self.idle();
+                return self.idle(self.retries.has_ready());
             }
             if let Some(error) = self.keys.take_error(self.fresh.head_index()) {
                 let work = self.fresh.pop().expect("not empty");
@@ -322,6 +335,7 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         let mut work = match source {
             Queue::Ready => {
                 let work = self.retries.pop_ready().expect("not empty");
+                self.gates.retry_started(self.retries.has_ready(), &self.clock);
                 self.batches.retried(work.batch);
                 work
             }
@@ -340,10 +354,14 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         Next::Run(work)
     }
 
-    /// Nothing is queued: read more input, wait for a parked retry or an outcome, or finish.
-    fn idle(&self) -> Next<T, E> {
+    /// Nothing is queued but retries the budget holds back (`held`): read more input, wait
+    /// for a parked retry, the budget or an outcome, or finish.
+    fn idle(&self, held: bool) -> Next<T, E> {
         if !self.fresh.exhausted() {
             Next::Feed
+        } else if held {
+            let freed = self.gates.budget_frees_at();
+            Next::Wait(Some(self.retries.next_due().map_or(freed, |due| due.min(freed))))
         } else if let Some(due) = self.retries.next_due() {
             Next::Wait(Some(due))
         } else if self.in_flight > 0 {
@@ -358,6 +376,9 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
     fn launch(&mut self, work: &mut Work<T, E>) {
         if let Some(generation) = self.gates.started() {
             work.generation = generation;
+        }
+        if self.gates.steers() {
+            work.call = self.gates.call_started(work.attempt, &self.clock);
         }
         self.in_flight += 1;
     }
@@ -433,6 +454,9 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         if self.gates.has_breaker() {
             self.record_breaker(work.generation, false);
         }
+        if self.gates.steers() {
+            self.gates.call_succeeded(self.in_flight + 1);
+        }
         self.succeeded += 1;
         if let Some(key) = work.key {
             self.keys.release(key);
@@ -448,12 +472,20 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         self.traceback_budget > 0
     }
 
-    /// The attempt failed with an error of `class`.
-    pub fn fail(&mut self, mut work: Work<T, E>, class: ErrorClass, error: E, retry_after: Option<f64>, wall: f64)
-    where
+    /// The attempt failed with an error of `class` (an [`ErrorClass`], under the default
+    /// retry policy, or a [`Verdict`] naming its policy).
+    pub fn fail(
+        &mut self,
+        mut work: Work<T, E>,
+        class: impl Into<Verdict>,
+        error: E,
+        retry_after: Option<f64>,
+        wall: f64,
+    ) where
         T: Share,
         E: Share,
     {
+        let Verdict { class, policy } = class.into();
         self.in_flight -= 1;
         if let Some(counted) = self.gates.breaker_counts(class) {
             self.record_breaker(work.generation, counted);
@@ -462,15 +494,22 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         if class == ErrorClass::Fatal {
             self.halt(StopReason::Fatal);
             self.dead_letter(work, class);
-        } else if class == ErrorClass::Permanent || work.attempt >= self.config.retry.max_attempts() {
+        } else if class == ErrorClass::Permanent || work.attempt >= retries::max_attempts(&self.config, policy) {
             self.dead_letter(work, class);
         } else if self.stop.is_some() {
             self.pending(work);
         } else {
+            let Ok(delay) = self.retries.delay_for(&mut work, class, policy, retry_after, &self.config, &self.clock)
+            else {
+                return self.dead_letter(work, class); // past the policy's max_elapsed
+            };
+            if !self.gates.retry_within_budget(&self.clock) {
+                return self.dead_letter(work, class);
+            }
             self.batches.retry_scheduled(work.batch);
             let shared = self.retried.enabled.then(|| (work.record.share(), work.last_error().share()));
             let (index, batch, attempt) = (work.index, work.batch, work.attempt);
-            let delay = self.retries.schedule(work, class, retry_after, &self.config, &self.clock);
+            self.retries.schedule(work, delay, &self.clock);
             if let Some((record, error)) = shared {
                 self.retried.push(Retried { index, batch, attempt, class, delay, record, error });
             }
@@ -600,76 +639,6 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
             dead.attempts.iter().try_for_each(|a| error(&a.error))?;
         }
         Ok(())
-    }
-
-    // ------------------------------------------------------------------ reading state
-
-    pub fn has_events(&self) -> bool {
-        !self.events.is_empty()
-    }
-
-    pub fn take_events(&mut self) -> Vec<Event<T, E>> {
-        std::mem::take(&mut self.events)
-    }
-
-    pub fn has_released(&self) -> bool {
-        !self.released.is_empty()
-    }
-
-    /// Records (with their error history) the scheduler let go of: pending ones.
-    pub fn take_released(&mut self) -> Vec<Work<T, E>> {
-        std::mem::take(&mut self.released)
-    }
-
-    pub fn counters(&self) -> Counters {
-        Counters {
-            succeeded: self.succeeded,
-            failed: self.failed,
-            retrying: self.retries.len(),
-            in_flight: self.in_flight,
-            queued: self.fresh.len() + self.keys.queued(),
-            batches_completed: self.batches.completed(),
-            current_batch: self.current_batch,
-            breaker_state: self.gates.breaker_state(),
-            records_read: self.fresh.records_read(),
-        }
-    }
-
-    /// The open batches' counts, in batch order: taken only for a progress snapshot.
-    pub fn open_batches(&self) -> Vec<BatchCounts> {
-        self.batches.counts(self.fresh.cursor(), self.clock.now(), self.started_at)
-    }
-
-    pub fn succeeded(&self) -> u64 {
-        self.succeeded
-    }
-
-    pub fn failed(&self) -> u64 {
-        self.failed
-    }
-
-    pub fn retries(&self) -> u64 {
-        self.retries.started()
-    }
-
-    pub fn records_read(&self) -> u64 {
-        self.fresh.records_read()
-    }
-
-    pub fn exhausted(&self) -> bool {
-        self.fresh.exhausted()
-    }
-
-    pub fn stop_reason(&self) -> Option<StopReason> {
-        self.stop
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-    }
-
-    pub fn breaker_trips(&self) -> u64 {
-        self.gates.breaker_trips()
     }
 }
 

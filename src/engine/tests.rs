@@ -24,6 +24,7 @@ fn config(max_attempts: u32, base_delay: f64) -> Config {
         batch_size: 4,
         concurrency: 1,
         retry: RetryPolicy::new(max_attempts, base_delay, 2.0, 60.0, Jitter::None).unwrap(),
+        policies: Vec::new(),
         breaker: None,
         max_failures: None,
         seed: 7,
@@ -32,6 +33,8 @@ fn config(max_attempts: u32, base_delay: f64) -> Config {
         rate_limit: None,
         delay_between_batches: 0.0,
         collect_retries: false,
+        retry_budget: None,
+        adaptive: None,
     }
 }
 
@@ -85,9 +88,13 @@ fn drive_with(config: Config, n: u32, clock: &Manual, plan: impl Fn(u32, u32) ->
                         succeeded.push(record);
                         Ok(true)
                     }
-                    Plan::Fail(class) => {
-                        Err(Failure { class, error: "boom", retry_after: None, wall: 0.0, interrupted: false })
-                    }
+                    Plan::Fail(class) => Err(Failure {
+                        class: class.into(),
+                        error: "boom",
+                        retry_after: None,
+                        wall: 0.0,
+                        interrupted: false,
+                    }),
                 }
             });
             match streamed {
@@ -489,4 +496,55 @@ fn retry_events_of_an_unfinished_batch_come_before_its_end_at_close() {
     s.interrupt();
     assert_eq!(s.close(), 1);
     assert_eq!(seen(s.take_events()), vec![Seen::Retry(0, 1, 2.0), Seen::Batch(0)]);
+}
+
+#[test]
+fn each_failure_is_retried_under_its_own_policy_and_max_elapsed_cuts_a_record() {
+    use crate::classify::Verdict;
+    let clock = Manual::default();
+    let mut cfg = config(2, 1.0);
+    cfg.policies = vec![
+        RetryPolicy::new(4, 5.0, 2.0, 60.0, Jitter::None).unwrap(),
+        RetryPolicy::new(9, 4.0, 1.0, 60.0, Jitter::None).unwrap().with_max_elapsed(Some(10.0)).unwrap(),
+    ];
+    let mut s: Sched<'_> = Scheduler::new(cfg, &clock);
+    s.add_batch([0_u32, 1, 2].into_iter());
+    s.end_of_input();
+    let under = |policy| Verdict { class: ErrorClass::Recoverable, policy };
+    let mut run = |s: &mut Sched<'_>, at: f64| {
+        clock.0.set(at);
+        match s.next_work() {
+            Next::Run(work) => work,
+            _ => panic!("nothing to run at {at}"),
+        }
+    };
+    let w = run(&mut s, 0.0);
+    s.fail(w, under(1), "a", None, 0.0); // policy 1: 5 s
+    let w = run(&mut s, 0.0);
+    s.fail(w, under(2), "b", None, 0.0); // policy 2: 4 s, due at 4 (of 10)
+    let w = run(&mut s, 0.0);
+    drop(s.succeed(w));
+    assert!(matches!(s.next_work(), Next::Wait(Some(due)) if due == 4.0));
+    let w = run(&mut s, 4.0);
+    assert_eq!((w.record, w.attempt), (1, 2));
+    s.fail(w, under(2), "b", None, 0.0); // due at 8 (of 10)
+    let w = run(&mut s, 5.0);
+    assert_eq!((w.record, w.attempt), (0, 2));
+    s.fail(w, under(1), "a", None, 0.0); // policy 1's second delay: 10 s, due at 15
+    let w = run(&mut s, 8.0);
+    assert_eq!((w.record, w.attempt), (1, 3));
+    s.fail(w, under(2), "b", None, 0.0); // due at 12, past 10: dead, the refused 4 s kept
+    let w = run(&mut s, 15.0);
+    assert_eq!((w.record, w.attempt), (0, 3));
+    s.fail(w, ErrorClass::Recoverable, "a", None, 0.0); // the default policy: 2 attempts, used up
+    let dead: Vec<_> = s
+        .take_events()
+        .into_iter()
+        .flat_map(|e| match e {
+            Event::Batch(b) => b.dead,
+            _ => vec![],
+        })
+        .map(|d| (d.record, d.attempts.iter().map(|a| a.delay).collect::<Vec<_>>()))
+        .collect();
+    assert_eq!(dead, vec![(1, vec![Some(4.0), Some(4.0), Some(4.0)]), (0, vec![Some(5.0), Some(10.0), None])]);
 }

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._retry_table import PolicyTable
 from ..policies import CircuitBreaker, RetryPolicy
+from ..steering import Adaptive, RetryBudget
 
 __all__ = ["EngineConfig"]
 
@@ -43,3 +45,16 @@ class EngineConfig:
     """Hand each batch's successful values to the recorder with the batch's end (``BatchEvent``
     ``indices`` / ``values``) and keep none for the run's end: ``results=`` other than "keep".
     False keeps them all for ``report.successful``, the engines' fast path."""
+    retry_table: PolicyTable | None = None
+    """``retry=RetryPolicies(by_error=...)`` compiled: which policy a failure is under (None:
+    ``retry`` for every failure). The classifier holds it too (``Classifier.retry_table``)."""
+
+    @property
+    def retry_policies(self) -> tuple[RetryPolicy, ...]:
+        """The policies by error, by index from 1 (``retry``, the default, is 0)."""
+        return () if self.retry_table is None else self.retry_table.policies[1:]
+    retry_budget: RetryBudget | None = None
+    """Retries may not exceed a share of first attempts (``retry_budget=``)."""
+    adaptive: Adaptive | None = None
+    """Calls in flight limited by AIMD (``concurrency=Adaptive(...)``); ``concurrency`` is then
+    its ``max``: the workers a run may use."""

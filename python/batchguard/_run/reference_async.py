@@ -7,6 +7,7 @@ from typing import Any
 
 from .._outcome import deliver
 from ..reference import DONE, FEED, Scheduler, Wait, Work, _Classify, feed
+from ..steering import is_overload
 
 __all__ = ["ReferenceAsyncRun"]
 
@@ -55,6 +56,8 @@ class ReferenceAsyncRun:
             self._report()
             return True
         error_class = self._classify(exc)
+        if self._scheduler.adapts and is_overload(exc):
+            self._scheduler.overloaded(work)
         self._scheduler.fail(work, error_class, exc, self._classify.retry_after(exc, error_class),
                              time.monotonic(), time.time())
         self._report()

@@ -16,6 +16,7 @@ from .._clients import retry_after_of
 from .._outcome import deliver
 from .._run.config import EngineConfig
 from ..policies import Classifier, ErrorClass
+from ..steering import is_overload
 from .bulk import UNLOCKED, Groups, Guard
 from .keys import KeyFailed
 from .scheduler import Scheduler
@@ -139,6 +140,8 @@ def _run_one(scheduler: Scheduler, work: Work, fn: Callable[[Any], Any],
         value = call_timed(fn, work.record, scheduler.config.timeout)
     except Exception as exc:  # noqa: BLE001 - isolating the user's failures is the point
         error_class = classify(exc)
+        if scheduler.adapts and is_overload(exc):
+            scheduler.overloaded(work)
         scheduler.fail(work, error_class, exc, classify.retry_after(exc, error_class), clock(), time.time())
     else:
         scheduler.succeed(work, value, clock())
@@ -292,6 +295,8 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
         scheduler.interrupt()
         crashed.append(exc)
 
+    adapts = scheduler.adapts
+
     def worker() -> None:
         with lock:
             while True:
@@ -304,7 +309,8 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                         except Exception as exc:  # noqa: BLE001
                             error_class = classify(exc)
                             outcome: tuple[Any, ...] = (False, error_class, exc,
-                                                        classify.retry_after(exc, error_class))
+                                                        classify.retry_after(exc, error_class),
+                                                        adapts and is_overload(exc))
                         else:
                             outcome = (True, value)
                     except BaseException as exc:  # noqa: BLE001 - the coordinator re-raises it
@@ -316,6 +322,8 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                     if outcome[0]:
                         scheduler.succeed(work, outcome[1], clock())
                     else:
+                        if outcome[4]:
+                            scheduler.overloaded(work)
                         scheduler.fail(work, outcome[1], outcome[2], outcome[3], clock(), time.time())
                     handed_back()
                 elif work is DONE:

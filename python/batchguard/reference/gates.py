@@ -1,12 +1,15 @@
-"""The gates an attempt passes before it starts (circuit breaker, rate limit, delay between
-batches), and the error budget that stops the run (twin of ``src/engine/gates.rs``)."""
+"""The gates an attempt passes before it starts (circuit breaker, adaptive concurrency limit,
+retry budget, rate limit, delay between batches), and the error budget that stops the run (twin
+of ``src/engine/gates.rs``)."""
 
 from __future__ import annotations
 
 from .._native import BatchEvent, BreakerEvent, RetryEvent
 from .._run.config import EngineConfig
 from ..policies import ErrorClass
+from .adaptive import Adaptive
 from .breaker import Breaker
+from .budget import RetryBudget
 from .ratelimit import TokenBucket
 
 # A rate error budget is judged only once this many records are final: 1 failure out of the
@@ -17,8 +20,8 @@ MIN_RATE_SAMPLE = 10
 class Gates:
     """What may hold an attempt back, or stop the run, besides the records themselves."""
 
-    __slots__ = ("_budget", "_delay_between_batches", "_last_fresh_at", "_last_fresh_batch", "_rate",
-                 "active", "breaker")
+    __slots__ = ("_budget", "_delay_between_batches", "_holding", "_last_fresh_at", "_last_fresh_batch",
+                 "_rate", "active", "adaptive", "breaker", "retry_budget", "steers")
 
     def __init__(self, config: EngineConfig, now: float) -> None:
         self.breaker = Breaker(config.breaker) if config.breaker is not None else None
@@ -29,9 +32,65 @@ class Gates:
         self._last_fresh_batch = -1
         self._last_fresh_at = now
         self._budget = config.max_failures
+        self.retry_budget = (RetryBudget(config.retry_budget, now) if config.retry_budget is not None
+                             else None)
+        self.adaptive = Adaptive(config.adaptive) if config.adaptive is not None else None
+        # Is a retry budget or an adaptive limit set? Nothing below is asked otherwise.
+        self.steers = self.retry_budget is not None or self.adaptive is not None
+        # Ready retries are held back by the budget (wait mode): each one that starts while
+        # they are has waited for it.
+        self._holding = False
         # Is any gate configured? When none is, the scheduler need not ask them (each question
         # is a Python call, and the reference engine is the benchmarks' baseline).
         self.active = self.breaker is not None or self._rate is not None or self._delay_between_batches > 0.0
+
+    # ---------------------------------------------------------------- steering
+
+    def concurrency_limit(self) -> int | None:
+        """Calls that may be in flight (None: no adaptive limit)."""
+        return self.adaptive.limit if self.adaptive is not None else None
+
+    def pass_budget(self, now: float) -> bool:
+        """May a due retry start now? In wait mode only when the budget allows one; otherwise
+        the retries stay queued (counted as held) and new records run."""
+        budget = self.retry_budget
+        if budget is None or not budget.waits or budget.allows(now):
+            return True
+        self._holding = True
+        return False
+
+    def budget_frees_at(self) -> float:
+        """When a retry held by the budget may pass (the window slides)."""
+        return self.retry_budget.next_change() if self.retry_budget is not None else float("inf")
+
+    def retry_started(self, more_ready: bool, now: float) -> None:
+        """A due retry starts; ``more_ready``: others are still due after it."""
+        budget = self.retry_budget
+        if budget is not None and budget.waits:
+            budget.retry_started(now)
+            if self._holding:
+                budget.waited += 1
+        self._holding = self._holding and more_ready
+
+    def retry_within_budget(self, now: float) -> bool:
+        """A record failed and would be retried: in dead-letter mode the budget takes the retry
+        now or refuses it (the record is then dead-lettered). Always true in wait mode."""
+        budget = self.retry_budget
+        return budget is None or budget.waits or budget.take_or_refuse(now)
+
+    def call_started(self, attempt: int, now: float) -> int:
+        """A call starts: a first attempt earns retry budget; with an adaptive limit, returns
+        the call's number."""
+        if attempt == 1 and self.retry_budget is not None:
+            self.retry_budget.first_attempt(now)
+        return self.adaptive.start() if self.adaptive is not None else 0
+
+    def steering(self) -> tuple[tuple[int, int, int] | None, tuple[int, int]]:
+        """The adaptive limit (now, peak, lowest; None without one) and the retry budget's
+        (waited, dead-lettered), for the run's summary."""
+        adaptive, budget = self.adaptive, self.retry_budget
+        limits = None if adaptive is None else (adaptive.limit, adaptive.peak, adaptive.low)
+        return limits, (0, 0) if budget is None else (budget.waited, budget.dead_lettered)
 
     # ---------------------------------------------------------------- breaker
 

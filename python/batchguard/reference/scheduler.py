@@ -50,7 +50,9 @@ class Scheduler:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
         self.config = config
         self.started_at = now
-        self._max_attempts = config.retry.max_attempts
+        # The retry policies by index (0: the default) and which one a failure is under.
+        self._table = config.retry_table
+        self._policies = (config.retry,) if self._table is None else self._table.policies
         self._fresh = Fresh()
         self._keys = Keys()
         self._retries = Retries(config)
@@ -115,7 +117,7 @@ class Scheduler:
             in_flight=self.in_flight, queued=len(self._fresh) + self._keys.queued(),
             batches_completed=self._batches.completed, current_batch=self.current_batch,
             breaker_state=self._gates.breaker_state(), records_read=self._fresh.next_index,
-            batches=batches)
+            batches=batches, concurrency_limit=self._gates.concurrency_limit())
 
     # ---------------------------------------------------------------- input
 
@@ -156,17 +158,20 @@ class Scheduler:
             self._take_transitions()
             if not allowed:
                 return Wait(until)
+        steers = gates.steers
+        if steers and gates.adaptive is not None and self.in_flight >= gates.adaptive.limit:
+            return Wait(None)
         retries, keys, fresh = self._retries, self._keys, self._fresh
         retries.release_due(now)
         while True:
-            if retries.has_ready():
+            if retries.has_ready() and (not steers or gates.pass_budget(now)):
                 source = _READY
             elif keys.has_unblocked():
                 source = _UNBLOCKED
             else:
                 head = fresh.head()
                 if head is None:
-                    return self._idle()
+                    return self._idle(retries.has_ready())
                 error = keys.take_error(head.index)
                 if error is not None:
                     self._key_failed(fresh.pop(), error, now)
@@ -186,6 +191,8 @@ class Scheduler:
                 return Wait(until)
         if source is _READY:
             work = retries.pop_ready()
+            if steers:
+                gates.retry_started(retries.has_ready(), now)
             self._batches.retried(work.batch_index)
         elif source is _UNBLOCKED:
             work = keys.pop_unblocked()
@@ -195,25 +202,32 @@ class Scheduler:
                 keys.activate(work.key)
             if gates.active:
                 gates.fresh_started(work.batch_index, now)
-        self._launch(work)
+        self._launch(work, now)
         self.current_batch = work.batch_index
         return work
 
-    def _idle(self) -> Wait | str:
-        """Nothing is queued: read more input, wait for a parked retry or an outcome, or finish."""
+    def _idle(self, held: bool) -> Wait | str:
+        """Nothing is queued but retries the budget holds back (``held``): read more input, wait
+        for a parked retry, the budget or an outcome, or finish."""
         if not self._fresh.exhausted:
             return FEED
         due = self._retries.next_due()
+        if held:
+            freed = self._gates.budget_frees_at()
+            return Wait(freed if due is None else min(due, freed))
         if due is not None:
             return Wait(due)
         return Wait(None) if self.in_flight else DONE
 
-    def _launch(self, work: Work) -> None:
+    def _launch(self, work: Work, now: float) -> None:
         """``work`` starts: it belongs to the breaker's current generation, and is in flight."""
-        if self._gates.active:
-            generation = self._gates.started()
+        gates = self._gates
+        if gates.active:
+            generation = gates.started()
             if generation is not None:
                 work.generation = generation
+        if gates.steers:
+            work.call = gates.call_started(work.attempt, now)
         self.in_flight += 1
 
     def next_group(self, now: float, limit: int) -> Work | list[Work] | Wait | str:
@@ -226,7 +240,7 @@ class Scheduler:
         fresh = self._fresh
         while len(group) < limit and fresh.head_batch() == first.batch_index:
             work = fresh.pop()
-            self._launch(work)
+            self._launch(work, now)
             group.append(work)
         return group
 
@@ -234,8 +248,11 @@ class Scheduler:
 
     def succeed(self, work: Work, value: Any, now: float) -> None:
         self.in_flight -= 1
-        if self._gates.breaker is not None:
+        gates = self._gates
+        if gates.breaker is not None:
             self._record_breaker(work, False, now)
+        if gates.steers and gates.adaptive is not None:
+            gates.adaptive.succeeded(self.in_flight + 1)
         if work.key is not None:
             self._keys.release(work.key)
         self.succeeded += 1
@@ -256,21 +273,52 @@ class Scheduler:
         work.push_failure(exc, wall)
         if self.traceback_budget <= 0:
             exc.__traceback__ = None  # keeps a failure-heavy run's memory bounded
+        table = self._table
+        policy = self._policies[0 if table is None else table.index_for(exc, error_class)]
         if error_class is _FATAL:
             self._stop("fatal")
             self._dead_letter(work, error_class, now)
-        elif error_class is _PERMANENT or work.attempt >= self._max_attempts:
+        elif error_class is _PERMANENT or work.attempt >= policy.max_attempts:
             self._dead_letter(work, error_class, now)
         elif self.stop_reason is not None:
             self._pending(work)
+        elif self._gates.steers and not self._gates.retry_within_budget(now):
+            self._dead_letter(work, error_class, now)
         else:
+            retry = work.retry
+            assert retry is not None, "a failed record has a history"
+            if len(retry.history) == 1:
+                retry.first_failed = now
+            delay = self._retries.delay_for(work, error_class, retry_after, policy)
+            if policy.max_elapsed is not None and now + delay - retry.first_failed > policy.max_elapsed:
+                # The retry would start past the record's max_elapsed: it is dead-lettered, its
+                # last attempt keeping the refused delay (the recorder names the reason).
+                self._dead_letter(work, error_class, now)
+                return
             self._batches.retry_scheduled(work.batch_index)
             attempt = work.attempt
-            delay = self._retries.schedule(work, error_class, retry_after, now)
+            self._retries.schedule(work, delay, now)
             if self._collect_retries:
                 self._retried.append(RetryEvent(
                     record_index=work.index, batch_index=work.batch_index, record=work.record,
                     attempt=attempt, error=exc, error_class=error_class.value, delay=delay))
+
+    @property
+    def adapts(self) -> bool:
+        """Does concurrency adapt? Then a driver reports each failed call's overload signal
+        (``steering.is_overload``) with :meth:`overloaded` before :meth:`fail`."""
+        return self._gates.adaptive is not None
+
+    def overloaded(self, work: Work) -> None:
+        """The call of ``work`` ended with an overload signal: the concurrency limit goes down,
+        unless a signal from the same round of calls already took it down."""
+        adaptive = self._gates.adaptive
+        if adaptive is not None:
+            adaptive.overloaded(work.call)
+
+    def steering(self) -> tuple[tuple[int, int, int] | None, tuple[int, int]]:
+        """The adaptive limit (now, peak, lowest) and the retry budget's (waited, dead-lettered)."""
+        return self._gates.steering()
 
     def abandon(self, work: Work, now: float) -> None:
         """The attempt never finished (the run was interrupted): the record is pending."""
