@@ -129,6 +129,8 @@ class RunRecorder:
         # not one per batch end; the engines read this attribute.
         self.progress_every_batch = getattr(on_progress, "progress_every_batch", True) is not False
         self._reported = 0  # the batches in self._stats some snapshot already listed as finished
+        # The adaptive concurrency limit of the latest snapshot (None: a fixed concurrency).
+        self._concurrency_limit: int | None = None
         self.breaker_events: list[tuple[float, str, str]] = []
         self.breaker_state = "closed"
         self._classifier_raised: set[tuple[str, str]] = set()  # (its error, what it classified)
@@ -329,6 +331,7 @@ class RunRecorder:
             # A total= smaller than the input is raised to what was read: never past 100 %.
             total = max(total, processed + c.retrying + c.in_flight + c.queued)
         fallbacks = 0 if self.retry_end is None else self.retry_end.count  # the engine counts them failed
+        self._concurrency_limit = c.concurrency_limit  # the final snapshot shows the last one
         self._snapshot(c.batches_completed, c.current_batch, c.succeeded + fallbacks, c.failed - fallbacks,
                        c.retrying, c.in_flight, c.queued, total, c.breaker_state, c.batches or (), final=False)
 
@@ -366,7 +369,7 @@ class RunRecorder:
         self.on_progress(BatchProgress(
             completed, batches_total, current, processed, succeeded, failed, retrying,
             in_flight, queued, _monotonic() - self.started, total, breaker, batches, finished,
-            self.batch_size, final, input_done))
+            self.batch_size, final, input_done, self._concurrency_limit))
 
     def classifier_error(self, exc: BaseException, error: BaseException) -> None:
         kind = (type(error).__name__, type(exc).__name__)

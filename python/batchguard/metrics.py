@@ -88,6 +88,8 @@ def _metrics(registry: Any, namespace: str, buckets: Sequence[float]) -> dict[st
             "retrying": prom.Gauge("retrying", "Records waiting for a retry", _LABELS, **common),
             "breaker_state": prom.Gauge("breaker_state", "Circuit breaker: 0 closed, 1 half_open, "
                                         "2 open", _LABELS, **common),
+            "concurrency_limit": prom.Gauge("concurrency_limit", "Calls that may be in flight "
+                                            "(concurrency=Adaptive(...))", _LABELS, **common),
             "batch_duration": prom.Histogram("batch_duration_seconds", "A batch's time from read to end",
                                              _LABELS, buckets=tuple(buckets), **common),
         }
@@ -153,6 +155,8 @@ class Prometheus:
         m["queued"].labels(*labels).set(counters.queued)
         m["retrying"].labels(*labels).set(counters.retrying)
         m["breaker_state"].labels(*labels).set(BREAKER_STATES.get(counters.breaker_state, -1))
+        if counters.concurrency_limit is not None:
+            m["concurrency_limit"].labels(*labels).set(counters.concurrency_limit)
 
     def on_run_end(self, report: BatchReport[Any]) -> None:
         for gauge in ("in_flight", "queued", "retrying"):

@@ -14,6 +14,7 @@ from ._native import ActiveBatch
 from ._report.model import build
 from ._report.text import render_text
 from ._stored import REPORT_SAMPLE
+from .steering import ConcurrencyLimit, RetriesOverBudget
 
 if TYPE_CHECKING:
     # A default for the checker only (typing.TypeVar takes one from Python 3.13): a bare
@@ -193,6 +194,8 @@ class BatchProgress:
     input_done: bool = False
     """On the final snapshot: the input ran out and no record was left pending (not an aborted
     run), so the run is 100 % complete even when its total was never known."""
+    concurrency_limit: int | None = None
+    """With ``concurrency=Adaptive(...)``: calls that may be in flight now (None: fixed)."""
 
     @property
     def avg_time_per_record(self) -> float:
@@ -295,6 +298,10 @@ class BatchReport(Generic[R]):
     value instead of being dead-lettered (``RetryPolicy(fallback=...)``); counted in
     ``success_count``, their values in ``successful``. The errors they stand in for are logged
     (``fallback_used`` on logger "batchguard")."""
+    concurrency_limit: ConcurrencyLimit | None = None
+    """With ``concurrency=Adaptive(...)``: the limit at the end, its peak and its lowest."""
+    retries_over_budget: RetriesOverBudget | None = None
+    """With ``retry_budget=``: retries that waited for it, records it dead-lettered."""
     entries_carry_run: ClassVar[bool] = True
     """Whether the DLQ entries of this report's failures carry its ``run_id`` / ``job_id``, so
     its printed commands can select them by ``--run-id`` / ``--job``. False for a replay, which
@@ -407,6 +414,10 @@ class BatchReport(Generic[R]):
             "errors": [e.to_dict() for e in shown],
             "errors_omitted": len(self.errors) - len(shown),
         }
+        if self.concurrency_limit is not None:
+            data["concurrency_limit"] = self.concurrency_limit.to_dict()
+        if self.retries_over_budget is not None:
+            data["retries_over_budget"] = self.retries_over_budget.to_dict()
         if include_values:
             data["successful"] = list(self.successful)
         return data
