@@ -27,7 +27,7 @@ given at several positions of one batch gets its values back newest first.
 from __future__ import annotations
 
 import collections
-import threading
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -108,49 +108,42 @@ class Outcome(NamedTuple):
 class SuccessLog:
     """What each call returned, matched to the input positions of the batches still open.
 
-    :meth:`records` wraps the input (noting each record's position), :meth:`wrap` the ``fn``
-    (noting each returned value under its record's identity); :meth:`take` hands a finished
-    batch's succeeded records over and forgets them. Values are noted from the worker threads,
-    under a lock; everything else runs on the recorder's thread.
+    :meth:`records` gives the engine the input through :func:`itertools.tee`, and :meth:`wrap`
+    wraps ``fn`` to append ``(record, value)`` to a deque as each call returns (from any worker
+    thread: ``deque.append`` is atomic). :meth:`take`, on the recorder's thread, reads a
+    finished batch's records from its own copy of the input (items the engine has read, from
+    the tee's buffer, never the input itself) and pairs them with the values by identity; then
+    it forgets them. Nothing is per record but the append: a run pays for this only when it
+    compensates or keeps outcomes.
     """
 
     def __init__(self, batch_size: int, skip_batches: frozenset[int]) -> None:
         self._batch_size = batch_size
         self._skip = skip_batches
-        self._read: dict[int, Any] = {}  # position -> record, for the open batches
-        # id(record) -> [values, oldest first] and how many open positions hold that record:
-        # an id is forgotten when its last position closes, so a late value (a sync call that
-        # returned after its timeout) never reaches another object that reuses the id.
+        self._mine: Iterator[Any] = iter(())
+        self._pulled = 0  # positions read from our copy of the input
+        self._chunks: dict[int, list[Any]] = {}  # batch -> its records, read and not yet taken
+        self._returned: collections.deque[tuple[Any, Any]] = collections.deque()
+        # id(record) -> [values, oldest first], for records whose batch is still open. An id is
+        # forgotten once its values are taken; a late value (a sync call that returned after
+        # its timeout) may stay behind, under the values of an object that reuses the id, which
+        # are taken first.
         self._values: dict[int, list[Any]] = {}
-        self._holders: collections.Counter[int] = collections.Counter()
-        self._lock = threading.Lock()
 
     def records(self, records: Iterable[Any]) -> Iterator[Any]:
-        """``records``, each noted at its position (a skipped batch's are read past, not noted)."""
-        read, holders, size, skip, lock = self._read, self._holders, self._batch_size, self._skip, self._lock
-        for position, record in enumerate(records):
-            if not skip or position // size not in skip:
-                # Under the lock: a worker thread of the native engine may read the input while
-                # the recorder's thread takes a finished batch (the same record at two places).
-                with lock:
-                    read[position] = record
-                    holders[id(record)] += 1
-            yield record
-
-    def _note(self, record: Any, value: Any) -> None:
-        with self._lock:
-            self._values.setdefault(id(record), []).append(value)
+        """The input as the engine reads it; :meth:`take` reads the same records from a copy."""
+        theirs, self._mine = itertools.tee(records)
+        return theirs
 
     def wrap(self, fn: Callable[..., Any], *, is_async: bool, bulk: bool) -> Callable[..., Any]:
         """``fn``, noting what each call returned (each record's value, for a bulk ``fn``)."""
-        note = self._note
+        note = self._returned.append
 
         def note_all(records: Sequence[Any], values: Any) -> None:
             # The engine takes a list or tuple of one value per record; anything else fails the
             # call there, and nothing is noted.
             if isinstance(values, (list, tuple)) and len(values) == len(records):
-                for record, value in zip(records, values, strict=True):
-                    note(record, value)
+                self._returned.extend(zip(records, values, strict=True))
 
         if bulk and is_async:
             async def abulk(records: list[Any]) -> Any:
@@ -167,38 +160,53 @@ class SuccessLog:
         if is_async:
             async def acall(record: Any) -> Any:
                 value = await fn(record)
-                note(record, value)
+                note((record, value))
                 return value
             return acall
 
         def call(record: Any) -> Any:
             value = fn(record)
-            note(record, value)
+            note((record, value))
             return value
         return call
 
+    def _read_to(self, end: int) -> None:
+        """Read our copy of the input up to position ``end`` (the engine has read that far: only
+        the tee's buffer is read, never the input), into per-batch chunks."""
+        size = self._batch_size
+        while self._pulled < end:
+            batch = self._pulled // size
+            want = min(end, (batch + 1) * size) - self._pulled
+            chunk = list(itertools.islice(self._mine, want))
+            if batch not in self._skip:
+                self._chunks.setdefault(batch, []).extend(chunk)
+            self._pulled += len(chunk)
+            if len(chunk) < want:
+                return
+
     def take(self, batch: int, size: int, dead: set[int]) -> list[Outcome]:
-        """Batch ``batch``'s succeeded records, in input order; its positions are forgotten.
+        """Batch ``batch``'s succeeded records, in input order; they are forgotten.
 
         A position that is not ``dead`` and has no value noted is pending (the run stopped)."""
         first = batch * self._batch_size
+        self._read_to(first + size)
+        chunk = self._chunks.pop(batch, [])
+        values, returned = self._values, self._returned
+        while returned:  # popleft is atomic against the workers' appends
+            record, value = returned.popleft()
+            values.setdefault(id(record), []).append(value)
         out: list[Outcome] = []
-        read, values, holders = self._read, self._values, self._holders
-        with self._lock:
-            for position in range(first, first + size):
-                if position not in read:
-                    continue
-                record = read.pop(position)
-                key = id(record)
-                noted = values.get(key)
-                if position not in dead and noted:
-                    # Newest first: a sync call that timed out and returned later noted a value
-                    # before its retry's.
-                    out.append(Outcome(position, record, noted.pop()))
-                holders[key] -= 1
-                if holders[key] <= 0:
-                    del holders[key]
-                    values.pop(key, None)
+        for position, record in enumerate(chunk, first):
+            if position in dead:
+                continue
+            key = id(record)
+            noted = values.get(key)
+            if noted:
+                # Newest first: a sync call that timed out and returned later noted a value
+                # before its retry's.
+                out.append(Outcome(position, record, noted.pop()))
+                if not noted:
+                    del values[key]
         return out
 
 
