@@ -50,6 +50,7 @@ from .policies import MAX_DURATION_S, CircuitBreaker, Classifier, ErrorClass, Ex
 from .replay import ReplayReport, replay
 from .results import ActiveBatch, BatchProgress, BatchReport, BatchStats, RecordError
 from .sources import Source, read
+from .steering import Adaptive, ConcurrencyLimit, RetriesOverBudget, RetryBudget
 from .validation import SampleReport, ValidationBlocked, ValidationIssue, ValidationReport, ValidationSummary
 
 __version__ = importlib.metadata.version("batchguard")  # Cargo.toml's, through the wheel
@@ -57,6 +58,7 @@ __version__ = importlib.metadata.version("batchguard")  # Cargo.toml's, through 
 __all__ = [
     "MAX_DURATION_S",
     "ActiveBatch",
+    "Adaptive",
     "AlertRule",
     "Attempt",
     "Batch",
@@ -72,6 +74,7 @@ __all__ = [
     "CircuitBreaker",
     "Classifier",
     "CompensationFailed",
+    "ConcurrencyLimit",
     "ConfigError",
     "ConfigTypeError",
     "DLQError",
@@ -96,6 +99,8 @@ __all__ = [
     "RateLimit",
     "RecordError",
     "ReplayReport",
+    "RetriesOverBudget",
+    "RetryBudget",
     "RetryPolicy",
     "RollbackReport",
     "RunOptions",

@@ -24,6 +24,7 @@ from ..executors.recorder import ExecutorRecorder
 from ..hooks import HookDispatch, ProgressTee
 from ..reference import Scheduler, _Classify, run_reference
 from ..results import BatchReport
+from ..steering import ConcurrencyLimit, RetriesOverBudget
 from .entries import new_run_id
 from .plan import Plan
 from .reference_async import ReferenceAsyncRun
@@ -84,12 +85,14 @@ def _with_skips(plan: Plan, skip_batches: frozenset[int]) -> Plan:
 def _from_scheduler(scheduler: Scheduler) -> RunSummary:
     """The reference scheduler's final state as the native engine returns it."""
     scheduler.results.sort(key=lambda pair: pair[0])
+    limits, over_budget = scheduler.steering()
     return RunSummary(
         succeeded=scheduler.succeeded, failed=scheduler.failed, records_read=scheduler.next_index,
         exhausted=scheduler.exhausted, retries=scheduler.retries,
         successful=[value for _, value in scheduler.results], stop_reason=scheduler.stop_reason,
         breaker_trips=scheduler.breaker.trips if scheduler.breaker is not None else 0,
-        skipped_records=scheduler.skipped_records)
+        skipped_records=scheduler.skipped_records, concurrency_limits=limits,
+        retries_over_budget=over_budget)
 
 
 def _inputs(plan: Plan, recorder: RunRecorder) -> tuple[Iterable[Any], Callable[..., Any]]:
@@ -122,6 +125,7 @@ def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
                            success_threshold=plan.success_threshold,
                            max_failures=plan.config.max_failures,
                            skipped_batches=len(skip_batches))
+    report = _with_steering(plan, report, outcome)
     hooks = recorder.hooks
     if hooks is None:
         return report
@@ -130,6 +134,17 @@ def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
     errors, failures = hooks.errors, hooks.alert_failures
     if errors or failures:
         return replace(report, hook_errors=errors, alert_failures=failures)
+    return report
+
+
+def _with_steering(plan: Plan, report: BatchReport, outcome: RunSummary) -> BatchReport:
+    """The report with what steered the run: the adaptive limit (final, peak, lowest) and the
+    retry budget's counts, when the run had them."""
+    limits = outcome.concurrency_limits
+    if plan.config.adaptive is not None and limits is not None:
+        report = replace(report, concurrency_limit=ConcurrencyLimit(*limits))
+    if plan.config.retry_budget is not None:
+        report = replace(report, retries_over_budget=RetriesOverBudget(*outcome.retries_over_budget))
     return report
 
 

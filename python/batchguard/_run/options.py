@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # annotations only: the job store's package imports the run c
     from ..jobs.store import JobStore
     from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
     from ..results import BatchProgress
+    from ..steering import Adaptive, RetryBudget
     from ..sinks import ResultWriter
 
 __all__ = ["DEFAULTS", "DEFAULT_MODE", "RunOptions", "spelled_out"]
@@ -33,7 +34,7 @@ class RunOptions(TypedDict, Generic[T], total=False):
     """
 
     batch_size: int | Literal["auto"] | None
-    concurrency: int
+    concurrency: int | Adaptive
     retry: RetryPolicy | None
     classifier: Classifier | Callable[[BaseException], Any] | None
     breaker: CircuitBreaker | None
@@ -58,6 +59,7 @@ class RunOptions(TypedDict, Generic[T], total=False):
     sample_key: Callable[[T], Any] | None
     hooks: object | None
     metrics: object | None
+    retry_budget: RetryBudget | None
     alerts: Sequence[AlertRule] | None
     compensate: Callable[[T, Any], Any] | None
     atomic_batches: bool
@@ -94,6 +96,7 @@ DEFAULTS: Final[RunOptions[Any]] = {
     "sample_key": None,
     "hooks": None,
     "metrics": None,
+    "retry_budget": None,
     "alerts": None,
     "compensate": None,
     "atomic_batches": False,

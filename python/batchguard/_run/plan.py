@@ -29,6 +29,7 @@ from ..executors.choose import check_executor
 from ..executors.protocol import Executor
 from ..hooks import check_hooks, wants_retries
 from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
+from ..steering import check_retry_budget, split_concurrency
 from ..results import BatchProgress
 from ..sinks import ResultWriter
 from ..validation.issues import check_phase_options
@@ -240,6 +241,8 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
         check_count("batch_size", batch_size, minimum=1, maximum=MAX_BATCH_SIZE,
                     why="the largest size either engine can index a batch with")
     is_async = is_coroutine_function(fn)
+    concurrency, adaptive = split_concurrency(concurrency, bulk=bool(bulk))
+    retry_budget = check_retry_budget(options["retry_budget"])
     if is_async:
         check_count("concurrency", concurrency, minimum=1, maximum=MAX_ASYNC_CONCURRENCY,
                     why="one worker coroutine each, all created up front")
@@ -299,10 +302,13 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
                           rate_burst=1.0 if rate_limit is None else float(rate_limit.burst),
                           delay_between_batches=float(delay_between_batches), key_of=key_of,
                           collect_retries=wants_retries(*hook_targets),
-                          values_per_batch=results != "keep")
+                          values_per_batch=results != "keep", retry_budget=retry_budget, adaptive=adaptive)
     executor = check_executor(options["executor"], is_async=is_async, mode=mode, engine=engine,
                               key_of=key_of, hooks=options["hooks"], metrics=options["metrics"],
                               alerts=options["alerts"], compensation=compensation)
+    if executor is not None and (adaptive is not None or retry_budget is not None):
+        raise ConfigError("retry_budget= and concurrency=Adaptive(...) steer the local scheduler; they do not "
+                          "work with executor= yet: drop one of them")
     if executor is not None and results != "keep":
         # A worker's batch comes back with its values, and the driver would keep them all.
         raise ConfigError("executor= cannot be combined with results= other than \"keep\" yet: "
