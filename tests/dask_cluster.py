@@ -85,3 +85,10 @@ def slow_planned(record: tuple[str, int]) -> int:
 def doubled_amount(row: dict[str, Any]) -> float:
     """A source's row: its ``amount`` doubled (KeyError without one)."""
     return float(row["amount"]) * 2
+
+
+def parquet_fn(row: dict[str, int]) -> int:
+    """A Parquet row's ``v`` doubled; ValueError when ``v % 6 == 5``."""
+    if row["v"] % 6 == 5:
+        raise ValueError(f"bad {row['v']}")
+    return row["v"] * 2

@@ -31,7 +31,7 @@ from batchguard.dlq import DeadLetter, MemoryDLQ, SqliteDLQ
 from batchguard.dlq.urls import open_dlq
 from batchguard.jobs import SqliteJobStore
 from batchguard.sources import guard_parse_errors
-from dask_cluster import WORKERS, dask_client, doubled_amount, planned, slow_planned, worker_pids
+from dask_cluster import WORKERS, dask_client, doubled_amount, parquet_fn, planned, slow_planned, worker_pids
 
 __all__ = ["dask_client"]  # a fixture, used by name
 
@@ -232,3 +232,30 @@ def test_a_sources_records_keep_their_ids_on_the_cluster(dask_client: Any, tmp_p
     entries = sorted(dlq.list(), key=lambda e: e.record_index)
     assert [(e.record_id, e.error_type) for e in entries] == [
         (f"{path}:8", "InputParseError"), (f"{path}:13", "KeyError")]
+
+
+def test_workers_read_their_own_row_ranges_of_a_parquet_source_on_s3(dask_client: Any, s3_endpoint: str) -> None:
+    # The driver reads only the footers and ships row ranges; each worker opens the objects with
+    # the source's storage options (given explicitly: the workers' environment has no endpoint).
+    boto3 = pytest.importorskip("boto3")
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    bucket = f"dask-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket=bucket)
+    for name, values, group in (("a", range(45), 10), ("b", range(100, 130), 30)):
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.table({"v": list(values)}), sink, row_group_size=group)
+        s3.put_object(Bucket=bucket, Key=f"in/{name}.parquet", Body=sink.getvalue().to_pybytes())
+    source = batchguard.read(f"s3://{bucket}/in/*.parquet", endpoint_url=s3_endpoint,
+                             key="testing-key-id", secret="testing-secret-key")
+    runs = {}
+    for where, executor in (("local", None), ("cluster", dask_client)):
+        dlq = MemoryDLQ()
+        report = batchguard.run_batches(source, parquet_fn, batch_size=16, id_of=source.id_of, dlq=dlq,
+                                        executor=executor)
+        runs[where] = (report.status, report.total, report.successful,
+                       sorted((e.record_index, e.record_id, e.error_message) for e in dlq.list()))
+    assert runs["cluster"] == runs["local"]
+    assert runs["cluster"][1] == 75 and len(runs["cluster"][3]) == 12
+    assert (46, f"s3://{bucket}/in/b.parquet#1", "bad 101") in runs["cluster"][3]

@@ -260,3 +260,35 @@ def test_outcome_fields_cross_as_plain_data() -> None:
     entry = outcome.entries[0]
     assert (entry.record_index, entry.batch_index, entry.record_id) == (22, 2, 22)
     assert entry.traceback is not None and "ValueError: bad 22" in entry.traceback
+
+
+def _parquet_source(tmp_path: Any) -> Any:
+    """Two Parquet files, 21 rows in row groups of 7 and 10 rows in one group."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"v": list(range(21))}), tmp_path / "a.parquet", row_group_size=7)
+    pq.write_table(pa.table({"v": list(range(100, 110))}), tmp_path / "b.parquet")
+    return batchguard.read(str(tmp_path / "*.parquet"))
+
+
+def parquet_fn(row: dict[str, int]) -> int:
+    if row["v"] % 6 == 5:
+        raise ValueError(f"bad {row['v']}")
+    return row["v"] * 2
+
+
+def test_a_parquet_source_goes_out_as_row_ranges_the_workers_read(tmp_path: Any) -> None:
+    source = _parquet_source(tmp_path)
+    executor = ReversedExecutor()
+    local_dlq, remote_dlq = MemoryDLQ(), MemoryDLQ()
+    remote = batchguard.run_batches(source, parquet_fn, batch_size=8, id_of=source.id_of, dlq=remote_dlq,
+                                    executor=executor)
+    local = batchguard.run_batches(source, parquet_fn, batch_size=8, id_of=source.id_of, dlq=local_dlq)
+    # No record left the driver: each task names files and rows (batch 2 spans both files).
+    assert all(task.records == [] and task.split is not None for task in executor.submitted)
+    assert [t.split.pieces for t in sorted(executor.submitted, key=lambda t: t.batch_index)] == [
+        ((0, 0, 8),), ((0, 8, 8),), ((0, 16, 5), (1, 0, 3)), ((1, 3, 7),)]
+    assert remote.successful == local.successful and remote.total == local.total == 31
+    assert sorted((e.record_index, e.record_id, e.error_message) for e in remote_dlq.list()) == sorted(
+        (e.record_index, e.record_id, e.error_message) for e in local_dlq.list())
+    assert f"{tmp_path / 'a.parquet'}#5" in {e.record_id for e in remote_dlq.list()}

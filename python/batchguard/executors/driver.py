@@ -28,6 +28,7 @@ from ..policies import CircuitBreaker
 from ..reference.gates import MIN_RATE_SAMPLE
 from .protocol import Executor, WorkerLost
 from .recorder import ExecutorRecorder
+from .splits import ParquetSplit, parquet_batches, splittable
 from .task import BatchOutcome, BatchTask
 
 __all__ = ["MAX_RESUBMITS", "BatchBreaker", "run_on_executor"]
@@ -146,7 +147,11 @@ class _Driver:
                               rate_burst=max(1.0, config.rate_burst / slots),
                               delay_between_batches=0.0)
         self.dlq_url = worker_dlq_url(plan, recorder)
-        self.batches = _batches(plan.records, self.size, config.skip_batches)
+        # A Parquet source goes out as row ranges (its footers say where each batch's rows
+        # are) and the workers read them; any other input is read here and shipped.
+        self.batches: Iterator[tuple[int, int, int, list[Any] | ParquetSplit | None]] = (
+            parquet_batches(plan.records, self.size, config.skip_batches) if splittable(plan.records)
+            else _batches(plan.records, self.size, config.skip_batches))
         self.in_flight: dict[Hashable, tuple[BatchTask, float]] = {}
         self.values: dict[int, list[Any]] = {}
         self.succeeded = self.failed = self.retries = self.trips = 0
@@ -166,22 +171,23 @@ class _Driver:
         return budget
 
     def _submit_next(self) -> bool:
-        for index, first, length, records in self.batches:  # noqa: B007 - used after the loop
+        for index, first, length, payload in self.batches:  # noqa: B007 - used after the loop
             self.read = first + length
-            if records is None:  # a resumed job's finished batch: read past, counted as skipped
+            if payload is None:  # a resumed job's finished batch: read past, counted as skipped
                 self.skipped += length
                 continue
             break
         else:
             self.exhausted = True
             return False
+        records, split = (payload, None) if isinstance(payload, list) else ([], payload)
         if self.submitted_any and self.plan.config.delay_between_batches:
             time.sleep(self.plan.config.delay_between_batches)
         self.submitted_any = True
         plan = self.plan
         task = BatchTask(run_id=self.recorder.run_id, job_id=self.recorder.job_id, batch_index=index,
-                         first_index=first, records=records, fn=plan.fn,
-                         config=replace(self.config, batch_size=len(records),
+                         first_index=first, records=records, split=split, fn=plan.fn,
+                         config=replace(self.config, batch_size=length,
                                         max_failures=self._budget_left()),
                          classifier=plan.classifier, stage=plan.stage, id_of=plan.id_of,
                          pickle_payloads=plan.pickle_payloads, bulk=plan.bulk, dlq_url=self.dlq_url)
@@ -194,13 +200,13 @@ class _Driver:
         self.in_flight[self.executor.submit(task)] = (task, time.monotonic() - self.recorder.started)
 
     def _counters(self) -> Counters:
-        in_flight = sum(len(task.records) for task, _ in self.in_flight.values())
+        in_flight = sum(task.size for task, _ in self.in_flight.values())
         now = time.monotonic() - self.recorder.started
         batches = None
         if now - self.last_snapshot >= self.plan.config.progress_interval:
             self.last_snapshot = now
-            batches = tuple(sorted((ActiveBatch(index=task.batch_index, size=len(task.records), succeeded=0,
-                                                failed=0, retrying=0, in_flight=len(task.records),
+            batches = tuple(sorted((ActiveBatch(index=task.batch_index, size=task.size, succeeded=0,
+                                                failed=0, retrying=0, in_flight=task.size,
                                                 queued=0, retries=0, started=started,
                                                 elapsed=now - started)
                                     for task, started in self.in_flight.values()), key=lambda b: b.index))

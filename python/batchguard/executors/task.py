@@ -16,6 +16,7 @@ from typing import Any
 from .._run.config import EngineConfig
 from ..dlq.base import DeadLetter
 from ..policies import Classifier
+from .splits import ParquetSplit
 
 __all__ = ["BatchOutcome", "BatchTask"]
 
@@ -31,6 +32,7 @@ class BatchTask:
     """The input position of the batch's first record: entries and record ids use positions in
     the whole input, never in the batch."""
     records: list[Any]
+    """The batch's records; empty when ``split`` says where the worker reads them."""
     fn: Callable[..., Any]
     config: EngineConfig
     """The run's config for one batch: batch_size is the batch's length, the rate limit the
@@ -45,6 +47,15 @@ class BatchTask:
     itself; None when they go back to the driver, which writes them."""
     attempt: int = 0
     """How often the driver submitted this batch before (an executor error made it resubmit)."""
+    split: ParquetSplit | None = None
+    """Where the worker reads the batch's records (a Parquet source), instead of ``records``."""
+
+    @property
+    def size(self) -> int:
+        """How many records the batch has."""
+        if self.split is None:
+            return len(self.records)
+        return sum(rows for _, _, rows in self.split.pieces)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from .._native import BatchEvent, BreakerEvent, Counters, DeadRecord, RetryEvent
 from .._run.entries import EntryBuilder
 from ..dlq.base import DeadLetterQueue
 from ..dlq.urls import open_dlq
+from .splits import read_split
 from .task import BatchOutcome, BatchTask
 
 __all__ = ["run_batch"]
@@ -77,10 +78,11 @@ def run_batch(task: BatchTask) -> BatchOutcome:
     reports the task as failed and the driver stops the run), as it stops a local run.
     """
     started = time.monotonic()
+    records = task.records if task.split is None else read_split(task.split)
     capture = _Capture()
     sink: Any = capture  # the engine reads its sink by attribute; _native.pyi names the recorder
-    summary = _native.run(task.records, task.fn, task.config, task.classifier, sink,
-                          len(task.records), bulk=task.bulk)
+    summary = _native.run(records, task.fn, task.config, task.classifier, sink, len(records),
+                          bulk=task.bulk)
     builder = EntryBuilder(run_id=task.run_id, job_id=task.job_id, stage=task.stage,
                            id_of=task.id_of, pickle_payloads=task.pickle_payloads)
     first = task.first_index
@@ -95,9 +97,9 @@ def run_batch(task: BatchTask) -> BatchOutcome:
         stored = True
     duration = max((event.duration for event in capture.batches), default=time.monotonic() - started)
     return BatchOutcome(
-        batch_index=task.batch_index, size=len(task.records), succeeded=summary.succeeded,
+        batch_index=task.batch_index, size=len(records), succeeded=summary.succeeded,
         failed=summary.failed, retries=summary.retries, duration_s=duration,
-        pending=len(task.records) - summary.succeeded - summary.failed,
+        pending=len(records) - summary.succeeded - summary.failed,
         values=summary.successful, entries=entries,
         dead_records=[record.record for record in dead], stored=stored, stop_reason=summary.stop_reason,
         breaker_trips=summary.breaker_trips, breaker_events=capture.breaker,
