@@ -30,6 +30,8 @@ from .errors import (
     JobConflictError,
     JobError,
     PickleNotAllowedError,
+    ResultRejected,
+    RetryTimeExceeded,
 )
 from .hooks import Hooks
 from .jobs import (
@@ -46,7 +48,16 @@ from .jobs import (
     record_status,
 )
 from .jobs.rollback import RollbackReport, rollback
-from .policies import MAX_DURATION_S, CircuitBreaker, Classifier, ErrorClass, Explanation, RateLimit, RetryPolicy
+from .policies import (
+    MAX_DURATION_S,
+    CircuitBreaker,
+    Classifier,
+    ErrorClass,
+    Explanation,
+    RateLimit,
+    RetryPolicies,
+    RetryPolicy,
+)
 from .replay import ReplayReport, replay
 from .results import ActiveBatch, BatchProgress, BatchReport, BatchStats, RecordError
 from .sources import Source, read
@@ -99,9 +110,12 @@ __all__ = [
     "RateLimit",
     "RecordError",
     "ReplayReport",
+    "ResultRejected",
     "RetriesOverBudget",
     "RetryBudget",
+    "RetryPolicies",
     "RetryPolicy",
+    "RetryTimeExceeded",
     "RollbackReport",
     "RunOptions",
     "SampleReport",
