@@ -125,3 +125,18 @@ def test_the_error_budget_counts_records_that_fell_back(engine: str) -> None:
     assert report.fallback_count == report.success_count >= 3
     assert report.successful == [0] * report.success_count
     assert_conservation(report)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_results_sink_gets_the_fallback_values_in_record_order(engine: str) -> None:
+    """With results= a sink, the values go out batch by batch: the fallbacks among them."""
+    written: list[tuple[int, Any]] = []
+
+    def sink(indices: Any, values: Any) -> None:
+        written.extend(zip(indices, values, strict=True))
+
+    report = batchguard.run_batches(range(8), failing({0, 3, 6}), engine=engine, batch_size=3, results=sink,
+                                    classifier=CLASSIFIER, retry=RetryPolicy(max_attempts=1, fallback=-1))
+    assert sorted(written) == [(r, -1 if r in (0, 3, 6) else r * 10) for r in range(8)]
+    assert (report.success_count, report.failure_count, report.fallback_count) == (8, 0, 3)
+    assert report.successful == []
