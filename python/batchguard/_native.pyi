@@ -404,6 +404,9 @@ class DeadRecord:
     @property
     def attempts(self) -> list[FailedAttempt]:
         """Its tries, oldest first (never empty)."""
+    @property
+    def over_budget(self) -> bool:
+        """Dead-lettered because the retry budget refused its retry (``over_budget="dead_letter"``)."""
     def __new__(
         cls,
         *,
@@ -412,6 +415,7 @@ class DeadRecord:
         record: Any,
         error_class: str,
         attempts: list[FailedAttempt],
+        over_budget: bool = False,
     ) -> Self: ...
 
 @final

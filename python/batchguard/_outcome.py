@@ -23,6 +23,7 @@ from .dlq.base import DeadLetterQueue, MemoryDLQ
 from .dlq.sqlite import BackgroundWrites, SqliteDLQ
 from .hooks import HookDispatch
 from .results import BatchProgress, BatchReport, BatchStats, BatchTally, FinishedBatches
+from .steering import RetryBudget, name_refusals
 
 __all__ = ["RunRecorder", "deliver"]
 
@@ -111,6 +112,8 @@ class RunRecorder:
         self.compensation: RunCompensation | None = None
         # Fallbacks and max_elapsed cuts (``_run.retry_end``), set by the run when a policy has one.
         self.retry_end: RetryEnd | None = None
+        # A retry budget that dead-letters what it refuses: its records are named at batch end.
+        self.refusing_budget: RetryBudget | None = None
         self.results: ResultsOut | None = None
         self._results_last = -1  # the batch last written to ``results``
         self._last_compensated: tuple[int, BatchEvent] | None = None
@@ -160,6 +163,8 @@ class RunRecorder:
                 elif isinstance(event, BatchEvent):
                     if event.dead and self.retry_end is not None:
                         event = self.retry_end.batch(event)
+                    if event.dead and self.refusing_budget is not None:
+                        event = name_refusals(event, self.refusing_budget)
                     if self.compensation is not None:
                         event = self._compensate(event)
                     if self.results is not None and event.index != self._results_last:

@@ -166,3 +166,13 @@ class CompensationFailed(BatchguardError):
     effect was *not* undone. The entry's payload is ``{"record": ..., "value": ...}``; the undo's
     own error is this error's ``__cause__``, and its type and message are in the message.
     """
+
+
+class RetryBudgetExhausted(BatchguardError):
+    """The error a record's DLQ entry carries when its retry was refused by the run's
+    ``retry_budget=RetryBudget(over_budget="dead_letter")``: retries over the budget's window
+    had reached its share of first attempts, so the record was dead-lettered instead of
+    retried. The message names the budget, the refused retry and the last error, which is also
+    this error's ``__cause__`` (its type and message are in the entry's attempts). Replay it
+    once the dependency has recovered.
+    """

@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 from ._clients import retry_after_of
 from ._error_class import http_status_of
-from .errors import ConfigError, ConfigTypeError
+from ._native import BatchEvent, DeadRecord, FailedAttempt
+from .errors import ConfigError, ConfigTypeError, RetryBudgetExhausted
 
 __all__ = ["OVERLOAD_STATUSES", "Adaptive", "ConcurrencyLimit", "RetriesOverBudget", "RetryBudget",
-           "check_retry_budget", "is_overload", "split_concurrency"]
+           "check_retry_budget", "is_overload", "name_refusals", "split_concurrency"]
 
 OVERLOAD_STATUSES = frozenset({429, 503})
 """HTTP statuses that say the dependency is overloaded (Too Many Requests, Service Unavailable)."""
@@ -197,3 +198,38 @@ class RetriesOverBudget:
 
     def to_dict(self) -> dict[str, Any]:
         return {"waited": self.waited, "dead_lettered": self.dead_lettered}
+
+
+def name_refusals(event: BatchEvent, budget: RetryBudget) -> BatchEvent:
+    """``event`` with each record the retry budget refused (``DeadRecord.over_budget``) carrying
+    a :class:`~batchguard.errors.RetryBudgetExhausted` as its last error, its ``__cause__`` the
+    record's own last error: the DLQ entry says why the record was not retried. The recorder
+    calls it at a batch's end, for a run with ``over_budget="dead_letter"`` only."""
+    dead = event.dead
+    if not dead or not any(record.over_budget for record in dead):
+        return event
+    named = [_named(record, budget) if record.over_budget else record for record in dead]
+    return BatchEvent(index=event.index, size=event.size, succeeded=event.succeeded, failed=event.failed,
+                      retries=event.retries, duration=event.duration, pending=event.pending, dead=named,
+                      indices=event.indices, values=event.values)
+
+
+def _named(record: DeadRecord, budget: RetryBudget) -> DeadRecord:
+    last = record.attempts[-1]
+    original = last.error
+    error = RetryBudgetExhausted(
+        f"attempt {last.attempt + 1} was not scheduled: the retry budget (retries at most {budget.ratio:g} x first "
+        f"attempts + {budget.min_per_s:g}/s over {budget.window_s:g} s) was spent; last error "
+        f"{type(original).__name__}: {_message(original)}")
+    error.__cause__ = original
+    error.__traceback__ = original.__traceback__
+    attempts = [*record.attempts[:-1], FailedAttempt(attempt=last.attempt, at=last.at, error=error, delay=None)]
+    return DeadRecord(record_index=record.record_index, batch_index=record.batch_index, record=record.record,
+                      error_class=record.error_class, attempts=attempts, over_budget=True)
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the record
+        return f"<unprintable {type(exc).__name__}>"

@@ -398,14 +398,23 @@ pub struct DeadRecord {
     record: Obj,
     error_class: Py<PyString>,
     attempts: Py<PyList>,
+    /// Dead-lettered because the retry budget refused its retry (`over_budget="dead_letter"`).
+    over_budget: bool,
 }
 
 #[pymethods]
 impl DeadRecord {
     #[new]
-    #[pyo3(signature = (*, record_index, batch_index, record, error_class, attempts))]
-    fn new(record_index: u64, batch_index: u64, record: Obj, error_class: Py<PyString>, attempts: Py<PyList>) -> Self {
-        Self { record_index, batch_index, record, error_class, attempts }
+    #[pyo3(signature = (*, record_index, batch_index, record, error_class, attempts, over_budget=false))]
+    fn new(
+        record_index: u64,
+        batch_index: u64,
+        record: Obj,
+        error_class: Py<PyString>,
+        attempts: Py<PyList>,
+        over_budget: bool,
+    ) -> Self {
+        Self { record_index, batch_index, record, error_class, attempts, over_budget }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -431,6 +440,7 @@ fn dead_record<'py>(py: Python<'py>, dead: &Dead<Obj, Obj>) -> PyResult<Bound<'p
             record: dead.record.clone_ref(py),
             error_class: PyString::intern(py, dead.class.as_str()).unbind(),
             attempts: attempts.unbind(),
+            over_budget: dead.over_budget,
         },
     )
 }

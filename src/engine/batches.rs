@@ -13,6 +13,8 @@ pub struct Dead<T, E> {
     pub record: T,
     pub class: ErrorClass,
     pub attempts: Vec<Attempt<E>>,
+    /// Dead-lettered because the retry budget refused its retry (`over_budget="dead_letter"`).
+    pub over_budget: bool,
 }
 
 /// A batch's end: all its records are final, or the run stopped (`pending` are not).

@@ -499,13 +499,15 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         } else if self.stop.is_some() {
             self.pending(work);
         } else {
+            // Before the delay: a refused retry keeps no delay on its last attempt (that marks
+            // a max_elapsed cut), and the budget is asked first, as in the reference engine.
+            if !self.gates.retry_within_budget(&self.clock) {
+                return self.dead_letter_as(work, class, true);
+            }
             let Ok(delay) = self.retries.delay_for(&mut work, class, policy, retry_after, &self.config, &self.clock)
             else {
                 return self.dead_letter(work, class); // past the policy's max_elapsed
             };
-            if !self.gates.retry_within_budget(&self.clock) {
-                return self.dead_letter(work, class);
-            }
             self.batches.retry_scheduled(work.batch);
             let shared = self.retried.enabled.then(|| (work.record.share(), work.last_error().share()));
             let (index, batch, attempt) = (work.index, work.batch, work.attempt);
@@ -571,6 +573,11 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
     }
 
     fn dead_letter(&mut self, work: Work<T, E>, class: ErrorClass) {
+        self.dead_letter_as(work, class, false);
+    }
+
+    /// `over_budget`: the retry budget refused the record's retry.
+    fn dead_letter_as(&mut self, work: Work<T, E>, class: ErrorClass, over_budget: bool) {
         if let Some(key) = work.key {
             self.keys.release(key);
         }
@@ -578,7 +585,7 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         self.failed += 1;
         let Work { index, batch, record, retry, .. } = work;
         let attempts = retry.map_or_else(Vec::new, |r| r.history);
-        if self.batches.dead_lettered(Dead { index, batch, record, class, attempts }) {
+        if self.batches.dead_lettered(Dead { index, batch, record, class, attempts, over_budget }) {
             self.close_batch(batch);
         }
         if self.stop.is_none() && self.gates.over_budget(self.succeeded, self.failed) {

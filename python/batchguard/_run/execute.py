@@ -45,12 +45,16 @@ def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, sink: Outco
         total, expected = (None if n is None else
                            max(0, n - sum(max(0, min(size, n - b * size)) for b in plan.config.skip_batches))
                            for n in (total, expected))
-    return kind(run_id=run_id or new_run_id(), job_id=job_id, stage=plan.stage,
-                dlq=plan.dlq, on_progress=_watched(plan.on_progress, hooks), total=total,
-                batch_size=plan.config.batch_size, id_of=plan.id_of,
-                pickle_payloads=plan.pickle_payloads, sink=sink,
-                reopen_dlq=plan.reopen_dlq, expected_total=expected,
-                hooks=hooks)
+    recorder = kind(run_id=run_id or new_run_id(), job_id=job_id, stage=plan.stage,
+                    dlq=plan.dlq, on_progress=_watched(plan.on_progress, hooks), total=total,
+                    batch_size=plan.config.batch_size, id_of=plan.id_of,
+                    pickle_payloads=plan.pickle_payloads, sink=sink,
+                    reopen_dlq=plan.reopen_dlq, expected_total=expected,
+                    hooks=hooks)
+    budget = plan.config.retry_budget
+    if budget is not None and budget.over_budget == "dead_letter":
+        recorder.refusing_budget = budget
+    return recorder
 
 
 def _watched(on_progress: Any, hooks: HookDispatch | None) -> Any:

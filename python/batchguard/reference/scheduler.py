@@ -283,7 +283,7 @@ class Scheduler:
         elif self.stop_reason is not None:
             self._pending(work)
         elif self._gates.steers and not self._gates.retry_within_budget(now):
-            self._dead_letter(work, error_class, now)
+            self._dead_letter(work, error_class, now, over_budget=True)
         else:
             retry = work.retry
             assert retry is not None, "a failed record has a history"
@@ -361,7 +361,8 @@ class Scheduler:
         work.push_failure(error, time.time())
         self._dead_letter(work, ErrorClass.PERMANENT, now)
 
-    def _dead_letter(self, work: Work, error_class: ErrorClass, now: float) -> None:
+    def _dead_letter(self, work: Work, error_class: ErrorClass, now: float, over_budget: bool = False) -> None:
+        """``over_budget``: the retry budget refused the record's retry."""
         if work.key is not None:
             self._keys.release(work.key)
         if self.traceback_budget > 0:
@@ -371,7 +372,7 @@ class Scheduler:
         attempts = [FailedAttempt(attempt=attempt, at=at, error=error, delay=delay)
                     for attempt, at, error, delay in history]
         dead = DeadRecord(record_index=work.index, batch_index=work.batch_index, record=work.record,
-                          error_class=error_class.value, attempts=attempts)
+                          error_class=error_class.value, attempts=attempts, over_budget=over_budget)
         if self._batches.dead_lettered(dead):
             self._close_batch(work.batch_index, now)
         if self.stop_reason is None and self._gates.over_budget(self.succeeded, self.failed):
