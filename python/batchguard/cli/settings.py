@@ -12,7 +12,7 @@ import inspect
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import click
 from click.core import ParameterSource
@@ -23,6 +23,7 @@ from .._run.plan import close_opened_dlq, make_plan
 from ..alerts import Webhook, default_rules, redact_webhook
 from ..errors import ConfigError, InputParseError
 from ..policies import CircuitBreaker, RateLimit, RetryPolicy
+from .callables import load_callable, portable_spec
 
 __all__ = ["CONFIG_KEYS", "ENGINE_KEYS", "SECRET_KEYS", "EngineSettings", "apply_config", "engine_options",
            "given_on_command_line", "resumed_settings", "settings_of", "shown_value"]
@@ -32,7 +33,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 ENGINE_KEYS: Final = ("timeout", "rate_limit", "burst", "breaker", "breaker_cooldown", "breaker_abort",
                       "success_threshold", "max_failures", "delay_between_batches", "id_field",
                       "key_field", "max_delay", "jitter", "seed", "stage", "bulk", "alert_webhook",
-                      "keep_outcomes")
+                      "keep_outcomes", "compensate", "atomic_batches", "on_abort")
 """The options this module adds to ``run``, by parameter name."""
 SECRET_KEYS: Final = ("alert_webhook",)
 """Settings a job never saves (a webhook URL holds its token): a resume is given them again."""
@@ -155,6 +156,15 @@ def engine_options(fn: _F) -> _F:
                           "length, in order. When a call raises, the batch is split in halves and retried "
                           "until each failing record stands alone and is dead-lettered as usual. Not "
                           "with --key-field."),
+        click.option("--compensate", type=text, metavar="MODULE:UNDO",
+                     help="undo(record, value): reverses what --fn did for a record that returned value; "
+                          "used with --atomic-batches and --on-abort compensate."),
+        click.option("--atomic-batches", is_flag=True, default=None,
+                     help="With --compensate: a batch that dead-letters a record is rolled back, its "
+                          "succeeded records undone (newest first) and dead-lettered as BatchRolledBack."),
+        click.option("--on-abort", type=click.Choice(["stop", "compensate"]),
+                     help="What an aborted run (fatal error, --breaker-abort, --max-failures) does: stop "
+                          "[default], or compensate: undo every record it succeeded on (with --compensate)."),
         click.option("--keep-outcomes", is_flag=True, default=None,
                      help="With --job: keep each succeeded record and its result in the job store, so "
                           "that `batchguard rollback JOB --fn MODULE:UNDO` can undo the job later."),
@@ -296,8 +306,8 @@ class EngineSettings:
 
     def saved(self) -> dict[str, Any]:
         """What a job stores to resume with: every setting but the secrets (SECRET_KEYS)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.values.items()
-                if k not in SECRET_KEYS}
+        return {k: (list(v) if isinstance(v, tuple) else portable_spec(v) if k == "compensate" else v)
+                for k, v in self.values.items() if k not in SECRET_KEYS}
 
     @classmethod
     def from_saved(cls, saved: Any) -> EngineSettings:
@@ -339,6 +349,12 @@ class EngineSettings:
             kwargs["bulk"] = True
         if v.get("keep_outcomes"):
             kwargs["keep_outcomes"] = True
+        if "compensate" in v:
+            kwargs["compensate"] = _undo(v["compensate"])
+        if v.get("atomic_batches"):
+            kwargs["atomic_batches"] = True
+        if "on_abort" in v:
+            kwargs["on_abort"] = v["on_abort"]
         if "alert_webhook" in v:
             kwargs["alerts"] = default_rules(Webhook(v["alert_webhook"]), max_failures=v.get("max_failures"))
         return kwargs
@@ -395,6 +411,14 @@ def guard_bulk_parse_errors(fn: Callable[[Sequence[Any]], Any]) -> Callable[[Seq
         return fn(records)
 
     return guarded
+
+
+def _undo(spec: str) -> Callable[[Any, Any], Any]:
+    """``--compensate``'s callable (a usage error naming the option when it does not import)."""
+    try:
+        return cast(Callable[[Any, Any], Any], load_callable(spec))
+    except click.BadParameter as exc:
+        raise click.BadParameter(exc.message, param_hint="'--compensate'") from None
 
 
 def settings_of(params: Mapping[str, Any]) -> EngineSettings:
