@@ -226,3 +226,18 @@ def test_jsonl_and_parquet_sinks_write_to_s3(s3_endpoint: str) -> None:
         assert pq.read_table(f).column("value").to_pylist() == [{"x": x} for x in range(5)]
     with pytest.raises(ConfigError, match="cannot append to a remote object"):
         sinks.jsonl(f"s3://{bucket}/out/r.jsonl").open(append=True)
+
+
+def test_jobs_resume_appends_to_the_jobs_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps({"id": i}) for i in range(8)) + "\n")
+    monkeypatch.setenv("BG_FATAL_AT", "3")
+    first = CliRunner().invoke(main, ["run", "in.jsonl", "--fn", "cli_fns:fatal_when_asked", "--job", "j",
+                                      "--batch-size", "2", "-q", "--output", "out.jsonl"])
+    assert first.exit_code != 0
+    assert [row["index"] for row in read_back(tmp_path / "out.jsonl")] == [0, 1, 2]
+    monkeypatch.delenv("BG_FATAL_AT")
+    resumed = CliRunner().invoke(main, ["jobs", "resume", "j", "-q"], catch_exceptions=False)
+    assert "results: 4 values written to" in resumed.output
+    assert [row["index"] for row in read_back(tmp_path / "out.jsonl")] == [0, 1, 2, 4, 5, 6, 7]

@@ -188,7 +188,11 @@ class BatchStream(Generic[R], Iterator[BatchResult[R]]):
     def __next__(self) -> BatchResult[R]:
         if self._finished:
             raise StopIteration
-        item = self._ready.get()
+        try:
+            item = self._ready.get()
+        except BaseException:
+            self.close()  # Ctrl-C while waiting for a batch: the run stops too
+            raise
         if item is _DONE:
             self._finished = True
             assert self._thread is not None
