@@ -269,3 +269,21 @@ def test_a_results_sink_gets_a_rolled_back_batchs_fallback_values_only(engine: s
     assert [record for record, _ in undo.calls] == [9, 8, 5]
     assert sorted(written) == [(0, 0), (1, 10), (2, 20), (3, 30), (4, 40), (6, -1), (10, 100), (11, 110)]
     assert (report.success_count, report.failure_count, report.compensated_count) == (8, 1, 3)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_prometheus_counts_compensated_records_as_the_report_does(engine: str) -> None:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from batchguard.metrics import Prometheus
+
+    registry = prometheus_client.CollectorRegistry()
+    report = run(range(12), FailurePlan({(7, 1): "permanent"}), engine=engine, batch_size=5,
+                 metrics=Prometheus(registry), compensate=Undo(), atomic_batches=True)
+    counted = {s.labels["outcome"]: s.value
+               for family in text_string_to_metric_families(prometheus_client.generate_latest(registry).decode())
+               for s in family.samples if s.name == "batchguard_records_total"}
+    assert counted == {"succeeded": report.success_count, "dead_lettered": report.failure_count,
+                       "compensated": report.compensated_count, "pending": 0}
+    assert counted["compensated"] == 4

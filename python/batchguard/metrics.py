@@ -12,7 +12,7 @@ retry (retries are then collected by the engine, as for an ``on_retry`` hook).
 name (``namespace`` ``batchguard``)            type       labels besides ``stage``, ``job``
 =============================================  =========  =====================================
 ``batchguard_records_total``                   counter    ``outcome``: succeeded,
-                                                          dead_lettered, pending
+                                                          dead_lettered, compensated, pending
 ``batchguard_retries_total``                   counter    ``error_class``: transient,
                                                           recoverable (rate limits are
                                                           recoverable)
@@ -28,8 +28,11 @@ The duration is a batch's, not an attempt's: the engines time batches already, w
 every attempt would put two clock reads on every record of every run. ``job`` is the job's
 name ("" for a run that is not a job). At the end of a run the counters equal the report:
 ``records_total{outcome="succeeded"}`` is ``success_count``, ``dead_lettered`` is
-``failure_count``, and the retries sum to ``retry_count`` when the run was not stopped early
-(a retry scheduled but never started is counted here, not in the report).
+``failure_count``, ``compensated`` is ``compensated_count`` (records of rolled-back atomic
+batches), and the retries sum to ``retry_count`` when the run was not stopped early (a retry
+scheduled but never started is counted here, not in the report). Records an aborted run undoes
+at its end (``on_abort="compensate"``) were counted succeeded when their batch ended: a counter
+does not go back, so there the report is the one to read.
 
 ``batchguard run --metrics-port N`` serves them on 127.0.0.1:N; in a program, call
 :meth:`Prometheus.serve` (or ``prometheus_client.start_http_server``) yourself.
@@ -128,7 +131,7 @@ class Prometheus:
         for gauge in ("in_flight", "queued", "retrying", "breaker_state"):
             self._m[gauge].labels(*self._labels).set(0)
         # Every outcome shows from the start (at 0), so a rate() over the run has its first point.
-        for outcome in ("succeeded", "dead_lettered", "pending"):
+        for outcome in ("succeeded", "dead_lettered", "compensated", "pending"):
             self._m["records"].labels(*self._labels, outcome)
 
     def observe_retry(self, event: RetryEvent) -> None:
@@ -145,6 +148,8 @@ class Prometheus:
         records = self._m["records"]
         records.labels(*self._labels, "succeeded").inc(stats.succeeded)
         records.labels(*self._labels, "dead_lettered").inc(stats.failed)
+        if stats.compensated:
+            records.labels(*self._labels, "compensated").inc(stats.compensated)
         if stats.pending:
             records.labels(*self._labels, "pending").inc(stats.pending)
         self._m["batch_duration"].labels(*self._labels).observe(stats.duration_s)
@@ -219,7 +224,7 @@ class OpenTelemetry:
 
     def on_batch_complete(self, stats: BatchStats) -> None:
         for outcome, n in (("succeeded", stats.succeeded), ("dead_lettered", stats.failed),
-                           ("pending", stats.pending)):
+                           ("compensated", stats.compensated), ("pending", stats.pending)):
             if n:
                 self._records.add(n, self._with(outcome=outcome))
         self._duration.record(stats.duration_s, self._attrs)
