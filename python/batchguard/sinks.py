@@ -178,17 +178,21 @@ class JsonLinesWriter:
         if stream is None:
             raise RuntimeError(f"{self!r} is not open: a run opens it")
         dumps = orjson.dumps
-        lines = []
-        for index, value in zip(indices, values, strict=True):
-            try:
-                lines.append(dumps({"index": index, "value": value}))
-            except TypeError as exc:
-                raise TypeError(f"results sink {self._out.shown}: the value of record {index} cannot "
-                                f"be written as JSON ({exc}); return JSON-ready values from fn, or "
-                                f"pass a callable sink") from None
-        if lines:
-            lines.append(b"")
-            stream.write(b"\n".join(lines))
+        try:
+            # The line written around each value's own encoding: no {"index", "value"} dict per
+            # record (a tenth of the cost of encoding one).
+            chunk = b"".join([b'{"index":%d,"value":%b}\n' % (index, dumps(value))
+                              for index, value in zip(indices, values, strict=True)])
+        except TypeError:
+            for index, value in zip(indices, values, strict=True):
+                try:
+                    dumps(value)
+                except TypeError as exc:
+                    raise TypeError(f"results sink {self._out.shown}: the value of record {index} cannot "
+                                    f"be written as JSON ({exc}); return JSON-ready values from fn, or "
+                                    f"pass a callable sink") from None
+            raise
+        stream.write(chunk)
 
     def sync(self) -> None:
         """Make the lines written so far durable (a job calls it before each checkpoint)."""
