@@ -287,3 +287,17 @@ def test_prometheus_counts_compensated_records_as_the_report_does(engine: str) -
     assert counted == {"succeeded": report.success_count, "dead_lettered": report.failure_count,
                        "compensated": report.compensated_count, "pending": 0}
     assert counted["compensated"] == 4
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_undo_is_retried_under_retrys_policy_for_its_error(engine: str) -> None:
+    # The default policy gives 3 tries; retry= gives a ConnectionError 5, an undo's as a call's.
+    undo = Undo({8: [ConnectionError("db gone")] * 3, 6: [ValueError("locked")]})
+    dlq = MemoryDLQ()
+    report = run(range(10), FailurePlan({(5, 1): "permanent"}), engine=engine, batch_size=10, dlq=dlq,
+                 retry={ConnectionError: batchguard.RetryPolicy(max_attempts=5, base_delay=0.0),
+                        ValueError: batchguard.RetryPolicy(max_attempts=1)},
+                 compensate=undo, atomic_batches=True)
+    assert [record for record, _ in undo.calls].count(8) == 4 and 8 in undo.undone
+    assert [e.record_index for e in dlq.list(stage="compensate")] == [6]
+    assert (report.failure_count, report.compensated_count) == (2, 8)

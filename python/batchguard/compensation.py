@@ -227,6 +227,20 @@ class Undoer:
         self._seed = seed
         self._sleep = sleep
 
+    def _policy_for(self, exc: BaseException, error_class: ErrorClass) -> RetryPolicy:
+        """The policy a call failing with ``exc`` would be retried under: ``retry=``'s policy for
+        its error (``RetryPolicies``, a mapping; the classifier carries the run's table), else
+        the run's one policy."""
+        table = self._classifier.retry_table
+        index_for, policies = getattr(table, "index_for", None), getattr(table, "policies", None)
+        if index_for is None or policies is None:
+            return self._retry
+        try:
+            policy = policies[index_for(exc, error_class)]
+        except Exception:  # noqa: BLE001 - a key predicate that raises: as the engines, the default
+            return self._retry
+        return policy if isinstance(policy, RetryPolicy) else self._retry
+
     def _classify(self, exc: BaseException) -> ErrorClass:
         try:
             return self._classifier.classify(exc)
@@ -252,7 +266,7 @@ class Undoer:
         """None once ``undo`` returned; else the dead record of its failed tries."""
         attempts: list[FailedAttempt] = []
         backoff: BackoffState | None = None
-        policy = self._retry
+        backoff_policy: RetryPolicy | None = None  # the policy ``backoff`` follows
         while True:
             try:
                 self._undo(outcome.record, outcome.value)
@@ -262,12 +276,13 @@ class Undoer:
                                              f"failed: {type(exc).__name__}: {_message(exc)}")
                 wrapped.__cause__ = exc
                 wrapped.__traceback__ = exc.__traceback__
+                policy = self._policy_for(exc, error_class)
                 last = len(attempts) + 1 >= policy.max_attempts or not error_class.retryable
                 delay: float | None = None
                 if not last:
                     if error_class is ErrorClass.RECOVERABLE:
-                        if backoff is None:
-                            backoff = BackoffState(policy, outcome.position, self._seed)
+                        if backoff is None or backoff_policy is not policy:
+                            backoff, backoff_policy = BackoffState(policy, outcome.position, self._seed), policy
                         delay = backoff.next_delay()
                     else:
                         delay = 0.0
