@@ -208,3 +208,26 @@ def test_an_atomic_batch_rolled_back_writes_none_of_its_values(engine: str) -> N
                                     compensate=lambda record, value: None, atomic_batches=True, results=sink)
     assert sink.pairs == [(0, 0), (1, 1), (2, 2)], "compensation runs before the sink write"
     assert (report.success_count, report.compensated_count) == (3, 2)
+
+
+def _no_negatives(record: int) -> Any:
+    if record < 0:
+        return [batchguard.ValidationIssue(field="value", message="negative", severity="error",
+                                           fix="make it positive")]
+    return None
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("mode", ["dry-run", "sample"])
+def test_a_dry_run_or_a_sample_writes_no_results(engine: str, mode: str) -> None:
+    """A phase writes nothing (no DLQ, no job): its engine run, of checks or of the sample, must
+    not reach the run's sink either."""
+    sink = Collect()
+    report: Any = batchguard.run_batches([1, -2, 3, 4], lambda x: 2 * x, validate=_no_negatives, mode=mode,
+                                         engine=engine, results=sink)
+    assert sink.batches == []
+    if mode == "sample":
+        assert report.items and all(item.ok and item.value == 2 * [1, -2, 3, 4][item.record_index]
+                                    for item in report.items), report.items
+    else:
+        assert report.blocked == 1

@@ -293,6 +293,8 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
     if dlq is not None and not isinstance(dlq, (str, DeadLetterQueue)):
         raise ConfigTypeError(f"dlq must be a DeadLetterQueue or a URL str, got {type(dlq).__name__}")
     results = check_results(options["results"])
+    if mode != DEFAULT_MODE:
+        results = "keep"  # a dry-run or a sample writes nothing (batchguard.validation): no results either
     seed = (retry.seed if retry.seed is not None else random.getrandbits(64)) & ((1 << 64) - 1)
     config = EngineConfig(batch_size=batch_size, concurrency=concurrency, retry=retry,
                           breaker=breaker, max_failures=max_failures, seed=seed,
