@@ -330,7 +330,6 @@ class RunCompensation:
         self.rolled_back = 0
         """The compensated records of rolled-back atomic batches (each has a DLQ entry)."""
         self._unsucceeded: list[Any] = []  # values to drop from the report's ``successful``
-        self.by_batch: collections.Counter[int] = collections.Counter()  # batch -> compensated
         self.undone_on_abort: dict[int, list[int]] = {}
         """Batch -> the positions an abort undid in it (a job's store forgets and reopens them)."""
 
@@ -388,7 +387,6 @@ class RunCompensation:
     def _count(self, batch: int, undone: _Undone) -> None:
         self.compensated += len(undone.compensated)
         self.undo_failed += len(undone.failed)
-        self.by_batch[batch] += len(undone.compensated)
         self._unsucceeded.extend(outcome.value for outcome in undone.compensated)
         self._unsucceeded.extend(dead.record["value"] for dead in undone.failed)
 
