@@ -275,7 +275,8 @@ def run(ctx: click.Context, /, input_path: str, fn_spec: str, dlq_url: str | Non
     if force and job is None:
         raise click.UsageError("--force is only used with --job NAME")
     if report_json_path is not None:
-        own_store = (store_url or DEFAULT_URL) if job else None
+        # a sample keeps its results in the job store too (batchguard rollback)
+        own_store = (store_url or DEFAULT_URL) if job or given.get("mode") == "sample" else None
         clash = report_path_clash(report_json_path, input_path=input_path, backends=(
             ("job store", own_store), ("DLQ", dlq_url or own_store or DEFAULT_URL)))
         if clash is not None:
