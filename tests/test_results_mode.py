@@ -231,3 +231,20 @@ def test_a_dry_run_or_a_sample_writes_no_results(engine: str, mode: str) -> None
                                     for item in report.items), report.items
     else:
         assert report.blocked == 1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_arun_batches_streams_results_of_sync_and_async_fns(engine: str) -> None:
+    async def inc(x: int) -> int:
+        return x + 1
+
+    async def main() -> tuple[Any, Any]:
+        a, b = Collect(), Collect()
+        await batchguard.arun_batches(range(7), inc, batch_size=3, concurrency=2, engine=engine, results=a)
+        await batchguard.arun_batches(range(7), lambda x: x - 1, batch_size=3, concurrency=2, engine=engine,
+                                      results=b)
+        return a, b
+
+    a, b = asyncio.run(main())
+    assert a.pairs == [(x, x + 1) for x in range(7)]
+    assert b.pairs == [(x, x - 1) for x in range(7)]
