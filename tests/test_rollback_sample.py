@@ -107,3 +107,14 @@ def test_the_cli_sample_prints_the_rollback_command_that_undoes_it(tmp_path: Pat
     rolled = runner.invoke(main, ["rollback", *args])
     assert rolled.exit_code == 0, rolled.output
     assert _count(db) == 0
+
+
+def test_a_sample_refuses_a_report_json_on_its_store(tmp_path: Path) -> None:
+    _, module = _shop(tmp_path)
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "name": "a"}\n')
+    store = tmp_path / "jobs.db"
+    result = CliRunner().invoke(main, ["run", str(source), "--fn", f"{module}:insert", "--mode", "sample",
+                                       "--store", f"sqlite:///{store}", "--report-json", str(store)])
+    assert result.exit_code == 2
+    assert "job store" in result.output
