@@ -292,3 +292,18 @@ def test_a_parquet_source_goes_out_as_row_ranges_the_workers_read(tmp_path: Any)
     assert sorted((e.record_index, e.record_id, e.error_message) for e in remote_dlq.list()) == sorted(
         (e.record_index, e.record_id, e.error_message) for e in local_dlq.list())
     assert f"{tmp_path / 'a.parquet'}#5" in {e.record_id for e in remote_dlq.list()}
+
+
+def test_a_fallback_serves_on_a_worker_as_it_does_locally() -> None:
+    # The retry policies' batch end (a fallback instead of a dead letter, max_elapsed naming the
+    # records it cut) runs on the worker, where the dead records are.
+    policy = RetryPolicy(max_attempts=1, fallback=lambda record, error: -record)
+    runs = []
+    for executor in (None, ReversedExecutor()):
+        dlq = MemoryDLQ()
+        report = batchguard.run_batches(list(range(40)), fn, batch_size=10, retry=policy, dlq=dlq,
+                                        executor=executor)
+        runs.append((report.status, report.success_count, report.failure_count, report.fallback_count,
+                     report.successful, dlq.count()))
+    assert runs[1] == runs[0]
+    assert runs[0][3] == 4 and runs[0][5] == 0 and -13 in runs[0][4]

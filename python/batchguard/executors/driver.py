@@ -216,8 +216,10 @@ class _Driver:
 
     def _take(self, task: BatchTask, started: float, outcome: BatchOutcome) -> None:
         self.values[outcome.batch_index] = outcome.values
-        self.succeeded += outcome.succeeded
-        self.failed += outcome.failed
+        # Counted as the engine counts them (a fallback as a failure), as the budget judges them
+        # and as the recorder's report expects (it moves the fallbacks back to the successes).
+        self.succeeded += outcome.succeeded - outcome.fallbacks
+        self.failed += outcome.failed + outcome.fallbacks
         self.retries += outcome.retries
         self.trips += outcome.breaker_trips
         self.breaker.batch_back(outcome.batch_index, outcome.breaker_trips > 0, time.monotonic())

@@ -83,6 +83,8 @@ class ExecutorRecorder(RunRecorder):
         event = BatchEvent(index=outcome.batch_index, size=outcome.size, succeeded=outcome.succeeded,
                            failed=outcome.failed, retries=outcome.retries,
                            duration=outcome.duration_s, pending=outcome.pending, dead=None)
+        if self.retry_end is not None:  # the worker served them; the report counts them
+            self.retry_end.count += outcome.fallbacks
         self._arrived = outcome
         try:
             if outcome.entries and not self._every_batch:

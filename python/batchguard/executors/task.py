@@ -82,6 +82,9 @@ class BatchOutcome:
     stop_reason: str | None
     """Why the batch's engine stopped early (``"fatal"``, ``"breaker_abort"``,
     ``"max_failures"``), leaving ``pending`` records; None when every record is final."""
+    fallbacks: int
+    """Records of ``succeeded`` that succeeded with their retry policy's fallback value (the
+    engine counted them failed; the recorder's report counts them as the local run's does)."""
     breaker_trips: int
     breaker_events: list[tuple[float, str, str]]
     """The worker's breaker transitions: (seconds since the batch started, from, to)."""

@@ -17,6 +17,7 @@ from typing import Any
 from .. import _native
 from .._native import BatchEvent, BreakerEvent, Counters, DeadRecord, RetryEvent
 from .._run.entries import EntryBuilder
+from .._run.retry_end import RetryEnd
 from ..dlq.base import DeadLetterQueue
 from ..dlq.urls import open_dlq
 from .splits import read_split
@@ -83,10 +84,20 @@ def run_batch(task: BatchTask) -> BatchOutcome:
     sink: Any = capture  # the engine reads its sink by attribute; _native.pyi names the recorder
     summary = _native.run(records, task.fn, task.config, task.classifier, sink, len(records),
                           bulk=task.bulk)
+    events = capture.batches
+    values = summary.successful
+    # The retry policies' batch end (fallbacks, max_elapsed's naming), as the local recorder
+    # applies it: here, where the dead records and their exceptions are.
+    retry_end = RetryEnd.for_config(task.config, task.run_id)
+    if retry_end is not None:
+        events = [retry_end.batch(event) if event.dead else event for event in events]
+        values = retry_end.successful(values, [(e.index, e.size, e.succeeded, e.failed, e.retries, e.duration,
+                                                e.pending) for e in events], task.config.batch_size)
+    fallbacks = 0 if retry_end is None else retry_end.count
     builder = EntryBuilder(run_id=task.run_id, job_id=task.job_id, stage=task.stage,
                            id_of=task.id_of, pickle_payloads=task.pickle_payloads)
     first = task.first_index
-    dead: list[Any] = [record for event in capture.batches for record in (event.dead or ())]
+    dead: list[Any] = [record for event in events for record in (event.dead or ())]
     dead.sort(key=lambda record: record.record_index)
     entries = [builder.dead_letter(DeadRecord(
         record_index=first + record.record_index, batch_index=task.batch_index, record=record.record,
@@ -95,12 +106,12 @@ def run_batch(task: BatchTask) -> BatchOutcome:
     if task.dlq_url is not None and entries:
         _queue(task.dlq_url).send(entries)  # durable (upserted by id) when it returns
         stored = True
-    duration = max((event.duration for event in capture.batches), default=time.monotonic() - started)
+    duration = max((event.duration for event in events), default=time.monotonic() - started)
     return BatchOutcome(
-        batch_index=task.batch_index, size=len(records), succeeded=summary.succeeded,
-        failed=summary.failed, retries=summary.retries, duration_s=duration,
+        batch_index=task.batch_index, size=len(records), succeeded=summary.succeeded + fallbacks,
+        failed=summary.failed - fallbacks, retries=summary.retries, duration_s=duration,
         pending=len(records) - summary.succeeded - summary.failed,
-        values=summary.successful, entries=entries,
+        values=values, entries=entries,
         dead_records=[record.record for record in dead], stored=stored, stop_reason=summary.stop_reason,
-        breaker_trips=summary.breaker_trips, breaker_events=capture.breaker,
+        fallbacks=fallbacks, breaker_trips=summary.breaker_trips, breaker_events=capture.breaker,
         worker=f"pid {os.getpid()}")
