@@ -5,6 +5,7 @@ the run. Both engines.
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import threading
@@ -148,3 +149,22 @@ def test_a_bad_argument_raises_at_the_call_not_at_the_first_next() -> None:
         iter_batches(range(3), lambda x: x, batch_size=0)
     with pytest.raises(batchguard.ConfigError, match="read_ahead"):
         iter_batches(range(3), lambda x: x, read_ahead=0)
+
+
+def test_leaving_a_loop_over_an_unnamed_stream_stops_the_run(caplog: pytest.LogCaptureFixture) -> None:
+    calls = 0
+
+    def fn(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        return x
+
+    with caplog.at_level(logging.WARNING, logger="batchguard"):
+        for batch in iter_batches(iter(range(1_000_000)), fn, batch_size=10):
+            if batch.batch_index == 2:
+                break
+        gc.collect()
+    assert "iter_batches closed before its run ended" in caplog.text
+    stopped_at = calls
+    time.sleep(0.1)
+    assert calls == stopped_at < 1_000

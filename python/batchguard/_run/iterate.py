@@ -142,6 +142,28 @@ class _InOrder:
                 continue
 
 
+class _Outcome:
+    """How the run on the thread ended: its report, or the error to raise to the consumer."""
+
+    def __init__(self) -> None:
+        self.report: BatchReport[Any] | None = None
+        self.error: BaseException | None = None
+
+
+def _drive(plan: Plan, sink: _InOrder, outcome: _Outcome) -> None:
+    """The run, on its thread: a full run of ``plan``, whose results sink is ``sink``."""
+    try:
+        guarded, tally = guard_full(plan)
+        outcome.report = finish_full(execute(guarded), tally)
+    except IterationClosed:
+        pass
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+        outcome.error = exc
+    finally:
+        close_opened_dlq(plan)
+        sink.put(_DONE)
+
+
 class BatchStream(Generic[R], Iterator[BatchResult[R]]):
     """What :func:`iter_batches` returns: an iterator of :class:`BatchResult` (a generator:
     ``close()``, or a ``with`` block, stops the run) whose :attr:`report` is the run's report
@@ -152,12 +174,15 @@ class BatchStream(Generic[R], Iterator[BatchResult[R]]):
         self._closed = threading.Event()
         self._sink = _InOrder(self._ready, self._closed)
         self._thread: threading.Thread | None = None
-        self.report: BatchReport[R] | None = None
-        """The run's report, once every batch was yielded (None until then, and after close())."""
+        self._outcome = _Outcome()
         self.pending: int | None = None
         """After :meth:`close` stopped the run: the records it read and left unfinished."""
-        self._error: BaseException | None = None
         self._finished = False
+
+    @property
+    def report(self) -> BatchReport[R] | None:
+        """The run's report, once every batch was yielded (None until then, and after close())."""
+        return self._outcome.report
 
     @property
     def sink(self) -> Any:
@@ -166,21 +191,11 @@ class BatchStream(Generic[R], Iterator[BatchResult[R]]):
 
     def start(self, plan: Plan) -> None:
         """Run ``plan`` (whose ``results`` is :attr:`sink`) on a thread of its own."""
-        self._thread = threading.Thread(target=self._run, args=(plan,), name="batchguard-iter_batches",
-                                        daemon=True)
+        # The thread holds no reference to this stream, so a stream the consumer drops (a
+        # `for` loop left early over `iter_batches(...)`) is collected, and __del__ stops the run.
+        self._thread = threading.Thread(target=_drive, args=(plan, self._sink, self._outcome),
+                                        name="batchguard-iter_batches", daemon=True)
         self._thread.start()
-
-    def _run(self, plan: Plan) -> None:
-        try:
-            guarded, tally = guard_full(plan)
-            self.report = finish_full(execute(guarded), tally)
-        except IterationClosed:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            self._error = exc
-        finally:
-            close_opened_dlq(plan)
-            self._sink.put(_DONE)
 
     def __iter__(self) -> BatchStream[R]:
         return self
@@ -197,8 +212,8 @@ class BatchStream(Generic[R], Iterator[BatchResult[R]]):
             self._finished = True
             assert self._thread is not None
             self._thread.join()
-            if self._error is not None:
-                error, self._error = self._error, None
+            if self._outcome.error is not None:
+                error, self._outcome.error = self._outcome.error, None
                 raise error
             raise StopIteration
         result: BatchResult[R] = item
@@ -224,7 +239,7 @@ class BatchStream(Generic[R], Iterator[BatchResult[R]]):
             unyielded = self._sink.unyielded
             logger.warning("iter_batches closed before its run ended: the run stopped; %d record%s "
                            "read were left pending (neither succeeded nor dead-lettered), and %d "
-                           "finished record%s were never yielded (their dead letters are in the DLQ)",
+                           "finished record%s were never yielded",
                            self.pending, "" if self.pending == 1 else "s", unyielded,
                            "" if unyielded == 1 else "s",
                            extra={"pending_count": self.pending, "records_read": self._sink.read,
