@@ -28,6 +28,7 @@ from ..steering import ConcurrencyLimit, RetriesOverBudget
 from .entries import new_run_id
 from .plan import Plan
 from .reference_async import ReferenceAsyncRun
+from .retry_end import RetryEnd
 from .sink import OutcomeSink, ResultsOut
 from .sync_fn import StopSignal, in_thread_until_cancelled
 
@@ -51,6 +52,7 @@ def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, sink: Outco
                     pickle_payloads=plan.pickle_payloads, sink=sink,
                     reopen_dlq=plan.reopen_dlq, expected_total=expected,
                     hooks=hooks)
+    recorder.retry_end = RetryEnd.for_config(plan.config, recorder.run_id)
     budget = plan.config.retry_budget
     if budget is not None and budget.over_budget == "dead_letter":
         recorder.refusing_budget = budget
