@@ -43,9 +43,10 @@ def dask_client() -> Iterator[Any]:
 
 
 def worker_pids(client: Any) -> dict[str, int]:
-    """Each live worker's process id, by address."""
-    pids: dict[str, int] = client.run(os.getpid)
-    return pids
+    """Each live worker's process id, by address (a worker that just died, and that the
+    scheduler has not yet dropped, is left out rather than failing the call)."""
+    answers: dict[str, Any] = client.run(os.getpid, on_error="ignore")
+    return {address: pid for address, pid in answers.items() if isinstance(pid, int)}
 
 
 # ---------------------------------------------------------------- what the workers run
