@@ -1,6 +1,6 @@
 """A real Dask LocalCluster for the executor tests, and the functions its workers run.
 
-:func:`dask_client` (a session fixture: import it into a test module) starts a LocalCluster of
+:func:`dask_client` (a module fixture: import it into a test module) starts a LocalCluster of
 2 worker processes with one thread each, behind nannies (a killed worker comes back), and a
 Client on it. This module is shipped to the workers by value (cloudpickle), so its functions
 run there although the tests directory is not on the workers' path.
@@ -22,18 +22,17 @@ distributed = pytest.importorskip("distributed")
 
 WORKERS = 2
 
-_cluster_lock = threading.Lock()
-_shared: dict[str, Any] = {}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
-    """A Client on a LocalCluster of 2 worker processes (threads_per_worker=1), for the session."""
+    """A Client on a LocalCluster of 2 worker processes (threads_per_worker=1), for one test
+    module: its threads (the scheduler runs in this process) are gone before other modules'
+    tests run, some of which count threads or fork."""
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    with _cluster_lock:
-        cluster = distributed.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=40)
-        client = distributed.Client(cluster)
+    cluster = distributed.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=40)
+    client = distributed.Client(cluster)
     try:
         client.wait_for_workers(WORKERS, timeout=60)
         yield client
