@@ -264,7 +264,8 @@ class BatchReport(Generic[R]):
     pending_count: int
     retry_count: int
     successful: list[R]
-    """What ``fn`` returned for each record that succeeded, in input order."""
+    """What ``fn`` returned for each record that succeeded, in input order; empty when the run's
+    ``results=`` was "drop" or a sink (the values went there, as each batch ended)."""
     duration_s: float
     breaker_trips: int
     dlq_count: int
