@@ -119,11 +119,17 @@ class AlertMonitor:
         with self._lock:
             self._stop = True
             self._lock.notify_all()
-        thread.join(CALLABLE_DRAIN_S)
-        if thread.is_alive():
-            logger.error("an alert's notify callable was still running when the run ended; left behind")
-        for sender in self._senders.values():
-            sender.close()
+        try:
+            thread.join(CALLABLE_DRAIN_S)
+            if thread.is_alive():
+                logger.error("an alert's notify callable was still running when the run ended; left behind")
+            for sender in self._senders.values():
+                sender.close()
+        finally:
+            # Ctrl-C in one of the joins above ends the drain; no sender may be left waiting
+            # for a close() that will not come (its thread would outlive the run).
+            for sender in self._senders.values():
+                sender.abandon()
         with self._lock:
             undelivered = len(self._outbox)  # only when a callable hung
             self.alert_failures = (self._callable_failures + undelivered
@@ -179,7 +185,9 @@ class AlertMonitor:
             return
         try:
             notify(alert)
-        except Exception as exc:  # a broken notify must not stop the others, nor the run
+        except BaseException as exc:
+            # Even SystemExit: it would end this thread, and with it every later notice of
+            # every rule (the run's own thread never sees it).
             with self._lock:
                 self._callable_failures += 1
                 first = id(rule) not in self._logged

@@ -126,13 +126,29 @@ class AlertRule:
                                                                 self.window_s, positive=True))
             check_count("AlertRule.failure_rate(min_records=...)", self.min_records, minimum=1,
                         maximum=2**63 - 1)
-        elif self.kind in ("breaker_open", "stalled"):
-            check_duration(f"AlertRule.{self.kind}(for_s=...)", self.threshold)
+        elif self.kind == "breaker_open":
+            check_duration("AlertRule.breaker_open(for_s=...)", self.threshold)  # 0: as soon as it opens
+        elif self.kind == "stalled":
+            # 0 would be true at every instant: fired at the start, never resolved.
+            check_duration("AlertRule.stalled(for_s=...)", self.threshold, positive=True)
         elif self.kind == "budget_burn":
             _check_share("AlertRule.budget_burn(share=...)", self.threshold, zero_ok=False)
+        self._check_unused()
         object.__setattr__(self, "threshold", float(self.threshold))
         if not self.name:
             object.__setattr__(self, "name", self._default_name())
+
+    def _check_unused(self) -> None:
+        """The plain constructor takes every field: one its kind does not use must keep its
+        default, or a rule would silently mean something else than it says."""
+        unused = {"window_s": 0.0, "min_records": 0} if self.kind != "failure_rate" else {}
+        if self.kind == "aborted":
+            unused["threshold"] = 0.0
+        for name, default in unused.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != default:
+                raise ConfigError(f"AlertRule {self.kind!r} does not use {name}, got {shown(value)}; "
+                                  f"build rules with AlertRule.{self.kind}(...)")
 
     def _default_name(self) -> str:
         t = self.threshold

@@ -9,10 +9,12 @@ scheme, host and port, and every message, ``repr`` and saved setting goes throug
 from __future__ import annotations
 
 import collections
+import http.client
 import importlib.metadata
 import json
 import logging
 import math
+import re
 import threading
 import time
 import urllib.error
@@ -34,6 +36,12 @@ MAX_QUEUED: Final = 1000
 with a few notices per rule and episode is down, and holding more would only grow memory."""
 MAX_RETRY_AFTER_S: Final = 60.0
 """The longest ``Retry-After`` of a 429 or 503 a sender waits: longer, and the notice is stale."""
+_URL_CHARS: Final = re.compile(r"[!-~]+")
+"""What a request line can carry: printable ASCII, no space (anything else percent-encoded)."""
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP header name (RFC 9110's token)."""
+_HEADER_VALUE: Final = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+"""What http.client sends as a header value: Latin-1 text without CR, LF or other controls."""
 
 
 def redact_webhook(url: str) -> str:
@@ -112,18 +120,31 @@ class Webhook:
         if not isinstance(url, str):
             raise ConfigTypeError(f"Webhook.url must be a str, got {type(url).__name__}")
         try:
-            parts = urlsplit(url)
-            has_host = bool(parts.hostname)
+            parts = urlsplit(url.strip())
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname)
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-        except ValueError:
-            has_host = False
-        if parts.scheme not in ("http", "https") or not has_host:
+        except ValueError:  # a bad port, an unclosed "[" of an IPv6 literal
+            usable = False
+        if not usable:
             raise ConfigError(f"Webhook.url must be an http:// or https:// URL with a host, got "
                               f"{redact_webhook(url)!r}")
+        # Checked here rather than failing at each POST: http.client's error would quote the
+        # path (the token) into the log, and every notice of the run would be lost.
+        if not _URL_CHARS.fullmatch(url.strip()):
+            raise ConfigError(f"Webhook.url may hold only printable ASCII without spaces (percent-encode "
+                              f"the rest, e.g. with urllib.parse.quote): {redact_webhook(url)!r} does not")
         if headers is not None and not (isinstance(headers, Mapping) and all(
                 isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):
             raise ConfigTypeError(f"Webhook.headers must be a mapping of str to str, got {type(headers).__name__}")
-        self._url = url
+        for name, value in (headers or {}).items():
+            # The value is often a credential (Authorization): named by its header, never shown.
+            if not _HEADER_NAME.fullmatch(name):
+                raise ConfigError(f"Webhook.headers: {name[:40]!r} is not an HTTP header name (letters, "
+                                  f"digits and !#$%&'*+-.^_`|~ only)")
+            if not _HEADER_VALUE.fullmatch(value):
+                raise ConfigError(f"Webhook.headers: the value of {name!r} holds a line break, a control "
+                                  f"character or a character outside Latin-1, which no request can carry")
+        self._url = url.strip()
         self.headers: dict[str, str] = dict(headers or {})
         self.timeout = check_duration("Webhook.timeout", timeout, positive=True)
         self.retries = check_count("Webhook.retries", retries, minimum=0, maximum=100)
@@ -144,7 +165,15 @@ class Webhook:
         return f"Webhook({self.shown_url!r}, timeout={self.timeout:g}, retries={self.retries})"
 
     def _scrubbed(self, text: str) -> str:
-        return text.replace(self._url, self.shown_url)
+        """``text`` (an error's message) without the URL, its path and query, or a header's
+        value: what a library's error may quote."""
+        parts = urlsplit(self._url)
+        text = text.replace(self._url, self.shown_url)
+        for secret in (parts.path + (f"?{parts.query}" if parts.query else ""), parts.path, parts.query,
+                       parts.netloc, *self.headers.values()):
+            if len(secret) > 1:  # a bare "/" hides nothing and would garble the message
+                text = text.replace(secret, "***")
+        return text
 
     def post(self, payload: Mapping[str, Any]) -> None:
         """One POST of ``payload`` as JSON; raises :class:`WebhookError` unless it got a 2xx."""
@@ -152,8 +181,9 @@ class Webhook:
         request = urllib.request.Request(self._url, data=body, method="POST", headers={
             "Content-Type": "application/json", "User-Agent": _USER_AGENT, **self.headers})
         try:
-            with _OPENER.open(request, timeout=self.timeout) as response:
-                response.read()
+            # The status is the answer: the body is never read, so a receiver sending a huge
+            # or endless one costs neither memory nor time (the connection is closed unread).
+            _OPENER.open(request, timeout=self.timeout).close()
         except urllib.error.HTTPError as exc:
             code = exc.code
             retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
@@ -167,7 +197,7 @@ class Webhook:
                                connection=not timed_out) from None
         except TimeoutError:
             raise WebhookError(f"no answer within {self.timeout:g}s", retryable=True) from None
-        except OSError as exc:  # a connection reset while reading the answer, ...
+        except (OSError, http.client.HTTPException) as exc:  # a reset, a garbled status line, ...
             raise WebhookError(self._scrubbed(f"{type(exc).__name__}: {exc}"), retryable=True) from None
 
 
@@ -188,6 +218,9 @@ class WebhookSender:
         self._deadline = math.inf
         self._down = False  # the last attempt could not reach the receiver at all
         self._dropped_logged = False
+        self._in_flight = False  # a notice taken off the queue and not settled yet
+        self.join_s = webhook.drain_s + webhook.timeout + 1.0
+        """How long :meth:`close` waits for the thread: the drain, a request in flight, a margin."""
         self._thread = threading.Thread(target=self._loop, name="batchguard-alert-webhook", daemon=True)
 
     def start(self) -> None:
@@ -213,13 +246,26 @@ class WebhookSender:
             self._deadline = time.monotonic() + self.webhook.drain_s
             self._closing.set()
             self._cond.notify()
-        self._thread.join(self.webhook.drain_s + self.webhook.timeout + 1.0)
-        if self._thread.is_alive():  # a request that ignores its timeout (a DNS lookup hangs)
-            logger.error("alert webhook %s: still sending when the run ended; left behind",
-                         self.webhook.shown_url)
+        self._thread.join(self.join_s)
         with self._cond:
+            if self._thread.is_alive() and self._in_flight:
+                # A request that outlives its timeout (a DNS lookup that hangs, an answer
+                # dripping in a byte at a time): left behind, and counted as not delivered.
+                self._in_flight = False
+                self._give_up(1, "still sending when the run ended; left behind")
             if self._queue:
                 self._give_up(len(self._queue), "the run ended first")
+                self._queue.clear()
+
+    def abandon(self) -> None:
+        """Stop at once, whatever is queued (counted as failed): the end of a run interrupted
+        during the drain. A request in flight finishes within its timeout, then the thread ends."""
+        with self._cond:
+            self._deadline = -math.inf
+            self._closing.set()
+            self._cond.notify()
+            if self._queue:
+                self._give_up(len(self._queue), "the run was interrupted first")
                 self._queue.clear()
 
     def _give_up(self, count: int, why: str) -> None:
@@ -237,6 +283,7 @@ class WebhookSender:
                 if self._closing.is_set() and time.monotonic() >= self._deadline:
                     return  # close() counts what is left
                 payload = self._queue.popleft()
+                self._in_flight = True
             self._deliver(payload)
 
     def _deliver(self, payload: Mapping[str, Any]) -> None:
@@ -254,21 +301,30 @@ class WebhookSender:
                 if not last and self._closing.is_set() and time.monotonic() + delay >= self._deadline:
                     last = True  # the run has ended and the next try would come too late
                 if last:
-                    with self._cond:
-                        self._give_up(1, f"the {what} failed {attempt} time(s), last: {exc}")
+                    self._settle(f"the {what} failed {attempt} time(s), last: {exc}")
                     return
                 logger.warning("alert webhook %s: the %s failed (%s); trying again in %.1fs",
                                hook.shown_url, what, exc, delay)
                 self._pause(delay)
             except Exception as exc:  # noqa: BLE001 - a payload JSON cannot hold is a bug, never the run's
-                with self._cond:
-                    self._give_up(1, f"the {what} could not be sent: {type(exc).__name__}: {exc}")
+                self._settle(f"the {what} could not be sent: {type(exc).__name__}: {hook._scrubbed(str(exc))}")
                 return
             else:
                 self._down = False
-                with self._cond:
-                    self.delivered += 1
+                self._settle(None)
                 return
+
+    def _settle(self, failure: str | None) -> None:
+        """The notice in flight was delivered (``failure`` None) or given up; unless close()
+        already counted it as left behind."""
+        with self._cond:
+            if not self._in_flight:
+                return
+            self._in_flight = False
+            if failure is None:
+                self.delivered += 1
+            else:
+                self._give_up(1, failure)
 
     def _pause(self, delay: float) -> None:
         """Sleep ``delay`` seconds, or until close() when the run ends first (then the drain

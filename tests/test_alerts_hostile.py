@@ -1,0 +1,229 @@
+"""Alerts (issue 10 item 4) against hostile input: arguments that would leak a webhook's
+secret or crash a thread later, receivers that misbehave at the socket level (a body that never
+ends, a garbled answer), notify callables that raise BaseException, Ctrl-C during the end-of-run
+drain. Every receiver is a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import batchguard
+from alerts_receiver import Receiver
+from batchguard import AlertRule, ConfigError, RetryPolicy
+from batchguard.alerts import Alert, AlertMonitor, Webhook
+from batchguard.alerts.webhook import WebhookSender
+from helpers_contract import ENGINES
+
+ONCE = RetryPolicy(max_attempts=1)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that reads one HTTP request per connection and then runs
+    ``answer(connection)``: for answers no HTTP server library would send."""
+
+    def __init__(self, answer: Callable[[socket.socket], None]) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self.stop = threading.Event()
+        self._answer = answer
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._socket.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length"))
+            while len(body) < length:
+                body += conn.recv(65536)
+            try:
+                self._answer(conn)
+            except OSError:
+                pass
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/T0K3N-s3cret"
+
+    def close(self) -> None:
+        self.stop.set()
+        self._socket.close()
+
+
+def _send_one(hook: Webhook) -> WebhookSender:
+    sender = WebhookSender(hook)
+    sender.start()
+    sender.send({"state": "firing", "name": "probe"})
+    sender.close()
+    return sender
+
+
+# ---------------------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize("url", ["http://[::1/T0K3N", "http://127.0.0.1/T0K3N path", "http://127.0.0.1/T0K3N\r\nX: y",
+                                 "http://127.0.0.1/t\u00f6k3n", "http://127.0.0.1/T0K3N\x00"])
+def test_a_url_no_request_can_carry_is_refused_when_made_without_showing_it(url: str) -> None:
+    # Accepted before, the URL failed at each POST with an error quoting its path (the token)
+    # into the log; the bracket one raised UnboundLocalError.
+    with pytest.raises(ConfigError) as caught:
+        Webhook(url)
+    assert "T0K3N" not in str(caught.value) and "k3n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("headers", [{"X-Token": "s3cret\r\nInjected: yes"}, {"X-Token": "s3cret\n"},
+                                     {"X-Token": "\u20acs3cret"}, {"Bad:Name": "s3cret"}, {"": "s3cret"},
+                                     {"Bad Name": "s3cret"}])
+def test_a_header_no_request_can_carry_is_refused_when_made_without_showing_its_value(
+        headers: dict[str, str]) -> None:
+    # Accepted before, and each POST failed with "Invalid header value b's3cret...'" in the log.
+    with pytest.raises(ConfigError) as caught:
+        Webhook("http://127.0.0.1/hook", headers=headers)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_stalled_needs_a_positive_duration() -> None:
+    # for_s=0 fired at the run's start and could never resolve (a stall of 0 s is always true).
+    with pytest.raises(ConfigError, match=r"stalled\(for_s=...\) must be > 0"):
+        AlertRule.stalled(0, notify=print)
+
+
+@pytest.mark.parametrize("fields", [{"threshold": "abc"}, {"threshold": float("nan")}, {"window_s": "x"},
+                                    {"min_records": 3}])
+def test_fields_a_kind_does_not_use_are_refused_on_the_plain_constructor(fields: dict[str, Any]) -> None:
+    # AlertRule("aborted", print, "abc") raised a bare ValueError from float(); a window_s on a
+    # stalled rule a formatting error; others were kept and ignored.
+    with pytest.raises(ConfigError):
+        AlertRule("aborted" if "threshold" in fields else "stalled", print,
+                  **({"threshold": 5.0} if "threshold" not in fields else {}), **fields)
+
+
+# ---------------------------------------------------------------------------- receivers
+
+
+def test_an_answer_body_is_never_read_so_a_huge_or_endless_one_costs_nothing() -> None:
+    # 200 with a body announced at 1 GB and sent a byte at a time: the sender read the body
+    # until the end of the run, left the thread behind and counted the notice nowhere.
+    def endless(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+        while not server.stop.wait(0.05):
+            conn.sendall(b"x")
+
+    server = RawServer(endless)
+    try:
+        sender = _send_one(Webhook(server.url(), timeout=1, drain_s=1, retries=0))
+    finally:
+        server.close()
+    assert (sender.delivered, sender.failed) == (1, 0)
+
+
+def test_a_garbled_answer_is_retried_like_a_dropped_connection(caplog: pytest.LogCaptureFixture) -> None:
+    # "HELLO" instead of a status line (http.client.BadStatusLine) was given up at once as
+    # "could not be sent", as if the payload were at fault.
+    answers = iter([b"HELLO\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    server = RawServer(lambda conn: conn.sendall(next(answers)))
+    try:
+        with caplog.at_level(logging.WARNING, logger="batchguard"):
+            sender = _send_one(Webhook(server.url(), timeout=2, drain_s=5, retries=1, backoff_s=0.01))
+    finally:
+        server.close()
+    assert (sender.delivered, sender.failed) == (1, 0)
+    assert "T0K3N" not in caplog.text
+
+
+def test_a_notice_left_in_flight_at_the_end_is_counted(receiver: Receiver) -> None:
+    # The receiver holds the POST past the sender's join: the notice in flight was counted
+    # neither delivered nor failed (report.alert_failures said 0).
+    receiver.hang = True
+    hook = Webhook(receiver.url(), timeout=30, drain_s=0, retries=0)
+    sender = WebhookSender(hook)
+    sender.start()
+    sender.send({"state": "firing", "name": "probe"})
+    assert receiver.wait_in_flight()
+    sender.join_s = 0.2  # what close() waits for the thread; the request's own timeout is longer
+    sender.close()
+    receiver.release.set()
+    assert (sender.delivered, sender.failed) == (0, 1)
+
+
+# ---------------------------------------------------------------------------- notify callables
+
+
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_notify_raising_base_exception_is_counted_and_the_other_rules_still_hear(
+        engine: str, raised: BaseException, caplog: pytest.LogCaptureFixture) -> None:
+    # SystemExit from a callable ended the timer thread silently: every later notice, of every
+    # rule, was lost, and report.alert_failures said 0.
+    heard: list[tuple[str, str]] = []
+
+    def boom(alert: Alert) -> None:
+        raise raised
+
+    def fn(x: int) -> int:
+        if 10 <= x < 40:
+            raise ValueError(x)
+        return x
+
+    with caplog.at_level(logging.ERROR, logger="batchguard"):
+        report = batchguard.run_batches(range(200), fn, engine=engine, batch_size=10, retry=ONCE, alerts=[
+            AlertRule.failure_rate(0.2, 600, notify=boom),
+            AlertRule.failure_rate(0.2, 600, notify=lambda a: heard.append((a.state, a.reason)), name="second")])
+    assert heard == [("firing", "threshold"), ("resolved", "cleared")]
+    assert report.alert_failures == 2
+    assert type(raised).__name__ in caplog.text
+
+
+# ---------------------------------------------------------------------------- Ctrl-C at the end
+
+
+def test_ctrl_c_during_the_drain_stops_every_sender(receiver: Receiver) -> None:
+    # Two webhooks, both held by the receiver: Ctrl-C while the first one drained left the
+    # second one's thread waiting for ever (its close() was never reached), a thread per run.
+    receiver.hang = True
+    first, second = (Webhook(receiver.url(f"/{n}"), timeout=30, drain_s=30, retries=0) for n in (1, 2))
+    monitor = AlertMonitor([AlertRule.aborted(notify=first), AlertRule.aborted(notify=second, name="two")],
+                           max_failures=None)
+    monitor.run_started("run-1", "process", None)
+    monitor._end("interrupt", {"error_type": "KeyboardInterrupt"})
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def ctrl_c() -> None:
+        with receiver._cond:
+            receiver._cond.wait_for(lambda: receiver.in_flight == 2, 20)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threads = [t for t in threading.enumerate() if t.name == "batchguard-alert-webhook"]
+    threading.Thread(target=ctrl_c, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        monitor.run_closed(KeyboardInterrupt())
+    receiver.release.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(threads) == 2 and not any(t.is_alive() for t in threads)
