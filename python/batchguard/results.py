@@ -411,6 +411,8 @@ class BatchReport(Generic[R]):
             "breaker_trips": self.breaker_trips,
             "dlq_count": self.dlq_count,
             "skipped_batches": self.skipped_batches,
+            "hook_errors": self.hook_errors,
+            "alert_failures": self.alert_failures,
             "batches": [b.to_dict() for b in self.batches],
             "errors": [e.to_dict() for e in shown],
             "errors_omitted": len(self.errors) - len(shown),
