@@ -131,6 +131,10 @@ class ReportModel:
     entries: int | None = None
     """The run's DLQ entries, when more than its dead-lettered records: a rolled-back atomic
     batch's undone records have entries too."""
+    hook_errors: int = 0
+    """Times a lifecycle hook (``hooks=``, ``metrics=``) raised (each logged)."""
+    alert_failures: int = 0
+    """Alert notices (``alerts=``) that were never delivered (each logged)."""
 
     def pattern_command(self, pattern: FailurePattern) -> str | None:
         """The command of ``pattern``'s recommendation, with the run's options."""
@@ -170,6 +174,8 @@ class ReportModel:
             "batches": self.batches,
             "skipped_batches": self.skipped_batches,
             "breaker_trips": self.breaker_trips,
+            "hook_errors": self.hook_errors,
+            "alert_failures": self.alert_failures,
             "dlq_url": self.dlq_url,
             "success_threshold": self.success_threshold,
             "max_failures": self.max_failures,
@@ -241,6 +247,8 @@ def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None 
         flags=flags,
         compensated=report.compensated_count,
         entries=entries if report.compensated_count else None,
+        hook_errors=report.hook_errors,
+        alert_failures=report.alert_failures,
     )
 
 

@@ -59,6 +59,10 @@ def render_panel(model: ReportModel) -> Panel:
         f" (+{model.skipped_batches} already done)" if model.skipped_batches else ""))
     if model.breaker_trips:
         facts.add_row("Breaker trips", str(model.breaker_trips))
+    if model.hook_errors:
+        facts.add_row("Hook errors", Text(f"{model.hook_errors:,} (see the log)", style="yellow"))
+    if model.alert_failures:
+        facts.add_row("Alerts not delivered", Text(f"{model.alert_failures:,} (see the log)", style="yellow"))
     for line in model.judged_against:
         facts.add_row("Judged against", line)
     if model.failed and model.dlq_url:

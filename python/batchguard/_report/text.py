@@ -92,6 +92,10 @@ def _render_text(model: ReportModel) -> str:
     ]
     if model.breaker_trips:
         lines.append(f"Breaker trips: {model.breaker_trips}")
+    if model.hook_errors:
+        lines.append(f"Hook errors:   {model.hook_errors} (see the log)")
+    if model.alert_failures:
+        lines.append(f"Alerts not delivered: {model.alert_failures} (see the log)")
     lines += [f"Judged against: {line}" for line in model.judged_against]
     if model.failed:
         lines += [_RULE, f"FAILED RECORDS ({model.failed}), by error type:"]
