@@ -119,6 +119,20 @@ def test_aborted_fires_once_at_the_end_and_is_never_resolved() -> None:
     assert conditions(AlertRule.aborted(notify=_noop)).end(1.0, stopped=None, figures={}) == []
 
 
+
+def test_aborted_tells_the_runs_counts_even_after_another_rule_resolved_at_the_end() -> None:
+    # end() reused its figures argument for each resolved rule's figures: an aborted rule after
+    # a firing failure_rate one sent the window's figures and "0 succeeded, ... 0 pending" (seen
+    # with batchguard run --alert-webhook --max-failures).
+    c = conditions(AlertRule.failure_rate(0.2, 60, min_records=1, notify=_noop), AlertRule.aborted(notify=_noop))
+    assert seen(c.counts(1.0, succeeded=1, failed=3)) == [("failure_rate", "firing", 1, "threshold")]
+    run = {"status": "aborted", "succeeded": 1, "failed": 3, "pending": 96}
+    notices = c.end(2.0, stopped="max_failures", figures=run)
+    assert seen(notices) == [("failure_rate", "resolved", 1, "run_ended"), ("aborted", "firing", 1, "threshold")]
+    assert notices[1][1].figures == {"stopped_reason": "max_failures", **run}
+    assert notices[1][1].message.endswith("aborted (max_failures): 1 succeeded, 3 dead-lettered, 96 pending")
+
+
 _EVENTS = st.lists(st.one_of(
     st.tuples(st.just("counts"), st.integers(0, 3), st.integers(0, 3)),
     st.tuples(st.just("breaker"), st.sampled_from(["closed", "open", "half_open"])),

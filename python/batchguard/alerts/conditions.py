@@ -144,8 +144,8 @@ class Conditions:
                                                 "threshold", f"{what}: {self._tally(figures)}"))
             elif episode.firing:
                 episode.firing = False
-                figures = self._verdict(i, rule, now, describe=True)[1]  # the last ones seen
-                notices.append(self._notice(i, "resolved", now, figures, "run_ended",
+                last_seen = self._verdict(i, rule, now, describe=True)[1]  # not the run's figures
+                notices.append(self._notice(i, "resolved", now, last_seen, "run_ended",
                                             f"the run ended with {rule.name!r} still true"))
         return notices
 
