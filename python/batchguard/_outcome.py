@@ -161,12 +161,13 @@ class RunRecorder:
                 if isinstance(event, RetryEvent):
                     pass  # only a run with an on_retry hook gets these: they are the hook's
                 elif isinstance(event, BatchEvent):
+                    own = event  # as the engine ended it: fn's own successes
                     if event.dead and self.retry_end is not None:
                         event = self.retry_end.batch(event)
                     if event.dead and self.refusing_budget is not None:
                         event = name_refusals(event, self.refusing_budget)
                     if self.compensation is not None:
-                        event = self._compensate(event)
+                        event = self._compensate(event, own)
                     if self.results is not None and event.index != self._results_last:
                         self._write_results(event)  # before its checkpoint (interfaces.md)
                     if event.dead or self._every_batch:
@@ -229,14 +230,14 @@ class RunRecorder:
         self.compensation = compensation
         self._writes = None
 
-    def _compensate(self, event: BatchEvent) -> BatchEvent:
-        """The batch once compensated; one handed over again after an interrupt gets the same
-        outcome (its undos ran once)."""
+    def _compensate(self, event: BatchEvent, own: BatchEvent) -> BatchEvent:
+        """The batch once compensated (``own``: as the engine ended it); one handed over again
+        after an interrupt gets the same outcome (its undos ran once)."""
         assert self.compensation is not None
         last = self._last_compensated
         if last is not None and last[0] == event.index:
             return last[1]
-        compensated, outcomes = self.compensation.batch_end(event)
+        compensated, outcomes = self.compensation.batch_end(event, own)
         self._last_compensated = (event.index, compensated)
         keep: Callable[[int, list[Outcome]], Any] | None = getattr(self.sink, "batch_outcomes", None)
         if keep is not None and self.compensation.spec.keep_outcomes:

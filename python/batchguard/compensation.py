@@ -17,16 +17,17 @@ and the payload ``{"record": record, "value": value}``, so nothing is silently h
 record ends in one of four states: ``report.total == success_count + failure_count +
 compensated_count + pending_count``.
 
-Both engines run the same code: the run's ``fn`` and input are wrapped (only when compensation
-or ``keep_outcomes`` is set, so a run without them pays nothing) to note what each call
-returned, and the recorder calls :class:`RunCompensation` at each batch's end, on the thread
-that called ``run_batches``. Records are matched to their values by identity: the same object
-given at several positions of one batch gets its values back newest first.
+Both engines run the same code: a run with compensation (or ``keep_outcomes``) has the engine
+hand each batch's successes (input positions and values) with the batch's end, reads its input
+through a copy to know the record at each position, and the recorder calls
+:class:`RunCompensation` at each batch's end, on the thread that called ``run_batches``. Records
+are matched to their values by input position, so the same object at many positions (``[row] *
+1000``, small ints, None) is undone with each position's own value; a run without these
+keywords pays nothing.
 """
 
 from __future__ import annotations
 
-import collections
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -106,15 +107,16 @@ class Outcome(NamedTuple):
 
 
 class SuccessLog:
-    """What each call returned, matched to the input positions of the batches still open.
+    """The records of the batches still open, by input position, and what each call returned.
 
-    :meth:`records` gives the engine the input through :func:`itertools.tee`, and :meth:`wrap`
-    wraps ``fn`` to append ``(record, value)`` to a deque as each call returns (from any worker
-    thread: ``deque.append`` is atomic). :meth:`take`, on the recorder's thread, reads a
-    finished batch's records from its own copy of the input (items the engine has read, from
-    the tee's buffer, never the input itself) and pairs them with the values by identity; then
-    it forgets them. Nothing is per record but the append: a run pays for this only when it
-    compensates or keeps outcomes.
+    :meth:`records` gives the engine the input through :func:`itertools.tee`; :meth:`take`, on
+    the recorder's thread, reads a finished batch's records from its own copy (items the engine
+    has read, from the tee's buffer, never the input itself) and pairs each success the engine
+    names (its input position and value: the run hands values with each batch's end,
+    ``EngineConfig.values_per_batch``) with the record at that position. Positions, not
+    identities: the same object may stand at many positions (``[row] * 1000``, small ints,
+    interned strings, None) and each gets its own call's value. Nothing is per record in the
+    workers: a run pays for this only when it compensates or keeps outcomes.
     """
 
     def __init__(self, batch_size: int, skip_batches: frozenset[int]) -> None:
@@ -123,52 +125,11 @@ class SuccessLog:
         self._mine: Iterator[Any] = iter(())
         self._pulled = 0  # positions read from our copy of the input
         self._chunks: dict[int, list[Any]] = {}  # batch -> its records, read and not yet taken
-        self._returned: collections.deque[tuple[Any, Any]] = collections.deque()
-        # id(record) -> [values, oldest first], for records whose batch is still open. An id is
-        # forgotten once its values are taken; a late value (a sync call that returned after
-        # its timeout) may stay behind, under the values of an object that reuses the id, which
-        # are taken first.
-        self._values: dict[int, list[Any]] = {}
 
     def records(self, records: Iterable[Any]) -> Iterator[Any]:
         """The input as the engine reads it; :meth:`take` reads the same records from a copy."""
         theirs, self._mine = itertools.tee(records)
         return theirs
-
-    def wrap(self, fn: Callable[..., Any], *, is_async: bool, bulk: bool) -> Callable[..., Any]:
-        """``fn``, noting what each call returned (each record's value, for a bulk ``fn``)."""
-        note = self._returned.append
-
-        def note_all(records: Sequence[Any], values: Any) -> None:
-            # The engine takes a list or tuple of one value per record; anything else fails the
-            # call there, and nothing is noted.
-            if isinstance(values, (list, tuple)) and len(values) == len(records):
-                self._returned.extend(zip(records, values, strict=True))
-
-        if bulk and is_async:
-            async def abulk(records: list[Any]) -> Any:
-                values = await fn(records)
-                note_all(records, values)
-                return values
-            return abulk
-        if bulk:
-            def sbulk(records: list[Any]) -> Any:
-                values = fn(records)
-                note_all(records, values)
-                return values
-            return sbulk
-        if is_async:
-            async def acall(record: Any) -> Any:
-                value = await fn(record)
-                note((record, value))
-                return value
-            return acall
-
-        def call(record: Any) -> Any:
-            value = fn(record)
-            note((record, value))
-            return value
-        return call
 
     def _read_to(self, end: int) -> None:
         """Read our copy of the input up to position ``end`` (the engine has read that far: only
@@ -184,30 +145,19 @@ class SuccessLog:
             if len(chunk) < want:
                 return
 
-    def take(self, batch: int, size: int, dead: set[int]) -> list[Outcome]:
-        """Batch ``batch``'s succeeded records, in input order; they are forgotten.
-
-        A position that is not ``dead`` and has no value noted is pending (the run stopped)."""
+    def take(self, batch: int, size: int, indices: Sequence[int], values: Sequence[Any], *,
+             wanted: bool = True) -> list[Outcome]:
+        """Batch ``batch``'s succeeded records, in input order: ``indices`` are the positions
+        ``fn`` succeeded on (the engine's, in record order) and ``values`` what it returned.
+        The batch's records are forgotten. ``wanted=False``: nothing will read them (a batch
+        that ended whole, nothing kept): they are only forgotten."""
         first = batch * self._batch_size
         self._read_to(first + size)
         chunk = self._chunks.pop(batch, [])
-        values, returned = self._values, self._returned
-        while returned:  # popleft is atomic against the workers' appends
-            record, value = returned.popleft()
-            values.setdefault(id(record), []).append(value)
-        out: list[Outcome] = []
-        for position, record in enumerate(chunk, first):
-            if position in dead:
-                continue
-            key = id(record)
-            noted = values.get(key)
-            if noted:
-                # Newest first: a sync call that timed out and returned later noted a value
-                # before its retry's.
-                out.append(Outcome(position, record, noted.pop()))
-                if not noted:
-                    del values[key]
-        return out
+        if not wanted:
+            return []
+        return [Outcome(index, chunk[index - first], value)
+                for index, value in zip(indices, values, strict=True)]
 
 
 class _Undone(NamedTuple):
@@ -313,11 +263,13 @@ def _cause(dead: Sequence[DeadRecord]) -> tuple[int, BaseException]:
 class RunCompensation:
     """One run's compensation: the recorder hands it each batch's end, and the run's end.
 
-    Counts what it did (``compensated``, ``undo_failed``) for the report, and keeps what the
-    report's ``successful`` must lose (the values of records no longer succeeded)."""
+    Counts what it did (``compensated``, ``undo_failed``) for the report. The engine hands each
+    batch's successful values with its end (``EngineConfig.values_per_batch``, which
+    :func:`~batchguard._run.execute.execute` sets for such a run); with ``keep_values`` (``results="keep"``)
+    they are kept here, less the undone ones, for the report's ``successful``."""
 
     def __init__(self, spec: Compensation, *, batch_size: int, skip_batches: frozenset[int],
-                 retry: RetryPolicy, classifier: Classifier, seed: int) -> None:
+                 retry: RetryPolicy, classifier: Classifier, seed: int, keep_values: bool = True) -> None:
         self.spec = spec
         self.log = SuccessLog(batch_size, skip_batches)
         self._batch_size = batch_size
@@ -329,32 +281,43 @@ class RunCompensation:
         self.undo_failed = 0
         self.rolled_back = 0
         """The compensated records of rolled-back atomic batches (each has a DLQ entry)."""
-        self._unsucceeded: list[Any] = []  # values to drop from the report's ``successful``
+        # batch -> its successes' (positions, values) as it ended, for ``successful`` (None:
+        # results= other than "keep", the run keeps no values)
+        self._values: dict[int, tuple[list[int], list[Any]]] | None = {} if keep_values else None
+        self._unsucceeded: set[int] = set()  # positions an abort's undos took from ``successful``
         self.undone_on_abort: dict[int, list[int]] = {}
         """Batch -> the positions an abort undid in it (a job's store forgets and reopens them)."""
 
-    def wrap(self, records: Iterable[Any], fn: Callable[..., Any], *, is_async: bool,
-             bulk: bool) -> tuple[Iterator[Any], Callable[..., Any]]:
-        """The input and ``fn`` a run with compensation runs on."""
-        return self.log.records(records), self.log.wrap(fn, is_async=is_async, bulk=bulk)
+    def records(self, records: Iterable[Any]) -> Iterator[Any]:
+        """The input a run with compensation runs on (its records are read again from a copy)."""
+        return self.log.records(records)
 
     def _batch_of(self, index: int) -> int:
         return index // self._batch_size
 
-    def batch_end(self, event: BatchEvent) -> tuple[BatchEvent, list[Outcome]]:
+    def batch_end(self, event: BatchEvent, own: BatchEvent) -> tuple[BatchEvent, list[Outcome]]:
         """The batch as it ends once compensated, and its succeeded records (what a job keeps
-        with ``keep_outcomes``: none when it was rolled back)."""
+        with ``keep_outcomes``: none when it was rolled back). ``own`` is the batch as the
+        engine ended it: its ``indices`` / ``values`` are ``fn``'s own successes (``event``'s
+        may also hold fallback values, where no call ran and nothing is to undo)."""
         dead = list(event.dead or ())
         interrupted = self._interrupted
         if interrupted is not None and interrupted[0] == event.index:
             # Handed over again after an interrupt cut its rollback short: go on where it stopped.
             succeeded, undone = interrupted[1], interrupted[2]
         else:
-            succeeded = self.log.take(event.index, event.size, {record.record_index for record in dead})
+            if own.indices is None or own.values is None:
+                raise RuntimeError("compensation needs each batch's values from the engine "
+                                   "(EngineConfig.values_per_batch)")
+            # A batch that ended whole needs its outcomes only when they are kept (on_abort,
+            # keep_outcomes); building them costs a tuple a record.
+            wanted = bool(dead and self.spec.atomic_batches) or self.spec.keeps_run or self.spec.keep_outcomes
+            succeeded = self.log.take(event.index, event.size, own.indices, own.values, wanted=wanted)
             undone = _Undone([], [])
         if not (dead and self.spec.atomic_batches and succeeded and self._undoer is not None):
             if self.spec.keeps_run and succeeded:
                 self._kept[event.index] = succeeded
+            self._keep_values(event)
             return event, succeeded
         failed_at, error = _cause(dead)
         self._interrupted = (event.index, succeeded, undone)
@@ -378,17 +341,24 @@ class RunCompensation:
             gone = {outcome.position for outcome in succeeded}
             kept = [(i, v) for i, v in zip(indices, values, strict=True) if i not in gone]
             indices, values = [i for i, _ in kept], [v for _, v in kept]
-        return BatchEvent(index=event.index, size=event.size,
-                          succeeded=event.succeeded - len(succeeded),
-                          failed=event.failed + len(undone.failed), retries=event.retries,
-                          duration=event.duration, pending=event.pending, dead=every,
-                          indices=indices, values=values), []
+        event = BatchEvent(index=event.index, size=event.size,
+                           succeeded=event.succeeded - len(succeeded),
+                           failed=event.failed + len(undone.failed), retries=event.retries,
+                           duration=event.duration, pending=event.pending, dead=every,
+                           indices=indices, values=values)
+        self._keep_values(event)
+        return event, []
+
+    def _keep_values(self, event: BatchEvent) -> None:
+        if self._values is not None and event.indices is not None and event.values is not None:
+            # The engine's lists, new for each batch end and never changed after: kept as they are.
+            self._values[event.index] = (event.indices, event.values)
 
     def _count(self, batch: int, undone: _Undone) -> None:
         self.compensated += len(undone.compensated)
         self.undo_failed += len(undone.failed)
-        self._unsucceeded.extend(outcome.value for outcome in undone.compensated)
-        self._unsucceeded.extend(dead.record["value"] for dead in undone.failed)
+        self._unsucceeded.update(outcome.position for outcome in undone.compensated)
+        self._unsucceeded.update(dead.record_index for dead in undone.failed)
 
     def run_ended(self, stop_reason: str | None) -> list[BatchEvent]:
         """At the run's end: with ``on_abort="compensate"`` and an aborted run, undo every
@@ -409,17 +379,11 @@ class RunCompensation:
         return events
 
     def successful(self, values: list[Any]) -> list[Any]:
-        """The report's ``successful`` without the values of the records no longer succeeded.
-
-        Matched by identity: values that are the same object are interchangeable in the list."""
-        if not self._unsucceeded or not values:
+        """The report's ``successful``: with ``keep_values``, every batch's values as it ended,
+        in input order, less those an abort undid (``values``, the engine's, is then empty:
+        it handed them with each batch); else ``values`` as they are."""
+        if self._values is None:
             return values
-        drop = collections.Counter(map(id, self._unsucceeded))
-        kept = []
-        for value in values:
-            key = id(value)
-            if drop[key] > 0:
-                drop[key] -= 1
-            else:
-                kept.append(value)
-        return kept
+        gone = self._unsucceeded
+        return [value for batch in sorted(self._values)
+                for index, value in zip(*self._values[batch], strict=True) if index not in gone]

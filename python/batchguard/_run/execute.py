@@ -83,9 +83,15 @@ def _finish_writes(recorder: RunRecorder) -> None:
 
 
 def _with_skips(plan: Plan, skip_batches: frozenset[int]) -> Plan:
-    if not skip_batches:
-        return plan
-    return replace(plan, config=replace(plan.config, skip_batches=frozenset(skip_batches)))
+    """``plan`` skipping ``skip_batches``; with compensation (or ``keep_outcomes``) its engine
+    also hands each batch's successes (positions and values) with the batch's end: what
+    ``batchguard.compensation`` matches records to values by."""
+    config = plan.config
+    if skip_batches:
+        config = replace(config, skip_batches=frozenset(skip_batches))
+    if plan.compensation is not None and not config.values_per_batch:
+        config = replace(config, values_per_batch=True)
+    return plan if config is plan.config else replace(plan, config=config)
 
 
 def _from_scheduler(scheduler: Scheduler) -> RunSummary:
@@ -102,8 +108,9 @@ def _from_scheduler(scheduler: Scheduler) -> RunSummary:
 
 
 def _inputs(plan: Plan, recorder: RunRecorder) -> tuple[Iterable[Any], Callable[..., Any]]:
-    """The input and fn an engine runs: the plan's own, or with compensation (or
-    ``keep_outcomes``) wrapped to note what each call returned (``batchguard.compensation``)."""
+    """The input and fn an engine runs: the plan's own; with compensation (or ``keep_outcomes``)
+    the input goes through a copy the recorder reads each batch's records from
+    (``batchguard.compensation``)."""
     if not isinstance(plan.results, str):  # a sink: opened now, closed by finish_writes
         recorder.use_results(ResultsOut(plan.results, append=bool(plan.config.skip_batches),
                                         durable=recorder.checkpoints))
@@ -111,10 +118,10 @@ def _inputs(plan: Plan, recorder: RunRecorder) -> tuple[Iterable[Any], Callable[
         return plan.records, plan.fn
     compensation = RunCompensation(plan.compensation, batch_size=plan.config.batch_size,
                                    skip_batches=plan.config.skip_batches, retry=plan.config.retry,
-                                   classifier=plan.classifier, seed=plan.config.seed)
+                                   classifier=plan.classifier, seed=plan.config.seed,
+                                   keep_values=plan.results == "keep")
     recorder.use_compensation(compensation)
-    records, fn = compensation.wrap(plan.records, plan.fn, is_async=plan.is_async, bulk=plan.bulk)
-    return records, fn
+    return compensation.records(plan.records), plan.fn
 
 
 def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,

@@ -1,0 +1,80 @@
+"""Compensation matches each record to its value by input position, never by identity
+(issue 10 item 5).
+
+The same object may stand at several positions of the input (``[row] * 1000``, small ints,
+interned strings, None): each position's undo must get the value that position's call
+returned, and a results sink must hold exactly the values that were not undone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+import pytest
+
+from batchguard import ErrorClass, MemoryDLQ, RetryPolicy
+from helpers_contract import ENGINES, run
+
+
+class Flaky(Exception):
+    """A recoverable failure (classified so in these tests)."""
+
+
+class Broken(Exception):
+    """A permanent failure."""
+
+
+def _classify(exc: BaseException) -> ErrorClass:
+    return ErrorClass.RECOVERABLE if isinstance(exc, Flaky) else ErrorClass.PERMANENT
+
+
+class Calls:
+    """fn: each call of the shared record returns a new token ("x#1", "x#2", ...); the poison
+    record fails recoverably, then for good; the slow record fails recoverably twice."""
+
+    def __init__(self, shared: Any, poison: Any, slow: Any) -> None:
+        self.shared, self.poison, self.slow = shared, poison, slow
+        self.returned: list[str] = []
+        self._tokens = itertools.count(1)
+        self._tries: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, record: Any) -> str:
+        with self._lock:
+            tries = self._tries[id(record)] = self._tries.get(id(record), 0) + 1
+            if record is self.poison:
+                raise Flaky("poison, first try") if tries == 1 else Broken("poison")
+            if record is self.slow:
+                if tries <= 2:
+                    raise Flaky("slow")
+                token = "slow"
+            else:
+                token = f"x#{next(self._tokens)}"
+            self.returned.append(token)
+            return token
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_object_at_two_positions_is_undone_with_its_own_positions_value(engine: str) -> None:
+    # Batch 0 = [x, poison], batch 1 = [x, slow], one call at a time. x at 0 returns x#1; the
+    # poison's retry waits, so x at 2 runs and returns x#2 before batch 0 ends (the poison's
+    # retry fails for good); batch 1 ends later (slow's two retries). Batch 0 is rolled back:
+    # its x must be undone with x#1, and batch 1's x#2 must stay written.
+    x, poison, slow = {"row": "x"}, {"row": "poison"}, {"row": "slow"}
+    fn = Calls(x, poison, slow)
+    undone: list[tuple[Any, Any]] = []
+    written: list[Any] = []
+
+    def sink(indices: Any, values: Any) -> None:
+        written.extend(zip(indices, values, strict=True))
+
+    report = run([x, poison, x, slow], fn, engine=engine, batch_size=2, concurrency=1,
+                 classifier=_classify, dlq=MemoryDLQ(), results=sink,
+                 retry=RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.2, jitter="none", seed=1),
+                 compensate=lambda record, value: undone.append((record, value)), atomic_batches=True)
+    assert fn.returned[:2] == ["x#1", "x#2"]  # the order the scenario needs
+    assert undone == [(x, "x#1")]
+    assert written == [(2, "x#2"), (3, "slow")]
+    assert (report.success_count, report.failure_count, report.compensated_count) == (2, 1, 1)
