@@ -61,6 +61,16 @@ def test_a_bad_key_or_policy_is_refused_with_its_name(by_error: dict[Any, Any], 
         assert word in str(raised.value)
 
 
+def test_a_mapping_of_policy_fields_is_pointed_at_retry_policy() -> None:
+    with pytest.raises(ConfigTypeError, match=r"RetryPolicy's fields: retry=RetryPolicy\(max_attempts=3\)"):
+        batchguard.run_batches([1], lambda r: r, retry={"max_attempts": 3})
+
+
+def test_a_bad_mapping_is_named_as_the_retry_argument() -> None:
+    with pytest.raises(ConfigTypeError, match=r"^retry: RetryPolicies.by_error\[TimeoutError\]"):
+        batchguard.run_batches([1], lambda r: r, retry={TimeoutError: 3})
+
+
 def test_an_async_predicate_is_refused() -> None:
     async def is_slow(exc: BaseException) -> bool:
         return True

@@ -16,10 +16,10 @@ if TYPE_CHECKING:  # annotations only: the job store's package imports the run c
     from ..alerts.rules import AlertRule
     from ..dlq.base import DeadLetterQueue
     from ..jobs.store import JobStore
-    from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
+    from ..policies import CircuitBreaker, Classifier, ErrorKey, RateLimit, RetryPolicies, RetryPolicy
     from ..results import BatchProgress
-    from ..steering import Adaptive, RetryBudget
     from ..sinks import ResultWriter
+    from ..steering import Adaptive, RetryBudget
 
 __all__ = ["DEFAULTS", "DEFAULT_MODE", "RunOptions", "spelled_out"]
 
@@ -35,7 +35,7 @@ class RunOptions(TypedDict, Generic[T], total=False):
 
     batch_size: int | Literal["auto"] | None
     concurrency: int | Adaptive
-    retry: RetryPolicy | None
+    retry: RetryPolicy | RetryPolicies | Mapping[ErrorKey, RetryPolicy] | None
     classifier: Classifier | Callable[[BaseException], Any] | None
     breaker: CircuitBreaker | None
     dlq: DeadLetterQueue | str | None
@@ -59,14 +59,14 @@ class RunOptions(TypedDict, Generic[T], total=False):
     sample_key: Callable[[T], Any] | None
     hooks: object | None
     metrics: object | None
-    retry_budget: RetryBudget | None
     alerts: Sequence[AlertRule] | None
+    retry_budget: RetryBudget | None
     compensate: Callable[[T, Any], Any] | None
     atomic_batches: bool
     on_abort: Literal["stop", "compensate"]
     keep_outcomes: bool
-    executor: object | None
     results: Literal["keep", "drop"] | Callable[[Sequence[int], Sequence[Any]], Any] | ResultWriter | str
+    executor: object | None
 
 
 DEFAULTS: Final[RunOptions[Any]] = {
@@ -96,14 +96,14 @@ DEFAULTS: Final[RunOptions[Any]] = {
     "sample_key": None,
     "hooks": None,
     "metrics": None,
-    "retry_budget": None,
     "alerts": None,
+    "retry_budget": None,
     "compensate": None,
     "atomic_batches": False,
     "on_abort": "stop",
     "keep_outcomes": False,
-    "executor": None,
     "results": "keep",
+    "executor": None,
 }
 """Each keyword's value when it is not given."""
 

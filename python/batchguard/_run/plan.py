@@ -12,26 +12,27 @@ import inspect
 import math
 import random
 import sys
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Unpack
 
 from .. import _native
 from .._checks import check_count, check_duration, check_flag, closest, is_finite_number, shown
+from .._retry_table import PolicyTable, reject_results
 from ..alerts import check_alerts
 from ..batching import calculate_batch_size
 from ..compensation import Compensation, check_compensation
 from ..dlq.base import DeadLetterQueue
 from ..dlq.codec import check_storable
 from ..dlq.urls import open_dlq
-from ..errors import ConfigError, ConfigTypeError
+from ..errors import ConfigError, ConfigTypeError, ResultRejected
 from ..executors.choose import check_executor
 from ..executors.protocol import Executor
 from ..hooks import check_hooks, wants_retries
-from ..policies import CircuitBreaker, Classifier, RateLimit, RetryPolicy
-from ..steering import check_retry_budget, split_concurrency
+from ..policies import CircuitBreaker, Classifier, ErrorClass, RateLimit, RetryPolicies, RetryPolicy
 from ..results import BatchProgress
 from ..sinks import ResultWriter
+from ..steering import check_retry_budget, split_concurrency
 from ..validation.issues import check_phase_options
 from .config import EngineConfig
 from .options import DEFAULT_MODE, DEFAULTS, RunOptions
@@ -249,10 +250,7 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
     else:
         check_count("concurrency", concurrency, minimum=1, maximum=MAX_SYNC_CONCURRENCY,
                     why="a sync fn gets one thread each; an async def fn can have more in flight")
-    if retry is None:
-        retry = RetryPolicy()
-    elif not isinstance(retry, RetryPolicy):
-        raise ConfigTypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+    retry, table = _check_retry(retry)
     if classifier is None:
         classifier = Classifier.default()
     elif not isinstance(classifier, Classifier):
@@ -260,6 +258,13 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
             classifier = Classifier.default().with_callable(classifier)
         else:
             raise ConfigTypeError(f"classifier must be a Classifier or a callable, got {type(classifier).__name__}")
+    if table is not None:
+        classifier = classifier.with_retry_table(table)
+    if retry.retry_on_result is not None:
+        # A rejected value is RECOVERABLE unless the user's rules say otherwise.
+        if classifier.type_class(ResultRejected) is None:
+            classifier = classifier.with_rule(ResultRejected, ErrorClass.RECOVERABLE).with_retry_table(table)
+        fn = reject_results(fn, retry.retry_on_result, is_async=is_async, bulk=bool(bulk))
     if breaker is not None and not isinstance(breaker, CircuitBreaker):
         raise ConfigTypeError(f"breaker must be a CircuitBreaker or None, got {type(breaker).__name__}")
     _check_hook("id_of", id_of)
@@ -304,17 +309,18 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
                           rate_burst=1.0 if rate_limit is None else float(rate_limit.burst),
                           delay_between_batches=float(delay_between_batches), key_of=key_of,
                           collect_retries=wants_retries(*hook_targets),
-                          values_per_batch=results != "keep", retry_budget=retry_budget, adaptive=adaptive)
+                          retry_table=table, retry_budget=retry_budget, adaptive=adaptive,
+                          values_per_batch=results != "keep")
     executor = check_executor(options["executor"], is_async=is_async, mode=mode, engine=engine,
                               key_of=key_of, hooks=options["hooks"], metrics=options["metrics"],
                               alerts=options["alerts"], compensation=compensation)
-    if executor is not None and (adaptive is not None or retry_budget is not None):
-        raise ConfigError("retry_budget= and concurrency=Adaptive(...) steer the local scheduler; they do not "
-                          "work with executor= yet: drop one of them")
     if executor is not None and results != "keep":
         # A worker's batch comes back with its values, and the driver would keep them all.
         raise ConfigError("executor= cannot be combined with results= other than \"keep\" yet: "
                           "write the values from fn, or run without executor=")
+    if executor is not None and (adaptive is not None or retry_budget is not None):
+        raise ConfigError("retry_budget= and concurrency=Adaptive(...) steer the local scheduler; they do not "
+                          "work with executor= yet: drop one of them")
     # Opened last, once every argument is known good: a rejected call leaves no queue open.
     queue, reopen_dlq = _open_dlq(dlq)
     return Plan(records, fn, total, config, classifier, queue, id_of, on_progress,
@@ -325,6 +331,29 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
                 compensation=compensation, results=results,
                 hooks=hook_targets, executor=executor,
                 dlq_url=dlq if isinstance(dlq, str) else None)
+
+
+def _check_retry(retry: Any) -> tuple[RetryPolicy, PolicyTable | None]:
+    """``retry=``: the default policy, and the lookup of the policies by error (None: one
+    policy for every error)."""
+    if retry is None:
+        return RetryPolicy(), None
+    if isinstance(retry, RetryPolicy):
+        return retry, None
+    if isinstance(retry, Mapping):
+        fields = set(RetryPolicy.__dataclass_fields__)
+        if retry and all(isinstance(key, str) and key in fields for key in retry):
+            raise ConfigTypeError(f"retry must be a RetryPolicy, a RetryPolicies or a mapping of errors to "
+                                  f"RetryPolicy; {shown(dict(retry))} looks like a RetryPolicy's fields: "
+                                  f"retry=RetryPolicy({', '.join(f'{k}={v!r}' for k, v in retry.items())})?")
+        try:
+            retry = RetryPolicies(by_error=retry)
+        except ConfigError as exc:
+            raise type(exc)(f"retry: {exc}") from None
+    if not isinstance(retry, RetryPolicies):
+        raise ConfigTypeError(f"retry must be a RetryPolicy, a RetryPolicies or a mapping of ErrorClass, "
+                              f"exception type or predicate to RetryPolicy, got {type(retry).__name__}")
+    return retry.default, (PolicyTable(retry) if retry.by_error else None)
 
 
 def _open_dlq(dlq: DeadLetterQueue | str | None) -> tuple[DeadLetterQueue | None,
