@@ -227,3 +227,17 @@ def test_ctrl_c_during_the_drain_stops_every_sender(receiver: Receiver) -> None:
     for thread in threads:
         thread.join(10)
     assert len(threads) == 2 and not any(t.is_alive() for t in threads)
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth(receiver: Receiver) -> None:
+    # urllib takes "user:pw@127.0.0.1" for the host name: a URL with credentials, accepted and
+    # shown as http://***@host/, failed every POST with "Name or service not known".
+    url = receiver.url("/hooks/T0K3N").replace("http://", "http://alerts:p%40ss@")
+    sender = _send_one(Webhook(url, retries=0))
+    assert (sender.delivered, sender.failed) == (1, 0)
+    post = receiver.posts[0]
+    assert post.path == "/hooks/T0K3N" and post.headers["Authorization"] == "Basic YWxlcnRzOnBAc3M="
+    # An Authorization header given explicitly wins over the URL's.
+    _send_one(Webhook(url, retries=0, headers={"Authorization": "Bearer t0k3n"}))
+    assert receiver.posts[1].headers["Authorization"] == "Bearer t0k3n"
+    assert repr(Webhook(url)) == f"Webhook('http://***@127.0.0.1:{receiver.port}/***', timeout=5, retries=3)"

@@ -8,6 +8,7 @@ scheme, host and port, and every message, ``repr`` and saved setting goes throug
 
 from __future__ import annotations
 
+import base64
 import collections
 import http.client
 import importlib.metadata
@@ -21,7 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .._checks import check_count, check_duration
 from ..errors import ConfigError, ConfigTypeError
@@ -66,6 +67,18 @@ def redact_webhook(url: str) -> str:
     return f"{parts.scheme}://{userinfo}{host}{port}{rest}"
 
 
+def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without its user info, and that user info as an ``Authorization: Basic`` header
+    (urllib would take ``user:pw@host`` for the host's name and fail every request)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, {}
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    return urlunsplit(parts._replace(netloc=hostport)), {"Authorization": f"Basic {token}"}
+
+
 class WebhookError(Exception):
     """One POST that did not succeed: ``retryable`` says whether trying again may help (a
     connection error, a timeout, 408, 429 or a 5xx), ``retry_after`` what the receiver asked."""
@@ -100,7 +113,9 @@ def _retry_after(value: str | None) -> float | None:
 class Webhook:
     """POST each alert's JSON (:meth:`batchguard.alerts.Alert.to_dict`) to ``url``.
 
-    ``headers`` are added to each request (an ``Authorization`` header, say); ``timeout``
+    ``headers`` are added to each request (an ``Authorization`` header, say; user info in the
+    URL, ``https://user:password@host/...``, is sent as Basic authentication unless ``headers``
+    has its own ``Authorization``); ``timeout``
     bounds one request in seconds. A failed POST (no connection, a timeout, 408, 429, a 5xx) is
     tried again up to ``retries`` times, ``backoff_s`` after the first failure and twice as long
     after each next one (or the receiver's ``Retry-After``, up to 60 s); a 3xx or another 4xx is
@@ -146,6 +161,7 @@ class Webhook:
                                   f"character or a character outside Latin-1, which no request can carry")
         self._url = url.strip()
         self.headers: dict[str, str] = dict(headers or {})
+        self._target, self._auth = _split_credentials(self._url)
         self.timeout = check_duration("Webhook.timeout", timeout, positive=True)
         self.retries = check_count("Webhook.retries", retries, minimum=0, maximum=100)
         self.backoff_s = check_duration("Webhook.backoff_s", backoff_s)
@@ -170,7 +186,7 @@ class Webhook:
         parts = urlsplit(self._url)
         text = text.replace(self._url, self.shown_url)
         for secret in (parts.path + (f"?{parts.query}" if parts.query else ""), parts.path, parts.query,
-                       parts.netloc, *self.headers.values()):
+                       parts.netloc, *self.headers.values(), *self._auth.values()):
             if len(secret) > 1:  # a bare "/" hides nothing and would garble the message
                 text = text.replace(secret, "***")
         return text
@@ -178,8 +194,8 @@ class Webhook:
     def post(self, payload: Mapping[str, Any]) -> None:
         """One POST of ``payload`` as JSON; raises :class:`WebhookError` unless it got a 2xx."""
         body = json.dumps(payload, default=str, allow_nan=False).encode()
-        request = urllib.request.Request(self._url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": _USER_AGENT, **self.headers})
+        request = urllib.request.Request(self._target, data=body, method="POST", headers={
+            "Content-Type": "application/json", "User-Agent": _USER_AGENT, **self._auth, **self.headers})
         try:
             # The status is the answer: the body is never read, so a receiver sending a huge
             # or endless one costs neither memory nor time (the connection is closed unread).
