@@ -3,13 +3,14 @@ failure times written once per second, HTTP statuses of plain exceptions, type n
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchguard import run_batches
 from batchguard._run.entries import IsoTimes, http_status, iso
-from batchguard.dlq import MemoryDLQ
-from batchguard.dlq.codec import type_name
+from batchguard.dlq import DeadLetter, MemoryDLQ, codec
+from batchguard.dlq.codec import MAX_DEPTH, type_name
 
 # Fractions where the rounding to microseconds carries into the next millisecond or second.
 _EDGES = [0.0, 0.0005, 0.0009995, 0.4999995, 0.5, 0.9995, 0.9999994, 0.9999995, 0.9999996, 1 - 1e-12,
@@ -98,3 +99,35 @@ def test_type_names_that_no_backend_stores_are_still_replaced() -> None:
     odd.__name__ = "bad name\ufffe"
     assert type_name(odd()) == "bad name\ufffe"  # storable: kept, though not an identifier
     assert type_name(ValueError()) == "ValueError"
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = {"d": value}
+    return value
+
+
+@pytest.mark.parametrize("payload", [
+    {"id": 1, "email": "a@b.c", "amount": 0.5, "ok": True, "none": None},  # flat: no bracket count
+    list(range(17)),  # more items than the flat test looks at: counted
+    {"a": [1, 2], "b": {"c": None}},  # nested, shallow
+    "[[[[{{{{" * 40,  # brackets in a string: a scalar, however many
+], ids=["flat", "long", "nested", "brackets-in-text"])
+def test_an_entry_stores_its_payload_as_it_is_when_it_can(payload: object) -> None:
+    entry = _hand_built(payload)
+    assert codec.encode(entry) == (codec.dumps(entry), entry)
+    assert DeadLetter.from_json(codec.dumps(entry, full=True)).payload == payload
+
+
+@pytest.mark.parametrize("payload", [_nested(MAX_DEPTH + 2), [_nested(MAX_DEPTH + 2)]], ids=["deep", "deep-in-list"])
+def test_an_entry_with_a_payload_too_deep_is_stored_as_its_repr(payload: object) -> None:
+    # Built by hand (a run's builder would have kept the repr already): the encoder catches it.
+    stored = DeadLetter.from_json(codec.dumps(_hand_built(payload), full=True))
+    assert stored.payload_encoding == "repr" and stored.payload.startswith(("{'d'", "[{'d'"))
+
+
+def _hand_built(payload: object) -> DeadLetter:
+    return DeadLetter(id="e", run_id="r", job_id=None, record_id=1, record_index=1, batch_index=0, stage="process",
+                      payload=payload, payload_encoding="json", error_class="permanent", error_type="ValueError",
+                      error_message="bad", traceback=None)

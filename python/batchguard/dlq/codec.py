@@ -442,9 +442,35 @@ def encode(entry: DeadLetter, *, full: bool = False) -> tuple[bytes, DeadLetter]
         encoded, entry = _encode_normalized(entry)
     else:
         if (b"\\u0000" in encoded or not _record_id_kept(entry.record_id)
-                or encoded.count(b"[") + encoded.count(b"{") >= MAX_DEPTH):
+                or (not _flat(entry.payload) and encoded.count(b"[") + encoded.count(b"{") >= MAX_DEPTH)):
             encoded, entry = _encode_normalized(entry)
     return (encoded if full else _compact(encoded)), entry
+
+
+_SCALAR_TYPES: Final = frozenset((type(None), bool, int, float, str))
+_MAX_FLAT_ITEMS: Final = 16  # past it, counting the document's brackets is the cheaper test
+
+
+def _flat(payload: Any) -> bool:
+    """Is ``payload`` a scalar, or a dict, list or tuple of a few scalars (a flat record)? Its
+    entry is then three levels deep at most (the attempts and history are lists of objects of
+    scalars), so its brackets need no counting against MAX_DEPTH: counting them was most of
+    the cost of checking an entry, every entry a run stores."""
+    kind = type(payload)
+    if kind in _SCALAR_TYPES:
+        return True
+    if kind is dict:
+        items = payload.values()
+    elif kind is list or kind is tuple:
+        items = payload
+    else:
+        return False
+    if len(items) > _MAX_FLAT_ITEMS:
+        return False
+    for item in items:
+        if type(item) not in _SCALAR_TYPES:
+            return False
+    return True
 
 
 def _record_id_kept(value: Any) -> bool:
