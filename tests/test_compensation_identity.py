@@ -8,11 +8,15 @@ returned, and a results sink must hold exactly the values that were not undone.
 
 from __future__ import annotations
 
+import collections
 import itertools
+import random
 import threading
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batchguard import ErrorClass, MemoryDLQ, RetryPolicy
 from helpers_contract import ENGINES, run
@@ -78,3 +82,66 @@ def test_an_object_at_two_positions_is_undone_with_its_own_positions_value(engin
     assert undone == [(x, "x#1")]
     assert written == [(2, "x#2"), (3, "slow")]
     assert (report.success_count, report.failure_count, report.compensated_count) == (2, 1, 1)
+
+
+class Tokens:
+    """fn over records that repeat (small ints, None): each call returns (record, call number),
+    or fails as the seeded draw says; remembers every value it returned."""
+
+    def __init__(self, seed: int, fail_rate: float) -> None:
+        self._random = random.Random(seed)
+        self._fail_rate = fail_rate
+        self._calls = itertools.count()
+        self.returned: list[tuple[Any, int]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, record: Any) -> tuple[Any, int]:
+        with self._lock:
+            call = next(self._calls)
+            fails = self._random.random() < self._fail_rate
+        if fails:
+            raise (Flaky if call % 2 else Broken)(f"call {call}")
+        value = (record, call)
+        with self._lock:
+            self.returned.append(value)
+        return value
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(st.sampled_from([0, 1, 7, None, "a"]), min_size=20, max_size=150),
+       batch_size=st.integers(1, 9), concurrency=st.sampled_from([1, 8, 32]),
+       fail_rate=st.sampled_from([0.0, 0.05, 0.3]), seed=st.integers(0, 2**16),
+       max_failures=st.sampled_from([None, 5]), to_sink=st.booleans())
+def test_repeated_records_are_each_undone_once_with_a_value_of_their_own(
+        engine: str, records: list[Any], batch_size: int, concurrency: int, fail_rate: float,
+        seed: int, max_failures: int | None, to_sink: bool) -> None:
+    # Every value fn returned ends once: kept (in report.successful, or written to a results
+    # sink) or undone, never both, never neither; each undo gets a value its record's call
+    # returned; the four states add up.
+    fn = Tokens(seed, fail_rate)
+    undone: list[tuple[Any, Any]] = []
+    written: list[Any] = []
+    lock = threading.Lock()
+
+    def sink(indices: Any, values: Any) -> None:
+        written.extend(values)
+
+    def undo(record: Any, value: Any) -> None:
+        with lock:
+            undone.append((record, value))
+
+    report = run(records, fn, engine=engine, batch_size=batch_size, concurrency=concurrency,
+                 classifier=_classify, dlq=MemoryDLQ(), max_failures=max_failures,
+                 retry=RetryPolicy(max_attempts=2, base_delay=0.0, jitter="none", seed=1),
+                 compensate=undo, atomic_batches=True, results=sink if to_sink else "keep")
+    assert all(record is value[0] for record, value in undone)
+    kept = written if to_sink else report.successful
+    assert collections.Counter(kept) + collections.Counter(value for _, value in undone) == collections.Counter(
+        fn.returned)
+    assert report.success_count == len(kept)
+    assert report.compensated_count == len(undone)
+    assert report.total == (report.success_count + report.failure_count + report.compensated_count
+                            + report.pending_count)
+    for batch in report.batches:
+        assert batch.size == batch.succeeded + batch.failed + batch.compensated + batch.pending
