@@ -145,6 +145,7 @@ _EVENTS = st.lists(st.one_of(
 def test_every_rule_alternates_firing_and_resolved_one_episode_at_a_time(
         events: list[tuple[Any, ...]], steps: list[float], stopped: str | None) -> None:
     rules = [AlertRule.failure_rate(0.3, 15, min_records=2, notify=_noop),
+             AlertRule.failure_rate(0.3, 15, min_records=2, clear_below=0.1, notify=_noop),
              AlertRule.breaker_open(5, notify=_noop), AlertRule.budget_burn(0.5, notify=_noop),
              AlertRule.stalled(10, notify=_noop), AlertRule.aborted(notify=_noop)]
     c = conditions(*rules, max_failures=6)

@@ -185,17 +185,23 @@ class Conditions:
             failed = last.failed - base.failed
             finished = failed + last.succeeded - base.succeeded
             rate = failed / finished if finished else 0.0
-            truth = None if finished < rule.min_records else rate > t
+            # Hysteresis: a firing episode holds while the rate stays above clear_below.
+            clear = t if rule.clear_below is None else rule.clear_below
+            limit = clear if self._episodes[i].firing else t
+            truth = None if finished < rule.min_records else rate > limit
             if not describe:
                 return truth, {}, ""
             figures = {"failure_rate": round(rate, 4), "failed": failed, "finished": finished,
                        "window_s": rule.window_s, "above": t}
+            if rule.clear_below is not None:
+                figures["clear_below"] = clear
             if truth is None:
                 return None, figures, ""
             if truth:
                 return True, figures, (f"{failed} of the {finished} records finished in the last "
-                                       f"{rule.window_s:g}s were dead-lettered ({_pct(rate)}, above {_pct(t)})")
-            return False, figures, f"failure rate back to {_pct(rate)} over the last {rule.window_s:g}s"
+                                       f"{rule.window_s:g}s were dead-lettered ({_pct(rate)}, above {_pct(limit)})")
+            return False, figures, (f"failure rate back to {_pct(rate)} over the last {rule.window_s:g}s"
+                                    + (f" (at or below {_pct(clear)})" if rule.clear_below is not None else ""))
         if rule.kind == "breaker_open":
             open_s = 0.0 if self.open_since is None else now - self.open_since
             truth = self.open_since is not None and open_s >= t

@@ -113,6 +113,9 @@ class AlertRule:
     min_records: int = 0
     """failure_rate: records that must have finished in the window before its rate is judged."""
     name: str = ""
+    clear_below: float | None = None
+    """failure_rate: the rate at or below which a firing episode resolves (None: ``threshold``
+    itself); below the threshold, so a rate hovering at it does not fire and resolve by turns."""
 
     def __post_init__(self) -> None:
         if self.kind not in RULE_KINDS:
@@ -126,6 +129,12 @@ class AlertRule:
                                                                 self.window_s, positive=True))
             check_count("AlertRule.failure_rate(min_records=...)", self.min_records, minimum=1,
                         maximum=2**63 - 1)
+            if self.clear_below is not None:
+                clear = _check_share("AlertRule.failure_rate(clear_below=...)", self.clear_below, zero_ok=True)
+                if clear > self.threshold:
+                    raise ConfigError(f"AlertRule.failure_rate(clear_below=...) must be at most above="
+                                      f"{shown(self.threshold)}, got {shown(self.clear_below)}")
+                object.__setattr__(self, "clear_below", clear)
         elif self.kind == "breaker_open":
             check_duration("AlertRule.breaker_open(for_s=...)", self.threshold)  # 0: as soon as it opens
         elif self.kind == "stalled":
@@ -141,11 +150,15 @@ class AlertRule:
     def _check_unused(self) -> None:
         """The plain constructor takes every field: one its kind does not use must keep its
         default, or a rule would silently mean something else than it says."""
-        unused = {"window_s": 0.0, "min_records": 0} if self.kind != "failure_rate" else {}
-        if self.kind == "aborted":
+        unused: dict[str, float | None] = {"window_s": 0.0, "min_records": 0, "clear_below": None}
+        if self.kind == "failure_rate":
+            unused = {}
+        elif self.kind == "aborted":
             unused["threshold"] = 0.0
         for name, default in unused.items():
             value = getattr(self, name)
+            if value is None and default is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != default:
                 raise ConfigError(f"AlertRule {self.kind!r} does not use {name}, got {shown(value)}; "
                                   f"build rules with AlertRule.{self.kind}(...)")
@@ -162,10 +175,12 @@ class AlertRule:
 
     @classmethod
     def failure_rate(cls, above: float = 0.2, window_s: float = 60.0, *, notify: Notify,
-                     min_records: int = 10, name: str = "") -> AlertRule:
+                     min_records: int = 10, clear_below: float | None = None, name: str = "") -> AlertRule:
         """Fires when more than ``above`` of the records finished in the last ``window_s``
-        seconds were dead-lettered (judged once at least ``min_records`` finished in it)."""
-        return cls("failure_rate", notify, above, window_s, min_records, name)
+        seconds were dead-lettered (judged once at least ``min_records`` finished in it);
+        resolves when that share falls to ``above`` again, or, with ``clear_below``, to
+        ``clear_below`` (a rate hovering at ``above`` then stays one episode)."""
+        return cls("failure_rate", notify, above, window_s, min_records, name, clear_below)
 
     @classmethod
     def breaker_open(cls, for_s: float = 30.0, *, notify: Notify, name: str = "") -> AlertRule:
@@ -196,10 +211,12 @@ class AlertRule:
 
 
 def default_rules(notify: Notify, *, max_failures: int | float | None = None) -> list[AlertRule]:
-    """The rules ``batchguard run --alert-webhook`` sets: failure rate above 20 % over 60 s,
-    breaker open for 60 s, no record finished for 300 s, run aborted, and, with
-    ``max_failures``, half of the error budget used."""
-    rules = [AlertRule.failure_rate(0.2, 60.0, notify=notify), AlertRule.breaker_open(60.0, notify=notify),
+    """The rules ``batchguard run --alert-webhook`` sets: failure rate above 20 % over 60 s
+    (resolved at 10 % or below, so a rate hovering at 20 % pages once), breaker open for 60 s,
+    no record finished for 300 s, run aborted, and, with ``max_failures``, half of the error
+    budget used."""
+    rules = [AlertRule.failure_rate(0.2, 60.0, clear_below=0.1, notify=notify),
+             AlertRule.breaker_open(60.0, notify=notify),
              AlertRule.stalled(300.0, notify=notify), AlertRule.aborted(notify=notify)]
     if max_failures is not None:
         rules.append(AlertRule.budget_burn(0.5, notify=notify))
