@@ -12,6 +12,8 @@ import pytest
 from batchguard import run_batches
 from batchguard._run.tracebacks import MAX_STACKS, TracebackFormatter
 from batchguard.dlq import MemoryDLQ
+from batchguard.dlq.codec import Fallbacks, clean_text
+from batchguard.errors import BatchguardWarning
 
 
 class Odd(Exception):
@@ -225,3 +227,44 @@ def test_a_run_stores_the_standard_librarys_traceback_in_every_entry() -> None:
     run_batches(range(6), fn, dlq=dlq, batch_size=2)
     stored = {entry.record_index: entry.traceback for entry in dlq.list()}
     assert stored == {i: "".join(traceback.format_exception(exc)) for i, exc in enumerate(errors)}
+
+
+def _raised_in_a_file_named(name: str) -> BaseException:
+    namespace: dict[str, object] = {}
+    exec(compile("def f():\n    raise ValueError('from a file')\n", name, "exec"), namespace)
+    return _caught(namespace["f"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raiser", SHAPES, ids=lambda f: f.__name__)
+def test_the_storable_traceback_is_the_standard_librarys_made_storable(raiser: Callable[[], None]) -> None:
+    formatter = TracebackFormatter()
+    exc = _caught(raiser)
+    expected = clean_text("".join(traceback.format_exception(exc)))
+    assert formatter.storable(exc) == expected
+    assert formatter.storable(exc) == expected  # the second time, from the cache
+
+
+def test_a_stack_that_no_backend_stores_is_made_storable_every_time_and_noted() -> None:
+    # A file name with a lone surrogate (a non-UTF-8 name on disk): the stack is cached as it
+    # is (format gives the standard library's text), and replaced each time it is stored.
+    formatter, fallbacks = TracebackFormatter(), Fallbacks()
+    exc = _raised_in_a_file_named("bad\udcff.py")
+    with pytest.warns(BatchguardWarning, match="lone surrogates"):
+        first = formatter.storable(exc, fallbacks)
+    assert first == formatter.storable(exc, fallbacks) == clean_text("".join(traceback.format_exception(exc)))
+    assert '"bad\ufffd.py"' in first and "\udcff" in formatter.format(exc)
+    assert fallbacks.used == {"text"}
+
+
+def test_a_message_that_no_backend_stores_is_made_storable_under_a_clean_stack() -> None:
+    formatter, fallbacks = TracebackFormatter(), Fallbacks()
+    clean, dirty = _caught(lambda: _raise_message("fine")), _caught(lambda: _raise_message("nul \x00 here"))
+    assert formatter.storable(clean, fallbacks).endswith("ValueError: fine\n")
+    assert fallbacks.used == set()
+    with pytest.warns(BatchguardWarning):
+        assert formatter.storable(dirty, fallbacks).endswith("ValueError: nul \ufffd here\n")
+    assert fallbacks.used == {"text"}
+
+
+def _raise_message(message: str) -> None:
+    raise ValueError(message)

@@ -146,11 +146,12 @@ def http_status(exc: BaseException) -> int | None:
         return None
 
 
-def _traceback_of(exc: BaseException, formatter: TracebackFormatter) -> str | None:
+def _traceback_of(exc: BaseException, formatter: TracebackFormatter, fallbacks: Fallbacks) -> str | None:
+    """The traceback an entry stores: storable text, or None when ``exc`` has none."""
     if exc.__traceback__ is None:
         return None
     try:
-        return formatter.format(exc)
+        return formatter.storable(exc, fallbacks)
     except Exception:  # noqa: BLE001 - a traceback that cannot be formatted must not lose the record
         return f"<traceback of {type_name(exc)} could not be formatted>"
 
@@ -204,7 +205,7 @@ class EntryBuilder:
         index, record = dead.record_index, dead.record
         exc = dead.attempts[-1].error
         fallbacks = self._fallbacks
-        trace = _traceback_of(exc, self._tracebacks)
+        trace = _traceback_of(exc, self._tracebacks, fallbacks)
         payload, encoding = self.payload(record)
         times = self._times
         attempts = tuple(Attempt(a.attempt, times(a.at), type_name(a.error),
@@ -223,7 +224,7 @@ class EntryBuilder:
             error_class=dead.error_class,
             error_type=attempts[-1].error_type,
             error_message=attempts[-1].error_message,
-            traceback=None if trace is None else clean_text(trace, fallbacks),
+            traceback=trace,
             attempts=attempts,
             first_failed_at=attempts[0].at,
             last_failed_at=attempts[-1].at,

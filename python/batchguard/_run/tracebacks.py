@@ -21,6 +21,8 @@ import traceback
 from types import CodeType, TracebackType
 from typing import Final
 
+from ..dlq.codec import Fallbacks, clean_text
+
 __all__ = ["TracebackFormatter"]
 
 _HEADER: Final = "Traceback (most recent call last):\n"
@@ -34,6 +36,7 @@ MAX_STACKS: Final = 1024
 come from more places than this gains little from caching them anyway)."""
 
 _StackKey = tuple[object, ...]
+_NO_STACK: Final = ("", True)
 
 
 def _stack_key(tb: TracebackType | None) -> _StackKey:
@@ -108,7 +111,7 @@ class TracebackFormatter:
     """
 
     def __init__(self) -> None:
-        self._stacks: dict[_StackKey, str] = {}
+        self._stacks: dict[_StackKey, tuple[str, bool]] = {}  # the text, and is it storable as it is
 
     def format(self, exc: BaseException) -> str:
         """The traceback of ``exc`` and of the exceptions it was raised from or while handling."""
@@ -142,16 +145,31 @@ class TracebackFormatter:
             parts.append(_exception_line(link))
         return "".join(parts)
 
+    def storable(self, exc: BaseException, fallbacks: Fallbacks | None = None) -> str:
+        """:meth:`format` with what no backend stores replaced (``codec.clean_text``, noting the
+        fallback in ``fallbacks``): a stack is checked when it is first formatted, so only the
+        exception's own line is checked for each entry."""
+        if exc.__cause__ is None and exc.__context__ is None and _simple(exc):
+            stack, storable = self._stack_entry(exc.__traceback__)
+            if not storable:
+                stack = clean_text(stack, fallbacks)
+            return stack + clean_text(_exception_line(exc), fallbacks)
+        return clean_text(self.format(exc), fallbacks)
+
     def _stack(self, tb: TracebackType | None) -> str:
         """The header and frame lines of one exception's traceback ("" when it has none)."""
+        return self._stack_entry(tb)[0]
+
+    def _stack_entry(self, tb: TracebackType | None) -> tuple[str, bool]:
+        """:meth:`_stack`, and whether its text is storable as it is (``clean_text`` keeps it)."""
         if tb is None:
-            return ""
+            return _NO_STACK
         key = _stack_key(tb)
-        text = self._stacks.get(key)
-        if text is None:
+        entry = self._stacks.get(key)
+        if entry is None:
             lines = traceback.format_tb(tb)
             text = _HEADER + "".join(lines) if lines else ""
             if len(self._stacks) >= MAX_STACKS:
                 self._stacks.clear()
-            self._stacks[key] = text
-        return text
+            entry = self._stacks[key] = (text, clean_text(text) is text)
+        return entry
