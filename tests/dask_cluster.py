@@ -92,3 +92,13 @@ def parquet_fn(row: dict[str, int]) -> int:
     if row["v"] % 6 == 5:
         raise ValueError(f"bad {row['v']}")
     return row["v"] * 2
+
+
+def logged_slow_planned(record: tuple[str, int, str]) -> int:
+    """:func:`slow_planned` of ``(token, i, log)``, appending ``i`` to the file ``log`` on every
+    call that returns: a record run twice (its batch rerun after its worker died) is there twice."""
+    token, i, log = record
+    value = slow_planned((token, i))
+    with open(log, "a", encoding="utf-8") as calls:  # one short append: atomic with O_APPEND
+        calls.write(f"{i}\n")
+    return value
