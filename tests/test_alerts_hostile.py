@@ -18,6 +18,7 @@ import batchguard
 from alerts_receiver import Receiver
 from batchguard import AlertRule, ConfigError, RetryPolicy
 from batchguard.alerts import Alert, AlertMonitor, Webhook
+from batchguard.alerts import monitor as monitor_module
 from batchguard.alerts.webhook import WebhookSender
 from helpers_contract import ENGINES
 
@@ -241,3 +242,25 @@ def test_credentials_in_the_url_are_sent_as_basic_auth(receiver: Receiver) -> No
     _send_one(Webhook(url, retries=0, headers={"Authorization": "Bearer t0k3n"}))
     assert receiver.posts[1].headers["Authorization"] == "Bearer t0k3n"
     assert repr(Webhook(url)) == f"Webhook('http://***@127.0.0.1:{receiver.port}/***', timeout=5, retries=3)"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_notify_that_blocks_for_ever_holds_back_no_webhook_and_its_notices_are_counted(
+        receiver: Receiver, engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A callable that never returns held the timer thread, which also handed webhook notices
+    # to their senders: the webhook rule's notices never left, and report.alert_failures said 0
+    # though three notices to callables were lost (the one in hand, the ones queued behind it).
+    monkeypatch.setattr(monitor_module, "CALLABLE_DRAIN_S", 0.5)  # the end's wait for callables
+    release = threading.Event()
+    heard: list[Alert] = []
+    try:
+        report = batchguard.run_batches(
+            range(200), lambda x: 1 // (x % 3), engine=engine, batch_size=10, retry=ONCE, max_failures=50,
+            alerts=[AlertRule.failure_rate(0.2, 600, notify=lambda alert: release.wait()),
+                    AlertRule.failure_rate(0.2, 600, notify=Webhook(receiver.url(), retries=0), name="webhook"),
+                    AlertRule.aborted(notify=heard.append)])
+    finally:
+        release.set()
+    assert report.status == "aborted" and heard == []
+    assert [(b["name"], b["state"]) for b in receiver.bodies()] == [("webhook", "firing"), ("webhook", "resolved")]
+    assert report.alert_failures == 3

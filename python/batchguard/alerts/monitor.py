@@ -3,11 +3,12 @@ timer thread.
 
 The run's thread only observes: each hand-over's counters, each progress snapshot, each breaker
 transition go into :class:`~batchguard.alerts.conditions.Conditions` under a lock, and any
-notice that follows is queued. The timer thread ("batchguard-alerts") judges what grows with
-time (a stall, an open breaker, a sliding window) and delivers the queue: it calls ``notify``
-callables and hands webhook notices to each webhook's own sender thread. So neither a slow
-callable nor a slow receiver ever holds the run up. Both threads are stopped and joined when
-the run ends, however it ends (``run_closed``, which the run core calls even on Ctrl-C).
+notice that follows is handed to its webhook's own sender thread at once, or queued for the
+timer thread ("batchguard-alerts"), which judges what grows with time (a stall, an open
+breaker, a sliding window) and calls the ``notify`` callables. So neither a slow callable nor a
+slow receiver ever holds the run up, and a callable that hangs holds back no webhook. The
+threads are stopped and joined when the run ends, however it ends (``run_closed``, which the
+run core calls even on Ctrl-C); a callable still running then gets CALLABLE_DRAIN_S.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class AlertMonitor:
         self._thread: threading.Thread | None = None
         self._stop = False
         self._callable_failures = 0
+        self._in_hand = 0  # notices the timer took and has not finished calling
         self._logged: set[int] = set()
         self.alert_failures = 0
 
@@ -81,7 +83,7 @@ class AlertMonitor:
                                           to_wall=lambda t: wall + (t - now))
             self._outbox = []
             self._stop = False
-            self._callable_failures, self.alert_failures = 0, 0
+            self._callable_failures, self.alert_failures, self._in_hand = 0, 0, 0
             self._logged = set()
             self._senders = {id(r.notify): WebhookSender(r.notify) for r in self.rules
                              if isinstance(r.notify, Webhook)}
@@ -131,7 +133,7 @@ class AlertMonitor:
             for sender in self._senders.values():
                 sender.abandon()
         with self._lock:
-            undelivered = len(self._outbox)  # only when a callable hung
+            undelivered = len(self._outbox) + self._in_hand  # only when a callable hung
             self.alert_failures = (self._callable_failures + undelivered
                                    + sum(s.failed for s in self._senders.values()))
             self._thread, self._conditions = None, None
@@ -151,9 +153,17 @@ class AlertMonitor:
                 self._queue(self._conditions.end(time.monotonic(), stopped=stopped, figures=figures))
 
     def _queue(self, notices: list[Notice]) -> None:
-        """Hold ``notices`` for the timer thread (called under the lock)."""
-        if notices:
-            self._outbox.extend(notices)
+        """Hand each of ``notices`` to its webhook's sender at once (never blocks), or hold it for
+        the timer thread, which calls the callables (called under the lock). A callable that
+        hangs thus holds back only the callables' notices."""
+        queued = False
+        for rule, alert in notices:
+            if isinstance(rule.notify, Webhook):
+                self._senders[id(rule.notify)].send(alert.to_dict())
+            else:
+                self._outbox.append((rule, alert))
+                queued = True
+        if queued:
             self._lock.notify_all()
 
     def _run_timer(self) -> None:
@@ -171,8 +181,12 @@ class AlertMonitor:
                     self._queue(self._conditions.tick(time.monotonic()))
                 notices, self._outbox = self._outbox, []
                 stop = self._stop
-            for rule, alert in notices:
+            for index, (rule, alert) in enumerate(notices):
+                with self._lock:
+                    self._in_hand = len(notices) - index  # lost if this call never returns
                 self._deliver(rule, alert)
+            with self._lock:
+                self._in_hand = 0
             if stop:
                 with self._lock:
                     if not self._outbox:
@@ -180,9 +194,7 @@ class AlertMonitor:
 
     def _deliver(self, rule: AlertRule, alert: Alert) -> None:
         notify = rule.notify
-        if isinstance(notify, Webhook):
-            self._senders[id(notify)].send(alert.to_dict())
-            return
+        assert not isinstance(notify, Webhook)  # handed to its sender by _queue, never held here
         try:
             notify(alert)
         except BaseException as exc:
