@@ -33,8 +33,11 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import logging
 import os
-from collections.abc import Callable, Sequence
+import re
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Final, Protocol, cast, runtime_checkable
 
 import orjson
@@ -48,6 +51,8 @@ __all__ = ["FORMATS", "JsonLinesWriter", "ParquetWriter", "ResultWriter", "jsonl
 
 FORMATS: Final = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 """A sink URL's format, by its extension (after any compression extension)."""
+
+logger = logging.getLogger("batchguard")
 
 _ROW_GROUP: Final = 65_536
 """Rows buffered before a Parquet row group is written: a batch of 1000 per row group would make
@@ -132,17 +137,46 @@ class _Output:
         return writer
 
     def sync(self) -> None:
-        """Make what was written so far durable: flushed to the file (a compressor's pending
-        output too) and fsynced, for a local file; an object store's upload is only complete
-        once closed, so for a URL this flushes."""
+        """Make what was written so far durable: flushed to the file and fsynced, for a local
+        file; an object store's upload is only complete once closed, so for a URL this flushes.
+
+        A compressed stream's member (gzip member, bzip2 stream, zstd frame) ends here and the
+        next write starts a new one: readers take concatenated members as one stream, and what
+        a kill leaves is whole members and at most one torn one, which :meth:`trim` cuts off
+        before a resumed run appends. (A flush alone would leave the member open: a member
+        appended after it is read as its garbled continuation.)"""
         stream, raw = self.stream, self._raw
         if raw is None:
             return
         if stream is not None and stream is not raw:
-            stream.flush()
+            stream.close()  # the member's trailer into raw; raw stays open
+            self.stream = self._compressed(raw)
         raw.flush()
         if self._fd is not None:
             os.fsync(raw.fileno())
+
+    def trim(self, keep: Callable[[int], bool]) -> None:
+        """Before a resumed run appends to a local file: cut off its end past the last line
+        (or compressed member) of a record ``keep`` says is done, so a batch the killed run
+        wrote but never checkpointed, which the resumed run writes again, is not there twice,
+        and a line or member a kill cut short is not followed by new ones (which would make
+        the rest of the file unreadable). A URL, or a file not there, is left alone."""
+        path = self.url.removeprefix("file://")
+        if is_remote(self.url) or not os.path.isfile(path):
+            return
+        try:
+            cut, size = _resume_point(path, self.compression, keep)
+        except OSError as exc:
+            raise ConfigError(f"results sink {path!r} cannot be read to resume into: "
+                              f"{exc.strerror or exc}") from None
+        except _Damaged as exc:
+            raise ConfigError(f"results sink {path!r}: {exc}; resume into a new path") from None
+        if cut < size:
+            os.truncate(path, cut)
+            logger.warning("results sink %s: cut its last %d bytes, values of batches the killed run "
+                           "wrote but never checkpointed (the resumed run writes them again) or a "
+                           "write the kill cut short", path, size - cut,
+                           extra={"results_sink": path, "bytes_cut": size - cut})
 
     def close(self) -> None:
         """Flush and close the compressor and the file under it; fsync a local file."""
@@ -197,6 +231,11 @@ class JsonLinesWriter:
     def sync(self) -> None:
         """Make the lines written so far durable (a job calls it before each checkpoint)."""
         self._out.sync()
+
+    def trim(self, keep: Callable[[int], bool]) -> None:
+        """Before ``open(append=True)`` (a resumed job): cut off the file's end past the last
+        line of a record ``keep`` says is done (its batch checkpointed); see the module doc."""
+        self._out.trim(keep)
 
     def close(self) -> None:
         self._out.close()
@@ -295,6 +334,89 @@ class _CallableSink:
 
     def close(self) -> None:
         pass
+
+
+class _Damaged(Exception):
+    """A file a resumed run cannot append to without losing values (see :func:`_resume_point`)."""
+
+
+_INDEX: Final = re.compile(rb'{"index":(\d+),')
+"""The record index at the start of a line this module wrote."""
+
+_CHUNK: Final = 1 << 16
+
+
+def _index_of(line: bytes) -> int | None:
+    found = _INDEX.match(line)
+    return None if found is None else int(found.group(1))
+
+
+def _resume_point(path: str, compression: str | None, keep: Callable[[int], bool]) -> tuple[int, int]:
+    """``(cut, size)``: where a resumed run's appends should start in ``path`` (see
+    :meth:`_Output.trim`), and the file's size. Lines (members) of records not kept are
+    dropped only from the end; a line this module did not write counts as kept."""
+    size = os.path.getsize(path)
+    cut = 0
+    if compression is None:
+        with open(path, "rb") as file:
+            offset = 0
+            for line in file:
+                offset += len(line)
+                index = _index_of(line)
+                if line.endswith(b"\n") and (index is None or keep(index)):
+                    cut = offset
+        return cut, size
+    for end, head, whole in _members(path, compression):
+        index = _index_of(head)
+        if whole and (index is None or keep(index)):
+            cut = end
+        elif index is not None and keep(index):
+            # A torn member with a checkpointed batch's values: written whole as one member
+            # (before the per-sync members), so cutting it would lose them.
+            raise _Damaged(f"its compressed stream is cut short (a killed run) within values of "
+                           f"batches already finished (record {index})")
+    return cut, size
+
+
+def _members(path: str, compression: str) -> Iterator[tuple[int, bytes, bool]]:
+    """Each compressed member of ``path`` in turn: ``(its end offset, the start of its text,
+    whole)``; the last one may be torn (``whole`` False), or garbled (read as torn)."""
+    errors: tuple[type[BaseException], ...] = (zlib.error, OSError, EOFError, ValueError)
+    if compression == "zstd":
+        import zstandard  # optional: only for a .zst sink
+
+        errors = (*errors, zstandard.ZstdError)
+    with open(path, "rb") as file:
+        start, carry = 0, b""
+        while True:
+            decompressor: Any
+            if compression == "gzip":
+                decompressor = zlib.decompressobj(wbits=31)
+            elif compression == "bz2":
+                decompressor = bz2.BZ2Decompressor()
+            else:
+                decompressor = zstandard.ZstdDecompressor().decompressobj()
+            used, head, whole = 0, b"", False
+            while not whole:
+                data, carry = carry or file.read(_CHUNK), b""
+                if not data:
+                    break
+                try:
+                    text = decompressor.decompress(data)
+                except errors:
+                    break
+                if len(head) < 256:
+                    head += text[:256]
+                if decompressor.eof:
+                    carry = decompressor.unused_data
+                    whole = True
+                used += len(data) - len(carry)
+            if not used:
+                return
+            start += used
+            yield start, head, whole
+            if not whole:
+                return
 
 
 def jsonl(path_or_url: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None) -> JsonLinesWriter:

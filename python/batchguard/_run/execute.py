@@ -112,8 +112,8 @@ def _inputs(plan: Plan, recorder: RunRecorder) -> tuple[Iterable[Any], Callable[
     the input goes through a copy the recorder reads each batch's records from
     (``batchguard.compensation``)."""
     if not isinstance(plan.results, str):  # a sink: opened now, closed by finish_writes
-        recorder.use_results(ResultsOut(plan.results, append=bool(plan.config.skip_batches),
-                                        durable=recorder.checkpoints))
+        recorder.use_results(ResultsOut(plan.results, finished=plan.config.skip_batches,
+                                        batch_size=plan.config.batch_size, durable=recorder.checkpoints))
     if plan.compensation is None:
         return plan.records, plan.fn
     compensation = RunCompensation(plan.compensation, batch_size=plan.config.batch_size,

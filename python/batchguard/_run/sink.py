@@ -78,18 +78,27 @@ class ResultsOut:
     ``durable``: the run checkpoints its batches (a job), so each write is also synced (flushed,
     and fsynced for a local file) before the checkpoint: a kill after it loses no value. A kill
     between the write and the checkpoint leaves the batch written and unfinished, so the resumed
-    run writes it again: a job's sink gets each value at least once (exactly once but for a
-    kill in that window, since a batch the run stopped in is left to the resumed run).
+    run writes it again: a job's sink gets each value at least once, and exactly once in a
+    local JSON lines file, which the resumed run first cuts back to its last checkpointed
+    batch (``trim``); a batch the run stopped in is left to the resumed run.
     """
 
-    def __init__(self, writer: ResultWriter, *, append: bool, durable: bool) -> None:
+    def __init__(self, writer: ResultWriter, *, durable: bool, finished: frozenset[int] = frozenset(),
+                 batch_size: int = 1) -> None:
+        """``finished``: a resumed job's checkpointed batches (of ``batch_size`` records each),
+        whose values the earlier runs wrote: the writer appends, and a writer that can
+        (``trim``, a local JSON lines file) first cuts off what those runs wrote past them."""
         self.writer = writer
+        append = bool(finished)
         self._durable = durable
         self._sync: Callable[[], Any] | None = getattr(writer, "sync", None) if durable else None
         self.written = 0
         """Values handed to the writer so far."""
         self._whole: Callable[[BatchEvent, Callable[[DeadRecord], DeadLetter]], Any] | None = getattr(
             writer, "write_batch", None)
+        trim: Callable[[Callable[[int], bool]], Any] | None = getattr(writer, "trim", None)
+        if append and trim is not None:
+            trim(lambda index: index // batch_size in finished)
         writer.open(append=append)
 
     def batch(self, event: BatchEvent, dead_letter: Callable[[DeadRecord], DeadLetter]) -> None:
