@@ -12,6 +12,8 @@ retries only what is left.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -113,33 +115,48 @@ def rollback(name: str, undo: Callable[[Any, Any], Any], *, store: JobStore | st
                                    "of that name kept its succeeded records (run the job with "
                                    "keep_outcomes=True, --keep-outcomes)")
         is_job = opened.get(job) is not None
+        forget: Callable[[Sequence[int], Sequence[int], str], None] = functools.partial(
+            opened.rolled_back, job)  # type: ignore[attr-defined]
         undone: list[int] = []
         failed: list[RollbackFailure] = []
-        left: set[int] = set()
-        for row in kept:
-            try:
-                outcome = Outcome(row.position, row.record(allow_pickle=allow_pickle),
-                                  row.value(allow_pickle=allow_pickle))
-            except ValueError as exc:  # a repr, or a pickle not allowed: it cannot be undone here
-                failed.append(RollbackFailure(row.position, row.batch, row.record_id, type(exc).__name__, str(exc)))
-                left.add(row.batch)
-                continue
-            dead = undoer.undo_one(outcome, row.batch)
-            if dead is None:
+        reopened: list[int] = []
+        for batch_index, rows in itertools.groupby(kept, key=lambda row: row.batch):
+            whole = True
+            for row in rows:
+                try:
+                    outcome = Outcome(row.position, row.record(allow_pickle=allow_pickle),
+                                      row.value(allow_pickle=allow_pickle))
+                except ValueError as exc:  # a repr, or a pickle not allowed: it cannot be undone here
+                    failed.append(RollbackFailure(row.position, row.batch, row.record_id, type(exc).__name__,
+                                                  str(exc)))
+                    whole = False
+                    continue
+                dead = undoer.undo_one(outcome, row.batch)
+                if dead is not None:
+                    cause = dead.attempts[-1].error.__cause__ or dead.attempts[-1].error
+                    failed.append(RollbackFailure(row.position, row.batch, row.record_id, type(cause).__name__,
+                                                  str(cause)))
+                    whole = False
+                    continue
+                # Forgotten as soon as it is undone, each in its own transaction: a rollback cut
+                # short (Ctrl-C, kill -9) and run again undoes only what is still kept (at worst
+                # the one undo that was running again, which is why an undo must bear repeating).
                 undone.append(row.position)
-                continue
-            cause = dead.attempts[-1].error.__cause__ or dead.attempts[-1].error
-            failed.append(RollbackFailure(row.position, row.batch, row.record_id, type(cause).__name__, str(cause)))
-            left.add(row.batch)
-        reopened = tuple(sorted({row.batch for row in kept} - left, reverse=True))
-        if undone and not is_job:  # a sample: its records are only forgotten
-            opened.rolled_back(job, undone, (), "")  # type: ignore[attr-defined]
-        elif undone:
-            opened.rolled_back(job, undone, reopened,  # type: ignore[attr-defined]
-                               f"rolled back: {len(undone)} records of batches "
-                               f"{', '.join(map(str, sorted({r.batch for r in kept if r.position in set(undone)})))}"
-                               f" by batchguard rollback {name}"[:1000])
-    return RollbackReport(name, job, len(undone), tuple(failed), reopened if is_job else (), is_job)
+                forget([row.position], (), _note(name, is_job, undone, reopened, batch_index))
+            if whole and is_job:  # wholly undone: no longer done, a resume runs it again
+                reopened.append(batch_index)
+                forget((), [batch_index], _note(name, is_job, undone, reopened, batch_index))
+    return RollbackReport(name, job, len(undone), tuple(failed), tuple(reopened) if is_job else (), is_job)
+
+
+def _note(name: str, is_job: bool, undone: Sequence[int], reopened: Sequence[int], batch: int) -> str:
+    """The job's error while (and after) ``batchguard rollback name`` rolls it back ("" for a
+    sample, which has no status)."""
+    if not is_job:
+        return ""
+    batches = ", ".join(map(str, reopened)) or "none yet"
+    return (f"rolled back: {len(undone)} records by batchguard rollback {name} (at batch {batch}; "
+            f"batches undone: {batches})")[:1000]
 
 
 def keep_sample(store: JobStore | str | None, outcomes: Sequence[tuple[int, Any, Any, Any]], *,
