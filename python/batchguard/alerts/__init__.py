@@ -15,7 +15,9 @@ The conditions:
 =========================================  ==============================================================
 ``failure_rate(above, window_s)``          more than ``above`` of the records that finished in the last
                                            ``window_s`` s were dead-lettered (judged once ``min_records``,
-                                           10, finished in the window; with fewer it keeps its state)
+                                           10, finished in the window; with fewer it keeps its state);
+                                           with ``clear_below``, an episode lasts until the rate falls
+                                           to it (a rate hovering at ``above`` does not flap)
 ``breaker_open(for_s)``                    the circuit breaker opened and has not closed for ``for_s`` s
                                            (half-open probes that fail do not end the episode)
 ``budget_burn(share)``                     ``share`` of ``max_failures`` is used: ``failed/max_failures``
