@@ -36,6 +36,11 @@ pub struct BreakerPolicy {
     pub half_open_calls: u32,
     pub abort_failure_rate: Option<f64>,
     pub counts: Vec<ErrorClass>,
+    /// Slow calls (Resilience4j's): a call that took longer than this many seconds is slow,
+    /// and reaching `slow_call_rate_threshold` slow calls over the window opens the breaker
+    /// (set together by [`BreakerPolicy::with_slow_calls`]).
+    pub slow_call_s: Option<f64>,
+    pub slow_call_rate_threshold: Option<f64>,
 }
 
 fn check_rate(name: &str, value: f64) -> Result<()> {
@@ -84,7 +89,31 @@ impl BreakerPolicy {
             half_open_calls,
             abort_failure_rate,
             counts,
+            slow_call_s: None,
+            slow_call_rate_threshold: None,
         })
+    }
+
+    /// Count slow calls: slower than `slow_call_s` seconds; the breaker opens when their share
+    /// of the window reaches `threshold`. Both or neither.
+    pub fn with_slow_calls(mut self, slow_call_s: Option<f64>, threshold: Option<f64>) -> Result<Self> {
+        match (slow_call_s, threshold) {
+            (None, None) => {}
+            (Some(seconds), Some(rate)) => {
+                if !(seconds.is_finite() && seconds > 0.0) {
+                    return config_error(format!("CircuitBreaker.slow_call_s must be a number > 0, got {seconds}"));
+                }
+                check_rate("slow_call_rate_threshold", rate)?;
+            }
+            _ => {
+                return config_error(
+                    "CircuitBreaker.slow_call_s and slow_call_rate_threshold go together: give both or neither",
+                )
+            }
+        }
+        self.slow_call_s = slow_call_s;
+        self.slow_call_rate_threshold = threshold;
+        Ok(self)
     }
 }
 
@@ -102,6 +131,9 @@ pub struct Breaker {
     counted: [bool; 4],
     window: VecDeque<bool>,
     failures: usize,
+    /// Which calls of the window were slow, and how many (only with a slow-call threshold).
+    slow_window: VecDeque<bool>,
+    slow_calls: usize,
     state: State,
     generation: u64,
     opened_at: f64,
@@ -120,9 +152,11 @@ impl Breaker {
         Self {
             // The window grows as outcomes arrive: a huge `window` must not be allocated up front.
             window: VecDeque::with_capacity(policy.window.min(1024)),
+            slow_window: VecDeque::new(),
             policy,
             counted,
             failures: 0,
+            slow_calls: 0,
             state: State::Closed,
             generation: 0,
             opened_at: 0.0,
@@ -167,6 +201,8 @@ impl Breaker {
         self.generation += 1;
         self.window.clear();
         self.failures = 0;
+        self.slow_window.clear();
+        self.slow_calls = 0;
         match state {
             State::Open => {
                 self.opened_at = now;
@@ -246,6 +282,39 @@ impl Breaker {
         self.window.resize(keep, false);
     }
 
+    /// Does this breaker count slow calls? Then the drivers time each call.
+    pub fn slow_call_s(&self) -> Option<f64> {
+        self.policy.slow_call_s
+    }
+
+    /// Record one outcome of a call that was `slow` (longer than `slow_call_s`): as
+    /// [`record`](Self::record), and a slow call counts toward the slow-call rate (in half-open,
+    /// a slow probe fails the probe). Returns true when `abort_failure_rate` is reached.
+    pub fn record_timed(&mut self, generation: u64, failed: bool, slow: bool, now: impl FnOnce() -> f64) -> bool {
+        if generation != self.generation || self.policy.slow_call_rate_threshold.is_none() {
+            return self.record(generation, failed, now);
+        }
+        if self.state != State::Closed {
+            return self.record(generation, failed || slow, now);
+        }
+        // Calls are timed anyway: the clock is read once, for both rates.
+        let now = now();
+        if self.slow_window.len() == self.policy.window && self.slow_window.pop_front() == Some(true) {
+            self.slow_calls -= 1;
+        }
+        self.slow_window.push_back(slow);
+        self.slow_calls += usize::from(slow);
+        let abort = self.record_closed(failed, || now);
+        let calls = self.slow_window.len();
+        if self.state == State::Closed && calls >= self.policy.minimum_calls && self.slow_calls > 0 {
+            let threshold = self.policy.slow_call_rate_threshold.unwrap_or(f64::INFINITY);
+            if self.slow_calls as f64 / calls as f64 >= threshold {
+                self.move_to(State::Open, now);
+            }
+        }
+        abort
+    }
+
     fn record_closed(&mut self, failed: bool, now: impl FnOnce() -> f64) -> bool {
         if self.window.len() == self.policy.window && self.window.pop_front() == Some(true) {
             self.failures -= 1;
@@ -288,6 +357,61 @@ mod tests {
         assert!(b.gate(|| now).is_ok());
         let generation = b.started();
         b.record(generation, failed, || now)
+    }
+
+    fn slow_breaker() -> Breaker {
+        let policy = BreakerPolicy::new(0.5, 4, 4, 10.0, 1, None, vec![ErrorClass::Recoverable])
+            .unwrap()
+            .with_slow_calls(Some(1.0), Some(0.5))
+            .unwrap();
+        Breaker::new(policy)
+    }
+
+    fn timed(b: &mut Breaker, failed: bool, slow: bool, now: f64) {
+        assert!(b.gate(|| now).is_ok());
+        let generation = b.started();
+        b.record_timed(generation, failed, slow, || now);
+    }
+
+    #[test]
+    fn slow_successes_open_the_breaker_at_the_slow_call_rate() {
+        let mut b = slow_breaker();
+        timed(&mut b, false, true, 0.0);
+        timed(&mut b, false, true, 0.0);
+        assert_eq!(b.state(), State::Closed, "fewer than minimum_calls");
+        timed(&mut b, false, false, 0.0);
+        timed(&mut b, false, false, 0.0);
+        assert_eq!(b.state(), State::Open, "2 of 4 were slow: 50%");
+        assert_eq!(b.trips(), 1);
+        let mut b = slow_breaker();
+        for slow in [true, false, false, false, false] {
+            timed(&mut b, false, slow, 0.0);
+        }
+        assert_eq!(b.state(), State::Closed, "1 slow call of 4, then it left the window");
+        timed(&mut b, false, true, 1.0);
+        timed(&mut b, false, true, 1.0);
+        assert_eq!(b.state(), State::Open, "2 of the last 4 were slow");
+    }
+
+    #[test]
+    fn a_slow_probe_fails_the_half_open_breaker() {
+        let mut b = slow_breaker();
+        for _ in 0..4 {
+            timed(&mut b, false, true, 0.0);
+        }
+        assert_eq!(b.state(), State::Open);
+        timed(&mut b, false, true, 10.0);
+        assert_eq!(b.state(), State::Open, "the probe was slow");
+        timed(&mut b, false, false, 20.0);
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn slow_calls_need_both_settings_and_sane_values() {
+        let base = || BreakerPolicy::new(0.5, 4, 4, 10.0, 1, None, vec![ErrorClass::Recoverable]).unwrap();
+        assert!(base().with_slow_calls(Some(1.0), None).unwrap_err().0.contains("go together"));
+        assert!(base().with_slow_calls(Some(0.0), Some(0.5)).unwrap_err().0.contains("slow_call_s"));
+        assert!(base().with_slow_calls(Some(1.0), Some(1.5)).unwrap_err().0.contains("slow_call_rate_threshold"));
     }
 
     #[test]

@@ -137,7 +137,7 @@ def _budget_trace_for_test(
     ``(waited, dead_lettered)``: the parity tests hold ``reference/budget.py`` to it. A test hook."""
 
 def _adaptive_trace_for_test(
-    min: int, max: int, initial: int, increase: float, decrease: float, script: list[tuple[str, int]],
+    low: int, high: int, initial: int, increase: float, decrease: float, script: list[tuple[str, int]],
 ) -> list[Any]:
     """Run ``script`` on the adaptive limit and return the limit after each step, then
     ``(peak, low, decreases)``: the parity tests hold ``reference/adaptive.py`` to it. A test hook."""

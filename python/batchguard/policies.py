@@ -351,6 +351,12 @@ class CircuitBreaker:
     starts; after ``open_duration`` seconds, ``half_open_calls`` probes run: all succeed ->
     closed, any fails -> open again. Reaching ``abort_failure_rate`` stops the run.
 
+    Slow calls, as Resilience4j counts them: with ``slow_call_s`` and
+    ``slow_call_rate_threshold`` (both or neither), a call that takes longer than
+    ``slow_call_s`` seconds is slow, succeeded or not; when the slow calls' share of the window
+    reaches the threshold the breaker opens too, and a slow half-open probe fails its probe.
+    Calls are timed only when these are set.
+
     >>> CircuitBreaker(failure_rate_threshold=0.5, window=20, open_duration=5.0).window
     20
     """
@@ -362,9 +368,17 @@ class CircuitBreaker:
     half_open_calls: int = 3
     abort_failure_rate: float | None = None
     counts: tuple[ErrorClass, ...] = (ErrorClass.TRANSIENT, ErrorClass.RECOVERABLE)
+    slow_call_s: float | None = None
+    slow_call_rate_threshold: float | None = None
 
     def __post_init__(self) -> None:
         check_rate("CircuitBreaker", "failure_rate_threshold", self.failure_rate_threshold)
+        if (self.slow_call_s is None) != (self.slow_call_rate_threshold is None):
+            raise ConfigError("CircuitBreaker.slow_call_s and slow_call_rate_threshold go together: give both "
+                              "or neither")
+        if self.slow_call_s is not None:
+            check_number("CircuitBreaker", "slow_call_s", self.slow_call_s, minimum=0.0, inclusive=False)
+            check_rate("CircuitBreaker", "slow_call_rate_threshold", self.slow_call_rate_threshold)
         check_int("CircuitBreaker", "window", self.window, minimum=1, maximum=MAX_BREAKER_WINDOW,
                    why="the breaker keeps up to that many outcomes in memory")
         check_int("CircuitBreaker", "minimum_calls", self.minimum_calls, minimum=1)

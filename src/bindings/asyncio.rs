@@ -32,6 +32,8 @@ pub struct AsyncRun {
     classifier: NativeClassifier,
     sink: Obj,
     in_flight: HashMap<u64, PyWork>,
+    /// When each call in flight started, for a breaker that counts slow calls (None otherwise).
+    call_started: Option<HashMap<u64, f64>>,
     results: Values,
     skip: HashSet<u64>,
     key_of: Option<Obj>,
@@ -45,8 +47,26 @@ pub struct AsyncRun {
 }
 
 impl AsyncRun {
-    fn take(&mut self, index: u64) -> PyResult<PyWork> {
-        self.in_flight.remove(&index).ok_or_else(|| PyRuntimeError::new_err(format!("record {index} is not in flight")))
+    /// The work of the call `index`, and whether that call was slow (`slow_call_s`).
+    fn take(&mut self, index: u64) -> PyResult<(PyWork, bool)> {
+        let work = self
+            .in_flight
+            .remove(&index)
+            .ok_or_else(|| PyRuntimeError::new_err(format!("record {index} is not in flight")))?;
+        let slow = match (self.call_started.as_mut(), self.sched.slow_call_s()) {
+            (Some(started), Some(limit)) => {
+                started.remove(&index).is_some_and(|at| self.sched.clock().now() - at > limit)
+            }
+            _ => false,
+        };
+        Ok((work, slow))
+    }
+
+    /// A call starts now: note when, if calls are timed.
+    fn started(&mut self, index: u64) {
+        if let Some(started) = self.call_started.as_mut() {
+            started.insert(index, self.sched.clock().now());
+        }
     }
 
     /// Deliver batch events (and throttled progress) to the recorder.
@@ -112,12 +132,14 @@ impl AsyncRun {
         let key_of = key_of.map(Bound::unbind);
         let interval = config.progress_interval;
         let results = Values::indexed(values_per_batch, config.batch_size, None);
+        let timed = config.breaker.as_ref().is_some_and(|b| b.slow_call_s.is_some());
         Ok(Self {
             batch_size: config.batch_size,
             sched: Scheduler::new(config, MonoClock(Instant::now())),
             classifier: NativeClassifier::from_py(classifier)?,
             sink: sink.clone().unbind(),
             in_flight: HashMap::new(),
+            call_started: timed.then(HashMap::new),
             results,
             skip,
             key_of,
@@ -135,6 +157,7 @@ impl AsyncRun {
         match self.sched.next_work() {
             Next::Run(work) => {
                 let item = (work.index, work.record.bind(py)).into_bound_py_any(py)?;
+                self.started(work.index);
                 self.in_flight.insert(work.index, work);
                 Ok(item)
             }
@@ -153,6 +176,7 @@ impl AsyncRun {
                 let items = pyo3::types::PyList::empty(py);
                 for work in group {
                     items.append((work.index, work.record.bind(py)))?;
+                    self.started(work.index);
                     self.in_flight.insert(work.index, work);
                 }
                 Ok(items.into_any())
@@ -177,8 +201,11 @@ impl AsyncRun {
     }
 
     fn succeed(&mut self, py: Python<'_>, index: u64, value: Obj) -> PyResult<()> {
-        let work = self.take(index)?;
+        let (work, slow) = self.take(index)?;
         self.results.store(index, value);
+        if slow {
+            self.sched.slow_call();
+        }
         drop(self.sched.succeed(work));
         self.report(py)
     }
@@ -186,7 +213,7 @@ impl AsyncRun {
     /// The attempt raised `exc`. Returns True when the run must stop and re-raise it
     /// (a BaseException that is not an Exception, such as KeyboardInterrupt or CancelledError).
     fn fail(&mut self, py: Python<'_>, index: u64, exc: Bound<'_, PyAny>) -> PyResult<bool> {
-        let work = self.take(index)?;
+        let (work, slow) = self.take(index)?;
         if !exc.is_instance_of::<PyException>() {
             self.sched.abandon(work);
             self.sched.interrupt();
@@ -213,6 +240,9 @@ impl AsyncRun {
         if !self.sched.keep_tracebacks() {
             strip_traceback(&exc);
         }
+        if slow {
+            self.sched.slow_call();
+        }
         self.sched.fail(work, class, exc.unbind(), retry_after, wall_now());
         self.report(py)?;
         Ok(false)
@@ -220,7 +250,7 @@ impl AsyncRun {
 
     /// The attempt was abandoned (the run is being torn down): its record is pending.
     fn abandon(&mut self, index: u64) -> PyResult<()> {
-        let work = self.take(index)?;
+        let (work, _) = self.take(index)?;
         self.sched.abandon(work);
         Ok(())
     }

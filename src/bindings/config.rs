@@ -87,6 +87,8 @@ struct BreakerFields {
     abort_failure_rate: Option<f64>,
     #[pyo3(from_py_with = error_classes)]
     counts: Vec<ErrorClass>,
+    slow_call_s: Option<f64>,
+    slow_call_rate_threshold: Option<f64>,
 }
 
 /// `batchguard.RetryBudget`.
@@ -143,15 +145,18 @@ impl<'py> Settings<'py> {
         let policy = fields.retry.policy()?;
         let policies = fields.retry_policies.iter().map(RetryFields::policy).collect::<PyResult<Vec<_>>>()?;
         let breaker = match fields.breaker {
-            Some(b) => Some(BreakerPolicy::new(
-                b.failure_rate_threshold,
-                b.window,
-                b.minimum_calls,
-                b.open_duration,
-                b.half_open_calls,
-                b.abort_failure_rate,
-                b.counts,
-            )?),
+            Some(b) => Some(
+                BreakerPolicy::new(
+                    b.failure_rate_threshold,
+                    b.window,
+                    b.minimum_calls,
+                    b.open_duration,
+                    b.half_open_calls,
+                    b.abort_failure_rate,
+                    b.counts,
+                )?
+                .with_slow_calls(b.slow_call_s, b.slow_call_rate_threshold)?,
+            ),
             None => None,
         };
         let (batch_size, concurrency) = (fields.batch_size, fields.concurrency);

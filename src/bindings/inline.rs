@@ -66,6 +66,7 @@ pub(super) fn run_inline<'py>(
     let (timeout, interval) = (options.timeout, options.interval);
     let clock = MonoClock(Instant::now());
     let mut sched: PyScheduler = Scheduler::new(config, clock);
+    let slow_call_s = sched.slow_call_s();
     let func = &FastCall::new(func);
     let mut results = Values::ordered(options.values_per_batch, options.batch_size, options.size_hint);
     let wants_progress = options.wants_progress;
@@ -86,16 +87,24 @@ pub(super) fn run_inline<'py>(
                 });
             match streamed {
                 Streamed::Paused(0) => match sched.next_work() {
-                    Next::Run(work) => match call_timed(func, work.record.bind(py), timeout) {
-                        Ok(value) => {
-                            results.store(work.index, value.unbind());
-                            drop(sched.succeed(work));
+                    Next::Run(work) => {
+                        // Timed only for a breaker that counts slow calls.
+                        let started = slow_call_s.map(|_| Instant::now());
+                        let outcome = call_timed(func, work.record.bind(py), timeout);
+                        if started.is_some_and(|t| slow_call_s.is_some_and(|s| t.elapsed().as_secs_f64() > s)) {
+                            sched.slow_call();
                         }
-                        Err(err) => {
-                            let failure = failure_of(py, err, classifier, sink);
-                            report_failure(py, &mut sched, work, failure)?;
+                        match outcome {
+                            Ok(value) => {
+                                results.store(work.index, value.unbind());
+                                drop(sched.succeed(work));
+                            }
+                            Err(err) => {
+                                let failure = failure_of(py, err, classifier, sink);
+                                report_failure(py, &mut sched, work, failure)?;
+                            }
                         }
-                    },
+                    }
                     Next::Feed => {
                         let batch = options.read(source, sched.next_batch_index())?;
                         drop(batch.add_to(&mut sched, options.batch_size));

@@ -83,17 +83,17 @@ pub fn _budget_trace_for_test(
 /// call)` call number `call` ended with an overload signal. The last item is
 /// `(peak, low, decreases)`.
 #[pyfunction]
-#[pyo3(signature = (min, max, initial, increase, decrease, script))]
+#[pyo3(signature = (low, high, initial, increase, decrease, script))]
 pub fn _adaptive_trace_for_test(
     py: Python<'_>,
-    min: usize,
-    max: usize,
+    low: usize,
+    high: usize,
     initial: usize,
     increase: f64,
     decrease: f64,
     script: Vec<(String, u64)>,
 ) -> PyResult<Vec<Py<PyAny>>> {
-    let mut adaptive = Adaptive::new(AdaptivePolicy::new(min, max, initial, increase, decrease)?);
+    let mut adaptive = Adaptive::new(AdaptivePolicy::new(low, high, initial, increase, decrease)?);
     let mut out = Vec::with_capacity(script.len() + 1);
     for (step, value) in script {
         match step.as_str() {

@@ -493,6 +493,8 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
     let shared = &*ctx.shared;
     let func = &FastCall::new(ctx.func.bind(py));
     let sink = ctx.sink.bind(py);
+    // A breaker that counts slow calls (`slow_call_s`): each call's time decides.
+    let slow_call_s = shared.state.lock().sched.slow_call_s();
     loop {
         let mut st = shared.state.lock();
         let work: PyWork = match st.sched.next_work() {
@@ -535,11 +537,15 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
         let mut st = shared.state.lock();
         ctx.holding.set(0);
         st.growth.record(took);
+        let slow = slow_call_s.is_some_and(|limit| took > limit);
         let mut done: Option<PyWork> = None;
         let mut surplus_error: Option<PyErr> = None;
         match outcome {
             Outcome::Value(value) => {
                 store(&mut st.results, work.index, value);
+                if slow {
+                    st.sched.slow_call();
+                }
                 done = Some(st.sched.succeed(work));
             }
             Outcome::Failed(failure, _) if failure.interrupted => {
@@ -549,6 +555,9 @@ fn worker_loop(py: Python<'_>, ctx: &WorkerContext) -> PyResult<()> {
             Outcome::Failed(failure, overloaded) => {
                 if overloaded {
                     st.sched.overloaded(&work);
+                }
+                if slow {
+                    st.sched.slow_call();
                 }
                 st.sched.fail(work, failure.class, failure.error, failure.retry_after, failure.wall);
             }

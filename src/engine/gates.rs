@@ -20,6 +20,8 @@ pub(super) struct Gates {
     last_fresh_batch: Option<u64>,
     last_fresh_at: f64,
     budget: Option<Budget>,
+    /// The call whose outcome comes next was slower than the breaker's `slow_call_s`.
+    slow_pending: bool,
     /// The retry budget and the adaptive concurrency limit: boxed, so that a run with
     /// neither carries one pointer and asks one question (`steers`).
     steering: Option<Box<Steer>>,
@@ -53,6 +55,7 @@ impl Gates {
             last_fresh_batch: None,
             last_fresh_at: now,
             budget: config.max_failures,
+            slow_pending: false,
             steering: (config.retry_budget.is_some() || config.adaptive.is_some()).then(|| {
                 Box::new(Steer {
                     retries: config.retry_budget.clone().map(|policy| RetryBudget::new(policy, now)),
@@ -183,7 +186,22 @@ impl Gates {
 
     /// One attempt of `generation` ended. True when the breaker's abort rate is reached.
     pub(super) fn record(&mut self, generation: u64, failed: bool, clock: &impl Clock) -> bool {
-        self.breaker.as_mut().is_some_and(|breaker| breaker.record(generation, failed, || clock.now()))
+        let Some(breaker) = self.breaker.as_mut() else { return false };
+        if breaker.slow_call_s().is_some() {
+            let slow = std::mem::take(&mut self.slow_pending);
+            return breaker.record_timed(generation, failed, slow, || clock.now());
+        }
+        breaker.record(generation, failed, || clock.now())
+    }
+
+    /// Seconds past which a call is slow, when the breaker counts slow calls.
+    pub(super) fn slow_call_s(&self) -> Option<f64> {
+        self.breaker.as_ref().and_then(Breaker::slow_call_s)
+    }
+
+    /// The outcome reported next is of a call slower than `slow_call_s`.
+    pub(super) fn slow_call(&mut self) {
+        self.slow_pending = true;
     }
 
     /// `n` attempts of `generation` succeeded, on the fast path (the breaker is closed and its
@@ -252,7 +270,9 @@ impl Gates {
         self.rate.is_none()
             && self.steering.is_none()
             && !self.delays_batches()
-            && self.breaker.as_ref().is_none_or(|b| b.state() == BreakerState::Closed && b.window_failures() == 0)
+            && self.breaker.as_ref().is_none_or(|b| {
+                b.state() == BreakerState::Closed && b.window_failures() == 0 && b.slow_call_s().is_none()
+            })
     }
 
     // ------------------------------------------------------------------ error budget

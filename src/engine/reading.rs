@@ -87,6 +87,17 @@ impl<T, E, C: Clock> Scheduler<T, E, C> {
         self.gates.breaker_trips()
     }
 
+    /// Seconds past which a call is slow (`CircuitBreaker(slow_call_s=...)`): only then do the
+    /// drivers time calls, and report a slow one with [`slow_call`](Self::slow_call).
+    pub fn slow_call_s(&self) -> Option<f64> {
+        self.gates.slow_call_s()
+    }
+
+    /// The call whose outcome the driver reports next (`succeed` or `fail`) was slow.
+    pub fn slow_call(&mut self) {
+        self.gates.slow_call();
+    }
+
     /// The retry budget's and the adaptive limit's state, for progress and the report.
     pub fn steering(&self) -> Steering {
         self.gates.steering()

@@ -511,7 +511,7 @@ fn each_failure_is_retried_under_its_own_policy_and_max_elapsed_cuts_a_record() 
     s.add_batch([0_u32, 1, 2].into_iter());
     s.end_of_input();
     let under = |policy| Verdict { class: ErrorClass::Recoverable, policy };
-    let mut run = |s: &mut Sched<'_>, at: f64| {
+    let run = |s: &mut Sched<'_>, at: f64| {
         clock.0.set(at);
         match s.next_work() {
             Next::Run(work) => work,

@@ -20,6 +20,9 @@ class ReferenceAsyncRun:
         self._classify = classify
         self._sink = sink
         self._in_flight: dict[int, Work] = {}
+        # When each call in flight started, for a breaker that counts slow calls (None otherwise).
+        self._slow_s = scheduler.slow_call_s
+        self._started: dict[int, float] | None = {} if self._slow_s is not None else None
         self._interval = scheduler.config.progress_interval
         self._next_progress = time.monotonic() + self._interval
 
@@ -27,6 +30,8 @@ class ReferenceAsyncRun:
         work = self._scheduler.next_work(time.monotonic())
         if type(work) is Work:
             self._in_flight[work.index] = work
+            if self._started is not None:
+                self._started[work.index] = time.monotonic()
             return (work.index, work.record)
         return _no_work(work)
 
@@ -37,6 +42,8 @@ class ReferenceAsyncRun:
         if type(group) is list:
             for work in group:
                 self._in_flight[work.index] = work
+                if self._started is not None:
+                    self._started[work.index] = time.monotonic()
             return [(work.index, work.record) for work in group]
         return _no_work(group)
 
@@ -44,12 +51,22 @@ class ReferenceAsyncRun:
         feed(self._scheduler, batch, time.monotonic())
         self._report()
 
+    def _slow(self, index: int) -> bool:
+        """Was the call ``index`` slower than ``slow_call_s`` (forgetting when it started)?"""
+        if self._started is None or self._slow_s is None:
+            return False
+        started = self._started.pop(index, None)
+        return started is not None and time.monotonic() - started > self._slow_s
+
     def succeed(self, index: int, value: Any) -> None:
+        if self._slow(index):
+            self._scheduler.slow_call()
         self._scheduler.succeed(self._in_flight.pop(index), value, time.monotonic())
         self._report()
 
     def fail(self, index: int, exc: BaseException) -> bool:
         work = self._in_flight.pop(index)
+        slow = self._slow(index)
         if not isinstance(exc, Exception):
             self._scheduler.abandon(work, time.monotonic())
             self._scheduler.interrupt()
@@ -58,12 +75,15 @@ class ReferenceAsyncRun:
         error_class = self._classify(exc)
         if self._scheduler.adapts and is_overload(exc):
             self._scheduler.overloaded(work)
+        if slow:
+            self._scheduler.slow_call()
         self._scheduler.fail(work, error_class, exc, self._classify.retry_after(exc, error_class),
                              time.monotonic(), time.time())
         self._report()
         return False
 
     def abandon(self, index: int) -> None:
+        self._slow(index)
         self._scheduler.abandon(self._in_flight.pop(index), time.monotonic())
 
     def interrupt(self) -> None:

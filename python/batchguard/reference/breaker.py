@@ -16,8 +16,9 @@ class Breaker:
     """
 
     __slots__ = ("_abort_rate", "_counts", "_half_open_calls", "_min_calls", "_open_duration",
-                 "_threshold", "_window", "failures", "generation", "opened_at", "probes_ok",
-                 "probes_started", "state", "transitions", "trips")
+                 "_slow_threshold", "_slow_window", "_threshold", "_window", "failures", "generation",
+                 "opened_at", "probes_ok", "probes_started", "slow_call_s", "slow_calls", "state",
+                 "transitions", "trips")
 
     def __init__(self, policy: CircuitBreaker) -> None:
         self._threshold = policy.failure_rate_threshold
@@ -28,6 +29,11 @@ class Breaker:
         self._counts = frozenset(policy.counts)
         self._window: collections.deque[bool] = collections.deque(maxlen=policy.window)
         self.failures = 0
+        # Slow calls (``slow_call_s``): which calls of the window were slow, and how many.
+        self.slow_call_s = policy.slow_call_s
+        self._slow_threshold = policy.slow_call_rate_threshold
+        self._slow_window: collections.deque[bool] = collections.deque(maxlen=policy.window)
+        self.slow_calls = 0
         self.state = "closed"
         self.generation = 0
         self.opened_at = 0.0
@@ -45,6 +51,8 @@ class Breaker:
         self.generation += 1
         self._window.clear()
         self.failures = 0
+        self._slow_window.clear()
+        self.slow_calls = 0
         if state == "open":
             self.opened_at = now
             self.trips += 1
@@ -69,6 +77,27 @@ class Breaker:
         if self.state == "half_open":
             self.probes_started += 1
         return self.generation
+
+    def record_timed(self, generation: int, failed: bool, slow: bool, now: float) -> bool:
+        """Record the outcome of a call that was ``slow`` (longer than ``slow_call_s``): as
+        ``record``, and a slow call counts toward the slow-call rate (in half-open, a slow probe
+        fails). True when ``abort_failure_rate`` is reached."""
+        if generation != self.generation or self._slow_threshold is None:
+            return self.record(generation, failed, now)
+        if self.state != "closed":
+            return self.record(generation, failed or slow, now)
+        window = self._slow_window
+        if len(window) == window.maxlen and window[0]:
+            self.slow_calls -= 1
+        window.append(slow)
+        if slow:
+            self.slow_calls += 1
+        abort = self.record(generation, failed, now)
+        calls = len(window)
+        if (self.state == "closed" and calls >= self._min_calls and self.slow_calls
+                and self.slow_calls / calls >= self._slow_threshold):
+            self._move("open", now)
+        return abort
 
     def record(self, generation: int, failed: bool, now: float) -> bool:
         """Record one call's outcome; True when ``abort_failure_rate`` is reached."""

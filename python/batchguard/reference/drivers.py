@@ -135,15 +135,21 @@ def call_timed(fn: Callable[[Any], Any], record: Any, timeout: float | None) -> 
 
 
 def _run_one(scheduler: Scheduler, work: Work, fn: Callable[[Any], Any],
-             classify: _Classify, clock: Callable[[], float]) -> None:
+             classify: _Classify, clock: Callable[[], float], slow_s: float | None) -> None:
+    """One call; ``slow_s``: the breaker's ``slow_call_s`` (the call is timed only then)."""
+    started = clock() if slow_s is not None else 0.0
     try:
         value = call_timed(fn, work.record, scheduler.config.timeout)
     except Exception as exc:  # noqa: BLE001 - isolating the user's failures is the point
+        if slow_s is not None and clock() - started > slow_s:
+            scheduler.slow_call()
         error_class = classify(exc)
         if scheduler.adapts and is_overload(exc):
             scheduler.overloaded(work)
         scheduler.fail(work, error_class, exc, classify.retry_after(exc, error_class), clock(), time.time())
     else:
+        if slow_s is not None and clock() - started > slow_s:
+            scheduler.slow_call()
         scheduler.succeed(work, value, clock())
 
 
@@ -173,13 +179,14 @@ def _drive_inline(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[An
     wants, every = wants_progress(sink), progress_every_batch(sink)
     take = _groups_of(scheduler) if bulk else scheduler.next_work
     groups = _bulk_calls(scheduler, fn, classify, clock) if bulk else None
+    slow_s = scheduler.slow_call_s
     try:
         while True:
             now = clock()
             work = take(now)
             if type(work) is Work:
                 try:
-                    _run_one(scheduler, work, fn, classify, clock)
+                    _run_one(scheduler, work, fn, classify, clock, slow_s)
                 except BaseException:
                     scheduler.abandon(work, clock())
                     raise
@@ -295,7 +302,7 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
         scheduler.interrupt()
         crashed.append(exc)
 
-    adapts = scheduler.adapts
+    adapts, slow_s = scheduler.adapts, scheduler.slow_call_s
 
     def worker() -> None:
         with lock:
@@ -303,6 +310,7 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                 work = scheduler.next_work(clock())
                 if type(work) is Work:
                     lock.release()
+                    started = clock() if slow_s is not None else 0.0
                     try:
                         try:
                             value = call_timed(fn, work.record, scheduler.config.timeout)
@@ -318,7 +326,10 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
                         scheduler.abandon(work, clock())
                         stopped_by(exc)
                         return
+                    slow = slow_s is not None and clock() - started > slow_s
                     lock.acquire()
+                    if slow:
+                        scheduler.slow_call()
                     if outcome[0]:
                         scheduler.succeed(work, outcome[1], clock())
                     else:

@@ -21,7 +21,7 @@ class Gates:
     """What may hold an attempt back, or stop the run, besides the records themselves."""
 
     __slots__ = ("_budget", "_delay_between_batches", "_holding", "_last_fresh_at", "_last_fresh_batch",
-                 "_rate", "active", "adaptive", "breaker", "retry_budget", "steers")
+                 "_rate", "active", "adaptive", "breaker", "retry_budget", "slow_pending", "steers")
 
     def __init__(self, config: EngineConfig, now: float) -> None:
         self.breaker = Breaker(config.breaker) if config.breaker is not None else None
@@ -40,6 +40,8 @@ class Gates:
         # Ready retries are held back by the budget (wait mode): each one that starts while
         # they are has waited for it.
         self._holding = False
+        # The call whose outcome comes next was slower than the breaker's ``slow_call_s``.
+        self.slow_pending = False
         # Is any gate configured? When none is, the scheduler need not ask them (each question
         # is a Python call, and the reference engine is the benchmarks' baseline).
         self.active = self.breaker is not None or self._rate is not None or self._delay_between_batches > 0.0
@@ -112,7 +114,13 @@ class Gates:
 
     def record(self, generation: int, failed: bool, now: float) -> bool:
         """One attempt of ``generation`` ended. True when the breaker's abort rate is reached."""
-        return self.breaker is not None and self.breaker.record(generation, failed, now)
+        breaker = self.breaker
+        if breaker is None:
+            return False
+        if breaker.slow_call_s is not None:
+            slow, self.slow_pending = self.slow_pending, False
+            return breaker.record_timed(generation, failed, slow, now)
+        return breaker.record(generation, failed, now)
 
     def take_transitions(self, started_at: float,
                          events: list[BatchEvent | BreakerEvent | RetryEvent]) -> None:

@@ -316,6 +316,17 @@ class Scheduler:
         if adaptive is not None:
             adaptive.overloaded(work.call)
 
+    @property
+    def slow_call_s(self) -> float | None:
+        """Seconds past which a call is slow (``CircuitBreaker(slow_call_s=...)``): only then do
+        the drivers time calls, and report a slow one with :meth:`slow_call`."""
+        breaker = self._gates.breaker
+        return breaker.slow_call_s if breaker is not None else None
+
+    def slow_call(self) -> None:
+        """The call whose outcome the driver reports next (``succeed`` or ``fail``) was slow."""
+        self._gates.slow_pending = True
+
     def steering(self) -> tuple[tuple[int, int, int] | None, tuple[int, int]]:
         """The adaptive limit (now, peak, lowest) and the retry budget's (waited, dead-lettered)."""
         return self._gates.steering()
