@@ -262,6 +262,8 @@ class RunRecorder:
                 self._persist(event)
                 if self.hooks is not None:
                     self.hooks.dead_letters(event, self.entries.dead_letter)
+        if self.compensation.interrupted is not None:  # Ctrl-C in an undo: raised once recorded
+            raise self.compensation.interrupted
 
     def use_results(self, out: ResultsOut) -> None:
         """Write each batch's successful values to ``out`` as the batch ends (``results=`` a

@@ -286,6 +286,8 @@ class RunCompensation:
         self._values: dict[int, tuple[list[int], list[Any]]] | None = {} if keep_values else None
         self._unsucceeded: set[int] = set()  # positions an abort's undos took from ``successful``
         self.undone_on_abort: dict[int, list[int]] = {}
+        self.interrupted: BaseException | None = None
+        """What interrupted an abort's undos (:meth:`run_ended`), raised once they are handled."""
         """Batch -> the positions an abort undid in it (a job's store forgets and reopens them)."""
 
     def records(self, records: Iterable[Any]) -> Iterator[Any]:
@@ -363,19 +365,31 @@ class RunCompensation:
     def run_ended(self, stop_reason: str | None) -> list[BatchEvent]:
         """At the run's end: with ``on_abort="compensate"`` and an aborted run, undo every
         record the run succeeded on, newest batch first. Returns, per batch, the event of the
-        undos that failed (to dead-letter), with ``succeeded`` as the records it undid."""
+        undos that failed (to dead-letter), with ``succeeded`` as the records it undid.
+
+        An interrupt (Ctrl-C) inside an undo: that batch is still undone to its end (the
+        interrupted undo again: an undo must bear being repeated), so a job reopens it whole;
+        no later batch is undone, and the interrupt is kept in :attr:`interrupted`, for the
+        recorder to raise once these events are handled."""
         kept, self._kept = self._kept, {}
         if stop_reason is None or not self.spec.keeps_run or self._undoer is None:
             return []
         events = []
         for batch in sorted(kept, reverse=True):
             outcomes = kept[batch]
-            undone = self._undoer.undo_all(outcomes[::-1], self._batch_of)
+            undone = _Undone([], [])
+            try:
+                self._undoer.undo_all(outcomes[::-1], self._batch_of, undone)
+            except BaseException as interrupt:  # noqa: BLE001 - Ctrl-C: an undo's own errors are Exceptions, dead-lettered
+                self.interrupted = interrupt
+                self._undoer.undo_all(outcomes[::-1], self._batch_of, undone)
             self._count(batch, undone)
             self.undone_on_abort[batch] = [outcome.position for outcome in undone.compensated]
             events.append(BatchEvent(index=batch, size=len(outcomes), succeeded=len(undone.compensated),
                                      failed=len(undone.failed), retries=0, duration=0.0, pending=0,
                                      dead=sorted(undone.failed, key=lambda record: record.record_index)))
+            if self.interrupted is not None:
+                break
         return events
 
     def successful(self, values: list[Any]) -> list[Any]:

@@ -126,7 +126,11 @@ def _inputs(plan: Plan, recorder: RunRecorder) -> tuple[Iterable[Any], Callable[
 
 def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
             skip_batches: frozenset[int]) -> BatchReport:
-    recorder.run_ended(outcome.stop_reason)  # an aborted run's undos, with on_abort="compensate"
+    try:
+        recorder.run_ended(outcome.stop_reason)  # an aborted run's undos, with on_abort="compensate"
+    except BaseException as exc:  # Ctrl-C in an undo, or the DLQ failing for a failed undo
+        _close_hooks(recorder, exc)
+        raise
     read = outcome.records_read - outcome.skipped_records
     recorder.final_progress(succeeded=outcome.succeeded, failed=outcome.failed, read=read,
                             exhausted=outcome.exhausted)
