@@ -7,6 +7,7 @@ this test holds a loose bound and no timing.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -99,3 +100,33 @@ def test_adaptive_with_a_bulk_fn_is_refused() -> None:
 def test_adaptive_max_is_checked_as_concurrency() -> None:
     with pytest.raises(batchguard.ConfigError, match="concurrency"):
         batchguard.run_batches([1], lambda r: r, concurrency=batchguard.Adaptive(max=5000))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_async_calls_in_flight_never_exceed_the_limit(engine: str) -> None:
+    """An async fn whose dependency takes 8 calls at once and answers 429 beyond: the limit
+    settles near 8, and the calls in flight (counted by fn itself) never pass its peak."""
+
+    class Busy(Exception):
+        status_code = 429
+
+    in_flight, most = [0], [0]
+
+    async def fn(record: int) -> int:
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        try:
+            await asyncio.sleep(0.005)
+            if in_flight[0] > 8:
+                raise Busy(record)
+            return record
+        finally:
+            in_flight[0] -= 1
+
+    report = batchguard.run_batches(range(300), fn, engine=engine, concurrency=batchguard.Adaptive(max=64),
+                                    retry=batchguard.RetryPolicy(max_attempts=50, base_delay=0.01, max_delay=0.05))
+    assert report.successful == list(range(300))
+    limit = report.concurrency_limit
+    assert limit is not None
+    assert most[0] <= limit.peak < 64
+    assert limit.final <= 16
