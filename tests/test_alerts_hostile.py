@@ -264,3 +264,29 @@ def test_a_notify_that_blocks_for_ever_holds_back_no_webhook_and_its_notices_are
     assert report.status == "aborted" and heard == []
     assert [(b["name"], b["state"]) for b in receiver.bodies()] == [("webhook", "firing"), ("webhook", "resolved")]
     assert report.alert_failures == 3
+
+
+def test_notices_held_behind_a_hanging_callable_are_bounded_and_counted(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Records alternately fail and succeed: the whole-run rate crosses 50 % at every record,
+    # a notice each. Behind a callable that hangs, every one of them was held in memory.
+    monkeypatch.setattr(monitor_module, "CALLABLE_DRAIN_S", 0.5)
+
+    def rules(notify: Callable[[Alert], Any]) -> list[AlertRule]:
+        return [AlertRule.failure_rate(0.5, 600, min_records=1, notify=notify)]
+
+    def run(notify: Callable[[Alert], Any]) -> batchguard.BatchReport[Any]:
+        return batchguard.run_batches(range(3000), lambda x: 1 // (x % 2), batch_size=1, concurrency=1,
+                                      retry=ONCE, alerts=rules(notify))
+
+    raised: list[Alert] = []
+    run(raised.append)
+    assert len(raised) > monitor_module.MAX_HELD
+    release = threading.Event()
+    try:
+        with caplog.at_level(logging.ERROR, logger="batchguard"):
+            report = run(lambda alert: release.wait())
+    finally:
+        release.set()
+    assert report.alert_failures == len(raised)
+    assert f"{monitor_module.MAX_HELD} notices wait for the notify callables already" in caplog.text

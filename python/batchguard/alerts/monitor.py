@@ -32,6 +32,9 @@ logger = logging.getLogger("batchguard")
 
 MIN_TICK_S: Final = 0.02
 MAX_TICK_S: Final = 1.0
+MAX_HELD: Final = 1000
+"""Notices held for the ``notify`` callables at once; more are dropped (logged, counted): only
+a callable that hangs lets them pile up, and holding every one would only grow memory."""
 CALLABLE_DRAIN_S: Final = 10.0
 """How long the end of a run waits for ``notify`` callables still running (a hung one is left
 behind, logged)."""
@@ -70,6 +73,7 @@ class AlertMonitor:
         self._stop = False
         self._callable_failures = 0
         self._in_hand = 0  # notices the timer took and has not finished calling
+        self._dropped_logged = False
         self._logged: set[int] = set()
         self.alert_failures = 0
 
@@ -84,6 +88,7 @@ class AlertMonitor:
             self._outbox = []
             self._stop = False
             self._callable_failures, self.alert_failures, self._in_hand = 0, 0, 0
+            self._dropped_logged = False
             self._logged = set()
             self._senders = {id(r.notify): WebhookSender(r.notify) for r in self.rules
                              if isinstance(r.notify, Webhook)}
@@ -160,9 +165,15 @@ class AlertMonitor:
         for rule, alert in notices:
             if isinstance(rule.notify, Webhook):
                 self._senders[id(rule.notify)].send(alert.to_dict())
-            else:
+            elif len(self._outbox) < MAX_HELD:
                 self._outbox.append((rule, alert))
                 queued = True
+            else:
+                self._callable_failures += 1
+                if not self._dropped_logged:
+                    self._dropped_logged = True
+                    logger.error("%d notices wait for the notify callables already (one hangs?); dropping "
+                                 "new ones (counted in report.alert_failures)", MAX_HELD)
         if queued:
             self._lock.notify_all()
 
