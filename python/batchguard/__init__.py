@@ -31,6 +31,7 @@ from .errors import (
     JobError,
     PickleNotAllowedError,
     ResultRejected,
+    RetryBudgetExhausted,
     RetryTimeExceeded,
 )
 from .hooks import Hooks
@@ -113,6 +114,7 @@ __all__ = [
     "ResultRejected",
     "RetriesOverBudget",
     "RetryBudget",
+    "RetryBudgetExhausted",
     "RetryPolicies",
     "RetryPolicy",
     "RetryTimeExceeded",
