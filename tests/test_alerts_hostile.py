@@ -5,6 +5,7 @@ drain. Every receiver is a real server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import socket
@@ -290,3 +291,40 @@ def test_notices_held_behind_a_hanging_callable_are_bounded_and_counted(
         release.set()
     assert report.alert_failures == len(raised)
     assert f"{monitor_module.MAX_HELD} notices wait for the notify callables already" in caplog.text
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_cancelled_arun_batches_fires_aborted_and_joins_its_threads(receiver: Receiver, engine: str) -> None:
+    started = asyncio.Event()
+
+    async def fn(x: int) -> int:
+        started.set()
+        await asyncio.sleep(3600)  # cancelled, never finished
+        return x
+
+    async def main() -> None:
+        task = asyncio.create_task(batchguard.arun_batches(
+            range(100), fn, engine=engine, concurrency=4,
+            alerts=[AlertRule.aborted(notify=Webhook(receiver.url(), retries=0))]))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    figures = [b["figures"] for b in receiver.bodies()]
+    assert figures == [{"stopped_reason": "interrupt", "error_type": "CancelledError"}]
+    assert not [t for t in threading.enumerate() if t.name.startswith("batchguard-alert")]
+
+
+def test_a_redirect_is_not_followed_and_the_log_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    server = RawServer(lambda conn: conn.sendall(
+        b"HTTP/1.1 301 Moved Permanently\r\nLocation: http://127.0.0.1:9/new/T0K3N\r\nContent-Length: 0\r\n\r\n"))
+    try:
+        with caplog.at_level(logging.ERROR, logger="batchguard"):
+            sender = _send_one(Webhook(server.url(), retries=3, backoff_s=0.01))
+    finally:
+        server.close()
+    assert (sender.delivered, sender.failed) == (0, 1)
+    assert "failed 1 time(s), last: HTTP 301 (a redirect, not followed: a POST" in caplog.text
+    assert "T0K3N" not in caplog.text

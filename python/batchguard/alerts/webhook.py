@@ -204,7 +204,10 @@ class Webhook:
             code = exc.code
             retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
             exc.close()
-            raise WebhookError(f"HTTP {code}", retryable=code in (408, 429) or code >= 500,
+            # The Location is not shown: it may carry a token as the URL does.
+            what = (f"HTTP {code} (a redirect, not followed: a POST would reach the new place without "
+                    f"its body; give the webhook the URL it points to)") if 300 <= code < 400 else f"HTTP {code}"
+            raise WebhookError(what, retryable=code in (408, 429) or code >= 500,
                                retry_after=retry_after) from None
         except urllib.error.URLError as exc:
             reason = exc.reason
