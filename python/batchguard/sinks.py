@@ -32,17 +32,17 @@ and ``fn``'s value (the Parquet schema is inferred from the first batch with a s
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import logging
 import os
-import re
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any, Final, Protocol, cast, runtime_checkable
 
 import orjson
 
 from ._files import FILE_MODE
+from ._sink_resume import Damaged, resume_point
 from ._urls import redact
 from .errors import ConfigError, ConfigTypeError
 from .sources.files import COMPRESSIONS, compression_of, is_remote
@@ -88,6 +88,7 @@ class _Output:
         self._raw: IO[bytes] | None = None
         self.stream: IO[bytes] | None = None
         self._fd: int | None = None
+        self._size = 0  # a plain local file's length, all of it whole lines
 
     def open(self, *, append: bool) -> IO[bytes]:
         if is_remote(self.url):
@@ -105,9 +106,37 @@ class _Output:
                 raise ConfigError(f"results sink {path!r} cannot be opened for writing: "
                                   f"{exc.strerror or exc}") from None
             raw = os.fdopen(self._fd, "wb", closefd=True)
+            self._size = os.fstat(self._fd).st_size
         self._raw = raw
         self.stream = self._compressed(raw)
         return self.stream
+
+    def write(self, data: bytes, what: str) -> None:
+        """Write ``data``, the values of ``what`` (named in an error). A plain local file gets
+        all of it or none: a write that fails part way (a full disk) is cut back, so the file
+        never ends in a torn line. An OSError names the sink."""
+        try:
+            if self._fd is not None and self.compression is None:
+                self._write_whole(self._fd, data)
+            else:
+                assert self.stream is not None
+                self.stream.write(data)
+        except OSError as exc:
+            raise _named(exc, self.shown, f"the values of {what} were not written") from exc
+
+    def _write_whole(self, fd: int, data: bytes) -> None:
+        # Straight to the descriptor (the buffered file over it stays empty): a buffer that
+        # failed to flush would be written again, torn, when the file is closed.
+        view, done = memoryview(data), 0
+        try:
+            while done < len(view):
+                done += os.write(fd, view[done:])
+        except OSError:
+            if done:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, self._size)
+            raise
+        self._size += len(data)
 
     def _open_remote(self) -> IO[bytes]:
         try:
@@ -165,11 +194,11 @@ class _Output:
         if is_remote(self.url) or not os.path.isfile(path):
             return
         try:
-            cut, size = _resume_point(path, self.compression, keep)
+            cut, size = resume_point(path, self.compression, keep)
         except OSError as exc:
             raise ConfigError(f"results sink {path!r} cannot be read to resume into: "
                               f"{exc.strerror or exc}") from None
-        except _Damaged as exc:
+        except Damaged as exc:
             raise ConfigError(f"results sink {path!r}: {exc}; resume into a new path") from None
         if cut < size:
             os.truncate(path, cut)
@@ -226,11 +255,14 @@ class JsonLinesWriter:
                                     f"be written as JSON ({exc}); return JSON-ready values from fn, or "
                                     f"pass a callable sink") from None
             raise
-        stream.write(chunk)
+        self._out.write(chunk, f"records {indices[0]} to {indices[-1]}" if indices else "no record")
 
     def sync(self) -> None:
         """Make the lines written so far durable (a job calls it before each checkpoint)."""
-        self._out.sync()
+        try:
+            self._out.sync()
+        except OSError as exc:
+            raise _named(exc, self._out.shown, "the values written were not made durable") from exc
 
     def trim(self, keep: Callable[[int], bool]) -> None:
         """Before ``open(append=True)`` (a resumed job): cut off the file's end past the last
@@ -238,7 +270,10 @@ class JsonLinesWriter:
         self._out.trim(keep)
 
     def close(self) -> None:
-        self._out.close()
+        try:
+            self._out.close()
+        except OSError as exc:
+            raise _named(exc, self._out.shown, "the last values may not be written") from exc
 
 
 class ParquetWriter:
@@ -312,6 +347,8 @@ class ParquetWriter:
                 self._flush()
                 if self._writer is not None:
                     self._writer.close()  # the footer; the stream under it stays open
+        except OSError as exc:
+            raise _named(exc, self._out.shown, "the values may not be written") from exc
         finally:
             self._writer = None
             self._out.close()
@@ -336,87 +373,11 @@ class _CallableSink:
         pass
 
 
-class _Damaged(Exception):
-    """A file a resumed run cannot append to without losing values (see :func:`_resume_point`)."""
-
-
-_INDEX: Final = re.compile(rb'{"index":(\d+),')
-"""The record index at the start of a line this module wrote."""
-
-_CHUNK: Final = 1 << 16
-
-
-def _index_of(line: bytes) -> int | None:
-    found = _INDEX.match(line)
-    return None if found is None else int(found.group(1))
-
-
-def _resume_point(path: str, compression: str | None, keep: Callable[[int], bool]) -> tuple[int, int]:
-    """``(cut, size)``: where a resumed run's appends should start in ``path`` (see
-    :meth:`_Output.trim`), and the file's size. Lines (members) of records not kept are
-    dropped only from the end; a line this module did not write counts as kept."""
-    size = os.path.getsize(path)
-    cut = 0
-    if compression is None:
-        with open(path, "rb") as file:
-            offset = 0
-            for line in file:
-                offset += len(line)
-                index = _index_of(line)
-                if line.endswith(b"\n") and (index is None or keep(index)):
-                    cut = offset
-        return cut, size
-    for end, head, whole in _members(path, compression):
-        index = _index_of(head)
-        if whole and (index is None or keep(index)):
-            cut = end
-        elif index is not None and keep(index):
-            # A torn member with a checkpointed batch's values: written whole as one member
-            # (before the per-sync members), so cutting it would lose them.
-            raise _Damaged(f"its compressed stream is cut short (a killed run) within values of "
-                           f"batches already finished (record {index})")
-    return cut, size
-
-
-def _members(path: str, compression: str) -> Iterator[tuple[int, bytes, bool]]:
-    """Each compressed member of ``path`` in turn: ``(its end offset, the start of its text,
-    whole)``; the last one may be torn (``whole`` False), or garbled (read as torn)."""
-    errors: tuple[type[BaseException], ...] = (zlib.error, OSError, EOFError, ValueError)
-    if compression == "zstd":
-        import zstandard  # optional: only for a .zst sink
-
-        errors = (*errors, zstandard.ZstdError)
-    with open(path, "rb") as file:
-        start, carry = 0, b""
-        while True:
-            decompressor: Any
-            if compression == "gzip":
-                decompressor = zlib.decompressobj(wbits=31)
-            elif compression == "bz2":
-                decompressor = bz2.BZ2Decompressor()
-            else:
-                decompressor = zstandard.ZstdDecompressor().decompressobj()
-            used, head, whole = 0, b"", False
-            while not whole:
-                data, carry = carry or file.read(_CHUNK), b""
-                if not data:
-                    break
-                try:
-                    text = decompressor.decompress(data)
-                except errors:
-                    break
-                if len(head) < 256:
-                    head += text[:256]
-                if decompressor.eof:
-                    carry = decompressor.unused_data
-                    whole = True
-                used += len(data) - len(carry)
-            if not used:
-                return
-            start += used
-            yield start, head, whole
-            if not whole:
-                return
+def _named(exc: OSError, shown: str, what: str) -> OSError:
+    """``exc`` (a full disk, a lost connection) saying which sink and what it means."""
+    if (exc.strerror or "").startswith("results sink "):
+        return exc
+    return OSError(exc.errno, f"results sink {shown}: {what}: {exc.strerror or exc}")
 
 
 def jsonl(path_or_url: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None) -> JsonLinesWriter:
