@@ -252,7 +252,8 @@ class RunRecorder:
         events = self.compensation.run_ended(stop_reason)
         undone = getattr(self.sink, "batches_undone", None)
         if undone is not None and events:
-            undone(self.compensation.undone_on_abort)  # a job reopens what it had checkpointed
+            # a job forgets the undone records' outcomes and reopens the batches undone whole
+            undone(self.compensation.undone_on_abort, self.compensation.reopen_on_abort)
         for event in events:
             for n, (i, size, ok, bad, retries, duration, pending) in enumerate(self._stats):
                 if i == event.index:  # its undone records are no longer succeeded

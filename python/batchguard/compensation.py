@@ -255,6 +255,16 @@ def _message(exc: BaseException) -> str:
         return f"<unprintable {type(exc).__name__}>"
 
 
+def _rolled_back(batch: int, undone: Sequence[Outcome], because: str) -> list[DeadRecord]:
+    """The dead records of ``undone`` records (a :class:`BatchRolledBack` saying ``because``),
+    each with its record as the payload to replay."""
+    now = time.time()
+    return [DeadRecord(record_index=outcome.position, batch_index=batch, record=outcome.record,
+                       error_class=str(ErrorClass.RECOVERABLE),
+                       attempts=[FailedAttempt(attempt=1, at=now, error=BatchRolledBack(because), delay=None)])
+            for outcome in undone]
+
+
 def _cause(dead: Sequence[DeadRecord]) -> tuple[int, BaseException]:
     first = min(dead, key=lambda record: record.record_index)
     return first.record_index, first.attempts[-1].error
@@ -288,7 +298,9 @@ class RunCompensation:
         self.undone_on_abort: dict[int, list[int]] = {}
         self.interrupted: BaseException | None = None
         """What interrupted an abort's undos (:meth:`run_ended`), raised once they are handled."""
-        """Batch -> the positions an abort undid in it (a job's store forgets and reopens them)."""
+        """Batch -> the positions an abort undid in it (a job's store forgets their outcomes)."""
+        self.reopen_on_abort: list[int] = []
+        """The batches an abort undid whole (a job's store reopens them: a resume runs them)."""
 
     def records(self, records: Iterable[Any]) -> Iterator[Any]:
         """The input a run with compensation runs on (its records are read again from a copy)."""
@@ -327,12 +339,7 @@ class RunCompensation:
         self._interrupted = None
         because = (f"batch {event.index} was rolled back (atomic_batches): record {failed_at} "
                    f"failed with {type(error).__name__}: {_message(error)}")
-        now = time.time()
-        rolled_back = [DeadRecord(record_index=o.position, batch_index=event.index, record=o.record,
-                                  error_class=str(ErrorClass.RECOVERABLE),
-                                  attempts=[FailedAttempt(attempt=1, at=now, error=BatchRolledBack(because),
-                                                          delay=None)])
-                       for o in undone.compensated]
+        rolled_back = _rolled_back(event.index, undone.compensated, because)
         self._count(event.index, undone)
         self.rolled_back += len(rolled_back)
         every = sorted([*dead, *rolled_back, *undone.failed], key=lambda record: record.record_index)
@@ -365,7 +372,8 @@ class RunCompensation:
     def run_ended(self, stop_reason: str | None) -> list[BatchEvent]:
         """At the run's end: with ``on_abort="compensate"`` and an aborted run, undo every
         record the run succeeded on, newest batch first. Returns, per batch, the event of the
-        undos that failed (to dead-letter), with ``succeeded`` as the records it undid.
+        undos that failed (to dead-letter, with the undone records of a batch not undone whole),
+        with ``succeeded`` as the records it undid.
 
         An interrupt (Ctrl-C) inside an undo: that batch is still undone to its end (the
         interrupted undo again: an undo must bear being repeated), so a job reopens it whole;
@@ -380,14 +388,27 @@ class RunCompensation:
             undone = _Undone([], [])
             try:
                 self._undoer.undo_all(outcomes[::-1], self._batch_of, undone)
-            except BaseException as interrupt:  # noqa: BLE001 - Ctrl-C: an undo's own errors are Exceptions, dead-lettered
+            except BaseException as interrupt:  # noqa: BLE001 - Ctrl-C (an undo's own errors are Exceptions)
                 self.interrupted = interrupt
                 self._undoer.undo_all(outcomes[::-1], self._batch_of, undone)
             self._count(batch, undone)
             self.undone_on_abort[batch] = [outcome.position for outcome in undone.compensated]
+            dead = list(undone.failed)
+            if undone.failed:
+                # Not undone whole: running the batch again would redo the records whose undo
+                # failed, so it stays done and each record that was undone gets an entry to
+                # replay (as a rolled-back atomic batch's records do).
+                failed_at, error = _cause(undone.failed)
+                because = (f"undone when the run aborted (on_abort=\"compensate\"), but batch {batch} could not "
+                           f"be undone whole (the undo of record {failed_at} failed: {_message(error)}): "
+                           "replay this record to redo it")
+                dead += _rolled_back(batch, undone.compensated, because)
+                self.rolled_back += len(undone.compensated)
+            else:
+                self.reopen_on_abort.append(batch)
             events.append(BatchEvent(index=batch, size=len(outcomes), succeeded=len(undone.compensated),
                                      failed=len(undone.failed), retries=0, duration=0.0, pending=0,
-                                     dead=sorted(undone.failed, key=lambda record: record.record_index)))
+                                     dead=sorted(dead, key=lambda record: record.record_index)))
             if self.interrupted is not None:
                 break
         return events

@@ -154,16 +154,18 @@ class _Checkpoint:
                                        fallbacks=self._fallbacks))
         self._outcomes[batch] = rows
 
-    def batches_undone(self, undone: Mapping[int, Sequence[int]]) -> None:
+    def batches_undone(self, undone: Mapping[int, Sequence[int]], whole: Sequence[int]) -> None:
         """An aborted run with ``on_abort="compensate"`` undid ``undone`` (batch -> positions):
-        those batches are no longer done (a resume runs them again), their kept outcomes are
-        forgotten (``keep_outcomes``)."""
+        their kept outcomes are forgotten (``keep_outcomes``), and the batches undone ``whole``
+        are no longer done (a resume runs them again). A batch where some undo failed stays
+        done: its undone records have DLQ entries to replay instead."""
         rolled_back = getattr(self.store, "rolled_back", None)
         if rolled_back is None or not undone:
             return
         positions = [position for batch in undone.values() for position in batch]
-        rolled_back(self.job, positions, sorted(undone),
-                    f"aborted and compensated (on_abort=\"compensate\"): batches {', '.join(map(str, sorted(undone)))} "
+        reopened = sorted(whole)
+        rolled_back(self.job, positions, reopened,
+                    f"aborted and compensated (on_abort=\"compensate\"): batches {', '.join(map(str, reopened))} "
                     "were undone and run again on resume"[:1000])
 
     def batch_done(self, stats: BatchStats, entries: Sequence[DeadLetter]) -> None:
