@@ -14,7 +14,13 @@ from ._error_class import ErrorClass, class_of_http_status, http_status_of, qual
 from ._error_class import as_error_class as _as_error_class
 from .errors import ConfigError, ConfigTypeError
 
-__all__ = ["Classifier", "ClassifierFunc", "Explanation"]
+__all__ = ["MAX_CACHED_TYPES", "Classifier", "ClassifierFunc", "Explanation"]
+
+MAX_CACHED_TYPES = 1024
+"""Exception types a run's per-type caches hold at most (this one, the policy table's, and
+their twins in ``src/bindings/classify.rs``). A cached type is kept alive, so a run that raises
+ever new types (classes made at run time) would otherwise keep them all; when a cache is full
+it is emptied and refilled, which costs a run with fewer distinct types nothing."""
 
 ClassifierFunc = Callable[[BaseException], "ErrorClass | str | None"]
 
@@ -258,9 +264,12 @@ class Classifier:
             return None
 
     def _type_verdict(self, exc_type: type) -> _TypeVerdict:
-        verdict = self._type_cache.get(exc_type)
+        cache = self._type_cache
+        verdict = cache.get(exc_type)
         if verdict is None:
-            verdict = self._type_cache[exc_type] = self._resolve_type(exc_type)
+            if len(cache) >= MAX_CACHED_TYPES:
+                cache.clear()  # see MAX_CACHED_TYPES: a bound, never a cost for a common run
+            verdict = cache[exc_type] = self._resolve_type(exc_type)
         return verdict
 
     def _resolve_type(self, exc_type: type) -> _TypeVerdict:

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ._classifier import MAX_CACHED_TYPES
 from ._error_class import ErrorClass
 from .errors import ConfigError, ResultRejected
 from .policies import RetryPolicies, RetryPolicy
@@ -98,6 +99,8 @@ class PolicyTable:
             pass
         keys = dict(self.type_keys)
         found = next((keys[k] for k in exc_type.__mro__ if k in keys), None)
+        if len(self._by_type) >= MAX_CACHED_TYPES:
+            self._by_type.clear()  # bounded, as the classifier's cache (MAX_CACHED_TYPES)
         self._by_type[exc_type] = found
         return found
 

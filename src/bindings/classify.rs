@@ -21,6 +21,24 @@ use crate::engine::Failure;
 /// An exception type (kept alive, so its address stays its own) and what its MRO resolves to.
 type CachedType = (Py<PyType>, TypeVerdict);
 
+/// Exception types each per-type cache holds at most (`batchguard._classifier.MAX_CACHED_TYPES`).
+/// A cached type is kept alive, so a run raising ever new types (classes made at run time)
+/// would keep them all; a full cache is emptied and refilled instead.
+const MAX_CACHED_TYPES: usize = 1024;
+
+/// `cache[key] = value`, emptying `cache` first when it is full ([`MAX_CACHED_TYPES`]).
+fn insert_bounded<V>(cache: &Mutex<HashMap<usize, V>>, key: usize, value: V) {
+    let evicted = {
+        let mut cache = cache.lock();
+        let evicted = if cache.len() >= MAX_CACHED_TYPES { std::mem::take(&mut *cache) } else { HashMap::new() };
+        cache.insert(key, value);
+        evicted
+    };
+    // The evicted types are released after the lock: freeing a type may run Python code (a
+    // metaclass's finalizer) that raises and so classifies again.
+    drop(evicted);
+}
+
 /// The user's classifier, with its type rules resolved per exception type once and cached.
 /// Only the few types with an inspector (`batchguard._clients`) look at the instance again.
 pub(super) struct NativeClassifier {
@@ -126,7 +144,7 @@ impl NativeClassifier {
         let cached = self.retry_hint_types.lock().get(&key).map(|entry| entry.1);
         let by_type = cached.unwrap_or_else(|| {
             let may = names.iter().chain([&intern!(py, "__getattr__")]).any(|name| ty.hasattr(name).unwrap_or(true));
-            self.retry_hint_types.lock().insert(key, (ty.clone().unbind(), may));
+            insert_bounded(&self.retry_hint_types, key, (ty.clone().unbind(), may));
             may
         });
         if by_type {
@@ -215,7 +233,7 @@ impl NativeClassifier {
             return Ok(entry.1.clone());
         }
         let verdict = self.resolve_type(ty)?;
-        self.cache.lock().insert(key, (ty.clone().unbind(), verdict.clone()));
+        insert_bounded(&self.cache, key, (ty.clone().unbind(), verdict.clone()));
         Ok(verdict)
     }
 

@@ -1,0 +1,48 @@
+"""Retry policies by error (issue 10 item 2) against hostile input: exception types made at run
+time by the thousand (the per-type caches of both engines stay bounded), keys no failure can
+ever reach (KeyboardInterrupt, SystemExit, GeneratorExit), predicates that stop the run, and
+the odd corners of the mapping. Each test here failed before the fix it names.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import batchguard
+from batchguard import RetryPolicy
+from batchguard._classifier import MAX_CACHED_TYPES
+from helpers_contract import ENGINES
+
+
+def _alive_types(prefix: str) -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, type) and o.__name__.startswith(prefix))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("mapping", [False, True], ids=["one-policy", "by-error"])
+def test_a_run_raising_ever_new_exception_types_keeps_a_bounded_number_alive(
+        engine: str, mapping: bool, tmp_path: Path) -> None:
+    """Each record raises an exception of a type made for it (what a library creating error
+    classes per call, or per response schema, does). The classifier's and the policy table's
+    per-type caches kept every type alive to the run's end: memory grew with the input."""
+    n = 3 * MAX_CACHED_TYPES
+    prefix = f"Dynamic{engine.title()}{mapping}"
+    alive: list[int] = []
+
+    def fn(record: int) -> Any:
+        if record == n - 1:
+            alive.append(_alive_types(prefix))
+        raise type(f"{prefix}{record}", (ValueError,), {})(record)
+
+    retry: Any = {TimeoutError: RetryPolicy(max_attempts=2)} if mapping else RetryPolicy()
+    # A SQLite DLQ: it keeps the entries, not the exceptions (a MemoryDLQ or the report alone
+    # would keep every dead record's error, and so its type, by design).
+    report = batchguard.run_batches(range(n), fn, engine=engine, retry=retry, concurrency=1, batch_size=64,
+                                    dlq=f"sqlite:///{tmp_path / 'dlq.db'}")
+    assert report.failure_count == n
+    assert alive and alive[0] <= MAX_CACHED_TYPES + 64 + 1, alive
