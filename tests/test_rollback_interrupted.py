@@ -15,12 +15,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import batchguard
+from batchguard.errors import JobError
 from batchguard.jobs import job_status
 
 
@@ -97,3 +99,31 @@ def test_a_rollback_killed_then_run_again_undoes_each_record_once(tmp_path: Path
     assert "Rolled back 7 records" in again.stdout
     undone: Any = collections.Counter(int(line) for line in log.read_text().split())
     assert undone == collections.Counter(range(12)), json.dumps(undone)
+
+
+def test_a_job_that_is_running_is_not_rolled_back(tmp_path: Path) -> None:
+    # A rollback racing a run would be overwritten by it (the run's end marks the job completed
+    # over batches the rollback reopened): it is refused while a run holds the job.
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    _job(store)
+    started, release = threading.Event(), threading.Event()
+    undo = CountingUndo()
+
+    def slow(record: int) -> int:
+        started.set()
+        release.wait(30)
+        return record * 10
+
+    runner = threading.Thread(target=batchguard.run_batches, args=(range(12, 16), slow),
+                              kwargs={"batch_size": 4, "job": "load", "store": store, "force": True,
+                                      "keep_outcomes": True})
+    runner.start()
+    try:
+        assert started.wait(30)
+        with pytest.raises(JobError, match="running"):
+            batchguard.rollback("load", undo, store=store)
+    finally:
+        release.set()
+        runner.join(30)
+    assert not undo.undone
+    assert batchguard.rollback("load", undo, store=store).undone > 0  # once it has ended

@@ -12,10 +12,11 @@ retries only what is left.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from .._checks import printable
 from .._run.entries import new_run_id
 from ..compensation import Outcome, Undoer
 from ..dlq.codec import Fallbacks
-from ..errors import ConfigTypeError, JobNotFoundError
+from ..errors import ConfigTypeError, JobError, JobNotFoundError
 from ..policies import Classifier, RetryPolicy
 from .outcomes import encode_outcome
 from .store import JobStore, opened_store
@@ -120,33 +121,58 @@ def rollback(name: str, undo: Callable[[Any, Any], Any], *, store: JobStore | st
         undone: list[int] = []
         failed: list[RollbackFailure] = []
         reopened: list[int] = []
-        for batch_index, rows in itertools.groupby(kept, key=lambda row: row.batch):
-            whole = True
-            for row in rows:
-                try:
-                    outcome = Outcome(row.position, row.record(allow_pickle=allow_pickle),
-                                      row.value(allow_pickle=allow_pickle))
-                except ValueError as exc:  # a repr, or a pickle not allowed: it cannot be undone here
-                    failed.append(RollbackFailure(row.position, row.batch, row.record_id, type(exc).__name__,
-                                                  str(exc)))
-                    whole = False
-                    continue
-                dead = undoer.undo_one(outcome, row.batch)
-                if dead is not None:
-                    cause = dead.attempts[-1].error.__cause__ or dead.attempts[-1].error
-                    failed.append(RollbackFailure(row.position, row.batch, row.record_id, type(cause).__name__,
-                                                  str(cause)))
-                    whole = False
-                    continue
-                # Forgotten as soon as it is undone, each in its own transaction: a rollback cut
-                # short (Ctrl-C, kill -9) and run again undoes only what is still kept (at worst
-                # the one undo that was running again, which is why an undo must bear repeating).
-                undone.append(row.position)
-                forget([row.position], (), _note(name, is_job, undone, reopened, batch_index))
-            if whole and is_job:  # wholly undone: no longer done, a resume runs it again
-                reopened.append(batch_index)
-                forget((), [batch_index], _note(name, is_job, undone, reopened, batch_index))
+        with _held(opened, job, is_job):
+            _undo_kept(kept, name, is_job, undoer, forget, allow_pickle, undone, failed, reopened)
     return RollbackReport(name, job, len(undone), tuple(failed), tuple(reopened) if is_job else (), is_job)
+
+
+@contextlib.contextmanager
+def _held(store: JobStore, job: str, is_job: bool) -> Iterator[None]:
+    """Hold ``job``'s run lock while its records are undone: a run racing a rollback would mark
+    the job completed over the batches the rollback reopened, or redo what it undoes."""
+    if not is_job:  # a sample: nothing runs it again
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(store.claim(job))
+        except JobError as exc:
+            raise JobError(f"job {job!r} cannot be rolled back while a run of it is running ({exc}): "
+                           "wait for the run to end, or stop it, then roll back") from exc
+        yield
+
+
+def _undo_kept(kept: Sequence[Any], name: str, is_job: bool, undoer: Undoer,
+               forget: Callable[[Sequence[int], Sequence[int], str], None], allow_pickle: bool,
+               undone: list[int], failed: list[RollbackFailure], reopened: list[int]) -> None:
+    """Undo ``kept`` (newest batch first), forgetting each record as it is undone; fills
+    ``undone``, ``failed`` and ``reopened`` as it goes (they stay right if it is cut short)."""
+    for batch_index, rows in itertools.groupby(kept, key=lambda row: row.batch):
+        whole = True
+        for row in rows:
+            try:
+                outcome = Outcome(row.position, row.record(allow_pickle=allow_pickle),
+                                  row.value(allow_pickle=allow_pickle))
+            except ValueError as exc:  # a repr, or a pickle not allowed: it cannot be undone here
+                failed.append(RollbackFailure(row.position, row.batch, row.record_id, type(exc).__name__,
+                                              str(exc)))
+                whole = False
+                continue
+            dead = undoer.undo_one(outcome, row.batch)
+            if dead is not None:
+                cause = dead.attempts[-1].error.__cause__ or dead.attempts[-1].error
+                failed.append(RollbackFailure(row.position, row.batch, row.record_id, type(cause).__name__,
+                                              str(cause)))
+                whole = False
+                continue
+            # Forgotten as soon as it is undone, each in its own transaction: a rollback cut
+            # short (Ctrl-C, kill -9) and run again undoes only what is still kept (at worst
+            # the one undo that was running again, which is why an undo must bear repeating).
+            undone.append(row.position)
+            forget([row.position], (), _note(name, is_job, undone, reopened, batch_index))
+        if whole and is_job:  # wholly undone: no longer done, a resume runs it again
+            reopened.append(batch_index)
+            forget((), [batch_index], _note(name, is_job, undone, reopened, batch_index))
 
 
 def _note(name: str, is_job: bool, undone: Sequence[int], reopened: Sequence[int], batch: int) -> str:
