@@ -287,7 +287,7 @@ class ParquetWriter:
         self._writer: Any = None
         self._schema: Any = None
         self._indices: list[int] = []
-        self._values: list[Any] = []
+        self._columns: list[Any] = []  # each batch's values, an Arrow array of the file's type
 
     def __repr__(self) -> str:
         return f"batchguard.sinks.parquet({self._out.shown!r})"
@@ -302,15 +302,45 @@ class ParquetWriter:
             raise ConfigError("a Parquet results sink needs pyarrow: pip install 'batchguard[parquet]'") from None
         self._out.open(append=False)
         self._writer = self._schema = None
-        self._indices, self._values = [], []
+        self._indices, self._columns = [], []
 
     def write(self, indices: Sequence[int], values: Sequence[Any]) -> None:
-        if self._schema is None and values:
-            self._schema = self._infer(indices, values)
+        if not values:
+            return
+        # Made an Arrow column now, not when the row group is flushed: a value that does not
+        # fit fails the run at its own batch, before the values buffered with it are lost.
+        self._columns.append(self._column(indices, values))
         self._indices.extend(indices)
-        self._values.extend(values)
         if len(self._indices) >= _ROW_GROUP:
             self._flush()
+
+    def _column(self, indices: Sequence[int], values: Sequence[Any]) -> Any:
+        """``values`` as an Arrow array of the file's value type (the first batch's, inferred).
+        Each batch's type is inferred and then cast (see :func:`_misfit`), never converted to
+        the file's type directly: pyarrow would turn 2.5 or a Decimal or a UUID into an int64
+        (``__int__``) and drop a dict key the type lacks, silently."""
+        import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]  # checked in open()
+
+        which = f"records {indices[0]} to {indices[-1]}"
+        try:
+            column = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise TypeError(f"results sink {self._out.shown}: the values of {which} have no Parquet "
+                            f"type in common: {exc}") from None
+        if self._schema is None:
+            self._schema = pa.schema([("index", pa.int64()), ("value", column.type)])
+            return column
+        want = self._schema.field("value").type
+        if column.type == want:
+            return column
+        why = _misfit(column.type, want, "value")
+        try:
+            if why is not None:
+                raise pa.ArrowInvalid(why)
+            return column.cast(want, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise TypeError(f"results sink {self._out.shown}: the values of {which} ({column.type}) do "
+                            f"not fit the schema of the first batch ({want}): {exc}") from None
 
     def _flush(self) -> None:
         import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]  # checked in open()
@@ -320,26 +350,13 @@ class ParquetWriter:
             return
         if self._schema is None:  # a run with no success: an empty file with a null value column
             self._schema = pa.schema([("index", pa.int64()), ("value", pa.null())])
-        try:
-            table = pa.Table.from_pydict({"index": self._indices, "value": self._values}, schema=self._schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise TypeError(f"results sink {self._out.shown}: values do not fit the schema of the "
-                            f"first batch ({self._schema.field('value').type}): {exc}") from None
+        value_type = self._schema.field("value").type
+        values = pa.concat_arrays(self._columns) if self._columns else pa.array([], value_type)
+        table = pa.Table.from_arrays([pa.array(self._indices, pa.int64()), values], schema=self._schema)
         if self._writer is None:
             self._writer = pq.ParquetWriter(self._out.stream, self._schema)
         self._writer.write_table(table)
-        self._indices, self._values = [], []
-
-    def _infer(self, indices: Sequence[int], values: Sequence[Any]) -> Any:
-        """The file's schema, from the first batch with a success."""
-        import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]  # checked in open()
-
-        try:
-            schema = pa.Table.from_pydict({"index": list(indices), "value": list(values)}).schema
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise TypeError(f"results sink {self._out.shown}: the values of the first batch have no "
-                            f"Parquet type in common: {exc}") from None
-        return schema.set(0, pa.field("index", pa.int64()))
+        self._indices, self._columns = [], []
 
     def close(self) -> None:
         try:
@@ -353,6 +370,32 @@ class ParquetWriter:
             self._writer = None
             self._out.close()
 
+
+def _misfit(got: Any, want: Any, path: str) -> str | None:
+    """Why values of Arrow type ``got`` cannot be cast to ``want`` without changing them, or
+    None. Numbers cast to numbers (the safe cast then refuses 2.5 as an int64) and a struct may
+    lack fields (null); nothing else changes type: pyarrow would parse "5" as an int64, and
+    drop a struct field ``want`` lacks, without a word."""
+    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]  # a Parquet sink's
+
+    types = pa.types
+    if got == want or types.is_null(got):
+        return None
+    if all(types.is_integer(t) or types.is_floating(t) for t in (got, want)):
+        return None
+    if types.is_struct(got) and types.is_struct(want):
+        names = {want.field(i).name for i in range(want.num_fields)}
+        for i in range(got.num_fields):
+            field = got.field(i)
+            if field.name not in names:
+                return f"{path}.{field.name} is not in it"
+            why = _misfit(field.type, want.field(field.name).type, f"{path}.{field.name}")
+            if why is not None:
+                return why
+        return None
+    if all(types.is_list(t) or types.is_large_list(t) for t in (got, want)):
+        return _misfit(got.value_type, want.value_type, f"{path}[]")
+    return f"{path} is {got}"
 
 class _CallableSink:
     """A plain callable ``sink(indices, values)``: nothing to open or close."""
