@@ -190,6 +190,10 @@ def test_the_rolled_back_entries_error_is_batch_rolled_back() -> None:
     ({"on_abort": "undo"}, ConfigError, "on_abort must be one of"),
     ({"atomic_batches": "yes", "compensate": print}, ConfigTypeError, "atomic_batches"),
     ({"keep_outcomes": True}, ConfigError, "keep_outcomes=True is used with job="),
+    # An undo that cannot take (record, value) would fail only when a batch fails, every time.
+    ({"compensate": lambda record: None, "atomic_batches": True}, ConfigTypeError, "undo\\(record, value\\)"),
+    ({"compensate": lambda record, value, extra: None, "atomic_batches": True}, ConfigTypeError,
+     "missing a required argument"),
 ])
 def test_bad_compensation_options_name_the_keyword(options: dict[str, Any], error: type[Exception],
                                                    says: str) -> None:

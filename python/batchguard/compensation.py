@@ -28,6 +28,7 @@ keywords pays nothing.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,7 +43,7 @@ from .errors import BatchRolledBack, CompensationFailed, ConfigError, ConfigType
 from .policies import BackoffState, Classifier, RetryPolicy
 
 __all__ = ["COMPENSATE_STAGE", "ON_ABORT", "Compensation", "Outcome", "RunCompensation", "SuccessLog", "Undoer",
-           "check_compensation"]
+           "check_compensation", "check_undo"]
 
 ON_ABORT: Final = ("stop", "compensate")
 """What a run does when it aborts: "stop" leaves what it did; "compensate" undoes it."""
@@ -84,9 +85,7 @@ def check_compensation(compensate: Any, atomic_batches: Any, on_abort: Any, keep
             raise ConfigError('on_abort="compensate" needs compensate=undo(record, value): it is '
                               "what undoes the run's records")
         return Compensation(None, keep_outcomes=True) if keep_outcomes else None
-    if not callable(compensate):
-        raise ConfigTypeError(f"compensate must be callable as undo(record, value), got "
-                              f"{type(compensate).__name__} {shown(compensate)}")
+    check_undo("compensate", compensate)
     if is_coroutine(compensate):
         raise ConfigTypeError("compensate must be a plain function: it runs at a batch's end on the "
                               f"thread that handles batch ends, never awaited, and {shown(compensate)} "
@@ -96,6 +95,23 @@ def check_compensation(compensate: Any, atomic_batches: Any, on_abort: Any, keep
                           "with neither it would never run")
     return Compensation(compensate, atomic_batches, "compensate" if on_abort == "compensate" else "stop",
                         keep_outcomes)
+
+
+def check_undo(keyword: str, undo: Any) -> None:
+    """ConfigTypeError, naming ``keyword``, unless ``undo`` can be called as
+    ``undo(record, value)``: a wrong one would fail only when a batch is undone, every time."""
+    if not callable(undo):
+        raise ConfigTypeError(f"{keyword} must be callable as undo(record, value), got "
+                              f"{type(undo).__name__} {shown(undo)}")
+    try:
+        signature = inspect.signature(undo)
+    except (TypeError, ValueError):  # a builtin without one: it is called as it is
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError as exc:
+        raise ConfigTypeError(f"{keyword} is called as undo(record, value), and {shown(undo)} cannot be: "
+                              f"{exc}") from None
 
 
 class Outcome(NamedTuple):

@@ -22,7 +22,7 @@ from typing import Any
 
 from .._checks import printable
 from .._run.entries import new_run_id
-from ..compensation import Outcome, Undoer
+from ..compensation import Outcome, Undoer, check_undo
 from ..dlq.codec import Fallbacks
 from ..errors import ConfigTypeError, JobError, JobNotFoundError
 from ..policies import Classifier, RetryPolicy
@@ -102,8 +102,7 @@ def rollback(name: str, undo: Callable[[Any, Any], Any], *, store: JobStore | st
     >>> rollback("doc", lambda record, value: done.append(value), store=url).undone, done
     (4, [30, 20, 10, 0])
     """
-    if not callable(undo):
-        raise ConfigTypeError(f"undo must be callable as undo(record, value), got {type(undo).__name__}")
+    check_undo("undo", undo)
     undoer = Undoer(undo, retry or RetryPolicy(), classifier or Classifier.default(), seed=0)
     with opened_store(store) as opened:
         kept_outcomes = getattr(opened, "kept_outcomes", None)
