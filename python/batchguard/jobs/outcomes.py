@@ -62,8 +62,11 @@ def _decoded(stored: str, encoding: str, what: str, position: int, *, allow_pick
                 "an explicit opt-in (loading a pickle runs code; anyone who can write to the store "
                 "could have put it there): pass allow_pickle=True (--allow-pickle) if you trust them")
         return pickle.loads(base64.b64decode(payload))  # noqa: S301 - the reader opted in
+    # The store does not say whether pickle was tried: the advice must hold either way.
     raise ValueError(f"the {what} of record {position} was stored as its repr ({payload!r}), which "
-                     "cannot be turned back into it: run with pickle_payloads=True to keep such values")
+                     "cannot be turned back into it: it is not JSON, and pickle (tried only with "
+                     "pickle_payloads=True) could not store it either; have fn return what undo "
+                     "needs as plain data (an id, a dict), or a picklable object with pickle_payloads=True")
 
 
 @dataclass(frozen=True, slots=True)
