@@ -308,3 +308,13 @@ def test_an_undo_is_retried_under_retrys_policy_for_its_error(engine: str) -> No
     assert [record for record, _ in undo.calls].count(8) == 4 and 8 in undo.undone
     assert [e.record_index for e in dlq.list(stage="compensate")] == [6]
     assert (report.failure_count, report.compensated_count) == (2, 8)
+
+
+def test_the_summary_counts_a_rolled_back_batchs_dead_letters() -> None:
+    # One record failed and four were rolled back: five dead letters to review, and the error
+    # types' shares are of those five.
+    report = run(range(10), FailurePlan({(7, 1): "permanent"}), engine="native", batch_size=5,
+                 retry=no_wait(), dlq=MemoryDLQ(), compensate=Undo(), atomic_batches=True)
+    text = report.summary()
+    assert "FAILED RECORDS (1; 5 dead letters with the records rolled back), by error type:" in text
+    assert "review the 5 dead-lettered records" in text

@@ -133,7 +133,9 @@ def next_steps(report: BatchReport, patterns: Sequence[FailurePattern], cli: Cli
     if failed:
         # dlq review fills its retry commands with --fn when given one: only the run's own.
         fn = "" if flags.fn is None else flags.fill("{fn}")
-        steps.append(NextStep(f"review the {failed} dead-lettered records, pattern by pattern",
+        # A rolled-back atomic batch's undone records have entries (BatchRolledBack) too.
+        entries = len(report.errors) if report.compensated_count else failed
+        steps.append(NextStep(f"review the {entries} dead-lettered records, pattern by pattern",
                               f"batchguard dlq review{flags.fill('{scope}')}{fn}{flags.fill('{dlq}')}"))
         by_type: dict[str, tuple[int, str]] = {}
         for pattern in patterns:

@@ -98,7 +98,9 @@ def _render_text(model: ReportModel) -> str:
         lines.append(f"Alerts not delivered: {model.alert_failures} (see the log)")
     lines += [f"Judged against: {line}" for line in model.judged_against]
     if model.failed:
-        lines += [_RULE, f"FAILED RECORDS ({model.failed}), by error type:"]
+        # A rolled-back batch's undone records are dead letters too: the types below count them.
+        also = "" if model.entries is None else f"; {model.entries} dead letters with the records rolled back"
+        lines += [_RULE, f"FAILED RECORDS ({model.failed}{also}), by error type:"]
         lines += [f"  {p.error_type}: {p.count} ({percent(p.share)})" for p in model.error_types]
         lines.append("")
         lines += _pattern_lines(model)
