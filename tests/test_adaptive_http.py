@@ -130,3 +130,23 @@ def test_async_calls_in_flight_never_exceed_the_limit(engine: str) -> None:
     assert limit is not None
     assert most[0] <= limit.peak < 64
     assert limit.final <= 16
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_limit_reaches_prometheus_and_each_progress_snapshot(engine: str) -> None:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    registry = prometheus_client.CollectorRegistry()
+    seen: list[int | None] = []
+    report = batchguard.run_batches(range(200), lambda r: r, engine=engine, batch_size=20, stage="load",
+                                    concurrency=batchguard.Adaptive(min=2, max=8, initial=3),
+                                    metrics=batchguard.metrics.Prometheus(registry),
+                                    on_progress=lambda p: seen.append(p.concurrency_limit))
+    limit = report.concurrency_limit
+    assert limit is not None and limit.low == 3  # no overload signal: it never went below initial
+    assert seen and all(value is not None and 2 <= value <= 8 for value in seen)
+    assert seen[-1] == limit.final
+    gauge = registry.get_sample_value("batchguard_concurrency_limit", {"stage": "load", "job": ""})
+    assert gauge == limit.final
+    fixed = batchguard.run_batches(range(5), lambda r: r, engine=engine, concurrency=2,
+                                   on_progress=lambda p: seen.append(p.concurrency_limit))
+    assert fixed.concurrency_limit is None and seen[-1] is None
