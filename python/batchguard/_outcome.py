@@ -249,20 +249,20 @@ class RunRecorder:
         undoes what it did; each undo that failed is dead-lettered (stage "compensate")."""
         if self.compensation is None:
             return
-        events = self.compensation.run_ended(stop_reason)
+        compensation = self.compensation
         undone = getattr(self.sink, "batches_undone", None)
-        if undone is not None and events:
-            # a job forgets the undone records' outcomes and reopens the batches undone whole
-            undone(self.compensation.undone_on_abort, self.compensation.reopen_on_abort)
-        for event in events:
+        for event in compensation.run_ended(stop_reason):  # each batch recorded as it is undone
             for n, (i, size, ok, bad, retries, duration, pending) in enumerate(self._stats):
                 if i == event.index:  # its undone records are no longer succeeded
                     self._stats[n] = (i, size, ok - event.succeeded - event.failed, bad + event.failed,
                                       retries, duration, pending)
-            if event.dead:
+            if event.dead:  # before the job forgets the undone records: their entries first
                 self._persist(event)
                 if self.hooks is not None:
                     self.hooks.dead_letters(event, self.entries.dead_letter)
+            if undone is not None:
+                # a job forgets the undone records' outcomes and reopens the batches undone whole
+                undone({event.index: compensation.undone_on_abort[event.index]}, compensation.reopen_on_abort)
         if self.compensation.interrupted is not None:  # Ctrl-C in an undo: raised once recorded
             raise self.compensation.interrupted
 

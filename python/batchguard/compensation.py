@@ -385,11 +385,12 @@ class RunCompensation:
         self._unsucceeded.update(outcome.position for outcome in undone.compensated)
         self._unsucceeded.update(dead.record_index for dead in undone.failed)
 
-    def run_ended(self, stop_reason: str | None) -> list[BatchEvent]:
+    def run_ended(self, stop_reason: str | None) -> Iterator[BatchEvent]:
         """At the run's end: with ``on_abort="compensate"`` and an aborted run, undo every
-        record the run succeeded on, newest batch first. Returns, per batch, the event of the
-        undos that failed (to dead-letter, with the undone records of a batch not undone whole),
-        with ``succeeded`` as the records it undid.
+        record the run succeeded on, newest batch first. Yields, as each batch is undone (for
+        the recorder to record it at once: a kill then loses at most the batch being undone),
+        its event: the undos that failed (to dead-letter, with the undone records of a batch
+        not undone whole), with ``succeeded`` as the records it undid.
 
         An interrupt (Ctrl-C) inside an undo: that batch is still undone to its end (the
         interrupted undo again: an undo must bear being repeated), so a job reopens it whole;
@@ -397,8 +398,7 @@ class RunCompensation:
         recorder to raise once these events are handled."""
         kept, self._kept = self._kept, {}
         if stop_reason is None or not self.spec.keeps_run or self._undoer is None:
-            return []
-        events = []
+            return
         for batch in sorted(kept, reverse=True):
             outcomes = kept[batch]
             undone = _Undone([], [])
@@ -422,12 +422,11 @@ class RunCompensation:
                 self.rolled_back += len(undone.compensated)
             else:
                 self.reopen_on_abort.append(batch)
-            events.append(BatchEvent(index=batch, size=len(outcomes), succeeded=len(undone.compensated),
-                                     failed=len(undone.failed), retries=0, duration=0.0, pending=0,
-                                     dead=sorted(dead, key=lambda record: record.record_index)))
+            yield BatchEvent(index=batch, size=len(outcomes), succeeded=len(undone.compensated),
+                             failed=len(undone.failed), retries=0, duration=0.0, pending=0,
+                             dead=sorted(dead, key=lambda record: record.record_index))
             if self.interrupted is not None:
-                break
-        return events
+                return
 
     def successful(self, values: list[Any]) -> list[Any]:
         """The report's ``successful``: with ``keep_values``, every batch's values as it ended,
