@@ -78,65 +78,96 @@ class ResultWriter(Protocol):
 
 
 class _Output:
-    """A byte stream to a local path or an fsspec URL, compressed by the name's extension."""
+    """Bytes to a local path or an fsspec URL, compressed by the name's extension.
+
+    Each write is one whole compressed member (gzip member, bzip2 stream, zstd frame; readers
+    take concatenated members as one stream), compressed in memory and then written, to a
+    local file straight to its descriptor, all of it or none: a write cut short by a full disk
+    or a Ctrl-C is cut back off the file, so it never ends in a torn line or member, a write
+    the recorder hands over again after an interrupt is there once, and what a kill leaves is
+    whole members but the last, which :meth:`trim` cuts off before a resumed run appends. (A
+    compressor streaming into the file is left garbled by an interrupt between its steps.)
+    """
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None) -> None:
         self.url = url
         self.shown = redact(url)
         self.storage_options = dict(storage_options or {})
         self.compression = compression_of(url)
-        self._raw: IO[bytes] | None = None
+        self._compress: Callable[[bytes], bytes] | None = None
         self.stream: IO[bytes] | None = None
+        """The file as a byte stream (a Parquet writer writes to it; JSON lines go by write)."""
         self._fd: int | None = None
-        self._size = 0  # a plain local file's length, all of it whole lines
+        self._size = 0  # a local file's length, all of it whole lines or members
+        self._last: str | None = None  # the values last written (their records)
 
     def open(self, *, append: bool) -> IO[bytes]:
+        self._compress = self._compressor()
         if is_remote(self.url):
             if append:
                 # An object store cannot append: the earlier runs' object would be replaced.
                 raise ConfigError(f"results sink {self.shown}: a resumed job cannot append to a "
                                   f"remote object; give the resumed run a new URL")
-            raw = self._open_remote()
+            self.stream = self._open_remote()
         else:
             path = self.url.removeprefix("file://")
-            flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+            # O_APPEND even for a new file: a write cut back (ftruncate) leaves the offset
+            # where it was, and the next write would leave a hole of zeros before it.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC)
             try:
                 self._fd = os.open(path, flags, FILE_MODE)
             except OSError as exc:
                 raise ConfigError(f"results sink {path!r} cannot be opened for writing: "
                                   f"{exc.strerror or exc}") from None
-            raw = os.fdopen(self._fd, "wb", closefd=True)
+            self.stream = os.fdopen(self._fd, "wb", closefd=True)
             self._size = os.fstat(self._fd).st_size
-        self._raw = raw
-        self.stream = self._compressed(raw)
+        self._last = None
         return self.stream
 
-    def write(self, data: bytes, what: str) -> None:
-        """Write ``data``, the values of ``what`` (named in an error). A plain local file gets
-        all of it or none: a write that fails part way (a full disk) is cut back, so the file
-        never ends in a torn line. An OSError names the sink."""
+    def _compressor(self) -> Callable[[bytes], bytes] | None:
+        if self.compression is None:
+            return None
+        if self.compression == "gzip":
+            return lambda data: gzip.compress(data, mtime=0)
+        if self.compression == "bz2":
+            return bz2.compress
         try:
-            if self._fd is not None and self.compression is None:
-                self._write_whole(self._fd, data)
+            import zstandard  # optional: only for a .zst sink
+        except ModuleNotFoundError:
+            raise ConfigError(f"writing {self.shown} (zstd) needs zstandard: pip install 'batchguard[zstd]'") from None
+        return cast(Callable[[bytes], bytes], zstandard.ZstdCompressor().compress)
+
+    def write(self, data: bytes, what: str) -> None:
+        """Write ``data``, the values of ``what`` (named in an error), as one member; an
+        OSError names the sink. The same ``what`` again right after a write that went
+        through (the recorder hands over again a batch whose write an interrupt cut short
+        after it was written) writes nothing."""
+        if self._last == what:
+            return
+        member = data if self._compress is None else self._compress(data)
+        try:
+            if self._fd is not None:
+                self._write_whole(self._fd, member, what)
             else:
                 assert self.stream is not None
-                self.stream.write(data)
+                self.stream.write(member)
+                self._last = what
         except OSError as exc:
             raise _named(exc, self.shown, f"the values of {what} were not written") from exc
 
-    def _write_whole(self, fd: int, data: bytes) -> None:
+    def _write_whole(self, fd: int, data: bytes, what: str) -> None:
         # Straight to the descriptor (the buffered file over it stays empty): a buffer that
         # failed to flush would be written again, torn, when the file is closed.
-        view, done = memoryview(data), 0
+        view, done, size = memoryview(data), 0, self._size
         try:
             while done < len(view):
                 done += os.write(fd, view[done:])
-        except OSError:
-            if done:
+            self._size, self._last = size + len(view), what  # one step: written and known so
+        except BaseException:  # a full disk, or Ctrl-C: none of it, rather than a torn part
+            if self._size == size:
                 with contextlib.suppress(OSError):
-                    os.ftruncate(fd, self._size)
+                    os.ftruncate(fd, size)
             raise
-        self._size += len(data)
 
     def _open_remote(self) -> IO[bytes]:
         try:
@@ -150,39 +181,13 @@ class _Output:
                               f"{type(exc).__name__}: {redact(str(exc))}") from None
         return stream
 
-    def _compressed(self, raw: IO[bytes]) -> IO[bytes]:
-        if self.compression is None:
-            return raw
-        if self.compression == "gzip":
-            return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="wb"))
-        if self.compression == "bz2":
-            return cast(IO[bytes], bz2.BZ2File(raw, "wb"))
-        try:
-            import zstandard  # optional: only for a .zst sink
-        except ModuleNotFoundError:
-            raw.close()
-            raise ConfigError(f"writing {self.shown} (zstd) needs zstandard: pip install 'batchguard[zstd]'") from None
-        writer: IO[bytes] = zstandard.ZstdCompressor().stream_writer(raw, closefd=False)
-        return writer
-
     def sync(self) -> None:
-        """Make what was written so far durable: flushed to the file and fsynced, for a local
-        file; an object store's upload is only complete once closed, so for a URL this flushes.
-
-        A compressed stream's member (gzip member, bzip2 stream, zstd frame) ends here and the
-        next write starts a new one: readers take concatenated members as one stream, and what
-        a kill leaves is whole members and at most one torn one, which :meth:`trim` cuts off
-        before a resumed run appends. (A flush alone would leave the member open: a member
-        appended after it is read as its garbled continuation.)"""
-        stream, raw = self.stream, self._raw
-        if raw is None:
-            return
-        if stream is not None and stream is not raw:
-            stream.close()  # the member's trailer into raw; raw stays open
-            self.stream = self._compressed(raw)
-        raw.flush()
+        """Make what was written so far durable: fsynced, for a local file; an object store's
+        upload is only complete once closed, so for a URL this flushes."""
         if self._fd is not None:
-            os.fsync(raw.fileno())
+            os.fsync(self._fd)
+        elif self.stream is not None:
+            self.stream.flush()
 
     def trim(self, keep: Callable[[int], bool]) -> None:
         """Before a resumed run appends to a local file: cut off its end past the last line
@@ -208,20 +213,21 @@ class _Output:
                            extra={"results_sink": path, "bytes_cut": size - cut})
 
     def close(self) -> None:
-        """Flush and close the compressor and the file under it; fsync a local file."""
-        stream, raw = self.stream, self._raw
-        self.stream = self._raw = None
-        if raw is None:
+        """Flush and close the file; fsync a local one. A compressed file nothing was written
+        to gets an empty member: an empty file is no valid gzip (or bzip2, zstd) stream."""
+        stream = self.stream
+        if stream is None:
             return
         try:
-            if stream is not None and stream is not raw:
-                stream.close()  # writes the compressed stream's trailer into raw
-            raw.flush()
+            if self._compress is not None and self._last is None and not self._size:
+                self.write(b"", "no record")
+            stream.flush()
             if self._fd is not None:
-                os.fsync(raw.fileno())
+                os.fsync(self._fd)
         finally:
+            self.stream = None
             self._fd = None
-            raw.close()
+            stream.close()
 
 
 class JsonLinesWriter:
@@ -237,9 +243,10 @@ class JsonLinesWriter:
         self._out.open(append=append)
 
     def write(self, indices: Sequence[int], values: Sequence[Any]) -> None:
-        stream = self._out.stream
-        if stream is None:
+        if self._out.stream is None:
             raise RuntimeError(f"{self!r} is not open: a run opens it")
+        if not indices:
+            return
         dumps = orjson.dumps
         try:
             # The line written around each value's own encoding: no {"index", "value"} dict per
@@ -255,7 +262,7 @@ class JsonLinesWriter:
                                     f"be written as JSON ({exc}); return JSON-ready values from fn, or "
                                     f"pass a callable sink") from None
             raise
-        self._out.write(chunk, f"records {indices[0]} to {indices[-1]}" if indices else "no record")
+        self._out.write(chunk, f"records {indices[0]} to {indices[-1]}")
 
     def sync(self) -> None:
         """Make the lines written so far durable (a job calls it before each checkpoint)."""
