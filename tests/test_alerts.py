@@ -312,8 +312,12 @@ def test_alerts_and_metrics_keep_an_sqlite_dlq_writing_in_the_background(tmp_pat
         plan = make_plan(range(3), abs, dlq=f"sqlite:///{tmp_path}/dlq.db", alerts=rules, **extra)
         try:
             recorder = recorder_for(plan, None, None, None)
-            assert (recorder._writes is not None) is background
-            recorder.finish_writes()
+            try:
+                assert (recorder._writes is not None) is background
+                recorder.finish_writes()
+            finally:
+                assert recorder.hooks is not None
+                recorder.hooks.run_closed(None)  # the monitor's threads, started with the recorder
         finally:
             close_opened_dlq(plan)
     report = batchguard.run_batches(range(30), _failing({1, 2, 3}), retry=ONCE, batch_size=5, alerts=rules,

@@ -73,6 +73,7 @@ class AlertMonitor:
         self._stop = False
         self._callable_failures = 0
         self._in_hand = 0  # notices the timer took and has not finished calling
+        self._abandoned = False  # the run ended without this thread: it delivers nothing more
         self._dropped_logged = False
         self._logged: set[int] = set()
         self.alert_failures = 0
@@ -88,6 +89,7 @@ class AlertMonitor:
             self._outbox = []
             self._stop = False
             self._callable_failures, self.alert_failures, self._in_hand = 0, 0, 0
+            self._abandoned = False
             self._dropped_logged = False
             self._logged = set()
             self._senders = {id(r.notify): WebhookSender(r.notify) for r in self.rules
@@ -139,6 +141,10 @@ class AlertMonitor:
                 sender.abandon()
         with self._lock:
             undelivered = len(self._outbox) + self._in_hand  # only when a callable hung
+            if thread.is_alive():
+                # Counted as not delivered: so never delivered late either, should the
+                # callable return after the run did.
+                self._abandoned, self._outbox = True, []
             self.alert_failures = (self._callable_failures + undelivered
                                    + sum(s.failed for s in self._senders.values()))
             self._thread, self._conditions = None, None
@@ -194,6 +200,8 @@ class AlertMonitor:
                 stop = self._stop
             for index, (rule, alert) in enumerate(notices):
                 with self._lock:
+                    if self._abandoned:
+                        return
                     self._in_hand = len(notices) - index  # lost if this call never returns
                 self._deliver(rule, alert)
             with self._lock:
