@@ -9,7 +9,9 @@ import asyncio
 import logging
 import signal
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -224,9 +226,24 @@ def test_ctrl_c_during_the_drain_stops_every_sender(receiver: Receiver) -> None:
     main = threading.main_thread().ident
     assert main is not None
 
+    def draining() -> bool:
+        """Is the main thread in a sender's close(), the end-of-run drain?"""
+        frame = sys._current_frames().get(main)
+        while frame is not None:
+            if frame.f_code is WebhookSender.close.__code__:
+                return True
+            frame = frame.f_back
+        return False
+
     def ctrl_c() -> None:
         with receiver._cond:
             receiver._cond.wait_for(lambda: receiver.in_flight == 2, 20)
+        # Ctrl-C only once the drain has begun: sent sooner, it would interrupt pytest itself.
+        deadline = time.monotonic() + 20
+        while not draining():
+            if time.monotonic() > deadline:
+                return  # the test fails: run_closed returns without KeyboardInterrupt
+            time.sleep(0.01)
         signal.pthread_kill(main, signal.SIGINT)
 
     threads = [t for t in threading.enumerate() if t.name == "batchguard-alert-webhook"]
