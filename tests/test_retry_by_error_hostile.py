@@ -46,3 +46,59 @@ def test_a_run_raising_ever_new_exception_types_keeps_a_bounded_number_alive(
                                     dlq=f"sqlite:///{tmp_path / 'dlq.db'}")
     assert report.failure_count == n
     assert alive and alive[0] <= MAX_CACHED_TYPES + 64 + 1, alive
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_predicate_raising_keyboard_interrupt_stops_the_run_as_ctrl_c_does(engine: str) -> None:
+    """A predicate key that raises KeyboardInterrupt stops the run: the records before it are
+    dead-lettered, the rest pending, and the KeyboardInterrupt propagates. The reference engine
+    looked the policy up after counting the call finished, and the driver then counted it
+    again: ``OverflowError: can't convert negative int to unsigned`` (in_flight -1)."""
+
+    def stop_on_five(exc: BaseException) -> bool:
+        if "5" in str(exc):
+            raise KeyboardInterrupt("stop")
+        return False
+
+    def fn(record: int) -> Any:
+        raise ValueError(str(record))
+
+    dlq = batchguard.MemoryDLQ()
+    with pytest.raises(KeyboardInterrupt, match="stop"):
+        batchguard.run_batches(range(10), fn, engine=engine, concurrency=1, batch_size=2, dlq=dlq,
+                               retry={stop_on_five: RetryPolicy()})
+    assert sorted(e.record_index for e in dlq.list()) == [0, 1, 2, 3, 4]
+
+
+def _stop_on_five(exc: BaseException) -> bool:
+    if "5" in str(exc):
+        raise KeyboardInterrupt("stop")
+    return False
+
+
+def _fails(record: int) -> Any:
+    raise ValueError(str(record))
+
+
+async def _fails_async(record: int) -> Any:
+    raise ValueError(str(record))
+
+
+def _fails_bulk(records: list[int]) -> Any:
+    raise ValueError(",".join(map(str, records)))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("fn", "options"), [
+    (_fails, {"concurrency": 4}), (_fails, {"concurrency": 32}), (_fails_async, {"concurrency": 4}),
+    (_fails_bulk, {"bulk": True})], ids=["threads-4", "threads-32", "async", "bulk"])
+def test_a_predicate_raising_keyboard_interrupt_stops_every_driver(engine: str, fn: Any,
+                                                                   options: dict[str, Any]) -> None:
+    """The reference engine's thread workers died of it (printed as an unhandled exception in
+    a thread), with the call still counted in flight: at concurrency 32 the run hung; at 4
+    every worker died and the run returned as if nothing happened."""
+    dlq = batchguard.MemoryDLQ()
+    with pytest.raises(KeyboardInterrupt, match="stop"):
+        batchguard.run_batches(range(40), fn, engine=engine, batch_size=4, dlq=dlq,
+                               retry={_stop_on_five: RetryPolicy()}, **options)
+    assert 5 not in {e.record_index for e in dlq.list()}

@@ -6,7 +6,7 @@ import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from . import _clients
 from ._checks import check_flag
@@ -69,6 +69,13 @@ class _TypeVerdict(NamedTuple):
 _Decision = tuple[ErrorClass, str, str]
 
 
+class _PolicyMatcher(Protocol):
+    """What the classifier asks of the run's retry policy table (``_retry_table.PolicyTable``,
+    which imports this module): run its predicate keys on a failure being classified."""
+
+    def match(self, exc: BaseException) -> None: ...
+
+
 @dataclass(frozen=True)
 class Classifier:
     """Maps an exception to an :class:`ErrorClass`. First match wins:
@@ -108,7 +115,7 @@ class Classifier:
     _inspect: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
     # exception type -> its _TypeVerdict; the native engine keeps the same cache
     _type_cache: dict[type, _TypeVerdict] = field(default_factory=dict, init=False, repr=False, compare=False)
-    retry_table: object | None = field(default=None, init=False, repr=False, compare=False)
+    retry_table: _PolicyMatcher | None = field(default=None, init=False, repr=False, compare=False)
     """The run's retry policies by error (a ``batchguard._retry_table.PolicyTable``), which the
     engines look up next to the class, per exception type cached alike; None: one policy."""
 
@@ -190,7 +197,7 @@ class Classifier:
     def with_default(self, error_class: ErrorClass | str) -> Classifier:
         return replace(self, default_class=_as_error_class("Classifier.default_class", error_class))
 
-    def with_retry_table(self, table: object | None) -> Classifier:
+    def with_retry_table(self, table: _PolicyMatcher | None) -> Classifier:
         """A copy that also answers which retry policy governs a failure (``table``); the
         rules, and so their per-type cache, are shared."""
         bound = copy.copy(self)
@@ -203,8 +210,12 @@ class Classifier:
         return self._type_verdict(exc_type).error_class
 
     def classify(self, exc: BaseException) -> ErrorClass:
-        """The class of ``exc`` under these rules (the reference implementation)."""
-        return self._decide(exc)[0]
+        """The class of ``exc`` under these rules (the reference implementation). With a
+        ``retry_table``, its predicate keys are asked about ``exc`` too (see ``match``)."""
+        error_class = self._decide(exc)[0]
+        if self.retry_table is not None:
+            self.retry_table.match(exc)
+        return error_class
 
     def explain(self, exc: BaseException) -> Explanation:
         """Which rule decides ``exc``, and so its class: what a person reads to see why a

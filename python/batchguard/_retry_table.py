@@ -21,6 +21,10 @@ logger = logging.getLogger("batchguard")
 MAX_POLICIES = 65_535
 """Keys a RetryPolicies may have: the native engine indexes policies with a u16."""
 
+# Predicate answers waiting for their failure's policy lookup (one per call in flight at most,
+# normally): a bound, should something classify failures it never looks a policy up for.
+_MAX_MATCHED = 4096
+
 _CLASS_ORDER = (ErrorClass.TRANSIENT, ErrorClass.RECOVERABLE, ErrorClass.PERMANENT, ErrorClass.FATAL)
 
 
@@ -51,8 +55,8 @@ class SafePredicate:
 class PolicyTable:
     """The compiled lookup of one run's retry policies (see ``RetryPolicies.policy_for``)."""
 
-    __slots__ = ("_by_type", "any_fallback", "any_max_elapsed", "class_keys", "policies", "predicates",
-                 "type_keys")
+    __slots__ = ("_by_type", "_matched", "any_fallback", "any_max_elapsed", "class_keys", "policies",
+                 "predicates", "type_keys")
 
     def __init__(self, policies: RetryPolicies) -> None:
         if len(policies.by_error) > MAX_POLICIES:
@@ -80,12 +84,35 @@ class PolicyTable:
         self.any_fallback = any(p.has_fallback for p in ordered)
         self.any_max_elapsed = any(p.max_elapsed is not None for p in ordered)
         self._by_type: dict[type, int | None] = {}
+        # id(exc) -> (exc, the predicate key's index or 0): what match() found, for index_for.
+        # The exception is kept so that its id cannot be another's while it waits here.
+        self._matched: dict[int, tuple[BaseException, int]] = {}
 
-    def index_for(self, exc: BaseException, error_class: ErrorClass) -> int:
-        """The index of the policy a failure with ``exc`` of ``error_class`` is retried under."""
+    def match(self, exc: BaseException) -> None:
+        """Run the predicate keys on ``exc`` now, while the failure is classified: a predicate
+        that raises KeyboardInterrupt then stops the run where a classifier's would, as in the
+        native engine (which looks the policy up with the class). ``index_for`` takes the
+        answer instead of calling the predicates again."""
+        if not self.predicates:
+            return
+        matched = self._matched
+        if len(matched) >= _MAX_MATCHED:
+            matched.clear()  # answers no failure came for (a classify without a retry): recomputed
+        matched[id(exc)] = (exc, self._predicate_index(exc))
+
+    def _predicate_index(self, exc: BaseException) -> int:
         for predicate, index in self.predicates:
             if predicate(exc):
                 return index
+        return 0
+
+    def index_for(self, exc: BaseException, error_class: ErrorClass) -> int:
+        """The index of the policy a failure with ``exc`` of ``error_class`` is retried under."""
+        if self.predicates:
+            found = self._matched.pop(id(exc), None)
+            by_predicate = found[1] if found is not None and found[0] is exc else self._predicate_index(exc)
+            if by_predicate:
+                return by_predicate
         by_type = self._type_index(type(exc))
         if by_type is not None:
             return by_type
