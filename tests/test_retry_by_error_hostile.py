@@ -102,3 +102,43 @@ def test_a_predicate_raising_keyboard_interrupt_stops_every_driver(engine: str, 
         batchguard.run_batches(range(40), fn, engine=engine, batch_size=4, dlq=dlq,
                                retry={_stop_on_five: RetryPolicy()}, **options)
     assert 5 not in {e.record_index for e in dlq.list()}
+
+
+class Abort(BaseException):
+    """A user's BaseException: raised by fn, it stops the run (it is not an Exception)."""
+
+
+@pytest.mark.parametrize("key", [KeyboardInterrupt, SystemExit, GeneratorExit, Abort])
+def test_a_key_no_failure_can_have_is_refused(key: type[BaseException]) -> None:
+    """A failure that is not an Exception stops the run (DESIGN: Ctrl-C is never a record's
+    failure), so a policy keyed by one could never apply: it was accepted and silently unused."""
+    with pytest.raises(batchguard.ConfigTypeError) as raised:
+        batchguard.RetryPolicies(by_error={key: RetryPolicy(max_attempts=5)})
+    assert key.__qualname__ in str(raised.value)
+    assert "stops the run" in str(raised.value)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_base_exception_and_exception_group_keys_govern_the_exceptions_under_them(engine: str) -> None:
+    """BaseException and BaseExceptionGroup are not Exceptions, but Exceptions derive from them
+    (ExceptionGroup from BaseExceptionGroup): they stay valid keys. A type key matches the
+    raised exception's type: a group's own, not its members' (a predicate can look inside)."""
+
+    def fn(record: int) -> Any:
+        if record == 1:
+            raise ExceptionGroup("two", [TimeoutError("a"), ValueError("b")])
+        if record == 2:
+            raise TimeoutError("slow")
+        return record
+
+    attempts: dict[int, int] = {}
+
+    def counted(record: int) -> Any:
+        attempts[record] = attempts.get(record, 0) + 1
+        return fn(record)
+
+    report = batchguard.run_batches(range(3), counted, engine=engine, retry={
+        BaseExceptionGroup: RetryPolicy(fallback="grouped"),
+        BaseException: RetryPolicy(max_attempts=1, fallback="other")})
+    assert report.successful == [0, "grouped", "other"]
+    assert attempts == {0: 1, 1: 1, 2: 1}

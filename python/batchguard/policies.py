@@ -256,6 +256,11 @@ def _key_name(key: Any) -> str:
     return getattr(key, "__qualname__", None) or shown(key)
 
 
+# The only keys that are not Exceptions yet have Exceptions under them (ExceptionGroup derives
+# from BaseExceptionGroup); any other BaseException stops the run when a call raises it.
+_ROOTS_OF_EXCEPTIONS = (BaseException, BaseExceptionGroup)
+
+
 def _check_key(key: Any) -> ErrorKey:
     if isinstance(key, ErrorClass):
         return key
@@ -271,6 +276,10 @@ def _check_key(key: Any) -> ErrorKey:
         if not issubclass(key, BaseException):
             raise ConfigTypeError(f"RetryPolicies.by_error: the key {key.__qualname__} is a class but not an "
                                   "exception type (a subclass of BaseException)")
+        if not issubclass(key, Exception) and key not in _ROOTS_OF_EXCEPTIONS:
+            raise ConfigTypeError(f"RetryPolicies.by_error: the key {key.__qualname__} is not an Exception: a "
+                                  "call raising it stops the run (as Ctrl-C does) and is never retried, so "
+                                  "no policy could govern it; key an Exception subclass instead")
         return key
     if callable(key):
         if _is_async_callable(key):
