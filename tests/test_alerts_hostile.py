@@ -19,7 +19,7 @@ import pytest
 
 import batchguard
 from alerts_receiver import Receiver
-from batchguard import AlertRule, ConfigError, RetryPolicy
+from batchguard import AlertRule, ConfigError, ConfigTypeError, RetryPolicy
 from batchguard.alerts import Alert, AlertMonitor, Webhook
 from batchguard.alerts import monitor as monitor_module
 from batchguard.alerts.webhook import WebhookSender
@@ -356,3 +356,22 @@ def test_a_redirect_is_not_followed_and_the_log_says_so(caplog: pytest.LogCaptur
     assert (sender.delivered, sender.failed) == (0, 1)
     assert "failed 1 time(s), last: HTTP 301 (a redirect, not followed: a POST" in caplog.text
     assert "T0K3N" not in caplog.text
+
+
+def test_an_async_notify_is_refused_and_a_returned_coroutine_is_counted(caplog: pytest.LogCaptureFixture) -> None:
+    # An async def notify was called and its coroutine dropped ("never awaited"): the notice was
+    # lost and counted as delivered (report.alert_failures 0).
+    async def page(alert: Alert) -> None:
+        pass
+
+    with pytest.raises(ConfigTypeError, match="async def"):
+        AlertRule.aborted(notify=page)
+
+    def fn(x: int) -> int:
+        raise ValueError(x)
+
+    with caplog.at_level(logging.ERROR, logger="batchguard"):
+        report = batchguard.run_batches(range(20), fn, retry=ONCE, max_failures=0,
+                                        alerts=[AlertRule.aborted(notify=lambda alert: page(alert))])
+    assert report.alert_failures == 1
+    assert "returned a coroutine" in caplog.text

@@ -13,6 +13,7 @@ run core calls even on Ctrl-C); a callable still running then gets CALLABLE_DRAI
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -215,7 +216,12 @@ class AlertMonitor:
         notify = rule.notify
         assert not isinstance(notify, Webhook)  # handed to its sender by _queue, never held here
         try:
-            notify(alert)
+            result = notify(alert)
+            if inspect.isawaitable(result):  # a plain function returning a coroutine: never run
+                if inspect.iscoroutine(result):
+                    result.close()  # no "never awaited" warning: this is logged and counted
+                raise TypeError("it returned a coroutine, which nothing awaits on the alerts' thread: "
+                                "run it with asyncio.run(...) inside the callable")
         except BaseException as exc:
             # Even SystemExit: it would end this thread, and with it every later notice of
             # every rule (the run's own thread never sees it).

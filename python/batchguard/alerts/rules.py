@@ -7,6 +7,7 @@ A rule is data: its kind, its threshold, who is told. Judging it is
 from __future__ import annotations
 
 import datetime
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -81,6 +82,11 @@ def _check_notify(notify: Any) -> None:
     if not callable(notify):
         raise ConfigTypeError(f"AlertRule.notify must be a callable taking an Alert or a "
                               f"batchguard.alerts.Webhook, got {type(notify).__name__} {shown(notify)}")
+    if inspect.iscoroutinefunction(notify) or inspect.iscoroutinefunction(type(notify).__call__):
+        # Called on the timer thread, it would only make a coroutine nobody awaits: the notice lost.
+        raise ConfigTypeError(f"AlertRule.notify must be a plain callable (it runs on a thread of its own), "
+                              f"got the async def {getattr(notify, '__qualname__', type(notify).__name__)}; "
+                              f"call it with asyncio.run(...) from a plain function, or use a Webhook")
 
 
 def _check_share(name: str, value: Any, *, zero_ok: bool) -> float:
