@@ -10,9 +10,12 @@ import logging
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 import batchguard
 from batchguard import MemoryDLQ, RetryPolicies, RetryPolicy, ValidationIssue
+from batchguard._report.model import build
+from batchguard._report.panel import render_panel
 from helpers_contract import CLASSIFIER, ENGINES, PermanentErr, RecoverableErr, assert_conservation
 
 
@@ -140,3 +143,20 @@ def test_a_results_sink_gets_the_fallback_values_in_record_order(engine: str) ->
     assert sorted(written) == [(r, -1 if r in (0, 3, 6) else r * 10) for r in range(8)]
     assert (report.success_count, report.failure_count, report.fallback_count) == (8, 0, 3)
     assert report.successful == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_report_says_how_many_records_fell_back(engine: str) -> None:
+    """A run stopped by max_failures with every failure served a fallback printed 'Stopped early:
+    max failures' over 'Failed (DLQ): 0' and never said why: the fallbacks were in
+    report.fallback_count only, not in the text, the rich panel or to_json()."""
+    report = batchguard.run_batches(range(20), failing(set(range(1, 20, 2))), engine=engine, classifier=CLASSIFIER,
+                                    batch_size=4, concurrency=1, max_failures=3,
+                                    retry=RetryPolicy(max_attempts=1, fallback=-1))
+    assert report.fallback_count == 4
+    text = report.summary()
+    assert "Fell back:     4 (succeeded with the fallback value; counted by max_failures)" in text
+    assert report.to_json()["fallbacks"] == 4
+    console = Console(record=True, width=160)
+    console.print(render_panel(build(report)))
+    assert "Fell back" in console.export_text()

@@ -135,6 +135,9 @@ class ReportModel:
     """Times a lifecycle hook (``hooks=``, ``metrics=``) raised (each logged)."""
     alert_failures: int = 0
     """Alert notices (``alerts=``) that were never delivered (each logged)."""
+    fallbacks: int = 0
+    """Records that failed for good and succeeded with their retry policy's fallback value
+    (among ``succeeded``; ``max_failures`` counts them as failures)."""
 
     def pattern_command(self, pattern: FailurePattern) -> str | None:
         """The command of ``pattern``'s recommendation, with the run's options."""
@@ -176,6 +179,7 @@ class ReportModel:
             "breaker_trips": self.breaker_trips,
             "hook_errors": self.hook_errors,
             "alert_failures": self.alert_failures,
+            "fallbacks": self.fallbacks,
             "dlq_url": self.dlq_url,
             "success_threshold": self.success_threshold,
             "max_failures": self.max_failures,
@@ -249,6 +253,7 @@ def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None 
         entries=entries if report.compensated_count else None,
         hook_errors=report.hook_errors,
         alert_failures=report.alert_failures,
+        fallbacks=report.fallback_count,
     )
 
 

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from .._checks import printable
 from .model import ReportModel
-from .text import MAX_PATTERNS_SHOWN, duration, examples, pattern_title, percent
+from .text import MAX_PATTERNS_SHOWN, duration, examples, fell_back, pattern_title, percent
 
 __all__ = ["render_panel", "render_steps"]
 
@@ -53,6 +53,8 @@ def render_panel(model: ReportModel) -> Panel:
         facts.add_row("Pending", Text(f"{model.pending:,}", style="yellow"))
     if model.compensated:
         facts.add_row("Compensated", Text(f"{model.compensated:,} (succeeded, then undone)", style="yellow"))
+    if model.fallbacks:
+        facts.add_row("Fell back", Text(f"{model.fallbacks:,} ({fell_back(model)})", style="yellow"))
     facts.add_row("Retries", f"{model.retries:,}")
     facts.add_row("Duration", f"{duration(model.duration_s)}   ({model.throughput:,.0f} records/s)")
     facts.add_row("Batches", f"{model.batches}" + (

@@ -9,7 +9,8 @@ from .._checks import printable
 from .model import ReportModel
 from .patterns import FailurePattern
 
-__all__ = ["MAX_PATTERNS_SHOWN", "duration", "examples", "pattern_title", "percent", "render_text", "step_line"]
+__all__ = ["MAX_PATTERNS_SHOWN", "duration", "examples", "fell_back", "pattern_title", "percent", "render_text",
+           "step_line"]
 
 _RULE: Final = "-" * 64
 _MESSAGE_WIDTH: Final = 200
@@ -68,6 +69,12 @@ def _pattern_lines(model: ReportModel) -> list[str]:
     return lines
 
 
+def fell_back(model: ReportModel) -> str:
+    """What the report's fallback count means (the text and the panel say it alike)."""
+    budget = "; counted by max_failures" if model.max_failures is not None else ""
+    return f"succeeded with the fallback value{budget}"
+
+
 def render_text(model: ReportModel) -> str:
     """The report as plain text lines, control characters escaped (:func:`printable`): record
     ids and error messages are other people's text, printed on the operator's terminal."""
@@ -85,6 +92,7 @@ def _render_text(model: ReportModel) -> str:
         f"Failed (DLQ):  {model.failed} ({percent(model.failure_rate)})",
         f"Pending:       {model.pending}",
         *([f"Compensated:   {model.compensated} (succeeded, then undone)"] if model.compensated else []),
+        *([f"Fell back:     {model.fallbacks} ({fell_back(model)})"] if model.fallbacks else []),
         f"Retries:       {model.retries}",
         f"Duration:      {duration(model.duration_s)}   ({model.throughput:,.0f} records/s)",
         f"Batches:       {model.batches}" + (
