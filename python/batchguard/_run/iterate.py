@@ -14,6 +14,7 @@ dead-lettered reaches the DLQ, and a warning says how many records were left pen
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -209,6 +210,9 @@ class BatchStream(Generic[R], Iterator[BatchResult[R]]):
             self.close()  # Ctrl-C while waiting for a batch: the run stops too
             raise
         if item is _DONE:
+            self._wake_next()
+            if self._finished:  # closed, or ended on another consumer thread, while we waited
+                raise StopIteration
             self._finished = True
             assert self._thread is not None
             self._thread.join()
@@ -216,8 +220,17 @@ class BatchStream(Generic[R], Iterator[BatchResult[R]]):
                 error, self._outcome.error = self._outcome.error, None
                 raise error
             raise StopIteration
+        if self._finished:  # closed by another thread as this batch was taken
+            self._take_back(item)
+            raise StopIteration
         result: BatchResult[R] = item
         return result
+
+    def _wake_next(self) -> None:
+        """Put the end back for the next consumer thread waiting in :meth:`__next__` (there is
+        room: nothing is put after the end)."""
+        with contextlib.suppress(queue.Full):
+            self._ready.put_nowait(_DONE)
 
     def close(self) -> None:
         """Stop the run if it is still going (see the module doc) and wait for it to end."""
@@ -234,6 +247,7 @@ class BatchStream(Generic[R], Iterator[BatchResult[R]]):
             self._take_back(self._ready.get_nowait())
         for held in self._sink.held():
             self._take_back(held)
+        self._wake_next()  # a consumer on another thread waiting for a batch: there is none
         if self.report is None:
             self.pending = self._sink.pending
             unyielded = self._sink.unyielded
