@@ -6,7 +6,9 @@ drain. Every receiver is a real server on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import pickle
 import signal
 import socket
 import sys
@@ -375,3 +377,16 @@ def test_an_async_notify_is_refused_and_a_returned_coroutine_is_counted(caplog: 
                                         alerts=[AlertRule.aborted(notify=lambda alert: page(alert))])
     assert report.alert_failures == 1
     assert "returned a coroutine" in caplog.text
+
+
+def test_a_webhook_cannot_be_changed_past_its_checks() -> None:
+    # Its fields were plain attributes: hook.headers["X-Token"] = "s3cret\r\n..." or
+    # hook.timeout = -1 after the checks came back as a leak or a crash on the sender thread.
+    hook = Webhook("http://127.0.0.1/hook", headers={"X-Team": "data"})
+    with pytest.raises(TypeError):
+        hook.headers["X-Token"] = "s3cret\r\nInjected: yes"  # type: ignore[index]
+    with pytest.raises(AttributeError, match="Webhook is read-only"):
+        hook.timeout = -1.0
+    assert dict(hook.headers) == {"X-Team": "data"} and hook.timeout == 5.0
+    for copied in (copy.deepcopy(hook), pickle.loads(pickle.dumps(hook))):  # noqa: S301 - our own bytes
+        assert dict(copied.headers) == {"X-Team": "data"} and copied.url == hook.url

@@ -18,6 +18,7 @@ import math
 import re
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -159,13 +160,34 @@ class Webhook:
             if not _HEADER_VALUE.fullmatch(value):
                 raise ConfigError(f"Webhook.headers: the value of {name!r} holds a line break, a control "
                                   f"character or a character outside Latin-1, which no request can carry")
-        self._url = url.strip()
-        self.headers: dict[str, str] = dict(headers or {})
-        self._target, self._auth = _split_credentials(self._url)
-        self.timeout = check_duration("Webhook.timeout", timeout, positive=True)
-        self.retries = check_count("Webhook.retries", retries, minimum=0, maximum=100)
-        self.backoff_s = check_duration("Webhook.backoff_s", backoff_s)
-        self.drain_s = check_duration("Webhook.drain_s", drain_s)
+        # Set once, here, past the checks: a field changed later would skip them.
+        setattr_ = super().__setattr__
+        setattr_("_url", url.strip())
+        setattr_("_headers", dict(headers or {}))
+        target, auth = _split_credentials(self._url)
+        setattr_("_target", target)
+        setattr_("_auth", auth)
+        setattr_("timeout", check_duration("Webhook.timeout", timeout, positive=True))
+        setattr_("retries", check_count("Webhook.retries", retries, minimum=0, maximum=100))
+        setattr_("backoff_s", check_duration("Webhook.backoff_s", backoff_s))
+        setattr_("drain_s", check_duration("Webhook.drain_s", drain_s))
+
+    timeout: float
+    retries: int
+    backoff_s: float
+    drain_s: float
+    _url: str
+    _target: str
+    _auth: dict[str, str]
+    _headers: dict[str, str]
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Added to each request (a read-only view)."""
+        return types.MappingProxyType(self._headers)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Webhook is read-only: make a new one to change {name}")
 
     @property
     def url(self) -> str:
