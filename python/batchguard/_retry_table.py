@@ -55,13 +55,14 @@ class SafePredicate:
 class PolicyTable:
     """The compiled lookup of one run's retry policies (see ``RetryPolicies.policy_for``)."""
 
-    __slots__ = ("_by_type", "_matched", "any_fallback", "any_max_elapsed", "class_keys", "policies",
+    __slots__ = ("_by_type", "_matched", "_source", "any_fallback", "any_max_elapsed", "class_keys", "policies",
                  "predicates", "type_keys")
 
     def __init__(self, policies: RetryPolicies) -> None:
         if len(policies.by_error) > MAX_POLICIES:
             raise ConfigError(f"RetryPolicies.by_error has {len(policies.by_error)} keys; at most "
                               f"{MAX_POLICIES} are supported")
+        self._source = policies
         ordered: list[RetryPolicy] = [policies.default]
         type_keys: list[tuple[type[BaseException], int]] = []
         class_keys: list[int | None] = [None] * len(_CLASS_ORDER)
@@ -87,6 +88,10 @@ class PolicyTable:
         # id(exc) -> (exc, the predicate key's index or 0): what match() found, for index_for.
         # The exception is kept so that its id cannot be another's while it waits here.
         self._matched: dict[int, tuple[BaseException, int]] = {}
+
+    def describe(self) -> dict[str, Any]:
+        """The policies as JSON-safe data (``RetryPolicies.describe``)."""
+        return self._source.describe()
 
     def match(self, exc: BaseException) -> None:
         """Run the predicate keys on ``exc`` now, while the failure is classified: a predicate

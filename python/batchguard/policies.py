@@ -165,6 +165,21 @@ class RetryPolicy:
         if self.max_elapsed is not None:
             check_duration("RetryPolicy.max_elapsed", self.max_elapsed, positive=True)
 
+    def describe(self) -> dict[str, Any]:
+        """The policy as JSON-safe data, for a record of how a run was configured (a job's
+        stored config): its numbers as they are; ``retry_on_result`` and a callable fallback by
+        name; a fallback value by its (shortened) repr, never copied; None: no fallback."""
+        described: dict[str, Any] = {
+            "max_attempts": self.max_attempts, "base_delay": self.base_delay, "multiplier": self.multiplier,
+            "max_delay": self.max_delay, "jitter": self.jitter, "seed": self.seed,
+            "max_retry_after": self.max_retry_after,
+            "retry_on_result": None if self.retry_on_result is None else _key_name(self.retry_on_result),
+            "max_elapsed": self.max_elapsed, "fallback": None}
+        if self.has_fallback:
+            fallback = self.fallback
+            described["fallback"] = _key_name(fallback) if callable(fallback) else shown(fallback)
+        return described
+
     @property
     def has_fallback(self) -> bool:
         """Is a record this policy gives up on served a fallback instead of dead-lettered?"""
@@ -338,6 +353,12 @@ class RetryPolicies:
                                   "per record, seeded by the default policy's seed")
             checked[key] = policy
         object.__setattr__(self, "by_error", types.MappingProxyType(checked))
+
+    def describe(self) -> dict[str, Any]:
+        """The default policy's :meth:`RetryPolicy.describe`, with ``by_error``: each key (by
+        name, in order) with its policy's."""
+        return {**self.default.describe(),
+                "by_error": [{"key": _key_name(key), **policy.describe()} for key, policy in self.by_error.items()]}
 
     def policy_for(self, exc: BaseException, error_class: ErrorClass) -> RetryPolicy:
         """The policy a failure with ``exc`` (of class ``error_class``) is retried under."""
