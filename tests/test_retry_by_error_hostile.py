@@ -7,6 +7,7 @@ the odd corners of the mapping. Each test here failed before the fix it names.
 from __future__ import annotations
 
 import gc
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,55 @@ def test_base_exception_and_exception_group_keys_govern_the_exceptions_under_the
         BaseException: RetryPolicy(max_attempts=1, fallback="other")})
     assert report.successful == [0, "grouped", "other"]
     assert attempts == {0: 1, 1: 1, 2: 1}
+
+
+class Client:
+    """A fallback value that cannot be copied (it holds a lock, as a client or connection does)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "Client()"
+
+
+def _times_out_on_thirds(record: int | None) -> Any:
+    if record is not None and record % 3 == 0:
+        raise TimeoutError(record)
+    return record
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_job_records_its_policies_by_error_and_any_fallback_value(engine: str, tmp_path: Path) -> None:
+    """A job's stored config deep-copied the default RetryPolicy: a fallback value that cannot
+    be copied (a client holding a lock) crashed the run with 'cannot pickle _thread.lock', and a
+    mapping's policies were not recorded at all (the config showed RetryPolicy() alone)."""
+    client = Client()
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    retry = batchguard.RetryPolicies(
+        default=RetryPolicy(max_attempts=2, base_delay=0.0, retry_on_result=_is_none, fallback=client),
+        by_error={TimeoutError: RetryPolicy(max_attempts=1, fallback=None), _tagged: RetryPolicy(max_attempts=4)})
+    report = batchguard.run_batches([*range(6), None], _times_out_on_thirds, engine=engine, job="nightly",
+                                    store=url, retry=retry)
+    assert report.successful == [None, 1, 2, None, 4, 5, client]
+    status = batchguard.job_status("nightly", store=url)
+    assert status is not None
+    stored = status.config["retry"]
+    assert stored["max_attempts"] == 2
+    assert stored["retry_on_result"] == "_is_none"
+    assert stored["fallback"] == "Client()"
+    assert stored["by_error"] == [
+        {"key": "TimeoutError", "max_attempts": 1, "base_delay": 1.0, "multiplier": 2.0, "max_delay": 30.0,
+         "jitter": "full", "seed": None, "max_retry_after": None, "retry_on_result": None, "max_elapsed": None,
+         "fallback": "None"},
+        {"key": "_tagged", "max_attempts": 4, "base_delay": 1.0, "multiplier": 2.0, "max_delay": 30.0,
+         "jitter": "full", "seed": None, "max_retry_after": None, "retry_on_result": None, "max_elapsed": None,
+         "fallback": None}]
+
+
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+def _tagged(exc: BaseException) -> bool:
+    return "#tag" in str(exc)

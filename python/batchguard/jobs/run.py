@@ -44,7 +44,8 @@ def describe_dlq(dlq: DeadLetterQueue) -> str:
 def _plan_config(plan: Plan, dlq: DeadLetterQueue, meta: Mapping[str, Any] | None,
                  files: list[dict[str, Any]] | None) -> dict[str, Any]:
     cfg = plan.config
-    retry = dataclasses.asdict(cfg.retry)
+    # Described, not copied: a fallback value may be a client no deepcopy can copy.
+    retry = cfg.retry.describe() if cfg.retry_table is None else cfg.retry_table.describe()
     breaker = None if cfg.breaker is None else {
         k: (list(map(str, v)) if k == "counts" else v) for k, v in dataclasses.asdict(cfg.breaker).items()}
     config: dict[str, Any] = {
