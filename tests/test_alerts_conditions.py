@@ -208,7 +208,7 @@ def test_both_engines_raise_the_same_notices(bad: set[int], budget: int, share: 
 
 
 def test_rules_and_webhooks_are_checked_when_made() -> None:
-    with pytest.raises(ConfigError, match=r"failure_rate\(above=...\) must be in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"failure_rate\(above=...\) must be in \[0, 1\)"):
         AlertRule.failure_rate(above=1.5, notify=_noop)
     with pytest.raises(ConfigError, match="window_s"):
         AlertRule.failure_rate(window_s=0, notify=_noop)

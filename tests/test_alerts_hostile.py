@@ -390,3 +390,10 @@ def test_a_webhook_cannot_be_changed_past_its_checks() -> None:
     assert dict(hook.headers) == {"X-Team": "data"} and hook.timeout == 5.0
     for copied in (copy.deepcopy(hook), pickle.loads(pickle.dumps(hook))):  # noqa: S301 - our own bytes
         assert dict(copied.headers) == {"X-Team": "data"} and copied.url == hook.url
+
+
+def test_a_failure_rate_rule_that_could_never_fire_is_refused() -> None:
+    # above=1.0 was accepted: "more than 100 % dead-lettered" never happens, so the rule was
+    # silent however bad the run went.
+    with pytest.raises(ConfigError, match=r"failure_rate\(above=...\) must be in \[0, 1\), got 1.0"):
+        AlertRule.failure_rate(above=1.0, notify=print)

@@ -89,12 +89,14 @@ def _check_notify(notify: Any) -> None:
                               f"call it with asyncio.run(...) from a plain function, or use a Webhook")
 
 
-def _check_share(name: str, value: Any, *, zero_ok: bool) -> float:
+def _check_share(name: str, value: Any, *, zero_ok: bool, one_ok: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigTypeError(f"{name} must be a number in [0, 1], got {type(value).__name__} {shown(value)}")
     low_ok = value >= 0.0 if zero_ok else value > 0.0
-    if not (low_ok and value <= 1.0):  # nan fails both
-        raise ConfigError(f"{name} must be in {'[' if zero_ok else '('}0, 1], got {shown(value)}")
+    high_ok = value <= 1.0 if one_ok else value < 1.0
+    if not (low_ok and high_ok):  # nan fails both
+        raise ConfigError(f"{name} must be in {'[' if zero_ok else '('}0, 1{']' if one_ok else ')'}, "
+                          f"got {shown(value)}")
     return float(value)
 
 
@@ -130,7 +132,8 @@ class AlertRule:
         if not isinstance(self.name, str):
             raise ConfigTypeError(f"AlertRule.name must be a str, got {type(self.name).__name__}")
         if self.kind == "failure_rate":
-            _check_share("AlertRule.failure_rate(above=...)", self.threshold, zero_ok=True)
+            # Fires on a rate *above* it: at 1 it never could.
+            _check_share("AlertRule.failure_rate(above=...)", self.threshold, zero_ok=True, one_ok=False)
             object.__setattr__(self, "window_s", check_duration("AlertRule.failure_rate(window_s=...)",
                                                                 self.window_s, positive=True))
             check_count("AlertRule.failure_rate(min_records=...)", self.min_records, minimum=1,
