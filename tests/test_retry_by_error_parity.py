@@ -44,8 +44,15 @@ class Permanent(Exception):
     pass
 
 
+class Both(Slow, Flaky):
+    """Multiple inheritance with keys on both sides: RECOVERABLE by its MRO's first rule
+    (Recoverable), and the policy of its first keyed class (Slow, else Recoverable, else Flaky)."""
+
+
 ERRORS: dict[str, type[Exception]] = {"transient": Transient, "flaky": Flaky, "recoverable": Recoverable,
-                                      "slow": Slow, "permanent": Permanent, "tagged": Recoverable}
+                                      "slow": Slow, "permanent": Permanent, "tagged": Recoverable,
+                                      "both": Both, "boom": Recoverable}
+TAGS = {"tagged": " #tag", "boom": " #boom"}
 OUTCOMES = ["ok"] * 10 + list(ERRORS)
 CLASSIFIER = (Classifier.default().with_rule(Transient, ErrorClass.TRANSIENT)
               .with_rule(Recoverable, ErrorClass.RECOVERABLE).with_rule(Permanent, ErrorClass.PERMANENT))
@@ -54,6 +61,13 @@ CLASSIFIER = (Classifier.default().with_rule(Transient, ErrorClass.TRANSIENT)
 def tagged(exc: BaseException) -> bool:
     """The predicate key: errors whose message carries the tag."""
     return "#tag" in str(exc)
+
+
+def broken(exc: BaseException) -> bool:
+    """A predicate key with a bug: it raises on "#boom" errors (no match, logged once)."""
+    if "#boom" in str(exc):
+        raise RuntimeError("predicate bug")
+    return False
 
 
 def negate(record: Any, error: BaseException) -> Any:
@@ -77,8 +91,7 @@ class Plan:
         outcome = self.outcomes.get((record, attempt), "ok")
         if outcome == "ok":
             return record * 10
-        tag = " #tag" if outcome == "tagged" else ""
-        raise ERRORS[outcome](f"{outcome} record={record} attempt={attempt}{tag}")
+        raise ERRORS[outcome](f"{outcome} record={record} attempt={attempt}{TAGS.get(outcome, '')}")
 
 
 @st.composite
@@ -97,9 +110,11 @@ CUT = RetryPolicy(max_attempts=4, base_delay=0.005, max_delay=0.005, jitter="non
 @st.composite
 def mappings(draw: st.DrawFn) -> RetryPolicies:
     keys: list[Any] = draw(st.lists(st.sampled_from(
-        [tagged, Slow, Recoverable, Flaky, ErrorClass.TRANSIENT, ErrorClass.RECOVERABLE, ErrorClass.PERMANENT]),
-        unique=True))
+        [tagged, broken, Slow, Recoverable, Flaky, BaseException, ErrorClass.TRANSIENT, ErrorClass.RECOVERABLE,
+         ErrorClass.PERMANENT]), unique=True))
     by_error = {key: draw(policies()) for key in keys}
+    if len(keys) >= 2 and draw(st.booleans()):
+        by_error[keys[1]] = by_error[keys[0]]  # one policy object under two keys
     if draw(st.booleans()):
         by_error[Slow] = CUT
     return RetryPolicies(default=draw(policies(default=True)), by_error=by_error)
@@ -111,6 +126,7 @@ class Scenario:
     outcomes: dict[tuple[int, int], str]
     batch_size: int
     retry: RetryPolicies
+    concurrency: int = 1
 
 
 @st.composite
@@ -118,7 +134,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     n = draw(st.integers(min_value=0, max_value=30))
     plans = draw(st.lists(st.lists(st.sampled_from(OUTCOMES), max_size=4), min_size=n, max_size=n))
     outcomes = {(r, a): o for r, plan in enumerate(plans) for a, o in enumerate(plan, 1) if o != "ok"}
-    return Scenario(n, outcomes, draw(st.integers(min_value=1, max_value=8)), draw(mappings()))
+    return Scenario(n, outcomes, draw(st.integers(min_value=1, max_value=8)), draw(mappings()),
+                    draw(st.sampled_from([1, 4])))
 
 
 def _run(scenario: Scenario, engine: str) -> tuple[Any, ...]:
@@ -126,10 +143,31 @@ def _run(scenario: Scenario, engine: str) -> tuple[Any, ...]:
     dlq = MemoryDLQ()
     report = batchguard.run_batches(list(range(scenario.n)), plan, engine=engine, dlq=dlq,
                                     classifier=CLASSIFIER, batch_size=scenario.batch_size,
-                                    retry=scenario.retry)
+                                    retry=scenario.retry, concurrency=scenario.concurrency)
     assert_conservation(report)
     entries = [dlq_view(e) for e in sorted(dlq.list(), key=lambda e: e.record_index)]
-    return outcome_view(report), sorted(plan.calls), entries, report.fallback_count, report.successful
+    view = outcome_view(report)
+    # At concurrency 4 batches may end (and so list their dead letters) in another order.
+    for key in ("errors", "dead_letters"):
+        view[key] = sorted(view[key], key=lambda e: e["record_index"])
+    return view, sorted(plan.calls), entries, report.fallback_count, report.successful
+
+
+def _policy_for(retry: RetryPolicies, error: BaseException, error_class: ErrorClass) -> RetryPolicy:
+    """The contract's lookup, written out: the first predicate that holds (one that raises
+    holds not), the type key first in the MRO, the class key, the default."""
+    for key, policy in retry.by_error.items():
+        if isinstance(key, (type, ErrorClass)):
+            continue
+        try:
+            if key(error):
+                return policy
+        except Exception:  # noqa: BLE001 - a broken predicate is no match
+            continue
+    for klass in type(error).__mro__:
+        if klass in retry.by_error:
+            return retry.by_error[klass]
+    return retry.by_error.get(error_class, retry.default)
 
 
 def _model(scenario: Scenario) -> tuple[list[Any], dict[int, tuple[str, int]], int]:
@@ -146,10 +184,10 @@ def _model(scenario: Scenario) -> tuple[list[Any], dict[int, tuple[str, int]], i
             if outcome == "ok":
                 successful.append(record * 10)
                 break
-            tag = " #tag" if outcome == "tagged" else ""
-            error: BaseException = ERRORS[outcome](f"{outcome} record={record} attempt={attempt}{tag}")
+            error: BaseException = ERRORS[outcome](f"{outcome} record={record} attempt={attempt}"
+                                                   f"{TAGS.get(outcome, '')}")
             error_class = CLASSIFIER.classify(error)
-            policy = scenario.retry.policy_for(error, error_class)
+            policy = _policy_for(scenario.retry, error, error_class)
             gives_up = error_class is ErrorClass.PERMANENT or attempt >= policy.max_attempts
             if not gives_up and policy is CUT and error_class is ErrorClass.RECOVERABLE:
                 gives_up, error = True, batchguard.RetryTimeExceeded("cut")
