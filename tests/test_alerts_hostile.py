@@ -397,3 +397,19 @@ def test_a_failure_rate_rule_that_could_never_fire_is_refused() -> None:
     # silent however bad the run went.
     with pytest.raises(ConfigError, match=r"failure_rate\(above=...\) must be in \[0, 1\), got 1.0"):
         AlertRule.failure_rate(above=1.0, notify=print)
+
+
+def test_a_drain_that_waits_says_so_and_how_to_skip_it(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    # The end of a run waited up to drain_s plus a request's timeout in silence: after Ctrl-C,
+    # nothing said why the program did not stop, nor that a second Ctrl-C ends the wait.
+    receiver.hang = True
+    sender = WebhookSender(Webhook(receiver.url(), timeout=30, drain_s=0, retries=0))
+    sender.start()
+    sender.send({"state": "firing", "name": "probe"})
+    assert receiver.wait_in_flight()
+    sender.join_s = 1.5
+    with caplog.at_level(logging.WARNING, logger="batchguard"):
+        sender.close()
+    receiver.release.set()
+    assert "still delivering 1 notice(s)" in caplog.text and "Ctrl-C to skip" in caplog.text
+    assert "T0K3N" not in caplog.text

@@ -36,6 +36,8 @@ _USER_AGENT: Final = f"batchguard/{importlib.metadata.version('batchguard')}"
 MAX_QUEUED: Final = 1000
 """Notices a sender holds at once; more are dropped (and counted): a receiver that cannot keep up
 with a few notices per rule and episode is down, and holding more would only grow memory."""
+DRAIN_QUIET_S: Final = 1.0
+"""How long the end-of-run drain waits before it logs that it is waiting."""
 MAX_RETRY_AFTER_S: Final = 60.0
 """The longest ``Retry-After`` of a 429 or 503 a sender waits: longer, and the notice is stale."""
 _URL_CHARS: Final = re.compile(r"[!-~]+")
@@ -287,7 +289,14 @@ class WebhookSender:
             self._deadline = time.monotonic() + self.webhook.drain_s
             self._closing.set()
             self._cond.notify()
-        self._thread.join(self.join_s)
+        started = time.monotonic()
+        self._thread.join(min(DRAIN_QUIET_S, self.join_s))
+        if self._thread.is_alive():  # a person waits for the program to end: say why, and how not to
+            with self._cond:
+                pending = len(self._queue) + self._in_flight
+            logger.warning("alert webhook %s: still delivering %d notice(s), for up to %.0fs more (Ctrl-C to "
+                           "skip)", self.webhook.shown_url, pending, self.join_s - (time.monotonic() - started))
+            self._thread.join(max(0.0, self.join_s - (time.monotonic() - started)))
         with self._cond:
             if self._thread.is_alive() and self._in_flight:
                 # A request that outlives its timeout (a DNS lookup that hangs, an answer
