@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,39 @@ def _is_none(value: Any) -> bool:
 
 def _tagged(exc: BaseException) -> bool:
     return "#tag" in str(exc)
+
+
+class _Unhashable:
+    """A predicate object that defines __eq__ and so (Python's rule) has no hash."""
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __call__(self, exc: BaseException) -> bool:
+        return True
+
+
+class _Pairs(Mapping[Any, RetryPolicy]):
+    """A mapping that holds its keys in a list, so it can hold an unhashable one."""
+
+    def __init__(self, pairs: list[tuple[Any, RetryPolicy]]) -> None:
+        self._pairs = pairs
+
+    def __getitem__(self, key: Any) -> RetryPolicy:
+        return next(policy for k, policy in self._pairs if k is key)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter([k for k, _ in self._pairs])
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+
+def test_an_unhashable_key_is_named() -> None:
+    """It raised a bare TypeError ('unhashable type: _Unhashable') from inside RetryPolicies."""
+    with pytest.raises(batchguard.ConfigTypeError) as raised:
+        batchguard.run_batches([1], lambda r: r, retry=_Pairs([(_Unhashable(), RetryPolicy())]))
+    assert "_Unhashable" in str(raised.value)
+    assert "hashable" in str(raised.value)

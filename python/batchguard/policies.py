@@ -351,7 +351,12 @@ class RetryPolicies:
             if policy.seed is not None:
                 raise ConfigError(f"RetryPolicies.by_error[{name}] sets seed: a run has one jitter stream "
                                   "per record, seeded by the default policy's seed")
-            checked[key] = policy
+            try:
+                checked[key] = policy
+            except TypeError:
+                raise ConfigTypeError(f"RetryPolicies.by_error: the key {name} ({type(key).__name__}) is not "
+                                      "hashable; a predicate object that defines __eq__ needs a __hash__ too "
+                                      "(or pass a plain function)") from None
         object.__setattr__(self, "by_error", types.MappingProxyType(checked))
 
     def describe(self) -> dict[str, Any]:
