@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,15 @@ def test_lines_written_by_something_else_are_kept(tmp_path: Path) -> None:
     out.write_bytes(b'{"index":0,"value":0}\n# a note\n{"index":7,"value":7}\n{"index":8,"va')
     sinks.jsonl(out).trim(lambda index: index < 5)
     assert out.read_bytes() == b'{"index":0,"value":0}\n# a note\n'
+
+
+@pytest.mark.parametrize("results", [lambda tmp: sinks.parquet(tmp / "out.parquet"),
+                                     lambda tmp: "s3://bucket/out.jsonl.gz"], ids=["parquet", "object store"])
+def test_a_job_refuses_a_sink_that_holds_nothing_durable_until_it_closes(tmp_path: Path, results: Any) -> None:
+    # Killed, such a job would have checkpointed batches whose values are in no readable file
+    # (a Parquet file without its footer, an upload never completed): its resume skips them.
+    calls: list[int] = []
+    with pytest.raises(ConfigError, match=r"only when the run ends.*checkpoint"):
+        batchguard.run_batches(range(N), calls.append, batch_size=BATCH, job="j",
+                               store=f"sqlite:///{tmp_path}/store.db", results=results(tmp_path))
+    assert calls == []

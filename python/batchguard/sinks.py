@@ -235,6 +235,9 @@ class JsonLinesWriter:
 
     def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None) -> None:
         self._out = _Output(url, storage_options)
+        self.durable_at_sync = not is_remote(url)
+        """Are the values written durable once :meth:`sync` returns (a job's checkpoint needs
+        them to be)? A local file's are; an object store's upload completes only at close."""
 
     def __repr__(self) -> str:
         return f"batchguard.sinks.jsonl({self._out.shown!r})"
@@ -295,6 +298,9 @@ class ParquetWriter:
         self._schema: Any = None
         self._indices: list[int] = []
         self._columns: list[Any] = []  # each batch's values, an Arrow array of the file's type
+
+    durable_at_sync = False
+    """A Parquet file is readable only once its footer is written, at close."""
 
     def __repr__(self) -> str:
         return f"batchguard.sinks.parquet({self._out.shown!r})"

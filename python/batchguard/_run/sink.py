@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 
 from .._native import BatchEvent, DeadRecord
 from ..dlq.base import DeadLetter, DeadLetterQueue
+from ..errors import ConfigError
 from ..results import BatchStats
 from ..sinks import ResultWriter, as_writer
 
@@ -88,6 +89,13 @@ class ResultsOut:
         """``finished``: a resumed job's checkpointed batches (of ``batch_size`` records each),
         whose values the earlier runs wrote: the writer appends, and a writer that can
         (``trim``, a local JSON lines file) first cuts off what those runs wrote past them."""
+        if durable and getattr(writer, "durable_at_sync", True) is False:
+            # Killed, the job would have checkpointed batches whose values are in no readable
+            # file, and its resume would skip them: refused before any record runs.
+            raise ConfigError(f"results sink {writer!r} holds its values only when the run ends (a "
+                              f"Parquet footer, an object store upload), so a job killed before then "
+                              f"would lose the values of every batch it checkpointed: give a job a "
+                              f"local JSON lines path (compressed or not), or a callable sink")
         self.writer = writer
         append = bool(finished)
         self._durable = durable
