@@ -160,3 +160,30 @@ def test_the_report_says_how_many_records_fell_back(engine: str) -> None:
     console = Console(record=True, width=160)
     console.print(render_panel(build(report)))
     assert "Fell back" in console.export_text()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_in_a_rolled_back_atomic_batch_a_record_that_fell_back_keeps_its_value(engine: str) -> None:
+    """Decided (issue 10 item 2 with item 5): compensate= undoes what fn did, and fn did nothing
+    for a record that fell back; so when its batch rolls back (another record was
+    dead-lettered), it keeps its fallback value, is not undone and gets no DLQ entry. A batch
+    whose only failures fell back has no dead letter, so it does not roll back."""
+    undone: list[tuple[int, Any]] = []
+    dlq = MemoryDLQ()
+
+    def fn(record: int) -> int:
+        if record in (1, 5):
+            raise RecoverableErr(f"record {record}")
+        if record == 2:
+            raise PermanentErr("bad row")
+        return record * 10
+
+    report = batchguard.run_batches(range(8), fn, engine=engine, batch_size=4, concurrency=1, dlq=dlq,
+                                    classifier=CLASSIFIER, compensate=lambda r, v: undone.append((r, v)),
+                                    atomic_batches=True,
+                                    retry={RecoverableErr: RetryPolicy(max_attempts=1, fallback=-1)})
+    assert undone == [(3, 30), (0, 0)]
+    assert report.successful == [-1, 40, -1, 60, 70]
+    assert (report.success_count, report.fallback_count, report.compensated_count) == (5, 2, 2)
+    assert sorted(e.record_index for e in dlq.list()) == [0, 2, 3]
+    assert report.total == report.success_count + report.failure_count + report.compensated_count == 8
