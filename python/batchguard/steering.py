@@ -184,6 +184,7 @@ class ConcurrencyLimit:
     low: int
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``report.to_dict()["concurrency_limit"]``)."""
         return {"final": self.final, "peak": self.peak, "low": self.low}
 
 
@@ -197,6 +198,7 @@ class RetriesOverBudget:
     dead_lettered: int
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``report.to_dict()["retries_over_budget"]``)."""
         return {"waited": self.waited, "dead_lettered": self.dead_lettered}
 
 
