@@ -413,3 +413,34 @@ def test_a_drain_that_waits_says_so_and_how_to_skip_it(receiver: Receiver, caplo
     receiver.release.set()
     assert "still delivering 1 notice(s)" in caplog.text and "Ctrl-C to skip" in caplog.text
     assert "T0K3N" not in caplog.text
+
+
+def test_every_webhook_drains_at_once_not_one_after_another(receiver: Receiver) -> None:
+    # Each webhook's drain began only when the previous one's had ended: with N receivers that
+    # hang, the end of a run waited N times drain_s plus a timeout, not once as documented.
+    receiver.hang = True
+    hooks = [Webhook(receiver.url(f"/{n}"), timeout=30, drain_s=0, retries=0) for n in range(3)]
+    monitor = AlertMonitor([AlertRule.aborted(notify=hook, name=f"r{n}") for n, hook in enumerate(hooks)],
+                           max_failures=None)
+    monitor.run_started("run-1", "process", None)
+    monitor._end("interrupt", {"error_type": "KeyboardInterrupt"})
+    with receiver._cond:
+        assert receiver._cond.wait_for(lambda: receiver.in_flight == 3, 20)
+    senders = list(monitor._senders.values())
+    for sender in senders:
+        sender.join_s = 0.2
+    closing_seen: list[bool] = []
+    original = WebhookSender.close
+
+    def close(self: WebhookSender) -> None:
+        closing_seen.append(all(s._closing.is_set() for s in senders))  # when each one's wait begins
+        original(self)
+
+    WebhookSender.close = close  # type: ignore[method-assign]
+    try:
+        monitor.run_closed(None)
+    finally:
+        WebhookSender.close = original  # type: ignore[method-assign]
+        receiver.release.set()
+    assert closing_seen == [True, True, True]
+    assert monitor.alert_failures == 3

@@ -282,13 +282,18 @@ class WebhookSender:
             self._queue.append(payload)
             self._cond.notify()
 
+    def begin_close(self) -> None:
+        """Start the drain: what is queued gets the webhook's ``drain_s`` from now (once)."""
+        with self._cond:
+            if not self._closing.is_set():
+                self._deadline = time.monotonic() + self.webhook.drain_s
+                self._closing.set()
+                self._cond.notify()
+
     def close(self) -> None:
         """Deliver what is queued for at most the webhook's ``drain_s`` more seconds (plus a
         request in flight), then stop; what is left is counted as failed."""
-        with self._cond:
-            self._deadline = time.monotonic() + self.webhook.drain_s
-            self._closing.set()
-            self._cond.notify()
+        self.begin_close()
         started = time.monotonic()
         self._thread.join(min(DRAIN_QUIET_S, self.join_s))
         if self._thread.is_alive():  # a person waits for the program to end: say why, and how not to
