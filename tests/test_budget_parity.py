@@ -241,3 +241,16 @@ def test_a_bad_budget_is_refused_naming_its_field(kwargs: dict[str, Any], messag
 def test_retry_budget_must_be_a_retry_budget() -> None:
     with pytest.raises(batchguard.ConfigTypeError, match="retry_budget must be a RetryBudget"):
         batchguard.run_batches([1], lambda r: r, retry_budget=0.2)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_report_says_what_steered_the_run(engine: str) -> None:
+    budget = batchguard.RetryBudget(ratio=0.0, min_per_s=0.0, over_budget="dead_letter")
+    report = batchguard.run_batches(range(3), _flaky({1: 1}), engine=engine, retry_budget=budget,
+                                    concurrency=batchguard.Adaptive(min=1, max=4, initial=2),
+                                    retry=batchguard.RetryPolicy(base_delay=0.0))
+    text = report.summary()
+    assert "Retry budget:  0 retries waited for it, 1 records dead-lettered by it" in text
+    assert f"Concurrency:   adaptive, ended at {report.concurrency_limit.final}" in text  # type: ignore[union-attr]
+    plain = batchguard.run_batches(range(3), lambda r: r, engine=engine).summary()
+    assert "Retry budget" not in plain and "Concurrency" not in plain

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from ..dlq.codec import clean_text
+from ..steering import ConcurrencyLimit, RetriesOverBudget
 from .patterns import FailurePattern, json_safe
 from .rules import RecommendationRule
 from .steps import CliContext, CommandFlags, NextStep, judged, next_steps
@@ -138,6 +139,24 @@ class ReportModel:
     fallbacks: int = 0
     """Records that failed for good and succeeded with their retry policy's fallback value
     (among ``succeeded``; ``max_failures`` counts them as failures)."""
+    concurrency_limit: ConcurrencyLimit | None = None
+    """With ``concurrency=Adaptive(...)``: the limit at the end, its peak and its lowest."""
+    retries_over_budget: RetriesOverBudget | None = None
+    """With ``retry_budget=``: retries that waited for it, records it dead-lettered."""
+
+    @property
+    def steering(self) -> tuple[tuple[str, str], ...]:
+        """(label, text) of what steered the run's load, for the text and the panel alike."""
+        facts = []
+        if self.concurrency_limit is not None:
+            limit = self.concurrency_limit
+            facts.append(("Concurrency", f"adaptive, ended at {limit.final} (peak {limit.peak}, "
+                                         f"lowest {limit.low})"))
+        if self.retries_over_budget is not None:
+            over = self.retries_over_budget
+            facts.append(("Retry budget", f"{over.waited} retries waited for it, {over.dead_lettered} records "
+                                          "dead-lettered by it"))
+        return tuple(facts)
 
     def pattern_command(self, pattern: FailurePattern) -> str | None:
         """The command of ``pattern``'s recommendation, with the run's options."""
@@ -180,6 +199,10 @@ class ReportModel:
             "hook_errors": self.hook_errors,
             "alert_failures": self.alert_failures,
             "fallbacks": self.fallbacks,
+            **({} if self.concurrency_limit is None
+               else {"concurrency_limit": self.concurrency_limit.to_dict()}),
+            **({} if self.retries_over_budget is None
+               else {"retries_over_budget": self.retries_over_budget.to_dict()}),
             "dlq_url": self.dlq_url,
             "success_threshold": self.success_threshold,
             "max_failures": self.max_failures,
@@ -254,6 +277,8 @@ def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None 
         hook_errors=report.hook_errors,
         alert_failures=report.alert_failures,
         fallbacks=report.fallback_count,
+        concurrency_limit=report.concurrency_limit,
+        retries_over_budget=report.retries_over_budget,
     )
 
 

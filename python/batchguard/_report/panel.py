@@ -61,6 +61,8 @@ def render_panel(model: ReportModel) -> Panel:
         f" (+{model.skipped_batches} already done)" if model.skipped_batches else ""))
     if model.breaker_trips:
         facts.add_row("Breaker trips", str(model.breaker_trips))
+    for label, text in model.steering:
+        facts.add_row(label, text)
     if model.hook_errors:
         facts.add_row("Hook errors", Text(f"{model.hook_errors:,} (see the log)", style="yellow"))
     if model.alert_failures:

@@ -100,6 +100,7 @@ def _render_text(model: ReportModel) -> str:
     ]
     if model.breaker_trips:
         lines.append(f"Breaker trips: {model.breaker_trips}")
+    lines += [f"{label + ':':<15}{text}" for label, text in model.steering]
     if model.hook_errors:
         lines.append(f"Hook errors:   {model.hook_errors} (see the log)")
     if model.alert_failures:
