@@ -262,6 +262,7 @@ class WebhookSender:
         self._down = False  # the last attempt could not reach the receiver at all
         self._dropped_logged = False
         self._in_flight = False  # a notice taken off the queue and not settled yet
+        self._join_until = math.inf  # set by begin_close
         self.join_s = webhook.drain_s + webhook.timeout + 1.0
         """How long :meth:`close` waits for the thread: the drain, a request in flight, a margin."""
         self._thread = threading.Thread(target=self._loop, name="batchguard-alert-webhook", daemon=True)
@@ -286,7 +287,9 @@ class WebhookSender:
         """Start the drain: what is queued gets the webhook's ``drain_s`` from now (once)."""
         with self._cond:
             if not self._closing.is_set():
-                self._deadline = time.monotonic() + self.webhook.drain_s
+                now = time.monotonic()
+                self._deadline = now + self.webhook.drain_s
+                self._join_until = now + self.join_s  # close() waits until then, whenever called
                 self._closing.set()
                 self._cond.notify()
 
@@ -294,14 +297,14 @@ class WebhookSender:
         """Deliver what is queued for at most the webhook's ``drain_s`` more seconds (plus a
         request in flight), then stop; what is left is counted as failed."""
         self.begin_close()
-        started = time.monotonic()
-        self._thread.join(min(DRAIN_QUIET_S, self.join_s))
+        self._thread.join(max(0.0, min(DRAIN_QUIET_S, self._join_until - time.monotonic())))
         if self._thread.is_alive():  # a person waits for the program to end: say why, and how not to
             with self._cond:
                 pending = len(self._queue) + self._in_flight
+            left = max(0.0, self._join_until - time.monotonic())
             logger.warning("alert webhook %s: still delivering %d notice(s), for up to %.0fs more (Ctrl-C to "
-                           "skip)", self.webhook.shown_url, pending, self.join_s - (time.monotonic() - started))
-            self._thread.join(max(0.0, self.join_s - (time.monotonic() - started)))
+                           "skip)", self.webhook.shown_url, pending, left)
+            self._thread.join(left)
         with self._cond:
             if self._thread.is_alive() and self._in_flight:
                 # A request that outlives its timeout (a DNS lookup that hangs, an answer
