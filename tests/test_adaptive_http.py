@@ -150,3 +150,20 @@ def test_the_limit_reaches_prometheus_and_each_progress_snapshot(engine: str) ->
     fixed = batchguard.run_batches(range(5), lambda r: r, engine=engine, concurrency=2,
                                    on_progress=lambda p: seen.append(p.concurrency_limit))
     assert fixed.concurrency_limit is None and seen[-1] is None
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_limit_reaches_an_opentelemetry_gauge(engine: str) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    report = batchguard.run_batches(range(100), lambda r: r, engine=engine, batch_size=10,
+                                    concurrency=batchguard.Adaptive(min=2, max=8, initial=3),
+                                    metrics=batchguard.metrics.OpenTelemetry(MeterProvider(metric_readers=[reader])))
+    points = [p.value for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
+              for metric in sm.metrics if metric.name == "batchguard.concurrency_limit"
+              for p in metric.data.data_points]
+    assert report.concurrency_limit is not None
+    assert points == [report.concurrency_limit.final]

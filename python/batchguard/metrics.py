@@ -199,7 +199,8 @@ class OpenTelemetry:
         self._gauges = {name: meter.create_gauge(f"batchguard.{name}", description=text) for name, text in (
             ("in_flight", "Attempts running"), ("queued", "Records read and not started yet"),
             ("retrying", "Records waiting for a retry"),
-            ("breaker_state", "Circuit breaker: 0 closed, 1 half_open, 2 open"))}
+            ("breaker_state", "Circuit breaker: 0 closed, 1 half_open, 2 open"),
+            ("concurrency_limit", "Calls that may be in flight (concurrency=Adaptive(...))"))}
         self._duration = meter.create_histogram("batchguard.batch_duration", unit="s",
                                                 description="A batch's time from read to end")
         self._attrs: dict[str, str] = {"stage": "process", "job": ""}
@@ -242,6 +243,8 @@ class OpenTelemetry:
         for name in ("in_flight", "queued", "retrying"):
             self._gauges[name].set(getattr(counters, name), self._attrs)
         self._gauges["breaker_state"].set(BREAKER_STATES.get(counters.breaker_state, -1), self._attrs)
+        if counters.concurrency_limit is not None:
+            self._gauges["concurrency_limit"].set(counters.concurrency_limit, self._attrs)
 
     def on_run_end(self, report: BatchReport[Any]) -> None:
         for name in ("in_flight", "queued", "retrying"):
