@@ -39,11 +39,16 @@ class RetryEnd:
         self._default = default
         self._table = table
         self._run_id = run_id
-        # batch index -> (the batch's event as rewritten, its fallbacks as (record index, value)):
-        # a batch handed over again after an interrupt is rewritten once, not counted twice.
-        self._batches: dict[int, tuple[BatchEvent, list[tuple[int, Any]]]] = {}
-        # fn's own successes in each batch that came here (what a tally says, less the
-        # fallbacks, and before a compensation changed it).
+        # The last batch rewritten (index, event): a batch handed over again after an interrupt
+        # (only the one being handled can be) is rewritten once, not counted twice. Only the
+        # last: every batch's event, its dead records' payloads and tracebacks, would grow
+        # with the input.
+        self._last: tuple[int, BatchEvent] | None = None
+        # Only while the run keeps its values for the end (results="keep"), for successful():
+        # batch index -> (its fallbacks as (record index, value), its dead records' indices),
+        # for batches with a fallback; and fn's own successes in each batch that came here
+        # (what a tally says, less the fallbacks, and before a compensation changed it).
+        self._batches: dict[int, tuple[list[tuple[int, Any]], list[int]]] = {}
         self._own: dict[int, int] = {}
         # The engine hands each batch's successful values over with its event (results= other
         # than "keep"): the fallbacks go there, not into the run's list at the end.
@@ -67,11 +72,12 @@ class RetryEnd:
     def batch(self, event: BatchEvent) -> BatchEvent:
         """``event`` with its records cut by ``max_elapsed`` named so and its fallbacks moved
         from the dead to the successes."""
-        done = self._batches.get(event.index)
-        if done is not None:
-            return done[0]
-        self._own[event.index] = event.succeeded
+        previous = self._last
+        if previous is not None and previous[0] == event.index:
+            return previous[1]
         self._values_in_events = self._values_in_events or getattr(event, "indices", None) is not None
+        if not self._values_in_events:
+            self._own[event.index] = event.succeeded
         dead: list[DeadRecord] = []
         fallbacks: list[tuple[int, Any]] = []
         used: collections.Counter[str] = collections.Counter()
@@ -99,11 +105,13 @@ class RetryEnd:
             used[type_name(error)] += 1
         if not fallbacks and len(dead) == len(event.dead or ()) and all(
                 a is b for a, b in zip(dead, event.dead or (), strict=True)):
-            self._batches[event.index] = (event, [])
+            self._last = (event.index, event)
             return event
         fallbacks.sort(key=lambda pair: pair[0])
         rewritten = _with(event, dead, fallbacks)
-        self._batches[event.index] = (rewritten, fallbacks)
+        self._last = (event.index, rewritten)
+        if fallbacks and not self._values_in_events:
+            self._batches[event.index] = (fallbacks, [d.record_index for d in dead])
         self.count += len(fallbacks)
         if fallbacks:
             # The errors the fallbacks stand in for: never silent (DESIGN: nothing surprising).
@@ -131,10 +139,8 @@ class RetryEnd:
             total += own[batch]
         placed: list[tuple[int, Any]] = []  # (position among fn's values, value), in record order
         for batch in sorted(self._batches):
-            event, fallbacks = self._batches[batch]
-            if not fallbacks:
-                continue
-            dead = sorted([*(d.record_index for d in event.dead or ()), *(i for i, _ in fallbacks)])
+            fallbacks, dead_indices = self._batches[batch]
+            dead = sorted([*dead_indices, *(i for i, _ in fallbacks)])
             first = batch * batch_size
             for index, value in fallbacks:
                 if pending.get(batch):
