@@ -167,3 +167,29 @@ def test_the_limit_reaches_an_opentelemetry_gauge(engine: str) -> None:
               for p in metric.data.data_points]
     assert report.concurrency_limit is not None
     assert points == [report.concurrency_limit.final]
+
+
+class _NoWorkers:
+    """An Executor (batchguard.executors) that is never asked to run anything: the run is
+    refused before any batch is submitted."""
+
+    slots = 1
+
+    def submit(self, task: Any) -> Any:
+        raise AssertionError("a refused run submitted a batch")
+
+    def completed(self, timeout: float | None) -> Any:
+        return ()
+
+    def cancel(self, tickets: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("steering", [{"concurrency": batchguard.Adaptive(max=4)},
+                                      {"retry_budget": batchguard.RetryBudget()}])
+def test_steering_with_an_executor_is_refused_naming_both(steering: dict[str, Any]) -> None:
+    with pytest.raises(batchguard.ConfigError, match=r"retry_budget= and concurrency=Adaptive\(\.\.\.\).*executor="):
+        batchguard.run_batches(range(3), abs, executor=_NoWorkers(), **steering)
