@@ -144,12 +144,15 @@ class AlertMonitor:
             # for a close() that will not come (its thread would outlive the run).
             for sender in self._senders.values():
                 sender.abandon()
+            with self._lock:
+                # A callable still running is left behind: what it holds is counted as not
+                # delivered below (or lost with Ctrl-C), so never delivered late either,
+                # should it return after the run did.
+                self._abandoned = thread.is_alive()
         with self._lock:
             undelivered = len(self._outbox) + self._in_hand  # only when a callable hung
-            if thread.is_alive():
-                # Counted as not delivered: so never delivered late either, should the
-                # callable return after the run did.
-                self._abandoned, self._outbox = True, []
+            if self._abandoned:
+                self._outbox = []
             self.alert_failures = (self._callable_failures + undelivered
                                    + sum(s.failed for s in self._senders.values()))
             self._thread, self._conditions = None, None
