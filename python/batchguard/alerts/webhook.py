@@ -129,6 +129,9 @@ class Webhook:
     flight (up to ``timeout``), is the one wait a receiver can cause: at the run's end, on the
     thread that called ``run_batches`` (for ``arun_batches``, the event loop's).
 
+    Delivery is at least once: a POST retried after a timeout may have arrived the first time
+    (``run_id``, ``rule``, ``name``, ``episode`` and ``state`` identify a notice).
+
     The URL is a secret (webhook tokens live in it): ``repr`` and every log line show it
     through :func:`redact_webhook`.
     """
