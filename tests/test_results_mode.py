@@ -111,6 +111,12 @@ def test_a_results_that_is_no_mode_sink_or_url_is_refused_before_any_record_runs
     assert calls == []
 
 
+@pytest.mark.parametrize("typo", ["KEEP", "Drop", "none", "discard"])
+def test_a_word_that_is_no_mode_is_named_as_one(typo: str) -> None:
+    with pytest.raises(batchguard.ConfigError, match=f'results="{typo}" is neither "keep" nor "drop"'):
+        batchguard.run_batches(range(3), lambda x: x, results=typo)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=st.dictionaries(st.integers(0, 29), st.sampled_from(["dead", "once"]), max_size=12),
        batch_size=st.integers(1, 7), concurrency=st.sampled_from([1, 3]))

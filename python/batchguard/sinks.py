@@ -455,6 +455,9 @@ def open_sink(url: str, *, storage_options: dict[str, Any] | None = None) -> Res
     if ext.lower() in COMPRESSIONS:
         root, ext = os.path.splitext(root)
     kind = FORMATS.get(ext.lower())
+    if kind is None and name.isalpha():  # a word, not a path: a mode mistyped
+        raise ConfigError(f'results="{name}" is neither "keep" nor "drop" (lower case), nor a path or URL '
+                          f"with a known extension ({', '.join(sorted(FORMATS))})")
     if kind is None:
         known = ", ".join(sorted(FORMATS))
         raise ConfigError(f"results sink {redact(url)!r}: cannot tell its format from the extension "
