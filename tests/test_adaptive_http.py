@@ -8,6 +8,8 @@ this test holds a loose bound and no timing.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import Any
 
 import httpx
@@ -193,3 +195,37 @@ class _NoWorkers:
 def test_steering_with_an_executor_is_refused_naming_both(steering: dict[str, Any]) -> None:
     with pytest.raises(batchguard.ConfigError, match=r"retry_budget= and concurrency=Adaptive\(\.\.\.\).*executor="):
         batchguard.run_batches(range(3), abs, executor=_NoWorkers(), **steering)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_threaded_calls_in_flight_never_exceed_the_limit(engine: str) -> None:
+    """The sync drivers' twin of the async test: 64 worker threads, a dependency that takes 8
+    calls at once; the calls in flight, counted by fn, never pass the limit's peak."""
+
+
+    class Busy(Exception):
+        status_code = 503
+
+    lock = threading.Lock()
+    in_flight, most = [0], [0]
+
+    def fn(record: int) -> int:
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            busy = in_flight[0] > 8
+        try:
+            time.sleep(0.002)
+            if busy:
+                raise Busy(record)
+            return record
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    report = batchguard.run_batches(range(400), fn, engine=engine, concurrency=batchguard.Adaptive(max=64),
+                                    retry=batchguard.RetryPolicy(max_attempts=50, base_delay=0.005, max_delay=0.05))
+    assert report.successful == list(range(400))
+    limit = report.concurrency_limit
+    assert limit is not None
+    assert most[0] <= limit.peak < 64
