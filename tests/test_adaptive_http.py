@@ -202,7 +202,6 @@ def test_threaded_calls_in_flight_never_exceed_the_limit(engine: str) -> None:
     """The sync drivers' twin of the async test: 64 worker threads, a dependency that takes 8
     calls at once; the calls in flight, counted by fn, never pass the limit's peak."""
 
-
     class Busy(Exception):
         status_code = 503
 
