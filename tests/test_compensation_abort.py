@@ -54,11 +54,16 @@ def test_a_batch_with_a_failed_undo_stays_done_and_its_undone_records_can_be_rep
         entries = {(e.record_index, e.error_type) for e in dlq.list(limit=100)}
     assert {(3, "CompensationFailed"), (12, "ValueError")} <= entries
     assert {(i, "BatchRolledBack") for i in (0, 1, 2, 4)} <= entries
-    assert job_status("load", store=store).batches_done == 1  # batch 0: not to be run whole again
+    status = job_status("load", store=store)
+    # Batch 0 stays done (not to be run whole again), its five records counted failed as the
+    # report counts them: four undone with entries to replay, one whose undo failed.
+    assert (status.batches_done, status.succeeded, status.failed) == (1, 0, 5)
     resumed = batchguard.run_batches(range(20), shop.insert, batch_size=5, engine=engine, job="load",
                                      store=store, dlq=f"sqlite:///{dlq_path}", retry=RetryPolicy(max_attempts=1))
     assert resumed.skipped_batches == 1
-    replayed = batchguard.replay(f"sqlite:///{dlq_path}", shop.insert, error_type="BatchRolledBack")
+    replayed = batchguard.replay(f"sqlite:///{dlq_path}", shop.insert, error_type="BatchRolledBack", store=store)
     assert replayed.success_count == 4
+    status = job_status("load", store=store)
+    assert (status.succeeded, status.failed) == (18, 2)  # left: record 12's failure, record 3's undo
     # Every record's effect exactly once (12 always fails), record 3's never undone.
     assert shop.effects == collections.Counter({i: 1 for i in range(20) if i != 12})

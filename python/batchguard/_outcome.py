@@ -262,7 +262,8 @@ class RunRecorder:
                     self.hooks.dead_letters(event, self.entries.dead_letter)
             if undone is not None:
                 # a job forgets the undone records' outcomes and reopens the batches undone whole
-                undone({event.index: compensation.undone_on_abort[event.index]}, compensation.reopen_on_abort)
+                undone({event.index: compensation.undone_on_abort[event.index]}, compensation.reopen_on_abort,
+                       event.failed)
         if self.compensation.interrupted is not None:  # Ctrl-C in an undo: raised once recorded
             raise self.compensation.interrupted
 

@@ -155,14 +155,20 @@ class _Checkpoint:
                                        fallbacks=self._fallbacks))
         self._outcomes[batch] = rows
 
-    def batches_undone(self, undone: Mapping[int, Sequence[int]], whole: Sequence[int]) -> None:
+    def batches_undone(self, undone: Mapping[int, Sequence[int]], whole: Sequence[int],
+                       undo_failed: int = 0) -> None:
         """An aborted run with ``on_abort="compensate"`` undid ``undone`` (batch -> positions):
         their kept outcomes are forgotten (``keep_outcomes``), and the batches undone ``whole``
-        are no longer done (a resume runs them again). A batch where some undo failed stays
-        done: its undone records have DLQ entries to replay instead."""
+        are no longer done (a resume runs them again). A batch where some undo failed
+        (``undo_failed`` of them) stays done: its undone records have DLQ entries to replay
+        instead, and the job counts them, and those whose undo failed, as failed."""
         rolled_back = getattr(self.store, "rolled_back", None)
         if rolled_back is None or not undone:
             return
+        in_place = getattr(self.store, "undone_in_place", None)
+        for batch, positions in undone.items():
+            if batch not in whole and in_place is not None and (positions or undo_failed):
+                in_place(self.job, batch, len(positions) + undo_failed)
         positions = [position for batch in undone.values() for position in batch]
         reopened = sorted(whole)
         rolled_back(self.job, positions, reopened,

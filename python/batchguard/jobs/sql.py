@@ -196,6 +196,18 @@ class SqlJobStore(abc.ABC):
                 return name if column == "job" else None, []
         return None, []
 
+    def undone_in_place(self, job: str, batch: int, records: int) -> None:
+        """``records`` of done batch ``batch`` were undone (or their undo failed) and
+        dead-lettered, the batch staying done (an abort could not undo it whole): the job
+        counts them failed, as a rolled-back atomic batch's, so a replay given the store brings
+        the totals back."""
+        with self._transaction() as cur:
+            cur.execute(self._sql("UPDATE {batches} SET succeeded = succeeded - ?, failed = failed + ? "
+                                  "WHERE job = ? AND batch_index = ?"), (records, records, job, batch))
+            if cur.rowcount == 1:
+                cur.execute(self._sql("UPDATE {jobs} SET succeeded = succeeded - ?, failed = failed + ? "
+                                      "WHERE name = ?"), (records, records, job))
+
     def rolled_back(self, job: str, positions: Sequence[int], batches: Sequence[int], note: str) -> None:
         """Forget the undone records' outcomes; the ``batches`` wholly undone are no longer done
         (their totals leave the job's, and a resume runs them again); the job is "aborted" with
