@@ -18,6 +18,12 @@ A writer is opened when the run starts (a resumed job's run appends), written on
 the thread that called ``run_batches``, and closed when the run ends, however it ends: Ctrl-C
 included. Closing flushes it, and fsyncs a local file. Files are created 0600.
 
+A job (``job=``) also calls a writer's optional ``sync()`` before each checkpoint, and, when it
+resumes, its optional ``trim(keep)`` before ``open(append=True)``: a local JSON lines file is
+cut back past the last line of a checkpointed batch, so it holds each value once after a kill.
+A writer whose ``durable_at_sync`` is False (a Parquet file, an object store URL: nothing is
+readable before close) is refused for a job.
+
 Each JSON line and each Parquet row is ``{"index": i, "value": v}``: the record's input position
 and ``fn``'s value (the Parquet schema is inferred from the first batch with a success).
 
