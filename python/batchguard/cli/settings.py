@@ -23,6 +23,7 @@ from .._run.plan import close_opened_dlq, make_plan
 from ..alerts import Webhook, default_rules, redact_webhook
 from ..errors import ConfigError, InputParseError
 from ..policies import CircuitBreaker, RateLimit, RetryPolicy
+from ..steering import RetryBudget
 from .callables import load_callable, portable_spec
 
 __all__ = ["CONFIG_KEYS", "ENGINE_KEYS", "SECRET_KEYS", "EngineSettings", "apply_config", "engine_options",
@@ -33,7 +34,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 ENGINE_KEYS: Final = ("timeout", "rate_limit", "burst", "breaker", "breaker_cooldown", "breaker_abort",
                       "success_threshold", "max_failures", "delay_between_batches", "id_field",
                       "key_field", "max_delay", "jitter", "seed", "stage", "bulk", "alert_webhook",
-                      "keep_outcomes", "compensate", "atomic_batches", "on_abort")
+                      "keep_outcomes", "compensate", "atomic_batches", "on_abort", "retry_budget")
 """The options this module adds to ``run``, by parameter name."""
 SECRET_KEYS: Final = ("alert_webhook",)
 """Settings a job never saves (a webhook URL holds its token): a resume is given them again."""
@@ -130,6 +131,9 @@ def engine_options(fn: _F) -> _F:
         click.option("--breaker-abort", type=float, metavar="RATE",
                      help="Stop the run (the rest stays pending, resumable) when this share of the "
                           "breaker's window failed, e.g. 0.9."),
+        click.option("--retry-budget", type=float, metavar="RATIO",
+                     help="Retries may not exceed RATIO of the first attempts (0.2: 20%%) plus 10 a second, "
+                          "over any 10 s; a retry over it waits, queued, while new records run."),
         click.option("--success-threshold", type=float, metavar="RATE",
                      help="Share of records that must succeed for the run to count as a success (0-1)."),
         click.option("--max-failures", type=MaxFailuresType(), metavar="N|RATE",
@@ -270,7 +274,7 @@ _OPTION_OF: Final = {
     "delay_between_batches": "--delay-between-batches", "stage": "--stage",
     "RetryPolicy.max_attempts": "--max-attempts", "RetryPolicy.base_delay": "--base-delay",
     "RetryPolicy.max_delay": "--max-delay", "RetryPolicy.jitter": "--jitter", "RetryPolicy.seed": "--seed",
-    "bulk=True": "--bulk", "Webhook": "--alert-webhook",
+    "bulk=True": "--bulk", "Webhook": "--alert-webhook", "RetryBudget": "--retry-budget",
 }
 
 
@@ -355,6 +359,8 @@ class EngineSettings:
             kwargs["atomic_batches"] = True
         if "on_abort" in v:
             kwargs["on_abort"] = v["on_abort"]
+        if "retry_budget" in v:
+            kwargs["retry_budget"] = RetryBudget(ratio=v["retry_budget"])
         if "alert_webhook" in v:
             kwargs["alerts"] = default_rules(Webhook(v["alert_webhook"]), max_failures=v.get("max_failures"))
         return kwargs
