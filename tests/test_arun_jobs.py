@@ -38,7 +38,7 @@ def test_arun_batches_accepts_every_keyword_run_batches_does() -> None:
 @pytest.mark.parametrize("entry", [run_batches, arun_batches])
 def test_help_lists_each_keyword_with_its_default(entry: Callable[..., Any]) -> None:
     text = pydoc.render_doc(entry, renderer=pydoc.plaintext)
-    for shown in ("batch_size: \"int | Literal['auto'] | None\" = None", "concurrency: 'int' = 1",
+    for shown in ("batch_size: \"int | Literal['auto'] | None\" = None", "concurrency: 'int | Adaptive' = 1",
                   "stage: 'str' = 'process'", "job: 'str | None' = None", "force: 'bool' = False",
                   "bulk: 'bool' = False"):
         assert shown in text, f"{shown!r} not in help():\n{text[:600]}"
