@@ -85,3 +85,13 @@ def test_a_dict_key_missing_from_a_later_value_is_null(tmp_path: Path) -> None:
 def test_an_int_past_64_bits_fails_naming_the_sink(tmp_path: Path) -> None:
     _, error = run_with(tmp_path, lambda _: 2**70)
     assert error is not None and "out.parquet" in str(error) and "records 3 to 5" in str(error)
+
+
+def test_a_first_batch_of_nones_takes_the_type_of_the_first_batch_with_one(tmp_path: Path) -> None:
+    # A null column cannot hold what comes later: the type waits for a value, while no row
+    # group is written yet.
+    batchguard.run_batches(range(N), lambda x: None if x < 6 else {"n": x}, batch_size=BATCH,
+                           results=str(tmp_path / "out.parquet"))
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert str(table.schema.field("value").type) == "struct<n: int64>"
+    assert table.column("value").to_pylist() == [None] * 6 + [{"n": x} for x in range(6, N)]

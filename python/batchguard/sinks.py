@@ -328,7 +328,8 @@ class ParquetWriter:
             return
         # Made an Arrow column now, not when the row group is flushed: a value that does not
         # fit fails the run at its own batch, before the values buffered with it are lost.
-        self._columns.append(self._column(indices, values))
+        column = self._column(indices, values)  # before the append: it may replace _columns
+        self._columns.append(column)
         self._indices.extend(indices)
         if len(self._indices) >= _ROW_GROUP:
             self._flush()
@@ -351,6 +352,11 @@ class ParquetWriter:
             return column
         want = self._schema.field("value").type
         if column.type == want:
+            return column
+        if pa.types.is_null(want) and self._writer is None:
+            # Only None so far, and no row group written: the type is the first real one's.
+            self._columns = [held.cast(column.type) for held in self._columns]
+            self._schema = pa.schema([("index", pa.int64()), ("value", column.type)])
             return column
         why = _misfit(column.type, want, "value")
         try:
