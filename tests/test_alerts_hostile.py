@@ -182,6 +182,7 @@ def test_a_notice_left_in_flight_at_the_end_is_counted(receiver: Receiver) -> No
     sender.join_s = 0.2  # what close() waits for the thread; the request's own timeout is longer
     sender.close()
     receiver.release.set()
+    _join_alert_threads()
     assert (sender.delivered, sender.failed) == (0, 1)
 
 
@@ -411,6 +412,7 @@ def test_a_drain_that_waits_says_so_and_how_to_skip_it(receiver: Receiver, caplo
     with caplog.at_level(logging.WARNING, logger="batchguard"):
         sender.close()
     receiver.release.set()
+    _join_alert_threads()
     assert "still delivering 1 notice(s)" in caplog.text and "Ctrl-C to skip" in caplog.text
     assert "T0K3N" not in caplog.text
 
@@ -442,5 +444,6 @@ def test_every_webhook_drains_at_once_not_one_after_another(receiver: Receiver) 
     finally:
         WebhookSender.close = original  # type: ignore[method-assign]
         receiver.release.set()
+        _join_alert_threads()
     assert closing_seen == [True, True, True]
     assert monitor.alert_failures == 3
