@@ -232,3 +232,13 @@ def test_an_unhashable_key_is_named() -> None:
         batchguard.run_batches([1], lambda r: r, retry=_Pairs([(_Unhashable(), RetryPolicy())]))
     assert "_Unhashable" in str(raised.value)
     assert "hashable" in str(raised.value)
+
+
+def test_max_elapsed_inf_means_no_limit_as_timeout_inf_does() -> None:
+    """float("inf") was refused as 'almost surely a unit mistake', though timeout=inf means no
+    timeout; both now read it alike. -inf, nan, 0, negatives and bools stay refused."""
+    assert RetryPolicy(max_elapsed=float("inf")).max_elapsed is None
+    assert RetryPolicy(max_elapsed=float("inf")) == RetryPolicy()
+    for bad in (float("-inf"), float("nan"), 0, -1.0, True):
+        with pytest.raises((batchguard.ConfigError, batchguard.ConfigTypeError), match="max_elapsed"):
+            RetryPolicy(max_elapsed=bad)

@@ -7,6 +7,7 @@ the line that wrote it, not an hour into a run.
 from __future__ import annotations
 
 import inspect
+import math
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -127,7 +128,8 @@ class RetryPolicy:
     """``predicate(value)``: true retries the record although ``fn`` returned ``value``. Only
     the run's default policy has one (results are not errors, so no error picks a policy)."""
     max_elapsed: float | None = None
-    """Seconds from a record's first failure after which no retry of it starts."""
+    """Seconds from a record's first failure after which no retry of it starts; None (or
+    ``float("inf")``, read as None): no limit."""
     fallback: Any = NO_FALLBACK
     """Used instead of dead-lettering: a value, or a callable ``(record, error) -> value`` (to
     fall back on a callable itself, return it from one). NO_FALLBACK: dead-letter."""
@@ -162,7 +164,9 @@ class RetryPolicy:
             if callable(value) and _is_async_callable(value):
                 raise ConfigTypeError(f"RetryPolicy.{name} must be a plain function: it is called, never "
                                       f"awaited, and {shown(value)} is an async def function")
-        if self.max_elapsed is not None:
+        if self.max_elapsed == math.inf:
+            object.__setattr__(self, "max_elapsed", None)  # no limit, as timeout=inf is no timeout
+        elif self.max_elapsed is not None:
             check_duration("RetryPolicy.max_elapsed", self.max_elapsed, positive=True)
 
     def describe(self) -> dict[str, Any]:
