@@ -3,46 +3,14 @@ real SQLite table (issue 10 item 5): what the library does, from the command lin
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
-import textwrap
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from batchguard.cli import main
 from batchguard.dlq import SqliteDLQ
-
-
-def _shop(tmp_path: Path, *, fatal_at: int | None = None) -> tuple[Path, str]:
-    db = tmp_path / "shop.db"
-    module = tmp_path / "shop.py"
-    module.write_text(textwrap.dedent(f"""
-        import contextlib, sqlite3
-
-        def _db():
-            db = sqlite3.connect({str(db)!r}, isolation_level=None)
-            db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-            return contextlib.closing(db)
-
-        def insert(record):
-            if record["id"] == {fatal_at!r}:
-                raise MemoryError("out of memory")
-            with _db() as db:
-                return db.execute("INSERT INTO items (id, name) VALUES (?, ?)",
-                                  (record["id"], record["name"])).lastrowid
-
-        def delete(record, rowid):
-            with _db() as db:
-                db.execute("DELETE FROM items WHERE rowid = ?", (rowid,))
-    """))
-    return db, str(module)
-
-
-def _ids(db: Path) -> list[int]:
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        return [row[0] for row in conn.execute("SELECT id FROM items ORDER BY id")]
+from helpers_shop import item_ids, shop
 
 
 def _input(tmp_path: Path, poison: int | None) -> Path:
@@ -53,33 +21,33 @@ def _input(tmp_path: Path, poison: int | None) -> Path:
 
 
 def test_atomic_batches_from_the_command_line(tmp_path: Path) -> None:
-    db, module = _shop(tmp_path)
+    db, module = shop(tmp_path)
     dlq = tmp_path / "dlq.db"
     result = CliRunner().invoke(main, ["run", str(_input(tmp_path, poison=7)), "--fn", f"{module}:insert",
                                        "--compensate", f"{module}:delete", "--atomic-batches",
                                        "--batch-size", "4", "--dlq", f"sqlite:///{dlq}"])
     assert result.exit_code == 1, result.output
     assert "Compensated:   3 (succeeded, then undone)" in result.output
-    assert _ids(db) == [0, 1, 2, 3, 8, 9, 10, 11]
+    assert item_ids(db) == [0, 1, 2, 3, 8, 9, 10, 11]
     with SqliteDLQ(dlq) as queue:
         assert sorted(e.record_index for e in queue.list(limit=100)) == [4, 5, 6, 7]
 
 
 def test_on_abort_compensate_from_the_command_line_and_resumed_job(tmp_path: Path) -> None:
-    db, module = _shop(tmp_path, fatal_at=9)
+    db, module = shop(tmp_path, fatal_at=9)
     store = f"sqlite:///{tmp_path / 'jobs.db'}"
     runner = CliRunner()
     result = runner.invoke(main, ["run", str(_input(tmp_path, poison=None)), "--fn", f"{module}:insert",
                                   "--compensate", f"{module}:delete", "--on-abort", "compensate",
                                   "--batch-size", "4", "--job", "load", "--store", store])
     assert result.exit_code == 1, result.output
-    assert _ids(db) == []  # everything the aborted run did is undone
+    assert item_ids(db) == []  # everything the aborted run did is undone
     saved = json.loads(runner.invoke(main, ["jobs", "status", "load", "--store", store, "--json"]).stdout)
     assert saved["status"] == "aborted"
 
 
 def test_a_compensate_that_does_not_import_names_the_option(tmp_path: Path) -> None:
-    _, module = _shop(tmp_path)
+    _, module = shop(tmp_path)
     result = CliRunner().invoke(main, ["run", str(_input(tmp_path, poison=None)), "--fn", f"{module}:insert",
                                        "--compensate", "no_such_module_xyz:undo", "--atomic-batches"])
     assert result.exit_code == 2
@@ -87,7 +55,7 @@ def test_a_compensate_that_does_not_import_names_the_option(tmp_path: Path) -> N
 
 
 def test_atomic_batches_without_compensate_is_a_usage_error(tmp_path: Path) -> None:
-    _, module = _shop(tmp_path)
+    _, module = shop(tmp_path)
     result = CliRunner().invoke(main, ["run", str(_input(tmp_path, poison=None)), "--fn", f"{module}:insert",
                                        "--atomic-batches"])
     assert result.exit_code == 2

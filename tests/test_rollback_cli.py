@@ -4,10 +4,7 @@ what a rollback cannot do: values stored as repr, pickles not opted into, undos 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
-import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,38 +16,11 @@ import batchguard
 from batchguard.cli import main
 from batchguard.errors import JobNotFoundError
 from batchguard.jobs import job_status
-
-
-def _shop(tmp_path: Path) -> tuple[Path, str]:
-    db = tmp_path / "shop.db"
-    module = tmp_path / "shop.py"
-    module.write_text(textwrap.dedent(f"""
-        import contextlib, sqlite3
-
-        def _db():
-            db = sqlite3.connect({str(db)!r}, isolation_level=None)
-            db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-            return contextlib.closing(db)
-
-        def insert(record):
-            with _db() as db:
-                return db.execute("INSERT INTO items (id, name) VALUES (?, ?)",
-                                  (record["id"], record["name"])).lastrowid
-
-        def delete(record, rowid):
-            with _db() as db:
-                db.execute("DELETE FROM items WHERE rowid = ?", (rowid,))
-    """))
-    return db, str(module)
-
-
-def _count(db: Path) -> int:
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        return int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
+from helpers_shop import item_ids, shop
 
 
 def test_run_keep_outcomes_then_rollback_then_resume(tmp_path: Path) -> None:
-    db, module = _shop(tmp_path)
+    db, module = shop(tmp_path)
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": i, "name": f"item {i}"}) + "\n" for i in range(8)))
     store = f"sqlite:///{tmp_path / 'jobs.db'}"
@@ -58,19 +28,19 @@ def test_run_keep_outcomes_then_rollback_then_resume(tmp_path: Path) -> None:
     ran = runner.invoke(main, ["run", str(source), "--fn", f"{module}:insert", "--job", "load", "--store", store,
                                "--keep-outcomes", "--batch-size", "3", "-q"])
     assert ran.exit_code == 0, ran.output
-    assert _count(db) == 8
+    assert len(item_ids(db)) == 8
     rolled = runner.invoke(main, ["rollback", "load", "--fn", f"{module}:delete", "--store", store])
     assert rolled.exit_code == 0, rolled.output
     assert "Rolled back 8 records of job 'load'" in rolled.output
     assert "batchguard jobs resume load" in rolled.output
-    assert _count(db) == 0
+    assert len(item_ids(db)) == 0
     resumed = runner.invoke(main, ["jobs", "resume", "load", "--store", store, "-q"])
     assert resumed.exit_code == 0, resumed.output
-    assert _count(db) == 8
+    assert len(item_ids(db)) == 8
 
 
 def test_keep_outcomes_without_a_job_cannot_start(tmp_path: Path) -> None:
-    _, module = _shop(tmp_path)
+    _, module = shop(tmp_path)
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": 1, "name": "a"}\n')
     result = CliRunner().invoke(main, ["run", str(source), "--fn", f"{module}:insert", "--keep-outcomes", "-q"])

@@ -4,10 +4,7 @@ the command, and ``batchguard rollback`` undoes them on a real SQLite table."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -16,34 +13,7 @@ from click.testing import CliRunner
 
 import batchguard
 from batchguard.cli import main
-
-
-def _shop(tmp_path: Path) -> tuple[Path, str]:
-    db = tmp_path / "shop.db"
-    module = tmp_path / "shop.py"
-    module.write_text(textwrap.dedent(f"""
-        import contextlib, sqlite3
-
-        def _db():
-            db = sqlite3.connect({str(db)!r}, isolation_level=None)
-            db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-            return contextlib.closing(db)
-
-        def insert(record):
-            with _db() as db:
-                return db.execute("INSERT INTO items (id, name) VALUES (?, ?)",
-                                  (record["id"], record["name"])).lastrowid
-
-        def delete(record, rowid):
-            with _db() as db:
-                db.execute("DELETE FROM items WHERE rowid = ?", (rowid,))
-    """))
-    return db, str(module)
-
-
-def _count(db: Path) -> int:
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        return int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
+from helpers_shop import item_ids, shop
 
 
 @pytest.mark.parametrize("engine", ["python", "native"])
@@ -89,7 +59,7 @@ def test_only_the_succeeded_sampled_records_are_kept(tmp_path: Path) -> None:
 
 
 def test_the_cli_sample_prints_the_rollback_command_that_undoes_it(tmp_path: Path) -> None:
-    db, module = _shop(tmp_path)
+    db, module = shop(tmp_path)
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": i, "name": f"item {i}"}) + "\n" for i in range(20)))
     store = f"sqlite:///{tmp_path / 'jobs.db'}"
@@ -97,7 +67,7 @@ def test_the_cli_sample_prints_the_rollback_command_that_undoes_it(tmp_path: Pat
     sampled = runner.invoke(main, ["run", str(source), "--fn", f"{module}:insert", "--mode", "sample",
                                    "--store", store])
     assert sampled.exit_code == 0, sampled.output
-    assert _count(db) == 3
+    assert len(item_ids(db)) == 3
     (step,) = [line for line in sampled.output.splitlines() if "Rollback: " in line]
     command = step.split("Rollback: ", 1)[1].split()
     assert command[:2] == ["batchguard", "rollback"] and command[-2:] == ["--store", store]
@@ -106,11 +76,11 @@ def test_the_cli_sample_prints_the_rollback_command_that_undoes_it(tmp_path: Pat
     args = [f"{module}:delete" if word == "MODULE:UNDO" else word for word in command[2:]]
     rolled = runner.invoke(main, ["rollback", *args])
     assert rolled.exit_code == 0, rolled.output
-    assert _count(db) == 0
+    assert len(item_ids(db)) == 0
 
 
 def test_a_sample_refuses_a_report_json_on_its_store(tmp_path: Path) -> None:
-    _, module = _shop(tmp_path)
+    _, module = shop(tmp_path)
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": 1, "name": "a"}\n')
     store = tmp_path / "jobs.db"
