@@ -13,7 +13,7 @@ from batchguard._report.patterns import MAX_CACHED_TEMPLATES, PatternCounter, di
 # Pieces that exercise every masking rule, with digits where the rules look at them.
 _PIECES = st.sampled_from([
     "user ", "record ", " not found", " in ", "'", '"', " ", "\t", "://", "http", "s3", "@", ".", ":",
-    "/", "?", "#", "-", "x", "0x", "deadbeef", "abc", "F", "example.com", "[", "]", "é", "\u0663",
+    "/", "?", "#", "-", "x", "X", "0x", "0X", "deadbeef", "abc", "F", "example.com", "[", "]", "é", "\u0663",
 ])
 _DIGITS = st.text(alphabet="0123456789", min_size=1, max_size=14)
 _MESSAGES = st.lists(st.one_of(_PIECES, _DIGITS), max_size=30).map("".join)
@@ -34,10 +34,22 @@ def _with_other_digits(message: str, digits: str) -> str:
 @settings(max_examples=400, deadline=None)
 @given(_MESSAGES, st.text(alphabet="0123456789", min_size=1, max_size=5))
 def test_messages_of_one_digit_shape_have_one_template(message: str, digits: str) -> None:
-    # The property the cache rests on: message_template sees digits only as digits.
+    # The property the cache rests on: message_template sees digits only as digits, but "0x".
     other = _with_other_digits(message, digits)
-    assert digit_shape(other) == digit_shape(message)
-    assert message_template(other) == message_template(message)
+    if "0x" not in message.lower() and "0x" not in other.lower():
+        assert digit_shape(other) == digit_shape(message)
+    if digit_shape(other) == digit_shape(message):
+        assert message_template(other) == message_template(message)
+
+
+def test_a_hex_prefix_is_not_any_digit_before_an_x() -> None:
+    # "0x0" is a hex id, "1x1" two numbers: hypothesis found the shape that mapped every digit
+    # to 0 gave both one template.
+    counter = PatternCounter()
+    assert counter.template("0x0") == "<id>"
+    assert counter.template("1x1") == "<n>x<n>"
+    assert counter.template("2x2") == "<n>x<n>"
+    assert counter.template("0X9") == "<id>"
 
 
 @settings(max_examples=200, deadline=None)

@@ -64,8 +64,8 @@ _NUMBERS: Final = re.compile(r"""(?=[0-9A-Fa-f])(?:
 _DIGIT: Final = re.compile(r"\d")
 _ASCII_DIGIT: Final = re.compile(r"[0-9]")
 # UTF-8 writes every other character with bytes >= 0x80, so mapping the bytes of the ASCII
-# digits maps exactly the ASCII digits.
-_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+# digits maps exactly the ASCII digits. To "1", not "0": no shape then holds "0x".
+_DIGITS_TO_ONE: Final = bytes.maketrans(b"0123456789", b"1111111111")
 MAX_CACHED_TEMPLATES: Final = 1024
 """Digit shapes (:func:`digit_shape`) a counter keeps templates for; past it the cache starts again."""
 _MAX_CACHED_MESSAGE: Final = 512  # longer messages are templated each time: rare, and costly to keep
@@ -134,16 +134,23 @@ def message_template(message: str) -> str:
 
 
 def digit_shape(message: str) -> bytes:
-    """``message`` (as UTF-8) with every ASCII digit written as ``0``: messages of one shape
-    have one template, since :func:`message_template` looks at ASCII digits only as digits
-    (which numbers, how many in a row, where), never at which digit they are.
+    """What :func:`message_template` makes of ``message`` depends on: its UTF-8 bytes with every
+    ASCII digit written as ``1``, since the masking rules look at ASCII digits only as digits
+    (which numbers, how many in a row, where), never at which digit they are, but one: ``0x``
+    starts a hex id. A message holding ``0x`` (or ``0X``) is its own shape, its bytes as they
+    are (which no other shape can be: shapes hold no ``0``).
 
     >>> digit_shape("user 17 not found") == digit_shape("user 42 not found")
     True
     >>> digit_shape("user 17 not found") == digit_shape("user 170 not found")
     False
+    >>> digit_shape("row 0x7f") == digit_shape("row 1x7f")
+    False
     """
-    return message.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZERO)
+    encoded = message.encode("utf-8", "surrogatepass")
+    if b"0x" in encoded or b"0X" in encoded:
+        return encoded
+    return encoded.translate(_DIGITS_TO_ONE)
 
 
 def blocking_issues(message: str) -> str:
