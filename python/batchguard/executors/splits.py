@@ -31,6 +31,11 @@ class ParquetSplit:
     with them. Never shown, as the source never shows them."""
     pieces: tuple[tuple[int, int, int], ...]
 
+    def __repr__(self) -> str:
+        # A file's URL and the storage options may hold credentials: the files' shown names only.
+        names = ", ".join(file.shown for file in self.files)
+        return f"ParquetSplit(files=[{names}], pieces={self.pieces!r})"
+
 
 def _pq() -> Any:
     # pyarrow is the parquet extra's; a run over Parquet has it (the source read the footers).

@@ -10,7 +10,7 @@ on the worker, where the exception and its traceback are), so nothing unpicklabl
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._run.config import EngineConfig
@@ -23,7 +23,10 @@ __all__ = ["BatchOutcome", "BatchTask"]
 
 @dataclass(frozen=True)
 class BatchTask:
-    """One batch of a run, as a worker runs it."""
+    """One batch of a run, as a worker runs it.
+
+    Its repr (Dask and a user's logging print tasks) leaves out the records and the DLQ URL,
+    which may hold a password; the split shows its files by their redacted names."""
 
     run_id: str
     job_id: str | None
@@ -31,7 +34,7 @@ class BatchTask:
     first_index: int
     """The input position of the batch's first record: entries and record ids use positions in
     the whole input, never in the batch."""
-    records: list[Any]
+    records: list[Any] = field(repr=False)
     """The batch's records; empty when ``split`` says where the worker reads them."""
     fn: Callable[..., Any]
     config: EngineConfig
@@ -42,7 +45,7 @@ class BatchTask:
     id_of: Callable[[Any], Any] | None
     pickle_payloads: bool
     bulk: bool
-    dlq_url: str | None = None
+    dlq_url: str | None = field(default=None, repr=False)
     """Set when the worker sends the batch's entries to a networked DLQ (PostgreSQL, Redis)
     itself; None when they go back to the driver, which writes them."""
     attempt: int = 0
