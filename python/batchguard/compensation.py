@@ -312,9 +312,9 @@ class RunCompensation:
         self._values: dict[int, tuple[list[int], list[Any]]] | None = {} if keep_values else None
         self._unsucceeded: set[int] = set()  # positions an abort's undos took from ``successful``
         self.undone_on_abort: dict[int, list[int]] = {}
+        """Batch -> the positions an abort undid in it (a job's store forgets their outcomes)."""
         self.interrupted: BaseException | None = None
         """What interrupted an abort's undos (:meth:`run_ended`), raised once they are handled."""
-        """Batch -> the positions an abort undid in it (a job's store forgets their outcomes)."""
         self.reopen_on_abort: list[int] = []
         """The batches an abort undid whole (a job's store reopens them: a resume runs them)."""
 
