@@ -124,3 +124,24 @@ def test_a_long_rejected_value_is_shortened_in_the_message() -> None:
     error = ResultRejected("x" * 1000)
     assert len(str(error)) < 260
     assert error.value_repr.endswith("...")
+
+
+class Counted:
+    """An item whose repr is counted."""
+
+    reprs = 0
+
+    def __repr__(self) -> str:
+        Counted.reprs += 1
+        return "Counted()"
+
+
+def test_a_large_rejected_value_is_not_repr_d_whole() -> None:
+    """ResultRejected built the value's whole repr, then kept 200 characters: a rejected page
+    of 100,000 items cost a 1 MB string (and 100,000 __repr__ calls) per attempt."""
+    Counted.reprs = 0
+    error = ResultRejected([Counted() for _ in range(100_000)])
+    assert Counted.reprs < 100
+    assert str(error).startswith("retry_on_result rejected the value fn returned: [Counted(), Counted(), ")
+    assert len(error.value_repr) <= 200
+    assert ResultRejected({"status": "pending"}).value_repr == "{'status': 'pending'}"

@@ -6,6 +6,7 @@ problem, so existing ``except ValueError`` / ``except ConnectionError`` clauses 
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 __all__ = [
@@ -124,6 +125,18 @@ class DeadLetterNotFoundError(DLQError, LookupError):
         self.ids = ids
 
 
+def _rejected_repr() -> reprlib.Repr:
+    shorter = reprlib.Repr()  # its keyword arguments are Python 3.12's
+    shorter.maxlevel = 4
+    for name in ("maxtuple", "maxlist", "maxarray", "maxdict", "maxset", "maxfrozenset", "maxdeque"):
+        setattr(shorter, name, 20)
+    shorter.maxstring = shorter.maxlong = shorter.maxother = 400  # then cut to 200, with "..." at the end
+    return shorter
+
+
+_REJECTED_REPR = _rejected_repr()
+
+
 class ResultRejected(BatchguardError):
     """``fn`` returned a value its retry policy's ``retry_on_result`` rejected (an empty page, a
     "pending" status): the record is retried as a RECOVERABLE failure, and dead-lettered with
@@ -136,7 +149,8 @@ class ResultRejected(BatchguardError):
 
     def __init__(self, value: Any) -> None:
         try:
-            shown = repr(value)
+            # reprlib: a rejected page of 100,000 items is not turned into a 1 MB string first.
+            shown = _REJECTED_REPR.repr(value)
         except Exception:  # noqa: BLE001 - a broken __repr__ must not lose the record
             shown = f"<unrepresentable {type(value).__name__}>"
         if len(shown) > 200:
