@@ -242,3 +242,39 @@ def test_max_elapsed_inf_means_no_limit_as_timeout_inf_does() -> None:
     for bad in (float("-inf"), float("nan"), 0, -1.0, True):
         with pytest.raises((batchguard.ConfigError, batchguard.ConfigTypeError), match="max_elapsed"):
             RetryPolicy(max_elapsed=bad)
+
+
+class _NoTruth:
+    """What a predicate may return by mistake: an object that cannot be a bool (a numpy array)."""
+
+    def __bool__(self) -> bool:
+        raise ValueError("the truth value is ambiguous")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_predicate_answer_that_is_not_a_bool_counts_as_no_match(engine: str,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    def fn(record: int) -> Any:
+        raise TimeoutError(record)
+
+    report = batchguard.run_batches(range(3), fn, engine=engine, retry={
+        (lambda exc: _NoTruth()): RetryPolicy(max_attempts=1, fallback="wrong"),
+        TimeoutError: RetryPolicy(max_attempts=2, base_delay=0.0, fallback="right")})
+    assert report.successful == ["right"] * 3
+    assert report.retry_count == 3
+    assert sum("counts as no match" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_retry_on_result_raising_keyboard_interrupt_stops_the_run(engine: str, concurrency: int) -> None:
+    def rejects(value: Any) -> bool:
+        if value == 50:
+            raise KeyboardInterrupt("stop")
+        return False
+
+    dlq = batchguard.MemoryDLQ()
+    with pytest.raises(KeyboardInterrupt, match="stop"):
+        batchguard.run_batches(range(10), lambda r: r * 10, engine=engine, concurrency=concurrency, dlq=dlq,
+                               batch_size=2, retry=RetryPolicy(retry_on_result=rejects))
+    assert dlq.count() == 0
