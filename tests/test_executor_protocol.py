@@ -307,3 +307,32 @@ def test_a_fallback_serves_on_a_worker_as_it_does_locally() -> None:
                      report.successful, dlq.count()))
     assert runs[1] == runs[0]
     assert runs[0][3] == 4 and runs[0][5] == 0 and -13 in runs[0][4]
+
+
+def clustered(x: int) -> int:
+    if 300 <= x < 312:  # 12 of 400 (3%), all in batch 3
+        raise ValueError(f"bad {x}")
+    return x
+
+
+@pytest.mark.parametrize("slots", [1, 4])
+def test_a_rate_budget_is_the_runs_not_each_batchs(slots: int) -> None:
+    # Under max_failures=0.05 the run's rate never passes 5% (12 of 312 finished at worst),
+    # but batch 3's own rate is 100% after its first 10 records: judged per batch, the
+    # worker's engine stopped the batch and the driver aborted the whole run.
+    local = batchguard.run_batches(list(range(400)), clustered, batch_size=100, retry=RETRY, max_failures=0.05)
+    remote = batchguard.run_batches(list(range(400)), clustered, batch_size=100, retry=RETRY, max_failures=0.05,
+                                    executor=ReversedExecutor(slots=slots))
+    assert local.stopped_reason is None and local.failure_count == 12
+    assert (remote.status, remote.stopped_reason, remote.success_count, remote.failure_count,
+            remote.pending_count) == (local.status, None, 388, 12, 0)
+
+
+def test_a_rate_budget_spent_still_stops_the_run_inside_a_batch() -> None:
+    executor = ReversedExecutor(slots=1)
+    report = batchguard.run_batches(list(range(4000)), lambda x: 1 // 0, batch_size=1000, retry=RETRY,
+                                    max_failures=0.05, executor=executor)
+    assert report.status == "aborted" and report.stopped_reason == "max_failures"
+    # Each batch stopped itself once the run's rate was certainly over budget: not all of it ran.
+    assert report.failure_count < 2000 and report.pending_count > 2000
+    assert report.success_count + report.failure_count + report.pending_count == report.total

@@ -5,7 +5,7 @@ executor slot in flight (one running, one waiting, so no slot waits for the driv
 come back, in any order, the recorder persists each one (its entries, its job checkpoint) and
 counts it; the values are joined in input order at the end. The driver owns what spans the whole
 run: the circuit breaker at batch granularity (:class:`BatchBreaker`), the error budget (each
-batch gets what is left of it, and the total is checked as batches return), stopping (a batch
+batch stops only once the run's is spent, and the total is checked as batches return), stopping (a batch
 that stopped early, fatal or breaker abort, or the budget spent: nothing more is submitted and
 what is in flight drains), the rate limit (each slot runs at its share), and the resubmission
 of a batch whose worker was lost.
@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections.abc import Hashable, Iterator
 from dataclasses import replace
+from fractions import Fraction
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -164,11 +166,26 @@ class _Driver:
         self.last_snapshot = -1.0
         self.submitted_any = False
 
-    def _budget_left(self) -> int | float | None:
+    def _budget_for(self, length: int) -> int | None:
+        """The error budget a batch of ``length`` records runs under, as a count: its engine
+        stops once the run's budget is spent, judged on the run's counts (those of the batches
+        back so far), never on the batch alone.
+
+        A count: what is left of it. A rate: the most failures the batch may have before the
+        run's rate is over ``max_failures`` even with the whole batch finished and every record
+        in flight in other batches succeeded, and with at least ``MIN_RATE_SAMPLE`` records
+        finished. A rate judged on the batch alone stopped a run whose rate stayed far below
+        the budget for one batch that began with 10 failures."""
         budget = self.plan.config.max_failures
+        if budget is None:
+            return None
         if isinstance(budget, int):
-            return max(0, budget - self.failed)  # a batch stops once the run's budget is spent
-        return budget
+            return max(0, budget - self.failed)
+        finished = self.succeeded + self.failed
+        # f > floor(budget * (finished + running + length)) - failed  =>  the run's rate is over
+        # budget however the records still running end (exact: the float's own value, unrounded).
+        most = math.floor(Fraction(budget) * (finished + self._running() + length)) - self.failed
+        return max(0, most, MIN_RATE_SAMPLE - 1 - finished)
 
     def _submit_next(self) -> bool:
         for index, first, length, payload in self.batches:  # noqa: B007 - used after the loop
@@ -188,7 +205,7 @@ class _Driver:
         task = BatchTask(run_id=self.recorder.run_id, job_id=self.recorder.job_id, batch_index=index,
                          first_index=first, records=records, split=split, fn=plan.fn,
                          config=replace(self.config, batch_size=length,
-                                        max_failures=self._budget_left()),
+                                        max_failures=self._budget_for(length)),
                          classifier=plan.classifier, stage=plan.stage, id_of=plan.id_of,
                          pickle_payloads=plan.pickle_payloads, bulk=plan.bulk, dlq_url=self.dlq_url)
         self._send(task)
@@ -199,8 +216,12 @@ class _Driver:
     def _send(self, task: BatchTask) -> None:
         self.in_flight[self.executor.submit(task)] = (task, time.monotonic() - self.recorder.started)
 
+    def _running(self) -> int:
+        """Records in the batches in flight."""
+        return sum(task.size for task, _ in self.in_flight.values())
+
     def _counters(self) -> Counters:
-        in_flight = sum(task.size for task, _ in self.in_flight.values())
+        in_flight = self._running()
         now = time.monotonic() - self.recorder.started
         batches = None
         if now - self.last_snapshot >= self.plan.config.progress_interval:
@@ -229,7 +250,10 @@ class _Driver:
         if self.stop_reason is None:
             if outcome.stop_reason is not None:
                 self.stop_reason = outcome.stop_reason
-            elif _over_budget(self.plan.config.max_failures, self.succeeded, self.failed):
+            # A rate is over budget once it is whatever the batches still running return
+            # (they may all succeed): batches come back in any order, and one back before
+            # those ahead of it in the input must not stop the run on its own rate.
+            elif _over_budget(self.plan.config.max_failures, self.succeeded + self._running(), self.failed):
                 self.stop_reason = "max_failures"
             if self.stop_reason is not None:
                 logger.warning("run %s stops (%s, batch %d on %s): no more batches are submitted; "
