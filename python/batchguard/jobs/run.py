@@ -51,6 +51,9 @@ def _plan_config(plan: Plan, dlq: DeadLetterQueue, meta: Mapping[str, Any] | Non
     config: dict[str, Any] = {
         "batch_size": cfg.batch_size, "concurrency": cfg.concurrency, "retry": retry,
         "breaker": breaker, "max_failures": cfg.max_failures, "stage": plan.stage,
+        # concurrency is then Adaptive.max: the policy says the run was not at a fixed one.
+        "adaptive": None if cfg.adaptive is None else dataclasses.asdict(cfg.adaptive),
+        "retry_budget": None if cfg.retry_budget is None else dataclasses.asdict(cfg.retry_budget),
         "engine": plan.engine, "success_threshold": plan.success_threshold,
         "dlq": describe_dlq(dlq),
     }
