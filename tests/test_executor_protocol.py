@@ -256,7 +256,7 @@ def test_outcome_fields_cross_as_plain_data() -> None:
                      pickle_payloads=False, bulk=False)
     outcome = pickle.loads(pickle.dumps(run_batch(task)))  # noqa: S301 - our own bytes
     assert isinstance(outcome, BatchOutcome)
-    assert outcome.values == [200, 210, 120] and outcome.failed == 1
+    assert outcome.values == [200, 210, 120] and outcome.stats.failed == 1
     entry = outcome.entries[0]
     assert (entry.record_index, entry.batch_index, entry.record_id) == (22, 2, 22)
     assert entry.traceback is not None and "ValueError: bad 22" in entry.traceback

@@ -236,15 +236,16 @@ class _Driver:
                         breaker_state=self.breaker.state, records_read=self.read, batches=batches)
 
     def _take(self, task: BatchTask, started: float, outcome: BatchOutcome) -> None:
-        self.values[outcome.batch_index] = outcome.values
+        stats = outcome.stats
+        self.values[stats.batch_index] = outcome.values
         # Counted as the engine counts them (a fallback as a failure), as the budget judges them
         # and as the recorder's report expects (it moves the fallbacks back to the successes).
-        self.succeeded += outcome.succeeded - outcome.fallbacks
-        self.failed += outcome.failed + outcome.fallbacks
-        self.retries += outcome.retries
+        self.succeeded += stats.succeeded - outcome.fallbacks
+        self.failed += stats.failed + outcome.fallbacks
+        self.retries += stats.retries
         self.trips += outcome.breaker_trips
-        self.breaker.batch_back(outcome.batch_index, outcome.breaker_trips > 0, time.monotonic())
-        if not outcome.pending:
+        self.breaker.batch_back(stats.batch_index, outcome.breaker_trips > 0, time.monotonic())
+        if not stats.pending:
             self.completed += 1
         self.recorder.outcome(outcome, self._counters(), started)
         if self.stop_reason is None:

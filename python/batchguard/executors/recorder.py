@@ -19,7 +19,7 @@ from .._outcome import RunRecorder
 from .._report.patterns import PatternCounter
 from .._run.failures import Failures, MemoryFailures, count_patterns
 from ..dlq.base import DeadLetter
-from ..results import BatchStats, RecordError
+from ..results import RecordError
 from .task import BatchOutcome
 
 __all__ = ["EntryFailures", "ExecutorRecorder"]
@@ -80,9 +80,10 @@ class ExecutorRecorder(RunRecorder):
         events: list[BatchEvent | BreakerEvent] = [
             BreakerEvent(at=started_at + at, from_state=old, to_state=new)
             for at, old, new in outcome.breaker_events]
-        event = BatchEvent(index=outcome.batch_index, size=outcome.size, succeeded=outcome.succeeded,
-                           failed=outcome.failed, retries=outcome.retries,
-                           duration=outcome.duration_s, pending=outcome.pending, dead=None)
+        stats = outcome.stats
+        event = BatchEvent(index=stats.batch_index, size=stats.size, succeeded=stats.succeeded,
+                           failed=stats.failed, retries=stats.retries, duration=stats.duration_s,
+                           pending=stats.pending, dead=None)
         if self.retry_end is not None:  # the worker served them; the report counts them
             self.retry_end.count += outcome.fallbacks
         self._arrived = outcome
@@ -108,7 +109,6 @@ class ExecutorRecorder(RunRecorder):
         elif self._writes is not None:
             self._writes.send(entries)
         else:
-            self.sink.batch_done(BatchStats(event.index, event.size, event.succeeded, event.failed,
-                                            event.retries, event.duration, event.pending), entries)
+            self.sink.batch_done(arrived.stats, entries)
         self.dlq_count += len(entries)
         self.failures.add(dead, entries)

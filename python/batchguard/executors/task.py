@@ -16,6 +16,7 @@ from typing import Any
 from .._run.config import EngineConfig
 from ..dlq.base import DeadLetter
 from ..policies import Classifier
+from ..results import BatchStats
 from .splits import ParquetSplit
 
 __all__ = ["BatchOutcome", "BatchTask"]
@@ -65,13 +66,9 @@ class BatchTask:
 class BatchOutcome:
     """What a worker hands back for one batch."""
 
-    batch_index: int
-    size: int
-    succeeded: int
-    failed: int
-    retries: int
-    duration_s: float
-    pending: int
+    stats: BatchStats
+    """The batch's counts as the report shows them (a record served its retry policy's fallback
+    counted as succeeded)."""
     values: list[Any]
     """The successful records' values, in input order."""
     entries: list[DeadLetter]
@@ -86,8 +83,8 @@ class BatchOutcome:
     """Why the batch's engine stopped early (``"fatal"``, ``"breaker_abort"``,
     ``"max_failures"``), leaving ``pending`` records; None when every record is final."""
     fallbacks: int
-    """Records of ``succeeded`` that succeeded with their retry policy's fallback value (the
-    engine counted them failed; the recorder's report counts them as the local run's does)."""
+    """Records of ``stats.succeeded`` that succeeded with their retry policy's fallback value
+    (the engine counted them failed; the recorder's report counts them as the local run's does)."""
     breaker_trips: int
     breaker_events: list[tuple[float, str, str]]
     """The worker's breaker transitions: (seconds since the batch started, from, to)."""

@@ -20,6 +20,7 @@ from .._run.entries import EntryBuilder
 from .._run.retry_end import RetryEnd
 from ..dlq.base import DeadLetterQueue
 from ..dlq.urls import open_dlq
+from ..results import BatchStats
 from .splits import read_split
 from .task import BatchOutcome, BatchTask
 
@@ -107,11 +108,11 @@ def run_batch(task: BatchTask) -> BatchOutcome:
         _queue(task.dlq_url).send(entries)  # durable (upserted by id) when it returns
         stored = True
     duration = max((event.duration for event in events), default=time.monotonic() - started)
+    stats = BatchStats(batch_index=task.batch_index, size=len(records), succeeded=summary.succeeded + fallbacks,
+                       failed=summary.failed - fallbacks, retries=summary.retries, duration_s=duration,
+                       pending=len(records) - summary.succeeded - summary.failed)
     return BatchOutcome(
-        batch_index=task.batch_index, size=len(records), succeeded=summary.succeeded + fallbacks,
-        failed=summary.failed - fallbacks, retries=summary.retries, duration_s=duration,
-        pending=len(records) - summary.succeeded - summary.failed,
-        values=values, entries=entries,
+        stats=stats, values=values, entries=entries,
         dead_records=[record.record for record in dead], stored=stored, stop_reason=summary.stop_reason,
         fallbacks=fallbacks, breaker_trips=summary.breaker_trips, breaker_events=capture.breaker,
         worker=f"pid {os.getpid()}")
