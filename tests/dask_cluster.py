@@ -23,7 +23,6 @@ distributed = pytest.importorskip("distributed")
 WORKERS = 2
 
 
-
 @pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
     """A Client on a LocalCluster of 2 worker processes (threads_per_worker=1), for one test
