@@ -17,6 +17,7 @@ import pytest
 import batchguard
 from batchguard import RetryPolicy
 from batchguard._classifier import MAX_CACHED_TYPES
+from batchguard._retry_table import MAX_LOGGED_KINDS
 from helpers_contract import ENGINES
 
 
@@ -278,3 +279,24 @@ def test_retry_on_result_raising_keyboard_interrupt_stops_the_run(engine: str, c
         batchguard.run_batches(range(10), lambda r: r * 10, engine=engine, concurrency=concurrency, dlq=dlq,
                                batch_size=2, retry=RetryPolicy(retry_on_result=rejects))
     assert dlq.count() == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_predicate_raising_ever_new_error_types_logs_and_keeps_a_bounded_number(
+        engine: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The log-once set of a broken predicate kept one name per error type it raised: one
+    entry, and one log line, per record for a predicate raising classes made at run time."""
+    n = 200
+
+    def broken(exc: BaseException) -> bool:
+        raise type(f"Bug{exc}", (RuntimeError,), {})()
+
+    def fn(record: int) -> Any:
+        raise TimeoutError(record)
+
+    report = batchguard.run_batches(range(n), fn, engine=engine, retry={broken: RetryPolicy(fallback="wrong")},
+                                    concurrency=1)
+    assert report.failure_count == n
+    logged = [r.getMessage() for r in caplog.records if "counts as no match" in r.getMessage()]
+    assert len(logged) <= MAX_LOGGED_KINDS + 1
+    assert "not logged" in logged[-1]

@@ -14,7 +14,7 @@ from ._error_class import ErrorClass
 from .errors import ConfigError, ResultRejected
 from .policies import RetryPolicies, RetryPolicy
 
-__all__ = ["MAX_POLICIES", "PolicyTable", "SafePredicate", "reject_results"]
+__all__ = ["MAX_LOGGED_KINDS", "MAX_POLICIES", "PolicyTable", "SafePredicate", "reject_results"]
 
 logger = logging.getLogger("batchguard")
 
@@ -24,6 +24,10 @@ MAX_POLICIES = 65_535
 # Predicate answers waiting for their failure's policy lookup (one per call in flight at most,
 # normally): a bound, should something classify failures it never looks a policy up for.
 _MAX_MATCHED = 4096
+
+MAX_LOGGED_KINDS = 32
+"""Kinds of error a broken predicate is logged for (once each): a bound on its log lines and
+memory when it raises ever new exception classes."""
 
 _CLASS_ORDER = (ErrorClass.TRANSIENT, ErrorClass.RECOVERABLE, ErrorClass.PERMANENT, ErrorClass.FATAL)
 
@@ -45,10 +49,13 @@ class SafePredicate:
             return bool(self.func(exc))
         except Exception as error:  # noqa: BLE001 - a predicate bug must not kill the run
             kind = type(error).__name__
-            if kind not in self._logged:
-                self._logged.add(kind)
+            logged = self._logged
+            if kind not in logged and len(logged) < MAX_LOGGED_KINDS:
+                logged.add(kind)
+                more = (f"; other errors it raises are not logged (it raised {MAX_LOGGED_KINDS} kinds)"
+                        if len(logged) == MAX_LOGGED_KINDS else "")
                 logger.error("retry policy predicate %s raised %s on %s; it counts as no match (for "
-                             "every %s it raises in this run)", self.name, kind, type(exc).__name__, kind)
+                             "every %s it raises in this run)%s", self.name, kind, type(exc).__name__, kind, more)
             return False
 
 
