@@ -275,7 +275,8 @@ def render(board: Board, height: int) -> RenderableType:
                                    _batch_rows(board, p, height - _FIXED_LINES), Rule(style="dim"),
                                    overall, _counts(p, board.mode == "dry-run"),
                                    Text(f"{p.rate:,.0f} rec/s   ETA {duration(p.eta_s)}   "
-                                        f"elapsed {duration(p.elapsed_s)}")]
+                                        f"elapsed {duration(p.elapsed_s)}"
+                                        + ("" if p.concurrency_limit is None else f"   limit {p.concurrency_limit}"))]
     if p.breaker_state != "closed":
         parts.append(Text(f"⚠ circuit breaker {p.breaker_state.upper()}: calls are held back",
                           style="bold red"))
