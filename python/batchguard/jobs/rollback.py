@@ -121,6 +121,10 @@ def rollback(name: str, undo: Callable[[Any, Any], Any], *, store: JobStore | st
         failed: list[RollbackFailure] = []
         reopened: list[int] = []
         with _held(opened, job, is_job):
+            # Read again once the job is held: a run of it that ended since the first read
+            # (while it held the job) kept more, and its batches must be undone too, not left
+            # done under a report that says the job was rolled back.
+            kept = kept_outcomes(name, batch)[1]
             _undo_kept(kept, name, is_job, undoer, forget, allow_pickle, undone, failed, reopened)
     return RollbackReport(name, job, len(undone), tuple(failed), tuple(reopened) if is_job else (), is_job)
 
