@@ -23,7 +23,7 @@ from .._run.plan import close_opened_dlq, make_plan
 from ..alerts import Webhook, default_rules, redact_webhook
 from ..errors import ConfigError, InputParseError
 from ..policies import CircuitBreaker, RateLimit, RetryPolicy
-from ..steering import RetryBudget
+from ..steering import Adaptive, RetryBudget
 from .callables import load_callable, portable_spec
 
 __all__ = ["CONFIG_KEYS", "ENGINE_KEYS", "SECRET_KEYS", "EngineSettings", "apply_config", "engine_options",
@@ -34,7 +34,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 ENGINE_KEYS: Final = ("timeout", "rate_limit", "burst", "breaker", "breaker_cooldown", "breaker_abort",
                       "success_threshold", "max_failures", "delay_between_batches", "id_field",
                       "key_field", "max_delay", "jitter", "seed", "stage", "bulk", "alert_webhook",
-                      "keep_outcomes", "compensate", "atomic_batches", "on_abort", "retry_budget")
+                      "keep_outcomes", "compensate", "atomic_batches", "on_abort", "retry_budget",
+                      "adaptive")
 """The options this module adds to ``run``, by parameter name."""
 SECRET_KEYS: Final = ("alert_webhook",)
 """Settings a job never saves (a webhook URL holds its token): a resume is given them again."""
@@ -134,6 +135,9 @@ def engine_options(fn: _F) -> _F:
         click.option("--retry-budget", type=float, metavar="RATIO",
                      help="Retries may not exceed RATIO of the first attempts (0.2: 20%%) plus 10 a second, "
                           "over any 10 s; a retry over it waits, queued, while new records run."),
+        click.option("--adaptive", is_flag=True, default=None,
+                     help="--concurrency is then the most calls in flight: the limit adapts from 1 by AIMD, "
+                          "backing off on HTTP 429/503, timeouts and Retry-After. Not with --bulk."),
         click.option("--success-threshold", type=float, metavar="RATE",
                      help="Share of records that must succeed for the run to count as a success (0-1)."),
         click.option("--max-failures", type=MaxFailuresType(), metavar="N|RATE",
@@ -275,6 +279,7 @@ _OPTION_OF: Final = {
     "RetryPolicy.max_attempts": "--max-attempts", "RetryPolicy.base_delay": "--base-delay",
     "RetryPolicy.max_delay": "--max-delay", "RetryPolicy.jitter": "--jitter", "RetryPolicy.seed": "--seed",
     "bulk=True": "--bulk", "Webhook": "--alert-webhook", "RetryBudget": "--retry-budget",
+    "concurrency=Adaptive": "--adaptive",
 }
 
 
@@ -371,13 +376,17 @@ class EngineSettings:
         isolates that line, dead-lettered with its parse error, and runs the rest)."""
         return guard_bulk_parse_errors(fn) if self.values.get("bulk") else guard_parse_errors(fn)
 
+    def concurrency(self, concurrency: int) -> int | Adaptive:
+        """``run_batches``' concurrency for ``--concurrency``: with ``--adaptive``, its limit."""
+        return Adaptive(max=concurrency) if self.values.get("adaptive") else concurrency
+
     def check(self, max_attempts: int, base_delay: float) -> None:
         """Every value through the library's checks; a bad one is a usage error naming its option."""
         try:
             retry = self.retry(max_attempts, base_delay)
             kwargs = self.plan_kwargs()
             kwargs.pop("keep_outcomes", None)  # checked with the run's --job (execute_run)
-            plan = make_plan([], _noop, retry=retry, **kwargs)
+            plan = make_plan([], _noop, retry=retry, concurrency=self.concurrency(1), **kwargs)
             close_opened_dlq(plan)
         except (ConfigError, TypeError) as exc:
             raise _usage_error(exc) from None
