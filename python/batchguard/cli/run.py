@@ -79,7 +79,8 @@ def execute_run(*, source: RecordSource | StreamSource, fn: Callable[[Any], Any]
     if alerts:
         click.echo(f"alerts: {len(alerts)} rules, POSTed to {alerts[0].notify.shown_url}", err=True)
     try:
-        plan = make_plan(source, settings.guarded(fn), batch_size=batch_size, concurrency=concurrency,
+        plan = make_plan(source, settings.guarded(fn), batch_size=batch_size,
+                         concurrency=settings.concurrency(concurrency),
                          retry=settings.retry(max_attempts, base_delay), dlq=effective_dlq,
                          on_progress=None if quiet else view,
                          validate=None if phase is None else phase.check_for_input(),
