@@ -1,6 +1,6 @@
 """``batchguard run --adaptive`` (issue 10 item 6): --concurrency is then the most calls in
 flight and the run gets ``concurrency=Adaptive(max=N)``; its report says so, a job saves it
-and a resume keeps it, and with --bulk it is a usage error naming both options."""
+and ``jobs resume`` keeps it, and with --bulk it is a usage error naming both options."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ def test_a_job_saves_adaptive_with_its_max(workdir: Path) -> None:
     assert result.exit_code == 0, result.output
     config = batchguard.job_status("steered").config
     assert config["adaptive"]["max"] == 4 and config["concurrency"] == 4
+    # jobs resume keeps the saved option: the rerun is steered too.
+    resumed = CliRunner().invoke(main, ["jobs", "resume", "steered", "--force"], catch_exceptions=False)
+    assert resumed.exit_code == 0, resumed.output
+    assert "Concurrency:   adaptive" in resumed.output
 
 
 def test_adaptive_with_bulk_is_a_usage_error_naming_both(workdir: Path) -> None:
