@@ -129,6 +129,35 @@ def test_a_batch_that_wrote_its_entries_then_was_lost_writes_the_same_entries_ag
         dlq.close()
 
 
+_failed_once: set[int] = set()
+
+
+def fails_once_at_3(x: int) -> int:
+    if x == 3 and x not in _failed_once:
+        _failed_once.add(x)
+        raise ValueError("bad 3, this time")
+    return x
+
+
+def test_a_record_that_succeeds_when_its_lost_batch_runs_again_keeps_no_entry(redis_url: str) -> None:
+    # Batch 0's first run dead-letters record 3 and sends its entry, then its worker dies; run
+    # again (by the driver here, by Dask's own rerun on a cluster) record 3 succeeds. Its entry
+    # from the lost run stayed in the queue: a record the report counts as succeeded, that a
+    # replay would run a second time.
+    _failed_once.clear()
+    url = f"{redis_url}{'&' if '?' in redis_url else '?'}key_prefix=bg-executor-{uuid.uuid4().hex[:8]}"
+    report = batchguard.run_batches(list(range(20)), fails_once_at_3, batch_size=10, retry=RETRY, dlq=url,
+                                    executor=ReversedExecutor(lose=[0], run_lost=True))
+    dlq = open_dlq(url)
+    try:
+        assert report.failure_count == 0 and report.success_count == 20
+        assert [entry.record_index for entry in dlq.list(status="all")] == []
+    finally:
+        for entry in dlq.list(status="all"):
+            dlq.remove(entry.id)
+        dlq.close()
+
+
 def test_a_batch_lost_every_time_fails_the_run() -> None:
     class AlwaysLost(ReversedExecutor):
         def completed(self, timeout: float | None) -> Sequence[Completion]:

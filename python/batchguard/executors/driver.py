@@ -165,6 +165,7 @@ class _Driver:
         self.breaker = BatchBreaker(config.breaker, recorder.run_id)
         self.last_snapshot = -1.0
         self.submitted_any = False
+        self.dead: set[int] = set()  # the input positions dead-lettered, as the batches came back
 
     def _budget_for(self, length: int) -> int | None:
         """The error budget a batch of ``length`` records runs under, as a count: its engine
@@ -238,6 +239,8 @@ class _Driver:
     def _take(self, task: BatchTask, started: float, outcome: BatchOutcome) -> None:
         stats = outcome.stats
         self.values[stats.batch_index] = outcome.values
+        if self.dlq_url is not None:
+            self.dead.update(entry.record_index for entry in outcome.entries)
         # Counted as the engine counts them (a fallback as a failure), as the budget judges them
         # and as the recorder's report expects (it moves the fallbacks back to the successes).
         self.succeeded += stats.succeeded - outcome.fallbacks
@@ -270,6 +273,26 @@ class _Driver:
                        error, extra={"run_id": self.recorder.run_id})
         self._send(replace(task, attempt=task.attempt + 1))
 
+    def _drop_stale_entries(self) -> None:
+        """Remove the run's entries that no batch's final run sent, once every batch is back.
+
+        Workers send their entries to a networked DLQ themselves, and a batch may run twice:
+        Dask reruns the task of a worker that died, the driver resubmits one Dask gave up on.
+        A record that failed in the first run and succeeded (or was left pending) in the
+        second would keep the first run's entry: a record the report counts as succeeded,
+        that a replay would run again. Entry ids are per record, so what the batches' final
+        runs sent is exactly what stays; a run that ends by an exception skips this."""
+        if self.dlq_url is None or not isinstance(self.recorder.sink, DLQSend):
+            return
+        dlq = self.recorder.sink.dlq
+        stale = [entry.id for entry in dlq.iter(status="all", run_id=self.recorder.run_id)
+                 if entry.record_index not in self.dead]
+        if stale:
+            logger.warning("run %s: %d dead letter(s) sent by batches that ran again and succeeded "
+                           "removed from the DLQ", self.recorder.run_id, len(stale),
+                           extra={"run_id": self.recorder.run_id})
+            dlq.remove(stale)
+
     def run(self) -> RunSummary:
         try:
             while True:
@@ -297,6 +320,7 @@ class _Driver:
             raise
         finally:
             self.executor.close()
+        self._drop_stale_entries()
         successful = [value for index in sorted(self.values) for value in self.values[index]]
         return RunSummary(succeeded=self.succeeded, failed=self.failed, records_read=self.read,
                           exhausted=self.exhausted, retries=self.retries,
