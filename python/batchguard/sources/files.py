@@ -15,7 +15,7 @@ import io
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
 from .._urls import redact
@@ -40,7 +40,7 @@ class SourceFile:
     in bytes and ``version`` (ETag or mtime), ``compression`` (None, gzip, bz2, zstd) from its
     extension."""
 
-    url: str
+    url: str = field(repr=False)
     shown: str
     size: int
     version: str
