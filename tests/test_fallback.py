@@ -16,7 +16,7 @@ import batchguard
 from batchguard import MemoryDLQ, RetryPolicies, RetryPolicy, ValidationIssue
 from batchguard._report.model import build
 from batchguard._report.panel import render_panel
-from helpers_contract import CLASSIFIER, ENGINES, PermanentErr, RecoverableErr, assert_conservation
+from helpers_contract import CLASSIFIER, ENGINES, FatalErr, PermanentErr, RecoverableErr, assert_conservation
 
 
 def failing(bad: set[int], error: type[Exception] = RecoverableErr) -> Any:
@@ -187,3 +187,23 @@ def test_in_a_rolled_back_atomic_batch_a_record_that_fell_back_keeps_its_value(e
     assert (report.success_count, report.fallback_count, report.compensated_count) == (5, 2, 2)
     assert sorted(e.record_index for e in dlq.list()) == [0, 2, 3]
     assert report.total == report.success_count + report.failure_count + report.compensated_count == 8
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_fatal_error_that_stops_a_run_is_never_served_the_fallback(engine: str) -> None:
+    """A fallback on the default policy does not hide why a run stopped: the record whose
+    FATAL error stopped it is dead-lettered with that error (it got the fallback, and the
+    report showed no error at all)."""
+    dlq = MemoryDLQ()
+
+    def fn(record: int) -> int:
+        if record == 3:
+            raise FatalErr("bad credentials")
+        return record
+
+    report = batchguard.run_batches(range(10), fn, engine=engine, batch_size=2, concurrency=1, dlq=dlq,
+                                    classifier=CLASSIFIER, retry=RetryPolicy(fallback=-1))
+    assert report.status == "aborted" and report.stopped_reason == "fatal"
+    assert report.fallback_count == 0 and -1 not in report.successful
+    assert [(e.record_index, e.error_type) for e in dlq.list()] == [(3, "FatalErr")]
+    assert_conservation(report)

@@ -84,7 +84,9 @@ class RetryEnd:
         for record in event.dead or ():
             last = record.attempts[-1]
             error = last.error
-            if isinstance(error, ValidationBlocked):  # fn never ran: blocked on purpose
+            # Never served a fallback: a record blocked on purpose (fn never ran), and the one
+            # whose FATAL error stopped the run (a fallback would hide why it stopped).
+            if isinstance(error, ValidationBlocked) or record.error_class == ErrorClass.FATAL.value:
                 dead.append(record)
                 continue
             policy = self._policy(error, record.error_class)
