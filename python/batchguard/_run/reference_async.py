@@ -72,13 +72,23 @@ class ReferenceAsyncRun:
             self._scheduler.interrupt()
             self._report()
             return True
-        error_class = self._classify(exc)
+        try:
+            error_class = self._classify(exc)
+            retry_after = self._classify.retry_after(exc, error_class)
+        except BaseException:
+            # Classifying was interrupted (a KeyboardInterrupt from the classifier, a
+            # ``status_code`` or a ``retry_after``): as the native AsyncRun does, the record is
+            # pending and the run stops before the error propagates, so no worker starts a
+            # new call meanwhile.
+            self._scheduler.abandon(work, time.monotonic())
+            self._scheduler.interrupt()
+            self._report()
+            raise
         if self._scheduler.adapts and is_overload(exc):
             self._scheduler.overloaded(work)
         if slow:
             self._scheduler.slow_call()
-        self._scheduler.fail(work, error_class, exc, self._classify.retry_after(exc, error_class),
-                             time.monotonic(), time.time())
+        self._scheduler.fail(work, error_class, exc, retry_after, time.monotonic(), time.time())
         self._report()
         return False
 
