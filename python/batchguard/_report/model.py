@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from .._stored import REPORT_SAMPLE
 from ..dlq.codec import clean_text
 from ..steering import ConcurrencyLimit, RetriesOverBudget
 from .patterns import FailurePattern, json_safe
-from .rules import RecommendationRule
+from .rules import ROLLED_BACK_TYPE, RecommendationRule
 from .steps import CliContext, CommandFlags, NextStep, judged, next_steps
 
 if TYPE_CHECKING:
@@ -143,6 +144,18 @@ class ReportModel:
     """With ``concurrency=Adaptive(...)``: the limit at the end, its peak and its lowest."""
     retries_over_budget: RetriesOverBudget | None = None
     """With ``retry_budget=``: retries that waited for it, records it dead-lettered."""
+    rollback_causes: tuple[Any, ...] = ()
+    """The ids of the records whose failure rolled back their atomic batch (of those in the
+    report's in-memory sample), in record order."""
+
+    def rolled_back_title(self, pattern: FailurePattern) -> str:
+        """"BatchRolledBack: N records undone because record X failed", for a rolled-back
+        batch's pattern (the records named are those of :attr:`rollback_causes`)."""
+        causes = self.rollback_causes
+        named = ", ".join(repr(c) for c in causes[:_CAUSES_NAMED]) + (", …" if len(causes) > _CAUSES_NAMED else "")
+        because = (f" because record {named} failed" if len(causes) == 1
+                   else f" because records {named} failed" if causes else "")
+        return f"{pattern.error_type}: {pattern.count} records undone{because}"
 
     @property
     def steering(self) -> tuple[tuple[str, str], ...]:
@@ -215,6 +228,7 @@ class ReportModel:
                          "error_type": s.error_type, "error_message": s.error_message,
                          "attempts": s.attempts, "first_error": s.first_error} for s in self.samples],
             "more_failures": self.more_failures,
+            "rollback_causes": [json_safe(c) for c in self.rollback_causes],
             "next_steps": [{"action": n.action, "command": n.command} for n in self.next_steps],
         }
 
@@ -223,6 +237,27 @@ class ReportModel:
         flags = self.flags
         return pattern.to_json(dlq=flags.dlq, store=flags.store, job=flags.job, run_id=flags.run_id,
                                fn=flags.fn)
+
+
+_CAUSES_NAMED: Final = 3
+
+
+def _samples(errors: Sequence[Any], max_samples: int, rolled_back: bool) -> list[Any]:
+    """The first ``max_samples`` errors; after a rollback, the records that failed first and
+    then the rolled-back ones (each failure has up to batch_size - 1 of them before and after
+    it: in record order they filled the sample). Looks at the in-memory sample only."""
+    if not rolled_back:
+        return list(errors[:max_samples])
+    window = errors[:REPORT_SAMPLE]
+    failed = [e for e in window if e.error_type != ROLLED_BACK_TYPE][:max_samples]
+    return failed + [e for e in window if e.error_type == ROLLED_BACK_TYPE][:max_samples - len(failed)]
+
+
+def _causes(errors: Sequence[Any]) -> tuple[Any, ...]:
+    """The records that failed in a batch that has rolled-back records (in the sample)."""
+    window = errors[:REPORT_SAMPLE]
+    batches = {e.batch_index for e in window if e.error_type == ROLLED_BACK_TYPE}
+    return tuple(e.record_id for e in window if e.error_type != ROLLED_BACK_TYPE and e.batch_index in batches)
 
 
 def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None = None,
@@ -239,6 +274,7 @@ def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None 
     total = report.total
     flags = CommandFlags.of(report, cli)
     patterns = report.patterns(rules=rules)
+    rolled_back = any(p.error_type == ROLLED_BACK_TYPE for p in patterns)
     return ReportModel(
         status=report.status,
         headline=headline(report.status, succeeded=report.success_count, failed=failed),
@@ -266,7 +302,7 @@ def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None 
         samples=tuple(FailedSample(e.record_id, e.record_index, e.batch_index, e.error_class,
                                    clean_text(e.error_type), clean_text(e.error_message), e.attempts,
                                    _first_error(e))
-                      for e in report.errors[:max_samples]),
+                      for e in _samples(report.errors, max_samples, rolled_back)),
         next_steps=next_steps(report, patterns, cli, flags),
         judged_against=judged(report),
         success_threshold=report.success_threshold,
@@ -279,6 +315,7 @@ def build(report: BatchReport, *, max_samples: int = 10, cli: CliContext | None 
         fallbacks=report.fallback_count,
         concurrency_limit=report.concurrency_limit,
         retries_over_budget=report.retries_over_budget,
+        rollback_causes=_causes(report.errors) if rolled_back else (),
     )
 
 

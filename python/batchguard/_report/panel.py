@@ -12,6 +12,7 @@ from rich.text import Text
 
 from .._checks import printable
 from .model import ReportModel
+from .rules import ROLLED_BACK_TYPE
 from .text import MAX_PATTERNS_SHOWN, duration, examples, fell_back, pattern_title, percent
 
 __all__ = ["render_panel", "render_steps"]
@@ -123,8 +124,12 @@ def _patterns(model: ReportModel) -> Group:
                                         style="bold")]
     for n, pattern in enumerate(shown, 1):
         advice = pattern.recommendation
-        lines.append(Text.assemble((printable(f"{n}. {pattern_title(pattern)}"), "bold"),
-                                   f"  {pattern.count:,} records ({percent(pattern.share)})"))
+        if pattern.error_type == ROLLED_BACK_TYPE:
+            lines.append(Text.assemble((printable(f"{n}. {model.rolled_back_title(pattern)}"), "bold"),
+                                       f"  ({percent(pattern.share)})"))
+        else:
+            lines.append(Text.assemble((printable(f"{n}. {pattern_title(pattern)}"), "bold"),
+                                       f"  {pattern.count:,} records ({percent(pattern.share)})"))
         details = Table.grid(padding=(0, 1))
         details.add_column(style="dim", no_wrap=True)
         details.add_column()

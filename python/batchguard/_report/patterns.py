@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .rules import DEFAULT_RULES, Recommendation, RecommendationRule, recommend
+from .rules import DEFAULT_RULES, ROLLED_BACK, ROLLED_BACK_TYPE, Recommendation, RecommendationRule, recommend
 
 __all__ = ["MAX_CACHED_TEMPLATES", "MAX_EXAMPLES", "MAX_PATTERNS", "OTHER_MESSAGES", "OTHER_TYPE", "FailurePattern",
            "PatternCounter", "PatternKey", "digit_shape", "json_safe", "message_template"]
@@ -343,14 +343,19 @@ class PatternCounter:
     def patterns(self, rules: Sequence[RecommendationRule] | None = None) -> tuple[FailurePattern, ...]:
         """The patterns, most frequent first (then the one whose first record came first), each
         with the recommendation of the first rule in ``rules`` (default: ``DEFAULT_RULES``) that
-        matches it."""
+        matches it; a rolled-back batch's undone records (``BatchRolledBack``) last, with
+        ``rules.ROLLED_BACK``."""
         table = DEFAULT_RULES if rules is None else rules
         total = self.total
-        ranked = sorted(self._tallies.items(), key=lambda item: (-item[1].count, item[1].first))
+        # A rolled-back batch's undone records come after the failures that caused them (there
+        # are batch_size - 1 of them for each, which put them first and the cause out of sight).
+        ranked = sorted(self._tallies.items(),
+                        key=lambda item: (item[0][0] == ROLLED_BACK_TYPE, -item[1].count, item[1].first))
         found = []
         for (error_type, error_class, status, template), tally in ranked:
             key = PatternKey(error_type, error_class, status, template)
+            advice = ROLLED_BACK if error_type == ROLLED_BACK_TYPE else recommend(key, table)
             found.append(FailurePattern(error_type, error_class, status, template, tally.count,
                                         tally.count / total if total else 0.0, tuple(i for _, i in tally.examples),
-                                        recommend(key, table)))
+                                        advice))
         return tuple(found)

@@ -75,7 +75,8 @@ from typing import Final, Protocol
 
 from .._urls import redact
 
-__all__ = ["DEFAULT_RULES", "FailureShape", "Recommendation", "RecommendationRule", "fill", "recommend", "when"]
+__all__ = ["DEFAULT_RULES", "ROLLED_BACK", "ROLLED_BACK_TYPE", "FailureShape", "Recommendation", "RecommendationRule",
+           "fill", "recommend", "when"]
 
 PLACEHOLDER_FN: Final = "MODULE:CALLABLE"
 """What ``{fn}`` names when the command that made the report does not know the function."""
@@ -293,6 +294,20 @@ DEFAULT_RULES: Final[tuple[RecommendationRule, ...]] = (
             command=_REVIEW)),
 )
 """The default table (module docstring); ``unknown`` last matches everything."""
+
+
+ROLLED_BACK_TYPE: Final = "BatchRolledBack"
+"""The error type of a rolled-back atomic batch's undone records (``errors.BatchRolledBack``)."""
+
+ROLLED_BACK: Final = Recommendation(
+    "rolled_back",
+    check="the records that failed in these batches (their own patterns, listed first): these "
+          "records succeeded and were undone because another record of their atomic batch failed",
+    change="fix the cause of that failure, then replay these records (their calls did nothing wrong)",
+    command=_RETRY)
+"""What a rolled-back batch's undone records get, whatever the table: their message quotes the
+error of the record that failed, so a rule on the message would judge them by that record
+(a duplicate key made them "integrity")."""
 
 
 def recommend(pattern: FailureShape, rules: Sequence[RecommendationRule] = DEFAULT_RULES) -> Recommendation:

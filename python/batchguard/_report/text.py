@@ -8,6 +8,7 @@ from typing import Final
 from .._checks import printable
 from .model import ReportModel
 from .patterns import FailurePattern
+from .rules import ROLLED_BACK_TYPE
 
 __all__ = ["MAX_PATTERNS_SHOWN", "duration", "examples", "fell_back", "pattern_title", "percent", "render_text",
            "step_line"]
@@ -53,7 +54,10 @@ def _pattern_lines(model: ReportModel) -> list[str]:
     lines = [f"FAILURE PATTERNS ({len(model.patterns)}, most frequent first):"]
     for n, pattern in enumerate(shown, 1):
         advice = pattern.recommendation
-        lines.append(f"{n}. {pattern_title(pattern)}: {pattern.count} ({percent(pattern.share)})")
+        if pattern.error_type == ROLLED_BACK_TYPE:
+            lines.append(f"{n}. {model.rolled_back_title(pattern)} ({percent(pattern.share)})")
+        else:
+            lines.append(f"{n}. {pattern_title(pattern)}: {pattern.count} ({percent(pattern.share)})")
         lines.append(f"   message:  {pattern.template}")
         lines.append(f"   examples: {examples(pattern)}"[:_MESSAGE_WIDTH])
         lines.append(f"   likely:   {advice.kind.replace('_', ' ')}")
