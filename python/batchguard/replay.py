@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Generic, Literal, TypeVar, cast, overload
 
@@ -21,7 +21,7 @@ from .dlq.status import ALL, DEFAULT_STATUS, check_status, new_change, not_found
 from .dlq.urls import open_dlq
 from .errors import ConfigError, PickleNotAllowedError
 from .jobs.store import JobStore, replay_store
-from .policies import Classifier, ErrorClass, RetryPolicy
+from .policies import Classifier, ErrorClass, ErrorKey, RetryPolicies, RetryPolicy
 from .results import BatchProgress, BatchReport, BatchStats, RecordError
 from .validation.full import finish_full, guard_full
 
@@ -330,7 +330,7 @@ def replay(
     fn: Callable[[Any], Any],
     *,
     concurrency: int = 1,
-    retry: RetryPolicy | None = None,
+    retry: RetryPolicy | RetryPolicies | Mapping[ErrorKey, RetryPolicy] | None = None,
     classifier: Classifier | Callable[[BaseException], Any] | None = None,
     engine: Literal["native", "python"] = "native",
     batch_size: int | None = None,
@@ -349,7 +349,9 @@ def replay(
     Entries whose record now succeeds are marked ``replayed`` (who: ``by``, by default the OS
     user; why: the replay's run id); they stay in the queue for the audit trail, out of the
     default (open) view. The others stay open, with the new tries appended to their attempt
-    history (same id, new error, ``last_failed_at`` updated).
+    history (same id, new error, ``last_failed_at`` updated). ``retry`` takes what
+    ``run_batches`` takes: a RetryPolicy, a RetryPolicies or a mapping from an error (class,
+    ErrorClass or predicate) to its policy.
 
     Which entries: ``ids=[...]`` (every one must name an entry, else
     :class:`~batchguard.errors.DeadLetterNotFoundError` names the unknown ones and nothing
