@@ -155,9 +155,10 @@ def engine_options(fn: _F) -> _F:
         click.option("--stage", type=text, metavar="NAME", help="Stage name on dead letters [default: process]."),
         click.option("--alert-webhook", type=text, metavar="URL", envvar="BATCHGUARD_ALERT_WEBHOOK",
                      help="POST alerts as JSON to URL, retried, never holding the run up: failure rate "
-                          "above 20% over 60 s, breaker open for 60 s, no record finished for 300 s, run "
-                          "aborted and, with --max-failures, half of the error budget used; each once "
-                          "per episode, then resolved. The URL is a secret: it is shown as "
+                          "above 20% over 60 s (resolved once it falls to 10% or below, so a rate "
+                          "hovering at 20% alerts once), breaker open for 60 s, no record finished for "
+                          "300 s, run aborted and, with --max-failures, half of the error budget used; "
+                          "each once per episode, then resolved. The URL is a secret: it is shown as "
                           "scheme://host/*** and never saved with a job [env: BATCHGUARD_ALERT_WEBHOOK]."),
         click.option("--bulk/--no-bulk", default=None,
                      help="--fn takes a list (a whole batch) and returns a list of results of the same "
