@@ -18,6 +18,7 @@ from typing import Any
 
 from .._native import DeadRecord, DeadRecords
 from .._report.patterns import PatternCounter
+from .._report.types import TypeCounter, bounded_type_counts
 from .._stored import REPORT_SAMPLE, SentBatch, StoredDeadLetters, StoredSequence
 from ..dlq.base import DeadLetter, DeadLetterQueue
 from ..dlq.codec import clean_text, type_name
@@ -51,7 +52,8 @@ class Failures(abc.ABC):
 
     @abc.abstractmethod
     def type_counts(self) -> collections.Counter[str]:
-        """Exception type name -> how many records were dead-lettered with it."""
+        """Exception type name -> how many records were dead-lettered with it: the most
+        frequent ``_report.types.MAX_ERROR_TYPES``, the rest as "other" (``TypeCounter``)."""
 
     @abc.abstractmethod
     def record_errors(self) -> Sequence[RecordError]:
@@ -144,7 +146,7 @@ class MemoryFailures(Failures):
         return [r.record for r in self._in_order()]
 
     def type_counts(self) -> collections.Counter[str]:
-        return collections.Counter(type(r.attempts[-1].error).__name__ for r in self._in_order())
+        return bounded_type_counts(type(r.attempts[-1].error).__name__ for r in self._in_order())
 
     def record_errors(self) -> list[RecordError]:
         stage_of, record_id = self.entries.stage_of, self.entries.record_id
@@ -202,7 +204,7 @@ class DurableFailures(Failures):
         self._dlq = dlq
         self._reopen = reopen
         self._elsewhere = elsewhere
-        self._type_counts: collections.Counter[str] = collections.Counter()
+        self._type_counts = TypeCounter()  # bounded: a run may raise any number of types
         # A max-heap on the record index (negated), with a tie-breaker so entries never compare.
         self._sample: list[tuple[int, int, DeadLetter]] = []
         self._sample_order = itertools.count()
@@ -247,7 +249,7 @@ class DurableFailures(Failures):
         return StoredSequence(self._stored(), _stored_record, "failed records")
 
     def type_counts(self) -> collections.Counter[str]:
-        return collections.Counter(self._type_counts)
+        return self._type_counts.counter()
 
     def record_errors(self) -> Sequence[RecordError]:
         return StoredSequence(self._stored(), _record_error, "errors")

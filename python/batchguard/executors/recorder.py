@@ -17,6 +17,7 @@ from typing import Any
 from .._native import BatchEvent, BreakerEvent, Counters
 from .._outcome import RunRecorder
 from .._report.patterns import PatternCounter
+from .._report.types import bounded_type_counts
 from .._run.failures import Failures, MemoryFailures, count_patterns
 from ..dlq.base import DeadLetter
 from ..results import RecordError
@@ -50,7 +51,7 @@ class EntryFailures(Failures):
         return [record for _, record in self._in_order()]
 
     def type_counts(self) -> collections.Counter[str]:
-        return collections.Counter(entry.error_type for entry, _ in self._entries)
+        return bounded_type_counts(entry.error_type for entry, _ in self._entries)
 
     def record_errors(self) -> list[RecordError]:
         return [RecordError(e.record_index, e.record_id, e.error_type, e.error_message, e.error_class,
