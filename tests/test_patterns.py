@@ -185,8 +185,8 @@ def test_a_table_without_a_catch_all_still_recommends() -> None:
 
 def test_every_default_rule_says_what_to_check_change_and_run() -> None:
     names = [rule.name for rule in DEFAULT_RULES]
-    assert names == ["timeout", "rate_limit", "server_error", "connection", "integrity", "blocked", "validation",
-                     "unknown"]
+    assert names == ["retry_budget", "timeout", "rate_limit", "server_error", "connection", "integrity", "blocked",
+                     "validation", "unknown"]
     for rule in DEFAULT_RULES:
         r = rule.recommendation
         assert r.check and r.change and r.command and r.command.startswith("batchguard dlq ")

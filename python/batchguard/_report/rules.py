@@ -11,6 +11,8 @@ The default table, in order (the first rule that matches wins):
 =============  ===========================================================================
 rule           matches
 =============  ===========================================================================
+retry_budget   ``RetryBudgetExhausted``: a retry the ``retry_budget=`` refused (the dependency
+               was failing too often); retry once it is healthy
 timeout        a type named ``*Timeout*`` / ``*TimedOut*`` / ``*Deadline*``, HTTP 408 or
                504, or a message saying "timed out" / "timeout"
 rate_limit     HTTP 429, a type or message naming throttling, rate limits or "too many
@@ -203,6 +205,17 @@ _REVIEW: Final = "batchguard dlq review --error-type {error_type}{scope}{dlq}"
 _RETRY: Final = "batchguard dlq retry --error-type {error_type}{scope}{fn}{dlq}"
 
 DEFAULT_RULES: Final[tuple[RecommendationRule, ...]] = (
+    RecommendationRule(
+        "retry_budget",
+        when(type_name=r"retry.?budget"),
+        Recommendation(
+            "retry_budget",
+            check="the dependency's health while the run was going: the retry budget held back "
+                  "these retries because too many calls were failing at once (an outage, "
+                  "throttling), and the record's own error is in dlq show ID",
+            change="wait until the dependency is healthy, then retry these records; raise the "
+                   "budget's ratio only if the dependency can take more retries",
+            command=_RETRY)),
     RecommendationRule(
         "timeout",
         when(type_name=r"time[d_ ]?out|deadline", status=(408, 504),

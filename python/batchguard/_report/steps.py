@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RETRYABLE_KINDS", "CliContext", "CommandFlags", "NextStep", "judged", "next_steps"]
 
-RETRYABLE_KINDS: Final = frozenset({"timeout", "rate_limit", "server_error", "connection"})
+RETRYABLE_KINDS: Final = frozenset({"retry_budget", "timeout", "rate_limit", "server_error", "connection"})
 """Recommendation kinds whose records usually succeed when retried once the cause has passed."""
 _RETRY_STEPS: Final = 3  # error types given a retry step of their own (the most frequent)
 _FIXED_IN_THE_INPUT: Final = frozenset({InputParseError.__name__, ValidationBlocked.__name__})
