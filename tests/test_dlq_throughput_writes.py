@@ -6,7 +6,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,7 @@ from helpers_contract import ENGINES
 
 class SlowWrites(SqliteDLQ):
     """Each write takes a while and notes the thread it ran on: a run that returned before its
-    last write finished would leave entries missing for another connection. ``fail_on``: the
-    record index whose write fails."""
+    last write finished would leave entries missing for another connection."""
 
     def __init__(self, path: Path, *, delay: float = 0.2, fail_on: int | None = None) -> None:
         super().__init__(path)
@@ -30,15 +28,14 @@ class SlowWrites(SqliteDLQ):
         self.writes = 0
         self.threads: set[str] = set()
 
-    def _write_chunks(self, chunks: Sequence[tuple[bool, list[tuple[Any, ...]]]]) -> None:
+    def _write(self, with_status: bool, rows: list[tuple[Any, ...]]) -> None:
         self.writes += 1
         self.threads.add(threading.current_thread().name)
         time.sleep(self.delay)
-        if self.fail_on is not None and any(row[0].endswith(f"-{self.fail_on:012d}") for _, rows in chunks
-                                            for row in rows):
+        if self.writes == self.fail_on:
             with self._db.errors("send"):
                 raise sqlite3.OperationalError("disk I/O error")
-        super()._write_chunks(chunks)
+        super()._write(with_status, rows)
 
 
 def _fails(record: int) -> None:
@@ -59,7 +56,7 @@ def test_every_entry_is_durable_when_the_run_returns(tmp_path: Path, engine: str
     dlq = SlowWrites(tmp_path / "dlq.db")
     report = run_batches(range(50), _fails, dlq=dlq, batch_size=10, engine=engine)  # type: ignore[arg-type]
     assert _stored(tmp_path / "dlq.db") == 50 == report.dlq_count
-    assert 1 <= dlq.writes <= 5  # batches queued behind a commit are committed together
+    assert dlq.writes == 5
     assert threading.current_thread().name not in dlq.threads  # written off the run's thread
     entries = dlq.list(limit=None)
     assert [e.record_index for e in entries] == list(range(50))  # the order of the sends
@@ -85,84 +82,44 @@ def test_entries_sent_before_an_interrupt_are_durable_when_it_propagates(tmp_pat
     dlq.close()
 
 
-@pytest.mark.parametrize("fail_on", [15, 49])
+@pytest.mark.parametrize("fail_on", [2, 5])
 def test_a_failed_write_fails_the_run(tmp_path: Path, fail_on: int) -> None:
-    # The write of the 2nd batch fails while the engine runs later ones: a later send or the
-    # run's end raises it; the write of the last batch fails after the engine ended: the run's
-    # end raises it.
+    # The 2nd write fails while the engine runs a later batch: the next send raises it; the
+    # 5th (last) write fails after the engine ended: the run's end raises it.
     dlq = SlowWrites(tmp_path / "dlq.db", delay=0.01, fail_on=fail_on)
     with pytest.raises(DLQError, match="disk I/O error"):
         run_batches(range(50), _fails, dlq=dlq, batch_size=10)
-    assert fail_on not in {e.record_index for e in dlq.list(limit=None)}
     dlq.close()
 
 
 class GatedWrites(SqliteDLQ):
-    """The first write waits for the test to open its gate."""
+    """The second write waits for the test to open its gate."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.gate = threading.Event()
-        self.entered = threading.Event()  # the first write has taken its entries
-        self.writes: list[int] = []  # entries per write
+        self.writes = 0
 
-    def _write_chunks(self, chunks: Sequence[tuple[bool, list[tuple[Any, ...]]]]) -> None:
-        if not self.writes:
-            self.entered.set()
+    def _write(self, with_status: bool, rows: list[tuple[Any, ...]]) -> None:
+        self.writes += 1
+        if self.writes == 2:
             assert self.gate.wait(10)
-        self.writes.append(sum(len(rows) for _, rows in chunks))
-        super()._write_chunks(chunks)
+        super()._write(with_status, rows)
 
 
-def _batch(first: int, size: int) -> list[DeadLetter]:
-    return [DeadLetter(id=f"e{i}", run_id="r", job_id=None, record_id=i, record_index=i, batch_index=0,
-                       stage="process", payload=i, payload_encoding="json", error_class="permanent",
-                       error_type="ValueError", error_message="bad", traceback=None)
-            for i in range(first, first + size)]
-
-
-def test_batches_queued_behind_a_slow_commit_are_committed_together(tmp_path: Path) -> None:
+def test_background_writes_are_one_batch_behind_at_most(tmp_path: Path) -> None:
     dlq = GatedWrites(tmp_path / "dlq.db")
     writes = dlq.background_writes()
-    writes.send(_batch(0, 2))
-    assert dlq.entered.wait(10)
-    for first in range(2, 8, 2):
-        writes.send(_batch(first, 2))  # none waits: the writer is 8 entries behind at most
-    assert _stored(tmp_path / "dlq.db") == 0
+    entries = [DeadLetter(id=f"e{i}", run_id="r", job_id=None, record_id=i, record_index=i, batch_index=0,
+                          stage="process", payload=i, payload_encoding="json", error_class="permanent",
+                          error_type="ValueError", error_message="bad", traceback=None) for i in range(4)]
+    writes.send(entries[:2])
+    writes.send(entries[2:])  # returns once the first batch is durable; the second is held
+    assert _stored(tmp_path / "dlq.db") == 2
     dlq.gate.set()
     writes.finish()
-    assert dlq.writes == [2, 6]  # the first batch, then the three queued behind it in one commit
-    assert [e.record_index for e in dlq.list(limit=None)] == list(range(8))
+    assert _stored(tmp_path / "dlq.db") == 4
     writes.finish()  # twice is fine
-    dlq.close()
-
-
-def test_a_send_waits_while_the_writer_is_max_pending_entries_behind(tmp_path: Path) -> None:
-    dlq = GatedWrites(tmp_path / "dlq.db")
-    writes = dlq.background_writes()
-    writes.max_pending = 4
-    writes.send(_batch(0, 2))
-    assert dlq.entered.wait(10)
-    writes.send(_batch(2, 2))  # 4 queued: at the bound, not past it
-    third = threading.Thread(target=writes.send, args=(_batch(4, 2),))
-    third.start()
-    third.join(0.3)
-    assert third.is_alive()  # 6 would be past the bound: it waits for the writer
-    dlq.gate.set()
-    third.join(10)
-    assert not third.is_alive()
-    writes.finish()
-    assert _stored(tmp_path / "dlq.db") == 6
-    dlq.close()
-
-
-def test_a_batch_larger_than_the_bound_is_still_taken(tmp_path: Path) -> None:
-    dlq = SqliteDLQ(tmp_path / "dlq.db")
-    writes = dlq.background_writes()
-    writes.max_pending = 4
-    writes.send(_batch(0, 10))  # alone in the queue: waiting would never end
-    writes.finish()
-    assert _stored(tmp_path / "dlq.db") == 10
     dlq.close()
 
 

@@ -217,7 +217,7 @@ class RunRecorder:
             return
         entries = [self.entries.dead_letter(record) for record in dead]
         if self._writes is not None:
-            self._writes.send(entries)  # queued for the writer; finish_writes() waits for it
+            self._writes.send(entries)  # returns once the previous batch is durable
         else:
             self.sink.batch_done(_stats(event), entries)
         # Counted once the sink returned: an interrupt inside it hands this batch over again.

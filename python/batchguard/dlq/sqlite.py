@@ -8,8 +8,8 @@ import functools
 import itertools
 import os
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -239,18 +239,13 @@ class SqliteDLQ(QueueBase):
         self._write(*_rows(entries))  # encode before taking the lock
 
     def background_writes(self) -> BackgroundWrites:
-        """A writer that commits batches on its own thread while the caller goes on: see
-        :class:`BackgroundWrites` (a run's recorder uses it)."""
+        """A writer that sends each batch on its own thread while the caller goes on, one batch
+        behind: see :class:`BackgroundWrites` (a run's recorder uses it)."""
         return BackgroundWrites(self)
 
     def _write(self, with_status: bool, rows: builtins.list[tuple[Any, ...]]) -> None:
-        self._write_chunks([(with_status, rows)])
-
-    def _write_chunks(self, chunks: Sequence[tuple[bool, builtins.list[tuple[Any, ...]]]]) -> None:
-        """Upsert each ``(with_status, rows)`` of :func:`_rows`, in order, in one transaction."""
         with self._db.errors("send"), self.transaction() as cur:
-            for with_status, rows in chunks:
-                _upsert(cur, with_status, rows)
+            _upsert(cur, with_status, rows)
 
     def count(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
         """How many entries match ``filters`` (exact matches on FILTER_FIELDS) and ``status``."""
@@ -336,91 +331,46 @@ class SqliteDLQ(QueueBase):
 
 
 class BackgroundWrites:
-    """Sends to a :class:`SqliteDLQ` with the inserts and the commit's fsync on a writer thread.
+    """Sends to a :class:`SqliteDLQ` with the insert and the commit's fsync on a writer thread.
 
-    With ``synchronous=FULL`` each commit waits for an fsync (milliseconds), and inserting a
+    With ``synchronous=FULL`` each send waits for an fsync (milliseconds), and inserting a
     thousand rows takes as long again; the GIL is released for both, so a run can process its
-    next batches meanwhile. :meth:`send` encodes a batch on the caller's thread (raising the
-    error of a write that failed), queues it and returns; the writer commits everything queued
-    since its last commit in one transaction (a group commit), so when it falls behind it
-    catches up with fewer commits, fsyncs and GIL hand-offs, where a writer of one batch at a
-    time held the run back at every batch. At most :attr:`max_pending` entries wait: past it,
-    :meth:`send` waits for the writer. :meth:`finish` waits for every entry queued. A run's
+    next batch meanwhile. :meth:`send` encodes a batch on the caller's thread, waits until the
+    previous batch is durable (raising its error, if its write failed), hands this one to the
+    writer and returns: at most one batch is in flight. :meth:`finish` waits for it. A run's
     entries are durable before the run returns because the run calls :meth:`finish` first;
     the durability of each commit is the queue's (``synchronous``), unchanged.
     """
 
-    max_pending: int = 10_000
-    """Entries queued and not yet committed, at most (about 10 MB of encoded entries)."""
-
     def __init__(self, dlq: SqliteDLQ) -> None:
         """Nothing starts until the first :meth:`send`."""
         self.dlq = dlq
-        self._changed = threading.Condition()
-        self._queued: builtins.list[tuple[bool, builtins.list[tuple[Any, ...]]]] = []
-        self._pending = 0  # entries queued or being written
-        self._error: BaseException | None = None
-        self._writer: threading.Thread | None = None
-        self._stopping = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     def send(self, entries: Sequence[DeadLetter]) -> None:
-        """Encode ``entries`` and queue them for the writer (waiting while it is
-        :attr:`max_pending` entries behind); raise the error of a write that failed."""
+        """Encode ``entries``, wait for the previous batch, then write these in the background."""
         if not entries:
             return
-        with_status, rows = _rows(entries)  # while the writer writes what came before
-        with self._changed:
-            while self._error is None and self._pending and self._pending + len(rows) > self.max_pending:
-                self._changed.wait()
-            if self._error is not None:
-                raise self._error
-            self._queued.append((with_status, rows))
-            self._pending += len(rows)
-            if self._writer is None:
-                self._stopping = False
-                self._writer = threading.Thread(target=self._write_queued, name="batchguard-dlq-writer",
-                                                daemon=True)
-                self._writer.start()
-            self._changed.notify_all()
-
-    def _write_queued(self) -> None:
-        """The writer thread: commit what is queued, all of it in one transaction, until stopped."""
-        while True:
-            with self._changed:
-                while not self._queued and not self._stopping:
-                    self._changed.wait()
-                if not self._queued:
-                    return
-                chunks, self._queued = self._queued, []
-            try:
-                self.dlq._write_chunks(chunks)
-            except BaseException as exc:  # noqa: BLE001 - handed to the run's thread, which raises it
-                with self._changed:
-                    self._error = exc
-                    self._queued.clear()  # the run is failing: what is queued is not stored
-                    self._pending = 0
-                    self._changed.notify_all()
-                return
-            with self._changed:
-                self._pending -= sum(len(rows) for _, rows in chunks)
-                self._changed.notify_all()
+        with_status, rows = _rows(entries)  # while the previous batch is still being written
+        self.wait()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="batchguard-dlq-writer")
+        self._pending = self._pool.submit(self.dlq._write, with_status, rows)
 
     def wait(self) -> None:
-        """Return once every entry sent is durable; raise the error of a write that failed."""
-        with self._changed:
-            while self._pending and self._error is None:
-                self._changed.wait()
-            if self._error is not None:
-                raise self._error
+        """Return once every batch sent is durable; raise the error of a write that failed."""
+        pending = self._pending
+        if pending is not None:
+            # Cleared only once it is done: an interrupt while waiting leaves it to wait for again.
+            pending.result()
+            self._pending = None
 
     def finish(self) -> None:
         """:meth:`wait`, then stop the writer thread (a later :meth:`send` starts another)."""
         try:
             self.wait()
         finally:
-            with self._changed:
-                self._stopping = True
-                self._changed.notify_all()
-                writer, self._writer = self._writer, None
-            if writer is not None:
-                writer.join()
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=True)
