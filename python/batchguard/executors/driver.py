@@ -27,7 +27,7 @@ from .._native import ActiveBatch, Counters, RunSummary
 from .._run.plan import Plan
 from .._run.sink import DLQSend
 from ..policies import CircuitBreaker
-from ..reference.gates import MIN_RATE_SAMPLE
+from ..reference.gates import MIN_RATE_SAMPLE, over_budget
 from .protocol import Executor, WorkerLost
 from .recorder import ExecutorRecorder
 from .splits import ParquetSplit, parquet_batches, splittable
@@ -64,16 +64,6 @@ def _batches(records: Any, size: int, skip: frozenset[int]) -> Iterator[tuple[in
         yield index, index * size, len(batch), None if index in skip else batch
         if len(batch) < size:
             return
-
-
-def _over_budget(budget: int | float | None, succeeded: int, failed: int) -> bool:
-    """The engines' rule (``reference.gates``): more dead letters than ``max_failures`` allows."""
-    if budget is None:
-        return False
-    if isinstance(budget, int):
-        return failed > budget
-    finished = succeeded + failed
-    return finished >= MIN_RATE_SAMPLE and failed / finished > budget
 
 
 def worker_dlq_url(plan: Plan, recorder: ExecutorRecorder) -> str | None:
@@ -257,7 +247,7 @@ class _Driver:
             # A rate is over budget once it is whatever the batches still running return
             # (they may all succeed): batches come back in any order, and one back before
             # those ahead of it in the input must not stop the run on its own rate.
-            elif _over_budget(self.plan.config.max_failures, self.succeeded + self._running(), self.failed):
+            elif over_budget(self.plan.config.max_failures, self.succeeded + self._running(), self.failed):
                 self.stop_reason = "max_failures"
             if self.stop_reason is not None:
                 logger.warning("run %s stops (%s, batch %d on %s): no more batches are submitted; "

@@ -17,6 +17,17 @@ from .ratelimit import TokenBucket
 MIN_RATE_SAMPLE = 10
 
 
+def over_budget(budget: int | float | None, succeeded: int, failed: int) -> bool:
+    """The engines' ``max_failures`` rule: a count is a number of dead letters, a rate is judged
+    once :data:`MIN_RATE_SAMPLE` records have finished (the executor's driver applies it too)."""
+    if budget is None:
+        return False
+    if isinstance(budget, int):
+        return failed > budget
+    finished = succeeded + failed
+    return finished >= MIN_RATE_SAMPLE and failed / finished > budget
+
+
 class Gates:
     """What may hold an attempt back, or stop the run, besides the records themselves."""
 
@@ -158,10 +169,4 @@ class Gates:
 
     def over_budget(self, succeeded: int, failed: int) -> bool:
         """Are more records dead-lettered than ``max_failures`` allows?"""
-        budget = self._budget
-        if budget is None:
-            return False
-        if isinstance(budget, int):
-            return failed > budget
-        finished = succeeded + failed
-        return finished >= MIN_RATE_SAMPLE and failed / finished > budget
+        return over_budget(self._budget, succeeded, failed)
