@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
 
 
 @dataclass(frozen=True)
@@ -96,3 +98,13 @@ class Receiver:
 def episodes(bodies: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
     """(state, episode, reason) of each notice, in order."""
     return [(b["state"], b["episode"], b["reason"]) for b in bodies]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A :class:`Receiver` for one test (a fixture: import it into a test module)."""
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.close()

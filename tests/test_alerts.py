@@ -8,30 +8,22 @@ import asyncio
 import logging
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import batchguard
-from alerts_receiver import Receiver, episodes
+from alerts_receiver import Receiver, episodes, receiver
 from batchguard import AlertRule, CircuitBreaker, RetryPolicy
 from batchguard._run.execute import recorder_for
 from batchguard._run.plan import close_opened_dlq, make_plan
 from batchguard.alerts import Webhook
 from helpers_contract import ENGINES
 
+__all__ = ["receiver"]  # a fixture (alerts_receiver.receiver), used by name
+
 ONCE = RetryPolicy(max_attempts=1)
 FAST = {"backoff_s": 0.05, "timeout": 5.0}
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def _alert_threads() -> list[threading.Thread]:

@@ -8,12 +8,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from alerts_receiver import Receiver
+from alerts_receiver import Receiver, receiver
+
+__all__ = ["receiver"]  # a fixture (alerts_receiver.receiver), used by name
 
 FN = '''
 def handle(record):
@@ -22,15 +23,6 @@ def handle(record):
     return record["n"]
 '''
 SECRET = "T0K3N-s3cret"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 @pytest.fixture

@@ -14,29 +14,22 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import batchguard
-from alerts_receiver import Receiver
+from alerts_receiver import Receiver, receiver
 from batchguard import AlertRule, ConfigError, ConfigTypeError, RetryPolicy
 from batchguard.alerts import Alert, AlertMonitor, Webhook
 from batchguard.alerts import monitor as monitor_module
 from batchguard.alerts.webhook import WebhookSender
 from helpers_contract import ENGINES
 
+__all__ = ["receiver"]  # a fixture (alerts_receiver.receiver), used by name
+
 ONCE = RetryPolicy(max_attempts=1)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 class RawServer:
