@@ -3,6 +3,7 @@ dead letters."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
@@ -12,8 +13,9 @@ from typing import Any
 import click
 
 from .._urls import redact
-from ..errors import ConfigError, JobNotFoundError, JobStoreUnavailableError, PickleNotAllowedError
+from ..errors import ConfigError, JobError, JobNotFoundError, JobStoreUnavailableError, PickleNotAllowedError
 from ..jobs import JobStatus, job_batches, job_status, list_jobs
+from ..jobs.store import held_idle, opened_store
 from ..replay import replay
 from .callables import load_callable
 from .console import table
@@ -232,15 +234,23 @@ def jobs_retry_failed(name: str, fn_spec: str, store_url: str, dlq_url: str | No
                          float(saved.get("base_delay", 1.0)) if base_delay is None else base_delay)
     view = ProgressView(title=f"retry job {name}", quiet=quiet)
     wanted: dict[str, Any] = {"job_id": name, **({} if error_type is None else {"error_type": error_type})}
-    with job_dlq(state, store_url, dlq_url) as dlq, warnings.catch_warnings():
+    with job_dlq(state, store_url, dlq_url) as dlq, warnings.catch_warnings(), contextlib.ExitStack() as held:
         if dlq.queue is None:
             raise CannotStart(f"cannot retry job {name!r}: {dlq.why_not}")
         warnings.simplefilter("ignore")  # the counts left aside are printed below instead
+        try:
+            # The job's run lock for the whole replay, as rollback holds it: a run of the job
+            # meanwhile would checkpoint over the totals the replay moves, and replay its own
+            # dead letters' records while they are still being written.
+            store = held.enter_context(opened_store(store_url))
+            held.enter_context(held_idle(store, name, "retried"))
+        except (JobError, JobStoreUnavailableError) as exc:
+            cannot_start(exc)
         replayed_before = replayed_among(dlq.queue, None, wanted)
         try:
             with view.running():
                 report = replay(dlq.queue, fn, concurrency=concurrency or int(saved.get("concurrency", 1)),
-                                retry=retry, on_progress=None if quiet else view, store=store_url,
+                                retry=retry, on_progress=None if quiet else view, store=store,
                                 validate=check, **wanted)
         except PickleNotAllowedError as exc:
             report = exc.report

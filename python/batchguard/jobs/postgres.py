@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
+import socket
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any, Final
@@ -22,6 +24,10 @@ from .sql import SqlJobStore
 __all__ = ["PostgresJobStore"]
 
 _PG_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
+
+
+_APPLICATION: Final = "batchguard job run"
+"""The start of a job run's session name (application_name), then "pid N on host"."""
 
 
 def _advisory_key(job: str) -> int:
@@ -113,11 +119,34 @@ class PostgresJobStore(SqlJobStore):
                     return bool(row and row[0])
 
                 if not claim_attempts(take):
+                    holder = self._holder(conn, key)
                     raise JobError(f"job {job!r} is already running in another process "
-                                   f"(store {self._db.location})")
+                                   f"({holder + ', ' if holder else ''}store {self._db.location})")
+                # Who holds the lock, for the message of anyone who finds it taken: the server
+                # knows the session, not the process behind it.
+                conn.execute("SELECT set_config('application_name', %s, false)",
+                             (f"{_APPLICATION} pid {os.getpid()} on {socket.gethostname()}"[:63],))
                 yield
             finally:
                 conn.close()  # ends the session: the server drops the lock
+
+    @staticmethod
+    def _holder(conn: Any, key: int) -> str:
+        """The session holding the advisory lock ``key``: the process a batchguard run named in
+        its application_name ("pid N on host"), else the server's backend pid; "" if gone."""
+        unsigned = key & 0xFFFFFFFFFFFFFFFF
+        row = conn.execute(
+            "SELECT a.pid, a.application_name, host(a.client_addr) FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid = %s::oid AND l.objid = %s::oid AND l.objsubid = 1",
+            (unsigned >> 32, unsigned & 0xFFFFFFFF)).fetchone()
+        if row is None:
+            return ""
+        backend, name, client = row
+        if isinstance(name, str) and name.startswith(_APPLICATION + " "):
+            return name.removeprefix(_APPLICATION + " ")
+        return f"server session pid {backend}" + (f" from {client}" if client else "")
 
     def _active(self, job: str) -> bool:
         if held_here(self._scope, job):

@@ -24,10 +24,10 @@ from .._checks import printable
 from .._run.entries import new_run_id
 from ..compensation import Outcome, Undoer, check_undo
 from ..dlq.codec import Fallbacks
-from ..errors import ConfigTypeError, JobError, JobNotFoundError
+from ..errors import ConfigTypeError, JobNotFoundError
 from ..policies import Classifier, RetryPolicy
 from .outcomes import encode_outcome
-from .store import JobStore, opened_store
+from .store import JobStore, held_idle, opened_store
 
 __all__ = ["RollbackFailure", "RollbackReport", "keep_sample", "rollback"]
 
@@ -136,12 +136,7 @@ def _held(store: JobStore, job: str, is_job: bool) -> Iterator[None]:
     if not is_job:  # a sample: nothing runs it again
         yield
         return
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(store.claim(job))
-        except JobError as exc:
-            raise JobError(f"job {job!r} cannot be rolled back while a run of it is running ({exc}): "
-                           "wait for the run to end, or stop it, then roll back") from exc
+    with held_idle(store, job, "rolled back"):
         yield
 
 

@@ -167,7 +167,9 @@ class SqliteJobStore(SqlJobStore):
                 yield
                 return
             if not claim_attempts(lambda: locks.try_lock(job)):
-                raise JobError(f"job {job!r} is already running in another process (store {self.path})")
+                pid = locks.holder(job)
+                holder = "" if pid is None else f"pid {pid}, "
+                raise JobError(f"job {job!r} is already running in another process ({holder}store {self.path})")
             try:
                 yield
             finally:

@@ -12,14 +12,14 @@ from .._urls import parse_url
 from ..dlq.base import DeadLetter, DeadLetterQueue
 from ..dlq.postgres import PostgresDLQ
 from ..dlq.sqlite import SqliteDLQ
-from ..errors import ConfigTypeError, JobNotFoundError
+from ..errors import ConfigTypeError, JobError, JobNotFoundError
 from ..results import BatchStats
 from .postgres import PostgresJobStore
 from .sqlite import SqliteJobStore
 from .status import JobState, JobStatus
 
-__all__ = ["DEFAULT_STORE_URL", "SCHEMES", "JobStore", "job_status", "list_jobs", "open_job_store",
-           "opened_store", "replay_store"]
+__all__ = ["DEFAULT_STORE_URL", "SCHEMES", "JobStore", "held_idle", "job_status", "list_jobs",
+           "open_job_store", "opened_store", "replay_store"]
 
 DEFAULT_STORE_URL: Final = "sqlite:///batchguard.db"
 """Where jobs are kept when no store is given (a file in the working directory)."""
@@ -120,6 +120,21 @@ def opened_store(store: JobStore | str | os.PathLike[str] | None) -> Iterator[Jo
     finally:
         if owned:
             opened.close()
+
+
+@contextlib.contextmanager
+def held_idle(store: JobStore, job: str, doing: str) -> Iterator[None]:
+    """Hold ``job``'s run lock for the block, as a run of it would: a run racing the block (a
+    rollback, a replay of its dead letters) would mark the job over what the block changes.
+    JobError, naming the job and the lock's holder, when a run of it holds the lock now;
+    ``doing`` says what was refused ("rolled back")."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(store.claim(job))
+        except JobError as exc:
+            raise JobError(f"job {job!r} is running and cannot be {doing} meanwhile ({exc}): wait "
+                           "for the run to end, or stop it, then try again") from exc
+        yield
 
 
 # ---------------------------------------------------------------------------- public queries
