@@ -30,7 +30,7 @@ from ..executors.choose import check_executor
 from ..executors.protocol import Executor
 from ..hooks import check_hooks, wants_retries
 from ..policies import CircuitBreaker, Classifier, ErrorClass, RateLimit, RetryPolicies, RetryPolicy
-from ..results import BatchProgress
+from ..results import BatchProgress, BatchReport
 from ..sinks import ResultWriter
 from ..steering import check_retry_budget, split_concurrency
 from ..validation.issues import check_phase_options
@@ -142,6 +142,9 @@ class Plan:
     """``dlq=`` when it was given as a URL: an executor's workers can open it themselves."""
     results: str | ResultWriter = "keep"
     """``results=``: "keep", "drop", or the sink each batch's values are written to."""
+    finish_report: Callable[[BatchReport[Any]], BatchReport[Any]] | None = None
+    """What the run adds to its report before any hook sees it (a full run's validation
+    counts, ``validation.full``): the run core applies it before ``on_run_end``."""
 
 
 def is_coroutine_function(fn: Any) -> bool:
