@@ -143,6 +143,8 @@ def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
                            max_failures=plan.config.max_failures,
                            skipped_batches=len(skip_batches))
     report = _with_steering(plan, report, outcome)
+    if plan.finish_report is not None:  # the report the caller gets is the one on_run_end sees
+        report = plan.finish_report(report)
     hooks = recorder.hooks
     if hooks is None:
         return report
