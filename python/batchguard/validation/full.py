@@ -10,6 +10,7 @@ blocked record fails, so the bisection that follows runs ``fn`` on the halves wi
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -170,12 +171,20 @@ def guard_full(plan: Plan) -> tuple[Plan, _Tally | None]:
         return None if user is None else user(exc)
 
     classifier = replace(plan.classifier, func=permanent_if_blocked)
-    return replace(plan, fn=guarded, classifier=classifier), tally
+    # The run core attaches the counts before on_run_end, so hooks see the caller's report.
+    return replace(plan, fn=guarded, classifier=classifier,
+                   finish_report=functools.partial(_with_counts, tally)), tally
+
+
+def _with_counts(tally: _Tally, report: BatchReport[Any]) -> BatchReport[Any]:
+    blocked = report.errors_by_type.get(ValidationBlocked.__name__, 0)
+    return replace(report, validation=ValidationSummary(blocked=blocked, warnings=tally.warnings))
 
 
 def finish_full(report: BatchReport[Any], tally: _Tally | None) -> BatchReport[Any]:
-    """The full run's report, with ``validation`` counts when it had a check."""
-    if tally is None:
+    """The full run's report, with ``validation`` counts when it had a check. The run core
+    attaches them already (``Plan.finish_report``, before ``on_run_end``); this fills them in
+    for a report it did not build."""
+    if tally is None or report.validation is not None:
         return report
-    blocked = report.errors_by_type.get(ValidationBlocked.__name__, 0)
-    return replace(report, validation=ValidationSummary(blocked=blocked, warnings=tally.warnings))
+    return _with_counts(tally, report)
