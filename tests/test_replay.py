@@ -189,11 +189,12 @@ def test_a_replay_that_stops_early_keeps_the_entries_it_did_not_finish(tmp_path:
     report = replay(dlq, fatal_at_55, retry=ONCE, batch_size=10)
     assert report.status == "aborted"
     left = sorted(e.record_index for e in dlq.list())
-    # Batches 0-4 finished: their entries left. Batch 5 did not: 55 failed again, the rest of
-    # it (succeeded or never run) stays for the next replay, and so does everything after it.
-    assert left == list(range(50, 100))
-    assert report.removed == 50 and report.kept == 1
-    assert dlq.get(dlq.list()[5].id).attempts[-1].error_type == "MemoryError"  # type: ignore[union-attr]
+    # Batches 0-4 finished: their entries left. Batch 5 did not: 50-54 succeeded and left too
+    # (LF1 item 3: marked before the replay returned), 55 failed again, and the rest of it
+    # (never run) stays for the next replay, as does everything after it.
+    assert left == list(range(55, 100))
+    assert report.removed == 55 and report.kept == 1
+    assert dlq.get(dlq.list()[0].id).attempts[-1].error_type == "MemoryError"  # type: ignore[union-attr]
     dlq.close()
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Generic, Literal, TypeVar, cast, overload
+from typing import Any, Final, Literal, cast
 
 from ._checks import check_flag
 from ._replay_left import PARSE_ERROR, is_blocked_entry, is_failed_undo, is_unparsed_line, warn_left
-from ._report.patterns import PatternCounter
+from ._replay_report import ReplayedFailures, ReplayedRecordError, ReplayReport, Successes
 from ._run.entries import new_run_id
 from ._run.execute import execute
-from ._run.failures import Failures
 from ._run.plan import DEFAULT_BATCH_SIZE, make_plan
 from ._stored import REPORT_SAMPLE
 from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, StatusChange, check_filters, matches, select
@@ -22,136 +20,13 @@ from .dlq.urls import open_dlq
 from .errors import ConfigError, PickleNotAllowedError
 from .jobs.store import JobStore, replay_store
 from .policies import Classifier, ErrorClass, ErrorKey, RetryPolicies, RetryPolicy
-from .results import BatchProgress, BatchReport, BatchStats, RecordError
+from .results import BatchProgress, BatchReport, BatchStats
 from .validation.full import finish_full, guard_full
 
 __all__ = ["PARSE_ERROR", "ReplayReport", "ReplayedRecordError", "is_blocked_entry", "is_unparsed_line", "replay"]
 
 REPLAY_STAGE = "replay"
 REPLAYED: Final = "replayed"
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayedRecordError(RecordError):
-    """A record a replay failed again: its entry's record id, index and batch (not its place
-    in the replay), and the error it first failed with."""
-
-    first_error_type: str | None = None
-    first_error_message: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**RecordError.to_dict(self), "first_error_type": self.first_error_type,
-                "first_error_message": self.first_error_message}
-
-
-class _Mapped(Sequence[T], Generic[T]):
-    """A read-only view of a sequence, each item converted when read (lazy, as the report's)."""
-
-    def __init__(self, inner: Sequence[Any], convert: Callable[[Any], T]) -> None:
-        self._inner = inner
-        self._convert = convert
-
-    def __len__(self) -> int:
-        return len(self._inner)
-
-    @overload
-    def __getitem__(self, index: int) -> T: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[T]: ...
-
-    def __getitem__(self, index: int | slice) -> T | list[T]:
-        if isinstance(index, slice):
-            return [self._convert(item) for item in self._inner[index]]
-        return self._convert(self._inner[index])
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-class _ReplayedFailures(Failures):
-    """The run's failures, told as the entries they replayed: the engine numbers the records by
-    their place in the replay and knows no record ids (a raw line's id was its place)."""
-
-    def __init__(self, inner: Failures, replayed: dict[int, DeadLetter]) -> None:
-        super().__init__(inner.entries)
-        self._inner = inner
-        self._replayed = replayed
-        self._count = len(inner)
-
-    def add(self, dead: Any, entries: Sequence[DeadLetter]) -> None:
-        raise TypeError("the failures of a finished replay take no more records")
-
-    def records(self) -> Sequence[Any]:
-        return self._inner.records()
-
-    def type_counts(self) -> Any:
-        return self._inner.type_counts()
-
-    def record_errors(self) -> Sequence[RecordError]:
-        return _Mapped(self._inner.record_errors(), self._error)
-
-    def dead_letters(self) -> Sequence[DeadLetter]:
-        # What the queue now holds: the replayed entry, its history extended.
-        return _Mapped(self._inner.dead_letters(), lambda d: self._replayed.get(d.record_index, d))
-
-    def pattern_counter(self) -> PatternCounter:
-        # The run's own count (its entries past the sample cannot be read back), its example
-        # ids turned from places in the replay into the replayed entries' record ids.
-        def record_id(index: int, place: Any) -> Any:
-            entry = self._replayed.get(index)
-            return place if entry is None else entry.record_id
-
-        return self._inner.pattern_counter().relabelled(record_id)
-
-    def _error(self, error: RecordError) -> RecordError:
-        entry = self._replayed.get(error.record_index)
-        if entry is None:
-            return error
-        first = entry.attempts[0] if entry.attempts else None
-        return ReplayedRecordError(
-            entry.record_index, entry.record_id, error.error_type, error.error_message,
-            error.error_class, entry.stage, error.attempts, entry.batch_index,
-            first_error_type=None if first is None else first.error_type,
-            first_error_message=None if first is None else first.error_message)
-
-
-@dataclass(frozen=True)
-class ReplayReport(BatchReport):
-    """A :class:`BatchReport` of the replayed records, plus what happened to their entries.
-
-    ``total`` and the counts cover the entries that were replayed; ``not_replayable`` ones
-    (payload stored as ``repr``) were left in the queue untouched.
-    """
-
-    entries_carry_run: ClassVar[bool] = False  # failures go back into the replayed entries
-
-    removed: int = 0
-    """Entries whose record succeeded: marked ``replayed`` (kept for the audit trail, out of the
-    default open view, as they left the queue before entries had a status). Also ``replayed``."""
-    kept: int = 0
-    """Entries whose record failed again: they stay open, their attempt history extended."""
-    not_replayable: int = 0
-    """Entries that cannot be turned back into their record (``repr`` payloads): left as they are."""
-    pickle_refused: int = 0
-    """Entries stored as pickle that were not loaded (no ``allow_pickle=True``): left as they are."""
-    parse_skipped: int = 0
-    """Entries of input lines that did not parse (InputParseError): their payload is the raw
-    text, not a record, so they are not fed to ``fn`` unless ``include_parse_errors=True``;
-    left as they are."""
-    blocked_skipped: int = 0
-    """Entries of records their check blocked (stage "validate"): not fed to ``fn`` unless
-    ``validate=`` checks them again; left as they are."""
-    jobs_updated: tuple[str, ...] = ()
-    """Jobs whose replayed entries moved from failed to succeeded in the job store (sorted)."""
-
-    @property
-    def replayed(self) -> int:
-        """Entries whose record succeeded and are now marked ``replayed`` (``removed``)."""
-        return self.removed
 
 
 def _extended(original: DeadLetter, again: DeadLetter, reopen: StatusChange) -> DeadLetter:
@@ -239,6 +114,7 @@ class _Replayer:
         self.removed = 0
         self.kept = 0
         self.not_replayable = 0
+        self.successes = Successes()
         # Entries sent while we replay (by anyone) go last: stop at what matched at the start.
         self.budget = len(chosen) if chosen is not None else queue.count(status=self.status, **wanted)
 
@@ -304,9 +180,9 @@ class _Replayer:
             if index in failed:
                 updates.append(_extended(original, failed[index], reopened))
                 self._remember(index, updates[-1])
-            elif stats.pending == 0:
-                removals.append(original)
-            # else: the run stopped inside this batch; succeeded or never run, the entry stays.
+            elif self.successes.take(index):
+                removals.append(original)  # also in a batch the run stopped in: it ran, once
+            # else: the run stopped inside this batch before running it; the entry stays.
         with self.lock:
             if updates:
                 self.queue.send(updates)
@@ -425,7 +301,8 @@ def replay(
         plan = make_plan(replayer.records(), fn, batch_size=size, concurrency=concurrency,
                          retry=retry, classifier=classifier, breaker=None, dlq=queue, id_of=None,
                          on_progress=on_progress, success_threshold=None, max_failures=None,
-                         stage=REPLAY_STAGE, engine=engine, pickle_payloads=True, validate=validate)
+                         stage=REPLAY_STAGE, engine=engine, pickle_payloads=True, validate=validate,
+                         results=replayer.successes)
         plan, tally = guard_full(plan)
         replayer.batch_size = plan.config.batch_size
         report = finish_full(execute(plan, run_id=run_id, sink=replayer), tally)
@@ -437,8 +314,9 @@ def replay(
     warn_left(not_replayable=replayer.not_replayable, parse_skipped=replayer.parse_skipped,
               undo_skipped=replayer.undo_skipped, blocked_skipped=replayer.blocked_skipped)
     values = {f.name: getattr(report, f.name) for f in dataclasses.fields(BatchReport)}
+    values["successful"] = replayer.successes.successful()
     if values["_failures"] is not None:
-        values["_failures"] = _ReplayedFailures(values["_failures"], replayer.replayed)
+        values["_failures"] = ReplayedFailures(values["_failures"], replayer.replayed)
     result = ReplayReport(**values, removed=replayer.removed, kept=replayer.kept,
                           not_replayable=replayer.not_replayable,
                           pickle_refused=replayer.pickle_refused,
