@@ -19,6 +19,7 @@ __all__ = [
     "ConfigTypeError",
     "DLQError",
     "DLQUnavailableError",
+    "DeadLetterClaimedError",
     "DeadLetterNotFoundError",
     "InputError",
     "InputParseError",
@@ -190,3 +191,17 @@ class RetryBudgetExhausted(BatchguardError):
     this error's ``__cause__`` (its type and message are in the entry's attempts). Replay it
     once the dependency has recovered.
     """
+
+
+class DeadLetterClaimedError(DLQError):
+    """A change of status (``resolve``, ``set_status``; ``batchguard dlq skip``) was refused: a
+    running replay has claimed some of the entries (status ``replaying``) and is running their
+    records now. The message names the replay's run id, who started it and since when; nothing
+    was changed. ``ids`` holds the claimed ones. Wait for the replay to end, or pass
+    ``force=True`` (``--force``): the change then wins and the replay leaves those entries as
+    they are set.
+    """
+
+    def __init__(self, message: str, ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.ids = ids
