@@ -32,7 +32,7 @@ from .retry_end import RetryEnd
 from .sink import OutcomeSink, ResultsOut
 from .sync_fn import StopSignal, in_thread_until_cancelled
 
-__all__ = ["aexecute", "arun", "execute"]
+__all__ = ["aexecute", "arun", "execute", "execute_nothing"]
 
 
 def recorder_for(plan: Plan, run_id: str | None, job_id: str | None, sink: OutcomeSink | None,
@@ -142,7 +142,12 @@ def _report(plan: Plan, recorder: RunRecorder, outcome: RunSummary,
                            success_threshold=plan.success_threshold,
                            max_failures=plan.config.max_failures,
                            skipped_batches=len(skip_batches))
-    report = _with_steering(plan, report, outcome)
+    return _ended(plan, recorder, _with_steering(plan, report, outcome))
+
+
+def _ended(plan: Plan, recorder: RunRecorder, report: BatchReport) -> BatchReport:
+    """The run's last steps, whatever it ran: the plan's additions to ``report``, then its hook
+    targets hear it end (``on_run_end``, ``run_closed``), and their errors are counted."""
     if plan.finish_report is not None:  # the report the caller gets is the one on_run_end sees
         report = plan.finish_report(report)
     hooks = recorder.hooks
@@ -165,6 +170,20 @@ def _with_steering(plan: Plan, report: BatchReport, outcome: RunSummary) -> Batc
     if plan.config.retry_budget is not None:
         report = replace(report, retries_over_budget=RetriesOverBudget(*outcome.retries_over_budget))
     return report
+
+
+def execute_nothing(plan: Plan, *, job_id: str | None, skipped_batches: int) -> BatchReport:
+    """The report of a run with nothing left to do (a finished job run again): no engine runs
+    and no record is read, but the run's hook targets see it start and end as any run's
+    (``run_started``, ``on_run_end`` with this report, ``run_closed``; ``batchguard.hooks``)."""
+    # Nothing is written or drawn: no DLQ, no progress, no threshold to judge zero records by.
+    quiet = replace(plan, dlq=None, reopen_dlq=None, on_progress=None, success_threshold=None,
+                    total=0, expected_total=None)
+    recorder = recorder_for(quiet, None, job_id, None)
+    report = recorder.report(succeeded=0, failed=0, read=0, exhausted=True, retries=0, successful=[],
+                             stop_reason=None, breaker_trips=0, success_threshold=None,
+                             skipped_batches=skipped_batches)
+    return _ended(quiet, recorder, report)
 
 
 def execute(plan: Plan, *, run_id: str | None = None, job_id: str | None = None,
