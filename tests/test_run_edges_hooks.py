@@ -75,3 +75,27 @@ def test_on_run_end_sees_the_validation_counts(engine: str, kind: str, as_job: b
     assert report.validation == expected
     assert target.calls == ["run_started", "on_run_end", "run_closed"]
     assert target.ended[0].validation == expected, "on_run_end ran before the validation counts were attached"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_job_with_nothing_left_to_do_starts_and_ends_its_hooks(engine: str, kind: str, tmp_path: Path) -> None:
+    job = {"job": "finished", "store": f"sqlite:///{tmp_path / 'jobs.db'}"}
+    first = Lifecycle()
+    _run(kind, engine, first, **job)
+    assert first.calls == ["run_started", "on_run_end", "run_closed"]
+    again = Lifecycle()
+    report = _run(kind, engine, again, **job)  # every batch done: nothing runs
+    assert report.total == 0 and report.skipped_batches == 6 and report.status == "complete"
+    assert again.calls == ["run_started", "on_run_end", "run_closed"]
+    assert again.ended == [report]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_hooks_of_a_job_with_nothing_left_to_do_see_its_job(engine: str, tmp_path: Path) -> None:
+    """``Hooks(on_run_end=...)`` alone (no observer methods) is called too, with the job's id."""
+    ended: list[BatchReport[Any]] = []
+    job = {"job": "twice", "store": f"sqlite:///{tmp_path / 'jobs.db'}"}
+    batchguard.run_batches(range(10), double, engine=engine, **job)
+    report = batchguard.run_batches(range(10), double, engine=engine, hooks=Hooks(on_run_end=ended.append), **job)
+    assert ended == [report] and report.job_id == "twice"

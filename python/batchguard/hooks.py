@@ -17,6 +17,14 @@ the batch itself). A hook that raises is logged once (per hook and run), counted
 dead-lettered or retried as if no hook were there. Only ``on_retry`` costs the engine anything,
 and only when it is set: the engine then keeps each scheduled retry for the hook.
 
+Every run has the same lifecycle, whatever it does: ``run_started`` (below), then its events,
+then ``on_run_end`` with the report the caller gets (``report.validation`` included), then
+``run_closed(None)``; a run that raises skips ``on_run_end`` and ends with
+``run_closed(error)``. A run with nothing left to do (``run_batches(..., job=)`` or ``batchguard
+jobs resume`` on a finished job) runs no record but starts and ends all the same, with a report
+of zero records whose ``skipped_batches`` counts the job's batches. A dry-run or a sample is no
+such run: it calls no hook.
+
 An adapter that needs more than these (``batchguard.metrics``, ``batchguard.alerts``) may also
 have ``run_started(run_id, stage, job_id)``, ``observe_retry(event)`` (the
 :class:`~batchguard._native.RetryEvent`, with its error class), ``observe_counters(counters)``

@@ -9,9 +9,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from .._outcome import RunRecorder
 from .._run.entries import default_id_of, entry_id, new_run_id
-from .._run.execute import arun, execute
+from .._run.execute import arun, execute, execute_nothing
 from .._run.plan import Plan
 from .._urls import redact
 from ..compensation import Outcome
@@ -200,13 +199,8 @@ class _Checkpoint:
 def _nothing_to_do(plan: Plan, job: str, existing: JobStatus) -> BatchReport:
     logger.info("job %r already %s; nothing to do (force=True runs it again)", job, existing.status,
                 extra={"job_id": job, "job_status": existing.status})
-    # The report of a run that took on no record: built by the recorder, like every report.
-    recorder = RunRecorder(run_id=new_run_id(), job_id=job, stage=plan.stage, dlq=None,
-                           on_progress=None, total=0, batch_size=plan.config.batch_size,
-                           id_of=None, pickle_payloads=False)
-    return recorder.report(succeeded=0, failed=0, read=0, exhausted=True, retries=0, successful=[],
-                           stop_reason=None, breaker_trips=0, success_threshold=None,
-                           skipped_batches=existing.batches_done)
+    # A run that took on no record, and still a run: its hooks see it start and end.
+    return execute_nothing(plan, job_id=job, skipped_batches=existing.batches_done)
 
 
 @dataclass(frozen=True)
