@@ -7,7 +7,8 @@ import contextlib
 import io
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol, Self, runtime_checkable
@@ -19,7 +20,18 @@ from .._report.rules import RecommendationRule
 from ..errors import ConfigError, ConfigTypeError, DLQError
 from .codec import encode
 from .entry import STATUSES, Attempt, DeadLetter, StatusChange
-from .status import DEFAULT_STATUS, action_of, check_status, new_change, not_found, unique_ids, with_change
+from .status import (
+    DEFAULT_STATUS,
+    action_of,
+    check_status,
+    claim_of,
+    new_change,
+    not_found,
+    refuse_claimed,
+    unclaimed,
+    unique_ids,
+    with_change,
+)
 
 __all__ = [
     "FILTER_FIELDS",
@@ -27,6 +39,7 @@ __all__ = [
     "Attempt",
     "DeadLetter",
     "DeadLetterQueue",
+    "Decide",
     "MemoryDLQ",
     "QueueBase",
     "StatusChange",
@@ -65,14 +78,16 @@ class DeadLetterQueue(Protocol):
     def remove(self, ids: Iterable[str]) -> int: ...
 
     def set_status(self, ids: Iterable[str], status: str, *, reason: str | None = None,
-                   by: str | None = None) -> int:
+                   by: str | None = None, force: bool = False) -> int:
         """Move the entries ``ids`` to ``status`` (one of STATUSES), recording who, why and when in
         each one's history; all of them or, when an id names no entry, none
-        (DeadLetterNotFoundError naming it). Returns how many entries changed."""
+        (DeadLetterNotFoundError naming it), or when a running replay has claimed one, none
+        (DeadLetterClaimedError naming the replay) unless ``force``. Returns how many entries
+        changed."""
         ...
 
-    def resolve(self, ids: Iterable[str], reason: str, *, by: str | None = None) -> int:
-        """``set_status(ids, "resolved", reason=reason, by=by)``; ``reason`` is required."""
+    def resolve(self, ids: Iterable[str], reason: str, *, by: str | None = None, force: bool = False) -> int:
+        """``set_status(ids, "resolved", reason=reason, by=by, force=force)``; ``reason`` is required."""
         ...
 
     def patterns(self, *, rules: Sequence[RecommendationRule] | None = None,
@@ -118,9 +133,13 @@ class TransactionalDLQ(DeadLetterQueue, Protocol):
         ...
 
 
+Decide = Callable[[dict[str, DeadLetter]], dict[str, DeadLetter]]
+"""What :meth:`QueueBase.swap` applies: the present entries (by id) in, those to write back out."""
+
+
 class QueueBase:
     """What every backend does alike: ``with queue:`` closes it, ``len(queue)`` counts the open
-    entries, and the triage operations, built on the backend's ``_change_status``."""
+    entries, and the triage operations and a replay's claims, built on the backend's ``_swap``."""
 
     def count(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
         raise NotImplementedError
@@ -138,21 +157,52 @@ class QueueBase:
         return self._iter(select(filters, status))
 
     def set_status(self, ids: Iterable[str], status: str, *, reason: str | None = None,
-                   by: str | None = None) -> int:
+                   by: str | None = None, force: bool = False) -> int:
         """Move the entries ``ids`` to ``status`` (``"open"``, ``"resolved"`` or ``"replayed"``).
 
         Each entry's ``status_reason``/``status_by``/``status_at`` describe the change and its
         ``history`` gains it; ``by`` defaults to the OS user. Atomic: when an id names no entry,
         nothing changes and :class:`~batchguard.errors.DeadLetterNotFoundError` names the
         unknown ids. Returns how many entries changed (repeated ids count once).
+
+        An entry a running replay has claimed (``replaying``) is not changed under it: nothing
+        changes and :class:`~batchguard.errors.DeadLetterClaimedError` names the replay. With
+        ``force=True`` the change wins: the claim is dropped, and the replay, finding the entry
+        no longer its own, leaves it as set here. A stale claim (its replay gone) never stops a
+        change.
         """
         wanted = unique_ids(ids, "set_status")
         change = new_change(status, reason=reason, by=by)
         if not wanted:
             return 0
-        return self._change_status(wanted, change)
+        action = action_of(change.status)
 
-    def resolve(self, ids: Iterable[str], reason: str, *, by: str | None = None) -> int:
+        def decide(found: dict[str, DeadLetter]) -> dict[str, DeadLetter]:
+            unknown = [entry_id for entry_id in wanted if entry_id not in found]
+            if unknown:
+                raise not_found(unknown, action)
+            now = datetime.now(UTC)
+            held = [e for e in found.values() if (claim := claim_of(e)) is not None and not claim.stale(now)]
+            if held and not force:
+                raise refuse_claimed(held, action, now)
+            return {entry_id: with_change(unclaimed(entry), change) for entry_id, entry in found.items()}
+
+        self._swap(wanted, decide)
+        return len(wanted)
+
+    def swap(self, ids: Iterable[str], decide: Decide) -> dict[str, DeadLetter]:
+        """Read the entries ``ids``, let ``decide`` choose what to write back, write it: one
+        atomic step, which no other writer (thread, process or machine) interleaves with.
+
+        ``decide`` gets the present entries by id (an unknown id is left out) and returns the
+        entries to store (same ids, a subset); if it raises, nothing is written and its error
+        propagates. Returns every present entry as it is afterwards. A replay claims, renews,
+        settles and releases its entries with it (compare-and-set on their claim).
+        """
+        wanted = unique_ids(ids, "swap")
+        return self._swap(wanted, decide) if wanted else {}
+
+    def resolve(self, ids: Iterable[str], reason: str, *, by: str | None = None, force: bool = False) -> int:
         """Mark the entries ``ids`` resolved: skipped on purpose, for ``reason`` (required), by
         ``by`` (default: the OS user). They leave the default (open) view and stay in the queue
         for the audit trail; see :meth:`set_status`.
@@ -164,7 +214,7 @@ class QueueBase:
         if not isinstance(reason, str) or not reason.strip():
             raise ConfigError("resolve needs a reason (a non-empty str): it is what the next person "
                               f"reading the entry learns about why it was skipped; got {reason!r:.60}")
-        return self.set_status(ids, "resolved", reason=reason, by=by)
+        return self.set_status(ids, "resolved", reason=reason, by=by, force=force)
 
     def patterns(self, *, rules: Sequence[RecommendationRule] | None = None,
                  status: str | None = DEFAULT_STATUS, **filters: Any) -> tuple[FailurePattern, ...]:
@@ -189,9 +239,10 @@ class QueueBase:
     def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
         raise NotImplementedError
 
-    def _change_status(self, ids: builtins.list[str], change: StatusChange) -> int:
-        """Apply ``change`` to every entry of ``ids`` (no repeats) in one atomic write, or raise
-        ``not_found(unknown, ...)`` having changed nothing. Returns ``len(ids)``."""
+    def _swap(self, ids: builtins.list[str], decide: Decide) -> dict[str, DeadLetter]:
+        """:meth:`swap` for ``ids`` (no repeats): read the present ones, call ``decide`` once,
+        store what it returns, atomically (nothing stored if it raises); return the present
+        entries as they are afterwards."""
         raise NotImplementedError
 
     def __enter__(self) -> Self:
@@ -355,11 +406,12 @@ class MemoryDLQ(QueueBase):
             selected = [e for e in self._entries.values() if matches(e, wanted)]
         return iter(selected)
 
-    def _change_status(self, ids: builtins.list[str], change: StatusChange) -> int:
+    def _swap(self, ids: builtins.list[str], decide: Decide) -> dict[str, DeadLetter]:
         with self._lock:
-            unknown = [entry_id for entry_id in ids if entry_id not in self._entries]
-            if unknown:
-                raise not_found(unknown, action_of(change.status))
-            for entry_id in ids:
-                self._entries[entry_id] = with_change(self._entries[entry_id], change)
-        return len(ids)
+            found = {entry_id: self._entries[entry_id] for entry_id in ids if entry_id in self._entries}
+            changed = decide(dict(found))
+            stored = [encode(entry, full=True)[1] for entry in changed.values() if entry.id in found]
+            for entry in stored:
+                self._entries[entry.id] = entry
+            found.update((entry.id, entry) for entry in stored)
+        return found

@@ -16,10 +16,9 @@ from typing import IO, Any, Final
 
 from .._files import FILE_MODE, fsync_dir
 from ..errors import BatchguardWarning, DLQError, DLQUnavailableError
-from .base import DeadLetter, QueueBase, check_page, matches, select, write_jsonl
+from .base import DeadLetter, Decide, QueueBase, check_page, matches, select, write_jsonl
 from .codec import dumps, encode
-from .entry import StatusChange
-from .status import DEFAULT_STATUS, action_of, not_found, with_change
+from .status import DEFAULT_STATUS
 
 try:
     import fcntl
@@ -183,18 +182,19 @@ class JsonlDLQ(QueueBase):
             selected = [e for e in self._current().values() if matches(e, wanted)]
         return iter(selected)
 
-    def _change_status(self, ids: builtins.list[str], change: StatusChange) -> int:
-        """Append the changed entries under the exclusive lock, having checked every id names one."""
+    def _swap(self, ids: builtins.list[str], decide: Decide) -> dict[str, DeadLetter]:
+        """Under the file's exclusive lock (every process's writes wait for it): read what the
+        other writers appended, decide, append the changed entries."""
         with self._lock, self._locked(exclusive=True) as fd:
             self._replay(fd)
-            unknown = [entry_id for entry_id in ids if entry_id not in self._entries]
-            if unknown:
-                raise not_found(unknown, action_of(change.status))
-            changed = [with_change(self._entries[entry_id], change) for entry_id in ids]
-            self._append(fd, b"".join([dumps(entry) + b"\n" for entry in changed]), len(changed))
+            found = {entry_id: self._entries[entry_id] for entry_id in ids if entry_id in self._entries}
+            changed = [entry for entry_id, entry in decide(dict(found)).items() if entry_id in found]
+            if changed:
+                self._append(fd, b"".join([dumps(entry) + b"\n" for entry in changed]), len(changed))
             for entry in changed:
                 self._entries[entry.id] = entry
-        return len(ids)
+                found[entry.id] = entry
+        return found
 
     # -- maintenance ------------------------------------------------------------------------------
 

@@ -12,10 +12,9 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 from .._db.postgres import PostgresDatabase
 from .._db.role import DLQ
 from ..errors import ConfigError, DLQUnavailableError
-from .base import FILTER_FIELDS, DeadLetter, QueueBase, check_page, select, write_jsonl
+from .base import FILTER_FIELDS, DeadLetter, Decide, QueueBase, check_page, select, write_jsonl
 from .codec import dumps
-from .entry import StatusChange
-from .status import DEFAULT_STATUS, action_of, not_found, with_change
+from .status import DEFAULT_STATUS
 
 if TYPE_CHECKING:
     import psycopg
@@ -255,17 +254,18 @@ class PostgresDLQ(QueueBase):
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _change_status(self, ids: builtins.list[str], change: StatusChange) -> int:
-        """Lock the entries' rows, check every id names one, write them back changed: one transaction."""
-        with self._db.errors(action_of(change.status)), self.transaction() as cur:
-            found = dict(cur.execute(self._q["lock"], (ids,)).fetchall())
-            unknown = [entry_id for entry_id in ids if entry_id not in found]
-            if unknown:
-                raise not_found(unknown, action_of(change.status))
-            cur.executemany(self._q["set_status"], [
-                (change.status, dumps(with_change(DeadLetter.from_dict(found[entry_id]), change)).decode(),
-                 entry_id) for entry_id in ids])
-        return len(ids)
+    def _swap(self, ids: builtins.list[str], decide: Decide) -> dict[str, DeadLetter]:
+        """Lock the entries' rows (FOR UPDATE: another swap of them waits), decide, write back
+        the changed ones: one transaction."""
+        with self._db.errors("change"), self.transaction() as cur:
+            found = {entry_id: DeadLetter.from_dict(data)
+                     for entry_id, data in cur.execute(self._q["lock"], (ids,)).fetchall()}
+            changed = {entry_id: entry for entry_id, entry in decide(dict(found)).items() if entry_id in found}
+            if changed:
+                cur.executemany(self._q["set_status"], [
+                    (entry.status, dumps(entry).decode(), entry_id) for entry_id, entry in changed.items()])
+            found.update(changed)
+        return found
 
     def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
         # Keyset pages: the lock is held per page only, never while the caller consumes entries.

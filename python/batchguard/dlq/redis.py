@@ -14,10 +14,10 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 from .._checks import check_duration
 from .._urls import redact, require_module
 from ..errors import ConfigError, DLQError, DLQUnavailableError
-from .base import FILTER_FIELDS, DeadLetter, QueueBase, check_page, select, write_jsonl
+from .base import FILTER_FIELDS, DeadLetter, Decide, QueueBase, check_page, select, write_jsonl
 from .codec import dumps
-from .entry import STATUSES, StatusChange
-from .status import DEFAULT_STATUS, action_of, not_found, with_change
+from .entry import STATUSES
+from .status import DEFAULT_STATUS
 
 if TYPE_CHECKING:
     import redis
@@ -338,20 +338,28 @@ class RedisDLQ(QueueBase):
                 return
             after = f"({int(scored[-1][1])}"
 
-    def _change_status(self, ids: builtins.list[str], change: StatusChange) -> int:
-        """Rewrite the entries and move them between the status sets in one MULTI/EXEC, having
-        checked (under WATCH) that every id names one."""
+    def _swap(self, ids: builtins.list[str], decide: Decide) -> dict[str, DeadLetter]:
+        """Read the entries under WATCH, decide, rewrite the changed ones and move them between
+        the status sets in one MULTI/EXEC (retried, deciding again, if another writer got in)."""
+        found: dict[str, DeadLetter] = {}
 
         def write(pipe: redis.client.Pipeline, old: builtins.list[str | None]) -> None:
-            unknown = [entry_id for entry_id, before in zip(ids, old, strict=True) if before is None]
-            if unknown:
-                raise not_found(unknown, action_of(change.status))
-            changed = [with_change(DeadLetter.from_json(cast("str", before)), change) for before in old]
-            self._queue_writes(pipe, ids, old, {e.id: dumps(e).decode() for e in changed},
-                               {e.id: _entry_fields(e) for e in changed})
+            found.clear()
+            found.update((entry_id, DeadLetter.from_json(before))
+                         for entry_id, before in zip(ids, old, strict=True) if before is not None)
+            changed = {entry_id: entry for entry_id, entry in decide(dict(found)).items() if entry_id in found}
+            if not changed:
+                pipe.multi()  # nothing to write; EXEC still fails if a watched key moved
+                return
+            was = dict(zip(ids, old, strict=True))
+            chosen = list(changed)
+            self._queue_writes(pipe, chosen, [was[entry_id] for entry_id in chosen],
+                               {i: dumps(e).decode() for i, e in changed.items()},
+                               {i: _entry_fields(e) for i, e in changed.items()})
+            found.update(changed)
 
-        self._transaction(action_of(change.status), ids, write)
-        return len(ids)
+        self._transaction("change", ids, write)
+        return found
 
     def _open_filter(self, wanted: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """The index filters for ``wanted`` and whether closed entries must be dropped from them.
