@@ -17,10 +17,9 @@ from .._checks import check_duration
 from .._db.role import DLQ
 from .._db.sqlite import SYNCHRONOUS, SqliteDatabase, Synchronous
 from ..errors import ConfigError, DLQUnavailableError
-from .base import DeadLetter, QueueBase, check_page, select, write_jsonl
+from .base import DeadLetter, Decide, QueueBase, check_page, select, write_jsonl
 from .codec import dumps
-from .entry import StatusChange
-from .status import DEFAULT_STATUS, action_of, not_found, with_change
+from .status import DEFAULT_STATUS
 
 __all__ = ["BackgroundWrites", "SqliteDLQ"]
 
@@ -300,21 +299,21 @@ class SqliteDLQ(QueueBase):
         """The database and the side files SQLite keeps next to it: an export must not overwrite any."""
         return (self.path, *(Path(f"{self.path}{suffix}") for suffix in ("-wal", "-shm", "-journal")))
 
-    def _change_status(self, ids: builtins.list[str], change: StatusChange) -> int:
-        """Read the entries, check every id names one, write them back changed: one transaction."""
-        with self._db.errors(action_of(change.status)), self.transaction() as cur:
-            found: dict[str, str] = {}
+    def _swap(self, ids: builtins.list[str], decide: Decide) -> dict[str, DeadLetter]:
+        """Read the entries, decide, write back the changed ones: one write transaction
+        (BEGIN IMMEDIATE: another process's swap waits for it, so none reads in between)."""
+        with self._db.errors("change"), self.transaction() as cur:
+            found: dict[str, DeadLetter] = {}
             for start in range(0, len(ids), _IDS_PER_QUERY):
                 chunk = ids[start:start + _IDS_PER_QUERY]
                 marks = ", ".join("?" * len(chunk))
-                found.update(cur.execute(f"SELECT id, entry FROM {TABLE} WHERE id IN ({marks})", chunk))
-            unknown = [entry_id for entry_id in ids if entry_id not in found]
-            if unknown:
-                raise not_found(unknown, action_of(change.status))
-            cur.executemany(_SET_STATUS, (
-                (change.status, dumps(with_change(DeadLetter.from_json(found[entry_id]), change)).decode(),
-                 entry_id) for entry_id in ids))
-        return len(ids)
+                found.update((entry_id, DeadLetter.from_json(text)) for entry_id, text in
+                             cur.execute(f"SELECT id, entry FROM {TABLE} WHERE id IN ({marks})", chunk))
+            changed = {entry_id: entry for entry_id, entry in decide(dict(found)).items() if entry_id in found}
+            cur.executemany(_SET_STATUS, ((entry.status, dumps(entry).decode(), entry_id)
+                                          for entry_id, entry in changed.items()))
+            found.update(changed)
+        return found
 
     def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
         # Keyset pages: the lock is held per page only, never while the caller consumes entries.
