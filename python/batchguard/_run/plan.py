@@ -173,6 +173,16 @@ def _check_timeout(value: Any) -> float | None:
     return check_duration("timeout", value, positive=True)
 
 
+def _check_slow_calls(breaker: CircuitBreaker | None, timeout: float | None, *, is_async: bool) -> None:
+    """An async fn's call is cancelled at ``timeout``, so a ``slow_call_s`` at or past it could
+    never see a slow call. (A sync call runs to its end whatever the timeout: it can be slow.)"""
+    slow = None if breaker is None else breaker.slow_call_s
+    if is_async and slow is not None and timeout is not None and slow >= timeout:
+        raise ConfigError(f"CircuitBreaker(slow_call_s={slow:g}) must be under timeout={timeout:g} for an "
+                          "async fn: its call is cancelled at the timeout (a TimeoutError), so no call "
+                          "could ever take longer than slow_call_s; lower slow_call_s, or raise the timeout")
+
+
 def _check_keywords(options: dict[str, Any]) -> None:
     """A misspelt keyword is an error, as Python makes it for a signature that names them all."""
     for name in options.keys() - DEFAULTS.keys():
@@ -289,6 +299,7 @@ def make_plan(records: Any, fn: Any, *, bulk: Any = False, mode: Any = DEFAULT_M
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {shown(engine)}")
     timeout = _check_timeout(timeout)
+    _check_slow_calls(breaker, timeout, is_async=is_async)
     if rate_limit is not None and not isinstance(rate_limit, RateLimit):
         raise ConfigTypeError(f"rate_limit must be a RateLimit(per_second=..., burst=...), got "
                               f"{type(rate_limit).__name__}")
