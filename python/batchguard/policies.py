@@ -90,6 +90,8 @@ def _is_async_callable(value: Any) -> bool:
 MAX_BREAKER_WINDOW = 1_000_000
 """The largest ``CircuitBreaker.window``: the breaker keeps up to its last ``window`` outcomes in
 memory (the window grows as outcomes arrive; a larger one is a mistake that would cost memory)."""
+MIN_SLOW_CALL_S = 0.001
+"""The shortest ``CircuitBreaker.slow_call_s``: under a millisecond a call's time is timer noise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +396,9 @@ class CircuitBreaker:
     ``slow_call_rate_threshold`` (both or neither), a call that takes longer than
     ``slow_call_s`` seconds is slow, succeeded or not; when the slow calls' share of the window
     reaches the threshold the breaker opens too, and a slow half-open probe fails its probe.
-    Calls are timed only when these are set.
+    Calls are timed only when these are set. ``slow_call_s`` is in [0.001, MAX_DURATION_S]
+    seconds, and must be under the run's ``timeout`` for an async fn (whose call is cancelled
+    at the timeout, so could never be slow).
 
     >>> CircuitBreaker(failure_rate_threshold=0.5, window=20, open_duration=5.0).window
     20
@@ -417,6 +421,11 @@ class CircuitBreaker:
                               "or neither")
         if self.slow_call_s is not None:
             check_number("CircuitBreaker", "slow_call_s", self.slow_call_s, minimum=0.0, inclusive=False)
+            if not MIN_SLOW_CALL_S <= self.slow_call_s <= MAX_DURATION_S:
+                raise ConfigError(f"CircuitBreaker.slow_call_s must be in [{MIN_SLOW_CALL_S:g}, {MAX_DURATION_S}] "
+                                  f"seconds, got {self.slow_call_s:g}: a call is slow past it; under a "
+                                  "millisecond a call's time is timer noise, over a year a unit mistake "
+                                  "(batchguard.MAX_DURATION_S)")
             check_rate("CircuitBreaker", "slow_call_rate_threshold", self.slow_call_rate_threshold)
         check_int("CircuitBreaker", "window", self.window, minimum=1, maximum=MAX_BREAKER_WINDOW,
                    why="the breaker keeps up to that many outcomes in memory")
