@@ -25,6 +25,15 @@ __all__ = ["OVERLOAD_STATUSES", "Adaptive", "ConcurrencyLimit", "RetriesOverBudg
 OVERLOAD_STATUSES = frozenset({429, 503})
 """HTTP statuses that say the dependency is overloaded (Too Many Requests, Service Unavailable)."""
 
+# The ranges a steering argument must be in: wider ones are unit mistakes (a window of 1e10 s, a
+# floor of 1e-10 retries/s) that would let a run wait for ever or steer nothing.
+MAX_RETRY_RATIO = 1000.0
+MAX_RETRIES_PER_S = 1_000_000.0
+MIN_WINDOW_S, MAX_WINDOW_S = 0.1, 3600.0
+MAX_ADAPTIVE = 65_536
+MIN_INCREASE, MAX_INCREASE = 0.01, 1000.0
+MIN_DECREASE, MAX_DECREASE = 0.1, 0.99
+
 # Client timeouts that are not TimeoutError subclasses, by qualified name (no import needed):
 # each one is the dependency not answering in time, an overload signal like TimeoutError.
 _TIMEOUTS = frozenset({
@@ -37,6 +46,13 @@ def _number(owner: str, name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigTypeError(f"{owner}.{name} must be a number, got {type(value).__name__}")
     return float(value)
+
+
+def _within(owner: str, name: str, value: float, low: float, high: float, why: str) -> None:
+    """ConfigError naming ``owner.name``, its value and the range, unless ``low <= value <= high``
+    (a nan fails too). ``why`` says what the bounds keep out."""
+    if not low <= value <= high:
+        raise ConfigError(f"{owner}.{name} must be in [{low:g}, {high:g}], got {value:g}: {why}")
 
 
 def _count(owner: str, name: str, value: object) -> int:
@@ -54,6 +70,8 @@ class RetryBudget:
     queued while new records run) or its record is dead-lettered at once
     (``over_budget="dead_letter"``, counted in ``report.retries_over_budget``). Waiting needs
     ``min_per_s * window_s >= 1``, so that a retry left after the last first attempt can pass.
+    Ranges, checked when the budget is made: ``ratio`` in [0, 1000] (Finagle's), ``min_per_s``
+    in [0, 1e6], ``window_s`` in [0.1, 3600] seconds.
 
     >>> import batchguard
     >>> budget = batchguard.RetryBudget(ratio=0.2, min_per_s=10)
@@ -70,12 +88,13 @@ class RetryBudget:
         ratio = _number("RetryBudget", "ratio", self.ratio)
         floor = _number("RetryBudget", "min_per_s", self.min_per_s)
         window = _number("RetryBudget", "window_s", self.window_s)
-        if not (ratio >= 0.0 and ratio != float("inf")):
-            raise ConfigError(f"RetryBudget.ratio must be a finite number >= 0, got {self.ratio}")
-        if not (floor >= 0.0 and floor != float("inf")):
-            raise ConfigError(f"RetryBudget.min_per_s must be a finite number >= 0, got {self.min_per_s}")
-        if not (window > 0.0 and window != float("inf")):
-            raise ConfigError(f"RetryBudget.window_s must be a finite number > 0, got {self.window_s}")
+        _within("RetryBudget", "ratio", ratio, 0.0, MAX_RETRY_RATIO,
+                "retries as a share of first attempts (Finagle's cap too); more steers nothing")
+        _within("RetryBudget", "min_per_s", floor, 0.0, MAX_RETRIES_PER_S,
+                "retries allowed per second whatever the first attempts; more steers nothing")
+        _within("RetryBudget", "window_s", window, MIN_WINDOW_S, MAX_WINDOW_S,
+                "the seconds over which retries are counted (in ten slots): a shorter window "
+                "is timer noise, a longer one lets a retry wait past an hour for room")
         if self.over_budget not in ("wait", "dead_letter"):
             raise ConfigError(f"RetryBudget.over_budget must be 'wait' or 'dead_letter', got {self.over_budget!r}")
         if self.over_budget == "wait" and floor * window < 1.0:
@@ -101,7 +120,8 @@ class Adaptive:
     so a burst of 429s does not collapse it. Overload signals are HTTP 429 and 503, timeouts
     (TimeoutError, ``timeout=``, the HTTP clients' own) and a Retry-After (:func:`is_overload`).
     The limit is in ``BatchProgress.concurrency_limit``, the report (final, peak, lowest) and
-    the Prometheus gauge ``batchguard_concurrency_limit``.
+    the Prometheus gauge ``batchguard_concurrency_limit``. Ranges, checked when it is made:
+    ``1 <= min <= max <= 65536``, ``increase`` in [0.01, 1000], ``decrease`` in [0.1, 0.99].
 
     >>> import batchguard
     >>> batchguard.Adaptive(max=64).start
@@ -120,14 +140,18 @@ class Adaptive:
             raise ConfigError(f"Adaptive.min must be >= 1, got {low}")
         if high < low:
             raise ConfigError(f"Adaptive.max must be >= min ({low}), got {high}")
+        _within("Adaptive", "max", high, low, MAX_ADAPTIVE,
+                "calls in flight; no run takes more (an async fn's cap; a sync fn's is 1024)")
         if self.initial is not None and not low <= _count("Adaptive", "initial", self.initial) <= high:
             raise ConfigError(f"Adaptive.initial must be in min..max ({low}..{high}), got {self.initial}")
         increase = _number("Adaptive", "increase", self.increase)
         decrease = _number("Adaptive", "decrease", self.decrease)
-        if not (increase > 0.0 and increase != float("inf")):
-            raise ConfigError(f"Adaptive.increase must be a finite number > 0, got {self.increase}")
-        if not 0.0 < decrease < 1.0:
-            raise ConfigError(f"Adaptive.decrease must be in (0, 1), got {self.decrease}")
+        _within("Adaptive", "increase", increase, MIN_INCREASE, MAX_INCREASE,
+                "calls added to the limit per round of successes: less never grows it, more "
+                "jumps to max")
+        _within("Adaptive", "decrease", decrease, MIN_DECREASE, MAX_DECREASE,
+                "the factor the limit is multiplied by on overload: below it one 429 collapses "
+                "the limit, above it the run barely backs off")
         object.__setattr__(self, "increase", increase)
         object.__setattr__(self, "decrease", decrease)
 
