@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "python"))
 import distributed  # noqa: E402
 
 from batchguard import run_batches  # noqa: E402
-from batchguard.executors import BatchTask, Completion, run_batch  # noqa: E402
+from batchguard.executors import BatchTask, Completion, run_group  # noqa: E402
 
 LOOPS = [23_000]  # calibrated in main(); read by burn() here and on the workers (shipped by value)
 
@@ -87,9 +87,9 @@ class InlineExecutor:
     def __init__(self) -> None:
         self.done: list[Completion] = []
 
-    def submit(self, task: BatchTask) -> Hashable:
-        key = (task.batch_index, task.attempt)
-        self.done.append((key, run_batch(task)))
+    def submit(self, tasks: Sequence[BatchTask]) -> Hashable:
+        key = (tasks[0].batch_index, tasks[0].attempt)
+        self.done.append((key, run_group(tasks)))
         return key
 
     def completed(self, timeout: float | None) -> Sequence[Completion]:

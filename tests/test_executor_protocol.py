@@ -22,7 +22,7 @@ from batchguard import CircuitBreaker, MemoryDLQ, RateLimit, RetryPolicy
 from batchguard._run.plan import make_plan
 from batchguard.dlq.urls import open_dlq
 from batchguard.errors import ConfigError, ConfigTypeError
-from batchguard.executors import BatchOutcome, BatchTask, Completion, Executor, WorkerLost, run_batch
+from batchguard.executors import BatchOutcome, BatchTask, Completion, Executor, WorkerLost, run_batch, run_group
 from batchguard.jobs import SqliteJobStore
 
 RETRY = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.002, jitter="none", seed=3)
@@ -33,38 +33,40 @@ class ReversedExecutor:
 
     def __init__(self, slots: int = 2, lose: Sequence[int] = (), *, run_lost: bool = False) -> None:
         self.slots = slots
-        self.pending: list[tuple[Hashable, BatchTask]] = []
+        self.pending: list[tuple[Hashable, tuple[BatchTask, ...]]] = []
         self.submitted: list[BatchTask] = []
+        self.tasks: list[tuple[BatchTask, ...]] = []
         self.most_in_flight = 0
         self.lose = set(lose)  # batch indexes whose first submission is "lost with its worker"
         self.run_lost = run_lost  # ... after it ran (and wrote its entries), before it returned
         self.closed = False
         self.cancelled: list[Hashable] = []
-        self.submissions: list[tuple[int, float, int]] = []  # (batch, when, in flight with it)
+        self.submissions: list[tuple[int, float, int]] = []  # (first batch, when, in flight with it)
 
-    def submit(self, task: BatchTask) -> Hashable:
-        key = (task.batch_index, task.attempt)
-        self.pending.append((key, task))
-        self.submitted.append(task)
-        self.submissions.append((task.batch_index, time.monotonic(), len(self.pending) - 1))
+    def submit(self, tasks: Sequence[BatchTask]) -> Hashable:
+        key = (tasks[0].batch_index, tasks[0].attempt)
+        self.pending.append((key, tuple(tasks)))
+        self.submitted.extend(tasks)
+        self.tasks.append(tuple(tasks))
+        self.submissions.append((tasks[0].batch_index, time.monotonic(), len(self.pending) - 1))
         self.most_in_flight = max(self.most_in_flight, len(self.pending))
         return key
 
     def completed(self, timeout: float | None) -> Sequence[Completion]:
         out: list[Completion] = []
         while self.pending:
-            key, task = self.pending.pop()  # the newest first
-            if task.batch_index in self.lose and task.attempt == 0:
+            key, tasks = self.pending.pop()  # the newest first
+            if self.lose.intersection(task.batch_index for task in tasks) and tasks[0].attempt == 0:
                 if self.run_lost:
-                    run_batch(task)
+                    run_group(tasks)
                 out.append((key, WorkerLost("worker died")))
             else:
-                out.append((key, run_batch(task)))
+                out.append((key, run_group(tasks)))
         return out
 
     def cancel(self, tickets: Sequence[Hashable]) -> None:
         self.cancelled.extend(tickets)
-        self.pending = [(key, task) for key, task in self.pending if key not in tickets]
+        self.pending = [(key, tasks) for key, tasks in self.pending if key not in tickets]
 
     def close(self) -> None:
         self.closed = True
@@ -221,8 +223,13 @@ def test_a_fatal_error_on_a_worker_stops_the_run() -> None:
     executor = ReversedExecutor(slots=1)
     report = batchguard.run_batches(list(range(100)), fatal_at_25, batch_size=10, executor=executor)
     assert report.stopped_reason == "fatal" and report.status == "aborted"
-    assert len(executor.submitted) <= 4  # batch 2 stopped the run; at most one more was in flight
+    assert len(executor.tasks) <= 4  # batch 2 stopped the run; at most one more task was in flight
     assert report.pending_count > 0
+    # The batches after batch 2 in its task were not run (their records are pending), as a
+    # local run starts no record after a FATAL error.
+    task = next(task for task in executor.tasks if 2 in {t.batch_index for t in task})
+    after = {t.batch_index for t in task if t.batch_index > 2}
+    assert after and after.isdisjoint(b.batch_index for b in report.batches)
 
 
 def test_a_job_checkpoints_batches_in_any_order_and_resumes(tmp_path: Any) -> None:

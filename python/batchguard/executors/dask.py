@@ -1,23 +1,27 @@
 """A :class:`dask.distributed.Client` as an :class:`~batchguard.executors.protocol.Executor`.
 
 ``run_batches(..., executor=client)`` wraps the client in :class:`DaskExecutor`; the cluster
-(and the client) stay the caller's. Each batch is one Dask task running
-:func:`~batchguard.executors.worker.run_batch`; when a worker dies, the scheduler reruns its
-tasks elsewhere (up to its ``allowed-failures``), so a batch is at least once, as after a crash.
+(and the client) stay the caller's. Each task the driver submits (one or more consecutive
+batches) is one Dask task running :func:`~batchguard.executors.worker.run_group`; when a worker
+dies, the scheduler reruns its tasks elsewhere (up to its ``allowed-failures``), so a batch is
+at least once, as after a crash.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from collections.abc import Hashable, Sequence
 from typing import Any
 
 from .protocol import Completion, WorkerLost
 from .task import BatchTask
-from .worker import run_batch
+from .worker import release_run, run_group
 
 __all__ = ["DaskExecutor", "is_dask_client"]
+
+logger = logging.getLogger("batchguard")
 
 
 def is_dask_client(value: object) -> bool:
@@ -28,30 +32,40 @@ def is_dask_client(value: object) -> bool:
 
 
 class DaskExecutor:
-    """Submits each batch as a Dask task. Dask's ``as_completed`` fetches each result on the
+    """Submits each task as a Dask task. Dask's ``as_completed`` fetches each result on the
     client's event loop as its task finishes, so the driver never waits on a round trip per
-    batch: :meth:`completed` takes what has arrived."""
+    task: :meth:`completed` takes what has arrived.
+
+    Making one asks the cluster nothing: a run's arguments are all checked before its first
+    round trip (:attr:`slots`, when the driver starts)."""
 
     def __init__(self, client: Any) -> None:
         self._distributed = importlib.import_module("distributed")  # only once a run uses Dask
         self._client = client
         self._arrived = self._distributed.as_completed([], with_results=True, raise_errors=False)
         self._futures: dict[Hashable, Any] = {}
-        threads: int = sum(client.nthreads().values())
-        if threads < 1:
-            raise RuntimeError(f"the Dask cluster of {client!r} has no worker: start one first")
-        self._slots = threads
+        self._slots: int | None = None
+        self._dlq_runs: set[str] = set()  # runs whose workers opened DLQ connections
 
     @property
     def slots(self) -> int:
-        """The cluster's worker threads when the run started."""
+        """The cluster's worker threads when the run started (asked once, at the first use)."""
+        if self._slots is None:
+            threads: int = sum(self._client.nthreads().values())
+            if threads < 1:
+                raise RuntimeError(f"the Dask cluster of {self._client!r} has no worker: start one first")
+            self._slots = threads
         return self._slots
 
-    def submit(self, task: BatchTask) -> Hashable:
-        # A key per run, batch and submission: readable on Dask's dashboard, and never the key
-        # of an earlier task whose result the scheduler still holds.
-        key = f"batchguard-{task.run_id}-batch-{task.batch_index}-{task.attempt}"
-        future = self._client.submit(run_batch, task, key=key, pure=False)
+    def submit(self, tasks: Sequence[BatchTask]) -> Hashable:
+        first, last = tasks[0], tasks[-1]
+        # A key per run, batches and submission: readable on Dask's dashboard, and never the
+        # key of an earlier task whose result the scheduler still holds.
+        batches = f"{first.batch_index}" if len(tasks) == 1 else f"{first.batch_index}-{last.batch_index}"
+        key = f"batchguard-{first.run_id}-batch-{batches}-{first.attempt}"
+        if first.dlq_url is not None:
+            self._dlq_runs.add(first.run_id)
+        future = self._client.submit(run_group, list(tasks), key=key, pure=False)
         self._futures[key] = future
         self._arrived.add(future)
         return key
@@ -91,3 +105,10 @@ class DaskExecutor:
     def close(self) -> None:
         self.cancel(list(self._futures))
         self._arrived.clear()
+        runs, self._dlq_runs = self._dlq_runs, set()
+        for run_id in runs:  # the workers' DLQ connections of the run: one call to each worker
+            try:
+                self._client.run(release_run, run_id, on_error="ignore")
+            except Exception as error:  # noqa: BLE001 - a cluster gone by now keeps nothing open
+                logger.warning("run %s: could not close the workers' DLQ connections: %s", run_id, error,
+                               extra={"run_id": run_id})

@@ -1,14 +1,16 @@
 """The driver of a run on an executor: plans batches, keeps the run's state, builds its outcome.
 
-It reads the input a batch at a time, as the local engine does, and keeps up to two batches per
-executor slot in flight (one running, one waiting, so no slot waits for the driver). As batches
-come back, in any order, the recorder persists each one (its entries, its job checkpoint) and
-counts it; the values are joined in input order at the end. The driver owns what spans the whole
-run: the circuit breaker at batch granularity (:class:`BatchBreaker`), the error budget (each
-batch stops only once the run's is spent, and the total is checked as batches return), stopping (a batch
-that stopped early, fatal or breaker abort, or the budget spent: nothing more is submitted and
-what is in flight drains), the rate limit (each slot runs at its share), and the resubmission
-of a batch whose worker was lost.
+It reads the input a batch at a time, as the local engine does, and sends the batches out as
+tasks (one batch each at first, then as many consecutive batches as make about half a second
+of work: :mod:`~batchguard.executors.grouping`), keeping up to two tasks per executor slot in
+flight (one running, one waiting, so no slot waits for the driver). As batches come back, in
+any order, the recorder persists each one (its entries, its job checkpoint) and counts it; the
+values are joined in input order at the end. The driver owns what spans the whole run: the
+circuit breaker at batch granularity (:class:`BatchBreaker`), the error budget (each batch
+stops only once the run's is spent, and the total is checked as batches return), stopping (a
+batch that stopped early, fatal or breaker abort, or the budget spent: nothing more is
+submitted, the tasks not yet running are cancelled and what is running drains), the rate limit
+(each slot runs at its share), and the resubmission of a task whose worker was lost.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import replace
 from fractions import Fraction
 from typing import Any, Final
@@ -28,6 +30,7 @@ from .._run.plan import Plan
 from .._run.sink import DLQSend
 from ..policies import CircuitBreaker
 from ..reference.gates import MIN_RATE_SAMPLE, over_budget
+from .grouping import TaskSizer
 from .protocol import Executor, WorkerLost
 from .recorder import ExecutorRecorder
 from .splits import ParquetSplit, parquet_batches, splittable
@@ -144,7 +147,11 @@ class _Driver:
         self.batches: Iterator[tuple[int, int, int, list[Any] | ParquetSplit | None]] = (
             parquet_batches(plan.records, self.size, config.skip_batches) if splittable(plan.records)
             else _batches(plan.records, self.size, config.skip_batches))
-        self.in_flight: dict[Hashable, tuple[BatchTask, float]] = {}
+        self.in_flight: dict[Hashable, tuple[tuple[BatchTask, ...], float]] = {}
+        # One batch a task while the driver's breaker decides batch by batch, or while batches
+        # are spaced out on purpose.
+        self.sizer = TaskSizer(batch_size=self.size, slots=slots, total=plan.total,
+                               grouped=config.breaker is None and not config.delay_between_batches)
         self.values: dict[int, list[Any]] = {}
         self.succeeded = self.failed = self.retries = self.trips = 0
         self.read = self.skipped = 0
@@ -157,14 +164,14 @@ class _Driver:
         self.submitted_any = False
         self.dead: set[int] = set()  # the input positions dead-lettered, as the batches came back
 
-    def _budget_for(self, length: int) -> int | None:
+    def _budget_for(self, length: int, running: int) -> int | None:
         """The error budget a batch of ``length`` records runs under, as a count: its engine
         stops once the run's budget is spent, judged on the run's counts (those of the batches
         back so far), never on the batch alone.
 
         A count: what is left of it. A rate: the most failures the batch may have before the
         run's rate is over ``max_failures`` even with the whole batch finished and every record
-        in flight in other batches succeeded, and with at least ``MIN_RATE_SAMPLE`` records
+        in flight in other batches (``running`` records) succeeded, and with at least ``MIN_RATE_SAMPLE`` records
         finished. A rate judged on the batch alone stopped a run whose rate stayed far below
         the budget for one batch that began with 10 failures."""
         budget = self.plan.config.max_failures
@@ -175,41 +182,57 @@ class _Driver:
         finished = self.succeeded + self.failed
         # f > floor(budget * (finished + running + length)) - failed  =>  the run's rate is over
         # budget however the records still running end (exact: the float's own value, unrounded).
-        most = math.floor(Fraction(budget) * (finished + self._running() + length)) - self.failed
+        most = math.floor(Fraction(budget) * (finished + running + length)) - self.failed
         return max(0, most, MIN_RATE_SAMPLE - 1 - finished)
 
-    def _submit_next(self) -> bool:
-        for index, first, length, payload in self.batches:  # noqa: B007 - used after the loop
+    def _next_batch(self) -> tuple[int, int, int, list[Any] | ParquetSplit] | None:
+        """The next batch to run (its index, first record, size, records or split); None at
+        the input's end. A resumed job's finished batches are read past, counted as skipped."""
+        for index, first, length, payload in self.batches:
             self.read = first + length
-            if payload is None:  # a resumed job's finished batch: read past, counted as skipped
+            if payload is None:
                 self.skipped += length
                 continue
-            break
-        else:
-            self.exhausted = True
-            return False
-        records, split = (payload, None) if isinstance(payload, list) else ([], payload)
-        if self.submitted_any and self.plan.config.delay_between_batches:
-            time.sleep(self.plan.config.delay_between_batches)
-        self.submitted_any = True
+            return index, first, length, payload
+        self.exhausted = True
+        return None
+
+    def _submit_next(self) -> bool:
+        wanted = self.sizer.batches(self.read)
+        tasks: list[BatchTask] = []
+        running = self._running()
         plan = self.plan
-        task = BatchTask(run_id=self.recorder.run_id, job_id=self.recorder.job_id, batch_index=index,
-                         first_index=first, records=records, split=split, fn=plan.fn,
-                         config=replace(self.config, batch_size=length,
-                                        max_failures=self._budget_for(length)),
-                         classifier=plan.classifier, stage=plan.stage, id_of=plan.id_of,
-                         pickle_payloads=plan.pickle_payloads, bulk=plan.bulk, dlq_url=self.dlq_url)
-        self._send(task)
-        self.breaker.submitted(index)
-        self.current = max(self.current, index)
+        while len(tasks) < wanted:
+            batch = self._next_batch()
+            if batch is None:
+                break
+            index, first, length, payload = batch
+            records, split = (payload, None) if isinstance(payload, list) else ([], payload)
+            # Each batch's budget counts the batches before it in the task as running (the
+            # worker takes their failures off it).
+            tasks.append(BatchTask(run_id=self.recorder.run_id, job_id=self.recorder.job_id, batch_index=index,
+                                   first_index=first, records=records, split=split, fn=plan.fn,
+                                   config=replace(self.config, batch_size=length,
+                                                  max_failures=self._budget_for(length, running)),
+                                   classifier=plan.classifier, stage=plan.stage, id_of=plan.id_of,
+                                   pickle_payloads=plan.pickle_payloads, bulk=plan.bulk, dlq_url=self.dlq_url))
+            running += length
+        if not tasks:
+            return False
+        if self.submitted_any and plan.config.delay_between_batches:
+            time.sleep(plan.config.delay_between_batches)
+        self.submitted_any = True
+        self._send(tuple(tasks))
+        self.breaker.submitted(tasks[0].batch_index)
+        self.current = max(self.current, tasks[-1].batch_index)
         return True
 
-    def _send(self, task: BatchTask) -> None:
-        self.in_flight[self.executor.submit(task)] = (task, time.monotonic() - self.recorder.started)
+    def _send(self, tasks: tuple[BatchTask, ...]) -> None:
+        self.in_flight[self.executor.submit(tasks)] = (tasks, time.monotonic() - self.recorder.started)
 
     def _running(self) -> int:
         """Records in the batches in flight."""
-        return sum(task.size for task, _ in self.in_flight.values())
+        return sum(task.size for tasks, _ in self.in_flight.values() for task in tasks)
 
     def _counters(self) -> Counters:
         in_flight = self._running()
@@ -221,10 +244,17 @@ class _Driver:
                                                 failed=0, retrying=0, in_flight=task.size,
                                                 queued=0, retries=0, started=started,
                                                 elapsed=now - started)
-                                    for task, started in self.in_flight.values()), key=lambda b: b.index))
+                                    for tasks, started in self.in_flight.values() for task in tasks),
+                                   key=lambda b: b.index))
         return Counters(succeeded=self.succeeded, failed=self.failed, retrying=0, in_flight=in_flight,
                         queued=0, batches_completed=self.completed, current_batch=self.current,
                         breaker_state=self.breaker.state, records_read=self.read, batches=batches)
+
+    def _take_all(self, tasks: tuple[BatchTask, ...], started: float, outcomes: Sequence[BatchOutcome]) -> None:
+        """A task's outcomes, in its batches' order; those missing (after a batch that stopped
+        the run) were never run: their records stay pending."""
+        for task, outcome in zip(tasks, outcomes, strict=False):
+            self._take(task, started, outcome)
 
     def _take(self, task: BatchTask, started: float, outcome: BatchOutcome) -> None:
         stats = outcome.stats
@@ -240,6 +270,7 @@ class _Driver:
         self.breaker.batch_back(stats.batch_index, outcome.breaker_trips > 0, time.monotonic())
         if not stats.pending:
             self.completed += 1
+            self.sizer.measured(stats.duration_s)
         self.recorder.outcome(outcome, self._counters(), started)
         if self.stop_reason is None:
             if outcome.stop_reason is not None:
@@ -255,13 +286,15 @@ class _Driver:
                                task.batch_index, outcome.worker, len(self.in_flight),
                                extra={"run_id": self.recorder.run_id})
 
-    def _lost(self, task: BatchTask, error: BaseException) -> None:
-        if task.attempt >= MAX_RESUBMITS:
-            raise RuntimeError(f"batch {task.batch_index} was lost with its worker "
-                               f"{task.attempt + 1} times; the run stops (last: {error})") from error
-        logger.warning("batch %d was lost with its worker (%s); submitting it again", task.batch_index,
-                       error, extra={"run_id": self.recorder.run_id})
-        self._send(replace(task, attempt=task.attempt + 1))
+    def _lost(self, tasks: tuple[BatchTask, ...], error: BaseException) -> None:
+        first, attempt = tasks[0].batch_index, tasks[0].attempt
+        shown = f"batch {first}" if len(tasks) == 1 else f"batches {first}-{tasks[-1].batch_index}"
+        if attempt >= MAX_RESUBMITS:
+            raise RuntimeError(f"{shown} was lost with its worker {attempt + 1} times; the run stops "
+                               f"(last: {error})") from error
+        logger.warning("%s was lost with its worker (%s); submitting again", shown, error,
+                       extra={"run_id": self.recorder.run_id})
+        self._send(tuple(replace(task, attempt=attempt + 1) for task in tasks))
 
     def _drop_stale_entries(self) -> None:
         """Remove the run's entries that no batch's final run sent, once every batch is back.
@@ -296,13 +329,13 @@ class _Driver:
                     time.sleep(wait)  # the breaker is open and nothing is in flight
                     continue
                 for ticket, result in self.executor.completed(wait):
-                    task, started = self.in_flight.pop(ticket)
+                    tasks, started = self.in_flight.pop(ticket)
                     if isinstance(result, WorkerLost):
-                        self._lost(task, result)
+                        self._lost(tasks, result)
                     elif isinstance(result, BaseException):
                         raise result
                     else:
-                        self._take(task, started, result)
+                        self._take_all(tasks, started, result)
         except BaseException:
             # An interrupt, or a batch that raised on its worker: what is in flight stays
             # pending (a job resumes it); what came back is persisted already.

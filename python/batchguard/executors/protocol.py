@@ -1,10 +1,11 @@
 """The :class:`Executor` protocol: where a run's batches go when they leave the driver.
 
-A run with ``executor=`` plans its batches on the calling process (the driver) and hands each
-one, as a :class:`~batchguard.executors.task.BatchTask`, to an executor, which runs it somewhere
-(a Dask worker, a Ray actor) with :func:`~batchguard.executors.worker.run_batch` and hands back
-its :class:`~batchguard.executors.task.BatchOutcome`. The protocol is what the driver needs and
-no more, so a second engine (Ray) is one class.
+A run with ``executor=`` plans its batches on the calling process (the driver) and hands them,
+as :class:`~batchguard.executors.task.BatchTask` objects, to an executor a task at a time: one
+or more consecutive batches that one worker runs in order (a Dask worker, a Ray actor) with
+:func:`~batchguard.executors.worker.run_group`, handing back their
+:class:`~batchguard.executors.task.BatchOutcome` objects. The protocol is what the driver needs
+and no more, so a second engine (Ray) is one class.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ class WorkerLost(Exception):
     """An executor lost a batch with its worker (the process died, more often than the
     executor reruns a task): the driver submits the batch again."""
 
-Completion = tuple[Hashable, BatchOutcome | BaseException]
-"""A finished submission: its ticket, and the batch's outcome or what the executor raised for it
-(the worker's process died too often, the task could not be shipped, ...)."""
+Completion = tuple[Hashable, Sequence[BatchOutcome] | BaseException]
+"""A finished submission: its ticket, and what :func:`~batchguard.executors.worker.run_group`
+returned for its batches (their outcomes in order, fewer than the batches after one stopped
+the run), or what the executor raised for it (the worker's process died too often, the task
+could not be shipped, ...)."""
 
 
 @runtime_checkable
@@ -32,13 +35,18 @@ class Executor(Protocol):
 
     @property
     def slots(self) -> int:
-        """How many batches can run at once (the rate limit is divided among them; the driver
+        """How many tasks can run at once (the rate limit is divided among them; the driver
         keeps about twice as many in flight so no slot waits for the driver)."""
         ...
 
-    def submit(self, task: BatchTask) -> Hashable:
-        """Send ``task`` off; returns the ticket its completion will carry. ``task.attempt``
-        makes a resubmission of the same batch a distinct task."""
+    def submit(self, tasks: Sequence[BatchTask]) -> Hashable:
+        """Send off one task: these batches (consecutive in the input), for one worker to run
+        in order with ``run_group(tasks)``. Returns the ticket its completion will carry.
+        ``BatchTask.attempt`` makes a resubmission of the same batches a distinct task.
+
+        The driver sends several batches as one task once the first batches have said how
+        long one takes, so that an executor's per-task cost (Dask's scheduler and client) is
+        paid once for about ``TASK_SECONDS`` of work, whatever ``batch_size`` is."""
         ...
 
     def completed(self, timeout: float | None) -> Sequence[Completion]:
@@ -53,5 +61,7 @@ class Executor(Protocol):
         ...
 
     def close(self) -> None:
-        """Release what the executor holds for this run (not the cluster, which the caller owns)."""
+        """Release what the executor holds for this run (not the cluster, which the caller
+        owns), including what the workers keep for it: their DLQ connections
+        (:func:`~batchguard.executors.worker.release_run`)."""
         ...

@@ -1,9 +1,10 @@
-"""What a worker runs: :func:`run_batch`, the native engine over one batch.
+"""What a worker runs: :func:`run_group`, the native engine over a task's batches, one at a time.
 
-The worker's engine applies the run's policies to the batch (retries and their backoff, the
+The worker's engine applies the run's policies to each batch (retries and their backoff, the
 classifier, the timeout, its share of the rate limit, the breaker over its own calls) exactly
-as a local run does; the decisions that need the whole run (the error budget across batches,
-stopping, checkpoints, the report) stay with the driver.
+as a local run does; the decisions that need the whole run (the error budget across tasks,
+stopping, checkpoints, the report) stay with the driver. Within a task the worker carries the
+error budget from batch to batch and stops after a batch that stopped, as a local run would.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from .. import _native
@@ -24,13 +27,14 @@ from ..results import BatchStats
 from .splits import read_split
 from .task import BatchOutcome, BatchTask
 
-__all__ = ["run_batch"]
+__all__ = ["release_run", "run_batch", "run_group"]
 
 logger = logging.getLogger("batchguard")
 
-# One connection per worker process and DLQ URL, opened by the first batch that needs it:
-# opening a PostgreSQL or Redis connection per batch would cost more than the batch's sends.
-_queues: dict[str, DeadLetterQueue] = {}
+# One connection per worker process, run and DLQ URL, opened by the first batch that needs it
+# (opening a PostgreSQL or Redis connection per batch would cost more than the batch's sends)
+# and closed by release_run when the run ends.
+_queues: dict[tuple[str, str], DeadLetterQueue] = {}
 _queues_lock = threading.Lock()
 
 
@@ -64,12 +68,44 @@ class _Capture:
             logger.error("classifier raised %s while classifying %s; the record is PERMANENT", *kind)
 
 
-def _queue(url: str) -> DeadLetterQueue:
+def _queue(run_id: str, url: str) -> DeadLetterQueue:
     with _queues_lock:
-        queue = _queues.get(url)
+        queue = _queues.get((run_id, url))
         if queue is None:
-            queue = _queues[url] = open_dlq(url)
+            queue = _queues[run_id, url] = open_dlq(url)
         return queue
+
+
+def release_run(run_id: str) -> int:
+    """Close this process's DLQ connections of run ``run_id`` (an executor calls it on every
+    worker when the run ends); how many it closed. A batch of the run that is still running
+    (one the driver gave up on) opens a new one, which the next release closes."""
+    with _queues_lock:
+        queues = [_queues.pop(key) for key in [key for key in _queues if key[0] == run_id]]
+    for queue in queues:
+        queue.close()
+    return len(queues)
+
+
+def run_group(tasks: Sequence[BatchTask]) -> list[BatchOutcome]:
+    """Run a task's batches in order (:func:`run_batch` each), as one unit of an executor's work.
+
+    The driver gave each batch the error budget left when the task was sent; the failures of
+    the batches before it in the task are taken off it here. After a batch that stopped early
+    (a FATAL error, a breaker abort, the budget spent) the rest are not run: their outcomes are
+    missing from the list, and the driver leaves their records pending."""
+    outcomes: list[BatchOutcome] = []
+    failed = 0
+    for task in tasks:
+        budget = task.config.max_failures
+        if failed and isinstance(budget, int):
+            task = replace(task, config=replace(task.config, max_failures=max(0, budget - failed)))
+        outcome = run_batch(task)
+        outcomes.append(outcome)
+        if outcome.stop_reason is not None:
+            break
+        failed += outcome.stats.failed + outcome.fallbacks  # as the budget counts them
+    return outcomes
 
 
 def run_batch(task: BatchTask) -> BatchOutcome:
@@ -105,7 +141,7 @@ def run_batch(task: BatchTask) -> BatchOutcome:
         error_class=record.error_class, attempts=record.attempts)) for record in dead]
     stored = False
     if task.dlq_url is not None and entries:
-        _queue(task.dlq_url).send(entries)  # durable (upserted by id) when it returns
+        _queue(task.run_id, task.dlq_url).send(entries)  # durable (upserted by id) when it returns
         stored = True
     duration = max((event.duration for event in events), default=time.monotonic() - started)
     stats = BatchStats(batch_index=task.batch_index, size=len(records), succeeded=summary.succeeded + fallbacks,
