@@ -1,0 +1,85 @@
+"""The executor's leftovers on a real Dask LocalCluster (issue 11 item 3).
+
+* A worker's connections to a networked DLQ (here a real Redis) are closed when the run ends:
+  they were kept for the life of the worker process, one more per run.
+* A run's bad arguments are named before the cluster is asked anything: making the executor
+  asked the scheduler for its worker threads first, so a run on an unreachable cluster
+  failed on that instead of on the argument.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import cloudpickle
+import psutil
+import pytest
+
+import batchguard
+from batchguard import RetryPolicy
+from batchguard.dlq.urls import open_dlq
+from batchguard.errors import ConfigError
+from dask_cluster import dask_client, planned, worker_pids
+
+__all__ = ["dask_client"]  # a fixture, used by name
+
+distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.timeout(240)
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+RETRY = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.002, jitter="none", seed=5)
+
+
+def _connections_to(port: int, pids: Iterator[int]) -> int:
+    """The established TCP connections of these processes to ``port`` on 127.0.0.1."""
+    return sum(1 for pid in pids for connection in psutil.Process(pid).net_connections(kind="tcp")
+               if connection.raddr and connection.raddr.port == port
+               and connection.status == psutil.CONN_ESTABLISHED)
+
+
+def test_the_workers_close_their_dlq_connections_when_the_run_ends(dask_client: Any, redis_url: str) -> None:
+    token = uuid.uuid4().hex
+    port = urlsplit(redis_url).port or 6379
+    dlq_url = f"{redis_url}{'&' if '?' in redis_url else '?'}key_prefix=bg-leftover-{token[:8]}"
+    pids = worker_pids(dask_client)
+    before = _connections_to(port, iter(pids.values()))
+    try:
+        for _ in range(3):  # each run opened its own connection on each worker that wrote entries
+            report = batchguard.run_batches([(token, i) for i in range(60)], planned, batch_size=6, retry=RETRY,
+                                            dlq=dlq_url, executor=dask_client)
+            assert report.dlq_count > 0
+        deadline = time.monotonic() + 10  # the close is sent when the run ends; the socket follows
+        while _connections_to(port, iter(pids.values())) > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _connections_to(port, iter(pids.values())) == before
+    finally:
+        dlq = open_dlq(dlq_url)
+        dlq.remove([entry.id for entry in dlq.list(status="all")])
+        dlq.close()
+
+
+@pytest.fixture
+def closed_client(dask_client: Any) -> Any:
+    """A second Client of the cluster, closed: anything that asks the cluster through it raises."""
+    client = distributed.Client(dask_client.scheduler.address)
+    client.close()
+    with pytest.raises(AttributeError):  # what a closed client raises on a round trip
+        client.nthreads()
+    return client
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"results": "drop"}, "results="),
+    ({"retry_budget": batchguard.RetryBudget(ratio=0.1)}, "retry_budget="),
+    ({"dlq": "ftp://nowhere"}, "ftp"),
+])
+def test_bad_arguments_are_named_before_the_cluster_is_asked_anything(
+        closed_client: Any, options: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        batchguard.run_batches([1, 2], abs, executor=closed_client, **options)
