@@ -22,6 +22,12 @@ from .keys import KeyFailed
 from .scheduler import Scheduler
 from .work import DONE, FEED, Wait, Work
 
+IDLE_RECHECK_S = 1.0
+"""Longest an idle worker thread waits for a wake-up before it asks the scheduler again: only a
+safety net, as the native engine's ``IDLE_RECHECK`` (``src/bindings/wait.rs``). Every change that
+gives a worker something to do wakes one: an outcome with records queued, a read batch, the
+run's end; a worker that takes work with more queued passes the wake on."""
+
 
 class _Classify:
     """How the drivers classify a failure: the classifier's class for it (``Classifier.classify``
@@ -252,7 +258,7 @@ class _Handback:
         self._lock.release()
 
     def notify_all(self) -> None:
-        self._work_ready.notify()
+        self._work_ready.notify()  # one: it passes the wake on if more is runnable
         self._bell.ring()
 
 
@@ -262,9 +268,12 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
     the sink, the DLQ and the input iterator are only ever touched from one thread.
 
     Wake-ups are counted, as in the native driver (issue 11 item 6): an outcome wakes one
-    parked worker (which passes nothing on: at worst it finds nothing and parks again), a read
-    batch as many as it has records, the run's end all of them. Waking every worker on every
-    outcome made 1024 workers take the GIL ~1000 times per record once the input ran dry.
+    parked worker when records are queued (at worst it finds nothing and parks again), a
+    worker that takes work with more queued wakes the next, a read batch wakes as many as it
+    has records, the run's end all of them. Waking every worker on every outcome made 1024
+    workers take the GIL ~1000 times per record once the input ran dry; an idle worker that
+    woke every progress interval to look again made them ask ~10,000 times a second while an
+    adaptive limit held them back. A parked worker with no timer waits up to IDLE_RECHECK_S.
     """
     lock = threading.Lock()
     work_ready = threading.Condition(lock)
@@ -274,12 +283,20 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
     live = [scheduler.config.concurrency]
 
     def idle(work: object) -> None:
-        """Nothing to run (FEED is the coordinator's job): wait for an outcome or a timer."""
+        """Nothing to run (FEED is the coordinator's job): wait to be woken, or for a timer."""
         until = work.until if isinstance(work, Wait) else None
-        work_ready.wait(interval if until is None else max(0.0, min(until - clock(), interval)))
+        work_ready.wait(IDLE_RECHECK_S if until is None else max(0.0, min(until - clock(), IDLE_RECHECK_S)))
+
+    def queued() -> bool:
+        """Are records read that are neither settled nor in flight (fresh, retrying, waiting
+        for their key)? Only then has a parked worker something to run or a timer to set."""
+        s = scheduler
+        return (s.stop_reason is None
+                and s.next_index > s.skipped_records + s.succeeded + s.failed + s.in_flight)
 
     def handed_back() -> None:
-        work_ready.notify()
+        if queued():
+            work_ready.notify()
         if scheduler.events or scheduler.wants_input():
             bell.ring()
 
@@ -309,6 +326,8 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
             while True:
                 work = scheduler.next_work(clock())
                 if type(work) is Work:
+                    if queued():
+                        work_ready.notify()  # pass the wake on: more may be runnable
                     lock.release()
                     started = clock() if slow_s is not None else 0.0
                     try:
@@ -350,6 +369,8 @@ def _drive_threads(scheduler: Scheduler, records: Iterator[Any], fn: Callable[[A
             while True:
                 work = take(clock())
                 if type(work) is list:
+                    if queued():
+                        work_ready.notify()  # pass the wake on: more may be runnable
                     lock.release()
                     try:
                         groups.run(work)  # takes the lock to hand each outcome back
