@@ -5,6 +5,7 @@
 * A run's bad arguments are named before the cluster is asked anything: making the executor
   asked the scheduler for its worker threads first, so a run on an unreachable cluster
   failed on that instead of on the argument.
+* A stopped run starts no more batches on the workers (``DaskExecutor.stop``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ import pytest
 
 import batchguard
 from batchguard import RetryPolicy
+from batchguard._run.config import EngineConfig
 from batchguard.dlq.urls import open_dlq
 from batchguard.errors import ConfigError
-from dask_cluster import dask_client, planned, worker_pids
+from batchguard.executors import BatchTask, DaskExecutor, run_group
+from batchguard.policies import Classifier
+from dask_cluster import WORKERS, dask_client, planned, worker_pids
 
 __all__ = ["dask_client"]  # a fixture, used by name
 
@@ -83,3 +87,22 @@ def test_bad_arguments_are_named_before_the_cluster_is_asked_anything(
         closed_client: Any, options: dict[str, Any], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         batchguard.run_batches([1, 2], abs, executor=closed_client, **options)
+
+
+def test_a_stopped_run_starts_no_more_batches_on_the_workers(dask_client: Any) -> None:
+    """``DaskExecutor.stop`` reaches every worker: a task of the run that starts afterwards runs
+    none of its batches (one that started before finishes, which tests/test_executor_budget.py
+    shows in one process)."""
+    task = BatchTask(run_id=f"stopped-{uuid.uuid4().hex[:8]}", job_id=None, batch_index=0, first_index=0,
+                     records=[("t", 0), ("t", 1)], fn=planned,
+                     config=EngineConfig(batch_size=2, concurrency=1, retry=RETRY, breaker=None,
+                                         max_failures=None, seed=1),
+                     classifier=Classifier(), stage="process", id_of=None, pickle_payloads=False, bulk=False)
+    executor = DaskExecutor(dask_client)
+    before = dask_client.submit(run_group, [task], pure=False).result()
+    assert [outcome.stats.succeeded for outcome in before] == [2]
+    executor.stop(task.run_id)
+    futures = [dask_client.submit(run_group, [task], pure=False, workers=[address])
+               for address in worker_pids(dask_client)]
+    assert [future.result() for future in futures] == [[]] * WORKERS
+    executor.close()

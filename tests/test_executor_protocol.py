@@ -22,7 +22,17 @@ from batchguard import CircuitBreaker, MemoryDLQ, RateLimit, RetryPolicy
 from batchguard._run.plan import make_plan
 from batchguard.dlq.urls import open_dlq
 from batchguard.errors import ConfigError, ConfigTypeError
-from batchguard.executors import BatchOutcome, BatchTask, Completion, Executor, WorkerLost, run_batch, run_group
+from batchguard.executors import (
+    BatchOutcome,
+    BatchTask,
+    Completion,
+    Executor,
+    WorkerLost,
+    release_run,
+    run_batch,
+    run_group,
+    stop_run,
+)
 from batchguard.jobs import SqliteJobStore
 
 RETRY = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.002, jitter="none", seed=3)
@@ -41,6 +51,7 @@ class ReversedExecutor:
         self.run_lost = run_lost  # ... after it ran (and wrote its entries), before it returned
         self.closed = False
         self.cancelled: list[Hashable] = []
+        self.stopped: list[str] = []
         self.submissions: list[tuple[int, float, int]] = []  # (first batch, when, in flight with it)
 
     def submit(self, tasks: Sequence[BatchTask]) -> Hashable:
@@ -68,8 +79,14 @@ class ReversedExecutor:
         self.cancelled.extend(tickets)
         self.pending = [(key, tasks) for key, tasks in self.pending if key not in tickets]
 
+    def stop(self, run_id: str) -> None:
+        self.stopped.append(run_id)
+        stop_run(run_id)  # the workers are this process
+
     def close(self) -> None:
         self.closed = True
+        for run_id in {task.run_id for task in self.submitted}:
+            release_run(run_id)
 
 
 def fn(x: int) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 from .protocol import Completion, WorkerLost
 from .task import BatchTask
-from .worker import release_run, run_group
+from .worker import release_run, run_group, stop_run
 
 __all__ = ["DaskExecutor", "is_dask_client"]
 
@@ -101,6 +101,14 @@ class DaskExecutor:
         futures = [self._futures.pop(key) for key in tickets if key in self._futures]
         if futures:
             self._client.cancel(futures)
+
+    def stop(self, run_id: str) -> None:
+        # One call to every worker, run on its event loop while its thread runs a batch.
+        try:
+            self._client.run(stop_run, run_id, on_error="ignore")
+        except Exception as error:  # noqa: BLE001 - the tasks in flight then run to their end
+            logger.warning("run %s: could not tell the workers the run stopped: %s", run_id, error,
+                           extra={"run_id": run_id})
 
     def close(self) -> None:
         self.cancel(list(self._futures))

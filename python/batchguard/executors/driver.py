@@ -9,7 +9,7 @@ values are joined in input order at the end. The driver owns what spans the whol
 circuit breaker at batch granularity (:class:`BatchBreaker`), the error budget (each batch
 stops only once the run's is spent, and the total is checked as batches return), stopping (a
 batch that stopped early, fatal or breaker abort, or the budget spent: nothing more is
-submitted, the tasks not yet running are cancelled and what is running drains), the rate limit
+submitted, the workers start no more of the run's batches, and the batches running finish), the rate limit
 (each slot runs at its share), and the resubmission of a task whose worker was lost.
 """
 
@@ -281,14 +281,18 @@ class _Driver:
             elif over_budget(self.plan.config.max_failures, self.succeeded + self._running(), self.failed):
                 self.stop_reason = "max_failures"
             if self.stop_reason is not None:
-                logger.warning("run %s stops (%s, batch %d on %s): no more batches are submitted; "
-                               "%d in flight drain", self.recorder.run_id, self.stop_reason,
-                               task.batch_index, outcome.worker, len(self.in_flight),
-                               extra={"run_id": self.recorder.run_id})
+                logger.warning("run %s stops (%s, batch %d on %s): no more batches are submitted or "
+                               "started; those running in %d task(s) in flight finish",
+                               self.recorder.run_id, self.stop_reason, task.batch_index, outcome.worker,
+                               len(self.in_flight), extra={"run_id": self.recorder.run_id})
+                if self.in_flight:
+                    self.executor.stop(self.recorder.run_id)
 
     def _lost(self, tasks: tuple[BatchTask, ...], error: BaseException) -> None:
         first, attempt = tasks[0].batch_index, tasks[0].attempt
         shown = f"batch {first}" if len(tasks) == 1 else f"batches {first}-{tasks[-1].batch_index}"
+        if self.stop_reason is not None:
+            return  # the run stopped: the lost batches stay pending, as those never started
         if attempt >= MAX_RESUBMITS:
             raise RuntimeError(f"{shown} was lost with its worker {attempt + 1} times; the run stops "
                                f"(last: {error})") from error

@@ -60,6 +60,13 @@ class Executor(Protocol):
         their outcomes); one already running may still finish on its worker."""
         ...
 
+    def stop(self, run_id: str) -> None:
+        """The run stopped (its error budget spent, a FATAL error, a breaker abort): the workers
+        start none of its batches from now on (:func:`~batchguard.executors.worker.stop_run`);
+        the tasks in flight come back with the outcomes of the batches already run (one
+        running finishes). The driver calls it once, when the run stops."""
+        ...
+
     def close(self) -> None:
         """Release what the executor holds for this run (not the cluster, which the caller
         owns), including what the workers keep for it: their DLQ connections

@@ -27,7 +27,7 @@ from ..results import BatchStats
 from .splits import read_split
 from .task import BatchOutcome, BatchTask
 
-__all__ = ["release_run", "run_batch", "run_group"]
+__all__ = ["release_run", "run_batch", "run_group", "stop_run"]
 
 logger = logging.getLogger("batchguard")
 
@@ -36,6 +36,8 @@ logger = logging.getLogger("batchguard")
 # and closed by release_run when the run ends.
 _queues: dict[tuple[str, str], DeadLetterQueue] = {}
 _queues_lock = threading.Lock()
+# The runs that stopped (stop_run): a batch of theirs not yet started is not run.
+_stopped: set[str] = set()
 
 
 class _Capture:
@@ -82,9 +84,19 @@ def release_run(run_id: str) -> int:
     (one the driver gave up on) opens a new one, which the next release closes."""
     with _queues_lock:
         queues = [_queues.pop(key) for key in [key for key in _queues if key[0] == run_id]]
+        _stopped.discard(run_id)
     for queue in queues:
         queue.close()
     return len(queues)
+
+
+def stop_run(run_id: str) -> None:
+    """Run ``run_id`` stopped (its error budget is spent, a FATAL error, a breaker abort): this
+    process runs none of its batches that have not started. The driver calls it on every
+    worker (:meth:`~batchguard.executors.protocol.Executor.stop`) from the worker's own event
+    loop, while a batch may be running in its task thread: that one finishes."""
+    with _queues_lock:
+        _stopped.add(run_id)
 
 
 def run_group(tasks: Sequence[BatchTask]) -> list[BatchOutcome]:
@@ -92,11 +104,14 @@ def run_group(tasks: Sequence[BatchTask]) -> list[BatchOutcome]:
 
     The driver gave each batch the error budget left when the task was sent; the failures of
     the batches before it in the task are taken off it here. After a batch that stopped early
-    (a FATAL error, a breaker abort, the budget spent) the rest are not run: their outcomes are
-    missing from the list, and the driver leaves their records pending."""
+    (a FATAL error, a breaker abort, the budget spent), or once the driver said the run stopped
+    (:func:`stop_run`), the rest are not run: their outcomes are missing from the list, and the
+    driver leaves their records pending."""
     outcomes: list[BatchOutcome] = []
     failed = 0
     for task in tasks:
+        if task.run_id in _stopped:
+            break
         budget = task.config.max_failures
         if failed and isinstance(budget, int):
             task = replace(task, config=replace(task.config, max_failures=max(0, budget - failed)))
