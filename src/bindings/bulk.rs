@@ -8,6 +8,13 @@
 //! returns anything but a list or tuple with one result per record fails every record of the
 //! group with `batchguard.errors.BulkResultError`. Once the run is stopping, no new call
 //! starts: the rest of the group stays pending.
+//!
+//! With a breaker that counts slow calls (`slow_call_s`), each call is timed, and each record
+//! whose outcome a call decides (its value, or its failure once it stands alone) is a slow call
+//! when that call took longer than `slow_call_s`: a failed call's time is not held against the
+//! halves that run after it.
+
+use std::time::Instant;
 
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -25,6 +32,8 @@ use crate::engine::{Next, NextGroup};
 pub(super) fn worker_loop(py: Python<'_>, ctx: &WorkerContext, limit: usize) -> PyResult<()> {
     let shared = &*ctx.shared;
     let func = &FastCall::new(ctx.func.bind(py));
+    // A breaker that counts slow calls (`slow_call_s`): each call is timed only then.
+    let slow_call_s = shared.state.lock().sched.slow_call_s();
     loop {
         let mut st = shared.state.lock();
         let group = match st.sched.next_group(limit) {
@@ -48,7 +57,7 @@ pub(super) fn worker_loop(py: Python<'_>, ctx: &WorkerContext, limit: usize) -> 
             NextGroup::Other(Next::Run(_)) => unreachable!("next_group hands work out as a group"),
         };
         drop(st);
-        if let Err(stop) = bisect(py, ctx, func, group) {
+        if let Err(stop) = bisect(py, ctx, func, slow_call_s, group) {
             // A KeyboardInterrupt (any BaseException that is not an Exception): the group's
             // unfinished records are pending, and the run stops and re-raises it.
             let mut st = shared.state.lock();
@@ -61,10 +70,19 @@ pub(super) fn worker_loop(py: Python<'_>, ctx: &WorkerContext, limit: usize) -> 
 
 /// Run `group` in one call, bisecting on failure. Every record of the group is handed back
 /// to the scheduler before this returns; `Err` is an interrupt that stops the run.
-fn bisect(py: Python<'_>, ctx: &WorkerContext, func: &FastCall<'_>, group: Vec<PyWork>) -> PyResult<()> {
+fn bisect(
+    py: Python<'_>,
+    ctx: &WorkerContext,
+    func: &FastCall<'_>,
+    slow_call_s: Option<f64>,
+    group: Vec<PyWork>,
+) -> PyResult<()> {
     let records = PyList::new(py, group.iter().map(|work| work.record.bind(py)))?;
-    let err = match call_timed(func, records.as_any(), ctx.timeout) {
-        Ok(values) => return hand_back_values(py, ctx, group, &values),
+    let started = slow_call_s.map(|_| Instant::now());
+    let called = call_timed(func, records.as_any(), ctx.timeout);
+    let slow = started.is_some_and(|at| slow_call_s.is_some_and(|limit| at.elapsed().as_secs_f64() > limit));
+    let err = match called {
+        Ok(values) => return hand_back_values(py, ctx, group, &values, slow),
         Err(err) => err,
     };
     if !err.is_instance_of::<PyException>(py) {
@@ -72,7 +90,7 @@ fn bisect(py: Python<'_>, ctx: &WorkerContext, func: &FastCall<'_>, group: Vec<P
         return Err(err);
     }
     if group.len() == 1 {
-        return fail_each(py, ctx, group, err.into_value(py).into_bound(py).as_any());
+        return fail_each(py, ctx, group, err.into_value(py).into_bound(py).as_any(), slow);
     }
     if stopping(ctx) {
         abandon(ctx, group);
@@ -80,7 +98,7 @@ fn bisect(py: Python<'_>, ctx: &WorkerContext, func: &FastCall<'_>, group: Vec<P
     }
     let mut first = group;
     let second = first.split_off(first.len() / 2);
-    if let Err(stop) = bisect(py, ctx, func, first) {
+    if let Err(stop) = bisect(py, ctx, func, slow_call_s, first) {
         abandon(ctx, second); // never started: pending, not in flight
         return Err(stop);
     }
@@ -88,16 +106,17 @@ fn bisect(py: Python<'_>, ctx: &WorkerContext, func: &FastCall<'_>, group: Vec<P
         abandon(ctx, second);
         return Ok(());
     }
-    bisect(py, ctx, func, second)
+    bisect(py, ctx, func, slow_call_s, second)
 }
 
-/// The call returned: one value per record, in order, or every record fails with
-/// `BulkResultError`.
+/// The call returned (`slow`: past `slow_call_s`): one value per record, in order, or every
+/// record fails with `BulkResultError`.
 fn hand_back_values(
     py: Python<'_>,
     ctx: &WorkerContext,
     group: Vec<PyWork>,
     returned: &Bound<'_, PyAny>,
+    slow: bool,
 ) -> PyResult<()> {
     let len = if let Ok(list) = returned.cast::<PyList>() {
         Some(list.len())
@@ -113,7 +132,7 @@ fn hand_back_values(
             "the bulk fn returned {got} for {} records; it must return a list with one result per record, in order",
             group.len()
         ));
-        return fail_each(py, ctx, group, error.into_value(py).into_bound(py).as_any());
+        return fail_each(py, ctx, group, error.into_value(py).into_bound(py).as_any(), slow);
     }
     let values = returned.try_iter()?.collect::<PyResult<Vec<_>>>()?;
     let shared = &*ctx.shared;
@@ -122,6 +141,10 @@ fn hand_back_values(
     ctx.holding.set(ctx.holding.get() - group.len());
     for (work, value) in group.into_iter().zip(values) {
         store(&mut st.results, work.index, value.unbind());
+        if slow {
+            // Each record of a slow call is a slow call of the breaker's window.
+            st.sched.slow_call();
+        }
         done.push(st.sched.succeed(work));
     }
     handed_back(shared, st);
@@ -129,10 +152,17 @@ fn hand_back_values(
     Ok(())
 }
 
-/// Every record of `group` failed with `error`: each is classified and handed back (retried or
-/// dead-lettered) on its own, as `AsyncRun.fail` does for each. A classifier interrupted by a
-/// KeyboardInterrupt stops the run: that record and the rest of the group are pending.
-fn fail_each(py: Python<'_>, ctx: &WorkerContext, group: Vec<PyWork>, error: &Bound<'_, PyAny>) -> PyResult<()> {
+/// Every record of `group` failed with `error` in one call (`slow`: past `slow_call_s`): each
+/// is classified and handed back (retried or dead-lettered) on its own, as `AsyncRun.fail` does
+/// for each. A classifier interrupted by a KeyboardInterrupt stops the run: that record and the
+/// rest of the group are pending.
+fn fail_each(
+    py: Python<'_>,
+    ctx: &WorkerContext,
+    group: Vec<PyWork>,
+    error: &Bound<'_, PyAny>,
+    slow: bool,
+) -> PyResult<()> {
     let sink = ctx.sink.bind(py);
     let mut group = group.into_iter();
     while let Some(work) = group.next() {
@@ -152,6 +182,9 @@ fn fail_each(py: Python<'_>, ctx: &WorkerContext, group: Vec<PyWork>, error: &Bo
             drop(st);
             strip_traceback(failure.error.bind(py));
             st = shared.state.lock();
+        }
+        if slow {
+            st.sched.slow_call();
         }
         st.sched.fail(work, failure.class, failure.error, failure.retry_after, failure.wall);
         handed_back(shared, st);
