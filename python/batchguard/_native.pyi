@@ -487,6 +487,15 @@ class AsyncRun:
         """Bulk mode: like ``next_work``, but new records come as a list of ``(index, record)``
         with the rest of their batch (at most ``limit``); a retry comes as a list of one."""
 
+    @property
+    def times_calls(self) -> bool:
+        """Are calls timed (a breaker that counts slow calls)? Only then does a bulk driver
+        call ``restart_timing``."""
+
+    def restart_timing(self, indices: list[int]) -> None:
+        """Bulk mode: a call of these in-flight records starts now (a bisection's half, after a
+        failed call of the whole): each is timed from now, by the call that decides it."""
+
     def feed(self, batch: Sequence[Any]) -> None:
         """The next batch of input; fewer than ``batch_size`` records (or none) ends the input.
         With ``key_of`` the keys are computed here (a key that raises dead-letters its record)."""

@@ -191,6 +191,21 @@ impl AsyncRun {
         }
     }
 
+    /// Are calls timed (a breaker that counts slow calls)? Only then does a bulk driver call
+    /// `restart_timing`.
+    #[getter]
+    fn times_calls(&self) -> bool {
+        self.call_started.is_some()
+    }
+
+    /// Bulk mode: a call of these in-flight records starts now (a bisection's half, after a
+    /// failed call of the whole): each is timed from now, by the call that decides it.
+    fn restart_timing(&mut self, indices: Vec<u64>) {
+        for index in indices {
+            self.started(index);
+        }
+    }
+
     /// The next batch of input (fewer than `batch_size` records ends the input).
     fn feed(&mut self, py: Python<'_>, batch: Vec<Obj>) -> PyResult<()> {
         let key_of = self.key_of.as_ref().map(|k| k.bind(py));
