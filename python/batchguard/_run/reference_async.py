@@ -47,6 +47,20 @@ class ReferenceAsyncRun:
             return [(work.index, work.record) for work in group]
         return _no_work(group)
 
+    @property
+    def times_calls(self) -> bool:
+        """Are calls timed (a breaker that counts slow calls)? Only then does a bulk driver
+        call :meth:`restart_timing`."""
+        return self._started is not None
+
+    def restart_timing(self, indices: list[int]) -> None:
+        """Bulk mode: a call of these in-flight records starts now (a bisection's half, after a
+        failed call of the whole): each is timed from now, by the call that decides it."""
+        if self._started is not None:
+            now = time.monotonic()
+            for index in indices:
+                self._started[index] = now
+
     def feed(self, batch: list[Any]) -> None:
         feed(self._scheduler, batch, time.monotonic())
         self._report()
