@@ -188,10 +188,13 @@ async def _call(fn: Callable[[Any], Awaitable[Any]], arg: Any, deadlines: _Deadl
 
 
 async def _bisect(run: Any, fn: Callable[[Any], Awaitable[Any]], group: list[tuple[int, Any]],
-                  timeout: _Deadlines | None) -> None:
+                  timeout: _Deadlines | None, timed: bool = False) -> None:
     """Run a group in one bulk call; when it raises, run its halves, and so on, until each
     failing record stands alone and is reported (classified) by itself. For k bad records in
-    n this makes about 2·k·log2(n) + 1 calls."""
+    n this makes about 2·k·log2(n) + 1 calls. ``timed`` (the run counts slow calls): each
+    record is timed by the call that decides it, so each call restarts its records' timing."""
+    if timed:
+        run.restart_timing([index for index, _ in group])
     try:
         results = await _call(fn, [record for _, record in group], timeout)
     except Exception as exc:  # noqa: BLE001 - bisect to find the records that cause it
@@ -204,13 +207,13 @@ async def _bisect(run: Any, fn: Callable[[Any], Awaitable[Any]], group: list[tup
             return
         middle = len(group) // 2
         try:
-            await _bisect(run, fn, group[:middle], timeout)
+            await _bisect(run, fn, group[:middle], timeout, timed)
         except BaseException:
             for index, _ in group[middle:]:  # never started: they stay pending, not in flight
                 run.abandon(index)
             raise
         if not run.stopping():
-            await _bisect(run, fn, group[middle:], timeout)
+            await _bisect(run, fn, group[middle:], timeout, timed)
         else:
             for index, _ in group[middle:]:
                 run.abandon(index)
@@ -262,11 +265,12 @@ async def drive(run: Any, records: Iterator[Any], fn: Callable[[Any], Awaitable[
         return False
 
     async def bulk_worker() -> None:
+        timed = run.times_calls
         while True:
             work = run.next_group(batch_size)
             if type(work) is list:
                 try:
-                    await _bisect(run, fn, work, deadlines)
+                    await _bisect(run, fn, work, deadlines, timed)
                 except BaseException as exc:  # noqa: BLE001 - stops the run, re-raised by drive
                     halt(exc)
                     return
