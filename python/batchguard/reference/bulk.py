@@ -8,6 +8,11 @@ by itself (about 2·k·log2(n) + 1 calls for k bad records in n). A call that re
 but a list or tuple with one result per record fails every record of the group with
 :class:`~batchguard.errors.BulkResultError`. Once the run is stopping, no new call starts: the
 rest of the group stays pending.
+
+With a breaker that counts slow calls (``slow_call_s``), each call is timed, and each record
+whose outcome a call decides (its value, or its failure once it stands alone) is a slow call
+when that call took longer than ``slow_call_s``: a failed call's time is not held against the
+halves that run after it.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ class Groups:
     (timed) bulk call; every outcome is handed back to the scheduler under ``guard``, never
     while the user's fn or the classifier runs."""
 
-    __slots__ = ("_call", "_classify", "_clock", "_guard", "_scheduler")
+    __slots__ = ("_call", "_classify", "_clock", "_guard", "_scheduler", "_slow_s")
 
     def __init__(self, scheduler: Scheduler, call: Callable[[list[Any]], Any], classify: Classify,
                  clock: Callable[[], float], guard: Guard = UNLOCKED) -> None:
@@ -70,23 +75,28 @@ class Groups:
         self._classify = classify
         self._clock = clock
         self._guard = guard
+        self._slow_s = scheduler.slow_call_s  # calls are timed only then
+
+    def _was_slow(self, started: float) -> bool:
+        return self._slow_s is not None and self._clock() - started > self._slow_s
 
     def run(self, group: list[Work]) -> None:
         """Run ``group`` in one call, bisecting on failure. Every record of the group is handed
         back to the scheduler before this returns; an interrupt (a BaseException that is not
         an Exception) leaves the unfinished records pending and is raised again."""
+        started = self._clock() if self._slow_s is not None else 0.0
         try:
             values = self._call([work.record for work in group])
         except Exception as exc:  # noqa: BLE001 - bisect to find the records that cause it
             if len(group) == 1:
-                self._fail_each(group, exc)
+                self._fail_each(group, exc, self._was_slow(started))
                 return
             # Bisected below, out of this block: the halves' errors do not chain to this one.
         except BaseException:
             self._abandon(group)
             raise
         else:
-            self._hand_back_values(group, values)
+            self._hand_back_values(group, values, self._was_slow(started))
             return
         if self._stopping():  # no new call once the run stops: the group stays pending
             self._abandon(group)
@@ -103,26 +113,29 @@ class Groups:
             return
         self.run(second)
 
-    def _hand_back_values(self, group: list[Work], returned: Any) -> None:
-        """The call returned: one value per record, in order, or every record fails with
-        ``BulkResultError``."""
+    def _hand_back_values(self, group: list[Work], returned: Any, slow: bool) -> None:
+        """The call returned (``slow``: past ``slow_call_s``): one value per record, in order,
+        or every record fails with ``BulkResultError``."""
         if not isinstance(returned, (list, tuple)) or len(returned) != len(group):
             got = (f"{len(returned)} results" if isinstance(returned, (list, tuple))
                    else type(returned).__name__)
             error = BulkResultError(f"the bulk fn returned {got} for {len(group)} records; it must "
                                     "return a list with one result per record, in order")
-            self._fail_each(group, error)
+            self._fail_each(group, error, slow)
             return
         scheduler, clock = self._scheduler, self._clock
         with self._guard:
             for work, value in zip(group, returned, strict=True):  # lengths checked above
+                if slow:  # each record of a slow call is a slow call of the breaker's window
+                    scheduler.slow_call()
                 scheduler.succeed(work, value, clock())
             self._guard.notify_all()
 
-    def _fail_each(self, group: list[Work], error: Exception) -> None:
-        """Every record of ``group`` failed with ``error``: each is classified and handed back
-        (retried or dead-lettered) on its own. A classifier interrupted by a KeyboardInterrupt
-        stops the run: that record and the rest of the group are pending."""
+    def _fail_each(self, group: list[Work], error: Exception, slow: bool) -> None:
+        """Every record of ``group`` failed with ``error`` in one call (``slow``: past
+        ``slow_call_s``): each is classified and handed back (retried or dead-lettered) on its
+        own. A classifier interrupted by a KeyboardInterrupt stops the run: that record and the
+        rest of the group are pending."""
         scheduler, classify, clock = self._scheduler, self._classify, self._clock
         for position, work in enumerate(group):
             try:
@@ -132,6 +145,8 @@ class Groups:
                 self._abandon(group[position:])
                 raise
             with self._guard:
+                if slow:
+                    scheduler.slow_call()
                 scheduler.fail(work, error_class, error, retry_after, clock(), time.time())
                 self._guard.notify_all()
 
