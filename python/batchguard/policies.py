@@ -42,6 +42,7 @@ __all__ = [
     "RetryPolicies",
     "RetryPolicy",
     "http_status_of",
+    "jitter_seed_at",
     "status_value",
 ]
 
@@ -61,9 +62,19 @@ def _splitmix64(state: int) -> tuple[int, int]:
     return state, z ^ (z >> 31)
 
 
+_JITTER_KEY = 0xD1B54A32D192ED03  # src/backoff.rs JITTER_KEY
+
+
 def _jitter_stream_seed(seed: int, record_index: int) -> int:
     """The jitter stream of one record: independent of which worker runs it, or when."""
-    return (seed ^ (((record_index + 1) * 0xD1B54A32D192ED03) & _MASK64)) & _MASK64
+    return (seed + (record_index + 1) * _JITTER_KEY) & _MASK64
+
+
+def jitter_seed_at(seed: int, first_index: int) -> int:
+    """The seed under which a run's record ``i`` draws the jitter of record ``first_index + i``
+    of a run with ``seed``: an executor's worker runs a batch alone, its records indexed from
+    0, and draws the jitter the whole input's run would (the key is added, so it shifts)."""
+    return (seed + first_index * _JITTER_KEY) & _MASK64
 
 
 class _NoFallback:
@@ -398,7 +409,9 @@ class CircuitBreaker:
     reaches the threshold the breaker opens too, and a slow half-open probe fails its probe.
     Calls are timed only when these are set. ``slow_call_s`` is in [0.001, MAX_DURATION_S]
     seconds, and must be under the run's ``timeout`` for an async fn (whose call is cancelled
-    at the timeout, so could never be slow).
+    at the timeout, so could never be slow). With ``bulk=True`` each bulk call is timed, and
+    each record whose outcome it decides (its value, or its failure once bisected alone) is one
+    slow call of the window when the call was slow.
 
     >>> CircuitBreaker(failure_rate_threshold=0.5, window=20, open_duration=5.0).window
     20
