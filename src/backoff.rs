@@ -165,6 +165,9 @@ impl SplitMix64 {
     }
 }
 
+/// What a record's index is multiplied by to key its jitter stream (mirrored in `policies.py`).
+const JITTER_KEY: u64 = 0xD1B5_4A32_D192_ED03;
+
 /// The delay generator of one record.
 #[derive(Clone, Debug)]
 pub struct Backoff {
@@ -175,8 +178,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(policy: &RetryPolicy, seed: u64, record_index: u64) -> Self {
-        let key = record_index.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-        Self { rng: SplitMix64::new(seed ^ key), retry: 0, previous: policy.base_delay }
+        // Added, not xored: record `first + i` of a run with `seed` has the stream of record `i`
+        // of a run with `seed + first * KEY`, so a batch run alone on an executor's worker
+        // draws the jitter its records draw in the whole input (`batchguard.policies.jitter_seed_at`).
+        let key = record_index.wrapping_add(1).wrapping_mul(JITTER_KEY);
+        Self { rng: SplitMix64::new(seed.wrapping_add(key)), retry: 0, previous: policy.base_delay }
     }
 
     pub fn next_delay(&mut self, policy: &RetryPolicy) -> f64 {
