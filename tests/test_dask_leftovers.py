@@ -6,6 +6,8 @@
   asked the scheduler for its worker threads first, so a run on an unreachable cluster
   failed on that instead of on the argument.
 * A stopped run starts no more batches on the workers (``DaskExecutor.stop``).
+* A jittered backoff waits the same on the workers as locally: a worker's engine indexes its
+  batch's records from 0, and drew each record's jitter from its place in the batch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 import batchguard
 from batchguard import RetryPolicy
 from batchguard._run.config import EngineConfig
+from batchguard.dlq import SqliteDLQ
 from batchguard.dlq.urls import open_dlq
 from batchguard.errors import ConfigError
 from batchguard.executors import BatchTask, DaskExecutor, run_group
@@ -106,3 +109,20 @@ def test_a_stopped_run_starts_no_more_batches_on_the_workers(dask_client: Any) -
                for address in worker_pids(dask_client)]
     assert [future.result() for future in futures] == [[]] * WORKERS
     executor.close()
+
+
+@pytest.mark.parametrize("jitter", ["full", "equal", "decorrelated"])
+def test_a_jittered_backoff_waits_the_same_on_the_cluster_as_locally(
+        dask_client: Any, tmp_path: Any, jitter: str) -> None:
+    token = uuid.uuid4().hex
+    records = [(token, i) for i in range(60)]
+    retry = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.004, jitter=jitter, seed=23)
+    delays = {}
+    for where, executor in (("local", None), ("cluster", dask_client)):
+        dlq = SqliteDLQ(tmp_path / f"{where}.db")
+        report = batchguard.run_batches(records, planned, batch_size=7, retry=retry, dlq=dlq, executor=executor)
+        delays[where] = sorted((entry.record_index, [attempt.delay_s for attempt in entry.attempts])
+                               for entry in dlq.list(run_id=report.run_id))
+        dlq.close()
+    assert any(delay for _, waits in delays["local"] for delay in waits)  # jittered delays, not zeros
+    assert delays["cluster"] == delays["local"]

@@ -14,7 +14,7 @@ from collections.abc import Hashable, Sequence
 
 import batchguard
 from batchguard import RetryPolicy
-from batchguard.executors import BatchTask, Completion, Executor, release_run, run_group, stop_run
+from batchguard.executors import BatchTask, Completion, Executor, Stoppable, release_run, run_group, stop_run
 
 RETRY = RetryPolicy(max_attempts=1)
 
@@ -58,7 +58,7 @@ def always_fails(record: int) -> int:
 
 
 def test_one_slot_is_an_executor() -> None:
-    assert isinstance(OneSlot(), Executor)
+    assert isinstance(OneSlot(), Executor) and isinstance(OneSlot(), Stoppable)
 
 
 def test_a_spent_budget_starts_no_more_batches() -> None:

@@ -45,7 +45,7 @@ class DaskExecutor:
         self._arrived = self._distributed.as_completed([], with_results=True, raise_errors=False)
         self._futures: dict[Hashable, Any] = {}
         self._slots: int | None = None
-        self._dlq_runs: set[str] = set()  # runs whose workers opened DLQ connections
+        self._to_release: set[str] = set()  # runs the workers keep something of: DLQ connections, a stop
 
     @property
     def slots(self) -> int:
@@ -64,7 +64,7 @@ class DaskExecutor:
         batches = f"{first.batch_index}" if len(tasks) == 1 else f"{first.batch_index}-{last.batch_index}"
         key = f"batchguard-{first.run_id}-batch-{batches}-{first.attempt}"
         if first.dlq_url is not None:
-            self._dlq_runs.add(first.run_id)
+            self._to_release.add(first.run_id)
         future = self._client.submit(run_group, list(tasks), key=key, pure=False)
         self._futures[key] = future
         self._arrived.add(future)
@@ -104,6 +104,7 @@ class DaskExecutor:
 
     def stop(self, run_id: str) -> None:
         # One call to every worker, run on its event loop while its thread runs a batch.
+        self._to_release.add(run_id)
         try:
             self._client.run(stop_run, run_id, on_error="ignore")
         except Exception as error:  # noqa: BLE001 - the tasks in flight then run to their end
@@ -113,10 +114,11 @@ class DaskExecutor:
     def close(self) -> None:
         self.cancel(list(self._futures))
         self._arrived.clear()
-        runs, self._dlq_runs = self._dlq_runs, set()
-        for run_id in runs:  # the workers' DLQ connections of the run: one call to each worker
+        runs, self._to_release = self._to_release, set()
+        for run_id in runs:  # what the workers keep of the run: one call to each worker
             try:
                 self._client.run(release_run, run_id, on_error="ignore")
             except Exception as error:  # noqa: BLE001 - a cluster gone by now keeps nothing open
-                logger.warning("run %s: could not close the workers' DLQ connections: %s", run_id, error,
+                logger.warning("run %s: could not release what the workers keep of it (DLQ "
+                               "connections): %s", run_id, error,
                                extra={"run_id": run_id})

@@ -31,7 +31,7 @@ from .._run.sink import DLQSend
 from ..policies import CircuitBreaker
 from ..reference.gates import MIN_RATE_SAMPLE, over_budget
 from .grouping import TaskSizer
-from .protocol import Executor, WorkerLost
+from .protocol import Executor, Stoppable, WorkerLost
 from .recorder import ExecutorRecorder
 from .splits import ParquetSplit, parquet_batches, splittable
 from .task import BatchOutcome, BatchTask
@@ -285,7 +285,7 @@ class _Driver:
                                "started; those running in %d task(s) in flight finish",
                                self.recorder.run_id, self.stop_reason, task.batch_index, outcome.worker,
                                len(self.in_flight), extra={"run_id": self.recorder.run_id})
-                if self.in_flight:
+                if self.in_flight and isinstance(self.executor, Stoppable):
                     self.executor.stop(self.recorder.run_id)
 
     def _lost(self, tasks: tuple[BatchTask, ...], error: BaseException) -> None:

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from .task import BatchOutcome, BatchTask
 
-__all__ = ["Completion", "Executor", "WorkerLost"]
+__all__ = ["Completion", "Executor", "Stoppable", "WorkerLost"]
 
 
 class WorkerLost(Exception):
@@ -60,15 +60,23 @@ class Executor(Protocol):
         their outcomes); one already running may still finish on its worker."""
         ...
 
-    def stop(self, run_id: str) -> None:
-        """The run stopped (its error budget spent, a FATAL error, a breaker abort): the workers
-        start none of its batches from now on (:func:`~batchguard.executors.worker.stop_run`);
-        the tasks in flight come back with the outcomes of the batches already run (one
-        running finishes). The driver calls it once, when the run stops."""
-        ...
-
     def close(self) -> None:
         """Release what the executor holds for this run (not the cluster, which the caller
         owns), including what the workers keep for it: their DLQ connections
         (:func:`~batchguard.executors.worker.release_run`)."""
+        ...
+
+
+@runtime_checkable
+class Stoppable(Protocol):
+    """What an :class:`Executor` may add: being told that a run stopped.
+
+    The driver calls :meth:`stop` once, when the run stops (its error budget spent, a FATAL
+    error, a breaker abort), if the executor has it. An executor without it runs the tasks
+    in flight to their end, so a count budget can be overshot by what they hold."""
+
+    def stop(self, run_id: str) -> None:
+        """From now on the workers start none of the run's batches
+        (:func:`~batchguard.executors.worker.stop_run`); the tasks in flight come back with the
+        outcomes of the batches already run (one running finishes)."""
         ...

@@ -23,6 +23,7 @@ from .._run.entries import EntryBuilder
 from .._run.retry_end import RetryEnd
 from ..dlq.base import DeadLetterQueue
 from ..dlq.urls import open_dlq
+from ..policies import jitter_seed_at
 from ..results import BatchStats
 from .splits import read_split
 from .task import BatchOutcome, BatchTask
@@ -134,8 +135,10 @@ def run_batch(task: BatchTask) -> BatchOutcome:
     records = task.records if task.split is None else read_split(task.split)
     capture = _Capture()
     sink: Any = capture  # the engine reads its sink by attribute; _native.pyi names the recorder
-    summary = _native.run(records, task.fn, task.config, task.classifier, sink, len(records),
-                          bulk=task.bulk)
+    # The engine indexes the batch's records from 0; its jitter is keyed by the index, so the
+    # seed is shifted to draw what the records draw at their places in the whole input.
+    config = replace(task.config, seed=jitter_seed_at(task.config.seed, task.first_index))
+    summary = _native.run(records, task.fn, config, task.classifier, sink, len(records), bulk=task.bulk)
     events = capture.batches
     values = summary.successful
     # The retry policies' batch end (fallbacks, max_elapsed's naming), as the local recorder
