@@ -11,9 +11,10 @@ from .codec import dumps
 
 __all__ = ["STATUSES", "Attempt", "DeadLetter", "StatusChange"]
 
-STATUSES: Final = ("open", "resolved", "replayed")
+STATUSES: Final = ("open", "resolved", "replayed", "replaying")
 """An entry's triage status: ``open`` (it needs attention; every new entry), ``resolved``
-(skipped on purpose, with a reason), ``replayed`` (its record succeeded on a replay)."""
+(skipped on purpose, with a reason), ``replayed`` (its record succeeded on a replay), and
+``replaying`` while a running replay has claimed it (see ``dlq/status.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
