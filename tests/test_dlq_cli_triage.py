@@ -168,7 +168,7 @@ def test_review_json_holds_the_screen(url: str) -> None:
     result = invoke("dlq", "review", "--json", "--limit", "2", "--fn", "cli_fns:echo", "--dlq", url)
     assert result.exit_code == 0
     data = json.loads(result.output)
-    assert data["totals"] == {"open": 10, "resolved": 1, "replayed": 0, "all": 11}
+    assert data["totals"] == {"open": 10, "resolved": 1, "replayed": 0, "replaying": 0, "all": 11}
     assert data["runs"] == ["nightly"] and data["status"] == "open" and data["next_offset"] == 2
     first = data["patterns"][0]
     assert (first["error_type"], first["http_status"], first["count"]) == ("HTTPError", 503, 5)

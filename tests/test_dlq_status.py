@@ -19,7 +19,7 @@ def test_a_new_entry_is_open_with_no_history_and_no_http_status() -> None:
     entry = _entry()
     assert (entry.status, entry.status_reason, entry.status_by, entry.status_at) == ("open", None, None, None)
     assert entry.history == () and entry.http_status is None
-    assert STATUSES == ("open", "resolved", "replayed")
+    assert STATUSES == ("open", "resolved", "replayed", "replaying")
 
 
 def test_an_entry_stored_before_the_status_existed_reads_as_open() -> None:

@@ -135,6 +135,12 @@ class ReplayReport(BatchReport):
     ``validate=`` checks them again; left as they are."""
     jobs_updated: tuple[str, ...] = ()
     """Jobs whose replayed entries moved from failed to succeeded in the job store (sorted)."""
+    held_elsewhere: int = 0
+    """Matching entries another running replay had claimed: left to it, not run here."""
+    claims_lost: int = 0
+    """Entries this replay ran whose claim was gone when their outcome came (skipped with
+    ``force=True`` meanwhile, or taken over once its lease ran out unrenewed): left as they
+    were set, neither marked replayed nor written back."""
 
     @property
     def replayed(self) -> int:

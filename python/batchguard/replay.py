@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final, Literal, cast
 
-from ._checks import check_flag
+from ._checks import check_duration, check_flag
+from ._replay_claims import Claims, swapper
 from ._replay_left import PARSE_ERROR, is_blocked_entry, is_failed_undo, is_unparsed_line, warn_left
 from ._replay_report import ReplayedFailures, ReplayedRecordError, ReplayReport, Successes
 from ._run.entries import new_run_id
@@ -15,7 +18,20 @@ from ._run.execute import execute
 from ._run.plan import DEFAULT_BATCH_SIZE, make_plan
 from ._stored import REPORT_SAMPLE
 from .dlq.base import Attempt, DeadLetter, DeadLetterQueue, MemoryDLQ, StatusChange, check_filters, matches, select
-from .dlq.status import ALL, DEFAULT_STATUS, check_status, new_change, not_found, unique_ids, with_change
+from .dlq.status import (
+    ALL,
+    CLAIMED,
+    DEFAULT_LEASE_S,
+    DEFAULT_STATUS,
+    check_status,
+    claim_of,
+    new_change,
+    not_found,
+    refuse_claimed,
+    unclaimed,
+    unique_ids,
+    with_change,
+)
 from .dlq.urls import open_dlq
 from .errors import ConfigError, PickleNotAllowedError
 from .jobs.store import JobStore, replay_store
@@ -24,6 +40,8 @@ from .results import BatchProgress, BatchReport, BatchStats
 from .validation.full import finish_full, guard_full
 
 __all__ = ["PARSE_ERROR", "ReplayReport", "ReplayedRecordError", "is_blocked_entry", "is_unparsed_line", "replay"]
+
+logger = logging.getLogger("batchguard")
 
 REPLAY_STAGE = "replay"
 REPLAYED: Final = "replayed"
@@ -47,17 +65,20 @@ def _extended(original: DeadLetter, again: DeadLetter, reopen: StatusChange) -> 
 
 class _MarkReplayed:
     """The queue as a job store's ``commit_replayed`` sees it: the entries it takes out of the
-    queue are marked ``replayed`` instead, kept for the audit trail -- in the store's
-    transaction when the queue shares its database, as their removal was. Everything else (the
-    database, its transaction) is the queue's own."""
+    queue are marked ``replayed`` instead, kept for the audit trail -- where the replay still
+    holds them, in the store's transaction when the queue shares its database, as their removal
+    was. Everything else (the database, its transaction) is the queue's own."""
 
-    def __init__(self, queue: DeadLetterQueue, change: StatusChange) -> None:
+    def __init__(self, queue: DeadLetterQueue, claims: Claims, change: StatusChange) -> None:
         self._queue = queue
+        self._claims = claims
         self._change = change
+        self.done: dict[str, tuple[bool, DeadLetter]] = {}
 
     def remove(self, ids: Iterable[str]) -> int:
-        return self._queue.set_status(ids, self._change.status, reason=self._change.reason,
-                                      by=self._change.by)
+        change = self._change
+        self.done.update(self._claims.settle({entry_id: lambda e: with_change(e, change) for entry_id in ids}))
+        return len(self.done)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._queue, name)
@@ -70,7 +91,8 @@ class _Replayer:
     Entries are read a page at a time while the queue changes under the reader: every backend
     keeps an upserted entry at the place of its first send, so the next unread entry sits at
     (entries read) - (entries that left the filtered view), and one lock keeps that count and
-    the queue in step.
+    the queue in step. Each page is claimed before its records run (``_replay_claims``): an
+    entry another replay holds is left to it, and counts as gone from the view.
     """
 
     every_batch = True  # a batch without failures still removes the entries that succeeded
@@ -82,7 +104,8 @@ class _Replayer:
     def __init__(self, queue: DeadLetterQueue, wanted: dict[str, Any], page: int,
                  jobs: JobStore | None = None, *, allow_pickle: bool = False,
                  include_parse_errors: bool = False, recheck: bool = False, status: str | None = DEFAULT_STATUS,
-                 chosen: Sequence[DeadLetter] | None = None, by: str | None = None) -> None:
+                 chosen: Sequence[DeadLetter] | None = None, by: str | None = None, run_id: str,
+                 lease_s: float = DEFAULT_LEASE_S, reclaim: bool = False) -> None:
         self.queue = queue
         self.status = ALL if status is None else status
         # The view the replay pages through: an entry whose new status or error takes it out
@@ -90,7 +113,8 @@ class _Replayer:
         self.view = select(wanted, status)
         self.chosen = chosen
         self.by = by
-        self.run_id = ""  # the replay's run id, for the status changes' reason (set once planned)
+        self.run_id = run_id  # the replay's run id, for its claims and the status changes' reason
+        self.claims = Claims(swapper(queue), run_id, by=by, lease_s=lease_s, reclaim=reclaim, view=self.view)
         self.allow_pickle = allow_pickle
         self.pickle_refused = 0
         self.include_parse_errors = include_parse_errors
@@ -107,7 +131,7 @@ class _Replayer:
         self.wanted = wanted
         self.page = page
         self.batch_size = page
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # batch_done's settling calls _remember under it
         self.read = 0
         self.left_view = 0
         self.originals: dict[int, DeadLetter] = {}
@@ -118,9 +142,12 @@ class _Replayer:
         # Entries sent while we replay (by anyone) go last: stop at what matched at the start.
         self.budget = len(chosen) if chosen is not None else queue.count(status=self.status, **wanted)
 
-    def _pages(self) -> Iterator[Sequence[DeadLetter]]:
+    def _pages(self) -> Iterator[list[DeadLetter]]:
+        """The entries to run, a page at a time, each page claimed: the view's entries, then
+        the stale claims of replays that died holding entries of the view."""
         if self.chosen is not None:
-            yield self.chosen
+            for start in range(0, len(self.chosen), self.page):
+                yield self._claim(self.chosen[start:start + self.page], in_view=False)
             return
         while self.budget > 0:
             with self.lock:
@@ -128,31 +155,64 @@ class _Replayer:
                                           offset=self.read - self.left_view, status=self.status,
                                           **self.wanted)
                 self.read += len(entries)
-            if not entries:
-                return
-            self.budget -= len(entries)
-            yield entries
+                if not entries:
+                    break
+                self.budget -= len(entries)
+                taken = self._claim(entries, in_view=True)
+            yield taken
+        if self.status == ALL:
+            return  # the view had the claimed entries in it: the stale ones were among them
+        # After the view is read through: reopened here, such an entry may sit before the
+        # view's read position, which only counts the view's own entries.
+        stale: list[DeadLetter] = []
+        now = datetime.now(UTC)
+        for entry in self.queue.iter(status=CLAIMED, **self.wanted):
+            claim = claim_of(entry)
+            if claim is None or claim.run_id == self.run_id or not matches(unclaimed(entry), self.view):
+                continue
+            if self.claims.reclaim or claim.stale(now):
+                stale.append(entry)
+            else:
+                self.claims.elsewhere += 1  # a live replay holds it: its own
+        for start in range(0, len(stale), self.page):
+            yield self._claim(stale[start:start + self.page], in_view=False)
+
+    def _claim(self, entries: Sequence[DeadLetter], *, in_view: bool) -> list[DeadLetter]:
+        """Claim the entries of a page whose records can run; the others are counted and left."""
+        runnable = [entry for entry in entries if self._runnable(entry)]
+        taken, left = self.claims.take(runnable, in_view=in_view)
+        self.left_view += left
+        return taken
+
+    def _runnable(self, entry: DeadLetter) -> bool:
+        if not self.include_parse_errors and is_unparsed_line(entry):
+            self.parse_skipped += 1  # raw text, not a record: never fed to fn unless asked
+            return False
+        if not self.recheck and is_blocked_entry(entry):
+            self.blocked_skipped += 1  # fn never ran on it: not without a check
+            return False
+        if is_failed_undo(entry):
+            self.undo_skipped += 1  # {record, value} of an undo that failed: not fn's to run
+            return False
+        try:
+            entry.record(allow_pickle=self.allow_pickle)
+        except PickleNotAllowedError:  # never loaded, never run: the entry stays
+            self.pickle_refused += 1
+            return False
+        except Exception:  # noqa: BLE001 - repr payloads, or a pickle that no longer loads
+            self.not_replayable += 1
+            return False
+        return True
 
     def records(self) -> Iterator[Any]:
         index = 0
         for entries in self._pages():
             for entry in entries:
-                if not self.include_parse_errors and is_unparsed_line(entry):
-                    self.parse_skipped += 1  # raw text, not a record: never fed to fn unless asked
-                    continue
-                if not self.recheck and is_blocked_entry(entry):
-                    self.blocked_skipped += 1  # fn never ran on it: not without a check
-                    continue
-                if is_failed_undo(entry):
-                    self.undo_skipped += 1  # {record, value} of an undo that failed: not fn's to run
-                    continue
-                try:
+                try:  # as claimed: a send since the page was read may have changed it
                     record = entry.record(allow_pickle=self.allow_pickle)
-                except PickleNotAllowedError:  # never loaded, never run: the entry stays
-                    self.pickle_refused += 1
-                    continue
-                except Exception:  # noqa: BLE001 - repr payloads, or a pickle that no longer loads
+                except Exception:  # noqa: BLE001 - it no longer loads: given back, left as it is
                     self.not_replayable += 1
+                    self.claims.settle({entry.id: lambda e: e}, ran=False)
                     continue
                 self.originals[index] = entry
                 index += 1
@@ -171,34 +231,45 @@ class _Replayer:
         reopened = new_change(DEFAULT_STATUS, reason=f"failed again on replay (run {self.run_id})", by=self.by)
         first = stats.batch_index * self.batch_size
         failed = {entry.record_index: entry for entry in entries}
-        updates: list[DeadLetter] = []
+        updates: dict[str, Callable[[DeadLetter], DeadLetter]] = {}
+        places: dict[str, int] = {}
         removals: list[DeadLetter] = []
         for index in range(first, first + stats.size):
             original = self.originals.pop(index, None)
             if original is None:
                 continue
             if index in failed:
-                updates.append(_extended(original, failed[index], reopened))
-                self._remember(index, updates[-1])
+                again = failed[index]
+                updates[original.id] = lambda e, again=again: _extended(e, again, reopened)  # type: ignore[misc]
+                places[original.id] = index
             elif self.successes.take(index):
                 removals.append(original)  # also in a batch the run stopped in: it ran, once
-            # else: the run stopped inside this batch before running it; the entry stays.
+            # else: the run stopped inside this batch before running it: given back at the end.
         with self.lock:
-            if updates:
-                self.queue.send(updates)
-            if removals and self.jobs is not None:
-                # The job store takes the change too: its totals move with it, atomically if it can.
-                marker = cast("DeadLetterQueue", _MarkReplayed(self.queue, replayed))
-                self.jobs.commit_replayed(removals, marker)
-                self.jobs_updated.update(e.job_id for e in removals if e.job_id is not None)
-            elif removals:
-                self.queue.set_status([e.id for e in removals], REPLAYED, reason=replayed.reason,
-                                      by=replayed.by)
-            self.kept += len(updates)
-            self.removed += len(removals)
-            # An entry whose new status or error no longer matches the view left it.
-            done = [with_change(e, replayed) for e in removals]
-            self.left_view += sum(1 for e in (*done, *updates) if not matches(e, self.view))
+            done = self.claims.settle(updates)
+            self.kept += len(done)
+            for entry_id, (_, entry) in done.items():
+                self._remember(places[entry_id], entry)
+            if removals:
+                marker = _MarkReplayed(self.queue, self.claims, replayed)
+                if self.jobs is not None:
+                    # The job store takes the change too: its totals move with it, atomically if it can.
+                    try:
+                        self.jobs.commit_replayed(removals, cast("DeadLetterQueue", marker))
+                    except BaseException:
+                        # Rolled back with the store's transaction: still claimed, so given back.
+                        self.claims.hold({entry_id: out for entry_id, (out, _) in marker.done.items()})
+                        raise
+                    self.jobs_updated.update(e.job_id for e in removals if e.job_id is not None)
+                else:
+                    marker.remove([e.id for e in removals])
+                self.removed += len(marker.done)
+                done.update(marker.done)
+            # The view's count before the read position: claiming took an entry out of it (when
+            # the view has one status), and its final status and error may put it back.
+            for out, entry in done.values():
+                inside = matches(entry, self.view)
+                self.left_view += (not out and not inside) - (out and inside)
 
 
 def replay(
@@ -218,6 +289,8 @@ def replay(
     ids: Iterable[str] | None = None,
     status: str | None = DEFAULT_STATUS,
     by: str | None = None,
+    lease: float = DEFAULT_LEASE_S,
+    reclaim: bool = False,
     **filters: Any,
 ) -> ReplayReport:
     """Run the records of the matching DLQ entries through ``fn`` again.
@@ -236,8 +309,20 @@ def replay(
     or another status to replay entries already resolved or replayed). ``ids`` and filters do
     not combine; the entries ``ids`` names must have ``status`` too (a ConfigError names those
     that do not). Entries stored as ``repr`` cannot be replayed: they stay, are counted in
-    ``report.not_replayable``, and a BatchguardWarning says so. A crash mid-replay leaves the
-    entries of unfinished batches in the queue (replay them again: at-least-once).
+    ``report.not_replayable``, and a BatchguardWarning says so.
+
+    Two replays of one queue at once (two processes, two threads) never run one entry twice:
+    before its records run, a page of entries is claimed in one atomic step of the queue
+    (status ``replaying``, naming this replay's run id; ``dlq list --status replaying`` shows
+    them), and an entry another running replay holds is left to it (counted in
+    ``report.held_elsewhere``). The replay renews its claims every third of ``lease`` seconds
+    (default 60) and gives back, however it ends (a FATAL error, Ctrl-C), those it did not
+    run. A replay killed outright leaves its claims, which go stale once ``lease`` passes
+    unrenewed: the next replay takes them over and runs their records (at least once: the
+    killed one may have run some). ``reclaim=True`` takes over every other replay's claims at
+    once -- only when you know that replay is gone. Skipping a claimed entry (``resolve``,
+    ``dlq skip``) is refused while the claim is live, unless forced; a forced skip wins, and
+    this replay leaves the entry as it was set (counted in ``report.claims_lost``).
 
     Entries of input lines that did not parse (the ``batchguard`` command dead-letters them
     with InputParseError, the raw text as payload) are not fed to ``fn``: they stay, are counted
@@ -281,6 +366,8 @@ def replay(
                           f"got {wanted['error_class']!r}")
     check_flag("allow_pickle", allow_pickle)
     check_flag("include_parse_errors", include_parse_errors)
+    check_flag("reclaim", reclaim)
+    lease = check_duration("lease", lease, positive=True)
     wanted_ids = None if ids is None else unique_ids(ids, "replay")
     if wanted_ids is not None and wanted:
         raise ConfigError(f"replay takes ids or filters, not both (got ids and {', '.join(wanted)}): "
@@ -288,15 +375,17 @@ def replay(
     queue = open_dlq(dlq)
     jobs: JobStore | None = None
     own_jobs = False
+    replayer: _Replayer | None = None
     try:
-        chosen = None if wanted_ids is None else _entries_named(queue, wanted_ids, chosen_status)
+        chosen = None if wanted_ids is None else _entries_named(queue, wanted_ids, chosen_status, reclaim)
         jobs, own_jobs = replay_store(queue, store)
         size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        run_id = new_run_id()
         replayer = _Replayer(queue, wanted, size, jobs, allow_pickle=allow_pickle,
                              include_parse_errors=include_parse_errors, recheck=validate is not None,
-                             status=chosen_status,
-                             chosen=chosen, by=by)
-        replayer.run_id = run_id = new_run_id()
+                             status=chosen_status, chosen=chosen, by=by, run_id=run_id, lease_s=lease,
+                             reclaim=reclaim)
+        replayer.claims.start()
         # pickle_payloads: the engine's own entries are never stored, so no repr warning for them.
         plan = make_plan(replayer.records(), fn, batch_size=size, concurrency=concurrency,
                          retry=retry, classifier=classifier, breaker=None, dlq=queue, id_of=None,
@@ -307,6 +396,8 @@ def replay(
         replayer.batch_size = plan.config.batch_size
         report = finish_full(execute(plan, run_id=run_id, sink=replayer), tally)
     finally:
+        if replayer is not None:
+            _give_back(replayer.claims)
         if own_jobs and jobs is not None:
             jobs.close()
         if isinstance(dlq, str):
@@ -322,7 +413,8 @@ def replay(
                           pickle_refused=replayer.pickle_refused,
                           parse_skipped=replayer.parse_skipped,
                           blocked_skipped=replayer.blocked_skipped,
-                          jobs_updated=tuple(sorted(replayer.jobs_updated)))
+                          jobs_updated=tuple(sorted(replayer.jobs_updated)),
+                          held_elsewhere=replayer.claims.elsewhere, claims_lost=replayer.claims.lost)
     if replayer.pickle_refused:
         refused = PickleNotAllowedError(
             f"{replayer.pickle_refused} dead letters store their record as pickle and were not "
@@ -336,14 +428,32 @@ def replay(
     return result
 
 
-def _entries_named(queue: DeadLetterQueue, ids: list[str], status: str | None) -> list[DeadLetter]:
-    """The entries ``ids`` names, in that order; every id must name one with ``status``."""
+def _give_back(claims: Claims) -> None:
+    """Stop renewing the replay's claims and give back those it holds (never run): on every
+    exit path. A queue that fails now must not hide the error the replay is raising: the
+    claims then go stale, and the next replay takes them over."""
+    claims.stop()
+    try:
+        claims.release()
+    except Exception:  # logged: the claims expire with their lease
+        logger.warning("replay %s could not give back its claims: they go stale after their lease "
+                       "(%g s), then the next replay takes them over", claims.run_id, claims.lease_s,
+                       exc_info=True, extra={"run_id": claims.run_id})
+
+
+def _entries_named(queue: DeadLetterQueue, ids: list[str], status: str | None, reclaim: bool) -> list[DeadLetter]:
+    """The entries ``ids`` names, in that order; every id must name one with ``status`` (a
+    stale claim counts as the status it had before), and none may be held by a live replay."""
     found = {entry_id: queue.get(entry_id) for entry_id in ids}
     unknown = [entry_id for entry_id, entry in found.items() if entry is None]
     if unknown:
         raise not_found(unknown, "replay")
+    now = datetime.now(UTC)
     entries = [entry for entry in found.values() if entry is not None]
-    other = [entry for entry in entries if status is not None and entry.status != status]
+    held = [e for e in entries if (claim := claim_of(e)) is not None and not (reclaim or claim.stale(now))]
+    if held:
+        raise refuse_claimed(held, "replay", now)
+    other = [entry for entry in entries if status is not None and unclaimed(entry).status != status]
     if other:
         named = ", ".join(f"{e.id} ({e.status}" + (f": {e.status_reason}" if e.status_reason else "") + ")"
                           for e in other[:5]) + (", ..." if len(other) > 5 else "")

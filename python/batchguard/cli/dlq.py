@@ -7,6 +7,7 @@ import shlex
 import sys
 import warnings
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import click
@@ -17,9 +18,10 @@ from rich.text import Text
 from .._report.text import percent
 from .._urls import redact
 from ..dlq.base import STATUSES, DeadLetter
-from ..dlq.status import ALL, DEFAULT_STATUS
+from ..dlq.status import ALL, DEFAULT_STATUS, claim_of, refuse_claimed
 from ..errors import (
     ConfigError,
+    DeadLetterClaimedError,
     DeadLetterNotFoundError,
     DLQError,
     JobNotFoundError,
@@ -32,12 +34,14 @@ from .callables import load_callable
 from .console import console, is_tty, one_line, table
 from .dlq_queue import (
     blocked_note,
+    claims_note,
     dlq_retry_command,
     find_entries,
     find_entry,
     interrupted_replay,
     open_queue,
     replayed_among,
+    shown_status,
     status_option,
     validate_option,
 )
@@ -100,6 +104,7 @@ def dlq_list(dlq_url: str, status: str, limit: int, offset: int, as_json: bool, 
         others = {s: queue.count(status=s, **selected) for s in STATUSES if s != status} if status != ALL else {}
     where = redact(dlq_url) + (" where " + ", ".join(f"{k}={v}" for k, v in selected.items()) if selected else "")
     noun = "entries" if status == ALL else f"{status} entries"
+    now = datetime.now(UTC)
     besides = ", ".join(f"{n:,} {s}" for s, n in others.items() if n)
     click.echo(f"DEAD LETTER QUEUE: {total:,} {noun} ({where})" + (f"; also {besides} (--status)" if besides else ""))
     if not total:
@@ -110,7 +115,7 @@ def dlq_list(dlq_url: str, status: str, limit: int, offset: int, as_json: bool, 
           [[name, f"{n:,}", percent(n / scanned)] for name, n in patterns.most_common()])
     rows = [[e.id, one_line(str(e.record_id), 16), e.stage, e.error_class, e.error_type,
              one_line(e.error_message, 60), str(len(e.attempts)), e.last_failed_at[:19]]
-            + ([e.status] if status != DEFAULT_STATUS else [])
+            + ([shown_status(e, now)] if status != DEFAULT_STATUS else [])
             for e in entries]
     shown = f"{offset + 1}-{offset + len(entries)}" if entries else "none"
     headers = ["id", "record", "stage", "class", "error", "message", "tries", "last failed (UTC)"]
@@ -244,17 +249,23 @@ def dlq_export(path: str, dlq_url: str, status: str, force: bool, **given: Any) 
 @status_option(ALL, "With filters or --all: only entries with this status.")
 @click.option("--all", "remove_all", is_flag=True, help="Remove every entry (when no ID or filter is given).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-def dlq_remove(ids: tuple[str, ...], dlq_url: str, status: str, remove_all: bool, yes: bool, **given: Any) -> None:
+@click.option("--force", is_flag=True, help="Also remove entries a running replay holds (status replaying).")
+def dlq_remove(ids: tuple[str, ...], dlq_url: str, status: str, remove_all: bool, yes: bool, force: bool,
+               **given: Any) -> None:
     """Remove dead letters for good: the given IDs, or every entry matching the filters and
-    --status. To set an entry aside and keep it for the audit trail, `dlq skip` it instead."""
+    --status. To set an entry aside and keep it for the audit trail, `dlq skip` it instead.
+    Entries a running replay holds (status replaying) are refused (exit 2, naming the replay)
+    unless --force."""
     selected = filters(**given)
     if not ids and not selected and not remove_all and status == ALL:
         raise click.UsageError("give IDs, filters or --status, or --all to remove every dead letter")
     with open_queue(dlq_url) as queue:
-        if ids:
-            targets = [e.id for e in find_entries(queue, ids, dlq_url)]
-        else:
-            targets = [e.id for e in queue.iter(status=status, **selected)]
+        found = find_entries(queue, ids, dlq_url) if ids else list(queue.iter(status=status, **selected))
+        now = datetime.now(UTC)
+        held = [e for e in found if (claim := claim_of(e)) is not None and not claim.stale(now)]
+        if held and not force:
+            cannot_start(refuse_claimed(held, "remove", now))
+        targets = [e.id for e in found]
         if not targets:
             click.echo("nothing to remove")
             return
@@ -285,11 +296,15 @@ def dlq_remove(ids: tuple[str, ...], dlq_url: str, status: str, remove_all: bool
 @click.option("--include-parse-errors", is_flag=True,
               help="Also feed --fn the raw text of input lines that did not parse "
                    "(InputParseError entries), which are left in the queue by default.")
+@click.option("--reclaim", is_flag=True,
+              help="Take over the entries other replays hold (status replaying) at once, not once "
+                   "their lease runs out: only when you know those replays are gone (killed).")
 @validate_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by: str | None, concurrency: int,
               max_attempts: int, base_delay: float, store_url: str | None, allow_pickle: bool,
-              include_parse_errors: bool, validate_spec: str | None, quiet: bool, **given: Any) -> None:
+              include_parse_errors: bool, reclaim: bool, validate_spec: str | None, quiet: bool,
+              **given: Any) -> None:
     """Replay dead letters through --fn: the IDs given, or the entries matching the filters
     (every open entry without any). Successes are marked replayed (they stay, for the audit
     trail, out of the open view); failures stay open with their attempt history extended.
@@ -298,7 +313,11 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
 
     Input lines that did not parse (InputParseError) hold raw text, not a record: they stay in
     the queue, counted, unless --include-parse-errors is given; so do records blocked by
-    validation (stage validate), unless --validate checks them again."""
+    validation (stage validate), unless --validate checks them again.
+
+    Two retries of one queue at once never run an entry twice: each claims the entries it runs
+    (status replaying while it runs them) and leaves to the other those it holds. A retry that
+    was killed leaves its claims until their lease (60 s) runs out; --reclaim takes them now."""
     selected = filters(**given)
     if ids and selected:
         raise click.UsageError("give IDs or filters (--error-type, --job, ...), not both")
@@ -316,7 +335,8 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
                 report = replay(queue, fn, concurrency=concurrency, retry=retry,
                                 on_progress=None if quiet else view, store=store_url,
                                 allow_pickle=allow_pickle, include_parse_errors=include_parse_errors,
-                                validate=check, ids=named, status=status, by=by, **selected)
+                                validate=check, ids=named, status=status, by=by, reclaim=reclaim,
+                                **selected)
         except PickleNotAllowedError as exc:
             refused = exc  # the others were replayed: their report first, then why these were not
             report = exc.report
@@ -325,7 +345,7 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
             click.echo("\n" + interrupted_replay(queue, named, status, selected, replayed_before, command),
                        err=True)
             sys.exit(EXIT_INTERRUPTED)
-        except (ConfigError, JobStoreUnavailableError) as exc:
+        except (ConfigError, JobStoreUnavailableError, DeadLetterClaimedError) as exc:
             cannot_start(exc)
     if report.total:
         print_report(report, dlq_url=dlq_url, fn_spec=fn_spec)
@@ -345,6 +365,7 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
                   "and were left in the queue, not fed to --fn: fix the lines in the input, or "
                   "replay their raw text with --include-parse-errors" if report.parse_skipped else "")
                + blocked_note(report, check is not None))
+    claims_note(report, dlq_url)
     _show_replayed_jobs(report.jobs_updated, store_url or dlq_url)
     if refused is not None:
         click.echo(f"error: {report.pickle_refused:,} dead letters store their record as pickle and "
@@ -360,21 +381,25 @@ def dlq_retry(ids: tuple[str, ...], fn_spec: str, dlq_url: str, status: str, by:
 @click.option("--reason", required=True, metavar="TEXT",
               help="Why they are skipped: kept in each entry's history for whoever reads it next.")
 @click.option("--by", metavar="NAME", help="Who skips them [default: the OS user].")
+@click.option("--force", is_flag=True,
+              help="Also skip entries a running replay holds (status replaying): the skip wins, "
+                   "and that replay leaves them as skipped.")
 @dlq_option()
-def dlq_skip(ids: tuple[str, ...], reason: str, by: str | None, dlq_url: str) -> None:
+def dlq_skip(ids: tuple[str, ...], reason: str, by: str | None, force: bool, dlq_url: str) -> None:
     """Skip dead letters on purpose: their status becomes resolved, with --reason, who and when.
 
     They stay in the queue (`dlq list --status resolved`, `dlq show ID`), out of the open view
     that review, list and retry work on. Every ID (or unique prefix) must name an entry, else
-    nothing changes (exit 2)."""
+    nothing changes (exit 2). An entry a running replay holds (status replaying) is not skipped
+    under it: nothing changes (exit 2, naming the replay) unless --force."""
     if not reason.strip():
         raise click.BadParameter("give a reason: it is what the next person reading the entry learns",
                                  param_hint="'--reason'")
     with open_queue(dlq_url) as queue:
         entries = find_entries(queue, ids, dlq_url)
         try:
-            changed = queue.resolve([e.id for e in entries], reason, by=by)
-        except (DeadLetterNotFoundError, ConfigError) as exc:  # removed since they were found
+            changed = queue.resolve([e.id for e in entries], reason, by=by, force=force)
+        except (DeadLetterNotFoundError, DeadLetterClaimedError, ConfigError) as exc:  # removed, or claimed
             cannot_start(exc)
         left = queue.count()
     already = sum(1 for e in entries if e.status == "resolved")

@@ -6,20 +6,21 @@ from __future__ import annotations
 import contextlib
 import shlex
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 import click
 
 from .._urls import redact
 from ..dlq.base import STATUSES, DeadLetter, DeadLetterQueue
-from ..dlq.status import ALL
+from ..dlq.status import ALL, claim_of
 from ..dlq.urls import open_dlq
 from ..errors import ConfigError, DLQUnavailableError
 from ..replay import ReplayReport
 from .options import CannotStart, cannot_start, file_of, url_flag
 
-__all__ = ["blocked_note", "dlq_retry_command", "find_entries", "find_entry", "interrupted_replay", "open_queue",
-           "replayed_among", "status_option", "validate_option"]
+__all__ = ["blocked_note", "claims_note", "dlq_retry_command", "find_entries", "find_entry", "interrupted_replay",
+           "open_queue", "replayed_among", "shown_status", "status_option", "validate_option"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -29,7 +30,7 @@ _MIN_PREFIX: Final = 4
 
 
 def status_option(default: str = "open", help_text: str | None = None) -> Callable[[_F], _F]:
-    """The ``--status open|resolved|replayed|all`` option."""
+    """The ``--status open|resolved|replayed|replaying|all`` option."""
     return click.option("--status", type=click.Choice([*STATUSES, ALL]), default=default, show_default=True,
                         help=help_text or "Entries with this triage status (all: every entry).")
 
@@ -54,6 +55,27 @@ def blocked_note(report: ReplayReport, validated: bool) -> str:
         return (f"; {blocked:,} are still blocked by validation and stay open with their new issues "
                 "(batchguard dlq show ID): fix the records in the input")
     return ""
+
+
+def claims_note(report: ReplayReport, dlq_url: str) -> None:
+    """Print what the replay left to other replays, and what it ran but could not mark."""
+    if report.held_elsewhere:
+        click.echo(f"{report.held_elsewhere:,} matching dead letters are held by another running replay "
+                   f"and were left to it: batchguard dlq list --status replaying{url_flag('--dlq', dlq_url)} "
+                   "(a replay that was killed holds them until their lease runs out; --reclaim takes "
+                   "them now)")
+    if report.claims_lost:
+        click.echo(f"{report.claims_lost:,} dead letters this replay ran were skipped with --force (or taken "
+                   "over by another replay) meanwhile: left as they were set, their outcome here not written")
+
+
+def shown_status(entry: DeadLetter, now: datetime) -> str:
+    """An entry's status for a listing: a claimed one names its replay, and says when its lease
+    ran out (its replay is gone: the next replay takes it over)."""
+    claim = claim_of(entry)
+    if claim is None:
+        return entry.status
+    return f"{entry.status} ({claim.run_id}" + (", stale)" if claim.stale(now) else ")")
 
 
 def _open(url: str) -> DeadLetterQueue:
@@ -164,13 +186,13 @@ def dlq_retry_command(queue: DeadLetterQueue, named: list[str] | None, status: s
 
 def interrupted_replay(queue: DeadLetterQueue, named: list[str] | None, status: str, selected: dict[str, Any],
                        replayed_before: int, command: str) -> str:
-    """The Ctrl-C message of a replay (``dlq retry``, ``jobs retry-failed``): the entries of the
-    batches that finished are marked, the rest untouched, so how many were marked replayed, how
-    many are left, and ``command``, which replays those."""
+    """The Ctrl-C message of a replay (``dlq retry``, ``jobs retry-failed``): every entry whose
+    record succeeded is marked, the rest given back untouched, so how many were marked
+    replayed, how many are left, and ``command``, which replays those."""
     marked = replayed_among(queue, named, selected) - replayed_before
     left = _count(queue, named, status, selected)
     if status == ALL:
         left -= replayed_among(queue, named, selected)
     which = "are not replayed yet" if status == ALL else f"stay {status}"
-    return (f"interrupted: {marked:,} dead letters were marked replayed (the batches that finished); "
+    return (f"interrupted: {marked:,} dead letters were marked replayed (every record that succeeded); "
             f"{left:,} {which}, untouched or failed again; replay them with:\n{command}")

@@ -17,7 +17,7 @@ from .._report.rules import PLACEHOLDER_FN
 from .._report.text import percent
 from .._urls import redact
 from ..dlq.base import STATUSES, DeadLetter, DeadLetterQueue
-from ..dlq.status import ALL, DEFAULT_STATUS
+from ..dlq.status import ALL, CLAIMED, DEFAULT_STATUS
 from ..replay import PARSE_ERROR, is_unparsed_line
 from .console import one_line
 from .dlq_queue import open_queue, status_option
@@ -130,7 +130,9 @@ def _header(ctx: _Context, totals: dict[str, int], scan: _Scan) -> list[str]:
         lines.append(f"Job:          {_names(scan.jobs)}")
     if scan.runs:
         lines.append(f"Run:          {_names(scan.runs)}")
-    lines.append("Entries:      " + ", ".join(f"{totals[s]:,} {s}" for s in STATUSES) + f" ({totals[ALL]:,} in all)")
+    # Claimed entries (replaying) exist only while a replay runs: named only when there are some.
+    shown = [s for s in STATUSES if s != CLAIMED or totals[s]]
+    lines.append("Entries:      " + ", ".join(f"{totals[s]:,} {s}" for s in shown) + f" ({totals[ALL]:,} in all)")
     if scan.first is not None:
         lines.append(f"Failed:       {scan.first[:19]} .. {(scan.last or scan.first)[:19]} (UTC)")
     return lines

@@ -19,7 +19,7 @@ from ..jobs.store import held_idle, opened_store
 from ..replay import replay
 from .callables import load_callable
 from .console import table
-from .dlq_queue import blocked_note, interrupted_replay, replayed_among, validate_option
+from .dlq_queue import blocked_note, claims_note, interrupted_replay, replayed_among, validate_option
 from .jobs_status import (
     dead_letter_counts,
     job_dlq,
@@ -280,6 +280,7 @@ def jobs_retry_failed(name: str, fn_spec: str, store_url: str, dlq_url: str | No
                "stay (attempt history extended)"
                + (f"; {left:,} were not replayed (stored as repr or pickle, or input lines that did not "
                   "parse): batchguard dlq list --job " + shlex.quote(name) if left else "") + blocked)
+    claims_note(report, shown_dlq or "")
     after = job_status(name, store=store_url)
     pending = "" if not after.pending else f", {after.pending:,} pending (batchguard jobs resume {shlex.quote(name)})"
     click.echo(f"Job {name!r}: {after.succeeded:,} succeeded, {after.failed:,} dead-lettered{pending}.")

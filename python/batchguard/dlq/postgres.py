@@ -95,8 +95,6 @@ class PostgresDLQ(QueueBase):
             ).format(t=ident),
             # FOR UPDATE: a concurrent status change of the same entries waits for ours.
             "lock": sql_mod.SQL("SELECT id, entry FROM {t} WHERE id = ANY(%s) FOR UPDATE").format(t=ident),
-            "set_status": sql_mod.SQL("UPDATE {t} SET status = %s, entry = %s::jsonb WHERE id = %s").format(
-                t=ident),
             # The quoted name as regclass text: the parts match _NAME, so they hold no quote.
             "has_status": sql_mod.SQL(
                 "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {}::regclass "
@@ -262,8 +260,9 @@ class PostgresDLQ(QueueBase):
                      for entry_id, data in cur.execute(self._q["lock"], (ids,)).fetchall()}
             changed = {entry_id: entry for entry_id, entry in decide(dict(found)).items() if entry_id in found}
             if changed:
-                cur.executemany(self._q["set_status"], [
-                    (entry.status, dumps(entry).decode(), entry_id) for entry_id, entry in changed.items()])
+                # An upsert, not an UPDATE of the status alone: a change may move any filter
+                # column (a replayed entry's error type), and the entry keeps its place (seq).
+                cur.executemany(self._q["upsert"], [_row(entry) for entry in changed.values()])
             found.update(changed)
         return found
 
