@@ -5,8 +5,10 @@ or its failure once it stands alone) counts as a slow call when the call took lo
 calls. Sync bulk fns were never timed (on either engine); async ones were timed from when
 their group was taken, so a bisection's fast calls counted the failed calls before them.
 
-Both engines, sync and async: the slow calls here sleep four times ``slow_call_s`` and the fast
-ones return at once, so no assertion depends on the machine's speed.
+Both engines, sync and async: the slow calls here sleep three times ``slow_call_s`` and the fast
+ones return at once. ``slow_call_s`` is 0.2 s, not the 0.05 s of tests/test_slow_call.py: a bulk
+call counts once per record, so one fast call held up by a loaded machine would be four slow
+calls, enough to open the breaker.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import batchguard
 from batchguard import CircuitBreaker, RetryPolicy
 
 ENGINES = ("native", "python")
-SLOW_S = 0.05
+SLOW_S = 0.2
 
 
 def _breaker() -> CircuitBreaker:
@@ -31,7 +33,7 @@ def _breaker() -> CircuitBreaker:
 
 
 def _bulk(slow: Any, kind: str) -> Any:
-    """A bulk fn that raises for record 0 and sleeps 4 x SLOW_S on the calls ``slow(batch)``."""
+    """A bulk fn that raises for record 0 and sleeps 3 x SLOW_S on the calls ``slow(batch)``."""
     def values(batch: list[int]) -> list[int]:
         if 0 in batch:
             raise ValueError("record 0 is bad")
@@ -40,13 +42,13 @@ def _bulk(slow: Any, kind: str) -> Any:
     if kind == "sync":
         def fn(batch: list[int]) -> list[int]:
             if slow(batch):
-                time.sleep(4 * SLOW_S)
+                time.sleep(3 * SLOW_S)
             return values(batch)
         return fn
 
     async def afn(batch: list[int]) -> list[int]:
         if slow(batch):
-            await asyncio.sleep(4 * SLOW_S)
+            await asyncio.sleep(3 * SLOW_S)
         return values(batch)
     return afn
 
