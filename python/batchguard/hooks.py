@@ -21,9 +21,10 @@ Every run has the same lifecycle, whatever it does: ``run_started`` (below), the
 then ``on_run_end`` with the report the caller gets (``report.validation`` included), then
 ``run_closed(None)``; a run that raises skips ``on_run_end`` and ends with
 ``run_closed(error)``. A run with nothing left to do (``run_batches(..., job=)`` or ``batchguard
-jobs resume`` on a finished job) runs no record but starts and ends all the same, with a report
-of zero records whose ``skipped_batches`` counts the job's batches. A dry-run or a sample is no
-such run: it calls no hook.
+run --job`` on a finished job) runs no record but starts and ends all the same, with a report
+of zero records whose ``skipped_batches`` counts the job's batches. (``batchguard jobs resume``
+of a finished job makes no run: it says so and exits.) A dry-run or a sample is no such run: it
+calls no hook.
 
 An adapter that needs more than these (``batchguard.metrics``, ``batchguard.alerts``) may also
 have ``run_started(run_id, stage, job_id)``, ``observe_retry(event)`` (the
