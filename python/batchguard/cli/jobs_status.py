@@ -14,6 +14,7 @@ import click
 from .._inputs import input_id, open_input
 from .._urls import redact
 from ..dlq.base import STATUSES, DeadLetterQueue
+from ..dlq.status import CLAIMED
 from ..dlq.urls import open_dlq
 from ..errors import BatchguardError, InputError
 from ..jobs import BatchRow, BatchSpan, BatchTable, JobStatus, RecordStatus, job_batches, record_status
@@ -98,8 +99,8 @@ def job_dlq(state: JobStatus, store_url: str, dlq_url: str | None) -> Iterator[J
 
 
 def dead_letter_counts(queue: DeadLetterQueue, job: str) -> dict[str, int]:
-    """The job's DLQ entries by status (open, resolved, replayed), those of stopped batches
-    included."""
+    """The job's DLQ entries by status (open, resolved, replayed, replaying), those of stopped
+    batches included."""
     return {status: queue.count(job_id=job, status=status) for status in STATUSES}
 
 
@@ -155,7 +156,8 @@ def print_status(state: JobStatus, batches: BatchTable, store_url: str, dlq: Job
         f"Records:      {state.succeeded:,} succeeded, {state.failed:,} dead-lettered, {pending} pending",
     ]
     if counts is not None:
-        shown = ", ".join(f"{n:,} {status}" for status, n in counts.items())
+        # Claimed entries (replaying) exist only while a replay runs: named only when there are some.
+        shown = ", ".join(f"{n:,} {status}" for status, n in counts.items() if n or status != CLAIMED)
         in_stopped = sum(s.failed for s in batches.spans if s.state == "stopped")
         rerun = f"; {in_stopped:,} open ones are of stopped batches, which rerun" if in_stopped else ""
         lines.append(f"Dead letters: {shown} (in {dlq.url}{rerun})")
