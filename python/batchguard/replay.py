@@ -194,13 +194,12 @@ class _Replayer:
         if is_failed_undo(entry):
             self.undo_skipped += 1  # {record, value} of an undo that failed: not fn's to run
             return False
-        try:
-            entry.record(allow_pickle=self.allow_pickle)
-        except PickleNotAllowedError:  # never loaded, never run: the entry stays
-            self.pickle_refused += 1
+        # Decided by the encoding: the record itself is decoded once, from the entry as claimed.
+        if entry.payload_encoding == "pickle" and self.allow_pickle is not True:
+            self.pickle_refused += 1  # never loaded, never run: the entry stays
             return False
-        except Exception:  # noqa: BLE001 - repr payloads, or a pickle that no longer loads
-            self.not_replayable += 1
+        if entry.payload_encoding not in ("json", "pickle"):
+            self.not_replayable += 1  # a repr: it cannot be turned back into the record
             return False
         return True
 
@@ -210,8 +209,11 @@ class _Replayer:
             for entry in entries:
                 try:  # as claimed: a send since the page was read may have changed it
                     record = entry.record(allow_pickle=self.allow_pickle)
-                except Exception:  # noqa: BLE001 - it no longer loads: given back, left as it is
-                    self.not_replayable += 1
+                except Exception as exc:  # noqa: BLE001 - given back, left as it is
+                    if isinstance(exc, PickleNotAllowedError):
+                        self.pickle_refused += 1
+                    else:  # a repr, or a pickle that no longer loads
+                        self.not_replayable += 1
                     self.claims.settle({entry.id: lambda e: e}, ran=False)
                     continue
                 self.originals[index] = entry
