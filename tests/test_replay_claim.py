@@ -120,8 +120,9 @@ def test_two_replay_processes_run_each_record_once(where: Where, tmp_path: Path)
     assert replayed == N  # each entry marked by the replay that ran it
 
 
+@pytest.mark.parametrize("engine", ["native", "python"])
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
-def test_two_replay_threads_run_each_record_once(backend: str, tmp_path: Path) -> None:
+def test_two_replay_threads_run_each_record_once(backend: str, engine: Any, tmp_path: Path) -> None:
     shared = MemoryDLQ() if backend == "memory" else None
     path = tmp_path / "dlq.db"
 
@@ -141,7 +142,7 @@ def test_two_replay_threads_run_each_record_once(backend: str, tmp_path: Path) -
 
     def one() -> None:
         start.wait()
-        replay(queue(), fn, retry=ONCE, batch_size=5)
+        replay(queue(), fn, retry=ONCE, batch_size=5, engine=engine)
 
     threads = [threading.Thread(target=one) for _ in range(2)]
     for thread in threads:
@@ -204,6 +205,65 @@ def test_a_killed_replays_claims_go_stale_after_their_lease(where: Where, tmp_pa
     assert report.held_elsewhere == 0
     assert sorted(ran) == sorted(set(range(N)) - done)
     assert queue.count(status="replayed") == N
+
+
+CLI_FNS = '''
+import os, time
+def logged(record):
+    with open(os.environ["BG_LOG"], "a") as out:
+        out.write(f"{os.getpid()} {record}\\n")
+    if record == int(os.environ.get("BG_HOLD_AT", "-1")):  # hold here until killed
+        open(os.environ["BG_LOG"] + ".paused", "w").close()
+        time.sleep(3600)
+    time.sleep(0.01)
+    return record
+'''
+
+
+def _cli(tmp_path: Path, *args: str, hold_at: int = -1) -> subprocess.Popen[str]:
+    env = {**os.environ, "BG_LOG": str(tmp_path / "cli.log"), "BG_HOLD_AT": str(hold_at),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-m", "batchguard", "dlq", "retry", "--fn", "claimfns:logged",
+                             "--max-attempts", "1", "--concurrency", "2", "-q", *args],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_dlq_retry_commands_run_each_record_once_and_reclaim_takes_a_killed_ones_entries(
+        tmp_path: Path) -> None:
+    (tmp_path / "claimfns.py").write_text(CLI_FNS)
+    url = f"sqlite:///{tmp_path / 'dlq.db'}"
+    run_batches(range(N), _always_fails, dlq=open_dlq(url), retry=ONCE, batch_size=N)
+    both = [_cli(tmp_path, "--dlq", url) for _ in range(2)]
+    outputs = [p.communicate(timeout=240)[0] for p in both]
+    assert [p.returncode for p in both] == [0, 0], outputs
+    runs = _runs(tmp_path / "cli.log")
+    assert sorted(runs) == list(range(N)) and set(runs.values()) == {1}, runs
+    replayed = sum(int(line.split()[0]) for out in outputs for line in out.splitlines()
+                   if "dead letters succeeded and are marked replayed" in line)
+    assert replayed == N
+
+    # A retry killed mid-run: its entries wait for it, named, until --reclaim takes them.
+    run_batches(range(N), _always_fails, dlq=open_dlq(url), retry=ONCE, batch_size=N, job="again")
+    (tmp_path / "cli.log").unlink()
+    killed = _cli(tmp_path, "--dlq", url, "--job", "again", hold_at=30)
+    paused = tmp_path / "cli.log.paused"
+    deadline = time.monotonic() + 240
+    while not paused.exists():
+        assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()
+        time.sleep(0.01)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.communicate(timeout=60)
+    listed = CliRunner().invoke(main, ["dlq", "list", "--status", "replaying", "--dlq", url])
+    assert "replaying (run-" in listed.output, listed.output
+    left = _cli(tmp_path, "--dlq", url, "--job", "again")
+    out = left.communicate(timeout=240)[0]
+    assert "held by another running replay and were left to it" in out and "--reclaim" in out, out
+    reclaim = _cli(tmp_path, "--dlq", url, "--job", "again", "--reclaim")
+    out = reclaim.communicate(timeout=240)[0]
+    assert reclaim.returncode == 0, out
+    queue = open_dlq(url)
+    assert queue.count(job_id="again", status="replayed") == N and queue.count(job_id="again") == 0
+    assert sorted(_runs(tmp_path / "cli.log")) == list(range(N))  # every record ran, none lost
 
 
 # --------------------------------------------------------------- skip against a running replay
