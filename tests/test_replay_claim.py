@@ -243,9 +243,9 @@ def test_two_dlq_retry_commands_run_each_record_once_and_reclaim_takes_a_killed_
     assert replayed == N
 
     # A retry killed mid-run: its entries wait for it, named, until --reclaim takes them.
-    run_batches(range(N), _always_fails, dlq=open_dlq(url), retry=ONCE, batch_size=N, job="again")
+    run_batches(range(N), _always_fails, dlq=open_dlq(url), retry=ONCE, batch_size=N)  # N open entries again
     (tmp_path / "cli.log").unlink()
-    killed = _cli(tmp_path, "--dlq", url, "--job", "again", hold_at=30)
+    killed = _cli(tmp_path, "--dlq", url, hold_at=30)
     paused = tmp_path / "cli.log.paused"
     deadline = time.monotonic() + 240
     while not paused.exists():
@@ -255,14 +255,14 @@ def test_two_dlq_retry_commands_run_each_record_once_and_reclaim_takes_a_killed_
     killed.communicate(timeout=60)
     listed = CliRunner().invoke(main, ["dlq", "list", "--status", "replaying", "--dlq", url])
     assert "replaying (run-" in listed.output, listed.output
-    left = _cli(tmp_path, "--dlq", url, "--job", "again")
+    left = _cli(tmp_path, "--dlq", url)
     out = left.communicate(timeout=240)[0]
     assert "held by another running replay and were left to it" in out and "--reclaim" in out, out
-    reclaim = _cli(tmp_path, "--dlq", url, "--job", "again", "--reclaim")
+    reclaim = _cli(tmp_path, "--dlq", url, "--reclaim")
     out = reclaim.communicate(timeout=240)[0]
     assert reclaim.returncode == 0, out
     queue = open_dlq(url)
-    assert queue.count(job_id="again", status="replayed") == N and queue.count(job_id="again") == 0
+    assert queue.count(status="replayed") == 2 * N and queue.count() == 0 and queue.count(status="replaying") == 0
     assert sorted(_runs(tmp_path / "cli.log")) == list(range(N))  # every record ran, none lost
 
 
