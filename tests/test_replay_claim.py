@@ -325,6 +325,8 @@ def test_a_skip_of_an_entry_a_running_replay_holds_is_refused_naming_the_replay(
             result = CliRunner().invoke(main, ["dlq", "skip", first.id, "--reason", "duplicate", "--dlq", url])
             assert result.exit_code == 2 and "being replayed right now" in result.output, result.output
             assert "--force" in result.output
+            shown = CliRunner().invoke(main, ["dlq", "show", first.id, "--dlq", url])
+            assert "Status:        replaying: held by replay run-" in shown.output, shown.output
     finally:
         fn.release.set()
         thread.join(timeout=120)

@@ -190,6 +190,11 @@ def dlq_show(entry_id: str, dlq_url: str) -> None:
 
 
 def _status_line(entry: DeadLetter) -> str:
+    claim = claim_of(entry)
+    if claim is not None:  # who holds it, and whether that replay still renews its claim
+        now = datetime.now(UTC)
+        return (f"{entry.status}: held by {claim.describe(now)}"
+                + ("; the next replay takes it over" if claim.stale(now) else ""))
     if entry.status_at is None:
         return entry.status
     return (f"{entry.status} (by {entry.status_by or '?'} at {entry.status_at}"
