@@ -7,17 +7,21 @@
   concurrency 1: the GIL makes more threads no faster) and with ``executor=client`` on a
   LocalCluster of 2 worker processes with one thread each, in interleaved rounds in this one
   process; each contender's best round counts. The Must show: the cluster's throughput is at
-  least 1.7x the local one's. A third contender gives the machine's ceiling: the same calls
-  split over two bare processes (``multiprocessing.Pool(2)``, no batchguard, no Dask), which on
-  two busy or shared cores may itself be far from 2x.
+  least 1.7x the local one's. Each cluster round also prints the CPU its driver process spent
+  (the run's driver, the Dask client and, on a LocalCluster, the scheduler) and its workers.
+  A third contender gives the machine's ceiling: the same calls split over two bare processes
+  (``multiprocessing.Pool(2)``, no batchguard, no Dask), which on two busy or shared cores may
+  itself be far from 2x.
 * **The data path.** 200k small dict records out through the driver and back (``fn`` returns
   its record), batches of 1000: records per second, and the driver's CPU per record.
-* **The driver's cost per batch.** A run of trivial records (``fn`` returns its record) in
-  batches of 10, on the cluster and on an in-process executor that runs each batch at once (no
-  Dask): the driver thread's CPU time per batch (planning, the submit call, taking the outcome
+* **The driver's cost per batch and per task.** A run of trivial records (``fn`` returns its
+  record) in batches of 10, on the cluster and on an in-process executor that runs each task at
+  once (no Dask): the driver thread's CPU time (planning, the submit call, taking the outcomes
   back into the recorder, the report), and for the cluster also the whole process's (the Dask
-  client's threads: pickling, the scheduler's messages), with the wall time per batch. The
-  README's "Scaling out" section reads these.
+  client's threads: pickling, the scheduler's messages), with the wall time, per batch and per
+  task (the driver sends consecutive batches as one task once it knows a batch's time). A
+  second cluster run sends one batch a task (``MAX_TASK_BATCHES`` = 1, as before tasks grew):
+  what a Dask task costs. The README's "Scaling out" section reads these.
 
 The load average is printed with the figures: two cores shared with other work move them.
 """
@@ -40,7 +44,7 @@ sys.path.insert(0, str(ROOT / "python"))
 import distributed  # noqa: E402
 
 from batchguard import run_batches  # noqa: E402
-from batchguard.executors import BatchTask, Completion, run_group  # noqa: E402
+from batchguard.executors import BatchTask, Completion, DaskExecutor, grouping, run_group  # noqa: E402
 
 LOOPS = [23_000]  # calibrated in main(); read by burn() here and on the workers (shipped by value)
 
@@ -80,14 +84,17 @@ def identity(record: int) -> int:
 
 
 class InlineExecutor:
-    """Runs each batch when it is submitted, in this process: the driver without Dask."""
+    """Runs each task when it is submitted, in this process: the driver without Dask."""
 
     slots = 2
 
-    def __init__(self) -> None:
+    def __init__(self, client: Any = None) -> None:
+        """``client`` is not used: made as a :class:`CountingDaskExecutor` is."""
         self.done: list[Completion] = []
+        self.tasks = 0
 
     def submit(self, tasks: Sequence[BatchTask]) -> Hashable:
+        self.tasks += 1
         key = (tasks[0].batch_index, tasks[0].attempt)
         self.done.append((key, run_group(tasks)))
         return key
@@ -104,6 +111,27 @@ class InlineExecutor:
 
     def close(self) -> None:
         self.done = []
+
+
+class CountingDaskExecutor(DaskExecutor):
+    """A :class:`DaskExecutor` that counts the Dask tasks it submits."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.tasks = 0
+
+    def submit(self, tasks: Sequence[BatchTask]) -> Hashable:
+        self.tasks += 1
+        return super().submit(tasks)
+
+
+def _cpu_now() -> float:
+    return time.process_time()
+
+
+def workers_cpu(client: Any) -> float:
+    """The CPU seconds the cluster's worker processes have used so far."""
+    return float(sum(client.run(_cpu_now).values()))
 
 
 def timed(fn: Any) -> tuple[float, float, float, Any]:
@@ -131,11 +159,16 @@ def throughput(client: Any, n: int, batch_size: int, rounds: int) -> dict[str, A
                     assert values[:50] == expected, who
                 else:
                     executor = client if who == "cluster" else None
-                    wall, _, _, report = timed(lambda executor=executor: run_batches(
+                    workers_before = workers_cpu(client) if executor else 0.0
+                    wall, _, driver_cpu, report = timed(lambda executor=executor: run_batches(
                         records, burn, batch_size=batch_size, executor=executor))
                     assert report.status == "complete" and report.successful[:50] == expected, who
                 best[who] = min(best[who], wall)
-                print(f"  round {round_ + 1} {who:11s} {n / wall:8.1f} records/s ({wall:.2f} s)", flush=True)
+                cpu = ""
+                if who == "cluster":
+                    cpu = (f"; CPU: driver process {driver_cpu:.2f} s, workers "
+                           f"{workers_cpu(client) - workers_before:.2f} s")
+                print(f"  round {round_ + 1} {who:11s} {n / wall:8.1f} records/s ({wall:.2f} s){cpu}", flush=True)
     return {"local_rps": n / best["local"], "cluster_rps": n / best["cluster"],
             "bare_2_processes_rps": n / best["2 processes"],
             "ratio": best["local"] / best["cluster"], "ceiling": best["local"] / best["2 processes"]}
@@ -144,14 +177,24 @@ def throughput(client: Any, n: int, batch_size: int, rounds: int) -> dict[str, A
 def driver_cost(client: Any, batches: int) -> dict[str, Any]:
     records = list(range(batches * 10))
     out: dict[str, Any] = {}
-    for who, executor in (("inline", InlineExecutor()), ("cluster", client)):
-        run_batches(records[:200], identity, batch_size=10, executor=executor)  # warm up
-        wall, thread, process, report = timed(lambda executor=executor: run_batches(
-            records, identity, batch_size=10, executor=executor))
+    contenders = (("inline", InlineExecutor, 64), ("cluster", CountingDaskExecutor, 64),
+                  ("cluster, a batch a task", CountingDaskExecutor, 1))
+    for who, make, most in contenders:
+        grouping.MAX_TASK_BATCHES = most
+        try:
+            run_batches(records[:200], identity, batch_size=10, executor=make(client))  # warm up
+            executor = make(client)
+            wall, thread, process, report = timed(lambda executor=executor: run_batches(
+                records, identity, batch_size=10, executor=executor))
+        finally:
+            grouping.MAX_TASK_BATCHES = 64
         assert report.status == "complete" and report.successful == records, who
-        out[who] = {"wall_ms_per_batch": 1000 * wall / batches,
+        tasks = executor.tasks
+        out[who] = {"batches": batches, "tasks": tasks,
+                    "wall_ms_per_batch": 1000 * wall / batches,
                     "driver_thread_cpu_ms_per_batch": 1000 * thread / batches,
-                    "process_cpu_ms_per_batch": 1000 * process / batches}
+                    "process_cpu_ms_per_batch": 1000 * process / batches,
+                    "process_cpu_ms_per_task": 1000 * process / tasks}
     return out
 
 
@@ -195,9 +238,10 @@ def main() -> int:
         print(f"driver cost: {args.batches} batches of 10 trivial records", flush=True)
         cost = driver_cost(client, args.batches)
         for who, figures in cost.items():
-            print(f"  {who:8s} wall {figures['wall_ms_per_batch']:.3f} ms/batch, driver thread CPU "
-                  f"{figures['driver_thread_cpu_ms_per_batch']:.3f} ms/batch, process CPU "
-                  f"{figures['process_cpu_ms_per_batch']:.3f} ms/batch", flush=True)
+            print(f"  {who}: {figures['tasks']} tasks; wall {figures['wall_ms_per_batch']:.3f} ms/batch, "
+                  f"driver thread CPU {figures['driver_thread_cpu_ms_per_batch']:.3f} ms/batch, process CPU "
+                  f"{figures['process_cpu_ms_per_batch']:.3f} ms/batch, "
+                  f"{figures['process_cpu_ms_per_task']:.3f} ms/task", flush=True)
         print(f"data path: {args.records} small dict records through the driver, batches of 1000",
               flush=True)
         data = data_path(client, args.records)
