@@ -15,8 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from batchguard import RetryPolicy, run_batches
+from batchguard._replay_claims import Claims, swapper
 from batchguard.cli import main
-from batchguard.jobs import job_status
+from batchguard.dlq.base import select
+from batchguard.jobs import job_status, open_job_store
 
 FNS = '''
 CALLS = []
@@ -105,3 +107,26 @@ def test_retry_failed_runs_once_the_holder_has_ended(
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "calls.log").read_text().split()) == 5
     assert job_status(job, store=store_url).failed == 0
+
+
+def test_retry_failed_leaves_entries_another_replay_holds_until_reclaim(
+        store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A replay that was killed holding claims on the job's entries (claimed, never given back).
+    job = f"held-{uuid.uuid4().hex[:8]}"
+    run_batches(range(10), _fail_odd, batch_size=5, job=job, store=store_url, retry=RetryPolicy(max_attempts=1))
+    with open_job_store(store_url) as store, store.open_default_dlq() as dlq:
+        held, _ = Claims(swapper(dlq), "run-killed", by="cron", lease_s=600.0, reclaim=False,
+                         view=select({"job_id": job}, "open")).take(dlq.list(job_id=job, limit=2))
+        assert len(held) == 2
+    (tmp_path / "guardfns.py").write_text(FNS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    sys.modules.pop("guardfns", None)
+    args = ["jobs", "retry-failed", job, "--fn", "guardfns:fixed", "--store", store_url, "-q"]
+    first = CliRunner().invoke(main, args)
+    assert "2 matching dead letters are held by another running replay" in first.output, first.output
+    assert "--reclaim" in first.output and job_status(job, store=store_url).failed == 2
+    second = CliRunner().invoke(main, [*args, "--reclaim"])
+    assert second.exit_code == 0, second.output
+    assert job_status(job, store=store_url).failed == 0
+    assert len((tmp_path / "calls.log").read_text().split()) == 5  # each record once

@@ -218,11 +218,14 @@ def _saved_output(cli: dict[str, Any]) -> str | None:
               help="[default: the job's saved setting, else 3]")
 @click.option("--base-delay", type=click.FloatRange(min=0.0), default=None, metavar="S",
               help="[default: the job's saved setting, else 1]")
+@click.option("--reclaim", is_flag=True,
+              help="Take over the entries a killed replay still holds (status replaying) at once, "
+                   "not once their lease runs out.")
 @validate_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def jobs_retry_failed(name: str, fn_spec: str, store_url: str, dlq_url: str | None, error_type: str | None,
                       concurrency: int | None, max_attempts: int | None, base_delay: float | None,
-                      validate_spec: str | None, quiet: bool) -> None:
+                      reclaim: bool, validate_spec: str | None, quiet: bool) -> None:
     """Replay the dead letters of job NAME through --fn (seed 004's retry_failed_records): the
     records that succeed move from the job's dead-lettered total to its succeeded total, the
     others stay with their attempt history extended. Exit 0 when every entry now succeeded."""
@@ -251,7 +254,7 @@ def jobs_retry_failed(name: str, fn_spec: str, store_url: str, dlq_url: str | No
             with view.running():
                 report = replay(dlq.queue, fn, concurrency=concurrency or int(saved.get("concurrency", 1)),
                                 retry=retry, on_progress=None if quiet else view, store=store,
-                                validate=check, **wanted)
+                                validate=check, reclaim=reclaim, **wanted)
         except PickleNotAllowedError as exc:
             report = exc.report
             click.echo(f"error: {report.pickle_refused:,} entries store their record as pickle and were not "
