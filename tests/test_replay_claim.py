@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from batchguard import DeadLetterClaimedError, MemoryDLQ, RetryPolicy, replay, run_batches
+from batchguard import ConfigError, DeadLetterClaimedError, MemoryDLQ, RetryPolicy, replay, run_batches
 from batchguard.cli import main
 from batchguard.dlq import DeadLetterQueue, open_dlq
 from test_dlq_conformance import Opener
@@ -370,3 +370,8 @@ def test_a_replay_refuses_ids_another_running_replay_holds(queue: tuple[DeadLett
     finally:
         fn.release.set()
         thread.join(timeout=120)
+
+
+def test_a_replay_of_the_replaying_status_is_refused_and_says_why() -> None:
+    with pytest.raises(ConfigError, match=r"held by a running replay.*--reclaim"):
+        replay(MemoryDLQ(), lambda r: r, status="replaying")

@@ -368,6 +368,11 @@ def replay(
                           f"got {wanted['error_class']!r}")
     check_flag("allow_pickle", allow_pickle)
     check_flag("include_parse_errors", include_parse_errors)
+    if chosen_status == CLAIMED:
+        raise ConfigError(f"replay selects entries by the status they have outside a replay (open, resolved, "
+                          f"replayed or all): {CLAIMED} entries are held by a running replay, and one whose "
+                          "replay is gone is taken over by the next replay of its own status (reclaim=True, "
+                          "--reclaim: at once)")
     check_flag("reclaim", reclaim)
     lease = check_duration("lease", lease, positive=True)
     wanted_ids = None if ids is None else unique_ids(ids, "replay")
