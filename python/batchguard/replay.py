@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -76,9 +77,10 @@ class _MarkReplayed:
         self.done: dict[str, tuple[bool, DeadLetter]] = {}
 
     def remove(self, ids: Iterable[str]) -> int:
-        change = self._change
-        self.done.update(self._claims.settle({entry_id: lambda e: with_change(e, change) for entry_id in ids}))
-        return len(self.done)
+        mark = functools.partial(with_change, change=self._change)
+        settled = self._claims.settle(dict.fromkeys(ids, mark))
+        self.done.update(settled)
+        return len(settled)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._queue, name)
@@ -241,8 +243,7 @@ class _Replayer:
             if original is None:
                 continue
             if index in failed:
-                again = failed[index]
-                updates[original.id] = lambda e, again=again: _extended(e, again, reopened)  # type: ignore[misc]
+                updates[original.id] = functools.partial(_extended, again=failed[index], reopen=reopened)
                 places[original.id] = index
             elif self.successes.take(index):
                 removals.append(original)  # also in a batch the run stopped in: it ran, once
