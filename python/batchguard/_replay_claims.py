@@ -96,12 +96,14 @@ class Claims:
         if not entries:
             return [], 0
         skipped = 0
+        taken_over: dict[str, str] = {}  # the replays whose claims this one takes over: run id -> as told
 
         def decide(found: dict[str, DeadLetter]) -> dict[str, DeadLetter]:
             nonlocal skipped
             now = datetime.now(UTC)
             chosen: dict[str, DeadLetter] = {}
             skipped = 0
+            taken_over.clear()
             for entry_id, entry in found.items():
                 claim = claim_of(entry)
                 if claim is not None:
@@ -110,14 +112,16 @@ class Claims:
                     if not (self.reclaim or claim.stale(now)):
                         skipped += 1
                         continue
-                    if claim.stale(now):
-                        logger.warning("replay %s takes over entry %s from %s", self.run_id, entry_id,
-                                       claim.describe(now), extra={"run_id": self.run_id, "entry_id": entry_id})
                 if matches(unclaimed(entry), self.view):
                     chosen[entry_id] = claimed(entry, self.change)
+                    if claim is not None:
+                        taken_over[claim.run_id] = claim.describe(now)
             return chosen
 
         after = self.queue.swap([e.id for e in entries], decide)
+        for told in taken_over.values():  # a replay that was killed, or reclaim=True
+            logger.warning("replay %s takes over the entries %s held", self.run_id, told,
+                           extra={"run_id": self.run_id})
         taken = [after[e.id] for e in entries if e.id in after and self._ours(after[e.id])]
         left = sum(1 for e in entries if e.id not in after or not matches(after[e.id], self.view)) if in_view else 0
         with self._lock:
