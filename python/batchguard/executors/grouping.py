@@ -56,7 +56,7 @@ class TaskSizer:
         if not self.grouped or not self._batches:
             return 1  # the first tasks are single batches: they measure, and fill every slot soon
         per_batch = self._seconds / self._batches
-        size = MAX_TASK_BATCHES if per_batch <= 0 else int(TASK_SECONDS / per_batch)
+        size = MAX_TASK_BATCHES if per_batch <= 0 else round(TASK_SECONDS / per_batch)
         size = min(size, MAX_TASK_BATCHES, MAX_TASK_RECORDS // self.batch_size)
         if self.total is not None:
             left = -(-(self.total - read) // self.batch_size)
