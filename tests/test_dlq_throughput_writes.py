@@ -7,12 +7,12 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from batchguard import run_batches
 from batchguard.dlq import DeadLetter, MemoryDLQ, SqliteDLQ
+from batchguard.dlq.sqlite_rows import Rows
 from batchguard.errors import DLQError
 from helpers_contract import ENGINES
 
@@ -28,14 +28,14 @@ class SlowWrites(SqliteDLQ):
         self.writes = 0
         self.threads: set[str] = set()
 
-    def _write(self, with_status: bool, rows: list[tuple[Any, ...]]) -> None:
+    def _write(self, rows: Rows) -> None:
         self.writes += 1
         self.threads.add(threading.current_thread().name)
         time.sleep(self.delay)
         if self.writes == self.fail_on:
             with self._db.errors("send"):
                 raise sqlite3.OperationalError("disk I/O error")
-        super()._write(with_status, rows)
+        super()._write(rows)
 
 
 def _fails(record: int) -> None:
@@ -100,11 +100,11 @@ class GatedWrites(SqliteDLQ):
         self.gate = threading.Event()
         self.writes = 0
 
-    def _write(self, with_status: bool, rows: list[tuple[Any, ...]]) -> None:
+    def _write(self, rows: Rows) -> None:
         self.writes += 1
         if self.writes == 2:
             assert self.gate.wait(10)
-        super()._write(with_status, rows)
+        super()._write(rows)
 
 
 def test_background_writes_are_one_batch_behind_at_most(tmp_path: Path) -> None:
@@ -135,15 +135,18 @@ def _inserts(dlq: SqliteDLQ) -> list[str]:
     return statements
 
 
-@pytest.mark.parametrize("size", [1, 2, 3, 511, 512, 513, 1000, 1100])
+@pytest.mark.parametrize("size", [1, 2, 3, 511, 512, 513, 1000, 1024, 1025, 2100])
 def test_a_send_writes_its_entries_in_a_few_statements_in_order(tmp_path: Path, size: int) -> None:
     dlq = SqliteDLQ(tmp_path / "dlq.db")
     statements = _inserts(dlq)
     dlq.send([_entry(i) for i in range(size)])
     inserts = [s for s in statements if s.lstrip().startswith("INSERT")]
     # One statement per row (executemany) made 1,000 for 1,000 entries, each a GIL hand-off
-    # on the writer thread; powers of two make at most 512 rows each.
-    assert len(inserts) == bin(size % 512).count("1") + size // 512
+    # on the writer thread; a statement holds up to 1024 rows (the last one padded).
+    assert len(inserts) == -(-size // 1024)
+    # Up to 1024 entries, that statement is the whole transaction: no BEGIN and COMMIT, two
+    # more hand-offs.
+    assert (statements == inserts) is (size <= 1024)
     assert [e.record_index for e in dlq.list(limit=None)] == list(range(size))
     dlq.close()
 
@@ -160,7 +163,7 @@ def test_an_id_repeated_in_one_statement_is_updated_in_place_as_memory_dlq_does(
 
 
 def test_sends_keep_within_sqlites_limit_on_bound_parameters(tmp_path: Path) -> None:
-    # SQLite before 3.32 allows 999 parameters a statement; here, 3 rows of 7 (or 2 of 8).
+    # SQLite before 3.32 allows 999 parameters a statement; here, 2 rows of 8 (or of 9).
     dlq = SqliteDLQ(tmp_path / "dlq.db")
     dlq.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 21)
     statements = _inserts(dlq)
@@ -178,6 +181,6 @@ def test_a_job_stores_entries_in_its_transaction_in_a_few_statements(tmp_path: P
     entries = [_entry(i) for i in range(600)]
     with dlq.transaction() as cur:
         dlq.write_entries(cur, iter(entries))
-    assert len([s for s in statements if s.lstrip().startswith("INSERT")]) == 4  # 512+64+16+8
+    assert len([s for s in statements if s.lstrip().startswith("INSERT")]) == 1  # 600 of 1024
     assert dlq.list(limit=None) == entries
     dlq.close()

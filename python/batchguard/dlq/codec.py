@@ -57,6 +57,7 @@ __all__ = [
     "encode_record_id",
     "normalize",
     "safe_repr",
+    "storable_as_is",
     "type_name",
 ]
 
@@ -441,10 +442,17 @@ def encode(entry: DeadLetter, *, full: bool = False) -> tuple[bytes, DeadLetter]
     except (TypeError, ValueError, RecursionError):
         encoded, entry = _encode_normalized(entry)
     else:
-        if (b"\\u0000" in encoded or not _record_id_kept(entry.record_id)
-                or (not _flat(entry.payload) and encoded.count(b"[") + encoded.count(b"{") >= MAX_DEPTH)):
+        if not storable_as_is(encoded, entry.record_id, entry.payload):
             encoded, entry = _encode_normalized(entry)
     return (encoded if full else _compact(encoded)), entry
+
+
+def storable_as_is(encoded: bytes, record_id: Any, payload: Any) -> bool:
+    """Can ``encoded``, orjson's JSON of an entry (or of a document holding its ``record_id``
+    and ``payload``), be stored as it is? No NUL, a record id every backend keeps as it is, and
+    not nested deeper than MAX_DEPTH. Else the entry is normalized first (see :func:`encode`)."""
+    return (b"\\u0000" not in encoded and _record_id_kept(record_id)
+            and (_flat(payload) or encoded.count(b"[") + encoded.count(b"{") < MAX_DEPTH))
 
 
 _SCALAR_TYPES: Final = frozenset((type(None), bool, int, float, str))

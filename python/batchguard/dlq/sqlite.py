@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import functools
-import itertools
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,12 +16,20 @@ from .._db.role import DLQ
 from .._db.sqlite import SYNCHRONOUS, SqliteDatabase, Synchronous
 from ..errors import ConfigError, DLQUnavailableError
 from .base import DeadLetter, Decide, QueueBase, check_page, select, write_jsonl
-from .codec import dumps
+from .sqlite_rows import (
+    SELECT_ROWS,
+    TABLE,
+    TRACEBACKS,
+    Rows,
+    SharedTracebacks,
+    entry_of,
+    one_statement,
+    rows_of,
+    write_rows,
+)
 from .status import DEFAULT_STATUS
 
 __all__ = ["BackgroundWrites", "SqliteDLQ"]
-
-TABLE: Final = "dead_letters"
 
 # `seq` aliases the rowid, so it costs no extra index. Without AUTOINCREMENT a new row gets
 # max(seq) + 1, which is still after every row present: list() order stays the insertion order.
@@ -37,8 +43,12 @@ _SCHEMA: Final = (
         error_class TEXT NOT NULL,
         error_type TEXT NOT NULL,
         entry TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'open'
+        status TEXT NOT NULL DEFAULT 'open',
+        traceback_digest INTEGER
     )""",
+    # A traceback many entries share, stored once (see sqlite_rows): never deleted, so a
+    # writer that stored one may name it in later rows without looking.
+    f"CREATE TABLE IF NOT EXISTS {TRACEBACKS} (digest INTEGER PRIMARY KEY, text TEXT NOT NULL)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_run_id ON {TABLE} (run_id)",
     # Partial: runs that are not jobs (job_id NULL) pay nothing for it, and SQLite still uses it
     # for `job_id = ?`, which implies `job_id IS NOT NULL`.
@@ -56,66 +66,8 @@ _STATUS_INDEXES: Final = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_closed ON {TABLE} (status, seq) WHERE status <> '{DEFAULT_STATUS}'",
 )
 
-# Updating every column but `seq` keeps an upserted entry at the place of its first send.
-_COLUMNS: Final = "id, run_id, job_id, stage, error_class, error_type, entry"
-_ON_CONFLICT: Final = """
-    ON CONFLICT (id) DO UPDATE SET
-        run_id = excluded.run_id, job_id = excluded.job_id, stage = excluded.stage,
-        error_class = excluded.error_class, error_type = excluded.error_type, entry = excluded.entry,
-        status = excluded.status
-"""
-# An upsert of `rows` entries in one statement: a batch is written in a few statements (see
-# _upsert), not one per entry. Open entries (nearly every entry a run sends) leave the status
-# to the column's default: the statement a run's sends use stays the one of before statuses
-# existed.
-@functools.lru_cache(maxsize=32)
-def _upsert_statement(rows: int, *, with_status: bool) -> str:
-    marks = "(?, ?, ?, ?, ?, ?, ?, ?)" if with_status else "(?, ?, ?, ?, ?, ?, ?)"
-    columns = f"{_COLUMNS}, status" if with_status else _COLUMNS
-    return f"INSERT INTO {TABLE} ({columns}) VALUES {', '.join([marks] * rows)} {_ON_CONFLICT}"
-
-
-_MAX_ROWS_PER_STATEMENT: Final = 512
-"""Entries one upsert statement writes, at most (and fewer where SQLite allows fewer bound
-parameters: 999 before 3.32)."""
-
-_SET_STATUS: Final = f"UPDATE {TABLE} SET status = ?, entry = ? WHERE id = ?"
-
 _PAGE: Final = 1000
 _IDS_PER_QUERY: Final = 500  # below SQLite's oldest limit on bound parameters (999)
-
-
-def _rows(entries: Iterable[DeadLetter]) -> tuple[bool, list[tuple[Any, ...]]]:
-    """Whether ``entries`` need their status written (not every one is open), and their rows,
-    in order (the first send's order is the list order)."""
-    batch = entries if isinstance(entries, (list, tuple)) else list(entries)
-    if all(e.status == DEFAULT_STATUS for e in batch):
-        return False, [(e.id, e.run_id, e.job_id, e.stage, str(e.error_class), e.error_type,
-                        dumps(e).decode()) for e in batch]
-    return True, [(e.id, e.run_id, e.job_id, e.stage, str(e.error_class), e.error_type, dumps(e).decode(),
-                   e.status) for e in batch]
-
-
-def _upsert(cursor: sqlite3.Cursor, with_status: bool, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Upsert ``rows`` (from :func:`_rows`) in order, in statements of many rows each.
-
-    One statement per row (``executemany``) costs every row its binding, a step and a reset,
-    and on a writer thread a GIL hand-off per row, for SQLite releases the GIL around each
-    step: waiting to take it back while the run's thread holds it cost more than the insert.
-    A statement of 512 rows is one step. Row counts are powers of two (512, then what is left
-    written as 256 + 128 + ...), so a connection compiles at most ten of these statements,
-    whatever the batch sizes. A row that repeats an earlier id of the same statement updates
-    it, as the next ``executemany`` row would.
-    """
-    width = 8 if with_status else 7
-    limit = min(_MAX_ROWS_PER_STATEMENT, cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
-    most = 1 << (max(limit, 1).bit_length() - 1)
-    start, total = 0, len(rows)
-    while start < total:
-        size = min(most, 1 << ((total - start).bit_length() - 1))
-        cursor.execute(_upsert_statement(size, with_status=with_status),
-                       list(itertools.chain.from_iterable(rows[start:start + size])))
-        start += size
 
 
 def _where(wanted: dict[str, Any]) -> str:
@@ -131,7 +83,8 @@ class SqliteDLQ(QueueBase):
 
     Each ``send`` is one transaction in WAL mode with ``synchronous=FULL``: when it returns, the
     entries survive a crash of the process *and* of the machine (``NORMAL`` would only survive
-    the former). Entries are stored as JSON, next to one indexed column per filter field.
+    the former). An entry is stored as one indexed column per filter field and a JSON of the
+    rest; a traceback many entries repeat is stored once (see :mod:`.sqlite_rows`).
 
     A job store that keeps its checkpoints in the same file can commit them atomically with
     the batch's dead letters::
@@ -163,6 +116,7 @@ class SqliteDLQ(QueueBase):
             )
         self.path = Path(path)
         self._db = SqliteDatabase(self.path, role=DLQ, timeout=timeout, synchronous=synchronous)
+        self._shared = SharedTracebacks()
         self._db.open(self.create_schema)
 
     def __repr__(self) -> str:
@@ -205,19 +159,22 @@ class SqliteDLQ(QueueBase):
 
     @staticmethod
     def create_schema(cursor: sqlite3.Cursor) -> None:
-        """Create the ``dead_letters`` table and its indexes if they are missing, and migrate a
-        table made before entries had a status (idempotent).
+        """Create the ``dead_letters`` table, the shared tracebacks' table and the indexes if
+        they are missing, and migrate a table made by an earlier version (idempotent).
 
-        The migration adds the ``status`` column, every existing entry ``'open'`` (their JSON has
-        no status, which reads as open too). It runs in the opening write transaction
-        (``BEGIN IMMEDIATE``), so two processes opening the same old queue at once take turns:
-        the second finds the column there.
+        The migrations add the ``status`` column, every existing entry ``'open'`` (their JSON has
+        no status, which reads as open too), and the ``traceback_digest`` column, NULL in every
+        existing row (whose JSON holds its whole entry, which reads as it did). They run in the
+        opening write transaction (``BEGIN IMMEDIATE``), so two processes opening the same old
+        queue at once take turns: the second finds the columns there.
         """
         for statement in _SCHEMA:
             cursor.execute(statement)
         columns = {row[1] for row in cursor.execute(f"PRAGMA table_info({TABLE})")}
         if "status" not in columns:
             cursor.execute(f"ALTER TABLE {TABLE} ADD COLUMN status TEXT NOT NULL DEFAULT 'open'")
+        if "traceback_digest" not in columns:
+            cursor.execute(f"ALTER TABLE {TABLE} ADD COLUMN traceback_digest INTEGER")
         for statement in _STATUS_INDEXES:
             cursor.execute(statement)
 
@@ -225,9 +182,10 @@ class SqliteDLQ(QueueBase):
     def write_entries(cursor: sqlite3.Cursor, entries: Iterable[DeadLetter]) -> None:
         """Upsert ``entries`` with ``cursor`` without committing: the caller owns the transaction.
 
-        Works on any connection to a database where :meth:`create_schema` has run.
+        Works on any connection to a database where :meth:`create_schema` has run. A traceback
+        shared by several of ``entries`` is stored (once) in the same transaction.
         """
-        _upsert(cursor, *_rows(entries))
+        write_rows(cursor, rows_of(entries))
 
     # -- the DeadLetterQueue protocol -------------------------------------------------------
 
@@ -235,16 +193,36 @@ class SqliteDLQ(QueueBase):
         """Upsert ``entries`` by id in one transaction; durable when it returns."""
         if not entries:
             return
-        self._write(*_rows(entries))  # encode before taking the lock
+        self._write(self._rows(entries))  # encode before taking the lock
 
     def background_writes(self) -> BackgroundWrites:
         """A writer that sends each batch on its own thread while the caller goes on, one batch
         behind: see :class:`BackgroundWrites` (a run's recorder uses it)."""
         return BackgroundWrites(self)
 
-    def _write(self, with_status: bool, rows: builtins.list[tuple[Any, ...]]) -> None:
-        with self._db.errors("send"), self.transaction() as cur:
-            _upsert(cur, with_status, rows)
+    def _rows(self, entries: Iterable[DeadLetter]) -> Rows:
+        """The rows of ``entries``, naming the tracebacks this queue shares."""
+        return rows_of(entries, self._shared)
+
+    def _write(self, rows: Rows) -> None:
+        """Write ``rows`` (from :meth:`_rows`) in one transaction; durable when it returns.
+
+        Rows that fit one statement and store no new shared traceback are written by that
+        statement alone, which SQLite commits as its own transaction: on a writer thread each
+        statement is a GIL hand-off (SQLite releases the GIL while it works, and taking it back
+        waits out the run thread's switch interval), and BEGIN and COMMIT were two more.
+        """
+        with self._db.errors("send"), self._db.lock:
+            connection = self._db.connection
+            nested = connection.in_transaction  # in a caller's transaction(): it commits later
+            single = None if nested else one_statement(connection, rows)
+            if single is not None:
+                connection.execute(*single)
+            else:
+                with self.transaction() as cur:
+                    stored = write_rows(cur, rows)
+                if stored and not nested:
+                    self._shared.stored_now(stored)
 
     def count(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
         """How many entries match ``filters`` (exact matches on FILTER_FIELDS) and ``status``."""
@@ -259,17 +237,17 @@ class SqliteDLQ(QueueBase):
         """Matching entries in the order of their first send, paged by ``limit``/``offset``."""
         wanted = select(filters, status)
         check_page(limit, offset)
-        sql = f"SELECT entry FROM {TABLE} WHERE {_where(wanted)} ORDER BY seq LIMIT ? OFFSET ?"
+        sql = f"{SELECT_ROWS} WHERE {_where(wanted)} ORDER BY seq LIMIT ? OFFSET ?"
         params = (*wanted.values(), -1 if limit is None else limit, offset)
         with self._db.errors("list"):
             rows = self._db.query(sql, params)
-        return [DeadLetter.from_json(text) for (text,) in rows]
+        return [entry_of(row) for row in rows]
 
     def get(self, entry_id: str) -> DeadLetter | None:
         """The entry with this id, or None."""
         with self._db.errors("get"):
-            rows = self._db.query(f"SELECT entry FROM {TABLE} WHERE id = ?", (entry_id,))
-        return DeadLetter.from_json(rows[0][0]) if rows else None
+            rows = self._db.query(f"{SELECT_ROWS} WHERE d.id = ?", (entry_id,))
+        return entry_of(rows[0]) if rows else None
 
     def remove(self, ids: Iterable[str]) -> int:
         """Delete the entries with these ids; unknown ids are ignored. Returns how many went."""
@@ -307,23 +285,24 @@ class SqliteDLQ(QueueBase):
             for start in range(0, len(ids), _IDS_PER_QUERY):
                 chunk = ids[start:start + _IDS_PER_QUERY]
                 marks = ", ".join("?" * len(chunk))
-                found.update((entry_id, DeadLetter.from_json(text)) for entry_id, text in
-                             cur.execute(f"SELECT id, entry FROM {TABLE} WHERE id IN ({marks})", chunk))
+                found.update((row[1], entry_of(row)) for row in
+                             cur.execute(f"{SELECT_ROWS} WHERE d.id IN ({marks})", chunk))
             changed = {entry_id: entry for entry_id, entry in decide(dict(found)).items() if entry_id in found}
-            cur.executemany(_SET_STATUS, ((entry.status, dumps(entry).decode(), entry_id)
-                                          for entry_id, entry in changed.items()))
+            if changed:
+                # An upsert, not an UPDATE of the status alone: a change may move any filter
+                # column (a replayed entry's error type), and the entry keeps its place.
+                write_rows(cur, self._rows(changed.values()))
             found.update(changed)
         return found
 
     def _iter(self, wanted: dict[str, Any]) -> Iterator[DeadLetter]:
         # Keyset pages: the lock is held per page only, never while the caller consumes entries.
-        sql = (f"SELECT seq, entry FROM {TABLE} WHERE {_where(wanted)} AND seq > ? "
-               f"ORDER BY seq LIMIT {_PAGE}")
+        sql = f"{SELECT_ROWS} WHERE {_where(wanted)} AND seq > ? ORDER BY seq LIMIT {_PAGE}"
         after = -1
         while True:
             rows = self._db.query(sql, (*wanted.values(), after))
-            for _, text in rows:
-                yield DeadLetter.from_json(text)
+            for row in rows:
+                yield entry_of(row)
             if len(rows) < _PAGE:
                 return
             after = rows[-1][0]
@@ -351,11 +330,11 @@ class BackgroundWrites:
         """Encode ``entries``, wait for the previous batch, then write these in the background."""
         if not entries:
             return
-        with_status, rows = _rows(entries)  # while the previous batch is still being written
+        rows = self.dlq._rows(entries)  # while the previous batch is still being written
         self.wait()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="batchguard-dlq-writer")
-        self._pending = self._pool.submit(self.dlq._write, with_status, rows)
+        self._pending = self._pool.submit(self.dlq._write, rows)
 
     def wait(self) -> None:
         """Return once every batch sent is durable; raise the error of a write that failed."""
