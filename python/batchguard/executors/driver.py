@@ -9,8 +9,9 @@ values are joined in input order at the end. The driver owns what spans the whol
 circuit breaker at batch granularity (:class:`BatchBreaker`), the error budget (each batch
 stops only once the run's is spent, and the total is checked as batches return), stopping (a
 batch that stopped early, fatal or breaker abort, or the budget spent: nothing more is
-submitted, the workers start no more of the run's batches, and the batches running finish), the rate limit
-(each slot runs at its share), and the resubmission of a task whose worker was lost.
+submitted, the workers start no more of the run's batches, and the batches running finish),
+the rate limit (each slot runs at its share), and the resubmission of a task whose worker was
+lost.
 """
 
 from __future__ import annotations
@@ -171,8 +172,8 @@ class _Driver:
 
         A count: what is left of it. A rate: the most failures the batch may have before the
         run's rate is over ``max_failures`` even with the whole batch finished and every record
-        in flight in other batches (``running`` records) succeeded, and with at least ``MIN_RATE_SAMPLE`` records
-        finished. A rate judged on the batch alone stopped a run whose rate stayed far below
+        in flight in other batches (``running`` records) succeeded, and with at least
+        ``MIN_RATE_SAMPLE`` records finished. A rate judged on the batch alone stopped a run whose rate stayed far below
         the budget for one batch that began with 10 failures."""
         budget = self.plan.config.max_failures
         if budget is None:
