@@ -80,9 +80,11 @@ def _queue(run_id: str, url: str) -> DeadLetterQueue:
 
 
 def release_run(run_id: str) -> int:
-    """Close this process's DLQ connections of run ``run_id`` (an executor calls it on every
-    worker when the run ends); how many it closed. A batch of the run that is still running
-    (one the driver gave up on) opens a new one, which the next release closes."""
+    """Close this process's DLQ connections of run ``run_id`` and forget its stop (an executor
+    calls it on every worker when the run ends); how many connections it closed. The one
+    exception: a batch still running when the run ended by an exception (the driver gave up on
+    it) and that sends its entries afterwards opens a connection again, kept until the process
+    ends."""
     with _queues_lock:
         queues = [_queues.pop(key) for key in [key for key in _queues if key[0] == run_id]]
         _stopped.discard(run_id)
