@@ -104,3 +104,35 @@ def test_a_run_whose_messages_differ_in_their_numbers_counts_one_pattern() -> No
     assert (pattern.template, pattern.count, pattern.example_ids) == ("invalid amount for record <n>", 5000,
                                                                       (0, 1, 2))
     assert len(counter._cache) == 4  # one shape per digit count: 1, 2, 3 and 4 digits
+
+
+class _Entry:
+    """What PatternCounter.add_entries reads of a DLQ entry."""
+
+    def __init__(self, record_id: object, record_index: int, error_type: str, error_class: str,
+                 http_status: int | None, error_message: str) -> None:
+        self.record_id, self.record_index, self.error_type = record_id, record_index, error_type
+        self.error_class, self.http_status, self.error_message = error_class, http_status, error_message
+
+
+_ENTRIES = st.lists(st.builds(
+    _Entry, st.integers(0, 5), st.integers(0, 50), st.sampled_from(["ValueError", "KeyError", "ValidationBlocked"]),
+    st.sampled_from(["permanent", "transient"]), st.sampled_from([None, 503]),
+    st.one_of(_MESSAGES, _MESSAGES.map(lambda m: m * 40),
+              st.just("blocked by validation: [blocked] email: no @ (fix: add one)"))), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ENTRIES, st.integers(1, 4), st.integers(1, 3))
+def test_add_entries_counts_as_add_does_one_by_one(entries: list[_Entry], max_patterns: int,
+                                                   max_templates: int) -> None:
+    # add_entries inlines add (a durable DLQ's run counts every entry it sends with it); the
+    # counts, examples and caps must be the same.
+    inlined = PatternCounter(max_patterns=max_patterns, max_templates=max_templates)
+    one_by_one = PatternCounter(max_patterns=max_patterns, max_templates=max_templates)
+    inlined.add_entries(entries[:len(entries) // 2])
+    inlined.add_entries(entries[len(entries) // 2:])
+    for e in entries:
+        one_by_one.add(e.record_id, e.error_type, e.error_class, e.http_status, e.error_message, order=e.record_index)
+    assert inlined.total == one_by_one.total == len(entries)
+    assert inlined.patterns() == one_by_one.patterns()

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .rules import DEFAULT_RULES, ROLLED_BACK, ROLLED_BACK_TYPE, Recommendation, RecommendationRule, recommend
 
-__all__ = ["MAX_CACHED_TEMPLATES", "MAX_EXAMPLES", "MAX_PATTERNS", "OTHER_MESSAGES", "OTHER_TYPE", "FailurePattern",
+__all__ = ["MAX_CACHED_TEMPLATES", "MAX_EXAMPLES", "MAX_PATTERNS", "OTHER_MESSAGES", "OTHER_TYPE", "CountedEntry",
+           "FailurePattern",
            "PatternCounter", "PatternKey", "digit_shape", "json_safe", "message_template"]
 
 MAX_TEMPLATE_CHARS: Final = 160
@@ -168,6 +169,23 @@ def blocking_issues(message: str) -> str:
     blocking = [part[len("[blocked] "):].split(" (fix: ", 1)[0] for part in parts
                 if part.startswith("[blocked] ")]
     return _BLOCKED_PREFIX + "; ".join(blocking) if blocking else message
+
+
+class CountedEntry(Protocol):
+    """What :meth:`PatternCounter.add_entries` reads of a DLQ entry (a ``DeadLetter``)."""
+
+    @property
+    def record_id(self) -> Any: ...
+    @property
+    def record_index(self) -> int: ...
+    @property
+    def error_type(self) -> str: ...
+    @property
+    def error_class(self) -> str: ...
+    @property
+    def http_status(self) -> int | None: ...
+    @property
+    def error_message(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +330,35 @@ class PatternCounter:
             tally = self._new_tally(key, order)
         tally.add(order, record_id)
         self.total += 1
+
+    def add_entries(self, entries: Iterable[CountedEntry]) -> None:
+        """:meth:`add` for each of ``entries``, at its record index: a durable DLQ's run counts
+        every entry it sends, so the per-entry calls of :meth:`add` (template, shape, tally)
+        are inlined here; a tally's examples change only while an entry is among its first."""
+        cache, tallies = self._cache, self._tallies
+        counted = 0
+        for entry in entries:
+            message, error_type, order = entry.error_message, entry.error_type, entry.record_index
+            if error_type == _BLOCKED_TYPE:
+                message = blocking_issues(message)
+            template = None
+            if len(message) <= _MAX_CACHED_MESSAGE:
+                encoded = message.encode("utf-8", "surrogatepass")  # digit_shape, inlined
+                shape = encoded if b"0x" in encoded or b"0X" in encoded else encoded.translate(_DIGITS_TO_ONE)
+                template = cache.get(shape)
+            if template is None:
+                template = self.template(message)
+            key = (error_type, entry.error_class, entry.http_status, template)
+            tally = tallies.get(key)
+            if tally is None:
+                tally = self._new_tally(key, order)
+            examples = tally.examples
+            if len(examples) < MAX_EXAMPLES or order < examples[-1][0] or order < tally.first:
+                tally.add(order, entry.record_id)
+            else:
+                tally.count += 1
+            counted += 1
+        self.total += counted
 
     def _new_tally(self, key: tuple[str, str, int | None, str], order: int) -> _Tally:
         group = key[:3]

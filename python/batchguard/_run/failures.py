@@ -79,9 +79,7 @@ class Failures(abc.ABC):
 def count_patterns(entries: Iterable[DeadLetter], counter: PatternCounter | None = None) -> PatternCounter:
     """``entries`` counted by pattern (into ``counter``, or a new one), each at its record index."""
     counter = PatternCounter() if counter is None else counter
-    for entry in entries:
-        counter.add(entry.record_id, entry.error_type, entry.error_class, entry.http_status,
-                    entry.error_message, order=entry.record_index)
+    counter.add_entries(entries)
     return counter
 
 
