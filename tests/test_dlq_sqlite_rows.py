@@ -244,3 +244,29 @@ def test_rows_bind_no_none(tmp_path: Path) -> None:
     assert dlq.list() == entries
     assert _rows(tmp_path / "dlq.db", "SELECT job_id, traceback_digest FROM dead_letters") == [(None, None)] * 3
     dlq.close()
+
+
+def _fails_until(stop: int | None) -> Any:
+    def fn(record: int) -> None:
+        if record == stop:
+            raise KeyboardInterrupt
+        raise ValueError(f"bad record {record}")
+    return fn
+
+
+def test_a_jobs_checkpointed_batches_have_their_entries_whole_in_the_same_transaction(tmp_path: Path) -> None:
+    # The job's DLQ shares the job store's file: a batch's entries, with the traceback they
+    # share, commit in its checkpoint's transaction (write_entries), never after it.
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    with pytest.raises(KeyboardInterrupt):
+        run_batches(range(50), _fails_until(35), batch_size=10, job="nightly", store=store)
+    other = SqliteDLQ(tmp_path / "jobs.db")  # another connection, as after a crash
+    stored = other.list(limit=None, job_id="nightly")
+    assert [e.record_index for e in stored][:30] == list(range(30))
+    assert all(e.traceback and e.traceback.endswith(f"ValueError: bad record {e.record_index}\n") for e in stored)
+    assert _rows(tmp_path / "jobs.db", f"SELECT count(*) FROM {TRACEBACKS}") == [(1,)]
+    run_batches(range(50), _fails_until(None), batch_size=10, job="nightly", store=store)  # resumed
+    assert [e.record_index for e in other.list(limit=None, job_id="nightly")] == list(range(50))
+    assert all(e.traceback and e.traceback.endswith(f"bad record {e.record_index}\n")
+               for e in other.list(limit=None, job_id="nightly"))
+    other.close()
