@@ -24,6 +24,7 @@ from .dlq.status import (
     CLAIMED,
     DEFAULT_LEASE_S,
     DEFAULT_STATUS,
+    MIN_LEASE_S,
     check_status,
     claim_of,
     new_change,
@@ -322,10 +323,13 @@ def replay(
     (default 60) and gives back, however it ends (a FATAL error, Ctrl-C), those it did not
     run. A replay killed outright leaves its claims, which go stale once ``lease`` passes
     unrenewed: the next replay takes them over and runs their records (at least once: the
-    killed one may have run some). ``reclaim=True`` takes over every other replay's claims at
-    once -- only when you know that replay is gone. Skipping a claimed entry (``resolve``,
-    ``dlq skip``) is refused while the claim is live, unless forced; a forced skip wins, and
-    this replay leaves the entry as it was set (counted in ``report.claims_lost``).
+    killed one may have run some). ``lease`` is at least 1 s; whether a claim is stale is judged
+    by the clock of the replay that finds it, so replays on machines whose clocks differ by more
+    than ``lease`` may run an entry twice: keep the clocks in step (NTP) or the lease longer.
+    ``reclaim=True`` takes over every other replay's claims at once -- only when you know that
+    replay is gone. Skipping a claimed entry (``resolve``, ``dlq skip``) is refused while the
+    claim is live, unless forced; a forced skip wins, and this replay leaves the entry as it was
+    set (counted in ``report.claims_lost``).
 
     Entries of input lines that did not parse (the ``batchguard`` command dead-letters them
     with InputParseError, the raw text as payload) are not fed to ``fn``: they stay, are counted
@@ -376,6 +380,10 @@ def replay(
                           "--reclaim: at once)")
     check_flag("reclaim", reclaim)
     lease = check_duration("lease", lease, positive=True)
+    if lease < MIN_LEASE_S:
+        raise ConfigError(f"lease must be at least {MIN_LEASE_S:g} s, got {lease:g}: a claim is renewed every "
+                          "third of its lease, and one shorter than a renewal's round trip goes stale while "
+                          "its replay runs, so another replay takes it over and runs its records too")
     wanted_ids = None if ids is None else unique_ids(ids, "replay")
     if wanted_ids is not None and wanted:
         raise ConfigError(f"replay takes ids or filters, not both (got ids and {', '.join(wanted)}): "

@@ -27,9 +27,9 @@ from ..errors import ConfigError, ConfigTypeError, DeadLetterClaimedError, DeadL
 from .codec import clean_text
 from .entry import STATUSES, DeadLetter, StatusChange
 
-__all__ = ["ALL", "CLAIMED", "DEFAULT_LEASE_S", "DEFAULT_STATUS", "Claim", "Status", "action_of", "check_status",
-           "claim_change", "claim_of", "claimed", "current_user", "new_change", "not_found", "refuse_claimed",
-           "renewed", "unclaimed", "unique_ids", "with_change"]
+__all__ = ["ALL", "CLAIMED", "DEFAULT_LEASE_S", "DEFAULT_STATUS", "MIN_LEASE_S", "Claim", "Status", "action_of",
+           "check_status", "claim_change", "claim_of", "claimed", "current_user", "new_change", "not_found",
+           "refuse_claimed", "renewed", "unclaimed", "unique_ids", "with_change"]
 
 Status = Literal["open", "resolved", "replayed", "replaying", "all"]
 """What a queue's readers accept as ``status=``: one status, or ``"all"`` (also None)."""
@@ -46,6 +46,10 @@ CLAIMED: Final = "replaying"
 """The status of an entry a running replay has claimed (see the module doc)."""
 DEFAULT_LEASE_S: Final = 60.0
 """How long a replay's claim lasts unless renewed; a replay renews its claims every third of it."""
+MIN_LEASE_S: Final = 1.0
+"""The shortest lease a replay takes: a renewal is a round trip to the queue (a lock wait, a
+loaded machine's scheduling delay) and a claim's time is stored to the millisecond, so a lease
+of milliseconds goes stale between renewals, and two replays take each other's claims over."""
 _CLAIM: Final = re.compile(r"claimed by replay (?P<run>\S+) \(lease (?P<lease>[0-9.e+-]+) s\)")
 
 

@@ -1,0 +1,107 @@
+"""Hostile tests of the replay claims (session 16, H1): many replays of one queue at once, with
+random failures in ``fn``, on real SQLite and JSONL files and real Redis and PostgreSQL servers.
+
+What must hold whatever the interleaving: no entry lost or left ``replaying``; each record
+succeeds at most once across every replay, and its entry is ``replayed`` exactly when it did;
+every failed call of a record is in its entry's attempt history, once.
+"""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batchguard import ConfigError, RetryPolicy, replay, run_batches
+from batchguard.dlq import open_dlq
+from test_replay_claim import Where
+
+ONCE = RetryPolicy(max_attempts=1)
+N = 80
+DURABLE = ["sqlite", "jsonl", pytest.param("redis", marks=pytest.mark.redis),
+           pytest.param("postgres", marks=pytest.mark.postgres)]
+
+# A replay process: fails about a third of its calls (seeded per process), logs each call's
+# outcome, then replays again (what an operator's retry loop does) until a pass replays nothing.
+WORKER = '''
+import os, random, sys, time
+from batchguard import RetryPolicy, replay
+url, log, go, seed, concurrency = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+rng = random.Random(seed)
+while not os.path.exists(go):
+    time.sleep(0.005)
+def fn(record):
+    failed = rng.random() < 0.35
+    with open(log, "a") as out:
+        out.write(f"{os.getpid()} {record} {'fail' if failed else 'ok'}\\n")
+    time.sleep(rng.random() * 0.004)
+    if failed:
+        raise ValueError(f"flaky {record}")
+    return record
+for _ in range(3):
+    report = replay(url, fn, retry=RetryPolicy(max_attempts=1), batch_size=rng.choice([3, 5, 7]),
+                    concurrency=concurrency, engine=rng.choice(["native", "python"]))
+    print(report.replayed, report.kept, report.held_elsewhere, report.claims_lost, flush=True)
+'''
+
+
+def _always_fails(record: int) -> int:
+    raise ValueError(f"down {record}")
+
+
+@pytest.mark.parametrize("backend", DURABLE)
+def test_four_replay_processes_with_random_failures_lose_nothing_and_succeed_once(
+        backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    where = Where(backend, request, tmp_path)
+    try:
+        queue = where.open()
+        run_batches(range(N), _always_fails, dlq=queue, retry=ONCE, batch_size=N)
+        before = {e.id: len(e.attempts) for e in queue.iter()}
+        assert len(before) == N
+        log, go = tmp_path / "calls.log", tmp_path / "go"
+        workers = [subprocess.Popen([sys.executable, "-c", WORKER, where.url, str(log), str(go), str(seed),
+                                     str(1 + seed % 2)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for seed in range(4)]
+        go.touch()
+        outputs = [w.communicate(timeout=400) for w in workers]
+        assert [w.returncode for w in workers] == [0, 0, 0, 0], outputs
+
+        calls: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        for line in log.read_text().splitlines():
+            _, record, outcome = line.split()
+            calls[int(record)][outcome] += 1
+        queue = where.open()
+        entries = {e.id: e for e in queue.iter(status="all")}
+        assert entries.keys() == before.keys()  # nothing lost, nothing added
+        statuses = collections.Counter(e.status for e in entries.values())
+        assert set(statuses) <= {"open", "replayed"}, statuses  # none left claimed
+        for entry_id, entry in entries.items():
+            record = int(entry.payload)
+            ok, failed = calls[record]["ok"], calls[record]["fail"]
+            assert ok <= 1, (record, calls[record])  # succeeded at most once
+            assert (entry.status == "replayed") == (ok == 1), (record, entry.status, calls[record])
+            # Each failed call appended exactly once to the entry's history.
+            assert len(entry.attempts) == before[entry_id] + failed, (record, calls[record], entry.attempts)
+        replayed = sum(int(line.split()[0]) for out, _ in outputs for line in out.splitlines())
+        assert replayed == statuses["replayed"]
+    finally:
+        where.opener.close()
+
+
+@pytest.mark.parametrize("lease", [0.001, 0.005, 0.5, 0.999])
+def test_a_lease_too_short_to_renew_is_refused_before_any_claim(lease: float, tmp_path: Path) -> None:
+    """A claim renewed every third of a 5 ms lease goes stale between two renewals on any loaded
+    machine (and its time is stored to the millisecond): two replays then took each other's claims
+    over and ran records twice, while the renewal thread spun on the queue. Refused now, naming
+    the least lease, before anything is claimed."""
+    queue = open_dlq(f"sqlite:///{tmp_path / 'dlq.db'}")
+    run_batches(range(5), _always_fails, dlq=queue, retry=ONCE)
+    ran: list[int] = []
+    with pytest.raises(ConfigError, match=r"lease must be at least 1 s") as refused:
+        replay(queue, ran.append, retry=ONCE, lease=lease)
+    assert f"{lease:g}" in str(refused.value)
+    assert ran == [] and queue.count() == 5 and queue.count(status="replaying") == 0
+    assert replay(queue, ran.append, retry=ONCE, lease=1).replayed == 5  # the least lease works
