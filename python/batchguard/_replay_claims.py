@@ -118,16 +118,26 @@ class Claims:
                         taken_over[claim.run_id] = claim.describe(now)
             return chosen
 
-        after = self.queue.swap([e.id for e in entries], decide)
+        try:
+            after = self.queue.swap([e.id for e in entries], decide)
+            taken = [after[e.id] for e in entries if e.id in after and self._ours(after[e.id])]
+            with self._lock:
+                for entry in taken:
+                    self.held[entry.id] = in_view and not matches(entry, self.view)
+        except BaseException:
+            # Interrupted (Ctrl-C) or failed while the queue wrote the claims: some may have
+            # landed. Count every one as held, so the replay's end gives back those that are
+            # its own (and only those: a release changes only this replay's claims).
+            with self._lock:
+                for entry in entries:
+                    self.held.setdefault(entry.id, False)
+            raise
         for told in taken_over.values():  # a replay that was killed, or reclaim=True
             logger.warning("replay %s takes over the entries %s held", self.run_id, told,
                            extra={"run_id": self.run_id})
-        taken = [after[e.id] for e in entries if e.id in after and self._ours(after[e.id])]
         left = sum(1 for e in entries if e.id not in after or not matches(after[e.id], self.view)) if in_view else 0
         with self._lock:
             self.elsewhere += skipped
-            for entry in taken:
-                self.held[entry.id] = in_view and not matches(entry, self.view)
         return taken, left
 
     def settle(self, finals: dict[str, Callable[[DeadLetter], DeadLetter]], *,
