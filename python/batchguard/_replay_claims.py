@@ -81,6 +81,9 @@ class Claims:
         """Entries this replay ran whose claim was gone when it settled them (skipped with
         ``force=True`` meanwhile, or taken over after its lease ran out): left as they were."""
         self._lock = threading.Lock()
+        self._settling: set[str] = set()
+        """Held entries a settle is writing now: a renewal that finds them no longer claimed
+        found them settled, not lost."""
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -157,9 +160,17 @@ class Claims:
                            if entry_id in finals and self._ours(entry))
             return dict(applied)
 
-        self.queue.swap(list(finals), decide)
+        with self._lock:
+            self._settling.update(finals)
+        try:
+            self.queue.swap(list(finals), decide)
+        except BaseException:
+            with self._lock:
+                self._settling.difference_update(finals)
+            raise
         done: dict[str, tuple[bool, DeadLetter]] = {}
         with self._lock:
+            self._settling.difference_update(finals)
             for entry_id in finals:
                 out = self.held.pop(entry_id, False)
                 if entry_id in applied:
@@ -195,7 +206,10 @@ class Claims:
             return {entry_id: renewed(entry, now) for entry_id, entry in found.items() if self._ours(entry)}
 
         after = self.queue.swap(ids, decide)
-        gone = [entry_id for entry_id in ids if entry_id not in after or not self._ours(after[entry_id])]
+        with self._lock:  # an entry settled since the snapshot above is not lost: it left ``held``
+            gone = [entry_id for entry_id in ids
+                    if entry_id in self.held and entry_id not in self._settling
+                    and (entry_id not in after or not self._ours(after[entry_id]))]
         if gone:
             logger.warning("replay %s no longer holds %d of its entries (skipped with force, or taken over "
                            "by another replay after its lease ran out): their outcomes will not be written",
