@@ -230,13 +230,23 @@ def _document(entry: DeadLetter, shared: bool) -> dict[str, Any]:
     return document
 
 
-def _encoded(entry: DeadLetter, document: dict[str, Any]) -> bytes | None:
-    """orjson's JSON of ``document``, or None when it cannot be stored as it is."""
+def _stored_json(entry: DeadLetter, shared: bool) -> str | None:
+    """The row's JSON of ``entry`` (:func:`_document`), or None when it cannot be stored as it is.
+
+    Text at once, never orjson's bytes kept: holding a write's worth of those (each allocated at
+    orjson's initial size, then shrunk) cost ~2 us an entry in fresh memory."""
+    document = _document(entry, shared)
     try:
         encoded = orjson.dumps(document)
     except (TypeError, ValueError, RecursionError):
         return None
-    return encoded if storable_as_is(encoded, entry.record_id, entry.payload) else None
+    return encoded.decode() if storable_as_is(encoded, entry.record_id, entry.payload) else None
+
+
+def _widened(row: Row, common: tuple[Any, Any, Any]) -> Row:
+    """A row of the common layout (id, error_class, error_type, JSON, digest) given its own
+    run_id, job_id and stage."""
+    return (row[0], *common, *row[1:])
 
 
 def rows_of(entries: Iterable[DeadLetter], shared: SharedTracebacks | None = None) -> Rows:
@@ -247,63 +257,67 @@ def rows_of(entries: Iterable[DeadLetter], shared: SharedTracebacks | None = Non
     Each entry's JSON is built from a dict of its fields (orjson writes a dict several times
     faster than the frozen dataclass); an entry that is not storable as it is (a hand-built one
     holding NUL, say) is normalized by :func:`~batchguard.dlq.codec.encode` and stored whole.
+    The usual case is built in one pass that keeps nothing but the rows (a write's entries
+    share their run, job and stage; their texts repeat or are stored): what it assumed is
+    undone afterwards for the rows it was wrong about.
     """
     batch = entries if isinstance(entries, (list, tuple)) else list(entries)
     known = SharedTracebacks() if shared is None else shared
+    stored = known.stored
     checked: dict[_Columns, bool] = {}
-    # Per entry: its columns, its status, its document (None: stored whole), its JSON, its text.
-    # The JSON is kept as text, never as orjson's bytes: holding a write's worth of those
-    # (each allocated at orjson's initial size, then shrunk) cost ~2 us an entry in page faults.
-    built: list[tuple[Row, str, dict[str, Any] | None, str, str | None]] = []
+    rows: list[Row] = []
+    common: tuple[Any, Any, Any] | None = None  # every row's (run_id, job_id, stage), while they share it
+    own_columns = False  # the rows differ in them: each row holds its own
     uses: dict[str, int] = {}
-    with_status = False
-    for entry in batch:
-        text = None
-        document = encoded = None
+    unstored: list[tuple[int, str]] = []  # (row, text) of the rows naming a text not known to be stored
+    statuses: dict[int, str] = {}  # the rows of entries that are not open
+    for index, entry in enumerate(batch):
+        text = stored_json = None
         try:
             if _columns_plain(entry, checked):
                 length = _shared_length(entry)
                 if length > 0:
-                    text = known.text(entry.traceback, length)  # type: ignore[arg-type]  # a str
-                document = _document(entry, shared=text is not None)
-                encoded = _encoded(entry, document)
+                    text = known.text(entry.traceback, length)
+                stored_json = _stored_json(entry, shared=text is not None)
         except (AttributeError, TypeError, ValueError):  # attempts that are no Attempts, say
-            encoded = None
-        if encoded is None:  # stored whole, normalized, as every other backend stores it
-            text = document = None
-            encoded, entry = encode(entry)  # the entry as stored
-            columns: Row = (str(entry.id), str(entry.run_id),
-                            NO_VALUE if entry.job_id is None else str(entry.job_id), str(entry.stage),
-                            str(entry.error_class), str(entry.error_type))
-        else:
-            if text is not None:
-                uses[text] = uses.get(text, 0) + 1
-            columns = (entry.id, entry.run_id, NO_VALUE if entry.job_id is None else entry.job_id, entry.stage,
-                       entry.error_class, entry.error_type)
-        with_status = with_status or entry.status != DEFAULT_STATUS
-        built.append((columns, entry.status, document, encoded.decode(), text))
-    common = built[0][0][1:4] if built else None
-    if common is not None and any(columns[1:4] != common for columns, *_ in built):
-        common = None
-    stored = known.stored
-    tracebacks: dict[int, str] = {}
-    rows: list[Row] = []
-    for (columns, status, document, stored_json, text), entry in zip(built, batch, strict=True):
+            stored_json = None
         digest = NO_VALUE
-        if text is not None:
-            candidate = known.digest(text)
-            in_store = stored.get(candidate) == text  # not merely its digest: another text's
-            if uses[text] > 1 or in_store:
-                digest = candidate
-                if not in_store:
-                    tracebacks[candidate] = text
-            elif document is not None:  # the only entry of this write with it, and not stored
-                document["traceback"] = entry.traceback  # its own: in its JSON
-                stored_json = orjson.dumps(document).decode()
-        kept = (columns[0], columns[4], columns[5]) if common is not None else columns
-        row = (*kept, stored_json, digest)
-        rows.append((*row, status) if with_status else row)
-    return Rows(with_status, common, rows, tracebacks)
+        if stored_json is None:  # stored whole, normalized, as every other backend stores it
+            text = None
+            encoded, entry = encode(entry)  # the entry as stored
+            stored_json = encoded.decode()
+            key: tuple[Any, Any, Any] = (str(entry.run_id), NO_VALUE if entry.job_id is None else str(entry.job_id),
+                                         str(entry.stage))
+            own = (str(entry.id), str(entry.error_class), str(entry.error_type))
+        else:
+            key = (entry.run_id, NO_VALUE if entry.job_id is None else entry.job_id, entry.stage)
+            own = (entry.id, entry.error_class, entry.error_type)
+            if text is not None:
+                digest = known.digest(text)
+                uses[text] = uses.get(text, 0) + 1
+                if stored.get(digest) != text:  # not merely its digest: another text's
+                    unstored.append((index, text))
+        if not own_columns:
+            if common is None:
+                common = key
+            elif key != common:
+                own_columns = True
+                rows = [_widened(row, common) for row in rows]
+        rows.append((own[0], *key, own[1], own[2], stored_json, digest) if own_columns
+                    else (*own, stored_json, digest))
+        if entry.status != DEFAULT_STATUS:
+            statuses[index] = entry.status
+    tracebacks: dict[int, str] = {}
+    at = _ENTRY if own_columns else _COMMON_ENTRY
+    for index, text in unstored:
+        if uses[text] > 1:
+            tracebacks[known.digest(text)] = text
+        else:  # the only entry of this write with it, and not stored: its own, in its JSON
+            own_json = _stored_json(batch[index], shared=False) or encode(batch[index])[0].decode()
+            rows[index] = (*rows[index][:at], own_json, NO_VALUE)
+    if statuses:
+        rows = [(*row, statuses.get(index, DEFAULT_STATUS)) for index, row in enumerate(rows)]
+    return Rows(bool(statuses), None if own_columns else common, rows, tracebacks)
 
 
 @functools.lru_cache(maxsize=64)
