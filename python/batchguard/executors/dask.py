@@ -46,6 +46,7 @@ class DaskExecutor:
         self._futures: dict[Hashable, Any] = {}
         self._slots: int | None = None
         self._to_release: set[str] = set()  # runs the workers keep something of: DLQ connections, a stop
+        self._run_of: dict[Hashable, str] = {}  # each future's run
 
     @property
     def slots(self) -> int:
@@ -67,6 +68,7 @@ class DaskExecutor:
             self._to_release.add(first.run_id)
         future = self._client.submit(run_group, list(tasks), key=key, pure=False)
         self._futures[key] = future
+        self._run_of[key] = first.run_id
         self._arrived.add(future)
         return key
 
@@ -85,6 +87,7 @@ class DaskExecutor:
             key = future.key
             if self._futures.pop(key, None) is None:
                 continue  # cancelled by the driver
+            self._run_of.pop(key, None)
             if future.status == "finished":
                 out.append((key, result))
                 continue
@@ -99,6 +102,9 @@ class DaskExecutor:
 
     def cancel(self, tickets: Sequence[Hashable]) -> None:
         futures = [self._futures.pop(key) for key in tickets if key in self._futures]
+        # Dask cancels a task waiting for a thread, not one running: a group keeps running its
+        # batches unless the workers are told the run ended (close releases the run: it stops).
+        self._to_release.update(self._run_of.pop(key) for key in tickets if key in self._run_of)
         if futures:
             self._client.cancel(futures)
 

@@ -9,19 +9,21 @@ error budget from batch to batch and stops after a batch that stopped, as a loca
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from .. import _native
 from .._native import BatchEvent, BreakerEvent, Counters, DeadRecord, RetryEvent
 from .._run.entries import EntryBuilder
 from .._run.retry_end import RetryEnd
-from ..dlq.base import DeadLetterQueue
+from ..dlq.base import DeadLetter, DeadLetterQueue
 from ..dlq.urls import open_dlq
 from ..policies import jitter_seed_at
 from ..results import BatchStats
@@ -37,8 +39,14 @@ logger = logging.getLogger("batchguard")
 # and closed by release_run when the run ends.
 _queues: dict[tuple[str, str], DeadLetterQueue] = {}
 _queues_lock = threading.Lock()
-# The runs that stopped (stop_run): a batch of theirs not yet started is not run.
-_stopped: set[str] = set()
+# The runs that stopped (stop_run) or ended (release_run), the latest STOPS_KEPT: a batch of
+# theirs not yet started is not run. An ended run stays here because a task of its may still be
+# running a group when the driver gives up on it (a Ctrl-C, a batch that raised): the rest of
+# the group must not run for a run that is over. True once its connections are closed.
+_stopped: collections.OrderedDict[str, bool] = collections.OrderedDict()
+
+STOPS_KEPT: Final = 10_000
+"""How many stopped or ended runs a worker process remembers (a run id is unique per run)."""
 
 
 class _Capture:
@@ -71,23 +79,36 @@ class _Capture:
             logger.error("classifier raised %s while classifying %s; the record is PERMANENT", *kind)
 
 
-def _queue(run_id: str, url: str) -> DeadLetterQueue:
+def _send(run_id: str, url: str, entries: Sequence[DeadLetter]) -> None:
+    """Send a batch's entries on the run's connection of this process, opened by its first
+    batch; once the run ended (a batch the driver gave up on still running at its end), on a
+    connection of this send's own, closed after it, so none is left open for a run that is over."""
     with _queues_lock:
         queue = _queues.get((run_id, url))
-        if queue is None:
+        if queue is None and not _stopped.get(run_id, False):
             queue = _queues[run_id, url] = open_dlq(url)
-        return queue
+    if queue is not None:
+        queue.send(entries)
+        return
+    with contextlib.closing(open_dlq(url)) as once:
+        once.send(entries)
+
+
+def _mark(run_id: str, released: bool) -> None:
+    """Remember that the run stopped (and, ``released``, that it ended); caller holds the lock."""
+    _stopped[run_id] = released or _stopped.get(run_id, False)
+    _stopped.move_to_end(run_id)
+    while len(_stopped) > STOPS_KEPT:
+        _stopped.popitem(last=False)
 
 
 def release_run(run_id: str) -> int:
-    """Close this process's DLQ connections of run ``run_id`` and forget its stop (an executor
-    calls it on every worker when the run ends); how many connections it closed. The one
-    exception: a batch still running when the run ended by an exception (the driver gave up on
-    it) and that sends its entries afterwards opens a connection again, kept until the process
-    ends."""
+    """Run ``run_id`` ended (an executor calls it on every worker when the run ends, however):
+    close this process's DLQ connections of it, and start none of its batches from now on (a
+    task the driver gave up on may still be running a group); how many connections it closed."""
     with _queues_lock:
         queues = [_queues.pop(key) for key in [key for key in _queues if key[0] == run_id]]
-        _stopped.discard(run_id)
+        _mark(run_id, released=True)
     for queue in queues:
         queue.close()
     return len(queues)
@@ -99,7 +120,7 @@ def stop_run(run_id: str) -> None:
     worker (:meth:`~batchguard.executors.protocol.Executor.stop`) from the worker's own event
     loop, while a batch may be running in its task thread: that one finishes."""
     with _queues_lock:
-        _stopped.add(run_id)
+        _mark(run_id, released=False)
 
 
 def run_group(tasks: Sequence[BatchTask]) -> list[BatchOutcome]:
@@ -161,7 +182,7 @@ def run_batch(task: BatchTask) -> BatchOutcome:
         error_class=record.error_class, attempts=record.attempts)) for record in dead]
     stored = False
     if task.dlq_url is not None and entries:
-        _queue(task.run_id, task.dlq_url).send(entries)  # durable (upserted by id) when it returns
+        _send(task.run_id, task.dlq_url, entries)  # durable (upserted by id) when it returns
         stored = True
     duration = max((event.duration for event in events), default=time.monotonic() - started)
     stats = BatchStats(batch_index=task.batch_index, size=len(records), succeeded=summary.succeeded + fallbacks,
