@@ -199,7 +199,8 @@ class _Driver:
         return None
 
     def _submit_next(self) -> bool:
-        wanted = self.sizer.batches(self.read)
+        budget = self.plan.config.max_failures
+        wanted = self.sizer.batches(self.read, max(0, budget - self.failed) if isinstance(budget, int) else None)
         tasks: list[BatchTask] = []
         running = self._running()
         plan = self.plan
