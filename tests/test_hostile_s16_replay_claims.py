@@ -5,6 +5,7 @@ what happens when their renewal, settling and giving back interleave, on a real 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -88,3 +89,32 @@ def test_a_renewal_between_a_settles_write_and_its_bookkeeping_does_not_say_clai
         done = claims.settle(dict.fromkeys([entry.id for entry in taken[:3]], lambda e: e))
     assert len(done) == 3
     assert "no longer holds" not in caplog.text
+
+
+def test_reclaim_takes_a_killed_replays_claims_but_not_those_made_after_it_started(tmp_path: Path) -> None:
+    """``reclaim=True`` is for a killed replay's claims; it took over every claim, also those a
+    replay running alongside made after it started: with two `dlq retry --reclaim` at once (or
+    one beside a cron replay) each took the other's new pages, and both ran those records (4 to
+    8 of 40 ran twice in two threads). A claim made or renewed since the reclaiming replay
+    started is a running replay's: left to it."""
+    queue = SqliteDLQ(tmp_path / "dlq.db")
+    run_batches(range(8), _always_fails, dlq=queue, retry=ONCE)
+    entries = list(queue.iter())
+    view = select({}, "open")
+    killed = Claims(swapper(queue), "run-killed", by="cron", lease_s=600.0, reclaim=False, view=view)
+    assert len(killed.take(entries[:4])[0]) == 4  # then the process died: never renewed
+    time.sleep(0.01)  # claims are stamped to the ms: one stamped with a replay's start counts as after it
+    reclaiming = Claims(swapper(queue), "run-reclaim", by="ops", lease_s=600.0, reclaim=True, view=view)
+    running = Claims(swapper(queue), "run-cron", by="cron", lease_s=600.0, reclaim=False, view=view)
+    assert len(running.take(entries[4:])[0]) == 4  # claimed after the reclaiming replay started
+
+    taken, _ = reclaiming.take(entries, in_view=False)
+    assert sorted(e.id for e in taken) == sorted(e.id for e in entries[:4])
+    assert reclaiming.elsewhere == 4
+    assert sorted(running.held) == sorted(e.id for e in entries[4:])
+
+    # A claim renewed after a reclaiming replay started is a running replay's too.
+    again = Claims(swapper(queue), "run-reclaim-2", by="ops", lease_s=600.0, reclaim=True, view=view)
+    running.renew()
+    assert again.take(entries[4:], in_view=False)[0] == []
+    assert again.elsewhere == 4

@@ -105,3 +105,4 @@ def test_a_lease_too_short_to_renew_is_refused_before_any_claim(lease: float, tm
     assert f"{lease:g}" in str(refused.value)
     assert ran == [] and queue.count() == 5 and queue.count(status="replaying") == 0
     assert replay(queue, ran.append, retry=ONCE, lease=1).replayed == 5  # the least lease works
+

@@ -10,7 +10,7 @@ the replay still holds it: one a user skipped with ``force=True`` meanwhile stay
 it. Whatever the replay still holds when it ends, however it ends, goes back to its status
 before the claim. A replay killed outright (SIGKILL, a lost machine) cannot do that: its claims
 go stale once their lease runs out unrenewed, and the next replay takes them over, so nothing
-is lost (``reclaim=True`` takes them over at once).
+is lost (``reclaim=True`` takes over at once those not renewed since the replay started).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from .dlq.base import DeadLetter, DeadLetterQueue, Decide, matches
-from .dlq.status import claim_change, claim_of, claimed, renewed, unclaimed
+from .dlq.status import Claim, claim_change, claim_of, claimed, renewed, unclaimed
 
 __all__ = ["Claims", "Swaps", "swapper"]
 
@@ -72,6 +72,10 @@ class Claims:
         self.run_id = run_id
         self.lease_s = lease_s
         self.reclaim = reclaim
+        now = datetime.now(UTC)
+        # To the millisecond, as claims store their time: a claim stamped with this instant may
+        # have been made after it, and is left to its replay.
+        self.started = now.replace(microsecond=now.microsecond // 1000 * 1000)
         self.view = view
         self.change = claim_change(run_id, lease_s, by)
         self.held: dict[str, bool] = {}
@@ -86,6 +90,13 @@ class Claims:
         found them settled, not lost."""
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+
+    def takes_over(self, claim: Claim, now: datetime) -> bool:
+        """Whether this replay takes ``claim`` (another replay's) over: when it is stale, or
+        with ``reclaim`` when it was made or last renewed before this replay started -- a
+        killed replay's. A claim made or renewed since is a running replay's: left to it, or
+        two replays started together with ``reclaim`` would take each other's claims."""
+        return claim.stale(now) or (self.reclaim and claim.at < self.started)
 
     def _ours(self, entry: DeadLetter) -> bool:
         claim = claim_of(entry)
@@ -112,7 +123,7 @@ class Claims:
                 if claim is not None:
                     if claim.run_id == self.run_id:
                         continue
-                    if not (self.reclaim or claim.stale(now)):
+                    if not self.takes_over(claim, now):
                         skipped += 1
                         continue
                 if matches(unclaimed(entry), self.view):

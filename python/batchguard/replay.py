@@ -173,7 +173,7 @@ class _Replayer:
             claim = claim_of(entry)
             if claim is None or claim.run_id == self.run_id or not matches(unclaimed(entry), self.view):
                 continue
-            if self.claims.reclaim or claim.stale(now):
+            if self.claims.takes_over(claim, now):
                 stale.append(entry)
             else:
                 self.claims.elsewhere += 1  # a live replay holds it: its own
@@ -326,8 +326,10 @@ def replay(
     killed one may have run some). ``lease`` is at least 1 s; whether a claim is stale is judged
     by the clock of the replay that finds it, so replays on machines whose clocks differ by more
     than ``lease`` may run an entry twice: keep the clocks in step (NTP) or the lease longer.
-    ``reclaim=True`` takes over every other replay's claims at once -- only when you know that
-    replay is gone. Skipping a claimed entry (``resolve``, ``dlq skip``) is refused while the
+    ``reclaim=True`` takes over at once every claim made or last renewed before this replay
+    started: a killed replay's, and a running replay's not renewed since (every third of its
+    lease), so use it only when you know that replay is gone; a claim made or renewed after
+    this replay started is left to its replay. Skipping a claimed entry (``resolve``, ``dlq skip``) is refused while the
     claim is live, unless forced; a forced skip wins, and this replay leaves the entry as it was
     set (counted in ``report.claims_lost``).
 
