@@ -4,6 +4,7 @@ what happens when their renewal, settling and giving back interleave, on a real 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from batchguard import RetryPolicy, run_batches
+from batchguard import RetryPolicy, replay, run_batches
 from batchguard._replay_claims import Claims, swapper
-from batchguard.dlq import DeadLetter, SqliteDLQ
+from batchguard.dlq import DeadLetter, SqliteDLQ, StatusChange
 from batchguard.dlq.base import Decide, select
 
 ONCE = RetryPolicy(max_attempts=1)
@@ -118,3 +119,38 @@ def test_reclaim_takes_a_killed_replays_claims_but_not_those_made_after_it_start
     running.renew()
     assert again.take(entries[4:], in_view=False)[0] == []
     assert again.elsewhere == 4
+
+
+def _claimed_by_hand(queue: SqliteDLQ, status_at: str) -> DeadLetter:
+    """An entry claimed as another tool (or a hand edit, an import) may have written it."""
+    entry = next(iter(queue.iter()))
+    change = StatusChange("replaying", status_at, "elsewhere", "claimed by replay run-X (lease 60 s)")
+    queue.send([dataclasses.replace(entry, status="replaying", status_reason=change.reason, status_by="elsewhere",
+                                    status_at=status_at, history=(change,))])
+    return entry
+
+
+@pytest.mark.parametrize("status_at", ["2026-01-01T00:00:00", "2026-01-01T00:00:00.000"])
+def test_a_claim_stamped_without_a_timezone_is_read_as_utc(status_at: str, tmp_path: Path) -> None:
+    """Every replay and skip of the queue raised TypeError (can't subtract offset-naive and
+    offset-aware datetimes) on one claim whose time had no UTC offset."""
+    queue = SqliteDLQ(tmp_path / "dlq.db")
+    run_batches(range(3), _always_fails, dlq=queue, retry=ONCE)
+    entry = _claimed_by_hand(queue, status_at)
+    report = replay(queue, lambda record: record, retry=ONCE)
+    assert report.replayed == 3  # its lease ran out long ago (read as UTC): taken over
+    assert queue.count(status="replayed") == 3 and queue.get(entry.id) is not None
+
+
+def test_a_claim_stamped_far_in_the_future_does_not_hold_its_entry_for_ever(tmp_path: Path) -> None:
+    """A claim stamped more than its lease ahead of this clock (a clock that far off, a corrupt
+    stamp) was never stale: no replay ran the entry, not even with reclaim=True, and a skip was
+    refused, until the year of the stamp. It is stale now, as one that far behind is."""
+    queue = SqliteDLQ(tmp_path / "dlq.db")
+    run_batches(range(3), _always_fails, dlq=queue, retry=ONCE)
+    entry = _claimed_by_hand(queue, "2999-01-01T00:00:00.000+00:00")
+    assert queue.resolve([entry.id], "known bad") == 1  # not refused: nobody holds it
+    queue.set_status([entry.id], "open")
+    entry = _claimed_by_hand(queue, "2999-01-01T00:00:00.000+00:00")
+    report = replay(queue, lambda record: record, retry=ONCE)
+    assert report.replayed == 3 and report.held_elsewhere == 0

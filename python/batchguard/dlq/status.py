@@ -151,8 +151,10 @@ class Claim:
 
     def stale(self, now: datetime) -> bool:
         """Whether the lease ran out unrenewed: the replay holding it is gone (killed, or its
-        machine lost), and another replay may take the entry over."""
-        return (now - self.at).total_seconds() > self.lease_s
+        machine lost), and another replay may take the entry over. A claim stamped more than
+        its lease ahead of ``now`` is stale too: a clock that far off (or a corrupt stamp) is
+        judged as one that far behind, and must not hold an entry until the year it names."""
+        return abs((now - self.at).total_seconds()) > self.lease_s
 
     def describe(self, now: datetime) -> str:
         """For messages: "replay run-X (by alice, claimed 3 s ago, lease 60 s)"."""
@@ -177,6 +179,8 @@ def claim_of(entry: DeadLetter) -> Claim | None:
         at = datetime.fromisoformat(entry.status_at or "")
     except ValueError:
         at = datetime.min.replace(tzinfo=UTC)
+    if at.tzinfo is None:  # written without an offset (by hand, another tool): claims are stamped in UTC
+        at = at.replace(tzinfo=UTC)
     if found is None:
         return Claim("(unknown)", at, 0.0, entry.status_by)
     return Claim(found["run"], at, float(found["lease"]), entry.status_by)
