@@ -442,7 +442,9 @@ def encode(entry: DeadLetter, *, full: bool = False) -> tuple[bytes, DeadLetter]
     except (TypeError, ValueError, RecursionError):
         encoded, entry = _encode_normalized(entry)
     else:
-        if not storable_as_is(encoded, entry.record_id, entry.payload):
+        # storable_as_is, inlined: this runs for every entry every backend stores.
+        if (b"\\u0000" in encoded or not _record_id_kept(entry.record_id)
+                or (not _flat(entry.payload) and encoded.count(b"[") + encoded.count(b"{") >= MAX_DEPTH)):
             encoded, entry = _encode_normalized(entry)
     return (encoded if full else _compact(encoded)), entry
 
