@@ -8,11 +8,12 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from batchguard import RetryPolicy, replay, run_batches
+from batchguard import ConfigError, RetryPolicy, replay, run_batches
 from batchguard._replay_claims import Claims, swapper
 from batchguard.dlq import DeadLetter, SqliteDLQ, StatusChange
 from batchguard.dlq.base import Decide, select
@@ -154,3 +155,32 @@ def test_a_claim_stamped_far_in_the_future_does_not_hold_its_entry_for_ever(tmp_
     entry = _claimed_by_hand(queue, "2999-01-01T00:00:00.000+00:00")
     report = replay(queue, lambda record: record, retry=ONCE)
     assert report.replayed == 3 and report.held_elsewhere == 0
+
+
+@pytest.mark.parametrize("lease", ["1.2.3", "-", "1e999", "1e12", "-5"])
+def test_a_claim_whose_lease_does_not_read_as_one_is_stale(lease: str, tmp_path: Path) -> None:
+    """A claim's lease is read back from its reason; "1.2.3" or "-" (which its pattern admits)
+    made every replay of the queue raise ValueError, and a lease of 1e999 or 1e12 s held the
+    entry for ever. A lease no replay could have taken (not a number in (0, one year]) is
+    unreadable, and an unreadable claim is stale, as before."""
+    queue = SqliteDLQ(tmp_path / "dlq.db")
+    run_batches(range(3), _always_fails, dlq=queue, retry=ONCE)
+    entry = next(iter(queue.iter()))
+    change = StatusChange("replaying", "2026-01-01T00:00:00.000+00:00", "elsewhere",
+                          f"claimed by replay run-X (lease {lease} s)")
+    queue.send([dataclasses.replace(entry, status="replaying", status_reason=change.reason, status_by="elsewhere",
+                                    status_at=datetime.now(UTC).isoformat(), history=(change,))])
+    report = replay(queue, lambda record: record, retry=ONCE)
+    assert report.replayed == 3 and report.held_elsewhere == 0
+
+
+def test_set_status_does_not_make_claims(tmp_path: Path) -> None:
+    """``set_status(ids, "replaying", reason="claimed by replay X (lease 60 s)")`` made a claim no
+    replay holds, which every replay then left alone and every skip refused for its lease; only
+    a replay claims entries (``batchguard.replay``)."""
+    queue = SqliteDLQ(tmp_path / "dlq.db")
+    run_batches(range(3), _always_fails, dlq=queue, retry=ONCE)
+    entry = next(iter(queue.iter()))
+    with pytest.raises(ConfigError, match="only when a replay claims it"):
+        queue.set_status([entry.id], "replaying", reason="claimed by replay run-X (lease 60 s)")
+    assert queue.count(status="replaying") == 0

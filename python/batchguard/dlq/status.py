@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from .._checks import closest
+from .._checks import MAX_DURATION_S, closest
 from ..errors import ConfigError, ConfigTypeError, DeadLetterClaimedError, DeadLetterNotFoundError
 from .codec import clean_text
 from .entry import STATUSES, DeadLetter, StatusChange
@@ -84,12 +84,20 @@ def current_user() -> str:
 
 
 def new_change(status: str, *, reason: str | None, by: str | None) -> StatusChange:
-    """A change to ``status`` now (UTC), by ``by`` (default: the OS user), for ``reason``."""
+    """A change to ``status`` now (UTC), by ``by`` (default: the OS user), for ``reason``;
+    never to ``replaying``, which only a replay's claim makes (:func:`claim_change`)."""
     if status not in STATUSES:
         raise ConfigError(f"an entry's status must be one of {', '.join(STATUSES)}, got {status!r:.60}")
-    if status == CLAIMED and (reason is None or _CLAIM.fullmatch(reason) is None):
+    if status == CLAIMED:
+        # A claim made here would be held by no replay: every replay would leave the entry,
+        # and every skip be refused, for its lease.
         raise ConfigError(f"an entry becomes {CLAIMED} only when a replay claims it (batchguard.replay); "
                           "set it open, resolved or replayed")
+    return _change(status, reason=reason, by=by)
+
+
+def _change(status: str, *, reason: str | None, by: str | None) -> StatusChange:
+    """:func:`new_change` for any status, a claim's included (its reason and author checked)."""
     for name, value in (("reason", reason), ("by", by)):
         if value is not None and not isinstance(value, str):
             raise ConfigTypeError(f"{name} must be a str or None, got {type(value).__name__} {value!r:.60}")
@@ -166,7 +174,7 @@ class Claim:
 
 def claim_change(run_id: str, lease_s: float, by: str | None) -> StatusChange:
     """The change a replay claims an entry with (status ``replaying``)."""
-    return new_change(CLAIMED, reason=f"claimed by replay {run_id} (lease {lease_s:g} s)", by=by)
+    return _change(CLAIMED, reason=f"claimed by replay {run_id} (lease {lease_s:g} s)", by=by)
 
 
 def claim_of(entry: DeadLetter) -> Claim | None:
@@ -183,7 +191,13 @@ def claim_of(entry: DeadLetter) -> Claim | None:
         at = at.replace(tzinfo=UTC)
     if found is None:
         return Claim("(unknown)", at, 0.0, entry.status_by)
-    return Claim(found["run"], at, float(found["lease"]), entry.status_by)
+    try:
+        lease = float(found["lease"])
+    except ValueError:  # "1.2.3": the pattern admits it, no replay wrote it
+        lease = 0.0
+    if not 0.0 < lease <= MAX_DURATION_S:  # no replay takes such a lease (nan fails this too)
+        lease = 0.0
+    return Claim(found["run"], at, lease, entry.status_by)
 
 
 def claimed(entry: DeadLetter, change: StatusChange) -> DeadLetter:
