@@ -270,3 +270,18 @@ def test_a_jobs_checkpointed_batches_have_their_entries_whole_in_the_same_transa
     assert all(e.traceback and e.traceback.endswith(f"bad record {e.record_index}\n")
                for e in other.list(limit=None, job_id="nightly"))
     other.close()
+
+
+@pytest.mark.parametrize(("where", "index"), [
+    ("run_id = ?", "dead_letters_run_id"), ("job_id = ?", "dead_letters_job_id"),
+    ("error_type = ?", "dead_letters_error_type"), ("status = ? AND status <> 'open'", "dead_letters_closed"),
+    ("d.id = ?", "sqlite_autoindex_dead_letters_1"),
+])
+def test_reads_find_rows_by_their_index_and_shared_texts_by_their_key(tmp_path: Path, where: str,
+                                                                       index: str) -> None:
+    dlq = SqliteDLQ(tmp_path / "dlq.db")
+    plan = [row[-1] for row in dlq.connection.execute(
+        f"EXPLAIN QUERY PLAN {sqlite_rows.SELECT_ROWS} WHERE {where} AND seq > ? ORDER BY seq", ("x", 0))]
+    assert f"USING INDEX {index} " in plan[0]
+    assert plan[1] == "SEARCH t USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN"
+    dlq.close()
