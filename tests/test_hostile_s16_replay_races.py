@@ -9,13 +9,16 @@ every failed call of a record is in its entry's attempt history, once.
 from __future__ import annotations
 
 import collections
+import random
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from batchguard import ConfigError, RetryPolicy, replay, run_batches
+from batchguard import ConfigError, MemoryDLQ, RetryPolicy, replay, run_batches
 from batchguard.dlq import open_dlq
 from test_replay_claim import Where
 
@@ -106,3 +109,59 @@ def test_a_lease_too_short_to_renew_is_refused_before_any_claim(lease: float, tm
     assert ran == [] and queue.count() == 5 and queue.count(status="replaying") == 0
     assert replay(queue, ran.append, retry=ONCE, lease=1).replayed == 5  # the least lease works
 
+
+
+@pytest.mark.parametrize("engine", ["native", "python"])
+@pytest.mark.parametrize("backend", ["memory", *DURABLE])
+def test_four_replay_threads_sharing_one_queue_object_lose_nothing_and_succeed_once(
+        backend: str, engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """The same, with four threads of one process replaying through ONE queue object (its
+    connection, pool, file descriptor and in-memory index shared), at concurrency 1 to 4."""
+    where = None if backend == "memory" else Where(backend, request, tmp_path)
+    try:
+        queue = MemoryDLQ() if where is None else where.open()
+        run_batches(range(N), _always_fails, dlq=queue, retry=ONCE, batch_size=N)
+        before = {e.id: len(e.attempts) for e in queue.iter()}
+        calls: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        lock = threading.Lock()
+        start = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def one(seed: int) -> None:
+            rng = random.Random(seed)
+
+            def fn(record: int) -> int:
+                with lock:
+                    failed = rng.random() < 0.35
+                    calls[record]["fail" if failed else "ok"] += 1
+                time.sleep(rng.random() * 0.003)
+                if failed:
+                    raise ValueError(f"flaky {record}")
+                return record
+
+            start.wait()
+            try:
+                for _ in range(3):
+                    replay(queue, fn, retry=ONCE, batch_size=rng.choice([3, 5, 7]), concurrency=1 + seed,
+                           engine=engine)  # type: ignore[arg-type]
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=400)
+        assert errors == []
+        entries = {e.id: e for e in queue.iter(status="all")}
+        assert entries.keys() == before.keys()
+        assert {e.status for e in entries.values()} <= {"open", "replayed"}
+        for entry_id, entry in entries.items():
+            record = int(entry.payload)
+            ok, failed = calls[record]["ok"], calls[record]["fail"]
+            assert ok <= 1, (record, calls[record])
+            assert (entry.status == "replayed") == (ok == 1), (record, entry.status, calls[record])
+            assert len(entry.attempts) == before[entry_id] + failed, (record, calls[record])
+    finally:
+        if where is not None:
+            where.opener.close()
