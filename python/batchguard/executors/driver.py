@@ -253,10 +253,24 @@ class _Driver:
                         breaker_state=self.breaker.state, records_read=self.read, batches=batches)
 
     def _take_all(self, tasks: tuple[BatchTask, ...], started: float, outcomes: Sequence[BatchOutcome]) -> None:
-        """A task's outcomes, in its batches' order; those missing (after a batch that stopped
-        the run) were never run: their records stay pending."""
+        """A task's outcomes, in its batches' order. Those missing were never run: after a
+        batch that stopped the run their records stay pending; with the run going on (the task
+        ran its ``MAX_TASK_SECONDS``) they go out again as a task of their own."""
         for task, outcome in zip(tasks, outcomes, strict=False):
             self._take(task, started, outcome)
+        rest = tasks[len(outcomes):]
+        if not rest or self.stop_reason is not None:
+            return
+        logger.debug("run %s: a task ran %d of its %d batches in its time; batches %d-%d go out again",
+                     self.recorder.run_id, len(outcomes), len(tasks), rest[0].batch_index,
+                     rest[-1].batch_index, extra={"run_id": self.recorder.run_id})
+        running = self._running()
+        again = []
+        for task in rest:  # each batch's budget judged again, on the counts back by now
+            again.append(replace(task, config=replace(task.config,
+                                                      max_failures=self._budget_for(task.size, running))))
+            running += task.size
+        self._send(tuple(again))
 
     def _take(self, task: BatchTask, started: float, outcome: BatchOutcome) -> None:
         stats = outcome.stats

@@ -17,13 +17,20 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["MAX_TASK_BATCHES", "MAX_TASK_RECORDS", "TASK_SECONDS", "TaskSizer"]
+__all__ = ["MAX_TASK_BATCHES", "MAX_TASK_RECORDS", "MAX_TASK_SECONDS", "TASK_SECONDS", "TaskSizer"]
 
 TASK_SECONDS: Final = 0.5
 """The work a task should hold once a batch's time is known: Dask's per-task CPU (about 5 ms
 in the driver's process and 3 ms on the worker, measured by benches/bench_dask.py) is then
 under 2% of it, and a driver killed mid-run loses at most about a second of each slot's work
 (two tasks in flight per slot)."""
+
+MAX_TASK_SECONDS: Final = 4 * TASK_SECONDS
+"""A worker starts no more of a task's batches once the task has run this long, and returns
+what it ran (the driver sends the rest again as a task of their own): a task is sized from the
+batches back so far, and when ``fn`` turns slow (the first batches took no time, the next take
+seconds) a task of 64 batches held its worker for minutes while the driver heard nothing of it
+(no progress, no checkpoint, all of it lost with a killed driver)."""
 
 MAX_TASK_BATCHES: Final = 64
 """The most batches in one task, however fast they are."""

@@ -27,6 +27,7 @@ from ..dlq.base import DeadLetter, DeadLetterQueue
 from ..dlq.urls import open_dlq
 from ..policies import jitter_seed_at
 from ..results import BatchStats
+from .grouping import MAX_TASK_SECONDS
 from .splits import read_split
 from .task import BatchOutcome, BatchTask
 
@@ -123,18 +124,22 @@ def stop_run(run_id: str) -> None:
         _mark(run_id, released=False)
 
 
-def run_group(tasks: Sequence[BatchTask]) -> list[BatchOutcome]:
+def run_group(tasks: Sequence[BatchTask], max_seconds: float | None = MAX_TASK_SECONDS) -> list[BatchOutcome]:
     """Run a task's batches in order (:func:`run_batch` each), as one unit of an executor's work.
 
     The driver gave each batch the error budget left when the task was sent; the failures of
     the batches before it in the task are taken off it here. After a batch that stopped early
     (a FATAL error, a breaker abort, the budget spent), or once the driver said the run stopped
     (:func:`stop_run`), the rest are not run: their outcomes are missing from the list, and the
-    driver leaves their records pending."""
+    driver leaves their records pending. Once the task has run ``max_seconds`` (None: no limit),
+    the rest are not started either, the run going on: the driver sends them again."""
     outcomes: list[BatchOutcome] = []
     failed = 0
+    started = time.monotonic()
     for task in tasks:
         if task.run_id in _stopped:
+            break
+        if outcomes and max_seconds is not None and time.monotonic() - started >= max_seconds:
             break
         budget = task.config.max_failures
         if failed and isinstance(budget, int):
