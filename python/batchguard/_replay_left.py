@@ -10,7 +10,7 @@ from typing import Final
 from ._run.entries import COMPENSATE_STAGE
 from .dlq.base import DeadLetter
 from .errors import BatchguardWarning
-from .validation.issues import VALIDATE_STAGE
+from .validation.issues import VALIDATE_STAGE, ValidationBlocked
 
 __all__ = ["PARSE_ERROR", "is_blocked_entry", "is_failed_undo", "is_unparsed_line", "warn_left"]
 
@@ -27,9 +27,10 @@ def is_unparsed_line(entry: DeadLetter) -> bool:
 
 
 def is_blocked_entry(entry: DeadLetter) -> bool:
-    """Whether ``entry`` holds a record its check blocked (stage "validate"): ``fn`` never ran
-    on it, and should not until the record is fixed or checked again."""
-    return entry.stage == VALIDATE_STAGE
+    """Whether ``entry`` holds a record its check blocked (stage "validate", or its last error
+    ValidationBlocked: a replay's check blocked it, and the entry kept the stage it first failed
+    in): ``fn`` never ran on it, and should not until the record is fixed or checked again."""
+    return entry.stage == VALIDATE_STAGE or entry.error_type == ValidationBlocked.__name__
 
 
 def is_failed_undo(entry: DeadLetter) -> bool:
