@@ -165,3 +165,46 @@ def test_four_replay_threads_sharing_one_queue_object_lose_nothing_and_succeed_o
     finally:
         if where is not None:
             where.opener.close()
+
+
+WRITER = '''
+import os, sys
+from batchguard import RetryPolicy, run_batches
+def fails(record):
+    raise ValueError(record)
+open(sys.argv[2] + ".started", "w").close()
+while not os.path.exists(sys.argv[2]):
+    run_batches(range(20), fails, dlq=sys.argv[1], retry=RetryPolicy(max_attempts=1), batch_size=1, stage="other")
+'''
+
+
+@pytest.mark.redis
+def test_a_redis_replay_gets_through_while_runs_dead_letter_into_the_same_queue(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Every Redis swap WATCHed the whole entries hash, so any write to the queue made it start
+    over; a replay's claim of a page (read, decode and decide a thousand entries) never got
+    through while two runs dead-lettered into the same queue: DLQError "change kept conflicting
+    with other writers (50 tries)". Only a change of the entries read makes a swap start over."""
+    where = Where("redis", request, tmp_path)
+    stop = tmp_path / "stop"
+    writers: list[subprocess.Popen[str]] = []
+    try:
+        run_batches(range(2000), _always_fails, dlq=where.open(), retry=ONCE, batch_size=1000)
+        writers = [subprocess.Popen([sys.executable, "-c", WRITER, where.url, str(stop)], text=True)
+                   for _ in range(2)]
+        while not Path(str(stop) + ".started").exists():
+            assert all(w.poll() is None for w in writers)
+            time.sleep(0.01)
+        report = replay(where.open(), lambda record: record, retry=ONCE, stage="process")
+        assert report.replayed == 2000
+        stop.touch()
+        for writer in writers:
+            assert writer.wait(timeout=120) == 0
+        queue = where.open()
+        assert queue.count(status="replayed", stage="process") == 2000
+        assert queue.count(status="replaying") == 0 and queue.count(stage="other") > 0
+    finally:
+        stop.touch()
+        for writer in writers:
+            writer.wait(timeout=120)
+        where.opener.close()

@@ -39,6 +39,28 @@ _INDEXED: Final = (*FILTER_FIELDS, "status")
 _CLOSED: Final = tuple(status for status in STATUSES if status != DEFAULT_STATUS)
 
 
+# KEYS: the entries hash, then the index sets the moves name (by position). ARGV: n, n ids, the
+# n values read; m, m (id, new value) pairs; k, k (SREM|SADD, key position, id) moves. Writes
+# nothing and returns 0 when an entry no longer holds the value read.
+_COMPARE_AND_SET: Final = """
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  if redis.call('HGET', KEYS[1], ARGV[1 + i]) ~= ARGV[1 + n + i] then return 0 end
+end
+local at = 2 + 2 * n
+local m = tonumber(ARGV[at])
+for j = 0, m - 1 do
+  redis.call('HSET', KEYS[1], ARGV[at + 1 + 2 * j], ARGV[at + 2 + 2 * j])
+end
+at = at + 1 + 2 * m
+local k = tonumber(ARGV[at])
+for j = 0, k - 1 do
+  redis.call(ARGV[at + 1 + 3 * j], KEYS[tonumber(ARGV[at + 2 + 3 * j])], ARGV[at + 3 + 3 * j])
+end
+return 1
+"""
+
+
 def _fields(data: dict[str, Any]) -> tuple[Any, ...]:
     """The indexed values of a stored entry (None: not indexed), in ``_INDEXED`` order."""
     status = data.get("status")
@@ -99,6 +121,7 @@ class RedisDLQ(QueueBase):
         self._lock = threading.Lock()
         self._redis_errors: tuple[type[BaseException], ...] = (redis_lib.RedisError, OSError)
         self._watch_error: type[BaseException] = redis_lib.WatchError
+        self._cas_script: Any = None  # registered at the first swap
         try:
             # No retries for the first contact, so that an unreachable server fails at once.
             client = redis_lib.Redis.from_url(
@@ -339,27 +362,54 @@ class RedisDLQ(QueueBase):
             after = f"({int(scored[-1][1])}"
 
     def _swap(self, ids: builtins.list[str], decide: Decide) -> dict[str, DeadLetter]:
-        """Read the entries under WATCH, decide, rewrite the changed ones and move them between
-        the status sets in one MULTI/EXEC (retried, deciding again, if another writer got in)."""
-        found: dict[str, DeadLetter] = {}
+        """Read the entries, decide, then in one server-side script: check that none of them
+        changed since the read, rewrite the changed ones and move them between the index sets
+        (read and decide again when one had changed).
 
-        def write(pipe: redis.client.Pipeline, old: builtins.list[str | None]) -> None:
-            found.clear()
-            found.update((entry_id, DeadLetter.from_json(before))
-                         for entry_id, before in zip(ids, old, strict=True) if before is not None)
-            changed = {entry_id: entry for entry_id, entry in decide(dict(found)).items() if entry_id in found}
-            if not changed:
-                pipe.multi()  # nothing to write; EXEC still fails if a watched key moved
-                return
-            was = dict(zip(ids, old, strict=True))
-            chosen = list(changed)
-            self._queue_writes(pipe, chosen, [was[entry_id] for entry_id in chosen],
-                               {i: dumps(e).decode() for i, e in changed.items()},
-                               {i: _entry_fields(e) for i, e in changed.items()})
-            found.update(changed)
+        Compare-and-set on the entries read, not WATCH on the whole hash: a WATCH failed
+        whenever any entry of the queue was written, so a replay's claim of a page (a read,
+        decode and decide of up to a thousand entries) never got through while a run was
+        dead-lettering into the same queue ("kept conflicting with other writers")."""
+        with self._errors("change"), self._lock:
+            client = self._require_client()
+            for _ in range(_WATCH_TRIES):
+                old: builtins.list[str | None] = []
+                for start in range(0, len(ids), _PAGE):
+                    old.extend(cast("builtins.list[str | None]",
+                                    client.hmget(self._entries_key, ids[start:start + _PAGE])))
+                read = {entry_id: before for entry_id, before in zip(ids, old, strict=True) if before is not None}
+                found = {entry_id: DeadLetter.from_json(before) for entry_id, before in read.items()}
+                changed = {entry_id: entry for entry_id, entry in decide(dict(found)).items() if entry_id in found}
+                if not changed:
+                    return found
+                if self._compare_and_set(read, changed):
+                    found.update(changed)
+                    return found
+            raise DLQError(f"Redis dead-letter queue {self.url} ({self.key_prefix}): change kept conflicting "
+                           f"with other writers of the same entries ({_WATCH_TRIES} tries)")
 
-        self._transaction("change", ids, write)
-        return found
+    def _compare_and_set(self, read: dict[str, str], changed: dict[str, DeadLetter]) -> bool:
+        """Write ``changed`` (and its index moves) if every entry of ``read`` still holds what
+        was read; False, writing nothing, if one does not."""
+        keys: dict[str, int] = {self._entries_key: 1}  # Lua's KEYS are 1-based
+        moves: builtins.list[str] = []
+        for entry_id, entry in changed.items():
+            previous = _fields(json.loads(read[entry_id]))
+            for name, was, now in zip(_INDEXED, previous, _entry_fields(entry), strict=True):
+                if was == now:
+                    continue
+                for op, value in (("SREM", was), ("SADD", now)):
+                    if value is not None:
+                        key = self._index_key(name, value)
+                        moves += [op, str(keys.setdefault(key, len(keys) + 1)), entry_id]
+        args: builtins.list[Any] = [len(read), *read, *read.values(), len(changed)]
+        for entry_id, entry in changed.items():
+            args += [entry_id, dumps(entry).decode()]
+        args += [len(moves) // 3, *moves]
+        script = self._cas_script
+        if script is None:
+            script = self._cas_script = self._require_client().register_script(_COMPARE_AND_SET)
+        return bool(script(keys=list(keys), args=args))
 
     def _open_filter(self, wanted: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """The index filters for ``wanted`` and whether closed entries must be dropped from them.
