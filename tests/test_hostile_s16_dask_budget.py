@@ -6,6 +6,8 @@ groups (issue 11 item 3), on a real LocalCluster of 2 worker processes.
   says. Each group of up to 64 batches ran under the whole budget left when it went out, and
   the driver heard of its failures only when it all came back, so every worker's group spent
   the budget on its own (62 failures against a budget of 30).
+* A rate budget (``max_failures=0.1``) likewise: each group ran under the rate's whole headroom,
+  and the run ended at a rate of 0.19 where one batch a task ended at 0.104.
 * A run stopped while groups are queued, then another run on the same client: the first run's
   stop does not reach the second, and the second's values are a local run's.
 """
@@ -73,3 +75,28 @@ def test_a_count_budget_bounds_a_task_by_what_is_left_of_it() -> None:
     # Four tasks in flight of 10-record batches: what is left, over 40 records, a task.
     assert [sizer.batches(100, failures_left=left) for left in (10_000, 800, 79, 39, 0)] == [
         MAX_TASK_BATCHES, 20, 1, 1, 1]
+
+
+def test_a_rate_budget_ends_near_the_rate_as_one_batch_a_task_did(dask_client: Any) -> None:
+    # 1000 clean records (the tasks grow to dozens of batches), then one in three fails: the
+    # run is over max_failures=0.1 soon after. Groups in flight ran on under the rate's whole
+    # headroom, and the run ended at a rate of 0.19 (433 failures where a local run has 143),
+    # against 0.104 with one batch a task.
+    records = [i if i < 1000 or i % 3 else -i for i in range(3000)]
+    report = batchguard.run_batches(records, negative_fails, batch_size=5, retry=ONCE, max_failures=0.1,
+                                    executor=dask_client)
+    assert report.status == "aborted"
+    assert report.success_count + report.failure_count + report.pending_count == 3000
+    finished = report.success_count + report.failure_count
+    # Over the rate by what the tasks in flight hold (four of one 5-record batch, at most 2
+    # failures each) and as much again for the driver's judging, which counts the records still
+    # running as successes (one batch a task: 8 over; before the fix: 259 over).
+    in_flight = 2 * WORKERS
+    assert 0.1 * finished < report.failure_count <= 0.1 * finished + 2 * 2 * in_flight
+
+
+def negative_fails(record: int) -> int:
+    """``record``; ValueError for a negative one."""
+    if record < 0:
+        raise ValueError(f"negative {record}")
+    return record

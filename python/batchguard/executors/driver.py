@@ -199,8 +199,8 @@ class _Driver:
         return None
 
     def _submit_next(self) -> bool:
-        budget = self.plan.config.max_failures
-        wanted = self.sizer.batches(self.read, max(0, budget - self.failed) if isinstance(budget, int) else None)
+        # What the error budget (a count or a rate) allows on the counts back so far.
+        wanted = self.sizer.batches(self.read, self._budget_for(0, 0))
         tasks: list[BatchTask] = []
         running = self._running()
         plan = self.plan

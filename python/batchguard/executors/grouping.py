@@ -60,7 +60,8 @@ class TaskSizer:
 
     def batches(self, read: int, failures_left: int | None = None) -> int:
         """How many batches the next task holds, ``read`` records having been read so far and
-        ``failures_left`` the failures a count error budget still allows (None: no count)."""
+        ``failures_left`` the failures the error budget still allows on the counts back so far
+        (None: no budget; a rate's before more records finish)."""
         if not self.grouped or not self._batches:
             return 1  # the first tasks are single batches: they measure, and fill every slot soon
         per_batch = self._seconds / self._batches
@@ -70,9 +71,10 @@ class TaskSizer:
             left = -(-(self.total - read) // self.batch_size)
             size = min(size, left // (2 * self.slots))
         if failures_left is not None:
-            # Each task runs under the whole count left when it went out, and the driver hears
+            # Each task runs under the whole budget left when it went out, and the driver hears
             # of its failures only once it is all back: the tasks in flight (two a slot) hold
             # together no more records than that, so the run exceeds the budget by about one
-            # batch a task, as one batch a task did (64 batches a task exceeded 30 by 82).
+            # batch a task, as one batch a task did (64 batches a task exceeded a count of 30
+            # by 82, a rate of 0.1 by 0.09).
             size = min(size, failures_left // (2 * self.slots * self.batch_size))
         return max(1, size)
