@@ -9,6 +9,7 @@ driver is interrupted: a real LocalCluster of 2 worker processes, a driver in it
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 import cloudpickle
 import pytest
 
+import batchguard
 from batchguard import RetryPolicy
 from batchguard._run.config import EngineConfig
 from batchguard.dlq.urls import open_dlq
@@ -148,3 +150,24 @@ def test_a_released_run_starts_none_of_its_batches_but_one_running_still_stores_
     finally:
         dlq.remove([entry.id for entry in dlq.list(status="all")])
         dlq.close()
+
+
+def test_a_cancelled_arun_starts_no_more_of_its_groups_batches(dask_client: Any, tmp_path: Path) -> None:
+    n, batch_size, fast_until = 3000, 5, 100
+    log = tmp_path / "calls.log"
+
+    async def main() -> None:
+        task = asyncio.ensure_future(batchguard.arun_batches(
+            [(i, str(log), fast_until) for i in range(n)], fast_then_slow, batch_size=batch_size,
+            executor=dask_client))
+        while _lines(log) < fast_until + 40 and not task.done():
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    at_end = _lines(log)
+    assert fast_until + 40 <= at_end < n
+    # Each worker finishes the batch it is in, no more.
+    assert _settled(log) - at_end <= WORKERS * batch_size
