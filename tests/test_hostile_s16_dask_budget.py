@@ -10,11 +10,14 @@ groups (issue 11 item 3), on a real LocalCluster of 2 worker processes.
   and the run ended at a rate of 0.19 where one batch a task ended at 0.104.
 * A run stopped while groups are queued, then another run on the same client: the first run's
   stop does not reach the second, and the second's values are a local run's.
+* An executor closed twice, a run released twice on the workers: nothing more closed, no error,
+  and the executor serves another run.
 """
 
 from __future__ import annotations
 
 import sys
+import uuid
 from typing import Any
 
 import cloudpickle
@@ -22,6 +25,8 @@ import pytest
 
 import batchguard
 from batchguard import RetryPolicy
+from batchguard.dlq.urls import open_dlq
+from batchguard.executors import DaskExecutor, release_run
 from batchguard.executors.grouping import MAX_TASK_BATCHES, TaskSizer
 from dask_cluster import WORKERS, dask_client
 
@@ -100,3 +105,24 @@ def negative_fails(record: int) -> int:
     if record < 0:
         raise ValueError(f"negative {record}")
     return record
+
+
+def test_closing_an_executor_twice_and_releasing_a_run_twice_is_harmless(dask_client: Any, redis_url: str) -> None:
+    """The driver closes its executor once; a second close, or a second release of the run on
+    the workers, closes nothing more and raises nothing, and the run stays stopped there."""
+    token = uuid.uuid4().hex[:8]
+    dlq_url = f"{redis_url}{'&' if '?' in redis_url else '?'}key_prefix=bg-h2-twice-{token}"
+    executor = DaskExecutor(dask_client)
+    report = batchguard.run_batches(range(200), one_in_ten_fails, batch_size=10, retry=ONCE, dlq=dlq_url,
+                                    executor=executor)
+    assert report.dlq_count == 20
+    executor.close()  # the driver closed it already
+    assert set(dask_client.run(release_run, report.run_id).values()) == {0}
+    again = batchguard.run_batches(range(200), one_in_ten_fails, batch_size=10, retry=ONCE, executor=executor)
+    assert again.success_count == 180  # the executor serves another run; that one's id is new
+    dlq = open_dlq(dlq_url)
+    try:
+        assert dlq.count(status="all") == 20
+        dlq.remove([entry.id for entry in dlq.list(status="all")])
+    finally:
+        dlq.close()
