@@ -183,26 +183,56 @@ def test_a_redis_replay_gets_through_while_runs_dead_letter_into_the_same_queue(
         request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """Every Redis swap WATCHed the whole entries hash, so any write to the queue made it start
     over; a replay's claim of a page (read, decode and decide a thousand entries) never got
-    through while two runs dead-lettered into the same queue: DLQError "change kept conflicting
+    through while runs dead-lettered into the same queue: DLQError "change kept conflicting
     with other writers (50 tries)". Only a change of the entries read makes a swap start over."""
     where = Where("redis", request, tmp_path)
     stop = tmp_path / "stop"
     writers: list[subprocess.Popen[str]] = []
     try:
-        run_batches(range(2000), _always_fails, dlq=where.open(), retry=ONCE, batch_size=1000)
+        run_batches(range(3000), _always_fails, dlq=where.open(), retry=ONCE, batch_size=1000)
         writers = [subprocess.Popen([sys.executable, "-c", WRITER, where.url, str(stop)], text=True)
-                   for _ in range(2)]
+                   for _ in range(3)]
         while not Path(str(stop) + ".started").exists():
             assert all(w.poll() is None for w in writers)
             time.sleep(0.01)
         report = replay(where.open(), lambda record: record, retry=ONCE, stage="process")
-        assert report.replayed == 2000
+        assert report.replayed == 3000
         stop.touch()
         for writer in writers:
             assert writer.wait(timeout=120) == 0
         queue = where.open()
-        assert queue.count(status="replayed", stage="process") == 2000
+        assert queue.count(status="replayed", stage="process") == 3000
         assert queue.count(status="replaying") == 0 and queue.count(stage="other") > 0
+    finally:
+        stop.touch()
+        for writer in writers:
+            writer.wait(timeout=120)
+        where.opener.close()
+
+
+@pytest.mark.redis
+def test_a_run_stores_its_dead_letters_in_redis_while_other_runs_write_to_the_same_queue(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """The same for a run's own writes: a batch of a thousand dead letters sent while two other
+    runs dead-lettered into the queue kept conflicting, and the run raised DLQError."""
+    where = Where("redis", request, tmp_path)
+    stop = tmp_path / "stop"
+    writers: list[subprocess.Popen[str]] = []
+    try:
+        writers = [subprocess.Popen([sys.executable, "-c", WRITER, where.url, str(stop)], text=True)
+                   for _ in range(2)]
+        queue = where.open()
+        while queue.count(stage="other") < 100:  # both writing
+            assert all(w.poll() is None for w in writers)
+            time.sleep(0.01)
+        report = run_batches(range(3000), _always_fails, dlq=where.url, retry=ONCE, batch_size=1000)
+        assert report.failure_count == 3000
+        stop.touch()
+        for writer in writers:
+            assert writer.wait(timeout=120) == 0
+        queue = where.open()
+        assert queue.count(stage="process") == 3000
+        assert [int(e.payload) for e in queue.iter(stage="process")] == list(range(3000))  # in order
     finally:
         stop.touch()
         for writer in writers:

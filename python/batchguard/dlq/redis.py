@@ -39,26 +39,48 @@ _INDEXED: Final = (*FILTER_FIELDS, "status")
 _CLOSED: Final = tuple(status for status in STATUSES if status != DEFAULT_STATUS)
 
 
-# KEYS: the entries hash, then the index sets the moves name (by position). ARGV: n, n ids, the
-# n values read; m, m (id, new value) pairs; k, k (SREM|SADD, key position, id) moves. Writes
-# nothing and returns 0 when an entry no longer holds the value read.
+# KEYS: the entries hash, the order zset, the sequence counter, then the index sets the moves
+# name (by position). ARGV: n, n (id, "1" and the value read | "0" and "" when absent); m, m
+# (id, new value) pairs; z, z new ids (ordered by fresh sequence numbers, NX); g, g groups of
+# (SREM|SADD, key position, c, c ids). Writes nothing and returns 0 when an entry no longer
+# holds what was read. A command takes at most 1000 values from ARGV at once (Lua's unpack).
 _COMPARE_AND_SET: Final = """
-local n = tonumber(ARGV[1])
-for i = 1, n do
-  if redis.call('HGET', KEYS[1], ARGV[1 + i]) ~= ARGV[1 + n + i] then return 0 end
+local i = 1
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  if ARGV[i + 1] == '1' then
+    if current ~= ARGV[i + 2] then return 0 end
+  elseif current then
+    return 0
+  end
+  i = i + 3
 end
-local at = 2 + 2 * n
-local m = tonumber(ARGV[at])
-for j = 0, m - 1 do
-  redis.call('HSET', KEYS[1], ARGV[at + 1 + 2 * j], ARGV[at + 2 + 2 * j])
+local m = tonumber(ARGV[i]); i = i + 1
+for s = 0, m - 1, 500 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i + 2 * s, i + 2 * math.min(s + 499, m - 1) + 1))
 end
-at = at + 1 + 2 * m
-local k = tonumber(ARGV[at])
-for j = 0, k - 1 do
-  redis.call(ARGV[at + 1 + 3 * j], KEYS[tonumber(ARGV[at + 2 + 3 * j])], ARGV[at + 3 + 3 * j])
+i = i + 2 * m
+local z = tonumber(ARGV[i]); i = i + 1
+if z > 0 then
+  local first = redis.call('INCRBY', KEYS[3], z) - z + 1
+  for j = 0, z - 1 do
+    redis.call('ZADD', KEYS[2], 'NX', first + j, ARGV[i + j])
+  end
+  i = i + z
+end
+local g = tonumber(ARGV[i]); i = i + 1
+for _ = 1, g do
+  local op, key, c = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+  i = i + 3
+  for s = 0, c - 1, 1000 do
+    redis.call(op, key, unpack(ARGV, i + s, i + math.min(s + 999, c - 1)))
+  end
+  i = i + c
 end
 return 1
 """
+
 
 
 def _fields(data: dict[str, Any]) -> tuple[Any, ...]:
@@ -87,8 +109,10 @@ class RedisDLQ(QueueBase):
       entry in neither is open (so entries stored before statuses existed read as open)
 
     so a filtered ``count`` is one ``SCARD``/``SINTERCARD`` and a filtered ``list`` one ``ZINTER``,
-    never a scan. Each ``send`` and ``remove`` is one ``MULTI``/``EXEC`` transaction, guarded
-    by ``WATCH`` on the hash so that writers in other processes cannot leave an index stale.
+    never a scan. Each ``send`` and status change is one server-side script that writes only if
+    the entries it read are unchanged (else it reads again), and each ``remove`` one
+    ``MULTI``/``EXEC`` transaction guarded by ``WATCH`` on the hash, so that writers in other
+    processes cannot leave an index stale.
 
     Durability is the server's: ``send`` returns once Redis has applied the transaction, and an
     entry survives a Redis restart only as far as its persistence settings allow
@@ -160,7 +184,7 @@ class RedisDLQ(QueueBase):
     # -- the DeadLetterQueue protocol -------------------------------------------------------
 
     def send(self, entries: Sequence[DeadLetter]) -> None:
-        """Upsert ``entries`` by id in one MULTI/EXEC transaction."""
+        """Upsert ``entries`` by id in one atomic step (see :meth:`_write_checked`)."""
         if not entries:
             return
         latest: dict[str, DeadLetter] = {}
@@ -168,42 +192,57 @@ class RedisDLQ(QueueBase):
             latest[entry.id] = entry
         ids = list(latest)
         encoded = {entry_id: dumps(entry).decode() for entry_id, entry in latest.items()}
-        fields = {entry_id: _entry_fields(entry) for entry_id, entry in latest.items()}
+        with self._errors("send"), self._lock:
+            for _ in range(_WATCH_TRIES):
+                if self._write_checked(dict(zip(ids, self._read(ids), strict=True)), latest, encoded):
+                    return
+            raise DLQError(f"Redis dead-letter queue {self.url} ({self.key_prefix}): send kept conflicting "
+                           f"with other writers of the same entries ({_WATCH_TRIES} tries)")
 
-        def write(pipe: redis.client.Pipeline, old: builtins.list[str | None]) -> None:
-            self._queue_writes(pipe, ids, old, encoded, fields)
+    def _read(self, ids: builtins.list[str]) -> builtins.list[str | None]:
+        """What ``ids`` hold now (None: absent), read a page at a time."""
+        client = self._require_client()
+        old: builtins.list[str | None] = []
+        for start in range(0, len(ids), _PAGE):
+            old.extend(cast("builtins.list[str | None]", client.hmget(self._entries_key, ids[start:start + _PAGE])))
+        return old
 
-        self._transaction("send", ids, write)
+    def _write_checked(self, read: dict[str, str | None], changed: dict[str, DeadLetter],
+                       encoded: dict[str, str] | None = None) -> bool:
+        """Write ``changed`` (``encoded``: their JSON, when already made), with the sequence
+        numbers of the new ones and the index moves, if every entry of ``read`` still holds
+        what was read (None: still absent); False, writing nothing, if one does not.
 
-    def _queue_writes(self, pipe: redis.client.Pipeline, ids: builtins.list[str],
-                      old: builtins.list[str | None], encoded: dict[str, str],
-                      fields: dict[str, tuple[Any, ...]]) -> None:
-        """Queue the upsert of ``encoded`` (id -> entry JSON; ``fields``: its indexed values;
-        ``old``: what ``ids`` held) with the index changes it implies; ``pipe`` is watching,
-        not yet in MULTI."""
-        new_ids = [entry_id for entry_id, before in zip(ids, old, strict=True) if before is None]
-        first = int(pipe.incrby(self._seq_key, len(new_ids))) - len(new_ids) + 1 if new_ids else 0
-        adds: defaultdict[str, list[str]] = defaultdict(list)
-        drops: defaultdict[str, list[str]] = defaultdict(list)
-        for entry_id, before in zip(ids, old, strict=True):
+        One server-side script, a compare-and-set of the entries read rather than a WATCH of
+        the whole entries hash: a WATCH failed whenever any entry of the queue was written, so
+        a big write (a run's batch of a thousand dead letters, a replay's claim of a page)
+        never got through while other runs dead-lettered into the same queue."""
+        moves: dict[tuple[str, str], builtins.list[str]] = defaultdict(list)  # (op, index key): ids
+        for entry_id, entry in changed.items():
+            before = read[entry_id]
             previous = _fields(json.loads(before)) if before is not None else (None,) * len(_INDEXED)
-            for name, was, now in zip(_INDEXED, previous, fields[entry_id], strict=True):
+            for name, was, now in zip(_INDEXED, previous, _entry_fields(entry), strict=True):
                 if was == now:
                     continue
                 if was is not None:
-                    drops[self._index_key(name, was)].append(entry_id)
+                    moves["SREM", self._index_key(name, was)].append(entry_id)
                 if now is not None:
-                    adds[self._index_key(name, now)].append(entry_id)
-        pipe.multi()
-        if new_ids:
-            # NX: an upsert keeps the sequence number, hence the place, of the first send.
-            pipe.zadd(self._order_key, {e: first + i for i, e in enumerate(new_ids)}, nx=True)
-        mapping: dict[Any, Any] = dict(encoded)  # redis-py's stubs want a Mapping of its own key types
-        pipe.hset(self._entries_key, mapping=mapping)
-        for key, members in drops.items():
-            pipe.srem(key, *members)
-        for key, members in adds.items():
-            pipe.sadd(key, *members)
+                    moves["SADD", self._index_key(name, now)].append(entry_id)
+        keys: dict[str, int] = {self._entries_key: 1, self._order_key: 2, self._seq_key: 3}  # Lua is 1-based
+        args: builtins.list[Any] = [len(read)]
+        for entry_id, before in read.items():
+            args += [entry_id, "0", ""] if before is None else [entry_id, "1", before]
+        args.append(len(changed))
+        for entry_id, entry in changed.items():
+            args += [entry_id, encoded[entry_id] if encoded is not None else dumps(entry).decode()]
+        new_ids = [entry_id for entry_id in changed if read[entry_id] is None]
+        args += [len(new_ids), *new_ids, len(moves)]
+        for (op, key), members in moves.items():
+            args += [op, keys.setdefault(key, len(keys) + 1), len(members), *members]
+        script = self._cas_script
+        if script is None:
+            script = self._cas_script = self._require_client().register_script(_COMPARE_AND_SET)
+        return bool(script(keys=list(keys), args=args))
 
     def count(self, *, status: str | None = DEFAULT_STATUS, **filters: Any) -> int:
         """How many entries match ``filters`` (exact matches on FILTER_FIELDS) and ``status``.
@@ -362,54 +401,21 @@ class RedisDLQ(QueueBase):
             after = f"({int(scored[-1][1])}"
 
     def _swap(self, ids: builtins.list[str], decide: Decide) -> dict[str, DeadLetter]:
-        """Read the entries, decide, then in one server-side script: check that none of them
-        changed since the read, rewrite the changed ones and move them between the index sets
-        (read and decide again when one had changed).
-
-        Compare-and-set on the entries read, not WATCH on the whole hash: a WATCH failed
-        whenever any entry of the queue was written, so a replay's claim of a page (a read,
-        decode and decide of up to a thousand entries) never got through while a run was
-        dead-lettering into the same queue ("kept conflicting with other writers")."""
+        """Read the entries, decide, write the changed ones if none of those read changed
+        meanwhile (:meth:`_write_checked`); else read and decide again."""
         with self._errors("change"), self._lock:
-            client = self._require_client()
             for _ in range(_WATCH_TRIES):
-                old: builtins.list[str | None] = []
-                for start in range(0, len(ids), _PAGE):
-                    old.extend(cast("builtins.list[str | None]",
-                                    client.hmget(self._entries_key, ids[start:start + _PAGE])))
-                read = {entry_id: before for entry_id, before in zip(ids, old, strict=True) if before is not None}
+                read = {entry_id: before for entry_id, before in zip(ids, self._read(ids), strict=True)
+                        if before is not None}
                 found = {entry_id: DeadLetter.from_json(before) for entry_id, before in read.items()}
                 changed = {entry_id: entry for entry_id, entry in decide(dict(found)).items() if entry_id in found}
                 if not changed:
                     return found
-                if self._compare_and_set(read, changed):
+                if self._write_checked(dict(read), changed):
                     found.update(changed)
                     return found
             raise DLQError(f"Redis dead-letter queue {self.url} ({self.key_prefix}): change kept conflicting "
                            f"with other writers of the same entries ({_WATCH_TRIES} tries)")
-
-    def _compare_and_set(self, read: dict[str, str], changed: dict[str, DeadLetter]) -> bool:
-        """Write ``changed`` (and its index moves) if every entry of ``read`` still holds what
-        was read; False, writing nothing, if one does not."""
-        keys: dict[str, int] = {self._entries_key: 1}  # Lua's KEYS are 1-based
-        moves: builtins.list[str] = []
-        for entry_id, entry in changed.items():
-            previous = _fields(json.loads(read[entry_id]))
-            for name, was, now in zip(_INDEXED, previous, _entry_fields(entry), strict=True):
-                if was == now:
-                    continue
-                for op, value in (("SREM", was), ("SADD", now)):
-                    if value is not None:
-                        key = self._index_key(name, value)
-                        moves += [op, str(keys.setdefault(key, len(keys) + 1)), entry_id]
-        args: builtins.list[Any] = [len(read), *read, *read.values(), len(changed)]
-        for entry_id, entry in changed.items():
-            args += [entry_id, dumps(entry).decode()]
-        args += [len(moves) // 3, *moves]
-        script = self._cas_script
-        if script is None:
-            script = self._cas_script = self._require_client().register_script(_COMPARE_AND_SET)
-        return bool(script(keys=list(keys), args=args))
 
     def _open_filter(self, wanted: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """The index filters for ``wanted`` and whether closed entries must be dropped from them.
