@@ -238,3 +238,34 @@ def test_a_run_stores_its_dead_letters_in_redis_while_other_runs_write_to_the_sa
         for writer in writers:
             writer.wait(timeout=120)
         where.opener.close()
+
+
+CHANGER = '''
+import random, sys
+from batchguard.dlq import open_dlq
+queue = open_dlq(sys.argv[1])
+ids = [entry.id for entry in queue.iter(status="all")]
+rng = random.Random(int(sys.argv[2]))
+for _ in range(40):
+    chosen = rng.sample(ids, rng.choice([5, 50, 400, len(ids)]))
+    queue.set_status(chosen, rng.choice(["open", "resolved"]), reason="churn", force=True)
+'''
+
+
+@pytest.mark.postgres
+def test_concurrent_status_changes_of_overlapping_postgres_entries_do_not_deadlock(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A swap locked its rows FOR UPDATE in whatever order the plan read them (the physical
+    order, which updates change); three processes changing overlapping sets of entries (as
+    replays' claims, renewals and settles and operators' skips do) deadlocked, and PostgreSQL
+    failed one with "deadlock detected". Rows are locked in id order now."""
+    where = Where("postgres", request, tmp_path)
+    try:
+        run_batches(range(2000), _always_fails, dlq=where.open(), retry=ONCE)
+        changers = [subprocess.Popen([sys.executable, "-c", CHANGER, where.url, str(seed)], text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE) for seed in range(3)]
+        outputs = [changer.communicate(timeout=400) for changer in changers]
+        assert [changer.returncode for changer in changers] == [0, 0, 0], [err[-2000:] for _, err in outputs]
+        assert where.open().count(status="all") == 2000
+    finally:
+        where.opener.close()

@@ -93,8 +93,10 @@ class PostgresDLQ(QueueBase):
                 "error_class = EXCLUDED.error_class, error_type = EXCLUDED.error_type, "
                 "entry = EXCLUDED.entry, status = EXCLUDED.status"
             ).format(t=ident),
-            # FOR UPDATE: a concurrent status change of the same entries waits for ours.
-            "lock": sql_mod.SQL("SELECT id, entry FROM {t} WHERE id = ANY(%s) FOR UPDATE").format(t=ident),
+            # FOR UPDATE: a concurrent status change of the same entries waits for ours. ORDER BY
+            # id: every swap locks rows in one order (the plan's order changes as updates move
+            # rows), so two swaps of overlapping entries wait for each other, never deadlock.
+            "lock": sql_mod.SQL("SELECT id, entry FROM {t} WHERE id = ANY(%s) ORDER BY id FOR UPDATE").format(t=ident),
             # The quoted name as regclass text: the parts match _NAME, so they hold no quote.
             "has_status": sql_mod.SQL(
                 "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {}::regclass "
