@@ -285,3 +285,19 @@ def test_reads_find_rows_by_their_index_and_shared_texts_by_their_key(tmp_path: 
     assert f"USING INDEX {index} " in plan[0]
     assert plan[1] == "SEARCH t USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN"
     dlq.close()
+
+
+def test_texts_of_one_length_are_kept_bounded_and_still_shared_when_a_write_repeats_them(tmp_path: Path) -> None:
+    # Each record's cause quotes a fixed-width id: a new text of the same length every time.
+    def fn(record: int) -> None:
+        try:
+            raise KeyError(f"user-{record // 2:06d}")  # two records each
+        except KeyError as exc:
+            raise ValueError("lookup failed") from exc
+
+    dlq = Recorded(tmp_path / "dlq.db")
+    run_batches(range(40), fn, dlq=dlq, batch_size=40)
+    assert dlq.list(limit=None) == dlq.model.list(limit=None)
+    assert max(len(same) for same in dlq._shared._by_length.values()) == sqlite_rows.MAX_SAME_LENGTH
+    assert _rows(tmp_path / "dlq.db", f"SELECT count(*) FROM {TRACEBACKS}") == [(20,)]
+    dlq.close()

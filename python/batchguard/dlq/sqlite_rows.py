@@ -79,6 +79,12 @@ parameters: 999 before 3.32)."""
 MAX_SHARED: Final = 1024
 """Distinct shared texts a queue keeps in memory to find them again; past it, it starts again."""
 
+MAX_SAME_LENGTH: Final = 8
+"""Texts of one length kept to compare an entry's with: a chain whose cause quotes a fixed-width
+id makes a new text of the same length for every record, which would each be compared with all
+the others. Past it, a text of that length is not kept (it is still shared when a write repeats
+it, found by value)."""
+
 NO_VALUE: Final = 0
 """What a row binds for NULL (a job_id or traceback_digest it has none of, and every value of a
 padding row): CPython's sqlite3 binds None only after looking for an adapter, which raises and
@@ -140,6 +146,8 @@ class SharedTracebacks:
         known = traceback[:length]
         if clean_text(known) is not known:
             return None
+        if same is not None and len(same) >= MAX_SAME_LENGTH:
+            return known
         if len(self._digests) >= MAX_SHARED:
             self._by_length.clear()
             self._digests.clear()
