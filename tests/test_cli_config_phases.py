@@ -19,7 +19,9 @@ def demo_data(tmp_path: Path) -> Path:
     return data
 
 
-def test_a_config_file_sets_the_phase_and_the_command_line_wins(tmp_path: Path, demo_data: Path) -> None:
+def test_a_config_file_sets_the_phase_and_the_command_line_wins(tmp_path: Path, demo_data: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a CLI sample keeps its outcomes in ./batchguard.db, the default store
     config = tmp_path / "run.toml"
     config.write_text('validate = "batchguard._demo:validate"\nmode = "dry-run"\n'
                       "sample-count = 4\n", encoding="utf-8")

@@ -33,7 +33,9 @@ def test_a_report_that_cannot_be_written_fails_the_command(tmp_path: Path) -> No
 @pytest.mark.skipif(not os.path.exists("/dev/full") or not os.access("/dev/full", os.W_OK),
                     reason="needs a writable /dev/full")
 @pytest.mark.parametrize("mode", ["dry-run", "sample"])
-def test_a_phase_report_that_cannot_be_written_fails_the_command(tmp_path: Path, mode: str) -> None:
+def test_a_phase_report_that_cannot_be_written_fails_the_command(tmp_path: Path, mode: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a CLI sample keeps its outcomes in ./batchguard.db, the default store
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps({"id": n}) + "\n" for n in range(5)))
     args = ["run", str(data), "--fn", "cli_fns:echo", "--dlq", f"sqlite:///{tmp_path / 'q.db'}", "-q",
