@@ -91,6 +91,8 @@ padding row): CPython's sqlite3 binds None only after looking for an adapter, wh
 formats an AttributeError for every value, more than the rest of a row's binding. The upsert
 turns it back into NULL (``NULLIF(value, 0)``: a job id is text, a digest never 0)."""
 
+_DIGESTS_PER_QUERY: Final = 500  # below SQLite's oldest limit on bound values (999 before 3.32)
+
 _INSERT_TRACEBACK: Final = f"INSERT OR IGNORE INTO {TRACEBACKS} (digest, text) VALUES (?, ?)"
 
 Row = tuple[Any, ...]
@@ -390,8 +392,12 @@ def write_rows(cursor: sqlite3.Cursor, rows: Rows) -> dict[int, str]:
     if rows.tracebacks:
         cursor.executemany(_INSERT_TRACEBACK, rows.tracebacks.items())
         digests = list(rows.tracebacks)
-        found = dict(cursor.execute(f"SELECT digest, text FROM {TRACEBACKS} WHERE digest IN "
-                                    f"({', '.join('?' * len(digests))})", digests))
+        found: dict[int, str] = {}
+        # In chunks: one write may store more texts than a statement binds values.
+        for start in range(0, len(digests), _DIGESTS_PER_QUERY):
+            chunk = digests[start:start + _DIGESTS_PER_QUERY]
+            found.update(cursor.execute(f"SELECT digest, text FROM {TRACEBACKS} WHERE digest IN "
+                                        f"({', '.join('?' * len(chunk))})", chunk))
         taken = {digest: text for digest, text in rows.tracebacks.items() if found.get(digest) != text}
         stored = {digest: text for digest, text in rows.tracebacks.items() if digest not in taken}
         if taken:
