@@ -380,3 +380,25 @@ def test_one_send_of_more_new_shared_texts_than_sqlite_binds_at_once(tmp_path: P
     assert dlq.list(limit=None) == entries
     assert _sql(tmp_path / "dlq.db", f"SELECT count(*) FROM {TRACEBACKS}") == [(1200,)]
     dlq.close()
+
+
+def test_texts_left_by_removed_entries_survive_a_vacuum_and_serve_later_writes(tmp_path: Path) -> None:
+    # Removing entries leaves their shared text (never deleted: a writer that stored one names
+    # it without looking); a VACUUM keeps it; the same queue object, and a new one, write
+    # entries naming it that read back whole.
+    path = tmp_path / "dlq.db"
+    dlq = SqliteDLQ(path)
+    first = [_entry(i, f"m{i}", f"{STACK}m{i}\n") for i in range(3)]
+    dlq.send(first)
+    assert dlq.remove([e.id for e in first]) == 3
+    _sql(path, "VACUUM")
+    assert _sql(path, f"SELECT count(*) FROM {TRACEBACKS}") == [(1,)]
+    dlq.send([_entry(10, "m10", f"{STACK}m10\n")])  # one entry: names the stored text
+    other = SqliteDLQ(path)
+    other.send([_entry(11, "m11", f"{STACK}m11\n"), _entry(12, "m12", f"{STACK}m12\n")])
+    expected = [_entry(i, f"m{i}", f"{STACK}m{i}\n") for i in (10, 11, 12)]
+    assert dlq.list(limit=None) == other.list(limit=None) == expected
+    assert _sql(path, "SELECT count(DISTINCT traceback_digest) FROM dead_letters") == [(1,)]
+    assert _sql(path, f"SELECT count(*) FROM {TRACEBACKS}") == [(1,)] and _dangling(path) == 0
+    dlq.close()
+    other.close()
