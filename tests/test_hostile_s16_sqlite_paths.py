@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -117,4 +118,49 @@ def test_any_sequence_of_writes_leaves_what_a_memory_queue_holds(tmp_path_factor
     reopened = SqliteDLQ(path)
     assert _comparable(reopened.list(limit=None, status="all")) == _comparable(model.list(limit=None, status="all"))
     reopened.close()
+    dlq.close()
+
+
+def test_threads_sharing_one_queue_object_and_its_text_caches_leave_every_entry_whole(tmp_path: Path) -> None:
+    # The queue's text caches are shared by its threads (each step one dict or list operation):
+    # four threads send, background-write and swap at once while the caches turn over.
+    path = tmp_path / "dlq.db"
+    dlq = SqliteDLQ(path)
+    errors: list[BaseException] = []
+
+    def entries(who: int, k: int) -> list[DeadLetter]:
+        return [DeadLetter(
+            id=f"t{who}-{k}-{i}", run_id=f"r{who}", job_id=None, record_id=i, record_index=i, batch_index=k,
+            stage="process", payload=i, payload_encoding="json", error_class="permanent", error_type="ValueError",
+            error_message=f"m{i}", traceback=f"{STACKS[(i + k) % 4]}m{i}\n",
+            attempts=(Attempt(1, AT, "ValueError", f"m{i}", None),), first_failed_at=AT, last_failed_at=AT)
+            for i in range((k % 5) * 7 + 1)]
+
+    def work(who: int) -> None:
+        try:
+            writes = dlq.background_writes() if who % 2 else None
+            for k in range(60):
+                batch = entries(who, k)
+                if writes is not None:
+                    writes.send(batch)
+                else:
+                    dlq.send(batch)
+                if who == 2 and k % 10 == 0:
+                    dlq.swap([e.id for e in dlq.list(limit=20, status="all")], lambda found: dict(found))
+            if writes is not None:
+                writes.finish()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite_rows, "MAX_SHARED", 2)
+        threads = [threading.Thread(target=work, args=(who,)) for who in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    expected = {e.id: e for who in range(4) for k in range(60) for e in entries(who, k)}
+    stored = dlq.list(limit=None, status="all")
+    assert len(stored) == len(expected) and all(expected[e.id] == e for e in stored)
     dlq.close()
