@@ -329,3 +329,32 @@ def test_processes_opening_a_previous_release_queue_at_once_migrate_it_once_and_
     assert all(_unstatused(e) in versions[e.id] for e in stored.values())
     assert _dangling(path) == 0
     dlq.close()
+
+
+def test_a_plain_run_killed_while_its_writer_thread_writes_leaves_only_whole_entries(tmp_path: Path) -> None:
+    # A run that is no job writes each batch on the recorder's writer thread (one statement,
+    # or a transaction when it stores new texts): a SIGKILL at any point leaves whole entries.
+    path = tmp_path / "dlq.db"
+    SqliteDLQ(path).close()
+    start = tmp_path / "start"
+    start.touch()
+    for kill_after in (100, 700):
+        run = _run(RUN, f"sqlite:///{path}", str(start))
+        while _dead_letters(path) < kill_after and run.poll() is None:
+            time.sleep(0.005)
+        alive = run.poll() is None
+        if alive:
+            os.kill(run.pid, signal.SIGKILL)
+        run.communicate(timeout=60)
+        assert alive, run.returncode
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+    dlq = SqliteDLQ(path)
+    stored = dlq.list(limit=None)
+    assert len(stored) >= 100 and len({(e.run_id, e.record_index) for e in stored}) == len(stored)
+    for entry in stored:
+        assert entry.traceback is not None and entry.traceback.startswith("Traceback (most recent call last):")
+        assert entry.traceback.endswith(f"{entry.error_type}: {entry.error_message}\n")
+    assert _dangling(path) == 0
+    dlq.close()
