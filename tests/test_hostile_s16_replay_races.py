@@ -246,7 +246,7 @@ from batchguard.dlq import open_dlq
 queue = open_dlq(sys.argv[1])
 ids = [entry.id for entry in queue.iter(status="all")]
 rng = random.Random(int(sys.argv[2]))
-for _ in range(40):
+for _ in range(20):
     chosen = rng.sample(ids, rng.choice([5, 50, 400, len(ids)]))
     queue.set_status(chosen, rng.choice(["open", "resolved"]), reason="churn", force=True)
 '''
@@ -261,11 +261,11 @@ def test_concurrent_status_changes_of_overlapping_postgres_entries_do_not_deadlo
     failed one with "deadlock detected". Rows are locked in id order now."""
     where = Where("postgres", request, tmp_path)
     try:
-        run_batches(range(2000), _always_fails, dlq=where.open(), retry=ONCE)
+        run_batches(range(1000), _always_fails, dlq=where.open(), retry=ONCE)
         changers = [subprocess.Popen([sys.executable, "-c", CHANGER, where.url, str(seed)], text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE) for seed in range(3)]
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE) for seed in range(4)]
         outputs = [changer.communicate(timeout=400) for changer in changers]
-        assert [changer.returncode for changer in changers] == [0, 0, 0], [err[-2000:] for _, err in outputs]
-        assert where.open().count(status="all") == 2000
+        assert [changer.returncode for changer in changers] == [0, 0, 0, 0], [err[-2000:] for _, err in outputs]
+        assert where.open().count(status="all") == 1000
     finally:
         where.opener.close()
