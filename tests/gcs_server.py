@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
+
+import child_server
 
 ENVIRONMENT = {
     "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
@@ -38,20 +38,8 @@ def gcs_server() -> Iterator[str]:
             if os.environ.get("CI") == "true":
                 raise ModuleNotFoundError(f"{module} is not installed (pip install -e '.[test]')")
             pytest.skip(f"{module} is not installed")
-    child = subprocess.Popen([sys.executable, __file__], stdout=subprocess.PIPE, text=True)
+    child, port = child_server.start(__file__, "GCS emulator")
     assert child.stdout is not None
-    deadline = time.monotonic() + 60
-    port = None
-    while time.monotonic() < deadline:
-        line = child.stdout.readline()
-        if not line:
-            break
-        if line.startswith("PORT "):
-            port = int(line.split()[1])
-            break
-    if port is None:
-        child.kill()
-        raise RuntimeError(f"the GCS emulator did not start (exit code {child.wait()})")
     endpoint = f"http://127.0.0.1:{port}"
     with pytest.MonkeyPatch.context() as env:
         for key, value in {**ENVIRONMENT, "STORAGE_EMULATOR_HOST": endpoint}.items():

@@ -13,12 +13,12 @@ and stops it at the end of the session.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
+
+import child_server
 
 ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing-key-id",
@@ -36,20 +36,8 @@ def s3_server() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             raise
         pytest.skip(f"moto[server] is not installed: {exc}")
-    child = subprocess.Popen([sys.executable, __file__], stdout=subprocess.PIPE, text=True)
+    child, port = child_server.start(__file__, "moto server")
     assert child.stdout is not None
-    deadline = time.monotonic() + 60
-    port = None
-    while time.monotonic() < deadline:
-        line = child.stdout.readline()
-        if not line:
-            break
-        if line.startswith("PORT "):
-            port = int(line.split()[1])
-            break
-    if port is None:
-        child.kill()
-        raise RuntimeError(f"the moto server did not start (exit code {child.wait()})")
     endpoint = f"http://127.0.0.1:{port}"
     with pytest.MonkeyPatch.context() as env:
         for key, value in {**ENVIRONMENT, "AWS_ENDPOINT_URL": endpoint}.items():
