@@ -19,6 +19,7 @@ from batchguard import run_batches
 from batchguard.cli import main
 from batchguard.dlq import Attempt, DeadLetter, MemoryDLQ, SqliteDLQ, sqlite_rows
 from batchguard.dlq.sqlite_rows import TRACEBACKS, rows_of
+from dlq_previous_schema import PREVIOUS_SCHEMA
 
 
 def _rows(path: Path, sql: str) -> list[Any]:
@@ -124,25 +125,7 @@ def test_two_texts_with_one_digest_keep_their_own_tracebacks(tmp_path: Path,
     dlq.close()
 
 
-# The format of the release before this one (status column, whole entries in their JSON),
-# copied literally, and one of its rows.
-PREVIOUS_SCHEMA = (
-    """CREATE TABLE dead_letters (
-        seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        run_id TEXT NOT NULL,
-        job_id TEXT,
-        stage TEXT NOT NULL,
-        error_class TEXT NOT NULL,
-        error_type TEXT NOT NULL,
-        entry TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'open'
-    )""",
-    "CREATE INDEX dead_letters_run_id ON dead_letters (run_id)",
-    "CREATE INDEX dead_letters_job_id ON dead_letters (job_id) WHERE job_id IS NOT NULL",
-    "CREATE INDEX dead_letters_error_type ON dead_letters (error_type)",
-    "CREATE INDEX dead_letters_closed ON dead_letters (status, seq) WHERE status <> 'open'",
-)
+# One row of the release before this one, copied literally (its schema: dlq_previous_schema).
 PREVIOUS_ROW = (
     "c83d55aa5d17-000000000000", "run-old", None, "process", "permanent", "ValueError",
     '{"id":"c83d55aa5d17-000000000000","run_id":"run-old","job_id":null,"record_id":0,"record_index":0,'

@@ -19,6 +19,7 @@ from batchguard import replay, run_batches
 from batchguard.cli import main
 from batchguard.dlq import Attempt, DeadLetter, JsonlDLQ, MemoryDLQ, SqliteDLQ, StatusChange
 from batchguard.dlq.sqlite_rows import TRACEBACKS, digest_of
+from dlq_previous_schema import PREVIOUS_SCHEMA
 
 STACK = 'Traceback (most recent call last):\n  File "job.py", line 3, in load\n    raise ValueError(msg)\nValueError: '
 OTHER = 'Traceback (most recent call last):\n  File "job.py", line 9, in save\n    raise KeyError(k)\nKeyError: '
@@ -239,25 +240,6 @@ def test_a_replay_keeps_every_field_and_appends_its_tries(tmp_path: Path) -> Non
 
 
 # -- files made elsewhere: the previous release, and damaged shared texts ---------------------------
-
-PREVIOUS_SCHEMA = (
-    """CREATE TABLE dead_letters (
-        seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        run_id TEXT NOT NULL,
-        job_id TEXT,
-        stage TEXT NOT NULL,
-        error_class TEXT NOT NULL,
-        error_type TEXT NOT NULL,
-        entry TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'open'
-    )""",
-    "CREATE INDEX dead_letters_run_id ON dead_letters (run_id)",
-    "CREATE INDEX dead_letters_job_id ON dead_letters (job_id) WHERE job_id IS NOT NULL",
-    "CREATE INDEX dead_letters_error_type ON dead_letters (error_type)",
-    "CREATE INDEX dead_letters_closed ON dead_letters (status, seq) WHERE status <> 'open'",
-)
-
 
 def _previous_release_file(path: Path, entries: list[DeadLetter]) -> None:
     """A queue as the previous release wrote it: the whole entry in the JSON (codec.dumps)."""
